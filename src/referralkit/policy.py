@@ -1,0 +1,207 @@
+"""Where coverage and urgency decisions plug in.
+
+:class:`ReferralDesk <referralkit.desk.ReferralDesk>` asks a :class:`CoverageDecider` and an
+:class:`UrgencyAssessor` at intake and on :meth:`~referralkit.desk.ReferralDesk.reassess`.
+Anything with the right method fits; :class:`BasicCoverage` and :class:`BasicUrgency` are plain,
+documented defaults (examples, not payer or clinical guidance).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Final, Protocol, runtime_checkable
+
+from .model import (
+    CoverageDecision,
+    Covered,
+    DocNeeded,
+    NetworkStatus,
+    PaNeeded,
+    PlanType,
+    Priority,
+    Referral,
+    RuleHit,
+    UrgencyAssessment,
+)
+
+__all__ = [
+    "BasicCoverage",
+    "BasicUrgency",
+    "CoverageDecider",
+    "UrgencyAssessor",
+    "add_business_days",
+]
+
+
+@runtime_checkable
+class CoverageDecider(Protocol):
+    """Decides whether a referral's services are covered, as of ``at``."""
+
+    def decide(self, referral: Referral, at: dt.datetime) -> CoverageDecision: ...
+
+
+@runtime_checkable
+class UrgencyAssessor(Protocol):
+    """Assesses how urgent a referral is, as of ``at``."""
+
+    def assess(self, referral: Referral, at: dt.datetime) -> UrgencyAssessment: ...
+
+
+def add_business_days(start: dt.datetime, days: int) -> dt.datetime:
+    """``start`` plus ``days`` weekdays (Saturday and Sunday skipped; no holiday calendar).
+
+    >>> add_business_days(dt.datetime(2026, 11, 27, tzinfo=dt.UTC), 1).date()  # a Friday
+    datetime.date(2026, 11, 30)
+    """
+    current = start
+    remaining = days
+    while remaining > 0:
+        current += dt.timedelta(days=1)
+        if current.weekday() < 5:
+            remaining -= 1
+    return current
+
+
+_RULESET: Final = "basic"
+_VERSION: Final = "1"
+# Advanced imaging (MRI/CT families) commonly needs prior authorization; an example list.
+_PA_PREFIXES: Final = ("7055", "7219", "7355", "7014", "7045", "7047", "7048", "7449")
+_NARROW_NETWORK: Final = frozenset(
+    {PlanType.HMO, PlanType.EPO, PlanType.MEDICAID, PlanType.MEDICARE_ADVANTAGE}
+)
+
+
+def _hit(rule_id: str) -> RuleHit:
+    return RuleHit(_RULESET, _VERSION, rule_id)
+
+
+class BasicCoverage:
+    """A plain default coverage decider.
+
+    - no coverage on file, self-pay, or coverage not active on the date: not covered;
+    - an out-of-network specialist on an HMO, EPO, Medicaid or Medicare Advantage plan: not
+      covered, with an in-network specialist as the alternative; on other plans: conditional;
+    - an advanced-imaging service: prior authorization needed, with clinical documentation;
+    - otherwise covered, no authorization.
+    """
+
+    def __repr__(self) -> str:
+        return "BasicCoverage()"
+
+    def decide(self, referral: Referral, at: dt.datetime) -> CoverageDecision:
+        coverage = referral.coverage
+        network = (
+            referral.target.in_network(coverage)
+            if referral.target is not None
+            else NetworkStatus.UNKNOWN
+        )
+        if coverage is None or not coverage.active_on(at.date()):
+            return CoverageDecision(
+                Covered.NOT_COVERED,
+                reason="no-active-coverage",
+                network_status=network,
+                explanation="No active coverage is on file for the date of service.",
+                alternatives=("verify coverage", "self-pay or payment plan"),
+                hits=(_hit("no-active-coverage"),),
+            )
+        if coverage.plan_type is PlanType.SELF_PAY:
+            return CoverageDecision(
+                Covered.NOT_COVERED,
+                reason="self-pay",
+                network_status=network,
+                explanation="The patient pays for this service.",
+                alternatives=("payment plan",),
+                hits=(_hit("self-pay"),),
+            )
+        needs_pa = any(code.code.startswith(_PA_PREFIXES) for code in referral.services)
+        pa = PaNeeded.AUTH_NEEDED if needs_pa else PaNeeded.NO_AUTH
+        doc = DocNeeded.CLINICAL if needs_pa else None
+        hits = (_hit("advanced-imaging-pa"),) if needs_pa else ()
+        if network is NetworkStatus.OUT_OF_NETWORK:
+            if coverage.plan_type in _NARROW_NETWORK:
+                return CoverageDecision(
+                    Covered.NOT_COVERED,
+                    reason="auth-out-network",
+                    network_status=network,
+                    explanation="The specialist is outside the plan's network.",
+                    alternatives=("an in-network specialist", "self-pay or payment plan"),
+                    hits=(*hits, _hit("narrow-network")),
+                )
+            return CoverageDecision(
+                Covered.CONDITIONAL,
+                pa_needed=pa,
+                doc_needed=doc,
+                reason="out-of-network",
+                network_status=network,
+                explanation="Covered out of network at a higher cost share.",
+                alternatives=("an in-network specialist",),
+                hits=(*hits, _hit("out-of-network-cost-share")),
+            )
+        return CoverageDecision(
+            Covered.COVERED,
+            pa_needed=pa,
+            doc_needed=doc,
+            network_status=network,
+            explanation=(
+                "Covered; prior authorization is required."
+                if needs_pa
+                else "Covered; no prior authorization is required."
+            ),
+            hits=(*hits, _hit("covered")),
+        )
+
+
+_WINDOWS: Final = {
+    Priority.STAT: dt.timedelta(hours=24),
+    Priority.ASAP: dt.timedelta(hours=48),
+    Priority.URGENT: dt.timedelta(hours=48),
+}
+
+
+class BasicUrgency:
+    """A plain default urgency assessor.
+
+    - suspected cancer (an ICD-10-CM diagnosis in C00–D09): at least urgent, seen within 14
+      days (the NHS two-week wait);
+    - pregnancy: at least urgent;
+    - windows: stat 24 h, asap and urgent 48 h (96 h when prior authorization is needed; the
+      California timely-access standard), routine 15 business days;
+    - the score orders the worklist: 100 per priority rank plus modifiers.
+    """
+
+    def __repr__(self) -> str:
+        return "BasicUrgency()"
+
+    def assess(self, referral: Referral, at: dt.datetime) -> UrgencyAssessment:
+        priority = referral.priority
+        reasons = [f"requested {priority.value}"]
+        hits = [_hit(f"requested-{priority.value}")]
+        score = 0.0
+        suspected_cancer = any(d.code[:1] == "C" or d.code[:2] == "D0" for d in referral.diagnoses)
+        if suspected_cancer:
+            reasons.append("suspected cancer: two-week wait")
+            hits.append(_hit("suspected-cancer"))
+            score += 50
+            priority = max(priority, Priority.URGENT, key=lambda p: p.rank)
+        if referral.patient.pregnant:
+            reasons.append("pregnancy")
+            hits.append(_hit("pregnancy"))
+            score += 20
+            priority = max(priority, Priority.URGENT, key=lambda p: p.rank)
+        start = referral.received_at or at
+        decision = referral.coverage_decision
+        if priority is Priority.ROUTINE:
+            due = add_business_days(start, 15)
+        elif priority is Priority.URGENT and decision is not None and decision.needs_authorization:
+            due = start + dt.timedelta(hours=96)
+        else:
+            due = start + _WINDOWS[priority]
+        if suspected_cancer:
+            due = min(due, start + dt.timedelta(days=14))
+        return UrgencyAssessment(
+            priority=priority,
+            score=priority.rank * 100 + score,
+            due_by=due,
+            reasons=tuple(reasons),
+            hits=tuple(hits),
+        )

@@ -1,0 +1,126 @@
+"""JSON-compatible dictionaries from and to the model, with a cattrs converter.
+
+:func:`to_dict` turns any model value into plain ``dict``/``list``/``str``/``int``/``float``/
+``bool``/``None`` (datetimes and dates as ISO 8601 strings); :func:`from_dict` turns such data
+back into the type, raising :class:`~referralkit.errors.ValidationError` with a path such as
+``patient.birth_date`` or ``diagnoses[1].code``. Error messages never repeat an input value:
+the input may be PHI.
+
+>>> from referralkit.model import Code
+>>> to_dict(Code.cpt("99204"))
+{'system': 'http://www.ama-assn.org/go/cpt', 'code': '99204', 'display': None}
+>>> from_dict(Code, {"system": "http://snomed.info/sct", "code": "183521005"}).code
+'183521005'
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import cattrs
+from cattrs.errors import (
+    AttributeValidationNote,
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+    IterableValidationNote,
+)
+
+from .errors import ValidationError
+
+__all__ = ["converter", "from_dict", "to_dict"]
+
+T = TypeVar("T")
+
+converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+"""The cattrs converter for every model type."""
+
+
+def _structure_datetime(value: Any, _: type) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return value
+    if not isinstance(value, str):
+        raise ValidationError("", "expected an ISO 8601 datetime string")
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValidationError("", "expected an ISO 8601 datetime string") from None
+    # an offset other than UTC is the same instant; a naive time is refused by the model
+    return parsed.astimezone(dt.UTC) if parsed.tzinfo is not None else parsed
+
+
+def _structure_date(value: Any, _: type) -> dt.date:
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value
+    if not isinstance(value, str):
+        raise ValidationError("", "expected an ISO 8601 date string")
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise ValidationError("", "expected an ISO 8601 date string") from None
+
+
+def _structure_payload(value: Any, _: type) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValidationError("", "expected a JSON object")
+    return dict(value)
+
+
+# StrEnum members are str instances; without this cattrs passes them through as members
+converter.register_unstructure_hook(enum.StrEnum, lambda e: e.value)
+converter.register_unstructure_hook(dt.datetime, lambda d: d.isoformat())
+converter.register_structure_hook(dt.datetime, _structure_datetime)
+converter.register_unstructure_hook(dt.date, lambda d: d.isoformat())
+converter.register_structure_hook(dt.date, _structure_date)
+converter.register_structure_hook_func(lambda t: t == Mapping[str, Any], _structure_payload)
+
+
+def to_dict(value: Any) -> Any:
+    """``value`` as JSON-compatible data."""
+    return converter.unstructure(value)
+
+
+def from_dict(cls: type[T], data: Any) -> T:
+    """Build a ``cls`` from JSON-compatible ``data``.
+
+    Raises :class:`~referralkit.errors.ValidationError` naming the first bad field.
+    """
+    try:
+        return converter.structure(data, cls)
+    except ValidationError:
+        raise
+    except Exception as exc:  # cattrs raises many kinds; each becomes one typed error
+        raise _first_error(exc, "") from None
+
+
+def _join(path: str, step: str) -> str:
+    if step.startswith("["):
+        return path + step
+    return f"{path}.{step}" if path else step
+
+
+def _first_error(exc: BaseException, path: str) -> ValidationError:
+    if isinstance(exc, ClassValidationError | IterableValidationError):
+        for inner in exc.exceptions:
+            step = ""
+            for note in getattr(inner, "__notes__", ()):
+                if isinstance(note, AttributeValidationNote):
+                    step = note.name
+                elif isinstance(note, IterableValidationNote):
+                    step = f"[{note.index}]"
+            return _first_error(inner, _join(path, step) if step else path)
+    if isinstance(exc, ValidationError):
+        return ValidationError(_join(path, exc.path) if exc.path else path, exc.reason)
+    if isinstance(exc, KeyError):
+        return ValidationError(path, "required field is missing")
+    if isinstance(exc, ForbiddenExtraKeysError):
+        keys = ", ".join(sorted(exc.extra_fields))
+        return ValidationError(path, f"unknown field(s): {keys}")
+    if isinstance(exc, ValueError) and "is not a valid" in str(exc):
+        return ValidationError(path, "not one of the allowed values")
+    if isinstance(exc, TypeError | AttributeError):
+        return ValidationError(path, "expected a JSON object or list of the right shape")
+    return ValidationError(path, f"invalid value ({type(exc).__name__})")
