@@ -53,6 +53,7 @@ __all__ = [
     "Referral",
     "ReferralEvent",
     "RuleHit",
+    "RuleTrace",
     "Sex",
     "Status",
     "UrgencyAssessment",
@@ -499,6 +500,22 @@ class RuleHit:
 
 
 @attrs.frozen
+class RuleTrace:
+    """Why one rule did or did not match, for a decision made with ``explain=True``.
+
+    ``failed`` is the first condition that was false (as text); ``active`` is false when the
+    rule was not in force on the evaluation date.
+    """
+
+    ruleset: str = attrs.field(validator=v.text(max_length=200))
+    version: str = attrs.field(validator=v.text(max_length=100))
+    rule_id: str = attrs.field(validator=v.text(max_length=200))
+    matched: bool = attrs.field(validator=v.instance(bool, "a bool"))
+    active: bool = attrs.field(default=True, validator=v.instance(bool, "a bool"))
+    failed: str | None = attrs.field(default=None, validator=v.optional(v.text()))
+
+
+@attrs.frozen
 class CoverageDecision:
     """A coverage decision in the Da Vinci CRD vocabulary, with the rules that made it.
 
@@ -521,6 +538,9 @@ class CoverageDecision:
     explanation: str = attrs.field(default="", validator=v.instance(str, "a string"))
     alternatives: tuple[str, ...] = attrs.field(default=(), validator=v.tuple_of(str, "a string"))
     hits: tuple[RuleHit, ...] = attrs.field(default=(), validator=v.tuple_of(RuleHit, "a RuleHit"))
+    trace: tuple[RuleTrace, ...] = attrs.field(
+        default=(), validator=v.tuple_of(RuleTrace, "a RuleTrace")
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.pa_needed is None and self.covered is not Covered.NOT_COVERED:
@@ -546,6 +566,9 @@ class UrgencyAssessment:
     due_by: dt.datetime | None = attrs.field(default=None, validator=v.optional(v.utc_datetime))
     reasons: tuple[str, ...] = attrs.field(default=(), validator=v.tuple_of(str, "a string"))
     hits: tuple[RuleHit, ...] = attrs.field(default=(), validator=v.tuple_of(RuleHit, "a RuleHit"))
+    trace: tuple[RuleTrace, ...] = attrs.field(
+        default=(), validator=v.tuple_of(RuleTrace, "a RuleTrace")
+    )
 
 
 # --------------------------------------------------------------------------- events

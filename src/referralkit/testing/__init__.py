@@ -28,6 +28,7 @@ from ._strategies import (
     referral_events,
     referrals,
     rule_hits,
+    rule_traces,
     urgency_assessments,
 )
 
@@ -50,6 +51,7 @@ __all__ = [
     "referral_events",
     "referrals",
     "rule_hits",
+    "rule_traces",
     "sample_request",
     "urgency_assessments",
 ]

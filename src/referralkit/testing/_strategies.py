@@ -45,6 +45,7 @@ from ..model import (
     Referral,
     ReferralEvent,
     RuleHit,
+    RuleTrace,
     Sex,
     Status,
     UrgencyAssessment,
@@ -69,6 +70,7 @@ __all__ = [
     "referral_events",
     "referrals",
     "rule_hits",
+    "rule_traces",
     "urgency_assessments",
 ]
 
@@ -260,6 +262,18 @@ def rule_hits() -> st.SearchStrategy[RuleHit]:
     return st.builds(RuleHit, _ids, st.from_regex(r"[0-9a-f]{8}", fullmatch=True), _ids)
 
 
+def rule_traces() -> st.SearchStrategy[RuleTrace]:
+    return st.builds(
+        RuleTrace,
+        ruleset=_ids,
+        version=st.from_regex(r"[0-9a-f]{12}", fullmatch=True),
+        rule_id=_ids,
+        matched=st.booleans(),
+        active=st.booleans(),
+        failed=st.none() | _short,
+    )
+
+
 @st.composite
 def coverage_decisions(draw: st.DrawFn) -> CoverageDecision:
     """Decisions that keep CRD's consistency rules."""
@@ -286,6 +300,7 @@ def coverage_decisions(draw: st.DrawFn) -> CoverageDecision:
         explanation=draw(st.text(max_size=30)),
         alternatives=tuple(draw(st.lists(_short, max_size=2))),
         hits=tuple(draw(st.lists(rule_hits(), max_size=3))),
+        trace=tuple(draw(st.lists(rule_traces(), max_size=2))),
     )
 
 
@@ -297,6 +312,7 @@ def urgency_assessments() -> st.SearchStrategy[UrgencyAssessment]:
         due_by=st.none() | _utc,
         reasons=st.lists(_short, max_size=3).map(tuple),
         hits=st.lists(rule_hits(), max_size=3).map(tuple),
+        trace=st.lists(rule_traces(), max_size=2).map(tuple),
     )
 
 
@@ -394,6 +410,7 @@ STRATEGIES: Final[Mapping[type, Any]] = {
     Communication: communications,
     FollowUp: follow_ups,
     RuleHit: rule_hits,
+    RuleTrace: rule_traces,
     CoverageDecision: coverage_decisions,
     UrgencyAssessment: urgency_assessments,
     ReferralEvent: referral_events,

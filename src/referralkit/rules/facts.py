@@ -1,0 +1,128 @@
+"""The fact model rules are written against.
+
+A rule never sees a :class:`~referralkit.model.Referral`; it sees a flat dictionary of named
+facts extracted from one at an evaluation date (:func:`extract`). :data:`FACTS` documents every
+fact: its type, the values it can take, and where it comes from. The loader refuses a rule
+that names an unknown fact or compares it with a value of the wrong type.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Final
+
+import attrs
+
+from ..model import (
+    AuthStatus,
+    NetworkStatus,
+    PlanType,
+    Priority,
+    Referral,
+    Sex,
+)
+
+__all__ = ["FACTS", "FactSpec", "FactType", "extract"]
+
+
+class FactType(enum.StrEnum):
+    """The type of a fact, which decides the operators a condition may use on it."""
+
+    TEXT = "text"
+    INTEGER = "integer"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+    DATE = "date"
+    TEXT_LIST = "text-list"
+
+
+@attrs.frozen
+class FactSpec:
+    """One fact: its type, its allowed values (``None``: any), and what it means."""
+
+    type: FactType
+    doc: str
+    values: tuple[str, ...] | None = None
+
+
+def _values(e: type[enum.Enum]) -> tuple[str, ...]:
+    return tuple(str(m.value) for m in e)
+
+
+FACTS: Final[Mapping[str, FactSpec]] = MappingProxyType(
+    {
+        "patient.age": FactSpec(FactType.INTEGER, "age in whole years on the evaluation date"),
+        "patient.sex": FactSpec(FactType.TEXT, "administrative sex", _values(Sex)),
+        "patient.pregnant": FactSpec(FactType.BOOLEAN, "the patient is pregnant"),
+        "patient.language": FactSpec(FactType.TEXT, "preferred language tag, e.g. 'es'"),
+        "patient.interpreter_needed": FactSpec(FactType.BOOLEAN, "an interpreter is needed"),
+        "coverage.payer": FactSpec(FactType.TEXT, "payer name; missing without coverage"),
+        "coverage.plan": FactSpec(FactType.TEXT, "plan name; missing without coverage"),
+        "coverage.plan_type": FactSpec(
+            FactType.TEXT, "plan type; missing without coverage", _values(PlanType)
+        ),
+        "coverage.active": FactSpec(
+            FactType.BOOLEAN, "coverage is on file and its period includes the date"
+        ),
+        "coverage.networks": FactSpec(FactType.TEXT_LIST, "the plan's networks"),
+        "network_status": FactSpec(
+            FactType.TEXT,
+            "the target specialist against the plan's networks",
+            _values(NetworkStatus),
+        ),
+        "target.accepting_new_patients": FactSpec(
+            FactType.BOOLEAN, "the target specialist accepts new patients; missing without one"
+        ),
+        "specialty": FactSpec(FactType.TEXT, "the specialty referred to, e.g. 'cardiology'"),
+        "diagnoses": FactSpec(FactType.TEXT_LIST, "ICD-10-CM (or other) diagnosis codes"),
+        "services": FactSpec(FactType.TEXT_LIST, "requested service codes (CPT, HCPCS...)"),
+        "priority": FactSpec(FactType.TEXT, "priority the referrer asked for", _values(Priority)),
+        "days_waiting": FactSpec(FactType.INTEGER, "whole days since received (0 before)"),
+        "authorization.status": FactSpec(
+            FactType.TEXT, "prior authorization status", _values(AuthStatus)
+        ),
+        "attachments": FactSpec(FactType.TEXT_LIST, "kinds of the documents attached"),
+        "date": FactSpec(FactType.DATE, "the evaluation date"),
+    }
+)
+"""Every fact a rule condition may name."""
+
+
+def extract(referral: Referral, at: dt.datetime) -> dict[str, Any]:
+    """The facts of ``referral`` as of ``at``. A fact that does not apply is absent."""
+    day = at.date()
+    patient = referral.patient
+    coverage = referral.coverage
+    target = referral.target
+    facts: dict[str, Any] = {
+        "patient.age": patient.age_on(day),
+        "patient.sex": patient.sex.value,
+        "patient.pregnant": patient.pregnant,
+        "patient.language": patient.preferred_language,
+        "patient.interpreter_needed": patient.interpreter_needed,
+        "coverage.active": coverage is not None and coverage.active_on(day),
+        "specialty": referral.specialty,
+        "diagnoses": [c.code for c in referral.diagnoses],
+        "services": [c.code for c in referral.services],
+        "priority": referral.priority.value,
+        "days_waiting": (
+            max(0, (at - referral.received_at).days) if referral.received_at is not None else 0
+        ),
+        "authorization.status": referral.authorization.status.value,
+        "attachments": [a.kind.value for a in referral.attachments],
+        "date": day,
+    }
+    if coverage is not None:
+        facts["coverage.payer"] = coverage.payer
+        facts["coverage.plan"] = coverage.plan
+        facts["coverage.plan_type"] = coverage.plan_type.value
+        facts["coverage.networks"] = list(coverage.networks)
+    if target is not None:
+        facts["target.accepting_new_patients"] = target.accepting_new_patients
+        facts["network_status"] = target.in_network(coverage).value
+    else:
+        facts["network_status"] = NetworkStatus.UNKNOWN.value
+    return facts

@@ -1,0 +1,248 @@
+"""Coverage and urgency policies built from rulesets, for :class:`~referralkit.desk.ReferralDesk`.
+
+A policy holds one or more rulesets of its kind, for example one per payer and a fallback. It
+asks them in order; the first ruleset with a matching rule decides. Every decision carries its
+hits (ruleset, version, rule id) and, with ``explain=True``, a trace of every rule of the
+rulesets it consulted.
+
+>>> from referralkit.rules.policies import CoveragePolicy
+>>> policy = CoveragePolicy.shipped()
+>>> [r.name for r in policy.rulesets][:2]
+['example-eligibility', 'example-medicare']
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from ..errors import RulesError
+from ..model import (
+    CoverageDecision,
+    Covered,
+    DocNeeded,
+    InfoNeeded,
+    NetworkStatus,
+    PaNeeded,
+    Priority,
+    Referral,
+    RuleHit,
+    RuleTrace,
+    UrgencyAssessment,
+)
+from ..policy import add_business_days
+from .engine import Evaluation, PythonEngine
+from .facts import extract
+from .loader import load
+from .model import Kind, Ruleset
+
+__all__ = [
+    "DATA",
+    "CoveragePolicy",
+    "UrgencyPolicy",
+    "coverage_decision",
+    "shipped_paths",
+    "urgency_assessment",
+]
+
+DATA: Final = Path(__file__).with_name("data")
+"""The folder of the shipped example rulesets."""
+
+EngineName = Literal["python", "durable"]
+
+
+def shipped_paths(kind: Kind | None = None) -> list[Path]:
+    """Paths of the shipped example rulesets (of ``kind``), in their consultation order."""
+    paths = sorted(DATA.glob("*.toml"))
+    if kind is None:
+        return paths
+    return [p for p in paths if p.name.startswith(f"{kind.value}-")]
+
+
+def _engine(ruleset: Ruleset, name: EngineName) -> Any:
+    if name == "python":
+        return PythonEngine(ruleset)
+    if name == "durable":
+        from .durable import DurableEngine
+
+        return DurableEngine(ruleset)
+    raise RulesError(f"unknown engine {name!r} (python, durable)")
+
+
+class _Policy:
+    kind: Kind
+
+    def __init__(self, rulesets: Iterable[Ruleset], *, engine: EngineName = "python") -> None:
+        self.rulesets: tuple[Ruleset, ...] = tuple(rulesets)
+        if not self.rulesets:
+            raise RulesError(f"a {self.kind.value} policy needs at least one ruleset")
+        for ruleset in self.rulesets:
+            if ruleset.kind is not self.kind:
+                raise RulesError(
+                    f"ruleset {ruleset.name!r} is a {ruleset.kind.value} ruleset, "
+                    f"not {self.kind.value}"
+                )
+        self.engine_name = engine
+        self._engines = [_engine(r, engine) for r in self.rulesets]
+
+    @classmethod
+    def from_files(cls, paths: Iterable[str | Path], **kwargs: Any) -> Any:
+        """A policy from TOML files, consulted in the order given."""
+        return cls([load(p) for p in paths], **kwargs)
+
+    @classmethod
+    def shipped(cls, **kwargs: Any) -> Any:
+        """A policy from the shipped example rulesets (examples, not payer or clinical
+        guidance)."""
+        return cls.from_files(shipped_paths(cls.kind), **kwargs)
+
+    def __repr__(self) -> str:
+        names = ", ".join(f"{r.name}@{r.version}" for r in self.rulesets)
+        return f"{type(self).__name__}([{names}], engine={self.engine_name!r})"
+
+    def evaluate(
+        self, facts: Mapping[str, Any], day: dt.date, *, explain: bool = False
+    ) -> tuple[Evaluation | None, tuple[RuleTrace, ...]]:
+        """The first ruleset's evaluation that matched (or ``None``), and the traces of every
+        ruleset consulted when ``explain`` is set."""
+        traces: list[RuleTrace] = []
+        for engine in self._engines:
+            evaluation = engine.evaluate(facts, day, explain=explain)
+            traces.extend(evaluation.trace)
+            if evaluation.matched:
+                return evaluation, tuple(traces)
+        return None, tuple(traces)
+
+
+def _hits(evaluation: Evaluation | None) -> tuple[RuleHit, ...]:
+    if evaluation is None:
+        return ()
+    r = evaluation.ruleset
+    return tuple(RuleHit(r.name, r.version, rule_id) for rule_id in evaluation.matched)
+
+
+def coverage_decision(
+    evaluation: Evaluation | None,
+    facts: Mapping[str, Any],
+    trace: tuple[RuleTrace, ...] = (),
+) -> CoverageDecision:
+    """The :class:`~referralkit.model.CoverageDecision` for an evaluation's outputs.
+
+    No matching rule gives ``indeterminate``. CRD's consistency rules hold by construction:
+    ``pa_needed`` defaults to ``indeterminate`` unless not covered, and ``info_needed`` is kept
+    only beside a ``conditional`` answer.
+    """
+    out = evaluation.outputs if evaluation is not None else {}
+    covered = Covered(out.get("covered", Covered.INDETERMINATE.value))
+    pa_raw = out.get("pa_needed")
+    if pa_raw is None and covered is not Covered.NOT_COVERED:
+        pa_raw = PaNeeded.INDETERMINATE.value
+    pa = PaNeeded(pa_raw) if pa_raw is not None else None
+    doc = DocNeeded(out["doc_needed"]) if "doc_needed" in out else None
+    conditional = Covered.CONDITIONAL in (covered, pa) or doc is DocNeeded.CONDITIONAL
+    info = tuple(InfoNeeded(i) for i in out.get("info_needed", ())) if conditional else ()
+    network = NetworkStatus(out.get("network_status", facts.get("network_status", "unknown")))
+    explanation = out.get("explanation") or (
+        "No rule decided this referral; review it by hand."
+        if evaluation is None
+        else f"Decided by {', '.join(evaluation.matched)}."
+    )
+    return CoverageDecision(
+        covered=covered,
+        pa_needed=pa,
+        doc_needed=doc,
+        info_needed=info,
+        reason=out.get("reason", "no-rule-matched" if evaluation is None else None),
+        network_status=network,
+        explanation=explanation,
+        alternatives=tuple(out.get("alternatives", ())),
+        hits=_hits(evaluation),
+        trace=trace,
+    )
+
+
+class CoveragePolicy(_Policy):
+    """Coverage decisions from coverage rulesets; a
+    :class:`~referralkit.policy.CoverageDecider`."""
+
+    kind = Kind.COVERAGE
+
+    def decide(
+        self, referral: Referral, at: dt.datetime, *, explain: bool = False
+    ) -> CoverageDecision:
+        """Decide coverage for ``referral`` as of ``at``."""
+        facts = extract(referral, at)
+        evaluation, trace = self.evaluate(facts, at.date(), explain=explain)
+        return coverage_decision(evaluation, facts, trace)
+
+
+# Default windows when no rule sets one: California timely-access standards for specialist
+# appointments (urgent 48 h; 96 h with prior authorization; non-urgent 15 business days).
+_WINDOW_HOURS: Final = {Priority.STAT: 24, Priority.ASAP: 48, Priority.URGENT: 48}
+
+
+def urgency_assessment(
+    evaluation: Evaluation | None,
+    referral: Referral,
+    at: dt.datetime,
+    trace: tuple[RuleTrace, ...] = (),
+) -> UrgencyAssessment:
+    """The :class:`~referralkit.model.UrgencyAssessment` for an evaluation's outputs.
+
+    The priority is never lower than the referrer asked for. The due date is the earliest of
+    the windows the rules set (``due_hours``, ``due_days``, ``due_business_days``) counted from
+    receipt, or the default window of the priority.
+    """
+    out = evaluation.outputs if evaluation is not None else {}
+    requested = referral.priority
+    ruled = Priority(out["priority"]) if "priority" in out else requested
+    priority = max(requested, ruled, key=lambda p: p.rank)
+    start = referral.received_at or at
+    candidates: list[dt.datetime] = []
+    if "due_hours" in out:
+        candidates.append(start + dt.timedelta(hours=out["due_hours"]))
+    if "due_days" in out:
+        candidates.append(start + dt.timedelta(days=out["due_days"]))
+    if "due_business_days" in out:
+        candidates.append(add_business_days(start, out["due_business_days"]))
+    if not candidates:
+        decision = referral.coverage_decision
+        if priority is Priority.ROUTINE:
+            candidates.append(add_business_days(start, 15))
+        elif priority is Priority.URGENT and decision is not None and decision.needs_authorization:
+            candidates.append(start + dt.timedelta(hours=96))
+        else:
+            candidates.append(start + dt.timedelta(hours=_WINDOW_HOURS[priority]))
+    reasons: list[str] = []
+    if evaluation is not None:
+        for rule_id in evaluation.matched:
+            reason = evaluation.ruleset.rule(rule_id).then.get("reason")
+            if reason:
+                reasons.append(reason)
+    if ruled.rank < requested.rank:
+        reasons.append(f"kept the requested priority {requested.value}")
+    score = float(out.get("score", priority.rank * 100))
+    return UrgencyAssessment(
+        priority=priority,
+        score=score,
+        due_by=min(candidates),
+        reasons=tuple(reasons),
+        hits=_hits(evaluation),
+        trace=trace,
+    )
+
+
+class UrgencyPolicy(_Policy):
+    """Urgency assessments from urgency rulesets; an
+    :class:`~referralkit.policy.UrgencyAssessor`."""
+
+    kind = Kind.URGENCY
+
+    def assess(
+        self, referral: Referral, at: dt.datetime, *, explain: bool = False
+    ) -> UrgencyAssessment:
+        """Assess the urgency of ``referral`` as of ``at``."""
+        evaluation, trace = self.evaluate(extract(referral, at), at.date(), explain=explain)
+        return urgency_assessment(evaluation, referral, at, trace)

@@ -1,0 +1,201 @@
+"""Ready-made property checks a policy owner runs against their own rules.
+
+Each check runs Hypothesis inside and raises ``AssertionError`` (with Hypothesis's minimal
+falsifying example) when the property fails. Call them from a test::
+
+    def test_my_payer_rules_are_total():
+        check_totality(CoveragePolicy.from_files(["my-payer.toml"]))
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ..errors import RulesError
+from ..model import CodeSystem, Priority, Referral
+from ..rules.engine import PythonEngine, evaluate_condition
+from ..rules.facts import extract
+from ..rules.model import HitPolicy, Ruleset
+from ._strategies import codes, referrals
+
+__all__ = [
+    "check_determinism",
+    "check_effective_dates",
+    "check_monotonic_urgency",
+    "check_no_conflicts",
+    "check_totality",
+]
+
+Decide = Callable[[Referral, dt.datetime], Any]
+
+_moments = st.datetimes(
+    min_value=dt.datetime(2020, 1, 1), max_value=dt.datetime(2032, 1, 1), timezones=st.just(dt.UTC)
+)
+
+
+def _settings(examples: int) -> settings:
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
+def _decider(policy: Any) -> Decide:
+    for name in ("decide", "assess"):
+        method = getattr(policy, name, None)
+        if callable(method):
+            return method  # type: ignore[no-any-return]
+    raise RulesError("expected a coverage policy (decide) or an urgency policy (assess)")
+
+
+def check_totality(
+    policy: Any, *, examples: int = 200, strategy: st.SearchStrategy[Referral] | None = None
+) -> None:
+    """Every referral, on every date, gets a decision: no exception, a value back."""
+    decide = _decider(policy)
+
+    @_settings(examples)
+    @given(strategy if strategy is not None else referrals(), _moments)
+    def run(referral: Referral, at: dt.datetime) -> None:
+        assert decide(referral, at) is not None
+
+    run()
+
+
+def check_determinism(
+    policy: Any, *, examples: int = 200, strategy: st.SearchStrategy[Referral] | None = None
+) -> None:
+    """The same referral on the same date always gets the same decision."""
+    decide = _decider(policy)
+
+    @_settings(examples)
+    @given(strategy if strategy is not None else referrals(), _moments)
+    def run(referral: Referral, at: dt.datetime) -> None:
+        assert decide(referral, at) == decide(referral, at)
+
+    run()
+
+
+def check_no_conflicts(
+    ruleset: Ruleset, *, examples: int = 300, strategy: st.SearchStrategy[Referral] | None = None
+) -> None:
+    """Under ``unique``, no referral matches two rules; under ``any``, matching rules agree."""
+    if ruleset.hit_policy not in (HitPolicy.UNIQUE, HitPolicy.ANY):
+        return
+    engine = PythonEngine(ruleset)
+
+    @_settings(examples)
+    @given(strategy if strategy is not None else referrals(), _moments)
+    def run(referral: Referral, at: dt.datetime) -> None:
+        try:
+            engine.evaluate(extract(referral, at), at.date())
+        except RulesError as error:
+            raise AssertionError(str(error)) from None
+
+    run()
+
+
+def _worse_diagnosis(referral: Referral, data: st.DataObject) -> Referral:
+    extra = data.draw(codes(CodeSystem.ICD10CM), label="added diagnosis")
+    return attrs.evolve(referral, diagnoses=(*referral.diagnoses, extra))
+
+
+def _worse_priority(referral: Referral, data: st.DataObject) -> Referral:
+    higher = [p for p in Priority if p.rank > referral.priority.rank]
+    if not higher:
+        return referral
+    return attrs.evolve(referral, priority=data.draw(st.sampled_from(higher), label="priority"))
+
+
+def _pregnant(referral: Referral, data: st.DataObject) -> Referral:
+    return attrs.evolve(referral, patient=attrs.evolve(referral.patient, pregnant=True))
+
+
+WORSENINGS: tuple[Callable[[Referral, st.DataObject], Referral], ...] = (
+    _worse_diagnosis,
+    _worse_priority,
+    _pregnant,
+)
+"""The default ways a clinical picture gets worse: one more diagnosis, a higher requested
+priority, a pregnancy."""
+
+
+def check_monotonic_urgency(
+    policy: Any,
+    *,
+    examples: int = 200,
+    worsenings: Sequence[Callable[[Referral, st.DataObject], Referral]] = WORSENINGS,
+    strategy: st.SearchStrategy[Referral] | None = None,
+) -> None:
+    """A worse clinical picture never lowers the priority (nor makes the due date later)."""
+    assess = _decider(policy)
+
+    @_settings(examples)
+    @given(
+        strategy if strategy is not None else referrals(),
+        _moments,
+        st.sampled_from(list(worsenings)),
+        st.data(),
+    )
+    def run(
+        referral: Referral,
+        at: dt.datetime,
+        worsen: Callable[[Referral, st.DataObject], Referral],
+        data: st.DataObject,
+    ) -> None:
+        before = assess(referral, at)
+        after = assess(worsen(referral, data), at)
+        assert after.priority.rank >= before.priority.rank, (
+            f"priority fell from {before.priority.value} to {after.priority.value}"
+        )
+        if before.due_by is not None and after.due_by is not None:
+            assert after.due_by <= before.due_by, "the due date moved later"
+
+    run()
+
+
+def check_effective_dates(
+    ruleset: Ruleset, *, examples: int = 200, strategy: st.SearchStrategy[Referral] | None = None
+) -> None:
+    """At every ``valid_from``/``valid_to`` boundary, only the rules whose boundary it is
+    change between the day before and the day itself; ``valid_to`` is inclusive."""
+    engine = PythonEngine(ruleset)
+    boundaries: dict[dt.date, set[str]] = {}
+    for rule in ruleset.rules:
+        if rule.valid_from is not None:
+            boundaries.setdefault(rule.valid_from, set()).add(rule.id)
+        if rule.valid_to is not None:
+            boundaries.setdefault(rule.valid_to + dt.timedelta(days=1), set()).add(rule.id)
+    if not boundaries:
+        return
+    collect_all = attrs.evolve(ruleset, hit_policy=HitPolicy.COLLECT, aggregation=None)
+    collect_engine = PythonEngine(collect_all)
+
+    @_settings(examples)
+    @given(strategy if strategy is not None else referrals(), st.sampled_from(sorted(boundaries)))
+    def run(referral: Referral, day: dt.date) -> None:
+        at = dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC)
+        facts = extract(referral, at)
+        before = {
+            collect_all.rules[i].id
+            for i in collect_engine.matches(facts, day - dt.timedelta(days=1))
+        }
+        after = {collect_all.rules[i].id for i in collect_engine.matches(facts, day)}
+        assert (before ^ after) <= boundaries[day], "a rule changed state off its boundary"
+        for rule in ruleset.rules:
+            if rule.id in before ^ after:
+                matches = evaluate_condition(rule.when, facts)
+                assert matches and (
+                    rule.active_on(day) != rule.active_on(day - dt.timedelta(days=1))
+                )
+        engine.evaluate(facts, day)
+
+    run()
