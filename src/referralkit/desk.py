@@ -30,7 +30,7 @@ import attrs
 from . import lifecycle
 from .clock import Clock, SystemClock
 from .errors import ConcurrencyError, GuardError, ValidationError
-from .events import EventType, apply
+from .events import EventType, apply_all
 from .intake import DEFAULT_CHECKLIST, Checklist, IntakeRequest, Requirement
 from .model import (
     Appointment,
@@ -763,10 +763,7 @@ class ReferralDesk:
             ReferralEvent(referral_id, version, index, now, actor.id, kind.value, payload)
             for index, (kind, payload) in enumerate(changes)
         ]
-        referral = current
-        for event in events:
-            referral = apply(referral, event)
-        assert referral is not None
+        referral = apply_all(current, events)
         self.store.save(referral, events, version - 1)
         logger.debug(
             "referral %s v%d by %s: %s",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
@@ -35,7 +35,7 @@ from .model import (
 )
 from .serialization import converter, from_dict
 
-__all__ = ["EventType", "apply", "replay"]
+__all__ = ["EventType", "apply", "apply_all", "replay"]
 
 
 class EventType(enum.StrEnum):
@@ -71,65 +71,64 @@ class EventType(enum.StrEnum):
     """``provider``: the specialist the referral is for."""
 
 
-def _created(referral: Referral | None, event: ReferralEvent) -> Referral:
-    if referral is not None:
-        raise ValidationError("type", "a 'created' event must come first")
-    return from_dict(Referral, event.payload["referral"])
+# Handlers change a dictionary of the referral's fields; the referral is rebuilt (and
+# validated) once per batch of events instead of once per event: a Referral's validators cost
+# tens of microseconds, a whole change's worth of dictionary updates far less.
+State = dict[str, Any]
 
 
-def _status_changed(r: Referral, event: ReferralEvent) -> Referral:
+def _status_changed(r: State, event: ReferralEvent) -> None:
     source, target = Status(event.payload["source"]), Status(event.payload["target"])
-    changes: dict[str, Any] = {"status": target, "status_reason": event.payload.get("reason")}
+    r["status"] = target
+    r["status_reason"] = event.payload.get("reason")
     if target is Status.ON_HOLD and source is not Status.ON_HOLD:
-        changes["held_from"] = source
+        r["held_from"] = source
     elif source is Status.ON_HOLD:
-        changes["held_from"] = None
-    if target is Status.RECEIVED and r.received_at is None:
-        changes["received_at"] = event.at
+        r["held_from"] = None
+    if target is Status.RECEIVED and r["received_at"] is None:
+        r["received_at"] = event.at
     if target.is_terminal:
-        changes["closed_at"] = event.at
-    return attrs.evolve(r, **changes)
+        r["closed_at"] = event.at
 
 
-def _appointment_changed(r: Referral, event: ReferralEvent) -> Referral:
+def _appointment_changed(r: State, event: ReferralEvent) -> None:
     wanted, status = event.payload["appointment_id"], AppointmentStatus(event.payload["status"])
-    appointments = tuple(
-        attrs.evolve(a, status=status) if a.id == wanted else a for a in r.appointments
+    r["appointments"] = tuple(
+        attrs.evolve(a, status=status) if a.id == wanted else a for a in r["appointments"]
     )
-    return attrs.evolve(r, appointments=appointments)
 
 
-def _follow_up_completed(r: Referral, event: ReferralEvent) -> Referral:
+def _follow_up_completed(r: State, event: ReferralEvent) -> None:
     wanted = event.payload["follow_up_id"]
-    follow_ups = tuple(
-        attrs.evolve(f, done_at=event.at) if f.id == wanted else f for f in r.follow_ups
+    r["follow_ups"] = tuple(
+        attrs.evolve(f, done_at=event.at) if f.id == wanted else f for f in r["follow_ups"]
     )
-    return attrs.evolve(r, follow_ups=follow_ups)
 
 
-def _append(field: str, key: str, cls: type) -> Callable[[Referral, ReferralEvent], Referral]:
-    def handler(r: Referral, event: ReferralEvent) -> Referral:
-        item: Any = converter.structure(event.payload[key], cls)
-        changes: dict[str, Any] = {field: (*getattr(r, field), item)}
-        return attrs.evolve(r, **changes)
-
-    return handler
+def _self_pay(r: State, event: ReferralEvent) -> None:
+    r["self_pay_acknowledged"] = True
 
 
-def _set(field: str, key: str, cls: Any) -> Callable[[Referral, ReferralEvent], Referral]:
-    def handler(r: Referral, event: ReferralEvent) -> Referral:
-        changes: dict[str, Any] = {field: converter.structure(event.payload.get(key), cls)}
-        return attrs.evolve(r, **changes)
+def _append(field: str, key: str, cls: type) -> Callable[[State, ReferralEvent], None]:
+    def handler(r: State, event: ReferralEvent) -> None:
+        r[field] = (*r[field], converter.structure(event.payload[key], cls))
 
     return handler
 
 
-_HANDLERS: dict[EventType, Callable[[Referral, ReferralEvent], Referral]] = {
+def _set(field: str, key: str, cls: Any) -> Callable[[State, ReferralEvent], None]:
+    def handler(r: State, event: ReferralEvent) -> None:
+        r[field] = converter.structure(event.payload.get(key), cls)
+
+    return handler
+
+
+_HANDLERS: dict[EventType, Callable[[State, ReferralEvent], None]] = {
     EventType.STATUS_CHANGED: _status_changed,
     EventType.COVERAGE_DECIDED: _set("coverage_decision", "decision", CoverageDecision),
     EventType.URGENCY_ASSESSED: _set("urgency", "assessment", UrgencyAssessment),
     EventType.AUTHORIZATION_CHANGED: _set("authorization", "authorization", Authorization),
-    EventType.SELF_PAY_ACKNOWLEDGED: lambda r, _: attrs.evolve(r, self_pay_acknowledged=True),
+    EventType.SELF_PAY_ACKNOWLEDGED: _self_pay,
     EventType.APPOINTMENT_BOOKED: _append("appointments", "appointment", Appointment),
     EventType.APPOINTMENT_CHANGED: _appointment_changed,
     EventType.ATTACHMENT_ADDED: _append("attachments", "attachment", Attachment),
@@ -140,24 +139,40 @@ _HANDLERS: dict[EventType, Callable[[Referral, ReferralEvent], Referral]] = {
     EventType.TARGET_ASSIGNED: _set("target", "provider", Provider),
 }
 
+_FIELDS: Final = tuple(a.name for a in attrs.fields(Referral))
+
+
+def apply_all(referral: Referral | None, events: Iterable[ReferralEvent]) -> Referral:
+    """The referral after ``events`` (oldest first); ``referral`` is ``None`` only when the
+    first event is ``created``."""
+    state: State | None = None if referral is None else {f: getattr(referral, f) for f in _FIELDS}
+    last: ReferralEvent | None = None
+    for event in events:
+        kind = EventType(event.type)
+        if kind is EventType.CREATED:
+            if state is not None:
+                raise ValidationError("type", "a 'created' event must come first")
+            created = from_dict(Referral, event.payload["referral"])
+            state = {f: getattr(created, f) for f in _FIELDS}
+        elif state is None:
+            raise ValidationError("type", f"a {kind.value!r} event needs an existing referral")
+        else:
+            _HANDLERS[kind](state, event)
+        last = event
+    if state is None or last is None:
+        if referral is not None:
+            return referral
+        raise ValidationError("events", "no events to replay")
+    state["version"] = last.version
+    state["updated_at"] = last.at
+    return Referral(**state)
+
 
 def apply(referral: Referral | None, event: ReferralEvent) -> Referral:
     """The referral after ``event``; ``referral`` is ``None`` only for a ``created`` event."""
-    kind = EventType(event.type)
-    if kind is EventType.CREATED:
-        updated = _created(referral, event)
-    elif referral is None:
-        raise ValidationError("type", f"a {kind.value!r} event needs an existing referral")
-    else:
-        updated = _HANDLERS[kind](referral, event)
-    return attrs.evolve(updated, version=event.version, updated_at=event.at)
+    return apply_all(referral, (event,))
 
 
 def replay(events: Iterable[ReferralEvent]) -> Referral:
     """Rebuild a referral from its whole history, oldest event first."""
-    referral: Referral | None = None
-    for event in events:
-        referral = apply(referral, event)
-    if referral is None:
-        raise ValidationError("events", "no events to replay")
-    return referral
+    return apply_all(None, events)
