@@ -52,14 +52,18 @@ def add_business_days(start: dt.datetime, days: int) -> dt.datetime:
 
     >>> add_business_days(dt.datetime(2026, 11, 27, tzinfo=dt.UTC), 1).date()  # a Friday
     datetime.date(2026, 11, 30)
+    >>> add_business_days(dt.datetime(2026, 11, 28, tzinfo=dt.UTC), 5).date()  # a Saturday
+    datetime.date(2026, 12, 4)
     """
-    current = start
-    remaining = days
-    while remaining > 0:
-        current += dt.timedelta(days=1)
-        if current.weekday() < 5:
-            remaining -= 1
-    return current
+    if days <= 0:
+        return start
+    weekday = start.weekday()
+    if weekday > 4:  # from a weekend day, count from the Friday before
+        start -= dt.timedelta(days=weekday - 4)
+        weekday = 4
+    weeks, rest = divmod(days, 5)
+    extra = rest + (2 if weekday + rest > 4 else 0)
+    return start + dt.timedelta(days=weeks * 7 + extra)
 
 
 _RULESET: Final = "basic"

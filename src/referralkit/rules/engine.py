@@ -371,6 +371,10 @@ class PythonEngine:
             return self._views[0]
         return self._views[bisect.bisect_right(self._bounds, day)]
 
+    def single(self, index: int) -> Evaluation:
+        """The evaluation when only rule ``index`` is used (built once per rule)."""
+        return self._single[index]
+
     def first(self, facts: Facts, day: dt.date) -> int | None:
         """The index of the first matching active rule, or ``None``: the hot path."""
         view = self._view(day)

@@ -36,7 +36,7 @@ from ..policy import add_business_days
 from .engine import Evaluation, PythonEngine
 from .facts import extract
 from .loader import load
-from .model import Kind, Ruleset
+from .model import HitPolicy, Kind, Ruleset
 
 __all__ = [
     "DATA",
@@ -86,6 +86,18 @@ class _Policy:
                 )
         self.engine_name = engine
         self._engines = [_engine(r, engine) for r in self.rulesets]
+        # When every ruleset is first-hit, "the first ruleset with a match decides" is the
+        # first hit over all their rules in order: one engine, one index lookup per decision
+        # instead of one per ruleset consulted.
+        self._combined: PythonEngine | None = None
+        self._origin: list[tuple[int, int]] = []
+        if engine == "python" and all(r.hit_policy is HitPolicy.FIRST for r in self.rulesets):
+            rules = tuple(rule for r in self.rulesets for rule in r.rules)
+            self._origin = [
+                (k, i) for k, r in enumerate(self.rulesets) for i in range(len(r.rules))
+            ]
+            combined = Ruleset(name="combined", kind=self.kind, rules=rules)
+            self._combined = PythonEngine(combined)
 
     @classmethod
     def from_files(cls, paths: Iterable[str | Path], **kwargs: Any) -> Any:
@@ -107,6 +119,12 @@ class _Policy:
     ) -> tuple[Evaluation | None, tuple[RuleTrace, ...]]:
         """The first ruleset's evaluation that matched (or ``None``), and the traces of every
         ruleset consulted when ``explain`` is set."""
+        if self._combined is not None and not explain:
+            index = self._combined.first(facts, day)
+            if index is None:
+                return None, ()
+            which, rule = self._origin[index]
+            return self._engines[which].single(rule), ()
         traces: list[RuleTrace] = []
         for engine in self._engines:
             evaluation = engine.evaluate(facts, day, explain=explain)
@@ -116,11 +134,21 @@ class _Policy:
         return None, tuple(traces)
 
 
+_HITS: dict[tuple[str, str, str], RuleHit] = {}
+
+
 def _hits(evaluation: Evaluation | None) -> tuple[RuleHit, ...]:
     if evaluation is None:
         return ()
     r = evaluation.ruleset
-    return tuple(RuleHit(r.name, r.version, rule_id) for rule_id in evaluation.matched)
+    found = []
+    for rule_id in evaluation.matched:
+        key = (r.name, r.version, rule_id)
+        hit = _HITS.get(key)
+        if hit is None:
+            hit = _HITS[key] = RuleHit(*key)
+        found.append(hit)
+    return tuple(found)
 
 
 def coverage_decision(
@@ -169,13 +197,36 @@ class CoveragePolicy(_Policy):
 
     kind = Kind.COVERAGE
 
+    def __init__(self, rulesets: Iterable[Ruleset], *, engine: EngineName = "python") -> None:
+        super().__init__(rulesets, engine=engine)
+        # a decision depends only on which rules matched and the network status: the same
+        # immutable value serves every referral that got it
+        self._decisions: dict[tuple[str, str, tuple[str, ...], Any], CoverageDecision] = {}
+
     def decide(
         self, referral: Referral, at: dt.datetime, *, explain: bool = False
     ) -> CoverageDecision:
         """Decide coverage for ``referral`` as of ``at``."""
         facts = extract(referral, at)
         evaluation, trace = self.evaluate(facts, at.date(), explain=explain)
-        return coverage_decision(evaluation, facts, trace)
+        if explain:
+            return coverage_decision(evaluation, facts, trace)
+        key = (
+            ("", "", (), facts.get("network_status"))
+            if evaluation is None
+            else (
+                evaluation.ruleset.name,
+                evaluation.ruleset.version,
+                evaluation.matched,
+                facts.get("network_status"),
+            )
+        )
+        decision = self._decisions.get(key)
+        if decision is None:
+            if len(self._decisions) > 4096:
+                self._decisions.clear()
+            decision = self._decisions[key] = coverage_decision(evaluation, facts)
+        return decision
 
 
 # Default windows when no rule sets one: California timely-access standards for specialist
