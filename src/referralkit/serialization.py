@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any, TypeVar
 
 import cattrs
@@ -35,7 +36,12 @@ __all__ = ["converter", "from_dict", "to_dict"]
 
 T = TypeVar("T")
 
-converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+converter = cattrs.Converter(
+    forbid_extra_keys=True,
+    detailed_validation=True,
+    # JSON has no sets: they become sorted lists, so dumps are stable
+    unstruct_collection_overrides={AbstractSet: sorted},
+)
 """The cattrs converter for every model type."""
 
 
@@ -63,6 +69,44 @@ def _structure_date(value: Any, _: type) -> dt.date:
         raise ValidationError("", "expected an ISO 8601 date string") from None
 
 
+def _strict(kind: type, description: str) -> Any:
+    """A structure hook that refuses other JSON types instead of converting them
+    (cattrs would turn ``"false"`` into ``True`` and ``7.9`` into ``7``)."""
+
+    def hook(value: Any, _: type) -> Any:
+        if isinstance(value, bool) and kind is not bool:
+            raise ValidationError("", f"expected {description}")
+        if kind is float and isinstance(value, int):
+            return float(value)
+        if not isinstance(value, kind):
+            raise ValidationError("", f"expected {description}")
+        return value
+
+    return hook
+
+
+for _kind, _description in (
+    (str, "a string"),
+    (int, "an integer"),
+    (float, "a number"),
+    (bool, "true or false"),
+):
+    converter.register_structure_hook(_kind, _strict(_kind, _description))
+
+
+def _structure_enum(value: Any, kind: type[enum.StrEnum]) -> Any:
+    # registered for StrEnum, which singledispatch prefers over the strict ``str`` hook
+    if not isinstance(value, str):
+        raise ValidationError("", f"expected one of {', '.join(m.value for m in kind)}")
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValidationError("", f"not one of {', '.join(m.value for m in kind)}") from None
+
+
+converter.register_structure_hook(enum.StrEnum, _structure_enum)
+
+
 def _structure_payload(value: Any, _: type) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise ValidationError("", "expected a JSON object")
@@ -71,6 +115,9 @@ def _structure_payload(value: Any, _: type) -> dict[str, Any]:
 
 # StrEnum members are str instances; without this cattrs passes them through as members
 converter.register_unstructure_hook(enum.StrEnum, lambda e: e.value)
+converter.register_unstructure_hook(
+    frozenset, lambda s: sorted(converter.unstructure(v) for v in s)
+)
 converter.register_unstructure_hook(dt.datetime, lambda d: d.isoformat())
 converter.register_structure_hook(dt.datetime, _structure_datetime)
 converter.register_unstructure_hook(dt.date, lambda d: d.isoformat())
