@@ -136,6 +136,11 @@ class ReferralDesk:
         authorize(actor, "history")
         return self.store.events(referral_id)
 
+    def count(self, actor: Actor, **filters: Any) -> int:
+        """How many referrals match ``filters`` (:class:`~referralkit.storage.Query` fields)."""
+        authorize(actor, "get")
+        return self.store.count(Query(**filters))
+
     def missing(self, actor: Actor, referral_id: str) -> tuple[Requirement, ...]:
         """What the referral still lacks before it can be accepted."""
         return self.checklist.missing(self.get(actor, referral_id))
@@ -629,10 +634,18 @@ class ReferralDesk:
         expected_version: int | None = None,
     ) -> Referral:
         """Record that prior authorization was requested; the decision is due in 72 hours
-        (expedited) or 7 calendar days (standard), per CMS-0057-F."""
+        (expedited) or 7 calendar days (standard), per CMS-0057-F.
+
+        Allowed when authorization is needed, after a denial (an appeal or a new request),
+        and after an approval (to extend or renew one that does not cover a new date).
+        """
 
         def build(r: Referral, now: dt.datetime) -> _Change:
-            if r.authorization.status not in (AuthStatus.NEEDED, AuthStatus.DENIED):
+            if r.authorization.status not in (
+                AuthStatus.NEEDED,
+                AuthStatus.DENIED,
+                AuthStatus.APPROVED,
+            ):
                 raise GuardError(
                     r.id,
                     r.status.value,

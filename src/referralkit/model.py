@@ -663,6 +663,25 @@ class Referral:
         """When the patient should have been seen, from the urgency assessment."""
         return self.urgency.due_by if self.urgency is not None else None
 
+    def is_overdue(self, now: dt.datetime) -> bool:
+        """Open, not yet seen by the specialist, and past its due date.
+
+        A referral whose visit happened (``seen``) is not overdue: it waits for the consult
+        note, which :attr:`awaiting_consult_note` tells.
+        """
+        due = self.due_by
+        return (
+            due is not None
+            and due < now
+            and not self.status.is_terminal
+            and self.status is not Status.SEEN
+        )
+
+    @property
+    def awaiting_consult_note(self) -> bool:
+        """Seen, and the consult note has not come back yet: the loop is still open."""
+        return self.status is Status.SEEN
+
     @property
     def current_appointment(self) -> Appointment | None:
         """The latest appointment, whatever its status."""

@@ -68,8 +68,24 @@ def add_business_days(start: dt.datetime, days: int) -> dt.datetime:
 
 _RULESET: Final = "basic"
 _VERSION: Final = "1"
-# Advanced imaging (MRI/CT families) commonly needs prior authorization; an example list.
-_PA_PREFIXES: Final = ("7055", "7219", "7355", "7014", "7045", "7047", "7048", "7449")
+# Advanced imaging commonly needs prior authorization; an example list of CPT families:
+# MRI brain 7055x, MRA head 7054x, CT head and orbit 7045x-7048x, MRI spine 7214x/7215x,
+# CT/MRI pelvis 7219x, MRI joints 7322x/7372x, MRI abdomen 7418x, MRI chest 7155x, PET 7881x.
+_PA_PREFIXES: Final = (
+    "7055",
+    "7054",
+    "7045",
+    "7047",
+    "7048",
+    "7214",
+    "7215",
+    "7219",
+    "7322",
+    "7372",
+    "7418",
+    "7155",
+    "7881",
+)
 _NARROW_NETWORK: Final = frozenset(
     {PlanType.HMO, PlanType.EPO, PlanType.MEDICAID, PlanType.MEDICARE_ADVANTAGE}
 )
@@ -167,7 +183,8 @@ class BasicUrgency:
 
     - suspected cancer (an ICD-10-CM diagnosis in C00–D09): at least urgent, seen within 14
       days (the NHS two-week wait);
-    - pregnancy: at least urgent;
+    - pregnancy, when referred outside obstetrics: at least urgent (prenatal care itself
+      keeps its requested priority);
     - windows: stat 24 h, asap and urgent 48 h (96 h when prior authorization is needed; the
       California timely-access standard), routine 15 business days;
     - the score orders the worklist: 100 per priority rank plus modifiers.
@@ -187,7 +204,7 @@ class BasicUrgency:
             hits.append(_hit("suspected-cancer"))
             score += 50
             priority = max(priority, Priority.URGENT, key=lambda p: p.rank)
-        if referral.patient.pregnant:
+        if referral.patient.pregnant and referral.specialty != "obstetrics":
             reasons.append("pregnancy")
             hits.append(_hit("pregnancy"))
             score += 20

@@ -192,10 +192,8 @@ def check_effective_dates(
         assert (before ^ after) <= boundaries[day], "a rule changed state off its boundary"
         for rule in ruleset.rules:
             if rule.id in before ^ after:
-                matches = evaluate_condition(rule.when, facts)
-                assert matches and (
-                    rule.active_on(day) != rule.active_on(day - dt.timedelta(days=1))
-                )
+                assert evaluate_condition(rule.when, facts)
+                assert rule.active_on(day) != rule.active_on(day - dt.timedelta(days=1))
         engine.evaluate(facts, day)
 
     run()
