@@ -5,10 +5,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import io
+import os
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import attrs
 import pytest
@@ -63,6 +66,17 @@ def worklist_rows(stdout: str) -> list[dict[str, str]]:
         assert match, line
         rows.append(match.groupdict())
     return rows
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _demo_files_in_a_temporary_directory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[None]:
+    """The default demo writes referralkit-demo.db in the current directory: not ours."""
+    here = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("demo"))
+    yield
+    os.chdir(here)
 
 
 @pytest.fixture(scope="module")
@@ -176,10 +190,26 @@ class TestDemo:
         assert "completion rate             n/a" in stdout
 
     def test_store_url_named_in_output(self) -> None:
-        """The store is named; the default is memory:// until storage lands."""
-        assert cli.DEFAULT_DB == "memory://"
+        """The store is named; the default is the demo's own SQLite file."""
+        assert cli.DEFAULT_DB == "sqlite:///referralkit-demo.db"
         _, stdout, _, _ = run_main(["demo", "--count", "3", "--db", "memory://"])
         assert "store memory://" in stdout
+
+    def test_default_file_is_replaced_on_every_run(self) -> None:
+        """Running the demo twice gives the same output: the default file starts afresh."""
+        first = run_main(["demo", "--count", "12"])
+        second = run_main(["demo", "--count", "12"])
+        assert first[0] == second[0] == 0
+        assert first[1] == second[1]
+        assert os.path.exists("referralkit-demo.db")
+
+    def test_refuses_a_store_that_holds_referrals(self, tmp_path: Path) -> None:
+        """An explicit store with referrals in it is refused, not simulated on top of."""
+        url = f"sqlite:///{tmp_path / 'mine.db'}"
+        assert run_main(["demo", "--count", "3", "--db", url])[0] == 0
+        status, _, stderr, _ = run_main(["demo", "--count", "3", "--db", url])
+        assert status == 2
+        assert "already holds referrals" in stderr
 
 
 class TestProgress:

@@ -28,13 +28,14 @@ import datetime as dt
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Final, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from . import analytics, lifecycle, synth
 from .clock import FakeClock
 from .desk import ReferralDesk
-from .errors import ReferralKitError
+from .errors import ReferralKitError, ValidationError
 from .intake import Checklist
 from .model import AuthStatus, Covered, NetworkStatus, Referral, Status
 from .privacy import Actor, Role
@@ -42,7 +43,8 @@ from .storage import open_store
 
 __all__ = ["DEFAULT_DB", "main"]
 
-DEFAULT_DB: Final = "memory://"
+DEFAULT_DB: Final = "sqlite:///referralkit-demo.db"
+"""The demo's own database file, in the current directory; each run replaces it."""
 """The store ``referralkit demo`` uses unless ``--db`` names another.
 
 With a persistent store, a second run with the same seed finds its requests already taken in
@@ -251,7 +253,17 @@ def _demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     seed: int = args.seed
     weeks: int = args.weeks
     clock = FakeClock(synth.DEFAULT_START)
-    desk = ReferralDesk(open_store(args.db), clock=clock, new_id=synth.id_factory(seed))
+    if args.db == DEFAULT_DB:
+        # the default file is the demo's own output: start afresh on every run
+        for suffix in ("", "-wal", "-shm"):
+            Path(DEFAULT_DB.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
+    store = open_store(args.db)
+    if store.count():
+        store.close()
+        raise ValidationError(
+            "db", "the store already holds referrals; the demo needs an empty store"
+        )
+    desk = ReferralDesk(store, clock=clock, new_id=synth.id_factory(seed))
     with desk:
         providers = synth.directory(seed)
         requests = synth.population(count, seed, synth.DEFAULT_START, providers=providers)

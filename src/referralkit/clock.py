@@ -1,7 +1,7 @@
 """Time, injected: every component that needs "now" takes a :class:`Clock`.
 
 referralkit never reads the wall clock behind your back; tests and simulations pass a
-:class:`~referralkit.testing.FakeClock`. Every datetime is timezone-aware UTC.
+:class:`~referralkit.clock.FakeClock`. Every datetime is timezone-aware UTC.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from .model import Appointment, Covered, Referral, Status
 __all__ = [
     "FHIR_TASK",
     "TABLE",
+    "Edge",
     "FhirTaskStatus",
     "ReferralLifecycle",
     "Status",
@@ -234,7 +235,10 @@ FHIR_TASK: Final[Mapping[Status, FhirTaskStatus]] = MappingProxyType(
 
 
 @attrs.frozen
-class _Edge:
+class Edge:
+    """One transition out of a state for an event: its target and the guards that must
+    all hold."""
+
     target: Status
     guards: tuple[Guard, ...]
 
@@ -247,14 +251,14 @@ class TransitionTable:
     the class's own guard functions.
     """
 
-    edges: Mapping[tuple[Status, str], tuple[_Edge, ...]]
+    edges: Mapping[tuple[Status, str], tuple[Edge, ...]]
     events: tuple[str, ...]
     terminal: frozenset[Status]
 
     @classmethod
     def from_class(cls, machine: type[StateMachine]) -> TransitionTable:
         """Derive the table from ``machine``'s states and transitions."""
-        edges: dict[tuple[Status, str], list[_Edge]] = {}
+        edges: dict[tuple[Status, str], list[Edge]] = {}
         events: dict[str, None] = {}
         for state in machine.states:
             for transition in state.transitions:
@@ -264,7 +268,7 @@ class TransitionTable:
                 for event in transition.events:
                     events[str(event)] = None
                     edges.setdefault((Status(state.value), str(event)), []).append(
-                        _Edge(Status(target.value), guards)
+                        Edge(Status(target.value), guards)
                     )
         return cls(
             edges=MappingProxyType({k: tuple(v) for k, v in edges.items()}),

@@ -1,0 +1,235 @@
+"""Sphinx configuration: MyST Markdown, autodoc, doctests and Mermaid; builds offline.
+
+Build with ``sphinx-build -n -W --keep-going -b html docs docs/_build/html`` and run the
+examples with ``-b doctest`` (pytest runs the same examples through ``--doctest-glob=*.md``).
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import re
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+import referralkit
+from referralkit import lifecycle
+
+HERE = Path(__file__).parent
+GENERATED = HERE / "_generated"
+
+# -- project -------------------------------------------------------------------------------
+
+project = "referralkit"
+author = "referralkit developers"
+copyright = "2026, referralkit developers"
+release = referralkit.__version__
+version = ".".join(release.split(".")[:2])
+
+# -- general -------------------------------------------------------------------------------
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.intersphinx",
+    "sphinx.ext.doctest",
+    "sphinxcontrib.mermaid",
+]
+source_suffix = {".md": "markdown"}
+exclude_patterns = ["_build", "_generated", "Thumbs.db", ".DS_Store"]
+myst_heading_anchors = 3
+
+# The build must work offline (CI and developer machines reach package registries only), so
+# no inventory is fetched; the few outside types are listed in nitpick_ignore below.
+intersphinx_mapping: dict[str, tuple[str, str | None]] = {}
+
+autodoc_member_order = "bysource"
+autodoc_typehints = "signature"
+# Show defaults as written (``checklist=DEFAULT_CHECKLIST``), not as a long repr that the
+# signature parser cannot read.
+autodoc_preserve_defaults = True
+# No sphinx.ext.napoleon: the docstrings are reStructuredText, and napoleon reads the first
+# line of every attribute docstring as "type: description", so "``decision``: a
+# CoverageDecision" on an EventType member would render ``decision`` as its type.
+
+# The same flags pytest uses for the Markdown doctests (pyproject.toml), so an example that
+# passes one runner passes the other.
+doctest_default_flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+doctest_test_doctest_blocks = ""
+
+# Types from the standard library and dependencies that cannot resolve without an inventory.
+nitpick_ignore_regex = [
+    ("py:class", r"datetime\.(date|datetime|timedelta)"),
+    ("py:class", r"collections\.abc\.\w+"),
+    ("py:class", r"enum\.StrEnum"),
+    ("py:class", r"abc\.ABC"),
+    ("py:class", r"pathlib\.Path"),
+    ("py:func", r"attrs\.evolve"),
+    ("py:class", r"statemachine\.statemachine\.(StateMachine|TModel)"),
+    ("py:class", r"hypothesis\.strategies\.SearchStrategy"),
+    # a TypeVar has no page of its own
+    ("py:class", r"referralkit\.serialization\.T"),
+    # a private type in a public annotation (TransitionTable.edges): to go once it is public
+]
+
+# -- HTML ----------------------------------------------------------------------------------
+
+html_theme = "furo"
+html_title = f"referralkit {release}"
+
+# -- generated pages -----------------------------------------------------------------------
+
+
+def _write(path: Path, text: str) -> None:
+    """Write ``text`` only when it changed, so an unchanged file does not force a rebuild."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
+
+
+def _documented_home(name: str, obj: Any) -> str:
+    """The documented module a public name of ``referralkit`` is described in."""
+    module = getattr(obj, "__module__", None) or ""
+    if not isinstance(obj, type) and not callable(obj):
+        # a constant: the submodule whose __all__ exports it
+        for modname in DOCUMENTED_MODULES:
+            if name in getattr(importlib.import_module(modname), "__all__", ()):
+                return modname
+    # private implementation modules are documented under the package that re-exports them
+    parts = module.split(".")
+    while len(parts) > 2 and (parts[-1].startswith("_") or module not in DOCUMENTED_MODULES):
+        parts.pop()
+        module = ".".join(parts)
+    return module
+
+
+DOCUMENTED_MODULES = [
+    "referralkit.model",
+    "referralkit.errors",
+    "referralkit.lifecycle",
+    "referralkit.events",
+    "referralkit.intake",
+    "referralkit.desk",
+    "referralkit.policy",
+    "referralkit.privacy",
+    "referralkit.clock",
+    "referralkit.serialization",
+    "referralkit.storage",
+    "referralkit.storage.sqlite",
+    "referralkit.testing",
+]
+
+
+def _public_names() -> str:
+    """A table of ``referralkit.__all__``: each name, what it is, and where it is described."""
+    rows = ["| name | kind | module |", "|---|---|---|"]
+    for name in referralkit.__all__:
+        obj = getattr(referralkit, name)
+        home = _documented_home(name, obj)
+        if isinstance(obj, type):
+            kind = "exception" if issubclass(obj, BaseException) else "class"
+        elif callable(obj):
+            kind = "function"
+        else:
+            kind = "constant"
+        rows.append(f"| {{py:obj}}`~{home}.{name}` | {kind} | {{py:mod}}`{home}` |")
+    return "\n".join(rows) + "\n"
+
+
+def _generate(_app: object) -> None:
+    # The diagram is drawn from the python-statemachine class itself, so it cannot drift
+    # from the code.
+    _write(GENERATED / "lifecycle.mmd", lifecycle.mermaid())
+    _write(GENERATED / "public-names.md", _public_names())
+
+
+def _candidates(target: str, context_module: str | None, context_class: str | None) -> Any:
+    """Where else a ``referralkit`` name that did not resolve may be documented."""
+    module, _, name = target.rpartition(".")
+    # a name as the docstring's module sees it (:meth:`ReferralStore.claim` in a module that
+    # imports ReferralStore from a private module)
+    head, _, rest = target.partition(".")
+    if context_module and context_module.startswith("referralkit"):
+        obj = getattr(importlib.import_module(context_module), head, None)
+        if isinstance(obj, type) and obj.__module__.startswith("referralkit"):
+            yield f"{_documented_home(obj.__name__, obj)}.{obj.__qualname__}" + (
+                f".{rest}" if rest else ""
+            )
+    if not module:
+        # an unqualified name the package exports, e.g. :class:`CodeSystem` in a docstring
+        # of a module that does not import it
+        if name in referralkit.__all__:
+            yield f"{_documented_home(name, getattr(referralkit, name))}.{name}"
+        # a method named in a docstring a subclass inherits (:meth:`save` on MemoryStore):
+        # inherited members are documented once, on the class that defines them
+        if context_module and context_class:
+            try:
+                cls = getattr(importlib.import_module(context_module), context_class)
+            except (ImportError, AttributeError):
+                return
+            for base in getattr(cls, "__mro__", ())[1:]:
+                if base.__module__.startswith("referralkit"):
+                    yield f"{_documented_home(base.__name__, base)}.{base.__qualname__}.{name}"
+        return
+    if not module.startswith("referralkit."):
+        return
+    # signatures name a type by the module that defines it (referralkit.storage._base.Query);
+    # the reference documents it where users import it from (referralkit.storage.Query)
+    parent = module
+    while parent.count(".") > 1:
+        parent = parent.rpartition(".")[0]
+        yield f"{parent}.{name}"
+    # a re-export named by the re-exporting module (referralkit.testing.FakeClock)
+    try:
+        obj = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return
+    yield f"{_documented_home(name, obj)}.{name}"
+
+
+def _resolve_reexport(app: Any, env: Any, node: Any, contnode: Any) -> Any:
+    """Resolve a Python reference to a ``referralkit`` object documented under another name."""
+    if node.get("refdomain") != "py":
+        return None
+    domain = env.get_domain("py")
+    targets = _candidates(node.get("reftarget", ""), node.get("py:module"), node.get("py:class"))
+    for candidate in targets:
+        if candidate in domain.objects:
+            return domain.resolve_xref(
+                env, node["refdoc"], app.builder, node["reftype"], candidate, node, contnode
+            )
+    return None
+
+
+def _attrs_defaults(
+    app: Any, what: str, name: str, obj: Any, options: Any, signature: str | None, ret: str
+) -> tuple[str | None, str] | None:
+    """Show an attrs class's defaults as values, not as its generated ``__init__`` spells them.
+
+    With ``autodoc_preserve_defaults`` an attrs ``__init__`` reads
+    ``status: Status = attr_dict['status'].default`` and ``payload: ... = NOTHING`` (a
+    factory); this shows ``Status.DRAFT`` and ``dict()`` instead.
+    """
+    # imported here: pytest imports this file (--doctest-modules) where Sphinx is not installed
+    from sphinx.util.inspect import object_description
+
+    if what not in ("class", "exception") or signature is None or not attrs.has(obj):
+        return None
+    for field in attrs.fields(obj):
+        default = field.default
+        if isinstance(default, attrs.Factory):
+            shown = f"{getattr(default.factory, '__name__', 'factory')}()"
+            signature = re.sub(rf"(\b{field.name}: [^=]*= )NOTHING", rf"\g<1>{shown}", signature)
+        elif default is not attrs.NOTHING:
+            signature = signature.replace(
+                f"attr_dict['{field.name}'].default", object_description(default)
+            )
+    return signature, ret
+
+
+def setup(app: Any) -> None:
+    app.connect("builder-inited", _generate)
+    app.connect("missing-reference", _resolve_reexport)
+    app.connect("autodoc-process-signature", _attrs_defaults)

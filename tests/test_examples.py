@@ -1,0 +1,74 @@
+"""The runnable examples and the core benchmark run, exit 0 and print what they promise."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+
+# Lines each example must print; an example not listed here must still run and exit 0.
+EXPECTED = {
+    "first_referral.py": [
+        "intake: referral id-1 is draft, missing: medical-history",
+        "accepted: routine referral, due by 2026-01-26",
+        "completed: status completed, version 7",
+        "history: 13 events",
+        "  2026-01-16 11:00 seen -> completed",
+        "replay of the history equals the stored referral",
+    ],
+    "custom_policy.py": [
+        "REQ-ADULT: routine, due by 2026-01-26 09:00 (rules: requested-routine)",
+        "REQ-CHILD: urgent, due by 2026-01-07 09:00 (rules: requested-routine, under-18-urgent)",
+        "worklist first: REQ-CHILD",
+    ],
+}
+
+
+def run_script(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``path`` in a fresh interpreter, warnings as errors, from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-W", "error", str(path), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+class TestExamples:
+    def test_every_expected_example_exists(self):
+        """Each example with promised output is in examples/, so none is silently skipped."""
+        assert set(EXPECTED) <= {path.name for path in EXAMPLES}
+
+    @pytest.mark.parametrize("path", EXAMPLES, ids=[path.name for path in EXAMPLES])
+    def test_example_runs_and_prints_what_it_promises(self, path: Path):
+        """The script exits 0, writes nothing to stderr, and prints its expected lines."""
+        result = run_script(path)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == ""
+        lines = result.stdout.splitlines()
+        for expected in EXPECTED.get(path.name, []):
+            assert expected in lines
+
+
+class TestCoreBenchmark:
+    def test_quick_run_prints_the_table(self):
+        """``bench_core.py --quick`` runs in seconds and prints the Markdown table with every
+        measured row, including the python-statemachine baselines."""
+        result = run_script(ROOT / "benchmarks" / "bench_core.py", "--quick")
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        assert (
+            "| check | operation | median µs/op | best µs/op | vs baseline | target | met |" in out
+        )
+        assert "`TABLE.allows(status, event)`" in out
+        assert "`TABLE.next_status(referral, event)`" in out
+        assert "python-statemachine: `send` on a pre-built machine" in out
+        assert out.count("| baseline |") == 2
+        assert "intake → send → accept → schedule → record_visit → complete" in out
