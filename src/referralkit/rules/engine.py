@@ -112,7 +112,8 @@ def evaluate_condition(condition: Condition, facts: Facts) -> bool:
     if v is None:
         return False
     if op is Op.EQ:
-        return bool(v == c)
+        # a boolean fact equals true or false only by identity: 1 and 0 are not booleans
+        return v is c if isinstance(c, bool) else bool(v == c)
     if op is Op.NE:
         return bool(v != c)
     if op is Op.IN:
@@ -189,10 +190,10 @@ class _Codegen:
             return f"({get} == {self.const(c.value)})"
         if op is Op.IN:
             return f"({get} in {self.const(frozenset(c.value))})"
-        if op is Op.PREFIX:
-            return f"({get} or '').startswith({self.const(tuple(c.value))})"
         w = self.temp()
         head = f"(({w} := {get}) is not None and "
+        if op is Op.PREFIX:
+            return head + f"{w}.startswith({self.const(tuple(c.value))}))"
         if op is Op.NE:
             return head + f"{w} != {self.const(c.value)})"
         if op is Op.NOT_IN:
@@ -231,7 +232,9 @@ class _Codegen:
 
 # --------------------------------------------------------------------------- the indexed view
 
-_DISCRETE: Final = {FactType.TEXT, FactType.BOOLEAN}
+# booleans stay out of the index: two values select little, and the residual compares them
+# by identity, as the reference does (0 is not false)
+_DISCRETE: Final = {FactType.TEXT}
 _MAX_INDEX_FIELDS: Final = 4
 _MAX_CACHED_KEYS: Final = 65_536
 

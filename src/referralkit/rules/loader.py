@@ -347,6 +347,9 @@ class _Parser:
             self.problem(where, f"expected a {kind.value} value, got {type(raw).__name__}")
             return None
         prefixing = op in (Op.PREFIX, Op.ANY_PREFIX, Op.ALL_PREFIX, Op.NONE_PREFIX)
+        if prefixing and raw == "":
+            self.problem(where, "an empty prefix matches everything; remove the condition")
+            return None
         if values is not None and not prefixing and raw not in values:
             self.problem(
                 where, f"{raw!r} is not one of {', '.join(values)}" + _suggest(str(raw), values)

@@ -18,13 +18,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ..errors import RulesError
-from ..model import CodeSystem, Priority, Referral
+from ..model import (
+    Code,
+    CodeSystem,
+    Coverage,
+    PlanType,
+    Priority,
+    Referral,
+    Sex,
+    Status,
+)
 from ..rules.engine import PythonEngine, evaluate_condition
 from ..rules.facts import extract
 from ..rules.model import HitPolicy, Ruleset
-from ._strategies import codes, referrals
+from ._samples import sample_request
+from ._strategies import SPECIALTIES, codes
 
 __all__ = [
+    "policy_referrals",
     "check_determinism",
     "check_effective_dates",
     "check_monotonic_urgency",
@@ -37,6 +48,102 @@ Decide = Callable[[Referral, dt.datetime], Any]
 _moments = st.datetimes(
     min_value=dt.datetime(2020, 1, 1), max_value=dt.datetime(2032, 1, 1), timezones=st.just(dt.UTC)
 )
+
+
+_ICD = (
+    "R07.9",
+    "I20.0",
+    "C50.911",
+    "C18.9",
+    "D05.10",
+    "N63.0",
+    "M17.11",
+    "G43.909",
+    "K21.9",
+    "E11.9",
+    "Z00.00",
+    "O09.90",
+    "F32.9",
+    "J45.909",
+)
+_CPT = (
+    "99204",
+    "99214",
+    "70551",
+    "72148",
+    "73721",
+    "93306",
+    "45378",
+    "27447",
+    "90837",
+    "11102",
+    "G0121",
+)
+_NETWORKS = ("net-a", "net-b")
+
+
+def _template() -> Referral:
+    request = sample_request("policy-template")
+    at = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
+    return Referral(
+        id="policy-referral",
+        patient=request.patient,
+        referring=request.referring,
+        target=request.target,
+        specialty=request.specialty,
+        reason=request.reason,
+        diagnoses=request.diagnoses,
+        services=request.services,
+        coverage=request.coverage,
+        attachments=request.attachments,
+        created_at=at,
+        updated_at=at,
+        received_at=at,
+        status=Status.RECEIVED,
+        version=2,
+    )
+
+
+@st.composite
+def policy_referrals(draw: st.DrawFn) -> Referral:
+    """Referrals that vary in what coverage and urgency policies read (age, sex, pregnancy,
+    plan type, payer, networks and coverage period, specialty, diagnoses, services,
+    requested priority) and are cheap to generate: the checks' default input."""
+    base = _template()
+    patient = attrs.evolve(
+        base.patient,
+        birth_date=draw(st.dates(dt.date(1920, 1, 1), dt.date(2026, 1, 1)), label="birth date"),
+        sex=draw(st.sampled_from(Sex)),
+        pregnant=draw(st.booleans()),
+    )
+    coverage = None
+    if draw(st.integers(0, 9), label="has coverage") > 0:
+        start = draw(st.sampled_from((None, dt.date(2025, 1, 1), dt.date(2026, 7, 1))))
+        coverage = Coverage(
+            id="cov",
+            payer=draw(st.sampled_from(("Acme Health", "Medicare", "State Medicaid", "Unity"))),
+            plan="plan",
+            plan_type=draw(st.sampled_from(PlanType)),
+            period_start=start,
+            period_end=draw(st.sampled_from((None, dt.date(2027, 12, 31)))),
+            networks=tuple(draw(st.lists(st.sampled_from(_NETWORKS), max_size=2, unique=True))),
+        )
+    target = None
+    if base.target is not None and draw(st.booleans()):
+        networks = tuple(draw(st.lists(st.sampled_from(_NETWORKS), max_size=2, unique=True)))
+        target = attrs.evolve(base.target, networks=networks)
+    icd = st.sampled_from(_ICD) | codes(CodeSystem.ICD10CM).map(lambda c: c.code)
+    cpt = st.sampled_from(_CPT)
+    return attrs.evolve(
+        base,
+        patient=patient,
+        coverage=coverage,
+        target=target,
+        specialty=draw(st.sampled_from(SPECIALTIES)),
+        diagnoses=tuple(Code.icd10(c) for c in draw(st.lists(icd, max_size=3))),
+        services=tuple(Code.cpt(c) for c in draw(st.lists(cpt, max_size=2))),
+        priority=draw(st.sampled_from(Priority)),
+    )
 
 
 def _settings(examples: int) -> settings:
@@ -63,7 +170,7 @@ def check_totality(
     decide = _decider(policy)
 
     @_settings(examples)
-    @given(strategy if strategy is not None else referrals(), _moments)
+    @given(strategy if strategy is not None else policy_referrals(), _moments)
     def run(referral: Referral, at: dt.datetime) -> None:
         assert decide(referral, at) is not None
 
@@ -77,7 +184,7 @@ def check_determinism(
     decide = _decider(policy)
 
     @_settings(examples)
-    @given(strategy if strategy is not None else referrals(), _moments)
+    @given(strategy if strategy is not None else policy_referrals(), _moments)
     def run(referral: Referral, at: dt.datetime) -> None:
         assert decide(referral, at) == decide(referral, at)
 
@@ -93,7 +200,7 @@ def check_no_conflicts(
     engine = PythonEngine(ruleset)
 
     @_settings(examples)
-    @given(strategy if strategy is not None else referrals(), _moments)
+    @given(strategy if strategy is not None else policy_referrals(), _moments)
     def run(referral: Referral, at: dt.datetime) -> None:
         try:
             engine.evaluate(extract(referral, at), at.date())
@@ -104,7 +211,8 @@ def check_no_conflicts(
 
 
 def _worse_diagnosis(referral: Referral, data: st.DataObject) -> Referral:
-    extra = data.draw(codes(CodeSystem.ICD10CM), label="added diagnosis")
+    pool = st.sampled_from(_ICD).map(Code.icd10) | codes(CodeSystem.ICD10CM)
+    extra = data.draw(pool, label="added diagnosis")
     return attrs.evolve(referral, diagnoses=(*referral.diagnoses, extra))
 
 
@@ -131,7 +239,7 @@ priority, a pregnancy."""
 def check_monotonic_urgency(
     policy: Any,
     *,
-    examples: int = 200,
+    examples: int = 500,
     worsenings: Sequence[Callable[[Referral, st.DataObject], Referral]] = WORSENINGS,
     strategy: st.SearchStrategy[Referral] | None = None,
 ) -> None:
@@ -140,7 +248,7 @@ def check_monotonic_urgency(
 
     @_settings(examples)
     @given(
-        strategy if strategy is not None else referrals(),
+        strategy if strategy is not None else policy_referrals(),
         _moments,
         st.sampled_from(list(worsenings)),
         st.data(),
@@ -180,7 +288,10 @@ def check_effective_dates(
     collect_engine = PythonEngine(collect_all)
 
     @_settings(examples)
-    @given(strategy if strategy is not None else referrals(), st.sampled_from(sorted(boundaries)))
+    @given(
+        strategy if strategy is not None else policy_referrals(),
+        st.sampled_from(sorted(boundaries)),
+    )
     def run(referral: Referral, day: dt.date) -> None:
         at = dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC)
         facts = extract(referral, at)

@@ -115,7 +115,7 @@ def _period(draw: st.DrawFn) -> tuple[dt.date | None, dt.date | None]:
 
 
 def codes(system: str | None = None) -> st.SearchStrategy[Code]:
-    """Codes in ``system``, or in any of the systems :class:`~referralkit.model.CodeSystem` names."""
+    """Codes in ``system``, or in any system :class:`~referralkit.model.CodeSystem` names."""
     patterns = {
         CodeSystem.ICD10CM: r"[A-TV-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?",
         CodeSystem.CPT: r"[0-9]{5}",
