@@ -282,28 +282,7 @@ def peer_engines(
 def part_two(count: int, repeat: int) -> None:
     """Synthetic referrals through the shipped coverage and urgency policies."""
     at = dt.datetime.combine(DAY, dt.time(9), tzinfo=dt.UTC)
-    referrals = []
-    for i, request in enumerate(synth.population(count, seed=11)):
-        referrals.append(
-            rk.Referral(
-                id=f"r{i}",
-                patient=request.patient,
-                referring=request.referring,
-                target=request.target,
-                specialty=request.specialty,
-                reason=request.reason,
-                diagnoses=request.diagnoses,
-                services=request.services,
-                priority=request.priority,
-                coverage=request.coverage,
-                attachments=request.attachments,
-                created_at=at,
-                updated_at=at,
-                received_at=at,
-                status=rk.Status.RECEIVED,
-                version=1,
-            )
-        )
+    referrals = list(synth.referrals(count, 11, at))
     coverage, urgency = CoveragePolicy.shipped(), UrgencyPolicy.shipped()
 
     def run() -> int:

@@ -667,3 +667,73 @@ class TestWorklistLines:
         draft_due_none = attrs.evolve(r, urgency=None)
         (line,) = cli.worklist_lines([draft_due_none], START, desk.checklist)[1:]
         assert re.search(r"\s-\s+0d", line)
+
+
+class TestRulesCommands:
+    """referralkit rules list / check / diff."""
+
+    def test_list_prints_every_shipped_ruleset(self) -> None:
+        """One line per shipped file: path, kind, name, version."""
+        from referralkit.rules.policies import shipped_paths
+
+        status, stdout, _, _ = run_main(["rules", "list"])
+        assert status == 0
+        lines = stdout.splitlines()
+        assert [line.split("\t")[0] for line in lines] == [str(p) for p in shipped_paths()]
+        assert all(len(line.split("\t")) == 4 for line in lines)
+
+    def test_check_is_clean_on_shipped_files(self) -> None:
+        """The shipped files check clean: exit 0."""
+        from referralkit.rules.policies import shipped_paths
+
+        status, stdout, _, _ = run_main(["rules", "check", *map(str, shipped_paths())])
+        assert status == 0
+        assert stdout.count(": ok") == len(shipped_paths())
+
+    def test_check_fails_on_a_bad_file(self, tmp_path: Path) -> None:
+        """A shadowed rule and a refused file both exit 1, naming file, rule and field."""
+        shadow = tmp_path / "shadow.toml"
+        shadow.write_text(
+            '[ruleset]\nname = "s"\nkind = "urgency"\n\n[[rules]]\nid = "all"\n'
+            'then = { priority = "routine" }\n\n[[rules]]\nid = "never"\n'
+            'when = { specialty = "oncology" }\nthen = { priority = "urgent" }\n'
+        )
+        broken = tmp_path / "broken.toml"
+        broken.write_text(
+            '[ruleset]\nname = "b"\nkind = "urgency"\n[[rules]]\nid = "x"\n'
+            'when = { specialtyy = "a" }\nthen = { priority = "urgent" }\n'
+        )
+        status, stdout, _, _ = run_main(["rules", "check", str(shadow), str(broken)])
+        assert status == 1
+        assert f"{shadow}:11: rule 'never': field 'when': error: can never fire" in stdout
+        assert f"{broken}:6: rule 'x': field 'when.specialtyy': error: unknown fact" in stdout
+
+    def test_diff_counts_transitions(self, tmp_path: Path) -> None:
+        """diff evaluates both versions over a synthetic population and prints the table."""
+        from referralkit.rules.model import Kind
+        from referralkit.rules.policies import shipped_paths
+
+        old = shipped_paths(Kind.URGENCY)[0]
+        new = tmp_path / "new.toml"
+        new.write_text(
+            old.read_text().replace(
+                'then = { priority = "urgent", due_hours = 48, score = 200',
+                'then = { priority = "asap", due_hours = 48, score = 200',
+            )
+        )
+        status, stdout, _, _ = run_main(["rules", "diff", str(old), str(new), "--count", "200"])
+        assert status == 0
+        assert "| urgent → asap |" in stdout
+        assert "referrals change" in stdout
+
+    def test_diff_over_a_store(self, tmp_path: Path) -> None:
+        """With --db the referrals come from the store."""
+        from referralkit.rules.model import Kind
+        from referralkit.rules.policies import shipped_paths
+
+        url = f"sqlite:///{tmp_path / 'd.db'}"
+        assert run_main(["demo", "--count", "10", "--db", url])[0] == 0
+        path = str(shipped_paths(Kind.COVERAGE)[4])
+        status, stdout, _, _ = run_main(["rules", "diff", path, path, "--db", url])
+        assert status == 0
+        assert "0 of 10 referrals change" in stdout

@@ -321,6 +321,47 @@ def _lifecycle(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def _rules_list(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .rules import load
+    from .rules.policies import shipped_paths
+
+    for path in shipped_paths():
+        ruleset = load(path)
+        out.write(f"{path}\t{ruleset.kind.value}\t{ruleset.name}\t{ruleset.version}\n")
+    return 0
+
+
+def _rules_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .rules.check import check_files
+
+    failed = False
+    for path, problems in check_files(args.paths).items():
+        for problem in problems:
+            out.write(f"{problem}\n")
+            failed |= problem.severity == "error" or args.strict
+        if not problems:
+            out.write(f"{path}: ok\n")
+    return 1 if failed else 0
+
+
+def _rules_diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .rules import load
+    from .rules.whatif import what_if
+
+    old, new = load(args.old), load(args.new)
+    if args.db is not None:
+        with open_store(args.db) as store:
+            referrals = store.query()
+    else:
+        referrals = list(synth.referrals(args.count, args.seed))
+    result = what_if(old, new, referrals, samples=args.samples)
+    out.write(
+        f"{old.name}@{old.version} -> {new.name}@{new.version}: {result.changed} of "
+        f"{result.total} referrals change\n\n{result.table()}\n"
+    )
+    return 0
+
+
 # --------------------------------------------------------------------------- parsing
 
 
@@ -383,6 +424,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cycle.add_argument("--mermaid", action="store_true", help="print a Mermaid state diagram")
     cycle.set_defaults(handler=_lifecycle)
+
+    rules = commands.add_parser(
+        "rules", help="list, check and compare rulesets", description="Rulesets as data."
+    )
+    rule_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
+    listing = rule_commands.add_parser(
+        "list", help="print the path, kind, name and version of every shipped ruleset"
+    )
+    listing.set_defaults(handler=_rules_list)
+    checking = rule_commands.add_parser(
+        "check",
+        help="check ruleset files; exit 0 only when clean",
+        description="Load and check each file: refusals, rules that can never fire, "
+        "overlaps under 'unique'. Exit status 1 on any error (with --strict, any warning).",
+    )
+    checking.add_argument("paths", nargs="+", metavar="PATH")
+    checking.add_argument("--strict", action="store_true", help="warnings fail too")
+    checking.set_defaults(handler=_rules_check)
+    diffing = rule_commands.add_parser(
+        "diff",
+        help="what-if: compare two versions of a ruleset over the same referrals",
+        description="Evaluate OLD and NEW over the referrals of --db (or a synthetic "
+        "population) and count the outcome transitions.",
+    )
+    diffing.add_argument("old", metavar="OLD")
+    diffing.add_argument("new", metavar="NEW")
+    diffing.add_argument("--db", default=None, help="store URL to read referrals from")
+    diffing.add_argument(
+        "--count", type=_positive, default=1000, help="synthetic referrals without --db (1000)"
+    )
+    diffing.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (7)")
+    diffing.add_argument("--samples", type=_positive, default=3, help="sample ids per row (3)")
+    diffing.set_defaults(handler=_rules_diff)
     return parser
 
 

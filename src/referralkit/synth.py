@@ -76,6 +76,7 @@ __all__ = [
     "directory",
     "id_factory",
     "population",
+    "referrals",
     "simulate",
 ]
 
@@ -804,6 +805,37 @@ def _attachments(
     if needs_pa and rng.random() < 0.5:
         docs.append(doc("pa-form", AttachmentKind.PRIOR_AUTH_FORM, "Prior authorization form"))
     return tuple(docs)
+
+
+def referrals(count: int, seed: int, start: dt.datetime = DEFAULT_START) -> Iterator[Referral]:
+    """``count`` synthetic referrals as received on ``start``, built straight from
+    :func:`population` without a desk (no decisions yet): input for what-if comparisons,
+    policy checks and benchmarks.
+
+    >>> first = next(referrals(1, seed=7))
+    >>> first.status.value, first.source_id
+    ('received', 'SYN-7-000001')
+    """
+    for index, request in enumerate(population(count, seed, start)):
+        yield Referral(
+            id=f"syn-{seed}-{index + 1:06d}",
+            source_id=request.source_id,
+            patient=request.patient,
+            referring=request.referring,
+            target=request.target,
+            specialty=request.specialty,
+            reason=request.reason,
+            diagnoses=request.diagnoses,
+            services=request.services,
+            priority=request.priority,
+            coverage=request.coverage,
+            attachments=request.attachments,
+            created_at=start,
+            updated_at=start,
+            received_at=start,
+            status=Status.RECEIVED,
+            version=1,
+        )
 
 
 def population(
