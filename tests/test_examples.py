@@ -26,6 +26,7 @@ EXPECTED = {
         "REQ-CHILD: urgent, due by 2026-01-07 09:00 (rules: requested-routine, under-18-urgent)",
         "worklist first: REQ-CHILD",
     ],
+    "property_test_rules.py": ["all rule properties hold"],
 }
 
 

@@ -1,6 +1,6 @@
 """Load rulesets from TOML files or dictionaries, refusing bad ones with precise problems.
 
-A bad ruleset raises :class:`RulesetError`, whose :attr:`~RulesetError.problems` each name the
+A bad ruleset raises :class:`RulesetError`, whose ``problems`` each name the
 file, the line (where it can be found), the rule id and the field. Every problem is reported,
 not only the first.
 """
@@ -64,7 +64,10 @@ class Problem:
 
 
 class RulesetError(RulesError):
-    """A ruleset was refused; :attr:`problems` lists every reason."""
+    """A ruleset was refused; ``problems`` lists every reason."""
+
+    problems: tuple[Problem, ...]
+    """Every problem found, in file order."""
 
     def __init__(self, problems: Sequence[Problem]) -> None:
         self.problems = tuple(problems)

@@ -194,6 +194,7 @@ class Always:
 
 
 Condition: TypeAlias = Compare | All | AnyOf | Not | Always
+"""Any condition: a comparison or a combination of conditions."""
 
 
 def _show(value: Value) -> str:

@@ -3,12 +3,28 @@
 - :class:`~referralkit.clock.FakeClock`: time that moves only when told;
 - :func:`sample_request`: a complete, valid intake request for examples and tests;
 - Hypothesis strategies for every model type (:func:`referrals`, :func:`patients`,
-  :func:`coverages`...), which need ``hypothesis`` (the ``test`` extra).
+  :func:`coverages`...) and for rules (:func:`rulesets`, :func:`conditions`, :func:`facts`,
+  :func:`policy_referrals`);
+- ready-made property checks for policy owners: :func:`check_totality`,
+  :func:`check_determinism`, :func:`check_no_conflicts`, :func:`check_monotonic_urgency`,
+  :func:`check_effective_dates`.
+
+The strategies and checks need ``hypothesis`` (the ``test`` extra). The store contract suite
+is in :mod:`referralkit.testing.contract` (it needs ``pytest``).
 """
 
 from __future__ import annotations
 
 from ..clock import FakeClock
+from ._checks import (
+    check_determinism,
+    check_effective_dates,
+    check_monotonic_urgency,
+    check_no_conflicts,
+    check_totality,
+    policy_referrals,
+)
+from ._rules import conditions, facts, rulesets
 from ._samples import sample_request
 from ._strategies import (
     STRATEGIES,
@@ -39,19 +55,28 @@ __all__ = [
     "appointments",
     "attachments",
     "authorizations",
+    "check_determinism",
+    "check_effective_dates",
+    "check_monotonic_urgency",
+    "check_no_conflicts",
+    "check_totality",
     "codes",
     "communications",
+    "conditions",
     "contact_points",
     "coverage_decisions",
     "coverages",
+    "facts",
     "follow_ups",
     "intake_requests",
     "patients",
+    "policy_referrals",
     "providers",
     "referral_events",
     "referrals",
     "rule_hits",
     "rule_traces",
+    "rulesets",
     "sample_request",
     "urgency_assessments",
 ]
