@@ -5,8 +5,6 @@
 'received'
 """
 
-from __future__ import annotations
-
 from .clock import Clock, FakeClock, SystemClock
 from .desk import ReferralDesk
 from .errors import (

@@ -80,6 +80,17 @@ def _reason(value: object, name: str = "reason") -> str:
     return value
 
 
+_QUERY_FIELDS: Final = frozenset(a.name for a in attrs.fields(Query))
+
+
+def _query(filters: dict[str, Any], **fixed: Any) -> Query:
+    """A Query from keyword filters; an unknown or repeated filter is a ValidationError."""
+    for name in sorted(filters):
+        if name not in _QUERY_FIELDS or name in fixed:
+            raise ValidationError(name, "not a filter of this query")
+    return Query(**filters, **fixed)
+
+
 class ReferralDesk:
     """The application service over a :class:`~referralkit.storage.ReferralStore`.
 
@@ -139,7 +150,7 @@ class ReferralDesk:
     def count(self, actor: Actor, **filters: Any) -> int:
         """How many referrals match ``filters`` (:class:`~referralkit.storage.Query` fields)."""
         authorize(actor, "get")
-        return self.store.count(Query(**filters))
+        return self.store.count(_query(filters))
 
     def missing(self, actor: Actor, referral_id: str) -> tuple[Requirement, ...]:
         """What the referral still lacks before it can be accepted."""
@@ -151,7 +162,7 @@ class ReferralDesk:
         ``filters`` are :class:`~referralkit.storage.Query` fields, e.g. ``specialty=``.
         """
         authorize(actor, "get")
-        return self.store.query(Query(open_only=True, limit=limit, **filters))
+        return self.store.query(_query(filters, open_only=True, limit=limit))
 
     # ------------------------------------------------------------------ intake
 

@@ -142,22 +142,39 @@ _HANDLERS: dict[EventType, Callable[[State, ReferralEvent], None]] = {
 _FIELDS: Final = tuple(a.name for a in attrs.fields(Referral))
 
 
+_KINDS: Final = frozenset(k.value for k in EventType)
+
+
+def _handle(kind: EventType, state: State, event: ReferralEvent) -> None:
+    """Run the handler; a malformed payload (an imported event, say) is a ValidationError."""
+    try:
+        _HANDLERS[kind](state, event)
+        return
+    except ValidationError as exc:
+        problem = exc.at("payload")
+    except Exception:  # KeyError, ValueError, cattrs errors: their messages may quote PHI
+        problem = ValidationError("payload", f"malformed {kind.value!r} payload")
+    raise problem
+
+
 def apply_all(referral: Referral | None, events: Iterable[ReferralEvent]) -> Referral:
     """The referral after ``events`` (oldest first); ``referral`` is ``None`` only when the
     first event is ``created``."""
     state: State | None = None if referral is None else {f: getattr(referral, f) for f in _FIELDS}
     last: ReferralEvent | None = None
     for event in events:
+        if event.type not in _KINDS:
+            raise ValidationError("type", f"unknown event type {event.type!r}")
         kind = EventType(event.type)
         if kind is EventType.CREATED:
             if state is not None:
                 raise ValidationError("type", "a 'created' event must come first")
-            created = from_dict(Referral, event.payload["referral"])
+            created = from_dict(Referral, event.payload.get("referral"))
             state = {f: getattr(created, f) for f in _FIELDS}
         elif state is None:
             raise ValidationError("type", f"a {kind.value!r} event needs an existing referral")
         else:
-            _HANDLERS[kind](state, event)
+            _handle(kind, state, event)
         last = event
     if state is None or last is None:
         if referral is not None:

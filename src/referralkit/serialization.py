@@ -53,7 +53,9 @@ def _structure_datetime(value: Any, _: type) -> dt.datetime:
     try:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise ValidationError("", "expected an ISO 8601 datetime string") from None
+        parsed = None
+    if parsed is None:  # raised outside the handler: the ValueError quotes the input
+        raise ValidationError("", "expected an ISO 8601 datetime string")
     # an offset other than UTC is the same instant; a naive time is refused by the model
     return parsed.astimezone(dt.UTC) if parsed.tzinfo is not None else parsed
 
@@ -66,7 +68,9 @@ def _structure_date(value: Any, _: type) -> dt.date:
     try:
         return dt.date.fromisoformat(value)
     except ValueError:
-        raise ValidationError("", "expected an ISO 8601 date string") from None
+        pass
+    # raised outside the handler: the ValueError quotes the input, which may be PHI
+    raise ValidationError("", "expected an ISO 8601 date string")
 
 
 def _strict(kind: type, description: str) -> Any:
@@ -98,10 +102,10 @@ def _structure_enum(value: Any, kind: type[enum.StrEnum]) -> Any:
     # registered for StrEnum, which singledispatch prefers over the strict ``str`` hook
     if not isinstance(value, str):
         raise ValidationError("", f"expected one of {', '.join(m.value for m in kind)}")
-    try:
+    if value in {m.value for m in kind}:
         return kind(value)
-    except ValueError:
-        raise ValidationError("", f"not one of {', '.join(m.value for m in kind)}") from None
+    # not from an except block: enum's ValueError quotes the input
+    raise ValidationError("", f"not one of {', '.join(m.value for m in kind)}")
 
 
 converter.register_structure_hook(enum.StrEnum, _structure_enum)
@@ -137,10 +141,11 @@ def from_dict(cls: type[T], data: Any) -> T:
     """
     try:
         return converter.structure(data, cls)
-    except ValidationError:
-        raise
     except Exception as exc:  # cattrs raises many kinds; each becomes one typed error
-        raise _first_error(exc, "") from None
+        error = _first_error(exc, "")
+    # raised outside the handler: neither __context__ nor the members of cattrs' exception
+    # group (which can quote the input) travel with the error
+    raise error
 
 
 def _join(path: str, step: str) -> str:

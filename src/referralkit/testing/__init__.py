@@ -13,8 +13,6 @@ The strategies and checks need ``hypothesis`` (the ``test`` extra). The store co
 is in :mod:`referralkit.testing.contract` (it needs ``pytest``).
 """
 
-from __future__ import annotations
-
 from ..clock import FakeClock
 from ._checks import (
     check_determinism,

@@ -1,0 +1,166 @@
+"""Shared fixtures: a fake clock, a memory store, a desk over both, actors, and a driver that
+walks a referral to any lifecycle state through the desk's public operations.
+
+Hypothesis profiles: ``dev`` (default) keeps the local run quick; ``ci`` (selected when the
+environment has ``CI=true``) runs more examples. Neither has a deadline: timings on shared CI
+runners vary too much for one to mean anything.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import os
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import HealthCheck, settings
+
+from referralkit import (
+    Actor,
+    Code,
+    IntakeRequest,
+    MemoryStore,
+    Referral,
+    ReferralDesk,
+    Role,
+    Status,
+)
+from referralkit.testing import FakeClock, sample_request
+
+settings.register_profile(
+    "dev",
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "ci",
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.load_profile("ci" if os.environ.get("CI", "").lower() == "true" else "dev")
+
+START = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
+"""Where the fake clock starts: a Monday inside the sample coverage period."""
+
+# The desk operations (in order) that take a fresh draft to each status.
+PATHS: dict[Status, tuple[str, ...]] = {
+    Status.DRAFT: (),
+    Status.RECEIVED: ("send",),
+    Status.ACCEPTED: ("send", "accept"),
+    Status.ON_HOLD: ("send", "hold"),
+    Status.SCHEDULED: ("send", "accept", "schedule"),
+    Status.NO_SHOW: ("send", "accept", "schedule", "record_no_show"),
+    Status.APPOINTMENT_CANCELLED: ("send", "accept", "schedule", "cancel_appointment"),
+    Status.SEEN: ("send", "accept", "schedule", "record_visit"),
+    Status.CANCELLATION_REQUESTED: ("send", "request_cancellation"),
+    Status.DECLINED: ("send", "decline"),
+    Status.CANCELLED: ("send", "request_cancellation", "confirm_cancellation"),
+    Status.COMPLETED: ("send", "accept", "complete"),
+    Status.FAILED: ("send", "fail"),
+    Status.ENTERED_IN_ERROR: ("mark_entered_in_error",),
+}
+
+
+@attrs.define
+class Driver:
+    """Walks referrals through the desk: ``driver.to(Status.SEEN)`` returns a referral there."""
+
+    desk: ReferralDesk
+    clock: FakeClock
+    actor: Actor
+    _sources: Any = attrs.field(factory=lambda: itertools.count(1))
+
+    def request(self, *, complete: bool = True, **changes: Any) -> IntakeRequest:
+        """A fresh sample request (unique source id) with ``changes`` applied."""
+        request = sample_request(f"REQ-{next(self._sources):04d}", complete=complete)
+        return attrs.evolve(request, **changes)
+
+    def intake(self, request: IntakeRequest | None = None, **changes: Any) -> Referral:
+        if request is not None:
+            return self.desk.intake(self.actor, attrs.evolve(request, **changes))
+        return self.desk.intake(self.actor, self.request(**changes))
+
+    def step(self, referral_id: str, operation: str) -> Referral:
+        """Perform one lifecycle operation with plausible arguments."""
+        desk, actor = self.desk, self.actor
+        start = self.clock.now() + dt.timedelta(days=7)
+        calls: dict[str, Callable[[], Referral]] = {
+            "send": lambda: desk.send(actor, referral_id),
+            "accept": lambda: desk.accept(actor, referral_id),
+            "decline": lambda: desk.decline(actor, referral_id, "outside our scope"),
+            "hold": lambda: desk.hold(actor, referral_id, "waiting for records"),
+            "resume": lambda: desk.resume(actor, referral_id),
+            "schedule": lambda: desk.schedule(actor, referral_id, start),
+            "reschedule": lambda: desk.reschedule(actor, referral_id, start),
+            "record_no_show": lambda: desk.record_no_show(actor, referral_id),
+            "cancel_appointment": lambda: desk.cancel_appointment(actor, referral_id),
+            "record_visit": lambda: desk.record_visit(actor, referral_id),
+            "add_interim_note": lambda: desk.add_interim_note(actor, referral_id, "labs due"),
+            "complete": lambda: desk.complete(actor, referral_id, "seen; plan agreed"),
+            "request_cancellation": lambda: desk.request_cancellation(
+                actor, referral_id, "patient moved away"
+            ),
+            "confirm_cancellation": lambda: desk.confirm_cancellation(actor, referral_id),
+            "fail": lambda: desk.fail(actor, referral_id, "patient unreachable"),
+            "mark_entered_in_error": lambda: desk.mark_entered_in_error(
+                actor, referral_id, "duplicate entry"
+            ),
+        }
+        return calls[operation]()
+
+    def to(self, status: Status, request: IntakeRequest | None = None, **changes: Any) -> Referral:
+        """A new referral taken to ``status`` along :data:`PATHS`."""
+        referral = self.intake(request, **changes)
+        for operation in PATHS[status]:
+            referral = self.step(referral.id, operation)
+        assert referral.status is status
+        return referral
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(START)
+
+
+@pytest.fixture
+def store() -> MemoryStore:
+    return MemoryStore()
+
+
+@pytest.fixture
+def new_id() -> Callable[[], str]:
+    """Deterministic ids: ``id-0001``, ``id-0002``..."""
+    counter = itertools.count(1)
+    return lambda: f"id-{next(counter):04d}"
+
+
+@pytest.fixture
+def desk(store: MemoryStore, clock: FakeClock, new_id: Callable[[], str]) -> ReferralDesk:
+    return ReferralDesk(store, clock=clock, new_id=new_id)
+
+
+@pytest.fixture
+def coordinator() -> Actor:
+    return Actor("coord-1", {Role.COORDINATOR})
+
+
+@pytest.fixture
+def auditor() -> Actor:
+    return Actor("audit-1", {Role.AUDITOR})
+
+
+@pytest.fixture
+def driver(desk: ReferralDesk, clock: FakeClock, coordinator: Actor) -> Driver:
+    return Driver(desk, clock, coordinator)
+
+
+@pytest.fixture
+def mri() -> Code:
+    """An advanced-imaging service (MRI brain): BasicCoverage requires prior authorization."""
+    return Code.cpt("70551", "MRI brain without contrast")
