@@ -1196,6 +1196,67 @@ class TestPermissions:
         with pytest.raises(PermissionDeniedError):
             desk.accept(auditor, "does-not-exist")
 
+    @pytest.mark.parametrize(
+        ("operation", "arguments"),
+        [
+            ("decline", (" ",)),
+            ("hold", ("",)),
+            ("fail", ("",)),
+            ("request_cancellation", ("",)),
+            ("mark_entered_in_error", ("",)),
+            ("cancel_appointment", ("",)),
+            ("assign", ("",)),
+            ("assign_specialist", ("not a provider",)),
+        ],
+    )
+    def test_permission_is_checked_before_the_arguments(
+        self,
+        desk: ReferralDesk,
+        driver: Any,
+        auditor: Actor,
+        operation: str,
+        arguments: tuple[object, ...],
+    ) -> None:
+        """A denied actor gets PermissionDeniedError even with bad arguments."""
+        referral = driver.to(Status.SCHEDULED)
+        with pytest.raises(PermissionDeniedError):
+            getattr(desk, operation)(auditor, referral.id, *arguments)
+
+
+class TestClosingLeavesNoAppointmentBooked:
+    @pytest.mark.parametrize(
+        ("close", "outcome"),
+        [
+            (lambda d, a, r: d.decline(a, r, "not our service"), AppointmentStatus.CANCELLED),
+            (lambda d, a, r: d.fail(a, r, "patient moved away"), AppointmentStatus.CANCELLED),
+            (
+                lambda d, a, r: d.mark_entered_in_error(a, r, "wrong patient"),
+                AppointmentStatus.CANCELLED,
+            ),
+            (lambda d, a, r: d.complete(a, r, "consult note"), AppointmentStatus.FULFILLED),
+            (
+                lambda d, a, r: d.confirm_cancellation(
+                    a, d.request_cancellation(a, r, "patient declined").id
+                ),
+                AppointmentStatus.CANCELLED,
+            ),
+        ],
+    )
+    def test_booked_appointment_is_settled(
+        self,
+        desk: ReferralDesk,
+        driver: Any,
+        coordinator: Actor,
+        close: Callable[[ReferralDesk, Actor, str], Referral],
+        outcome: AppointmentStatus,
+    ) -> None:
+        """Closing a scheduled referral settles its booked appointment, in the same change."""
+        referral = driver.to(Status.SCHEDULED)
+        closed = close(desk, coordinator, referral.id)
+        assert closed.status.is_terminal
+        assert [a.status for a in closed.appointments] == [outcome]
+        assert replay(desk.history(coordinator, referral.id)) == closed
+
 
 class TestConcurrency:
     def test_a_concurrent_change_wins_and_nothing_is_written(

@@ -74,6 +74,21 @@ def _status_change(
     return EventType.STATUS_CHANGED, payload
 
 
+def _close_appointments(referral: Referral, target: Status) -> _Change:
+    """A referral that closes leaves no appointment booked: the visit is taken as held when
+    the loop closes (completed), cancelled otherwise."""
+    if not target.is_terminal:
+        return []
+    outcome = (
+        AppointmentStatus.FULFILLED if target is Status.COMPLETED else (AppointmentStatus.CANCELLED)
+    )
+    return [
+        (EventType.APPOINTMENT_CHANGED, {"appointment_id": a.id, "status": outcome.value})
+        for a in referral.appointments
+        if a.status is AppointmentStatus.BOOKED
+    ]
+
+
 def _reason(value: object, name: str = "reason") -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValidationError(name, "expected a non-blank string")
@@ -259,7 +274,13 @@ class ReferralDesk:
     ) -> Referral:
         """Decline the referral (terminal), saying why."""
         return self._transition(
-            actor, "decline", referral_id, "decline", expected_version, reason=_reason(reason)
+            actor,
+            "decline",
+            referral_id,
+            "decline",
+            expected_version,
+            reason=reason,
+            needs_reason=True,
         )
 
     def hold(
@@ -267,7 +288,7 @@ class ReferralDesk:
     ) -> Referral:
         """Put the referral on hold (waiting for information, authorization, the patient)."""
         return self._transition(
-            actor, "hold", referral_id, "hold", expected_version, reason=_reason(reason)
+            actor, "hold", referral_id, "hold", expected_version, reason=reason, needs_reason=True
         )
 
     def resume(
@@ -373,7 +394,6 @@ class ReferralDesk:
         expected_version: int | None = None,
     ) -> Referral:
         """Cancel the booked appointment; the referral stays open for a new one."""
-        reason = None if reason is None else _reason(reason)
         return self._appointment_outcome(
             actor,
             "cancel_appointment",
@@ -406,13 +426,14 @@ class ReferralDesk:
         expected_version: int | None,
     ) -> Referral:
         def build(r: Referral, now: dt.datetime) -> _Change:
+            why = None if reason is None else _reason(reason)
             target = lifecycle.TABLE.next_status(r, operation)
             booked = [a for a in r.appointments if a.status is AppointmentStatus.BOOKED]
             changes: _Change = [
                 (EventType.APPOINTMENT_CHANGED, {"appointment_id": a.id, "status": outcome.value})
                 for a in booked[-1:]
             ]
-            changes.append(_status_change(operation, r.status, target, reason))
+            changes.append(_status_change(operation, r.status, target, why))
             return changes
 
         return self._change(actor, operation, referral_id, expected_version, build)
@@ -478,6 +499,7 @@ class ReferralDesk:
             )
             return [
                 (EventType.ATTACHMENT_ADDED, {"attachment": to_dict(note)}),
+                *_close_appointments(r, target),
                 _status_change(operation, r.status, target, None),
             ]
 
@@ -493,7 +515,8 @@ class ReferralDesk:
             referral_id,
             "request_cancellation",
             expected_version,
-            reason=_reason(reason),
+            reason=reason,
+            needs_reason=True,
         )
 
     def confirm_cancellation(
@@ -509,7 +532,7 @@ class ReferralDesk:
     ) -> Referral:
         """The referral could not be fulfilled (terminal)."""
         return self._transition(
-            actor, "fail", referral_id, "fail", expected_version, reason=_reason(reason)
+            actor, "fail", referral_id, "fail", expected_version, reason=reason, needs_reason=True
         )
 
     def mark_entered_in_error(
@@ -522,7 +545,8 @@ class ReferralDesk:
             referral_id,
             "mark_entered_in_error",
             expected_version,
-            reason=_reason(reason),
+            reason=reason,
+            needs_reason=True,
         )
 
     def _transition(
@@ -533,11 +557,14 @@ class ReferralDesk:
         event: str,
         expected_version: int | None,
         *,
-        reason: str | None = None,
+        reason: object = None,
+        needs_reason: bool = False,
     ) -> Referral:
         def build(r: Referral, now: dt.datetime) -> _Change:
+            # validated here, after the permission check: a refused actor learns nothing more
+            why = _reason(reason) if needs_reason else None
             target = lifecycle.TABLE.next_status(r, event, checklist=self.checklist)
-            return [_status_change(event, r.status, target, reason)]
+            return [*_close_appointments(r, target), _status_change(event, r.status, target, why)]
 
         return self._change(actor, operation, referral_id, expected_version, build)
 
@@ -733,15 +760,12 @@ class ReferralDesk:
         expected_version: int | None = None,
     ) -> Referral:
         """Make ``owner`` (a coordinator id) responsible, or nobody with ``None``."""
-        if owner is not None:
-            _reason(owner, "owner")
-        return self._change(
-            actor,
-            "assign",
-            referral_id,
-            expected_version,
-            lambda r, now: [(EventType.OWNER_ASSIGNED, {"owner": owner})],
-        )
+
+        def build(r: Referral, now: dt.datetime) -> _Change:
+            checked = None if owner is None else _reason(owner, "owner")
+            return [(EventType.OWNER_ASSIGNED, {"owner": checked})]
+
+        return self._change(actor, "assign", referral_id, expected_version, build)
 
     def assign_specialist(
         self,
@@ -752,10 +776,10 @@ class ReferralDesk:
         expected_version: int | None = None,
     ) -> Referral:
         """Choose the specialist; coverage and urgency are decided again for them."""
-        if not isinstance(provider, Provider):
-            raise ValidationError("provider", "expected a Provider")
 
         def build(r: Referral, now: dt.datetime) -> _Change:
+            if not isinstance(provider, Provider):
+                raise ValidationError("provider", "expected a Provider")
             changes: _Change = [(EventType.TARGET_ASSIGNED, {"provider": to_dict(provider)})]
             return changes + self._assessments(attrs.evolve(r, target=provider), now)
 
