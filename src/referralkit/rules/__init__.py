@@ -5,7 +5,11 @@ See :doc:`/rules` for the format. The pieces:
 - :mod:`~referralkit.rules.facts`: the fact model conditions are written against;
 - :mod:`~referralkit.rules.model`: conditions, rules, rulesets, hit policies;
 - :mod:`~referralkit.rules.loader`: TOML and dictionaries in, precise problems out;
-- :mod:`~referralkit.rules.engine`: the compiled python engine and hit-policy resolution.
+- :mod:`~referralkit.rules.engine`: the compiled python engine and hit-policy resolution;
+- :mod:`~referralkit.rules.durable`: the same rules on durable-rules (imported on use: it
+  needs the durable-rules package, which does not build on every Python);
+- :mod:`~referralkit.rules.timeline`: event rules, patterns over a referral's events in time;
+- :mod:`~referralkit.rules.policies`: coverage and urgency policies for the desk.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from .model import (
     Compare,
     Condition,
     HitPolicy,
+    Kind,
     Not,
     Op,
     Ruleset,
@@ -340,6 +341,11 @@ class PythonEngine:
     per-key caches only ever gain equivalent entries."""
 
     def __init__(self, ruleset: Ruleset) -> None:
+        if ruleset.kind is Kind.EVENT:
+            raise RulesError(
+                f"ruleset {ruleset.name!r} holds event patterns: run it with "
+                "referralkit.rules.timeline.EventRules"
+            )
         self.ruleset = ruleset
         codegen = _Codegen()
         rules = ruleset.rules
