@@ -134,6 +134,8 @@ DOCUMENTED_MODULES = [
     "referralkit.rules.model",
     "referralkit.rules.loader",
     "referralkit.rules.engine",
+    "referralkit.rules.durable",
+    "referralkit.rules.timeline",
     "referralkit.rules.policies",
     "referralkit.rules.check",
     "referralkit.rules.whatif",

@@ -33,6 +33,4 @@ class TestTypedApiUsage:
         """A structural UrgencyAssessor plugs into the desk."""
         desk = API["custom_desk"]()
         assert isinstance(desk.urgency, rk.UrgencyAssessor)
-        assert API["transition_table_checks"]() == sorted(
-            rk.TABLE.events_from(rk.Status.RECEIVED)
-        )
+        assert API["transition_table_checks"]() == sorted(rk.TABLE.events_from(rk.Status.RECEIVED))

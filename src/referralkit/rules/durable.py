@@ -9,7 +9,7 @@ decisions. The event rules of :mod:`referralkit.rules.timeline` run on the same 
 Safety by construction (DESIGN §5). durable-rules has sharp edges, each handled here once:
 
 - **No background threads.** ``durable.lang`` and its global host are never imported. The
-  adapter owns one private :class:`durable.engine.Host` subclass whose ``_run`` (which starts
+  adapter owns one private ``durable.engine.Host`` subclass whose ``_run`` (which starts
   two self-rearming ``threading.Timer`` chains that dispatch queued actions and timers from
   other threads) does nothing. Every action therefore runs synchronously inside the call that
   caused it, and no thread is left behind.

@@ -42,7 +42,7 @@ requires attribute values. Durations are a whole number and a unit: ``s``, ``m``
 
 **Time is injected.** :meth:`EventRules.due` asserts a tick fact carrying ``now`` (then
 retracts it); durable joins it with the signals (``now >= start.at_<window>``: each signal
-carries its time shifted by every window the ruleset uses, see :func:`_compile` for why not
+carries its time shifted by every window the ruleset uses, see ``_compile`` for why not
 durable's own arithmetic). No wall-clock timer exists anywhere (durable's timers are not
 used), so the same history and the same ``now`` always give the same alerts. Every due alert
 is reported on every call; the caller keeps what it has already acted on.
@@ -591,7 +591,7 @@ def _after(alias: str) -> dict[str, Any]:
 
 
 def _shifted(seconds: int) -> str:
-    """The signal field holding the signal's time plus ``seconds`` (see :func:`_compile`)."""
+    """The signal field holding the signal's time plus ``seconds`` (see ``_compile``)."""
     return f"at_{seconds}"
 
 
