@@ -5,17 +5,51 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 
+from referralkit import Actor, FakeClock, ReferralDesk, Role, ValidationError
 from referralkit.storage import MemoryStore, ReferralStore, open_store
 from referralkit.storage.sqlite import SQLiteStore
+from referralkit.testing import sample_request
 from referralkit.testing.contract import StoreContract
+
+ACTOR = Actor("contract-test", {Role.COORDINATOR})
 
 
 class TestMemoryStore(StoreContract):
     @pytest.fixture
-    def store(self) -> Iterator[ReferralStore]:
-        yield MemoryStore()
+    def store(self) -> ReferralStore:
+        return MemoryStore()
+
+
+class DefaultsStore(MemoryStore):
+    """A memory store using the interface's default ``count``, ``export`` and
+    ``restore_many``: what a third-party adapter gets without writing them."""
+
+    count = ReferralStore.count
+    export = ReferralStore.export
+    restore_many = ReferralStore.restore_many
+
+
+class TestDerivedDefaults(StoreContract):
+    """The defaults ReferralStore derives from the abstract methods meet the contract."""
+
+    @pytest.fixture
+    def store(self) -> ReferralStore:
+        return DefaultsStore()
+
+    def test_default_restore_checks_the_replay(self, store: ReferralStore) -> None:
+        """The default restore_many replays each history, so it refuses a snapshot that is
+        not the replay of its events (the adapters leave that check to load_dump)."""
+        desk = ReferralDesk(store, clock=FakeClock(), new_id=lambda: "r-1")
+        made = desk.intake(ACTOR, sample_request())
+        history = list(store.export())
+        other = DefaultsStore()
+        with pytest.raises(ValidationError):
+            other.restore_many([(attrs.evolve(made, owner="edited"), history[0][1])])
+        other.restore_many(history)
+        assert list(other.export()) == history
 
 
 class TestSQLiteFileStore(StoreContract):
@@ -30,5 +64,13 @@ class TestSQLiteMemoryStore(StoreContract):
     @pytest.fixture
     def store(self) -> Iterator[ReferralStore]:
         store = SQLiteStore(":memory:")
+        yield store
+        store.close()
+
+
+class TestPostgresStore(StoreContract):
+    @pytest.fixture
+    def store(self, postgres_schema: str) -> Iterator[ReferralStore]:
+        store = open_store(postgres_schema)
         yield store
         store.close()

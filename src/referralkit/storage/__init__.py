@@ -3,26 +3,78 @@
 >>> store = open_store("memory://")
 >>> store
 MemoryStore(<0 referrals>)
+
+- :class:`MemoryStore` (``memory://``): the reference semantics, nothing persisted;
+- :class:`~referralkit.storage.sqlite.SQLiteStore` (``sqlite:///path.db``): the embedded
+  default, one file;
+- :class:`~referralkit.storage.postgres.PostgresStore` (``postgresql://…``, the ``postgres``
+  extra): many coordinators on many machines.
+
+Every adapter passes the one contract suite, :mod:`referralkit.testing.contract`. Schemas move
+forward with :func:`upgrade`; :func:`dump` and :func:`load_dump` move a whole store as JSON
+lines.
 """
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from ..errors import ValidationError
-from ._base import Query, ReferralStore, check_change, worklist_key
+from ._base import (
+    Change,
+    History,
+    Query,
+    ReferralStore,
+    check_change,
+    check_changes,
+    check_claim,
+    check_histories,
+    check_history,
+    check_owner,
+    worklist_key,
+)
+from ._dump import DUMP_FORMAT, DUMP_VERSION, dump, load_dump
 from .memory import MemoryStore
 
-__all__ = ["MemoryStore", "Query", "ReferralStore", "check_change", "open_store", "worklist_key"]
+__all__ = [
+    "DUMP_FORMAT",
+    "DUMP_VERSION",
+    "Change",
+    "History",
+    "MemoryStore",
+    "Query",
+    "ReferralStore",
+    "check_change",
+    "check_changes",
+    "check_claim",
+    "check_histories",
+    "check_history",
+    "check_owner",
+    "dump",
+    "load_dump",
+    "open_store",
+    "upgrade",
+    "worklist_key",
+]
+
+_SCHEMES = "memory, sqlite, postgresql"
 
 
 def open_store(url: str) -> ReferralStore:
-    """Open the store ``url`` names.
+    """Open the store ``url`` names, creating or migrating its schema if needed.
 
     - ``memory://``: a fresh :class:`MemoryStore`;
     - ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, ``sqlite:///:memory:``:
-      a :class:`~referralkit.storage.sqlite.SQLiteStore` (created and migrated if needed).
+      a :class:`~referralkit.storage.sqlite.SQLiteStore`;
+    - ``postgresql://user@host:port/dbname?schema=NAME`` (or ``postgres://``): a
+      :class:`~referralkit.storage.postgres.PostgresStore` with its tables in schema ``NAME``
+      (default ``public``); a host other than this machine must use TLS.
     """
+    return _open(url, migrate=True)
+
+
+def _open(url: str, *, migrate: bool) -> ReferralStore:
     if not isinstance(url, str):
         raise ValidationError("url", "expected a store URL string")
     scheme = urlsplit(url).scheme
@@ -31,10 +83,48 @@ def open_store(url: str) -> ReferralStore:
     if scheme == "sqlite":
         from .sqlite import SQLiteStore
 
-        path = url[len("sqlite://") :]
-        path = path[1:] if path.startswith("/") else path
-        if not path:
-            raise ValidationError("url", "a sqlite URL needs a path: sqlite:///file.db")
-        return SQLiteStore(path)
+        return SQLiteStore(_sqlite_path(url), migrate=migrate)
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from .postgres import PostgresStore
+        except ImportError:
+            raise ValidationError(
+                "url", "PostgreSQL needs the postgres extra: pip install 'referralkit[postgres]'"
+            ) from None
+        return PostgresStore(url, migrate=migrate)
     # the URL may carry a password: name only its scheme
-    raise ValidationError("url", f"unsupported store scheme {scheme!r} (supported: memory, sqlite)")
+    raise ValidationError("url", f"unsupported store scheme {scheme!r} (supported: {_SCHEMES})")
+
+
+def _sqlite_path(url: str) -> str:
+    path = url[len("sqlite://") :]
+    path = path[1:] if path.startswith("/") else path
+    if not path:
+        raise ValidationError("url", "a sqlite URL needs a path: sqlite:///file.db")
+    return path
+
+
+def upgrade(url: str) -> tuple[int, int]:
+    """Bring the schema of the store ``url`` names up to date; ``(old, new)`` versions.
+
+    What ``referralkit db upgrade URL`` runs. Safe to repeat (``(2, 2)`` the second time)
+    and to run while applications use the database: the migrations of one upgrade run in
+    one transaction. A schema newer than this referralkit is refused with a
+    :class:`~referralkit.errors.StorageError`.
+    """
+    store = _open(url, migrate=False)
+    try:
+        if not isinstance(store, _Versioned):
+            raise ValidationError("url", "a memory store has no schema to upgrade")
+        return store.schema_version(), store.upgrade()
+    finally:
+        store.close()
+
+
+@runtime_checkable
+class _Versioned(Protocol):
+    """A store with a versioned schema (the SQL adapters)."""
+
+    def schema_version(self) -> int: ...
+
+    def upgrade(self, target: int | None = None) -> int: ...

@@ -1,27 +1,63 @@
-"""The storage port: one small interface every adapter implements."""
+"""The storage port: one small interface every adapter implements.
+
+An adapter implements eight methods: :meth:`~ReferralStore.load`,
+:meth:`~ReferralStore.find_source`, :meth:`~ReferralStore.save_many`,
+:meth:`~ReferralStore.events`, :meth:`~ReferralStore.query` and the three claim operations
+:meth:`~ReferralStore.claim`, :meth:`~ReferralStore.renew`, :meth:`~ReferralStore.release`.
+Everything else (``save``, ``count``, ``export``, ``restore_many``) has a default built on
+those, which an adapter may replace with something faster.
+"""
 
 from __future__ import annotations
 
 import abc
 import datetime as dt
-from collections.abc import Iterable, Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
+from typing import Any, Self, TypeAlias
 
 import attrs
 
 from .. import _validators as v
-from ..errors import ValidationError
+from ..errors import ConcurrencyError, DuplicateReferralError, ValidationError
+from ..events import apply_all
 from ..model import Priority, Referral, ReferralEvent, Status
 
-__all__ = ["Query", "ReferralStore", "check_change", "worklist_key"]
+__all__ = [
+    "Change",
+    "History",
+    "Query",
+    "ReferralStore",
+    "check_change",
+    "check_changes",
+    "check_claim",
+    "check_histories",
+    "check_history",
+    "check_owner",
+    "lease_end",
+    "worklist_key",
+]
+
+Change: TypeAlias = tuple[Referral, Sequence[ReferralEvent], int]
+"""One change: the new snapshot, the events that made it, the version it was made from."""
+
+History: TypeAlias = tuple[Referral, Sequence[ReferralEvent]]
+"""A referral's current snapshot with its whole history (every event, oldest first)."""
 
 
-def _statuses(value: Iterable[Status] | Status | None) -> frozenset[Status] | None:
+def _statuses(value: Iterable[Status | str] | Status | str | None) -> frozenset[Status] | None:
+    """One status or a collection of them (members or their string values) as a set."""
     if value is None:
         return None
-    if isinstance(value, Status):
-        return frozenset({value})
-    return frozenset(value)
+    items: Iterable[Any] = (value,) if isinstance(value, str) else value
+    names = ", ".join(s.value for s in Status)
+    try:
+        return frozenset(Status(item) for item in items)
+    except (TypeError, ValueError):
+        raise ValidationError(
+            "status", f"expected a Status or a collection of them ({names})"
+        ) from None
 
 
 @attrs.frozen
@@ -94,6 +130,112 @@ def check_change(
             )
 
 
+def check_changes(changes: Sequence[Change]) -> None:
+    """Check every change of a batch, and that no two referrals in it share a source id.
+
+    Two new referrals with one source id in the same batch are refused up front, the same way
+    in every adapter (a database would report the clash without saying which rows clashed).
+    """
+    sources: dict[str, str] = {}
+    for position, (referral, events, expected) in enumerate(changes):
+        try:
+            check_change(referral, events, expected)
+        except ValidationError as error:
+            raise error.at(f"changes[{position}]") from None
+        source = referral.source_id
+        if source is not None and sources.setdefault(source, referral.id) != referral.id:
+            raise DuplicateReferralError(source)
+
+
+def check_history(referral: Referral, events: Sequence[ReferralEvent]) -> None:
+    """Check that ``events`` are a whole history ending at ``referral``'s version.
+
+    Versions run 1, 2, ... ``referral.version`` without a gap, each with at least one event,
+    indexes run 0, 1, ... within each version, and every event names the referral. (Whether
+    the snapshot *is* the replay of the events is a separate, costlier check:
+    :func:`referralkit.events.replay`.)
+    """
+    if referral.version < 1:
+        raise ValidationError("version", "a stored referral has version 1 or more")
+    expected_version, expected_index = 1, 0
+    for position, event in enumerate(events):
+        if event.referral_id != referral.id:
+            raise ValidationError(f"events[{position}].referral_id", "names another referral")
+        if (event.version, event.index) == (expected_version + 1, 0) and expected_index > 0:
+            expected_version, expected_index = expected_version + 1, 0
+        if (event.version, event.index) != (expected_version, expected_index):
+            raise ValidationError(
+                f"events[{position}]",
+                "versions must run 1, 2, ... and indexes 0, 1, ... within each version",
+            )
+        expected_index += 1
+    if expected_index == 0 or expected_version != referral.version:
+        raise ValidationError("events", "the history does not end at the snapshot's version")
+
+
+def check_histories(histories: Sequence[History]) -> None:
+    """Check every history of a batch to restore; no id or source id may appear twice."""
+    ids: dict[str, int] = {}
+    sources: dict[str, str] = {}
+    for position, (referral, events) in enumerate(histories):
+        try:
+            check_history(referral, events)
+        except ValidationError as error:
+            raise error.at(f"histories[{position}]") from None
+        if referral.id in ids:
+            raise ConcurrencyError(referral.id, 0, ids[referral.id])
+        ids[referral.id] = referral.version
+        source = referral.source_id
+        if source is not None and sources.setdefault(source, referral.id) != referral.id:
+            raise DuplicateReferralError(source)
+
+
+def check_owner(owner: str) -> None:
+    """Check a claim owner: a coordinator id, a non-blank string."""
+    if not isinstance(owner, str) or not owner.strip() or len(owner) > 200:
+        raise ValidationError("owner", "expected a non-blank string of at most 200 characters")
+
+
+def check_claim(
+    owner: str, now: dt.datetime, lease: dt.timedelta, count: int | None = None
+) -> None:
+    """Check the arguments of a claim or renewal (every adapter calls this)."""
+    check_owner(owner)
+    if not isinstance(now, dt.datetime) or now.tzinfo is None or now.utcoffset():
+        raise ValidationError("now", "expected a timezone-aware UTC datetime")
+    if not isinstance(lease, dt.timedelta) or lease <= dt.timedelta(0):
+        raise ValidationError("lease", "expected a positive datetime.timedelta")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+        raise ValidationError("count", "expected a whole number >= 0")
+
+
+def lease_end(now: dt.datetime, lease: dt.timedelta) -> dt.datetime:
+    """When a lease taken at ``now`` ends."""
+    try:
+        return now + lease
+    except OverflowError:
+        raise ValidationError("lease", "ends after the year 9999") from None
+
+
+def _claim_query(query: Query | None) -> Query:
+    """The query a claim serves: its filters, open referrals only."""
+    if query is None:
+        return Query(open_only=True)
+    if not isinstance(query, Query):
+        raise ValidationError("query", "expected a Query")
+    return attrs.evolve(query, open_only=True, limit=None, offset=0)
+
+
+def _ids(ids: Iterable[str]) -> list[str]:
+    """``ids`` as a list without repeats, in the order given."""
+    if isinstance(ids, str):
+        raise ValidationError("ids", "expected a collection of referral ids, not one string")
+    found = list(dict.fromkeys(ids))
+    if not all(isinstance(i, str) for i in found):
+        raise ValidationError("ids", "expected referral id strings")
+    return found
+
+
 class ReferralStore(abc.ABC):
     """Where referrals and their events live.
 
@@ -101,6 +243,14 @@ class ReferralStore(abc.ABC):
     writer loaded (optimistic concurrency): :meth:`save` raises
     :class:`~referralkit.errors.ConcurrencyError` and writes nothing when the stored version
     is not ``expected_version``.
+
+    **Claims** share the work among many coordinators: :meth:`claim` hands a coordinator the
+    next open referrals in worklist order that nobody holds, each under a *lease* that ends at
+    ``now + lease``. A lease is bookkeeping beside the referral, not a change to it: claiming
+    writes no event and does not raise the version, and a holder still saves its changes with
+    optimistic concurrency like everyone else. A coordinator that crashes simply stops
+    renewing, and its referrals come back once their leases end. Time is always passed in
+    (``now``); no adapter reads the wall clock.
     """
 
     @abc.abstractmethod
@@ -111,14 +261,26 @@ class ReferralStore(abc.ABC):
     def find_source(self, source_id: str) -> str | None:
         """The id of the referral intaken under the referrer's ``source_id``, if any."""
 
-    @abc.abstractmethod
     def save(
         self, referral: Referral, events: Sequence[ReferralEvent], expected_version: int
     ) -> None:
         """Store ``referral`` and append ``events`` atomically.
 
         ``expected_version`` is 0 for a new referral. A different stored version raises
-        :class:`~referralkit.errors.ConcurrencyError`; nothing is written.
+        :class:`~referralkit.errors.ConcurrencyError`; nothing is written. Another referral
+        with the same ``source_id`` raises :class:`~referralkit.errors.DuplicateReferralError`.
+        """
+        check_change(referral, events, expected_version)
+        self.save_many([(referral, events, expected_version)])
+
+    @abc.abstractmethod
+    def save_many(self, changes: Sequence[Change]) -> None:
+        """Save several changes in one transaction: all of them, or none.
+
+        Each change follows the rules of :meth:`save`, in order (a batch may create a
+        referral and change it again). The first refused change raises and nothing of the
+        batch is written. This is the bulk path: one transaction (one disk flush) for many
+        referrals.
         """
 
     @abc.abstractmethod
@@ -134,10 +296,76 @@ class ReferralStore(abc.ABC):
         """How many referrals match ``query`` (ignoring its paging)."""
         return len(self.query(attrs.evolve(query, limit=None, offset=0)))
 
+    # ------------------------------------------------------------------ claims
+
+    @abc.abstractmethod
+    def claim(
+        self,
+        owner: str,
+        count: int,
+        *,
+        now: dt.datetime,
+        lease: dt.timedelta,
+        query: Query | None = None,
+    ) -> list[str]:
+        """Lease up to ``count`` referrals to ``owner`` until ``now + lease``; their ids.
+
+        The referrals taken are the first open ones in worklist order that match ``query``'s
+        filters (its order and paging are not used) and are not under a live lease, the
+        owner's own included: a lease is live while ``now`` is before its end. Two
+        concurrent claims never return the same referral.
+        """
+
+    @abc.abstractmethod
+    def renew(
+        self, owner: str, ids: Iterable[str], *, now: dt.datetime, lease: dt.timedelta
+    ) -> list[str]:
+        """Extend ``owner``'s live leases on ``ids`` to ``now + lease``; the ids renewed.
+
+        A lease that another coordinator holds, or that has already ended, is not renewed
+        (claim the referral again instead).
+        """
+
+    @abc.abstractmethod
+    def release(self, owner: str, ids: Iterable[str]) -> list[str]:
+        """End ``owner``'s leases on ``ids`` now; the ids released. Others' leases are kept."""
+
+    # ------------------------------------------------------------------ whole histories
+
+    def export(self) -> Iterator[History]:
+        """Every referral with its whole history, in id order (what a dump holds)."""
+        for referral in sorted(self.query(Query()), key=lambda r: r.id):
+            yield referral, self.events(referral.id)
+
+    def restore_many(self, histories: Sequence[History]) -> None:
+        """Store referrals with their whole histories (as a dump holds them), atomically.
+
+        Every referral must be absent (:class:`~referralkit.errors.ConcurrencyError`
+        otherwise). This default replays each history version by version through
+        :meth:`save_many`, so it also checks that each snapshot is the replay of its events;
+        adapters replace it with a direct write and leave that check to the caller
+        (:func:`referralkit.storage.load_dump` makes it).
+        """
+        check_histories(histories)
+        changes: list[Change] = []
+        for position, (referral, events) in enumerate(histories):
+            current: Referral | None = None
+            for version, group in itertools.groupby(events, key=lambda e: e.version):
+                step = list(group)
+                current = apply_all(current, step)
+                changes.append((current, step, version - 1))
+            if current != referral:
+                raise ValidationError(
+                    f"histories[{position}]", "the snapshot is not the replay of its events"
+                )
+        self.save_many(changes)
+
+    # ------------------------------------------------------------------ lifetime
+
     def close(self) -> None:  # noqa: B027 - optional for adapters holding no resources
         """Release connections and files; the store is unusable afterwards."""
 
-    def __enter__(self) -> ReferralStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

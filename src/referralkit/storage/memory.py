@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import heapq
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from ..errors import ConcurrencyError, DuplicateReferralError, NotFoundError
 from ..model import Referral, ReferralEvent
-from ._base import Query, ReferralStore, check_change, worklist_key
+from ._base import (
+    Change,
+    History,
+    Query,
+    ReferralStore,
+    _claim_query,
+    _ids,
+    check_changes,
+    check_claim,
+    check_histories,
+    check_owner,
+    lease_end,
+    worklist_key,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -15,7 +30,9 @@ __all__ = ["MemoryStore"]
 class MemoryStore(ReferralStore):
     """Referrals and events in dictionaries, guarded by a lock. Nothing is persisted.
 
-    Thread-safe; values are immutable, so readers share them without copying.
+    Thread-safe; values are immutable, so readers share them without copying. Writes are
+    staged and applied only once the whole batch is accepted, so a refused change leaves
+    nothing behind, as a rolled-back transaction would.
     """
 
     def __init__(self) -> None:
@@ -23,6 +40,7 @@ class MemoryStore(ReferralStore):
         self._snapshots: dict[str, Referral] = {}
         self._events: dict[str, list[ReferralEvent]] = {}
         self._sources: dict[str, str] = {}
+        self._leases: dict[str, tuple[str, dt.datetime]] = {}
 
     def __repr__(self) -> str:
         return f"MemoryStore(<{len(self._snapshots)} referrals>)"
@@ -34,26 +52,47 @@ class MemoryStore(ReferralStore):
             raise NotFoundError(referral_id) from None
 
     def find_source(self, source_id: str) -> str | None:
-        return self._sources.get(source_id)
-
-    def save(
-        self, referral: Referral, events: Sequence[ReferralEvent], expected_version: int
-    ) -> None:
-        check_change(referral, events, expected_version)
         with self._lock:
-            current = self._snapshots.get(referral.id)
-            actual = current.version if current is not None else 0
-            if actual != expected_version:
-                raise ConcurrencyError(
-                    referral.id, expected_version, actual if current is not None else None
-                )
-            source = referral.source_id
-            if source is not None and self._sources.get(source, referral.id) != referral.id:
-                raise DuplicateReferralError(source)
-            self._snapshots[referral.id] = referral
-            self._events.setdefault(referral.id, []).extend(events)
-            if source is not None:
-                self._sources[source] = referral.id
+            return self._holder(source_id, {})
+
+    def _holder(self, source_id: str, staged: dict[str, Referral]) -> str | None:
+        """Which referral holds ``source_id``, counting the ``staged`` snapshots.
+
+        The index may name a referral whose source id has since changed: that is no holder.
+        """
+        referral_id = self._sources.get(source_id)
+        if referral_id is None:
+            return None
+        current = staged.get(referral_id) or self._snapshots.get(referral_id)
+        return referral_id if current is not None and current.source_id == source_id else None
+
+    def save_many(self, changes: Sequence[Change]) -> None:
+        check_changes(changes)
+        with self._lock:
+            staged: dict[str, Referral] = {}
+            appended: dict[str, list[ReferralEvent]] = {}
+            for referral, events, expected in changes:
+                current = staged.get(referral.id) or self._snapshots.get(referral.id)
+                actual = current.version if current is not None else 0
+                if actual != expected:
+                    raise ConcurrencyError(
+                        referral.id, expected, current.version if current is not None else None
+                    )
+                # (check_changes refused two referrals of the batch with one source id)
+                source = referral.source_id
+                if source is not None and self._holder(source, staged) not in (None, referral.id):
+                    raise DuplicateReferralError(source)
+                staged[referral.id] = referral
+                appended.setdefault(referral.id, []).extend(events)
+            self._apply(staged, appended)
+
+    def _apply(self, staged: dict[str, Referral], appended: dict[str, list[ReferralEvent]]) -> None:
+        for referral_id, referral in staged.items():
+            self._snapshots[referral_id] = referral
+            if referral.source_id is not None:
+                self._sources[referral.source_id] = referral_id
+        for referral_id, events in appended.items():
+            self._events.setdefault(referral_id, []).extend(events)
 
     def events(self, referral_id: str) -> list[ReferralEvent]:
         try:
@@ -70,3 +109,77 @@ class MemoryStore(ReferralStore):
             found.sort(key=worklist_key)
         end = None if query.limit is None else query.offset + query.limit
         return found[query.offset : end]
+
+    # ------------------------------------------------------------------ claims
+
+    def _live(self, referral_id: str, now: dt.datetime) -> bool:
+        lease = self._leases.get(referral_id)
+        return lease is not None and lease[1] > now
+
+    def claim(
+        self,
+        owner: str,
+        count: int,
+        *,
+        now: dt.datetime,
+        lease: dt.timedelta,
+        query: Query | None = None,
+    ) -> list[str]:
+        check_claim(owner, now, lease, count)
+        wanted = _claim_query(query)
+        with self._lock:
+            free = (
+                r
+                for r in self._snapshots.values()
+                if wanted.matches(r) and not self._live(r.id, now)
+            )
+            until = lease_end(now, lease)
+            taken = [r.id for r in heapq.nsmallest(count, free, key=worklist_key)]
+            for referral_id in taken:
+                self._leases[referral_id] = (owner, until)
+        return taken
+
+    def renew(
+        self, owner: str, ids: Iterable[str], *, now: dt.datetime, lease: dt.timedelta
+    ) -> list[str]:
+        check_claim(owner, now, lease)
+        until = lease_end(now, lease)
+        renewed = []
+        with self._lock:
+            for referral_id in _ids(ids):
+                held = self._leases.get(referral_id)
+                if held is not None and held[0] == owner and held[1] > now:
+                    self._leases[referral_id] = (owner, until)
+                    renewed.append(referral_id)
+        return renewed
+
+    def release(self, owner: str, ids: Iterable[str]) -> list[str]:
+        check_owner(owner)
+        released = []
+        with self._lock:
+            for referral_id in _ids(ids):
+                held = self._leases.get(referral_id)
+                if held is not None and held[0] == owner:
+                    del self._leases[referral_id]
+                    released.append(referral_id)
+        return released
+
+    # ------------------------------------------------------------------ whole histories
+
+    def export(self) -> Iterator[History]:
+        with self._lock:
+            items = [(r, list(self._events[i])) for i, r in sorted(self._snapshots.items())]
+        yield from items
+
+    def restore_many(self, histories: Sequence[History]) -> None:
+        check_histories(histories)
+        with self._lock:
+            for referral, _ in histories:
+                current = self._snapshots.get(referral.id)
+                if current is not None:
+                    raise ConcurrencyError(referral.id, 0, current.version)
+                if referral.source_id is not None and self._holder(referral.source_id, {}):
+                    raise DuplicateReferralError(referral.source_id)
+            self._apply(
+                {r.id: r for r, _ in histories}, {r.id: list(events) for r, events in histories}
+            )

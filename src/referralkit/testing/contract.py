@@ -9,6 +9,14 @@ pytest collects the inherited tests::
             store = MyStore(...)
             yield store
             store.close()
+
+The tests cover: snapshots and events round trip; optimistic concurrency (a stale version
+raises :class:`~referralkit.errors.ConcurrencyError` and writes nothing, also inside a
+batch); duplicate source ids; queries, filters, paging and the worklist order; claims
+(no referral leased twice, leases end, only the holder renews or releases); whole histories
+out and back in (:meth:`~referralkit.storage.ReferralStore.export`,
+:meth:`~referralkit.storage.ReferralStore.restore_many`). referralkit runs it against the
+memory, SQLite and PostgreSQL adapters.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import attrs
 import pytest
@@ -23,11 +32,13 @@ import pytest
 from ..clock import FakeClock
 from ..desk import ReferralDesk
 from ..errors import ConcurrencyError, DuplicateReferralError, NotFoundError, ValidationError
-from ..events import replay
-from ..model import Priority, Referral, Status
+from ..events import apply_all, replay
+from ..model import Priority, Referral, ReferralEvent, Status
 from ..privacy import Actor, Role
-from ..storage import Query, ReferralStore
+from ..storage import MemoryStore, Query, ReferralStore
 from ._samples import sample_request
+
+LEASE = dt.timedelta(minutes=5)
 
 __all__ = ["StoreContract"]
 
@@ -205,3 +216,340 @@ class StoreContract:
         recent = store.query(Query(order="updated"))
         stamps = [(r.updated_at, r.id) for r in recent]
         assert stamps == sorted(stamps, reverse=True)
+
+    def test_query_by_status_string_and_terminal(
+        self, desk: ReferralDesk, clock: FakeClock
+    ) -> None:
+        """A status filter given as strings means the same statuses; open_only drops the
+        terminal ones."""
+        self._population(desk, clock)
+        store = desk.store
+        assert {r.id for r in store.query(Query(status="declined"))} == {
+            r.id for r in store.query(Query(status={Status.DECLINED}))
+        }
+        assert store.count(Query(open_only=True, status=Status.DECLINED)) == 0
+
+    # ------------------------------------------------------------------ batches
+
+    @staticmethod
+    def _next_change(referral: Referral, owner: str = "x") -> tuple[Referral, list[ReferralEvent]]:
+        """One more change to ``referral`` (a new owner): the new snapshot and its event."""
+        event = ReferralEvent(
+            referral.id,
+            referral.version + 1,
+            0,
+            referral.updated_at,
+            "contract",
+            "owner_assigned",
+            {"owner": owner},
+        )
+        return apply_all(referral, [event]), [event]
+
+    @staticmethod
+    def _copy(
+        referral: Referral, events: list[ReferralEvent], new_id: str, source: str | None
+    ) -> tuple[Referral, list[ReferralEvent]]:
+        """``referral`` and its history under another id and source id (replays equal)."""
+        moved = []
+        for event in events:
+            payload = dict(event.payload)
+            if event.type == "created":
+                payload["referral"] = {**payload["referral"], "id": new_id, "source_id": source}
+            moved.append(attrs.evolve(event, referral_id=new_id, payload=payload))
+        return attrs.evolve(referral, id=new_id, source_id=source), moved
+
+    def test_save_many_is_all_or_nothing(self, desk: ReferralDesk) -> None:
+        """A batch with one stale change raises ConcurrencyError and writes none of it."""
+        one = desk.intake(ACTOR, sample_request("BATCH-1"))
+        two = desk.intake(ACTOR, sample_request("BATCH-2"))
+        good = (*self._next_change(one), 1)
+        stale = (*self._next_change(two), 1)
+        desk.assign(ACTOR, two.id, "someone-else")  # two is at version 2 now
+        before = {i: (desk.store.load(i), desk.store.events(i)) for i in (one.id, two.id)}
+        with pytest.raises(ConcurrencyError) as info:
+            desk.store.save_many([good, stale])
+        assert (info.value.referral_id, info.value.expected, info.value.actual) == (two.id, 1, 2)
+        assert {i: (desk.store.load(i), desk.store.events(i)) for i in before} == before
+
+    def test_save_many_creates_and_changes_in_one_batch(self, desk: ReferralDesk) -> None:
+        """A batch may create a referral and change it again; both land, in order."""
+        made = desk.intake(ACTOR, sample_request("TWICE"))
+        twin, created = self._copy(made, desk.store.events(made.id), "twice-b", "TWICE-B")
+        changed, change = self._next_change(twin)
+        desk.store.save_many([(twin, created, 0), (changed, change, 1)])
+        assert desk.store.load("twice-b") == changed
+        assert desk.store.events("twice-b") == [*created, *change]
+        assert replay(desk.store.events("twice-b")) == changed
+
+    def test_save_many_refuses_a_source_twice(self, desk: ReferralDesk) -> None:
+        """Two new referrals with one source id in a batch: DuplicateReferralError, nothing
+        written."""
+        made = desk.intake(ACTOR, sample_request("SAME"))
+        events = desk.store.events(made.id)
+        batch = [(*self._copy(made, events, i, "FRESH"), 0) for i in ("same-a", "same-b")]
+        with pytest.raises(DuplicateReferralError):
+            desk.store.save_many(batch)
+        for referral_id in ("same-a", "same-b"):
+            with pytest.raises(NotFoundError):
+                desk.store.load(referral_id)
+        assert desk.store.find_source("FRESH") is None
+
+    def test_batch_is_checked_before_anything_is_written(self, desk: ReferralDesk) -> None:
+        """A malformed change anywhere in a batch is a ValidationError naming it."""
+        one = desk.intake(ACTOR, sample_request("CHECK-1"))
+        good = (*self._next_change(one), 1)
+        changed, events = self._next_change(desk.intake(ACTOR, sample_request("CHECK-2")))
+        with pytest.raises(ValidationError) as info:
+            desk.store.save_many([good, (changed, events, 0)])
+        assert info.value.path == "changes[1].version"
+        assert desk.store.load(one.id).version == 1
+
+    def test_empty_batch_writes_nothing(self, store: ReferralStore) -> None:
+        """save_many([]) and restore_many([]) are no-ops."""
+        store.save_many([])
+        store.restore_many([])
+        assert store.count() == 0
+
+    def test_change_to_a_missing_referral_conflicts(self, desk: ReferralDesk) -> None:
+        """Changing a referral the store does not hold is a conflict with no actual version."""
+        made = desk.intake(ACTOR, sample_request())
+        ghost, ghost_change = self._next_change(attrs.evolve(made, id="ghost"))
+        ghost_change = [attrs.evolve(e, referral_id="ghost") for e in ghost_change]
+        with pytest.raises(ConcurrencyError) as info:
+            desk.store.save(ghost, ghost_change, expected_version=1)
+        assert info.value.actual is None
+        with pytest.raises(NotFoundError):
+            desk.store.load("ghost")
+
+    # ------------------------------------------------------------------ claims
+
+    def _queue(self, desk: ReferralDesk, clock: FakeClock, n: int = 6) -> list[str]:
+        """``n`` received referrals; their ids in worklist order."""
+        priorities = [Priority.ROUTINE, Priority.STAT, Priority.URGENT, Priority.ASAP]
+        for k in range(n):
+            request = attrs.evolve(
+                sample_request(f"Q-{k:03d}"), priority=priorities[k % len(priorities)]
+            )
+            referral = desk.intake(ACTOR, request)
+            desk.send(ACTOR, referral.id)
+            clock.advance(minutes=10)
+        return [r.id for r in desk.store.query(Query(open_only=True))]
+
+    def test_claim_takes_the_worklist_head(self, desk: ReferralDesk, clock: FakeClock) -> None:
+        """A claim takes the first open referrals in worklist order."""
+        order = self._queue(desk, clock)
+        now = clock.now()
+        assert desk.store.claim("c1", 2, now=now, lease=LEASE) == order[:2]
+        assert desk.store.claim("c2", 3, now=now, lease=LEASE) == order[2:5]
+        assert desk.store.claim("c3", 5, now=now, lease=LEASE) == order[5:]
+        assert desk.store.claim("c4", 5, now=now, lease=LEASE) == []
+
+    def test_claim_skips_live_leases_even_the_owners(
+        self, desk: ReferralDesk, clock: FakeClock
+    ) -> None:
+        """A referral under a live lease is not handed out again, not even to its holder."""
+        order = self._queue(desk, clock, 3)
+        now = clock.now()
+        first = desk.store.claim("c1", 2, now=now, lease=LEASE)
+        again = desk.store.claim("c1", 3, now=now + dt.timedelta(minutes=1), lease=LEASE)
+        assert set(first).isdisjoint(again)
+        assert sorted(first + again) == sorted(order)
+
+    def test_claim_writes_no_change(self, desk: ReferralDesk, clock: FakeClock) -> None:
+        """Claiming, renewing and releasing leave snapshots, versions and events alone."""
+        order = self._queue(desk, clock, 2)
+        before = {i: (desk.store.load(i), desk.store.events(i)) for i in order}
+        now = clock.now()
+        desk.store.claim("c1", 2, now=now, lease=LEASE)
+        desk.store.renew("c1", order, now=now, lease=LEASE)
+        desk.store.release("c1", order)
+        assert {i: (desk.store.load(i), desk.store.events(i)) for i in order} == before
+
+    def test_holder_still_saves_and_others_may_too(
+        self, desk: ReferralDesk, clock: FakeClock
+    ) -> None:
+        """A lease is advisory for writes: changes go through optimistic concurrency."""
+        order = self._queue(desk, clock, 1)
+        desk.store.claim("c1", 1, now=clock.now(), lease=LEASE)
+        assert desk.assign(ACTOR, order[0], "c1").owner == "c1"
+
+    def test_lease_expires(self, desk: ReferralDesk, clock: FakeClock) -> None:
+        """When a lease ends (a coordinator crashed), its referrals are claimable again."""
+        order = self._queue(desk, clock, 3)
+        now = clock.now()
+        taken = desk.store.claim("crashed", 3, now=now, lease=LEASE)
+        assert (
+            desk.store.claim("c2", 3, now=now + LEASE - dt.timedelta(seconds=1), lease=LEASE) == []
+        )
+        assert desk.store.claim("c2", 3, now=now + LEASE, lease=LEASE) == taken == order
+
+    def test_renew(self, desk: ReferralDesk, clock: FakeClock) -> None:
+        """Renewing moves the end of a live lease; ended or others' leases are not renewed."""
+        order = self._queue(desk, clock, 3)
+        now = clock.now()
+        mine = desk.store.claim("c1", 2, now=now, lease=LEASE)
+        later = now + dt.timedelta(minutes=4)
+        assert desk.store.renew("c1", [*mine, order[2], "nope"], now=later, lease=LEASE) == mine
+        assert desk.store.renew("c2", mine, now=later, lease=LEASE) == []
+        # the old end has passed; the renewed lease still holds
+        assert desk.store.claim("c2", 3, now=now + LEASE, lease=LEASE) == [order[2]]
+        # a lease that has ended cannot be renewed: claim again instead
+        end = later + LEASE
+        assert desk.store.renew("c1", mine, now=end, lease=LEASE) == []
+        assert desk.store.claim("c3", 3, now=end, lease=LEASE) == mine
+
+    def test_release(self, desk: ReferralDesk, clock: FakeClock) -> None:
+        """Releasing hands referrals back at once; only the holder may release them."""
+        order = self._queue(desk, clock, 2)
+        now = clock.now()
+        mine = desk.store.claim("c1", 2, now=now, lease=LEASE)
+        assert desk.store.release("c2", mine) == []
+        assert desk.store.claim("c2", 2, now=now, lease=LEASE) == []
+        assert desk.store.release("c1", [mine[1], "nope", mine[1]]) == [mine[1]]
+        assert desk.store.claim("c2", 2, now=now, lease=LEASE) == [mine[1]]
+        assert desk.store.release("c1", []) == []
+        assert order == mine
+
+    def test_claim_filters_and_skips_closed(self, desk: ReferralDesk, clock: FakeClock) -> None:
+        """A claim honours the query's filters and never takes a closed referral."""
+        people = self._population(desk, clock)
+        now = clock.now()
+        taken = desk.store.claim(
+            "c1", 10, now=now, lease=LEASE, query=Query(specialty="cardiology", limit=1)
+        )
+        expected = [r.id for r in desk.store.query(Query(open_only=True, specialty="cardiology"))]
+        assert taken == expected
+        rest = desk.store.claim("c2", 10, now=now, lease=LEASE)
+        declined = people[3].id
+        assert declined not in rest
+        assert sorted(taken + rest) == sorted(r.id for r in people if r.id != declined)
+
+    def test_claim_arguments_are_checked(self, store: ReferralStore, clock: FakeClock) -> None:
+        """Bad owners, times, leases and counts are ValidationErrors naming the argument."""
+        now = clock.now()
+        good: dict[str, Any] = {"owner": "c", "count": 1, "now": now, "lease": LEASE}
+        cases: list[tuple[dict[str, Any], str]] = [
+            ({"owner": " "}, "owner"),
+            ({"count": -1}, "count"),
+            ({"count": True}, "count"),
+            ({"now": now.replace(tzinfo=None)}, "now"),
+            ({"lease": dt.timedelta(0)}, "lease"),
+            ({"lease": dt.timedelta.max}, "lease"),
+            ({"query": "x"}, "query"),
+        ]
+        for bad, path in cases:
+            with pytest.raises(ValidationError) as info:
+                store.claim(**(good | bad))
+            assert info.value.path == path
+        with pytest.raises(ValidationError):
+            store.renew("c", "one-id", now=now, lease=LEASE)
+        with pytest.raises(ValidationError):
+            store.release("", ["x"])
+        with pytest.raises(ValidationError):
+            store.release("c", [1])  # type: ignore[list-item]
+        assert store.claim("c", 0, now=now, lease=LEASE) == []
+
+    def test_concurrent_claims_never_share(self, desk: ReferralDesk, clock: FakeClock) -> None:
+        """Threads claiming at once: every referral goes to exactly one of them."""
+        order = self._queue(desk, clock, 24)
+        now = clock.now()
+        taken: dict[str, list[str]] = {}
+        lock = threading.Lock()
+
+        def work(owner: str) -> None:
+            while batch := desk.store.claim(owner, 2, now=now, lease=LEASE):
+                with lock:
+                    taken.setdefault(owner, []).extend(batch)
+
+        threads = [threading.Thread(target=work, args=(f"c{k}",)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        everything = [i for batch in taken.values() for i in batch]
+        assert sorted(everything) == sorted(order)
+
+    # ------------------------------------------------------------------ whole histories
+
+    def test_export_then_restore_gives_an_equal_store(
+        self, desk: ReferralDesk, clock: FakeClock
+    ) -> None:
+        """export() yields every referral with its history in id order; restoring that into
+        an empty store (here a MemoryStore, and back) gives the same content."""
+        self._population(desk, clock)
+        exported = list(desk.store.export())
+        assert [r.id for r, _ in exported] == sorted(r.id for r in desk.store.query())
+        for referral, events in exported:
+            assert events == desk.store.events(referral.id)
+            assert replay(events) == referral
+        copy = MemoryStore()
+        copy.restore_many(exported)
+        assert list(copy.export()) == exported
+
+    def test_export_reads_one_state(self, desk: ReferralDesk, clock: FakeClock) -> None:
+        """Changes made while an export is being read do not show in it."""
+        people = self._population(desk, clock)
+        exporting = desk.store.export()
+        first = next(exporting)
+        last = max(people, key=lambda r: r.id)
+        desk.assign(ACTOR, last.id, "late")
+        desk.intake(ACTOR, sample_request("LATE"))
+        seen = {r.id: r.version for r, _ in [first, *exporting]}
+        assert seen == {r.id: r.version for r in people}
+
+    def test_restore_into_the_adapter(self, desk: ReferralDesk, clock: FakeClock) -> None:
+        """restore_many writes whole histories directly; a referral already there is a
+        conflict and the batch writes nothing."""
+        people = self._population(desk, clock)
+        source = MemoryStore()
+        counter = iter(range(1, 1_000_000))
+        other = ReferralDesk(source, clock=clock, new_id=lambda: f"r-{next(counter):06d}")
+        made = [other.intake(ACTOR, sample_request(f"R-{k}")) for k in range(3)]
+        other.send(ACTOR, made[0].id)
+        histories = list(source.export())
+        desk.store.restore_many(histories[:2])
+        for referral, events in histories[:2]:
+            assert desk.store.load(referral.id) == referral
+            assert desk.store.events(referral.id) == events
+        with pytest.raises(ConcurrencyError):
+            desk.store.restore_many(histories[1:])
+        with pytest.raises(NotFoundError):
+            desk.store.load(histories[2][0].id)
+        assert desk.store.count() == len(people) + 2
+
+    def test_restore_checks_histories(self, desk: ReferralDesk) -> None:
+        """A history with a gap or a foreign event is a ValidationError; nothing is written."""
+        made = desk.intake(ACTOR, sample_request())
+        made = desk.send(ACTOR, made.id)
+        events = desk.store.events(made.id)
+        moved, history = self._copy(made, events, "moved", "MOVED")
+        with pytest.raises(ValidationError):
+            desk.store.restore_many([(moved, [e for e in history if e.version != 1])])
+        with pytest.raises(ValidationError):
+            desk.store.restore_many([(moved, events)])
+        with pytest.raises(ValidationError):
+            desk.store.restore_many([(moved, [e for e in history if e.version == 1])])
+        with pytest.raises(NotFoundError):
+            desk.store.load("moved")
+
+    def test_restore_refuses_twins_in_one_batch(self, desk: ReferralDesk) -> None:
+        """One id or one source id twice in a batch: refused before anything is written."""
+        made = desk.intake(ACTOR, sample_request("TWINS"))
+        events = desk.store.events(made.id)
+        first = self._copy(made, events, "twin-1", "TWIN-1")
+        with pytest.raises(ConcurrencyError):
+            desk.store.restore_many([first, first])
+        second = self._copy(made, events, "twin-2", "TWIN-1")
+        with pytest.raises(DuplicateReferralError):
+            desk.store.restore_many([first, second])
+        assert desk.store.find_source("TWIN-1") is None
+
+    def test_restore_refuses_a_taken_source(self, desk: ReferralDesk) -> None:
+        """Restoring a referral whose source id another referral holds is a
+        DuplicateReferralError."""
+        made = desk.intake(ACTOR, sample_request("TAKEN"))
+        twin = self._copy(made, desk.store.events(made.id), "twin", "TAKEN")
+        with pytest.raises(DuplicateReferralError):
+            desk.store.restore_many([twin])
+        with pytest.raises(NotFoundError):
+            desk.store.load("twin")

@@ -1,0 +1,813 @@
+"""The PostgreSQL store: many coordinators on many machines, one database.
+
+Needs the ``postgres`` extra (psycopg 3 and psycopg_pool). Open it by URL::
+
+    open_store("postgresql://app@db.example.org/referrals?schema=clinic_a")
+
+- **Connections** come from a ``psycopg_pool`` pool; every write runs in an explicit
+  transaction (``BEGIN`` ... ``COMMIT`` on an autocommit connection), and is retried from the
+  start when PostgreSQL reports a serialization failure or a deadlock (SQLSTATE 40001,
+  40P01), with a short randomised back-off.
+- **Optimistic concurrency** as in every adapter: an update is
+  ``UPDATE ... WHERE id = %s AND version = %s``; a concurrent writer waits for the row lock
+  and then finds the version moved, so it raises
+  :class:`~referralkit.errors.ConcurrencyError` and writes nothing. A duplicate referrer
+  source id raises :class:`~referralkit.errors.DuplicateReferralError`; the two are told apart
+  by the violated constraint's name (``referrals_pkey``, ``referrals_source_id_key``), never
+  by the message.
+- **Errors** from the driver become :class:`~referralkit.errors.StorageError` naming the
+  driver's exception class and SQLSTATE only, not chained: a PostgreSQL duplicate-key
+  message repeats the key, and row values may be PHI. For the same reason no PHI is ever in
+  a unique key (patients are found by their opaque ``patient.id``).
+- **Claims** use ``SELECT ... ORDER BY <worklist> LIMIT n FOR UPDATE SKIP LOCKED`` and a
+  lease that ends (DESIGN §6 measured a naive select-then-update claiming 1,935 of 2,000
+  items twice; SKIP LOCKED none).
+- **Transport**: a host other than the local machine (``localhost``, ``127.0.0.1``, ``::1``
+  or a Unix socket) must use TLS: ``sslmode`` defaults to ``require`` there, and
+  ``disable``, ``allow`` and ``prefer`` are refused (DESIGN §9, HIPAA 45 CFR 164.312(e)).
+- **Schemas**: the ``schema`` URL parameter puts the tables in that PostgreSQL schema
+  (created if needed), so applications and test runs can share a database. The schema
+  version is kept in a ``schema_version`` table and moved forward by
+  :meth:`PostgresStore.upgrade`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import itertools
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Final, TypeVar
+from urllib.parse import unquote
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ..errors import (
+    ConcurrencyError,
+    DuplicateReferralError,
+    NotFoundError,
+    ReferralKitError,
+    StorageError,
+    ValidationError,
+)
+from ..model import Referral, ReferralEvent
+from ..serialization import from_dict
+from ._base import (
+    Change,
+    History,
+    Query,
+    ReferralStore,
+    _claim_query,
+    _ids,
+    check_changes,
+    check_claim,
+    check_histories,
+    check_owner,
+    lease_end,
+)
+from ._json import payload_json, snapshot_json
+
+__all__ = ["SCHEMA_VERSION", "PostgresStore", "connection_settings"]
+
+T = TypeVar("T")
+
+SCHEMA_VERSION: Final = 2
+"""The schema version this code writes (the same numbering as the SQLite store's)."""
+
+_FAR_FUTURE: Final = dt.datetime.max.replace(tzinfo=dt.UTC)
+_WORKLIST: Final = "priority_rank DESC, due_sort, received_sort, id"
+_EXPORT_BATCH: Final = 500
+# One advisory lock for schema migrations: processes opening the store at the same moment
+# (eight coordinators starting together) migrate one after another, not on top of each other.
+_MIGRATION_LOCK: Final = 0x52464B31
+_SCHEMA_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_LOCAL_HOSTS: Final = frozenset({"localhost", ""})
+_TLS_MODES: Final = frozenset({"require", "verify-ca", "verify-full"})
+
+# ``{s}`` is replaced by the quoted schema name, which is checked against _SCHEMA_NAME.
+#
+# Ids are ``COLLATE "C"``: code-point order, as Python and SQLite sort strings, so the worklist
+# tie-break and the id order of an export are the same in every adapter; and an id range
+# (``BETWEEN``) in events means the same as in referrals. Snapshots and payloads are ``json``,
+# not ``jsonb``: stored as written (cheaper to insert; nothing reads inside them in SQL), and
+# ``json`` accepts the escaped NUL character that ``jsonb`` refuses, so a free-text field
+# stores the same here as in SQLite.
+_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    1: (
+        """
+        CREATE TABLE {s}.referrals (
+            id text COLLATE "C" NOT NULL CONSTRAINT referrals_pkey PRIMARY KEY,
+            version integer NOT NULL,
+            status text NOT NULL,
+            is_open boolean NOT NULL,
+            priority text NOT NULL,
+            priority_rank smallint NOT NULL,
+            due_sort timestamptz NOT NULL,
+            received_sort timestamptz NOT NULL,
+            specialty text NOT NULL,
+            owner text,
+            patient_id text NOT NULL,
+            source_id text CONSTRAINT referrals_source_id_key UNIQUE,
+            updated_at timestamptz NOT NULL,
+            snapshot json NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE {s}.events (
+            referral_id text COLLATE "C" NOT NULL
+                CONSTRAINT events_referral_fkey REFERENCES {s}.referrals (id),
+            version integer NOT NULL,
+            idx integer NOT NULL,
+            at timestamptz NOT NULL,
+            actor text NOT NULL,
+            type text NOT NULL,
+            payload json NOT NULL,
+            CONSTRAINT events_pkey PRIMARY KEY (referral_id, version, idx)
+        )
+        """,
+        f"CREATE INDEX referrals_worklist ON {{s}}.referrals (is_open, {_WORKLIST})",
+        "CREATE INDEX referrals_status ON {s}.referrals (status, priority_rank DESC, due_sort)",
+        "CREATE INDEX referrals_specialty ON {s}.referrals "
+        "(specialty, is_open, priority_rank DESC)",
+        "CREATE INDEX referrals_owner ON {s}.referrals (owner, is_open, priority_rank DESC)",
+        "CREATE INDEX referrals_patient ON {s}.referrals (patient_id)",
+        "CREATE INDEX referrals_updated ON {s}.referrals (updated_at)",
+        "CREATE INDEX referrals_due ON {s}.referrals (due_sort)",
+    ),
+    2: (
+        "ALTER TABLE {s}.referrals ADD COLUMN lease_owner text, ADD COLUMN lease_until timestamptz",
+        "DROP INDEX {s}.referrals_updated",
+        "CREATE INDEX referrals_updated ON {s}.referrals (updated_at, id)",
+        # a specialty's, an owner's, a status's worklist in full worklist order (see sqlite.py)
+        "DROP INDEX {s}.referrals_specialty",
+        f"CREATE INDEX referrals_specialty ON {{s}}.referrals (specialty, is_open, {_WORKLIST})",
+        "DROP INDEX {s}.referrals_owner",
+        f"CREATE INDEX referrals_owner ON {{s}}.referrals (owner, is_open, {_WORKLIST})",
+        "DROP INDEX {s}.referrals_status",
+        f"CREATE INDEX referrals_status ON {{s}}.referrals (status, {_WORKLIST})",
+    ),
+}
+
+_COLUMNS: Final = (
+    "id, version, status, is_open, priority, priority_rank, due_sort, received_sort, "
+    "specialty, owner, patient_id, source_id, updated_at, snapshot"
+)
+_EVENT_COLUMNS: Final = "referral_id, version, idx, at, actor, type, payload"
+
+
+# --------------------------------------------------------------------------- connection URL
+
+
+def _is_local(host: str) -> bool:
+    """A Unix socket (a path, or libpq's default when no host is named) or loopback."""
+    if host in _LOCAL_HOSTS or host.startswith(("/", "@")):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def connection_settings(url: str) -> tuple[str, str]:
+    """The libpq connection string and the schema name a PostgreSQL URL means.
+
+    The ``schema`` query parameter (default ``public``) is taken out: libpq does not know it.
+    A host other than the local machine must use TLS: ``sslmode`` is set to ``require``
+    when neither the URL nor ``PGSSLMODE`` asks for a verifying mode, and a URL asking for
+    ``disable``, ``allow`` or ``prefer`` is refused with a
+    :class:`~referralkit.errors.ValidationError`. Messages never repeat the URL (it may
+    hold a password).
+
+    >>> connection_settings("postgresql://app@127.0.0.1/referrals?schema=clinic_a")
+    ('user=app dbname=referrals host=127.0.0.1', 'clinic_a')
+    >>> connection_settings("postgresql://app@db.example.org/referrals")[0]
+    'user=app dbname=referrals host=db.example.org sslmode=require'
+    """
+    if not isinstance(url, str):
+        raise ValidationError("url", "expected a PostgreSQL URL or connection string")
+    schema = "public"
+    if "://" in url:
+        # split by hand: urllib would turn "postgresql:///db" (a Unix socket) into
+        # "postgresql:/db", and re-encode spaces in ``options`` as "+", which libpq keeps
+        base, _, query = url.partition("?")
+        kept = []
+        for item in query.split("&") if query else ():
+            key, _, value = item.partition("=")
+            if unquote(key) == "schema":
+                schema = unquote(value)
+            else:
+                kept.append(item)
+        url = f"{base}?{'&'.join(kept)}" if kept else base
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.Error:
+        raise ValidationError("url", "not a valid PostgreSQL connection URL") from None
+    if not _SCHEMA_NAME.fullmatch(schema):
+        raise ValidationError("schema", "expected letters, digits and _ (at most 63)")
+    hosts = str(params.get("host") or os.environ.get("PGHOST", "")).split(",")
+    addresses = str(params.get("hostaddr") or os.environ.get("PGHOSTADDR", "")).split(",")
+    if not all(_is_local(h.strip()) for h in (*hosts, *addresses)):
+        mode = params.get("sslmode")
+        if mode is None:
+            if os.environ.get("PGSSLMODE") not in _TLS_MODES:
+                params["sslmode"] = "require"
+        elif mode not in _TLS_MODES:
+            raise ValidationError(
+                "sslmode",
+                f"a host other than this machine needs TLS; sslmode={mode} is refused "
+                "(use require, verify-ca or verify-full)",
+            )
+    return make_conninfo("", **params), schema
+
+
+# --------------------------------------------------------------------------- rows and errors
+
+
+def _row(referral: Referral) -> tuple[Any, ...]:
+    urgency = referral.effective_priority
+    return (
+        referral.id,
+        referral.version,
+        referral.status.value,
+        not referral.status.is_terminal,
+        urgency.value,
+        urgency.rank,
+        referral.due_by or _FAR_FUTURE,
+        referral.received_at or referral.created_at,
+        referral.specialty,
+        referral.owner,
+        referral.patient.id,
+        referral.source_id,
+        referral.updated_at,
+        snapshot_json(referral),
+    )
+
+
+def _event_row(e: ReferralEvent) -> tuple[Any, ...]:
+    return (e.referral_id, e.version, e.index, e.at, e.actor, e.type, payload_json(e.payload))
+
+
+def _event(row: Sequence[Any]) -> ReferralEvent:
+    return from_dict(
+        ReferralEvent,
+        {
+            "referral_id": row[0],
+            "version": row[1],
+            "index": row[2],
+            # the session time zone decides the offset psycopg returns; the model wants UTC
+            "at": row[3].astimezone(dt.UTC),
+            "actor": row[4],
+            "type": row[5],
+            "payload": row[6],
+        },
+    )
+
+
+def _driver_error(error: psycopg.Error, doing: str) -> StorageError:
+    # the driver's message may repeat row values (a duplicate key, a bad value): keep only
+    # the exception's class and SQLSTATE, and do not chain it
+    name = type(error).__name__
+    sqlstate = error.sqlstate or ""
+    return StorageError(
+        f"PostgreSQL failed while {doing} ({name} {sqlstate})".rstrip(),
+        driver_error=name,
+        sqlstate=sqlstate,
+    )
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class PostgresStore(ReferralStore):
+    """Referrals in PostgreSQL, through a connection pool.
+
+    ``conninfo`` is a ``postgresql://`` URL (with an optional ``schema`` parameter) or a
+    libpq ``key=value`` string; see :func:`connection_settings` for the TLS rule. The schema
+    is created or brought up to date when the store opens, unless ``migrate`` is false.
+    ``min_size``/``max_size`` bound the pool, ``timeout`` is how long to wait for a free
+    connection (and for the first one, when opening), ``retries`` how many times a
+    transaction is retried after a serialization failure or a deadlock.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout: float = 30.0,
+        retries: int = 5,
+        migrate: bool = True,
+    ) -> None:
+        settings, schema = connection_settings(conninfo)
+        params = conninfo_to_dict(settings)
+        self.schema = schema
+        self.retries = retries
+        self.retried = 0
+        """How many transactions were retried after a serialization failure or deadlock."""
+        self._where_to = (
+            f"{params.get('host') or 'local socket'}:{params.get('port') or 5432}"
+            f"/{params.get('dbname') or ''}"
+        )
+        self._s = f'"{schema}"'
+        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            settings,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            kwargs={"autocommit": True},
+            # a pooled connection may have died with a server restart or a failover; checking
+            # it when lent out (one round trip) turns that into a fresh connection instead of
+            # a failed operation
+            check=ConnectionPool.check_connection,
+            name=f"referralkit-{schema}",
+            open=False,
+        )
+        try:
+            self._pool.open(wait=True, timeout=timeout)
+        except PoolTimeout:
+            self._pool.close()
+            raise StorageError(
+                f"could not connect to PostgreSQL at {self._where_to}", driver_error="PoolTimeout"
+            ) from None
+        try:
+            if migrate:
+                self.upgrade()
+            elif (version := self.schema_version()) > SCHEMA_VERSION:
+                raise self._too_new(version)
+        except BaseException:
+            self._pool.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self._where_to!r}, schema={self.schema!r})"
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _sql(self, template: str) -> str:
+        return template.replace("{s}", self._s)
+
+    def _transact(
+        self,
+        doing: str,
+        work: Callable[[psycopg.Connection[Any]], T],
+        *,
+        clash: Callable[[str], ReferralKitError] | None = None,
+    ) -> T:
+        """Run ``work`` in one transaction, retried on serialization failure and deadlock.
+
+        A library error raised by ``work`` rolls the transaction back and propagates; a
+        driver error becomes a :class:`~referralkit.errors.StorageError`, except that a
+        violated unique constraint is handed to ``clash`` (run after the rollback) when given.
+        """
+        for attempt in itertools.count():
+            try:
+                with self._pool.connection() as conn, conn.transaction():
+                    return work(conn)
+            except (pg_errors.SerializationFailure, pg_errors.DeadlockDetected) as error:
+                if attempt >= self.retries:
+                    raise _driver_error(error, doing) from None
+                self.retried += 1
+                # back off a little, randomised so the retried transactions do not meet again
+                time.sleep(0.005 * 2**attempt * (0.5 + random.random()))  # noqa: S311 - jitter
+            except pg_errors.UniqueViolation as error:
+                constraint = error.diag.constraint_name or ""
+                if clash is None:
+                    raise _driver_error(error, doing) from None
+                raise clash(constraint) from None
+            except PoolTimeout:
+                raise StorageError(
+                    f"no PostgreSQL connection free within {self._pool.timeout} s while {doing}",
+                    driver_error="PoolTimeout",
+                ) from None
+            except psycopg.Error as error:
+                raise _driver_error(error, doing) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _fetch(self, doing: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """One read, outside any explicit transaction (a single statement is atomic)."""
+        try:
+            with self._pool.connection() as conn:
+                return conn.execute(self._sql(sql), params).fetchall()
+        except PoolTimeout:
+            raise StorageError(
+                f"no PostgreSQL connection free within {self._pool.timeout} s while {doing}",
+                driver_error="PoolTimeout",
+            ) from None
+        except psycopg.Error as error:
+            raise _driver_error(error, doing) from None
+
+    # ------------------------------------------------------------------ schema
+
+    def schema_version(self) -> int:
+        """The version of the schema in the database (0 when it has no tables yet)."""
+        rows = self._fetch(
+            "reading the schema version",
+            "SELECT to_regclass(%s) IS NOT NULL",
+            [f"{self._s}.schema_version"],
+        )
+        if not rows[0][0]:
+            return 0
+        found = self._fetch(
+            "reading the schema version", "SELECT coalesce(max(version), 0) FROM {s}.schema_version"
+        )
+        return int(found[0][0])
+
+    @staticmethod
+    def _too_new(version: int) -> StorageError:
+        return StorageError(
+            f"the database schema is version {version}, newer than this referralkit "
+            f"knows ({SCHEMA_VERSION}); upgrade referralkit"
+        )
+
+    def upgrade(self, target: int | None = None) -> int:
+        """Create the schema if needed and apply the forward migrations it lacks, up to
+        ``target`` (default: the latest), in one transaction; returns the version now in the
+        database."""
+        wanted = SCHEMA_VERSION if target is None else target
+        if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 0:
+            raise ValidationError("target", "expected a schema version >= 0")
+        if wanted > SCHEMA_VERSION:
+            raise ValidationError(
+                "target", f"this referralkit knows versions up to {SCHEMA_VERSION}"
+            )
+
+        def work(conn: psycopg.Connection[Any]) -> int:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", [_MIGRATION_LOCK])
+            # look before creating: CREATE SCHEMA IF NOT EXISTS still needs the CREATE
+            # privilege on the database, which an application role often lacks
+            if not conn.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", [self.schema]
+            ).fetchone():
+                conn.execute(self._sql("CREATE SCHEMA {s}"))
+            conn.execute(
+                self._sql(
+                    "CREATE TABLE IF NOT EXISTS {s}.schema_version ("
+                    "version integer NOT NULL PRIMARY KEY, "
+                    "applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+            )
+            row = conn.execute(
+                self._sql("SELECT coalesce(max(version), 0) FROM {s}.schema_version")
+            ).fetchone()
+            current = int(row[0]) if row else 0
+            if current > SCHEMA_VERSION:
+                raise self._too_new(current)
+            for version in range(current + 1, wanted + 1):
+                for statement in _MIGRATIONS[version]:
+                    conn.execute(self._sql(statement))
+                conn.execute(
+                    self._sql("INSERT INTO {s}.schema_version (version) VALUES (%s)"), [version]
+                )
+            return max(current, wanted)
+
+        return self._transact("upgrading the schema", work)
+
+    # ------------------------------------------------------------------ the store
+
+    def load(self, referral_id: str) -> Referral:
+        rows = self._fetch(
+            "loading a referral", "SELECT snapshot FROM {s}.referrals WHERE id = %s", [referral_id]
+        )
+        if not rows:
+            raise NotFoundError(referral_id)
+        return from_dict(Referral, rows[0][0])
+
+    def find_source(self, source_id: str) -> str | None:
+        rows = self._fetch(
+            "finding a source id", "SELECT id FROM {s}.referrals WHERE source_id = %s", [source_id]
+        )
+        return str(rows[0][0]) if rows else None
+
+    def save_many(self, changes: Sequence[Change]) -> None:
+        check_changes(changes)
+        if not changes:
+            return
+        self._transact(
+            "saving referrals",
+            lambda conn: self._save(conn, changes),
+            clash=lambda constraint: self._clash(constraint, [c[0] for c in changes]),
+        )
+
+    def _save(self, conn: psycopg.Connection[Any], changes: Sequence[Change]) -> None:
+        if len({c[0].id for c in changes}) < len(changes):
+            # one referral changed twice in the batch: each change sees the one before
+            for referral, events, expected in changes:
+                self._save_in_order(conn, referral, events, expected)
+            return
+        # Rows are written in id order, so two batches touching the same referrals lock them
+        # in the same order and cannot deadlock each other.
+        creates = sorted((c for c in changes if c[2] == 0), key=lambda c: c[0].id)
+        updates = sorted((c for c in changes if c[2] > 0), key=lambda c: c[0].id)
+        with conn.cursor() as cursor:
+            if creates:
+                self._insert(cursor, [c[0] for c in creates])
+            if updates:
+                cursor.executemany(
+                    self._sql(
+                        "UPDATE {s}.referrals SET version = %s, status = %s, is_open = %s, "
+                        "priority = %s, priority_rank = %s, due_sort = %s, received_sort = %s, "
+                        "specialty = %s, owner = %s, patient_id = %s, source_id = %s, "
+                        "updated_at = %s, snapshot = %s WHERE id = %s AND version = %s "
+                        "RETURNING id"
+                    ),
+                    [(*_row(r)[1:], r.id, expected) for r, _, expected in updates],
+                    returning=True,
+                )
+                done = set()
+                while True:
+                    for row in cursor.fetchall():
+                        done.add(row[0])
+                    if not cursor.nextset():
+                        break
+                for referral, _, expected in changes:
+                    if expected > 0 and referral.id not in done:
+                        raise ConcurrencyError(
+                            referral.id, expected, self._version(cursor, referral.id)
+                        )
+            self._insert_events(cursor, [e for c in changes for e in c[1]])
+
+    def _save_in_order(
+        self,
+        conn: psycopg.Connection[Any],
+        referral: Referral,
+        events: Sequence[ReferralEvent],
+        expected: int,
+    ) -> None:
+        with conn.cursor() as cursor:
+            if expected == 0:
+                self._insert(cursor, [referral])
+            else:
+                cursor.execute(
+                    self._sql(
+                        "UPDATE {s}.referrals SET version = %s, status = %s, is_open = %s, "
+                        "priority = %s, priority_rank = %s, due_sort = %s, received_sort = %s, "
+                        "specialty = %s, owner = %s, patient_id = %s, source_id = %s, "
+                        "updated_at = %s, snapshot = %s WHERE id = %s AND version = %s"
+                    ),
+                    [*_row(referral)[1:], referral.id, expected],
+                )
+                if cursor.rowcount != 1:
+                    raise ConcurrencyError(
+                        referral.id, expected, self._version(cursor, referral.id)
+                    )
+            self._insert_events(cursor, events)
+
+    def _insert(self, cursor: psycopg.Cursor[Any], referrals: Sequence[Referral]) -> None:
+        """Insert new referrals; one that exists already is a conflict (expected version 0).
+
+        Looking first gives the same error as the other adapters; a referral created
+        concurrently between the look and the insert violates ``referrals_pkey`` instead,
+        which :meth:`_clash` turns into the same error.
+        """
+        cursor.execute(
+            self._sql("SELECT id, version FROM {s}.referrals WHERE id = ANY(%s)"),
+            [[r.id for r in referrals]],
+        )
+        found = dict(cursor.fetchall())
+        for referral in referrals:
+            if referral.id in found:
+                raise ConcurrencyError(referral.id, 0, found[referral.id])
+        self._copy(cursor, f"{{s}}.referrals ({_COLUMNS})", [_row(r) for r in referrals])
+
+    def _insert_events(self, cursor: psycopg.Cursor[Any], events: Sequence[ReferralEvent]) -> None:
+        self._copy(cursor, f"{{s}}.events ({_EVENT_COLUMNS})", [_event_row(e) for e in events])
+
+    def _copy(
+        self, cursor: psycopg.Cursor[Any], target: str, rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Insert ``rows`` with ``COPY``: one stream for a whole batch instead of a statement
+        per row. Constraints hold as for ``INSERT``: a clash raises the same
+        UniqueViolation, naming the constraint."""
+        with cursor.copy(self._sql(f"COPY {target} FROM STDIN")) as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def _version(self, cursor: psycopg.Cursor[Any], referral_id: str) -> int | None:
+        cursor.execute(self._sql("SELECT version FROM {s}.referrals WHERE id = %s"), [referral_id])
+        row = cursor.fetchone()
+        return int(row[0]) if row else None
+
+    def _clash(self, constraint: str, referrals: Sequence[Referral]) -> ReferralKitError:
+        """The library error for a violated unique constraint, by the constraint's name."""
+        if constraint == "referrals_pkey":
+            for referral in referrals:
+                rows = self._fetch(
+                    "saving referrals",
+                    "SELECT version FROM {s}.referrals WHERE id = %s",
+                    [referral.id],
+                )
+                if rows:
+                    return ConcurrencyError(referral.id, 0, int(rows[0][0]))
+        elif constraint == "referrals_source_id_key":
+            for referral in referrals:
+                source = referral.source_id
+                if source is not None and self.find_source(source) not in (None, referral.id):
+                    return DuplicateReferralError(source)
+        return StorageError(
+            f"PostgreSQL refused the change (UniqueViolation 23505 on {constraint or 'a key'})",
+            driver_error="UniqueViolation",
+            sqlstate="23505",
+        )
+
+    def events(self, referral_id: str) -> list[ReferralEvent]:
+        rows = self._fetch(
+            "loading events",
+            f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events WHERE referral_id = %s "  # noqa: S608 - fixed column names
+            "ORDER BY version, idx",
+            [referral_id],
+        )
+        if not rows and not self._fetch(
+            "loading events", "SELECT 1 FROM {s}.referrals WHERE id = %s", [referral_id]
+        ):
+            raise NotFoundError(referral_id)
+        return [_event(r) for r in rows]
+
+    @staticmethod
+    def _where(query: Query) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if query.open_only:
+            clauses.append("is_open")
+        if query.status is not None:
+            values = sorted(s.value for s in query.status)
+            if len(values) == 1:
+                # "= ANY" of one value is not an equality to the planner: it would sort what
+                # the status index already holds in worklist order
+                clauses.append("status = %s")
+                params.append(values[0])
+            else:
+                clauses.append("status = ANY(%s)")
+                params.append(values)
+        for column, value in (
+            ("priority", query.priority.value if query.priority else None),
+            ("specialty", query.specialty),
+            ("owner", query.owner),
+            ("patient_id", query.patient_id),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = %s")
+                params.append(value)
+        if query.updated_since is not None:
+            clauses.append("updated_at >= %s")
+            params.append(query.updated_since)
+        if query.due_before is not None:
+            clauses.append("due_sort < %s")
+            params.append(query.due_before)
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def query(self, query: Query = Query()) -> list[Referral]:
+        where, params = self._where(query)
+        if query.order == "updated":
+            order = " ORDER BY updated_at DESC, id DESC"
+        else:
+            order = f" ORDER BY {_WORKLIST}"
+        paging = ""
+        if query.limit is not None or query.offset:
+            paging = " LIMIT %s OFFSET %s"
+            params += [query.limit, query.offset]
+        rows = self._fetch(
+            "querying referrals",
+            f"SELECT snapshot FROM {{s}}.referrals{where}{order}{paging}",  # noqa: S608 - fixed column names
+            params,
+        )
+        return [from_dict(Referral, r[0]) for r in rows]
+
+    def count(self, query: Query = Query()) -> int:
+        where, params = self._where(query)
+        rows = self._fetch(
+            "counting referrals",
+            f"SELECT count(*) FROM {{s}}.referrals{where}",  # noqa: S608 - fixed column names
+            params,
+        )
+        return int(rows[0][0])
+
+    # ------------------------------------------------------------------ claims
+
+    def claim(
+        self,
+        owner: str,
+        count: int,
+        *,
+        now: dt.datetime,
+        lease: dt.timedelta,
+        query: Query | None = None,
+    ) -> list[str]:
+        """Lease the next ``count`` free open referrals to ``owner`` (see
+        :meth:`ReferralStore.claim`), with ``FOR UPDATE SKIP LOCKED``: concurrent claims
+        pass over each other's rows instead of waiting for them or taking them twice."""
+        check_claim(owner, now, lease, count)
+        where, params = self._where(_claim_query(query))
+        until = lease_end(now, lease)
+        if count == 0:
+            return []
+        pick = self._sql(
+            f"SELECT id FROM {{s}}.referrals{where} "  # noqa: S608 - fixed column names
+            f"AND (lease_until IS NULL OR lease_until <= %s) "
+            f"ORDER BY {_WORKLIST} LIMIT %s FOR UPDATE SKIP LOCKED"
+        )
+        take = self._sql(
+            "UPDATE {s}.referrals SET lease_owner = %s, lease_until = %s WHERE id = ANY(%s)"
+        )
+
+        def work(conn: psycopg.Connection[Any]) -> list[str]:
+            taken = [str(r[0]) for r in conn.execute(pick, [*params, now, count]).fetchall()]
+            if taken:
+                conn.execute(take, [owner, until, taken])
+            return taken
+
+        return self._transact("claiming referrals", work)
+
+    def renew(
+        self, owner: str, ids: Iterable[str], *, now: dt.datetime, lease: dt.timedelta
+    ) -> list[str]:
+        check_claim(owner, now, lease)
+        wanted = _ids(ids)
+        until = lease_end(now, lease)
+        renew = self._sql(
+            "UPDATE {s}.referrals SET lease_until = %s "
+            "WHERE id = ANY(%s) AND lease_owner = %s AND lease_until > %s RETURNING id"
+        )
+
+        def work(conn: psycopg.Connection[Any]) -> set[str]:
+            return {r[0] for r in conn.execute(renew, [until, wanted, owner, now]).fetchall()}
+
+        done = self._transact("renewing leases", work) if wanted else set()
+        return [i for i in wanted if i in done]
+
+    def release(self, owner: str, ids: Iterable[str]) -> list[str]:
+        check_owner(owner)
+        wanted = _ids(ids)
+        release = self._sql(
+            "UPDATE {s}.referrals SET lease_owner = NULL, lease_until = NULL "
+            "WHERE id = ANY(%s) AND lease_owner = %s RETURNING id"
+        )
+
+        def work(conn: psycopg.Connection[Any]) -> set[str]:
+            return {r[0] for r in conn.execute(release, [wanted, owner]).fetchall()}
+
+        done = self._transact("releasing leases", work) if wanted else set()
+        return [i for i in wanted if i in done]
+
+    # ------------------------------------------------------------------ whole histories
+
+    def export(self) -> Iterator[History]:
+        """Every referral with its history, in id order, from one snapshot of the database
+        (a ``REPEATABLE READ READ ONLY`` transaction held while the iterator runs)."""
+        referrals = self._sql(
+            "SELECT id, snapshot FROM {s}.referrals WHERE id > %s ORDER BY id LIMIT %s"
+        )
+        events = self._sql(
+            f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events WHERE referral_id BETWEEN %s AND %s "  # noqa: S608 - fixed column names
+            "ORDER BY referral_id, version, idx"
+        )
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                last = ""
+                while True:
+                    rows = conn.execute(referrals, [last, _EXPORT_BATCH]).fetchall()
+                    if not rows:
+                        return
+                    found = conn.execute(events, [rows[0][0], rows[-1][0]]).fetchall()
+                    grouped = {k: list(g) for k, g in itertools.groupby(found, key=lambda e: e[0])}
+                    for referral_id, snapshot in rows:
+                        yield (
+                            from_dict(Referral, snapshot),
+                            [_event(e) for e in grouped.get(referral_id, ())],
+                        )
+                    last = rows[-1][0]
+        except PoolTimeout:
+            raise StorageError(
+                "no PostgreSQL connection free while exporting", driver_error="PoolTimeout"
+            ) from None
+        except psycopg.Error as error:
+            raise _driver_error(error, "exporting") from None
+
+    def restore_many(self, histories: Sequence[History]) -> None:
+        """Store whole histories directly, in one transaction (see
+        :meth:`ReferralStore.restore_many`)."""
+        check_histories(histories)
+        if not histories:
+            return
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            with conn.cursor() as cursor:
+                self._insert(cursor, sorted((h[0] for h in histories), key=lambda r: r.id))
+                self._insert_events(cursor, [e for h in histories for e in h[1]])
+
+        self._transact(
+            "restoring referrals",
+            work,
+            clash=lambda constraint: self._clash(constraint, [h[0] for h in histories]),
+        )

@@ -1,0 +1,437 @@
+"""What only the PostgreSQL store does: the TLS rule for non-local hosts, schemas, migrations,
+the pool, retries on serialization failures and deadlocks, index use, and driver errors
+mapped without row values (a duplicate-key message repeats the key)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from storage_support import IN_CI, fresh_schema, with_schema
+
+try:
+    import psycopg
+    from psycopg import errors as pg_errors
+except ImportError:  # pragma: no cover - the postgres extra is missing
+    if IN_CI:
+        raise  # under CI every adapter is tested for real: a missing driver fails
+    pytest.skip("psycopg is not installed (the postgres extra)", allow_module_level=True)
+
+from referralkit import (
+    Actor,
+    ConcurrencyError,
+    FakeClock,
+    Query,
+    ReferralDesk,
+    Role,
+    StorageError,
+    ValidationError,
+)
+from referralkit.storage import open_store, upgrade
+from referralkit.storage.postgres import SCHEMA_VERSION, PostgresStore, connection_settings
+from referralkit.testing import sample_request
+
+ACTOR = Actor("postgres-test", {Role.COORDINATOR})
+START = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
+LEASE = dt.timedelta(minutes=5)
+
+
+def desk_over(store: Any) -> ReferralDesk:
+    counter = iter(range(1, 1_000_000))
+    return ReferralDesk(store, clock=FakeClock(START), new_id=lambda: f"id-{next(counter):06d}")
+
+
+@pytest.fixture
+def store(postgres_schema: str) -> Iterator[PostgresStore]:
+    opened = PostgresStore(postgres_schema)
+    yield opened
+    opened.close()
+
+
+class TestConnectionSettings:
+    """No server needed: how a URL becomes libpq settings, and the TLS rule."""
+
+    @pytest.mark.parametrize(
+        "host",
+        ["localhost", "127.0.0.1", "[::1]", "%2Fvar%2Frun%2Fpostgresql", "127.0.0.5"],
+    )
+    def test_local_hosts_may_go_without_tls(self, host: str) -> None:
+        settings, _ = connection_settings(f"postgresql://app@{host}/db?sslmode=disable")
+        assert "sslmode=disable" in settings
+
+    def test_unix_socket_by_default(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("PGHOST", raising=False)
+        settings, _ = connection_settings("postgresql:///db?sslmode=disable")
+        assert "sslmode=disable" in settings
+
+    def test_remote_host_defaults_to_require(self) -> None:
+        settings, schema = connection_settings("postgresql://app@db.example.org:6543/db")
+        assert "sslmode=require" in settings
+        assert schema == "public"
+
+    @pytest.mark.parametrize("mode", ["disable", "allow", "prefer"])
+    def test_remote_host_without_tls_is_refused(self, mode: str) -> None:
+        """disable/allow/prefer could all end up in clear text: refused before connecting;
+        the message does not repeat the URL's password."""
+        with pytest.raises(ValidationError) as info:
+            open_store(f"postgresql://app:S3CRET-pw@10.1.2.3/db?sslmode={mode}")
+        assert info.value.path == "sslmode"
+        assert "S3CRET" not in str(info.value)
+
+    @pytest.mark.parametrize("mode", ["require", "verify-ca", "verify-full"])
+    def test_remote_host_keeps_a_tls_mode(self, mode: str) -> None:
+        settings, _ = connection_settings(f"postgresql://app@db.example.org/db?sslmode={mode}")
+        assert f"sslmode={mode}" in settings
+
+    def test_any_remote_host_in_a_list_needs_tls(self) -> None:
+        settings, _ = connection_settings("postgresql://app@localhost,db.example.org/db")
+        assert "sslmode=require" in settings
+
+    def test_remote_hostaddr_needs_tls(self) -> None:
+        settings, _ = connection_settings("host=localhost hostaddr=10.0.0.7 dbname=db")
+        assert "sslmode=require" in settings
+
+    def test_pghost_from_the_environment_counts(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("PGHOST", "db.example.org")
+        settings, _ = connection_settings("postgresql:///db")
+        assert "sslmode=require" in settings
+
+    def test_a_verifying_pgsslmode_is_not_weakened(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("PGSSLMODE", "verify-full")
+        settings, _ = connection_settings("postgresql://app@db.example.org/db")
+        assert "sslmode" not in settings
+
+    def test_schema_parameter_is_taken_out(self) -> None:
+        settings, schema = connection_settings(
+            "postgresql://app@127.0.0.1/db?application_name=x&schema=clinic_7"
+        )
+        assert schema == "clinic_7"
+        assert "schema" not in settings
+        assert "application_name=x" in settings
+
+    @pytest.mark.parametrize("schema", ["", "a-b", "1abc", 'x"; DROP', "a" * 64])
+    def test_bad_schema_names_are_refused(self, schema: str) -> None:
+        with pytest.raises(ValidationError) as info:
+            connection_settings(f"postgresql://app@127.0.0.1/db?schema={schema}")
+        assert info.value.path == "schema"
+
+    def test_bad_url_is_a_validation_error_without_the_password(self) -> None:
+        with pytest.raises(ValidationError) as info:
+            connection_settings("postgresql://app:S3CRET-pw@127.0.0.1/db?nonsense=1")
+        assert info.value.path == "url"
+        assert "S3CRET" not in str(info.value)
+        with pytest.raises(ValidationError):
+            connection_settings(42)  # type: ignore[arg-type]
+
+    def test_postgres_scheme_alias(self) -> None:
+        settings, _ = connection_settings("postgres://app@127.0.0.1/db")
+        assert "host=127.0.0.1" in settings
+
+
+class TestConnecting:
+    def test_no_server_is_a_storage_error_without_the_password(self) -> None:
+        """Nothing listens on port 1: a StorageError naming host and port only."""
+        with pytest.raises(StorageError) as info:
+            PostgresStore(
+                "postgresql://app:S3CRET-pw@127.0.0.1:1/db?connect_timeout=1", timeout=1.5
+            )
+        message = str(info.value)
+        assert "127.0.0.1:1/db" in message
+        assert "S3CRET" not in message
+        assert info.value.__cause__ is None
+
+    def test_repr_has_no_password(self, postgres_url: str) -> None:
+        secret = postgres_url.replace("postgres@", "postgres:S3CRET-pw@")
+        with fresh_schema(secret) as url, PostgresStore(url) as store:
+            assert "S3CRET" not in repr(store)
+            assert store.schema in repr(store)
+
+    def test_pool_exhaustion_is_a_storage_error(self, postgres_schema: str) -> None:
+        """With every connection busy (an export holds one), a read waits ``timeout`` and
+        then fails with a StorageError instead of hanging."""
+        with PostgresStore(postgres_schema, min_size=1, max_size=1, timeout=0.3) as store:
+            desk = desk_over(store)
+            desk.intake(ACTOR, sample_request())
+            exporting = iter(store.export())
+            next(exporting)
+            with pytest.raises(StorageError, match="no PostgreSQL connection free"):
+                store.load("id-000001")
+            del exporting  # the generator is closed and its connection returned
+            assert store.load("id-000001").version == 1
+
+    def test_a_dropped_connection_is_replaced(self, postgres_schema: str) -> None:
+        """A pooled connection the server dropped (a restart, a failover, an administrator)
+        is checked when lent out and replaced: the next operation succeeds."""
+        name = f"rk-test-{uuid.uuid4().hex[:8]}"
+        with PostgresStore(f"{postgres_schema}&application_name={name}", max_size=2) as store:
+            desk = desk_over(store)
+            made = desk.intake(ACTOR, sample_request())
+            with psycopg.connect(str(store._pool.conninfo), autocommit=True) as admin:
+                killed = admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = %s AND pid <> pg_backend_pid()",
+                    [name],
+                ).fetchone()
+            assert killed is not None
+            assert killed[0] >= 1
+            assert store.load(made.id) == made
+            assert desk.assign(ACTOR, made.id, "coord-2").version == 2
+
+
+class TestSchemas:
+    def test_schemas_isolate_stores(self, postgres_url: str) -> None:
+        with (
+            fresh_schema(postgres_url) as one_url,
+            fresh_schema(postgres_url) as two_url,
+            open_store(one_url) as one,
+            open_store(two_url) as two,
+        ):
+            desk_over(one).intake(ACTOR, sample_request())
+            assert one.count() == 1
+            assert two.count() == 0
+
+    def test_version_1_schema_moves_forward_keeping_its_data(self, postgres_schema: str) -> None:
+        store = PostgresStore(postgres_schema, migrate=False)
+        assert store.schema_version() == 0
+        assert store.upgrade(target=1) == 1
+        desk = desk_over(store)
+        made = desk.send(ACTOR, desk.intake(ACTOR, sample_request()).id)
+        store.close()
+        assert upgrade(postgres_schema) == (1, SCHEMA_VERSION)
+        assert upgrade(postgres_schema) == (SCHEMA_VERSION, SCHEMA_VERSION)
+        with PostgresStore(postgres_schema) as store:
+            assert store.load(made.id) == made
+            assert store.claim("c1", 3, now=START, lease=LEASE) == [made.id]
+
+    def test_upgrade_target_is_checked(self, store: PostgresStore) -> None:
+        for bad in (-1, SCHEMA_VERSION + 1, True):
+            with pytest.raises(ValidationError):
+                store.upgrade(target=bad)
+
+    def test_newer_schema_is_refused(self, store: PostgresStore, postgres_schema: str) -> None:
+        with psycopg.connect(str(store._pool.conninfo), autocommit=True) as conn:
+            conn.execute(f'INSERT INTO "{store.schema}".schema_version (version) VALUES (99)')
+        with pytest.raises(StorageError, match="newer"):
+            PostgresStore(postgres_schema)
+        with pytest.raises(StorageError, match="newer"):
+            PostgresStore(postgres_schema, migrate=False)
+
+    def test_concurrent_openers_migrate_once(self, postgres_schema: str) -> None:
+        """Stores opened at the same moment on a new schema: one migrates, none fails."""
+        errors: list[BaseException] = []
+
+        def open_one() -> None:
+            try:
+                PostgresStore(postgres_schema).close()
+            except BaseException as error:  # pragma: no cover - reported below
+                errors.append(error)
+
+        threads = [threading.Thread(target=open_one) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+
+
+class TestDriverErrors:
+    def test_unique_violation_message_is_not_repeated(self, store: PostgresStore) -> None:
+        """An event row already there violates events_pkey, whose message repeats the key:
+        the StorageError names class, SQLSTATE and constraint only, and is not chained."""
+        desk = desk_over(store)
+        made = desk.intake(ACTOR, sample_request())
+        with psycopg.connect(str(store._pool.conninfo), autocommit=True) as conn:
+            conn.execute(
+                f'INSERT INTO "{store.schema}".events VALUES '
+                "(%s, 2, 0, now(), 'x', 'owner_assigned', '{}')",
+                [made.id],
+            )
+        with pytest.raises(StorageError) as info:
+            desk.assign(ACTOR, made.id, "coord-9")
+        error = info.value
+        assert (error.driver_error, error.sqlstate) == ("UniqueViolation", "23505")
+        assert "events_pkey" in str(error)
+        assert made.id not in str(error)
+        assert "Key (" not in str(error)
+        assert error.__cause__ is None
+        assert error.__suppress_context__
+        assert store.load(made.id).version == 1
+
+    def test_value_the_server_refuses(self, store: PostgresStore) -> None:
+        """A NUL character in an indexed text column (PostgreSQL text cannot hold one) is a
+        StorageError that does not repeat the value."""
+        desk = desk_over(store)
+        made = desk.intake(ACTOR, sample_request())
+        with pytest.raises(StorageError) as info:
+            desk.assign(ACTOR, made.id, "PHI-CANARY\x00")
+        assert "PHI-CANARY" not in str(info.value)
+        assert info.value.__cause__ is None
+
+    def test_free_text_with_nul_is_stored_as_in_sqlite(self, store: PostgresStore) -> None:
+        """json (not jsonb) keeps an escaped NUL in a snapshot, as SQLite does."""
+        desk = desk_over(store)
+        made = desk.intake(ACTOR, attrs_evolve(sample_request(), reason="chest\x00pain"))
+        assert store.load(made.id).reason == "chest\x00pain"
+
+
+def attrs_evolve(value: Any, **changes: Any) -> Any:
+    import attrs
+
+    return attrs.evolve(value, **changes)
+
+
+class TestRetries:
+    def test_serialization_failures_are_retried(self, store: PostgresStore) -> None:
+        """A transaction failing with SQLSTATE 40001 or 40P01 runs again from the start."""
+        failures = [pg_errors.SerializationFailure(), pg_errors.DeadlockDetected()]
+        attempts: list[int] = []
+
+        def work(conn: psycopg.Connection[Any]) -> str:
+            attempts.append(1)
+            if failures:
+                raise failures.pop(0)
+            return "done"
+
+        assert store._transact("testing", work) == "done"
+        assert len(attempts) == 3
+        assert store.retried == 2
+
+    def test_retries_give_up(self, postgres_schema: str) -> None:
+        with PostgresStore(postgres_schema, retries=2) as store:
+
+            def work(conn: psycopg.Connection[Any]) -> None:
+                raise pg_errors.SerializationFailure()
+
+            with pytest.raises(StorageError) as info:
+                store._transact("testing", work)
+            assert info.value.sqlstate == "40001"
+            assert store.retried == 2
+
+    def test_serializable_database_loses_no_update(self, postgres_url: str) -> None:
+        """Under SERIALIZABLE (set for the session through the URL) concurrent writers
+        provoke real serialization failures: they are retried, and optimistic concurrency
+        still accounts for every change."""
+        options = "options=-c%20default_transaction_isolation%3Dserializable"
+        with fresh_schema(f"{postgres_url}?{options}") as url, PostgresStore(url) as store:
+            desk = desk_over(store)
+            made = desk.intake(ACTOR, sample_request())
+            accepted: list[int] = []
+            lock = threading.Lock()
+
+            def work(k: int) -> None:
+                for n in range(15):
+                    while True:
+                        try:
+                            changed = desk.assign(ACTOR, made.id, f"w{k}-{n}")
+                        except ConcurrencyError:
+                            continue
+                        with lock:
+                            accepted.append(changed.version)
+                        break
+
+            threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert sorted(accepted) == list(range(2, 62))
+            assert store.load(made.id).version == 61
+            assert store.retried > 0
+
+
+class TestIndexes:
+    """With sequential scans priced out, each worklist query has an index that answers it
+    in order (no Sort node): what keeps the top-50 fast with a million rows (see
+    benchmarks/bench_storage.py)."""
+
+    @staticmethod
+    def plan(store: PostgresStore, sql: str, params: list[Any]) -> str:
+        with store._pool.connection() as conn, conn.transaction():
+            # price out every plan but an index scan: the question is whether an index can
+            # answer the query in order, not what the planner picks for a handful of rows
+            conn.execute("SET LOCAL enable_seqscan = off")
+            conn.execute("SET LOCAL enable_bitmapscan = off")
+            rows = conn.execute("EXPLAIN " + store._sql(sql), params).fetchall()
+        return "\n".join(r[0] for r in rows)
+
+    def test_worklist_top(self, store: PostgresStore) -> None:
+        where, params = store._where(Query(open_only=True))
+        plan = self.plan(
+            store,
+            "SELECT snapshot FROM {s}.referrals" + where + " ORDER BY priority_rank DESC, "
+            "due_sort, received_sort, id LIMIT 50",
+            params,
+        )
+        assert "referrals_worklist" in plan
+        assert "Sort" not in plan
+
+    @pytest.mark.parametrize(
+        ("query", "index"),
+        [
+            (Query(specialty="cardiology", open_only=True), "referrals_specialty"),
+            (Query(owner="coord-1", open_only=True), "referrals_owner"),
+            (Query(status="received"), "referrals_status"),
+        ],
+    )
+    def test_one_worklist_in_order(self, store: PostgresStore, query: Query, index: str) -> None:
+        """A specialty's, an owner's or a status's worklist comes in order off its index."""
+        where, params = store._where(query)
+        plan = self.plan(
+            store,
+            "SELECT snapshot FROM {s}.referrals" + where + " ORDER BY priority_rank DESC, "
+            "due_sort, received_sort, id LIMIT 50",
+            params,
+        )
+        assert index in plan
+        assert "Sort" not in plan
+
+    def test_claim_walks_the_worklist_index(self, store: PostgresStore) -> None:
+        where, params = store._where(Query(open_only=True))
+        plan = self.plan(
+            store,
+            "SELECT id FROM {s}.referrals" + where + " AND (lease_until IS NULL OR "
+            "lease_until <= %s) ORDER BY priority_rank DESC, due_sort, received_sort, id "
+            "LIMIT 10 FOR UPDATE SKIP LOCKED",
+            [*params, START],
+        )
+        assert "referrals_worklist" in plan
+        assert "Sort" not in plan
+
+    def test_updated_order(self, store: PostgresStore) -> None:
+        plan = self.plan(
+            store,
+            "SELECT snapshot FROM {s}.referrals WHERE updated_at >= %s "
+            "ORDER BY updated_at DESC, id DESC LIMIT 50",
+            [START],
+        )
+        assert "referrals_updated" in plan
+        assert "Sort" not in plan
+
+    @pytest.mark.parametrize(
+        ("query", "index"),
+        [
+            (Query(specialty="cardiology", open_only=True), "referrals_specialty"),
+            (Query(owner="coord-1", open_only=True), "referrals_owner"),
+            (Query(patient_id="pat-1"), "referrals_patient"),
+            (Query(status="received"), "referrals_status"),
+            (Query(due_before=START), "referrals_due"),
+        ],
+    )
+    def test_filters_use_their_index(self, store: PostgresStore, query: Query, index: str) -> None:
+        where, params = store._where(query)
+        plan = self.plan(store, "SELECT snapshot FROM {s}.referrals" + where, params)
+        assert index in plan
+
+
+def test_ci_flag_is_read() -> None:
+    """conftest reads CI=true; under it a missing server fails the PostgreSQL tests."""
+    assert isinstance(IN_CI, bool)
+
+
+def test_with_schema_joins_parameters() -> None:
+    assert with_schema("postgresql://h/db", "s") == "postgresql://h/db?schema=s"
+    assert with_schema("postgresql://h/db?a=1", "s") == "postgresql://h/db?a=1&schema=s"

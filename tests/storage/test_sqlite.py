@@ -1,0 +1,310 @@
+"""What only the SQLite store does: its pragmas, schema migrations, the backup API, index use
+and driver errors mapped without row values."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from referralkit import (
+    Actor,
+    FakeClock,
+    Query,
+    ReferralDesk,
+    ReferralEvent,
+    Role,
+    StorageError,
+    ValidationError,
+)
+from referralkit.events import apply_all
+from referralkit.storage import dump, open_store, upgrade
+from referralkit.storage.sqlite import _MIGRATIONS, SCHEMA_VERSION, SQLiteStore
+from referralkit.testing import sample_request
+
+ACTOR = Actor("sqlite-test", {Role.COORDINATOR})
+START = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "referrals.db"
+
+
+def desk_over(store: SQLiteStore) -> ReferralDesk:
+    counter = iter(range(1, 1_000_000))
+    return ReferralDesk(store, clock=FakeClock(START), new_id=lambda: f"id-{next(counter):06d}")
+
+
+class TestConnections:
+    def test_every_connection_is_wal_and_synchronous_full(self, path: Path) -> None:
+        """WAL and synchronous=FULL hold on each thread's connection, not only the first."""
+        store = SQLiteStore(path)
+        seen: list[tuple[str, int, int]] = []
+
+        def look() -> None:
+            conn = store._conn
+            seen.append(
+                (
+                    conn.execute("PRAGMA journal_mode").fetchone()[0],
+                    conn.execute("PRAGMA synchronous").fetchone()[0],
+                    conn.execute("PRAGMA busy_timeout").fetchone()[0],
+                )
+            )
+
+        look()
+        thread = threading.Thread(target=look)
+        thread.start()
+        thread.join()
+        store.close()
+        assert seen == [("wal", 2, 30_000)] * 2
+
+    def test_closed_store_refuses_work(self, path: Path) -> None:
+        store = SQLiteStore(path)
+        store.close()
+        with pytest.raises(StorageError):
+            store.load("x")
+        with pytest.raises(StorageError):
+            list(store.export())
+
+    def test_repr_names_the_file(self, path: Path) -> None:
+        with SQLiteStore(path) as store:
+            assert repr(store) == f"SQLiteStore({str(path)!r})"
+
+
+class TestSchema:
+    def test_new_file_is_at_the_latest_version(self, path: Path) -> None:
+        with SQLiteStore(path) as store:
+            assert store.schema_version() == SCHEMA_VERSION == max(_MIGRATIONS)
+
+    def test_version_1_file_moves_forward_keeping_its_data(self, path: Path) -> None:
+        """A file written at version 1 upgrades to the latest, its referrals intact, and
+        claims work afterwards; upgrading again changes nothing."""
+        store = SQLiteStore(path, migrate=False)
+        assert store.schema_version() == 0
+        assert store.upgrade(target=1) == 1
+        desk = desk_over(store)
+        made = desk.send(ACTOR, desk.intake(ACTOR, sample_request()).id)
+        store.close()
+
+        assert upgrade(f"sqlite:///{path}") == (1, SCHEMA_VERSION)
+        assert upgrade(f"sqlite:///{path}") == (SCHEMA_VERSION, SCHEMA_VERSION)
+        with SQLiteStore(path) as store:
+            assert store.load(made.id) == made
+            assert store.claim("c1", 5, now=START, lease=dt.timedelta(minutes=5)) == [made.id]
+
+    def test_upgrade_target_is_checked(self, path: Path) -> None:
+        with SQLiteStore(path, migrate=False) as store:
+            for bad in (-1, SCHEMA_VERSION + 1, True, "2"):
+                with pytest.raises(ValidationError) as info:
+                    store.upgrade(target=bad)  # type: ignore[arg-type]
+                assert info.value.path == "target"
+
+    def test_newer_schema_is_refused(self, path: Path) -> None:
+        """A file from a newer referralkit is refused, not written to."""
+        SQLiteStore(path).close()
+        with sqlite3.connect(path) as conn:
+            conn.execute("PRAGMA user_version=99")
+        with pytest.raises(StorageError, match="newer"):
+            open_store(f"sqlite:///{path}")
+        with pytest.raises(StorageError, match="newer"):
+            SQLiteStore(path, migrate=False)
+        with pytest.raises(StorageError, match="newer"):
+            upgrade(f"sqlite:///{path}")
+
+    def test_memory_url_has_nothing_to_upgrade(self) -> None:
+        with pytest.raises(ValidationError):
+            upgrade("memory://")
+
+    def test_concurrent_openers_migrate_once(self, path: Path) -> None:
+        """Several threads opening a new file at once: one migrates, none fails."""
+        errors: list[BaseException] = []
+
+        def open_one() -> None:
+            try:
+                SQLiteStore(path).close()
+            except BaseException as error:  # pragma: no cover - reported below
+                errors.append(error)
+
+        threads = [threading.Thread(target=open_one) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        with SQLiteStore(path) as store:
+            assert store.schema_version() == SCHEMA_VERSION
+
+
+class TestBackup:
+    def test_backup_is_an_equal_store(self, path: Path, tmp_path: Path) -> None:
+        """SQLiteStore.backup copies the database; the copy dumps to the same lines."""
+        store = SQLiteStore(path)
+        desk = desk_over(store)
+        for k in range(5):
+            desk.send(ACTOR, desk.intake(ACTOR, sample_request(f"B-{k}")).id)
+        copy_path = tmp_path / "copy.db"
+        store.backup(copy_path)
+        original, copied = io.StringIO(), io.StringIO()
+        dump(store, original)
+        with SQLiteStore(copy_path) as copy:
+            dump(copy, copied)
+            assert copy.schema_version() == SCHEMA_VERSION
+        store.close()
+        assert copied.getvalue() == original.getvalue()
+        assert original.getvalue().count("\n") == 6
+
+    def test_backup_of_an_in_memory_store(self, tmp_path: Path) -> None:
+        with SQLiteStore(":memory:") as store:
+            desk = desk_over(store)
+            made = desk.intake(ACTOR, sample_request())
+            store.backup(tmp_path / "copy.db")
+        with SQLiteStore(tmp_path / "copy.db") as copy:
+            assert copy.load(made.id) == made
+
+    def test_backup_onto_itself_is_refused(self, path: Path) -> None:
+        with SQLiteStore(path) as store, pytest.raises(ValidationError):
+            store.backup(path)
+
+    def test_backup_failure_is_a_storage_error(self, path: Path, tmp_path: Path) -> None:
+        with SQLiteStore(path) as store, pytest.raises(StorageError) as info:
+            store.backup(tmp_path / "no" / "such" / "dir.db")
+        assert info.value.__cause__ is None
+
+
+class TestIndexes:
+    """The queries a worklist runs are answered from an index, without a sort step."""
+
+    @staticmethod
+    def plan(store: SQLiteStore, sql: str, params: tuple[object, ...] = ()) -> str:
+        rows = store._read(f"EXPLAIN QUERY PLAN {sql}", params)
+        return " | ".join(str(r[-1]) for r in rows)
+
+    def test_worklist_top(self, path: Path) -> None:
+        with SQLiteStore(path) as store:
+            where, params = store._where(Query(open_only=True))
+            plan = self.plan(
+                store,
+                "SELECT snapshot FROM referrals" + where + " ORDER BY priority_rank DESC, "
+                "due_sort, received_sort, id LIMIT 50",
+                tuple(params),
+            )
+        assert "USING INDEX referrals_worklist" in plan
+        assert "TEMP B-TREE" not in plan
+
+    def test_updated_order(self, path: Path) -> None:
+        with SQLiteStore(path) as store:
+            plan = self.plan(
+                store,
+                "SELECT snapshot FROM referrals WHERE updated_at >= ? "
+                "ORDER BY updated_at DESC, id DESC LIMIT 50",
+                ("2026-01-01",),
+            )
+        assert "referrals_updated" in plan
+        assert "TEMP B-TREE" not in plan
+
+    @pytest.mark.parametrize(
+        ("query", "index"),
+        [
+            (Query(specialty="cardiology", open_only=True), "referrals_specialty"),
+            (Query(owner="coord-1", open_only=True), "referrals_owner"),
+            (Query(status="received"), "referrals_status"),
+        ],
+    )
+    def test_one_worklist_in_order(self, path: Path, query: Query, index: str) -> None:
+        """A specialty's, an owner's or a status's worklist comes in order off its index."""
+        with SQLiteStore(path) as store:
+            where, params = store._where(query)
+            plan = self.plan(
+                store,
+                "SELECT snapshot FROM referrals" + where + " ORDER BY priority_rank DESC, "
+                "due_sort, received_sort, id LIMIT 50",
+                tuple(params),
+            )
+        assert index in plan
+        assert "TEMP B-TREE" not in plan
+
+    @pytest.mark.parametrize(
+        ("query", "index"),
+        [
+            (Query(specialty="cardiology", open_only=True), "referrals_specialty"),
+            (Query(owner="coord-1", open_only=True), "referrals_owner"),
+            (Query(patient_id="pat-1"), "referrals_patient"),
+            (Query(status="received"), "referrals_status"),
+        ],
+    )
+    def test_filters_use_their_index(self, path: Path, query: Query, index: str) -> None:
+        with SQLiteStore(path) as store:
+            where, params = store._where(query)
+            plan = self.plan(store, "SELECT snapshot FROM referrals" + where, tuple(params))
+        assert index in plan
+
+
+class TestPayloads:
+    def test_payload_that_is_not_json_is_refused(self, path: Path) -> None:
+        """NaN is not JSON (PostgreSQL's json type refuses it): a ValidationError, nothing
+        written, the same in every SQL adapter."""
+        with SQLiteStore(path) as store:
+            desk = desk_over(store)
+            made = desk.intake(ACTOR, sample_request())
+            event = ReferralEvent(
+                made.id, 2, 0, START, "x", "owner_assigned", {"owner": "a", "x": float("nan")}
+            )
+            with pytest.raises(ValidationError) as info:
+                store.save(apply_all(made, [event]), [event], 1)
+            assert info.value.path == "payload"
+            assert store.load(made.id) == made
+
+    def test_payload_with_model_values_is_stored_as_their_json(self, path: Path) -> None:
+        """A payload holding a datetime is stored as to_dict would write it."""
+        with SQLiteStore(path) as store:
+            desk = desk_over(store)
+            made = desk.intake(ACTOR, sample_request())
+            event = ReferralEvent(
+                made.id, 2, 0, START, "x", "owner_assigned", {"owner": "a", "when": START}
+            )
+            store.save(apply_all(made, [event]), [event], 1)
+            assert store.events(made.id)[-1].payload["when"] == START.isoformat()
+
+
+class TestDriverErrors:
+    def test_unopenable_file(self, tmp_path: Path) -> None:
+        """A file SQLite cannot open is a StorageError naming the driver class, not chained."""
+        with pytest.raises(StorageError) as info:
+            SQLiteStore(tmp_path / "missing-dir" / "x.db")
+        error = info.value
+        assert error.driver_error == "OperationalError"
+        assert error.__cause__ is None
+        assert error.__suppress_context__
+
+    def test_not_a_database(self, tmp_path: Path) -> None:
+        bogus = tmp_path / "bogus.db"
+        bogus.write_bytes(b"PHI-CANARY-" * 1000)
+        with pytest.raises(StorageError) as info:
+            SQLiteStore(bogus)
+        assert "PHI-CANARY" not in str(info.value)
+        assert info.value.__cause__ is None
+
+    def test_constraint_failure_holds_no_values(self, path: Path) -> None:
+        """An integrity failure other than a duplicate source id (an event row already
+        there) is a StorageError without the row's values."""
+        store = SQLiteStore(path)
+        desk = desk_over(store)
+        made = desk.intake(ACTOR, sample_request())
+        with store._write("test") as conn:
+            conn.execute(
+                "INSERT INTO events VALUES (?, 2, 0, '2026-03-02T09:00:00+00:00', 'x', "
+                "'owner_assigned', '{\"owner\": \"PHI-CANARY\"}')",
+                (made.id,),
+            )
+        with pytest.raises(StorageError) as info:
+            desk.assign(ACTOR, made.id, "PHI-CANARY-2")
+        assert "PHI-CANARY" not in str(info.value)
+        assert info.value.driver_error == "IntegrityError"
+        assert info.value.__cause__ is None
+        assert store.load(made.id).version == 1
+        store.close()
