@@ -127,6 +127,7 @@ DOCUMENTED_MODULES = [
     "referralkit.serialization",
     "referralkit.storage",
     "referralkit.storage.sqlite",
+    "referralkit.storage.postgres",
     "referralkit.testing",
     "referralkit.testing.contract",
     "referralkit.rules",

@@ -737,3 +737,23 @@ class TestRulesCommands:
         status, stdout, _, _ = run_main(["rules", "diff", path, path, "--db", url])
         assert status == 0
         assert "0 of 10 referrals change" in stdout
+
+
+class TestDbUpgrade:
+    """referralkit db upgrade URL."""
+
+    def test_upgrade_is_idempotent(self, tmp_path: Path) -> None:
+        """A new database is created at the current schema; a second upgrade changes nothing."""
+        url = f"sqlite:///{tmp_path / 'u.db'}"
+        status, first, _, _ = run_main(["db", "upgrade", url])
+        assert status == 0
+        assert "schema" in first
+        status, second, _, _ = run_main(["db", "upgrade", url])
+        assert status == 0
+        assert "already at schema" in second
+
+    def test_memory_has_no_schema(self) -> None:
+        """A memory store is refused with a clear error, not a traceback."""
+        status, _, stderr, _ = run_main(["db", "upgrade", "memory://"])
+        assert status == 2
+        assert stderr.startswith("referralkit: error: url:")

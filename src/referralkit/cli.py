@@ -321,6 +321,15 @@ def _lifecycle(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def _db_upgrade(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .storage import upgrade
+
+    old, new = upgrade(args.url)
+    action = "already at" if old == new else f"upgraded from schema {old} to"
+    out.write(f"{_safe_url(args.url)}: {action} schema {new}\n")
+    return 0
+
+
 def _rules_list(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .rules import load
     from .rules.policies import shipped_paths
@@ -424,6 +433,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cycle.add_argument("--mermaid", action="store_true", help="print a Mermaid state diagram")
     cycle.set_defaults(handler=_lifecycle)
+
+    db = commands.add_parser("db", help="manage a store's database", description="Databases.")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    upgrading = db_commands.add_parser(
+        "upgrade",
+        help="apply the schema migrations a SQLite or PostgreSQL store lacks",
+        description="Bring the schema up to date (forward migrations); safe to repeat.",
+    )
+    upgrading.add_argument("url", metavar="URL")
+    upgrading.set_defaults(handler=_db_upgrade)
 
     rules = commands.add_parser(
         "rules", help="list, check and compare rulesets", description="Rulesets as data."
