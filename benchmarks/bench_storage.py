@@ -253,7 +253,7 @@ def latencies(store: ReferralStore, query: Query, runs: int) -> list[float]:
         started = time.perf_counter()
         found = store.query(query)
         times.append((time.perf_counter() - started) * 1000)
-        assert len(found) == (query.limit or len(found))
+        assert found, query  # every measured worklist has rows
     return times
 
 

@@ -11,7 +11,7 @@ import datetime as dt
 import difflib
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +133,11 @@ class _Parser:
 
     # ------------------------------------------------------------- ruleset
 
-    def ruleset(self, data: Any) -> Ruleset | None:
+    def header(
+        self, data: Any, keys: set[str], label: str
+    ) -> tuple[Mapping[str, Any], str, str] | None:
+        """The checked ``[ruleset]`` table, its name and description (``None`` when ``data``
+        is not a table at all). Shared with the event-rule parser."""
         if not isinstance(data, Mapping):
             self.problem(None, "a ruleset is a table with [ruleset] and [[rules]]")
             return None
@@ -147,25 +151,20 @@ class _Parser:
             self.problem("ruleset", "missing [ruleset] table")
             header = {}
         for key in header:
-            if key not in _HEADER_KEYS:
-                self.problem(
-                    key, f"unknown ruleset key {key!r}" + _suggest(key, sorted(_HEADER_KEYS))
-                )
+            if key not in keys:
+                self.problem(key, f"unknown {label} key {key!r}" + _suggest(key, sorted(keys)))
         name = header.get("name")
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
             self.problem("name", "expected a name of letters, digits, '.', '_' or '-'")
             name = "unnamed"
-        kind = self.enum(Kind, header.get("kind"), "kind", required=True) or Kind.COVERAGE
-        policy = self.enum(HitPolicy, header.get("hit_policy", "first"), "hit_policy")
-        aggregation = self.enum(Aggregation, header.get("aggregation"), "aggregation")
-        if aggregation is not None and policy is not HitPolicy.COLLECT:
-            self.problem("aggregation", "aggregation only goes with hit_policy 'collect'")
-        if aggregation is not None and kind is not Kind.URGENCY:
-            self.problem("aggregation", "only urgency rulesets aggregate (their score)")
         description = header.get("description", "")
         if not isinstance(description, str):
             self.problem("description", "expected a string")
             description = ""
+        return header, name, description
+
+    def rules(self, data: Mapping[str, Any], parse: Callable[[Any], Rule | None]) -> list[Rule]:
+        """Every ``[[rules]]`` table through ``parse``, refusing duplicate ids."""
         raw_rules = data.get("rules", [])
         if not isinstance(raw_rules, list) or not raw_rules:
             self.problem("rules", "expected at least one [[rules]] table")
@@ -174,7 +173,7 @@ class _Parser:
         seen: dict[str, int] = {}
         for index, raw in enumerate(raw_rules):
             self.rule_index, self.rule_id = index, None
-            rule = self.rule(raw, kind)
+            rule = parse(raw)
             if rule is None:
                 continue
             if rule.id in seen:
@@ -182,6 +181,21 @@ class _Parser:
             seen.setdefault(rule.id, index)
             rules.append(rule)
         self.rule_index, self.rule_id = None, None
+        return rules
+
+    def ruleset(self, data: Any) -> Ruleset | None:
+        top = self.header(data, _HEADER_KEYS, "ruleset")
+        if top is None:
+            return None
+        header, name, description = top
+        kind = self.enum(Kind, header.get("kind"), "kind", required=True) or Kind.COVERAGE
+        policy = self.enum(HitPolicy, header.get("hit_policy", "first"), "hit_policy")
+        aggregation = self.enum(Aggregation, header.get("aggregation"), "aggregation")
+        if aggregation is not None and policy is not HitPolicy.COLLECT:
+            self.problem("aggregation", "aggregation only goes with hit_policy 'collect'")
+        if aggregation is not None and kind is not Kind.URGENCY:
+            self.problem("aggregation", "only urgency rulesets aggregate (their score)")
+        rules = self.rules(data, lambda raw: self.rule(raw, kind))
         if self.problems:
             return None
         return Ruleset(

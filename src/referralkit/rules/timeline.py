@@ -330,50 +330,14 @@ class _EventParser(_Parser):
         return found
 
     def ruleset_of(self, data: Any) -> Ruleset | None:
-        if not isinstance(data, Mapping):
-            self.problem(None, "a ruleset is a table with [ruleset] and [[rules]]")
+        top = self.header(data, _HEADER_KEYS, "event ruleset")
+        if top is None:
             return None
-        for key in data:
-            if key not in ("ruleset", "rules"):
-                self.problem(
-                    key, f"unknown top-level key {key!r}" + _suggest(key, ["ruleset", "rules"])
-                )
-        header = data.get("ruleset")
-        if not isinstance(header, Mapping):
-            self.problem("ruleset", "missing [ruleset] table")
-            header = {}
-        for key in header:
-            if key not in _HEADER_KEYS:
-                self.problem(
-                    key, f"unknown event ruleset key {key!r}" + _suggest(key, sorted(_HEADER_KEYS))
-                )
-        name = header.get("name")
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-            self.problem("name", "expected a name of letters, digits, '.', '_' or '-'")
-            name = "unnamed"
+        header, name, description = top
         policy = header.get("hit_policy", HitPolicy.COLLECT.value)
         if policy != HitPolicy.COLLECT.value:
             self.problem("hit_policy", "event rules report every due alert: only 'collect' applies")
-        description = header.get("description", "")
-        if not isinstance(description, str):
-            self.problem("description", "expected a string")
-            description = ""
-        raw_rules = data.get("rules", [])
-        if not isinstance(raw_rules, list) or not raw_rules:
-            self.problem("rules", "expected at least one [[rules]] table")
-            raw_rules = []
-        rules: list[Rule] = []
-        seen: dict[str, int] = {}
-        for index, raw in enumerate(raw_rules):
-            self.rule_index, self.rule_id = index, None
-            rule = self.event_rule(raw)
-            if rule is None:
-                continue
-            if rule.id in seen:
-                self.problem("id", f"duplicate rule id (first used by rule #{seen[rule.id] + 1})")
-            seen.setdefault(rule.id, index)
-            rules.append(rule)
-        self.rule_index, self.rule_id = None, None
+        rules = self.rules(data, self.event_rule)
         if self.problems:
             return None
         return Ruleset(
