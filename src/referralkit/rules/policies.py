@@ -234,6 +234,26 @@ class CoveragePolicy(_Policy):
 _WINDOW_HOURS: Final = {Priority.STAT: 24, Priority.ASAP: 48, Priority.URGENT: 48}
 
 
+_PRIORITIES: Final = {p.value: p for p in Priority}
+_REASONS: dict[tuple[str, str, tuple[str, ...]], tuple[str, ...]] = {}
+
+
+def _reasons(evaluation: Evaluation | None) -> tuple[str, ...]:
+    """The ``reason`` outputs of the rules used, in their order (worked out once per set)."""
+    if evaluation is None:
+        return ()
+    ruleset = evaluation.ruleset
+    key = (ruleset.name, ruleset.version, evaluation.matched)
+    found = _REASONS.get(key)
+    if found is None:
+        by_id = {rule.id: rule for rule in ruleset.rules}
+        found = tuple(r for r in (by_id[i].then.get("reason") for i in evaluation.matched) if r)
+        if len(_REASONS) > 4096:
+            _REASONS.clear()
+        _REASONS[key] = found
+    return found
+
+
 def urgency_assessment(
     evaluation: Evaluation | None,
     referral: Referral,
@@ -248,8 +268,8 @@ def urgency_assessment(
     """
     out = evaluation.outputs if evaluation is not None else {}
     requested = referral.priority
-    ruled = Priority(out["priority"]) if "priority" in out else requested
-    priority = max(requested, ruled, key=lambda p: p.rank)
+    ruled = _PRIORITIES[out["priority"]] if "priority" in out else requested
+    priority = ruled if ruled.rank > requested.rank else requested
     start = referral.received_at or at
     candidates: list[dt.datetime] = []
     if "due_hours" in out:
@@ -266,12 +286,7 @@ def urgency_assessment(
             candidates.append(start + dt.timedelta(hours=96))
         else:
             candidates.append(start + dt.timedelta(hours=_WINDOW_HOURS[priority]))
-    reasons: list[str] = []
-    if evaluation is not None:
-        for rule_id in evaluation.matched:
-            reason = evaluation.ruleset.rule(rule_id).then.get("reason")
-            if reason:
-                reasons.append(reason)
+    reasons = list(_reasons(evaluation))
     if ruled.rank < requested.rank:
         reasons.append(f"kept the requested priority {requested.value}")
     score = float(out.get("score", priority.rank * 100))
