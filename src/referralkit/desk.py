@@ -194,23 +194,7 @@ class ReferralDesk:
         if existing is not None:
             return self.store.load(existing)
         now = self.clock.now()
-        draft = Referral(
-            id=self._new_id(),
-            source_id=request.source_id,
-            patient=request.patient,
-            referring=request.referring,
-            target=request.target,
-            specialty=request.specialty,
-            reason=request.reason,
-            diagnoses=request.diagnoses,
-            services=request.services,
-            priority=request.priority,
-            coverage=request.coverage,
-            attachments=request.attachments,
-            created_at=now,
-            updated_at=now,
-            version=1,
-        )
+        draft = request.referral(self._new_id(), now)
         changes: _Change = [(EventType.CREATED, {"referral": to_dict(draft)})]
         changes += self._assessments(draft, now)
         return self._commit(actor, None, changes, now)

@@ -8,6 +8,7 @@ requirements as data; :meth:`Checklist.missing` lists exactly what a referral la
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -25,6 +26,7 @@ from .model import (
     Priority,
     Provider,
     Referral,
+    Status,
 )
 
 __all__ = ["DEFAULT_CHECKLIST", "Checklist", "IntakeRequest", "Requirement"]
@@ -148,3 +150,32 @@ class IntakeRequest:
     attachments: tuple[Attachment, ...] = attrs.field(
         default=(), validator=v.tuple_of(Attachment, "an Attachment")
     )
+
+    def referral(self, referral_id: str, at: dt.datetime, *, received: bool = False) -> Referral:
+        """The referral this request describes, created at ``at`` (version 1): a draft, or
+        with ``received`` already received at ``at``. No decisions yet.
+
+        >>> from referralkit.testing import sample_request
+        >>> at = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
+        >>> sample_request().referral("r-1", at, received=True).status.value
+        'received'
+        """
+        return Referral(
+            id=referral_id,
+            source_id=self.source_id,
+            patient=self.patient,
+            referring=self.referring,
+            target=self.target,
+            specialty=self.specialty,
+            reason=self.reason,
+            diagnoses=self.diagnoses,
+            services=self.services,
+            priority=self.priority,
+            coverage=self.coverage,
+            attachments=self.attachments,
+            created_at=at,
+            updated_at=at,
+            received_at=at if received else None,
+            status=Status.RECEIVED if received else Status.DRAFT,
+            version=1,
+        )

@@ -817,25 +817,7 @@ def referrals(count: int, seed: int, start: dt.datetime = DEFAULT_START) -> Iter
     ('received', 'SYN-7-000001')
     """
     for index, request in enumerate(population(count, seed, start)):
-        yield Referral(
-            id=f"syn-{seed}-{index + 1:06d}",
-            source_id=request.source_id,
-            patient=request.patient,
-            referring=request.referring,
-            target=request.target,
-            specialty=request.specialty,
-            reason=request.reason,
-            diagnoses=request.diagnoses,
-            services=request.services,
-            priority=request.priority,
-            coverage=request.coverage,
-            attachments=request.attachments,
-            created_at=start,
-            updated_at=start,
-            received_at=start,
-            status=Status.RECEIVED,
-            version=1,
-        )
+        yield request.referral(f"syn-{seed}-{index + 1:06d}", start, received=True)
 
 
 def population(

@@ -5,6 +5,7 @@ reference on every record."""
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -39,42 +40,19 @@ def peer_modules() -> tuple[Any, Any]:
 
 
 def peer_ruleset(rulesdata: Any) -> Ruleset:
-    """The peer rules in our format: payer -> coverage.payer, plan_type -> coverage.plan,
-    cpt prefixes -> services any_prefix, age [lo, hi) -> patient.age gte/lt."""
-    rules = []
-    for rule in rulesdata.RULES:
-        w = rule["when"]
-        when: dict[str, Any] = {}
-        if "payer" in w:
-            when["coverage.payer"] = w["payer"]
-        if "plan_type" in w:
-            when["coverage.plan"] = w["plan_type"]
-        if "specialty" in w:
-            when["specialty"] = w["specialty"]
-        if "cpt_prefix" in w:
-            when["services"] = {"any_prefix": w["cpt_prefix"]}
-        if "age" in w:
-            lo, hi = w["age"]
-            ages = {}
-            if lo is not None:
-                ages["gte"] = lo
-            if hi is not None:
-                ages["lt"] = hi
-            when["patient.age"] = ages
-        then = rule["then"]
-        rules.append(
-            {
-                "id": rule["id"],
-                "when": when,
-                "then": {
-                    "covered": "covered" if then["covered"] else "not-covered",
-                    "pa_needed": "auth-needed" if then["prior_auth"] else "no-auth",
-                    "reason": then["route"],
-                },
-            }
-        )
+    """The peer rules in our format, translated by the benchmark's own ``peer_rules`` (one
+    translation, so the test checks what the benchmark measures)."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_rules.py"
+    spec = importlib.util.spec_from_file_location("bench_rules", path)
+    assert spec is not None
+    assert spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
     return parse(
-        {"ruleset": {"name": "peer", "kind": "coverage", "hit_policy": "first"}, "rules": rules}
+        {
+            "ruleset": {"name": "peer", "kind": "coverage", "hit_policy": "first"},
+            "rules": bench.peer_rules(rulesdata),
+        }
     )
 
 

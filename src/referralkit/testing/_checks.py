@@ -27,7 +27,6 @@ from ..model import (
     Priority,
     Referral,
     Sex,
-    Status,
 )
 from ..rules.engine import PythonEngine, evaluate_condition
 from ..rules.facts import extract
@@ -84,25 +83,8 @@ _NETWORKS = ("net-a", "net-b")
 
 
 def _template() -> Referral:
-    request = sample_request("policy-template")
     at = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
-    return Referral(
-        id="policy-referral",
-        patient=request.patient,
-        referring=request.referring,
-        target=request.target,
-        specialty=request.specialty,
-        reason=request.reason,
-        diagnoses=request.diagnoses,
-        services=request.services,
-        coverage=request.coverage,
-        attachments=request.attachments,
-        created_at=at,
-        updated_at=at,
-        received_at=at,
-        status=Status.RECEIVED,
-        version=2,
-    )
+    return sample_request("policy-template").referral("policy-referral", at, received=True)
 
 
 @st.composite
