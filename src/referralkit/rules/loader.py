@@ -225,7 +225,12 @@ class _Parser:
 
     # ------------------------------------------------------------- rule
 
-    def rule(self, raw: Any, kind: Kind) -> Rule | None:
+    def rule_head(
+        self, raw: Any, keys: set[str], label: str
+    ) -> tuple[str, dict[str, str], dict[str, dt.date | None], int] | None:
+        """A rule table's id, texts (description, citation) and validity dates, checked; and
+        the problem count before it, so the caller can tell whether the rule was refused.
+        Shared with the event-rule parser."""
         if not isinstance(raw, Mapping):
             self.problem(None, "a rule is a table")
             return None
@@ -236,8 +241,8 @@ class _Parser:
         self.rule_id = rule_id
         before = len(self.problems)
         for key in raw:
-            if key not in _RULE_KEYS:
-                self.problem(key, f"unknown rule key {key!r}" + _suggest(key, sorted(_RULE_KEYS)))
+            if key not in keys:
+                self.problem(key, f"unknown {label} key {key!r}" + _suggest(key, sorted(keys)))
         texts = {}
         for key in ("description", "citation"):
             value = raw.get(key, "")
@@ -245,7 +250,7 @@ class _Parser:
                 self.problem(key, "expected a string")
                 value = ""
             texts[key] = value
-        dates = {}
+        dates: dict[str, dt.date | None] = {}
         for key in ("valid_from", "valid_to"):
             value = raw.get(key)
             if value is not None and (
@@ -254,8 +259,16 @@ class _Parser:
                 self.problem(key, "expected a TOML date such as 2026-01-01")
                 value = None
             dates[key] = value
-        if dates["valid_from"] and dates["valid_to"] and dates["valid_to"] < dates["valid_from"]:
+        start, end = dates["valid_from"], dates["valid_to"]
+        if start is not None and end is not None and end < start:
             self.problem("valid_to", "valid_to is before valid_from")
+        return rule_id, texts, dates, before
+
+    def rule(self, raw: Any, kind: Kind) -> Rule | None:
+        head = self.rule_head(raw, _RULE_KEYS, "rule")
+        if head is None:
+            return None
+        rule_id, texts, dates, before = head
         when = self.condition(raw.get("when", {}), "when")
         then = self.outputs(raw.get("then"), kind)
         if len(self.problems) > before:

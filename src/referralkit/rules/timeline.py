@@ -350,39 +350,10 @@ class _EventParser(_Parser):
         )
 
     def event_rule(self, raw: Any) -> Rule | None:
-        if not isinstance(raw, Mapping):
-            self.problem(None, "a rule is a table")
+        head = self.rule_head(raw, _RULE_KEYS, "event rule")
+        if head is None:
             return None
-        rule_id = raw.get("id")
-        if not isinstance(rule_id, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", rule_id):
-            self.problem("id", "expected an id of letters, digits, '.', '_' or '-'")
-            return None
-        self.rule_id = rule_id
-        before = len(self.problems)
-        for key in raw:
-            if key not in _RULE_KEYS:
-                self.problem(
-                    key, f"unknown event rule key {key!r}" + _suggest(key, sorted(_RULE_KEYS))
-                )
-        texts = {}
-        for key in ("description", "citation"):
-            value = raw.get(key, "")
-            if not isinstance(value, str):
-                self.problem(key, "expected a string")
-                value = ""
-            texts[key] = value
-        dates: dict[str, dt.date | None] = {}
-        for key in ("valid_from", "valid_to"):
-            value = raw.get(key)
-            if value is not None and (
-                not isinstance(value, dt.date) or isinstance(value, dt.datetime)
-            ):
-                self.problem(key, "expected a TOML date such as 2026-01-01")
-                value = None
-            dates[key] = value
-        start, end = dates["valid_from"], dates["valid_to"]
-        if start is not None and end is not None and end < start:
-            self.problem("valid_to", "valid_to is before valid_from")
+        rule_id, texts, dates, before = head
         pattern: Pattern | None = None
         if ("deadline" in raw) == ("count" in raw):
             self.problem("deadline", "an event rule has exactly one pattern: 'deadline' or 'count'")
@@ -404,8 +375,8 @@ class _EventParser(_Parser):
             then=then,
             description=texts["description"],
             citation=texts["citation"],
-            valid_from=start,
-            valid_to=end,
+            valid_from=dates["valid_from"],
+            valid_to=dates["valid_to"],
         )
 
     # ------------------------------------------------------------- pieces
