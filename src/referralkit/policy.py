@@ -30,6 +30,7 @@ __all__ = [
     "CoverageDecider",
     "UrgencyAssessor",
     "add_business_days",
+    "default_due",
 ]
 
 
@@ -171,11 +172,29 @@ class BasicCoverage:
         )
 
 
+# California timely-access standards for specialist appointments: urgent within 48 h (96 h
+# when prior authorization is needed), non-urgent within 15 business days.
 _WINDOWS: Final = {
     Priority.STAT: dt.timedelta(hours=24),
     Priority.ASAP: dt.timedelta(hours=48),
     Priority.URGENT: dt.timedelta(hours=48),
 }
+
+
+def default_due(priority: Priority, start: dt.datetime, needs_authorization: bool) -> dt.datetime:
+    """When a referral of ``priority`` received at ``start`` should be seen, by default:
+    stat 24 h, asap and urgent 48 h (urgent 96 h when prior authorization is needed),
+    routine 15 business days.
+
+    >>> start = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
+    >>> default_due(Priority.URGENT, start, True).isoformat()
+    '2026-01-09T09:00:00+00:00'
+    """
+    if priority is Priority.ROUTINE:
+        return add_business_days(start, 15)
+    if priority is Priority.URGENT and needs_authorization:
+        return start + dt.timedelta(hours=96)
+    return start + _WINDOWS[priority]
 
 
 class BasicUrgency:
@@ -211,12 +230,7 @@ class BasicUrgency:
             priority = max(priority, Priority.URGENT, key=lambda p: p.rank)
         start = referral.received_at or at
         decision = referral.coverage_decision
-        if priority is Priority.ROUTINE:
-            due = add_business_days(start, 15)
-        elif priority is Priority.URGENT and decision is not None and decision.needs_authorization:
-            due = start + dt.timedelta(hours=96)
-        else:
-            due = start + _WINDOWS[priority]
+        due = default_due(priority, start, decision is not None and decision.needs_authorization)
         if suspected_cancer:
             due = min(due, start + dt.timedelta(days=14))
         return UrgencyAssessment(

@@ -32,7 +32,7 @@ from ..model import (
     RuleTrace,
     UrgencyAssessment,
 )
-from ..policy import add_business_days
+from ..policy import add_business_days, default_due
 from .engine import Evaluation, PythonEngine
 from .facts import extract
 from .loader import load
@@ -229,11 +229,6 @@ class CoveragePolicy(_Policy):
         return decision
 
 
-# Default windows when no rule sets one: California timely-access standards for specialist
-# appointments (urgent 48 h; 96 h with prior authorization; non-urgent 15 business days).
-_WINDOW_HOURS: Final = {Priority.STAT: 24, Priority.ASAP: 48, Priority.URGENT: 48}
-
-
 _PRIORITIES: Final = {p.value: p for p in Priority}
 _REASONS: dict[tuple[str, str, tuple[str, ...]], tuple[str, ...]] = {}
 
@@ -280,12 +275,8 @@ def urgency_assessment(
         candidates.append(add_business_days(start, out["due_business_days"]))
     if not candidates:
         decision = referral.coverage_decision
-        if priority is Priority.ROUTINE:
-            candidates.append(add_business_days(start, 15))
-        elif priority is Priority.URGENT and decision is not None and decision.needs_authorization:
-            candidates.append(start + dt.timedelta(hours=96))
-        else:
-            candidates.append(start + dt.timedelta(hours=_WINDOW_HOURS[priority]))
+        needs_authorization = decision is not None and decision.needs_authorization
+        candidates.append(default_due(priority, start, needs_authorization))
     reasons = list(_reasons(evaluation))
     if ruled.rank < requested.rank:
         reasons.append(f"kept the requested priority {requested.value}")
