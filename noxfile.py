@@ -61,7 +61,7 @@ def bench(session: nox.Session) -> None:
     The peer engines (zen-engine 2.1.3, rule-engine, business-rules) are installed here only:
     they are measured beside referralkit on the shared peer problem, never imported by it.
     """
-    session.install("-e", ".[postgres]", "zen-engine==2.1.3", "rule-engine", "business-rules")
+    session.install("-e", ".[postgres,fhir]", "zen-engine==2.1.3", "rule-engine", "business-rules")
     for script in sorted(os.listdir("benchmarks")):
         if script.startswith("bench_") and script.endswith(".py"):
             session.run("python", f"benchmarks/{script}", *session.posargs)

@@ -9,6 +9,10 @@ Commands:
   dates.
 - ``referralkit lifecycle``: the lifecycle's transition table; ``--mermaid`` prints it as a
   Mermaid state diagram.
+- ``referralkit fhir import FILE --db URL`` and ``referralkit fhir export --db URL``: FHIR R4
+  Bundles in and out (:mod:`referralkit.interop.fhir`, the ``fhir`` extra), as NDJSON (one
+  Bundle per line) or, for import, one Bundle as a JSON document. An import is all or
+  nothing, and idempotent by the ServiceRequest identifier (the referral's source id).
 
 A :class:`~referralkit.errors.ReferralKitError` is reported as ``referralkit: error: <message>``
 on standard error with exit status 2 (the same status argparse uses for a bad command line);
@@ -25,21 +29,30 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
+import json
+import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Final, TextIO
+from types import TracebackType
+from typing import Any, Final, TextIO
 from urllib.parse import urlsplit, urlunsplit
+
+import attrs
 
 from . import analytics, lifecycle, synth
 from .clock import FakeClock
 from .desk import ReferralDesk
-from .errors import ReferralKitError, ValidationError
+from .errors import NotFoundError, ReferralKitError, ValidationError
+from .events import EventType, replay
 from .intake import Checklist
-from .model import AuthStatus, Covered, NetworkStatus, Referral, Status
+from .model import AuthStatus, Covered, NetworkStatus, Referral, ReferralEvent, Status
 from .privacy import Actor, Role
-from .storage import open_store
+from .serialization import to_dict
+from .storage import Change, Query, ReferralStore, open_store
 
 __all__ = ["DEFAULT_DB", "main"]
 
@@ -111,6 +124,66 @@ class ProgressBar:
         if quarter > self._shown and quarter > 0:
             self._shown = quarter
             self.stream.write(f"{self.render(done)}\n")
+            self.stream.flush()
+
+
+class Ticker:
+    """Progress of a bulk command, ``[#####.....] 150/300 bundles``, on a text stream.
+
+    On a terminal it redraws one line in place (``\\r``) at most once per ``interval``
+    seconds, whatever the rate of updates; elsewhere (a log, a pipe) it writes only the final
+    line. Use it as a context manager: a clean exit writes the final line, an exception ends a
+    half-drawn line so that the error message starts on a line of its own.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO,
+        total: int,
+        unit: str,
+        *,
+        interval: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+        width: int = 30,
+    ) -> None:
+        self.stream = stream
+        self.done = 0
+        self.interactive = _isatty(stream)
+        self._bar = ProgressBar(stream, total, unit, enabled=False, width=width)
+        self._interval = interval
+        self._clock = clock
+        self._last = -math.inf
+        self._drawn = False
+
+    def update(self, done: int) -> None:
+        """``done`` of the total are done; redraw if on a terminal and it is time to."""
+        self.done = max(0, min(done, self._bar.total))
+        if not self.interactive or self._bar.total == 0:
+            return
+        now = self._clock()
+        if now - self._last >= self._interval:
+            self._last = now
+            self._drawn = True
+            self.stream.write(f"\r{self._bar.render(self.done)}")
+            self.stream.flush()
+
+    def __enter__(self) -> Ticker:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            if self._drawn:
+                self.stream.write("\n")
+                self.stream.flush()
+            return
+        if self._bar.total:
+            start = "\r" if self.interactive else ""
+            self.stream.write(f"{start}{self._bar.render(self.done)}\n")
             self.stream.flush()
 
 
@@ -371,6 +444,206 @@ def _rules_diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- FHIR
+
+FHIR_ACTOR: Final = "fhir-import"
+"""The actor recorded on the ``created`` event of every referral ``fhir import`` stores."""
+
+_FHIR_EXTRA: Final = (
+    "referralkit: the fhir commands need the fhir extra: pip install 'referralkit[fhir]'\n"
+)
+
+
+def _fhir_extra_missing(err: TextIO) -> bool:
+    """Whether fhir.resources (the fhir extra) is missing; if so, say how to install it.
+
+    :mod:`referralkit.interop.fhir` is imported by the commands themselves, on first use.
+    """
+    try:
+        importlib.import_module("fhir.resources")
+    except ImportError:
+        err.write(_FHIR_EXTRA)
+        return True
+    return False
+
+
+def _read_input(name: str) -> str:
+    """The text of FILE (``-``: standard input), decoded as UTF-8; nothing of it is echoed."""
+    try:
+        if name == "-":
+            stdin: Any = sys.stdin
+            buffer = getattr(stdin, "buffer", None)
+            data: bytes | str = buffer.read() if buffer is not None else stdin.read()
+        else:
+            data = Path(name).read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ValidationError(name, f"cannot read it ({reason})") from None
+    if isinstance(data, str):
+        return data.removeprefix("\ufeff")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ValidationError(f"{name} line {line}", "not UTF-8 text") from None
+
+
+_NOT_PARSED: Final = object()
+
+
+def _documents(text: str, name: str) -> list[tuple[int, Any]]:
+    """The JSON documents of an import file, each with the line it starts on.
+
+    The file is one JSON document (a Bundle, perhaps pretty-printed over many lines) or NDJSON
+    (one Bundle per line, blank lines ignored). A line that is not JSON raises a
+    :class:`~referralkit.errors.ValidationError` naming the line only, never its content.
+    """
+    if not text.strip():
+        return []
+    try:
+        whole = json.loads(text)
+    except ValueError as exc:
+        broken_at = exc.lineno if isinstance(exc, json.JSONDecodeError) else 1
+    else:
+        blank = len(text) - len(text.lstrip())
+        return [(text[:blank].count("\n") + 1, whole)]
+    lines: list[tuple[int, Any]] = []
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            lines.append((number, json.loads(line)))
+        except ValueError:
+            lines.append((number, _NOT_PARSED))
+    if not any(isinstance(value, dict) for _, value in lines):
+        # no line is a Bundle of its own: one multi-line document, broken at ``broken_at``
+        raise ValidationError(f"{name} line {broken_at}", "not valid JSON")
+    for number, value in lines:
+        if value is _NOT_PARSED:
+            raise ValidationError(f"{name} line {number}", "not valid JSON")
+    return lines
+
+
+def _convert(
+    from_fhir: Callable[[Mapping[str, Any]], Referral], name: str, number: int, bundle: Any
+) -> Referral:
+    """The referral the Bundle on line ``number`` holds; errors name the line and the path."""
+    where = f"{name} line {number}"
+    if not isinstance(bundle, dict):
+        raise ValidationError(where, "expected a JSON object (a FHIR Bundle)")
+    try:
+        referral = from_fhir(bundle)
+    except ValidationError as exc:
+        raise ValidationError(f"{where}: {exc.path}" if exc.path else where, exc.reason) from None
+    except Exception as exc:  # an unexpected failure: its message may quote the input
+        raise ValidationError(where, f"cannot be converted ({type(exc).__name__})") from None
+    if not isinstance(referral, Referral):
+        raise ValidationError(where, "cannot be converted (not a referral)")
+    return referral
+
+
+def _created(referral: Referral, where: str) -> Change:
+    """A new history for an imported referral: one ``created`` event, as the desk records it."""
+    snapshot = attrs.evolve(referral, version=1)
+    event = ReferralEvent(
+        snapshot.id,
+        1,
+        0,
+        snapshot.updated_at,
+        FHIR_ACTOR,
+        EventType.CREATED.value,
+        {"referral": to_dict(snapshot)},
+    )
+    if replay([event]) != snapshot:
+        raise ValidationError(where, "the referral does not replay from its created event")
+    return snapshot, [event], 0
+
+
+def _exists(store: ReferralStore, referral_id: str) -> bool:
+    try:
+        store.load(referral_id)
+    except NotFoundError:
+        return False
+    return True
+
+
+def _fhir_import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if _fhir_extra_missing(err):
+        return 1
+    from .interop.fhir import from_fhir
+
+    name: str = args.file
+    shown = "<stdin>" if name == "-" else name
+    documents = _documents(_read_input(name), shown)
+    converted: list[Change] = []
+    # all or nothing: every Bundle is converted (and checked to replay) before the store opens
+    with Ticker(err, len(documents), "bundles") as ticker:
+        for done, (number, bundle) in enumerate(documents, 1):
+            referral = _convert(from_fhir, shown, number, bundle)
+            converted.append(_created(referral, f"{shown} line {number}"))
+            ticker.update(done)
+    with open_store(args.db) as store:
+        changes: list[Change] = []
+        sources: set[str] = set()
+        ids: set[str] = set()
+        for change in converted:
+            referral = change[0]
+            source = referral.source_id
+            if (
+                referral.id in ids
+                or (source is not None and (source in sources or store.find_source(source)))
+                or _exists(store, referral.id)
+            ):
+                continue
+            ids.add(referral.id)
+            if source is not None:
+                sources.add(source)
+            changes.append(change)
+        if changes:
+            store.save_many(changes)
+    present = len(converted) - len(changes)
+    out.write(f"imported {len(changes)} referrals ({present} already present)\n")
+    return 0
+
+
+def _fhir_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if _fhir_extra_missing(err):
+        return 1
+    from .interop.fhir import to_fhir
+
+    wanted: list[str] = args.ids or []
+    with open_store(args.db) as store:
+        if wanted:
+            try:
+                referrals = [store.load(i) for i in sorted(set(wanted))]
+            except NotFoundError as exc:
+                err.write(f"referralkit: error: {exc}\n")
+                return 1
+        else:
+            referrals = sorted(store.query(Query()), key=lambda r: r.id)
+    lines: list[str] = []
+    with Ticker(err, len(referrals), "referrals") as ticker:
+        for done, referral in enumerate(referrals, 1):
+            lines.append(_bundle_line(to_fhir, referral))
+            ticker.update(done)
+    for line in lines:
+        out.write(line)
+    out.flush()
+    return 0
+
+
+def _bundle_line(to_fhir: Callable[..., dict[str, Any]], referral: Referral) -> str:
+    """The referral as one compact, validated Bundle line; errors name the referral id."""
+    where = f"referral {referral.id}"
+    try:
+        bundle = to_fhir(referral, validate=True)
+    except ValidationError as exc:
+        raise ValidationError(f"{where}: {exc.path}" if exc.path else where, exc.reason) from None
+    except Exception as exc:  # an unexpected failure: its message may quote the referral
+        raise ValidationError(where, f"cannot be exported ({type(exc).__name__})") from None
+    return json.dumps(bundle, separators=(",", ":")) + "\n"
+
+
 # --------------------------------------------------------------------------- parsing
 
 
@@ -476,6 +749,40 @@ def build_parser() -> argparse.ArgumentParser:
     diffing.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (7)")
     diffing.add_argument("--samples", type=_positive, default=3, help="sample ids per row (3)")
     diffing.set_defaults(handler=_rules_diff)
+
+    fhir = commands.add_parser(
+        "fhir",
+        help="import and export FHIR R4 Bundles (the fhir extra)",
+        description="FHIR R4: one transaction Bundle per referral, as NDJSON.",
+    )
+    fhir_commands = fhir.add_subparsers(dest="fhir_command", required=True, metavar="COMMAND")
+    importing = fhir_commands.add_parser(
+        "import",
+        help="store the referrals of FHIR Bundles (NDJSON, or one Bundle as JSON)",
+        description="Read FILE (- for standard input): one Bundle as a JSON document, or "
+        "NDJSON with one Bundle per line. Every Bundle is converted before anything is "
+        "written; any failure names the line and exits 2 with the store unchanged. Referrals "
+        "whose ServiceRequest identifier or id is already stored are skipped, so importing "
+        "a file twice adds nothing the second time.",
+    )
+    importing.add_argument("file", metavar="FILE", help="the Bundles to read; - for stdin")
+    importing.add_argument("--db", required=True, help="store URL to write referrals to")
+    importing.set_defaults(handler=_fhir_import)
+    exporting = fhir_commands.add_parser(
+        "export",
+        help="write referrals as FHIR Bundles, one per line (NDJSON) on stdout",
+        description="Write every referral of the store (or those --id names), in id order, "
+        "as one compact, validated FHIR R4 transaction Bundle per line.",
+    )
+    exporting.add_argument("--db", required=True, help="store URL to read referrals from")
+    exporting.add_argument(
+        "--id",
+        dest="ids",
+        action="append",
+        metavar="ID",
+        help="export this referral only (repeat for several)",
+    )
+    exporting.set_defaults(handler=_fhir_export)
     return parser
 
 

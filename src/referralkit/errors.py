@@ -58,7 +58,7 @@ class ValidationError(ReferralKitError, ValueError):
             if self.path and not self.path.startswith("[")
             else (f"{prefix}{self.path}")
         )
-        return ValidationError(path, self.reason)
+        return type(self)(path, self.reason)
 
 
 class TransitionError(ReferralKitError):

@@ -130,6 +130,9 @@ class PlanType(enum.StrEnum):
     MEDICARE_ADVANTAGE = "Medicare Advantage"
     MEDICAID = "Medicaid"
     SELF_PAY = "self-pay"
+    OTHER = "other"
+    """A plan type referralkit does not name (an imported ``Coverage.type`` it does not know,
+    or none)."""
 
 
 class NetworkStatus(enum.StrEnum):

@@ -36,7 +36,8 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import Final, TypeVar
 
 import attrs
@@ -72,6 +73,7 @@ from .privacy import PERMISSIONS, Actor
 __all__ = [
     "DEFAULT_START",
     "SPECIALTIES",
+    "TAXONOMY",
     "SimulationReport",
     "directory",
     "id_factory",
@@ -579,6 +581,12 @@ _PRIMARY_CARE: Final = (
     ),
     ("pediatrics", "Pediatrics", Code.nucc("208000000X", "Pediatrics Physician")),
 )
+
+TAXONOMY: Final[Mapping[str, Code]] = MappingProxyType(
+    {p.name: p.taxonomy for p in _PROFILES} | {name: code for name, _, code in _PRIMARY_CARE}
+)
+"""The NUCC provider taxonomy code of every specialty the synthetic directory knows (FHIR
+export writes it as ``performerType``; import reads a specialty back from it)."""
 
 # The documents specialists usually want besides the letter and the history (compare
 # referralkit.intake.DEFAULT_CHECKLIST).

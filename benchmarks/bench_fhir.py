@@ -1,0 +1,318 @@
+"""FHIR benchmark: referrals out to FHIR R4 Bundles and back in, beside the storage dump.
+
+    python benchmarks/bench_fhir.py             # full run, 2,000 referrals, under a minute
+    python benchmarks/bench_fhir.py --quick     # 100 referrals, to check that it runs
+    python benchmarks/bench_fhir.py --count N   # any number of referrals
+
+The referrals are made the way ``referralkit demo`` makes them (untimed): a synthetic
+population taken in and simulated for six weeks by the desk on a memory store, so they carry
+coverage decisions, urgency assessments, appointments, attachments, communications and
+follow-ups in every lifecycle state. Their whole histories are then restored into a SQLite
+file (``synchronous=FULL``), which every part reads from. What is measured, referrals per
+second, the median of ``--repeat`` runs:
+
+- **Export** from the SQLite store to NDJSON in memory, one compact Bundle per line:
+  ``to_fhir(r)`` and ``to_fhir(r, validate=True)`` (which also validates the Bundle with
+  fhir.resources, as ``referralkit fhir export`` does), the store read included. Baseline:
+  :func:`referralkit.storage.dump` of the same store, JSON lines holding every snapshot with
+  its whole history.
+- **Import** of that NDJSON into a fresh SQLite file: ``referralkit fhir import FILE --db URL``
+  run in-process (read the file, ``json.loads`` and ``from_fhir`` per line, one ``created``
+  event per referral, checked to replay, ``save_many`` in one transaction). Baseline:
+  :func:`referralkit.storage.load_dump` of the dump into a fresh SQLite file (each line
+  checked and replayed, written in batches of 500).
+
+Both baselines move more data per referral than FHIR does (every event, not only the
+snapshot), so the ratios say what the FHIR mapping and validation cost compared with the
+store's own bulk path, measured in the same run on the same referrals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import io
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from importlib.metadata import version
+from typing import Any
+
+import attrs
+
+import referralkit as rk
+from referralkit import cli, synth
+from referralkit.interop.fhir import from_fhir, to_fhir
+from referralkit.storage import MemoryStore, dump, load_dump, open_store
+
+ACTORS = (
+    rk.Actor("bench-coordinator", {rk.Role.COORDINATOR}),
+    rk.Actor("bench-scheduler", {rk.Role.SCHEDULER}),
+    rk.Actor("bench-specialist", {rk.Role.SPECIALIST}),
+    rk.Actor("bench-referrer", {rk.Role.REFERRER}),
+)
+SEED = 11
+
+
+@attrs.frozen
+class Result:
+    """One row: what was measured, referrals per second in each repeat, its group's baseline."""
+
+    group: str
+    name: str
+    rates: tuple[float, ...]
+    is_baseline: bool = False
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rates)
+
+    @property
+    def best(self) -> float:
+        return max(self.rates)
+
+
+def fmt_rate(value: float) -> str:
+    return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
+
+
+def render(results: Sequence[Result]) -> str:
+    """The results as a Markdown table, each row's throughput as a ratio of its baseline's."""
+    baselines = {r.group: r.median for r in results if r.is_baseline}
+    lines = [
+        "| part | operation | median referrals/s | best referrals/s | vs baseline |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for r in results:
+        base = baselines.get(r.group)
+        if r.is_baseline:
+            ratio = "baseline"
+        elif base is not None:
+            ratio = f"{r.median / base:.2f}×"
+        else:
+            ratio = "–"
+        lines.append(
+            f"| {r.group} | {r.name} | {fmt_rate(r.median)} | {fmt_rate(r.best)} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def measure(
+    run: Callable[[Any], int], count: int, repeat: int, prepare: Callable[[int], Any]
+) -> tuple[float, ...]:
+    """Referrals per second of ``run(prepare(k))``, once per repeat (``prepare`` untimed).
+
+    ``run`` returns how many referrals it handled, checked against ``count``.
+    """
+    rates = []
+    for k in range(repeat):
+        inputs = prepare(k)
+        gc.collect()
+        gc.disable()
+        try:
+            started = time.perf_counter()
+            handled = run(inputs)
+            elapsed = time.perf_counter() - started
+        finally:
+            gc.enable()
+        if handled != count:
+            raise SystemExit(f"expected {count} referrals handled, got {handled}")
+        rates.append(count / elapsed)
+    return tuple(rates)
+
+
+# --------------------------------------------------------------------------- the referrals
+
+
+def populate(url: str, count: int) -> None:
+    """``count`` simulated referrals with their histories, restored into the store ``url``."""
+    clock = rk.FakeClock(synth.DEFAULT_START)
+    memory = MemoryStore()
+    desk = rk.ReferralDesk(memory, clock=clock, new_id=synth.id_factory(SEED))
+    providers = synth.directory(SEED)
+    requests = synth.population(count, SEED, synth.DEFAULT_START, providers=providers)
+    synth.simulate(desk, ACTORS, clock, requests, weeks=6, seed=SEED, providers=providers)
+    histories = list(memory.export())
+    with open_store(url) as store:
+        for k in range(0, len(histories), 500):
+            store.restore_many(histories[k : k + 500])
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export_ndjson(url: str, validate: bool) -> Callable[[Any], int]:
+    def run(_: Any) -> int:
+        buffer = io.StringIO()
+        with open_store(url) as store:
+            referrals = sorted(store.query(rk.Query()), key=lambda r: r.id)
+        for referral in referrals:
+            bundle = to_fhir(referral, validate=validate)
+            buffer.write(json.dumps(bundle, separators=(",", ":")) + "\n")
+        return len(referrals)
+
+    return run
+
+
+def dump_store(url: str) -> int:
+    buffer = io.StringIO()
+    with open_store(url) as store:
+        return dump(store, buffer)
+
+
+# --------------------------------------------------------------------------- import
+
+
+def fresh_url(workdir: str, name: str) -> Callable[[int], str]:
+    """A new SQLite file per repeat (created untimed, schema included)."""
+
+    def prepare(k: int) -> str:
+        url = f"sqlite:///{os.path.join(workdir, f'{name}-{k}.db')}"
+        open_store(url).close()
+        return url
+
+    return prepare
+
+
+def cli_import(path: str) -> Callable[[str], int]:
+    def run(url: str) -> int:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = cli.main(["fhir", "import", path, "--db", url])
+        if status != 0:
+            raise SystemExit(f"fhir import failed: {err.getvalue().strip()}")
+        with open_store(url) as store:
+            return store.count()
+
+    return run
+
+
+def load_dump_into(path: str) -> Callable[[str], int]:
+    def run(url: str) -> int:
+        with open(path, encoding="utf-8") as file, open_store(url) as store:
+            return load_dump(store, file)
+
+    return run
+
+
+def check_round_trip(ndjson_path: str, url: str, sample: int = 25) -> None:
+    """The imported referrals convert back to the Bundles' referrals (at version 1)."""
+    with open(ndjson_path, encoding="utf-8") as file, open_store(url) as store:
+        for line in list(file)[:sample]:
+            original = from_fhir(json.loads(line))
+            stored = store.load(original.id)
+            if stored != attrs.evolve(original, version=1):
+                raise SystemExit(f"referral {original.id} did not come back as exported")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="100 referrals: checks it runs")
+    parser.add_argument("--count", type=int, help="referrals (default 2,000; 100 with --quick)")
+    parser.add_argument("--repeat", type=int, help="runs per measurement (default 3)")
+    parser.add_argument("--dir", help="where the SQLite files go (default: a temporary dir)")
+    args = parser.parse_args(argv)
+    count = args.count or (100 if args.quick else 2_000)
+    repeat = args.repeat or (2 if args.quick else 3)
+    workdir = args.dir or tempfile.mkdtemp(prefix="bench-fhir-")
+    os.makedirs(workdir, exist_ok=True)
+    results: list[Result] = []
+    try:
+        source = f"sqlite:///{os.path.join(workdir, 'source.db')}"
+        say(f"simulating {count:,} referrals (untimed)")
+        populate(source, count)
+        with open_store(source) as store:
+            count = store.count()  # every request is one referral; duplicates are folded
+        ndjson_path = os.path.join(workdir, "bundles.ndjson")
+        dump_path = os.path.join(workdir, "store.dump")
+        with open(ndjson_path, "w", encoding="utf-8") as file, open_store(source) as store:
+            for referral in sorted(store.query(rk.Query()), key=lambda r: r.id):
+                file.write(json.dumps(to_fhir(referral), separators=(",", ":")) + "\n")
+        with open(dump_path, "w", encoding="utf-8") as file, open_store(source) as store:
+            dump(store, file)
+        with open_store(source) as store:
+            events = sum(len(store.events(r.id)) for r in store.query(rk.Query()))
+        ndjson_size = os.path.getsize(ndjson_path)
+        dump_size = os.path.getsize(dump_path)
+
+        part = "export, SQLite → NDJSON"
+        say(f"{part}: storage dump")
+        results.append(
+            Result(
+                part,
+                f"storage `dump` (every snapshot + its {events / count:.1f} events on average)",
+                measure(lambda _: dump_store(source), count, repeat, lambda k: None),
+                is_baseline=True,
+            )
+        )
+        say(f"{part}: to_fhir")
+        results.append(
+            Result(
+                part,
+                "`to_fhir(r)`, one compact Bundle per line",
+                measure(export_ndjson(source, False), count, repeat, lambda k: None),
+            )
+        )
+        say(f"{part}: to_fhir, validated")
+        results.append(
+            Result(
+                part,
+                "`to_fhir(r, validate=True)` (fhir.resources), as `fhir export` does",
+                measure(export_ndjson(source, True), count, repeat, lambda k: None),
+            )
+        )
+
+        part = "import → a fresh SQLite file"
+        say(f"{part}: load_dump")
+        results.append(
+            Result(
+                part,
+                "storage `load_dump` (checked, replayed, batches of 500)",
+                measure(load_dump_into(dump_path), count, repeat, fresh_url(workdir, "dump")),
+                is_baseline=True,
+            )
+        )
+        say(f"{part}: fhir import")
+        prepare = fresh_url(workdir, "fhir")
+        results.append(
+            Result(
+                part,
+                "`referralkit fhir import` (from_fhir, created event, one save_many)",
+                measure(cli_import(ndjson_path), count, repeat, prepare),
+            )
+        )
+        check_round_trip(ndjson_path, f"sqlite:///{os.path.join(workdir, 'fhir-0.db')}")
+    finally:
+        if not args.dir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    print(
+        f"referralkit {rk.__version__} FHIR benchmark"
+        f"{' (--quick: small counts, the figures mean little)' if args.quick else ''}: "
+        f"{count:,} simulated referrals, median of {repeat} runs; Python "
+        f"{platform.python_version()}, fhir.resources {version('fhir.resources')}, "
+        f"SQLite {sqlite3.sqlite_version}, {platform.machine()}, {os.cpu_count()} CPUs; "
+        f"NDJSON {ndjson_size / count / 1024:.1f} KiB per referral, "
+        f"dump {dump_size / count / 1024:.1f} KiB per referral\n"
+    )
+    print(render(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
