@@ -140,6 +140,7 @@ DOCUMENTED_MODULES = [
     "referralkit.rules.policies",
     "referralkit.rules.check",
     "referralkit.rules.whatif",
+    "referralkit.interop.fhir",
     "referralkit.synth",
     "referralkit.analytics",
     "referralkit.cli",
