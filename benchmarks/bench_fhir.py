@@ -1,6 +1,6 @@
 """FHIR benchmark: referrals out to FHIR R4 Bundles and back in, beside the storage dump.
 
-    python benchmarks/bench_fhir.py             # full run, 2,000 referrals, under a minute
+    python benchmarks/bench_fhir.py             # full run, 1,000 referrals, about 25 seconds
     python benchmarks/bench_fhir.py --quick     # 100 referrals, to check that it runs
     python benchmarks/bench_fhir.py --count N   # any number of referrals
 
@@ -223,11 +223,11 @@ def check_round_trip(ndjson_path: str, url: str, sample: int = 25) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="100 referrals: checks it runs")
-    parser.add_argument("--count", type=int, help="referrals (default 2,000; 100 with --quick)")
+    parser.add_argument("--count", type=int, help="referrals (default 1,000; 100 with --quick)")
     parser.add_argument("--repeat", type=int, help="runs per measurement (default 3)")
     parser.add_argument("--dir", help="where the SQLite files go (default: a temporary dir)")
     args = parser.parse_args(argv)
-    count = args.count or (100 if args.quick else 2_000)
+    count = args.count or (100 if args.quick else 1_000)
     repeat = args.repeat or (2 if args.quick else 3)
     workdir = args.dir or tempfile.mkdtemp(prefix="bench-fhir-")
     os.makedirs(workdir, exist_ok=True)

@@ -176,6 +176,18 @@ class TestRoundTrip:
         status, stdout, _ = run_main(["fhir", "import", str(path), "--db", demo.url])
         assert (status, stdout) == (0, "imported 0 referrals (1 already present)\n")
 
+    def test_without_identifier_idempotent_by_id(self, demo: Demo, tmp_path: Path) -> None:
+        referral = fhir.from_fhir(json.loads(demo.lines[0]))
+        bundle = fhir.to_fhir(attrs.evolve(referral, source_id=None))
+        assert fhir.from_fhir(bundle).source_id is None
+        path = write(tmp_path / "anonymous.ndjson", [json.dumps(bundle)] * 2)
+        url = url_of(tmp_path / "fresh.db")
+        status, stdout, _ = run_main(["fhir", "import", str(path), "--db", url])
+        assert (status, stdout) == (0, "imported 1 referrals (1 already present)\n")
+        status, stdout, _ = run_main(["fhir", "import", str(path), "--db", url])
+        assert (status, stdout) == (0, "imported 0 referrals (2 already present)\n")
+        assert count(url) == 1
+
     def test_pretty_printed_bundle(self, demo: Demo, tmp_path: Path) -> None:
         path = tmp_path / "one.json"
         path.write_text("\n" + json.dumps(json.loads(demo.lines[2]), indent=2), encoding="utf-8")

@@ -126,7 +126,8 @@ def test_the_bundle_has_the_resources_and_elements_ehrs_look_for(referral: Refer
     patient = only(bundle, "Patient")
     assert patient["communication"][0]["language"]["coding"][0]["code"] == "es"
     assert patient["extension"][0]["url"].endswith("patient-interpreterRequired")
-    assert resources(bundle, "Coverage") and resources(bundle, "PractitionerRole")
+    assert resources(bundle, "Coverage")
+    assert resources(bundle, "PractitionerRole")
     assert resources(bundle, "DocumentReference")
     urls = {e["fullUrl"] for e in bundle["entry"]}
     assert sr["subject"]["reference"] in urls
@@ -237,12 +238,16 @@ def ehr_bundle() -> dict[str, Any]:
 
 def test_what_an_ehr_sends_imports() -> None:
     r = from_fhir(ehr_bundle())
-    assert r.id == "sr1" and r.source_id == "ORD-1"
-    assert r.status is Status.RECEIVED and r.priority.value == "urgent"
+    assert r.id == "sr1"
+    assert r.source_id == "ORD-1"
+    assert r.status is Status.RECEIVED
+    assert r.priority.value == "urgent"
     assert r.specialty == "cardiology"  # from the NUCC taxonomy
     assert r.created_at == dt.datetime(2026, 2, 1, 13, 0, tzinfo=dt.UTC)
-    assert r.referring.name == "Dr Ana Ruiz" and r.referring.npi == "1234567893"
-    assert r.patient.preferred_language == "es" and r.patient.interpreter_needed
+    assert r.referring.name == "Dr Ana Ruiz"
+    assert r.referring.npi == "1234567893"
+    assert r.patient.preferred_language == "es"
+    assert r.patient.interpreter_needed
     assert r.patient.given_name == "Jo Ann"
     # codes in systems referralkit does not know are kept as they are
     assert [(c.system, c.code) for c in r.services] == [
@@ -324,7 +329,8 @@ def test_task_and_parts_of_an_ehr_bundle_are_read() -> None:
     ]
     r = from_fhir(bundle)
     assert r.status is Status.SCHEDULED
-    assert r.urgency is not None and r.urgency.priority.value == "asap"
+    assert r.urgency is not None
+    assert r.urgency.priority.value == "asap"
     assert r.owner == "coordinator ann"
     (appointment,) = r.appointments
     assert (appointment.provider_id, appointment.minutes, appointment.location) == (
@@ -334,7 +340,8 @@ def test_task_and_parts_of_an_ehr_bundle_are_read() -> None:
     )
     assert appointment.status is AppointmentStatus.BOOKED
     (communication,) = r.communications
-    assert communication.channel is Channel.FAX and communication.direction is Direction.INBOUND
+    assert communication.channel is Channel.FAX
+    assert communication.direction is Direction.INBOUND
 
 
 def test_service_request_status_gives_the_state_without_a_task() -> None:
@@ -423,7 +430,8 @@ def test_refusals_never_repeat_phi() -> None:
     patient["identifier"][0]["value"] = canary
     with pytest.raises(FhirError) as caught:
         from_fhir(bundle)
-    assert canary not in str(caught.value) and canary not in repr(caught.value)
+    assert canary not in str(caught.value)
+    assert canary not in repr(caught.value)
 
 
 def test_a_non_object_is_refused() -> None:
@@ -462,12 +470,15 @@ def test_any_damage_is_an_fhir_error_or_a_referral_never_a_crash(
         del node[path[-1]]
     else:
         node[path[-1]] = junk
+    outcome: Referral | FhirError
     try:
-        result = from_fhir(damaged)
+        outcome = from_fhir(damaged)
     except FhirError as error:
-        assert error.path  # always says where
-        return
-    assert isinstance(result, Referral)
+        outcome = error
+    if isinstance(outcome, FhirError):
+        assert outcome.path  # always says where
+    else:
+        assert isinstance(outcome, Referral)
 
 
 # --------------------------------------------------------------------------- parts
@@ -530,7 +541,8 @@ def test_unknown_plan_types_import_as_other() -> None:
             },
         }
     )
-    assert coverage.plan_type is PlanType.OTHER and coverage.plan == UNSPECIFIED  # type: ignore[union-attr]
+    assert coverage.plan_type is PlanType.OTHER
+    assert coverage.plan == UNSPECIFIED
 
 
 def test_documents_must_be_text() -> None:
@@ -562,10 +574,21 @@ def test_validate_names_the_invalid_element_without_its_value() -> None:
 
 def test_fhir_error_is_a_validation_error() -> None:
     error = FhirError("subject", "required, missing").at("entry[0].resource")
-    assert isinstance(error, FhirError) and isinstance(error, ReferralKitError)
+    assert isinstance(error, FhirError)
+    assert isinstance(error, ReferralKitError)
     assert error.path == "entry[0].resource.subject"
 
 
 def test_referralkit_vocabulary_lives_under_the_base_url(referral: Referral) -> None:
     text = json.dumps(to_fhir(referral))
-    assert "https://referralkit.dev/fhir/" in text and BASE_URL == "https://referralkit.dev/fhir"
+    assert "https://referralkit.dev/fhir/" in text
+    assert BASE_URL == "https://referralkit.dev/fhir"
+
+
+def test_intake_needs_the_request_identifier() -> None:
+    bundle = ehr_bundle()
+    del bundle["entry"][0]["resource"]["identifier"]
+    assert from_fhir(bundle).source_id is None
+    with pytest.raises(FhirError) as caught:
+        intake_from_fhir(bundle)
+    assert caught.value.path == "entry[0].resource.identifier"

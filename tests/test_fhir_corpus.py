@@ -95,13 +95,18 @@ def assembled() -> dict[str, Any]:
 
 def test_the_service_request_with_its_patient_coverage_and_practitioner_imports() -> None:
     r = from_fhir(assembled())
-    assert r.id == "example" and r.status is Status.DRAFT
-    assert r.patient.mrn == "1032702" and r.patient.family_name == "Baxter"
-    assert r.referring.npi == "9941339108" and r.referring.name == "Dr Adam Careful"
-    assert r.coverage is not None and r.coverage.payer == "Payer XYZ"
+    assert r.id == "example"
+    assert r.status is Status.DRAFT
+    assert r.patient.mrn == "1032702"
+    assert r.patient.family_name == "Baxter"
+    assert r.referring.npi == "9941339108"
+    assert r.referring.name == "Dr Adam Careful"
+    assert r.coverage is not None
+    assert r.coverage.payer == "Payer XYZ"
     assert r.coverage.group == "CB135"
     # the performer is on another server: kept by its display name
-    assert r.target is not None and r.target.name == "Dr Cecil Surgeon"
+    assert r.target is not None
+    assert r.target.name == "Dr Cecil Surgeon"
     assert r.specialty == UNSPECIFIED  # the request does not say which specialty
     assert [c.code for c in r.services] == ["25267002"]
     assert r.reason == "Bradycardia"

@@ -10,13 +10,14 @@ Commands:
 - ``referralkit lifecycle``: the lifecycle's transition table; ``--mermaid`` prints it as a
   Mermaid state diagram.
 - ``referralkit fhir import FILE --db URL`` and ``referralkit fhir export --db URL``: FHIR R4
-  Bundles in and out (:mod:`referralkit.interop.fhir`, the ``fhir`` extra), as NDJSON (one
+  Bundles in and out (``referralkit.interop.fhir``, the ``fhir`` extra), as NDJSON (one
   Bundle per line) or, for import, one Bundle as a JSON document. An import is all or
   nothing, and idempotent by the ServiceRequest identifier (the referral's source id).
 
 A :class:`~referralkit.errors.ReferralKitError` is reported as ``referralkit: error: <message>``
 on standard error with exit status 2 (the same status argparse uses for a bad command line);
-its messages carry no PHI.
+its messages carry no PHI. Two failures exit with status 1 instead: ``fhir export --id`` naming
+a referral the store does not hold, and a ``fhir`` command without the ``fhir`` extra.
 
 >>> main(["lifecycle"])  # doctest: +ELLIPSIS
 source                  event                  target

@@ -859,6 +859,13 @@ class _Node:
             raise self.error(key, "expected a string")
         return value if value.strip() else None
 
+    def string(self, key: str) -> str:
+        """A string as it is, blank or not (``""`` when absent)."""
+        value = self.data.get(key, "")
+        if not isinstance(value, str):
+            raise self.error(key, "expected a string")
+        return value
+
     def need_text(self, key: str) -> str:
         value = self.text(key)
         if value is None:
@@ -1673,9 +1680,7 @@ def _decision(ext: _Node) -> CoverageDecision:
             else None
         )
         or NetworkStatus.UNKNOWN,
-        explanation=more["explanation"][0].need_text("valueString")
-        if "explanation" in more
-        else "",
+        explanation=more["explanation"][0].string("valueString") if "explanation" in more else "",
         alternatives=tuple(n.need_text("valueString") for n in more.get("alternative", [])),
         hits=tuple(_hit(n) for n in more.get("hit", [])),
         trace=tuple(_trace(n) for n in more.get("trace", [])),
@@ -1820,7 +1825,8 @@ def _main_task(bundle: _Bundle, sr: _Node) -> _Node | None:
     return tasks[0] if tasks else None
 
 
-def _read(data: Mapping[str, Any]) -> Referral:
+def _read(data: Mapping[str, Any]) -> tuple[Referral, _Node]:
+    """The referral, and the ServiceRequest it was read from."""
     root = _root(data)
     if root.type not in ("Bundle", "ServiceRequest"):
         raise root.error("resourceType", "expected a Bundle (or a ServiceRequest)")
@@ -1916,7 +1922,7 @@ def _read(data: Mapping[str, Any]) -> Referral:
         for t in bundle.of_type("Task")
         if (t.obj("code") is not None and t.obj("code").code_in(CS_FOLLOW_UP) is not None)  # type: ignore[union-attr]
     ]
-    return _build(
+    referral = _build(
         sr.path,
         Referral,
         id=rid,
@@ -1943,6 +1949,7 @@ def _read(data: Mapping[str, Any]) -> Referral:
         follow_ups=tuple(follow_ups),
         **fields,
     )
+    return referral, sr
 
 
 def _owner(ref: _Node) -> str | None:
@@ -1971,7 +1978,7 @@ def from_fhir(bundle: Mapping[str, Any]) -> Referral:
     the referral's. Resources of other types are ignored. Anything malformed raises
     :class:`FhirError` naming its JSON path; nothing is returned half-read.
     """
-    return _read(bundle)
+    return _read(bundle)[0]
 
 
 def intake_from_fhir(bundle: Mapping[str, Any]) -> IntakeRequest:
@@ -1980,9 +1987,9 @@ def intake_from_fhir(bundle: Mapping[str, Any]) -> IntakeRequest:
     state the receiving desk decides for itself. Needs a ServiceRequest identifier (the
     ``source_id`` intake is idempotent by).
     """
-    referral = _read(bundle)
+    referral, sr = _read(bundle)
     if referral.source_id is None:
-        raise FhirError("identifier", "the ServiceRequest has no identifier to intake it by")
+        raise sr.error("identifier", "no identifier to take the referral in by")
     return IntakeRequest(
         source_id=referral.source_id,
         patient=referral.patient,
