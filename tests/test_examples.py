@@ -27,6 +27,14 @@ EXPECTED = {
         "worklist first: REQ-CHILD",
     ],
     "property_test_rules.py": ["all rule properties hold"],
+    "fhir_exchange.py": [
+        "intake: ref-1 from ORD-204 for cardiology",
+        "coverage: PPO, decision covered",
+        "again: ref-1 (the same referral)",
+        "Task: in-progress, BSeR 5.1.1 Event Scheduled",
+        "round trip: True",
+        "refused: entry[1].resource.birthDate: required, missing",
+    ],
 }
 
 
