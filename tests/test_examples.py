@@ -31,7 +31,7 @@ EXPECTED = {
         "intake: ref-1 from ORD-204 for cardiology",
         "coverage: PPO, decision covered",
         "again: ref-1 (the same referral)",
-        "Task: in-progress, BSeR 5.1.1 Event Scheduled",
+        "Task: in-progress, BSeR 5.1.1 Service Request Event Scheduled",
         "round trip: True",
         "refused: entry[1].resource.birthDate: required, missing",
     ],

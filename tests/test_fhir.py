@@ -592,3 +592,131 @@ def test_intake_needs_the_request_identifier() -> None:
     with pytest.raises(FhirError) as caught:
         intake_from_fhir(bundle)
     assert caught.value.path == "entry[0].resource.identifier"
+
+
+# --------------------------------------------------------------------------- found in review
+
+
+def test_contained_resources_reach_their_siblings() -> None:
+    bundle = ehr_bundle()
+    sr = bundle["entry"][0]["resource"]
+    sr["contained"] += [
+        {
+            "resourceType": "PractitionerRole",
+            "id": "role",
+            "practitioner": {"reference": "#ref"},
+            "specialty": [
+                {"coding": [{"system": "http://nucc.org/provider-taxonomy", "code": "207RC0000X"}]}
+            ],
+        }
+    ]
+    sr["requester"] = {"reference": "#role"}
+    referring = from_fhir(bundle).referring
+    assert referring.name == "Dr Ana Ruiz"
+    assert referring.specialty == "cardiology"
+
+
+def test_what_the_referral_cannot_use_is_skipped_not_refused() -> None:
+    bundle = ehr_bundle()
+    sr = bundle["entry"][0]["resource"]
+    sr["reasonCode"][0]["coding"].append({"code": "no-system"})  # a code without its system
+    bundle["entry"] += [
+        {
+            "resource": {
+                "resourceType": "Appointment",
+                "id": "maybe",
+                "status": "proposed",
+                "participant": [{"actor": {"display": "x"}, "status": "needs-action"}],
+            }
+        },
+        {
+            "resource": {
+                "resourceType": "Task",
+                "status": "requested",
+                "intent": "order",
+                "focus": {"reference": "Questionnaire/q1"},
+            }
+        },
+        {"resource": {"resourceType": "Questionnaire", "id": "q1", "status": "active"}},
+    ]
+    r = from_fhir(bundle)
+    assert [d.code for d in r.diagnoses] == ["I48.91"]
+    assert r.appointments == ()
+    assert r.status is Status.RECEIVED  # from the ServiceRequest: the Task is about something else
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "9999-12-31T23:00:00-05:00",
+        "0001-01-01T00:30:00+01:00",
+        "2026-02-30",
+        "2026-01-01T25:00:00Z",
+    ],
+)
+def test_impossible_datetimes_are_refused(value: str) -> None:
+    bundle = ehr_bundle()
+    bundle["entry"][0]["resource"]["authoredOn"] = value
+    with pytest.raises(FhirError) as caught:
+        from_fhir(bundle)
+    assert caught.value.path == "entry[0].resource.authoredOn"
+
+
+def test_a_datetime_gives_its_own_calendar_day_as_a_date() -> None:
+    bundle = ehr_bundle()
+    bundle["entry"][1]["resource"]["birthDate"] = "1970-05-06T00:00:00+05:00"
+    assert from_fhir(bundle).patient.birth_date == dt.date(1970, 5, 6)
+
+
+@pytest.mark.parametrize("version", ["²", "9" * 5000, "v3", "-1"])
+def test_odd_version_ids_read_as_version_one(version: str) -> None:
+    bundle = ehr_bundle()
+    bundle["entry"][0]["resource"]["meta"] = {"versionId": version}
+    assert from_fhir(bundle).version == 1
+
+
+def test_every_resource_is_created_once_and_has_a_unique_full_url(referral: Referral) -> None:
+    from referralkit import Appointment
+
+    visit = Appointment("same-id", AT + dt.timedelta(days=3), "dr-1")
+    referral = attrs.evolve(referral, appointments=(visit, visit))
+    bundle = to_fhir(referral, validate=True)
+    urls = [e["fullUrl"] for e in bundle["entry"]]
+    assert len(urls) == len(set(urls))
+    assert all("ifNoneExist" in e["request"] for e in bundle["entry"])
+    assert from_fhir(bundle) == referral
+
+
+def test_a_denied_authorization_says_so_in_the_pas_review_action(referral: Referral) -> None:
+    from referralkit import Authorization
+
+    referral = attrs.evolve(referral, authorization=Authorization(AuthStatus.DENIED, "PA-1"))
+    claim = only(to_fhir(referral), "ClaimResponse")
+    # a reader that knows PAS but not referralkit's extension still reads a denial
+    claim["extension"] = [e for e in claim["extension"] if "referralkit" not in e["url"]]
+    assert part_from_fhir(claim).status is AuthStatus.DENIED  # type: ignore[union-attr]
+
+
+def test_extreme_values_the_model_allows_still_export(referral: Referral) -> None:
+    from referralkit import Appointment, Attachment, AttachmentKind
+
+    long_visit = Appointment("a", dt.datetime(9999, 12, 31, tzinfo=dt.UTC), "dr-1", minutes=90)
+    note = Attachment("n", AttachmentKind.OTHER, AT, text="lone \ud800 surrogate")
+    referral = attrs.evolve(referral, appointments=(long_visit,), attachments=(note,))
+    assert from_fhir(roundtrip_json(to_fhir(referral))) == referral
+
+
+def test_validate_never_repeats_an_element_name_from_the_input() -> None:
+    canary = "CANARY-PHI-7f3a"
+    with pytest.raises(FhirError) as caught:
+        validate({"resourceType": "Patient", canary: 1})
+    assert canary not in str(caught.value)
+    with pytest.raises(FhirError, match="expected a JSON object"):
+        validate([])  # type: ignore[arg-type]
+    nested = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": {"resourceType": "Nope"}}],
+    }
+    with pytest.raises(FhirError):
+        validate(nested)

@@ -208,14 +208,16 @@ FHIR_TASK: Final[Mapping[Status, FhirTaskStatus]] = MappingProxyType(
         Status.RECEIVED: FhirTaskStatus("received", "2.0", "Service Request Created"),
         Status.ACCEPTED: FhirTaskStatus("accepted", "3.0", "Service Request Accepted"),
         Status.ON_HOLD: FhirTaskStatus("on-hold", None, None),
-        Status.SCHEDULED: FhirTaskStatus("in-progress", "5.1.1", "Event Scheduled"),
-        Status.NO_SHOW: FhirTaskStatus("in-progress", "5.1.2", "Scheduled Event Unattended"),
-        Status.APPOINTMENT_CANCELLED: FhirTaskStatus(
-            "in-progress", "5.1.3", "Scheduled Event Cancelled"
+        Status.SCHEDULED: FhirTaskStatus("in-progress", "5.1.1", "Service Request Event Scheduled"),
+        Status.NO_SHOW: FhirTaskStatus(
+            "in-progress", "5.1.2", "Scheduled Service Request Event Unattended"
         ),
-        Status.SEEN: FhirTaskStatus("in-progress", "5.1.4", "Event Completed"),
+        Status.APPOINTMENT_CANCELLED: FhirTaskStatus(
+            "in-progress", "5.1.3", "Scheduled Service Request Event Cancelled"
+        ),
+        Status.SEEN: FhirTaskStatus("in-progress", "5.1.4", "Service Request Event Completed"),
         Status.CANCELLATION_REQUESTED: FhirTaskStatus(
-            "in-progress", "5.2", "Cancellation Requested"
+            "in-progress", "5.2", "Service Request Cancellation Requested"
         ),
         Status.DECLINED: FhirTaskStatus("rejected", "4.0", "Service Request Declined"),
         Status.CANCELLED: FhirTaskStatus(

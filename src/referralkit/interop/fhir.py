@@ -36,6 +36,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, TypeVar
@@ -113,6 +114,11 @@ SID_DOCUMENT: Final = _SID + "document"
 SID_COMMUNICATION: Final = _SID + "communication"
 SID_FOLLOW_UP: Final = _SID + "follow-up"
 SID_COORDINATOR: Final = _SID + "coordinator"
+SID_TASK: Final = _SID + "referral-task"
+SID_ROLE: Final = _SID + "practitioner-role"
+SID_ORGANIZATION: Final = _SID + "organization"
+SID_AUTHORIZATION: Final = _SID + "authorization"
+SID_OBSERVATION: Final = _SID + "observation"
 
 _CS = f"{BASE_URL}/CodeSystem/"
 CS_SPECIALTY: Final = _CS + "specialty"
@@ -150,6 +156,22 @@ ADJUDICATION: Final = "http://terminology.hl7.org/CodeSystem/adjudication"
 PAS_REVIEW_ACTION: Final = (
     "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/extension-reviewAction"
 )
+X12_306: Final = "https://codesystem.x12.org/005010/306"
+# X12 306 review actions: A1 certified in total, A3 not certified, A4 pended
+_REVIEW_ACTION: Final = {
+    AuthStatus.APPROVED: "A1",
+    AuthStatus.DENIED: "A3",
+    AuthStatus.REQUESTED: "A4",
+    AuthStatus.NEEDED: "A4",
+    AuthStatus.NOT_REQUIRED: "A4",
+}
+_STATUS_FROM_REVIEW: Final = {
+    "A1": AuthStatus.APPROVED,
+    "A2": AuthStatus.APPROVED,
+    "A6": AuthStatus.APPROVED,
+    "A3": AuthStatus.DENIED,
+    "A4": AuthStatus.REQUESTED,
+}
 
 _REFERRAL_CATEGORY: Final = {"system": CodeSystem.SNOMED, "code": "3457005"}
 _PREGNANCY_STATUS: Final = "82810-3"  # LOINC: Pregnancy status
@@ -182,7 +204,6 @@ _PLAN_TYPE_CODES: Final = {
     PlanType.HMO: (V3_ACT_CODE, "HMO"),
     PlanType.PPO: (V3_ACT_CODE, "PPO"),
     PlanType.POS: (V3_ACT_CODE, "POS"),
-    PlanType.EPO: (V3_ACT_CODE, "EPO"),
     PlanType.SELF_PAY: (SELF_PAY_CS, "pay"),
 }
 _PLAN_TYPE_FROM: Final = {v: k for k, v in _PLAN_TYPE_CODES.items()}
@@ -209,10 +230,13 @@ _CHANNEL_FROM_MODE: Final = {v: k for k, v in _CHANNEL_MODES.items()} | {
     "VERBAL": Channel.PHONE,
     "ELECTRONIC": Channel.PORTAL,
 }
+# Appointments a referral Bundle may carry that are not (or no longer) the referral's: skipped
+_NOT_BOOKED: Final = frozenset({"proposed", "pending", "waitlist", "entered-in-error"})
 _APPOINTMENT_FROM: Final = {s.value: s for s in AppointmentStatus} | {
     "arrived": AppointmentStatus.BOOKED,
     "checked-in": AppointmentStatus.BOOKED,
 }
+_VERSION: Final = re.compile(r"[0-9]{1,9}")
 _CONTACT_SYSTEMS: Final = {s.value: s for s in ContactSystem}
 _SPECIALTY_FROM_TAXONOMY: Final = {code.code: name for name, code in TAXONOMY.items()}
 
@@ -300,6 +324,20 @@ class _Urls:
 _NAMESPACE: Final = uuid.UUID("5b0f4a2e-6c1d-5e9a-9c84-3f1f6a7d2b10")
 
 
+def _entry(url: str, resource: JSON) -> JSON:
+    """A transaction entry: a create, conditional on referralkit's identifier when it has one
+    (so sending the same Bundle twice creates nothing new)."""
+    request: JSON = {"method": "POST", "url": resource["resourceType"]}
+    for identifier in resource.get("identifier", ()):
+        system = identifier.get("system", "")
+        if system.startswith(_SID):
+            request["ifNoneExist"] = (
+                f"identifier={quote(system, safe='')}|{quote(identifier['value'], safe='')}"
+            )
+            break
+    return {"fullUrl": url, "resource": resource, "request": request}
+
+
 def _ref(url: str) -> JSON:
     return {"reference": url}
 
@@ -316,11 +354,8 @@ class _Writer:
         self.patient = self.url("Patient")
         self.provider_entries: list[JSON] = []
 
-    def add(self, url: str, resource: JSON, if_none_exist: str | None = None) -> None:
-        request: JSON = {"method": "POST", "url": resource["resourceType"]}
-        if if_none_exist is not None:
-            request["ifNoneExist"] = if_none_exist
-        self.entries.append({"fullUrl": url, "resource": resource, "request": request})
+    def add(self, url: str, resource: JSON) -> None:
+        self.entries.append(_entry(url, resource))
 
     # ----------------------------------------------------------------- resources
 
@@ -329,18 +364,13 @@ class _Writer:
         referring = self.provider("referring", r.referring)
         target = self.provider("target", r.target) if r.target is not None else None
         coverage = self.url("Coverage") if r.coverage is not None else None
-        documents = [self.url("DocumentReference", a.id) for a in r.attachments]
-        self.add(
-            self.sr,
-            self.service_request(referring, target, coverage, documents),
-            f"identifier={quote(SID_REFERRAL, safe='')}|{quote(r.id, safe='')}",
-        )
+        # positions make the fullUrls unique even where two parts share an id
+        documents = [
+            self.url("DocumentReference", str(i), a.id) for i, a in enumerate(r.attachments)
+        ]
+        self.add(self.sr, self.service_request(referring, target, coverage, documents))
         self.add(self.task, self.main_task(referring))
-        self.add(
-            self.patient,
-            self.patient_resource(),
-            f"identifier={quote(SID_PATIENT, safe='')}|{quote(r.patient.id, safe='')}",
-        )
+        self.add(self.patient, self.patient_resource())
         if r.patient.pregnant:
             self.add(self.url("Observation", "pregnancy"), self.pregnancy())
         if r.coverage is not None and coverage is not None:
@@ -348,17 +378,20 @@ class _Writer:
         self.entries.extend(self.provider_entries)
         if r.authorization != Authorization():
             self.add(self.url("ClaimResponse"), self.claim_response(referring))
-        for appointment in r.appointments:
+        for i, appointment in enumerate(r.appointments):
             self.add(
-                self.url("Appointment", appointment.id),
+                self.url("Appointment", str(i), appointment.id),
                 self.appointment(appointment, target),
             )
         for attachment, url in zip(r.attachments, documents, strict=True):
             self.add(url, self.document(attachment))
-        for communication in r.communications:
-            self.add(self.url("Communication", communication.id), self.communication(communication))
-        for follow_up in r.follow_ups:
-            self.add(self.url("Task", "follow-up", follow_up.id), self.follow_up(follow_up))
+        for i, communication in enumerate(r.communications):
+            self.add(
+                self.url("Communication", str(i), communication.id),
+                self.communication(communication),
+            )
+        for i, follow_up in enumerate(r.follow_ups):
+            self.add(self.url("Task", "follow-up", str(i), follow_up.id), self.follow_up(follow_up))
         return {"resourceType": "Bundle", "type": "transaction", "entry": self.entries}
 
     def provider(self, role: str, provider: Provider) -> str:
@@ -382,6 +415,7 @@ class _Writer:
             specialty.append({"coding": [_coding(provider.taxonomy)]})
         practitioner_role: JSON = {
             "resourceType": "PractitionerRole",
+            "identifier": [_identifier(SID_ROLE, f"{provider.id}/{provider.specialty}")],
             "extension": [
                 *(_ext(EXT_NETWORK, "String", n) for n in provider.networks),
                 _ext(EXT_ACCEPTING, "Boolean", provider.accepting_new_patients),
@@ -393,20 +427,20 @@ class _Writer:
         if provider.organization is not None:
             organization_url = self.url("Organization", role)
             entries.append(
-                (organization_url, {"resourceType": "Organization", "name": provider.organization})
+                (
+                    organization_url,
+                    {
+                        "resourceType": "Organization",
+                        "identifier": [_identifier(SID_ORGANIZATION, provider.organization)],
+                        "name": provider.organization,
+                    },
+                )
             )
             practitioner_role["organization"] = _ref(organization_url)
         if provider.location is not None:
             practitioner_role["location"] = [{"display": provider.location}]
         entries.append((role_url, practitioner_role))
-        for url, resource in entries:
-            self.provider_entries.append(
-                {
-                    "fullUrl": url,
-                    "resource": resource,
-                    "request": {"method": "POST", "url": resource["resourceType"]},
-                }
-            )
+        self.provider_entries.extend(_entry(url, resource) for url, resource in entries)
         return role_url
 
     def service_request(
@@ -484,6 +518,7 @@ class _Writer:
         fhir = FHIR_TASK[r.status]
         task: JSON = {
             "resourceType": "Task",
+            "identifier": [_identifier(SID_TASK, r.id)],
             "basedOn": [_ref(self.sr)],
             "status": fhir.status,
             "intent": "order",
@@ -564,6 +599,7 @@ class _Writer:
     def pregnancy(self) -> JSON:
         return {
             "resourceType": "Observation",
+            "identifier": [_identifier(SID_OBSERVATION, f"{self.r.patient.id}/pregnancy")],
             "status": "final",
             "code": {"coding": [{"system": LOINC, "code": _PREGNANCY_STATUS}]},
             "subject": _ref(self.patient),
@@ -617,7 +653,20 @@ class _Writer:
         decided = a.status in (AuthStatus.APPROVED, AuthStatus.DENIED)
         claim: JSON = {
             "resourceType": "ClaimResponse",
-            "extension": [_complex(EXT_AUTHORIZATION, parts)],
+            "extension": [
+                _complex(EXT_AUTHORIZATION, parts),
+                _complex(
+                    PAS_REVIEW_ACTION,
+                    [
+                        _ext(
+                            "code",
+                            "CodeableConcept",
+                            {"coding": [{"system": X12_306, "code": _REVIEW_ACTION[a.status]}]},
+                        )
+                    ],
+                ),
+            ],
+            "identifier": [_identifier(SID_AUTHORIZATION, self.r.id)],
             "status": "active",
             "type": {"coding": [{"system": CLAIM_TYPE, "code": "professional"}]},
             "use": "preauthorization",
@@ -662,7 +711,7 @@ class _Writer:
             "identifier": [_identifier(SID_APPOINTMENT, a.id)],
             "status": a.status.value,
             "start": _instant(a.start),
-            "end": _instant(a.start + dt.timedelta(minutes=a.minutes)),
+            **_end(a),
             "basedOn": [_ref(self.sr)],
             "participant": participants,
         }
@@ -679,7 +728,8 @@ class _Writer:
             codings.append({"system": LOINC, "code": loinc[0], "display": loinc[1]})
         content: JSON = {"contentType": a.content_type}
         if a.text is not None:
-            content["data"] = base64.b64encode(a.text.encode("utf-8")).decode("ascii")
+            raw = a.text.encode("utf-8", "surrogatepass")
+            content["data"] = base64.b64encode(raw).decode("ascii")
         if a.title is not None:
             content["title"] = a.title
         return {
@@ -737,6 +787,13 @@ class _Writer:
         return task
 
 
+def _end(a: Appointment) -> JSON:
+    try:
+        return {"end": _instant(a.start + dt.timedelta(minutes=a.minutes))}
+    except OverflowError:  # ends after year 9999: minutesDuration says how long
+        return {}
+
+
 def _class(kind: str, value: str) -> JSON:
     return {"type": {"coding": [{"system": COVERAGE_CLASS, "code": kind}]}, "value": value}
 
@@ -774,6 +831,8 @@ def validate(resource: Mapping[str, Any]) -> None:
         raise ImportError(
             "FHIR validation needs the fhir extra: pip install 'referralkit[fhir]'"
         ) from exc
+    if not isinstance(resource, Mapping):
+        raise FhirError("", "expected a JSON object")
     kind = resource.get("resourceType")
     try:
         model = get_fhir_model_class(kind) if isinstance(kind, str) else None
@@ -785,8 +844,13 @@ def validate(resource: Mapping[str, Any]) -> None:
         model.model_validate(resource)
     except pydantic.ValidationError as exc:
         error = exc.errors(include_input=False, include_url=False)[0]
-        path = _json_path(error["loc"])
-        raise FhirError(path, f"does not validate as FHIR R4B ({error['type']})") from None
+        loc = list(error["loc"])
+        reason = f"does not validate as FHIR R4B ({error['type']})"
+        if error["type"] == "extra_forbidden":  # the element's name is input: do not repeat it
+            loc, reason = loc[:-1], "has an element FHIR R4B does not define"
+        raise FhirError(_json_path(loc), reason) from None
+    except Exception as exc:  # fhir.resources' own lookups (an unknown nested resourceType)
+        raise FhirError("", f"does not validate as FHIR R4B ({type(exc).__name__})") from None
 
 
 def _json_path(loc: Iterable[int | str]) -> str:
@@ -794,8 +858,10 @@ def _json_path(loc: Iterable[int | str]) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        else:
+        elif part.isidentifier():
             path += f".{part}" if path else part
+        else:  # pydantic's own labels ("function-after[...]"): not a JSON element
+            continue
     return path
 
 
@@ -805,11 +871,12 @@ def _json_path(loc: Iterable[int | str]) -> str:
 class _Node:
     """A JSON object and its path; typed getters raise :class:`FhirError` at that path."""
 
-    __slots__ = ("data", "path")
+    __slots__ = ("container", "data", "path")
 
     def __init__(self, data: Mapping[str, Any], path: str) -> None:
         self.data = data
         self.path = path
+        self.container: _Node | None = None  # the resource holding this one in ``contained``
 
     def at(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
@@ -909,15 +976,12 @@ class _Node:
         value = self.text(key)
         if value is None:
             return None
-        if len(value) == 10:
+        # a dateTime counts by its own calendar day, whatever its offset
+        if len(value) == 10 or (len(value) > 10 and value[10] == "T"):
             try:
-                return dt.date.fromisoformat(value)
+                return dt.date.fromisoformat(value[:10])
             except ValueError:
                 pass
-        else:
-            parsed = _parse_datetime(value)
-            if parsed is not None and "T" in value:
-                return parsed.date()
         raise self.error(key, "expected a full FHIR date (YYYY-MM-DD)")
 
     def extensions(self, url: str) -> list[_Node]:
@@ -947,22 +1011,24 @@ def _parse_datetime(value: str) -> dt.datetime | None:
         if len(text) == 7:
             return dt.datetime(int(text[:4]), int(text[5:7]), 1, tzinfo=dt.UTC)
         parsed = dt.datetime.fromisoformat(text)
-    except ValueError:
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=dt.UTC)
+        return parsed.astimezone(dt.UTC)
+    except (ValueError, OverflowError):  # OverflowError: an offset past year 1 or 9999
         return None
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=dt.UTC)
-    return parsed.astimezone(dt.UTC)
 
 
 def _code(coding: _Node) -> Code | None:
-    """A coding as a :class:`Code` (``None`` when it has no code); unknown systems are kept."""
+    """A coding as a :class:`Code`; unknown systems are kept. ``None`` when it has no code or
+    no system (a code without its system means nothing certain)."""
     code = coding.text("code")
-    if code is None:
+    system = coding.text("system")
+    if code is None or system is None:
         return None
     return _build(
         coding.path,
         Code,
-        system=coding.text("system") or "",
+        system=system,
         code=code,
         display=coding.text("display"),
     )
@@ -1015,10 +1081,14 @@ class _Bundle:
     def of_type(self, kind: str) -> list[_Node]:
         return [r for r in self.resources if r.type == kind]
 
-    def resolve(self, ref: _Node | None, holder: _Node, kinds: tuple[str, ...]) -> _Node | None:
-        """The resource ``ref`` points to (in the Bundle, or contained in ``holder``), if any.
+    def resolve(
+        self, ref: _Node | None, holder: _Node, kinds: tuple[str, ...], *, strict: bool = True
+    ) -> _Node | None:
+        """The resource ``ref`` points to (in the Bundle, or contained in ``holder`` or in the
+        resource that contains ``holder``), if any.
 
-        A resource of another type than ``kinds`` is refused.
+        A resource of another type than ``kinds`` is refused, or with ``strict=False`` taken
+        as no match.
         """
         if ref is None:
             return None
@@ -1027,13 +1097,17 @@ class _Bundle:
             return None
         found: _Node | None = None
         if target.startswith("#"):
-            for contained in holder.objs("contained"):
+            host = holder.container or holder
+            for contained in host.objs("contained"):
                 if contained.text("id") == target[1:]:
+                    contained.container = host
                     found = contained
                     break
         else:
             found = self._by_key.get(target.split("/_history/")[0])
         if found is not None and found.type not in kinds:
+            if not strict:
+                return None
             raise ref.error("reference", f"expected a reference to a {' or '.join(kinds)}")
         return found
 
@@ -1199,7 +1273,7 @@ def _coverage(resource: _Node, bundle: _Bundle | None = None) -> Coverage:
             plan_type = _enum(kind, "coding", PlanType, ours) or PlanType.OTHER
         else:
             for coding in kind.objs("coding"):
-                key = (coding.data.get("system"), coding.data.get("code"))
+                key = (coding.text("system"), coding.text("code"))
                 if key in _PLAN_TYPE_FROM:
                     plan_type = _PLAN_TYPE_FROM[key]
                     break
@@ -1344,15 +1418,14 @@ def _authorization(resource: _Node) -> Authorization:
     else:
         outcome = resource.text("outcome")
         review = resource.extension(PAS_REVIEW_ACTION)
-        denied = review is not None and any(
-            (c.obj("valueCodeableConcept") or _Node({}, "")).code_in(
-                "https://codesystem.x12.org/005010/306"
-            )
-            == "A3"
-            for c in review.objs("extension")
-        )
-        if denied:
-            status = AuthStatus.DENIED
+        actions = [
+            concept.code_in(X12_306)
+            for part in (review.objs("extension") if review is not None else [])
+            if (concept := part.obj("valueCodeableConcept")) is not None
+        ]
+        action = next((_STATUS_FROM_REVIEW[a] for a in actions if a in _STATUS_FROM_REVIEW), None)
+        if action is not None:
+            status = action
         elif outcome in ("complete", "partial"):
             status = AuthStatus.APPROVED
         else:
@@ -1476,7 +1549,7 @@ def _document(resource: _Node) -> Attachment:
     data = attachment.text("data")
     if data is not None:
         try:
-            text = base64.b64decode(data, validate=True).decode("utf-8")
+            text = base64.b64decode(data, validate=True).decode("utf-8", "surrogatepass")
         except (binascii.Error, ValueError):
             raise attachment.error(
                 "data", "not base64 of UTF-8 text (referralkit keeps documents as text)"
@@ -1765,7 +1838,7 @@ def _specialty(sr: _Node, target: Provider | None) -> str:
         if ours is not None:
             return ours
         for coding in concept.objs("coding"):
-            name = _SPECIALTY_FROM_TAXONOMY.get(coding.data.get("code") or "")
+            name = _SPECIALTY_FROM_TAXONOMY.get(coding.text("code") or "")
             if name is not None:
                 return name
     if target is not None:
@@ -1779,7 +1852,9 @@ def _party(
     """The provider a requester / performer reference names, resolved when it can be."""
     if ref is None:
         return None
-    resolved = bundle.resolve(ref, holder, ("Practitioner", "PractitionerRole", "Organization"))
+    resolved = bundle.resolve(
+        ref, holder, ("Practitioner", "PractitionerRole", "Organization", "HealthcareService")
+    )
     if resolved is not None:
         return _provider(resolved, bundle, specialty)
     ident = ref.obj("identifier")
@@ -1818,8 +1893,10 @@ def _main_task(bundle: _Bundle, sr: _Node) -> _Node | None:
         code = task.obj("code")
         if code is not None and code.code_in(CS_FOLLOW_UP) is not None:
             continue
-        focus = bundle.resolve(task.obj("focus"), task, ("ServiceRequest",))
-        based = [bundle.resolve(b, task, ("ServiceRequest",)) for b in task.objs("basedOn")]
+        focus = bundle.resolve(task.obj("focus"), task, ("ServiceRequest",), strict=False)
+        based = [
+            bundle.resolve(b, task, ("ServiceRequest",), strict=False) for b in task.objs("basedOn")
+        ]
         if focus is sr or sr in based:
             tasks.append(task)
     return tasks[0] if tasks else None
@@ -1889,7 +1966,7 @@ def _read(data: Mapping[str, Any]) -> tuple[Referral, _Node]:
         task.datetime("lastModified") if task is not None else None
     )
     raw_version = meta.text("versionId") if meta is not None else None
-    version = int(raw_version) if raw_version is not None and raw_version.isdigit() else 1
+    version = int(raw_version) if raw_version is not None and _VERSION.fullmatch(raw_version) else 1
     services = [c for c in _codes(sr.obj("code")) if c is not None]
     diagnoses: list[Code] = []
     reasons: list[str] = []
@@ -1943,7 +2020,11 @@ def _read(data: Mapping[str, Any]) -> tuple[Referral, _Node]:
         coverage_decision=_decision(decision_ext) if decision_ext is not None else None,
         self_pay_acknowledged=bool(self_pay is not None and self_pay.flag("valueBoolean")),
         authorization=_authorization(claims[0]) if claims else Authorization(),
-        appointments=tuple(_appointment(a, bundle) for a in bundle.of_type("Appointment")),
+        appointments=tuple(
+            _appointment(a, bundle)
+            for a in bundle.of_type("Appointment")
+            if a.text("status") not in _NOT_BOOKED
+        ),
         attachments=tuple(_document(d) for d in bundle.of_type("DocumentReference")),
         communications=tuple(_communication(c, bundle) for c in bundle.of_type("Communication")),
         follow_ups=tuple(follow_ups),
