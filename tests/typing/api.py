@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 
 import referralkit as rk
+from referralkit.interop.fhir import FhirError, Part, from_fhir, part_from_fhir, to_fhir
 from referralkit.testing import sample_request
 
 
@@ -68,5 +69,18 @@ def as_json(referral: rk.Referral) -> rk.Referral:
     return rk.from_dict(rk.Referral, data)
 
 
+def over_fhir(referral: rk.Referral) -> rk.Referral:
+    bundle: dict[str, object] = to_fhir(referral, validate=True)
+    try:
+        return from_fhir(bundle)
+    except FhirError as error:
+        raise ValueError(error.path) from None
+
+
+def first_part(bundle: dict[str, list[dict[str, dict[str, object]]]]) -> Part:
+    return part_from_fhir(bundle["entry"][2]["resource"])
+
+
 if __name__ == "__main__":
-    walk_one_referral()
+    referral = walk_one_referral()
+    assert over_fhir(referral) == referral
