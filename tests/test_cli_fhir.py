@@ -107,6 +107,11 @@ class TestRoundTrip:
             assert line == json.dumps(bundle, separators=(",", ":"))
         assert [fhir.from_fhir(json.loads(line)).id for line in demo.lines] == demo.ids
 
+    def test_export_without_validation_writes_the_same_lines(self, demo: Demo) -> None:
+        status, stdout, stderr = run_main(["fhir", "export", "--db", demo.url, "--no-validate"])
+        assert status == 0, stderr
+        assert stdout.splitlines() == demo.lines
+
     def test_round_trip(self, demo: Demo, tmp_path: Path) -> None:
         path = write(tmp_path / "demo.ndjson", demo.lines)
         url = url_of(tmp_path / "fresh.db")
