@@ -264,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.append(
             Result(
                 part,
-                "`to_fhir(r)`, one compact Bundle per line",
+                "`to_fhir(r)`, one compact Bundle per line (`fhir export --no-validate`)",
                 measure(export_ndjson(source, False), count, repeat, lambda k: None),
             )
         )
