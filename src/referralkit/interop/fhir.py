@@ -807,15 +807,11 @@ def to_fhir(referral: Referral, *, validate: bool = False) -> JSON:
     """
     bundle = _Writer(referral).bundle()
     if validate:
-        _validate(bundle)
+        _validate(bundle)  # the parameter hides the function of the same name
     return bundle
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _validate(resource: Mapping[str, Any]) -> None:
-    validate(resource)
 
 
 def validate(resource: Mapping[str, Any]) -> None:
@@ -851,6 +847,10 @@ def validate(resource: Mapping[str, Any]) -> None:
         raise FhirError(_json_path(loc), reason) from None
     except Exception as exc:  # fhir.resources' own lookups (an unknown nested resourceType)
         raise FhirError("", f"does not validate as FHIR R4B ({type(exc).__name__})") from None
+
+
+def _validate(resource: Mapping[str, Any]) -> None:
+    validate(resource)
 
 
 def _json_path(loc: Iterable[int | str]) -> str:
@@ -991,8 +991,12 @@ class _Node:
         found = self.extensions(url)
         return found[0] if found else None
 
-    def codings(self, key: str = "coding") -> list[_Node]:
-        return self.objs(key)
+    def parts(self) -> dict[str, list[_Node]]:
+        """The sub-extensions of this complex extension, by url."""
+        out: dict[str, list[_Node]] = {}
+        for part in self.objs("extension"):
+            out.setdefault(str(part.data.get("url")), []).append(part)
+        return out
 
     def code_in(self, system: str) -> str | None:
         """The code of this CodeableConcept's first coding in ``system``."""
@@ -1408,10 +1412,7 @@ def _authorization(resource: _Node) -> Authorization:
     if resource.text("use") not in (None, "preauthorization"):
         raise resource.error("use", "not a prior authorization (use 'preauthorization')")
     ext = resource.extension(EXT_AUTHORIZATION)
-    sub: dict[str, _Node] = {}
-    if ext is not None:
-        for part in ext.objs("extension"):
-            sub.setdefault(str(part.data.get("url")), part)
+    sub = _firsts(ext) if ext is not None else {}
     status: AuthStatus
     if "status" in sub:
         status = _enum(sub["status"], "valueCode", AuthStatus, sub["status"].need_text("valueCode"))  # type: ignore[assignment]
@@ -1711,19 +1712,14 @@ def _root(data: Any) -> _Node:
 
 
 def _decision(ext: _Node) -> CoverageDecision:
-    values: dict[str, list[_Node]] = {}
-    for part in ext.objs("extension"):
-        values.setdefault(str(part.data.get("url")), []).append(part)
+    values = ext.parts()
 
     def code(name: str, kind: type[T]) -> T | None:
         found = values.get(name)
         return _enum(found[0], "valueCode", kind, found[0].text("valueCode")) if found else None
 
-    extra = values.get(EXT_DECISION, [])
-    more: dict[str, list[_Node]] = {}
-    for node in extra:
-        for part in node.objs("extension"):
-            more.setdefault(str(part.data.get("url")), []).append(part)
+    extra = values.get(EXT_DECISION)
+    more = extra[0].parts() if extra else {}
     covered = code("covered", Covered)
     if covered is None:
         raise ext.error("extension", "the coverage information has no 'covered'")
@@ -1760,15 +1756,13 @@ def _decision(ext: _Node) -> CoverageDecision:
     )
 
 
-def _subvalues(node: _Node) -> dict[str, _Node]:
-    out: dict[str, _Node] = {}
-    for part in node.objs("extension"):
-        out.setdefault(str(part.data.get("url")), part)
-    return out
+def _firsts(node: _Node) -> dict[str, _Node]:
+    """The first sub-extension of each url."""
+    return {url: found[0] for url, found in node.parts().items()}
 
 
 def _hit(node: _Node) -> RuleHit:
-    sub = _subvalues(node)
+    sub = _firsts(node)
 
     def text(name: str) -> str:
         if name not in sub:
@@ -1781,7 +1775,7 @@ def _hit(node: _Node) -> RuleHit:
 
 
 def _trace(node: _Node) -> RuleTrace:
-    sub = _subvalues(node)
+    sub = _firsts(node)
 
     def text(name: str) -> str:
         if name not in sub:
@@ -1813,10 +1807,7 @@ def _urgency(task: _Node) -> UrgencyAssessment | None:
     if ext is None and raw_priority is None and due is None:
         return None
     priority = _enum(task, "priority", Priority, raw_priority) or Priority.ROUTINE
-    parts: dict[str, list[_Node]] = {}
-    if ext is not None:
-        for part in ext.objs("extension"):
-            parts.setdefault(str(part.data.get("url")), []).append(part)
+    parts = ext.parts() if ext is not None else {}
     score_node = parts.get("score")
     score = score_node[0].number("valueDecimal") if score_node else None
     return _build(
