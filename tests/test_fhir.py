@@ -720,3 +720,160 @@ def test_validate_never_repeats_an_element_name_from_the_input() -> None:
     }
     with pytest.raises(FhirError):
         validate(nested)
+
+
+PART_REFUSALS = [
+    ({"resourceType": "Patient", "name": [{"family": "X", "given": ["Y"]}]}, "identifier"),
+    (
+        {
+            "resourceType": "Patient",
+            "id": "p",
+            "identifier": [{"value": "M"}],
+            "name": [{"family": "X", "given": ["Y"]}],
+        },
+        "birthDate",
+    ),
+    ({"resourceType": "Coverage", "payor": [{"display": "P"}]}, "identifier"),
+    (
+        {"resourceType": "Coverage", "id": "c", "payor": [{"reference": "Organization/elsewhere"}]},
+        "payor",
+    ),
+    ({"resourceType": "Practitioner", "name": [{"text": "Dr X"}]}, "identifier"),
+    ({"resourceType": "Practitioner", "id": "d"}, "name"),
+    ({"resourceType": "Appointment", "status": "booked"}, "identifier"),
+    ({"resourceType": "Appointment", "id": "a", "status": "booked"}, "start"),
+    (
+        {
+            "resourceType": "Appointment",
+            "id": "a",
+            "status": "booked",
+            "start": "2026-01-01T09:00:00Z",
+        },
+        "participant",
+    ),
+    ({"resourceType": "DocumentReference", "content": []}, "identifier"),
+    ({"resourceType": "DocumentReference", "id": "d", "content": []}, "date"),
+    ({"resourceType": "DocumentReference", "id": "d", "date": "2026-01-01"}, "content"),
+    (
+        {"resourceType": "DocumentReference", "id": "d", "date": "2026-01-01", "content": [{}]},
+        "content[0].attachment",
+    ),
+    ({"resourceType": "Communication", "medium": []}, "identifier"),
+    ({"resourceType": "Communication", "id": "c"}, "medium"),
+    ({"resourceType": "Communication", "id": "c", "medium": [{"text": "pigeon"}]}, "medium"),
+    (
+        {
+            "resourceType": "Communication",
+            "id": "c",
+            "medium": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationMode",
+                            "code": "PHONE",
+                        }
+                    ]
+                }
+            ],
+        },
+        "sent",
+    ),
+    (
+        {
+            "resourceType": "Communication",
+            "id": "c",
+            "sent": "2026-01-01T09:00:00Z",
+            "medium": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationMode",
+                            "code": "PHONE",
+                        }
+                    ]
+                }
+            ],
+        },
+        "recipient",
+    ),
+    (
+        {
+            "resourceType": "ClaimResponse",
+            "use": "preauthorization",
+            "extension": [
+                {
+                    "url": "https://referralkit.dev/fhir/StructureDefinition/authorization",
+                    "extension": [{"url": "status", "valueCode": "maybe"}],
+                }
+            ],
+        },
+        "extension[0].extension[0].valueCode",
+    ),
+    ([], ""),
+    ({"id": "x"}, "resourceType"),
+]
+
+
+@pytest.mark.parametrize(("resource", "path"), PART_REFUSALS)
+def test_parts_missing_what_they_need_are_refused_at_their_path(resource: Any, path: str) -> None:
+    with pytest.raises(FhirError) as caught:
+        part_from_fhir(resource)
+    assert caught.value.path == path
+
+
+def test_parts_read_what_ehrs_send() -> None:
+    organization = part_from_fhir(
+        {
+            "resourceType": "Organization",
+            "id": "o1",
+            "name": "Heart Center",
+            "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi", "value": "1234567893"}],
+        }
+    )
+    assert (organization.id, organization.name, organization.npi) == (
+        "o1",
+        "Heart Center",
+        "1234567893",
+    )  # type: ignore[union-attr]
+    phone = {
+        "coding": [
+            {
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationMode",
+                "code": "VERBAL",
+            }
+        ]
+    }
+    call = part_from_fhir(
+        {
+            "resourceType": "Communication",
+            "id": "c1",
+            "medium": [phone],
+            "sent": "2026-01-01T09:00:00Z",
+            "recipient": [{"display": "patient"}],
+            "payload": [{"contentAttachment": {}}, {"contentString": "left a message"}],
+        }
+    )
+    assert call.channel is Channel.PHONE
+    assert call.direction is Direction.OUTBOUND
+    assert call.summary == "left a message"  # type: ignore[union-attr]
+    visit = part_from_fhir(
+        {
+            "resourceType": "Appointment",
+            "id": "a1",
+            "status": "checked-in",
+            "start": "2026-01-01T09:00:00Z",
+            "participant": [{"actor": {"reference": "PractitionerRole/r1"}, "status": "accepted"}],
+        }
+    )
+    assert (visit.provider_id, visit.minutes, visit.status) == ("r1", 30, AppointmentStatus.BOOKED)  # type: ignore[union-attr]
+    note = part_from_fhir(
+        {
+            "resourceType": "DocumentReference",
+            "id": "d1",
+            "date": "2026-01-01T09:00:00Z",
+            "type": {"coding": [{"system": "http://loinc.org", "code": "11488-4"}]},
+            "content": [{"attachment": {"url": "https://ehr.example/d1"}}],
+        }
+    )
+    assert note.kind.value == "consult-note"
+    assert note.text is None
