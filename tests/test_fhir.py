@@ -877,3 +877,14 @@ def test_parts_read_what_ehrs_send() -> None:
     )
     assert note.kind.value == "consult-note"
     assert note.text is None
+
+
+def test_a_reason_coded_twice_is_one_diagnosis_preferring_icd10() -> None:
+    bundle = ehr_bundle()
+    bundle["entry"][0]["resource"]["reasonCode"][0]["coding"].insert(
+        0,
+        {"system": "http://snomed.info/sct", "code": "49436004", "display": "Atrial fibrillation"},
+    )
+    assert [(d.system, d.code) for d in from_fhir(bundle).diagnoses] == [
+        ("http://hl7.org/fhir/sid/icd-10-cm", "I48.91")
+    ]

@@ -1963,6 +1963,9 @@ def _read(data: Mapping[str, Any]) -> tuple[Referral, _Node]:
     reasons: list[str] = []
     for concept in sr.objs("reasonCode"):
         found = [c for c in (_code(x) for x in concept.objs("coding")) if c is not None]
+        # one diagnosis per reason: its ICD-10-CM coding when it has one (the others are
+        # translations of the same concept)
+        found.sort(key=lambda c: c.system != CodeSystem.ICD10CM)
         diagnoses.extend(found[:1])
         if not found and concept.text("text") is not None:
             reasons.append(concept.need_text("text"))
