@@ -1,5 +1,6 @@
-"""referralkit fhir import / export: NDJSON Bundles in and out of a store, all or nothing,
-idempotent by the ServiceRequest identifier, without tracebacks or PHI in the output."""
+"""referralkit fhir import / export: NDJSON Bundles in and out of a store (a refused file writes
+nothing, an import writes in batches with bounded memory), idempotent by the ServiceRequest
+identifier, without tracebacks or PHI in the output."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ import io
 import json
 import re
 import sys
+import tempfile
+import tracemalloc
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +21,10 @@ import attrs
 import pytest
 
 from referralkit import ReferralKitError, cli
+from referralkit.errors import StorageError
 from referralkit.events import replay
-from referralkit.storage import open_store
+from referralkit.storage import Change, open_store
+from referralkit.storage.sqlite import SQLiteStore
 
 pytest.importorskip("fhir.resources")
 
@@ -66,6 +73,37 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
     status, stdout, stderr = run_main(["fhir", "export", "--db", url])
     assert status == 0, stderr
     return Demo(url, ids, stdout.splitlines())
+
+
+@pytest.fixture(scope="module")
+def many(demo: Demo) -> list[str]:
+    """200 Bundle lines of distinct referrals (ids and identifiers), made from the demo's."""
+    referrals = [fhir.from_fhir(json.loads(line)) for line in demo.lines]
+    return [
+        json.dumps(
+            fhir.to_fhir(
+                attrs.evolve(
+                    referrals[i % len(referrals)], id=f"many-{i:03}", source_id=f"MANY-{i:03}"
+                )
+            ),
+            separators=(",", ":"),
+        )
+        for i in range(200)
+    ]
+
+
+@pytest.fixture
+def saves(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every ``save_many`` call (one transaction each) to a SQLite store."""
+    sizes: list[int] = []
+    save_many = SQLiteStore.save_many
+
+    def spy(self: SQLiteStore, changes: list[Change]) -> None:
+        sizes.append(len(changes))
+        save_many(self, changes)
+
+    monkeypatch.setattr(SQLiteStore, "save_many", spy)
+    return sizes
 
 
 def write(path: Path, lines: list[str]) -> Path:
@@ -211,6 +249,50 @@ class TestRoundTrip:
         assert (status, stdout) == (0, "imported 5 referrals (0 already present)\n"), stderr
         assert count(url) == 5
 
+    def test_bom_crlf_and_blank_lines(self, demo: Demo, tmp_path: Path) -> None:
+        path = tmp_path / "windows.ndjson"
+        text = "\ufeff\r\n" + "\r\n\r\n".join(demo.lines[:3]) + "\r\n  \r\n"
+        path.write_bytes(text.encode("utf-8"))
+        url = url_of(tmp_path / "fresh.db")
+        status, stdout, stderr = run_main(["fhir", "import", str(path), "--db", url])
+        assert (status, stdout) == (0, "imported 3 referrals (0 already present)\n"), stderr
+
+    def test_pretty_printed_bundle_with_bom_and_crlf(self, demo: Demo, tmp_path: Path) -> None:
+        path = tmp_path / "one.json"
+        pretty = json.dumps(json.loads(demo.lines[4]), indent=1).replace("\n", "\r\n")
+        path.write_bytes(("\ufeff" + pretty + "\r\n").encode("utf-8"))
+        url = url_of(tmp_path / "fresh.db")
+        status, stdout, stderr = run_main(["fhir", "import", str(path), "--db", url])
+        assert (status, stdout) == (0, "imported 1 referrals (0 already present)\n"), stderr
+        with open_store(url) as store:
+            assert [r.id for r in store.query()] == [demo.ids[4]]
+
+    def test_stdin_is_spooled_to_a_temporary_file_then_deleted(
+        self,
+        many: list[str],
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        saves: list[int],
+    ) -> None:
+        """Standard input is read once, into a temporary file that both passes read."""
+        spools: list[Any] = []
+        temporary_file = tempfile.TemporaryFile
+
+        def spool(*args: Any, **kwargs: Any) -> Any:
+            spools.append(temporary_file(*args, **kwargs))
+            return spools[-1]
+
+        monkeypatch.setattr(tempfile, "TemporaryFile", spool)
+        monkeypatch.setattr(cli, "IMPORT_BATCH", 2)
+        data = "\n".join(many[:5]) + "\n"
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data.encode("utf-8"))))
+        url = url_of(tmp_path / "fresh.db")
+        status, stdout, stderr = run_main(["fhir", "import", "-", "--db", url])
+        assert (status, stdout) == (0, "imported 5 referrals (0 already present)\n"), stderr
+        assert saves == [2, 2, 1]
+        assert len(spools) == 1
+        assert spools[0].closed
+
     def test_stdin_as_text(
         self, demo: Demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -233,7 +315,8 @@ class TestRoundTrip:
         path = write(tmp_path / "demo.ndjson", demo.lines[:4])
         url = url_of(tmp_path / "fresh.db")
         _, _, stderr = run_main(["fhir", "import", str(path), "--db", url])
-        assert stderr == "[" + "#" * 30 + "] 4/4 bundles\n"
+        bar = "[" + "#" * 30 + "] 4/4 bundles"
+        assert stderr == f"{bar} checked\n{bar} stored\n"
         _, _, stderr = run_main(["fhir", "export", "--db", url])
         assert stderr == "[" + "#" * 30 + "] 4/4 referrals\n"
 
@@ -288,6 +371,46 @@ class TestImportErrors:
         path = write(tmp_path / "broken.json", lines)
         self.check_refused(path, tmp_path, " line 8: not valid JSON")
 
+    def test_refused_last_line_of_a_file_longer_than_a_batch_writes_nothing(
+        self,
+        many: list[str],
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        saves: list[int],
+    ) -> None:
+        """Every Bundle is checked before the first batch is written."""
+        monkeypatch.setattr(cli, "IMPORT_BATCH", 3)
+        lines = [*many[:10], without_patient(with_canary(many[10]))]
+        self.check_refused(write(tmp_path / "late.ndjson", lines), tmp_path, " line 11: ")
+        assert saves == []
+
+    def test_refused_stdin_writes_nothing(
+        self, many: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(cli, "IMPORT_BATCH", 2)
+        data = "\n".join([*many[:6], "", without_patient(many[6])]) + "\n"
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data.encode("utf-8"))))
+        url = url_of(tmp_path / "target.db")
+        status, stdout, stderr = run_main(["fhir", "import", "-", "--db", url])
+        assert (status, stdout) == (2, "")
+        assert stderr.startswith("referralkit: error: <stdin> line 8: "), stderr
+        assert count(url) == 0
+
+    def test_broken_first_line_of_ndjson(self, demo: Demo, tmp_path: Path) -> None:
+        """A first line that is not JSON, followed by Bundles: NDJSON, broken on line 1."""
+        broken = with_canary(demo.lines[0])[: len(demo.lines[0]) // 2]
+        path = write(tmp_path / "broken.ndjson", ["", broken, demo.lines[1], demo.lines[2]])
+        _, stderr = self.check_refused(path, tmp_path, " line 2: not valid JSON")
+        assert stderr == f"referralkit: error: {path} line 2: not valid JSON\n"
+
+    @pytest.mark.parametrize("first", [True, False])
+    def test_too_deeply_nested(self, demo: Demo, tmp_path: Path, first: bool) -> None:
+        """JSON nested deeper than the parser goes is not valid JSON, not a traceback."""
+        deep = "[" * 100_000 + "]" * 100_000
+        lines = [deep] if first else [demo.lines[0], deep]
+        path = write(tmp_path / "deep.ndjson", lines)
+        self.check_refused(path, tmp_path, f" line {len(lines)}: not valid JSON")
+
     def test_not_an_object(self, demo: Demo, tmp_path: Path) -> None:
         path = write(tmp_path / "list.ndjson", [demo.lines[0], json.dumps([CANARY])])
         self.check_refused(path, tmp_path, " line 2: expected a JSON object (a FHIR Bundle)")
@@ -300,6 +423,37 @@ class TestImportErrors:
         path = tmp_path / "latin1.ndjson"
         path.write_bytes(demo.lines[0].encode() + b"\n" + CANARY.encode() + b"\xe9\n")
         self.check_refused(path, tmp_path, " line 2: not UTF-8 text")
+
+    def test_not_utf8_in_a_pretty_printed_bundle(self, demo: Demo, tmp_path: Path) -> None:
+        lines = json.dumps(json.loads(demo.lines[0]), indent=2).split("\n")
+        path = tmp_path / "latin1.json"
+        path.write_bytes(
+            "\n".join(lines[:5]).encode()
+            + b'\n"x\xe9": 1,\n'
+            + b"\n".join(line.encode() for line in lines[5:])
+        )
+        self.check_refused(path, tmp_path, " line 6: not UTF-8 text")
+
+    @pytest.mark.parametrize("fails", ["lines", "read"])
+    def test_read_error_half_way(
+        self, demo: Demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: str
+    ) -> None:
+        """A file that opens but cannot be read to its end."""
+        pretty = json.dumps(json.loads(demo.lines[0]), indent=2).encode()
+
+        class Failing(io.BytesIO):
+            def __next__(self) -> bytes:
+                if fails == "lines":
+                    raise OSError(5, "Input/output error")
+                return super().__next__()
+
+            def read(self, size: int | None = -1) -> bytes:
+                raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(cli, "open", lambda *args: Failing(pretty), raising=False)
+        path = tmp_path / "unreadable.json"
+        _, stderr = self.check_refused(path, tmp_path, ": cannot read it")
+        assert stderr == f"referralkit: error: {path}: cannot read it (Input/output error)\n"
 
     def test_missing_file(self, tmp_path: Path) -> None:
         path = tmp_path / "nowhere.ndjson"
@@ -342,6 +496,135 @@ class TestImportErrors:
             "referralkit: error: url: unsupported store scheme 'nope' "
             "(supported: memory, sqlite, postgresql)\n"
         )
+
+
+class TestBatches:
+    """pass 1 checks every Bundle, pass 2 writes IMPORT_BATCH referrals per transaction."""
+
+    def test_several_transactions(
+        self, many: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, saves: list[int]
+    ) -> None:
+        monkeypatch.setattr(cli, "IMPORT_BATCH", 5)
+        path = write(tmp_path / "many.ndjson", many[:12])
+        url = url_of(tmp_path / "fresh.db")
+        status, stdout, stderr = run_main(["fhir", "import", str(path), "--db", url])
+        assert (status, stdout) == (0, "imported 12 referrals (0 already present)\n"), stderr
+        assert saves == [5, 5, 2]
+        assert count(url) == 12
+
+    def test_default_batch(self, many: list[str], tmp_path: Path, saves: list[int]) -> None:
+        assert cli.IMPORT_BATCH == 500
+        path = write(tmp_path / "many.ndjson", many)
+        url = url_of(tmp_path / "fresh.db")
+        assert run_main(["fhir", "import", str(path), "--db", url])[:2] == (
+            0,
+            "imported 200 referrals (0 already present)\n",
+        )
+        assert saves == [200]
+
+    def test_duplicates_across_batches(
+        self,
+        demo: Demo,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        saves: list[int],
+    ) -> None:
+        """Duplicates of a referral written by an earlier batch, by identifier or by id."""
+        monkeypatch.setattr(cli, "IMPORT_BATCH", 2)
+        referral = fhir.from_fhir(json.loads(demo.lines[1]))
+        same_source = json.dumps(fhir.to_fhir(attrs.evolve(referral, id="another-id")))
+        same_id = json.dumps(fhir.to_fhir(attrs.evolve(referral, source_id="ANOTHER")))
+        lines = [
+            demo.lines[0],
+            demo.lines[1],  # batch 1: lines 1, 2
+            demo.lines[2],
+            demo.lines[0],
+            same_source,
+            same_id,
+            demo.lines[3],  # batch 2: lines 3, 7
+            demo.lines[2],
+            demo.lines[2],
+        ]
+        url = url_of(tmp_path / "fresh.db")
+        path = write(tmp_path / "dup.ndjson", lines)
+        status, stdout, _ = run_main(["fhir", "import", str(path), "--db", url])
+        assert (status, stdout) == (0, "imported 4 referrals (5 already present)\n")
+        assert saves == [2, 2]
+        with open_store(url) as store:
+            assert sorted(r.id for r in store.query()) == sorted(demo.ids[:4])
+
+    def test_a_rerun_completes_an_import_stopped_half_way(
+        self, many: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A failure while writing keeps the batches written; the same command completes it."""
+        monkeypatch.setattr(cli, "IMPORT_BATCH", 4)
+        save_many = SQLiteStore.save_many
+        calls: list[int] = []
+
+        def second_fails(self: SQLiteStore, changes: list[Change]) -> None:
+            calls.append(len(changes))
+            if len(calls) == 2:
+                raise StorageError("disk full")
+            save_many(self, changes)
+
+        path = write(tmp_path / "many.ndjson", many[:10])
+        url = url_of(tmp_path / "fresh.db")
+        with monkeypatch.context() as patch:
+            patch.setattr(SQLiteStore, "save_many", second_fails)
+            status, stdout, stderr = run_main(["fhir", "import", str(path), "--db", url])
+        assert (status, stdout) == (2, "")
+        assert stderr.endswith("referralkit: error: disk full\n")
+        assert count(url) == 4
+        status, stdout, stderr = run_main(["fhir", "import", str(path), "--db", url])
+        assert (status, stdout) == (0, "imported 6 referrals (4 already present)\n"), stderr
+        with open_store(url) as store:
+            assert sorted(r.id for r in store.query()) == [f"many-{i:03}" for i in range(10)]
+
+
+class TestMemory:
+    """An import keeps one batch of referrals at a time, not the whole file."""
+
+    def test_at_most_a_batch_of_referrals_alive(
+        self, many: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The snapshots ``_created`` makes die with their batch (pass 1 keeps none)."""
+        monkeypatch.setattr(cli, "IMPORT_BATCH", 5)
+        alive: weakref.WeakSet[Any] = weakref.WeakSet()
+        most = [0]
+        created: Callable[..., Change] = cli._created
+
+        def tracked(*args: Any, **kwargs: Any) -> Change:
+            change = created(*args, **kwargs)
+            alive.add(change[0])
+            most[0] = max(most[0], len(alive))
+            return change
+
+        monkeypatch.setattr(cli, "_created", tracked)
+        path = write(tmp_path / "many.ndjson", many[:40])
+        url = url_of(tmp_path / "fresh.db")
+        assert run_main(["fhir", "import", str(path), "--db", url])[:2] == (
+            0,
+            "imported 40 referrals (0 already present)\n",
+        )
+        assert 5 <= most[0] <= 6
+
+    def test_peak_traced_memory_does_not_grow_with_the_file(
+        self, many: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """200 Bundles of about 17 KiB, 10 per batch: a few MiB at most (holding them all,
+        converted, took over 20 MiB)."""
+        monkeypatch.setattr(cli, "IMPORT_BATCH", 10)
+        path = write(tmp_path / "many.ndjson", many)
+        assert path.stat().st_size > 200 * 10_000
+        url = url_of(tmp_path / "fresh.db")
+        tracemalloc.start()
+        try:
+            result = run_main(["fhir", "import", str(path), "--db", url])
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert result[:2] == (0, "imported 200 referrals (0 already present)\n")
+        assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB"
 
 
 class TestExport:

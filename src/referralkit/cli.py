@@ -11,8 +11,9 @@ Commands:
   Mermaid state diagram.
 - ``referralkit fhir import FILE --db URL`` and ``referralkit fhir export --db URL``: FHIR R4
   Bundles in and out (``referralkit.interop.fhir``, the ``fhir`` extra), as NDJSON (one
-  Bundle per line) or, for import, one Bundle as a JSON document. An import is all or
-  nothing, and idempotent by the ServiceRequest identifier (the referral's source id).
+  Bundle per line) or, for import, one Bundle as a JSON document. A file with a refused
+  Bundle imports nothing; an import is idempotent by the ServiceRequest identifier (the
+  referral's source id), so an interrupted one completes when run again.
 
 A :class:`~referralkit.errors.ReferralKitError` is reported as ``referralkit: error: <message>``
 on standard error with exit status 2 (the same status argparse uses for a bad command line);
@@ -29,17 +30,20 @@ draft                   mark_entered_in_error  entered_in_error
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import importlib
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, TextIO
+from typing import IO, Any, Final, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
@@ -468,61 +472,154 @@ def _fhir_extra_missing(err: TextIO) -> bool:
     return False
 
 
-def _read_input(name: str) -> str:
-    """The text of FILE (``-``: standard input), decoded as UTF-8; nothing of it is echoed."""
+IMPORT_BATCH: Final = 500
+"""How many referrals ``fhir import`` writes per transaction (one ``save_many`` call)."""
+
+_BOM: Final = b"\xef\xbb\xbf"
+_SPOOL_CHUNK: Final = 1 << 16
+
+
+def _cannot_read(name: str, exc: OSError) -> ValidationError:
+    return ValidationError(name, f"cannot read it ({exc.strerror or type(exc).__name__})")
+
+
+@contextlib.contextmanager
+def _opened(name: str) -> Iterator[IO[bytes]]:
+    """FILE opened as bytes; nothing of it is echoed.
+
+    ``-`` is standard input, copied to an anonymous temporary file first (an import reads its
+    input twice, standard input can be read once); the copy is deleted on exit.
+    """
+    with contextlib.ExitStack() as stack:
+        file: IO[bytes]
+        try:
+            if name == "-":
+                file = stack.enter_context(tempfile.TemporaryFile(prefix="referralkit-import-"))
+                _spool(file)
+            else:
+                file = stack.enter_context(open(name, "rb"))
+        except OSError as exc:
+            raise _cannot_read(name, exc) from None
+        yield file
+
+
+def _spool(file: IO[bytes]) -> None:
+    """Copy standard input to ``file``, a chunk at a time (text stdin encoded as UTF-8)."""
+    stdin: Any = sys.stdin
+    buffer = getattr(stdin, "buffer", None)
+    if buffer is not None:
+        shutil.copyfileobj(buffer, file, _SPOOL_CHUNK)
+    else:
+        while chunk := stdin.read(_SPOOL_CHUNK):
+            file.write(chunk.encode("utf-8", "surrogatepass"))
+    file.flush()
+
+
+def _lines(file: IO[bytes], name: str) -> Iterator[tuple[int, bytes]]:
+    """The lines of ``file`` from its start, numbered from 1, a leading UTF-8 BOM removed."""
     try:
-        if name == "-":
-            stdin: Any = sys.stdin
-            buffer = getattr(stdin, "buffer", None)
-            data: bytes | str = buffer.read() if buffer is not None else stdin.read()
-        else:
-            data = Path(name).read_bytes()
+        file.seek(0)
+        for number, line in enumerate(file, 1):
+            yield number, line.removeprefix(_BOM) if number == 1 else line
     except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise ValidationError(name, f"cannot read it ({reason})") from None
-    if isinstance(data, str):
-        return data.removeprefix("\ufeff")
+        raise _cannot_read(name, exc) from None
+
+
+def _text(line: bytes, where: str) -> str:
     try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ValidationError(f"{name} line {line}", "not UTF-8 text") from None
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationError(where, "not UTF-8 text") from None
+
+
+def _blank(line: bytes) -> bool:
+    if line[:1] in (b"{", b"["):  # the usual case, decided without decoding the line
+        return False
+    return not line.decode("utf-8", "replace").strip()
 
 
 _NOT_PARSED: Final = object()
 
 
-def _documents(text: str, name: str) -> list[tuple[int, Any]]:
-    """The JSON documents of an import file, each with the line it starts on.
+def _parsed(line: bytes) -> Any:
+    """The JSON value of one line, or ``_NOT_PARSED``."""
+    try:
+        return json.loads(line.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return _NOT_PARSED
 
-    The file is one JSON document (a Bundle, perhaps pretty-printed over many lines) or NDJSON
-    (one Bundle per line, blank lines ignored). A line that is not JSON raises a
-    :class:`~referralkit.errors.ValidationError` naming the line only, never its content.
+
+def _single_document(file: IO[bytes], name: str) -> bool:
+    """Whether FILE is one JSON document (a Bundle, perhaps pretty-printed) rather than NDJSON.
+
+    Decided from its first two non-blank lines: NDJSON when the first is JSON by itself, or
+    when the first is not but the second is a JSON object by itself (NDJSON whose first line
+    is broken, which the import then reports).
     """
-    if not text.strip():
-        return []
+    first = True
+    for _, line in _lines(file, name):
+        if _blank(line):
+            continue
+        value = _parsed(line)
+        if first:
+            if value is not _NOT_PARSED:
+                return False
+            first = False
+        else:
+            return not isinstance(value, dict)
+    return not first  # one non-blank line, not JSON by itself: a (broken) document
+
+
+def _whole_document(file: IO[bytes], name: str) -> tuple[int, Any]:
+    """The one JSON document of FILE (read whole: a single Bundle is small), with the line it
+    starts on."""
+    try:
+        file.seek(0)
+        data = file.read().removeprefix(_BOM)
+    except OSError as exc:
+        raise _cannot_read(name, exc) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ValidationError(f"{name} line {line}", "not UTF-8 text") from None
     try:
         whole = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         broken_at = exc.lineno if isinstance(exc, json.JSONDecodeError) else 1
-    else:
-        blank = len(text) - len(text.lstrip())
-        return [(text[:blank].count("\n") + 1, whole)]
-    lines: list[tuple[int, Any]] = []
-    for number, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
+        raise ValidationError(f"{name} line {broken_at}", "not valid JSON") from None
+    blank = len(text) - len(text.lstrip())
+    return text[:blank].count("\n") + 1, whole
+
+
+def _count(file: IO[bytes], name: str, *, single: bool) -> int:
+    """How many documents FILE holds (a cheap scan: no line is parsed)."""
+    if single:
+        return 1
+    return sum(1 for _, line in _lines(file, name) if not _blank(line))
+
+
+def _documents(file: IO[bytes], name: str, *, single: bool) -> Iterator[tuple[int, Any]]:
+    """The JSON documents of an import file, one at a time, each with the line it starts on.
+
+    The file is one JSON document (``single``: a Bundle, perhaps pretty-printed over many
+    lines) or NDJSON (one Bundle per line, blank lines ignored), read a line at a time. A line
+    that is not JSON raises a :class:`~referralkit.errors.ValidationError` naming the line
+    only, never its content.
+    """
+    if single:
+        yield _whole_document(file, name)
+        return
+    for number, line in _lines(file, name):
+        if _blank(line):
             continue
+        where = f"{name} line {number}"
+        text = _text(line, where)
         try:
-            lines.append((number, json.loads(line)))
-        except ValueError:
-            lines.append((number, _NOT_PARSED))
-    if not any(isinstance(value, dict) for _, value in lines):
-        # no line is a Bundle of its own: one multi-line document, broken at ``broken_at``
-        raise ValidationError(f"{name} line {broken_at}", "not valid JSON")
-    for number, value in lines:
-        if value is _NOT_PARSED:
-            raise ValidationError(f"{name} line {number}", "not valid JSON")
-    return lines
+            value = json.loads(text)
+        except (ValueError, RecursionError):
+            raise ValidationError(where, "not valid JSON") from None
+        yield number, value
 
 
 def _convert(
@@ -543,8 +640,11 @@ def _convert(
     return referral
 
 
-def _created(referral: Referral, where: str) -> Change:
-    """A new history for an imported referral: one ``created`` event, as the desk records it."""
+def _created(referral: Referral, where: str, *, check: bool = True) -> Change:
+    """A new history for an imported referral: one ``created`` event, as the desk records it.
+
+    With ``check``, the snapshot must be what the event replays to.
+    """
     snapshot = attrs.evolve(referral, version=1)
     event = ReferralEvent(
         snapshot.id,
@@ -555,7 +655,7 @@ def _created(referral: Referral, where: str) -> Change:
         EventType.CREATED.value,
         {"referral": to_dict(snapshot)},
     )
-    if replay([event]) != snapshot:
+    if check and replay([event]) != snapshot:
         raise ValidationError(where, "the referral does not replay from its created event")
     return snapshot, [event], 0
 
@@ -575,36 +675,65 @@ def _fhir_import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     name: str = args.file
     shown = "<stdin>" if name == "-" else name
-    documents = _documents(_read_input(name), shown)
-    converted: list[Change] = []
-    # all or nothing: every Bundle is converted (and checked to replay) before the store opens
-    with Ticker(err, len(documents), "bundles") as ticker:
-        for done, (number, bundle) in enumerate(documents, 1):
-            referral = _convert(from_fhir, shown, number, bundle)
-            converted.append(_created(referral, f"{shown} line {number}"))
-            ticker.update(done)
-    with open_store(args.db) as store:
-        changes: list[Change] = []
-        sources: set[str] = set()
-        ids: set[str] = set()
-        for change in converted:
-            referral = change[0]
-            source = referral.source_id
-            if (
-                referral.id in ids
-                or (source is not None and (source in sources or store.find_source(source)))
-                or _exists(store, referral.id)
-            ):
-                continue
+    with _opened(name) as file:
+        single = _single_document(file, shown)
+        total = _count(file, shown, single=single)
+        # pass 1, before the store opens: every Bundle is converted and checked to replay,
+        # and nothing is kept, so that a refused Bundle anywhere in the file writes nothing
+        checked = 0
+        with Ticker(err, total, "bundles checked") as ticker:
+            for number, bundle in _documents(file, shown, single=single):
+                _created(_convert(from_fhir, shown, number, bundle), f"{shown} line {number}")
+                checked += 1
+                ticker.update(checked)
+        # pass 2: converted again and written in batches, one transaction each
+        with open_store(args.db) as store, Ticker(err, checked, "bundles stored") as ticker:
+            imported = _store_all(
+                store, from_fhir, _documents(file, shown, single=single), shown, ticker
+            )
+    out.write(f"imported {imported} referrals ({checked - imported} already present)\n")
+    return 0
+
+
+def _store_all(
+    store: ReferralStore,
+    from_fhir: Callable[[Mapping[str, Any]], Referral],
+    documents: Iterator[tuple[int, Any]],
+    name: str,
+    ticker: Ticker,
+) -> int:
+    """Save the referrals of ``documents`` that the store lacks, :data:`IMPORT_BATCH` per
+    transaction; how many were saved.
+
+    A referral is skipped when its source id or id is already stored (in an earlier batch, or
+    by an earlier import) or earlier in the current batch, so a rerun after a failure half-way
+    completes the import.
+    """
+    saved = 0
+    batch: list[Change] = []
+    ids: set[str] = set()  # of the current batch: earlier batches are in the store
+    sources: set[str] = set()
+    for done, (number, bundle) in enumerate(documents, 1):
+        referral = _convert(from_fhir, name, number, bundle)
+        source = referral.source_id
+        if not (
+            referral.id in ids
+            or (source is not None and (source in sources or store.find_source(source)))
+            or _exists(store, referral.id)
+        ):
+            batch.append(_created(referral, f"{name} line {number}", check=False))
             ids.add(referral.id)
             if source is not None:
                 sources.add(source)
-            changes.append(change)
-        if changes:
-            store.save_many(changes)
-    present = len(converted) - len(changes)
-    out.write(f"imported {len(changes)} referrals ({present} already present)\n")
-    return 0
+            if len(batch) >= IMPORT_BATCH:
+                store.save_many(batch)
+                saved += len(batch)
+                batch, ids, sources = [], set(), set()
+        ticker.update(done)
+    if batch:
+        store.save_many(batch)
+        saved += len(batch)
+    return saved
 
 
 def _fhir_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -763,11 +892,15 @@ def build_parser() -> argparse.ArgumentParser:
     importing = fhir_commands.add_parser(
         "import",
         help="store the referrals of FHIR Bundles (NDJSON, or one Bundle as JSON)",
-        description="Read FILE (- for standard input): one Bundle as a JSON document, or "
-        "NDJSON with one Bundle per line. Every Bundle is converted before anything is "
-        "written; any failure names the line and exits 2 with the store unchanged. Referrals "
-        "whose ServiceRequest identifier or id is already stored are skipped, so importing "
-        "a file twice adds nothing the second time.",
+        description="Read FILE (- for standard input, copied to a temporary file first): "
+        "one Bundle as a JSON document, or NDJSON with one Bundle per line, read a line at a "
+        "time. Every Bundle is converted and checked before anything is written; any failure "
+        "names the line and exits 2 with the store unchanged. Then the file is read again "
+        f"and its referrals are written {IMPORT_BATCH} per transaction. Referrals whose "
+        "ServiceRequest identifier or id is already stored are skipped, so importing a file "
+        "twice adds nothing the second time, and if an import stops while writing (a crash, "
+        "a full disk, Ctrl-C), the batches written so far stay: run the same command again "
+        "to complete it.",
     )
     importing.add_argument("file", metavar="FILE", help="the Bundles to read; - for stdin")
     importing.add_argument("--db", required=True, help="store URL to write referrals to")
