@@ -292,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.append(
             Result(
                 part,
-                "`referralkit fhir import` (from_fhir, created event, one save_many)",
+                "`referralkit fhir import` (two passes over the file; batches of 500)",
                 measure(cli_import(ndjson_path), count, repeat, prepare),
             )
         )

@@ -482,11 +482,18 @@ class TestImportErrors:
     def test_snapshot_must_replay(
         self, demo: Demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
+        """Checked as each batch is built: a batch holding such a referral is not written."""
         monkeypatch.setattr(cli, "replay", lambda events: None)
         path = write(tmp_path / "one.ndjson", [demo.lines[0]])
-        self.check_refused(
-            path, tmp_path, " line 1: the referral does not replay from its created event"
+        url = url_of(tmp_path / "target.db")
+        status, stdout, stderr = run_main(["fhir", "import", str(path), "--db", url])
+        assert status == 2
+        assert stdout == ""
+        assert stderr.endswith(
+            f"referralkit: error: {path} line 1: the referral does not replay from its created"
+            " event\n"
         )
+        assert count(url) == 0
 
     def test_bad_store_url(self, demo: Demo, tmp_path: Path) -> None:
         path = write(tmp_path / "one.ndjson", [demo.lines[0]])
