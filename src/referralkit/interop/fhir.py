@@ -998,6 +998,10 @@ class _Node:
             out.setdefault(str(part.data.get("url")), []).append(part)
         return out
 
+    def any_code(self) -> str | None:
+        """The code of this CodeableConcept's first coding that has one, whatever its system."""
+        return next((c.text("code") for c in self.objs("coding") if c.text("code")), None)
+
     def code_in(self, system: str) -> str | None:
         """The code of this CodeableConcept's first coding in ``system``."""
         for coding in self.objs("coding"):
@@ -1136,6 +1140,14 @@ def _local_id(resource: _Node, system: str) -> str | None:
     return _identifier_value(resource, system) or resource.text("id")
 
 
+def _need_id(resource: _Node, system: str, what: str) -> str:
+    """referralkit's id of ``resource`` (:func:`_local_id`), or a refusal naming ``what``."""
+    found = _local_id(resource, system)
+    if found is None:
+        raise resource.error("identifier", f"no {what} identifier and no resource id")
+    return found
+
+
 def _ref_tail(ref: _Node) -> str | None:
     target = ref.text("reference")
     if target is None:
@@ -1191,9 +1203,7 @@ def _current_name(names: list[_Node]) -> _Node:
 
 
 def _patient(resource: _Node, bundle: _Bundle | None = None) -> Patient:
-    pid = _local_id(resource, SID_PATIENT)
-    if pid is None:
-        raise resource.error("identifier", "no patient identifier and no resource id")
+    pid = _need_id(resource, SID_PATIENT, "patient")
     mrn = _typed_identifier(resource, "MR")
     if mrn is None:
         others = [
@@ -1222,9 +1232,7 @@ def _patient(resource: _Node, bundle: _Bundle | None = None) -> Patient:
     if preferred:
         concept = preferred[0].obj("language")
         if concept is not None:
-            tag = concept.code_in(BCP47) or next(
-                (c.text("code") for c in concept.objs("coding") if c.text("code")), None
-            )
+            tag = concept.code_in(BCP47) or concept.any_code()
             if tag is not None:
                 head, _, rest = tag.partition("-")
                 language = f"{head.lower()}-{rest}" if rest else head.lower()
@@ -1266,9 +1274,7 @@ def _is_pregnant(observation: _Node, patient: _Node, bundle: _Bundle) -> bool:
 
 
 def _coverage(resource: _Node, bundle: _Bundle | None = None) -> Coverage:
-    cid = _local_id(resource, SID_COVERAGE)
-    if cid is None:
-        raise resource.error("identifier", "no coverage identifier and no resource id")
+    cid = _need_id(resource, SID_COVERAGE, "coverage")
     plan_type = PlanType.OTHER
     kind = resource.obj("type")
     if kind is not None:
@@ -1382,9 +1388,7 @@ def _provider(
     languages = []
     if practitioner is not None:
         for concept in practitioner.objs("communication"):
-            tag = concept.code_in(BCP47) or next(
-                (c.text("code") for c in concept.objs("coding") if c.text("code")), None
-            )
+            tag = concept.code_in(BCP47) or concept.any_code()
             if tag is not None:
                 languages.append(tag)
     org_name = (
@@ -1436,8 +1440,7 @@ def _authorization(resource: _Node) -> Authorization:
         service = item.obj("productOrService")
         if service is None:
             continue
-        code = next((c.text("code") for c in service.objs("coding") if c.text("code")), None)
-        code = code or service.text("text")
+        code = service.any_code() or service.text("text")
         if code is not None:
             codes.append(code)
     period = resource.obj("preAuthPeriod")
@@ -1466,9 +1469,7 @@ def _authorization(resource: _Node) -> Authorization:
 
 
 def _appointment(resource: _Node, bundle: _Bundle | None = None) -> Appointment:
-    aid = _local_id(resource, SID_APPOINTMENT)
-    if aid is None:
-        raise resource.error("identifier", "no appointment identifier and no resource id")
+    aid = _need_id(resource, SID_APPOINTMENT, "appointment")
     raw_status = resource.need_text("status")
     status = _APPOINTMENT_FROM.get(raw_status)
     if status is None:
@@ -1525,9 +1526,7 @@ def _appointment(resource: _Node, bundle: _Bundle | None = None) -> Appointment:
 
 
 def _document(resource: _Node) -> Attachment:
-    did = _local_id(resource, SID_DOCUMENT)
-    if did is None:
-        raise resource.error("identifier", "no document identifier and no resource id")
+    did = _need_id(resource, SID_DOCUMENT, "document")
     kind = AttachmentKind.OTHER
     concept = resource.obj("type")
     if concept is not None:
@@ -1568,9 +1567,7 @@ def _document(resource: _Node) -> Attachment:
 
 
 def _communication(resource: _Node, bundle: _Bundle | None = None) -> Communication:
-    cid = _local_id(resource, SID_COMMUNICATION)
-    if cid is None:
-        raise resource.error("identifier", "no communication identifier and no resource id")
+    cid = _need_id(resource, SID_COMMUNICATION, "communication")
     channel: Channel | None = None
     for medium in resource.objs("medium"):
         ours = medium.code_in(CS_CHANNEL)
@@ -1635,9 +1632,7 @@ _PARTIES: Final = (
 
 
 def _follow_up(resource: _Node) -> FollowUp:
-    fid = _local_id(resource, SID_FOLLOW_UP)
-    if fid is None:
-        raise resource.error("identifier", "no follow-up identifier and no resource id")
+    fid = _need_id(resource, SID_FOLLOW_UP, "follow-up")
     concept = resource.obj("code")
     kind = (
         _enum(concept, "coding", FollowUpKind, concept.code_in(CS_FOLLOW_UP)) if concept else None
@@ -1728,9 +1723,7 @@ def _decision(ext: _Node) -> CoverageDecision:
     if reason_node:
         concept = reason_node[0].obj("valueCodeableConcept")
         if concept is not None:
-            reason = concept.text("text") or next(
-                (c.text("code") for c in concept.objs("coding") if c.text("code")), None
-            )
+            reason = concept.text("text") or concept.any_code()
     network = more.get("network-status")
     return _build(
         ext.path,
@@ -1761,26 +1754,27 @@ def _firsts(node: _Node) -> dict[str, _Node]:
     return {url: found[0] for url, found in node.parts().items()}
 
 
-def _hit(node: _Node) -> RuleHit:
+def _rule_texts(node: _Node, what: str) -> tuple[dict[str, _Node], Callable[[str], str]]:
+    """The sub-extensions of a rule hit or trace, and a reader of its required strings."""
     sub = _firsts(node)
 
     def text(name: str) -> str:
         if name not in sub:
-            raise node.error("extension", f"the rule hit has no {name!r}")
+            raise node.error("extension", f"the rule {what} has no {name!r}")
         return sub[name].need_text("valueString")
 
+    return sub, text
+
+
+def _hit(node: _Node) -> RuleHit:
+    _, text = _rule_texts(node, "hit")
     return _build(
         node.path, RuleHit, ruleset=text("ruleset"), version=text("version"), rule_id=text("rule")
     )
 
 
 def _trace(node: _Node) -> RuleTrace:
-    sub = _firsts(node)
-
-    def text(name: str) -> str:
-        if name not in sub:
-            raise node.error("extension", f"the rule trace has no {name!r}")
-        return sub[name].need_text("valueString")
+    sub, text = _rule_texts(node, "trace")
 
     def flag(name: str, default: bool) -> bool:
         value = sub[name].flag("valueBoolean") if name in sub else None
