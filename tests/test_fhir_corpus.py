@@ -10,6 +10,7 @@ and Practitioner, imports as a whole referral. What imports exports back to reso
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,14 @@ def test_the_table_covers_the_whole_corpus() -> None:
     assert sorted(EXPECTED) == sorted(p.name for p in CORPUS.glob("*.json"))
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared is not checked out beside the repo")
+# The corpus tests run on the copy in tests/data, so this skip hides none of them; it only
+# checks the copy against ../shared. Under CI (shared/ beside the clone) a missing folder fails.
+@pytest.mark.skipif(
+    not SHARED.is_dir() and os.environ.get("CI") != "true",
+    reason="../shared is not checked out beside the repo",
+)
 def test_the_copy_is_the_shared_corpus() -> None:
+    assert SHARED.is_dir()
     for path in SHARED.glob("*.json"):
         assert (CORPUS / path.name).read_bytes() == path.read_bytes(), path.name
 
