@@ -93,6 +93,31 @@ def member(enum_type: type[enum.Enum]) -> Validator:
     return check
 
 
+def as_utc(value: object, path: str) -> dt.datetime:
+    """``value`` as a UTC datetime: any timezone-aware datetime is converted to UTC.
+
+    A naive datetime (no ``tzinfo``, or one whose ``utcoffset()`` is ``None``) has no instant
+    to convert, and anything that is not a datetime is not a time: both raise
+    :class:`~referralkit.errors.ValidationError` naming ``path``. Every public entry point that
+    takes a datetime calls this, so the same instant always gives the same answer whatever
+    zone it was written in.
+
+    >>> import datetime as dt
+    >>> as_utc(dt.datetime(2026, 1, 5, 4, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5))), "at")
+    datetime.datetime(2026, 1, 5, 9, 0, tzinfo=datetime.timezone.utc)
+    """
+    if not isinstance(value, dt.datetime):
+        raise ValidationError(
+            path, f"expected a timezone-aware datetime, got {type(value).__name__}"
+        )
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError(path, "expected a timezone-aware datetime, got a naive one")
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValidationError(path, "the datetime is out of range in UTC") from None
+
+
 def utc_datetime(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if (
         not isinstance(value, dt.datetime)
