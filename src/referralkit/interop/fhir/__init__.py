@@ -37,6 +37,7 @@ from typing import Final
 
 from . import _codesystems
 from ._json import FhirError
+from ._limits import FhirLimitError, Limits, loads, read_ndjson
 from ._reading import Part as _Part
 from ._reading import from_fhir, intake_from_fhir, part_from_fhir
 from ._validation import validate
@@ -46,10 +47,14 @@ __all__ = [
     "BASE_URL",
     "UNSPECIFIED",
     "FhirError",
+    "FhirLimitError",
+    "Limits",
     "Part",
     "from_fhir",
     "intake_from_fhir",
+    "loads",
     "part_from_fhir",
+    "read_ndjson",
     "to_fhir",
     "validate",
 ]
@@ -76,12 +81,17 @@ Part = _Part
 #   _codesystems    identifier systems, code systems, extensions and the tables between codes
 #   _datatypes      Coding, Identifier, Reference, HumanName, Period, Extension; fullUrls
 #   _json           typed reading of JSON with paths; FhirError
+#   _limits         Limits on input size; loads() and read_ndjson() that keep to them
 #   _validation     validate() against fhir.resources
 # Each resource module holds its writer (_write_x) and its reader (_x). The public names read
 # as this package's own, as httpx does, so that documentation, reprs and tracebacks name
 # ``referralkit.interop.fhir``.
 for _name in (
     "FhirError",
+    "FhirLimitError",
+    "Limits",
+    "loads",
+    "read_ndjson",
     "from_fhir",
     "intake_from_fhir",
     "part_from_fhir",

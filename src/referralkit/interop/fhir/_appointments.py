@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 
-from ...model import Appointment, Referral
+from ...model import Appointment, Provider, Referral
 from ._bundle import _PARTIES, _Bundle
 from ._codesystems import _APPOINTMENT_FROM, SID_APPOINTMENT, SID_PROVIDER
-from ._datatypes import _identifier, _instant, _need_id, _ref, _ref_tail, _ref_type, _Urls
+from ._datatypes import (
+    _display_id,
+    _identifier,
+    _instant,
+    _need_id,
+    _ref,
+    _ref_tail,
+    _ref_type,
+    _Urls,
+)
 from ._json import JSON, _build, _Node
 from ._providers import _provider
 
@@ -47,7 +56,9 @@ def _end(a: Appointment) -> JSON:
         return {}
 
 
-def _appointment(resource: _Node, bundle: _Bundle | None = None) -> Appointment:
+def _appointment(
+    resource: _Node, bundle: _Bundle | None = None, target: Provider | None = None
+) -> Appointment:
     aid = _need_id(resource, SID_APPOINTMENT, "appointment")
     raw_status = resource.need_text("status")
     status = _APPOINTMENT_FROM.get(raw_status)
@@ -57,13 +68,14 @@ def _appointment(resource: _Node, bundle: _Bundle | None = None) -> Appointment:
             "not a booked, arrived, checked-in, fulfilled, cancelled or noshow appointment",
         )
     start = resource.datetime("start")
-    if start is None:
-        raise resource.error("start", "required, missing")
+    if start is None:  # FHIR (app-3) allows no start only on proposed or cancelled ones
+        raise resource.error("start", "required, missing (the appointment is not proposed)")
     minutes = resource.integer("minutesDuration")
     if minutes is None:
         end = resource.datetime("end")
         minutes = int((end - start).total_seconds() // 60) if end is not None else 30
     provider_id: str | None = None
+    named: str | None = None  # a non-patient actor known only by its display
     location: str | None = None
     for participant in resource.objs("participant"):
         actor = participant.obj("actor")
@@ -89,6 +101,12 @@ def _appointment(resource: _Node, bundle: _Bundle | None = None) -> Appointment:
                 provider_id = _provider(resolved, bundle).id
             elif kind in ("Practitioner", "PractitionerRole", "Organization"):
                 provider_id = _ref_tail(actor)
+            elif kind is None and actor.text("reference") is None:
+                named = named or actor.text("display")
+    if provider_id is None and named is not None:
+        provider_id = _display_id("provider", named)
+    if provider_id is None and target is not None:  # the referral's target is who sees them
+        provider_id = target.id
     if provider_id is None:
         raise resource.error("participant", "no practitioner taking part")
     return _build(

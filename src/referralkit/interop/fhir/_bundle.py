@@ -1,5 +1,10 @@
 """A Bundle's resources, and how references among them resolve: by fullUrl, by relative
-``Type/id``, or to a resource contained in the one that holds the reference."""
+``Type/id``, or to a resource contained in the one that holds the reference.
+
+A Bundle where two entries answer to the same fullUrl or the same ``Type/id``, or where a
+resource contains two resources with the same id, is refused: a reference to either would be
+ambiguous, and reading the last one (or the first) would let an appended entry stand in for
+the real one."""
 
 from __future__ import annotations
 
@@ -19,19 +24,32 @@ class _Bundle:
                 resource = entry.obj("resource")
                 if resource is None:
                     continue
-                self._index(resource, entry.text("fullUrl"))
+                self._index(resource, entry.text("fullUrl"), entry)
         else:
             self._index(root, None)
 
-    def _index(self, resource: _Node, full_url: str | None) -> None:
+    def _index(self, resource: _Node, full_url: str | None, entry: _Node | None = None) -> None:
         if resource.type is None:
             raise resource.error("resourceType", "required, missing")
         self.resources.append(resource)
-        if full_url is not None:
+        if full_url is not None and entry is not None:
+            resource.full_url = full_url
+            if full_url in self._by_key:
+                raise entry.error("fullUrl", _AMBIGUOUS)
             self._by_key[full_url] = resource
         rid = resource.text("id")
         if rid is not None:
-            self._by_key.setdefault(f"{resource.type}/{rid}", resource)
+            key = f"{resource.type}/{rid}"
+            if self._by_key.get(key, resource) is not resource:
+                raise resource.error("id", _AMBIGUOUS)
+            self._by_key[key] = resource
+        contained_ids: set[str] = set()
+        for contained in resource.objs("contained"):
+            cid = contained.text("id")
+            if cid is not None:
+                if cid in contained_ids:
+                    raise contained.error("id", "a second contained resource with this id")
+                contained_ids.add(cid)
 
     def of_type(self, kind: str) -> list[_Node]:
         return [r for r in self.resources if r.type == kind]
@@ -66,6 +84,8 @@ class _Bundle:
             raise ref.error("reference", f"expected a reference to a {' or '.join(kinds)}")
         return found
 
+
+_AMBIGUOUS: Final = "a second entry answers to the same reference: references to it are ambiguous"
 
 _PARTIES: Final = (
     "Patient",

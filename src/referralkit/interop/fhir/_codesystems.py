@@ -187,3 +187,42 @@ _CONTACT_SYSTEMS: Final = {s.value: s for s in ContactSystem}
 
 
 _SPECIALTY_FROM_TAXONOMY: Final = {code.code: name for name, code in TAXONOMY.items()}
+
+
+# SNOMED CT clinical specialties (the FHIR R4 value set c80-practice-codes, "Practice Setting
+# Code Value Set": SNOMED CT descendants of 394658006 |Clinical specialty|, the binding of
+# ServiceRequest.performerType examples, PractitionerRole.specialty and
+# HealthcareService.specialty) that name one of the specialties the library's rulesets and
+# synthetic directory use. Codes that name a specialty the library has no name for are read
+# by their display text (see _providers._specialty_of).
+_SPECIALTY_FROM_SNOMED: Final = {
+    "394579002": "cardiology",  # Cardiology
+    "394582007": "dermatology",  # Dermatology
+    "394583002": "endocrinology",  # Endocrinology
+    "394584008": "gastroenterology",  # Gastroenterology
+    "394591006": "neurology",  # Neurology
+    "408470005": "obstetrics",  # Obstetrics
+    "394585009": "obstetrics",  # Obstetrics and gynecology
+    "394592004": "oncology",  # Clinical oncology
+    "394593009": "oncology",  # Medical oncology
+    "394801008": "orthopedics",  # Trauma and orthopedics
+    "418960008": "otolaryngology",  # Otolaryngology
+    "394604002": "otolaryngology",  # Ear, nose and throat surgery
+    "394587001": "psychiatry",  # Psychiatry
+    "418112009": "pulmonology",  # Pulmonary medicine
+    "394810000": "rheumatology",  # Rheumatology
+    "394612005": "urology",  # Urology
+    "419772000": "family-medicine",  # Family practice
+    "419192003": "internal-medicine",  # Internal medicine
+    "394537008": "pediatrics",  # Pediatric specialty
+}
+
+# BSeR STU1 (1.0.0) business statuses that STU2 renamed: 5.4 "Service Request Cancellation
+# Requested" is STU2's 5.2. STU1's 5.x "Service Request Fulfillment Initiated / Event State
+# Change" became four STU2 codes (5.1.1 scheduled, 5.1.2 unattended, 5.1.3 cancelled, 5.1.4
+# completed) and does not say which: it is refused, not guessed.
+_BSER_STU1: Final = {"5.4": "5.2"}
+_BSER_STU1_AMBIGUOUS: Final = frozenset({"5.x", "5.X"})
+_BSER_CODES: Final = frozenset(
+    t.business_status for t in FHIR_TASK.values() if t.business_status is not None
+)

@@ -3,6 +3,8 @@ ways."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from ...model import Channel, Communication, Direction
 from ._bundle import _PARTIES, _Bundle
 from ._codesystems import (
@@ -12,6 +14,7 @@ from ._codesystems import (
     EXT_INTERPRETER_USED,
     PARTICIPATION_MODE,
     SID_COMMUNICATION,
+    UNSPECIFIED,
 )
 from ._datatypes import _display_or_name, _ext, _identifier, _instant, _need_id, _ref, _Urls
 from ._json import JSON, _build, _enum, _Node
@@ -43,7 +46,13 @@ def _write_communication(c: Communication, urls: _Urls) -> JSON:
     return communication
 
 
-def _communication(resource: _Node, bundle: _Bundle | None = None) -> Communication:
+def _communication(
+    resource: _Node, bundle: _Bundle | None = None, default_time: dt.datetime | None = None
+) -> Communication:
+    """A Communication as referralkit records it. What FHIR makes optional is optional here: no
+    ``medium`` (or one referralkit has no name for) is channel ``other``; no ``sent`` nor
+    ``received`` is its last update, else ``default_time`` (the referral's creation); no
+    sender or recipient named is counterpart ``unspecified``."""
     cid = _need_id(resource, SID_COMMUNICATION, "communication")
     channel: Channel | None = None
     for medium in resource.objs("medium"):
@@ -55,27 +64,31 @@ def _communication(resource: _Node, bundle: _Bundle | None = None) -> Communicat
         if mode in _CHANNEL_FROM_MODE:
             channel = _CHANNEL_FROM_MODE[mode]
             break
-    if channel is None:
-        raise resource.error("medium", "no channel referralkit knows (phone, fax, e-mail, ...)")
     sent = resource.datetime("sent")
     received = resource.datetime("received")
-    inbound = sent is None and received is not None
+    inbound = (sent is None and received is not None) or (
+        sent is None and not resource.objs("recipient") and resource.obj("sender") is not None
+    )
     if inbound:
         ref = resource.obj("sender")
         counterpart_refs = [ref] if ref is not None else []
     else:
         counterpart_refs = resource.objs("recipient")
-    at = sent or received
+    meta = resource.obj("meta")
+    at = sent or received or (meta.datetime("lastUpdated") if meta is not None else None)
+    at = at or default_time
     if at is None:
-        raise resource.error("sent", "required, missing (nor is 'received' given)")
+        raise resource.error(
+            "sent",
+            "no time for the communication (referralkit needs one: sent, received or "
+            "meta.lastUpdated)",
+        )
     counterpart = None
     for ref in counterpart_refs:
         resolved = bundle.resolve(ref, resource, _PARTIES) if bundle else None
         counterpart = _display_or_name(ref, resolved)
         if counterpart is not None:
             break
-    if counterpart is None:
-        raise resource.error("sender" if inbound else "recipient", "no counterpart named")
     summary = None
     for payload in resource.objs("payload"):
         summary = payload.text("contentString")
@@ -87,9 +100,9 @@ def _communication(resource: _Node, bundle: _Bundle | None = None) -> Communicat
         Communication,
         id=cid,
         at=at,
-        channel=channel,
+        channel=channel or Channel.OTHER,
         direction=Direction.INBOUND if inbound else Direction.OUTBOUND,
-        counterpart=counterpart,
+        counterpart=counterpart or UNSPECIFIED,
         summary=summary,
         interpreter_used=bool(interpreter is not None and interpreter.flag("valueBoolean")),
     )

@@ -123,25 +123,85 @@ def _identifier_value(resource: _Node, system: str) -> str | None:
     return None
 
 
-def _typed_identifier(resource: _Node, code: str) -> str | None:
+# Where an identifier's type says MR (v2 table 0203): HL7's system, under its current URL and
+# the two older ones EHRs still send; or, as Epic labels them, a type with only a text.
+_V2_0203_SYSTEMS: Final = frozenset(
+    {V2_0203, "http://hl7.org/fhir/v2/0203", "urn:oid:2.16.840.1.113883.18.108"}
+)
+
+
+def _typed_identifier(resource: _Node, code: str, *texts: str) -> str | None:
+    """The value of the first identifier whose type is ``code`` (v2 table 0203, in any of its
+    systems) or, without a coded type, whose type's text is one of ``texts``."""
+    found = _typed_identifier_node(resource, code, *texts)
+    return found.text("value") if found is not None else None
+
+
+def _typed_identifier_node(resource: _Node, code: str, *texts: str) -> _Node | None:
+    """The first identifier with a value whose type is ``code`` (see :func:`_typed_identifier`)."""
     for identifier in resource.objs("identifier"):
         kind = identifier.obj("type")
-        if kind is not None and kind.code_in(V2_0203) == code:
-            return identifier.text("value")
+        if kind is None:
+            continue
+        codes = {
+            c.text("code") for c in kind.objs("coding") if c.data.get("system") in _V2_0203_SYSTEMS
+        }
+        label = (kind.text("text") or "").strip().upper()
+        if (code in codes or (not codes and label in texts)) and identifier.text("value"):
+            return identifier
     return None
 
 
 def _local_id(resource: _Node, system: str) -> str | None:
-    """referralkit's id of ``resource``: our identifier, else the resource id."""
-    return _identifier_value(resource, system) or resource.text("id")
+    """referralkit's id of ``resource``: our identifier, else the resource id, else the id its
+    Bundle entry's fullUrl gives (a ``urn:uuid:``'s UUID, a URL's last segment)."""
+    return _identifier_value(resource, system) or resource.text("id") or _url_id(resource)
 
 
-def _need_id(resource: _Node, system: str, what: str) -> str:
-    """referralkit's id of ``resource`` (:func:`_local_id`), or a refusal naming ``what``."""
-    found = _local_id(resource, system)
+def _url_id(resource: _Node) -> str | None:
+    url = resource.full_url
+    if url is None:
+        return None
+    for scheme in ("urn:uuid:", "urn:oid:"):
+        if url.startswith(scheme):
+            return url[len(scheme) :] or None
+    tail = url.split("/_history/")[0].rstrip("/").rsplit("/", 1)[-1]
+    return tail or None
+
+
+def _business_id(resource: _Node, *elements: str) -> str | None:
+    """An id derived from the first business identifier of ``resource`` (or from one of the
+    string ``elements``, such as Coverage.subscriberId): a UUID-5 of its system and value, so
+    that the same identifier gives the same id and the id does not show the value (an MRN or
+    a member id is PHI)."""
+    for identifier in resource.objs("identifier"):
+        value = identifier.text("value")
+        if value is not None:
+            return str(uuid.uuid5(_IDS, f"{resource.type}|{identifier.string('system')}|{value}"))
+    for element in elements:
+        value = resource.text(element)
+        if value is not None:
+            return str(uuid.uuid5(_IDS, f"{resource.type}|{element}|{value}"))
+    return None
+
+
+_IDS: Final = uuid.UUID("8c1d3f52-0a4e-5b7c-9d21-6e0f4b3a7c58")
+
+
+def _need_id(resource: _Node, system: str, what: str, *elements: str) -> str:
+    """referralkit's id of ``resource``: :func:`_local_id`, else :func:`_business_id`; a
+    refusal naming ``what`` when nothing identifies it."""
+    found = _local_id(resource, system) or _business_id(resource, *elements)
     if found is None:
-        raise resource.error("identifier", f"no {what} identifier and no resource id")
+        raise resource.error(
+            "identifier", f"nothing identifies the {what}: no identifier, no id, no fullUrl"
+        )
     return found
+
+
+def _display_id(kind: str, display: str) -> str:
+    """The id of a party known only by its display name (a UUID-5 of it: stable)."""
+    return str(uuid.uuid5(_IDS, f"{kind}|display|{display}"))
 
 
 def _ref_tail(ref: _Node) -> str | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import datetime as dt
 
 from ...model import Attachment, AttachmentKind
 from ._codesystems import (
@@ -41,7 +43,9 @@ def _write_document(a: Attachment, urls: _Urls) -> JSON:
     }
 
 
-def _document(resource: _Node) -> Attachment:
+def _document(resource: _Node, default_time: dt.datetime | None = None) -> Attachment:
+    """A DocumentReference as an Attachment. ``date`` is 0..1 in FHIR: without it the document
+    counts as added at its last update, else at ``default_time`` (the referral's creation)."""
     did = _need_id(resource, SID_DOCUMENT, "document")
     kind = AttachmentKind.OTHER
     concept = resource.obj("type")
@@ -52,9 +56,16 @@ def _document(resource: _Node) -> Attachment:
         else:
             loinc = concept.code_in(LOINC)
             kind = _DOCUMENT_FROM_LOINC.get(loinc or "", kind)
-    added = resource.datetime("date")
+    meta = resource.obj("meta")
+    added = (
+        resource.datetime("date")
+        or (meta.datetime("lastUpdated") if meta is not None else None)
+        or default_time
+    )
     if added is None:
-        raise resource.error("date", "required, missing")
+        raise resource.error(
+            "date", "no time for the document (referralkit needs one: date or meta.lastUpdated)"
+        )
     contents = resource.objs("content")
     if not contents:
         raise resource.error("content", "required, missing")
@@ -64,12 +75,13 @@ def _document(resource: _Node) -> Attachment:
     text: str | None = None
     data = attachment.text("data")
     if data is not None:
-        try:
+        # refused below, without the decoder's error (it quotes the data) as its context
+        with contextlib.suppress(binascii.Error, ValueError):
             text = base64.b64decode(data, validate=True).decode("utf-8", "surrogatepass")
-        except (binascii.Error, ValueError):
+        if text is None:
             raise attachment.error(
                 "data", "not base64 of UTF-8 text (referralkit keeps documents as text)"
-            ) from None
+            )
     return _build(
         resource.path,
         Attachment,

@@ -5,8 +5,9 @@ PHI); :func:`_build` moves the model's own validation errors to the same path.""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from ...errors import ValidationError
 
@@ -25,12 +26,13 @@ class FhirError(ValidationError):
 class _Node:
     """A JSON object and its path; typed getters raise :class:`FhirError` at that path."""
 
-    __slots__ = ("container", "data", "path")
+    __slots__ = ("container", "data", "full_url", "path")
 
     def __init__(self, data: Mapping[str, Any], path: str) -> None:
         self.data = data
         self.path = path
         self.container: _Node | None = None  # the resource holding this one in ``contained``
+        self.full_url: str | None = None  # the Bundle entry's fullUrl, for a resource
 
     def at(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
@@ -123,7 +125,11 @@ class _Node:
             return None
         parsed = _parse_datetime(value)
         if parsed is None:
-            raise self.error(key, "expected a FHIR dateTime")
+            raise self.error(
+                key,
+                "expected a FHIR dateTime (YYYY, YYYY-MM, YYYY-MM-DD, or YYYY-MM-DDThh:mm:ss "
+                "with a UTC offset)",
+            )
         return parsed
 
     def date(self, key: str) -> dt.date | None:
@@ -131,10 +137,11 @@ class _Node:
         if value is None:
             return None
         # a dateTime counts by its own calendar day, whatever its offset
-        if len(value) == 10 or (len(value) > 10 and value[10] == "T"):
+        match = _DATETIME.fullmatch(value)
+        if match is not None and match["day"] is not None:
             try:
-                return dt.date.fromisoformat(value[:10])
-            except ValueError:
+                return dt.date(int(match["year"]), int(match["month"]), int(match["day"]))
+            except ValueError:  # 30 February
                 pass
         raise self.error(key, "expected a full FHIR date (YYYY-MM-DD)")
 
@@ -164,19 +171,36 @@ class _Node:
         return None
 
 
+# FHIR R4 dateTime (and instant): a year, a year-month, a date, or a date and a time to the
+# second with a fraction and a mandatory offset ("If hours and minutes are specified, a time
+# zone SHALL be populated", datatypes.html#dateTime). Basic ISO forms (20261102T142000Z), week
+# dates (2026-W45-1) and times without offset are not FHIR, though fromisoformat reads them.
+_DATETIME: Final = re.compile(
+    r"(?P<year>[0-9]{4})(?:-(?P<month>0[1-9]|1[0-2])(?:-(?P<day>0[1-9]|[12][0-9]|3[01])"
+    r"(?:T(?P<time>(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9])(?P<fraction>\.[0-9]{1,9})?"
+    r"(?P<offset>Z|[+-](?:0[0-9]|1[0-3]):[0-5][0-9]|[+-]14:00))?)?)?",
+    re.ASCII,
+)
+
+
 def _parse_datetime(value: str) -> dt.datetime | None:
-    """A FHIR dateTime / instant / date as a UTC datetime (dates at midnight UTC)."""
-    text = value.strip()
+    """A FHIR dateTime / instant / date as a UTC datetime (dates at midnight UTC); ``None``
+    when ``value`` is not one (or names a day or an instant that does not exist)."""
+    match = _DATETIME.fullmatch(value)
+    if match is None:
+        return None
+    year, month, day = match["year"], match["month"], match["day"]
     try:
-        if len(text) == 4:
-            return dt.datetime(int(text), 1, 1, tzinfo=dt.UTC)
-        if len(text) == 7:
-            return dt.datetime(int(text[:4]), int(text[5:7]), 1, tzinfo=dt.UTC)
-        parsed = dt.datetime.fromisoformat(text)
-        if parsed.tzinfo is None:
-            return parsed.replace(tzinfo=dt.UTC)
+        if match["time"] is None:
+            return dt.datetime(int(year), int(month or 1), int(day or 1), tzinfo=dt.UTC)
+        # Python keeps microseconds: a finer fraction is cut, not rounded (no day rollover)
+        fraction = (match["fraction"] or "")[:7]
+        offset = "+00:00" if match["offset"] == "Z" else match["offset"]
+        parsed = dt.datetime.fromisoformat(
+            f"{year}-{month}-{day}T{match['time']}{fraction}{offset}"
+        )
         return parsed.astimezone(dt.UTC)
-    except (ValueError, OverflowError):  # OverflowError: an offset past year 1 or 9999
+    except (ValueError, OverflowError):  # 30 February; an offset past year 1 or 9999
         return None
 
 
@@ -191,11 +215,15 @@ def _root(data: Any) -> _Node:
 
 def _build(path: str, cls: Callable[..., T], **fields: Any) -> T:
     """``cls(**fields)``, with the model's validation errors moved to the JSON ``path``."""
+    # the refusal is raised outside the ``except`` block, so that it has no context: the
+    # model's error may hold the value (PHI), and error reporters show chained exceptions
+    refusal: FhirError | None = None
     try:
         return cls(**fields)
     except ValidationError as exc:
         reason = exc.reason.split(", got ")[0]
-        raise FhirError(path, f"{exc.path}: {reason}" if exc.path else reason) from None
+        refusal = FhirError(path, f"{exc.path}: {reason}" if exc.path else reason)
+    raise refusal
 
 
 def _enum(node: _Node, key: str, kind: type[T], value: str | None) -> T | None:
@@ -204,5 +232,6 @@ def _enum(node: _Node, key: str, kind: type[T], value: str | None) -> T | None:
     try:
         return kind(value)  # type: ignore[call-arg]
     except ValueError:
-        names = ", ".join(str(m.value) for m in kind)  # type: ignore[attr-defined]
-        raise node.error(key, f"not one of {names}") from None
+        pass  # raised below, without the enum's error (it repeats the value) as its context
+    names = ", ".join(str(m.value) for m in kind)  # type: ignore[attr-defined]
+    raise node.error(key, f"not one of {names}")

@@ -111,7 +111,7 @@ def _class(kind: str, value: str) -> JSON:
 
 def _patient(resource: _Node, bundle: _Bundle | None = None) -> Patient:
     pid = _need_id(resource, SID_PATIENT, "patient")
-    mrn = _typed_identifier(resource, "MR")
+    mrn = _typed_identifier(resource, "MR", "MR", "MRN")
     if mrn is None:
         others = [
             i.text("value")
@@ -120,7 +120,9 @@ def _patient(resource: _Node, bundle: _Bundle | None = None) -> Patient:
         ]
         mrn = next((v for v in others if v is not None), None)
     if mrn is None:
-        raise resource.error("identifier", "no medical record number")
+        raise resource.error(
+            "identifier", "no medical record number (referralkit needs one identifier value)"
+        )
     names = resource.objs("name")
     if not names:
         raise resource.error("name", "required, missing")
@@ -181,7 +183,7 @@ def _is_pregnant(observation: _Node, patient: _Node, bundle: _Bundle) -> bool:
 
 
 def _coverage(resource: _Node, bundle: _Bundle | None = None) -> Coverage:
-    cid = _need_id(resource, SID_COVERAGE, "coverage")
+    cid = _need_id(resource, SID_COVERAGE, "coverage", "subscriberId")
     plan_type = PlanType.OTHER
     kind = resource.obj("type")
     if kind is not None:
@@ -225,7 +227,8 @@ def _coverage(resource: _Node, bundle: _Bundle | None = None) -> Coverage:
         payer=payer,
         plan=plan or UNSPECIFIED,
         plan_type=plan_type,
-        member_id=resource.text("subscriberId"),
+        member_id=resource.text("subscriberId")
+        or _typed_identifier(resource, "MB", "MB", "MEMBER ID", "MEMBER NUMBER"),
         group=group,
         period_start=period.date("start") if period is not None else None,
         period_end=period.date("end") if period is not None else None,

@@ -3,9 +3,12 @@ ways, the ServiceRequest's requester and performer, and its specialty (``perform
 
 from __future__ import annotations
 
-from ...model import Code, Provider
+import re
+
+from ...model import Code, CodeSystem, Provider
 from ._bundle import _Bundle
 from ._codesystems import (
+    _SPECIALTY_FROM_SNOMED,
     _SPECIALTY_FROM_TAXONOMY,
     BCP47,
     CS_SPECIALTY,
@@ -20,6 +23,7 @@ from ._codesystems import (
 from ._datatypes import (
     _code,
     _coding,
+    _display_id,
     _entry,
     _ext,
     _identifier,
@@ -28,6 +32,7 @@ from ._datatypes import (
     _person_name,
     _ref,
     _ref_tail,
+    _ref_type,
     _Urls,
 )
 from ._json import JSON, _build, _Node
@@ -144,8 +149,10 @@ def _provider(
         if locations:
             resolved = bundle.resolve(locations[0], role, ("Location",)) if bundle else None
             location = (resolved.text("name") if resolved else None) or locations[0].text("display")
-    if own_specialty is None and taxonomy is not None:
-        own_specialty = _SPECIALTY_FROM_TAXONOMY.get(taxonomy.code)
+        if own_specialty is None:
+            own_specialty = next(
+                (s for s in map(_specialty_of, role.objs("specialty")) if s is not None), None
+            )
     languages = []
     if practitioner is not None:
         for concept in practitioner.objs("communication"):
@@ -187,8 +194,12 @@ def _party(
     ident = ref.obj("identifier")
     pid = (ident.text("value") if ident is not None else None) or _ref_tail(ref)
     name = ref.text("display")
-    if pid is None or name is None:
+    if pid is None and name is None:
         return None
+    if pid is None:  # known by its display only: kept, with an id derived from it
+        pid = _display_id("provider", name)  # type: ignore[arg-type]
+    if name is None:  # on another server, with no display: kept by its reference
+        name = f"{_ref_type(ref) or 'Provider'} {pid}"
     return _build(
         ref.path, Provider, id=pid, name=name, specialty=specialty or UNSPECIFIED, languages=()
     )
@@ -196,14 +207,39 @@ def _party(
 
 def _specialty(sr: _Node, target: Provider | None) -> str:
     concept = sr.obj("performerType")
-    if concept is not None:
-        ours = concept.code_in(CS_SPECIALTY)
-        if ours is not None:
-            return ours
-        for coding in concept.objs("coding"):
-            name = _SPECIALTY_FROM_TAXONOMY.get(coding.text("code") or "")
-            if name is not None:
-                return name
+    found = _specialty_of(concept) if concept is not None else None
+    if found is not None:
+        return found
     if target is not None:
         return target.specialty
     return UNSPECIFIED
+
+
+def _specialty_of(concept: _Node) -> str | None:
+    """The specialty a CodeableConcept names: referralkit's own code, a NUCC taxonomy code or
+    a SNOMED CT clinical specialty the library has a name for, else its text (or a coding's
+    display) as a specialty name (``Sports Medicine`` -> ``sports-medicine``)."""
+    ours = concept.code_in(CS_SPECIALTY)
+    if ours is not None:
+        return ours
+    for coding in concept.objs("coding"):
+        code = coding.text("code") or ""
+        system = coding.data.get("system")
+        if system == CodeSystem.SNOMED:
+            name = _SPECIALTY_FROM_SNOMED.get(code)
+        else:  # NUCC codes are distinctive: read whatever system an EHR labels them with
+            name = _SPECIALTY_FROM_TAXONOMY.get(code)
+        if name is not None:
+            return name
+    texts = [concept.text("text"), *(c.text("display") for c in concept.objs("coding"))]
+    return next((s for s in map(_slug, texts) if s is not None), None)
+
+
+def _slug(text: str | None) -> str | None:
+    """``text`` as a specialty name: lower case ASCII words joined by hyphens, at most 60
+    characters; ``None`` when no such word is left."""
+    if text is None:
+        return None
+    words = re.findall(r"[a-z0-9]+", text.lower(), flags=re.ASCII)
+    slug = "-".join(words)[:60].strip("-")
+    return slug if slug[:1].isalpha() else None

@@ -7,6 +7,9 @@ from ...lifecycle import FHIR_TASK
 from ...model import FollowUp, FollowUpKind, Referral, Status
 from ._bundle import _Bundle
 from ._codesystems import (
+    _BSER_CODES,
+    _BSER_STU1,
+    _BSER_STU1_AMBIGUOUS,
     _STATUS_FROM_SR,
     _STATUS_FROM_TASK,
     BSER_BUSINESS_STATUS,
@@ -97,17 +100,30 @@ def _write_follow_up(f: FollowUp, urls: _Urls) -> JSON:
 
 
 def _main_task(bundle: _Bundle, sr: _Node) -> _Node | None:
-    tasks = []
+    """The Task that tracks the referral: its ``focus`` is the ServiceRequest and it is not
+    ``partOf`` another Task (a review or scheduling sub-task, whatever its place in the
+    Bundle, does not give the referral's state). Without one, a top-level Task ``basedOn`` the
+    ServiceRequest. Two such Tasks make the state ambiguous: refused."""
+    focused: list[_Node] = []
+    based: list[_Node] = []
     for task in bundle.of_type("Task"):
         code = task.obj("code")
         if code is not None and code.code_in(CS_FOLLOW_UP) is not None:
             continue
-        focus = bundle.resolve(task.obj("focus"), task, ("ServiceRequest",), strict=False)
-        based = [
-            bundle.resolve(b, task, ("ServiceRequest",), strict=False) for b in task.objs("basedOn")
-        ]
-        if focus is sr or sr in based:
-            tasks.append(task)
+        if task.objs("partOf"):
+            continue
+        if bundle.resolve(task.obj("focus"), task, ("ServiceRequest",), strict=False) is sr:
+            focused.append(task)
+        elif any(
+            bundle.resolve(b, task, ("ServiceRequest",), strict=False) is sr
+            for b in task.objs("basedOn")
+        ):
+            based.append(task)
+    tasks = focused or based
+    if len(tasks) > 1:
+        raise tasks[1].error(
+            "", "a second top-level Task for the ServiceRequest: which gives its state is ambiguous"
+        )
     return tasks[0] if tasks else None
 
 
@@ -115,7 +131,7 @@ def _status(sr: _Node, task: _Node | None) -> Status:
     if task is not None:
         raw = task.need_text("status")
         business = task.obj("businessStatus")
-        code = business.code_in(BSER_BUSINESS_STATUS) if business is not None else None
+        code = _business_status(business) if business is not None else None
         found = _STATUS_FROM_TASK.get((raw, code)) or _STATUS_FROM_TASK.get((raw, None))
         if found is not None:
             return found
@@ -129,6 +145,31 @@ def _status(sr: _Node, task: _Node | None) -> Status:
     if found is None:
         raise sr.error("status", "not a ServiceRequest status")
     return found
+
+
+def _business_status(concept: _Node) -> str | None:
+    """The BSeR STU2 business status of a Task, read from STU2 or STU1 codes; ``None`` when the
+    concept has no BSeR coding (a local status: Task.status decides)."""
+    for coding in concept.objs("coding"):
+        if coding.data.get("system") != BSER_BUSINESS_STATUS:
+            continue
+        code = coding.text("code")
+        if code is None:
+            continue
+        if code in _BSER_STU1_AMBIGUOUS:
+            raise coding.error(
+                "code",
+                "BSeR STU1 5.x (fulfillment initiated) does not say which event happened: send "
+                "the BSeR STU2 code (5.1.1 scheduled, 5.1.2 unattended, 5.1.3 cancelled, 5.1.4 "
+                "completed)",
+            )
+        code = _BSER_STU1.get(code, code)
+        if code not in _BSER_CODES:
+            raise coding.error(
+                "code", "not a BSeR business status (" + ", ".join(sorted(_BSER_CODES)) + ")"
+            )
+        return code
+    return None
 
 
 def _owner(ref: _Node) -> str | None:

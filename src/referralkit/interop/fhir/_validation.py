@@ -12,14 +12,16 @@ def validate(resource: Mapping[str, Any]) -> None:
     """Check ``resource`` (a Bundle or any resource) against the FHIR R4B models of
     ``fhir.resources``; raise :class:`FhirError` naming the first invalid element.
 
-    Needs the ``fhir`` extra (``pip install 'referralkit[fhir]'``).
+    Needs the ``fhir`` extra: ``pip install "referralkit[fhir]"`` from a package index,
+    ``pip install ".[fhir]"`` in a checkout of referralkit.
     """
     try:
         import pydantic
         from fhir.resources.R4B import get_fhir_model_class
     except ImportError as exc:  # pragma: no cover - the test environment has the extra
         raise ImportError(
-            "FHIR validation needs the fhir extra: pip install 'referralkit[fhir]'"
+            "FHIR validation needs the fhir extra: pip install 'referralkit[fhir]' "
+            "(from a checkout: pip install '.[fhir]')"
         ) from exc
     if not isinstance(resource, Mapping):
         raise FhirError("", "expected a JSON object")
@@ -30,6 +32,10 @@ def validate(resource: Mapping[str, Any]) -> None:
         model = None
     if model is None:
         raise FhirError("resourceType", "not a FHIR R4B resource type")
+    # The refusal is raised after the handlers, not inside them: pydantic's error holds the
+    # input (PHI), and an exception raised in a handler keeps it as __context__ even "from
+    # None", where error reporters (and traceback.format_exception) still find it.
+    failure: tuple[str, str] | None = None
     try:
         model.model_validate(resource)
     except pydantic.ValidationError as exc:
@@ -38,9 +44,11 @@ def validate(resource: Mapping[str, Any]) -> None:
         reason = f"does not validate as FHIR R4B ({error['type']})"
         if error["type"] == "extra_forbidden":  # the element's name is input: do not repeat it
             loc, reason = loc[:-1], "has an element FHIR R4B does not define"
-        raise FhirError(_json_path(loc), reason) from None
+        failure = (_json_path(loc), reason)
     except Exception as exc:  # fhir.resources' own lookups (an unknown nested resourceType)
-        raise FhirError("", f"does not validate as FHIR R4B ({type(exc).__name__})") from None
+        failure = ("", f"does not validate as FHIR R4B ({type(exc).__name__})")
+    if failure is not None:
+        raise FhirError(*failure)
 
 
 def _validate(resource: Mapping[str, Any]) -> None:

@@ -4,6 +4,9 @@ there yet."""
 
 from __future__ import annotations
 
+import re
+from typing import Final
+
 from ...model import Authorization, Provider, Referral
 from ...synth import TAXONOMY
 from ._appointments import _write_appointment
@@ -86,6 +89,21 @@ class _Writer:
         return {"resourceType": "Bundle", "type": "transaction", "entry": self.entries}
 
 
+# a source id read from an identifier with a system is ``system|value`` (see _reading)
+_SOURCE_ID: Final = re.compile(r"(?P<system>[A-Za-z][A-Za-z0-9+.-]*:[^\s|]+)\|(?P<value>.*\S.*)")
+
+
+def _source_identifier(source_id: str) -> JSON:
+    identifier: JSON = {"type": {"coding": [{"system": V2_0203, "code": "PLAC"}]}}
+    match = _SOURCE_ID.fullmatch(source_id)
+    if match is not None:
+        identifier["system"] = match["system"]
+        identifier["value"] = match["value"]
+    else:
+        identifier["value"] = source_id
+    return identifier
+
+
 def _write_service_request(
     r: Referral,
     urls: _Urls,
@@ -96,9 +114,7 @@ def _write_service_request(
 ) -> JSON:
     identifiers = [_identifier(SID_REFERRAL, r.id)]
     if r.source_id is not None:
-        identifiers.append(
-            {"type": {"coding": [{"system": V2_0203, "code": "PLAC"}]}, "value": r.source_id}
-        )
+        identifiers.append(_source_identifier(r.source_id))
     performer_type = [{"system": CS_SPECIALTY, "code": r.specialty}]
     taxonomy = TAXONOMY.get(r.specialty)
     if taxonomy is not None:
