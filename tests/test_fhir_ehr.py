@@ -163,25 +163,22 @@ class TestIdentity:
         assert r.coverage is not None
         assert r.coverage.id == COVERAGE_URL.removeprefix("urn:uuid:")
         assert r.coverage.member_id == "XQH889102"
-        assert r.id == SR_URL.removeprefix("urn:uuid:")
+        assert r.id == "933201447"  # the order number, more lasting than a urn:uuid
+        bundle = ehr_referral()
+        del bundle["entry"][0]["resource"]["identifier"]
+        assert from_fhir(bundle).id == SR_URL.removeprefix("urn:uuid:")
 
     def test_without_full_urls_business_identifiers_identify(self) -> None:
         """No id and no fullUrl: the id derives from the identifier, the same each time, and
         does not show the MRN or member id."""
         bundle = ehr_referral()
-        for item in bundle["entry"]:
-            item["fullUrl"] = None
-        bundle["entry"][0]["resource"]["subject"] = {"reference": "#p"}
-        bundle["entry"][0]["resource"]["reasonReference"] = []
-        bundle["entry"][0]["resource"]["insurance"] = []
-        patient = bundle["entry"][1]["resource"]
-        bundle["entry"][0]["resource"]["contained"] = [{**patient, "id": "p"}]
+        patient = part_from_fhir(bundle["entry"][1]["resource"])
         coverage = part_from_fhir(bundle["entry"][2]["resource"])
-        assert coverage.id == part_from_fhir(copy.deepcopy(bundle["entry"][2]["resource"])).id
-        assert "XQH889102" not in coverage.id
-        assert uuid.UUID(coverage.id)
-        r = from_fhir(bundle)
-        assert r.id == f"{ORDERS}|933201447".split("|")[1]  # the order number's value
+        for part, value in ((patient, "203713"), (coverage, "XQH889102")):
+            assert uuid.UUID(part.id)  # type: ignore[union-attr]
+            assert value not in part.id  # type: ignore[union-attr]
+        assert part_from_fhir(copy.deepcopy(bundle["entry"][2]["resource"])) == coverage
+        assert part_from_fhir(copy.deepcopy(bundle["entry"][1]["resource"])) == patient
 
     @pytest.mark.parametrize(
         "identifier",
@@ -273,6 +270,41 @@ class TestOptionalElements:
         assert call.at == dt.datetime(2026, 11, 3, 10, tzinfo=dt.UTC)  # type: ignore[union-attr]
         assert call.direction is Direction.INBOUND  # type: ignore[union-attr]
         assert call.channel is Channel.OTHER  # type: ignore[union-attr]  # unknown: other
+
+    def test_appointments_without_a_practitioner_or_a_start(self) -> None:
+        """A practitioner known by display only is kept; none at all is the target's; a
+        cancelled Appointment with no start (FHIR app-3 allows it) is skipped."""
+        bundle = ehr_referral()
+        bundle["entry"][0]["resource"]["performer"] = [{"reference": "Practitioner/8812"}]
+
+        def visit(status: str, *actors: dict[str, Any], **more: Any) -> dict[str, Any]:
+            return {
+                "fullUrl": f"urn:uuid:{uuid.uuid4()}",
+                "resource": {
+                    "resourceType": "Appointment",
+                    "status": status,
+                    "participant": [
+                        {"actor": {"reference": PATIENT_URL}, "status": "accepted"},
+                        *({"actor": a, "status": "accepted"} for a in actors),
+                    ],
+                    **more,
+                },
+            }
+
+        start = {"start": "2026-11-20T15:00:00Z"}
+        bundle["entry"] += [
+            visit("booked", {"display": "Dr Lee"}, **start),
+            visit("booked", **start),
+            visit("cancelled"),
+        ]
+        first, second = from_fhir(bundle).appointments
+        assert first.provider_id not in ("8812", "Dr Lee")
+        assert uuid.UUID(first.provider_id)
+        assert second.provider_id == "8812"
+        bundle["entry"][0]["resource"].pop("performer")
+        with pytest.raises(FhirError) as caught:
+            from_fhir(bundle)
+        assert caught.value.path == "entry[5].resource.participant"
 
     # (resource type, element, what the referral then holds): every element the reader reads
     # that FHIR R4 gives cardinality 0..x, removed one at a time from a Bundle that has them all
@@ -444,6 +476,18 @@ class TestReasonReference:
         assert r.diagnoses == ()
         assert r.reason is not None
         assert "irregular heartbeat" in r.reason
+
+    def test_an_observation_gives_its_words(self) -> None:
+        bundle = ehr_referral()
+        bundle["entry"][3]["resource"] = {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "Holter: runs of SVT"},
+        }
+        r = from_fhir(bundle)
+        assert r.diagnoses == ()
+        assert r.reason is not None
+        assert r.reason.startswith("Holter: runs of SVT")
 
     def test_an_unresolved_reference_keeps_its_display(self) -> None:
         bundle = ehr_referral()

@@ -35,7 +35,7 @@ from ._codesystems import (
     UNSPECIFIED,
 )
 from ._communications import _communication
-from ._datatypes import _code, _codes, _local_id, _typed_identifier_node
+from ._datatypes import _code, _codes, _identifier_value, _typed_identifier_node, _url_id
 from ._decisions import _decision, _urgency
 from ._documents import _document
 from ._json import _build, _enum, _Node, _root
@@ -62,7 +62,13 @@ def _read(data: Mapping[str, Any], limits: Limits) -> tuple[Referral, _Node]:
     sr = requests[0]
     source = _source_identifier(sr)
     source_id = _source_id(source) if source is not None else None
-    rid = _local_id(sr, SID_REFERRAL) or (source.text("value") if source is not None else None)
+    # the referrer's order number outlasts a fullUrl (often a urn:uuid made for each message)
+    rid = (
+        _identifier_value(sr, SID_REFERRAL)
+        or sr.text("id")
+        or (source.text("value") if source is not None else None)
+        or _url_id(sr)
+    )
     if rid is None:
         raise sr.error("identifier", "nothing identifies the referral: no identifier, no id")
     subject = sr.obj("subject")
