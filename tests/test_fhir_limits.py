@@ -238,7 +238,7 @@ class TestCommandLine:
     def test_in_a_process_memory_stays_bounded(self, tmp_path: Path, source: str) -> None:
         """/dev/zero and an endless pipe, in a real process with the default limits: exit
         status 2, one line on stderr, and a peak resident size near the 16 MiB line limit
-        (measured here: 61 MB for /dev/zero, 54 MB for the pipe, interpreter included)."""
+        (measured here: 61 MB for /dev/zero, 31 MB for the pipe, interpreter included)."""
         # VmHWM, the process's own peak: ru_maxrss survives execve, so a child forked from a
         # large test process would report the parent's size
         script = (
