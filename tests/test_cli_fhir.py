@@ -465,7 +465,7 @@ class TestImportErrors:
     ) -> None:
         """An error that is not the library's own is reported by class, its message unsaid."""
 
-        def boom(bundle: Any) -> None:
+        def boom(bundle: Any, **_: Any) -> None:
             raise KeyError(CANARY)
 
         monkeypatch.setattr(fhir, "from_fhir", boom)
@@ -475,7 +475,7 @@ class TestImportErrors:
     def test_not_a_referral(
         self, demo: Demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        monkeypatch.setattr(fhir, "from_fhir", lambda bundle: None)
+        monkeypatch.setattr(fhir, "from_fhir", lambda bundle, **_: None)
         path = write(tmp_path / "one.ndjson", [demo.lines[0]])
         self.check_refused(path, tmp_path, " line 1: cannot be converted (not a referral)")
 
@@ -703,7 +703,8 @@ class TestWithoutTheExtra:
         status, stdout, stderr = run_main(argv)
         assert (status, stdout) == (1, "")
         assert stderr == (
-            "referralkit: the fhir commands need the fhir extra: pip install 'referralkit[fhir]'\n"
+            "referralkit: the fhir commands need the fhir extra: pip install 'referralkit[fhir]' "
+            "(from a checkout: pip install '.[fhir]')\n"
         )
 
     def test_usage(self, capsys: pytest.CaptureFixture[str]) -> None:

@@ -28,7 +28,7 @@ EXPECTED = {
     ],
     "property_test_rules.py": ["all rule properties hold"],
     "fhir_exchange.py": [
-        "intake: ref-1 from ORD-204 for cardiology",
+        "intake: ref-1 from http://clinic.example/orders|ORD-204 for cardiology",
         "coverage: PPO, decision covered",
         "again: ref-1 (the same referral)",
         "Task: in-progress, BSeR 5.1.1 Service Request Event Scheduled",

@@ -36,14 +36,13 @@ import importlib
 import json
 import math
 import os
-import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Final, TextIO
+from typing import IO, TYPE_CHECKING, Any, Final, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
@@ -58,6 +57,9 @@ from .model import AuthStatus, Covered, NetworkStatus, Referral, ReferralEvent, 
 from .privacy import Actor, Role
 from .serialization import to_dict
 from .storage import Change, Query, ReferralStore, open_store
+
+if TYPE_CHECKING:
+    from .interop.fhir import Limits
 
 __all__ = ["DEFAULT_DB", "main"]
 
@@ -455,7 +457,8 @@ FHIR_ACTOR: Final = "fhir-import"
 """The actor recorded on the ``created`` event of every referral ``fhir import`` stores."""
 
 _FHIR_EXTRA: Final = (
-    "referralkit: the fhir commands need the fhir extra: pip install 'referralkit[fhir]'\n"
+    "referralkit: the fhir commands need the fhir extra: pip install 'referralkit[fhir]' "
+    "(from a checkout: pip install '.[fhir]')\n"
 )
 
 
@@ -472,6 +475,10 @@ def _fhir_extra_missing(err: TextIO) -> bool:
     return False
 
 
+# the defaults of referralkit.interop.fhir.Limits, repeated here so that building the parser
+# does not import the FHIR package (a test checks they agree)
+_DEFAULT_LIMITS: Final = {"bundle_bytes": 16 << 20, "total_bytes": 1 << 30, "entries": 10_000}
+
 IMPORT_BATCH: Final = 500
 """How many referrals ``fhir import`` writes per transaction (one ``save_many`` call)."""
 
@@ -484,52 +491,87 @@ def _cannot_read(name: str, exc: OSError) -> ValidationError:
 
 
 @contextlib.contextmanager
-def _opened(name: str) -> Iterator[IO[bytes]]:
+def _opened(name: str, limits: Limits) -> Iterator[IO[bytes]]:
     """FILE opened as bytes; nothing of it is echoed.
 
     ``-`` is standard input, copied to an anonymous temporary file first (an import reads its
-    input twice, standard input can be read once); the copy is deleted on exit.
+    input twice, standard input can be read once), no further than ``limits.total_bytes`` and
+    with no line longer than ``limits.bundle_bytes``; the copy is deleted on exit.
     """
     with contextlib.ExitStack() as stack:
         file: IO[bytes]
+        failure: ValidationError | None = None
         try:
             if name == "-":
                 file = stack.enter_context(tempfile.TemporaryFile(prefix="referralkit-import-"))
-                _spool(file)
+                _spool(file, limits)
             else:
                 file = stack.enter_context(open(name, "rb"))
         except OSError as exc:
-            raise _cannot_read(name, exc) from None
+            failure = _cannot_read(name, exc)
+        if failure is not None:  # raised outside the handler: no chained OS error
+            raise failure
         yield file
 
 
-def _spool(file: IO[bytes]) -> None:
-    """Copy standard input to ``file``, a chunk at a time (text stdin encoded as UTF-8)."""
+def _spool(file: IO[bytes], limits: Limits) -> None:
+    """Copy standard input to ``file``, a chunk at a time (text stdin encoded as UTF-8),
+    stopping at the first line longer than ``limits.bundle_bytes`` or at
+    ``limits.total_bytes``: an endless pipe stops at a limit, not when the disk is full."""
     stdin: Any = sys.stdin
     buffer = getattr(stdin, "buffer", None)
-    if buffer is not None:
-        shutil.copyfileobj(buffer, file, _SPOOL_CHUNK)
-    else:
-        while chunk := stdin.read(_SPOOL_CHUNK):
-            file.write(chunk.encode("utf-8", "surrogatepass"))
+    total = 0
+    line = 0  # bytes since the last newline
+    while True:
+        chunk = buffer.read(_SPOOL_CHUNK) if buffer is not None else stdin.read(_SPOOL_CHUNK)
+        if not chunk:
+            break
+        data: bytes = chunk if isinstance(chunk, bytes) else chunk.encode("utf-8", "surrogatepass")
+        total += len(data)
+        if total > limits.total_bytes:
+            raise _limit_error("<stdin>", "the input", limits.total_bytes, "--max-total-bytes")
+        parts = data.split(b"\n")  # parts[0] continues the current line
+        run = line + len(parts[0])
+        if max([run, *map(len, parts[1:])]) > limits.bundle_bytes + 1:  # + 1: a CR may end it
+            raise _limit_error("<stdin>", "a line", limits.bundle_bytes, "--max-bundle-bytes")
+        line = len(parts[-1]) if len(parts) > 1 else run
+        file.write(data)
     file.flush()
 
 
-def _lines(file: IO[bytes], name: str) -> Iterator[tuple[int, bytes]]:
-    """The lines of ``file`` from its start, numbered from 1, a leading UTF-8 BOM removed."""
+def _limit_error(where: str, what: str, limit: int, option: str) -> ValidationError:
+    from .interop.fhir import FhirLimitError
+
+    return FhirLimitError(
+        where, f"{what} is larger than the limit of {limit:,} bytes ({option} raises it)"
+    )
+
+
+def _lines(file: IO[bytes], name: str, limits: Limits) -> Iterator[tuple[int, bytes]]:
+    """The lines of ``file`` from its start, numbered from 1, a leading UTF-8 BOM removed;
+    a line longer than ``limits.bundle_bytes`` or more than ``limits.total_bytes`` in all is
+    refused before it is read further (``/dev/zero`` is one endless line)."""
+    from .interop.fhir._limits import bounded_lines
+
+    failure: ValidationError | None = None
     try:
         file.seek(0)
-        for number, line in enumerate(file, 1):
-            yield number, line.removeprefix(_BOM) if number == 1 else line
+        try:
+            yield from bounded_lines(file, limits, "--max")
+        except ValidationError as exc:
+            failure = type(exc)(f"{name} {exc.path}", exc.reason)
     except OSError as exc:
-        raise _cannot_read(name, exc) from None
+        failure = _cannot_read(name, exc)
+    if failure is not None:
+        raise failure
 
 
 def _text(line: bytes, where: str) -> str:
     try:
         return line.decode("utf-8")
     except UnicodeDecodeError:
-        raise ValidationError(where, "not UTF-8 text") from None
+        pass  # raised below, without the decoder's error (it quotes the input) as context
+    raise ValidationError(where, "not UTF-8 text")
 
 
 def _blank(line: bytes) -> bool:
@@ -549,7 +591,7 @@ def _parsed(line: bytes) -> Any:
         return _NOT_PARSED
 
 
-def _single_document(file: IO[bytes], name: str) -> bool:
+def _single_document(file: IO[bytes], name: str, limits: Limits) -> bool:
     """Whether FILE is one JSON document (a Bundle, perhaps pretty-printed) rather than NDJSON.
 
     Decided from its first two non-blank lines: NDJSON when the first is JSON by itself, or
@@ -557,7 +599,7 @@ def _single_document(file: IO[bytes], name: str) -> bool:
     is broken, which the import then reports).
     """
     first = True
-    for _, line in _lines(file, name):
+    for _, line in _lines(file, name, limits):
         if _blank(line):
             continue
         value = _parsed(line)
@@ -570,36 +612,49 @@ def _single_document(file: IO[bytes], name: str) -> bool:
     return not first  # one non-blank line, not JSON by itself: a (broken) document
 
 
-def _whole_document(file: IO[bytes], name: str) -> tuple[int, Any]:
-    """The one JSON document of FILE (read whole: a single Bundle is small), with the line it
-    starts on."""
+def _whole_document(file: IO[bytes], name: str, limits: Limits) -> tuple[int, Any]:
+    """The one JSON document of FILE (read whole, no further than ``limits.bundle_bytes``),
+    with the line it starts on."""
+    failure: ValidationError | None = None
     try:
         file.seek(0)
-        data = file.read().removeprefix(_BOM)
+        data = file.read(limits.bundle_bytes + len(_BOM) + 1).removeprefix(_BOM)
     except OSError as exc:
-        raise _cannot_read(name, exc) from None
+        failure = _cannot_read(name, exc)
+    if failure is not None:
+        raise failure
+    if len(data) > limits.bundle_bytes:
+        raise _limit_error(name, "the document", limits.bundle_bytes, "--max-bundle-bytes")
+    # the refusals below are raised outside their handlers: the decoder's and the parser's
+    # errors quote the input, and must not travel as their context
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise ValidationError(f"{name} line {line}", "not UTF-8 text") from None
+        failure = ValidationError(f"{name} line {line}", "not UTF-8 text")
+    if failure is not None:
+        raise failure
     try:
         whole = json.loads(text)
     except (ValueError, RecursionError) as exc:
         broken_at = exc.lineno if isinstance(exc, json.JSONDecodeError) else 1
-        raise ValidationError(f"{name} line {broken_at}", "not valid JSON") from None
+        failure = ValidationError(f"{name} line {broken_at}", "not valid JSON")
+    if failure is not None:
+        raise failure
     blank = len(text) - len(text.lstrip())
     return text[:blank].count("\n") + 1, whole
 
 
-def _count(file: IO[bytes], name: str, *, single: bool) -> int:
+def _count(file: IO[bytes], name: str, limits: Limits, *, single: bool) -> int:
     """How many documents FILE holds (a cheap scan: no line is parsed)."""
     if single:
         return 1
-    return sum(1 for _, line in _lines(file, name) if not _blank(line))
+    return sum(1 for _, line in _lines(file, name, limits) if not _blank(line))
 
 
-def _documents(file: IO[bytes], name: str, *, single: bool) -> Iterator[tuple[int, Any]]:
+def _documents(
+    file: IO[bytes], name: str, limits: Limits, *, single: bool
+) -> Iterator[tuple[int, Any]]:
     """The JSON documents of an import file, one at a time, each with the line it starts on.
 
     The file is one JSON document (``single``: a Bundle, perhaps pretty-printed over many
@@ -608,17 +663,16 @@ def _documents(file: IO[bytes], name: str, *, single: bool) -> Iterator[tuple[in
     only, never its content.
     """
     if single:
-        yield _whole_document(file, name)
+        yield _whole_document(file, name, limits)
         return
-    for number, line in _lines(file, name):
+    for number, line in _lines(file, name, limits):
         if _blank(line):
             continue
         where = f"{name} line {number}"
-        text = _text(line, where)
-        try:
-            value = json.loads(text)
-        except (ValueError, RecursionError):
-            raise ValidationError(where, "not valid JSON") from None
+        value = _parsed(line)
+        if value is _NOT_PARSED:
+            _text(line, where)  # says "not UTF-8 text" when that is why
+            raise ValidationError(where, "not valid JSON")
         yield number, value
 
 
@@ -629,12 +683,17 @@ def _convert(
     where = f"{name} line {number}"
     if not isinstance(bundle, dict):
         raise ValidationError(where, "expected a JSON object (a FHIR Bundle)")
+    # refusals are raised outside the handlers: the cause may hold the input (PHI)
+    failure: ValidationError | None = None
     try:
         referral = from_fhir(bundle)
     except ValidationError as exc:
-        raise ValidationError(f"{where}: {exc.path}" if exc.path else where, exc.reason) from None
+        path = f"{where}: {exc.path}" if exc.path else where
+        failure = ValidationError(path, exc.reason)
     except Exception as exc:  # an unexpected failure: its message may quote the input
-        raise ValidationError(where, f"cannot be converted ({type(exc).__name__})") from None
+        failure = ValidationError(where, f"cannot be converted ({type(exc).__name__})")
+    if failure is not None:
+        raise failure
     if not isinstance(referral, Referral):
         raise ValidationError(where, "cannot be converted (not a referral)")
     return referral
@@ -669,25 +728,31 @@ def _exists(store: ReferralStore, referral_id: str) -> bool:
 def _fhir_import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if _fhir_extra_missing(err):
         return 1
-    from .interop.fhir import from_fhir
+    from .interop.fhir import Limits
+    from .interop.fhir import from_fhir as read
+
+    limits = Limits(args.max_bundle_bytes, args.max_total_bytes, args.max_entries)
+
+    def from_fhir(bundle: Mapping[str, Any]) -> Referral:
+        return read(bundle, limits=limits)
 
     name: str = args.file
     shown = "<stdin>" if name == "-" else name
-    with _opened(name) as file:
-        single = _single_document(file, shown)
-        total = _count(file, shown, single=single)
+    with _opened(name, limits) as file:
+        single = _single_document(file, shown, limits)
+        total = _count(file, shown, limits, single=single)
         # pass 1, before the store opens: every Bundle is converted and nothing is kept, so
         # that a refused Bundle anywhere in the file writes nothing
         checked = 0
         with Ticker(err, total, "bundles checked") as ticker:
-            for number, bundle in _documents(file, shown, single=single):
+            for number, bundle in _documents(file, shown, limits, single=single):
                 _convert(from_fhir, shown, number, bundle)
                 checked += 1
                 ticker.update(checked)
         # pass 2: converted again and written in batches, one transaction each
         with open_store(args.db) as store, Ticker(err, checked, "bundles stored") as ticker:
             imported = _store_all(
-                store, from_fhir, _documents(file, shown, single=single), shown, ticker
+                store, from_fhir, _documents(file, shown, limits, single=single), shown, ticker
             )
     out.write(f"imported {imported} referrals ({checked - imported} already present)\n")
     return 0
@@ -898,10 +963,33 @@ def build_parser() -> argparse.ArgumentParser:
         "ServiceRequest identifier or id is already stored are skipped, so importing a file "
         "twice adds nothing the second time, and if an import stops while writing (a crash, "
         "a full disk, Ctrl-C), the batches written so far stay: run the same command again "
-        "to complete it.",
+        "to complete it. Input is bounded (the --max options): a larger Bundle, line or "
+        "input, or /dev/zero, is refused with exit status 2 before it is read further.",
     )
     importing.add_argument("file", metavar="FILE", help="the Bundles to read; - for stdin")
     importing.add_argument("--db", required=True, help="store URL to write referrals to")
+    importing.add_argument(
+        "--max-bundle-bytes",
+        type=_positive,
+        default=_DEFAULT_LIMITS["bundle_bytes"],
+        metavar="N",
+        help="refuse a Bundle (a JSON document, or one NDJSON line) larger than N bytes "
+        f"({_DEFAULT_LIMITS['bundle_bytes']:,})",
+    )
+    importing.add_argument(
+        "--max-total-bytes",
+        type=_positive,
+        default=_DEFAULT_LIMITS["total_bytes"],
+        metavar="N",
+        help=f"refuse input larger than N bytes in all ({_DEFAULT_LIMITS['total_bytes']:,})",
+    )
+    importing.add_argument(
+        "--max-entries",
+        type=_positive,
+        default=_DEFAULT_LIMITS["entries"],
+        metavar="N",
+        help=f"refuse a Bundle with more than N entries ({_DEFAULT_LIMITS['entries']:,})",
+    )
     importing.set_defaults(handler=_fhir_import)
     exporting = fhir_commands.add_parser(
         "export",

@@ -216,6 +216,7 @@ class Channel(enum.StrEnum):
     SMS = "sms"
     MAIL = "mail"
     IN_PERSON = "in-person"
+    OTHER = "other"  # a channel the source did not say or referralkit has no name for
 
 
 class Direction(enum.StrEnum):
