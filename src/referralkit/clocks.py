@@ -1173,13 +1173,15 @@ def clocks_of(timeline: Timeline, rules: ClockRules = DEFAULT_CLOCKS) -> tuple[C
             reading = _reading(definition, "", began, deadlines, stop, timeline, None)
             if (
                 booking is not None
-                and reading.stopped_by == EventRef.of(booking[1])
                 and booking[2] is not None
+                and reading.stopped_by == EventRef.of(booking[1])
                 and booking[2] > reading.deadline
             ):
-                # booked, but for a date after the window: not scheduled in time, so the
-                # clock runs on (California timely access counts to the appointment date)
-                reading = _reading(definition, "", began, deadlines, closed, timeline, None)
+                # booked in time, but for a date after the window: the patient is not seen
+                # in time (California timely access counts to the appointment date), so the
+                # clock runs on to the appointment itself
+                late = _earliest((booking[2], booking[1]), closed)
+                reading = _reading(definition, "", began, deadlines, late, timeline, None)
             found.append(reading)
 
     definition = rules.auth_decision_by
