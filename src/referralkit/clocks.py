@@ -13,6 +13,7 @@ clock                         from → to                                   defa
 ``auth_decision_by``          each authorization request → the payer's    72 hours expedited,
                               decision (one clock per request)            7 calendar days
 ``first_contact_by``          acceptance → a contact with the patient     2 business days
+                              (or the visit)
 ``consult_note_by``           the visit → the consult note                14 calendar days
 ``follow_up_by``              a follow-up added → done (one per           end of its due date
                               follow-up)
@@ -776,6 +777,7 @@ class Timeline:
         "received",
         "referral_id",
         "status",
+        "standing",
         "status_since",
         "unbookings",
         "visits",
@@ -798,6 +800,7 @@ class Timeline:
         self.coverage_by: ReferralEvent | None = None
         self.bookings: list[tuple[dt.datetime, ReferralEvent, dt.datetime | None]] = []
         self.unbookings: list[_Stamp] = []
+        self.standing: tuple[dt.datetime, ReferralEvent, dt.datetime | None] | None = None
         self.no_shows: list[_Stamp] = []
         self.cancellations: list[tuple[dt.datetime, ReferralEvent, Cause | None]] = []
         self.visits: list[_Stamp] = []
@@ -882,6 +885,7 @@ class Timeline:
             self.no_shows.append((at, ref))
         if target in (Status.NO_SHOW, Status.APPOINTMENT_CANCELLED):
             self.unbookings.append((at, ref))
+            self.standing = None
         if target.is_terminal and self.closed is None:
             self.closed = (at, ref)
 
@@ -906,9 +910,12 @@ class Timeline:
         if not isinstance(appointment, Mapping):
             return
         booked = _instant(appointment.get("booked_at")) or at
-        self.bookings.append((min(booked, at), ref, _instant(appointment.get("start"))))
+        booking = (min(booked, at), ref, _instant(appointment.get("start")))
+        self.bookings.append(booking)
         if appointment.get("status") in ("noshow", "cancelled"):
             self.unbookings.append((at, ref))
+        else:
+            self.standing = booking
 
     def _communication(
         self, communication: Any, at: dt.datetime, ref: ReferralEvent, rules: ClockRules
@@ -947,12 +954,7 @@ class Timeline:
 
     def standing_booking(self) -> tuple[dt.datetime, ReferralEvent, dt.datetime | None] | None:
         """The booking that still stands (no no-show or cancelled appointment since)."""
-        if not self.bookings:
-            return None
-        last = self.bookings[-1]
-        if self.unbookings and self.unbookings[-1][0] > last[0]:
-            return None
-        return last
+        return self.standing
 
     def current_hold(self) -> _Hold | None:
         """The hold in force, if the referral is on hold."""
@@ -1211,7 +1213,10 @@ def clocks_of(timeline: Timeline, rules: ClockRules = DEFAULT_CLOCKS) -> tuple[C
     if definition.enabled and definition.window is not None and timeline.accepted is not None:
         began = timeline.accepted
         contact = _earliest(
-            _first_after(timeline.outbound, began[0]), _first_after(timeline.inbound, began[0])
+            _first_after(timeline.outbound, began[0]),
+            _first_after(timeline.inbound, began[0]),
+            # the patient came to the visit: whatever the record says, they were reached
+            _first_after(timeline.visits, began[0]),
         )
         stop = _earliest(contact, closed)
         deadline = definition.window.deadline(began[0], calendar)
