@@ -21,21 +21,24 @@ clock                         from → to                                   defa
 
 Sources:
 
-- **CMS-0057-F** (CMS Interoperability and Prior Authorization final rule, 89 FR 8758,
-  January 2024; 42 CFR 422.568, 438.210, 440.230, 457.495, 457.1230): impacted payers send
-  prior-authorization decisions within 72 hours for expedited requests and 7 calendar days for
-  standard ones, from receipt of the request. No pause is defined, so ``auth_decision_by``
-  never pauses.
+- **CMS-0057-F** (CMS Interoperability and Prior Authorization final rule, published
+  8 February 2024, 89 FR 8758): impacted payers (Medicare Advantage, Medicaid and CHIP fee
+  for service and managed care) send prior-authorization decisions within 72 hours for
+  expedited requests and 7 calendar days for standard ones, from receipt of the request,
+  from 1 January 2026. The rule defines no pause, so ``auth_decision_by`` never pauses.
 - **California timely access** (28 CCR 1300.67.2.2, Knox-Keene Act): urgent specialist
   appointments within 48 hours without prior authorization and 96 hours with; non-urgent
   specialist appointments within 15 business days of the request. The default urgency
-  assessment (:mod:`referralkit.policy`) sets ``due_by`` from these; ``schedule_by`` reads it.
-- **NHS Referral to Treatment (RTT)** rules suite (NHS England, *Referral to Treatment
-  Consultant-led Waiting Times Rules Suite*, October 2022): an 18-week clock from receipt of
-  the referral; only patient-initiated delays pause it. That is the default here: a clock
-  pauses while the referral is on hold *for a patient-initiated reason* (:data:`Cause.PATIENT`)
-  and not otherwise. A hold for missing records, a payer or an unreachable patient is the
-  service's delay and the clock keeps running.
+  assessment (:mod:`referralkit.policy`) sets ``due_by`` from these; ``schedule_by`` reads it,
+  and counts to the appointment date when a booking falls after it.
+- **NHS Referral to Treatment (RTT)** rules suite (Department of Health, 2012; NHS England,
+  October 2022): an 18-week clock from receipt of the referral. The 2012 rules let a clock
+  pause only for a patient-initiated delay, never for the service's own; that is the default
+  here: a clock pauses while the referral is on hold *for a patient-initiated reason*
+  (:data:`Cause.PATIENT`) and not otherwise, so a hold for missing records, a payer or an
+  unreachable patient leaves it running. Since 1 October 2015 the RTT rules have no patient
+  pause at all (patient-initiated delays are recorded locally and do not touch the clock):
+  to count that way, give every clock :meth:`PauseRule.never`.
 
 Definitions and pause rules are data (:class:`ClockRules`, :class:`ClockDefinition`,
 :class:`PauseRule`, :class:`Window`, :class:`BusinessCalendar`): change one with
@@ -442,8 +445,8 @@ class PauseRule:
     """When a clock pauses: while the referral is on hold for one of ``causes`` (what
     :class:`HoldReasons` reads from the hold's reason).
 
-    The default pauses for patient-initiated holds only, as the NHS RTT rules do;
-    :meth:`never` does not pause at all.
+    The default pauses for patient-initiated holds only, as the 2012 NHS RTT rules did;
+    :meth:`never` does not pause at all, as the RTT rules since October 2015 do not.
     """
 
     causes: frozenset[Cause] = attrs.field(default=frozenset({Cause.PATIENT}), converter=_causes)
@@ -776,8 +779,8 @@ class Timeline:
         "outbound",
         "received",
         "referral_id",
-        "status",
         "standing",
+        "status",
         "status_since",
         "unbookings",
         "visits",
