@@ -230,7 +230,7 @@ def _authorization(r: Referral) -> Iterator[Finding]:
         if (
             appointment.booked_at is not None
             and changed is not None
-            and changed > appointment.booked_at
+            and changed >= appointment.booked_at
         ):
             yield _finding(
                 FindingKind.AUTHORIZATION_LOST_AFTER_BOOKING,
