@@ -52,7 +52,7 @@ Definitions and pause rules are data (:class:`ClockRules`, :class:`ClockDefiniti
 - business days are counted in the :class:`BusinessCalendar`'s time zone: the start
   instant's *local date* is day 0, the next N dates that are neither weekend days nor
   holidays are business days 1..N, and the deadline is the end of business day N, i.e. the
-  first instant of the following local day (local midnight, found with :mod:`zoneinfo`, so a
+  first instant of the following local day (local midnight, found with ``zoneinfo``, so a
   daylight-saving change moves it correctly). A start on a Saturday evening counts from the
   Monday. Holidays come from the `holidays <https://holidays.readthedocs.io>`_ package (US
   federal holidays, with their observed days, by default).
@@ -79,7 +79,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final, NamedTuple
 
 import attrs
-import holidays
 
 from . import _validators as v
 from .errors import ValidationError
@@ -272,11 +271,16 @@ class BusinessCalendar:
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "_zone", _zone(self.timezone))
-        self._holidays_of(2026)  # fail now, not at the first deadline, on an unknown calendar
+        if (self.country, self.subdivision) != ("US", None):
+            # fail now, not at the first deadline, on an unknown calendar; the default one
+            # exists, and checking it would import holidays (~100 ms) with referralkit
+            self._holidays_of(2026)
 
     def _holidays_of(self, year: int) -> list[int]:
         found = self._years.get(year)
         if found is None:
+            import holidays  # on first use: importing it takes ~100 ms
+
             try:
                 days = holidays.country_holidays(self.country, subdiv=self.subdivision, years=year)
             except NotImplementedError:
@@ -1070,10 +1074,8 @@ def _reading(
     """
     as_of = timeline.as_of
     began, started_by = start
-    if stop is None or stop[0] > as_of:
-        end = as_of
-    else:
-        end = stop[0] if stop[0] > began else began
+    # (a max() call costs more than these comparisons: this runs for every clock)
+    end = as_of if stop is None or stop[0] > as_of else stop[0] if stop[0] > began else began
     base = deadlines[0][1]
     length_base = base
     causes = definition.pause.causes
