@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 
 from referralkit import (
     Actor,
+    Attachment,
+    AttachmentKind,
     Channel,
     Direction,
     FollowUpKind,
@@ -919,3 +921,111 @@ class TestSynthetic:
         histories, _ = simulated
         for r, events in histories[:20]:
             assert read_clocks(r, events, events[0].at - dt.timedelta(days=1)) == ()
+
+
+class TestImportsAndOddPayloads:
+    def test_an_imported_referral_with_everything_in_its_created_event(
+        self, driver: Driver, mri: Any
+    ) -> None:
+        """A referral imported on hold for the patient, with a decided authorization, a
+        no-show and a booked appointment, a call from the patient, a consult note and a done
+        follow-up, all inside one 'created' event: each clock reads what that event says."""
+        from referralkit.serialization import to_dict
+
+        form = Attachment("form", AttachmentKind.PRIOR_AUTH_FORM, START, text="form")
+        request = driver.request(services=(mri,))
+        r = driver.to(
+            Status.ACCEPTED, attrs.evolve(request, attachments=(*request.attachments, form))
+        )
+        r = driver.desk.request_authorization(driver.actor, r.id)
+        driver.clock.advance(hours=30)
+        r = driver.desk.record_authorization(driver.actor, r.id, approved=True)
+        r = driver.desk.log_communication(
+            driver.actor, r.id, Channel.PHONE, Direction.INBOUND, "patient"
+        )
+        r = driver.desk.schedule(driver.actor, r.id, driver.clock.now() + dt.timedelta(days=1))
+        r = driver.desk.record_no_show(driver.actor, r.id)
+        r = driver.desk.reschedule(driver.actor, r.id, driver.clock.now() + dt.timedelta(days=2))
+        r = driver.desk.add_follow_up(driver.actor, r.id, FollowUpKind.CALL, dt.date(2026, 1, 9))
+        r = driver.desk.complete_follow_up(driver.actor, r.id, r.follow_ups[-1].id)
+        r = driver.desk.attach(driver.actor, r.id, AttachmentKind.CONSULT_NOTE, text="early note")
+        r = driver.desk.hold(driver.actor, r.id, "patient: travelling")
+        imported = ReferralEvent(
+            r.id, 1, 0, r.updated_at, "import", "created", {"referral": to_dict(r)}
+        )
+        readings = read_clocks(r, [imported], r.updated_at + dt.timedelta(days=1))
+        by_name = {c.name: c for c in readings}
+        [auth] = [c for c in readings if c.name is ClockName.AUTH_DECISION_BY]
+        assert auth.state is ClockState.MET
+        assert auth.elapsed == dt.timedelta(hours=30)
+        assert by_name[ClockName.FOLLOW_UP_BY].state is ClockState.MET
+        schedule = by_name[ClockName.SCHEDULE_BY]
+        assert schedule.state is ClockState.MET  # the second booking stands
+        t = Timeline.of(r, [imported], r.updated_at)
+        assert t.current_hold() is not None
+        assert len(t.inbound) == 1
+        assert len(t.consult_notes) == 1
+
+    def test_an_imported_closed_referral(self, driver: Driver) -> None:
+        """Imported completed: closed at its closing time; its schedule clock stopped."""
+        from referralkit.serialization import to_dict
+
+        r = driver.to(Status.COMPLETED)
+        imported = ReferralEvent(
+            r.id, 1, 0, r.updated_at, "import", "created", {"referral": to_dict(r)}
+        )
+        t = Timeline.of(r, [imported], r.updated_at + dt.timedelta(days=3))
+        assert t.closed is not None
+        assert t.closed[0] == r.closed_at
+        assert all(
+            c.stopped_at is not None
+            for c in read_clocks(r, [imported], r.updated_at + dt.timedelta(days=3))
+        )
+
+    def test_malformed_payloads_are_skipped(self, driver: Driver) -> None:
+        """Payloads the desk never writes (wrong types, unknown values, bad dates) are read
+        as nothing rather than raising: the clocks stay readable."""
+        r = driver.to(Status.RECEIVED)
+        events = history(driver, r)
+        at_ = events[-1].at
+        odd = [
+            ("status_changed", {"target": "bogus"}),
+            ("urgency_assessed", {"assessment": "soon"}),
+            ("authorization_changed", {"authorization": ["requested"]}),
+            ("appointment_booked", {"appointment": None}),
+            ("attachment_added", {"attachment": 3}),
+            ("communication_logged", {"communication": {"counterpart": 7}}),
+            ("follow_up_added", {"follow_up": {"id": "f-1", "due": "next week"}}),
+            ("follow_up_added", {"follow_up": "f-2"}),
+            ("follow_up_completed", {"follow_up_id": "nope"}),
+            ("created", {"referral": None}),
+        ]
+        extra = [
+            ReferralEvent(r.id, r.version + 1, i, at_, "x", kind, payload)
+            for i, (kind, payload) in enumerate(odd)
+        ]
+        before = read_clocks(r, events, at_ + dt.timedelta(days=1))
+        assert read_clocks(r, [*events, *extra], at_ + dt.timedelta(days=1)) == before
+
+    def test_instants_and_dates_in_payloads(self) -> None:
+        """Payload times are ISO strings or datetimes; naive or malformed ones are nothing."""
+        from referralkit.clocks import _date, _instant
+
+        assert _instant("2026-01-05T09:00:00+00:00") == at(2026, 1, 5, 9, 0)
+        assert _instant(at(2026, 1, 5, 9, 0)) == at(2026, 1, 5, 9, 0)
+        assert _instant("2026-01-05T09:00:00") is None
+        assert _instant(dt.datetime(2026, 1, 5)) is None
+        assert _instant("soon") is None
+        assert _instant(5) is None
+        assert _date("2026-01-05") == dt.date(2026, 1, 5)
+        assert _date(dt.date(2026, 1, 5)) == dt.date(2026, 1, 5)
+        assert _date("soon") is None
+        assert _date(None) is None
+
+    def test_reading_properties(self, driver: Driver) -> None:
+        """running and fraction_remaining read as documented."""
+        r = driver.to(Status.RECEIVED)
+        driver.clock.advance(days=3)
+        clock = read(driver, r)[ClockName.SCHEDULE_BY]
+        assert clock.running
+        assert 0 < clock.fraction_remaining < 1

@@ -558,3 +558,27 @@ class TestAssess:
                 assert r.status is Status.SCHEDULED
                 assert r.current_appointment is not None
                 assert r.current_appointment.start > end - DEFAULT_WORKLIST.visit_grace
+
+
+class TestBenchmark:
+    def test_quick_run_checks_its_results_and_prints_both_tables(self) -> None:
+        """``bench_coordination.py --quick`` runs, checks what it times (it exits non-zero on
+        a wrong result), and prints the per-referral and audit tables with their baselines."""
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_coordination.py"
+        result = subprocess.run(
+            [sys.executable, str(script), "--quick"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        assert "| one referral | median µs | p95 µs | vs store reads | target | met |" in out
+        assert "`assess(referral, events, as_of)`: clocks + next action + flags" in out
+        assert "| audit | referrals | median referrals/s |" in out
+        assert out.count("baseline") >= 2

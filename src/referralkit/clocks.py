@@ -960,9 +960,6 @@ class Timeline:
 
     # ------------------------------------------------------------------ views
 
-    def last_assessment(self) -> tuple[dt.datetime, dt.datetime | None, ReferralEvent] | None:
-        return self.assessments[-1] if self.assessments else None
-
     def standing_booking(self) -> tuple[dt.datetime, ReferralEvent, dt.datetime | None] | None:
         """The booking that still stands (no no-show or cancelled appointment since)."""
         return self.standing
