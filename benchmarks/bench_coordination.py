@@ -18,6 +18,9 @@ with its baseline, referral by referral, so both see the same machine load:
   realistic), against the store reads of the same number of referrals. Target:
   **≥ 10,000 referrals/s**.
 
+The header line also gives the time of ``sum(range(1000))`` in the same run, to tell how fast
+the machine was: on a shared machine it varies by a factor of several.
+
 The results are checked before they are timed: every open referral's item has a next action
 or a visit ahead, ``assess`` shows exactly the clocks ``read_clocks`` reads, the audit finds the
 same per-referral findings streamed or one by one, and copies add no duplicate pairs.
@@ -32,6 +35,7 @@ import platform
 import statistics
 import sys
 import time
+import timeit
 from collections import Counter
 from collections.abc import Callable, Sequence
 from importlib.metadata import version
@@ -203,6 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     times = per_referral(histories, [row for _, row, _ in rows], repeat, inner)
     base = statistics.median(times[0])
+    # how fast this machine is right now: shared machines vary by a factor of several
+    calibration = (
+        min(timeit.repeat("sum(range(1000))", number=2_000, repeat=repeat * 3)) / 2_000 * 1e6
+    )
 
     referrals = copies(histories, audited)
     duplicates = sum(
@@ -225,7 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{'quick' if args.quick else 'full'} run, {len(histories):,} synthetic referrals "
         f"(events per history: median {statistics.median(events):.0f}, max {max(events)}; "
         f"{seen['open']:,} open, {seen['delayed']:,} delayed, {seen['breached']:,} breached), "
-        f"best of {repeat} rounds × {inner} calls per referral"
+        f"best of {repeat} rounds × {inner} calls per referral; `sum(range(1000))` took "
+        f"{calibration:.1f} µs on this machine during the run"
     )
     print()
     print("| one referral | median µs | p95 µs | vs store reads | target | met |")

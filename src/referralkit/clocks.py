@@ -268,6 +268,9 @@ class BusinessCalendar:
     _memo: dict[tuple[int, int], int] = attrs.field(
         init=False, eq=False, hash=False, repr=False, factory=dict
     )
+    _starts: dict[int, dt.datetime] = attrs.field(
+        init=False, eq=False, hash=False, repr=False, factory=dict
+    )
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "_zone", _zone(self.timezone))
@@ -353,9 +356,16 @@ class BusinessCalendar:
     def start_of_day(self, day: dt.date) -> dt.datetime:
         """The first instant (UTC) of local date ``day``: local midnight, or the end of a
         daylight-saving gap that swallows midnight."""
-        # fold=0 on a nonexistent local time takes the offset from before the gap, which is
-        # exactly the instant the gap ends (PEP 495)
-        return dt.datetime.combine(day, dt.time(), tzinfo=self._zone).astimezone(_UTC)
+        ordinal = day.toordinal()
+        found = self._starts.get(ordinal)
+        if found is None:
+            # fold=0 on a nonexistent local time takes the offset from before the gap, which
+            # is exactly the instant the gap ends (PEP 495)
+            found = dt.datetime.combine(day, dt.time(), tzinfo=self._zone).astimezone(_UTC)
+            if len(self._starts) > 100_000:
+                self._starts.clear()
+            self._starts[ordinal] = found
+        return found
 
     def end_of_day(self, day: dt.date) -> dt.datetime:
         """The instant (UTC) local date ``day`` ends: the first instant of the next day."""
