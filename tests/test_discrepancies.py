@@ -397,6 +397,11 @@ class TestAuditAll:
             AuditRules(stale_after_by_status={"received": dt.timedelta(days=1)})  # type: ignore[dict-item]
         with pytest.raises(ValidationError):
             AuditRules(spoken_channels={"phone"})  # type: ignore[arg-type]
+        with pytest.raises(ValidationError):
+            AuditRules(stale_after_by_status=[Status.RECEIVED])  # type: ignore[arg-type]
+        with pytest.raises(ValidationError) as caught:
+            AuditRules(stale_after_by_status={Status.RECEIVED: dt.timedelta(days=-1)})
+        assert caught.value.path == "stale_after_by_status[received]"
         assert DEFAULT_AUDIT.note_window == Window.days(14)
 
     def test_every_kind_has_a_severity(self) -> None:

@@ -144,7 +144,7 @@ def _duration(_: object, attribute: attrs.Attribute[dt.timedelta], value: object
         raise ValidationError(attribute.name, "expected a non-negative timedelta")
 
 
-def _stale_by_status(value: Mapping[Status, dt.timedelta]) -> Mapping[Status, dt.timedelta]:
+def _stale_by_status(value: object) -> Mapping[Status, dt.timedelta]:
     if not isinstance(value, Mapping):
         raise ValidationError("stale_after_by_status", "expected a mapping of Status to timedelta")
     checked = {}
