@@ -62,6 +62,10 @@ doctest_test_doctest_blocks = ""
 # Types from the standard library and dependencies that cannot resolve without an inventory.
 nitpick_ignore_regex = [
     ("py:class", r"datetime\.(date|datetime|timedelta)"),
+    # NamedTuple fields keep their annotations as written (``import datetime as dt``), and
+    # the coordination modules' private helper classes appear in a few return types
+    ("py:class", r"dt\.(date|datetime|timedelta)"),
+    ("py:class", r"referralkit\.clocks\._\w+"),
     ("py:class", r"collections\.abc\.\w+"),
     ("py:class", r"enum\.StrEnum"),
     ("py:class", r"abc\.ABC"),

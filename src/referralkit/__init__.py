@@ -6,7 +6,17 @@
 """
 
 from .clock import Clock, FakeClock, SystemClock
+from .clocks import (
+    DEFAULT_CLOCKS,
+    BusinessCalendar,
+    Cause,
+    ClockName,
+    ClockReading,
+    ClockRules,
+    read_clocks,
+)
 from .desk import ReferralDesk
+from .discrepancies import Finding, FindingKind, Severity, audit, audit_all
 from .errors import (
     ConcurrencyError,
     DuplicateReferralError,
@@ -61,13 +71,16 @@ from .policy import BasicCoverage, BasicUrgency, CoverageDecider, UrgencyAssesso
 from .privacy import Actor, Role
 from .serialization import from_dict, to_dict
 from .storage import MemoryStore, Query, ReferralStore, open_store
+from .worklist import ActionKind, Flag, WorklistFilter, WorklistItem, assess, rank
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_CHECKLIST",
+    "DEFAULT_CLOCKS",
     "FHIR_TASK",
     "TABLE",
+    "ActionKind",
     "Actor",
     "Appointment",
     "AppointmentStatus",
@@ -77,9 +90,14 @@ __all__ = [
     "Authorization",
     "BasicCoverage",
     "BasicUrgency",
+    "BusinessCalendar",
+    "Cause",
     "Channel",
     "Checklist",
     "Clock",
+    "ClockName",
+    "ClockReading",
+    "ClockRules",
     "Code",
     "CodeSystem",
     "Communication",
@@ -95,6 +113,9 @@ __all__ = [
     "DuplicateReferralError",
     "EventType",
     "FakeClock",
+    "Finding",
+    "FindingKind",
+    "Flag",
     "FollowUp",
     "FollowUpKind",
     "GuardError",
@@ -121,6 +142,7 @@ __all__ = [
     "RuleHit",
     "RuleTrace",
     "RulesError",
+    "Severity",
     "Sex",
     "Status",
     "StorageError",
@@ -129,8 +151,15 @@ __all__ = [
     "UrgencyAssessment",
     "UrgencyAssessor",
     "ValidationError",
+    "WorklistFilter",
+    "WorklistItem",
+    "assess",
+    "audit",
+    "audit_all",
     "from_dict",
     "open_store",
+    "rank",
+    "read_clocks",
     "replay",
     "to_dict",
 ]

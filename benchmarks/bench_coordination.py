@@ -1,0 +1,277 @@
+"""Coordination benchmark: one referral's clocks, next action and flags, and the record audit's
+throughput.
+
+    python benchmarks/bench_coordination.py            # full run, a few minutes
+    python benchmarks/bench_coordination.py --quick    # tiny counts, to check that it runs
+
+Synthetic referrals with full histories come from :func:`referralkit.synth.simulate` (six
+simulated weeks through a real desk on a memory store). Each timed row is measured interleaved
+with its baseline, referral by referral, so both see the same machine load:
+
+- **one referral**: :func:`referralkit.worklist.assess` (clocks + delays + next action + flags +
+  rank key) and :func:`referralkit.clocks.read_clocks`, against reading the referral's snapshot
+  and history from the store (``load`` + ``events``) and against rebuilding the snapshot from
+  its history (``replay``). Per referral, the best of ``--repeat`` timings; the table shows the
+  median and 95th percentile over referrals. Target: **≤ 50 µs median** for ``assess``.
+- **audit**: :func:`referralkit.discrepancies.audit_all` over 100,000 in-memory snapshots (the
+  simulated ones copied under new referral, source and patient ids, so duplicates stay
+  realistic), against the store reads of the same number of referrals. Target:
+  **≥ 10,000 referrals/s**.
+
+The header line also gives the time of ``sum(range(1000))`` in the same run, to tell how fast
+the machine was: on a shared machine it varies by a factor of several.
+
+The results are checked before they are timed: every open referral's item has a next action
+or a visit ahead, ``assess`` shows exactly the clocks ``read_clocks`` reads, the audit finds the
+same per-referral findings streamed or one by one, and copies add no duplicate pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import platform
+import statistics
+import sys
+import time
+import timeit
+from collections import Counter
+from collections.abc import Callable, Sequence
+from importlib.metadata import version
+
+import attrs
+
+import referralkit as rk
+from referralkit import synth
+from referralkit.clocks import read_clocks
+from referralkit.discrepancies import FindingKind, audit, audit_all
+from referralkit.worklist import assess
+
+ASSESS_TARGET_US = 50.0
+AUDIT_TARGET_PER_S = 10_000.0
+ACTOR = rk.Actor("bench", {rk.Role.COORDINATOR})
+
+History = tuple[rk.Referral, list[rk.ReferralEvent]]
+
+
+def simulated(count: int, seed: int) -> tuple[rk.ReferralStore, list[History], dt.datetime]:
+    """``count`` synthetic requests through six simulated weeks of a desk."""
+    clock = rk.FakeClock(synth.DEFAULT_START)
+    desk = rk.ReferralDesk(rk.open_store("memory://"), clock=clock, new_id=synth.id_factory(seed))
+    report = synth.simulate(desk, ACTOR, clock, synth.population(count, seed), weeks=6, seed=seed)
+    histories = [(desk.get(ACTOR, i), desk.history(ACTOR, i)) for i in report.referral_ids]
+    return desk.store, histories, clock.now()
+
+
+def check_items(histories: Sequence[History], as_of: dt.datetime) -> Counter[str]:
+    """What assess says, checked: every open referral has something to do or a visit ahead,
+    and its clocks are read_clocks's."""
+    seen: Counter[str] = Counter()
+    for referral, events in histories:
+        item = assess(referral, events, as_of)
+        if item.clocks != read_clocks(referral, events, as_of):
+            raise SystemExit(f"assess and read_clocks disagree on {referral.id}")
+        if not referral.status.is_terminal:
+            seen["open"] += 1
+            seen["delayed"] += bool(item.delays)
+            seen["breached"] += item.key.band == 0
+            if item.next_action is None and referral.status is not rk.Status.SCHEDULED:
+                raise SystemExit(f"open referral {referral.id} has no next action")
+    return seen
+
+
+def per_referral(
+    histories: Sequence[History],
+    rows: Sequence[Callable[[History], object]],
+    repeat: int,
+    inner: int,
+) -> list[list[float]]:
+    """For each row, each referral's best time in µs over ``repeat`` rounds; within a round the
+    rows run back to back on the same referral (interleaved), ``inner`` calls per timing."""
+    best = [[float("inf")] * len(histories) for _ in rows]
+    clock = time.perf_counter_ns
+    for row in rows:  # warm up: imports, caches, the holiday calendar's years
+        for history in histories[:20]:
+            row(history)
+    for _ in range(repeat):
+        gc.collect()
+        gc.disable()
+        try:
+            for i, history in enumerate(histories):
+                for r, row in enumerate(rows):
+                    start = clock()
+                    for _ in range(inner):
+                        row(history)
+                    elapsed = (clock() - start) / inner / 1000
+                    if elapsed < best[r][i]:
+                        best[r][i] = elapsed
+        finally:
+            gc.enable()
+    return best
+
+
+def copies(histories: Sequence[History], total: int) -> list[rk.Referral]:
+    """``total`` snapshots: the simulated ones again and again under new referral, source and
+    patient ids (built outside the timing)."""
+    out: list[rk.Referral] = []
+    round_ = 0
+    while len(out) < total:
+        for referral, _ in histories:
+            if len(out) == total:
+                break
+            if round_ == 0:
+                out.append(referral)
+                continue
+            patient = attrs.evolve(referral.patient, id=f"{referral.patient.id}-c{round_}")
+            out.append(
+                attrs.evolve(
+                    referral,
+                    id=f"{referral.id}-c{round_}",
+                    source_id=f"{referral.source_id}-c{round_}",
+                    patient=patient,
+                )
+            )
+        round_ += 1
+    return out
+
+
+def audit_rate(
+    store: rk.ReferralStore,
+    referrals: Sequence[rk.Referral],
+    as_of: dt.datetime,
+    repeat: int,
+) -> tuple[list[float], list[float], int]:
+    """Referrals per second of audit_all, and of reading as many snapshots from the store,
+    alternating round by round."""
+    ids = [r.id for r in referrals if "-c" not in r.id]
+    loads = [ids[i % len(ids)] for i in range(len(referrals))]
+    audit_rates, load_rates, findings = [], [], 0
+    for _ in range(repeat):
+        gc.collect()
+        gc.disable()
+        try:
+            start = time.perf_counter()
+            findings = sum(1 for _ in audit_all(referrals, as_of))
+            audit_rates.append(len(referrals) / (time.perf_counter() - start))
+            start = time.perf_counter()
+            for referral_id in loads:
+                store.load(referral_id)
+            load_rates.append(len(loads) / (time.perf_counter() - start))
+        finally:
+            gc.enable()
+    return audit_rates, load_rates, findings
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def fmt(value: float) -> str:
+    return f"{value:,.2f}" if value < 10 else f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="referralkit coordination benchmark")
+    parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke test")
+    parser.add_argument("--repeat", type=int, help="rounds per measurement")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+    if args.quick:
+        population, audited, repeat, inner = 60, 2_000, args.repeat or 2, 2
+    else:
+        population, audited, repeat, inner = 2_000, 100_000, args.repeat or 5, 5
+
+    store, histories, as_of = simulated(population, seed=11)
+    seen = check_items(histories, as_of)
+    streamed = [
+        f for f in audit_all(histories, as_of) if f.kind is not FindingKind.LIKELY_DUPLICATE
+    ]
+    if streamed != [f for r, events in histories for f in audit(r, as_of, events=events)]:
+        raise SystemExit("audit_all and audit disagree")
+
+    def loaded(history: History) -> object:
+        referral = history[0]
+        return store.load(referral.id), store.events(referral.id)
+
+    rows: list[tuple[str, Callable[[History], object], float | None]] = [
+        ("store reads: `load` + `events` (baseline)", loaded, None),
+        ("`replay(events)`: the snapshot rebuilt", lambda h: rk.replay(h[1]), None),
+        ("`read_clocks(referral, events, as_of)`", lambda h: read_clocks(h[0], h[1], as_of), None),
+        (
+            "`assess(referral, events, as_of)`: clocks + next action + flags",
+            lambda h: assess(h[0], h[1], as_of),
+            ASSESS_TARGET_US,
+        ),
+    ]
+    times = per_referral(histories, [row for _, row, _ in rows], repeat, inner)
+    base = statistics.median(times[0])
+    # how fast this machine is right now: shared machines vary by a factor of several
+    calibration = (
+        min(timeit.repeat("sum(range(1000))", number=2_000, repeat=repeat * 3)) / 2_000 * 1e6
+    )
+
+    referrals = copies(histories, audited)
+    duplicates = sum(
+        1 for f in audit_all(referrals, as_of) if f.kind is FindingKind.LIKELY_DUPLICATE
+    )
+    original = sum(
+        1
+        for f in audit_all([r for r, _ in histories], as_of)
+        if f.kind is FindingKind.LIKELY_DUPLICATE
+    )
+    rounds = -(-len(referrals) // len(histories))
+    if not original <= duplicates <= original * rounds:
+        raise SystemExit("copies changed the duplicate pairs")
+    audit_rates, load_rates, findings = audit_rate(store, referrals, as_of, repeat)
+
+    events = [len(e) for _, e in histories]
+    print(
+        f"referralkit {rk.__version__} coordination benchmark: Python "
+        f"{platform.python_version()}, holidays {version('holidays')}, {platform.machine()}; "
+        f"{'quick' if args.quick else 'full'} run, {len(histories):,} synthetic referrals "
+        f"(events per history: median {statistics.median(events):.0f}, max {max(events)}; "
+        f"{seen['open']:,} open, {seen['delayed']:,} delayed, {seen['breached']:,} breached), "
+        f"best of {repeat} rounds × {inner} calls per referral; `sum(range(1000))` took "
+        f"{calibration:.1f} µs on this machine during the run"
+    )
+    print()
+    print("| one referral | median µs | p95 µs | vs store reads | target | met |")
+    print("|---|---:|---:|---:|---:|:---:|")
+    missed = []
+    for (name, _, target), values in zip(rows, times, strict=True):
+        median = statistics.median(values)
+        ratio = "baseline" if values is times[0] else f"{median / base:,.1f}×"
+        met = "–" if target is None else ("yes" if median <= target else "**no**")
+        if target is not None and median > target:
+            missed.append(name)
+        shown = "–" if target is None else f"≤ {fmt(target)}"
+        print(
+            f"| {name} | {fmt(median)} | {fmt(percentile(values, 0.95))} | {ratio} "
+            f"| {shown} | {met} |"
+        )
+    print()
+    print("| audit | referrals | median referrals/s | worst referrals/s | target | met |")
+    print("|---|---:|---:|---:|---:|:---:|")
+    rate = statistics.median(audit_rates)
+    met = rate >= AUDIT_TARGET_PER_S
+    if not met:
+        missed.append("audit_all")
+    print(
+        f"| `audit_all` over in-memory snapshots ({findings:,} findings) | {len(referrals):,} "
+        f"| {fmt(rate)} | {fmt(min(audit_rates))} | ≥ {fmt(AUDIT_TARGET_PER_S)} "
+        f"| {'yes' if met else '**no**'} |"
+    )
+    print(
+        f"| store reads: `load` (baseline) | {len(referrals):,} | "
+        f"{fmt(statistics.median(load_rates))} | {fmt(min(load_rates))} | – | – |"
+    )
+    if missed:
+        print()
+        print("missed targets: " + "; ".join(missed))
+    return 1 if args.check and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

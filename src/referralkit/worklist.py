@@ -1,0 +1,814 @@
+"""Attention: what is late, why, and what to do next, for every open referral.
+
+:func:`assess` reads one referral (its snapshot and its history) as of an instant and returns a
+:class:`WorklistItem`: its clocks (:mod:`referralkit.clocks`), its **delays** with one
+:class:`~referralkit.clocks.Cause` each, the **next action** with the
+:class:`~referralkit.desk.ReferralDesk` operation that performs it and the open actions behind
+it, its :class:`Flag` values and a sortable :class:`RankKey`. :func:`rank` orders items and
+:class:`WorklistFilter` selects them. Nothing here writes.
+
+**Delays.** A referral is delayed on a clock that still runs (not stopped) and is breached, or
+*at risk*: at most the clock's ``at_risk`` fraction of its window is left (a quarter by
+default; :class:`~referralkit.clocks.ClockDefinition`). Each delay has one cause from the
+coordinator role's taxonomy, chosen in this order:
+
+1. the referral is on hold: the hold's cause (:class:`~referralkit.clocks.HoldReasons`);
+2. by clock: ``auth_decision_by`` is *insurance* (the payer owes a decision);
+   ``consult_note_by`` is *administrative* (a document missing); ``first_contact_by`` is
+   *administrative* (nobody called yet); ``follow_up_by`` is *scheduling* for an appointment
+   follow-up, *communication* for a call, *administrative* otherwise;
+3. ``schedule_by``: *patient* after a no-show or an appointment the patient cancelled;
+   *communication* when the last ``unreachable_after`` contacts with the patient were all
+   outbound; *administrative* while intake documents are missing; *insurance* while
+   authorization is needed, pending or denied, or coverage is refused without self-pay;
+   *scheduling* when accepted and not booked in the window or the provider cancelled;
+   *administrative* otherwise (waiting for acceptance).
+
+Every delay carries the events that show it (:class:`~referralkit.clocks.EventRef`) and since
+when the cause holds.
+
+**Next action.** Each open action names the desk method that, once done, resolves it
+(:attr:`Action.operation`): ``attach`` for missing documents, ``request_authorization``,
+``log_communication`` to contact the patient, ``schedule``, ``reschedule`` after a no-show,
+``record_visit`` for a past appointment still booked, ``complete`` to record the consult note
+and close the loop... Actions are ordered by the clock they serve (breached first, then at
+risk, then the least time left relative to the window), then by the order of the workflow
+(what blocks scheduling comes first). The first is the recommended next action.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import heapq
+from collections.abc import Callable, Iterable, Sequence
+from typing import Final, NamedTuple
+
+import attrs
+
+from . import _validators as v
+from .clocks import (
+    DEFAULT_CLOCKS,
+    Cause,
+    ClockName,
+    ClockReading,
+    ClockRules,
+    EventRef,
+    Timeline,
+    clocks_of,
+)
+from .errors import ValidationError
+from .events import replay
+from .intake import DEFAULT_CHECKLIST, Checklist
+from .model import (
+    AppointmentStatus,
+    AttachmentKind,
+    AuthStatus,
+    Covered,
+    NetworkStatus,
+    Referral,
+    ReferralEvent,
+    Status,
+)
+
+__all__ = [
+    "DEFAULT_WORKLIST",
+    "NO_CLOCK",
+    "Action",
+    "ActionKind",
+    "Delay",
+    "Flag",
+    "RankKey",
+    "WorklistFilter",
+    "WorklistItem",
+    "WorklistRules",
+    "assess",
+    "flags",
+    "rank",
+    "rank_key",
+]
+
+
+# --------------------------------------------------------------------------- flags
+
+
+class Flag(enum.StrEnum):
+    """Short, PHI-free markers of what a referral needs (a worklist's ``flags`` column).
+
+    The first ten are the command line's worklist flags, with the same text.
+    """
+
+    OVERDUE = "OVERDUE"
+    """Open, not seen yet, and past the urgency assessment's due date."""
+    CONSULT_NOTE_DUE = "consult-note-due"
+    """Seen; the consult note has not come back (shown when not overdue)."""
+    INTERPRETER = "interpreter"
+    """The patient needs an interpreter."""
+    AUTH_NEEDED = "auth-needed"
+    AUTH_PENDING = "auth-pending"
+    AUTH_DENIED = "auth-denied"
+    MISSING_DOCS = "missing-docs"
+    """Intake documents or data missing (the checklist)."""
+    SELF_PAY = "self-pay"
+    NOT_COVERED = "not-covered"
+    OUT_OF_NETWORK = "out-of-network"
+    BREACHED = "breached"
+    """A clock that still runs is past its deadline."""
+    AT_RISK = "at-risk"
+    """A clock that still runs is inside its at-risk zone."""
+    UNREACHABLE = "unreachable"
+    """The last contacts with the patient were all outbound, unanswered."""
+    NO_SHOW = "no-show"
+    """The patient missed the last appointment."""
+    ON_HOLD = "on-hold"
+    UNASSIGNED = "unassigned"
+    """Open and no coordinator owns it."""
+
+
+# --------------------------------------------------------------------------- actions
+
+
+class ActionKind(enum.StrEnum):
+    """What a coordinator can do next; members are in workflow order (what blocks
+    scheduling first). :attr:`operation` is the desk method that resolves it."""
+
+    CONFIRM_CANCELLATION = "confirm_cancellation"
+    SEND = "send"
+    RESUME = "resume"
+    CHASE_DOCUMENTS = "chase_documents"
+    RESOLVE_COVERAGE = "resolve_coverage"
+    REQUEST_AUTHORIZATION = "request_authorization"
+    APPEAL_AUTHORIZATION = "appeal_authorization"
+    RENEW_AUTHORIZATION = "renew_authorization"
+    CHASE_AUTHORIZATION = "chase_authorization"
+    ACCEPT = "accept"
+    CONTACT_PATIENT = "contact_patient"
+    SCHEDULE = "schedule"
+    RESCHEDULE = "reschedule"
+    RECORD_VISIT_OUTCOME = "record_visit_outcome"
+    CHASE_CONSULT_NOTE = "chase_consult_note"
+    CLOSE_LOOP = "close_loop"
+    COMPLETE_FOLLOW_UP = "complete_follow_up"
+    ASSIGN = "assign"
+
+    @property
+    def operation(self) -> str:
+        """The :class:`~referralkit.desk.ReferralDesk` method that performs this action."""
+        return _OPERATIONS[self]
+
+
+_OPERATIONS: Final = {
+    ActionKind.CONFIRM_CANCELLATION: "confirm_cancellation",
+    ActionKind.SEND: "send",
+    ActionKind.RESUME: "resume",
+    ActionKind.CHASE_DOCUMENTS: "attach",
+    ActionKind.RESOLVE_COVERAGE: "acknowledge_self_pay",
+    ActionKind.REQUEST_AUTHORIZATION: "request_authorization",
+    ActionKind.APPEAL_AUTHORIZATION: "request_authorization",
+    ActionKind.RENEW_AUTHORIZATION: "request_authorization",
+    ActionKind.CHASE_AUTHORIZATION: "record_authorization",
+    ActionKind.ACCEPT: "accept",
+    ActionKind.CONTACT_PATIENT: "log_communication",
+    ActionKind.SCHEDULE: "schedule",
+    ActionKind.RESCHEDULE: "reschedule",
+    ActionKind.RECORD_VISIT_OUTCOME: "record_visit",
+    ActionKind.CHASE_CONSULT_NOTE: "complete",
+    ActionKind.CLOSE_LOOP: "complete",
+    ActionKind.COMPLETE_FOLLOW_UP: "complete_follow_up",
+    ActionKind.ASSIGN: "assign",
+}
+_ORDER: Final = {kind: i for i, kind in enumerate(ActionKind)}
+
+
+class Action(NamedTuple):
+    """One open action: what, the desk ``operation`` that does it, why (no PHI), the clock it
+    serves (``None`` when none) and that clock's deadline, and the events behind it."""
+
+    kind: ActionKind
+    operation: str
+    reason: str
+    clock: ClockName | None
+    due: dt.datetime | None
+    evidence: tuple[EventRef, ...]
+
+
+class Delay(NamedTuple):
+    """A clock that still runs and is breached or at risk, with its one cause.
+
+    ``since`` is when the delay began (the breach, or entering the at-risk zone);
+    ``cause_since`` when its cause began (the hold, the request, the first unanswered call...).
+    """
+
+    clock: ClockName
+    key: str
+    cause: Cause
+    breached: bool
+    since: dt.datetime
+    cause_since: dt.datetime
+    deadline: dt.datetime
+    reason: str
+    evidence: tuple[EventRef, ...]
+
+
+# --------------------------------------------------------------------------- ranking
+
+
+class RankKey(NamedTuple):
+    """A referral's place in the worklist: sort ascending.
+
+    ``band`` 0 when a clock that still runs is breached, 1 when one runs, 2 otherwise;
+    ``urgency`` the least :attr:`~referralkit.clocks.ClockReading.fraction_remaining` of the
+    running clocks (negative once breached: most overdue for its window first), or
+    :data:`NO_CLOCK`; ``priority`` minus the effective priority's rank (stat first);
+    ``deadline`` that clock's deadline in POSIX seconds (or :data:`NO_CLOCK`); then the id.
+
+    Simple scalars, so a store can keep them as indexed columns. ``band`` and ``urgency``
+    depend on the instant they were computed for: stored keys are as of the last change or
+    sweep that wrote them.
+    """
+
+    band: int
+    urgency: float
+    priority: int
+    deadline: float
+    referral_id: str
+
+
+NO_CLOCK: Final = 1e12
+"""The ``urgency`` and ``deadline`` of a :class:`RankKey` with no running clock (a finite
+number, so every store can hold and index it)."""
+
+
+# --------------------------------------------------------------------------- the item
+
+
+class WorklistItem(NamedTuple):
+    """One referral as the worklist shows it, as of ``as_of``. No PHI: identifiers, codes,
+    states and times only."""
+
+    referral_id: str
+    status: Status
+    priority: int
+    specialty: str
+    owner: str | None
+    as_of: dt.datetime
+    clocks: tuple[ClockReading, ...]
+    delays: tuple[Delay, ...]
+    actions: tuple[Action, ...]
+    flags: tuple[Flag, ...]
+    key: RankKey
+
+    @property
+    def next_action(self) -> Action | None:
+        """The recommended next action (the first open one), or ``None`` when none is open."""
+        return self.actions[0] if self.actions else None
+
+    @property
+    def delayed(self) -> bool:
+        return bool(self.delays)
+
+    @property
+    def causes(self) -> frozenset[Cause]:
+        return frozenset(d.cause for d in self.delays)
+
+
+def _positive_int(_: object, attribute: attrs.Attribute[int], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValidationError(attribute.name, "expected a whole number of at least 1")
+
+
+def _duration(_: object, attribute: attrs.Attribute[dt.timedelta], value: object) -> None:
+    if not isinstance(value, dt.timedelta) or value < dt.timedelta(0):
+        raise ValidationError(attribute.name, "expected a non-negative timedelta")
+
+
+@attrs.frozen
+class WorklistRules:
+    """What :func:`assess` reads with: the clock rules, the intake checklist, after how many
+    unanswered outbound contacts a patient is *unreachable*, and how long after its end a
+    booked appointment waits for its outcome before recording it becomes the next action."""
+
+    clocks: ClockRules = attrs.field(
+        factory=lambda: DEFAULT_CLOCKS, validator=v.instance(ClockRules, "a ClockRules")
+    )
+    checklist: Checklist = attrs.field(
+        factory=lambda: DEFAULT_CHECKLIST, validator=v.instance(Checklist, "a Checklist")
+    )
+    unreachable_after: int = attrs.field(default=3, validator=_positive_int)
+    visit_grace: dt.timedelta = attrs.field(default=dt.timedelta(hours=4), validator=_duration)
+
+
+DEFAULT_WORKLIST: Final = WorklistRules()
+"""The default rules: :data:`~referralkit.clocks.DEFAULT_CLOCKS`, the default checklist,
+unreachable after 3 unanswered contacts, a visit outcome due 4 hours after the appointment."""
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _outbound_streak(t: Timeline) -> list[tuple[dt.datetime, ReferralEvent]]:
+    """The outbound contacts with the patient since the last inbound one."""
+    last_in = t.inbound[-1][0] if t.inbound else None
+    return [s for s in t.outbound if last_in is None or s[0] > last_in]
+
+
+def _booking(t: Timeline) -> tuple[dt.datetime, ReferralEvent] | None:
+    booking = t.standing_booking()
+    return None if booking is None else (booking[0], booking[1])
+
+
+def _ref(stamp: tuple[dt.datetime, ReferralEvent] | None) -> tuple[EventRef, ...]:
+    return () if stamp is None else (EventRef.of(stamp[1]),)
+
+
+class _Context:
+    """What one assessment computes once and the rules below share."""
+
+    __slots__ = ("missing", "r", "rules", "streak", "t")
+
+    def __init__(self, r: Referral, t: Timeline, rules: WorklistRules) -> None:
+        self.r = r
+        self.t = t
+        self.rules = rules
+        self.missing = rules.checklist.missing(r) if not r.status.is_terminal else ()
+        self.streak = _outbound_streak(t)
+
+    @property
+    def unreachable(self) -> bool:
+        return len(self.streak) >= self.rules.unreachable_after
+
+    @property
+    def insurance_blocked(self) -> bool:
+        r = self.r
+        decision = r.coverage_decision
+        return r.authorization.status in (
+            AuthStatus.NEEDED,
+            AuthStatus.REQUESTED,
+            AuthStatus.DENIED,
+        ) or (
+            decision is not None
+            and decision.covered is Covered.NOT_COVERED
+            and not r.self_pay_acknowledged
+        )
+
+
+_FOLLOW_UP_CAUSE: Final = {"appointment": Cause.SCHEDULING, "call": Cause.COMMUNICATION}
+
+
+def _cause(
+    c: _Context, reading: ClockReading
+) -> tuple[Cause, dt.datetime, tuple[EventRef, ...], str]:
+    """The cause of a delay on ``reading``: (cause, since, evidence, reason)."""
+    t, r = c.t, c.r
+    hold = t.current_hold()
+    if hold is not None:
+        cause = hold.cause or Cause.ADMINISTRATIVE
+        return cause, hold.start, (EventRef.of(hold.ref),), f"on hold ({cause.value})"
+    name = reading.name
+    if name is ClockName.AUTH_DECISION_BY:
+        return Cause.INSURANCE, reading.start, (reading.started_by,), "payer decision pending"
+    if name is ClockName.CONSULT_NOTE_BY:
+        return (
+            Cause.ADMINISTRATIVE,
+            reading.start,
+            (reading.started_by,),
+            "no consult note since the visit",
+        )
+    if name is ClockName.FIRST_CONTACT_BY:
+        return (
+            Cause.ADMINISTRATIVE,
+            reading.start,
+            (reading.started_by,),
+            "patient not contacted yet",
+        )
+    if name is ClockName.FOLLOW_UP_BY:
+        item = t.follow_ups.get(reading.key)
+        kind = item.kind if item is not None else "other"
+        cause = _FOLLOW_UP_CAUSE.get(kind, Cause.ADMINISTRATIVE)
+        return cause, reading.start, (reading.started_by,), f"{kind} follow-up not done"
+    # schedule_by
+    if r.status is Status.NO_SHOW and t.no_shows:
+        return (
+            Cause.PATIENT,
+            t.no_shows[-1][0],
+            tuple(EventRef.of(e) for _, e in t.no_shows),
+            f"{len(t.no_shows)} no-show(s)",
+        )
+    if r.status is Status.APPOINTMENT_CANCELLED and t.cancellations:
+        at, event, why = t.cancellations[-1]
+        cause = Cause.PATIENT if why is Cause.PATIENT else Cause.SCHEDULING
+        return cause, at, (EventRef.of(event),), f"appointment cancelled ({cause.value})"
+    if c.unreachable:
+        return (
+            Cause.COMMUNICATION,
+            c.streak[0][0],
+            tuple(EventRef.of(e) for _, e in c.streak),
+            f"{len(c.streak)} outbound contacts, no answer",
+        )
+    if c.missing:
+        names = ", ".join(m.value for m in c.missing)
+        if t.created is None:  # pragma: no cover - every history starts with 'created'
+            return Cause.ADMINISTRATIVE, reading.start, (reading.started_by,), f"missing {names}"
+        return Cause.ADMINISTRATIVE, t.created[0], _ref(t.created), f"missing {names}"
+    if c.insurance_blocked:
+        auth = r.authorization.status
+        if auth in (AuthStatus.NEEDED, AuthStatus.REQUESTED, AuthStatus.DENIED):
+            decided, what = t.auth_status_by, f"authorization {auth.value}"
+        else:
+            decided, what = t.coverage_by, "not covered, self-pay not acknowledged"
+        if decided is None:  # pragma: no cover - the desk records both with an event
+            return Cause.INSURANCE, reading.start, (reading.started_by,), what
+        return Cause.INSURANCE, decided.at, (EventRef.of(decided),), what
+    booking = t.standing_booking()
+    if booking is not None:
+        return Cause.SCHEDULING, booking[0], (EventRef.of(booking[1]),), "booked after the window"
+    if t.accepted is not None:
+        return Cause.SCHEDULING, t.accepted[0], _ref(t.accepted), "accepted, not booked"
+    return Cause.ADMINISTRATIVE, reading.start, (reading.started_by,), "not accepted yet"
+
+
+def _delays(c: _Context, readings: Sequence[ClockReading]) -> tuple[Delay, ...]:
+    found = []
+    for reading in readings:
+        if reading.stopped_at is not None or not (reading.breached or reading.at_risk):
+            continue
+        cause, cause_since, evidence, reason = _cause(c, reading)
+        since = reading.breached_at if reading.breached_at is not None else reading.at_risk_since
+        found.append(
+            Delay(
+                reading.name,
+                reading.key,
+                cause,
+                reading.breached,
+                since,
+                cause_since,
+                reading.deadline,
+                reason,
+                evidence,
+            )
+        )
+    return tuple(found)
+
+
+def _running(readings: Sequence[ClockReading], name: ClockName) -> ClockReading | None:
+    for reading in readings:
+        if reading.name is name and reading.stopped_at is None:
+            return reading
+    return None
+
+
+def _action(
+    kind: ActionKind,
+    reason: str,
+    clock: ClockReading | None,
+    evidence: tuple[EventRef, ...] = (),
+) -> Action:
+    if clock is None:
+        return Action(kind, _OPERATIONS[kind], reason, None, None, evidence)
+    return Action(
+        kind, _OPERATIONS[kind], reason, clock.name, clock.deadline, evidence or (clock.started_by,)
+    )
+
+
+def _actions(c: _Context, readings: Sequence[ClockReading]) -> list[Action]:
+    r, t = c.r, c.t
+    status = r.status
+    if status.is_terminal:
+        return []
+    schedule = _running(readings, ClockName.SCHEDULE_BY)
+    found: list[Action] = []
+    add = found.append
+    if status is Status.CANCELLATION_REQUESTED:
+        add(_action(ActionKind.CONFIRM_CANCELLATION, "cancellation requested", None))
+        return found
+    if status is Status.DRAFT:
+        add(_action(ActionKind.SEND, "draft not sent", None, _ref(t.created)))
+        return found
+    hold = t.current_hold()
+    if hold is not None:
+        cause = (hold.cause or Cause.ADMINISTRATIVE).value
+        add(_action(ActionKind.RESUME, f"on hold ({cause})", schedule, (EventRef.of(hold.ref),)))
+    before_visit = status in _BEFORE_VISIT or (
+        status is Status.ON_HOLD and r.held_from in _BEFORE_VISIT
+    )
+    if c.missing and before_visit:
+        names = ", ".join(m.value for m in c.missing)
+        add(_action(ActionKind.CHASE_DOCUMENTS, f"missing {names}", schedule, _ref(t.created)))
+    decision = r.coverage_decision
+    if (
+        before_visit
+        and decision is not None
+        and decision.covered is Covered.NOT_COVERED
+        and not r.self_pay_acknowledged
+    ):
+        reason = f"not covered ({decision.reason or 'no reason given'})"
+        add(_action(ActionKind.RESOLVE_COVERAGE, reason, schedule))
+    auth = r.authorization
+    auth_ref = (EventRef.of(t.auth_status_by),) if t.auth_status_by is not None else ()
+    if before_visit:
+        if auth.status is AuthStatus.NEEDED:
+            add(
+                _action(
+                    ActionKind.REQUEST_AUTHORIZATION,
+                    "prior authorization needed",
+                    schedule,
+                    auth_ref,
+                )
+            )
+        elif auth.status is AuthStatus.DENIED:
+            add(
+                _action(ActionKind.APPEAL_AUTHORIZATION, "authorization denied", schedule, auth_ref)
+            )
+        elif auth.status is AuthStatus.REQUESTED:
+            pending = _running(readings, ClockName.AUTH_DECISION_BY)
+            add(
+                _action(
+                    ActionKind.CHASE_AUTHORIZATION,
+                    "payer decision pending",
+                    pending or schedule,
+                    auth_ref,
+                )
+            )
+    booked = [a for a in r.appointments if a.status is AppointmentStatus.BOOKED]
+    if (
+        booked
+        and auth.status is not AuthStatus.REQUESTED
+        and not auth.covers(booked[-1].start.date())
+    ):
+        add(
+            _action(
+                ActionKind.RENEW_AUTHORIZATION,
+                f"authorization {auth.status.value} does not cover the appointment",
+                schedule,
+                auth_ref,
+            )
+        )
+    if status is Status.RECEIVED and not c.missing:
+        add(_action(ActionKind.ACCEPT, "intake complete", schedule, _ref(t.received)))
+    contact = _running(readings, ClockName.FIRST_CONTACT_BY)
+    if contact is not None:
+        add(_action(ActionKind.CONTACT_PATIENT, "first contact due", contact))
+    elif c.unreachable and schedule is not None:
+        evidence = tuple(EventRef.of(e) for _, e in c.streak)
+        add(
+            _action(
+                ActionKind.CONTACT_PATIENT,
+                f"{len(c.streak)} outbound contacts, no answer: try another channel",
+                schedule,
+                evidence,
+            )
+        )
+    if status is Status.ACCEPTED and not c.missing and not c.insurance_blocked:
+        add(_action(ActionKind.SCHEDULE, "accepted, not booked", schedule, _ref(t.accepted)))
+    if status in (Status.NO_SHOW, Status.APPOINTMENT_CANCELLED):
+        last = t.unbookings[-1] if t.unbookings else None
+        what = "no-show" if status is Status.NO_SHOW else "appointment cancelled"
+        add(_action(ActionKind.RESCHEDULE, f"{what}: book again", schedule, _ref(last)))
+    elif status is Status.SCHEDULED and schedule is not None:
+        add(
+            _action(
+                ActionKind.RESCHEDULE,
+                "booked after the window: find an earlier slot",
+                schedule,
+                _ref(_booking(t)),
+            )
+        )
+    if status is Status.SCHEDULED and booked:
+        appointment = booked[-1]
+        ends = appointment.start + dt.timedelta(minutes=appointment.minutes)
+        if ends + c.rules.visit_grace <= t.as_of:
+            add(_action(ActionKind.RECORD_VISIT_OUTCOME, "appointment in the past", None))
+    if status is Status.SEEN or (status is Status.ON_HOLD and r.held_from is Status.SEEN):
+        note = _running(readings, ClockName.CONSULT_NOTE_BY)
+        if AttachmentKind.CONSULT_NOTE in r.attachment_kinds():
+            add(
+                _action(
+                    ActionKind.CLOSE_LOOP,
+                    "consult note on file",
+                    note,
+                    _ref(t.consult_notes[-1] if t.consult_notes else None),
+                )
+            )
+        else:
+            add(_action(ActionKind.CHASE_CONSULT_NOTE, "consult note not back", note))
+    for reading in readings:
+        if reading.name is ClockName.FOLLOW_UP_BY and reading.stopped_at is None:
+            add(_action(ActionKind.COMPLETE_FOLLOW_UP, "follow-up open", reading))
+    if r.owner is None:
+        add(_action(ActionKind.ASSIGN, "nobody owns it", None))
+    return found
+
+
+_BEFORE_VISIT: Final = frozenset(
+    {
+        Status.RECEIVED,
+        Status.ACCEPTED,
+        Status.SCHEDULED,
+        Status.NO_SHOW,
+        Status.APPOINTMENT_CANCELLED,
+    }
+)
+
+
+def _action_key(
+    action: Action, readings: dict[tuple[ClockName, dt.datetime], ClockReading]
+) -> tuple[int, float, int]:
+    reading = readings.get((action.clock, action.due)) if action.clock is not None else None  # type: ignore[arg-type]
+    if reading is None:
+        tier, urgency = 3, NO_CLOCK
+    else:
+        tier = 0 if reading.breached else 1 if reading.at_risk else 2
+        urgency = reading.fraction_remaining
+    return tier, urgency, _ORDER[action.kind]
+
+
+def flags(
+    referral: Referral,
+    as_of: dt.datetime,
+    *,
+    checklist: Checklist = DEFAULT_CHECKLIST,
+    readings: Sequence[ClockReading] = (),
+    timeline: Timeline | None = None,
+    unreachable_after: int = 3,
+    missing: Sequence[object] | None = None,
+) -> tuple[Flag, ...]:
+    """The flags of ``referral`` as of ``as_of``; the clock flags (``breached``,
+    ``at-risk``) need its ``readings``, ``unreachable`` its ``timeline``. ``missing`` is
+    ``checklist.missing(referral)`` when already known."""
+    r = referral
+    found: list[Flag] = []
+    add = found.append
+    if r.is_overdue(as_of):
+        add(Flag.OVERDUE)
+    elif r.awaiting_consult_note:
+        add(Flag.CONSULT_NOTE_DUE)
+    if r.patient.interpreter_needed:
+        add(Flag.INTERPRETER)
+    auth = r.authorization.status
+    if auth is AuthStatus.NEEDED:
+        add(Flag.AUTH_NEEDED)
+    elif auth is AuthStatus.REQUESTED:
+        add(Flag.AUTH_PENDING)
+    elif auth is AuthStatus.DENIED:
+        add(Flag.AUTH_DENIED)
+    if missing if missing is not None else checklist.missing(r):
+        add(Flag.MISSING_DOCS)
+    decision = r.coverage_decision
+    if r.self_pay_acknowledged:
+        add(Flag.SELF_PAY)
+    elif decision is not None and decision.covered is Covered.NOT_COVERED:
+        add(Flag.NOT_COVERED)
+    elif decision is not None and decision.network_status is NetworkStatus.OUT_OF_NETWORK:
+        add(Flag.OUT_OF_NETWORK)
+    running = [c for c in readings if c.stopped_at is None]
+    if any(c.breached for c in running):
+        add(Flag.BREACHED)
+    elif any(c.at_risk for c in running):
+        add(Flag.AT_RISK)
+    if timeline is not None and len(_outbound_streak(timeline)) >= unreachable_after:
+        add(Flag.UNREACHABLE)
+    if r.status is Status.NO_SHOW:
+        add(Flag.NO_SHOW)
+    elif r.status is Status.ON_HOLD:
+        add(Flag.ON_HOLD)
+    if r.owner is None and not r.status.is_terminal:
+        add(Flag.UNASSIGNED)
+    return tuple(found)
+
+
+def rank_key(referral_id: str, priority: int, readings: Sequence[ClockReading]) -> RankKey:
+    """The :class:`RankKey` of a referral with effective priority rank ``priority`` and
+    clocks ``readings``."""
+    running = [c for c in readings if c.stopped_at is None]
+    if not running:
+        return RankKey(2, NO_CLOCK, -priority, NO_CLOCK, referral_id)
+    most = min(running, key=lambda c: (not c.breached, c.fraction_remaining))
+    return RankKey(
+        0 if most.breached else 1,
+        most.fraction_remaining,
+        -priority,
+        most.deadline.timestamp(),
+        referral_id,
+    )
+
+
+def assess(
+    referral: Referral,
+    events: Sequence[ReferralEvent],
+    as_of: dt.datetime,
+    *,
+    rules: WorklistRules = DEFAULT_WORKLIST,
+) -> WorklistItem:
+    """Read ``referral`` and its history (``events``, oldest first) as of ``as_of``.
+
+    When ``as_of`` is before the snapshot's last change, the referral is first rebuilt from
+    the events up to ``as_of`` (slower), so every part of the answer is as of that instant.
+
+    >>> import referralkit as rk
+    >>> from referralkit.testing import FakeClock, sample_request
+    >>> clock = FakeClock(dt.datetime(2026, 1, 5, 14, 0, tzinfo=dt.UTC))
+    >>> desk = rk.ReferralDesk(rk.open_store("memory://"), clock=clock)
+    >>> actor = rk.Actor("coord-1", {rk.Role.COORDINATOR})
+    >>> r = desk.send(actor, desk.intake(actor, sample_request()).id)
+    >>> r = desk.accept(actor, r.id)
+    >>> _ = clock.advance(days=4)
+    >>> item = assess(r, desk.history(actor, r.id), clock.now())
+    >>> item.next_action.kind.value, item.next_action.operation
+    ('contact_patient', 'log_communication')
+    >>> [(d.clock.value, d.cause.value, d.breached) for d in item.delays]
+    [('first_contact_by', 'administrative', True)]
+    >>> [f.value for f in item.flags]
+    ['interpreter', 'breached', 'unassigned']
+    """
+    as_of = v.as_utc(as_of, "as_of")
+    if as_of < referral.updated_at:
+        earlier = [e for e in events if e.at <= as_of]
+        if not earlier:
+            raise ValidationError("as_of", "before the referral was created")
+        referral = replay(earlier)
+    t = Timeline._read(referral.id, events, as_of, rules.clocks)
+    readings = clocks_of(t, rules.clocks)
+    c = _Context(referral, t, rules)
+    delays = _delays(c, readings)
+    actions = _actions(c, readings)
+    if len(actions) > 1:
+        by_clock = {(x.name, x.deadline): x for x in readings}
+        actions.sort(key=lambda a: _action_key(a, by_clock))
+    priority = referral.effective_priority.rank
+    return WorklistItem(
+        referral.id,
+        referral.status,
+        priority,
+        referral.specialty,
+        referral.owner,
+        as_of,
+        readings,
+        delays,
+        tuple(actions),
+        flags(
+            referral,
+            as_of,
+            checklist=rules.checklist,
+            readings=readings,
+            timeline=t,
+            unreachable_after=rules.unreachable_after,
+            missing=c.missing if not referral.status.is_terminal else None,
+        ),
+        rank_key(referral.id, priority, readings),
+    )
+
+
+# --------------------------------------------------------------------------- filters
+
+
+@attrs.frozen
+class WorklistFilter:
+    """Which items a worklist shows; every criterion left ``None`` (or ``False``) matches
+    everything. ``cause`` and ``clock`` match items with a delay of that cause or on that
+    clock. Call it on an item.
+
+    >>> WorklistFilter(unassigned=True, cause=Cause.INSURANCE)
+    WorklistFilter(owner=None, unassigned=True, cause=<Cause.INSURANCE: 'insurance'>, \
+clock=None, specialty=None)
+    """
+
+    owner: str | None = attrs.field(default=None, validator=v.optional(v.text(max_length=200)))
+    unassigned: bool = attrs.field(default=False, validator=v.instance(bool, "a bool"))
+    cause: Cause | None = attrs.field(default=None, validator=v.optional(v.member(Cause)))
+    clock: ClockName | None = attrs.field(default=None, validator=v.optional(v.member(ClockName)))
+    specialty: str | None = attrs.field(default=None, validator=v.optional(v.text(max_length=60)))
+
+    def __attrs_post_init__(self) -> None:
+        if self.unassigned and self.owner is not None:
+            raise ValidationError("unassigned", "cannot ask for an owner and for nobody")
+
+    def __call__(self, item: WorklistItem) -> bool:
+        if self.owner is not None and item.owner != self.owner:
+            return False
+        if self.unassigned and item.owner is not None:
+            return False
+        if self.specialty is not None and item.specialty != self.specialty:
+            return False
+        if self.cause is not None and not any(d.cause is self.cause for d in item.delays):
+            return False
+        return self.clock is None or any(d.clock is self.clock for d in item.delays)
+
+
+def rank(
+    items: Iterable[WorklistItem],
+    *,
+    where: Callable[[WorklistItem], bool] | None = None,
+    limit: int | None = None,
+) -> list[WorklistItem]:
+    """``items`` that pass ``where``, most at risk first (by :attr:`WorklistItem.key`),
+    at most ``limit`` of them. Open referrals only: closed ones have nothing to do."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ValidationError("limit", "expected a non-negative whole number")
+    chosen = (i for i in items if not i.status.is_terminal and (where is None or where(i)))
+    if limit is None:
+        return sorted(chosen, key=_key)
+    return heapq.nsmallest(limit, chosen, key=_key)
+
+
+def _key(item: WorklistItem) -> RankKey:
+    return item.key
