@@ -1,8 +1,8 @@
 """A referral arrives from an EHR as FHIR, is worked at the desk, and goes back out as FHIR.
 
 Run it with ``python examples/fhir_exchange.py`` (needs the ``fhir`` extra to validate:
-``pip install "referralkit[fhir]"``). It uses a fake clock and an in-memory store, so every
-run prints the same thing.
+``pip install "referralkit[fhir]"``, or ``pip install ".[fhir]"`` in a checkout). It uses a
+fake clock and an in-memory store, so every run prints the same thing.
 """
 
 from __future__ import annotations
