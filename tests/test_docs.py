@@ -113,6 +113,12 @@ class TestLifecycleDiagram:
                 thick = rect.get("stroke-width") == "2.5"
                 assert thick == Status(state).is_terminal, state
 
+    def test_the_same_drawing_every_time(self) -> None:
+        """grandalf iterates sets of vertices: hashed by position, not by address, so the
+        layout (and the built docs) do not change from one build to the next."""
+        extension = load_extension()
+        assert extension.lifecycle_svg() == extension.lifecycle_svg()
+
     def test_a_loop_and_a_shared_arrow(self) -> None:
         """A transition to the same state is a loop; two events between the same states
         share one arrow, labelled with both."""

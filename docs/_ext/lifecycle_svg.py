@@ -26,12 +26,31 @@ from grandalf.routing import EdgeViewer, route_with_lines
 __all__ = ["lifecycle_svg", "svg"]
 
 _CHAR = 7.2  # average width of a 12 px sans-serif character
+_LABEL_CHAR = 6.0  # and of a 10 px one
 _PAD = 12
 _HEIGHT = 30
 _MARGIN = 20
 
 _TERMINAL_FILL = "#eceff1"
 _OPEN_FILL = "#e3f2fd"
+
+
+class _Vertex(Vertex):
+    """A vertex hashed by its position in the input: grandalf keeps vertices and edges in
+    sets, which iterate by hash, and the default hash (the object's address) would lay the
+    same graph out differently on every run."""
+
+    def __init__(self, data: str, number: int) -> None:
+        super().__init__(data)
+        self.number = number
+
+    def __hash__(self) -> int:
+        return self.number
+
+
+class _Edge(Edge):
+    def __hash__(self) -> int:
+        return int(self.v[0].number * 1000 + self.v[1].number)
 
 
 class _Box:
@@ -55,13 +74,13 @@ def svg(
     events: dict[tuple[str, str], list[str]] = {}
     for source, event, target in transitions:
         events.setdefault((source, target), []).append(event)
-    vertices = {name: Vertex(name) for name in states}
+    vertices = {name: _Vertex(name, number) for number, name in enumerate(states)}
     for name, vertex in vertices.items():
         vertex.view = _Box(len(name) * _CHAR + 2 * _PAD, _HEIGHT)
     edges = {}
     for source, target in events:
         if source != target:
-            edge = Edge(vertices[source], vertices[target])
+            edge = _Edge(vertices[source], vertices[target])
             edge.view = EdgeViewer()
             edges[source, target] = edge
     graph = Graph(list(vertices.values()), list(edges.values()))
@@ -76,13 +95,27 @@ def svg(
         layout.route_edge = route_with_lines
         layout.draw(3)
     boxes = {name: v.view for name, v in vertices.items()}
+    # every arrow's points (a loop beside its state) and where its label goes
+    arrows: list[tuple[str, str, list[str], list[tuple[float, float]], tuple[float, float]]] = []
+    for (source, target), names in events.items():
+        if source == target:
+            box = boxes[source]
+            x, y = box.xy[0] + box.w / 2, box.xy[1]
+            points = [(x, y - 6), (x + 40, y - 30), (x + 40, y + 30), (x, y + 6)]
+            label_at = (x + 32, y)
+        else:
+            points = [(float(p[0]), float(p[1])) for p in edges[source, target].view._pts]
+            # an arrow with one coming back along it: labels at different ends, not on top
+            # of each other
+            label_at = _along(points, 0.3 if (target, source) in events else 0.5)
+        arrows.append((source, target, names, points, label_at))
     xs = [b.xy[0] - b.w / 2 for b in boxes.values()] + [b.xy[0] + b.w / 2 for b in boxes.values()]
     ys = [b.xy[1] - b.h / 2 for b in boxes.values()] + [b.xy[1] + b.h / 2 for b in boxes.values()]
-    for edge in edges.values():
-        xs += [p[0] for p in edge.view._pts]
-        ys += [p[1] for p in edge.view._pts]
-    left, top = min(xs) - _MARGIN - 60, min(ys) - _MARGIN
-    width, height = max(xs) - left + _MARGIN + 60, max(ys) - top + _MARGIN
+    for _, _, names, points, label_at in arrows:
+        xs += [p[0] for p in points] + [label_at[0] + len(" / ".join(names)) * _LABEL_CHAR + 6]
+        ys += [p[1] for p in points] + [label_at[1] - 14]
+    left, top = min(xs) - _MARGIN, min(ys) - _MARGIN
+    width, height = max(xs) - left + _MARGIN, max(ys) - top + _MARGIN
 
     def at(x: float, y: float) -> str:
         return f"{x - left:.1f},{y - top:.1f}"
@@ -96,7 +129,7 @@ def svg(
         'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
         'fill="#455a64"/></marker></defs>',
     ]
-    for (source, target), names in events.items():
+    for source, target, names, points, label_at in arrows:
         label = " / ".join(names)
         attributes = (
             f"data-source={quoteattr(source)} data-target={quoteattr(target)} "
@@ -105,22 +138,18 @@ def svg(
         out.append(f'<g class="transition" {attributes}>')
         out.append(f"<title>{escape(f'{source} → {target}: {label}')}</title>")
         if source == target:
-            box = boxes[source]
-            x, y = box.xy[0] + box.w / 2, box.xy[1]
+            start, bend1, bend2, end = (at(*p) for p in points)
             out.append(
-                f'<path d="M{at(x, y - 6)} C{at(x + 40, y - 30)} {at(x + 40, y + 30)} '
-                f'{at(x, y + 6)}" fill="none" stroke="#455a64" marker-end="url(#arrow)"/>'
+                f'<path d="M{start} C{bend1} {bend2} {end}" fill="none" stroke="#455a64" '
+                'marker-end="url(#arrow)"/>'
             )
-            middle = (x + 32, y)
         else:
-            points = edges[source, target].view._pts
-            path = " ".join(at(*p) for p in points)
             out.append(
-                f'<polyline points="{path}" fill="none" stroke="#455a64" marker-end="url(#arrow)"/>'
+                f'<polyline points="{" ".join(at(*p) for p in points)}" fill="none" '
+                'stroke="#455a64" marker-end="url(#arrow)"/>'
             )
-            middle = _middle(points)
         out.append(
-            f'<text x="{middle[0] - left + 3:.1f}" y="{middle[1] - top - 3:.1f}" '
+            f'<text x="{label_at[0] - left + 3:.1f}" y="{label_at[1] - top - 3:.1f}" '
             f'font-size="10" fill="#37474f">{escape(label)}</text>'
         )
         out.append("</g>")
@@ -140,10 +169,10 @@ def svg(
     return "\n".join(line for line in out if line) + "\n"
 
 
-def _middle(points: Sequence[Sequence[float]]) -> tuple[float, float]:
-    """The point half way along a polyline."""
+def _along(points: Sequence[Sequence[float]], fraction: float) -> tuple[float, float]:
+    """The point ``fraction`` of the way along a polyline."""
     lengths = [math.dist(a, b) for a, b in itertools.pairwise(points)]
-    remaining = sum(lengths) / 2
+    remaining = sum(lengths) * fraction
     for (a, b), length in zip(itertools.pairwise(points), lengths, strict=True):
         if remaining <= length and length:
             share = remaining / length

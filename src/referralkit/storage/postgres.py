@@ -23,8 +23,13 @@ Needs the ``postgres`` extra (psycopg 3 and psycopg_pool). Open it by URL::
   lease that ends (DESIGN §6 measured a naive select-then-update claiming 1,935 of 2,000
   items twice; SKIP LOCKED none).
 - **Transport**: a host other than the local machine (``localhost``, ``127.0.0.1``, ``::1``
-  or a Unix socket) must use TLS: ``sslmode`` defaults to ``require`` there, and
-  ``disable``, ``allow`` and ``prefer`` are refused (DESIGN §9, HIPAA 45 CFR 164.312(e)).
+  or a Unix socket) must use TLS: ``sslmode`` defaults to ``verify-full`` there (the
+  server's certificate and name are checked), and ``disable``, ``allow`` and ``prefer``
+  are refused (DESIGN §9, HIPAA 45 CFR 164.312(e)); a connection service is held to the
+  same rule (:func:`connection_settings`).
+- **Lost connections**: opening connects once outside the pool, so a wrong host, port or
+  password fails at once with libpq's reason; a connection lent out is checked first and a
+  dropped one replaced without a pause; a read that loses its connection is retried once.
 - **Schemas**: the ``schema`` URL parameter puts the tables in that PostgreSQL schema
   (created if needed), so applications and test runs can share a database. The schema
   version is kept in a ``schema_version`` table and moved forward by
