@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 import socket
 import statistics
+import sys
 import threading
 import time
 import uuid
@@ -720,3 +721,16 @@ def test_ci_flag_is_read() -> None:
 def test_with_schema_joins_parameters() -> None:
     assert with_schema("postgresql://h/db", "s") == "postgresql://h/db?schema=s"
     assert with_schema("postgresql://h/db?a=1", "s") == "postgresql://h/db?a=1&schema=s"
+
+
+def test_without_the_extra_the_hint_works_in_a_checkout_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without psycopg, open_store says how to install the extra, from an index or a
+    checkout."""
+    monkeypatch.setitem(sys.modules, "referralkit.storage.postgres", None)
+    with pytest.raises(ValidationError) as info:
+        open_store("postgresql://app@127.0.0.1/db")
+    assert info.value.path == "url"
+    assert 'pip install "referralkit[postgres]"' in info.value.reason
+    assert 'pip install ".[postgres]"' in info.value.reason
