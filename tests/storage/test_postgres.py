@@ -644,6 +644,14 @@ class TestIndexes:
             rows = conn.execute("EXPLAIN " + store._sql(sql), params).fetchall()
         return "\n".join(r[0] for r in rows)
 
+    def test_ids_by_prefix(self, store: PostgresStore) -> None:
+        """ids_starting_with is a range on the primary key (ids are COLLATE "C")."""
+        sql, params = store._prefix_sql("3fa2", 2)
+        plan = self.plan(store, sql, params)
+        assert "referrals_pkey" in plan
+        assert "Index Cond: ((id >= '3fa2'::text) AND (id < '3fa3'::text))" in plan
+        assert "Sort" not in plan
+
     def test_worklist_top(self, store: PostgresStore) -> None:
         where, params = store._where(Query(open_only=True))
         plan = self.plan(

@@ -309,6 +309,15 @@ class TestIndexes:
         rows = store._read(f"EXPLAIN QUERY PLAN {sql}", params)
         return " | ".join(str(r[-1]) for r in rows)
 
+    @pytest.mark.parametrize("prefix", ["3fa2", "a\U0010ffff"])
+    def test_ids_by_prefix(self, path: Path, prefix: str) -> None:
+        """ids_starting_with is a range on the primary key, in its order."""
+        with SQLiteStore(path) as store:
+            sql, params = store._prefix_sql(prefix, 2)
+            plan = self.plan(store, sql, tuple(params))
+        assert "sqlite_autoindex_referrals_1 (id>? AND id<?)" in plan
+        assert "TEMP B-TREE" not in plan
+
     def test_worklist_top(self, path: Path) -> None:
         with SQLiteStore(path) as store:
             where, params = store._where(Query(open_only=True))

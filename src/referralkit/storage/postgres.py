@@ -667,15 +667,18 @@ class PostgresStore(ReferralStore):
         """Answered from the primary key: ids are ``COLLATE "C"``, so a range in byte order
         (UTF-8 bytes order as the code points do)."""
         check_prefix(prefix, limit)
+        sql, params = self._prefix_sql(prefix, limit)
+        return [str(row[0]) for row in self._fetch("finding ids", sql, params)]
+
+    @staticmethod
+    def _prefix_sql(prefix: str, limit: int | None) -> tuple[str, list[Any]]:
         low, high = prefix_range(prefix)
         sql = "SELECT id FROM {s}.referrals WHERE id >= %s"
         params: list[Any] = [low]
         if high is not None:
             sql += " AND id < %s"
             params.append(high)
-        sql += " ORDER BY id LIMIT %s"
-        params.append(limit)
-        return [str(row[0]) for row in self._fetch("finding ids", sql, params)]
+        return f"{sql} ORDER BY id LIMIT %s", [*params, limit]
 
     def find_source(self, source_id: str) -> str | None:
         rows = self._fetch(

@@ -462,15 +462,17 @@ class SQLiteStore(ReferralStore):
         """Answered from the primary key: a range in SQLite's BINARY order (the UTF-8
         bytes, which order as the code points do)."""
         check_prefix(prefix, limit)
+        return [row[0] for row in self._read(*self._prefix_sql(prefix, limit))]
+
+    @staticmethod
+    def _prefix_sql(prefix: str, limit: int | None) -> tuple[str, list[Any]]:
         low, high = prefix_range(prefix)
         sql = "SELECT id FROM referrals WHERE id >= ?"
         params: list[Any] = [low]
         if high is not None:
             sql += " AND id < ?"
             params.append(high)
-        sql += " ORDER BY id LIMIT ?"
-        params.append(-1 if limit is None else limit)
-        return [row[0] for row in self._read(sql, params)]
+        return f"{sql} ORDER BY id LIMIT ?", [*params, -1 if limit is None else limit]
 
     def find_source(self, source_id: str) -> str | None:
         rows = self._read("SELECT id FROM referrals WHERE source_id = ?", (source_id,))
