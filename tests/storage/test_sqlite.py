@@ -143,6 +143,17 @@ class TestPermissions:
         assert mode(target) == 0o600
         assert target.read_text(encoding="utf-8") == buffer.getvalue()
 
+    def test_a_failed_dump_leaves_nothing(self, path: Path, tmp_path: Path) -> None:
+        """A dump that fails half way (here: the store is closed) leaves neither the target
+        nor its temporary file behind."""
+        folder = tmp_path / "dumps"
+        folder.mkdir()
+        store = SQLiteStore(path)
+        store.close()
+        with pytest.raises(StorageError, match="closed"):
+            dump(store, folder / "store.dump")
+        assert list(folder.iterdir()) == []
+
     def test_dump_to_a_missing_directory_is_a_storage_error(
         self, path: Path, tmp_path: Path
     ) -> None:
