@@ -1,4 +1,6 @@
-"""Sphinx configuration: MyST Markdown, autodoc, doctests and Mermaid; builds offline.
+"""Sphinx configuration: MyST Markdown, autodoc, doctests, the CLI reference from argparse;
+builds offline, and the pages it builds need no network either (the lifecycle diagram is an
+SVG drawn at build time, see ``_ext/lifecycle_svg.py``).
 
 Build with ``sphinx-build -n -W --keep-going -b html docs docs/_build/html`` and run the
 examples with ``-b doctest`` (pytest runs the same examples through ``--doctest-glob=*.md``).
@@ -9,16 +11,19 @@ from __future__ import annotations
 import doctest
 import importlib
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 import referralkit
-from referralkit import lifecycle
 
 HERE = Path(__file__).parent
 GENERATED = HERE / "_generated"
+sys.path.insert(0, str(HERE / "_ext"))
+
+from lifecycle_svg import lifecycle_svg  # noqa: E402 - found through the path set above
 
 # -- project -------------------------------------------------------------------------------
 
@@ -35,7 +40,8 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.intersphinx",
     "sphinx.ext.doctest",
-    "sphinxcontrib.mermaid",
+    # the CLI reference, generated from referralkit.cli.build_parser
+    "sphinxarg.ext",
 ]
 source_suffix = {".md": "markdown"}
 exclude_patterns = ["_build", "_generated", "Thumbs.db", ".DS_Store"]
@@ -70,6 +76,7 @@ nitpick_ignore_regex = [
     ("py:class", r"enum\.StrEnum"),
     ("py:class", r"abc\.ABC"),
     ("py:class", r"pathlib\.Path"),
+    ("py:class", r"os\.PathLike"),
     ("py:func", r"attrs\.evolve"),
     ("py:class", r"statemachine\.statemachine\.(StateMachine|TModel)"),
     ("py:class", r"hypothesis\.strategies\.SearchStrategy"),
@@ -86,6 +93,9 @@ nitpick_ignore_regex = [
 # (ReferralEvent.type, OutputSpec.type); without intersphinx (offline builds) Sphinx calls the
 # reference ambiguous. Only that category is silenced: missing targets still fail the build.
 suppress_warnings = ["ref.python"]
+# sphinx-argparse's domain lacks ``resolve_any_xref``, so MyST warns once per Markdown link it
+# tries against it; the links themselves resolve (a missing target is still an error).
+suppress_warnings.append("myst.domains")
 
 # -- HTML ----------------------------------------------------------------------------------
 
@@ -179,9 +189,9 @@ def _facts_table() -> str:
 
 
 def _generate(_app: object) -> None:
-    # The diagram is drawn from the python-statemachine class itself, so it cannot drift
-    # from the code.
-    _write(GENERATED / "lifecycle.mmd", lifecycle.mermaid())
+    # The diagram is drawn from the transition table derived from the python-statemachine
+    # class, so it cannot drift from the code.
+    _write(GENERATED / "lifecycle.svg", lifecycle_svg())
     _write(GENERATED / "public-names.md", _public_names())
     _write(GENERATED / "facts.md", _facts_table())
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
+import importlib.util
 import io
 import os
 import re
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import attrs
 import pytest
@@ -35,6 +39,7 @@ from referralkit import (
     synth,
 )
 from referralkit.lifecycle import mermaid
+from referralkit.storage import open_store
 from referralkit.testing import sample_request
 
 START = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
@@ -757,3 +762,202 @@ class TestDbUpgrade:
         status, _, stderr, _ = run_main(["db", "upgrade", "memory://"])
         assert status == 2
         assert stderr.startswith("referralkit: error: url:")
+
+
+# --------------------------------------------------------------------------- stores that must exist
+
+
+def storage_support() -> ModuleType:
+    """tests/storage/storage_support.py: where the PostgreSQL test server is."""
+    spec = importlib.util.spec_from_file_location(
+        "storage_support", Path(__file__).parent / "storage" / "storage_support.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """The PostgreSQL test server; skipped without one, except under CI=true."""
+    support = storage_support()
+    reason = support.postgres_unavailable()
+    if reason is not None:
+        if support.IN_CI:
+            pytest.fail(f"PostgreSQL is needed under CI: {reason}")
+        pytest.skip(f"no PostgreSQL test server: {reason}")
+    return str(support.POSTGRES_URL)
+
+
+def read_only_commands(url: str) -> list[list[str]]:
+    """Every command that only reads a store, aimed at ``url``."""
+    from referralkit.rules.model import Kind
+    from referralkit.rules.policies import shipped_paths
+
+    ruleset = str(shipped_paths(Kind.URGENCY)[0])
+    return [
+        ["fhir", "export", "--db", url],
+        ["fhir", "export", "--db", url, "--id", "0a1b"],
+        ["rules", "diff", ruleset, ruleset, "--db", url],
+    ]
+
+
+READ_ONLY = ["fhir export", "fhir export --id", "rules diff --db"]
+
+
+class TestReadOnlyCommands:
+    """A command that only reads refuses a store that does not exist, and creates nothing
+    (it used to create an empty database, or tables in a PostgreSQL database, and exit 0)."""
+
+    @pytest.mark.parametrize("which", range(len(READ_ONLY)), ids=READ_ONLY)
+    def test_a_mistyped_sqlite_path(self, tmp_path: Path, which: int) -> None:
+        path = tmp_path / "referals.db"
+        argv = read_only_commands(f"sqlite:///{path}")[which]
+        status, stdout, stderr, _ = run_main(argv)
+        assert (status, stdout) == (2, "")
+        assert stderr == f"referralkit: error: no SQLite database at {path}\n"
+        assert list(tmp_path.iterdir()) == []
+
+    @pytest.mark.parametrize("which", range(len(READ_ONLY)), ids=READ_ONLY)
+    def test_a_postgres_schema_without_tables(self, postgres_url: str, which: int) -> None:
+        import psycopg
+
+        schema = f"rk_test_{uuid.uuid4().hex[:12]}"
+        url = f"{postgres_url}?schema={schema}"
+        status, stdout, stderr, _ = run_main(read_only_commands(url)[which])
+        assert (status, stdout) == (2, "")
+        assert stderr.startswith(f"referralkit: error: no referralkit tables in schema '{schema}'")
+        assert stderr.count("\n") == 1
+        with psycopg.connect(postgres_url) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_namespace WHERE nspname = %s", [schema]
+            ).fetchone()
+        assert row == (0,)
+
+    def test_memory_is_never_there_to_read(self) -> None:
+        status, _, stderr, _ = run_main(["fhir", "export", "--db", "memory://"])
+        assert status == 2
+        assert stderr.startswith("referralkit: error: url: a memory:// store is always new")
+
+    def test_an_existing_store_is_read(self, tmp_path: Path) -> None:
+        url = f"sqlite:///{tmp_path / 'd.db'}"
+        assert run_main(["demo", "--count", "5", "--db", url])[0] == 0
+        status, stdout, _, _ = run_main(["fhir", "export", "--db", url, "--no-validate"])
+        assert status == 0
+        assert stdout.count("\n") == 5
+
+
+# --------------------------------------------------------------------------- id prefixes
+
+
+class TestIdPrefixes:
+    """Wherever the command line takes a referral id, a unique start of one will do."""
+
+    def test_the_ids_the_demo_prints_can_be_exported(self, tmp_path: Path) -> None:
+        """The demo's worklist shows 8 characters of each id; fhir export takes them."""
+        url = f"sqlite:///{tmp_path / 'd.db'}"
+        status, stdout, _, _ = run_main(["demo", "--count", "40", "--db", url, "--top", "3"])
+        assert status == 0
+        shown = [row["id"] for row in worklist_rows(stdout)]
+        argv = ["fhir", "export", "--db", url, "--no-validate"]
+        for short in shown:
+            argv += ["--id", short]
+        status, exported, stderr, _ = run_main(argv)
+        assert status == 0
+        assert "error" not in stderr
+        with open_store(url, create=False) as store:
+            full = sorted(store.ids_starting_with(s)[0] for s in shown)
+        assert len(exported.splitlines()) == len(shown)
+        for line, referral_id in zip(exported.splitlines(), full, strict=True):
+            assert referral_id in line
+
+    def test_ambiguous_and_unknown(self, tmp_path: Path) -> None:
+        """A start several ids share is an error saying how many; one no id has is not
+        found; both exit 2 and export nothing."""
+        url = f"sqlite:///{tmp_path / 'p.db'}"
+        ids = iter(["aa11", "aa22", "ab33"])
+        with open_store(url) as store:
+            desk = ReferralDesk(store, clock=FakeClock(START), new_id=lambda: next(ids))
+            actor = Actor("c", {Role.COORDINATOR})
+            for k in range(3):
+                desk.intake(actor, sample_request(f"P-{k}"))
+        status, stdout, stderr, _ = run_main(["fhir", "export", "--db", url, "--id", "aa"])
+        assert (status, stdout) == (2, "")
+        assert stderr == (
+            "referralkit: error: id: 'aa' is the start of 2 referral ids; give more of the id\n"
+        )
+        status, stdout, stderr, _ = run_main(["fhir", "export", "--db", url, "--id", "zz"])
+        assert (status, stdout, stderr) == (2, "", "referralkit: error: no referral with id 'zz'\n")
+        status, stdout, _, _ = run_main(["fhir", "export", "--db", url, "--id", "ab"])
+        assert status == 0
+        assert "ab33" in stdout
+
+
+# --------------------------------------------------------------------------- exit statuses
+
+
+class TestExitStatuses:
+    """One test per documented exit status (docs/reference/cli.md, cli's docstring)."""
+
+    def test_0_success(self) -> None:
+        assert run_main(["lifecycle"])[0] == cli.EXIT_OK == 0
+
+    def test_1_rules_check_found_a_problem(self, tmp_path: Path) -> None:
+        bad = tmp_path / "bad.toml"
+        bad.write_text('[ruleset]\nname = "b"\nkind = "urgency"\n')
+        status, _, stderr, _ = run_main(["rules", "check", str(bad)])
+        assert status == cli.EXIT_PROBLEMS == 1
+        assert "Traceback" not in stderr
+
+    def test_2_bad_command_line(self) -> None:
+        assert run_main(["fhir", "export"])[0] == cli.EXIT_ERROR == 2
+
+    def test_2_library_error(self) -> None:
+        status, _, stderr, _ = run_main(["demo", "--db", "nope://x"])
+        assert status == 2
+        assert stderr.startswith("referralkit: error: ")
+
+    def test_2_missing_extra(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """It used to exit 1; the message says how to install, from an index or a checkout."""
+        monkeypatch.setitem(sys.modules, "fhir.resources", None)
+        status, _, stderr, _ = run_main(["fhir", "export", "--db", "memory://"])
+        assert status == 2
+        assert 'pip install "referralkit[fhir]"' in stderr
+        assert 'pip install ".[fhir]"' in stderr
+
+    def test_2_unknown_id(self, tmp_path: Path) -> None:
+        """It used to exit 1."""
+        url = f"sqlite:///{tmp_path / 'e.db'}"
+        open_store(url).close()
+        assert run_main(["fhir", "export", "--db", url, "--id", "x"])[0] == 2
+
+    def test_2_a_file_that_cannot_be_written(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """An OS error (here a full disk under stdout) is one error line, not a traceback."""
+
+        class Full(io.StringIO):
+            def write(self, text: str) -> int:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        err = io.StringIO()
+        monkeypatch.setattr(sys, "stdout", Full())
+        monkeypatch.setattr(sys, "stderr", err)
+        assert cli.main(["lifecycle"]) == 2
+        assert err.getvalue() == f"referralkit: error: {os.strerror(errno.ENOSPC)}\n"
+
+    def test_2_names_the_file(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        def denied(*args: object, **kwargs: object) -> None:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/srv/out.db")
+
+        monkeypatch.setattr(cli, "open_store", denied)
+        status, _, stderr, _ = run_main(["demo", "--db", "memory://", "--count", "1"])
+        assert status == 2
+        assert stderr == f"referralkit: error: /srv/out.db: {os.strerror(errno.EACCES)}\n"
+
+    def test_130_interrupted(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        def interrupted(*args: object, **kwargs: object) -> None:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(cli, "open_store", interrupted)
+        assert run_main(["demo", "--count", "1"])[0] == cli.EXIT_INTERRUPTED == 130

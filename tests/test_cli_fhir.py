@@ -655,11 +655,12 @@ class TestExport:
     def test_unknown_id(self, demo: Demo) -> None:
         argv = ["fhir", "export", "--db", demo.url, "--id", demo.ids[0], "--id", "no-such-id"]
         status, stdout, stderr = run_main(argv)
-        assert status == 1
+        assert status == 2
         assert stdout == ""
         assert stderr == "referralkit: error: no referral with id 'no-such-id'\n"
 
     def test_empty_store(self, tmp_path: Path) -> None:
+        open_store(url_of(tmp_path / "e.db")).close()
         status, stdout, stderr = run_main(["fhir", "export", "--db", url_of(tmp_path / "e.db")])
         assert (status, stdout, stderr) == (0, "", "")
 
@@ -701,10 +702,10 @@ class TestWithoutTheExtra:
     def test_missing_extra(self, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setitem(sys.modules, "fhir.resources", None)
         status, stdout, stderr = run_main(argv)
-        assert (status, stdout) == (1, "")
+        assert (status, stdout) == (2, "")
         assert stderr == (
-            "referralkit: the fhir commands need the fhir extra: pip install 'referralkit[fhir]' "
-            "(from a checkout: pip install '.[fhir]')\n"
+            "referralkit: error: the fhir commands need the fhir extra: "
+            'pip install "referralkit[fhir]" (in a checkout: pip install ".[fhir]")\n'
         )
 
     def test_usage(self, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,10 +15,25 @@ Commands:
   Bundle imports nothing; an import is idempotent by the ServiceRequest identifier (the
   referral's source id), so an interrupted one completes when run again.
 
-A :class:`~referralkit.errors.ReferralKitError` is reported as ``referralkit: error: <message>``
-on standard error with exit status 2 (the same status argparse uses for a bad command line);
-its messages carry no PHI. Two failures exit with status 1 instead: ``fhir export --id`` naming
-a referral the store does not hold, and a ``fhir`` command without the ``fhir`` extra.
+Commands that only read a store (``fhir export``, ``rules diff --db``) open it with
+:func:`open_store_to_read`: a store that does not exist (a mistyped path) is an error, and
+nothing is created. Wherever a command takes a referral id, the first characters of one are
+enough when only one referral's id starts with them (:func:`~referralkit.storage.resolve_id`),
+so the 8-character ids the demo prints can be used as they are.
+
+Exit statuses (:data:`EXIT_OK`, :data:`EXIT_PROBLEMS`, :data:`EXIT_ERROR`,
+:data:`EXIT_INTERRUPTED`):
+
+- 0: success;
+- 1: ``rules check`` found a problem (an error; with ``--strict``, a warning too); also
+  when the reader of standard output goes away (``referralkit demo | head``), quietly, and
+  for a failure referralkit did not expect (a bug: Python prints its traceback);
+- 2: an error, reported on standard error as ``referralkit: error: <message>``, never as a
+  traceback: a bad command line (argparse's usage message), any
+  :class:`~referralkit.errors.ReferralKitError` (bad input, a store that does not exist, a
+  referral id that matches no referral or several, a missing extra), and a file or
+  device that cannot be read or written; messages carry no PHI;
+- 130: interrupted (Ctrl-C).
 
 >>> main(["lifecycle"])  # doctest: +ELLIPSIS
 source                  event                  target
@@ -56,12 +71,29 @@ from .intake import Checklist
 from .model import AuthStatus, Covered, NetworkStatus, Referral, ReferralEvent, Status
 from .privacy import Actor, Role
 from .serialization import to_dict
-from .storage import Change, Query, ReferralStore, open_store
+from .storage import Change, Query, ReferralStore, open_store, resolve_id
 
 if TYPE_CHECKING:
     from .interop.fhir import Limits
 
-__all__ = ["DEFAULT_DB", "main"]
+__all__ = [
+    "DEFAULT_DB",
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_PROBLEMS",
+    "main",
+    "open_store_to_read",
+]
+
+EXIT_OK: Final = 0
+"""The command did what it was asked."""
+EXIT_PROBLEMS: Final = 1
+"""``rules check`` found a problem; also a reader that went away, or an unexpected failure."""
+EXIT_ERROR: Final = 2
+"""An error, reported on stderr as ``referralkit: error: <message>`` (argparse uses 2 too)."""
+EXIT_INTERRUPTED: Final = 130
+"""Interrupted by Ctrl-C (128 + SIGINT, as a shell reports it)."""
 
 DEFAULT_DB: Final = "sqlite:///referralkit-demo.db"
 """The demo's own database file, in the current directory; each run replaces it."""
@@ -328,6 +360,14 @@ def kpi_lines(kpis: analytics.Kpis) -> list[str]:
 # --------------------------------------------------------------------------- commands
 
 
+def open_store_to_read(url: str) -> ReferralStore:
+    """The store ``url`` names, for a command that only reads it: one that does not exist
+    (a mistyped path, a PostgreSQL schema without referralkit's tables) is a
+    :class:`~referralkit.errors.StorageError` and nothing is created
+    (``open_store(url, create=False)``)."""
+    return open_store(url, create=False)
+
+
 def _demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     count: int = args.count
     seed: int = args.seed
@@ -439,7 +479,7 @@ def _rules_diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     old, new = load(args.old), load(args.new)
     if args.db is not None:
-        with open_store(args.db) as store:
+        with open_store_to_read(args.db) as store:
             referrals = store.query()
     else:
         referrals = list(synth.referrals(args.count, args.seed))
@@ -457,8 +497,8 @@ FHIR_ACTOR: Final = "fhir-import"
 """The actor recorded on the ``created`` event of every referral ``fhir import`` stores."""
 
 _FHIR_EXTRA: Final = (
-    "referralkit: the fhir commands need the fhir extra: pip install 'referralkit[fhir]' "
-    "(from a checkout: pip install '.[fhir]')\n"
+    "referralkit: error: the fhir commands need the fhir extra: "
+    'pip install "referralkit[fhir]" (in a checkout: pip install ".[fhir]")\n'
 )
 
 
@@ -727,7 +767,7 @@ def _exists(store: ReferralStore, referral_id: str) -> bool:
 
 def _fhir_import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if _fhir_extra_missing(err):
-        return 1
+        return EXIT_ERROR
     from .interop.fhir import Limits
     from .interop.fhir import from_fhir as read
 
@@ -801,17 +841,15 @@ def _store_all(
 
 def _fhir_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if _fhir_extra_missing(err):
-        return 1
+        return EXIT_ERROR
     from .interop.fhir import to_fhir
 
     wanted: list[str] = args.ids or []
-    with open_store(args.db) as store:
+    with open_store_to_read(args.db) as store:
         if wanted:
-            try:
-                referrals = [store.load(i) for i in sorted(set(wanted))]
-            except NotFoundError as exc:
-                err.write(f"referralkit: error: {exc}\n")
-                return 1
+            # whole ids, or their first characters as the demo's worklist prints them
+            ids = {resolve_id(store, i) for i in wanted}
+            referrals = [store.load(i) for i in sorted(ids)]
         else:
             referrals = sorted(store.query(Query()), key=lambda r: r.id)
     lines: list[str] = []
@@ -1018,15 +1056,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _exit_status(code: object) -> int:
     if code is None:
-        return 0
-    return code if isinstance(code, int) else 2
+        return EXIT_OK
+    return code if isinstance(code, int) else EXIT_ERROR
+
+
+def _os_error(exc: OSError) -> str:
+    """What failed, without the message's own wording (the errno's text and the file)."""
+    reason = exc.strerror or type(exc).__name__
+    return f"{exc.filename}: {reason}" if exc.filename else reason
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status.
 
-    0 on success, 2 for a bad command line or a :class:`~referralkit.errors.ReferralKitError`
-    (reported on stderr as ``referralkit: error: <message>``, never as a traceback).
+    0 on success; 2 for a bad command line, a :class:`~referralkit.errors.ReferralKitError` or
+    a file that cannot be read or written (reported on stderr as
+    ``referralkit: error: <message>``, never as a traceback); 1 when ``rules check`` finds a
+    problem; 130 when interrupted. See the module's documentation for every case.
     """
     out, err = sys.stdout, sys.stderr
     parser = build_parser()
@@ -1039,10 +1085,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args, out, err)
     except ReferralKitError as exc:
         err.write(f"referralkit: error: {exc}\n")
-        return 2
+        return EXIT_ERROR
     except KeyboardInterrupt:
         err.write("referralkit: interrupted\n")
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # the reader went away (``referralkit demo | head``): stop quietly, and point stdout
         # at devnull so the interpreter's final flush does not fail again
@@ -1051,4 +1097,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.dup2(devnull, out.fileno())
         except (OSError, ValueError, AttributeError):
             pass
-        return 1
+        return EXIT_PROBLEMS
+    except OSError as exc:  # a full disk, an unreadable file: no traceback
+        err.write(f"referralkit: error: {_os_error(exc)}\n")
+        return EXIT_ERROR

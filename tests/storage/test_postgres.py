@@ -5,9 +5,15 @@ mapped without row values (a duplicate-key message repeats the key)."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import socket
+import statistics
+import sys
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +22,7 @@ from storage_support import IN_CI, fresh_schema, with_schema
 try:
     import psycopg
     from psycopg import errors as pg_errors
+    from psycopg.conninfo import conninfo_to_dict
 except ImportError:  # pragma: no cover - the postgres extra is missing
     if IN_CI:
         raise  # under CI every adapter is tested for real: a missing driver fails
@@ -68,9 +75,18 @@ class TestConnectionSettings:
         settings, _ = connection_settings("postgresql:///db?sslmode=disable")
         assert "sslmode=disable" in settings
 
-    def test_remote_host_defaults_to_require(self) -> None:
+    def test_remote_host_defaults_to_verify_full(self) -> None:
+        """require encrypts but does not check who answers; the default checks the
+        server's certificate and name."""
         settings, schema = connection_settings("postgresql://app@db.example.org:6543/db")
-        assert "sslmode=require" in settings
+        assert conninfo_to_dict(settings) == {
+            "user": "app",
+            "dbname": "db",
+            "host": "db.example.org",
+            "port": "6543",
+            "sslmode": "verify-full",
+            "connect_timeout": "5",
+        }
         assert schema == "public"
 
     @pytest.mark.parametrize("mode", ["disable", "allow", "prefer"])
@@ -89,21 +105,37 @@ class TestConnectionSettings:
 
     def test_any_remote_host_in_a_list_needs_tls(self) -> None:
         settings, _ = connection_settings("postgresql://app@localhost,db.example.org/db")
-        assert "sslmode=require" in settings
+        assert "sslmode=verify-full" in settings
 
     def test_remote_hostaddr_needs_tls(self) -> None:
         settings, _ = connection_settings("host=localhost hostaddr=10.0.0.7 dbname=db")
-        assert "sslmode=require" in settings
+        assert "sslmode=verify-full" in settings
 
     def test_pghost_from_the_environment_counts(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("PGHOST", "db.example.org")
         settings, _ = connection_settings("postgresql:///db")
-        assert "sslmode=require" in settings
+        assert "sslmode=verify-full" in settings
 
     def test_a_verifying_pgsslmode_is_not_weakened(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("PGSSLMODE", "verify-full")
         settings, _ = connection_settings("postgresql://app@db.example.org/db")
         assert "sslmode" not in settings
+
+    @pytest.mark.parametrize("mode", ["disable", "prefer"])
+    def test_a_pgsslmode_without_tls_is_overridden(
+        self, mode: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The connection string wins over PGSSLMODE in libpq: verify-full is written in."""
+        monkeypatch.setenv("PGSSLMODE", mode)
+        settings, _ = connection_settings("postgresql://app@db.example.org/db")
+        assert "sslmode=verify-full" in settings
+
+    def test_connect_timeout_is_kept_when_given(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """connect_timeout defaults to 5 s; the URL's value or PGCONNECT_TIMEOUT is kept."""
+        settings, _ = connection_settings("postgresql://127.0.0.1/db?connect_timeout=20")
+        assert conninfo_to_dict(settings)["connect_timeout"] == "20"
+        monkeypatch.setenv("PGCONNECT_TIMEOUT", "11")
+        assert "connect_timeout" not in connection_settings("postgresql://127.0.0.1/db")[0]
 
     def test_schema_parameter_is_taken_out(self) -> None:
         settings, schema = connection_settings(
@@ -130,6 +162,110 @@ class TestConnectionSettings:
     def test_postgres_scheme_alias(self) -> None:
         settings, _ = connection_settings("postgres://app@127.0.0.1/db")
         assert "host=127.0.0.1" in settings
+
+
+class TestServices:
+    """A libpq connection service (``service=`` in the URL, or PGSERVICE) cannot bypass the
+    TLS rule: its file is read, its host checked, its TLS mode checked and written in."""
+
+    @pytest.fixture(autouse=True)
+    def service_file(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+        """A per-user service file of our own; no system directory, no PG* defaults."""
+        for name in ("PGSERVICE", "PGSYSCONFDIR", "PGHOST", "PGHOSTADDR", "PGSSLMODE"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HOME", str(tmp_path))
+        path = tmp_path / "services.conf"
+        path.write_text(
+            "# services of the tests\n"
+            "[remote]\nhost=db.example.org\nport=6543\ndbname=referrals\n\n"
+            "[remote-plain]\nhost=db.example.org\nsslmode=disable\n"
+            "[remote-ca]\nhost=db.example.org\nsslmode=verify-ca\n"
+            "[hidden-address]\n  host=localhost\n  hostaddr=10.0.0.7\n"
+            "[local]\nhost=127.0.0.1\nsslmode=disable\n"
+            "[remote]\nhost=127.0.0.1\n"
+            "[ldap]\nldap://ldap.example.org/dc=example?uniqueMember?one?(cn=db)\n"
+            "[broken]\nhost db.example.org\n",
+            encoding="utf-8",
+        )
+        monkeypatch.setenv("PGSERVICEFILE", str(path))
+        return path
+
+    def test_a_service_host_gets_verify_full(self) -> None:
+        """The host comes from the service (its first section of that name): verify-full
+        and the host itself are written into the connection string, which libpq prefers."""
+        settings, _ = connection_settings("postgresql:///?service=remote")
+        assert conninfo_to_dict(settings) == {
+            "service": "remote",
+            "host": "db.example.org",
+            "port": "6543",
+            "sslmode": "verify-full",
+            "connect_timeout": "5",
+        }
+
+    def test_pgservice_counts_too(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("PGSERVICE", "remote")
+        settings, _ = connection_settings("postgresql:///")
+        assert "sslmode=verify-full" in settings
+        assert "host=db.example.org" in settings
+
+    def test_a_service_without_tls_is_refused(self) -> None:
+        with pytest.raises(ValidationError, match="service 'remote-plain'") as info:
+            connection_settings("postgresql://app:S3CRET-pw@/db?service=remote-plain")
+        assert info.value.path == "sslmode"
+        assert "S3CRET" not in str(info.value)
+
+    def test_a_service_tls_mode_is_kept(self) -> None:
+        settings, _ = connection_settings("postgresql:///db?service=remote-ca")
+        assert "sslmode=verify-ca" in settings
+
+    def test_the_url_wins_over_the_service(self) -> None:
+        """As in libpq, the URL's own host and sslmode take precedence over the service."""
+        settings, _ = connection_settings("postgresql://127.0.0.1/db?service=remote-plain")
+        assert "host=127.0.0.1" in settings
+        assert "sslmode" not in settings
+        with pytest.raises(ValidationError):
+            connection_settings("postgresql:///db?service=remote&sslmode=prefer")
+
+    def test_a_service_hostaddr_counts(self) -> None:
+        settings, _ = connection_settings("service=hidden-address")
+        assert "hostaddr=10.0.0.7" in settings
+        assert "sslmode=verify-full" in settings
+
+    def test_a_local_service_may_go_without_tls(self) -> None:
+        settings, _ = connection_settings("postgresql:///db?service=local")
+        assert "host=127.0.0.1" in settings
+        assert "sslmode=verify-full" not in settings
+
+    def test_the_system_directory_is_read_after_the_user_file(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        system = tmp_path / "etc"
+        system.mkdir()
+        (system / "pg_service.conf").write_text("[shared]\nhost=db.example.org\n")
+        monkeypatch.setenv("PGSYSCONFDIR", str(system))
+        assert "sslmode=verify-full" in connection_settings("service=shared")[0]
+        monkeypatch.delenv("PGSERVICEFILE")  # ~/.pg_service.conf, absent here
+        assert "sslmode=verify-full" in connection_settings("service=shared")[0]
+
+    @pytest.mark.parametrize(
+        ("service", "reason"),
+        [
+            ("missing", "not defined"),
+            ("ldap", "LDAP"),
+            ("broken", "syntax error"),
+        ],
+    )
+    def test_a_service_that_cannot_be_checked_is_refused(self, service: str, reason: str) -> None:
+        """A service neither file defines (libpq might find it in its compiled-in system
+        directory), one looked up over LDAP, or one libpq would not parse: refused."""
+        with pytest.raises(ValidationError, match=reason) as info:
+            connection_settings(f"postgresql:///db?service={service}")
+        assert info.value.path == "service"
+
+    def test_an_unreadable_service_file_is_refused(self, service_file: Path) -> None:
+        service_file.write_bytes(b"[remote]\nhost=\xff\n")
+        with pytest.raises(ValidationError, match="cannot read"):
+            connection_settings("service=remote")
 
 
 class TestConnecting:
@@ -180,6 +316,156 @@ class TestConnecting:
             assert killed[0] >= 1
             assert store.load(made.id) == made
             assert desk.assign(ACTOR, made.id, "coord-2").version == 2
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class TestFailingFast:
+    def test_a_closed_port_is_one_clear_error(
+        self, caplog: pytest.LogCaptureFixture, figures: Callable[..., None]
+    ) -> None:
+        """A wrong port: one StorageError line with libpq's reason, and no pool retries
+        logging warnings until the pool's timeout (was 30 s and six warnings)."""
+        port = closed_port()
+        caplog.set_level(logging.INFO, logger="psycopg")
+        started = time.perf_counter()
+        with pytest.raises(StorageError) as info:
+            PostgresStore(f"postgresql://app:S3CRET-pw@127.0.0.1:{port}/db")
+        figures("wrong port", seconds_to_error=round(time.perf_counter() - started, 3))
+        message = str(info.value)
+        assert message.startswith(f"could not connect to PostgreSQL at 127.0.0.1:{port}/db: ")
+        assert "refused" in message
+        assert "\n" not in message
+        assert "S3CRET" not in message
+        assert info.value.__cause__ is None
+        assert info.value.__suppress_context__
+        assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+    def test_a_wrong_database_names_it(self, postgres_url: str) -> None:
+        """The server's refusal is the reason given (here: no such database)."""
+        missing = f"rk_missing_{uuid.uuid4().hex[:8]}"
+        with pytest.raises(StorageError, match=f'database "{missing}" does not exist'):
+            PostgresStore(postgres_url.rsplit("/", 1)[0] + f"/{missing}")
+
+
+class TestDroppedConnections:
+    """Backends killed under the store (pg_terminate_backend): reads go on without a pause."""
+
+    @staticmethod
+    def terminate(admin: psycopg.Connection[Any], name: str) -> int:
+        row = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = %s AND pid <> pg_backend_pid()",
+            [name],
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def test_reads_go_on_while_backends_are_killed(
+        self, postgres_url: str, postgres_schema: str, figures: Callable[..., None]
+    ) -> None:
+        """Every read after a kill succeeds; the latency is recorded, not asserted (it was
+        about 1 s a read: psycopg_pool's check waits 1 s, then 2, 4... after a failure)."""
+        name = f"rk-test-{uuid.uuid4().hex[:8]}"
+        url = f"{postgres_schema}&application_name={name}"
+        with (
+            PostgresStore(url, max_size=4) as store,
+            psycopg.connect(postgres_url, autocommit=True) as admin,
+        ):
+            desk = desk_over(store)
+            made = desk.intake(ACTOR, sample_request())
+            latencies, killed = [], 0
+            for _ in range(25):
+                killed += self.terminate(admin, name)
+                started = time.perf_counter()
+                assert store.load(made.id) == made
+                latencies.append(time.perf_counter() - started)
+            assert killed >= 25
+            self.terminate(admin, name)
+            assert desk.assign(ACTOR, made.id, "coord-2").version == 2
+        figures(
+            "reads after pg_terminate_backend",
+            rounds=len(latencies),
+            median_ms=round(1000 * statistics.median(latencies), 1),
+            max_ms=round(1000 * max(latencies), 1),
+        )
+
+    def test_a_read_that_loses_its_connection_is_retried(
+        self, postgres_url: str, postgres_schema: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With the check on lending out defeated, the read itself meets the dead
+        connection: it is retried once, on a new one."""
+        name = f"rk-test-{uuid.uuid4().hex[:8]}"
+        with (
+            PostgresStore(f"{postgres_schema}&application_name={name}") as store,
+            psycopg.connect(postgres_url, autocommit=True) as admin,
+        ):
+            made = desk_over(store).intake(ACTOR, sample_request())
+            monkeypatch.setattr(
+                "referralkit.storage.postgres.ConnectionPool.check_connection",
+                lambda conn: None,
+            )
+            assert self.terminate(admin, name) >= 1
+            assert store.load(made.id) == made
+
+    def test_checks_that_keep_failing_end_in_a_storage_error(
+        self, postgres_schema: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A check failing on every connection lent out ends, after max_size + 1 tries."""
+        with PostgresStore(postgres_schema, max_size=2) as store:
+
+            def failing(conn: Any) -> None:
+                raise psycopg.OperationalError("the server closed the connection")
+
+            monkeypatch.setattr(
+                "referralkit.storage.postgres.ConnectionPool.check_connection", failing
+            )
+            with pytest.raises(StorageError, match="was dropped"):
+                store.count()
+
+
+class TestReadOnlyOpen:
+    """open_store(url, create=False): for code that only reads; nothing is created."""
+
+    @staticmethod
+    def namespace_count(postgres_url: str, schema: str) -> int:
+        with psycopg.connect(postgres_url) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_namespace WHERE nspname = %s", [schema]
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def test_a_missing_schema_is_refused_and_not_created(self, postgres_url: str) -> None:
+        schema = f"rk_test_{uuid.uuid4().hex[:12]}"
+        with pytest.raises(StorageError, match=f"no referralkit tables in schema '{schema}'"):
+            open_store(with_schema(postgres_url, schema), create=False)
+        assert self.namespace_count(postgres_url, schema) == 0
+
+    def test_a_schema_without_tables_is_refused_and_left_empty(
+        self, postgres_url: str, postgres_schema: str
+    ) -> None:
+        schema = postgres_schema.rsplit("schema=", 1)[1]
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+        with pytest.raises(StorageError, match="no referralkit tables"):
+            open_store(postgres_schema, create=False)
+        with psycopg.connect(postgres_url) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = %s", [schema]
+            ).fetchone()
+        assert row == (0,)
+
+    def test_an_existing_store_opens(self, postgres_schema: str) -> None:
+        with open_store(postgres_schema) as store:
+            made = desk_over(store).intake(ACTOR, sample_request())
+        with open_store(postgres_schema, create=False) as store:
+            assert store.load(made.id) == made
 
 
 class TestSchemas:
@@ -358,6 +644,14 @@ class TestIndexes:
             rows = conn.execute("EXPLAIN " + store._sql(sql), params).fetchall()
         return "\n".join(r[0] for r in rows)
 
+    def test_ids_by_prefix(self, store: PostgresStore) -> None:
+        """ids_starting_with is a range on the primary key (ids are COLLATE "C")."""
+        sql, params = store._prefix_sql("3fa2", 2)
+        plan = self.plan(store, sql, params)
+        assert "referrals_pkey" in plan
+        assert "Index Cond: ((id >= '3fa2'::text) AND (id < '3fa3'::text))" in plan
+        assert "Sort" not in plan
+
     def test_worklist_top(self, store: PostgresStore) -> None:
         where, params = store._where(Query(open_only=True))
         plan = self.plan(
@@ -435,3 +729,16 @@ def test_ci_flag_is_read() -> None:
 def test_with_schema_joins_parameters() -> None:
     assert with_schema("postgresql://h/db", "s") == "postgresql://h/db?schema=s"
     assert with_schema("postgresql://h/db?a=1", "s") == "postgresql://h/db?a=1&schema=s"
+
+
+def test_without_the_extra_the_hint_works_in_a_checkout_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without psycopg, open_store says how to install the extra, from an index or a
+    checkout."""
+    monkeypatch.setitem(sys.modules, "referralkit.storage.postgres", None)
+    with pytest.raises(ValidationError) as info:
+        open_store("postgresql://app@127.0.0.1/db")
+    assert info.value.path == "url"
+    assert 'pip install "referralkit[postgres]"' in info.value.reason
+    assert 'pip install ".[postgres]"' in info.value.reason

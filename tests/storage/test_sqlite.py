@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
 import sqlite3
+import stat
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,6 +36,18 @@ START = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
 @pytest.fixture
 def path(tmp_path: Path) -> Path:
     return tmp_path / "referrals.db"
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """The usual umask (022), which leaves new files readable by everyone (0644)."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
 
 
 def desk_over(store: SQLiteStore) -> ReferralDesk:
@@ -74,6 +89,127 @@ class TestConnections:
     def test_repr_names_the_file(self, path: Path) -> None:
         with SQLiteStore(path) as store:
             assert repr(store) == f"SQLiteStore({str(path)!r})"
+
+
+@pytest.mark.usefixtures("open_umask")
+class TestPermissions:
+    """Files that hold PHI are created readable by their owner only, whatever the umask."""
+
+    def test_database_wal_and_shm_are_private(self, path: Path) -> None:
+        """The database file is created 0600, and SQLite gives the -wal and -shm files it
+        creates the database's mode."""
+        with SQLiteStore(path) as store:
+            desk_over(store).intake(ACTOR, sample_request())
+            wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+            assert wal.exists()
+            assert shm.exists()
+            assert (mode(path), mode(wal), mode(shm)) == (0o600, 0o600, 0o600)
+
+    def test_by_url_too(self, path: Path) -> None:
+        with open_store(f"sqlite:///{path}"):
+            assert mode(path) == 0o600
+
+    def test_an_existing_file_keeps_its_mode(self, path: Path) -> None:
+        """A mode its owner chose (group-readable, say) is not changed."""
+        SQLiteStore(path).close()
+        path.chmod(0o640)
+        with SQLiteStore(path) as store:
+            desk_over(store).intake(ACTOR, sample_request())
+            assert mode(path) == 0o640
+            assert mode(Path(f"{path}-wal")) == 0o640
+
+    def test_backup_is_private_and_replaces_whole(self, path: Path, tmp_path: Path) -> None:
+        """A backup is written beside its target and renamed over it: 0600, even over a
+        file that was 0644, and no temporary file is left."""
+        target = tmp_path / "backup.db"
+        target.write_bytes(b"old")
+        target.chmod(0o644)
+        with SQLiteStore(path) as store:
+            made = desk_over(store).intake(ACTOR, sample_request())
+            store.backup(target)
+        assert mode(target) == 0o600
+        with SQLiteStore(target) as copy:
+            assert copy.load(made.id) == made
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+    def test_dump_to_a_path_is_private(self, path: Path, tmp_path: Path) -> None:
+        target = tmp_path / "store.dump"
+        with SQLiteStore(path) as store:
+            desk_over(store).intake(ACTOR, sample_request())
+            assert dump(store, target) == 1
+            assert dump(store, str(target)) == 1
+            buffer = io.StringIO()
+            dump(store, buffer)
+        assert mode(target) == 0o600
+        assert target.read_text(encoding="utf-8") == buffer.getvalue()
+
+    def test_a_failed_dump_leaves_nothing(self, path: Path, tmp_path: Path) -> None:
+        """A dump that fails half way (here: the store is closed) leaves neither the target
+        nor its temporary file behind."""
+        folder = tmp_path / "dumps"
+        folder.mkdir()
+        store = SQLiteStore(path)
+        store.close()
+        with pytest.raises(StorageError, match="closed"):
+            dump(store, folder / "store.dump")
+        assert list(folder.iterdir()) == []
+
+    def test_dump_to_a_missing_directory_is_a_storage_error(
+        self, path: Path, tmp_path: Path
+    ) -> None:
+        with SQLiteStore(path) as store, pytest.raises(StorageError) as info:
+            dump(store, tmp_path / "no" / "such" / "dir" / "x.dump")
+        assert info.value.driver_error == "FileNotFoundError"
+        assert info.value.__cause__ is None
+
+
+class TestReadOnlyOpen:
+    """open_store(url, create=False), for code that only reads: nothing is created."""
+
+    def test_a_missing_file_is_refused_and_not_created(self, path: Path) -> None:
+        with pytest.raises(StorageError, match=f"no SQLite database at {path}"):
+            open_store(f"sqlite:///{path}", create=False)
+        assert not path.exists()
+        assert list(path.parent.iterdir()) == []
+
+    def test_an_empty_file_is_refused_and_left_empty(self, path: Path) -> None:
+        """Not even the WAL switch writes to it."""
+        path.touch()
+        with pytest.raises(StorageError, match="holds no referralkit database"):
+            SQLiteStore(path, create=False)
+        assert path.stat().st_size == 0
+        assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+    def test_another_applications_database_is_refused(self, path: Path) -> None:
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE notes (body TEXT)")
+        conn.close()
+        with pytest.raises(StorageError, match="holds no referralkit database"):
+            SQLiteStore(path, create=False)
+
+    def test_a_file_that_is_not_a_database_is_a_storage_error(self, path: Path) -> None:
+        path.write_bytes(b"PHI-CANARY-" * 1000)
+        with pytest.raises(StorageError) as info:
+            SQLiteStore(path, create=False)
+        assert "PHI-CANARY" not in str(info.value)
+        assert info.value.__cause__ is None
+
+    def test_an_existing_store_opens(self, path: Path) -> None:
+        with SQLiteStore(path) as store:
+            made = desk_over(store).intake(ACTOR, sample_request())
+        with open_store(f"sqlite:///{path}", create=False) as store:
+            assert store.load(made.id) == made
+
+    def test_in_memory_is_not_a_file(self) -> None:
+        with SQLiteStore(":memory:", create=False) as store:
+            assert store.count() == 0
+
+    def test_memory_url_is_never_an_existing_store(self) -> None:
+        with pytest.raises(ValidationError) as info:
+            open_store("memory://", create=False)
+        assert info.value.path == "url"
+        with pytest.raises(ValidationError):
+            open_store("memory://", create=1)  # type: ignore[arg-type]
 
 
 class TestSchema:
@@ -184,6 +320,15 @@ class TestIndexes:
         rows = store._read(f"EXPLAIN QUERY PLAN {sql}", params)
         return " | ".join(str(r[-1]) for r in rows)
 
+    @pytest.mark.parametrize("prefix", ["3fa2", "a\U0010ffff"])
+    def test_ids_by_prefix(self, path: Path, prefix: str) -> None:
+        """ids_starting_with is a range on the primary key, in its order."""
+        with SQLiteStore(path) as store:
+            sql, params = store._prefix_sql(prefix, 2)
+            plan = self.plan(store, sql, tuple(params))
+        assert "sqlite_autoindex_referrals_1 (id>? AND id<?)" in plan
+        assert "TEMP B-TREE" not in plan
+
     def test_worklist_top(self, path: Path) -> None:
         with SQLiteStore(path) as store:
             where, params = store._where(Query(open_only=True))
@@ -272,10 +417,20 @@ class TestPayloads:
 
 
 class TestDriverErrors:
-    def test_unopenable_file(self, tmp_path: Path) -> None:
-        """A file SQLite cannot open is a StorageError naming the driver class, not chained."""
-        with pytest.raises(StorageError) as info:
+    def test_uncreatable_file(self, tmp_path: Path) -> None:
+        """A file that cannot be created is a StorageError naming the OS error, not chained."""
+        with pytest.raises(StorageError, match="cannot create the SQLite database") as info:
             SQLiteStore(tmp_path / "missing-dir" / "x.db")
+        error = info.value
+        assert error.driver_error == "FileNotFoundError"
+        assert error.__cause__ is None
+        assert error.__suppress_context__
+
+    def test_unopenable_file(self, tmp_path: Path) -> None:
+        """A path SQLite cannot open (a directory) is a StorageError naming the driver
+        class, not chained."""
+        with pytest.raises(StorageError) as info:
+            SQLiteStore(tmp_path)
         error = info.value
         assert error.driver_error == "OperationalError"
         assert error.__cause__ is None

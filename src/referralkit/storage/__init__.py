@@ -32,6 +32,7 @@ from ._base import (
     check_histories,
     check_history,
     check_owner,
+    resolve_id,
     worklist_key,
 )
 from ._dump import DUMP_FORMAT, DUMP_VERSION, dump, load_dump
@@ -54,44 +55,67 @@ __all__ = [
     "dump",
     "load_dump",
     "open_store",
+    "resolve_id",
     "upgrade",
     "worklist_key",
 ]
 
 _SCHEMES = "memory, sqlite, postgresql"
+_POSTGRES_HINT = 'pip install "referralkit[postgres]" (in a checkout: pip install ".[postgres]")'
 
 
-def open_store(url: str) -> ReferralStore:
+def open_store(url: str, *, create: bool = True) -> ReferralStore:
     """Open the store ``url`` names, creating or migrating its schema if needed.
 
     - ``memory://``: a fresh :class:`MemoryStore`;
     - ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, ``sqlite:///:memory:``:
-      a :class:`~referralkit.storage.sqlite.SQLiteStore`;
+      a :class:`~referralkit.storage.sqlite.SQLiteStore` (a new file is created with mode
+      0600: readable by its owner only);
     - ``postgresql://user@host:port/dbname?schema=NAME`` (or ``postgres://``): a
       :class:`~referralkit.storage.postgres.PostgresStore` with its tables in schema ``NAME``
-      (default ``public``); a host other than this machine must use TLS.
+      (default ``public``); a host other than this machine must use TLS and, by default,
+      verify the server's certificate (``sslmode=verify-full``).
+
+    With ``create=False`` the store must already exist, for code that only reads: a missing
+    SQLite file, a file or PostgreSQL schema without referralkit's tables, raise a
+    :class:`~referralkit.errors.StorageError` and nothing is created (``memory://``, always
+    new, is a :class:`~referralkit.errors.ValidationError`).
+
+    >>> open_store("sqlite:///no/such/file.db", create=False)
+    Traceback (most recent call last):
+    ...
+    referralkit.errors.StorageError: no SQLite database at no/such/file.db
+
+    .. versionchanged:: 0.1
+       ``create``.
     """
-    return _open(url, migrate=True)
+    if not isinstance(create, bool):
+        raise ValidationError("create", "expected True or False")
+    return _open(url, migrate=True, create=create)
 
 
-def _open(url: str, *, migrate: bool) -> ReferralStore:
+def _open(url: str, *, migrate: bool, create: bool = True) -> ReferralStore:
     if not isinstance(url, str):
         raise ValidationError("url", "expected a store URL string")
     scheme = urlsplit(url).scheme
     if scheme == "memory":
+        if not create:
+            raise ValidationError(
+                "url", "a memory:// store is always new: there is nothing to read"
+            )
         return MemoryStore()
     if scheme == "sqlite":
         from .sqlite import SQLiteStore
 
-        return SQLiteStore(_sqlite_path(url), migrate=migrate)
+        return SQLiteStore(_sqlite_path(url), migrate=migrate, create=create)
     if scheme in ("postgresql", "postgres"):
         try:
             from .postgres import PostgresStore
         except ImportError:
             raise ValidationError(
-                "url", "PostgreSQL needs the postgres extra: pip install 'referralkit[postgres]'"
+                "url", f"PostgreSQL needs the postgres extra: {_POSTGRES_HINT}"
             ) from None
-        return PostgresStore(url, migrate=migrate)
+        return PostgresStore(url, migrate=migrate, create=create)
     # the URL may carry a password: name only its scheme
     raise ValidationError("url", f"unsupported store scheme {scheme!r} (supported: {_SCHEMES})")
 

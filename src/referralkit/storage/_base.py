@@ -4,8 +4,8 @@ An adapter implements eight methods: :meth:`~ReferralStore.load`,
 :meth:`~ReferralStore.find_source`, :meth:`~ReferralStore.save_many`,
 :meth:`~ReferralStore.events`, :meth:`~ReferralStore.query` and the three claim operations
 :meth:`~ReferralStore.claim`, :meth:`~ReferralStore.renew`, :meth:`~ReferralStore.release`.
-Everything else (``save``, ``count``, ``export``, ``restore_many``) has a default built on
-those, which an adapter may replace with something faster.
+Everything else (``save``, ``count``, ``ids_starting_with``, ``export``, ``restore_many``)
+has a default built on those, which an adapter may replace with something faster.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any, Self, TypeAlias
 import attrs
 
 from .. import _validators as v
-from ..errors import ConcurrencyError, DuplicateReferralError, ValidationError
+from ..errors import ConcurrencyError, DuplicateReferralError, NotFoundError, ValidationError
 from ..events import apply_all
 from ..model import Priority, Referral, ReferralEvent, Status
 
@@ -36,6 +36,7 @@ __all__ = [
     "check_history",
     "check_owner",
     "lease_end",
+    "resolve_id",
     "worklist_key",
 ]
 
@@ -226,6 +227,62 @@ def _claim_query(query: Query | None) -> Query:
     return attrs.evolve(query, open_only=True, limit=None, offset=0)
 
 
+def check_prefix(prefix: str, limit: int | None) -> None:
+    """Check the arguments of :meth:`ReferralStore.ids_starting_with`."""
+    if not isinstance(prefix, str) or not prefix:
+        raise ValidationError("prefix", "expected a non-empty string")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValidationError("limit", "expected a whole number >= 1, or None")
+
+
+def prefix_range(prefix: str) -> tuple[str, str | None]:
+    """The ids starting with ``prefix`` are those from ``low`` (included) to ``high``
+    (excluded; ``None``: no end), in code point order: a range an id index answers without
+    a pattern to escape. ``high`` is ``prefix`` with its last character raised by one,
+    after dropping trailing U+10FFFF (which cannot be raised) and skipping the surrogates
+    (which no stored id holds).
+    """
+    stem = prefix.rstrip("\U0010ffff")
+    if not stem:
+        return prefix, None
+    following = ord(stem[-1]) + 1
+    if 0xD800 <= following <= 0xDFFF:
+        following = 0xE000
+    return prefix, stem[:-1] + chr(following)
+
+
+def resolve_id(store: ReferralStore, id_or_prefix: str) -> str:
+    """The id of the one referral whose id is ``id_or_prefix`` or starts with it.
+
+    What a person types: the first characters of an id, as the demo's worklist prints them.
+    An exact id wins even when it is the start of others. No match raises
+    :class:`~referralkit.errors.NotFoundError`; a prefix that matches several referrals
+    raises a :class:`~referralkit.errors.ValidationError` saying how many.
+
+    >>> from referralkit.storage import MemoryStore
+    >>> resolve_id(MemoryStore(), "3fa2")
+    Traceback (most recent call last):
+    ...
+    referralkit.errors.NotFoundError: no referral with id '3fa2'
+
+    .. versionadded:: 0.1
+    """
+    if not isinstance(store, ReferralStore):
+        raise ValidationError("store", "expected a ReferralStore")
+    if not isinstance(id_or_prefix, str) or not id_or_prefix:
+        raise ValidationError("id", "expected a referral id or the start of one")
+    # in id order an exact id comes before every longer id it starts
+    found = store.ids_starting_with(id_or_prefix, limit=2)
+    if not found:
+        raise NotFoundError(id_or_prefix)
+    if len(found) == 1 or found[0] == id_or_prefix:
+        return found[0]
+    count = len(store.ids_starting_with(id_or_prefix))
+    raise ValidationError(
+        "id", f"{id_or_prefix!r} is the start of {count} referral ids; give more of the id"
+    )
+
+
 def _ids(ids: Iterable[str]) -> list[str]:
     """``ids`` as a list without repeats, in the order given."""
     if isinstance(ids, str):
@@ -295,6 +352,18 @@ class ReferralStore(abc.ABC):
     def count(self, query: Query = Query()) -> int:
         """How many referrals match ``query`` (ignoring its paging)."""
         return len(self.query(attrs.evolve(query, limit=None, offset=0)))
+
+    def ids_starting_with(self, prefix: str, *, limit: int | None = None) -> list[str]:
+        """The ids of the stored referrals that start with ``prefix``, in id order (code
+        point order), at most ``limit`` of them. See :func:`resolve_id`.
+
+        This default scans :meth:`query`; the adapters answer it from their id index.
+
+        .. versionadded:: 0.1
+        """
+        check_prefix(prefix, limit)
+        found = sorted(r.id for r in self.query(Query()) if r.id.startswith(prefix))
+        return found if limit is None else found[:limit]
 
     # ------------------------------------------------------------------ claims
 

@@ -7,7 +7,8 @@ event, oldest first, as :func:`~referralkit.serialization.to_dict` writes them (
 no spaces). The same store content always gives the same bytes, whatever the adapter, so
 dumps can be compared with ``diff`` or a hash.
 
-A dump holds PHI (it is the data): keep it where the database is kept. Errors while
+A dump holds PHI (it is the data): keep it where the database is kept. Given a path,
+:func:`dump` creates the file with mode 0600 (readable by its owner only). Errors while
 reading one name the line and the field, never a value.
 
 >>> import io
@@ -24,14 +25,16 @@ reading one name the line and the field, never a value.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from typing import Any, Final, TextIO
 
-from ..errors import ValidationError
+from ..errors import StorageError, ValidationError
 from ..events import replay
 from ..model import Referral, ReferralEvent
 from ..serialization import from_dict, to_dict
 from ._base import History, ReferralStore, check_history
+from ._files import private_replacement
 
 __all__ = ["DUMP_FORMAT", "DUMP_VERSION", "dump", "load_dump"]
 
@@ -45,14 +48,37 @@ def _line(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":")) + "\n"
 
 
-def dump(store: ReferralStore, file: TextIO) -> int:
+def dump(store: ReferralStore, file: TextIO | str | os.PathLike[str]) -> int:
     """Write every referral in ``store`` with its events to ``file``; how many were written.
+
+    ``file`` is an open text file, or a path: the dump is then written to a new file with
+    mode 0600 beside it and renamed over it when complete, so the path never holds a half
+    written dump nor one that others may read.
 
     Reads through :meth:`~referralkit.storage.ReferralStore.export`, which the SQL adapters
     serve from one consistent state of the database while writers carry on.
+
+    .. versionchanged:: 0.1
+       ``file`` may be a path.
     """
     if not isinstance(store, ReferralStore):
         raise ValidationError("store", "expected a ReferralStore")
+    if isinstance(file, str | os.PathLike):
+        try:
+            with (
+                private_replacement(file) as temporary,
+                open(temporary, "w", encoding="utf-8") as opened,
+            ):
+                return _write(store, opened)
+        except OSError as error:
+            raise StorageError(
+                f"cannot write the dump ({error.strerror or type(error).__name__})",
+                driver_error=type(error).__name__,
+            ) from None
+    return _write(store, file)
+
+
+def _write(store: ReferralStore, file: TextIO) -> int:
     file.write(_line({"format": DUMP_FORMAT, "version": DUMP_VERSION}))
     written = 0
     for referral, events in store.export():

@@ -20,6 +20,7 @@ from ._base import (
     check_claim,
     check_histories,
     check_owner,
+    check_prefix,
     lease_end,
     worklist_key,
 )
@@ -50,6 +51,12 @@ class MemoryStore(ReferralStore):
             return self._snapshots[referral_id]
         except KeyError:
             raise NotFoundError(referral_id) from None
+
+    def ids_starting_with(self, prefix: str, *, limit: int | None = None) -> list[str]:
+        check_prefix(prefix, limit)
+        with self._lock:
+            found = sorted(i for i in self._snapshots if i.startswith(prefix))
+        return found if limit is None else found[:limit]
 
     def find_source(self, source_id: str) -> str | None:
         with self._lock:

@@ -23,8 +23,13 @@ Needs the ``postgres`` extra (psycopg 3 and psycopg_pool). Open it by URL::
   lease that ends (DESIGN §6 measured a naive select-then-update claiming 1,935 of 2,000
   items twice; SKIP LOCKED none).
 - **Transport**: a host other than the local machine (``localhost``, ``127.0.0.1``, ``::1``
-  or a Unix socket) must use TLS: ``sslmode`` defaults to ``require`` there, and
-  ``disable``, ``allow`` and ``prefer`` are refused (DESIGN §9, HIPAA 45 CFR 164.312(e)).
+  or a Unix socket) must use TLS: ``sslmode`` defaults to ``verify-full`` there (the
+  server's certificate and name are checked), and ``disable``, ``allow`` and ``prefer``
+  are refused (DESIGN §9, HIPAA 45 CFR 164.312(e)); a connection service is held to the
+  same rule (:func:`connection_settings`).
+- **Lost connections**: opening connects once outside the pool, so a wrong host, port or
+  password fails at once with libpq's reason; a connection lent out is checked first and a
+  dropped one replaced without a pause; a read that loses its connection is retried once.
 - **Schemas**: the ``schema`` URL parameter puts the tables in that PostgreSQL schema
   (created if needed), so applications and test runs can share a database. The schema
   version is kept in a ``schema_version`` table and moved forward by
@@ -41,6 +46,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Final, TypeVar
 from urllib.parse import unquote
 
@@ -70,7 +76,9 @@ from ._base import (
     check_claim,
     check_histories,
     check_owner,
+    check_prefix,
     lease_end,
+    prefix_range,
 )
 from ._json import payload_json, snapshot_json
 
@@ -90,6 +98,9 @@ _MIGRATION_LOCK: Final = 0x52464B31
 _SCHEMA_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _LOCAL_HOSTS: Final = frozenset({"localhost", ""})
 _TLS_MODES: Final = frozenset({"require", "verify-ca", "verify-full"})
+# Seconds to wait for a server to answer: libpq waits forever by default (then the kernel's
+# TCP timeout, minutes), psycopg 130 s.
+_CONNECT_TIMEOUT: Final = 5
 
 # ``{s}`` is replaced by the quoted schema name, which is checked against _SCHEMA_NAME.
 #
@@ -175,20 +186,97 @@ def _is_local(host: str) -> bool:
         return False
 
 
+def _service_entries(path: str, name: str) -> dict[str, str] | None:
+    """The settings of service ``name`` in the libpq service file ``path``; ``None`` when
+    the file or the service is not there.
+
+    Read as libpq reads it (``parseServiceFile`` in ``fe-connect.c``): lines stripped, ``#``
+    comments, ``[name]`` sections, the first section of that name only, ``key=value`` with
+    nothing trimmed around ``=``, the first value of a key wins.
+    """
+    try:
+        with open(path, encoding="utf-8") as file:
+            lines = file.read().splitlines()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError):
+        raise ValidationError("service", f"cannot read the service file {path}") from None
+    found: dict[str, str] | None = None
+    for number, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            if found is not None:
+                break
+            if line[1:].startswith(f"{name}]"):
+                found = {}
+            continue
+        if found is None:
+            continue
+        if line.startswith("ldap"):
+            # an LDAP lookup happens inside libpq, after this check: its answer is unknown here
+            raise ValidationError(
+                "service", f"service {name!r} is looked up over LDAP, which cannot be checked"
+            )
+        key, sep, value = line.partition("=")
+        if not sep or key == "service":
+            raise ValidationError(
+                "service", f"syntax error in the service file {path}, line {number}"
+            )
+        found.setdefault(key, value)
+    return found
+
+
+def _service(name: str) -> dict[str, str]:
+    """The settings libpq takes from service ``name``: the per-user file (``PGSERVICEFILE``
+    or ``~/.pg_service.conf``) first, then ``pg_service.conf`` in ``PGSYSCONFDIR``.
+
+    libpq would then look in the system directory compiled into it, which cannot be read
+    from here: a service found in neither file is refused rather than left unchecked.
+    """
+    user_file = os.environ.get("PGSERVICEFILE") or os.path.join(
+        os.path.expanduser("~"), ".pg_service.conf"
+    )
+    found = _service_entries(user_file, name)
+    system = os.environ.get("PGSYSCONFDIR")
+    if found is None and system:
+        found = _service_entries(os.path.join(system, "pg_service.conf"), name)
+    if found is None:
+        raise ValidationError(
+            "service",
+            f"service {name!r} is not defined in {user_file}"
+            + (f" or {system}/pg_service.conf" if system else "")
+            + "; name its file with PGSERVICEFILE or its directory with PGSYSCONFDIR",
+        )
+    return found
+
+
 def connection_settings(url: str) -> tuple[str, str]:
     """The libpq connection string and the schema name a PostgreSQL URL means.
 
     The ``schema`` query parameter (default ``public``) is taken out: libpq does not know it.
-    A host other than the local machine must use TLS: ``sslmode`` is set to ``require``
-    when neither the URL nor ``PGSSLMODE`` asks for a verifying mode, and a URL asking for
-    ``disable``, ``allow`` or ``prefer`` is refused with a
-    :class:`~referralkit.errors.ValidationError`. Messages never repeat the URL (it may
-    hold a password).
+
+    A host other than the local machine must use TLS and, unless told otherwise, verify the
+    server's certificate and name: ``sslmode`` is set to ``verify-full`` when neither the
+    URL, its service nor ``PGSSLMODE`` asks for ``require``, ``verify-ca`` or
+    ``verify-full``; ``disable``, ``allow`` or ``prefer`` in the URL or in its service is
+    refused with a :class:`~referralkit.errors.ValidationError`. The rule applies to the
+    settings libpq will use: a ``service`` (in the URL or ``PGSERVICE``) is read from its
+    connection service file, its host and TLS mode are checked and written into the
+    connection string (which takes precedence over the file), and a service that cannot be
+    read is refused. ``connect_timeout`` defaults to 5 seconds, so a host that does not
+    answer is an error within seconds. Messages never repeat the URL (it may hold a
+    password).
 
     >>> connection_settings("postgresql://app@127.0.0.1/referrals?schema=clinic_a")
-    ('user=app dbname=referrals host=127.0.0.1', 'clinic_a')
+    ('user=app dbname=referrals host=127.0.0.1 connect_timeout=5', 'clinic_a')
     >>> connection_settings("postgresql://app@db.example.org/referrals")[0]
-    'user=app dbname=referrals host=db.example.org sslmode=require'
+    'user=app dbname=referrals host=db.example.org sslmode=verify-full connect_timeout=5'
+
+    .. versionchanged:: 0.1
+       ``verify-full`` by default (was ``require``, which does not check who answers);
+       services are checked; ``connect_timeout`` defaults to 5 seconds.
     """
     if not isinstance(url, str):
         raise ValidationError("url", "expected a PostgreSQL URL or connection string")
@@ -211,19 +299,36 @@ def connection_settings(url: str) -> tuple[str, str]:
         raise ValidationError("url", "not a valid PostgreSQL connection URL") from None
     if not _SCHEMA_NAME.fullmatch(schema):
         raise ValidationError("schema", "expected letters, digits and _ (at most 63)")
-    hosts = str(params.get("host") or os.environ.get("PGHOST", "")).split(",")
-    addresses = str(params.get("hostaddr") or os.environ.get("PGHOSTADDR", "")).split(",")
+    # libpq's order: the connection string, then the service file, then PG* variables
+    name = params.get("service") or os.environ.get("PGSERVICE")
+    service = _service(str(name)) if name else {}
+    for key in ("host", "hostaddr", "port"):
+        if params.get(key) is None and key in service:
+            params[key] = service[key]
+
+    def setting(key: str, variable: str) -> str:
+        value = params.get(key)
+        return str(value if value is not None else os.environ.get(variable, ""))
+
+    hosts = setting("host", "PGHOST").split(",")
+    addresses = setting("hostaddr", "PGHOSTADDR").split(",")
     if not all(_is_local(h.strip()) for h in (*hosts, *addresses)):
         mode = params.get("sslmode")
+        source = "the URL"
+        if mode is None and "sslmode" in service:
+            mode = params["sslmode"] = service["sslmode"]
+            source = f"service {name!r}"
         if mode is None:
             if os.environ.get("PGSSLMODE") not in _TLS_MODES:
-                params["sslmode"] = "require"
+                params["sslmode"] = "verify-full"
         elif mode not in _TLS_MODES:
             raise ValidationError(
                 "sslmode",
-                f"a host other than this machine needs TLS; sslmode={mode} is refused "
-                "(use require, verify-ca or verify-full)",
+                f"a host other than this machine needs TLS; sslmode={mode} in {source} is "
+                "refused (use verify-full, verify-ca or require)",
             )
+    if params.get("connect_timeout") is None and not os.environ.get("PGCONNECT_TIMEOUT"):
+        params["connect_timeout"] = _CONNECT_TIMEOUT
     return make_conninfo("", **params), schema
 
 
@@ -270,6 +375,15 @@ def _event(row: Sequence[Any]) -> ReferralEvent:
     )
 
 
+def _connection_lost(error: psycopg.Error) -> bool:
+    """Whether ``error`` says the connection is gone (SQLSTATE class 08, an administrator
+    or crash shutdown 57P01-57P03, or no SQLSTATE: the socket closed under libpq)."""
+    if not isinstance(error, psycopg.OperationalError):
+        return False
+    sqlstate = error.sqlstate
+    return sqlstate is None or sqlstate.startswith(("08", "57P"))
+
+
 def _driver_error(error: psycopg.Error, doing: str) -> StorageError:
     # the driver's message may repeat row values (a duplicate key, a bad value): keep only
     # the exception's class and SQLSTATE, and do not chain it
@@ -291,9 +405,22 @@ class PostgresStore(ReferralStore):
     ``conninfo`` is a ``postgresql://`` URL (with an optional ``schema`` parameter) or a
     libpq ``key=value`` string; see :func:`connection_settings` for the TLS rule. The schema
     is created or brought up to date when the store opens, unless ``migrate`` is false.
+    With ``create`` false a schema without referralkit's tables is refused with a
+    :class:`~referralkit.errors.StorageError` and nothing is created.
     ``min_size``/``max_size`` bound the pool, ``timeout`` is how long to wait for a free
-    connection (and for the first one, when opening), ``retries`` how many times a
-    transaction is retried after a serialization failure or a deadlock.
+    connection, ``retries`` how many times a transaction is retried after a serialization
+    failure or a deadlock.
+
+    Opening makes one connection first, outside the pool: a wrong host, port, password or
+    TLS setting is then one :class:`~referralkit.errors.StorageError` with libpq's reason,
+    within ``connect_timeout`` (5 s by default), instead of the pool retrying until
+    ``timeout``. Every connection lent out is checked first (one round trip); one the server
+    dropped (a restart, a failover, ``pg_terminate_backend``) is discarded and the next
+    taken at once, and a read that loses its connection is retried once.
+
+    .. versionchanged:: 0.1
+       ``create``; a failed first connection reports its reason at once; dropped
+       connections are replaced without a pause.
     """
 
     def __init__(
@@ -305,6 +432,7 @@ class PostgresStore(ReferralStore):
         timeout: float = 30.0,
         retries: int = 5,
         migrate: bool = True,
+        create: bool = True,
     ) -> None:
         settings, schema = connection_settings(conninfo)
         params = conninfo_to_dict(settings)
@@ -317,16 +445,15 @@ class PostgresStore(ReferralStore):
             f"/{params.get('dbname') or ''}"
         )
         self._s = f'"{schema}"'
+        self._first_connection(settings)
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             settings,
             min_size=min_size,
             max_size=max_size,
             timeout=timeout,
             kwargs={"autocommit": True},
-            # a pooled connection may have died with a server restart or a failover; checking
-            # it when lent out (one round trip) turns that into a fresh connection instead of
-            # a failed operation
-            check=ConnectionPool.check_connection,
+            # no ``check``: after a failed check psycopg_pool sleeps 1 s (doubling on the
+            # next failure) before trying another connection; _connection checks instead
             name=f"referralkit-{schema}",
             open=False,
         )
@@ -338,13 +465,32 @@ class PostgresStore(ReferralStore):
                 f"could not connect to PostgreSQL at {self._where_to}", driver_error="PoolTimeout"
             ) from None
         try:
+            version = self.schema_version()
+            if not create and version == 0:
+                raise StorageError(
+                    f"no referralkit tables in schema {schema!r} at {self._where_to}"
+                )
             if migrate:
                 self.upgrade()
-            elif (version := self.schema_version()) > SCHEMA_VERSION:
+            elif version > SCHEMA_VERSION:
                 raise self._too_new(version)
         except BaseException:
             self._pool.close()
             raise
+
+    def _first_connection(self, settings: str) -> None:
+        """Connect once, outside the pool, so that a failure is one clear error now."""
+        try:
+            psycopg.connect(settings, autocommit=True).close()
+        except psycopg.Error as error:
+            # libpq's reason names the host, port, user or database, never a password
+            lines = str(error).removeprefix("connection failed: ").strip().splitlines()
+            reason = lines[0].strip()[:300] if lines else type(error).__name__
+            raise StorageError(
+                f"could not connect to PostgreSQL at {self._where_to}: {reason}",
+                driver_error=type(error).__name__,
+                sqlstate=error.sqlstate or "",
+            ) from None
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._where_to!r}, schema={self.schema!r})"
@@ -356,6 +502,32 @@ class PostgresStore(ReferralStore):
 
     def _sql(self, template: str) -> str:
         return template.replace("{s}", self._s)
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection that has just answered a check (one empty query).
+
+        A connection that fails it is handed back (the pool discards it and opens a
+        replacement in the background) and the next one is taken at once. Every pooled
+        connection may be dead after a server restart, hence ``max_size + 1`` tries; the
+        last waits for a new connection, up to the pool's timeout.
+        """
+        for _ in range(self._pool.max_size + 1):
+            conn = self._pool.getconn()
+            try:
+                ConnectionPool.check_connection(conn)
+            except psycopg.Error:
+                self._pool.putconn(conn)
+                continue
+            try:
+                yield conn
+            finally:
+                self._pool.putconn(conn)
+            return
+        raise StorageError(
+            f"every PostgreSQL connection to {self._where_to} was dropped",
+            driver_error="OperationalError",
+        )
 
     def _transact(
         self,
@@ -372,7 +544,7 @@ class PostgresStore(ReferralStore):
         """
         for attempt in itertools.count():
             try:
-                with self._pool.connection() as conn, conn.transaction():
+                with self._connection() as conn, conn.transaction():
                     return work(conn)
             except (pg_errors.SerializationFailure, pg_errors.DeadlockDetected) as error:
                 if attempt >= self.retries:
@@ -395,17 +567,25 @@ class PostgresStore(ReferralStore):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _fetch(self, doing: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """One read, outside any explicit transaction (a single statement is atomic)."""
-        try:
-            with self._pool.connection() as conn:
-                return conn.execute(self._sql(sql), params).fetchall()
-        except PoolTimeout:
-            raise StorageError(
-                f"no PostgreSQL connection free within {self._pool.timeout} s while {doing}",
-                driver_error="PoolTimeout",
-            ) from None
-        except psycopg.Error as error:
-            raise _driver_error(error, doing) from None
+        """One read, outside any explicit transaction (a single statement is atomic).
+
+        Retried once on a fresh connection when its connection is lost (the backend was
+        terminated between the check and the read): a read can be repeated.
+        """
+        for attempt in (1, 2):
+            try:
+                with self._connection() as conn:
+                    return conn.execute(self._sql(sql), params).fetchall()
+            except PoolTimeout:
+                raise StorageError(
+                    f"no PostgreSQL connection free within {self._pool.timeout} s while {doing}",
+                    driver_error="PoolTimeout",
+                ) from None
+            except psycopg.Error as error:
+                if attempt == 1 and _connection_lost(error):
+                    continue
+                raise _driver_error(error, doing) from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # ------------------------------------------------------------------ schema
 
@@ -482,6 +662,23 @@ class PostgresStore(ReferralStore):
         if not rows:
             raise NotFoundError(referral_id)
         return from_dict(Referral, rows[0][0])
+
+    def ids_starting_with(self, prefix: str, *, limit: int | None = None) -> list[str]:
+        """Answered from the primary key: ids are ``COLLATE "C"``, so a range in byte order
+        (UTF-8 bytes order as the code points do)."""
+        check_prefix(prefix, limit)
+        sql, params = self._prefix_sql(prefix, limit)
+        return [str(row[0]) for row in self._fetch("finding ids", sql, params)]
+
+    @staticmethod
+    def _prefix_sql(prefix: str, limit: int | None) -> tuple[str, list[Any]]:
+        low, high = prefix_range(prefix)
+        sql = "SELECT id FROM {s}.referrals WHERE id >= %s"
+        params: list[Any] = [low]
+        if high is not None:
+            sql += " AND id < %s"
+            params.append(high)
+        return f"{sql} ORDER BY id LIMIT %s", [*params, limit]
 
     def find_source(self, source_id: str) -> str | None:
         rows = self._fetch(
@@ -772,7 +969,7 @@ class PostgresStore(ReferralStore):
             "ORDER BY referral_id, version, idx"
         )
         try:
-            with self._pool.connection() as conn, conn.transaction():
+            with self._connection() as conn, conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 last = ""
                 while True:

@@ -10,7 +10,9 @@ Durability and concurrency settings, each read back and checked on every connect
   ``BEGIN IMMEDIATE`` cost none);
 - a busy timeout, so a writer waits for the lock instead of failing at once.
 
-One connection per thread (SQLite connections must not be shared across threads).
+One connection per thread (SQLite connections must not be shared across threads). A new
+database file is created with mode 0600 (readable by its owner only: it holds PHI), and
+SQLite gives its ``-wal`` and ``-shm`` files the same mode; backups are created the same way.
 Worklist queries are served by indexes on the columns the :class:`~referralkit.storage.Query`
 filters and orders by; snapshots and events are stored as JSON. The schema is versioned in
 ``PRAGMA user_version`` and moved forward by :meth:`SQLiteStore.upgrade`.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -28,6 +31,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Final
+from urllib.request import pathname2url
 
 from ..errors import (
     ConcurrencyError,
@@ -49,8 +53,11 @@ from ._base import (
     check_claim,
     check_histories,
     check_owner,
+    check_prefix,
     lease_end,
+    prefix_range,
 )
+from ._files import create_private, private_replacement
 from ._json import payload_json, snapshot_json
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -209,14 +216,24 @@ class SQLiteStore(ReferralStore):
 
     The schema is created or brought up to date when the store opens, unless ``migrate`` is
     false (then :meth:`upgrade` does it; a schema newer than this code is refused either
-    way).
+    way). A missing file is created (mode 0600) unless ``create`` is false: then a missing
+    file, or one without referralkit's tables, raises
+    :class:`~referralkit.errors.StorageError` and nothing is created or written (what a
+    command that only reads wants when given a mistyped path).
 
     .. versionchanged:: 0.1
        Schema version 2: claims (leases) and the ``updated`` order fully indexed.
+    .. versionchanged:: 0.1
+       ``create``; new files are created with mode 0600.
     """
 
     def __init__(
-        self, path: str | Path, *, busy_timeout: float = 30.0, migrate: bool = True
+        self,
+        path: str | Path,
+        *,
+        busy_timeout: float = 30.0,
+        migrate: bool = True,
+        create: bool = True,
     ) -> None:
         self.path = str(path)
         self.busy_timeout = busy_timeout
@@ -224,6 +241,11 @@ class SQLiteStore(ReferralStore):
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
+        if self.path != ":memory:":
+            if create:
+                self._create_file()
+            else:
+                self._check_exists()
         if self.path == ":memory:":
             # one shared connection: every new :memory: connection is a different database
             self._shared: sqlite3.Connection | None = self._connect()
@@ -238,6 +260,36 @@ class SQLiteStore(ReferralStore):
         return f"SQLiteStore({self.path!r})"
 
     # ------------------------------------------------------------------ connections
+
+    def _create_file(self) -> None:
+        """Create the database file with mode 0600 before SQLite does (it would use 0644)."""
+        try:
+            create_private(self.path)
+        except OSError as error:
+            raise StorageError(
+                f"cannot create the SQLite database {self.path} "
+                f"({error.strerror or type(error).__name__})",
+                driver_error=type(error).__name__,
+            ) from None
+
+    def _check_exists(self) -> None:
+        """Refuse a missing file, or one without referralkit's tables, writing nothing.
+
+        Opened with ``mode=rw``, which never creates the file, and checked before the WAL
+        switch, which would write to an empty one.
+        """
+        if not os.path.exists(self.path):
+            raise StorageError(f"no SQLite database at {self.path}")
+        uri = f"file:{pathname2url(os.path.abspath(self.path))}?mode=rw"
+        try:
+            with closing(sqlite3.connect(uri, uri=True)) as conn:
+                found = conn.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'referrals'"
+                ).fetchone()[0]
+        except sqlite3.Error as error:
+            raise _driver_error(error, "opening the database") from None
+        if not found:
+            raise StorageError(f"{self.path} holds no referralkit database (no referral tables)")
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -376,16 +428,27 @@ class SQLiteStore(ReferralStore):
         """Copy the whole database into the file ``path`` with SQLite's online backup API.
 
         Writers may keep working meanwhile: the copy is one consistent state of the
-        database. An existing file at ``path`` is overwritten.
+        database. The copy is written to a new file (mode 0600) beside ``path`` and renamed
+        over it when complete, so an existing file at ``path`` is replaced whole or not at
+        all.
         """
         target_path = str(path)
         if target_path == self.path:
             raise ValidationError("path", "the backup must go to another file")
         try:
-            with self._guard(), closing(sqlite3.connect(target_path)) as target:
+            with (
+                private_replacement(target_path) as temporary,
+                self._guard(),
+                closing(sqlite3.connect(temporary)) as target,
+            ):
                 self._conn.backup(target)
         except sqlite3.Error as error:
             raise _driver_error(error, "making a backup") from None
+        except OSError as error:
+            raise StorageError(
+                f"cannot write the backup ({error.strerror or type(error).__name__})",
+                driver_error=type(error).__name__,
+            ) from None
 
     # ------------------------------------------------------------------ the store
 
@@ -394,6 +457,22 @@ class SQLiteStore(ReferralStore):
         if not rows:
             raise NotFoundError(referral_id)
         return from_dict(Referral, json.loads(rows[0][0]))
+
+    def ids_starting_with(self, prefix: str, *, limit: int | None = None) -> list[str]:
+        """Answered from the primary key: a range in SQLite's BINARY order (the UTF-8
+        bytes, which order as the code points do)."""
+        check_prefix(prefix, limit)
+        return [row[0] for row in self._read(*self._prefix_sql(prefix, limit))]
+
+    @staticmethod
+    def _prefix_sql(prefix: str, limit: int | None) -> tuple[str, list[Any]]:
+        low, high = prefix_range(prefix)
+        sql = "SELECT id FROM referrals WHERE id >= ?"
+        params: list[Any] = [low]
+        if high is not None:
+            sql += " AND id < ?"
+            params.append(high)
+        return f"{sql} ORDER BY id LIMIT ?", [*params, -1 if limit is None else limit]
 
     def find_source(self, source_id: str) -> str | None:
         rows = self._read("SELECT id FROM referrals WHERE source_id = ?", (source_id,))

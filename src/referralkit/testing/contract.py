@@ -35,7 +35,7 @@ from ..errors import ConcurrencyError, DuplicateReferralError, NotFoundError, Va
 from ..events import apply_all, replay
 from ..model import Priority, Referral, ReferralEvent, Status
 from ..privacy import Actor, Role
-from ..storage import MemoryStore, Query, ReferralStore
+from ..storage import MemoryStore, Query, ReferralStore, resolve_id
 from ._samples import sample_request
 
 LEASE = dt.timedelta(minutes=5)
@@ -553,3 +553,62 @@ class StoreContract:
             desk.store.restore_many([twin])
         with pytest.raises(NotFoundError):
             desk.store.load("twin")
+
+    # ------------------------------------------------------------------ ids by prefix
+
+    _PREFIX_IDS = ("abc", "abcd", "abd", "ABX", "b%_", "b__x", "b\\x", "é1", "é2", "z")
+
+    def _prefixed(self, store: ReferralStore, clock: FakeClock) -> None:
+        """Referrals with ids chosen to trap a prefix search: LIKE wildcards and escapes,
+        case, non-ASCII."""
+        ids = iter(self._PREFIX_IDS)
+        desk = ReferralDesk(store, clock=clock, new_id=lambda: next(ids))
+        for k in range(len(self._PREFIX_IDS)):
+            desk.intake(ACTOR, sample_request(f"PREFIX-{k}"))
+
+    @pytest.mark.parametrize(
+        ("prefix", "expected"),
+        [
+            ("ab", ["abc", "abcd", "abd"]),
+            ("abc", ["abc", "abcd"]),
+            ("abcd", ["abcd"]),
+            ("A", ["ABX"]),
+            ("b%", ["b%_"]),
+            ("b_", ["b__x"]),
+            ("b\\", ["b\\x"]),
+            ("é", ["é1", "é2"]),
+            ("x", []),
+            ("abcde", []),
+        ],
+    )
+    def test_ids_starting_with(
+        self, store: ReferralStore, clock: FakeClock, prefix: str, expected: list[str]
+    ) -> None:
+        """ids_starting_with returns the ids that start with the prefix, in id order: case
+        counts, and %, _ and \\ are plain characters."""
+        self._prefixed(store, clock)
+        assert store.ids_starting_with(prefix) == expected
+        assert store.ids_starting_with(prefix, limit=1) == expected[:1]
+
+    def test_ids_starting_with_checks_its_arguments(self, store: ReferralStore) -> None:
+        """An empty prefix, or a limit below 1, is a ValidationError naming the argument."""
+        for prefix, limit, path in (("", None, "prefix"), ("a", 0, "limit"), ("a", True, "limit")):
+            with pytest.raises(ValidationError) as info:
+                store.ids_starting_with(prefix, limit=limit)
+            assert info.value.path == path
+
+    def test_resolve_id(self, store: ReferralStore, clock: FakeClock) -> None:
+        """resolve_id: a unique prefix gives its id, an exact id wins over longer ids that
+        start with it, several matches are a ValidationError saying how many, none is
+        NotFoundError."""
+        self._prefixed(store, clock)
+        assert resolve_id(store, "abd") == "abd"
+        assert resolve_id(store, "AB") == "ABX"
+        assert resolve_id(store, "abc") == "abc"
+        assert resolve_id(store, "b%") == "b%_"
+        with pytest.raises(ValidationError, match="start of 3 referral ids"):
+            resolve_id(store, "ab")
+        with pytest.raises(NotFoundError):
+            resolve_id(store, "nope")
+        with pytest.raises(ValidationError):
+            resolve_id(store, "")
