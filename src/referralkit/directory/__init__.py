@@ -35,12 +35,15 @@ from ._model import (
     language_matches,
 )
 from ._port import Directory, DirectoryError, Matchable
+from ._sql import SqlDirectory, open_directory
 from .memory import MemoryDirectory
+from .nppes import NPPES_COLUMNS, load_nppes, read_nppes
 from .plannet import LoadReport, Refusal, entry_from_fhir, load_fhir, read_fhir
 from .taxonomy import SPECIALTIES, Taxonomy, TaxonomyCode, default_taxonomy
 
 __all__ = [
     "KINDS",
+    "NPPES_COLUMNS",
     "SPECIALTIES",
     "Address",
     "Directory",
@@ -59,6 +62,7 @@ __all__ = [
     "Practitioner",
     "PractitionerRole",
     "Refusal",
+    "SqlDirectory",
     "Taxonomy",
     "TaxonomyCode",
     "default_taxonomy",
@@ -66,5 +70,8 @@ __all__ = [
     "haversine_km",
     "language_matches",
     "load_fhir",
+    "load_nppes",
+    "open_directory",
     "read_fhir",
+    "read_nppes",
 ]

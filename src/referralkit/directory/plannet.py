@@ -96,12 +96,14 @@ class Refusal:
 
 @attrs.frozen
 class LoadReport:
-    """What :func:`load_fhir` did: entries added per kind, resources refused, and the
-    references (``Kind/id``) that no entry of the directory answers."""
+    """What a load did: entries added per kind, resources (or rows) refused and why, the
+    references (``Kind/id``) that no entry of the directory answers, and what was skipped on
+    purpose (``{"deactivated": 12}`` for NPPES)."""
 
     added: Mapping[str, int]
     refused: tuple[Refusal, ...] = ()
     dangling: tuple[str, ...] = ()
+    skipped: Mapping[str, int] = attrs.field(factory=dict)
 
     @property
     def total(self) -> int:
