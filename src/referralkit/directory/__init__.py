@@ -36,23 +36,39 @@ from ._model import (
 )
 from ._port import Directory, DirectoryError, Matchable
 from ._sql import SqlDirectory, open_directory
+from .matching import (
+    DEFAULT_POLICY,
+    Candidate,
+    Exclusion,
+    MatchPolicy,
+    MatchResult,
+    Reason,
+    coverage_networks,
+    match,
+    requested_specialty,
+)
 from .memory import MemoryDirectory
 from .nppes import NPPES_COLUMNS, load_nppes, read_nppes
 from .plannet import LoadReport, Refusal, entry_from_fhir, load_fhir, read_fhir
 from .taxonomy import SPECIALTIES, Taxonomy, TaxonomyCode, default_taxonomy
 
 __all__ = [
+    "DEFAULT_POLICY",
     "KINDS",
     "NPPES_COLUMNS",
     "SPECIALTIES",
     "Address",
+    "Candidate",
     "Directory",
     "DirectoryError",
     "Entry",
+    "Exclusion",
     "GeoPoint",
     "HealthcareService",
     "InsurancePlan",
     "LoadReport",
+    "MatchPolicy",
+    "MatchResult",
     "Location",
     "Matchable",
     "MemoryDirectory",
@@ -61,17 +77,21 @@ __all__ = [
     "OrganizationAffiliation",
     "Practitioner",
     "PractitionerRole",
+    "Reason",
     "Refusal",
     "SqlDirectory",
     "Taxonomy",
     "TaxonomyCode",
+    "coverage_networks",
     "default_taxonomy",
     "entry_from_fhir",
     "haversine_km",
     "language_matches",
     "load_fhir",
     "load_nppes",
+    "match",
     "open_directory",
     "read_fhir",
     "read_nppes",
+    "requested_specialty",
 ]

@@ -87,7 +87,7 @@ class GeoPoint:
     """A WGS84 position (FHIR ``Location.position``), in decimal degrees.
 
     >>> round(GeoPoint(41.7658, -72.6734).km_to(GeoPoint(41.3083, -72.9279)), 1)
-    55.4
+    55.1
     """
 
     latitude: float = attrs.field(validator=v.instance((int, float), "a number"))
