@@ -333,7 +333,9 @@ def match(
     >>> [(c.rank, c.name, c.network.value) for c in result]
     [(1, 'Dr Ana Ruiz', 'in-network')]
     >>> result.excluded[0].reasons
-    ('not in the coverage networks (acme-hmo)',)
+    ('not in the coverage networks (acme-hmo-west)', 'does not list es and offers no interpreter')
+    >>> [str(r) for r in result.ranked[0].reasons]
+    ['Internal Medicine, Cardiovascular Disease (207RC0000X), as asked (+0)', 'in network (+30)', 'speaks es (+20)', 'accepting new patients (+10)']
     """
     as_of = v.as_utc(as_of, "as_of")
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
