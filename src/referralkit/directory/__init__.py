@@ -36,6 +36,7 @@ from ._model import (
 )
 from ._port import Directory, DirectoryError, Matchable
 from ._sql import SqlDirectory, open_directory
+from .alternatives import Alternatives, ServiceAlternative, alternatives, needs_alternatives
 from .matching import (
     DEFAULT_POLICY,
     Candidate,
@@ -50,6 +51,7 @@ from .matching import (
 from .memory import MemoryDirectory
 from .nppes import NPPES_COLUMNS, load_nppes, read_nppes
 from .plannet import LoadReport, Refusal, entry_from_fhir, load_fhir, read_fhir
+from .prices import PriceList, PriceListError, SelfPayEstimate
 from .taxonomy import SPECIALTIES, Taxonomy, TaxonomyCode, default_taxonomy
 
 __all__ = [
@@ -58,6 +60,7 @@ __all__ = [
     "NPPES_COLUMNS",
     "SPECIALTIES",
     "Address",
+    "Alternatives",
     "Candidate",
     "Directory",
     "DirectoryError",
@@ -77,11 +80,16 @@ __all__ = [
     "OrganizationAffiliation",
     "Practitioner",
     "PractitionerRole",
+    "PriceList",
+    "PriceListError",
     "Reason",
     "Refusal",
+    "SelfPayEstimate",
+    "ServiceAlternative",
     "SqlDirectory",
     "Taxonomy",
     "TaxonomyCode",
+    "alternatives",
     "coverage_networks",
     "default_taxonomy",
     "entry_from_fhir",
@@ -90,6 +98,7 @@ __all__ = [
     "load_fhir",
     "load_nppes",
     "match",
+    "needs_alternatives",
     "open_directory",
     "read_fhir",
     "read_nppes",
