@@ -131,6 +131,7 @@ def entry_from_fhir(resource: JSON, *, resolve: _Resolve | None = None) -> Entry
             + ", ".join(sorted(_READERS)),
         )
     reader_state = _Reader(resource, resolve or (lambda _: None))
+    reader_state.id()  # the first thing every entry needs
     try:
         return reader(reader_state)
     except FhirError:
