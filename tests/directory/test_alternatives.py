@@ -23,7 +23,10 @@ from referralkit.testing import sample_request
 
 NOW = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
 NET = "acme-hmo-west"
-PRICES = "code,price,system,description\n99204,245.00,CPT,visit\n93306,610.50,,echo\n93350,480,,stress echo\n"
+PRICES = (
+    "code,price,system,description\n"
+    "99204,245.00,CPT,visit\n93306,610.50,,echo\n93350,480,,stress echo\n"
+)
 
 
 def decided(decision: CoverageDecision | None) -> object:
@@ -50,26 +53,42 @@ def test_providers_services_and_self_pay() -> None:
         Covered.NOT_COVERED,
         reason="auth-out-network",
         network_status=NetworkStatus.OUT_OF_NETWORK,
-        alternatives=("an in-network specialist", "cpt:93350",
-                      f"{CodeSystem.HCPCS}|G0463", "self-pay or payment plan"),
-    )  # fmt: skip
+        alternatives=(
+            "an in-network specialist",
+            "cpt:93350",
+            f"{CodeSystem.HCPCS}|G0463",
+            "self-pay or payment plan",
+        ),
+    )
     referral = attrs.evolve(
         decided(decision),  # type: ignore[arg-type]
         target=Provider("current", "Dr Out", "cardiology"),
         services=(Code.cpt("99204"), Code.cpt("78452")),
     )
-    directory = MemoryDirectory([
-        PractitionerRole("current", specialties=("207RC0000X",), network_ids=(NET,), languages=("es",)),
-        PractitionerRole("in", specialties=("207RC0000X",), network_ids=(NET,), languages=("es",)),
-        PractitionerRole("out", specialties=("207RC0000X",), network_ids=("x",), languages=("es",)),
-    ])  # fmt: skip
+    directory = MemoryDirectory(
+        [
+            PractitionerRole(
+                "current", specialties=("207RC0000X",), network_ids=(NET,), languages=("es",)
+            ),
+            PractitionerRole(
+                "in", specialties=("207RC0000X",), network_ids=(NET,), languages=("es",)
+            ),
+            PractitionerRole(
+                "out", specialties=("207RC0000X",), network_ids=("x",), languages=("es",)
+            ),
+        ]
+    )
     prices = PriceList.from_csv(io.StringIO(PRICES))
-    found = alternatives(referral, directory, as_of=NOW, prices=prices,
-                         services=[Code.cpt("93306")])  # fmt: skip
+    found = alternatives(
+        referral, directory, as_of=NOW, prices=prices, services=[Code.cpt("93306")]
+    )
     assert found is not None
     assert [c.id for c in found.providers] == ["in"]
     assert [(s.code.code, s.price) for s in found.services] == [
-        ("93350", Decimal("480")), ("G0463", None), ("93306", Decimal("610.50"))]  # fmt: skip
+        ("93350", Decimal("480")),
+        ("G0463", None),
+        ("93306", Decimal("610.50")),
+    ]
     assert found.notes == ("an in-network specialist", "self-pay or payment plan")
     assert found.self_pay is not None
     assert (found.self_pay.total, found.self_pay.currency) == (Decimal("245.00"), "USD")

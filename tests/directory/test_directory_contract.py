@@ -30,8 +30,8 @@ from storage_support import IN_CI, POSTGRES_URL, fresh_schema, postgres_unavaila
 
 class TestMemoryDirectory(DirectoryContract):
     @pytest.fixture
-    def directory(self) -> Iterator[Directory]:
-        yield MemoryDirectory()
+    def directory(self) -> Directory:
+        return MemoryDirectory()
 
 
 class TestSqliteDirectory(DirectoryContract):
@@ -98,7 +98,7 @@ class TestSqlSpecifics:
         assert isinstance(directory, SqlDirectory)
         directory.add(sample_entries())
         directory.connection.execute(
-            "UPDATE directory_entries SET data = '{\"id\": \"p-1\", \"name\": \" \"}' "
+            'UPDATE directory_entries SET data = \'{"id": "p-1", "name": " "}\' '
             "WHERE kind = 'Practitioner'"
         )
         with pytest.raises(ValueError, match="name"):

@@ -61,13 +61,17 @@ class TestExclusions:
     def test_each_rule_excludes_with_its_reason(self) -> None:
         """Out of network, no language and no interpreter, not accepting: each excluded,
         with every reason that applies."""
-        directory = MemoryDirectory([
-            role("ok"),
-            role("out", network_ids=("other",)),
-            role("mute", languages=("fr",)),
-            role("full", accepting_new_patients=False),
-            role("worst", network_ids=("other",), languages=("fr",), accepting_new_patients=False),
-        ])  # fmt: skip
+        directory = MemoryDirectory(
+            [
+                role("ok"),
+                role("out", network_ids=("other",)),
+                role("mute", languages=("fr",)),
+                role("full", accepting_new_patients=False),
+                role(
+                    "worst", network_ids=("other",), languages=("fr",), accepting_new_patients=False
+                ),
+            ]
+        )
         result = match(referral(), directory, as_of=NOW)
         assert ids(result) == ["ok"]
         reasons = {e.reference: e.reasons for e in result.excluded}
@@ -79,8 +83,9 @@ class TestExclusions:
 
     def test_relaxed_rules_cost_points_instead(self) -> None:
         """With the requirements off, the same candidates rank, below the one that meets them."""
-        directory = MemoryDirectory([role("ok"), role("out", network_ids=("other",)),
-                                     role("mute", languages=("fr",))])  # fmt: skip
+        directory = MemoryDirectory(
+            [role("ok"), role("out", network_ids=("other",)), role("mute", languages=("fr",))]
+        )
         policy = attrs.evolve(DEFAULT_POLICY, require_in_network=False, require_language=False)
         result = match(referral(), directory, as_of=NOW, policy=policy)
         assert ids(result)[0] == "ok"
@@ -89,18 +94,21 @@ class TestExclusions:
 
     def test_interpreter_saves_a_candidate(self) -> None:
         """A practice with an interpreter ranks, below one that speaks the language."""
-        directory = MemoryDirectory([role("speaks"), role("interp", languages=("en",),
-                                                            interpreter_available=True)])  # fmt: skip
+        directory = MemoryDirectory(
+            [role("speaks"), role("interp", languages=("en",), interpreter_available=True)]
+        )
         result = match(referral(), directory, as_of=NOW)
         assert ids(result) == ["speaks", "interp"]
         assert "an interpreter for es is available" in [r.text for r in result.ranked[1].reasons]
 
     def test_languages_come_from_the_practitioner(self) -> None:
         """A role that lists no language speaks its practitioner's."""
-        directory = MemoryDirectory([
-            Practitioner("p1", "Dr Ana Ruiz", languages=("es-MX",)),
-            role("r1", languages=(), practitioner_id="p1"),
-        ])  # fmt: skip
+        directory = MemoryDirectory(
+            [
+                Practitioner("p1", "Dr Ana Ruiz", languages=("es-MX",)),
+                role("r1", languages=(), practitioner_id="p1"),
+            ]
+        )
         result = match(referral(), directory, as_of=NOW)
         assert ids(result) == ["r1"]
         assert result.ranked[0].name == "Dr Ana Ruiz"
@@ -108,13 +116,15 @@ class TestExclusions:
     def test_accepting_comes_from_the_location(self) -> None:
         """A role silent on new patients follows its location's answer (Plan-Net's
         newpatients on Location); silence everywhere is 'not stated', not excluded."""
-        directory = MemoryDirectory([
-            Location("closed", accepting_new_patients=False),
-            Location("open", accepting_new_patients=True),
-            role("at-closed", accepting_new_patients=None, location_ids=("closed",)),
-            role("at-open", accepting_new_patients=None, location_ids=("open",)),
-            role("silent", accepting_new_patients=None),
-        ])  # fmt: skip
+        directory = MemoryDirectory(
+            [
+                Location("closed", accepting_new_patients=False),
+                Location("open", accepting_new_patients=True),
+                role("at-closed", accepting_new_patients=None, location_ids=("closed",)),
+                role("at-open", accepting_new_patients=None, location_ids=("open",)),
+                role("silent", accepting_new_patients=None),
+            ]
+        )
         result = match(referral(), directory, as_of=NOW)
         assert ids(result) == ["at-open", "silent"]
         assert [e.reference for e in result.excluded] == ["PractitionerRole/at-closed"]
@@ -122,13 +132,15 @@ class TestExclusions:
     def test_too_far_is_excluded_unless_telehealth(self) -> None:
         """Beyond max_distance_km a candidate is excluded, unless it offers telehealth."""
         boston = GeoPoint(42.3601, -71.0589)
-        directory = MemoryDirectory([
-            Location("near", position=GeoPoint(41.77, -72.68)),
-            Location("far", position=boston),
-            role("near", location_ids=("near",)),
-            role("far", location_ids=("far",)),
-            role("far-virtual", location_ids=("far",), telehealth=True),
-        ])  # fmt: skip
+        directory = MemoryDirectory(
+            [
+                Location("near", position=GeoPoint(41.77, -72.68)),
+                Location("far", position=boston),
+                role("near", location_ids=("near",)),
+                role("far", location_ids=("far",)),
+                role("far-virtual", location_ids=("far",), telehealth=True),
+            ]
+        )
         policy = attrs.evolve(DEFAULT_POLICY, max_distance_km=50)
         result = match(referral(), directory, as_of=NOW, origin=HARTFORD, policy=policy)
         assert ids(result) == ["near", "far-virtual"]
@@ -139,8 +151,9 @@ class TestScoring:
     def test_the_hierarchy(self) -> None:
         """Asked for internal medicine, a cardiologist qualifies (a specialization), just
         below an internist; asked for cardiology, an internist does not."""
-        directory = MemoryDirectory([role("internist", specialties=(INTERNAL,)),
-                                     role("cardio", specialties=(CARDIOLOGY,))])  # fmt: skip
+        directory = MemoryDirectory(
+            [role("internist", specialties=(INTERNAL,)), role("cardio", specialties=(CARDIOLOGY,))]
+        )
         result = match(referral(), directory, as_of=NOW, specialty=INTERNAL)
         assert ids(result) == ["internist", "cardio"]
         assert "a specialization of 207R00000X" in result.ranked[1].reasons[0].text
@@ -156,11 +169,13 @@ class TestScoring:
     def test_networks_come_from_the_plan(self) -> None:
         """A coverage naming a plan the directory knows uses that plan's networks."""
         coverage = Coverage("c1", "Acme", "Acme Bronze", PlanType.HMO)
-        directory = MemoryDirectory([
-            InsurancePlan("AcmeQHPBronze", "Acme Bronze", network_ids=("std",)),
-            role("in", network_ids=("std",)),
-            role("out", network_ids=("other",)),
-        ])  # fmt: skip
+        directory = MemoryDirectory(
+            [
+                InsurancePlan("AcmeQHPBronze", "Acme Bronze", network_ids=("std",)),
+                role("in", network_ids=("std",)),
+                role("out", network_ids=("other",)),
+            ]
+        )
         assert coverage_networks(coverage, directory) == {"std"}
         result = match(referral(coverage=coverage), directory, as_of=NOW)
         assert ids(result) == ["in"]
@@ -173,9 +188,12 @@ class TestScoring:
         [
             (None, "networks do not apply (self-pay or no coverage)"),
             (Coverage.self_pay(), "networks do not apply (self-pay or no coverage)"),
-            (Coverage("c", "Payer", "Unknown plan", PlanType.PPO), "the coverage names no network: not checked"),
+            (
+                Coverage("c", "Payer", "Unknown plan", PlanType.PPO),
+                "the coverage names no network: not checked",
+            ),
         ],
-    )  # fmt: skip
+    )
     def test_networks_that_do_not_apply(self, coverage: Coverage | None, text: str) -> None:
         """Self-pay, no coverage, or no network named: nobody is excluded for networks."""
         directory = MemoryDirectory([role("a", network_ids=("x",)), role("b", network_ids=())])
@@ -187,28 +205,39 @@ class TestScoring:
     def test_distance_orders_and_is_reported(self) -> None:
         """Nearer ranks higher; the nearest location of a role counts; unknown positions
         cost a little; without an origin distance is not used."""
-        directory = MemoryDirectory([
-            Location("near", position=GeoPoint(41.77, -72.68)),
-            Location("mid", position=GeoPoint(41.31, -72.93)),
-            Location("nowhere"),
-            role("two-places", location_ids=("mid", "near")),
-            role("mid", location_ids=("mid",)),
-            role("unknown", location_ids=("nowhere",)),
-        ])  # fmt: skip
+        directory = MemoryDirectory(
+            [
+                Location("near", position=GeoPoint(41.77, -72.68)),
+                Location("mid", position=GeoPoint(41.31, -72.93)),
+                Location("nowhere"),
+                role("two-places", location_ids=("mid", "near")),
+                role("mid", location_ids=("mid",)),
+                role("unknown", location_ids=("nowhere",)),
+            ]
+        )
         result = match(referral(), directory, as_of=NOW, origin=HARTFORD)
         assert ids(result) == ["two-places", "unknown", "mid"]
         assert result.ranked[0].location_id == "near"
-        assert result.ranked[0].distance_km is not None and result.ranked[0].distance_km < 1
+        nearest = result.ranked[0].distance_km
+        assert nearest is not None
+        assert nearest < 1
         plain = match(referral(), directory, as_of=NOW)
         assert all(c.distance_km is None for c in plain)
 
     def test_services_are_candidates_named_by_their_organization(self) -> None:
         """Healthcare services rank beside roles; a nameless one takes its organisation's."""
-        directory = MemoryDirectory([
-            Organization("o1", "Hartford Heart"),
-            HealthcareService("s1", organization_id="o1", specialties=(CARDIOLOGY,),
-                              network_ids=(NET,), languages=("es",)),
-        ])  # fmt: skip
+        directory = MemoryDirectory(
+            [
+                Organization("o1", "Hartford Heart"),
+                HealthcareService(
+                    "s1",
+                    organization_id="o1",
+                    specialties=(CARDIOLOGY,),
+                    network_ids=(NET,),
+                    languages=("es",),
+                ),
+            ]
+        )
         result = match(referral(), directory, as_of=NOW)
         assert [(c.kind, c.name) for c in result] == [("HealthcareService", "Hartford Heart")]
 
@@ -264,24 +293,31 @@ class TestSlots:
         """When the scheduling system fails, candidates rank without slots, and say so."""
 
         class Down(MemoryScheduler):
-            def find_slots(self, target: str, window: Window, *, limit: int | None = None) -> list[Slot]:
+            def find_slots(
+                self, target: str, window: Window, *, limit: int | None = None
+            ) -> list[Slot]:
                 raise SchedulingUnavailableError("down")
 
         result = match(referral(), MemoryDirectory([role("a")]), as_of=NOW, scheduler=Down())
-        assert "slots unknown (SchedulingUnavailableError)" in [r.text for r in result.ranked[0].reasons]
+        assert "slots unknown (SchedulingUnavailableError)" in [
+            r.text for r in result.ranked[0].reasons
+        ]
 
     def test_slots_are_asked_for_only_while_they_can_matter(self) -> None:
         """With limit 1 and a clear leader, far fewer candidates are asked than exist."""
         asked: list[str] = []
 
         class Counting(MemoryScheduler):
-            def find_slots(self, target: str, window: Window, *, limit: int | None = None) -> list[Slot]:
+            def find_slots(
+                self, target: str, window: Window, *, limit: int | None = None
+            ) -> list[Slot]:
                 asked.append(target)
                 return super().find_slots(target, window, limit=limit)
 
         directory = MemoryDirectory(
-            [role("best", telehealth=True)] + [role(f"r{k:02d}", languages=("en",), interpreter_available=True) for k in range(30)]
-        )  # fmt: skip
+            [role("best", telehealth=True)]
+            + [role(f"r{k:02d}", languages=("en",), interpreter_available=True) for k in range(30)]
+        )
         scheduler = Counting()
         for k in range(30):
             scheduler.open_slots(f"PractitionerRole/r{k:02d}", NOW + dt.timedelta(days=20), count=1)
@@ -312,15 +348,23 @@ def build(specs: list[dict[str, object]]) -> tuple[MemoryDirectory, MemorySchedu
     directory = MemoryDirectory()
     scheduler = MemoryScheduler()
     for k, spec in enumerate(specs):
-        directory.add([
-            Location(f"loc-{k}", position=GeoPoint(41.7658 + float(spec["km"]) / 111.2, -72.6734)),  # type: ignore[arg-type]
-            PractitionerRole(f"c{k:02d}", specialties=(CARDIOLOGY,),
-                             network_ids=(spec["network"],),  # type: ignore[arg-type]
-                             languages=(spec["language"],),  # type: ignore[arg-type]
-                             interpreter_available=spec["interpreter"],  # type: ignore[arg-type]
-                             accepting_new_patients=spec["accepting"],  # type: ignore[arg-type]
-                             telehealth=spec["telehealth"], location_ids=(f"loc-{k}",)),  # type: ignore[arg-type]
-        ])  # fmt: skip
+        directory.add(
+            [
+                Location(
+                    f"loc-{k}", position=GeoPoint(41.7658 + float(spec["km"]) / 111.2, -72.6734)
+                ),  # type: ignore[arg-type]
+                PractitionerRole(
+                    f"c{k:02d}",
+                    specialties=(CARDIOLOGY,),
+                    network_ids=(spec["network"],),  # type: ignore[arg-type]
+                    languages=(spec["language"],),  # type: ignore[arg-type]
+                    interpreter_available=spec["interpreter"],  # type: ignore[arg-type]
+                    accepting_new_patients=spec["accepting"],  # type: ignore[arg-type]
+                    telehealth=spec["telehealth"],
+                    location_ids=(f"loc-{k}",),
+                ),  # type: ignore[arg-type]
+            ]
+        )
         if spec["slot_day"] is not None:
             scheduler.open_slots(
                 f"PractitionerRole/c{k:02d}",
@@ -332,19 +376,35 @@ def build(specs: list[dict[str, object]]) -> tuple[MemoryDirectory, MemorySchedu
 
 def run(specs: list[dict[str, object]], limit: int, policy: MatchPolicy = DEFAULT_POLICY) -> object:
     directory, scheduler = build(specs)
-    return match(referral(), directory, as_of=NOW, limit=limit, policy=policy,
-                 scheduler=scheduler, origin=HARTFORD)  # fmt: skip
+    return match(
+        referral(),
+        directory,
+        as_of=NOW,
+        limit=limit,
+        policy=policy,
+        scheduler=scheduler,
+        origin=HARTFORD,
+    )
 
 
-policies = st.sampled_from([
-    DEFAULT_POLICY,
-    attrs.evolve(DEFAULT_POLICY, require_in_network=False, require_language=False,
-                 require_accepting=False, max_distance_km=100),
-])  # fmt: skip
+policies = st.sampled_from(
+    [
+        DEFAULT_POLICY,
+        attrs.evolve(
+            DEFAULT_POLICY,
+            require_in_network=False,
+            require_language=False,
+            require_accepting=False,
+            max_distance_km=100,
+        ),
+    ]
+)
 
 
 @given(st.lists(candidates, min_size=1, max_size=12), st.integers(1, 12), policies)
-def test_an_excluded_provider_never_ranks(specs: list[dict[str, object]], limit: int, policy: MatchPolicy) -> None:
+def test_an_excluded_provider_never_ranks(
+    specs: list[dict[str, object]], limit: int, policy: MatchPolicy
+) -> None:
     """Ranked and excluded are disjoint; together with the unranked they are everyone."""
     result = run(specs, limit, policy)
     ranked = {c.reference for c in result.ranked}  # type: ignore[attr-defined]
@@ -352,7 +412,9 @@ def test_an_excluded_provider_never_ranks(specs: list[dict[str, object]], limit:
     assert not ranked & excluded
     assert len(ranked) <= limit
     assert [c.rank for c in result.ranked] == list(range(1, len(ranked) + 1))  # type: ignore[attr-defined]
-    assert [c.score for c in result.ranked] == sorted((c.score for c in result.ranked), reverse=True)  # type: ignore[attr-defined]
+    assert [c.score for c in result.ranked] == sorted(
+        (c.score for c in result.ranked), reverse=True
+    )  # type: ignore[attr-defined]
 
 
 @given(st.lists(candidates, min_size=2, max_size=10), st.data(), policies)
@@ -373,7 +435,7 @@ def test_improving_a_candidate_never_lowers_its_rank(
         better["slot_day"] = 0 if day is None else max(0, int(day) - 5)  # type: ignore[call-overload]
     limit = len(specs)
     before = {c.id: c.rank for c in run(specs, limit, policy).ranked}  # type: ignore[attr-defined]
-    after = {c.id: c.rank for c in run([*specs[:k], better, *specs[k + 1:]], limit, policy).ranked}  # type: ignore[attr-defined]
+    after = {c.id: c.rank for c in run([*specs[:k], better, *specs[k + 1 :]], limit, policy).ranked}  # type: ignore[attr-defined]
     me = f"c{k:02d}"
     if me in before:
         assert me in after

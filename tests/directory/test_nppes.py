@@ -24,7 +24,7 @@ from referralkit.directory import (
 )
 from referralkit.directory.nppes import _Columns, _records
 from referralkit.errors import ValidationError
-from referralkit.testing._directory import nppes_rows, write_nppes
+from referralkit.testing import nppes_rows, write_nppes
 
 COL = {name: i for i, name in enumerate(NPPES_COLUMNS)}
 
@@ -63,7 +63,9 @@ def individual(npi: str = "1245319599", **extra: str) -> list[str]:
     return r
 
 
-def text(rows: list[list[str]], header: tuple[str, ...] = NPPES_COLUMNS, quoting: int = csv.QUOTE_ALL) -> str:
+def text(
+    rows: list[list[str]], header: tuple[str, ...] = NPPES_COLUMNS, quoting: int = csv.QUOTE_ALL
+) -> str:
     out = io.StringIO()
     writer = csv.writer(out, quoting=quoting, lineterminator="\r\n")
     writer.writerow(header)
@@ -102,8 +104,13 @@ def test_an_individual() -> None:
 
 def test_an_organization() -> None:
     """An organisation and its service, named by the legal business name."""
-    r = individual("1234567893", **{"Entity Type Code": "2",
-        "Provider Organization Name (Legal Business Name)": "HARTFORD HEART GROUP LLC"})  # fmt: skip
+    r = individual(
+        "1234567893",
+        **{
+            "Entity Type Code": "2",
+            "Provider Organization Name (Legal Business Name)": "HARTFORD HEART GROUP LLC",
+        },
+    )
     entries = list(read_nppes(io.StringIO(text([r]))))
     assert [type(e) for e in entries] == [Organization, HealthcareService, Location]
     assert entries[1].name == "HARTFORD HEART GROUP LLC"
@@ -116,16 +123,27 @@ def test_deactivated_refused_and_blank_rows() -> None:
     rows = [
         individual("1111111111"),
         row(NPI="2222222222", **{"NPI Deactivation Date": "05/15/2023"}),
-        individual("3333333333", **{"NPI Deactivation Date": "01/01/2020",
-                                    "NPI Reactivation Date": "02/01/2020"}),
+        individual(
+            "3333333333",
+            **{"NPI Deactivation Date": "01/01/2020", "NPI Reactivation Date": "02/01/2020"},
+        ),
         individual("12345"),
         individual("4444444444", **{"Entity Type Code": "3"}),
         individual("5555555555", **{"Healthcare Provider Taxonomy Code_2": "cardiology"}),
-        individual("6666666666", **{"Provider First Name": "", "Provider Last Name (Legal Name)": "",
-                                    "Provider Name Prefix Text": "", "Provider Middle Name": ""}),
+        individual(
+            "6666666666",
+            **{
+                "Provider First Name": "",
+                "Provider Last Name (Legal Name)": "",
+                "Provider Name Prefix Text": "",
+                "Provider Middle Name": "",
+            },
+        ),
         individual("7777777777", **{"Entity Type Code": "2"}),
-        individual("8888888888", **{"Provider Business Practice Location Address City Name": "X" * 300}),
-    ]  # fmt: skip
+        individual(
+            "8888888888", **{"Provider Business Practice Location Address City Name": "X" * 300}
+        ),
+    ]
     directory = MemoryDirectory()
     source = text(rows) + "\r\n" + '"9999999999","1"\r\n'
     report = load_nppes(directory, io.StringIO(source))
@@ -146,7 +164,7 @@ def test_deactivated_refused_and_blank_rows() -> None:
 def test_a_bad_header_refuses_the_file_before_anything_loads() -> None:
     """Missing columns are named; an empty file is refused."""
     directory = MemoryDirectory()
-    with pytest.raises(ValidationError, match="missing column.*Entity Type Code"):
+    with pytest.raises(ValidationError, match=r"missing column.*Entity Type Code"):
         load_nppes(directory, io.StringIO('"NPI","Provider First Name"\r\n"1111111111","A"\r\n'))
     with pytest.raises(ValidationError, match="empty"):
         load_nppes(directory, io.StringIO(""))
@@ -161,7 +179,9 @@ def test_columns_in_another_order_and_unquoted() -> None:
     shuffled = [[by_name[name] for name in order]]
     expected = list(read_nppes(io.StringIO(text([individual()]))))
     assert list(read_nppes(io.StringIO(text(shuffled, tuple(order))))) == expected
-    assert list(read_nppes(io.StringIO(text([individual()], quoting=csv.QUOTE_MINIMAL)))) == expected
+    assert (
+        list(read_nppes(io.StringIO(text([individual()], quoting=csv.QUOTE_MINIMAL)))) == expected
+    )
 
 
 field_text = st.text(alphabet=st.sampled_from(list('ab ,"\n\r-Ñ')), max_size=8)
@@ -173,9 +193,15 @@ def test_the_fast_path_reads_what_csv_reads(values: list[list[str]]) -> None:
     the csv module's answer for the columns read."""
     rows = []
     for first, last, city in values:
-        rows.append(individual(**{"Provider First Name": first,
-                                  "Provider Last Name (Legal Name)": last,
-                                  "Provider Business Practice Location Address City Name": city}))  # fmt: skip
+        rows.append(
+            individual(
+                **{
+                    "Provider First Name": first,
+                    "Provider Last Name (Legal Name)": last,
+                    "Provider Business Practice Location Address City Name": city,
+                }
+            )
+        )
     source = text(rows)
     header_line, _, body = source.partition("\r\n")
     cols = _Columns(next(csv.reader([header_line])))
@@ -195,7 +221,8 @@ def test_a_generated_file_streams_into_a_directory(tmp_path: Path) -> None:
     assert report.added["Location"] == rows
     assert report.added.get("Practitioner", 0) + report.added.get("Organization", 0) == rows
     assert seen[-1] == 300
-    assert seen == sorted(seen) and len(seen) > 2
+    assert seen == sorted(seen)
+    assert len(seen) > 2
     with path.open(newline="", encoding="utf-8") as handle:
         lines = csv.reader(handle)
         assert tuple(next(lines)) == NPPES_COLUMNS

@@ -228,18 +228,24 @@ def test_any_file_order_gives_the_same_directory() -> None:
 def bundle_of_everything(full_urls: str) -> dict[str, Any]:
     """The corpus as one Bundle; with ``urn``, every reference rewritten to a urn:uuid."""
     resources = [load(p) for p in FILES]
-    urls = {f"{r['resourceType']}/{r['id']}": f"urn:uuid:{k:08d}-0000-4000-8000-000000000000"
-            for k, r in enumerate(resources)}  # fmt: skip
+    urls = {
+        f"{r['resourceType']}/{r['id']}": f"urn:uuid:{k:08d}-0000-4000-8000-000000000000"
+        for k, r in enumerate(resources)
+    }
     if full_urls == "urn":
         text = json.dumps(resources)
         for relative, urn in urls.items():
             text = text.replace(f'"reference": "{relative}"', f'"reference": "{urn}"')
         resources = json.loads(text)
     entries = [
-        {"fullUrl": urls[f"{r['resourceType']}/{r['id']}"] if full_urls == "urn"
-         else f"https://example.org/fhir/{r['resourceType']}/{r['id']}", "resource": r}
+        {
+            "fullUrl": urls[f"{r['resourceType']}/{r['id']}"]
+            if full_urls == "urn"
+            else f"https://example.org/fhir/{r['resourceType']}/{r['id']}",
+            "resource": r,
+        }
         for r in resources
-    ]  # fmt: skip
+    ]
     return {"resourceType": "Bundle", "type": "collection", "entry": entries}
 
 
@@ -261,9 +267,7 @@ def test_ndjson_loads_the_same_a_line_at_a_time(tmp_path: Path, suffix: str) -> 
     """One compact resource per line (by extension, or recognised by its content); the
     refused line is named by its number."""
     path = tmp_path / f"directory{suffix}"
-    path.write_text(
-        "\n".join(json.dumps(load(p)) for p in FILES) + "\n\n", encoding="utf-8"
-    )
+    path.write_text("\n".join(json.dumps(load(p)) for p in FILES) + "\n\n", encoding="utf-8")
     from_files, from_lines = MemoryDirectory(), MemoryDirectory()
     load_fhir(from_files, *FILES)
     report = load_fhir(from_lines, path)

@@ -49,13 +49,18 @@ def test_hierarchy() -> None:
 def test_reading_the_official_layout() -> None:
     """The NUCC file's columns are read by name; extra columns are ignored."""
     source = HEADER + (
-        '207R00000X,Allopathic & Osteopathic Physicians,Internal Medicine,,"A long, quoted definition",,Internal Medicine Physician,Individual\n'
-        "207RC0000X,Allopathic & Osteopathic Physicians,Internal Medicine,Cardiovascular Disease,,,,Individual\n"
-    )  # fmt: skip
+        "207R00000X,Allopathic & Osteopathic Physicians,Internal Medicine,,"
+        '"A long, quoted definition",,Internal Medicine Physician,Individual\n'
+        "207RC0000X,Allopathic & Osteopathic Physicians,Internal Medicine,"
+        "Cardiovascular Disease,,,,Individual\n"
+    )
     t = Taxonomy.from_csv(io.StringIO(source))
     assert t["207RC0000X"] == TaxonomyCode(
-        "207RC0000X", "Allopathic & Osteopathic Physicians", "Internal Medicine",
-        "Cardiovascular Disease")  # fmt: skip
+        "207RC0000X",
+        "Allopathic & Osteopathic Physicians",
+        "Internal Medicine",
+        "Cardiovascular Disease",
+    )
     assert t.parent("207RC0000X") == "207R00000X"
 
 

@@ -76,7 +76,9 @@ def test_the_copy_is_the_shared_corpus() -> None:
         assert (CORPUS / name).read_bytes() == (SHARED / name).read_bytes(), name
 
 
-@pytest.mark.parametrize("name", [n for n, v in EXPECTED.items() if v not in ("bundle", "schedule")])
+@pytest.mark.parametrize(
+    "name", [n for n, v in EXPECTED.items() if v not in ("bundle", "schedule")]
+)
 def test_each_resource_reads_or_is_refused(name: str) -> None:
     """Slots read with their status; Appointments as bookings with theirs; the rest is
     refused with a FhirError saying why."""
@@ -137,8 +139,11 @@ def serving(bundle_name: str) -> httpx.Client:
 def test_the_argonaut_find_answer_reads_as_three_slots() -> None:
     """Bundle-hal-dr-y-appts, the $find answer: three proposed appointments become slots;
     its OperationOutcome entry is skipped."""
-    adapter = FhirScheduler("https://example.com/base/", client=serving(
-        "argonaut-stu3/Bundle-hal-dr-y-appts.json"), operations=True)  # fmt: skip
+    adapter = FhirScheduler(
+        "https://example.com/base/",
+        client=serving("argonaut-stu3/Bundle-hal-dr-y-appts.json"),
+        operations=True,
+    )
     start = dt.datetime(2017, 7, 15, 20, tzinfo=dt.UTC)
     slots = adapter.find_slots("Practitioner/dr-y", Window(start, start + dt.timedelta(days=2)))
     assert [(s.id, s.start.hour, s.start.minute) for s in slots] == [
@@ -150,20 +155,31 @@ def test_the_argonaut_find_answer_reads_as_three_slots() -> None:
 
 def test_the_argonaut_slot_bundle_as_a_search_answer_offers_nothing() -> None:
     """Served as a Slot search answer, the zero-length slots are skipped, not booked."""
-    adapter = FhirScheduler("https://example.com/base/", client=serving(
-        "argonaut-stu3/Bundle-slot-bundle-example.json"), operations=False)  # fmt: skip
+    adapter = FhirScheduler(
+        "https://example.com/base/",
+        client=serving("argonaut-stu3/Bundle-slot-bundle-example.json"),
+        operations=False,
+    )
     start = dt.datetime(2017, 8, 27, tzinfo=dt.UTC)
-    assert adapter.find_slots("Practitioner/dr-y", Window(start, start + dt.timedelta(days=2))) == []
+    assert (
+        adapter.find_slots("Practitioner/dr-y", Window(start, start + dt.timedelta(days=2))) == []
+    )
 
 
 def test_r4_schedules_and_slots_through_the_test_server() -> None:
     """The R4 Schedule for Location/1 and its three Slots, served: only the free one is
     offered, and booking it works; the Argonaut schedules name Practitioner/dr-y."""
     server = FhirTestServer()
-    for name in ("fhir-r4/Schedule-example.json", "fhir-r4/Slot-1.json", "fhir-r4/Slot-2.json",
-                 "fhir-r4/Slot-example.json", "fhir-r4/Schedule-exampleloc1.json",
-                 "argonaut-stu3/Schedule-arg-s-6.json", "argonaut-stu3/Schedule-example1.json",
-                 "argonaut-stu3/Slot-2017-09-07T154500-arg-s-6.json"):  # fmt: skip
+    for name in (
+        "fhir-r4/Schedule-example.json",
+        "fhir-r4/Slot-1.json",
+        "fhir-r4/Slot-2.json",
+        "fhir-r4/Slot-example.json",
+        "fhir-r4/Schedule-exampleloc1.json",
+        "argonaut-stu3/Schedule-arg-s-6.json",
+        "argonaut-stu3/Schedule-example1.json",
+        "argonaut-stu3/Slot-2017-09-07T154500-arg-s-6.json",
+    ):
         server.load(load(name))
     adapter = FhirScheduler(server.base, client=httpx.Client(transport=server.transport()))
     day = dt.datetime(2013, 12, 25, tzinfo=dt.UTC)
@@ -171,4 +187,9 @@ def test_r4_schedules_and_slots_through_the_test_server() -> None:
     assert [s.id for s in slots] == ["example"]
     assert adapter.find_slots("Practitioner/1", Window(day, day + dt.timedelta(days=1))) == []
     september = dt.datetime(2017, 9, 1, tzinfo=dt.UTC)
-    assert adapter.find_slots("Practitioner/dr-y", Window(september, september + dt.timedelta(days=30))) == []  # busy only
+    assert (
+        adapter.find_slots(
+            "Practitioner/dr-y", Window(september, september + dt.timedelta(days=30))
+        )
+        == []
+    )  # busy only

@@ -20,11 +20,11 @@ WINDOW = Window(START, START + dt.timedelta(days=3))
 
 class TestMemoryScheduler(SchedulingContract):
     @pytest.fixture
-    def setup(self) -> Iterator[Setup]:
+    def setup(self) -> Setup:
         scheduler = MemoryScheduler()
         scheduler.open_slots("PractitionerRole/r1", START, count=6, every=dt.timedelta(hours=2))
         scheduler.open_slots("PractitionerRole/r2", START, count=2)
-        yield Setup(scheduler, "PractitionerRole/r1", WINDOW, "PractitionerRole/nobody")
+        return Setup(scheduler, "PractitionerRole/r1", WINDOW, "PractitionerRole/nobody")
 
 
 def fhir_server(operations: bool) -> FhirTestServer:

@@ -60,7 +60,8 @@ def decode(kind: str, text: str) -> Entry:
     values: dict[str, Any] = {}
     for name, value in data.items():
         if name == "address" and isinstance(value, dict):
-            value = Address(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
+            fields: Any = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+            value = Address(**fields)
         elif name == "position" and isinstance(value, list) and len(value) == 2:
             value = GeoPoint(*value)
         elif isinstance(value, list):

@@ -42,8 +42,7 @@ _ID = r"[A-Za-z0-9\-\.]{1,64}"
 """A FHIR id (R4 ``id`` datatype): what a reference ``Kind/id`` can carry."""
 
 
-def _id() -> Any:
-    return attrs.field(validator=v.text(pattern=_ID, max_length=64))
+_ID_CHECK = v.text(pattern=_ID, max_length=64)
 
 
 def _ref() -> Any:
@@ -76,8 +75,10 @@ def language_matches(wanted: str, spoken: str) -> bool:
     Tags compare on their primary language subtag, case-insensitively (BCP 47): a patient
     asking for ``es`` is served in ``es-MX``, and one asking for ``es-MX`` in ``es``.
 
-    >>> language_matches("es", "es-MX"), language_matches("zh-Hant", "ZH"), language_matches("en", "fr")
-    (True, True, False)
+    >>> language_matches("es", "es-MX"), language_matches("zh-Hant", "ZH")
+    (True, True)
+    >>> language_matches("en", "fr")
+    False
     """
     return wanted.split("-", 1)[0].lower() == spoken.split("-", 1)[0].lower()
 
@@ -120,14 +121,10 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 class Address:
     """A postal address (FHIR ``Address``): lines, city, state, postal code, country."""
 
-    lines: tuple[str, ...] = attrs.field(
-        default=(), validator=v.tuple_of(str, "an address line")
-    )
+    lines: tuple[str, ...] = attrs.field(default=(), validator=v.tuple_of(str, "an address line"))
     city: str | None = attrs.field(default=None, validator=v.optional(v.text(max_length=200)))
     state: str | None = attrs.field(default=None, validator=v.optional(v.text(max_length=100)))
-    postal_code: str | None = attrs.field(
-        default=None, validator=v.optional(v.text(max_length=40))
-    )
+    postal_code: str | None = attrs.field(default=None, validator=v.optional(v.text(max_length=40)))
     country: str | None = attrs.field(default=None, validator=v.optional(v.text(max_length=100)))
 
 
@@ -148,12 +145,13 @@ class Organization(_Entry):
     """A provider organisation, a payer or another business (Plan-Net Organization)."""
 
     KIND: ClassVar[str] = "Organization"
-    id: str = _id()
+    id: str = attrs.field(validator=_ID_CHECK)
     name: str = attrs.field(validator=v.text(max_length=500))
     npi: str | None = attrs.field(default=None, validator=v.optional(v.text(pattern=r"\d{10}")))
     part_of: str | None = _ref()
     types: tuple[str, ...] = attrs.field(
-        default=(), validator=v.tuple_of(str, "a type code"), 
+        default=(),
+        validator=v.tuple_of(str, "a type code"),
     )
     active: bool = _flag(True)
 
@@ -163,7 +161,7 @@ class Network(_Entry):
     """A payer's provider network (Plan-Net's Network profile of Organization)."""
 
     KIND: ClassVar[str] = "Network"
-    id: str = _id()
+    id: str = attrs.field(validator=_ID_CHECK)
     name: str = attrs.field(validator=v.text(max_length=500))
     owner_id: str | None = _ref()
     active: bool = _flag(True)
@@ -178,15 +176,17 @@ class InsurancePlan(_Entry):
     """
 
     KIND: ClassVar[str] = "InsurancePlan"
-    id: str = _id()
+    id: str = attrs.field(validator=_ID_CHECK)
     name: str = attrs.field(validator=v.text(max_length=500))
     network_ids: tuple[str, ...] = _ids()
     owner_id: str | None = _ref()
     identifiers: tuple[str, ...] = attrs.field(
-        default=(), validator=v.tuple_of(str, "an identifier"), 
+        default=(),
+        validator=v.tuple_of(str, "an identifier"),
     )
     types: tuple[str, ...] = attrs.field(
-        default=(), validator=v.tuple_of(str, "a type code"), 
+        default=(),
+        validator=v.tuple_of(str, "a type code"),
     )
     active: bool = _flag(True)
 
@@ -208,7 +208,7 @@ class Location(_Entry):
     """
 
     KIND: ClassVar[str] = "Location"
-    id: str = _id()
+    id: str = attrs.field(validator=_ID_CHECK)
     name: str | None = attrs.field(default=None, validator=v.optional(v.text(max_length=500)))
     address: Address | None = attrs.field(
         default=None, validator=v.optional(v.instance(Address, "an Address"))
@@ -227,7 +227,7 @@ class Practitioner(_Entry):
     taxonomy codes of their qualifications."""
 
     KIND: ClassVar[str] = "Practitioner"
-    id: str = _id()
+    id: str = attrs.field(validator=_ID_CHECK)
     name: str = attrs.field(validator=v.text(max_length=500))
     npi: str | None = attrs.field(default=None, validator=v.optional(v.text(pattern=r"\d{10}")))
     languages: tuple[str, ...] = _languages()
@@ -248,7 +248,7 @@ class PractitionerRole(_Entry):
     """
 
     KIND: ClassVar[str] = "PractitionerRole"
-    id: str = _id()
+    id: str = attrs.field(validator=_ID_CHECK)
     practitioner_id: str | None = _ref()
     organization_id: str | None = _ref()
     specialties: tuple[str, ...] = _codes()
@@ -269,12 +269,13 @@ class HealthcareService(_Entry):
     emergency room, an orthopaedic clinic, a pharmacy. Matched like a practitioner role."""
 
     KIND: ClassVar[str] = "HealthcareService"
-    id: str = _id()
+    id: str = attrs.field(validator=_ID_CHECK)
     name: str | None = attrs.field(default=None, validator=v.optional(v.text(max_length=500)))
     organization_id: str | None = _ref()
     specialties: tuple[str, ...] = _codes()
     categories: tuple[str, ...] = attrs.field(
-        default=(), validator=v.tuple_of(str, "a category code"), 
+        default=(),
+        validator=v.tuple_of(str, "a category code"),
     )
     location_ids: tuple[str, ...] = _ids()
     network_ids: tuple[str, ...] = _ids()
@@ -291,7 +292,7 @@ class OrganizationAffiliation(_Entry):
     OrganizationAffiliation): the healthcare services it lists are in its networks."""
 
     KIND: ClassVar[str] = "OrganizationAffiliation"
-    id: str = _id()
+    id: str = attrs.field(validator=_ID_CHECK)
     organization_id: str | None = _ref()
     participating_id: str | None = _ref()
     network_ids: tuple[str, ...] = _ids()

@@ -188,9 +188,10 @@ class SqlDirectory:
             for k in range(0, len(ids), _CHUNK):
                 chunk = ids[k : k + _CHUNK]
                 marks = ", ".join([self._p] * len(chunk))
+                where = f"kind = {self._p} AND id IN ({marks})"
+                query = f"SELECT id FROM directory_entries WHERE {where}"  # noqa: S608 - placeholders
                 rows = conn.execute(
-                    f"SELECT id FROM directory_entries WHERE kind = {self._p} "  # noqa: S608 - placeholders only
-                    f"AND id IN ({marks})",
+                    query,
                     (kind, *chunk),
                 ).fetchall()
                 found += [(kind, row[0]) for row in rows]
@@ -227,24 +228,28 @@ class SqlDirectory:
         where = [f"e.kind = {p}"]
         params: list[str] = [kind.KIND]
         if specialties is not None:
-            codes = list(dict.fromkeys(specialties))
+            codes: list[str] = list(dict.fromkeys(specialties))
             if not codes:
                 return []
+            marks = ", ".join([p] * len(codes))
             where.append(
-                f"e.id IN (SELECT id FROM directory_specialties WHERE kind = {p} "
-                f"AND code IN ({', '.join([p] * len(codes))}))"
+                f"e.id IN (SELECT id FROM directory_specialties WHERE kind = {p} "  # noqa: S608
+                f"AND code IN ({marks}))"
             )
             params += [kind.KIND, *codes]
         if networks is not None:
-            wanted = list(dict.fromkeys(networks))
+            wanted: list[str] = list(dict.fromkeys(networks))
             if not wanted:
                 return []
+            marks = ", ".join([p] * len(wanted))
             where.append(
-                f"e.id IN (SELECT id FROM directory_networks WHERE kind = {p} "
-                f"AND network IN ({', '.join([p] * len(wanted))}))"
+                f"e.id IN (SELECT id FROM directory_networks WHERE kind = {p} "  # noqa: S608
+                f"AND network IN ({marks}))"
             )
             params += [kind.KIND, *wanted]
-        query = f"SELECT data FROM directory_entries e WHERE {' AND '.join(where)} ORDER BY e.id"  # noqa: S608 - placeholders only
+        # only placeholders and the fixed conditions above are formatted into the query
+        condition = " AND ".join(where)
+        query = f"SELECT data FROM directory_entries e WHERE {condition} ORDER BY e.id"  # noqa: S608
         with self._errors("read"):
             rows = self._conn.execute(query, params).fetchall()
         found = (cast(M, decode(kind.KIND, row[0])) for row in rows)
@@ -329,9 +334,7 @@ def _open_postgres(url: str) -> SqlDirectory:
                 psycopg.sql.SQL("SET search_path TO {}").format(psycopg.sql.Identifier(schema))
             )
     except psycopg.Error as error:
-        raise DirectoryError(
-            f"cannot open the directory ({type(error).__name__})"
-        ) from None
+        raise DirectoryError(f"cannot open the directory ({type(error).__name__})") from None
     directory = SqlDirectory(conn, owns_connection=True)
     directory.ensure_schema()
     return directory

@@ -87,9 +87,9 @@ def _parse(entry: str) -> Code | None:
             return Code(system.strip(), code.strip())
         return None
     prefix, sep, code = text.partition(":")
-    system = _PREFIXES.get(prefix.strip().lower())
-    if sep and system is not None and code.strip() and " " not in code.strip():
-        return Code(system, code.strip())
+    known = _PREFIXES.get(prefix.strip().lower())
+    if sep and known is not None and code.strip() and " " not in code.strip():
+        return Code(known, code.strip())
     return None
 
 

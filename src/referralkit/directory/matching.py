@@ -251,9 +251,11 @@ def coverage_networks(coverage: Coverage | None, directory: Directory) -> frozen
         return None
     found = set(coverage.networks)
     plan = directory.get(InsurancePlan, coverage.plan)
-    plans = [plan] if plan is not None else [
-        p for p in directory.entries(InsurancePlan) if p.known_as(coverage.plan)
-    ]  # fmt: skip
+    plans = (
+        [plan]
+        if plan is not None
+        else [p for p in directory.entries(InsurancePlan) if p.known_as(coverage.plan)]
+    )
     for p in plans:
         if p.active:
             found.update(p.network_ids)
@@ -334,8 +336,12 @@ def match(
     [(1, 'Dr Ana Ruiz', 'in-network')]
     >>> result.excluded[0].reasons
     ('not in the coverage networks (acme-hmo-west)', 'does not list es and offers no interpreter')
-    >>> [str(r) for r in result.ranked[0].reasons]
-    ['Internal Medicine, Cardiovascular Disease (207RC0000X), as asked (+0)', 'in network (+30)', 'speaks es (+20)', 'accepting new patients (+10)']
+    >>> for reason in result.ranked[0].reasons:
+    ...     print(reason)
+    Internal Medicine, Cardiovascular Disease (207RC0000X), as asked (+0)
+    in network (+30)
+    speaks es (+20)
+    accepting new patients (+10)
     """
     as_of = v.as_utc(as_of, "as_of")
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
@@ -354,8 +360,10 @@ def match(
     if networks:
         in_network = {
             e.reference
-            for kind in (PractitionerRole, HealthcareService)
-            for e in directory.find(kind, specialties=codes, networks=networks)
+            for e in directory.find(PractitionerRole, specialties=codes, networks=networks)
+        } | {
+            e.reference
+            for e in directory.find(HealthcareService, specialties=codes, networks=networks)
         }
     people = _get_many(
         directory,
@@ -370,13 +378,23 @@ def match(
     scored: list[_Scored] = []
     excluded: list[Exclusion] = []
     for entry in found:
-        person = people.get(entry.practitioner_id or "") if isinstance(
-            entry, PractitionerRole
-        ) else None  # fmt: skip
+        person = (
+            people.get(entry.practitioner_id or "") if isinstance(entry, PractitionerRole) else None
+        )
         outcome = _score(
-            entry, person, places, organizations, referral, wanted, codes, taxonomy,
-            networks, in_network, origin, policy,
-        )  # fmt: skip
+            entry,
+            person,
+            places,
+            organizations,
+            referral,
+            wanted,
+            codes,
+            taxonomy,
+            networks,
+            in_network,
+            origin,
+            policy,
+        )
         if isinstance(outcome, Exclusion):
             excluded.append(outcome)
         else:
@@ -473,7 +491,9 @@ def _score(
         add("language", policy.speaks_language, f"speaks {language}")
     elif entry.interpreter_available:
         add("language", policy.interpreter, f"an interpreter for {language} is available")
-    elif not spoken and language_matches(language, "en") and not referral.patient.interpreter_needed:
+    elif (
+        not spoken and language_matches(language, "en") and not referral.patient.interpreter_needed
+    ):
         add("language", 0.0, "languages not listed; the patient speaks English")
     else:
         text = f"does not list {language} and offers no interpreter"
@@ -567,7 +587,9 @@ def _add_slot(
         slots = ()
         reason = Reason("slot", policy.no_slot, f"slots unknown ({type(error).__name__})")
     else:
-        reason = Reason("slot", policy.no_slot, f"no free slot before {window.end:%Y-%m-%d %H:%M} UTC")
+        reason = Reason(
+            "slot", policy.no_slot, f"no free slot before {window.end:%Y-%m-%d %H:%M} UTC"
+        )
     inside = [slot for slot in slots if window.contains(slot.start)]
     if inside:
         s.slot = min(inside, key=lambda slot: (slot.start, slot.id))

@@ -201,7 +201,7 @@ def read_nppes(source: str | Path | TextIO, *, name: str | None = None) -> Itera
         with open(source, encoding="utf-8", newline="") as handle:
             yield from _rows(handle, name or str(source))
     else:
-        yield from _rows(source, name or getattr(source, "name", "<stream>"))
+        yield from _rows(source, name or str(getattr(source, "name", "<stream>")))
 
 
 _DEACTIVATED = Refusal("", "", "deactivated")
@@ -220,8 +220,10 @@ def _rows(handle: Iterable[str], source: str) -> Iterator[Item]:
     at = cols.at
     npi_at, type_at = at["NPI"], at["Entity Type Code"]
     deact_at, react_at = at["NPI Deactivation Date"], at["NPI Reactivation Date"]
-    assert npi_at is not None and type_at is not None
-    assert deact_at is not None and react_at is not None
+    assert npi_at is not None
+    assert type_at is not None
+    assert deact_at is not None
+    assert react_at is not None
     for number, row in _records(lines, cols, header_line.startswith('"')):
         if row is None:
             yield Refusal(source, f"line {number}", "malformed CSV")
@@ -359,14 +361,14 @@ def _entries(row: list[str], cols: _Columns, npi: str, kind: str) -> Iterator[En
         yield trusted(Location, id=location_id, address=address)
     elif kind == "2":
         column = "Provider Organization Name (Legal Business Name)"
-        name = _text(row, at[column], column, 500)
-        if name is None:
+        legal_name = _text(row, at[column], column, 500)
+        if legal_name is None:
             raise ValidationError(column, "an organization needs a name")
-        yield trusted(Organization, id=npi, name=name, npi=npi)
+        yield trusted(Organization, id=npi, name=legal_name, npi=npi)
         yield trusted(
             HealthcareService,
             id=npi,
-            name=name,
+            name=legal_name,
             organization_id=npi,
             specialties=specialties,
             location_ids=(location_id,),
@@ -417,4 +419,3 @@ def load_nppes(
     if progress is not None:
         progress(rows)
     return LoadReport(dict(added), tuple(refused), skipped={"deactivated": skipped})
-

@@ -181,7 +181,7 @@ class _Reader:
 
     def status_active(self) -> bool:
         status = self.r.get("status", "active")
-        return status == "active"
+        return bool(status == "active")
 
     def ref(self, value: Any, path: str, kinds: tuple[str, ...]) -> str | None:
         """The id a Reference points to, or None for a display-only reference."""
@@ -201,9 +201,7 @@ class _Reader:
         if "_history" in parts:
             parts = parts[: parts.index("_history")]
         if len(parts) < 2 or parts[-2] not in kinds:
-            raise FhirError(
-                f"{path}.reference", f"expected a reference to {' or '.join(kinds)}"
-            )
+            raise FhirError(f"{path}.reference", f"expected a reference to {' or '.join(kinds)}")
         return parts[-1]
 
     def refs(self, key: str, kinds: tuple[str, ...]) -> tuple[str, ...]:
@@ -359,9 +357,7 @@ def _organization(r: _Reader) -> Organization | Network:
     types = r.codes("type", None)
     if PLANNET + "plannet-Network" in r.profiles() or "ntwk" in types:
         return Network(r.id(), name, owner_id=part_of, active=r.active())
-    return Organization(
-        r.id(), name, npi=_npi(r), part_of=part_of, types=types, active=r.active()
-    )
+    return Organization(r.id(), name, npi=_npi(r), part_of=part_of, types=types, active=r.active())
 
 
 def _address(value: Any) -> Address | None:
@@ -393,12 +389,14 @@ def _position(value: Any) -> GeoPoint | None:
         return None
     if not isinstance(value, Mapping):
         raise FhirError("position", "expected a position")
-    lat, lon = value.get("latitude"), value.get("longitude")
-    for key, number in (("latitude", lat), ("longitude", lon)):
+    numbers: list[float] = []
+    for key in ("latitude", "longitude"):
+        number = value.get(key)
         if isinstance(number, bool) or not isinstance(number, int | float):
             raise FhirError(f"position.{key}", "expected a number")
+        numbers.append(float(number))
     try:
-        return GeoPoint(float(lat), float(lon))
+        return GeoPoint(*numbers)
     except ValidationError as error:
         raise FhirError(f"position.{error.path}", error.reason) from None
 

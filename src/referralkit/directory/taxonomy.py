@@ -163,8 +163,10 @@ def _read_rows(handle: Iterable[str]) -> Iterator[TaxonomyCode]:
 @functools.cache
 def default_taxonomy() -> Taxonomy:
     """The NUCC subset shipped with referralkit (96 codes; ``directory/data/README.md``)."""
-    text = resources.files(__package__).joinpath("data/nucc-taxonomy-subset.csv").read_text(
-        encoding="utf-8"
+    text = (
+        resources.files(__package__)
+        .joinpath("data/nucc-taxonomy-subset.csv")
+        .read_text(encoding="utf-8")
     )
     return Taxonomy.from_csv(io.StringIO(text))
 

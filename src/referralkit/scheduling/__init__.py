@@ -15,7 +15,8 @@ and proves it with :class:`referralkit.testing.scheduling_contract.SchedulingCon
 >>> scheduler = MemoryScheduler()
 >>> scheduler.open_slots("PractitionerRole/r1", start, count=2)
 2
->>> slot = scheduler.find_slots("PractitionerRole/r1", Window(start, start + dt.timedelta(days=1)))[0]
+>>> window = Window(start, start + dt.timedelta(days=1))
+>>> slot = scheduler.find_slots("PractitionerRole/r1", window)[0]
 >>> referral = sample_request().referral("ref-1", start)
 >>> booking = scheduler.book(slot, referral, idempotency_key="ref-1:1")
 >>> booking.status.value, booking.to_appointment().provider_id

@@ -18,6 +18,14 @@ REFERENCE: Final = r"[A-Z][A-Za-z]+/[A-Za-z0-9\-\.]{1,64}"
 """A FHIR relative reference, ``Kind/id``: how a schedule's owner is named."""
 
 
+def _start(value: object) -> dt.datetime:
+    return v.as_utc(value, "start")
+
+
+def _end(value: object) -> dt.datetime:
+    return v.as_utc(value, "end")
+
+
 @attrs.frozen
 class Window:
     """A half-open span of time ``[start, end)``, both UTC.
@@ -27,8 +35,8 @@ class Window:
     (False, 7)
     """
 
-    start: dt.datetime = attrs.field(converter=lambda x: v.as_utc(x, "start"))
-    end: dt.datetime = attrs.field(converter=lambda x: v.as_utc(x, "end"))
+    start: dt.datetime = attrs.field(converter=_start)
+    end: dt.datetime = attrs.field(converter=_end)
 
     def __attrs_post_init__(self) -> None:
         if self.end <= self.start:

@@ -14,7 +14,8 @@
   key as an identifier and ``If-None-Exist: identifier=<system>|<key>``, FHIR's conditional
   create: a retried booking finds the first one instead of making a second. Where the server
   lists ``$book``, ``POST [base]/Appointment/$book`` with the appointment as ``appt-resource``.
-  ``409 Conflict`` or ``412 Precondition Failed`` is :class:`~referralkit.scheduling.SlotTakenError`.
+  ``409 Conflict`` or ``412 Precondition Failed`` is
+  :class:`~referralkit.scheduling.SlotTakenError`.
 - **cancel**: read the Appointment, ``PUT`` it back ``cancelled`` with ``If-Match`` on its
   version; **status**: ``GET [base]/Appointment/<id>``; **reschedule**: book the new slot,
   then cancel the old appointment.
@@ -349,8 +350,7 @@ class FhirScheduler:
                 retry_after = _retry_after(response.headers.get("Retry-After"))
                 if last:
                     raise SchedulingUnavailableError(
-                        f"{operation}: the scheduling server answered HTTP "
-                        f"{response.status_code}",
+                        f"{operation}: the scheduling server answered HTTP {response.status_code}",
                         retry_after=retry_after,
                         outcome_unknown=books and response.status_code != 429,
                         status_code=response.status_code,
@@ -381,8 +381,7 @@ class FhirScheduler:
 
     def _refused(self, response: httpx.Response, operation: str) -> SchedulingError:
         return SchedulingError(
-            f"{operation}: the scheduling server refused the request "
-            f"(HTTP {response.status_code})"
+            f"{operation}: the scheduling server refused the request (HTTP {response.status_code})"
         )
 
     # ------------------------------------------------------------------ capabilities
@@ -687,4 +686,3 @@ def _check_target(target: object) -> None:
 def _check_id(value: object) -> None:
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9\-\.]{1,64}", value):
         raise ValidationError("booking_id", "expected a FHIR id")
-

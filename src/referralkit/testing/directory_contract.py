@@ -46,35 +46,77 @@ CARDIOLOGY, INTERNAL, DERMATOLOGY = "207RC0000X", "207R00000X", "207N00000X"
 def sample_entries() -> list[Entry]:
     """One entry of every kind, every optional field set, plus a few roles to search."""
     return [
-        Organization("org-1", "Hartford Heart Group", npi="1234567893", part_of="org-0",
-                     types=("prvgrp",)),
+        Organization(
+            "org-1", "Hartford Heart Group", npi="1234567893", part_of="org-0", types=("prvgrp",)
+        ),
         Network("net-a", "Acme Standard", owner_id="payer-1"),
-        InsurancePlan("plan-1", "Acme Bronze", network_ids=("net-a",), owner_id="payer-1",
-                      identifiers=("ACME-BRONZE",), types=("qhp",)),
-        Location("loc-1", name="Main St clinic",
-                 address=Address(("12 Main St", "Suite 4"), city="Hartford", state="CT",
-                                 postal_code="06103", country="US"),
-                 position=GeoPoint(41.7658, -72.6734), organization_id="org-1",
-                 accepting_new_patients=True),
-        Practitioner("p-1", "Dr Ana Ruiz", npi="1245319599", languages=("es", "en"),
-                     qualifications=(CARDIOLOGY,)),
-        PractitionerRole("r-1", practitioner_id="p-1", organization_id="org-1",
-                         specialties=(CARDIOLOGY, INTERNAL), location_ids=("loc-1",),
-                         network_ids=("net-a",), healthcare_service_ids=("svc-1",),
-                         languages=("es",), accepting_new_patients=True, telehealth=True,
-                         interpreter_available=True, name="Cardiology, Main St"),
+        InsurancePlan(
+            "plan-1",
+            "Acme Bronze",
+            network_ids=("net-a",),
+            owner_id="payer-1",
+            identifiers=("ACME-BRONZE",),
+            types=("qhp",),
+        ),
+        Location(
+            "loc-1",
+            name="Main St clinic",
+            address=Address(
+                ("12 Main St", "Suite 4"),
+                city="Hartford",
+                state="CT",
+                postal_code="06103",
+                country="US",
+            ),
+            position=GeoPoint(41.7658, -72.6734),
+            organization_id="org-1",
+            accepting_new_patients=True,
+        ),
+        Practitioner(
+            "p-1",
+            "Dr Ana Ruiz",
+            npi="1245319599",
+            languages=("es", "en"),
+            qualifications=(CARDIOLOGY,),
+        ),
+        PractitionerRole(
+            "r-1",
+            practitioner_id="p-1",
+            organization_id="org-1",
+            specialties=(CARDIOLOGY, INTERNAL),
+            location_ids=("loc-1",),
+            network_ids=("net-a",),
+            healthcare_service_ids=("svc-1",),
+            languages=("es",),
+            accepting_new_patients=True,
+            telehealth=True,
+            interpreter_available=True,
+            name="Cardiology, Main St",
+        ),
         PractitionerRole("r-2", specialties=(DERMATOLOGY,), network_ids=("net-b",)),
         PractitionerRole("r-3", specialties=(CARDIOLOGY,), network_ids=("net-b",)),
-        PractitionerRole("r-0", specialties=(CARDIOLOGY,), network_ids=("net-a",),
-                         active=False),
-        HealthcareService("svc-1", name="Echo lab", organization_id="org-1",
-                          specialties=(CARDIOLOGY,), categories=("outpat",),
-                          location_ids=("loc-1",), languages=("en",),
-                          accepting_new_patients=False, telehealth=False),
-        OrganizationAffiliation("aff-1", organization_id="org-0", participating_id="org-1",
-                                network_ids=("net-c",), healthcare_service_ids=("svc-1",),
-                                location_ids=("loc-1",), specialties=(CARDIOLOGY,)),
-    ]  # fmt: skip
+        PractitionerRole("r-0", specialties=(CARDIOLOGY,), network_ids=("net-a",), active=False),
+        HealthcareService(
+            "svc-1",
+            name="Echo lab",
+            organization_id="org-1",
+            specialties=(CARDIOLOGY,),
+            categories=("outpat",),
+            location_ids=("loc-1",),
+            languages=("en",),
+            accepting_new_patients=False,
+            telehealth=False,
+        ),
+        OrganizationAffiliation(
+            "aff-1",
+            organization_id="org-0",
+            participating_id="org-1",
+            network_ids=("net-c",),
+            healthcare_service_ids=("svc-1",),
+            location_ids=("loc-1",),
+            specialties=(CARDIOLOGY,),
+        ),
+    ]
 
 
 def _ids(entries: list[PractitionerRole] | list[HealthcareService]) -> list[str]:
@@ -180,18 +222,29 @@ class DirectoryContract:
         assert _ids(
             filled.find(HealthcareService, specialties=[CARDIOLOGY], networks=["net-c"])
         ) == ["svc-1"]
-        filled.add([OrganizationAffiliation("aff-1", network_ids=("net-d",),
-                                            healthcare_service_ids=("svc-1",))])  # fmt: skip
+        filled.add(
+            [
+                OrganizationAffiliation(
+                    "aff-1", network_ids=("net-d",), healthcare_service_ids=("svc-1",)
+                )
+            ]
+        )
         assert filled.find(HealthcareService, networks=["net-c"]) == []
         assert _ids(filled.find(HealthcareService, networks=["net-d"])) == ["svc-1"]
-        filled.add([OrganizationAffiliation("aff-1", network_ids=("net-d",),
-                                            healthcare_service_ids=("svc-1",), active=False)])  # fmt: skip
+        filled.add(
+            [
+                OrganizationAffiliation(
+                    "aff-1", network_ids=("net-d",), healthcare_service_ids=("svc-1",), active=False
+                )
+            ]
+        )
         assert filled.find(HealthcareService, networks=["net-d"]) == []
 
     def test_a_service_stays_in_its_networks_when_it_changes(self, filled: Directory) -> None:
         """Replacing a service keeps the networks its affiliations give it."""
-        filled.add([HealthcareService("svc-1", name="Echo and stress lab",
-                                      specialties=(CARDIOLOGY,))])  # fmt: skip
+        filled.add(
+            [HealthcareService("svc-1", name="Echo and stress lab", specialties=(CARDIOLOGY,))]
+        )
         assert _ids(filled.find(HealthcareService, networks=["net-c"])) == ["svc-1"]
 
     def test_entries_come_in_id_order(self, directory: Directory) -> None:
@@ -210,5 +263,7 @@ class DirectoryContract:
         directory.add(roles)
         directory.add(roles[:700])  # replacing many at once
         assert directory.count(PractitionerRole) == 1_200
-        assert len(directory.find(PractitionerRole, specialties=[CARDIOLOGY],
-                                  networks=["net-a"])) == 1_200  # fmt: skip
+        assert (
+            len(directory.find(PractitionerRole, specialties=[CARDIOLOGY], networks=["net-a"]))
+            == 1_200
+        )

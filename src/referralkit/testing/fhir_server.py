@@ -34,6 +34,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from ..errors import ReferralKitError
+
 __all__ = ["FhirTestServer"]
 
 _KEY_SYSTEM = "urn:referralkit:booking-key"
@@ -41,8 +43,8 @@ _KEY_SYSTEM = "urn:referralkit:booking-key"
 Answer = tuple[int, dict[str, str], bytes]
 
 
-class _Timeout(Exception):
-    """Raised inside the server to mean "no answer"."""
+class _NoAnswerError(ReferralKitError):
+    """Raised inside the server to mean "no answer" (never leaves it)."""
 
 
 def _instant(text: str) -> dt.datetime:
@@ -120,7 +122,7 @@ class FhirTestServer:
                 status, headers, body = self.handle(
                     request.method, str(request.url), dict(request.headers), request.read()
                 )
-            except _Timeout:
+            except _NoAnswerError:
                 raise httpx.ReadTimeout("no answer", request=request) from None
             return httpx.Response(status, headers=headers, content=body)
 
@@ -143,7 +145,7 @@ class FhirTestServer:
                     status, headers, content = server_ref.handle(
                         self.command, url, dict(self.headers.items()), body
                     )
-                except _Timeout:
+                except _NoAnswerError:
                     time.sleep(server_ref._socket_timeout + 1.0)
                     return
                 try:
@@ -156,7 +158,7 @@ class FhirTestServer:
                 except OSError:
                     pass  # the client gave up waiting
 
-            do_GET = do_POST = do_PUT = _answer
+            do_GET = do_POST = do_PUT = _answer  # noqa: N815 - the names http.server calls
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -173,9 +175,7 @@ class FhirTestServer:
 
     # ------------------------------------------------------------------ dispatch
 
-    def handle(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes
-    ) -> Answer:
+    def handle(self, method: str, url: str, headers: Mapping[str, str], body: bytes) -> Answer:
         """Answer one request: ``(status, headers, body)``."""
         parts = urlsplit(url)
         path = parts.path.split("/r4/", 1)[-1].strip("/")
@@ -185,7 +185,7 @@ class FhirTestServer:
             self.requests.append((method, path))
             fault = self._faults.popleft() if self._faults else None
         if fault == "timeout":
-            raise _Timeout
+            raise _NoAnswerError
         if fault == "slow":
             time.sleep(self.delay)
         if fault in ("500", "503"):
@@ -200,7 +200,7 @@ class FhirTestServer:
                 self._take_any_slot(body)
             answer = self._route(method, path, query, headers, body)
         if fault == "lost":
-            raise _Timeout
+            raise _NoAnswerError
         return answer
 
     def _route(
@@ -255,12 +255,18 @@ class FhirTestServer:
     def _capability(self) -> dict[str, Any]:
         operations = (
             [
-                {"name": "find", "definition": "http://fhir.org/guides/argonaut-scheduling/OperationDefinition/appointment-find"},
-                {"name": "book", "definition": "http://fhir.org/guides/argonaut-scheduling/OperationDefinition/appointment-book"},
+                {
+                    "name": "find",
+                    "definition": "http://fhir.org/guides/argonaut-scheduling/OperationDefinition/appointment-find",
+                },
+                {
+                    "name": "book",
+                    "definition": "http://fhir.org/guides/argonaut-scheduling/OperationDefinition/appointment-book",
+                },
             ]
             if self.operations
             else []
-        )  # fmt: skip
+        )
         return {
             "resourceType": "CapabilityStatement",
             "status": "active",
@@ -296,12 +302,18 @@ class FhirTestServer:
     def _search_schedules(self, query: list[tuple[str, str]]) -> Answer:
         actor = dict(query).get("actor", "")
         found = sorted(self._actor_schedules(actor))
-        bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": len(found)}
+        bundle: dict[str, Any] = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(found),
+        }
         if dict(query).get("_summary") != "count":
             bundle["entry"] = [{"resource": self.schedules[s]} for s in found]
         return self._json(200, bundle)
 
-    def _free_slots(self, actor: str, start: dt.datetime | None, end: dt.datetime | None) -> list[dict[str, Any]]:
+    def _free_slots(
+        self, actor: str, start: dt.datetime | None, end: dt.datetime | None
+    ) -> list[dict[str, Any]]:
         schedules = self._actor_schedules(actor)
         found = []
         for slot in self.slots.values():
@@ -338,9 +350,15 @@ class FhirTestServer:
             "resourceType": "Bundle",
             "type": "searchset",
             "total": len(found),
-            "entry": [{"fullUrl": f"{self.base}Slot/{s['id']}", "resource": s,
-                       "search": {"mode": "match"}} for s in page],
-        }  # fmt: skip
+            "entry": [
+                {
+                    "fullUrl": f"{self.base}Slot/{s['id']}",
+                    "resource": s,
+                    "search": {"mode": "match"},
+                }
+                for s in page
+            ],
+        }
         if offset + count < len(found):
             rest = [(k, v) for k, v in query if k != "_offset"] + [("_offset", str(offset + count))]
             bundle["link"] = [{"relation": "next", "url": f"{self.base}Slot?{urlencode(rest)}"}]
@@ -360,10 +378,13 @@ class FhirTestServer:
                 "start": slot["start"],
                 "end": slot["end"],
                 "participant": [
-                    {"actor": {"reference": actor}, "required": "required",
-                     "status": "needs-action"}
+                    {
+                        "actor": {"reference": actor},
+                        "required": "required",
+                        "status": "needs-action",
+                    }
                 ],
-            }  # fmt: skip
+            }
             for slot in found
         ]
         return self._json(
@@ -418,12 +439,16 @@ class FhirTestServer:
         if self.slots[slots[0]]["status"] != "free":
             return self._outcome(409, "conflict", "the slot is not free")
         appointment = self._store(resource, slots[0])
-        return self._json(201, appointment, {"Location": f"{self.base}Appointment/{appointment['id']}/_history/1"})
+        return self._json(
+            201, appointment, {"Location": f"{self.base}Appointment/{appointment['id']}/_history/1"}
+        )
 
     def _book_operation(self, body: bytes) -> Answer:
         parameters = json.loads(body)
         resource = next(
-            p["resource"] for p in parameters.get("parameter", []) if p.get("name") == "appt-resource"
+            p["resource"]
+            for p in parameters.get("parameter", [])
+            if p.get("name") == "appt-resource"
         )
         existing = self._by_key(resource)
         if existing is None:
@@ -435,9 +460,13 @@ class FhirTestServer:
             existing = self._store({k: v for k, v in resource.items() if k != "id"}, slot_id)
         return self._json(
             200,
-            {"resourceType": "Bundle", "type": "searchset", "total": 1,
-             "entry": [{"resource": existing, "search": {"mode": "match"}}]},
-        )  # fmt: skip
+            {
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "total": 1,
+                "entry": [{"resource": existing, "search": {"mode": "match"}}],
+            },
+        )
 
     def _update(self, appointment_id: str, headers: Mapping[str, str], body: bytes) -> Answer:
         current = self.appointments.get(appointment_id)
@@ -472,7 +501,10 @@ class FhirTestServer:
         for slot_id in slot_ids:
             if slot_id in self.slots and self.slots[slot_id]["status"] == "free":
                 self._store(
-                    {"resourceType": "Appointment", "status": "booked",
-                     "participant": [{"actor": {"reference": "Patient/someone-else"}}]},
+                    {
+                        "resourceType": "Appointment",
+                        "status": "booked",
+                        "participant": [{"actor": {"reference": "Patient/someone-else"}}],
+                    },
                     slot_id,
-                )  # fmt: skip
+                )
