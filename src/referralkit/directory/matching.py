@@ -4,8 +4,9 @@
 specialty satisfies the referral's (a specialization satisfies its classification), then:
 
 1. **excludes**, with reasons, the candidates the policy rules out: out of the coverage's
-   networks, speaking neither the patient's language nor offering an interpreter, not
-   accepting new patients, farther than ``max_distance_km`` (unless they offer telehealth);
+   networks (answered by the network index; such a candidate is not assessed further),
+   speaking neither the patient's language nor offering an interpreter, not accepting new
+   patients, farther than ``max_distance_km`` (unless they offer telehealth);
 2. **scores** the others: points for being in network, for the language, for accepting new
    patients, for telehealth, minus points per kilometre from the patient, plus points for the
    soonest free slot inside the urgency window (the sooner, the more), from a
@@ -289,15 +290,51 @@ def _get_many(directory: Directory, kind: type[E], ids: Iterable[str]) -> dict[s
 @attrs.define
 class _Scored:
     entry: Matchable
-    name: str
-    reasons: list[Reason]
+    person: Practitioner | None
     static: float
     network: NetworkStatus
     specialty: str
     distance: float | None
     location_id: str | None
+    reasons: list[Reason] = attrs.field(factory=list)
+    slot_reason: Reason | None = None
     slot: Slot | None = None
     total: float = 0.0
+
+
+@attrs.frozen
+class _Context:
+    """What every candidate of one match is assessed against (computed once)."""
+
+    wanted: str
+    codes: frozenset[str]
+    taxonomy: Taxonomy
+    networks: frozenset[str] | None
+    in_network: frozenset[str]
+    origin: GeoPoint | None
+    policy: MatchPolicy
+    language: str
+    english_ok: bool
+    places: Mapping[str, Location]
+    organizations: Mapping[str, Organization]
+    network_refusal: str
+    language_refusal: str
+
+
+class _Explain:
+    """Collects the reasons of one candidate; a plain sum of points when not explaining
+    (formatting reasons costs more than scoring, and only the ranked few need them)."""
+
+    __slots__ = ("points", "reasons")
+
+    def __init__(self, explain: bool) -> None:
+        self.points = 0.0
+        self.reasons: list[Reason] | None = [] if explain else None
+
+    def add(self, factor: str, points: float, text: str, *args: object) -> None:
+        self.points += points
+        if self.reasons is not None:
+            self.reasons.append(Reason(factor, points, text.format(*args) if args else text))
 
 
 def match(
@@ -335,7 +372,7 @@ def match(
     >>> [(c.rank, c.name, c.network.value) for c in result]
     [(1, 'Dr Ana Ruiz', 'in-network')]
     >>> result.excluded[0].reasons
-    ('not in the coverage networks (acme-hmo-west)', 'does not list es and offers no interpreter')
+    ('not in the coverage networks (acme-hmo-west)',)
     >>> for reason in result.ranked[0].reasons:
     ...     print(reason)
     Internal Medicine, Cardiovascular Disease (207RC0000X), as asked (+0)
@@ -356,68 +393,79 @@ def match(
         *directory.find(PractitionerRole, specialties=codes),
         *directory.find(HealthcareService, specialties=codes),
     ]
-    in_network: set[str] | None = None
+    in_network: frozenset[str] = frozenset()
     if networks:
-        in_network = {
+        in_network = frozenset(
             e.reference
             for e in directory.find(PractitionerRole, specialties=codes, networks=networks)
-        } | {
+        ) | frozenset(
             e.reference
             for e in directory.find(HealthcareService, specialties=codes, networks=networks)
-        }
+        )
     people = _get_many(
         directory,
         Practitioner,
         (e.practitioner_id for e in found if isinstance(e, PractitionerRole) and e.practitioner_id),
     )
-    places = _get_many(directory, Location, (i for e in found for i in e.location_ids))
-    organizations = _get_many(
-        directory, Organization, (e.organization_id for e in found if e.organization_id)
+    language = referral.patient.preferred_language
+    ctx = _Context(
+        wanted=wanted,
+        codes=codes,
+        taxonomy=taxonomy,
+        networks=networks,
+        in_network=in_network,
+        origin=origin,
+        policy=policy,
+        language=language,
+        english_ok=language_matches(language, "en") and not referral.patient.interpreter_needed,
+        places=_get_many(directory, Location, (i for e in found for i in e.location_ids)),
+        organizations=_get_many(
+            directory, Organization, (e.organization_id for e in found if e.organization_id)
+        ),
+        network_refusal=f"not in the coverage networks ({', '.join(sorted(networks or ()))})",
+        language_refusal=f"does not list {language} and offers no interpreter",
     )
 
     scored: list[_Scored] = []
     excluded: list[Exclusion] = []
+    out_of_network_rule = bool(networks) and policy.require_in_network
     for entry in found:
         person = (
             people.get(entry.practitioner_id or "") if isinstance(entry, PractitionerRole) else None
         )
-        outcome = _score(
-            entry,
-            person,
-            places,
-            organizations,
-            referral,
-            wanted,
-            codes,
-            taxonomy,
-            networks,
-            in_network,
-            origin,
-            policy,
-        )
+        if out_of_network_rule and entry.reference not in in_network:
+            # the index already answered: excluded for its network, the rest not assessed
+            name = _name(entry, person, ctx.organizations)
+            excluded.append(Exclusion(entry.reference, name, (ctx.network_refusal,)))
+            continue
+        outcome = _assess(entry, person, ctx, _Explain(False))
         if isinstance(outcome, Exclusion):
             excluded.append(outcome)
         else:
             scored.append(outcome)
 
     ranked = _rank(scored, limit, policy, scheduler, window)
-    candidates = tuple(
-        Candidate(
-            rank=k,
-            reference=s.entry.reference,
-            name=s.name,
-            score=round(s.total, 6),
-            reasons=tuple(s.reasons),
-            network=s.network,
-            specialty=s.specialty,
-            distance_km=None if s.distance is None else round(s.distance, 3),
-            location_id=s.location_id,
-            slot=s.slot,
+    candidates = []
+    for k, s in enumerate(ranked, start=1):
+        explained = _Explain(True)
+        _assess(s.entry, s.person, ctx, explained)
+        reasons = [*(explained.reasons or []), *([s.slot_reason] if s.slot_reason else [])]
+        candidates.append(
+            Candidate(
+                rank=k,
+                reference=s.entry.reference,
+                name=_name(s.entry, s.person, ctx.organizations),
+                score=round(s.total, 6),
+                reasons=tuple(reasons),
+                network=s.network,
+                specialty=s.specialty,
+                distance_km=None if s.distance is None else round(s.distance, 3),
+                location_id=s.location_id,
+                slot=s.slot,
+            )
         )
-        for k, s in enumerate(ranked, start=1)
-    )
     return MatchResult(
-        candidates,
+        tuple(candidates),
         tuple(sorted(excluded, key=lambda x: x.reference)),
         wanted,
         networks,
@@ -435,98 +483,103 @@ def _name(entry: Matchable, person: Practitioner | None, orgs: Mapping[str, Orga
     return org.name if org is not None else entry.reference
 
 
-def _score(
-    entry: Matchable,
-    person: Practitioner | None,
-    places: Mapping[str, Location],
-    organizations: Mapping[str, Organization],
-    referral: Referral,
-    wanted: str,
-    codes: frozenset[str],
-    taxonomy: Taxonomy,
-    networks: frozenset[str] | None,
-    in_network: set[str] | None,
-    origin: GeoPoint | None,
-    policy: MatchPolicy,
+def _assess(
+    entry: Matchable, person: Practitioner | None, ctx: _Context, out: _Explain
 ) -> _Scored | Exclusion:
-    name = _name(entry, person, organizations)
-    reasons: list[Reason] = []
+    """Exclude ``entry`` with every reason, or score it (reasons in ``out`` if explaining)."""
+    policy = ctx.policy
     refusals: list[str] = []
-
-    def add(factor: str, points: float, text: str) -> None:
-        reasons.append(Reason(factor, points, text))
+    reference = entry.reference
 
     # specialty: an exact code, or a specialization of the classification asked for
-    held = next((c for c in entry.specialties if c == wanted), None) or next(
-        c for c in entry.specialties if c in codes
+    wanted = ctx.wanted
+    held = (
+        wanted
+        if wanted in entry.specialties
+        else next(c for c in entry.specialties if c in ctx.codes)
     )
-    label = taxonomy[held].display if held in taxonomy else held
-    if held == wanted:
-        add("specialty", 0.0, f"{label} ({held}), as asked")
-    else:
-        add("specialty", policy.subspecialty, f"{label} ({held}), a specialization of {wanted}")
+    if out.reasons is not None:
+        label = ctx.taxonomy[held].display if held in ctx.taxonomy else held
+        if held == wanted:
+            out.add("specialty", 0.0, "{} ({}), as asked", label, held)
+        else:
+            out.add(
+                "specialty",
+                policy.subspecialty,
+                "{} ({}), a specialization of {}",
+                label,
+                held,
+                wanted,
+            )
+    elif held != wanted:
+        out.points += policy.subspecialty
 
     # network
-    if networks is None:
+    if ctx.networks is None:
         status = NetworkStatus.UNKNOWN
-        add("network", policy.network_unknown, "networks do not apply (self-pay or no coverage)")
-    elif not networks:
+        out.add(
+            "network", policy.network_unknown, "networks do not apply (self-pay or no coverage)"
+        )
+    elif not ctx.networks:
         status = NetworkStatus.UNKNOWN
-        add("network", policy.network_unknown, "the coverage names no network: not checked")
-    elif in_network is not None and entry.reference in in_network:
+        out.add("network", policy.network_unknown, "the coverage names no network: not checked")
+    elif reference in ctx.in_network:
         status = NetworkStatus.IN_NETWORK
-        add("network", policy.in_network, "in network")
+        out.add("network", policy.in_network, "in network")
     else:
         status = NetworkStatus.OUT_OF_NETWORK
-        text = f"not in the coverage networks ({', '.join(sorted(networks))})"
         if policy.require_in_network:
-            refusals.append(text)
+            refusals.append(ctx.network_refusal)
         else:
-            add("network", policy.out_of_network, text)
+            out.add("network", policy.out_of_network, ctx.network_refusal)
 
     # language: the role's own, else its practitioner's
     spoken = entry.languages or (person.languages if person is not None else ())
-    language = referral.patient.preferred_language
-    if any(language_matches(language, s) for s in spoken):
-        add("language", policy.speaks_language, f"speaks {language}")
+    language = ctx.language
+    if any(language_matches(language, tag) for tag in spoken):
+        out.add("language", policy.speaks_language, "speaks {}", language)
     elif entry.interpreter_available:
-        add("language", policy.interpreter, f"an interpreter for {language} is available")
-    elif (
-        not spoken and language_matches(language, "en") and not referral.patient.interpreter_needed
-    ):
-        add("language", 0.0, "languages not listed; the patient speaks English")
+        out.add("language", policy.interpreter, "an interpreter for {} is available", language)
+    elif not spoken and ctx.english_ok:
+        out.add("language", 0.0, "languages not listed; the patient speaks English")
+    elif policy.require_language:
+        refusals.append(ctx.language_refusal)
     else:
-        text = f"does not list {language} and offers no interpreter"
-        if policy.require_language:
-            refusals.append(text)
-        else:
-            add("language", policy.no_language, text)
+        out.add("language", policy.no_language, ctx.language_refusal)
 
     # new patients: the entry's own answer, else its locations'
-    locations = [places[i] for i in entry.location_ids if i in places]
+    places = ctx.places
     accepting = entry.accepting_new_patients
     if accepting is None:
-        answers = [loc.accepting_new_patients for loc in locations]
-        known = [a for a in answers if a is not None]
+        known = [
+            places[i].accepting_new_patients
+            for i in entry.location_ids
+            if i in places and places[i].accepting_new_patients is not None
+        ]
         accepting = any(known) if known else None
     if accepting is True:
-        add("accepting", policy.accepting, "accepting new patients")
+        out.add("accepting", policy.accepting, "accepting new patients")
     elif accepting is None:
-        add("accepting", policy.accepting_unknown, "new patients: not stated")
+        out.add("accepting", policy.accepting_unknown, "new patients: not stated")
     elif policy.require_accepting:
         refusals.append("not accepting new patients")
     else:
-        add("accepting", policy.not_accepting, "not accepting new patients")
+        out.add("accepting", policy.not_accepting, "not accepting new patients")
 
     # distance: the nearest of its locations with a position
     distance: float | None = None
     location_id: str | None = None
-    if origin is not None:
-        placed = [(origin.km_to(loc.position), loc.id) for loc in locations if loc.position]
+    origin = ctx.origin
+    if origin is not None and not refusals:
+        placed = [
+            (origin.km_to(position), i)
+            for i in entry.location_ids
+            if i in places and (position := places[i].position) is not None
+        ]
         if placed:
             distance, location_id = min(placed)
             penalty = min(policy.max_km_penalty, distance * policy.per_km)
-            add("distance", -penalty, f"{distance:.1f} km away")
+            out.add("distance", -penalty, "{:.1f} km away", distance)
             if (
                 policy.max_distance_km is not None
                 and distance > policy.max_distance_km
@@ -534,14 +587,13 @@ def _score(
             ):
                 refusals.append(f"farther than {policy.max_distance_km:g} km ({distance:.1f} km)")
         else:
-            add("distance", policy.distance_unknown, "no position known: distance unknown")
+            out.add("distance", policy.distance_unknown, "no position known: distance unknown")
     if entry.telehealth:
-        add("telehealth", policy.telehealth, "offers telehealth")
+        out.add("telehealth", policy.telehealth, "offers telehealth")
 
     if refusals:
-        return Exclusion(entry.reference, name, tuple(refusals))
-    static = sum(r.points for r in reasons)
-    return _Scored(entry, name, reasons, static, status, held, distance, location_id)
+        return Exclusion(reference, _name(entry, person, ctx.organizations), tuple(refusals))
+    return _Scored(entry, person, out.points, status, held, distance, location_id)
 
 
 def _rank(
@@ -596,5 +648,5 @@ def _add_slot(
         share = (s.slot.start - window.start) / window.length
         points = policy.soonest_slot - share * (policy.soonest_slot - policy.slot_at_deadline)
         reason = Reason("slot", points, f"free slot {s.slot.start:%Y-%m-%d %H:%M} UTC")
-    s.reasons.append(reason)
+    s.slot_reason = reason
     s.total = s.static + reason.points
