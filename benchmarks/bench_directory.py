@@ -319,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     missed = False
     for part, what, value, unit, target, met, note in table:
         shown = f"{value:,.0f}" if value >= 100 else f"{value:.2f}"
-        print(f"| {part} | {what} | {shown} {unit} | {target} | {'yes' if met else '**no**'} | {note} |")
+        print(
+            f"| {part} | {what} | {shown} {unit} | {target} | {'yes' if met else '**no**'} | {note} |"
+        )
         missed |= not met
     return 1 if (args.check and missed) else 0
 

@@ -1,6 +1,6 @@
 """Concrete alternatives when a service is not covered or the specialist is out of network.
 
-:func:`alternatives` answers, for a referral whose coverage decision is ``not-covered`` or
+:func:`~referralkit.directory.alternatives` answers, for a referral whose coverage decision is ``not-covered`` or
 out of network (``network_status`` or the CRD reasons ``auth-out-network`` and
 ``out-of-network``):
 

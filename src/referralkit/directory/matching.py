@@ -1,6 +1,6 @@
 """Rank the providers who can take a referral, and say why.
 
-:func:`match` finds every active practitioner role and healthcare service whose NUCC
+:func:`~referralkit.directory.match` finds every active practitioner role and healthcare service whose NUCC
 specialty satisfies the referral's (a specialization satisfies its classification), then:
 
 1. **excludes**, with reasons, the candidates the policy rules out: out of the coverage's
@@ -84,7 +84,7 @@ def _windows() -> Mapping[Priority, dt.timedelta]:
 
 @attrs.frozen
 class MatchPolicy:
-    """How :func:`match` excludes and scores candidates. Points add up; higher ranks first.
+    """How :func:`~referralkit.directory.match` excludes and scores candidates. Points add up; higher ranks first.
 
     Exclusions (each can be turned off, and then costs points instead):
 
@@ -157,7 +157,7 @@ class MatchPolicy:
 
 
 DEFAULT_POLICY: Final = MatchPolicy()
-"""The policy :func:`match` uses unless told otherwise."""
+"""The policy :func:`~referralkit.directory.match` uses unless told otherwise."""
 
 
 @attrs.frozen

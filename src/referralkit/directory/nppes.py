@@ -1,9 +1,9 @@
 """Read the CMS NPPES downloadable file (``npidata_pfile_*.csv``), streaming.
 
 The National Plan and Provider Enumeration System publishes every NPI as one CSV row of 330
-columns (the "Data Dissemination" file, several million rows, several GB). :func:`read_nppes`
+columns (the "Data Dissemination" file, several million rows, several GB). :func:`~referralkit.directory.read_nppes`
 reads it a row at a time, by column name, so memory stays flat whatever the file's size and
-column order; :func:`load_nppes` adds what it reads to a directory in batches.
+column order; :func:`~referralkit.directory.load_nppes` adds what it reads to a directory in batches.
 
 Each active row becomes:
 
@@ -195,7 +195,7 @@ def read_nppes(source: str | Path | TextIO, *, name: str | None = None) -> Itera
     """Every entry (or :class:`Refusal`) of an NPPES data file, a row at a time.
 
     ``source`` is a path or an open text file (``sys.stdin``); deactivated NPIs yield
-    nothing (:func:`load_nppes` counts them).
+    nothing (:func:`~referralkit.directory.load_nppes` counts them).
     """
     if isinstance(source, str | Path):
         with open(source, encoding="utf-8", newline="") as handle:

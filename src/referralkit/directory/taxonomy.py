@@ -7,7 +7,7 @@ referral asking for internal medicine may go to a cardiologist, not the other wa
 boards' general certificates sit at the specialization level with no classification code of
 their own (Psychiatry & Neurology: Neurology is ``2084N0400X``), so there the hierarchy is flat.
 
-:func:`default_taxonomy` is the subset shipped with referralkit (see
+:func:`~referralkit.directory.default_taxonomy` is the subset shipped with referralkit (see
 ``directory/data/README.md`` for its source); :meth:`Taxonomy.from_csv` reads the full file
 the NUCC publishes, unchanged.
 

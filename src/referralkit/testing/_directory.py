@@ -54,7 +54,7 @@ def _npi(number: int) -> str:
 
 
 def nppes_rows(count: int, seed: int = 0) -> Iterator[list[str]]:
-    """``count`` rows in the NPPES data file layout (:data:`~referralkit.directory.NPPES_COLUMNS`),
+    """``count`` rows in the NPPES data file layout (``NPPES_COLUMNS``),
     made up and seeded: nine in ten individuals, one in ten organisations, one in fifty
     deactivated (published, as NPPES does, with only the NPI and the deactivation date);
     one to three taxonomy codes each, one of them primary."""

@@ -132,7 +132,7 @@ class FhirTestServer:
     def serve(self, *, timeout: float) -> Iterator[str]:
         """Serve over HTTP on 127.0.0.1 (a free port) while in the block; yields the base
         URL. A ``"timeout"`` fault holds the answer ``timeout`` + 1 seconds (longer than a
-        client waiting ``timeout``); ``"slow"`` holds it :attr:`delay` seconds."""
+        client waiting ``timeout``); ``"slow"`` holds it ``delay`` seconds."""
         server_ref = self
         self._socket_timeout = timeout
 
