@@ -1,7 +1,7 @@
 """Concrete alternatives when a service is not covered or the specialist is out of network.
 
-:func:`~referralkit.directory.alternatives` answers, for a referral whose coverage decision is ``not-covered`` or
-out of network (``network_status`` or the CRD reasons ``auth-out-network`` and
+:func:`~referralkit.directory.alternatives` answers, for a referral whose coverage decision
+is ``not-covered`` or out of network (``network_status`` or the CRD reasons ``auth-out-network`` and
 ``out-of-network``):
 
 - **in-network providers** of the same specialty, ranked by :func:`~referralkit.directory.match`

@@ -1,7 +1,8 @@
 """Rank the providers who can take a referral, and say why.
 
-:func:`~referralkit.directory.match` finds every active practitioner role and healthcare service whose NUCC
-specialty satisfies the referral's (a specialization satisfies its classification), then:
+:func:`~referralkit.directory.match` finds every active practitioner role and healthcare
+service whose NUCC specialty satisfies the referral's (a specialization satisfies its
+classification), then:
 
 1. **excludes**, with reasons, the candidates the policy rules out: out of the coverage's
    networks (answered by the network index; such a candidate is not assessed further),
@@ -84,7 +85,8 @@ def _windows() -> Mapping[Priority, dt.timedelta]:
 
 @attrs.frozen
 class MatchPolicy:
-    """How :func:`~referralkit.directory.match` excludes and scores candidates. Points add up; higher ranks first.
+    """How :func:`~referralkit.directory.match` excludes and scores candidates. Points add
+    up; higher ranks first.
 
     Exclusions (each can be turned off, and then costs points instead):
 

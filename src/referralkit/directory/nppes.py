@@ -1,9 +1,10 @@
 """Read the CMS NPPES downloadable file (``npidata_pfile_*.csv``), streaming.
 
 The National Plan and Provider Enumeration System publishes every NPI as one CSV row of 330
-columns (the "Data Dissemination" file, several million rows, several GB). :func:`~referralkit.directory.read_nppes`
-reads it a row at a time, by column name, so memory stays flat whatever the file's size and
-column order; :func:`~referralkit.directory.load_nppes` adds what it reads to a directory in batches.
+columns (the "Data Dissemination" file, several million rows, several GB).
+:func:`~referralkit.directory.read_nppes` reads it a row at a time, by column name, so memory
+stays flat whatever the file's size and column order; :func:`~referralkit.directory.load_nppes`
+adds what it reads to a directory in batches.
 
 Each active row becomes:
 

@@ -1,8 +1,9 @@
 """Read a provider directory written as FHIR R4 resources of the Da Vinci PDex Plan-Net profiles.
 
-:func:`~referralkit.directory.entry_from_fhir` turns one resource into a directory entry; :func:`~referralkit.directory.read_fhir` reads
-files holding one resource each, Bundles, or NDJSON (one resource or Bundle per line, read a
-line at a time); :func:`~referralkit.directory.load_fhir` adds what they hold to a
+:func:`~referralkit.directory.entry_from_fhir` turns one resource into a directory entry;
+:func:`~referralkit.directory.read_fhir` reads files holding one resource each, Bundles, or
+NDJSON (one resource or Bundle per line, read a line at a time);
+:func:`~referralkit.directory.load_fhir` adds what they hold to a
 :class:`~referralkit.directory.Directory` and reports what it refused and which references
 point nowhere.
 
@@ -116,9 +117,10 @@ class LoadReport:
 def entry_from_fhir(resource: JSON, *, resolve: _Resolve | None = None) -> Entry:
     """The directory entry a Plan-Net resource describes.
 
-    ``resolve`` maps a Bundle ``fullUrl`` to ``Kind/id`` (used by :func:`~referralkit.directory.read_fhir` for
-    Bundles). Raises :class:`~referralkit.interop.fhir.FhirError` naming the element when the
-    resource cannot be an entry.
+    ``resolve`` maps a Bundle ``fullUrl`` to ``Kind/id`` (used by
+    :func:`~referralkit.directory.read_fhir` for Bundles). Raises
+    :class:`~referralkit.interop.fhir.FhirError` naming the element when the resource cannot
+    be an entry.
     """
     if not isinstance(resource, Mapping):
         raise FhirError("", "expected a JSON object")

@@ -148,8 +148,9 @@ def booking_from_fhir(resource: JSON) -> Booking:
 
     Its target is the first participant that is a practitioner role, practitioner,
     healthcare service or location (in that order of preference); the location, the first
-    Location participant; the idempotency key, the identifier in :data:`~referralkit.scheduling.fhir.IDEMPOTENCY_SYSTEM`;
-    the referral, a ``basedOn`` ServiceRequest.
+    Location participant; the idempotency key, the identifier in
+    :data:`~referralkit.scheduling.fhir.IDEMPOTENCY_SYSTEM`; the referral, a ``basedOn``
+    ServiceRequest.
     """
     if not isinstance(resource, Mapping) or resource.get("resourceType") != "Appointment":
         raise FhirError("resourceType", "expected an Appointment")
