@@ -62,10 +62,13 @@ class MemoryDirectory:
                 for code in specialties:
                     ids |= self._by_specialty.get((kind.KIND, code), set())
             if networks is not None:
-                in_network: set[str] = set()
-                for network in networks:
-                    in_network |= self._by_network.get((kind.KIND, network), {}).keys()
-                ids = in_network if ids is None else ids & in_network
+                members = [self._by_network.get((kind.KIND, n), {}) for n in set(networks)]
+                if ids is None:
+                    ids = set().union(*members)
+                else:
+                    # test the (few) specialty matches against each network, rather than
+                    # building the (large) union of the networks' members
+                    ids = {i for i in ids if any(i in m for m in members)}
             table = self._entries[kind.KIND]
             chosen = table if ids is None else ids
             found = [table[i] for i in chosen if i in table]
