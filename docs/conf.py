@@ -87,6 +87,9 @@ nitpick_ignore_regex = [
     ("py:class", r"hypothesis\.strategies\._internal\.core\.DataObject"),
     # a type alias (a Union) is documented as data, not as a class
     ("py:class", r"(referralkit\.rules\.model\.)?Condition"),
+    # the type variables of the Directory port, and outside types in directory signatures
+    ("py:class", r"referralkit\.directory\._port\.[EM]"),
+    ("py:class", r"(decimal\.Decimal|io\.TextIOBase|httpx\.Client)"),
 ]
 
 # The builtin ``type`` in annotations meets two documented attributes named ``type``

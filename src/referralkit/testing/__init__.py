@@ -9,8 +9,14 @@
   :func:`check_determinism`, :func:`check_no_conflicts`, :func:`check_monotonic_urgency`,
   :func:`check_effective_dates`.
 
-The strategies and checks need ``hypothesis`` (the ``test`` extra). The store contract suite
-is in :mod:`referralkit.testing.contract` (it needs ``pytest``).
+- :func:`nppes_rows` and :func:`write_nppes`: synthetic providers in the CMS NPPES data file
+  layout, for directory loads.
+
+The strategies and checks need ``hypothesis`` (the ``test`` extra). The contract suites need
+``pytest``: stores in :mod:`referralkit.testing.contract`, directories in
+:mod:`referralkit.testing.directory_contract`, scheduling adapters in
+:mod:`referralkit.testing.scheduling_contract`; :mod:`referralkit.testing.fhir_server` is a
+FHIR scheduling server for tests (the ``scheduling`` extra).
 """
 
 from ..clock import FakeClock
@@ -22,6 +28,7 @@ from ._checks import (
     check_totality,
     policy_referrals,
 )
+from ._directory import nppes_rows, write_nppes
 from ._rules import conditions, facts, rulesets
 from ._samples import sample_request
 from ._strategies import (
@@ -67,6 +74,7 @@ __all__ = [
     "facts",
     "follow_ups",
     "intake_requests",
+    "nppes_rows",
     "patients",
     "policy_referrals",
     "providers",
@@ -77,4 +85,5 @@ __all__ = [
     "rulesets",
     "sample_request",
     "urgency_assessments",
+    "write_nppes",
 ]

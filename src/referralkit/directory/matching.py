@@ -1,0 +1,654 @@
+"""Rank the providers who can take a referral, and say why.
+
+:func:`~referralkit.directory.match` finds every active practitioner role and healthcare
+service whose NUCC specialty satisfies the referral's (a specialization satisfies its
+classification), then:
+
+1. **excludes**, with reasons, the candidates the policy rules out: out of the coverage's
+   networks (answered by the network index; such a candidate is not assessed further),
+   speaking neither the patient's language nor offering an interpreter, not accepting new
+   patients, farther than ``max_distance_km`` (unless they offer telehealth);
+2. **scores** the others: points for being in network, for the language, for accepting new
+   patients, for telehealth, minus points per kilometre from the patient, plus points for the
+   soonest free slot inside the urgency window (the sooner, the more), from a
+   :class:`~referralkit.scheduling.SchedulingAdapter`;
+3. **ranks** them by score, then by id, and returns the first ``limit`` with every reason.
+
+Every number is in :class:`MatchPolicy`, a frozen value you replace (``attrs.evolve(
+DEFAULT_POLICY, per_km=0.5)``) to weigh things differently.
+
+Where the patient is: the model's :class:`~referralkit.model.Patient` has no address, so the
+origin of distances is an argument (``origin=GeoPoint(...)``, from wherever the deployment
+keeps addresses); without one, distance does not count and the reasons say so. The directory
+gives positions (FHIR ``Location.position``); nothing is geocoded and no network is called.
+
+Slots are looked up best-first and only while a candidate could still enter the top
+``limit`` (its score before slots plus the most a slot can add), so a match asks the
+scheduling system about a handful of candidates, not all of them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, Final, TypeVar
+
+import attrs
+
+from .. import _validators as v
+from ..errors import ValidationError
+from ..model import Coverage, NetworkStatus, PlanType, Priority, Referral
+from ..scheduling import SchedulingAdapter, SchedulingError, Slot, Window
+from ._model import (
+    Entry,
+    GeoPoint,
+    HealthcareService,
+    InsurancePlan,
+    Location,
+    Organization,
+    Practitioner,
+    PractitionerRole,
+    language_matches,
+)
+from ._port import Directory, Matchable
+from .taxonomy import SPECIALTIES, Taxonomy, default_taxonomy
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "Candidate",
+    "Exclusion",
+    "MatchPolicy",
+    "MatchResult",
+    "Reason",
+    "coverage_networks",
+    "match",
+    "requested_specialty",
+]
+
+E = TypeVar("E", bound=Entry)
+
+
+def _windows() -> Mapping[Priority, dt.timedelta]:
+    return MappingProxyType(
+        {
+            # California timely access (28 CCR 1300.67.2.2): non-urgent specialist within
+            # 15 business days (about 21 calendar days); urgent within 96 hours when prior
+            # authorization is needed; asap and stat tighter still
+            Priority.ROUTINE: dt.timedelta(days=21),
+            Priority.URGENT: dt.timedelta(hours=96),
+            Priority.ASAP: dt.timedelta(hours=48),
+            Priority.STAT: dt.timedelta(hours=24),
+        }
+    )
+
+
+@attrs.frozen
+class MatchPolicy:
+    """How :func:`~referralkit.directory.match` excludes and scores candidates. Points add
+    up; higher ranks first.
+
+    Exclusions (each can be turned off, and then costs points instead):
+
+    - ``require_in_network``: out of the coverage's networks is excluded (otherwise
+      ``out_of_network`` points, negative);
+    - ``require_language``: neither the patient's language nor an interpreter is excluded
+      (otherwise ``no_language`` points);
+    - ``require_accepting``: not accepting new patients is excluded (otherwise
+      ``not_accepting`` points);
+    - ``max_distance_km``: farther is excluded unless the candidate offers telehealth.
+
+    Points: ``in_network``, ``network_unknown`` (the coverage names no network, or the
+    candidate none), ``speaks_language``, ``interpreter``, ``accepting``,
+    ``accepting_unknown``, ``telehealth``, ``subspecialty`` (asked for a classification, found
+    a specialization of it), ``per_km`` (subtracted per kilometre, at most ``max_km_penalty``),
+    ``distance_unknown``; and for slots, ``soonest_slot`` for a slot at the start of the
+    window, falling linearly to ``slot_at_deadline`` at its end, or ``no_slot`` when there is
+    none in the window (or the scheduling system cannot say).
+
+    ``windows`` is the urgency window by priority when the referral has no ``due_by``;
+    ``slot_lookahead`` is how many slots are read per candidate (the first is the soonest).
+    """
+
+    require_in_network: bool = True
+    require_language: bool = True
+    require_accepting: bool = True
+    max_distance_km: float | None = None
+    in_network: float = 30.0
+    out_of_network: float = -40.0
+    network_unknown: float = 0.0
+    speaks_language: float = 20.0
+    interpreter: float = 8.0
+    no_language: float = -30.0
+    accepting: float = 10.0
+    accepting_unknown: float = 0.0
+    not_accepting: float = -30.0
+    telehealth: float = 3.0
+    subspecialty: float = -2.0
+    per_km: float = 0.2
+    max_km_penalty: float = 30.0
+    distance_unknown: float = -5.0
+    soonest_slot: float = 25.0
+    slot_at_deadline: float = 5.0
+    no_slot: float = 0.0
+    windows: Mapping[Priority, dt.timedelta] = attrs.field(factory=_windows)
+    slot_lookahead: int = 1
+
+    def __attrs_post_init__(self) -> None:
+        for name in ("per_km", "max_km_penalty"):
+            if getattr(self, name) < 0:
+                raise ValidationError(name, "expected a non-negative number")
+        if self.soonest_slot < self.slot_at_deadline or self.slot_at_deadline < self.no_slot:
+            raise ValidationError(
+                "soonest_slot", "expected soonest_slot >= slot_at_deadline >= no_slot"
+            )
+        if min(self.in_network, self.network_unknown) < self.out_of_network:
+            raise ValidationError("out_of_network", "must not score above in or unknown")
+        if self.speaks_language < self.interpreter or self.interpreter < self.no_language:
+            raise ValidationError(
+                "interpreter", "expected speaks_language >= interpreter >= no_language"
+            )
+        missing = [p.value for p in Priority if p not in self.windows]
+        if missing:
+            raise ValidationError("windows", f"no window for {', '.join(missing)}")
+
+    @property
+    def slot_bonus(self) -> float:
+        """The most a slot can add over having none."""
+        return self.soonest_slot - self.no_slot
+
+
+DEFAULT_POLICY: Final = MatchPolicy()
+"""The policy :func:`~referralkit.directory.match` uses unless told otherwise."""
+
+
+@attrs.frozen
+class Reason:
+    """One thing that moved a candidate up or down: the factor, its points, and why."""
+
+    factor: str
+    points: float
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.text} ({self.points:+g})"
+
+
+@attrs.frozen
+class Candidate:
+    """A provider who can take the referral, where it ranks and why.
+
+    ``reference`` is ``PractitionerRole/<id>`` or ``HealthcareService/<id>``, what a
+    scheduling adapter's :meth:`~referralkit.scheduling.SchedulingAdapter.find_slots` takes.
+    """
+
+    rank: int
+    reference: str
+    name: str
+    score: float
+    reasons: tuple[Reason, ...]
+    network: NetworkStatus
+    specialty: str
+    distance_km: float | None = None
+    location_id: str | None = None
+    slot: Slot | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.reference.split("/", 1)[0]
+
+    @property
+    def id(self) -> str:
+        return self.reference.split("/", 1)[1]
+
+
+@attrs.frozen
+class Exclusion:
+    """A provider of the right specialty who was ruled out, and every reason why."""
+
+    reference: str
+    name: str
+    reasons: tuple[str, ...]
+
+
+@attrs.frozen
+class MatchResult:
+    """The ranked candidates, the excluded ones, and what the match looked for."""
+
+    ranked: tuple[Candidate, ...]
+    excluded: tuple[Exclusion, ...]
+    specialty: str
+    networks: frozenset[str] | None
+    window: Window
+    considered: int
+
+    def __iter__(self) -> Any:
+        return iter(self.ranked)
+
+    def __len__(self) -> int:
+        return len(self.ranked)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def requested_specialty(referral: Referral, specialty: str | None = None) -> str:
+    """The NUCC code a referral asks for: ``specialty`` when given, else the code of
+    ``referral.specialty`` in :data:`~referralkit.directory.SPECIALTIES`."""
+    if specialty is not None:
+        return specialty
+    code = SPECIALTIES.get(referral.specialty)
+    if code is None:
+        raise ValidationError(
+            "specialty",
+            "no NUCC taxonomy code is known for the referral's specialty; pass specialty=",
+        )
+    return code
+
+
+def coverage_networks(coverage: Coverage | None, directory: Directory) -> frozenset[str] | None:
+    """The networks a coverage may use: its own ``networks`` and those of the directory's
+    insurance plans it names (by id, name or identifier). None when networks do not apply
+    (no coverage, self-pay)."""
+    if coverage is None or coverage.plan_type is PlanType.SELF_PAY:
+        return None
+    found = set(coverage.networks)
+    plan = directory.get(InsurancePlan, coverage.plan)
+    plans = (
+        [plan]
+        if plan is not None
+        else [p for p in directory.entries(InsurancePlan) if p.known_as(coverage.plan)]
+    )
+    for p in plans:
+        if p.active:
+            found.update(p.network_ids)
+    return frozenset(found)
+
+
+def _window(referral: Referral, as_of: dt.datetime, policy: MatchPolicy) -> Window:
+    due = referral.due_by
+    if due is not None and due > as_of:
+        return Window(as_of, due)
+    return Window(as_of, as_of + policy.windows[referral.effective_priority])
+
+
+def _get_many(directory: Directory, kind: type[E], ids: Iterable[str]) -> dict[str, E]:
+    wanted = set(ids)
+    bulk = getattr(directory, "get_many", None)
+    if bulk is not None:
+        found: dict[str, E] = bulk(kind, wanted)
+        return found
+    out: dict[str, E] = {}
+    for id in wanted:
+        entry = directory.get(kind, id)
+        if entry is not None:
+            out[id] = entry
+    return out
+
+
+# --------------------------------------------------------------------------- matching
+
+
+@attrs.define
+class _Scored:
+    entry: Matchable
+    person: Practitioner | None
+    static: float
+    network: NetworkStatus
+    specialty: str
+    distance: float | None
+    location_id: str | None
+    reasons: list[Reason] = attrs.field(factory=list)
+    slot_reason: Reason | None = None
+    slot: Slot | None = None
+    total: float = 0.0
+
+
+@attrs.frozen
+class _Context:
+    """What every candidate of one match is assessed against (computed once)."""
+
+    wanted: str
+    codes: frozenset[str]
+    taxonomy: Taxonomy
+    networks: frozenset[str] | None
+    in_network: frozenset[str]
+    origin: GeoPoint | None
+    policy: MatchPolicy
+    language: str
+    english_ok: bool
+    places: Mapping[str, Location]
+    organizations: Mapping[str, Organization]
+    network_refusal: str
+    language_refusal: str
+
+
+class _Explain:
+    """Collects the reasons of one candidate; a plain sum of points when not explaining
+    (formatting reasons costs more than scoring, and only the ranked few need them)."""
+
+    __slots__ = ("points", "reasons")
+
+    def __init__(self, explain: bool) -> None:
+        self.points = 0.0
+        self.reasons: list[Reason] | None = [] if explain else None
+
+    def add(self, factor: str, points: float, text: str, *args: object) -> None:
+        self.points += points
+        if self.reasons is not None:
+            self.reasons.append(Reason(factor, points, text.format(*args) if args else text))
+
+
+def match(
+    referral: Referral,
+    directory: Directory,
+    *,
+    as_of: dt.datetime,
+    limit: int = 10,
+    policy: MatchPolicy = DEFAULT_POLICY,
+    scheduler: SchedulingAdapter | None = None,
+    origin: GeoPoint | None = None,
+    specialty: str | None = None,
+    taxonomy: Taxonomy | None = None,
+) -> MatchResult:
+    """Rank the directory's candidates for ``referral`` as of ``as_of``; see the module.
+
+    ``specialty`` overrides the NUCC code asked for; ``taxonomy`` the hierarchy (the shipped
+    subset by default; :meth:`Taxonomy.from_csv` reads the full NUCC file); ``scheduler``
+    adds the soonest slot inside the urgency window (``referral.due_by``, or the policy's
+    window for its priority); ``origin`` is where the patient is, for distances.
+
+    >>> import datetime as dt
+    >>> from referralkit.directory import MemoryDirectory, PractitionerRole, Practitioner
+    >>> from referralkit.testing import sample_request
+    >>> now = dt.datetime(2026, 3, 2, 9, tzinfo=dt.UTC)
+    >>> referral = sample_request().referral("ref-1", now)   # cardiology, Acme HMO network
+    >>> directory = MemoryDirectory([
+    ...     Practitioner("p1", "Dr Ana Ruiz", languages=("en", "es")),
+    ...     PractitionerRole("r1", practitioner_id="p1", specialties=("207RC0000X",),
+    ...                      network_ids=("acme-hmo-west",), accepting_new_patients=True),
+    ...     PractitionerRole("r2", name="Heart Clinic", specialties=("207RC0000X",),
+    ...                      network_ids=("other",)),
+    ... ])
+    >>> result = match(referral, directory, as_of=now)
+    >>> [(c.rank, c.name, c.network.value) for c in result]
+    [(1, 'Dr Ana Ruiz', 'in-network')]
+    >>> result.excluded[0].reasons
+    ('not in the coverage networks (acme-hmo-west)',)
+    >>> for reason in result.ranked[0].reasons:
+    ...     print(reason)
+    Internal Medicine, Cardiovascular Disease (207RC0000X), as asked (+0)
+    in network (+30)
+    speaks es (+20)
+    accepting new patients (+10)
+    """
+    as_of = v.as_utc(as_of, "as_of")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValidationError("limit", "expected a positive integer")
+    taxonomy = taxonomy or default_taxonomy()
+    wanted = requested_specialty(referral, specialty)
+    codes = taxonomy.satisfying(wanted)
+    networks = coverage_networks(referral.coverage, directory)
+    window = _window(referral, as_of, policy)
+
+    found: list[Matchable] = [
+        *directory.find(PractitionerRole, specialties=codes),
+        *directory.find(HealthcareService, specialties=codes),
+    ]
+    in_network: frozenset[str] = frozenset()
+    if networks:
+        in_network = frozenset(
+            e.reference
+            for e in directory.find(PractitionerRole, specialties=codes, networks=networks)
+        ) | frozenset(
+            e.reference
+            for e in directory.find(HealthcareService, specialties=codes, networks=networks)
+        )
+    people = _get_many(
+        directory,
+        Practitioner,
+        (e.practitioner_id for e in found if isinstance(e, PractitionerRole) and e.practitioner_id),
+    )
+    language = referral.patient.preferred_language
+    ctx = _Context(
+        wanted=wanted,
+        codes=codes,
+        taxonomy=taxonomy,
+        networks=networks,
+        in_network=in_network,
+        origin=origin,
+        policy=policy,
+        language=language,
+        english_ok=language_matches(language, "en") and not referral.patient.interpreter_needed,
+        places=_get_many(directory, Location, (i for e in found for i in e.location_ids)),
+        organizations=_get_many(
+            directory, Organization, (e.organization_id for e in found if e.organization_id)
+        ),
+        network_refusal=f"not in the coverage networks ({', '.join(sorted(networks or ()))})",
+        language_refusal=f"does not list {language} and offers no interpreter",
+    )
+
+    scored: list[_Scored] = []
+    excluded: list[Exclusion] = []
+    out_of_network_rule = bool(networks) and policy.require_in_network
+    for entry in found:
+        person = (
+            people.get(entry.practitioner_id or "") if isinstance(entry, PractitionerRole) else None
+        )
+        if out_of_network_rule and entry.reference not in in_network:
+            # the index already answered: excluded for its network, the rest not assessed
+            name = _name(entry, person, ctx.organizations)
+            excluded.append(Exclusion(entry.reference, name, (ctx.network_refusal,)))
+            continue
+        outcome = _assess(entry, person, ctx, _Explain(False))
+        if isinstance(outcome, Exclusion):
+            excluded.append(outcome)
+        else:
+            scored.append(outcome)
+
+    ranked = _rank(scored, limit, policy, scheduler, window)
+    candidates = []
+    for k, s in enumerate(ranked, start=1):
+        explained = _Explain(True)
+        _assess(s.entry, s.person, ctx, explained)
+        reasons = [*(explained.reasons or []), *([s.slot_reason] if s.slot_reason else [])]
+        candidates.append(
+            Candidate(
+                rank=k,
+                reference=s.entry.reference,
+                name=_name(s.entry, s.person, ctx.organizations),
+                score=round(s.total, 6),
+                reasons=tuple(reasons),
+                network=s.network,
+                specialty=s.specialty,
+                distance_km=None if s.distance is None else round(s.distance, 3),
+                location_id=s.location_id,
+                slot=s.slot,
+            )
+        )
+    return MatchResult(
+        tuple(candidates),
+        tuple(sorted(excluded, key=lambda x: x.reference)),
+        wanted,
+        networks,
+        window,
+        len(found),
+    )
+
+
+def _name(entry: Matchable, person: Practitioner | None, orgs: Mapping[str, Organization]) -> str:
+    if person is not None:
+        return person.name
+    if entry.name:
+        return entry.name
+    org = orgs.get(entry.organization_id or "")
+    return org.name if org is not None else entry.reference
+
+
+def _assess(
+    entry: Matchable, person: Practitioner | None, ctx: _Context, out: _Explain
+) -> _Scored | Exclusion:
+    """Exclude ``entry`` with every reason, or score it (reasons in ``out`` if explaining)."""
+    policy = ctx.policy
+    refusals: list[str] = []
+    reference = entry.reference
+
+    # specialty: an exact code, or a specialization of the classification asked for
+    wanted = ctx.wanted
+    held = (
+        wanted
+        if wanted in entry.specialties
+        else next(c for c in entry.specialties if c in ctx.codes)
+    )
+    if out.reasons is not None:
+        label = ctx.taxonomy[held].display if held in ctx.taxonomy else held
+        if held == wanted:
+            out.add("specialty", 0.0, "{} ({}), as asked", label, held)
+        else:
+            out.add(
+                "specialty",
+                policy.subspecialty,
+                "{} ({}), a specialization of {}",
+                label,
+                held,
+                wanted,
+            )
+    elif held != wanted:
+        out.points += policy.subspecialty
+
+    # network
+    if ctx.networks is None:
+        status = NetworkStatus.UNKNOWN
+        out.add(
+            "network", policy.network_unknown, "networks do not apply (self-pay or no coverage)"
+        )
+    elif not ctx.networks:
+        status = NetworkStatus.UNKNOWN
+        out.add("network", policy.network_unknown, "the coverage names no network: not checked")
+    elif reference in ctx.in_network:
+        status = NetworkStatus.IN_NETWORK
+        out.add("network", policy.in_network, "in network")
+    else:
+        status = NetworkStatus.OUT_OF_NETWORK
+        if policy.require_in_network:
+            refusals.append(ctx.network_refusal)
+        else:
+            out.add("network", policy.out_of_network, ctx.network_refusal)
+
+    # language: the role's own, else its practitioner's
+    spoken = entry.languages or (person.languages if person is not None else ())
+    language = ctx.language
+    if any(language_matches(language, tag) for tag in spoken):
+        out.add("language", policy.speaks_language, "speaks {}", language)
+    elif entry.interpreter_available:
+        out.add("language", policy.interpreter, "an interpreter for {} is available", language)
+    elif not spoken and ctx.english_ok:
+        out.add("language", 0.0, "languages not listed; the patient speaks English")
+    elif policy.require_language:
+        refusals.append(ctx.language_refusal)
+    else:
+        out.add("language", policy.no_language, ctx.language_refusal)
+
+    # new patients: the entry's own answer, else its locations'
+    places = ctx.places
+    accepting = entry.accepting_new_patients
+    if accepting is None:
+        known = [
+            places[i].accepting_new_patients
+            for i in entry.location_ids
+            if i in places and places[i].accepting_new_patients is not None
+        ]
+        accepting = any(known) if known else None
+    if accepting is True:
+        out.add("accepting", policy.accepting, "accepting new patients")
+    elif accepting is None:
+        out.add("accepting", policy.accepting_unknown, "new patients: not stated")
+    elif policy.require_accepting:
+        refusals.append("not accepting new patients")
+    else:
+        out.add("accepting", policy.not_accepting, "not accepting new patients")
+
+    # distance: the nearest of its locations with a position
+    distance: float | None = None
+    location_id: str | None = None
+    origin = ctx.origin
+    if origin is not None and not refusals:
+        placed = [
+            (origin.km_to(position), i)
+            for i in entry.location_ids
+            if i in places and (position := places[i].position) is not None
+        ]
+        if placed:
+            distance, location_id = min(placed)
+            penalty = min(policy.max_km_penalty, distance * policy.per_km)
+            out.add("distance", -penalty, "{:.1f} km away", distance)
+            if (
+                policy.max_distance_km is not None
+                and distance > policy.max_distance_km
+                and not entry.telehealth
+            ):
+                refusals.append(f"farther than {policy.max_distance_km:g} km ({distance:.1f} km)")
+        else:
+            out.add("distance", policy.distance_unknown, "no position known: distance unknown")
+    if entry.telehealth:
+        out.add("telehealth", policy.telehealth, "offers telehealth")
+
+    if refusals:
+        return Exclusion(reference, _name(entry, person, ctx.organizations), tuple(refusals))
+    return _Scored(entry, person, out.points, status, held, distance, location_id)
+
+
+def _rank(
+    scored: list[_Scored],
+    limit: int,
+    policy: MatchPolicy,
+    scheduler: SchedulingAdapter | None,
+    window: Window,
+) -> list[_Scored]:
+    """The best ``limit`` by total score, then reference; slots looked up best-first while a
+    candidate can still make the cut (branch and bound on ``policy.slot_bonus``)."""
+    order = sorted(scored, key=lambda s: (-s.static, s.entry.reference))
+    if scheduler is None:
+        for s in order:
+            s.total = s.static
+        return order[:limit]
+    best: list[_Scored] = []  # the top `limit` so far, best first
+    for s in order:
+        if len(best) == limit:
+            worst = best[-1]
+            reach = s.static + policy.soonest_slot
+            if (-reach, s.entry.reference) > (-worst.total, worst.entry.reference):
+                break  # sorted by static score: nobody after this one can make the cut
+        _add_slot(s, policy, scheduler, window)
+        best.append(s)
+        best.sort(key=lambda x: (-x.total, x.entry.reference))
+        del best[limit:]
+    return best
+
+
+def _add_slot(
+    s: _Scored,
+    policy: MatchPolicy,
+    scheduler: SchedulingAdapter,
+    window: Window,
+) -> None:
+    reason: Reason
+    try:
+        slots: Sequence[Slot] = scheduler.find_slots(
+            s.entry.reference, window, limit=policy.slot_lookahead
+        )
+    except SchedulingError as error:
+        slots = ()
+        reason = Reason("slot", policy.no_slot, f"slots unknown ({type(error).__name__})")
+    else:
+        reason = Reason(
+            "slot", policy.no_slot, f"no free slot before {window.end:%Y-%m-%d %H:%M} UTC"
+        )
+    inside = [slot for slot in slots if window.contains(slot.start)]
+    if inside:
+        s.slot = min(inside, key=lambda slot: (slot.start, slot.id))
+        share = (s.slot.start - window.start) / window.length
+        points = policy.soonest_slot - share * (policy.soonest_slot - policy.slot_at_deadline)
+        reason = Reason("slot", points, f"free slot {s.slot.start:%Y-%m-%d %H:%M} UTC")
+    s.slot_reason = reason
+    s.total = s.static + reason.points

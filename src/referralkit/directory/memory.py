@@ -1,0 +1,129 @@
+""":class:`MemoryDirectory`: the in-memory directory, with indexes on specialty and network."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar, cast
+
+from ._model import KINDS, Entry, HealthcareService, OrganizationAffiliation, PractitionerRole
+from ._port import M
+
+__all__ = ["MemoryDirectory"]
+
+E = TypeVar("E", bound=Entry)
+_Key = tuple[str, str]
+
+
+class MemoryDirectory:
+    """A :class:`~referralkit.directory.Directory` held in dictionaries (thread-safe).
+
+    >>> from referralkit.directory import PractitionerRole
+    >>> d = MemoryDirectory()
+    >>> d.add([PractitionerRole("r1", specialties=("207RC0000X",), network_ids=("net-a",))])
+    1
+    >>> [r.id for r in d.find(PractitionerRole, specialties={"207RC0000X"}, networks={"net-a"})]
+    ['r1']
+    """
+
+    def __init__(self, entries: Iterable[Entry] = ()) -> None:
+        self._lock = threading.RLock()
+        self._entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
+        self._by_specialty: dict[_Key, set[str]] = defaultdict(set)  # (kind, code) -> ids
+        self._by_network: dict[_Key, dict[str, set[str]]] = defaultdict(dict)
+        # (kind, network) -> id -> the entries that put it there (itself, affiliations)
+        self.add(entries)
+
+    def add(self, entries: Iterable[Entry]) -> int:
+        count = 0
+        with self._lock:
+            for entry in entries:
+                self._remove(entry.KIND, entry.id)
+                self._entries[entry.KIND][entry.id] = entry
+                self._index(entry)
+                count += 1
+        return count
+
+    def get(self, kind: type[E], id: str) -> E | None:
+        return cast("E | None", self._entries[kind.KIND].get(id))
+
+    def find(
+        self,
+        kind: type[M],
+        *,
+        specialties: Iterable[str] | None = None,
+        networks: Iterable[str] | None = None,
+    ) -> list[M]:
+        with self._lock:
+            ids: set[str] | None = None
+            if specialties is not None:
+                ids = set()
+                for code in specialties:
+                    ids |= self._by_specialty.get((kind.KIND, code), set())
+            if networks is not None:
+                members = [self._by_network.get((kind.KIND, n), {}) for n in set(networks)]
+                if ids is None:
+                    ids = set().union(*members)
+                else:
+                    # test the (few) specialty matches against each network, rather than
+                    # building the (large) union of the networks' members
+                    ids = {i for i in ids if any(i in m for m in members)}
+            table = self._entries[kind.KIND]
+            chosen = table if ids is None else ids
+            found = [table[i] for i in chosen if i in table]
+        return cast(list[M], sorted((e for e in found if e.active), key=_id_of))
+
+    def entries(self, kind: type[E]) -> Iterator[E]:
+        with self._lock:
+            rows = sorted(self._entries[kind.KIND].values(), key=_id_of)
+        return iter(cast(list[E], rows))
+
+    def count(self, kind: type[Entry] | None = None) -> int:
+        if kind is not None:
+            return len(self._entries[kind.KIND])
+        return sum(len(table) for table in self._entries.values())
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    # ------------------------------------------------------------------ indexes
+
+    def _index(self, entry: Entry) -> None:
+        source = f"{entry.KIND}/{entry.id}"
+        if isinstance(entry, PractitionerRole | HealthcareService):
+            for code in entry.specialties:
+                self._by_specialty[(entry.KIND, code)].add(entry.id)
+            for network in entry.network_ids:
+                self._by_network[(entry.KIND, network)].setdefault(entry.id, set()).add(source)
+        elif isinstance(entry, OrganizationAffiliation) and entry.active:
+            for network in entry.network_ids:
+                for service in entry.healthcare_service_ids:
+                    slot = self._by_network[(HealthcareService.KIND, network)]
+                    slot.setdefault(service, set()).add(source)
+
+    def _remove(self, kind: str, id: str) -> None:
+        old: Any = self._entries[kind].pop(id, None)
+        if old is None:
+            return
+        source = f"{kind}/{id}"
+        if isinstance(old, PractitionerRole | HealthcareService):
+            for code in old.specialties:
+                self._by_specialty[(kind, code)].discard(id)
+            for network in old.network_ids:
+                self._unlink(kind, network, id, source)
+        elif isinstance(old, OrganizationAffiliation):
+            for network in old.network_ids:
+                for service in old.healthcare_service_ids:
+                    self._unlink(HealthcareService.KIND, network, service, source)
+
+    def _unlink(self, kind: str, network: str, id: str, source: str) -> None:
+        holders = self._by_network[(kind, network)].get(id)
+        if holders is not None:
+            holders.discard(source)
+            if not holders:
+                del self._by_network[(kind, network)][id]
+
+
+def _id_of(entry: Entry) -> str:
+    return entry.id

@@ -1,0 +1,132 @@
+"""The directory contract on every implementation: memory, SQLite (file and in-memory), and
+PostgreSQL (a schema of its own per test, as the storage tests do)."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from referralkit.directory import (
+    Directory,
+    DirectoryError,
+    MemoryDirectory,
+    Practitioner,
+    PractitionerRole,
+    SqlDirectory,
+    open_directory,
+)
+from referralkit.testing.directory_contract import DirectoryContract, sample_entries
+
+STORAGE = str(Path(__file__).parents[1] / "storage")
+if STORAGE not in sys.path:
+    sys.path.insert(0, STORAGE)
+
+from storage_support import IN_CI, POSTGRES_URL, fresh_schema, postgres_unavailable  # noqa: E402
+
+
+class TestMemoryDirectory(DirectoryContract):
+    @pytest.fixture
+    def directory(self) -> Directory:
+        return MemoryDirectory()
+
+
+class TestSqliteDirectory(DirectoryContract):
+    @pytest.fixture
+    def directory(self, tmp_path: Path) -> Iterator[Directory]:
+        directory = open_directory(f"sqlite:///{tmp_path / 'directory.db'}")
+        yield directory
+        directory.close()
+
+
+class TestSqliteDirectoryOnYourConnection(DirectoryContract):
+    """On a connection the caller opened, in Python's default (implicit transaction) mode."""
+
+    @pytest.fixture
+    def directory(self) -> Iterator[Directory]:
+        conn = sqlite3.connect(":memory:")
+        directory = SqlDirectory(conn)
+        directory.ensure_schema()
+        yield directory
+        directory.close()
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def postgres() -> str:
+    reason = postgres_unavailable()
+    if reason is not None:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required under CI=true: {reason}")
+        pytest.skip(f"PostgreSQL tests need a server: {reason}")
+    return POSTGRES_URL
+
+
+class TestPostgresDirectory(DirectoryContract):
+    @pytest.fixture
+    def directory(self, postgres: str) -> Iterator[Directory]:
+        with fresh_schema(postgres) as url:
+            directory = open_directory(url)
+            yield directory
+            directory.close()
+
+
+class TestSqlSpecifics:
+    def test_a_failed_batch_writes_nothing(self, tmp_path: Path) -> None:
+        """A batch the database refuses half-way leaves the directory as it was."""
+        directory = open_directory(f"sqlite:///{tmp_path / 'd.db'}")
+        assert isinstance(directory, SqlDirectory)
+        directory.add([Practitioner("p-1", "Dr One")])
+        directory.connection.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON directory_entries "
+            "WHEN NEW.id = 'p-bad' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+        with pytest.raises(DirectoryError) as caught:
+            directory.add([Practitioner("p-2", "Dr Two"), Practitioner("p-bad", "Dr Bad")])
+        assert "IntegrityError" in str(caught.value)
+        assert "refused" not in str(caught.value)  # the driver's message is not repeated
+        assert caught.value.__cause__ is None
+        assert directory.count() == 1
+        directory.close()
+
+    def test_a_hand_edited_row_is_refused_on_read(self, tmp_path: Path) -> None:
+        """A stored entry that breaks a rule is a ValidationError when read, not trusted."""
+        directory = open_directory(f"sqlite:///{tmp_path / 'd.db'}")
+        assert isinstance(directory, SqlDirectory)
+        directory.add(sample_entries())
+        directory.connection.execute(
+            'UPDATE directory_entries SET data = \'{"id": "p-1", "name": " "}\' '
+            "WHERE kind = 'Practitioner'"
+        )
+        with pytest.raises(ValueError, match="name"):
+            directory.get(Practitioner, "p-1")
+        directory.connection.execute(
+            "UPDATE directory_entries SET data = 'nonsense' WHERE kind = 'PractitionerRole'"
+        )
+        with pytest.raises(ValueError, match="not JSON"):
+            directory.find(PractitionerRole)
+
+    def test_urls(self, tmp_path: Path) -> None:
+        """open_directory knows memory, sqlite and postgresql URLs and refuses others."""
+        assert isinstance(open_directory("memory://"), MemoryDirectory)
+        with pytest.raises(ValueError, match="expected memory"):
+            open_directory("mysql://x")
+        with pytest.raises(ValueError, match="names a file"):
+            open_directory("sqlite:///")
+        with pytest.raises(DirectoryError, match="cannot open"):
+            open_directory(f"sqlite:///{tmp_path}/missing/dir/d.db")
+
+    def test_schema_is_idempotent(self, tmp_path: Path) -> None:
+        """ensure_schema twice, and reopening a file, keep what is there."""
+        url = f"sqlite:///{tmp_path / 'd.db'}"
+        first = open_directory(url)
+        first.add(sample_entries())
+        first.close()
+        again = open_directory(url)
+        assert isinstance(again, SqlDirectory)
+        again.ensure_schema()
+        assert again.count() == len(sample_entries())
+        again.close()
