@@ -9,6 +9,7 @@ from .clock import Clock, FakeClock, SystemClock
 from .desk import ReferralDesk
 from .errors import (
     ConcurrencyError,
+    DeliveryError,
     DuplicateReferralError,
     GuardError,
     NotFoundError,
@@ -16,6 +17,7 @@ from .errors import (
     ReferralKitError,
     RulesError,
     StorageError,
+    TemplateError,
     TransitionError,
     ValidationError,
 )
@@ -90,6 +92,7 @@ __all__ = [
     "CoverageDecider",
     "CoverageDecision",
     "Covered",
+    "DeliveryError",
     "Direction",
     "DocNeeded",
     "DuplicateReferralError",
@@ -125,6 +128,7 @@ __all__ = [
     "Status",
     "StorageError",
     "SystemClock",
+    "TemplateError",
     "TransitionError",
     "UrgencyAssessment",
     "UrgencyAssessor",
