@@ -40,12 +40,14 @@ Su cita está reservada para el martes, 10 de marzo de 2026
 from ._catalogs import DOMAIN, LOCALE_DIR
 from ._facts import COMMON, FACTS
 from ._model import Audience, DelayCause, Message, Money, Moment, Organization
+from ._notify import KEY_HEADER, Notifier, OutboxNotifier, Receipt, SmtpNotifier, email_message
 from ._render import TEMPLATE_DIR, Renderer
 
 __all__ = [
     "COMMON",
     "DOMAIN",
     "FACTS",
+    "KEY_HEADER",
     "LOCALE_DIR",
     "TEMPLATE_DIR",
     "Audience",
@@ -53,6 +55,11 @@ __all__ = [
     "Message",
     "Money",
     "Moment",
+    "Notifier",
     "Organization",
+    "OutboxNotifier",
+    "Receipt",
     "Renderer",
+    "SmtpNotifier",
+    "email_message",
 ]

