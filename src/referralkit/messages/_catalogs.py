@@ -61,7 +61,9 @@ def _read(path: Path, language: str) -> tuple[gettext.NullTranslations, frozense
         with path.open("rb") as file:
             catalog = read_po(file, locale=language, domain=DOMAIN, abort_invalid=True)
     except PoFileError as exc:
-        raise TemplateError(str(path), getattr(exc, "lineno", None), str(exc)) from None
+        # Babel counts the lines of a .po file from 0
+        line = getattr(exc, "lineno", None)
+        raise TemplateError(str(path), None if line is None else line + 1, str(exc)) from None
     except (OSError, UnknownLocaleError, ValueError) as exc:
         raise TemplateError(str(path), None, f"cannot read the catalog: {exc}") from None
     for message, errors in catalog.check():

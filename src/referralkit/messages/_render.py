@@ -29,6 +29,7 @@ from jinja2 import (
     nodes,
     select_autoescape,
 )
+from jinja2.debug import rewrite_traceback_stack
 from jinja2.exceptions import UndefinedError
 from jinja2.ext import InternationalizationExtension
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -552,7 +553,7 @@ def _display(value: Any, catalog: Catalog, locale: Locale, missing: list[str]) -
     """A raw fact as the template shows it: phrases translated, dates and money formatted."""
     if isinstance(value, Phrase):
         source = value.source
-        if catalog.language != SOURCE_LANGUAGE and (not value.known or not catalog.has(source)):
+        if not catalog.has(source):
             missing.append(source)
         return catalog.translations.gettext(source)
     if isinstance(value, tuple):
@@ -593,7 +594,9 @@ def _run(language: _Language, name: str, call: Callable[[Template], Any]) -> Any
         return call(template)
     except TemplateError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a template is code the deployment writes
+    except Exception:  # noqa: BLE001 - a template is code the deployment writes
+        # Template.render() maps the traceback to template lines; make_module() does not
+        exc = rewrite_traceback_stack()
         where, line = _where(exc, language, name)
         reason = exc.message if isinstance(exc, UndefinedError) and exc.message else str(exc)
         raise TemplateError(where, line, f"{type(exc).__name__}: {reason}") from None

@@ -27,22 +27,94 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import pytest
 
 from ..errors import DeliveryError
-from ..messages import KEY_HEADER, Message, Moment, Notifier, Receipt, Renderer
-from ..model import Appointment, ContactPoint, ContactSystem
+from ..messages import KEY_HEADER, DelayCause, Message, Money, Moment, Notifier, Receipt, Renderer
+from ..model import (
+    Appointment,
+    AppointmentStatus,
+    Attachment,
+    AttachmentKind,
+    Authorization,
+    AuthStatus,
+    ContactPoint,
+    ContactSystem,
+    CoverageDecision,
+    Covered,
+    PaNeeded,
+    Referral,
+)
 from ._samples import sample_request
 
-__all__ = ["NotifierContract", "sample_message"]
+__all__ = ["NotifierContract", "sample_message", "staged"]
 
 ADDRESS = "alex.canary@example.org"
 NUMBER = "+1-555-0100"
 
 Delivered = Callable[[Receipt], "EmailMessage | str"]
+
+
+_DAY: Final = dt.timedelta(days=1)
+_COVERAGE: Final = {
+    Moment.COVERED: CoverageDecision(Covered.COVERED, PaNeeded.NO_AUTH),
+    Moment.PRIOR_AUTH_NEEDED: CoverageDecision(Covered.COVERED, PaNeeded.AUTH_NEEDED),
+    Moment.NOT_COVERED: CoverageDecision(
+        Covered.NOT_COVERED,
+        reason="auth-out-network",
+        alternatives=("an in-network specialist", "self-pay or payment plan"),
+    ),
+    Moment.SELF_PAY: CoverageDecision(
+        Covered.NOT_COVERED,
+        reason="self-pay",
+        alternatives=("payment plan", "sliding-scale fee", "financial assistance screening"),
+    ),
+    Moment.COVERAGE_PENDING: CoverageDecision(Covered.INDETERMINATE, PaNeeded.INDETERMINATE),
+}
+
+
+def staged(referral: Referral, moment: Moment, at: dt.datetime) -> tuple[Referral, dict[str, Any]]:
+    """``referral`` changed so that it holds what ``moment`` is about, and the extra
+    arguments :meth:`~referralkit.messages.Renderer.render` takes for it.
+
+    For testing templates over many referrals (generated ones, your own samples): the
+    coverage moments get a decision of that kind, the authorization moments an authorization
+    in that state, the visit moments an appointment a week after ``at`` with the target
+    specialist (booked, missed or held), the consult note a fulfilled visit and the note.
+    """
+    provider = referral.target.id if referral.target is not None else referral.referring.id
+    visit = Appointment("visit-1", at + 7 * _DAY, provider, minutes=45, booked_at=at)
+    changes: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    if moment in _COVERAGE:
+        changes["coverage_decision"] = _COVERAGE[moment]
+        if moment in (Moment.NOT_COVERED, Moment.SELF_PAY):
+            extra["estimate"] = Money("185.00")
+    elif moment is Moment.AUTH_REQUESTED:
+        changes["authorization"] = Authorization(
+            AuthStatus.REQUESTED, requested_at=at, decision_due_by=at + 7 * _DAY
+        )
+    elif moment is Moment.AUTH_APPROVED:
+        changes["authorization"] = Authorization(
+            AuthStatus.APPROVED, valid_from=at.date(), valid_to=(at + 90 * _DAY).date()
+        )
+    elif moment is Moment.AUTH_DENIED:
+        changes["authorization"] = Authorization(AuthStatus.DENIED, decided_at=at)
+        changes["coverage_decision"] = _COVERAGE[Moment.NOT_COVERED]
+    elif moment in (Moment.BOOKED, Moment.REMINDER):
+        changes["appointments"] = (visit,)
+    elif moment is Moment.MISSED:
+        changes["appointments"] = (attrs.evolve(visit, status=AppointmentStatus.NOSHOW),)
+    elif moment is Moment.DELAYED:
+        extra.update(cause=DelayCause.INSURANCE, new_date=(at + 14 * _DAY).date())
+    elif moment is Moment.CONSULT_NOTE:
+        changes["appointments"] = (attrs.evolve(visit, status=AppointmentStatus.FULFILLED),)
+        note = Attachment("note-1", AttachmentKind.CONSULT_NOTE, at + 8 * _DAY, text="note")
+        changes["attachments"] = (*referral.attachments, note)
+    return attrs.evolve(referral, **changes), extra
 
 
 def sample_message(language: str = "es") -> Message:
