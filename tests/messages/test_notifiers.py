@@ -52,7 +52,8 @@ class TestOutbox(NotifierContract):
         path = notifier.folder / first.transport_id
         before = path.stat().st_mtime_ns
         again = notifier.send(message, contact)
-        assert again.duplicate and not first.duplicate
+        assert again.duplicate
+        assert not first.duplicate
         assert path.stat().st_mtime_ns == before
         assert len(list(notifier.folder.iterdir())) == 1
 
@@ -63,7 +64,8 @@ class TestOutbox(NotifierContract):
         )
         path = notifier.folder / receipt.transport_id
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
-        assert "canary" not in path.name and "example" not in path.name
+        assert "canary" not in path.name
+        assert "example" not in path.name
         assert not [p for p in notifier.folder.iterdir() if p.name.startswith(".outbox-")]
 
     def test_unwritable_folder_is_a_retryable_delivery_error(self, tmp_path: Path) -> None:
@@ -194,11 +196,12 @@ class TestSmtp(NotifierContract):
         with pytest.raises(DeliveryError) as info:
             notifier.send(sample_message(), ContactPoint(ContactSystem.EMAIL, "a@example.org"))
         assert info.value.retry is retry
-        assert "later" not in str(info.value) and "no" not in str(info.value).split()
+        assert "later" not in str(info.value)
+        assert "no" not in str(info.value).split()
 
     def test_unreachable_server_is_retryable(self) -> None:
         """Nothing listening: DeliveryError with retry, naming no address."""
-        with socket_closed_port() as port:
+        with ClosedPort() as port:
             notifier = SmtpNotifier("127.0.0.1", port, timeout=2)
             with pytest.raises(DeliveryError) as info:
                 notifier.send(sample_message(), ContactPoint(ContactSystem.EMAIL, "a@example.org"))
@@ -234,7 +237,7 @@ class TestSmtp(NotifierContract):
         assert "s3cret" not in repr(notifier)
 
 
-class socket_closed_port:
+class ClosedPort:
     """A local port with nothing listening (bound, then closed)."""
 
     def __enter__(self) -> int:

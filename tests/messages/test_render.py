@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from referralkit import (
     Appointment,
-    AuthStatus,
     Authorization,
+    AuthStatus,
     Code,
     ContactPoint,
     ContactSystem,
@@ -40,8 +40,8 @@ from referralkit.messages import (
     Audience,
     DelayCause,
     Message,
-    Money,
     Moment,
+    Money,
     Organization,
     Renderer,
 )
@@ -77,13 +77,19 @@ class TestEveryMoment:
     ) -> None:
         """Every moment renders in every language for generated referrals, in full."""
         for message in render_all(renderer, moment, language):
-            assert message.subject and message.text and message.sms and message.html
-            assert message.language == language and message.complete
+            assert message.subject
+            assert message.text
+            assert message.sms
+            assert message.html
+            assert message.language == language
+            assert message.complete
             assert message.missing == ()
-            assert message.moment is moment and message.audience is moment.audience
+            assert message.moment is moment
+            assert message.audience is moment.audience
             assert message.key == f"{message.referral_id}/{moment.value}/{message.version}"
             assert set(message.facts) <= FACTS[moment]
-            assert "\n\n\n" not in message.text and "None" not in message.text
+            assert "\n\n\n" not in message.text
+            assert "None" not in message.text
 
     @settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
     @given(referral=referrals(), moment=st.sampled_from(list(Moment)))
@@ -114,7 +120,8 @@ class TestEveryMoment:
         )
         ready, _ = staged(referral, Moment.CONSULT_NOTE, AT)
         message = renderer.render(ready, Moment.CONSULT_NOTE)
-        assert message.audience is Audience.REFERRER and message.language == "en"
+        assert message.audience is Audience.REFERRER
+        assert message.language == "en"
         assert referral.patient.given_name not in message.text
         assert str(referral.source_id) in message.text
         assert message.channels[0].value == "portal"
@@ -130,7 +137,10 @@ class TestPlainLanguage:
                 grade = textstat.flesch_kincaid_grade(message.text)
                 grades[key] = max(grades.get(key, grade), grade)
         specialties = {
-            t.split("/")[1].removesuffix(".txt") for key in grades for t in key.split("+") if "/" in t
+            t.split("/")[1].removesuffix(".txt")
+            for key in grades
+            for t in key.split("+")
+            if "/" in t
         }
         assert specialties >= set(synth.SPECIALTIES)
         worst = max(grades, key=grades.__getitem__)
@@ -171,9 +181,11 @@ class TestPlainLanguage:
         english = renderer.render(referral, Moment.NOT_COVERED, language="en")
         assert "x-internal-42" not in english.text
         assert "Your plan does not pay for this service." in english.text
-        assert "- a local clinic" in english.text and english.complete
+        assert "- a local clinic" in english.text
+        assert english.complete
         spanish = renderer.render(referral, Moment.NOT_COVERED, language="es")
-        assert spanish.missing == ("a local clinic",) and not spanish.complete
+        assert spanish.missing == ("a local clinic",)
+        assert not spanish.complete
 
 
 def _canaries(value: Any, counter: Iterator[int]) -> Any:
@@ -274,7 +286,8 @@ class TestLanguages:
             "es_MX",
             "es-MX",
         )
-        assert message.complete and "Hola" in message.text
+        assert message.complete
+        assert "Hola" in message.text
 
     def test_language_without_catalog_falls_back_to_english_and_says_so(
         self, renderer: Renderer, caplog: pytest.LogCaptureFixture
@@ -283,10 +296,13 @@ class TestLanguages:
         referral = synthetic(1)[0]
         vietnamese = attrs.evolve(
             referral,
-            patient=attrs.evolve(referral.patient, preferred_language="vi", interpreter_needed=True),
+            patient=attrs.evolve(
+                referral.patient, preferred_language="vi", interpreter_needed=True
+            ),
         )
         message = renderer.render(vietnamese, Moment.RECEIVED)
-        assert message.language == "en" and message.requested_language == "vi"
+        assert message.language == "en"
+        assert message.requested_language == "vi"
         assert not message.complete
         assert "Vietnamese interpreter" in message.text
         unknown = attrs.evolve(
@@ -310,7 +326,8 @@ class TestLanguages:
         referral = synthetic(1)[0]
         with caplog.at_level(logging.WARNING, logger="referralkit.messages"):
             message = renderer.render(referral, Moment.RECEIVED, language="fr")
-        assert message.language == "fr" and message.text.startswith("Bonjour")
+        assert message.language == "fr"
+        assert message.text.startswith("Bonjour")
         assert "What happens next:" in message.text
         assert "What happens next:" in message.missing
         assert "Hello %(first_name)s," not in message.missing
@@ -336,16 +353,20 @@ class TestLanguages:
         referral = synthetic(1)[0]
         needs = attrs.evolve(
             referral,
-            patient=attrs.evolve(referral.patient, preferred_language="es", interpreter_needed=True),
+            patient=attrs.evolve(
+                referral.patient, preferred_language="es", interpreter_needed=True
+            ),
         )
         message = renderer.render(needs, Moment.RECEIVED)
-        assert message.interpreter and "intérprete de español" in message.text
+        assert message.interpreter
+        assert "intérprete de español" in message.text
         assert message.channels[0].value == "phone"
         plain = renderer.render(
             attrs.evolve(needs, patient=attrs.evolve(needs.patient, interpreter_needed=False)),
             Moment.RECEIVED,
         )
-        assert not plain.interpreter and "intérprete" not in plain.text
+        assert not plain.interpreter
+        assert "intérprete" not in plain.text
 
 
 class TestMomentsRefuseWrongFacts:
@@ -382,7 +403,7 @@ class TestMomentsRefuseWrongFacts:
     )
     def test_bad_arguments(self, renderer: Renderer, kwargs: dict[str, Any], path: str) -> None:
         """Bad arguments are typed errors naming the argument."""
-        referral, extra = staged(synthetic(1)[0], Moment.NOT_COVERED, AT)
+        referral, _extra = staged(synthetic(1)[0], Moment.NOT_COVERED, AT)
         arguments: dict[str, Any] = {"moment": Moment.NOT_COVERED, **kwargs}
         with pytest.raises(ValidationError) as info:
             renderer.render(referral, **arguments)
@@ -392,7 +413,10 @@ class TestMomentsRefuseWrongFacts:
         """The new expected date is a date."""
         with pytest.raises(ValidationError, match="new_date"):
             renderer.render(
-                synthetic(1)[0], Moment.DELAYED, cause="insurance", new_date=AT  # type: ignore[arg-type]
+                synthetic(1)[0],
+                Moment.DELAYED,
+                cause="insurance",
+                new_date=AT,  # type: ignore[arg-type]
             )
 
     def test_not_a_referral(self, renderer: Renderer) -> None:
@@ -440,9 +464,7 @@ class TestCoverageMoment:
             ),
         ],
     )
-    def test_for_coverage(
-        self, decision: CoverageDecision, plan: PlanType, moment: Moment
-    ) -> None:
+    def test_for_coverage(self, decision: CoverageDecision, plan: PlanType, moment: Moment) -> None:
         """The decision picks the coverage moment."""
         referral = attrs.evolve(
             synthetic(1)[0],
@@ -477,7 +499,9 @@ class TestHtml:
         referral = attrs.evolve(
             referral,
             target=target,
-            appointments=tuple(attrs.evolve(a, provider_id=target.id) for a in referral.appointments),
+            appointments=tuple(
+                attrs.evolve(a, provider_id=target.id) for a in referral.appointments
+            ),
         )
         message = renderer.render(referral, Moment.BOOKED, language="en")
         assert "<script>alert(1)</script> & Co" in message.text
@@ -485,6 +509,10 @@ class TestHtml:
         assert "<script>" not in message.html
         assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; Co" in message.html
         assert '<html lang="en">' in message.html
+
+
+SUBJECT = "{% set subject %}x{% endset %}\n"
+VISIT = '{% extends "_visit.txt" %}\n'
 
 
 def write(folder: Path, name: str, text: str) -> Path:
@@ -498,7 +526,8 @@ class TestOverrides:
     def test_a_folder_overrides_a_template_and_adds_a_specialty(self, tmp_path: Path) -> None:
         """Deployment templates win over the shipped ones; a new prep/ file is used."""
         shipped = (TEMPLATE_DIR / "received.txt").read_text()
-        write(tmp_path, "received.txt", shipped.replace("{% block content %}", "{% block content %}\nFROM THE DEPLOYMENT\n"))
+        changed = shipped.replace("{% block content %}", "{% block content %}\nFROM US\n")
+        write(tmp_path, "received.txt", changed)
         write(
             tmp_path,
             "prep/sports-medicine.txt",
@@ -507,7 +536,7 @@ class TestOverrides:
         renderer = Renderer(templates=tmp_path)
         assert "sports-medicine" in renderer.preps
         referral = synthetic(1)[0]
-        assert "FROM THE DEPLOYMENT" in renderer.render(referral, Moment.RECEIVED, language="en").text
+        assert "FROM US" in renderer.render(referral, Moment.RECEIVED, language="en").text
         sports = attrs.evolve(referral, specialty="sports-medicine")
         booked, _ = staged(sports, Moment.BOOKED, AT)
         message = renderer.render(booked, Moment.BOOKED, language="es")
@@ -520,16 +549,30 @@ class TestOverrides:
     @pytest.mark.parametrize(
         ("name", "text", "line", "reason"),
         [
-            ("booked.txt", '{% extends "_visit.txt" %}\n{% set subject %}x{% endset %}\n{{ diagnosis }}\n', 3, "unknown placeholder 'diagnosis'"),
-            ("received.txt", "{% set subject %}x{% endset %}\nline\n{% if %}\n", 3, "Expected an expression"),
-            ("received.txt", "{% set subject %}x{% endset %}\n\n{{ first_name|no_such_filter }}\n", 3, "No filter named"),
-            ("received.txt", '{% set subject %}x{% endset %}\n{% include "_nope.txt" %}\n', 2, "'_nope.txt' does not exist"),
-            ("covered.txt", "{% set subject %}x{% endset %}\n\n{{ org_phone }}\n", 3, "an empty fact is printed"),
-            ("covered.txt", "{% set subject %}x{% endset %}\n{{ first_name.__class__ }}\n", 2, "unsafe"),
+            ("booked.txt", f"{VISIT}{SUBJECT}{{{{ diagnosis }}}}\n", 3, "unknown placeholder"),
+            ("received.txt", f"{SUBJECT}line\n{{% if %}}\n", 3, "Expected an expression"),
+            ("received.txt", f"{SUBJECT}\n{{{{ first_name|nope }}}}\n", 3, "No filter named"),
+            (
+                "received.txt",
+                f'{SUBJECT}{{% include "_no.txt" %}}\n',
+                2,
+                "'_no.txt' does not exist",
+            ),
+            ("covered.txt", f"{SUBJECT}\n{{{{ org_phone }}}}\n", 3, "an empty fact is printed"),
+            ("covered.txt", f"{SUBJECT}{{{{ first_name.__class__ }}}}\n", 2, "unsafe"),
             ("covered.txt", "no subject here\n", None, "sets no subject"),
             ("boked.txt", "typo\n", None, "not a template referralkit knows"),
         ],
-        ids=["unknown-placeholder", "syntax", "filter", "include", "unguarded-none", "sandbox", "subject", "name"],
+        ids=[
+            "unknown-placeholder",
+            "syntax",
+            "filter",
+            "include",
+            "unguarded-none",
+            "sandbox",
+            "subject",
+            "name",
+        ],
     )
     def test_broken_templates_fail_at_load_naming_template_and_line(
         self, tmp_path: Path, name: str, text: str, line: int | None, reason: str
@@ -612,12 +655,11 @@ class TestValues:
             appointments=(Appointment("a", AT + dt.timedelta(days=3), "someone-else"),),
         )
         message = renderer.render(referral, Moment.BOOKED, language="en")
-        assert "Who:" not in message.text and "When:" in message.text
+        assert "Who:" not in message.text
+        assert "When:" in message.text
 
     def test_approved_authorization_without_end(self, renderer: Renderer) -> None:
         """An approval without an end date says nothing about one."""
-        referral = attrs.evolve(
-            synthetic(1)[0], authorization=Authorization(AuthStatus.APPROVED)
-        )
+        referral = attrs.evolve(synthetic(1)[0], authorization=Authorization(AuthStatus.APPROVED))
         message = renderer.render(referral, Moment.AUTH_APPROVED, language="en")
         assert "lasts until" not in message.text

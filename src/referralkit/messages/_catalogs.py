@@ -70,9 +70,7 @@ def _read(path: Path, language: str) -> tuple[gettext.NullTranslations, frozense
         if errors:
             raise TemplateError(str(path), message.lineno, str(errors[0]))
     translated = frozenset(
-        str(m.id)
-        for m in catalog
-        if m.id and isinstance(m.id, str) and m.string and not m.fuzzy
+        str(m.id) for m in catalog if m.id and isinstance(m.id, str) and m.string and not m.fuzzy
     )
     buffer = io.BytesIO()
     write_mo(buffer, catalog)

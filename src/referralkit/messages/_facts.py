@@ -26,7 +26,7 @@ from ..model import (
     Referral,
 )
 from . import _phrases
-from ._model import DelayCause, Money, Moment, Organization
+from ._model import DelayCause, Moment, Money, Organization
 
 __all__ = ["COMMON", "FACTS", "Phrase", "read_facts"]
 
@@ -241,7 +241,7 @@ def _delayed(
     referral: Referral, zone: zoneinfo.ZoneInfo, cause: object, new_date: object, *_: Any
 ) -> dict[str, Any]:
     try:
-        known = DelayCause(cause)
+        known = DelayCause(cause)  # type: ignore[arg-type]  # checked here
     except ValueError:
         names = ", ".join(c.value for c in DelayCause)
         raise ValidationError("cause", f"expected a DelayCause ({names})") from None

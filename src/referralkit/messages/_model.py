@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import decimal
 import enum
 from collections.abc import Mapping
@@ -119,18 +118,6 @@ class DelayCause(enum.StrEnum):
     """A missed visit, or the patient asked to wait."""
 
 
-@attrs.frozen
-class Money:
-    """An amount in a currency (ISO 4217), formatted for the reader's locale.
-
-    >>> Money("125.50").amount
-    Decimal('125.50')
-    """
-
-    amount: decimal.Decimal = attrs.field(converter=lambda value: _decimal(value))
-    currency: str = attrs.field(default="USD", validator=v.text(pattern=r"[A-Z]{3}"))
-
-
 def _decimal(value: object) -> decimal.Decimal:
     if isinstance(value, bool) or not isinstance(value, int | str | decimal.Decimal):
         raise ValidationError("amount", "expected a Decimal, an int or a numeric string")
@@ -144,6 +131,18 @@ def _decimal(value: object) -> decimal.Decimal:
 
 
 @attrs.frozen
+class Money:
+    """An amount in a currency (ISO 4217), formatted for the reader's locale.
+
+    >>> Money("125.50").amount
+    Decimal('125.50')
+    """
+
+    amount: decimal.Decimal = attrs.field(converter=_decimal)
+    currency: str = attrs.field(default="USD", validator=v.text(pattern=r"[A-Z]{3}"))
+
+
+@attrs.frozen
 class Organization:
     """The voice messages speak in: who signs them and how to reach them.
 
@@ -154,9 +153,7 @@ class Organization:
     name: str = attrs.field(default="Your care team", validator=v.text(max_length=200))
     phone: str | None = attrs.field(default=None, validator=v.optional(v.text(max_length=60)))
     email: str = attrs.field(default="care-team@example.org", validator=v.text(max_length=200))
-    website: str | None = attrs.field(
-        default=None, validator=v.optional(v.text(max_length=200))
-    )
+    website: str | None = attrs.field(default=None, validator=v.optional(v.text(max_length=200)))
 
 
 def _facts_repr(_: object) -> str:
@@ -218,13 +215,9 @@ CHANNELS_BY_MOMENT: Final[Mapping[Moment, tuple[Channel, ...]]] = {
         if moment is Moment.CONSULT_NOTE
         # news that calls for a conversation: a call first, then in writing
         else (Channel.PHONE, Channel.EMAIL, Channel.SMS, Channel.MAIL)
-        if moment
-        in (Moment.NOT_COVERED, Moment.AUTH_DENIED, Moment.DELAYED, Moment.MISSED)
+        if moment in (Moment.NOT_COVERED, Moment.AUTH_DENIED, Moment.DELAYED, Moment.MISSED)
         else (Channel.EMAIL, Channel.SMS, Channel.PHONE, Channel.MAIL)
     )
     for moment in Moment
 }
 
-
-def day_of(value: dt.date | dt.datetime) -> dt.date:
-    return value.date() if isinstance(value, dt.datetime) else value

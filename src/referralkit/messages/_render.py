@@ -10,7 +10,7 @@ import logging
 import re
 import traceback
 import zoneinfo
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -48,7 +48,7 @@ from ._catalogs import (
     parse_locale,
 )
 from ._facts import FACTS, Phrase, read_facts
-from ._model import CHANNELS_BY_MOMENT, Audience, DelayCause, Message, Money, Moment, Organization
+from ._model import CHANNELS_BY_MOMENT, Audience, DelayCause, Message, Moment, Money, Organization
 
 __all__ = ["TEMPLATE_DIR", "Renderer"]
 
@@ -225,7 +225,9 @@ class Renderer:
         probe = self._environment(Catalog(SOURCE_LANGUAGE, _NULL, frozenset()), compiled=False)
         self._info = {name: self._analyse(probe, name) for name in self._names()}
         self.preps: frozenset[str] = frozenset(
-            n.removeprefix("prep/").removesuffix(".txt") for n in self._info if n.startswith("prep/")
+            name.removeprefix("prep/").removesuffix(".txt")
+            for name in self._info
+            if name.startswith("prep/")
         )
         """The specialties with their own preparation template (``generic`` for the rest)."""
         self._required()
@@ -307,7 +309,7 @@ class Renderer:
             references.append(reference)
         msgids = frozenset(
             _msgid(message)
-            for _, function, message in env.extract_translations(source)
+            for _, function, message in env.extract_translations(source)  # type: ignore[attr-defined]
             if function in ("gettext", "_") and _msgid(message)
         )
         return _TemplateInfo(
@@ -371,7 +373,7 @@ class Renderer:
             locale = parse_locale(requested)
             candidates = [str(locale), locale.language] if locale is not None else []
             language = next((c for c in candidates if c in self.languages), SOURCE_LANGUAGE)
-            if locale is None or language == SOURCE_LANGUAGE and locale.language != "en":
+            if locale is None or (language == SOURCE_LANGUAGE and locale.language != "en"):
                 locale = _locale(language)
             found = self._resolved[requested] = (self._language(language), locale)
         return found
@@ -465,9 +467,7 @@ class Renderer:
         missing: list[str],
     ) -> tuple[str, str, str, str | None, tuple[str, ...]]:
         catalog = language.catalog
-        context = {
-            name: _display(value, catalog, locale, missing) for name, value in facts.items()
-        }
+        context = {name: _display(value, catalog, locale, missing) for name, value in facts.items()}
         if "interpreter_language" in context:
             context["interpreter_language"] = language_name(
                 str(facts["interpreter_language"]), locale
@@ -485,14 +485,15 @@ class Renderer:
             html_name = LAYOUT
         # escaped here, in one pass over the text, rather than line by line in the sandbox
         paragraphs = [
-            Markup(p.replace("\n", "<br>\n")) for p in str(escape(text)).split("\n\n")
+            Markup(p.replace("\n", "<br>\n"))  # noqa: S704 - escape() made it safe
+            for p in str(escape(text)).split("\n\n")
         ]
         html = _run(
             language,
             html_name,
             lambda t: t.render({**context, "subject": subject, "paragraphs": paragraphs}),
         ).strip()
-        names = (text_name, html_name)
+        names: tuple[str, ...] = (text_name, html_name)
         if "prep" in facts:
             names += (str(facts["prep"]),)
         return subject, text, sms, html or None, names
@@ -539,7 +540,7 @@ def _paths(value: str | Path | Sequence[str | Path] | None, name: str) -> list[P
 
 def _moment(value: object) -> Moment:
     try:
-        return Moment(value)
+        return Moment(value)  # type: ignore[arg-type]  # checked here
     except ValueError:
         names = ", ".join(m.value for m in Moment)
         raise ValidationError("moment", f"expected a Moment ({names})") from None
@@ -594,7 +595,7 @@ def _run(language: _Language, name: str, call: Callable[[Template], Any]) -> Any
         return call(template)
     except TemplateError:
         raise
-    except Exception:  # noqa: BLE001 - a template is code the deployment writes
+    except Exception:
         # Template.render() maps the traceback to template lines; make_module() does not
         exc = rewrite_traceback_stack()
         where, line = _where(exc, language, name)
@@ -619,7 +620,7 @@ def _line_of(tree: nodes.Template, variable: str) -> int | None:
 
 def _reference_line(tree: nodes.Template, reference: str) -> int | None:
     for node in tree.find_all((nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)):
-        target = node.template
+        target = getattr(node, "template", None)
         if isinstance(target, nodes.Const) and target.value == reference:
             return node.lineno
     return None  # pragma: no cover - find_referenced_templates found it in one of these
@@ -685,4 +686,3 @@ def _sample(moment: Moment, full: bool, specialty: str) -> dict[str, Any]:
     }
     wanted = FACTS[moment] | ({"prep"} if moment in _PREP_MOMENTS else set())
     return {name: values[name] for name in wanted}
-

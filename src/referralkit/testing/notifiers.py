@@ -33,7 +33,7 @@ import attrs
 import pytest
 
 from ..errors import DeliveryError
-from ..messages import KEY_HEADER, DelayCause, Message, Money, Moment, Notifier, Receipt, Renderer
+from ..messages import KEY_HEADER, DelayCause, Message, Moment, Money, Notifier, Receipt, Renderer
 from ..model import (
     Appointment,
     AppointmentStatus,
@@ -137,7 +137,7 @@ def _renderer() -> Renderer:
 def _body(mail: EmailMessage, subtype: str) -> str:
     part = mail.get_body(preferencelist=(subtype,))
     assert part is not None, f"no text/{subtype} part"
-    content: str = part.get_content()  # type: ignore[attr-defined]
+    content: str = part.get_content()
     return content.replace("\r\n", "\n").strip()
 
 
@@ -159,7 +159,8 @@ class NotifierContract:
     def test_is_a_notifier(self, notifier: Notifier) -> None:
         """The adapter satisfies the Notifier protocol and reaches at least one system."""
         assert isinstance(notifier, Notifier)
-        assert notifier.systems and notifier.systems <= set(ContactSystem)
+        assert notifier.systems
+        assert notifier.systems <= set(ContactSystem)
 
     @pytest.mark.parametrize("system", list(ContactSystem), ids=lambda s: s.value)
     def test_every_contact_system_is_delivered_or_refused(
@@ -174,7 +175,8 @@ class NotifierContract:
             return
         receipt = notifier.send(message, contact)
         assert receipt.key == message.key
-        assert receipt.at.tzinfo is not None and receipt.at.utcoffset() == dt.timedelta(0)
+        assert receipt.at.tzinfo is not None
+        assert receipt.at.utcoffset() == dt.timedelta(0)
         assert not receipt.duplicate
         got = delivered(receipt)
         if system is ContactSystem.EMAIL:
@@ -194,7 +196,8 @@ class NotifierContract:
         assert message.html is not None
         assert "<html" in _body(mail, "html")
         # non-ASCII survives the transport's encoding
-        assert "á" in message.text and "á" in _body(mail, "plain")
+        assert "á" in message.text
+        assert "á" in _body(mail, "plain")
 
     def test_same_key_same_message_id(
         self, notifier: Notifier, delivered: Delivered, message: Message
