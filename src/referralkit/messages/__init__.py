@@ -18,22 +18,22 @@ facts it used, and an idempotency key.
   ``.eml`` and SMS text files, :class:`SmtpNotifier` sends e-mail over SMTP.
 
 >>> import datetime as dt
->>> import attrs
->>> from referralkit import Appointment
+>>> import referralkit as rk
 >>> from referralkit.messages import Moment, Renderer
->>> from referralkit.testing import sample_request
->>> referral = sample_request().referral("r-1", dt.datetime(2026, 3, 2, 9, tzinfo=dt.UTC))
->>> booked = attrs.evolve(
-...     referral,
-...     appointments=(
-...         Appointment("a-1", dt.datetime(2026, 3, 10, 15, 30, tzinfo=dt.UTC), "prov-card-1"),
-...     ),
+>>> at = dt.datetime(2026, 3, 2, 9, tzinfo=dt.UTC)
+>>> referral = rk.Referral(
+...     "r-1",
+...     rk.Patient("p-1", "MRN-1", "Ana", "Example", dt.date(1980, 5, 1), preferred_language="es"),
+...     rk.Provider("pcp-1", "Lakeview Family Medicine", "family-medicine"),
+...     "cardiology",
+...     at,
+...     at,
+...     appointments=(rk.Appointment("a-1", at + dt.timedelta(days=8), "pcp-1"),),
 ... )
 >>> renderer = Renderer(timezone="America/Los_Angeles")
->>> message = renderer.render(booked, Moment.BOOKED, language="en")
->>> message.subject
+>>> renderer.render(referral, Moment.BOOKED, language="en").subject
 'Your visit is booked for Tuesday, March 10, 2026'
->>> print(renderer.render(booked, Moment.BOOKED).subject)
+>>> print(renderer.render(referral, Moment.BOOKED).subject)
 Su cita está reservada para el martes, 10 de marzo de 2026
 """
 
