@@ -220,4 +220,3 @@ CHANNELS_BY_MOMENT: Final[Mapping[Moment, tuple[Channel, ...]]] = {
     )
     for moment in Moment
 }
-
