@@ -39,7 +39,7 @@ Su cita está reservada para el martes, 10 de marzo de 2026
 
 from ._catalogs import DOMAIN, LOCALE_DIR
 from ._facts import COMMON, FACTS
-from ._model import Audience, DelayCause, Message, Moment, Money, Organization
+from ._model import Audience, DelayCause, Message, Moment, Money, Notification, Organization
 from ._notify import KEY_HEADER, Notifier, OutboxNotifier, Receipt, SmtpNotifier, email_message
 from ._render import TEMPLATE_DIR, Renderer
 
@@ -55,6 +55,7 @@ __all__ = [
     "Message",
     "Moment",
     "Money",
+    "Notification",
     "Notifier",
     "Organization",
     "OutboxNotifier",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import decimal
 import enum
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
@@ -13,12 +13,16 @@ from .. import _validators as v
 from ..errors import ValidationError
 from ..model import Channel, CoverageDecision, Covered, PlanType, Referral
 
+if TYPE_CHECKING:
+    from ._notify import Receipt
+
 __all__ = [
     "Audience",
     "DelayCause",
     "Message",
     "Moment",
     "Money",
+    "Notification",
     "Organization",
 ]
 
@@ -220,3 +224,19 @@ CHANNELS_BY_MOMENT: Final[Mapping[Moment, tuple[Channel, ...]]] = {
     )
     for moment in Moment
 }
+
+
+@attrs.frozen
+class Notification:
+    """What :meth:`ReferralDesk.notify <referralkit.desk.ReferralDesk.notify>` did.
+
+    ``referral`` is the referral afterwards (with the communication recorded), ``message``
+    the message, ``receipt`` the notifier's receipt; ``duplicate`` is true when the same
+    message (same key) had been sent and recorded before, and nothing was sent again
+    (``receipt`` is then ``None``).
+    """
+
+    referral: Referral
+    message: Message
+    receipt: Receipt | None = None
+    duplicate: bool = False
