@@ -76,6 +76,12 @@ nitpick_ignore_regex = [
     ("py:class", r"hypothesis\.strategies\._internal\.core\.DataObject"),
     # a type alias (a Union) is documented as data, not as a class
     ("py:class", r"(referralkit\.rules\.model\.)?Condition"),
+    # referralkit.messages
+    ("py:class", r"babel\.core\.Locale"),
+    ("py:class", r"decimal\.Decimal"),
+    ("py:class", r"ssl\.SSLContext"),
+    ("py:class", r"email\.message\.EmailMessage"),
+    ("py:mod", r"email|smtplib"),
 ]
 
 # The builtin ``type`` in annotations meets two documented attributes named ``type``
