@@ -90,6 +90,15 @@ nitpick_ignore_regex = [
     # the type variables of the Directory port, and outside types in directory signatures
     ("py:class", r"referralkit\.directory\._port\.[EM]"),
     ("py:class", r"(decimal\.Decimal|io\.TextIOBase|httpx\.Client)"),
+    # referralkit.messages
+    ("py:class", r"babel\.core\.Locale"),
+    ("py:class", r"decimal\.Decimal"),
+    ("py:class", r"ssl\.SSLContext"),
+    ("py:class", r"email\.message\.EmailMessage"),
+    ("py:mod", r"email|smtplib"),
+    # ReferralDesk.notify names the messages types only for type checkers (importing them
+    # loads Jinja2 and Babel), so autodoc shows its annotations as written
+    ("py:class", r"dt\.date"),
 ]
 
 # The builtin ``type`` in annotations meets two documented attributes named ``type``

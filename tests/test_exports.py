@@ -10,6 +10,7 @@ import pytest
 
 import referralkit
 import referralkit.errors
+import referralkit.messages
 import referralkit.testing
 from referralkit import ReferralKitError
 
@@ -29,7 +30,9 @@ def isort_key(name: str) -> tuple[int, str]:
     return kind, name
 
 
-@pytest.mark.parametrize("module", [referralkit, referralkit.testing], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "module", [referralkit, referralkit.testing, referralkit.messages], ids=lambda m: m.__name__
+)
 class TestAll:
     def test_all_is_exactly_the_public_names(self, module: types.ModuleType) -> None:
         """__all__ equals the public, non-module names of dir(module)."""

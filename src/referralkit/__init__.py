@@ -19,6 +19,7 @@ from .desk import ReferralDesk
 from .discrepancies import Finding, FindingKind, Severity, audit, audit_all
 from .errors import (
     ConcurrencyError,
+    DeliveryError,
     DuplicateReferralError,
     GuardError,
     NotFoundError,
@@ -26,6 +27,7 @@ from .errors import (
     ReferralKitError,
     RulesError,
     StorageError,
+    TemplateError,
     TransitionError,
     ValidationError,
 )
@@ -108,6 +110,7 @@ __all__ = [
     "CoverageDecider",
     "CoverageDecision",
     "Covered",
+    "DeliveryError",
     "Direction",
     "DocNeeded",
     "DuplicateReferralError",
@@ -147,6 +150,7 @@ __all__ = [
     "Status",
     "StorageError",
     "SystemClock",
+    "TemplateError",
     "TransitionError",
     "UrgencyAssessment",
     "UrgencyAssessor",

@@ -9,6 +9,8 @@ Commands:
   dates.
 - ``referralkit lifecycle``: the lifecycle's transition table; ``--mermaid`` prints it as a
   Mermaid state diagram.
+- ``referralkit message --db URL ID --moment MOMENT [--lang LANG]``: print the patient
+  message for a moment of a stored referral (:mod:`referralkit.messages`); nothing is sent.
 - ``referralkit fhir import FILE --db URL`` and ``referralkit fhir export --db URL``: FHIR R4
   Bundles in and out (``referralkit.interop.fhir``, the ``fhir`` extra), as NDJSON (one
   Bundle per line) or, for import, one Bundle as a JSON document. A file with a refused
@@ -489,6 +491,33 @@ def _rules_diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         f"{result.total} referrals change\n\n{result.table()}\n"
     )
     return 0
+
+
+def _message(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .messages import Moment, Renderer
+
+    with open_store(args.db) as store:
+        referral = store.load(args.id)
+    renderer = Renderer(timezone=args.timezone)
+    moment = Moment.for_coverage(referral) if args.moment == "coverage" else args.moment
+    message = renderer.render(
+        referral, moment, language=args.lang, cause=args.cause, new_date=args.new_date
+    )
+    body = message.html if args.html else message.text
+    out.write(f"Subject: {message.subject}\n\n{body}\n")
+    if not message.complete:
+        err.write(
+            f"referralkit: note: written in {message.language} for a reader who prefers "
+            f"{message.requested_language}; {len(message.missing)} text(s) shown in English\n"
+        )
+    return 0
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date (YYYY-MM-DD), got {text!r}") from None
 
 
 # --------------------------------------------------------------------------- FHIR
@@ -1051,6 +1080,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the fhir.resources validation of each Bundle (several times faster)",
     )
     exporting.set_defaults(handler=_fhir_export)
+
+    # no import of referralkit.messages here: Jinja2 and Babel load only for this command
+    messaging = commands.add_parser(
+        "message",
+        help="print the patient message for a moment of a referral",
+        description="Render the message a patient (or, for consult-note, the referrer) gets "
+        "at MOMENT, in their preferred language unless --lang says otherwise; 'coverage' "
+        "picks the coverage moment from the referral's decision. Nothing is sent.",
+    )
+    messaging.add_argument("id", metavar="ID", help="the referral id")
+    messaging.add_argument("--db", required=True, help="store URL to read the referral from")
+    messaging.add_argument(
+        "--moment",
+        required=True,
+        help="received, coverage (or covered, prior-auth-needed, not-covered, self-pay, "
+        "coverage-pending), auth-requested, auth-approved, auth-denied, booked, reminder, "
+        "missed, delayed, consult-note",
+    )
+    messaging.add_argument("--lang", default=None, help="language tag (default: the reader's)")
+    messaging.add_argument("--timezone", default="UTC", help="IANA zone for visit times (UTC)")
+    messaging.add_argument("--html", action="store_true", help="print the HTML part")
+    messaging.add_argument(
+        "--cause",
+        help="why it is late, for delayed: administrative, insurance, communication, "
+        "scheduling or patient",
+    )
+    messaging.add_argument("--new-date", type=_date, help="new expected date (delayed)")
+    messaging.set_defaults(handler=_message)
     return parser
 
 

@@ -23,7 +23,7 @@ import datetime as dt
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
@@ -53,6 +53,10 @@ from .policy import BasicCoverage, BasicUrgency, CoverageDecider, UrgencyAssesso
 from .privacy import Actor, authorize
 from .serialization import to_dict
 from .storage import Query, ReferralStore, open_store
+
+if TYPE_CHECKING:
+    from .messages import DelayCause, Moment, Money, Notification, Notifier, Renderer
+    from .model import ContactPoint
 
 __all__ = ["ReferralDesk"]
 
@@ -104,6 +108,26 @@ def _query(filters: dict[str, Any], **fixed: Any) -> Query:
         if name not in _QUERY_FIELDS or name in fixed:
             raise ValidationError(name, "not a filter of this query")
     return Query(**filters, **fixed)
+
+
+def _message_recorded(history: Sequence[ReferralEvent], key: str) -> bool:
+    return any(
+        e.type == EventType.COMMUNICATION_LOGGED.value
+        and (e.payload.get("message") or {}).get("key") == key
+        for e in history
+    )
+
+
+def _reachable(referral: Referral, channels: Sequence[Channel], notifier: Notifier) -> ContactPoint:
+    """The patient's first contact the notifier reaches, in the message's channel order."""
+    from .errors import DeliveryError
+
+    contacts = [c for c in referral.patient.contacts if c.system in notifier.systems]
+    order = {channel.value: index for index, channel in enumerate(channels)}
+    contacts.sort(key=lambda c: order.get(c.system.value, len(order)))
+    if not contacts:
+        raise DeliveryError("none", "the patient has no contact this notifier can reach")
+    return contacts[0]
 
 
 class ReferralDesk:
@@ -608,6 +632,104 @@ class ReferralDesk:
             return [(EventType.COMMUNICATION_LOGGED, {"communication": to_dict(communication)})]
 
         return self._change(actor, "log_communication", referral_id, expected_version, build)
+
+    def notify(
+        self,
+        actor: Actor,
+        referral_id: str,
+        moment: Moment | str,
+        notifier: Notifier,
+        *,
+        renderer: Renderer | None = None,
+        contact: ContactPoint | None = None,
+        language: str | None = None,
+        cause: DelayCause | str | None = None,
+        new_date: dt.date | None = None,
+        estimate: Money | None = None,
+    ) -> Notification:
+        """Tell the patient (or, for the consult note, the referrer) about ``moment``: render
+        the message (:mod:`referralkit.messages`), send it through ``notifier`` and record it
+        as an outbound :class:`~referralkit.model.Communication`.
+
+        Idempotent per (referral, moment, version): the version is that of the referral's
+        last change other than a logged communication, so a retry after a crash, or a second
+        call, finds the message recorded and sends nothing (``duplicate``). ``contact``
+        defaults to the patient's first contact the notifier can reach, in the order of the
+        message's channel hints; the consult note needs one. A failed delivery raises
+        :class:`~referralkit.errors.DeliveryError` and records nothing. The communication's
+        ``interpreter_used`` stays false: a written message that promises an interpreter does
+        not provide one; the event's ``message`` entry records the language, the promise and
+        the key.
+        """
+        # imported here: Jinja2 and Babel load only for a desk that sends messages
+        from .errors import DeliveryError
+        from .messages import Audience, Moment, Notification, Renderer
+
+        authorize(actor, "log_communication")
+        current = self.store.load(referral_id)
+        history = self.store.events(referral_id)
+        facts_version = max(
+            (e.version for e in history if e.type != EventType.COMMUNICATION_LOGGED.value),
+            default=current.version,
+        )
+        if renderer is None:
+            # built once per desk, on first use: it compiles every template (about a second)
+            renderer = getattr(self, "_renderer", None) or Renderer()
+            self._renderer = renderer
+        message = renderer.render(
+            current,
+            moment,
+            language=language,
+            version=facts_version,
+            cause=cause,
+            new_date=new_date,
+            estimate=estimate,
+        )
+        if _message_recorded(history, message.key):
+            return Notification(current, message, duplicate=True)
+        if contact is None:
+            if message.moment is Moment.CONSULT_NOTE:
+                raise ValidationError("contact", "the consult note needs the referrer's contact")
+            contact = _reachable(current, message.channels, notifier)
+        receipt = notifier.send(message, contact)
+        counterpart = "patient" if message.audience is Audience.PATIENT else current.referring.name
+        record = {
+            "moment": message.moment.value,
+            "key": message.key,
+            "language": message.language,
+            "requested_language": message.requested_language,
+            "complete": message.complete,
+            "interpreter_promised": message.interpreter,
+            "transport_id": receipt.transport_id,
+        }
+
+        def build(r: Referral, now: dt.datetime) -> _Change:
+            communication = Communication(
+                id=self._new_id(),
+                at=receipt.at,
+                channel=receipt.channel,
+                direction=Direction.OUTBOUND,
+                counterpart=counterpart,
+                summary=f"{message.moment.value} message sent in {message.language}",
+                interpreter_used=False,
+            )
+            payload = {"communication": to_dict(communication), "message": record}
+            return [(EventType.COMMUNICATION_LOGGED, payload)]
+
+        # sent already: record it even if someone changed the referral meanwhile
+        for _ in range(3):
+            try:
+                return Notification(
+                    self._change(actor, "log_communication", referral_id, None, build),
+                    message,
+                    receipt,
+                )
+            except ConcurrencyError:
+                if _message_recorded(self.store.events(referral_id), message.key):
+                    return Notification(self.store.load(referral_id), message, receipt, True)
+        raise DeliveryError(
+            receipt.channel.value, "sent, but could not be recorded: the referral kept changing"
+        )
 
     def add_follow_up(
         self,

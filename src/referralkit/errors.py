@@ -13,7 +13,9 @@ apart::
     ├── NotFoundError            no referral with that id
     ├── PermissionDeniedError    the actor's roles do not allow the operation
     ├── RulesError               a rule or ruleset is malformed or cannot be evaluated
-    └── StorageError             the storage backend failed; driver errors are mapped here
+    ├── StorageError             the storage backend failed; driver errors are mapped here
+    ├── TemplateError            a message template is broken; names the template and line
+    └── DeliveryError            a notifier could not deliver a message
 
 Messages never contain protected health information (PHI): they name fields, states, events
 and identifiers, never the values of fields declared as PHI on the model.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConcurrencyError",
+    "DeliveryError",
     "DuplicateReferralError",
     "GuardError",
     "NotFoundError",
@@ -30,6 +33,7 @@ __all__ = [
     "ReferralKitError",
     "RulesError",
     "StorageError",
+    "TemplateError",
     "TransitionError",
     "ValidationError",
 ]
@@ -135,3 +139,35 @@ class StorageError(ReferralKitError):
         self.driver_error = driver_error
         self.sqlstate = sqlstate
         super().__init__(message)
+
+
+class TemplateError(ReferralKitError):
+    """A message template (:mod:`referralkit.messages`) cannot be loaded or rendered.
+
+    ``template`` names the template file and ``line`` the line in it (``None`` when the
+    error is about the template as a whole); ``reason`` says what is wrong. Raised when the
+    templates are loaded (bad syntax, an unknown placeholder, a missing include) rather than
+    when a message is sent, wherever that can be known in advance.
+    """
+
+    def __init__(self, template: str, line: int | None, reason: str) -> None:
+        self.template = template
+        self.line = line
+        self.reason = reason
+        where = template if line is None else f"{template}, line {line}"
+        super().__init__(f"{where}: {reason}")
+
+
+class DeliveryError(ReferralKitError):
+    """A notifier could not deliver a message.
+
+    The message never repeats the recipient's address or the message text (both PHI);
+    ``channel`` names the channel and ``retry`` says whether trying again later may succeed
+    (a server that was down) or not (an address the notifier cannot use).
+    """
+
+    def __init__(self, channel: str, reason: str, *, retry: bool = False) -> None:
+        self.channel = channel
+        self.reason = reason
+        self.retry = retry
+        super().__init__(f"{channel}: {reason}")

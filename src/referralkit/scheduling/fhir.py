@@ -1,7 +1,8 @@
 """Book through a FHIR R4 server: Slot search and Appointment create, or ``$find``/``$book``.
 
 :class:`FhirScheduler` is a :class:`~referralkit.scheduling.SchedulingAdapter` over ``httpx``
-(the ``scheduling`` extra: ``pip install "referralkit[scheduling]"``):
+(the ``scheduling`` extra: ``pip install "referralkit[scheduling]"``, or
+``pip install ".[scheduling]"`` in a checkout):
 
 - **find**: ``GET [base]/Slot?schedule.actor=<target>&status=free&start=ge..&start=lt..``,
   following the Bundle's ``next`` links until ``limit`` slots; an empty answer is told apart
@@ -272,7 +273,8 @@ class FhirScheduler:
             import httpx
         except ImportError:  # pragma: no cover - the extra is installed for the tests
             raise SchedulingError(
-                "the FHIR scheduler needs httpx: pip install 'referralkit[scheduling]'"
+                "the FHIR scheduler needs httpx: pip install 'referralkit[scheduling]' "
+                "(in a checkout: pip install '.[scheduling]')"
             ) from None
         self._httpx = httpx
         self._base = base_url.rstrip("/") + "/"
