@@ -30,6 +30,7 @@ from cattrs.errors import (
     IterableValidationNote,
 )
 
+from ._redaction import boundary
 from .errors import ValidationError
 
 __all__ = ["converter", "from_dict", "to_dict"]
@@ -134,10 +135,13 @@ def to_dict(value: Any) -> Any:
     return converter.unstructure(value)
 
 
+@boundary
 def from_dict(cls: type[T], data: Any) -> T:
     """Build a ``cls`` from JSON-compatible ``data``.
 
-    Raises :class:`~referralkit.errors.ValidationError` naming the first bad field.
+    Raises :class:`~referralkit.errors.ValidationError` naming the first bad field, with a
+    traceback that holds neither ``data`` nor cattrs' frames (see
+    :mod:`referralkit._redaction`).
     """
     try:
         return converter.structure(data, cls)

@@ -49,6 +49,7 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from .._redaction import boundary, boundary_iter
 from ..errors import (
     ConcurrencyError,
     DuplicateReferralError,
@@ -58,7 +59,6 @@ from ..errors import (
     ValidationError,
 )
 from ..model import Referral, ReferralEvent
-from ..serialization import from_dict
 from ._base import (
     Change,
     History,
@@ -69,10 +69,12 @@ from ._base import (
     check_changes,
     check_claim,
     check_histories,
+    check_id,
     check_owner,
+    check_query,
     lease_end,
 )
-from ._json import payload_json, snapshot_json
+from ._json import event_from_row, payload_json, referral_from_row, snapshot_json
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore", "connection_settings"]
 
@@ -255,19 +257,8 @@ def _event_row(e: ReferralEvent) -> tuple[Any, ...]:
 
 
 def _event(row: Sequence[Any]) -> ReferralEvent:
-    return from_dict(
-        ReferralEvent,
-        {
-            "referral_id": row[0],
-            "version": row[1],
-            "index": row[2],
-            # the session time zone decides the offset psycopg returns; the model wants UTC
-            "at": row[3].astimezone(dt.UTC),
-            "actor": row[4],
-            "type": row[5],
-            "payload": row[6],
-        },
-    )
+    # the session time zone decides the offset psycopg returns; the model converts to UTC
+    return event_from_row(tuple(row))
 
 
 def _driver_error(error: psycopg.Error, doing: str) -> StorageError:
@@ -409,6 +400,7 @@ class PostgresStore(ReferralStore):
 
     # ------------------------------------------------------------------ schema
 
+    @boundary
     def schema_version(self) -> int:
         """The version of the schema in the database (0 when it has no tables yet)."""
         rows = self._fetch(
@@ -430,6 +422,7 @@ class PostgresStore(ReferralStore):
             f"knows ({SCHEMA_VERSION}); upgrade referralkit"
         )
 
+    @boundary
     def upgrade(self, target: int | None = None) -> int:
         """Create the schema if needed and apply the forward migrations it lacks, up to
         ``target`` (default: the latest), in one transaction; returns the version now in the
@@ -475,20 +468,27 @@ class PostgresStore(ReferralStore):
 
     # ------------------------------------------------------------------ the store
 
+    @boundary
     def load(self, referral_id: str) -> Referral:
         rows = self._fetch(
-            "loading a referral", "SELECT snapshot FROM {s}.referrals WHERE id = %s", [referral_id]
+            "loading a referral",
+            "SELECT snapshot FROM {s}.referrals WHERE id = %s",
+            [check_id(referral_id)],
         )
         if not rows:
             raise NotFoundError(referral_id)
-        return from_dict(Referral, rows[0][0])
+        return referral_from_row(rows[0][0], referral_id)
 
+    @boundary
     def find_source(self, source_id: str) -> str | None:
         rows = self._fetch(
-            "finding a source id", "SELECT id FROM {s}.referrals WHERE source_id = %s", [source_id]
+            "finding a source id",
+            "SELECT id FROM {s}.referrals WHERE source_id = %s",
+            [check_id(source_id, "source_id")],
         )
         return str(rows[0][0]) if rows else None
 
+    @boundary
     def save_many(self, changes: Sequence[Change]) -> None:
         check_changes(changes)
         if not changes:
@@ -620,7 +620,9 @@ class PostgresStore(ReferralStore):
             sqlstate="23505",
         )
 
+    @boundary
     def events(self, referral_id: str) -> list[ReferralEvent]:
+        check_id(referral_id)
         rows = self._fetch(
             "loading events",
             f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events WHERE referral_id = %s "  # noqa: S608 - fixed column names
@@ -666,8 +668,9 @@ class PostgresStore(ReferralStore):
             params.append(query.due_before)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
+    @boundary
     def query(self, query: Query = Query()) -> list[Referral]:
-        where, params = self._where(query)
+        where, params = self._where(check_query(query))
         if query.order == "updated":
             order = " ORDER BY updated_at DESC, id DESC"
         else:
@@ -678,13 +681,14 @@ class PostgresStore(ReferralStore):
             params += [query.limit, query.offset]
         rows = self._fetch(
             "querying referrals",
-            f"SELECT snapshot FROM {{s}}.referrals{where}{order}{paging}",  # noqa: S608 - fixed column names
+            f"SELECT id, snapshot FROM {{s}}.referrals{where}{order}{paging}",  # noqa: S608 - fixed column names
             params,
         )
-        return [from_dict(Referral, r[0]) for r in rows]
+        return [referral_from_row(snapshot, referral_id) for referral_id, snapshot in rows]
 
+    @boundary
     def count(self, query: Query = Query()) -> int:
-        where, params = self._where(query)
+        where, params = self._where(check_query(query))
         rows = self._fetch(
             "counting referrals",
             f"SELECT count(*) FROM {{s}}.referrals{where}",  # noqa: S608 - fixed column names
@@ -694,6 +698,7 @@ class PostgresStore(ReferralStore):
 
     # ------------------------------------------------------------------ claims
 
+    @boundary
     def claim(
         self,
         owner: str,
@@ -706,7 +711,7 @@ class PostgresStore(ReferralStore):
         """Lease the next ``count`` free open referrals to ``owner`` (see
         :meth:`ReferralStore.claim`), with ``FOR UPDATE SKIP LOCKED``: concurrent claims
         pass over each other's rows instead of waiting for them or taking them twice."""
-        check_claim(owner, now, lease, count)
+        now = check_claim(owner, now, lease, count)
         where, params = self._where(_claim_query(query))
         until = lease_end(now, lease)
         if count == 0:
@@ -728,10 +733,11 @@ class PostgresStore(ReferralStore):
 
         return self._transact("claiming referrals", work)
 
+    @boundary
     def renew(
         self, owner: str, ids: Iterable[str], *, now: dt.datetime, lease: dt.timedelta
     ) -> list[str]:
-        check_claim(owner, now, lease)
+        now = check_claim(owner, now, lease)
         wanted = _ids(ids)
         until = lease_end(now, lease)
         renew = self._sql(
@@ -745,6 +751,7 @@ class PostgresStore(ReferralStore):
         done = self._transact("renewing leases", work) if wanted else set()
         return [i for i in wanted if i in done]
 
+    @boundary
     def release(self, owner: str, ids: Iterable[str]) -> list[str]:
         check_owner(owner)
         wanted = _ids(ids)
@@ -761,6 +768,7 @@ class PostgresStore(ReferralStore):
 
     # ------------------------------------------------------------------ whole histories
 
+    @boundary_iter
     def export(self) -> Iterator[History]:
         """Every referral with its history, in id order, from one snapshot of the database
         (a ``REPEATABLE READ READ ONLY`` transaction held while the iterator runs)."""
@@ -783,7 +791,7 @@ class PostgresStore(ReferralStore):
                     grouped = {k: list(g) for k, g in itertools.groupby(found, key=lambda e: e[0])}
                     for referral_id, snapshot in rows:
                         yield (
-                            from_dict(Referral, snapshot),
+                            referral_from_row(snapshot, referral_id),
                             [_event(e) for e in grouped.get(referral_id, ())],
                         )
                     last = rows[-1][0]
@@ -794,6 +802,7 @@ class PostgresStore(ReferralStore):
         except psycopg.Error as error:
             raise _driver_error(error, "exporting") from None
 
+    @boundary
     def restore_many(self, histories: Sequence[History]) -> None:
         """Store whole histories directly, in one transaction (see
         :meth:`ReferralStore.restore_many`)."""

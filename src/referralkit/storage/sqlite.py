@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import json
 import sqlite3
 import threading
 import time
@@ -29,6 +28,7 @@ from contextlib import AbstractContextManager, closing, contextmanager, nullcont
 from pathlib import Path
 from typing import Any, Final
 
+from .._redaction import boundary, boundary_iter
 from ..errors import (
     ConcurrencyError,
     DuplicateReferralError,
@@ -37,7 +37,6 @@ from ..errors import (
     ValidationError,
 )
 from ..model import Referral, ReferralEvent
-from ..serialization import from_dict
 from ._base import (
     Change,
     History,
@@ -48,10 +47,12 @@ from ._base import (
     check_changes,
     check_claim,
     check_histories,
+    check_id,
     check_owner,
+    check_query,
     lease_end,
 )
-from ._json import payload_json, snapshot_json
+from ._json import event_from_row, payload_json, referral_from_row, snapshot_json
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -180,18 +181,7 @@ def _event_row(e: ReferralEvent) -> tuple[Any, ...]:
 
 
 def _event(row: Sequence[Any]) -> ReferralEvent:
-    return from_dict(
-        ReferralEvent,
-        {
-            "referral_id": row[0],
-            "version": row[1],
-            "index": row[2],
-            "at": row[3],
-            "actor": row[4],
-            "type": row[5],
-            "payload": json.loads(row[6]),
-        },
-    )
+    return event_from_row(tuple(row))
 
 
 def _driver_error(error: sqlite3.Error, doing: str) -> StorageError:
@@ -341,6 +331,7 @@ class SQLiteStore(ReferralStore):
 
     # ------------------------------------------------------------------ schema
 
+    @boundary
     def schema_version(self) -> int:
         """The version of the schema in the database (0 for an empty one)."""
         return int(self._read("PRAGMA user_version")[0][0])
@@ -352,6 +343,7 @@ class SQLiteStore(ReferralStore):
             f"knows ({SCHEMA_VERSION}); upgrade referralkit"
         )
 
+    @boundary
     def upgrade(self, target: int | None = None) -> int:
         """Apply the forward migrations the database lacks, up to ``target`` (default: the
         latest), in one transaction; returns the schema version now in the database."""
@@ -372,6 +364,7 @@ class SQLiteStore(ReferralStore):
                 conn.execute(f"PRAGMA user_version={version}")
             return max(current, wanted)
 
+    @boundary
     def backup(self, path: str | Path) -> None:
         """Copy the whole database into the file ``path`` with SQLite's online backup API.
 
@@ -389,16 +382,21 @@ class SQLiteStore(ReferralStore):
 
     # ------------------------------------------------------------------ the store
 
+    @boundary
     def load(self, referral_id: str) -> Referral:
-        rows = self._read("SELECT snapshot FROM referrals WHERE id = ?", (referral_id,))
+        rows = self._read("SELECT snapshot FROM referrals WHERE id = ?", (check_id(referral_id),))
         if not rows:
             raise NotFoundError(referral_id)
-        return from_dict(Referral, json.loads(rows[0][0]))
+        return referral_from_row(rows[0][0], referral_id)
 
+    @boundary
     def find_source(self, source_id: str) -> str | None:
-        rows = self._read("SELECT id FROM referrals WHERE source_id = ?", (source_id,))
+        rows = self._read(
+            "SELECT id FROM referrals WHERE source_id = ?", (check_id(source_id, "source_id"),)
+        )
         return rows[0][0] if rows else None
 
+    @boundary
     def save_many(self, changes: Sequence[Change]) -> None:
         """Save several changes in one transaction (all or none): for bulk intake."""
         check_changes(changes)
@@ -436,7 +434,9 @@ class SQLiteStore(ReferralStore):
         ).fetchone()
         return row is not None and row[0] != referral.id
 
+    @boundary
     def events(self, referral_id: str) -> list[ReferralEvent]:
+        check_id(referral_id)
         rows = self._read(
             f"SELECT {_EVENT_COLUMNS} FROM events WHERE referral_id = ? ORDER BY version, idx",  # noqa: S608 - fixed column names
             (referral_id,),
@@ -471,8 +471,9 @@ class SQLiteStore(ReferralStore):
             params.append(_ts(query.due_before))
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
+    @boundary
     def query(self, query: Query = Query()) -> list[Referral]:
-        where, params = self._where(query)
+        where, params = self._where(check_query(query))
         if query.order == "updated":
             order = " ORDER BY updated_at DESC, id DESC"
         else:
@@ -481,15 +482,20 @@ class SQLiteStore(ReferralStore):
         if query.limit is not None or query.offset:
             limit = " LIMIT ? OFFSET ?"
             params += [-1 if query.limit is None else query.limit, query.offset]
-        rows = self._read(f"SELECT snapshot FROM referrals{where}{order}{limit}", params)  # noqa: S608 - only fixed column names are interpolated
-        return [from_dict(Referral, json.loads(r[0])) for r in rows]
+        rows = self._read(
+            f"SELECT id, snapshot FROM referrals{where}{order}{limit}",  # noqa: S608 - only fixed column names are interpolated
+            params,
+        )
+        return [referral_from_row(snapshot, referral_id) for referral_id, snapshot in rows]
 
+    @boundary
     def count(self, query: Query = Query()) -> int:
-        where, params = self._where(query)
+        where, params = self._where(check_query(query))
         return int(self._read(f"SELECT count(*) FROM referrals{where}", params)[0][0])  # noqa: S608
 
     # ------------------------------------------------------------------ claims
 
+    @boundary
     def claim(
         self,
         owner: str,
@@ -502,7 +508,7 @@ class SQLiteStore(ReferralStore):
         """Lease the next ``count`` free open referrals to ``owner`` (see
         :meth:`ReferralStore.claim`). The search and the lease happen under one
         ``BEGIN IMMEDIATE``, so two claims never see the same free referral."""
-        check_claim(owner, now, lease, count)
+        now = check_claim(owner, now, lease, count)
         where, params = self._where(_claim_query(query))
         until = _ts(lease_end(now, lease))
         if count == 0:
@@ -520,10 +526,11 @@ class SQLiteStore(ReferralStore):
             )
         return taken
 
+    @boundary
     def renew(
         self, owner: str, ids: Iterable[str], *, now: dt.datetime, lease: dt.timedelta
     ) -> list[str]:
-        check_claim(owner, now, lease)
+        now = check_claim(owner, now, lease)
         wanted = _ids(ids)
         until, stamp = _ts(lease_end(now, lease)), _ts(now)
         renewed = []
@@ -538,6 +545,7 @@ class SQLiteStore(ReferralStore):
                     renewed.append(referral_id)
         return renewed
 
+    @boundary
     def release(self, owner: str, ids: Iterable[str]) -> list[str]:
         check_owner(owner)
         wanted = _ids(ids)
@@ -555,6 +563,7 @@ class SQLiteStore(ReferralStore):
 
     # ------------------------------------------------------------------ whole histories
 
+    @boundary_iter
     def export(self) -> Iterator[History]:
         """Every referral with its history, in id order, from one consistent state of the
         database: a file is read in a private read transaction (writers carry on meanwhile),
@@ -593,10 +602,11 @@ class SQLiteStore(ReferralStore):
             ).fetchall()
             grouped = {k: list(g) for k, g in itertools.groupby(events, key=lambda e: e[0])}
             for referral_id, snapshot in rows:
-                referral = from_dict(Referral, json.loads(snapshot))
+                referral = referral_from_row(snapshot, referral_id)
                 yield referral, [_event(e) for e in grouped.get(referral_id, ())]
             last = rows[-1][0]
 
+    @boundary
     def restore_many(self, histories: Sequence[History]) -> None:
         """Store whole histories directly, in one transaction (see
         :meth:`ReferralStore.restore_many`)."""
