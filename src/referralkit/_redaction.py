@@ -78,12 +78,14 @@ def boundary(function: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(function)
     def entry(*args: P.args, **kwargs: P.kwargs) -> R:
+        # the arguments would be reported as this frame's locals (for any exception passing
+        # through): they stay sealed here, and reach the function unnamed
+        call = Sealed((args, kwargs))
+        del args, kwargs
         try:
-            return function(*args, **kwargs)
+            return function(*call.reveal()[0], **call.reveal()[1])
         except ReferralKitError as exc:
             error = exc
-        # the arguments would be reported as this frame's locals
-        del args, kwargs
         raise _cut(error)
 
     return entry
@@ -94,8 +96,9 @@ def boundary_iter(function: Callable[P, Iterator[T]]) -> Callable[P, Iterator[T]
 
     @functools.wraps(function)
     def entry(*args: P.args, **kwargs: P.kwargs) -> Iterator[T]:
-        items = function(*args, **kwargs)
+        call = Sealed((args, kwargs))
         del args, kwargs
+        items = function(*call.reveal()[0], **call.reveal()[1])
         try:
             yield from items
         except ReferralKitError as exc:

@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import Any
 
 import attrs
+import pytest
 from storage_support import fresh_schema
 
 from referralkit import (
@@ -741,3 +742,138 @@ class TestNoPhiInTracebacksWithLocals:
         found = run_paths("postgresql", make)
         assert len(found) >= 43
         _check("postgresql", found, figures)
+
+
+# --------------------------------------------------------------------------- foreign errors
+
+
+class ForeignError(RuntimeError):
+    """A failure that is not the library's: a bug in a policy, an interrupt, a full disk."""
+
+
+class FailingPolicy:
+    """A coverage decider and urgency assessor that fail, as a buggy policy would."""
+
+    def decide(self, referral: Referral, at: dt.datetime) -> Any:
+        raise ForeignError("policy failed")
+
+    def assess(self, referral: Referral, at: dt.datetime) -> Any:
+        raise ForeignError("policy failed")
+
+
+class FailingClock(FakeClock):
+    def now(self) -> dt.datetime:
+        raise ForeignError("clock failed")
+
+
+def _boom(*args: Any, **kwargs: Any) -> Any:
+    raise ForeignError("failed while writing")
+
+
+Foreign = Callable[[World, pytest.MonkeyPatch], Any]
+FOREIGN: dict[str, Foreign] = {}
+
+
+def foreign(name: str) -> Callable[[Foreign], Foreign]:
+    def register(function: Foreign) -> Foreign:
+        FOREIGN[name] = function
+        return function
+
+    return register
+
+
+@foreign("a coverage policy fails during intake")
+def _policy_at_intake(w: World, patch: pytest.MonkeyPatch) -> Any:
+    desk = ReferralDesk(w.store, clock=FakeClock(START), coverage=FailingPolicy())
+    return desk.intake(COORDINATOR, w.request())
+
+
+@foreign("an urgency policy fails while assigning a specialist")
+def _policy_at_assign(w: World, patch: pytest.MonkeyPatch) -> Any:
+    rid = w.received()
+    desk = ReferralDesk(w.store, clock=FakeClock(START), urgency=FailingPolicy())
+    return desk.assign_specialist(COORDINATOR, rid, Provider("prov-2", "Bayview", "cardiology"))
+
+
+@foreign("the clock fails while completing with a note")
+def _clock(w: World, patch: pytest.MonkeyPatch) -> Any:
+    rid = w.accepted()
+    desk = ReferralDesk(w.store, clock=FailingClock(START))
+    return desk.complete(COORDINATOR, rid, NOTE, title=TITLE)
+
+
+@foreign("writing fails in the store (hold with a reason)")
+def _store_write(w: World, patch: pytest.MonkeyPatch) -> Any:
+    rid = w.accepted()
+    if w.kind == "memory":
+        patch.setattr(MemoryStore, "_apply", _boom)
+    else:
+        module = "sqlite" if w.kind == "sqlite" else "postgres"
+        patch.setattr(f"referralkit.storage.{module}.payload_json", _boom)
+    return w.desk.hold(COORDINATOR, rid, STATUS_REASON)
+
+
+@foreign("writing fails in the store (intake)")
+def _store_intake(w: World, patch: pytest.MonkeyPatch) -> Any:
+    if w.kind == "memory":
+        patch.setattr(MemoryStore, "_apply", _boom)
+    else:
+        module = "sqlite" if w.kind == "sqlite" else "postgres"
+        patch.setattr(f"referralkit.storage.{module}.payload_json", _boom)
+    return w.desk.intake(COORDINATOR, w.request())
+
+
+@foreign("writing fails in the store (communication, queried by patient)")
+def _store_query(w: World, patch: pytest.MonkeyPatch) -> Any:
+    rid = w.draft()
+    w.desk.log_communication(
+        COORDINATOR, rid, Channel.PHONE, Direction.INBOUND, COUNTERPART, summary=SUMMARY
+    )
+    module = {"sqlite": "sqlite", "postgresql": "postgres"}.get(w.kind)
+    if module is not None:
+        patch.setattr(f"referralkit.storage.{module}.referral_from_row", _boom)
+    if w.kind == "memory":
+        patch.setattr(MemoryStore, "_live", _boom)
+        return w.store.claim(
+            "c1", 1, now=START, lease=dt.timedelta(hours=1), query=Query(patient_id=PATIENT_ID)
+        )
+    return w.desk.worklist(AUDITOR, patient_id=PATIENT_ID)
+
+
+def run_foreign(kind: str, make: Callable[[ExitStack], World]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for name, function in FOREIGN.items():
+        with ExitStack() as stack, pytest.MonkeyPatch.context() as patch:
+            world = make(stack)
+            error = _attempt(lambda w=world, f=function, p=patch: f(w, p))  # type: ignore[misc]
+            assert isinstance(error, ForeignError), f"{name}: {type(error).__name__}: {error}"
+            found[name] = leaks(error)
+    return found
+
+
+class TestNoPhiInFramesOfForeignErrors:
+    """An exception that is not the library's passes through the desk's and the stores'
+    frames with its whole traceback (a bug must stay findable): the PHI those frames hold is
+    sealed, so the report shows none."""
+
+    def test_memory(self, figures: Callable[..., None]) -> None:
+        found = run_foreign("memory", lambda stack: _world("memory", MemoryStore(), None))
+        _check("memory, foreign errors", found, figures)
+
+    def test_sqlite(self, tmp_path: Path, figures: Callable[..., None]) -> None:
+        counter = itertools.count()
+
+        def make(stack: ExitStack) -> World:
+            db = tmp_path / f"f{next(counter)}.db"
+            store = stack.enter_context(open_store(f"sqlite:///{db}"))
+            return _world("sqlite", store, _sqlite_sql(db))
+
+        _check("sqlite, foreign errors", run_foreign("sqlite", make), figures)
+
+    def test_postgresql(self, postgres_url: str, figures: Callable[..., None]) -> None:
+        def make(stack: ExitStack) -> World:
+            url = stack.enter_context(fresh_schema(postgres_url))
+            store = stack.enter_context(open_store(url))
+            return _world("postgresql", store, _postgres_sql(url))
+
+        _check("postgresql, foreign errors", run_foreign("postgresql", make), figures)

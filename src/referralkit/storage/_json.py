@@ -80,6 +80,8 @@ def event_from_row(row: tuple[Any, ...]) -> ReferralEvent:
     referral_id, version, index, at, actor, kind, payload = row
     what = f"the stored event {version}.{index} of referral {referral_id!r}"
     broken = False
+    if isinstance(payload, Sealed):
+        payload = payload.reveal()
     if isinstance(payload, str | bytes):
         try:
             payload = json.loads(payload)

@@ -46,10 +46,13 @@ from urllib.parse import unquote
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.abc import Buffer
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import tuple_row
+from psycopg.types.string import StrDumperUnknown
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .._redaction import boundary, boundary_iter
+from .._redaction import Sealed, boundary, boundary_iter
 from ..errors import (
     ConcurrencyError,
     DuplicateReferralError,
@@ -232,6 +235,18 @@ def connection_settings(url: str) -> tuple[str, str]:
 # --------------------------------------------------------------------------- rows and errors
 
 
+class _SealedDumper(StrDumperUnknown):
+    """Row values that are PHI (a snapshot's or payload's JSON, the patient id) travel
+    :class:`~referralkit.privacy.Sealed` to the driver, so an exception report with the store's
+    frames' locals does not show them; this dumper unseals them as the text they hold."""
+
+    def dump(self, obj: str | Sealed[str]) -> Buffer | None:
+        return super().dump(obj.reveal() if isinstance(obj, Sealed) else obj)
+
+
+psycopg.adapters.register_dumper(Sealed, _SealedDumper)
+
+
 def _row(referral: Referral) -> tuple[Any, ...]:
     urgency = referral.effective_priority
     return (
@@ -245,15 +260,26 @@ def _row(referral: Referral) -> tuple[Any, ...]:
         referral.received_at or referral.created_at,
         referral.specialty,
         referral.owner,
-        referral.patient.id,
+        Sealed(referral.patient.id),
         referral.source_id,
         referral.updated_at,
-        snapshot_json(referral),
+        Sealed(snapshot_json(referral)),
     )
 
 
 def _event_row(e: ReferralEvent) -> tuple[Any, ...]:
-    return (e.referral_id, e.version, e.index, e.at, e.actor, e.type, payload_json(e.payload))
+    payload = Sealed(payload_json(e.payload))
+    return (e.referral_id, e.version, e.index, e.at, e.actor, e.type, payload)
+
+
+def _seal_last(cursor: Any) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """A psycopg row factory: the last column (a snapshot's or a payload's JSON) sealed as it
+    leaves the driver, so no frame of the store holds it in the clear."""
+
+    def make(values: Sequence[Any]) -> tuple[Any, ...]:
+        return (*values[:-1], Sealed(values[-1]))
+
+    return make
 
 
 def _event(row: Sequence[Any]) -> ReferralEvent:
@@ -385,11 +411,15 @@ class PostgresStore(ReferralStore):
                 raise _driver_error(error, doing) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _fetch(self, doing: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """One read, outside any explicit transaction (a single statement is atomic)."""
+    def _fetch(
+        self, doing: str, sql: str, params: Sequence[Any] = (), *, sealed: bool = False
+    ) -> list[tuple[Any, ...]]:
+        """One read, outside any explicit transaction (a single statement is atomic); with
+        ``sealed``, each row's last column (a snapshot or payload) comes back sealed."""
         try:
             with self._pool.connection() as conn:
-                return conn.execute(self._sql(sql), params).fetchall()
+                rows = conn.cursor(row_factory=_seal_last if sealed else tuple_row)
+                return rows.execute(self._sql(sql), params).fetchall()
         except PoolTimeout:
             raise StorageError(
                 f"no PostgreSQL connection free within {self._pool.timeout} s while {doing}",
@@ -474,6 +504,7 @@ class PostgresStore(ReferralStore):
             "loading a referral",
             "SELECT snapshot FROM {s}.referrals WHERE id = %s",
             [check_id(referral_id)],
+            sealed=True,
         )
         if not rows:
             raise NotFoundError(referral_id)
@@ -628,6 +659,7 @@ class PostgresStore(ReferralStore):
             f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events WHERE referral_id = %s "  # noqa: S608 - fixed column names
             "ORDER BY version, idx",
             [referral_id],
+            sealed=True,
         )
         if not rows and not self._fetch(
             "loading events", "SELECT 1 FROM {s}.referrals WHERE id = %s", [referral_id]
@@ -659,7 +691,7 @@ class PostgresStore(ReferralStore):
         ):
             if value is not None:
                 clauses.append(f"{column} = %s")
-                params.append(value)
+                params.append(Sealed(value) if column == "patient_id" else value)
         if query.updated_since is not None:
             clauses.append("updated_at >= %s")
             params.append(query.updated_since)
@@ -683,6 +715,7 @@ class PostgresStore(ReferralStore):
             "querying referrals",
             f"SELECT id, snapshot FROM {{s}}.referrals{where}{order}{paging}",  # noqa: S608 - fixed column names
             params,
+            sealed=True,
         )
         return [referral_from_row(snapshot, referral_id) for referral_id, snapshot in rows]
 
@@ -783,11 +816,12 @@ class PostgresStore(ReferralStore):
             with self._pool.connection() as conn, conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 last = ""
+                cursor = conn.cursor(row_factory=_seal_last)
                 while True:
-                    rows = conn.execute(referrals, [last, _EXPORT_BATCH]).fetchall()
+                    rows = cursor.execute(referrals, [last, _EXPORT_BATCH]).fetchall()
                     if not rows:
                         return
-                    found = conn.execute(events, [rows[0][0], rows[-1][0]]).fetchall()
+                    found = cursor.execute(events, [rows[0][0], rows[-1][0]]).fetchall()
                     grouped = {k: list(g) for k, g in itertools.groupby(found, key=lambda e: e[0])}
                     for referral_id, snapshot in rows:
                         yield (

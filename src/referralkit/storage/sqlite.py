@@ -28,7 +28,7 @@ from contextlib import AbstractContextManager, closing, contextmanager, nullcont
 from pathlib import Path
 from typing import Any, Final
 
-from .._redaction import boundary, boundary_iter
+from .._redaction import Sealed, boundary, boundary_iter
 from ..errors import (
     ConcurrencyError,
     DuplicateReferralError,
@@ -154,6 +154,11 @@ _INSERT_EVENT: Final = (
 _EVENT_COLUMNS: Final = "referral_id, version, idx, at, actor, type, payload"
 
 
+# Row values that are PHI (the snapshot's JSON, the patient id) travel sealed to the driver, so
+# an exception report with the store's frames' locals does not show them; the driver unseals.
+sqlite3.register_adapter(Sealed, Sealed.reveal)
+
+
 def _row(referral: Referral) -> tuple[Any, ...]:
     due = referral.due_by
     received = referral.received_at or referral.created_at
@@ -168,16 +173,22 @@ def _row(referral: Referral) -> tuple[Any, ...]:
         _ts(received),
         referral.specialty,
         referral.owner,
-        referral.patient.id,
+        Sealed(referral.patient.id),
         referral.source_id,
         _ts(referral.updated_at),
-        snapshot_json(referral),
+        Sealed(snapshot_json(referral)),
     )
 
 
 def _event_row(e: ReferralEvent) -> tuple[Any, ...]:
-    payload = payload_json(e.payload)
+    payload = Sealed(payload_json(e.payload))
     return (e.referral_id, e.version, e.index, e.at.isoformat(), e.actor, e.type, payload)
+
+
+def _seal_last(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row factory: the last column (a snapshot's or a payload's JSON) sealed as it leaves
+    the driver, so no frame of the store holds it in the clear."""
+    return (*row[:-1], Sealed(row[-1]))
 
 
 def _event(row: Sequence[Any]) -> ReferralEvent:
@@ -315,10 +326,15 @@ class SQLiteStore(ReferralStore):
                     raise _driver_error(error, doing) from None
                 raise
 
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    def _read(self, sql: str, params: Sequence[Any] = (), *, sealed: bool = False) -> list[Any]:
+        """The rows ``sql`` selects; with ``sealed``, each row's last column (a snapshot's or
+        a payload's JSON) comes back :class:`~referralkit.privacy.Sealed`."""
         try:
             with self._guard():
-                return self._conn.execute(sql, params).fetchall()
+                cursor = self._conn.cursor()
+                if sealed:
+                    cursor.row_factory = _seal_last
+                return cursor.execute(sql, params).fetchall()
         except sqlite3.Error as error:
             raise _driver_error(error, "reading") from None
 
@@ -384,7 +400,9 @@ class SQLiteStore(ReferralStore):
 
     @boundary
     def load(self, referral_id: str) -> Referral:
-        rows = self._read("SELECT snapshot FROM referrals WHERE id = ?", (check_id(referral_id),))
+        rows = self._read(
+            "SELECT snapshot FROM referrals WHERE id = ?", (check_id(referral_id),), sealed=True
+        )
         if not rows:
             raise NotFoundError(referral_id)
         return referral_from_row(rows[0][0], referral_id)
@@ -440,6 +458,7 @@ class SQLiteStore(ReferralStore):
         rows = self._read(
             f"SELECT {_EVENT_COLUMNS} FROM events WHERE referral_id = ? ORDER BY version, idx",  # noqa: S608 - fixed column names
             (referral_id,),
+            sealed=True,
         )
         if not rows and not self._read("SELECT 1 FROM referrals WHERE id = ?", (referral_id,)):
             raise NotFoundError(referral_id)
@@ -462,7 +481,7 @@ class SQLiteStore(ReferralStore):
         ):
             if value is not None:
                 clauses.append(f"{column} = ?")
-                params.append(value)
+                params.append(Sealed(value) if column == "patient_id" else value)
         if query.updated_since is not None:
             clauses.append("updated_at >= ?")
             params.append(_ts(query.updated_since))
@@ -485,6 +504,7 @@ class SQLiteStore(ReferralStore):
         rows = self._read(
             f"SELECT id, snapshot FROM referrals{where}{order}{limit}",  # noqa: S608 - only fixed column names are interpolated
             params,
+            sealed=True,
         )
         return [referral_from_row(snapshot, referral_id) for referral_id, snapshot in rows]
 
@@ -588,14 +608,16 @@ class SQLiteStore(ReferralStore):
     def _export(conn: sqlite3.Connection, *, batch: int) -> Iterator[History]:
         """Referrals after each other in id order, ``batch`` at a time (-1: all at once)."""
         last = ""
+        cursor = conn.cursor()
+        cursor.row_factory = _seal_last
         while True:
-            rows = conn.execute(
+            rows = cursor.execute(
                 "SELECT id, snapshot FROM referrals WHERE id > ? ORDER BY id LIMIT ?",
                 (last, batch),
             ).fetchall()
             if not rows:
                 return
-            events = conn.execute(
+            events = cursor.execute(
                 f"SELECT {_EVENT_COLUMNS} FROM events WHERE referral_id BETWEEN ? AND ? "  # noqa: S608 - fixed column names
                 "ORDER BY referral_id, version, idx",
                 (rows[0][0], rows[-1][0]),
