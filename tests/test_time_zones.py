@@ -13,6 +13,7 @@ import itertools
 import zoneinfo
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -123,3 +124,28 @@ class TestTheDeskAndAnalytics:
         kpis: Any = summary(desk.store, START.astimezone(dt.timezone(dt.timedelta(hours=9))))
         assert kpis.as_of == START
         assert kpis.as_of.tzinfo is dt.UTC
+
+
+class TestTheDefaultPolicies:
+    @settings(max_examples=40)
+    @given(
+        zone=ZONES,
+        minutes=st.integers(0, 400 * 24 * 60),
+        pa=st.booleans(),
+    )
+    def test_same_instant_same_decision(self, zone: dt.tzinfo, minutes: int, pa: bool) -> None:
+        """BasicCoverage and BasicUrgency answer the same for the same instant in any zone
+        (the date of service is the UTC date: a zone east of UTC used to move it a day, across
+        the end of the coverage period)."""
+        from referralkit import Code
+        from referralkit.policy import BasicCoverage, BasicUrgency, add_business_days
+
+        at = dt.datetime(2025, 12, 1, tzinfo=dt.UTC) + dt.timedelta(minutes=minutes)
+        request = sample_request()
+        if pa:
+            request = attrs.evolve(request, services=(Code.cpt("70551"),))
+        referral = request.referral("r-1", START)
+        for policy in (BasicCoverage(), BasicUrgency()):
+            decide = getattr(policy, "decide", None) or policy.assess  # type: ignore[attr-defined]
+            assert decide(referral, at.astimezone(zone)) == decide(referral, at)
+        assert add_business_days(at.astimezone(zone), 3) == add_business_days(at, 3)

@@ -9,7 +9,7 @@ Arguments are checked after the permission: a wrong type, a naive datetime or te
 keep is a :class:`~referralkit.errors.ValidationError` naming the argument. Datetimes in any
 zone are taken as the same instant in UTC. Free-text arguments (reasons, notes, summaries) are
 PHI: the desk holds them :class:`~referralkit.privacy.Sealed` while it works, and its errors
-leave it with a traceback that holds no argument (see :mod:`referralkit._redaction`).
+leave it with a traceback that holds no argument (see :doc:`/explanation`).
 
 >>> import datetime as dt
 >>> import referralkit as rk
@@ -77,8 +77,9 @@ _Change = list[_Record]
 
 
 def _record(kind: EventType, **payload: Any) -> _Record:
-    """An event to record, its payload (model values as JSON data) sealed."""
-    return kind, Sealed({key: to_dict(value) for key, value in payload.items()})
+    """An event to record, its payload (model values as JSON data) sealed. Every value is a
+    validated model value or a checked argument, so the payload is JSON by construction."""
+    return kind, Sealed(v.JsonObject({key: to_dict(value) for key, value in payload.items()}))
 
 
 def _status_change(

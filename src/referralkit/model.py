@@ -11,7 +11,7 @@ field written about the case, and the texts and rule ids of the decisions about 
 
 The model decides which values every store can keep, so memory, SQLite and PostgreSQL agree:
 text with no NUL character and no lone surrogate, finite numbers, JSON payloads that read back
-equal (see :mod:`referralkit._validators`).
+equal (see "Text every store keeps" in :doc:`/explanation`).
 
 Every datetime is timezone-aware UTC: an aware datetime in another zone is converted to the same
 instant in UTC, a naive one is refused.

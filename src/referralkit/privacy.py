@@ -6,7 +6,7 @@ of the actor's roles allows the operation (:data:`PERMISSIONS`).
 
 :class:`Sealed` holds a PHI value while library frames pass it on: its ``repr`` and ``str``
 are ``<sealed>``, so an exception report with local variables does not show it (see
-:mod:`referralkit._redaction`).
+:doc:`/explanation`, "Exception reports with local variables").
 """
 
 from __future__ import annotations

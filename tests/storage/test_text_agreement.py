@@ -11,6 +11,7 @@ id and patient id must all give back exactly what was written.
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import typing
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from hypothesis import strategies as st
 
 from referralkit import EventType, MemoryStore, Query, Referral, ReferralEvent, ValidationError
 from referralkit.storage import ReferralStore, open_store
-from referralkit.testing import referrals
+from referralkit.testing import referrals, sample_request
 
 NASTY = [
     "\x01\x02\x1f\x7f",
@@ -174,3 +175,48 @@ class TestEveryStoreKeepsWhatTheModelAccepts:
         """PostgreSQL: text columns (no NUL allowed) and json snapshots keep everything the
         model accepts."""
         _check_store(postgres_store)
+
+
+class TestStoredTextNoStoreKeeps:
+    """A row holding text the model refuses (written by hand, or by an older referralkit) is
+    read as a StorageError naming the referral and the field, never as a value that another
+    store would then fail to write."""
+
+    @pytest.mark.parametrize("escape", ["\\u0000", "\\ud800"], ids=["nul", "surrogate"])
+    def test_sqlite(self, sqlite_store: ReferralStore, tmp_path: Path, escape: str) -> None:
+        import sqlite3
+
+        from referralkit import StorageError
+
+        referral = attrs.evolve(_minimal(), id="r-1")
+        store = sqlite_store
+        store.save(referral, [_created(referral)], 0)
+        payload = f'{{"referral": {{"id": "r-1", "reason": "x{escape}"}}}}'
+        snapshot = f'{{"id": "r-1{escape}"}}'
+        with sqlite3.connect(tmp_path / "agreement.db") as conn:
+            conn.execute("UPDATE events SET payload = ?", (payload,))
+            conn.execute("UPDATE referrals SET snapshot = ?", (snapshot,))
+        with pytest.raises(StorageError) as info:
+            store.events("r-1")
+        assert "stored event 1.0 of referral 'r-1'" in str(info.value)
+        with pytest.raises(StorageError) as loaded:
+            store.load("r-1")
+        assert "stored snapshot of referral 'r-1'" in str(loaded.value)
+        assert "x\x00" not in str(info.value)
+
+    def test_payloads_the_desk_builds_are_not_checked_twice(self) -> None:
+        """The desk's payloads are JSON by construction (to_dict of validated values) and
+        say so; a payload given by hand is checked."""
+        from referralkit import Actor, ReferralDesk, Role
+        from referralkit._validators import JsonObject
+
+        desk = ReferralDesk(MemoryStore())
+        actor = Actor("c", {Role.COORDINATOR})
+        made = desk.intake(actor, sample_request())
+        assert all(type(e.payload) is JsonObject for e in desk.history(actor, made.id))
+        with pytest.raises(ValidationError):
+            ReferralEvent("r", 1, 0, made.created_at, "c", "created", {"x": (1,)})
+
+
+def _minimal() -> Referral:
+    return sample_request().referral("r-1", dt.datetime(2026, 1, 5, tzinfo=dt.UTC))

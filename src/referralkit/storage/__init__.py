@@ -31,7 +31,9 @@ from ._base import (
     check_claim,
     check_histories,
     check_history,
+    check_id,
     check_owner,
+    check_query,
     worklist_key,
 )
 from ._dump import DUMP_FORMAT, DUMP_VERSION, dump, load_dump
@@ -50,7 +52,9 @@ __all__ = [
     "check_claim",
     "check_histories",
     "check_history",
+    "check_id",
     "check_owner",
+    "check_query",
     "dump",
     "load_dump",
     "open_store",

@@ -10,7 +10,7 @@ those, which an adapter may replace with something faster.
 Every adapter checks its arguments with the helpers here (:func:`check_id`,
 :func:`check_query`, :func:`check_change`, :func:`check_claim`...), so a wrong type is the same
 :class:`~referralkit.errors.ValidationError`, naming the argument, in every store; and wraps
-its public methods in the library's error boundary (:mod:`referralkit._redaction`), so an
+its public methods in the library's error boundary (see :doc:`/explanation`), so an
 error leaves the store with no row, snapshot or argument in its traceback.
 """
 

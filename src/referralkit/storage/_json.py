@@ -14,6 +14,7 @@ import json
 from typing import Any, TypeVar
 
 from .._redaction import Sealed
+from .._validators import JsonObject, storable_json
 from ..errors import StorageError, ValidationError
 from ..model import Referral, ReferralEvent
 from ..serialization import from_dict, to_dict
@@ -90,6 +91,10 @@ def event_from_row(row: tuple[Any, ...]) -> ReferralEvent:
     if broken:
         del row, payload
         raise StorageError(f"{what} has a payload that is not valid JSON", driver_error="")
+    if isinstance(payload, dict) and storable_json(payload):
+        # decoded JSON: no tuples or non-string keys, and its text is storable; anything
+        # else goes to the model as it is, to be refused with its path
+        payload = JsonObject(payload)
     return _stored(
         ReferralEvent,
         {
