@@ -593,6 +593,20 @@ def _replay(w: World) -> Any:
     return replay([*events, broken])
 
 
+@path("load_dump: a line the model refuses")
+def _load_dump(w: World) -> Any:
+    import io
+
+    from referralkit.storage import dump, load_dump
+
+    w.draft()
+    out = io.StringIO()
+    dump(w.store, out)
+    lines = out.getvalue().splitlines()
+    lines[1] = lines[1].replace('"mrn":"CANARY-MRN"', '"mrn":"' + MRN * 20 + '"')
+    return load_dump(MemoryStore(), lines)
+
+
 @path("load: corrupt snapshot (bad field)", sql_only=True)
 def _corrupt_field(w: World) -> Any:
     rid = w.draft()
