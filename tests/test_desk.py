@@ -1497,3 +1497,22 @@ class TestArgumentTypes:
         with pytest.raises(ValidationError) as info:
             ReferralDesk(store, clock=Naive()).intake(driver.actor, driver.request())
         assert info.value.path == "clock.now()"
+
+    def test_a_policy_returning_something_else(self, store: MemoryStore, driver: Any) -> None:
+        """A coverage decider or urgency assessor returning anything but its decision type is
+        a RulesError naming what it returned, and nothing is written (the payload the desk
+        records holds only model values)."""
+        from referralkit import RulesError
+
+        class Broken:
+            def decide(self, referral: Referral, at: dt.datetime) -> Any:
+                return {"covered": "covered"}
+
+            def assess(self, referral: Referral, at: dt.datetime) -> Any:
+                return "urgent"
+
+        for kwargs, returned in (({"coverage": Broken()}, "dict"), ({"urgency": Broken()}, "str")):
+            desk = ReferralDesk(store, **kwargs)
+            with pytest.raises(RulesError, match=returned):
+                desk.intake(driver.actor, driver.request())
+        assert store.count() == 0

@@ -166,7 +166,7 @@ def declared_phi() -> set[tuple[type, str]]:
 
 NOT_PHI: dict[tuple[type, str], str] = {}
 """The reviewed allow-list: text fields that are not PHI, and why. Keep it short: when in
-doubt, a field is PHI (declare it with ``referralkit._validators.phi_field``)."""
+doubt, a field is PHI (declare it with ``attrs.field(..., **_validators.PHI_FIELD)``)."""
 
 
 def _allow(reason: str, *fields: tuple[type, str]) -> None:

@@ -10,6 +10,7 @@ accepts and reads it back equal (:func:`storable_text`, :func:`number`, :func:`j
   surrogate (not encodable as UTF-8, so no database can store it); every other character,
   control characters included, is kept;
 - numbers are finite: NaN and infinity are not JSON, and PostgreSQL's ``json`` refuses them;
+- versions and indexes fit PostgreSQL's 32-bit ``integer`` columns (:func:`counter`);
 - event payloads are JSON values as JSON reads them back: objects with string keys, lists,
   strings, finite numbers, booleans and null (no tuples, sets or datetimes, which a JSON round
   trip would turn into something else).
@@ -48,7 +49,8 @@ PHI_FIELD: Final[dict[str, Any]] = {"repr": _redact, "metadata": {PHI: True}}
 
 
 def phi_field(**kwargs: Any) -> Any:
-    """An attrs field that holds PHI: redacted in ``repr`` and never shown in errors."""
+    """An attrs field that holds PHI (kept for callers; ``attrs.field(..., **PHI_FIELD)`` is
+    the spelling mypy's attrs plugin understands when a field without a default follows)."""
     return attrs.field(**PHI_FIELD, **kwargs)
 
 

@@ -37,7 +37,7 @@ from . import _validators as v
 from . import lifecycle
 from ._redaction import Sealed, boundary
 from .clock import Clock, SystemClock
-from .errors import ConcurrencyError, GuardError, ValidationError
+from .errors import ConcurrencyError, GuardError, RulesError, ValidationError
 from .events import EventType, apply_all
 from .intake import DEFAULT_CHECKLIST, Checklist, IntakeRequest, Requirement
 from .model import (
@@ -49,6 +49,7 @@ from .model import (
     AuthStatus,
     Channel,
     Communication,
+    CoverageDecision,
     Direction,
     FollowUp,
     FollowUpKind,
@@ -56,6 +57,7 @@ from .model import (
     Referral,
     ReferralEvent,
     Status,
+    UrgencyAssessment,
 )
 from .policy import BasicCoverage, BasicUrgency, CoverageDecider, UrgencyAssessor
 from .privacy import Actor, authorize
@@ -271,6 +273,9 @@ class ReferralDesk:
     def _assessments(self, referral: Referral, now: dt.datetime) -> _Change:
         """Events recording fresh coverage and urgency decisions for ``referral``."""
         decision = self.coverage.decide(referral, now)
+        if not isinstance(decision, CoverageDecision):
+            # _record trusts its values to be model values: say which policy broke that
+            raise RulesError(f"the coverage decider returned {type(decision).__name__}")
         changes: _Change = [_record(EventType.COVERAGE_DECIDED, decision=decision)]
         auth = referral.authorization
         if decision.needs_authorization and auth.status is AuthStatus.NOT_REQUIRED:
@@ -281,9 +286,15 @@ class ReferralDesk:
             changes.append(_record(EventType.AUTHORIZATION_CHANGED, authorization=auth))
         # urgency windows may depend on the decision just made
         decided = attrs.evolve(referral, coverage_decision=decision)
-        assessment = self.urgency.assess(decided, now)
+        assessment = self._assess(decided, now)
         changes.append(_record(EventType.URGENCY_ASSESSED, assessment=assessment))
         return changes
+
+    def _assess(self, referral: Referral, now: dt.datetime) -> UrgencyAssessment:
+        assessment = self.urgency.assess(referral, now)
+        if not isinstance(assessment, UrgencyAssessment):
+            raise RulesError(f"the urgency assessor returned {type(assessment).__name__}")
+        return assessment
 
     @boundary
     def reassess(
@@ -310,7 +321,7 @@ class ReferralDesk:
         def build(r: Referral, now: dt.datetime) -> _Change:
             target = lifecycle.TABLE.next_status(r, "submit")
             received = attrs.evolve(r, status=target, received_at=now)
-            assessment = self.urgency.assess(received, now)
+            assessment = self._assess(received, now)
             return [
                 _status_change("submit", r.status, target, None),
                 _record(EventType.URGENCY_ASSESSED, assessment=assessment),
