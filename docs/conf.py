@@ -81,7 +81,8 @@ nitpick_ignore_regex = [
     ("py:class", r"statemachine\.statemachine\.(StateMachine|TModel)"),
     ("py:class", r"hypothesis\.strategies\.SearchStrategy"),
     # a TypeVar has no page of its own
-    ("py:class", r"referralkit\.serialization\.T"),
+    ("py:class", r"referralkit\.(serialization|_redaction)\.T"),
+    ("py:obj", r"referralkit\._redaction\.T"),
     ("py:class", r"random\.Random"),
     ("py:class", r"argparse\.ArgumentParser"),
     ("py:class", r"hypothesis\.strategies\._internal\.core\.DataObject"),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from referralkit import Clock, FakeClock, SystemClock, ValidationError
 
@@ -31,18 +33,42 @@ class TestFakeClock:
         clock.set(later)
         assert clock.now() == later
 
-    @pytest.mark.parametrize(
-        "start",
-        [
-            dt.datetime(2026, 1, 5, 9),
-            dt.datetime(2026, 1, 5, 9, tzinfo=dt.timezone(dt.timedelta(hours=1))),
-        ],
-    )
-    def test_start_must_be_utc(self, start: dt.datetime) -> None:
-        """A naive or non-UTC start is refused."""
+    @pytest.mark.parametrize("start", [dt.datetime(2026, 1, 5, 9), "2026-01-05T09:00Z"])
+    def test_start_must_be_aware(self, start: object) -> None:
+        """A naive start (or no datetime at all) is refused, naming start."""
         with pytest.raises(ValidationError) as info:
-            FakeClock(start)
+            FakeClock(start)  # type: ignore[arg-type]
         assert info.value.path == "start"
+
+    def test_set_refuses_naive(self) -> None:
+        """set refuses a naive time, naming when, and the clock stays where it was."""
+        clock = FakeClock()
+        with pytest.raises(ValidationError) as info:
+            clock.set(dt.datetime(2026, 2, 1))
+        assert info.value.path == "when"
+        assert clock.now() == dt.datetime(2026, 1, 5, 9, tzinfo=dt.UTC)
+
+    @settings(max_examples=30)
+    @given(
+        instant=st.datetimes(
+            min_value=dt.datetime(2026, 1, 6),
+            max_value=dt.datetime(2090, 1, 1),
+            timezones=st.just(dt.UTC),
+        ),
+        offset=st.integers(-14 * 60, 14 * 60),
+    )
+    def test_any_zone_is_the_same_instant(self, instant: dt.datetime, offset: int) -> None:
+        """Constructor and set both take an aware time in any zone and keep it in UTC: the
+        same instant in another zone gives the same clock."""
+        zone = dt.timezone(dt.timedelta(minutes=offset))
+        started = FakeClock(instant.astimezone(zone))
+        assert started.now() == instant
+        assert started.now().tzinfo is dt.UTC
+        moved = FakeClock()
+        moved.set(instant.astimezone(zone))
+        assert moved.now() == instant
+        assert moved.now().tzinfo is dt.UTC
+        assert repr(moved) == repr(FakeClock(instant))
 
     def test_never_goes_backwards(self) -> None:
         """A clock does not go backwards, by advance or by set."""

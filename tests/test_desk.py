@@ -1392,3 +1392,127 @@ class TestEventCoverage:
         """Every EventType is produced by some operation in the table (or by intake)."""
         produced = {e for op in OPS for e in op.events} | {"created"}
         assert produced == {e.value for e in EventType}
+
+
+class TestArgumentTypes:
+    """A wrong type is a ValidationError naming the argument (checked after the permission,
+    before the store is asked), and nothing changes."""
+
+    @pytest.mark.parametrize("op", OPS, ids=lambda op: op.name)
+    @pytest.mark.parametrize("bad", ["referral", None, 17], ids=["Referral", "None", "int"])
+    def test_referral_id(
+        self, op: Op, bad: Any, driver: Any, desk: ReferralDesk, clock: FakeClock, mri: Any
+    ) -> None:
+        """Every write operation refuses anything but an id string as the referral id."""
+        referral = prepared(driver, op, mri)
+        count = len(desk.history(driver.actor, referral.id))
+        wrong = referral if bad == "referral" else bad
+        with pytest.raises(ValidationError) as info:
+            op.call(desk, driver.actor, wrong, clock)
+        assert info.value.path == "referral_id"
+        assert_unchanged(desk, driver.actor, referral, count)
+
+    @pytest.mark.parametrize("bad", ["1", 1.0, [1]])
+    def test_expected_version(self, bad: Any, driver: Any, desk: ReferralDesk) -> None:
+        """expected_version is None or a whole number."""
+        referral = driver.to(Status.RECEIVED)
+        with pytest.raises(ValidationError) as info:
+            desk.accept(driver.actor, referral.id, expected_version=bad)
+        assert info.value.path == "expected_version"
+
+    def test_arguments_of_each_operation(
+        self, driver: Any, desk: ReferralDesk, clock: FakeClock, mri: Any
+    ) -> None:
+        """Flags, ids, codes, owners and times of the other arguments are checked too."""
+        actor = driver.actor
+        accepted = driver.to(Status.ACCEPTED).id
+        needing = driver.intake(services=(mri,)).id
+        start = clock.now() + NEXT_WEEK
+        cases: list[tuple[Callable[[], Any], str]] = [
+            (lambda: desk.request_authorization(actor, needing, expedited="yes"), "expedited"),
+            (lambda: desk.schedule(actor, accepted, start, provider_id=17), "provider_id"),
+            (lambda: desk.schedule(actor, accepted, start.replace(tzinfo=None)), "start"),
+            (lambda: desk.schedule(actor, accepted, "2026-02-01T09:00Z"), "start"),
+            (lambda: desk.complete_follow_up(actor, accepted, None), "follow_up_id"),
+            (lambda: desk.assign(actor, accepted, 17), "owner"),
+            (lambda: desk.assign(actor, accepted, "coord\x00"), "owner"),
+            (lambda: desk.decline(actor, accepted, None), "reason"),
+            (lambda: desk.hold(actor, accepted, "wait\ud800"), "reason"),
+            (lambda: desk.complete(actor, accepted, None), "text"),
+            (
+                lambda: desk.log_communication(
+                    actor,
+                    accepted,
+                    Channel.FAX,
+                    Direction.INBOUND,
+                    "lab",
+                    at=dt.datetime(2026, 1, 1),
+                ),
+                "at",
+            ),
+            (lambda: desk.worklist(actor, patient_id=17), "patient_id"),
+            (lambda: desk.count(actor, updated_since=dt.datetime(2026, 1, 1)), "updated_since"),
+        ]
+        for call, path in cases:
+            with pytest.raises(ValidationError) as info:
+                call()
+            assert info.value.path == path, (path, str(info.value))
+        desk.request_authorization(actor, needing)
+        for call, path in [
+            (lambda: desk.record_authorization(actor, needing, approved=1), "approved"),
+            (
+                lambda: desk.record_authorization(
+                    actor, needing, approved=True, service_codes="70551"
+                ),
+                "service_codes",
+            ),
+            (
+                lambda: desk.record_authorization(
+                    actor, needing, approved=True, service_codes=["70551", 7]
+                ),
+                "service_codes[1]",
+            ),
+        ]:
+            with pytest.raises(ValidationError) as info:
+                call()
+            assert info.value.path == path
+
+    def test_a_clock_answering_in_another_zone_or_naive(
+        self, store: MemoryStore, driver: Any
+    ) -> None:
+        """The desk takes its clock's reading in UTC; a naive reading is refused, naming the
+        clock."""
+
+        class Zoned:
+            def now(self) -> dt.datetime:
+                return dt.datetime(2026, 1, 5, 4, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+
+        class Naive:
+            def now(self) -> dt.datetime:
+                return dt.datetime(2026, 1, 5, 9, 0)
+
+        made = ReferralDesk(store, clock=Zoned()).intake(driver.actor, driver.request())
+        assert made.created_at == dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
+        assert made.created_at.tzinfo is dt.UTC
+        with pytest.raises(ValidationError) as info:
+            ReferralDesk(store, clock=Naive()).intake(driver.actor, driver.request())
+        assert info.value.path == "clock.now()"
+
+    def test_a_policy_returning_something_else(self, store: MemoryStore, driver: Any) -> None:
+        """A coverage decider or urgency assessor returning anything but its decision type is
+        a RulesError naming what it returned, and nothing is written (the payload the desk
+        records holds only model values)."""
+        from referralkit import RulesError
+
+        class Broken:
+            def decide(self, referral: Referral, at: dt.datetime) -> Any:
+                return {"covered": "covered"}
+
+            def assess(self, referral: Referral, at: dt.datetime) -> Any:
+                return "urgent"
+
+        for kwargs, returned in (({"coverage": Broken()}, "dict"), ({"urgency": Broken()}, "str")):
+            desk = ReferralDesk(store, **kwargs)
+            with pytest.raises(RulesError, match=returned):
+                desk.intake(driver.actor, driver.request())
+        assert store.count() == 0

@@ -701,7 +701,8 @@ def test_extreme_values_the_model_allows_still_export(referral: Referral) -> Non
     from referralkit import Appointment, Attachment, AttachmentKind
 
     long_visit = Appointment("a", dt.datetime(9999, 12, 31, tzinfo=dt.UTC), "dr-1", minutes=90)
-    note = Attachment("n", AttachmentKind.OTHER, AT, text="lone \ud800 surrogate")
+    # (a lone surrogate is refused by the model itself: no store can keep it)
+    note = Attachment("n", AttachmentKind.OTHER, AT, text="astral \U0001f600 and \t tab")
     referral = attrs.evolve(referral, appointments=(long_visit,), attachments=(note,))
     assert from_fhir(roundtrip_json(to_fhir(referral))) == referral
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import typing
+import zoneinfo
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from referralkit import (
     TABLE,
@@ -177,7 +182,6 @@ BAD: list[tuple[type, str, Any, str]] = [
     (Provider, "languages", ("en", 3), "languages[1]"),
     (Provider, "accepting_new_patients", None, "accepting_new_patients"),
     (Appointment, "start", NAIVE, "start"),
-    (Appointment, "start", PLUS_TWO, "start"),
     (Appointment, "start", dt.date(2026, 1, 5), "start"),
     (Appointment, "status", "booked", "status"),
     (Appointment, "minutes", -1, "minutes"),
@@ -190,7 +194,7 @@ BAD: list[tuple[type, str, Any, str]] = [
     (Authorization, "valid_from", "2026-01-01", "valid_from"),
     (Authorization, "expedited", "yes", "expedited"),
     (Authorization, "requested_at", NAIVE, "requested_at"),
-    (Authorization, "decision_due_by", PLUS_TWO, "decision_due_by"),
+    (Authorization, "decision_due_by", PLUS_TWO, None),  # valid: converted to UTC
     (Attachment, "kind", "lab", "kind"),
     (Attachment, "added_at", NAIVE, "added_at"),
     (Attachment, "title", "x" * 201, "title"),
@@ -214,9 +218,19 @@ BAD: list[tuple[type, str, Any, str]] = [
     (UrgencyAssessment, "priority", "urgent", "priority"),
     (UrgencyAssessment, "score", "100", "score"),
     (UrgencyAssessment, "score", True, "score"),
+    (UrgencyAssessment, "score", float("nan"), "score"),
+    (UrgencyAssessment, "score", float("-inf"), "score"),
+    (UrgencyAssessment, "score", 7, None),  # valid: an int is a number
     (UrgencyAssessment, "due_by", NAIVE, "due_by"),
     (UrgencyAssessment, "reasons", ("",), "reasons[0]"),
     (ReferralEvent, "version", -1, "version"),
+    (ReferralEvent, "version", 2**31, "version"),
+    (ReferralEvent, "index", 2**31, "index"),
+    (ReferralEvent, "payload", {"a": (1, 2)}, "payload.a"),
+    (ReferralEvent, "payload", {"a": [{"b": float("inf")}]}, "payload.a[0].b"),
+    (ReferralEvent, "payload", {"a": {1: "x"}}, "payload.a"),
+    (ReferralEvent, "payload", {"a": T0}, "payload.a"),
+    (ReferralEvent, "payload", {"a b": "\x00"}, "payload.<key>"),
     (ReferralEvent, "type", "Status-Changed", "type"),
     (ReferralEvent, "at", NAIVE, "at"),
     (ReferralEvent, "payload", [("a", 1)], "payload"),
@@ -226,9 +240,10 @@ BAD: list[tuple[type, str, Any, str]] = [
     (Referral, "referring", None, "referring"),
     (Referral, "specialty", "Heart Doctors", "specialty"),
     (Referral, "created_at", NAIVE, "created_at"),
-    (Referral, "updated_at", PLUS_TWO, "updated_at"),
+    (Referral, "updated_at", PLUS_TWO, None),  # valid: converted to UTC
     (Referral, "status", "draft", "status"),
     (Referral, "version", -1, "version"),
+    (Referral, "version", 2**31, "version"),
     (Referral, "coverage", "acme", "coverage"),
     (Referral, "target", patient(), "target"),
     (Referral, "reason", "", "reason"),
@@ -417,15 +432,21 @@ class TestActor:
 
 
 PHI_INVENTORY: dict[type, tuple[str, ...]] = {
-    Patient: ("mrn", "given_name", "family_name", "birth_date", "contacts"),
+    Code: ("code", "display"),
+    Patient: ("id", "mrn", "given_name", "family_name", "birth_date", "pregnant", "contacts"),
     ContactPoint: ("value",),
-    Coverage: ("member_id",),
-    Attachment: ("text",),
+    Coverage: ("id", "payer", "member_id"),
+    Authorization: ("number", "service_codes"),
+    Attachment: ("title", "text"),
     Communication: ("counterpart", "summary"),
     FollowUp: ("description",),
+    RuleHit: ("rule_id",),
+    RuleTrace: ("rule_id", "failed"),
+    CoverageDecision: ("reason", "explanation", "alternatives"),
+    UrgencyAssessment: ("reasons",),
     ReferralEvent: ("payload",),
-    Referral: ("reason", "status_reason"),
-    IntakeRequest: ("reason",),
+    Referral: ("reason", "diagnoses", "services", "status_reason"),
+    IntakeRequest: ("reason", "diagnoses", "services"),
 }
 
 
@@ -440,38 +461,74 @@ class TestPhi:
         secret = "SECRET-7f3a"
         values = [
             patient(
+                id=secret,
                 mrn=secret,
                 given_name=secret,
                 family_name=secret,
                 birth_date=dt.date(1901, 2, 3),
                 contacts=(ContactPoint(ContactSystem.EMAIL, secret),),
             ),
+            Code.icd10(secret, secret),
             ContactPoint(ContactSystem.EMAIL, secret),
-            Coverage("c1", "Acme", "Gold", PlanType.HMO, member_id=secret),
-            Attachment("d1", AttachmentKind.LAB, T0, text=secret),
+            Coverage(secret, secret, "Gold", PlanType.HMO, member_id=secret),
+            Authorization(number=secret, service_codes=(secret,)),
+            Attachment("d1", AttachmentKind.LAB, T0, title=secret, text=secret),
             Communication("m1", T0, Channel.FAX, Direction.INBOUND, secret, summary=secret),
             FollowUp("f1", FollowUpKind.TEST, dt.date(2026, 2, 1), description=secret),
+            RuleHit("basic", "1", secret),
+            RuleTrace("basic", "1", secret, False, failed=secret),
+            CoverageDecision(
+                Covered.NOT_COVERED, reason=secret, explanation=secret, alternatives=(secret,)
+            ),
+            UrgencyAssessment(Priority.URGENT, 1.0, reasons=(secret,)),
             ReferralEvent("r1", 1, 0, T0, "u1", "created", {"mrn": secret}),
-            referral(reason=secret, status_reason=secret),
+            referral(
+                reason=secret,
+                status_reason=secret,
+                diagnoses=(Code.icd10("C50.911"),),
+                services=(Code.cpt("77067"),),
+            ),
         ]
         for value in values:
             for text in (repr(value), str(value)):
                 assert secret not in text
                 assert "1901" not in text
+                assert "C50.911" not in text
+                assert "77067" not in text
                 assert "<redacted>" in text
                 for name in phi_fields(type(value)):
                     assert f"{name}=<redacted>" in text
 
     def test_non_phi_fields_stay_readable(self) -> None:
         """Fields not declared PHI appear in repr as usual."""
-        text = repr(patient(id="pat-42"))
-        assert "id='pat-42'" in text
+        text = repr(patient(pregnant=True))
         assert "preferred_language='en'" in text
+        assert "pregnant=<redacted>" in text
+        assert "sex=<Sex.UNKNOWN: 'unknown'>" in text
+        assert "id='prov-42'" in repr(provider(id="prov-42"))
+        assert "system='http://hl7.org/fhir/sid/icd-10-cm'" in repr(Code.icd10("C50.911"))
 
     @pytest.mark.parametrize(
         ("cls", "field", "value"),
         [
+            (Patient, "id", "SECRET-7f3a" * 20),
             (Patient, "mrn", "SECRET-7f3a" * 20),
+            (Patient, "pregnant", "SECRET-7f3a"),
+            (Code, "code", "SECRET-7f3a and more"),
+            (Code, "code", "SECRET-7f3a" * 20),
+            (Code, "display", ["SECRET-7f3a"]),
+            (Coverage, "id", "SECRET-7f3a" * 20),
+            (Coverage, "payer", "SECRET-7f3a" * 30),
+            (Authorization, "number", "SECRET-7f3a" * 20),
+            (Authorization, "service_codes", ("SECRET-7f3a", 5)),
+            (Attachment, "title", "SECRET-7f3a" * 30),
+            (RuleHit, "rule_id", "SECRET-7f3a" * 30),
+            (RuleTrace, "failed", ["SECRET-7f3a"]),
+            (CoverageDecision, "explanation", ["SECRET-7f3a"]),
+            (CoverageDecision, "alternatives", ("SECRET-7f3a", 1)),
+            (UrgencyAssessment, "reasons", ("SECRET-7f3a", None)),
+            (Referral, "diagnoses", ("SECRET-7f3a",)),
+            (Referral, "services", ["SECRET-7f3a"]),
             (Patient, "given_name", "SECRET-7f3a" * 30),
             (Patient, "birth_date", "SECRET-7f3a"),
             (Patient, "contacts", ("SECRET-7f3a",)),
@@ -692,3 +749,228 @@ class TestBehaviour:
     def test_sex_default(self) -> None:
         """Administrative sex defaults to unknown."""
         assert patient().sex is Sex.UNKNOWN
+
+
+# --------------------------------------------------------------------------- what stores keep
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _holds_text(annotation: Any) -> str | None:
+    """'text' for a str (or optional str) field, 'items' for a tuple of str, else None."""
+    args = typing.get_args(annotation)
+    if annotation is str or (args and str in args and type(None) in args and len(args) == 2):
+        return "text"
+    if typing.get_origin(annotation) is tuple and args and args[0] is str:
+        return "items"
+    return None
+
+
+TEXT_FIELDS = [
+    (cls, name, kind)
+    for cls in VALID
+    for name, annotation in _field_types(cls).items()
+    if (kind := _holds_text(annotation)) is not None
+]
+FLOAT_FIELDS = [
+    (cls, name)
+    for cls in VALID
+    for name, annotation in _field_types(cls).items()
+    if annotation is float or float in typing.get_args(annotation)
+]
+
+
+class TestOnlyWhatEveryStoreKeeps:
+    """The model refuses, with a path, the text and numbers some store could not keep, so
+    memory, SQLite and PostgreSQL agree on everything the model accepts."""
+
+    def test_the_field_tables_were_found(self) -> None:
+        """Sanity: the walk over the model's annotations found its text and number fields."""
+        assert (Referral, "id", "text") in TEXT_FIELDS
+        assert (Provider, "networks", "items") in TEXT_FIELDS
+        assert (Actor, "id", "text") in TEXT_FIELDS
+        assert len(TEXT_FIELDS) > 50
+        assert [(UrgencyAssessment, "score")] == FLOAT_FIELDS
+
+    @pytest.mark.parametrize(
+        ("bad", "reason"),
+        [("a\x00b", "NUL"), ("\x00", "NUL"), ("a\ud800b", "surrogate"), ("\udfff", "surrogate")],
+        ids=["nul", "only-nul", "high-surrogate", "low-surrogate"],
+    )
+    @pytest.mark.parametrize(
+        ("cls", "name", "kind"), TEXT_FIELDS, ids=[f"{c.__name__}.{n}" for c, n, _ in TEXT_FIELDS]
+    )
+    def test_every_text_field_refuses_unstorable_text(
+        self, cls: type, name: str, kind: str, bad: str, reason: str
+    ) -> None:
+        """Every str field (ids included), and every str in a tuple, refuses a NUL character
+        and a lone surrogate with a ValidationError naming the field (or item)."""
+        value: Any = bad if kind == "text" else ("ok", bad)
+        with pytest.raises(ValidationError) as info:
+            cls(**(VALID[cls]() | {name: value}))
+        assert info.value.path == (name if kind == "text" else f"{name}[1]")
+        assert reason in info.value.reason
+        assert bad not in str(info.value)
+
+    @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+    @pytest.mark.parametrize(("cls", "name"), FLOAT_FIELDS)
+    def test_every_float_field_refuses_nan_and_infinity(
+        self, cls: type, name: str, value: float
+    ) -> None:
+        """NaN and infinity are not JSON: refused with the field's path."""
+        with pytest.raises(ValidationError) as info:
+            cls(**(VALID[cls]() | {name: value}))
+        assert info.value.path == name
+        assert "finite" in info.value.reason
+
+    def test_other_control_characters_and_any_script_are_kept(self) -> None:
+        """Tabs, newlines, escape codes, emoji and every script are legitimate text."""
+        text = "Line 1\r\n\tLine 2 \x1b[0m \x7f é 中文 عربى 😀 \ufeff\uffff"
+        assert patient(given_name=text).given_name == text
+        assert Code.icd10("R07.9", text).display == text
+
+    @pytest.mark.parametrize(
+        ("payload", "path"),
+        [
+            ({"note": "a\x00"}, "payload.note"),
+            ({"a": ["ok", "\ud83d"]}, "payload.a[1]"),
+            ({"\ud83d": 1}, "payload"),
+            ({"a": {"b": float("nan")}}, "payload.a.b"),
+            ({"a": {"x", "y"}}, "payload.a"),
+            ({"a": b"bytes"}, "payload.a"),
+            (
+                # deeper than JSON encoders go (json.dumps raises RecursionError)
+                functools.reduce(lambda inner, _: {"n": inner}, range(5000), {}),
+                "payload" + ".n" * 64,
+            ),
+        ],
+        ids=["nul", "surrogate-in-list", "surrogate-key", "nan", "set", "bytes", "too-deep"],
+    )
+    def test_payload_is_json_every_store_reads_back_equal(
+        self, payload: dict[str, Any], path: str
+    ) -> None:
+        """An event payload holds only JSON values every store reads back equal."""
+        with pytest.raises(ValidationError) as info:
+            ReferralEvent("r1", 1, 0, T0, "u1", "created", payload)
+        assert info.value.path == path
+
+    def test_payload_accepts_json(self) -> None:
+        """Nested objects, lists, numbers, booleans, null and any storable text are fine."""
+        payload = {"a": [1, 2.5, -0.0, True, None, {"b": "é\t😀"}], "c": {}, "d": 10**30}
+        assert ReferralEvent("r1", 1, 0, T0, "u1", "created", payload).payload == payload
+
+    def test_versions_fit_the_stores_integer_columns(self) -> None:
+        """A version or index above 2**31 - 1 (PostgreSQL integer) is refused."""
+        assert referral(version=2**31 - 1).version == 2**31 - 1
+        with pytest.raises(ValidationError, match=r"^version: "):
+            referral(version=2**31)
+
+
+class TestValuesShownInErrors:
+    @pytest.mark.parametrize(
+        ("cls", "field", "value", "shown"),
+        [
+            (Referral, "patient", "MRN-SHOWN", "got str"),
+            (Referral, "coverage", {"member_id": "MRN-SHOWN"}, "got dict"),
+            (Referral, "appointments", ("MRN-SHOWN",), "got str"),
+            (Provider, "networks", ["MRN-SHOWN"], "got list"),
+            (Provider, "languages", ("en", ("MRN-SHOWN",)), "got tuple"),
+        ],
+    )
+    def test_only_the_type_of_a_composite_or_misplaced_value(
+        self, cls: type, field: str, value: Any, shown: str
+    ) -> None:
+        """A dict, list or model object can hold anything, and text given where a model object
+        belongs can be anything: the error names the type, never the value."""
+        with pytest.raises(ValidationError) as info:
+            cls(**(VALID[cls]() | {field: value}))
+        assert "MRN-SHOWN" not in str(info.value)
+        assert info.value.reason.endswith(shown)
+
+
+# --------------------------------------------------------------------------- time zones
+
+ZONES = st.sampled_from(
+    [
+        dt.UTC,
+        dt.timezone(dt.timedelta(hours=-5)),
+        dt.timezone(dt.timedelta(hours=5, minutes=45)),
+        dt.timezone(dt.timedelta(hours=14)),
+        dt.timezone(dt.timedelta(hours=-12)),
+        zoneinfo.ZoneInfo("America/New_York"),
+        zoneinfo.ZoneInfo("Australia/Lord_Howe"),
+        zoneinfo.ZoneInfo("UTC"),
+    ]
+)
+INSTANTS = st.datetimes(
+    min_value=dt.datetime(2000, 1, 2), max_value=dt.datetime(2090, 1, 1), timezones=st.just(dt.UTC)
+)
+
+DATETIME_FIELDS = [
+    (cls, name)
+    for cls in VALID
+    for name, annotation in _field_types(cls).items()
+    if annotation is dt.datetime or dt.datetime in typing.get_args(annotation)
+]
+
+
+class TestTimeZones:
+    def test_the_datetime_fields_were_found(self) -> None:
+        """Sanity: every datetime field of the model is in the table."""
+        assert (Referral, "created_at") in DATETIME_FIELDS
+        assert (Appointment, "start") in DATETIME_FIELDS
+        assert len(DATETIME_FIELDS) == 14
+
+    @pytest.mark.parametrize(
+        ("cls", "name"), DATETIME_FIELDS, ids=[f"{c.__name__}.{n}" for c, n in DATETIME_FIELDS]
+    )
+    @settings(max_examples=10)
+    @given(instant=INSTANTS, zone=ZONES)
+    def test_any_zone_is_the_same_instant_in_utc(
+        self, cls: type, name: str, instant: dt.datetime, zone: dt.tzinfo
+    ) -> None:
+        """The same instant written in any zone gives an equal object, stored in UTC."""
+        base = VALID[cls]()
+        in_utc = cls(**(base | {name: instant}))
+        elsewhere = cls(**(base | {name: instant.astimezone(zone)}))
+        assert elsewhere == in_utc
+        assert repr(elsewhere) == repr(in_utc)
+        assert getattr(elsewhere, name).tzinfo is dt.UTC
+
+    @pytest.mark.parametrize(
+        ("cls", "name"), DATETIME_FIELDS, ids=[f"{c.__name__}.{n}" for c, n in DATETIME_FIELDS]
+    )
+    def test_naive_is_refused_with_the_field(self, cls: type, name: str) -> None:
+        """A naive datetime has no instant: ValidationError naming the field."""
+        with pytest.raises(ValidationError) as info:
+            cls(**(VALID[cls]() | {name: NAIVE}))
+        assert info.value.path == name
+        assert "naive" in info.value.reason
+
+    def test_a_zone_without_an_offset_is_naive(self) -> None:
+        """A tzinfo whose utcoffset() is None makes a naive datetime (Python's definition)."""
+
+        class NoOffset(dt.tzinfo):
+            def utcoffset(self, when: dt.datetime | None) -> None:
+                return None
+
+        with pytest.raises(ValidationError, match="naive"):
+            referral(created_at=dt.datetime(2026, 1, 5, tzinfo=NoOffset()))
+
+    def test_out_of_range_in_utc(self) -> None:
+        """An aware time that has no UTC equivalent (year 1, east of UTC) is refused."""
+        early = dt.datetime(1, 1, 1, 1, 0, tzinfo=dt.timezone(dt.timedelta(hours=5)))
+        with pytest.raises(ValidationError, match="out of range"):
+            referral(created_at=early)
+
+    @settings(max_examples=25)
+    @given(instant=INSTANTS, zone=ZONES)
+    def test_is_overdue_in_any_zone(self, instant: dt.datetime, zone: dt.tzinfo) -> None:
+        """is_overdue gives the same answer for the same instant in any zone."""
+        urgency = UrgencyAssessment(Priority.URGENT, 100, due_by=T0)
+        item = referral(status=Status.RECEIVED, urgency=urgency)
+        assert item.is_overdue(instant.astimezone(zone)) is item.is_overdue(instant)
+        with pytest.raises(ValidationError, match=r"^now: "):
+            item.is_overdue(NAIVE)

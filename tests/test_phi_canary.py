@@ -1,6 +1,13 @@
-"""PHI never leaks: canaries planted in every PHI field must not appear in any repr, str, log
-record or exception message (chained causes, contexts and group members included), whatever
-the desk is asked to do, successfully or not.
+"""PHI never leaks, by construction.
+
+The PHI declaration is checked against the model itself: every text-holding field of every
+model class (found by reading the classes, not listed by hand) is either declared PHI or on a
+short, reviewed allow-list of non-PHI fields, with the reason. A new text field fails
+:class:`TestClassification` until someone decides which it is.
+
+Then canaries are planted in every PHI field (found the same way) and searched for in every
+repr, str, log record, exception message and exception attribute (chained causes, contexts
+and group members included), whatever the desk is asked to do, successfully or not.
 """
 
 from __future__ import annotations
@@ -9,79 +16,408 @@ import copy
 import datetime as dt
 import itertools
 import logging
-from collections.abc import Callable, Iterator
+import typing
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import attrs
 import pytest
+from hypothesis import given, settings
 
 from referralkit import (
     Actor,
+    Appointment,
     Attachment,
     AttachmentKind,
+    Authorization,
     Channel,
+    Checklist,
     Code,
+    CodeSystem,
     Communication,
     ContactPoint,
     ContactSystem,
     Coverage,
+    CoverageDecision,
+    Covered,
     Direction,
+    DocNeeded,
     FollowUp,
     FollowUpKind,
     IntakeRequest,
     MemoryStore,
+    PaNeeded,
     Patient,
     PlanType,
     Priority,
     Provider,
+    Query,
     Referral,
     ReferralDesk,
     ReferralEvent,
     ReferralKitError,
     Role,
+    RuleHit,
     Status,
+    UrgencyAssessment,
     from_dict,
     to_dict,
 )
-from referralkit.model import model_types, phi_fields
-from referralkit.testing import FakeClock
+from referralkit.model import RuleTrace, model_types, phi_fields
+from referralkit.testing import FakeClock, referrals
 
+PATIENT_ID = "CANARY-PATIENT-ID-7f3a"
 MRN = "CANARY-MRN-7f3a"
 GIVEN = "CANARY-GIVEN-7f3a"
 FAMILY = "CANARY-FAMILY-7f3a"
 BIRTH = dt.date(1901, 2, 3)
 CONTACT = "CANARY-CONTACT-7f3a"
+COVERAGE_ID = "CANARY-COVERAGE-ID-7f3a"
 MEMBER = "CANARY-MEMBER-7f3a"
 REASON = "CANARY-REASON-7f3a"
+DIAGNOSIS = "CANARY-DX-7f3a"
+DIAGNOSIS_TEXT = "CANARY-DX-TEXT-7f3a"
+SERVICE_TEXT = "CANARY-SERVICE-TEXT-7f3a"
 STATUS_REASON = "CANARY-STATUS-7f3a"
+TITLE = "CANARY-TITLE-7f3a"
 ATTACHMENT = "CANARY-ATTACH-7f3a"
 COUNTERPART = "CANARY-COUNTERPART-7f3a"
 SUMMARY = "CANARY-SUMMARY-7f3a"
 FOLLOW_UP = "CANARY-FOLLOWUP-7f3a"
 NOTE = "CANARY-NOTE-7f3a"
+AUTH_NUMBER = "CANARY-AUTH-7f3a"
+AUTH_CODE = "CANARY-AUTH-CODE-7f3a"
+DECISION_TEXT = "CANARY-DECISION-7f3a"
+RULE = "CANARY-RULE-7f3a"
 
 # What is searched for: every canary string shares the prefix; the birth date shows as
-# 1901-02-03 in ISO form and as "1901" in a date's repr.
-NEEDLES = ("CANARY", "1901-02-03", "1901")
+# 1901-02-03 in ISO form and as "1901" in a date's repr; pregnancy shows as a flag set.
+NEEDLES = (
+    "CANARY",
+    "1901-02-03",
+    "1901",
+    "pregnant=True",
+    "'pregnant': True",
+    '"pregnant": true',
+    '"pregnant":true',
+)
 
-# Every PHI field of every type, and the canary planted in it.
-PLANTED: dict[tuple[type, str], str] = {
-    (Patient, "mrn"): MRN,
-    (Patient, "given_name"): GIVEN,
-    (Patient, "family_name"): FAMILY,
-    (Patient, "birth_date"): "1901-02-03",
-    (Patient, "contacts"): CONTACT,
-    (ContactPoint, "value"): CONTACT,
-    (Coverage, "member_id"): MEMBER,
-    (Referral, "reason"): REASON,
-    (Referral, "status_reason"): STATUS_REASON,
-    (IntakeRequest, "reason"): REASON,
-    (Attachment, "text"): ATTACHMENT,
-    (Communication, "counterpart"): COUNTERPART,
-    (Communication, "summary"): SUMMARY,
-    (FollowUp, "description"): FOLLOW_UP,
-    (ReferralEvent, "payload"): REASON,
+
+# --------------------------------------------------------------------------- classification
+
+# Every class whose values a referral is made of, or that carries them (a query, an actor);
+# the classes their fields hold are found from there.
+ROOTS: tuple[type, ...] = (*model_types(), IntakeRequest, Checklist, Actor, Query)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _parts(annotation: Any) -> Iterator[Any]:
+    """The types an annotation is made of (``tuple[Code, ...] | None`` gives Code, None)."""
+    args = typing.get_args(annotation)
+    if not args:
+        yield annotation
+        return
+    for arg in args:
+        if arg is not Ellipsis:
+            yield from _parts(arg)
+
+
+def _holds_text(annotation: Any) -> bool:
+    """A str, an optional str, a tuple of str, a mapping with str keys, or Any (a payload)."""
+    origin = typing.get_origin(annotation)
+    if annotation is str or annotation is Any:
+        return True
+    if origin in (Mapping, dict, typing.get_origin(Mapping[str, Any])):
+        return True
+    return any(part is str or part is Any for part in _parts(annotation))
+
+
+def model_classes() -> list[type]:
+    """ROOTS and every attrs class reachable through their fields' annotations."""
+    found: list[type] = []
+    todo = list(ROOTS)
+    while todo:
+        cls = todo.pop()
+        if cls in found:
+            continue
+        found.append(cls)
+        for annotation in _hints(cls).values():
+            todo.extend(p for p in _parts(annotation) if isinstance(p, type) and attrs.has(p))
+    return sorted(found, key=lambda c: c.__name__)
+
+
+def text_fields() -> set[tuple[type, str]]:
+    """Every (class, field) holding text: str, str in tuples, mapping keys, payloads."""
+    return {
+        (cls, name)
+        for cls in model_classes()
+        for name, annotation in _hints(cls).items()
+        if _holds_text(annotation)
+    }
+
+
+def declared_phi() -> set[tuple[type, str]]:
+    return {(cls, name) for cls in model_classes() for name in phi_fields(cls)}
+
+
+NOT_PHI: dict[tuple[type, str], str] = {}
+"""The reviewed allow-list: text fields that are not PHI, and why. Keep it short: when in
+doubt, a field is PHI (declare it with ``attrs.field(..., **_validators.PHI_FIELD)``)."""
+
+
+def _allow(reason: str, *fields: tuple[type, str]) -> None:
+    for field in fields:
+        NOT_PHI[field] = reason
+
+
+_allow(
+    "an opaque key the library or the source system gives a record that is not the patient "
+    "(errors name it to say which record)",
+    (Referral, "id"),
+    (ReferralEvent, "referral_id"),
+    (Appointment, "id"),
+    (Attachment, "id"),
+    (Communication, "id"),
+    (FollowUp, "id"),
+)
+_allow(
+    "the referrer's identifier of the request (an order number, not the patient's): "
+    "intake is idempotent by it and a duplicate is reported by it",
+    (Referral, "source_id"),
+    (IntakeRequest, "source_id"),
+)
+_allow(
+    "a staff member's id (coordinator, actor), not the patient's",
+    (Referral, "owner"),
+    (ReferralEvent, "actor"),
+    (Actor, "id"),
+    (Query, "owner"),
+)
+_allow(
+    "a value from a fixed vocabulary, checked by a pattern (enum-like): a specialty name, "
+    "an event type, a MIME type, a query order, a language tag",
+    (Referral, "specialty"),
+    (IntakeRequest, "specialty"),
+    (Query, "specialty"),
+    (Checklist, "by_specialty"),
+    (ReferralEvent, "type"),
+    (Attachment, "content_type"),
+    (Query, "order"),
+    (Patient, "preferred_language"),
+)
+_allow("the URI of a code system (the code and its text are PHI)", (Code, "system"))
+_allow(
+    "the insurer and its product, the same for every member (the member id and the coverage "
+    "id are PHI; a FHIR payor that is the patient or a relative is read as self-pay)",
+    (Coverage, "payer"),
+    (Coverage, "plan"),
+    (Coverage, "group"),
+    (Coverage, "networks"),
+)
+_allow(
+    "directory data about the clinician or the clinic (public in NPPES), not the patient",
+    (Provider, "id"),
+    (Provider, "name"),
+    (Provider, "specialty"),
+    (Provider, "npi"),
+    (Provider, "organization"),
+    (Provider, "networks"),
+    (Provider, "languages"),
+    (Provider, "location"),
+    (Appointment, "provider_id"),
+    (Appointment, "location"),
+)
+_allow(
+    "which policy decided, by name and version hash, the same for every referral it decides "
+    "(the rule ids and texts, which tell what the patient matched, are PHI)",
+    (RuleHit, "ruleset"),
+    (RuleHit, "version"),
+    (RuleTrace, "ruleset"),
+    (RuleTrace, "version"),
+)
+
+
+class TestClassification:
+    def test_the_walk_finds_the_model(self) -> None:
+        """Sanity: the walk reaches nested classes and finds text inside tuples, optionals,
+        mappings and payloads."""
+        classes = model_classes()
+        assert {Patient, ContactPoint, Code, RuleTrace, Checklist, Query} <= set(classes)
+        fields = text_fields()
+        for field in [
+            (Patient, "mrn"),
+            (Coverage, "member_id"),
+            (Authorization, "service_codes"),
+            (ReferralEvent, "payload"),
+            (Checklist, "by_specialty"),
+            (CoverageDecision, "alternatives"),
+        ]:
+            assert field in fields
+        assert (Patient, "birth_date") not in fields
+        assert (Referral, "status") not in fields
+
+    def test_every_text_field_is_phi_or_allowed(self) -> None:
+        """Each text field is declared PHI or on the allow-list: a new field fails here until
+        it is classified."""
+        unclassified = text_fields() - declared_phi() - set(NOT_PHI)
+        names = sorted(f"{c.__name__}.{n}" for c, n in unclassified)
+        assert not unclassified, f"classify these text fields (PHI or NOT_PHI): {names}"
+
+    def test_allow_list_is_exact(self) -> None:
+        """The allow-list names only existing text fields, none of them declared PHI."""
+        assert set(NOT_PHI) <= text_fields()
+        assert not set(NOT_PHI) & declared_phi()
+
+    def test_health_information_is_declared(self) -> None:
+        """The fields that carry health information about the patient are PHI (not only
+        text: pregnancy, birth date)."""
+        for field in [
+            (Patient, "id"),
+            (Patient, "pregnant"),
+            (Patient, "birth_date"),
+            (Code, "code"),
+            (Code, "display"),
+            (Referral, "diagnoses"),
+            (Referral, "services"),
+            (Attachment, "title"),
+            (Authorization, "number"),
+            (UrgencyAssessment, "reasons"),
+            (RuleHit, "rule_id"),
+            (Query, "patient_id"),
+        ]:
+            assert field in declared_phi(), field
+
+
+# --------------------------------------------------------------------------- planting
+
+
+# outside the dates the strategies draw (1900 to 2040), so a generated date never matches
+PLANTED_DATE = dt.date(1899, 2, 3)
+PLANTED_NEEDLES = ("CANARY", "1899-02-03", "date(1899, 2, 3)", "pregnant=True")
+
+
+def _canary(cls: type, name: str) -> str:
+    return f"CANARY-{cls.__name__}-{name}"
+
+
+def _plant(value: Any) -> Any:
+    """``value`` with a canary in every PHI field, at every depth (found by reading the
+    model, like the classification above)."""
+    if isinstance(value, tuple):
+        return tuple(_plant(item) for item in value)
+    if not attrs.has(type(value)):
+        return value
+    cls = type(value)
+    hints = _hints(cls)
+    changes: dict[str, Any] = {}
+    for field in attrs.fields(cls):
+        current = getattr(value, field.name)
+        if field.metadata.get("phi"):
+            changes[field.name] = _canary_value(cls, field.name, hints[field.name], current)
+        else:
+            planted = _plant(current)
+            if planted is not current:
+                changes[field.name] = planted
+    return attrs.evolve(value, **changes) if changes else value
+
+
+# The item a PHI tuple gets when it is empty, so that there is somewhere to plant.
+_ITEMS: dict[type, Callable[[], Any]] = {
+    ContactPoint: lambda: ContactPoint(ContactSystem.PHONE, "x"),
+    Code: lambda: Code(CodeSystem.ICD10CM, "x"),
 }
+
+
+def _canary_value(cls: type, name: str, annotation: Any, current: Any) -> Any:
+    text = _canary(cls, name)
+    parts = set(_parts(annotation))
+    if annotation is bool:
+        return True
+    if dt.date in parts:
+        return PLANTED_DATE
+    if typing.get_origin(annotation) in (Mapping, dict) or annotation is Any:
+        return {"note": text, "nested": [{"value": text}]}
+    if str in parts and typing.get_origin(annotation) is not tuple:
+        return text
+    item = next(p for p in parts if p is not type(None))
+    if item is str:
+        return (text,)
+    assert item in _ITEMS, f"no canary planting for {cls.__name__}.{name}: add one to _ITEMS"
+    items = tuple(current) or (_ITEMS[item](),)
+    return tuple(_plant(i) for i in items)
+
+
+def _objects(value: Any) -> Iterator[Any]:
+    """``value`` and every model object inside it."""
+    if isinstance(value, tuple):
+        for item in value:
+            yield from _objects(item)
+    elif attrs.has(type(value)):
+        yield value
+        for field in attrs.fields(type(value)):
+            yield from _objects(getattr(value, field.name))
+
+
+class TestPlantedCanaries:
+    @settings(max_examples=40)
+    @given(referral=referrals())
+    def test_repr_and_str_of_every_part_show_no_phi(self, referral: Referral) -> None:
+        """With a canary in every PHI field of a generated referral, no repr or str of the
+        referral or any part of it shows one; each PHI field shows as <redacted>."""
+        planted = _plant(referral)
+        data = str(to_dict(planted))
+        assert "CANARY-Patient-mrn" in data  # really planted
+        assert "1899-02-03" in data
+        for part in _objects(planted):
+            for text in (repr(part), str(part)):
+                assert_clean(text, f"repr of {type(part).__name__}", PLANTED_NEEDLES)
+                for name in phi_fields(type(part)):
+                    assert f"{name}=<redacted>" in text
+
+    @pytest.mark.parametrize("cls", [c for c in model_classes() if phi_fields(c)])
+    def test_rejected_phi_is_never_repeated(self, cls: type) -> None:
+        """For every PHI field of every class: a value too long, or of the wrong type, holding
+        a canary is refused without repeating it (message, repr, args, attributes)."""
+        base = _baseline(cls)
+        hints = _hints(cls)
+        for name in phi_fields(cls):
+            text = _canary(cls, name)
+            for bad in (text * 50_000, [text], {text: {text}}, (text, 5)):
+                if hints[name] is bool or dt.date in set(_parts(hints[name])):
+                    bad = text  # a flag or a date given as text
+                with pytest.raises(ReferralKitError) as info:
+                    cls(**(base | {name: bad}))
+                for found in texts_of_exception(info.value):
+                    assert_clean(found, f"error for {cls.__name__}.{name}")
+
+
+def _baseline(cls: type) -> dict[str, Any]:
+    """Valid constructor arguments for ``cls``, from a planted canary request's parts."""
+    request = canary_request()
+    referral = request.referral("r-1", dt.datetime(2026, 1, 5, tzinfo=dt.UTC))
+    samples: dict[type, Any] = {
+        type(obj): obj
+        for obj in [
+            *_objects(referral),
+            *_objects(_decision()),
+            *_objects(_assessment()),
+            ReferralEvent("r-1", 1, 0, dt.datetime(2026, 1, 5, tzinfo=dt.UTC), "u", "created"),
+            Communication(
+                "m1", dt.datetime(2026, 1, 5, tzinfo=dt.UTC), Channel.FAX, Direction.INBOUND, "x"
+            ),
+            FollowUp("f1", FollowUpKind.CALL, dt.date(2026, 2, 1)),
+            Query(),
+            request,
+        ]
+    }
+    sample = samples[cls]
+    return {f.alias or f.name: getattr(sample, f.name) for f in attrs.fields(cls) if f.init}
+
+
+# --------------------------------------------------------------------------- the desk
 
 
 def canary_request(source_id: str = "REQ-C1", *, complete: bool = True) -> IntakeRequest:
@@ -90,23 +426,24 @@ def canary_request(source_id: str = "REQ-C1", *, complete: bool = True) -> Intak
     return IntakeRequest(
         source_id=source_id,
         patient=Patient(
-            id="pat-canary",
+            id=PATIENT_ID,
             mrn=MRN,
             given_name=GIVEN,
             family_name=FAMILY,
             birth_date=BIRTH,
+            pregnant=True,
             contacts=(ContactPoint(ContactSystem.PHONE, CONTACT),),
         ),
         referring=Provider("prov-pcp", "Riverside", "family-medicine", networks=("net-a",)),
         target=Provider("prov-card", "Harbor", "cardiology", networks=("net-a",)),
         specialty="cardiology",
         reason=REASON,
-        diagnoses=(Code.icd10("R07.9"),),
-        services=(Code.cpt("99204"),),
+        diagnoses=(Code.icd10(DIAGNOSIS, DIAGNOSIS_TEXT),),
+        services=(Code.cpt("99204", SERVICE_TEXT),),
         priority=Priority.ROUTINE,
         coverage=Coverage(
-            "cov-1",
-            "Acme",
+            COVERAGE_ID,
+            "Acme Health",
             "Acme HMO",
             PlanType.HMO,
             member_id=MEMBER,
@@ -115,15 +452,56 @@ def canary_request(source_id: str = "REQ-C1", *, complete: bool = True) -> Intak
             networks=("net-a",),
         ),
         attachments=(
-            (Attachment("doc-h", AttachmentKind.MEDICAL_HISTORY, added, text=ATTACHMENT),)
+            (
+                Attachment(
+                    "doc-h", AttachmentKind.MEDICAL_HISTORY, added, title=TITLE, text=ATTACHMENT
+                ),
+            )
             if complete
             else ()
         ),
     )
 
 
+def _decision(pa: PaNeeded = PaNeeded.NO_AUTH) -> CoverageDecision:
+    return CoverageDecision(
+        Covered.COVERED,
+        pa_needed=pa,
+        doc_needed=DocNeeded.CLINICAL,
+        reason=DECISION_TEXT,
+        explanation=DECISION_TEXT,
+        alternatives=(DECISION_TEXT,),
+        hits=(RuleHit("canary-policy", "1", RULE),),
+        trace=(RuleTrace("canary-policy", "1", RULE, False, failed=DECISION_TEXT),),
+    )
+
+
+def _assessment() -> UrgencyAssessment:
+    return UrgencyAssessment(
+        Priority.URGENT,
+        200.0,
+        due_by=dt.datetime(2026, 1, 8, tzinfo=dt.UTC),
+        reasons=(DECISION_TEXT,),
+        hits=(RuleHit("canary-policy", "1", RULE),),
+        trace=(RuleTrace("canary-policy", "1", RULE, True),),
+    )
+
+
+class CanaryPolicy:
+    """Coverage and urgency decisions with a canary in every decision text and rule id;
+    MRIs need prior authorization."""
+
+    def decide(self, referral: Referral, at: dt.datetime) -> CoverageDecision:
+        needs = any(c.code == "70551" for c in referral.services)
+        return _decision(PaNeeded.AUTH_NEEDED if needs else PaNeeded.NO_AUTH)
+
+    def assess(self, referral: Referral, at: dt.datetime) -> UrgencyAssessment:
+        return _assessment()
+
+
 def texts_of_exception(error: BaseException, seen: set[int] | None = None) -> Iterator[str]:
-    """Messages and reprs of an exception, its cause and context chain and group members."""
+    """Messages, reprs and attributes of an exception, its cause and context chain and group
+    members."""
     seen = set() if seen is None else seen
     if id(error) in seen:
         return
@@ -132,6 +510,7 @@ def texts_of_exception(error: BaseException, seen: set[int] | None = None) -> It
     yield repr(error)
     yield from (repr(arg) for arg in error.args)
     yield from (str(note) for note in getattr(error, "__notes__", ()))
+    yield from (f"{key}={value!r}" for key, value in vars(error).items())
     for inner in (error.__cause__, error.__context__):
         if inner is not None:
             yield from texts_of_exception(inner, seen)
@@ -139,8 +518,8 @@ def texts_of_exception(error: BaseException, seen: set[int] | None = None) -> It
         yield from texts_of_exception(member, seen)
 
 
-def assert_clean(text: str, where: str) -> None:
-    for needle in NEEDLES:
+def assert_clean(text: str, where: str, needles: tuple[str, ...] = NEEDLES) -> None:
+    for needle in needles:
         assert needle not in text, f"PHI canary {needle!r} leaked in {where}: {text[:300]}"
 
 
@@ -165,27 +544,39 @@ class Recorder:
 @pytest.fixture
 def canary_desk() -> ReferralDesk:
     counter = itertools.count(1)
+    policy = CanaryPolicy()
     return ReferralDesk(
         MemoryStore(),
         clock=FakeClock(dt.datetime(2026, 1, 5, 9, tzinfo=dt.UTC)),
+        coverage=policy,
+        urgency=policy,
         new_id=lambda: f"id-{next(counter):04d}",
     )
 
 
-class TestInventory:
-    def test_every_phi_field_has_a_canary(self) -> None:
-        """The canaries cover exactly the PHI fields the model declares (phi_fields)."""
-        declared = {
-            (cls, name) for cls in [*model_types(), IntakeRequest] for name in phi_fields(cls)
-        }
-        assert declared == set(PLANTED)
-
-    def test_the_canaries_are_really_in_the_data(self, canary_desk: ReferralDesk) -> None:
+class TestTheCanariesAreInTheData:
+    def test_stored_data_holds_every_canary(self, canary_desk: ReferralDesk) -> None:
         """Sanity: the planted values are in the stored data, so the scans mean something."""
         actor = Actor("coord-1", {Role.COORDINATOR})
         referral = canary_desk.intake(actor, canary_request())
         data = str(to_dict(referral))
-        for value in (MRN, GIVEN, FAMILY, "1901-02-03", CONTACT, MEMBER, REASON, ATTACHMENT):
+        for value in (
+            PATIENT_ID,
+            MRN,
+            GIVEN,
+            "1901-02-03",
+            CONTACT,
+            COVERAGE_ID,
+            MEMBER,
+            REASON,
+            DIAGNOSIS,
+            DIAGNOSIS_TEXT,
+            TITLE,
+            ATTACHMENT,
+            DECISION_TEXT,
+            RULE,
+            "'pregnant': True",
+        ):
             assert value in data
 
 
@@ -207,7 +598,9 @@ class TestDeskNeverLeaks:
         referral = run.ok(lambda: desk.intake(coordinator, canary_request()))
         rid = referral.id
         run.ok(lambda: desk.intake(coordinator, canary_request()))  # idempotent re-intake
-        run.ok(lambda: desk.attach(coordinator, rid, AttachmentKind.LAB, text=ATTACHMENT))
+        run.ok(
+            lambda: desk.attach(coordinator, rid, AttachmentKind.LAB, title=TITLE, text=ATTACHMENT)
+        )
         run.ok(
             lambda: desk.log_communication(
                 coordinator,
@@ -245,6 +638,8 @@ class TestDeskNeverLeaks:
         run.ok(lambda: desk.history(auditor, rid))
         run.ok(lambda: desk.missing(auditor, rid))
         run.ok(lambda: desk.worklist(auditor))
+        run.ok(lambda: desk.worklist(auditor, patient_id=PATIENT_ID))
+        run.ok(lambda: desk.count(auditor, patient_id=PATIENT_ID))
 
         # other ends of the lifecycle, each with a canary reason
         for source, steps in {
@@ -277,7 +672,27 @@ class TestDeskNeverLeaks:
         needs_pa = attrs.evolve(imaging, source_id="REQ-C7", coverage=canary_request().coverage)
         pa_ref = run.ok(lambda: desk.intake(coordinator, needs_pa))
         run.ok(lambda: desk.request_authorization(coordinator, pa_ref.id, expedited=True))
-        run.ok(lambda: desk.record_authorization(coordinator, pa_ref.id, approved=False))
+        run.ok(
+            lambda: desk.record_authorization(
+                coordinator, pa_ref.id, approved=True, number=AUTH_NUMBER, service_codes=[AUTH_CODE]
+            )
+        )
+        run.fails(
+            lambda: desk.record_authorization(
+                coordinator, pa_ref.id, approved=False, number=AUTH_NUMBER, service_codes=AUTH_CODE
+            )
+        )
+        run.ok(lambda: desk.request_authorization(coordinator, pa_ref.id))
+        run.fails(
+            lambda: desk.record_authorization(
+                coordinator, pa_ref.id, approved=True, number=AUTH_NUMBER * 10
+            )
+        )
+        run.fails(
+            lambda: desk.record_authorization(
+                coordinator, pa_ref.id, approved=True, service_codes=[AUTH_CODE, 7]
+            )
+        )
 
         # failures: illegal transitions, guards, permissions, validation, concurrency, absence
         draft = run.ok(lambda: desk.intake(coordinator, canary_request("REQ-C8", complete=False)))
@@ -319,6 +734,11 @@ class TestDeskNeverLeaks:
         )
         run.fails(lambda: desk.attach(coordinator, d, AttachmentKind.LAB, text=[ATTACHMENT]))
         run.fails(lambda: desk.attach(coordinator, d, AttachmentKind.LAB, text=b"CANARY-bytes"))
+        run.fails(lambda: desk.attach(coordinator, d, AttachmentKind.LAB, title=TITLE * 20))
+        run.fails(lambda: desk.attach(coordinator, d, AttachmentKind.LAB, title=f"{TITLE}\x00"))
+        run.fails(lambda: desk.get(auditor, desk.get(auditor, d)))  # a Referral for an id
+        run.fails(lambda: desk.count(auditor, mrn=MRN))
+        run.fails(lambda: desk.worklist(auditor, patient_id=[PATIENT_ID]))
         run.fails(lambda: desk.hold(coordinator, d, STATUS_REASON, expected_version=1))
         run.fails(lambda: desk.decline(coordinator, d, STATUS_REASON, expected_version=99))
         run.fails(lambda: desk.intake(coordinator, {"patient": {"mrn": MRN}}))  # type: ignore[arg-type]
@@ -338,6 +758,13 @@ class TestDeskNeverLeaks:
             lambda: Patient("p", MRN, GIVEN, FAMILY, "1901-02-03"),
             lambda: Patient("p", MRN, GIVEN, FAMILY, BIRTH, contacts=(CONTACT,)),
             lambda: Patient("p", MRN, GIVEN, FAMILY, BIRTH, contacts=[CONTACT]),
+            lambda: Patient(PATIENT_ID * 10, MRN, GIVEN, FAMILY, BIRTH),
+            lambda: Patient("p", MRN, GIVEN, FAMILY, BIRTH, pregnant="CANARY-yes"),
+            lambda: Code.icd10(f"{DIAGNOSIS} x", DIAGNOSIS_TEXT),
+            lambda: Code.icd10(DIAGNOSIS, [DIAGNOSIS_TEXT]),
+            lambda: Coverage(COVERAGE_ID * 10, "Acme Health", "HMO", PlanType.HMO),
+            lambda: attrs.evolve(canary_request(), diagnoses=(DIAGNOSIS,)),
+            lambda: attrs.evolve(canary_request(), patient=MRN),
             lambda: ContactPoint(ContactSystem.SMS, CONTACT * 20),
             lambda: Coverage("c", "Acme", "HMO", PlanType.HMO, member_id=MEMBER * 10),
             lambda: attrs.evolve(canary_request(), reason=(REASON,)),
@@ -406,6 +833,17 @@ def _referral_data() -> dict[str, Any]:
 
 
 FROM_DICT_CASES: list[tuple[tuple[Any, ...], Any]] = [
+    (("patient", "id"), PATIENT_ID * 10),
+    (("patient", "id"), [PATIENT_ID]),
+    (("patient", "pregnant"), "CANARY-yes"),
+    (("diagnoses", 0, "code"), f"{DIAGNOSIS} {DIAGNOSIS}"),
+    (("diagnoses", 0, "display"), [DIAGNOSIS_TEXT]),
+    (("diagnoses", 0), DIAGNOSIS),
+    (("services", 0, "code"), {"x": SERVICE_TEXT}),
+    (("coverage", "id"), COVERAGE_ID * 10),
+    (("attachments", 0, "title"), TITLE * 20),
+    (("attachments", 0, "title"), f"{TITLE}\ud800"),
+    (("reason",), f"{REASON}\x00"),
     (("patient", "mrn"), MRN * 10),
     (("patient", "given_name"), GIVEN * 20),
     (("patient", "family_name"), ""),

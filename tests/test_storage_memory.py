@@ -159,7 +159,7 @@ class TestSave:
 
     @pytest.mark.parametrize(
         ("version", "expected", "path"),
-        [(1, 1, "version"), (3, 1, "version"), (1, -1, "version")],
+        [(1, 1, "version"), (3, 1, "version"), (1, -1, "expected_version")],
     )
     def test_version_must_rise_by_one(
         self, store: MemoryStore, version: int, expected: int, path: str

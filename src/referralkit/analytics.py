@@ -29,6 +29,7 @@ from typing import Final
 
 import attrs
 
+from ._validators import as_utc
 from .errors import ValidationError
 from .events import EventType
 from .model import AppointmentStatus, AttachmentKind, AuthStatus, Referral, ReferralEvent, Status
@@ -189,11 +190,11 @@ def _count(
 
 def summary(store: ReferralStore, now: dt.datetime) -> Kpis:
     """The KPIs of every referral in ``store`` as of ``now`` (see :class:`Kpis` for the
-    definitions); reads each referral's snapshot and its events once."""
+    definitions); reads each referral's snapshot and its events once. ``now`` is any
+    timezone-aware datetime (taken as the same instant in UTC); a naive one is refused."""
     if not isinstance(store, ReferralStore):
         raise ValidationError("store", "expected a ReferralStore")
-    if not isinstance(now, dt.datetime) or now.tzinfo is None or now.utcoffset():
-        raise ValidationError("now", "expected a timezone-aware UTC datetime")
+    now = as_utc(now, "now")
     tally = _Tally()
     for referral in store.query(Query()):
         _count(tally, referral, store.events(referral.id), now)

@@ -1,7 +1,8 @@
 """Time, injected: every component that needs "now" takes a :class:`Clock`.
 
 referralkit never reads the wall clock behind your back; tests and simulations pass a
-:class:`~referralkit.clock.FakeClock`. Every datetime is timezone-aware UTC.
+:class:`~referralkit.clock.FakeClock`. Every datetime is timezone-aware UTC: a clock may be set
+to an aware time in any zone (it keeps the same instant in UTC), never to a naive one.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Protocol, runtime_checkable
 
+from ._validators import as_utc
 from .errors import ValidationError
 
 __all__ = ["Clock", "FakeClock", "SystemClock"]
@@ -37,13 +39,17 @@ class FakeClock:
     >>> clock = FakeClock(dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC))
     >>> clock.advance(hours=2).isoformat()
     '2026-01-05T11:00:00+00:00'
+    >>> clock.set(dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5))))
+    >>> clock.now().isoformat()
+    '2026-01-05T13:00:00+00:00'
     """
 
     def __init__(self, start: dt.datetime | None = None) -> None:
-        start = start or dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
-        if start.tzinfo is None or start.utcoffset() != dt.timedelta(0):
-            raise ValidationError("start", "expected a timezone-aware UTC datetime")
-        self._now = start
+        self._now = (
+            dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
+            if start is None
+            else as_utc(start, "start")
+        )
 
     def now(self) -> dt.datetime:
         return self._now
@@ -57,10 +63,11 @@ class FakeClock:
         return self._now
 
     def set(self, when: dt.datetime) -> None:
-        """Jump to ``when`` (not before the current time)."""
-        if when < self._now:
+        """Jump to ``when``, any timezone-aware time not before the current one."""
+        utc = as_utc(when, "when")
+        if utc < self._now:
             raise ValidationError("when", "a clock does not go backwards")
-        self._now = when
+        self._now = utc
 
     def __repr__(self) -> str:
         return f"FakeClock({self._now.isoformat()})"

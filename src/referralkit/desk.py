@@ -5,6 +5,12 @@ loads the referral, checks the lifecycle transition (with its guards), turns the
 events, applies them to get the new snapshot and stores snapshot and events atomically with the
 version it loaded. A refused operation raises a typed error and changes nothing.
 
+Arguments are checked after the permission: a wrong type, a naive datetime or text no store can
+keep is a :class:`~referralkit.errors.ValidationError` naming the argument. Datetimes in any
+zone are taken as the same instant in UTC. Free-text arguments (reasons, notes, summaries) are
+PHI: the desk holds them :class:`~referralkit.privacy.Sealed` while it works, and its errors
+leave it with a traceback that holds no argument (see :doc:`/explanation`).
+
 >>> import datetime as dt
 >>> import referralkit as rk
 >>> from referralkit.testing import FakeClock, sample_request
@@ -27,9 +33,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
+from . import _validators as v
 from . import lifecycle
+from ._redaction import Sealed, boundary
 from .clock import Clock, SystemClock
-from .errors import ConcurrencyError, GuardError, ValidationError
+from .errors import ConcurrencyError, GuardError, RulesError, ValidationError
 from .events import EventType, apply_all
 from .intake import DEFAULT_CHECKLIST, Checklist, IntakeRequest, Requirement
 from .model import (
@@ -41,6 +49,7 @@ from .model import (
     AuthStatus,
     Channel,
     Communication,
+    CoverageDecision,
     Direction,
     FollowUp,
     FollowUpKind,
@@ -48,6 +57,7 @@ from .model import (
     Referral,
     ReferralEvent,
     Status,
+    UrgencyAssessment,
 )
 from .policy import BasicCoverage, BasicUrgency, CoverageDecider, UrgencyAssessor
 from .privacy import Actor, authorize
@@ -66,16 +76,32 @@ logger = logging.getLogger("referralkit.desk")
 # standard ones within 7 calendar days.
 AUTH_DECISION_WINDOW: Final = {True: dt.timedelta(hours=72), False: dt.timedelta(days=7)}
 
-_Change = list[tuple[EventType, dict[str, Any]]]
+# A payload is sealed from the moment it is built until the event is made: it holds PHI, and
+# the lists of changes are locals of the frames an exception report shows.
+_Record = tuple[EventType, Sealed[dict[str, Any]]]
+_Change = list[_Record]
+
+
+def _record(kind: EventType, **payload: Any) -> _Record:
+    """An event to record, its payload (model values as JSON data) sealed. Every value is a
+    validated model value or a checked argument, so the payload is JSON by construction."""
+    return kind, Sealed(v.JsonObject({key: to_dict(value) for key, value in payload.items()}))
 
 
 def _status_change(
-    event: str, source: Status, target: Status, reason: str | None
-) -> tuple[EventType, dict[str, Any]]:
-    payload: dict[str, Any] = {"event": event, "source": source.value, "target": target.value}
-    if reason is not None:
-        payload["reason"] = reason
-    return EventType.STATUS_CHANGED, payload
+    event: str, source: Status, target: Status, reason: Sealed[str] | None
+) -> _Record:
+    if reason is None:
+        return _record(
+            EventType.STATUS_CHANGED, event=event, source=source.value, target=target.value
+        )
+    return _record(
+        EventType.STATUS_CHANGED,
+        event=event,
+        source=source.value,
+        target=target.value,
+        reason=reason.reveal(),
+    )
 
 
 def _close_appointments(referral: Referral, target: Status) -> _Change:
@@ -87,27 +113,56 @@ def _close_appointments(referral: Referral, target: Status) -> _Change:
         AppointmentStatus.FULFILLED if target is Status.COMPLETED else (AppointmentStatus.CANCELLED)
     )
     return [
-        (EventType.APPOINTMENT_CHANGED, {"appointment_id": a.id, "status": outcome.value})
+        _record(EventType.APPOINTMENT_CHANGED, appointment_id=a.id, status=outcome.value)
         for a in referral.appointments
         if a.status is AppointmentStatus.BOOKED
     ]
 
 
-def _reason(value: object, name: str = "reason") -> str:
+def _text(value: object, name: str) -> str:
+    """A non-blank argument string every store can keep (not PHI: it may be shown)."""
     if not isinstance(value, str) or not value.strip():
         raise ValidationError(name, "expected a non-blank string")
+    problem = v.storable_text(value)
+    if problem is not None:
+        raise ValidationError(name, problem)
+    return value
+
+
+def _reason(value: Sealed[Any], name: str = "reason") -> Sealed[str]:
+    """A sealed PHI argument, checked as :func:`_text` checks (its errors show no value)."""
+    return Sealed(_text(value.reveal(), name))
+
+
+def _optional(value: Sealed[Any], name: str) -> Sealed[str] | None:
+    return None if value.reveal() is None else _reason(value, name)
+
+
+def _expected_version(value: object) -> int | None:
+    # any whole number is a version to compare (one never stored is stale, a
+    # ConcurrencyError); anything else is a mistake
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise ValidationError(
+        "expected_version", f"expected None or a version number, got {type(value).__name__}"
+    )
+
+
+def _flag(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError(name, f"expected True or False, got {type(value).__name__}")
     return value
 
 
 _QUERY_FIELDS: Final = frozenset(a.name for a in attrs.fields(Query))
 
 
-def _query(filters: dict[str, Any], **fixed: Any) -> Query:
+def _query(filters: Sealed[dict[str, Any]], **fixed: Any) -> Query:
     """A Query from keyword filters; an unknown or repeated filter is a ValidationError."""
-    for name in sorted(filters):
+    for name in sorted(filters.reveal()):
         if name not in _QUERY_FIELDS or name in fixed:
             raise ValidationError(name, "not a filter of this query")
-    return Query(**filters, **fixed)
+    return Query(**filters.reveal(), **fixed)
 
 
 def _message_recorded(history: Sequence[ReferralEvent], key: str) -> bool:
@@ -157,10 +212,12 @@ class ReferralDesk:
         self._new_id = new_id or (lambda: uuid.uuid4().hex)
 
     @classmethod
+    @boundary
     def open(cls, url: str = "memory://", **kwargs: Any) -> ReferralDesk:
         """A desk over the store ``url`` names (see :func:`~referralkit.storage.open_store`)."""
         return cls(open_store(url), **kwargs)
 
+    @boundary
     def close(self) -> None:
         """Close the store."""
         self.store.close()
@@ -174,37 +231,51 @@ class ReferralDesk:
     def __repr__(self) -> str:
         return f"ReferralDesk({self.store!r})"
 
+    def _now(self) -> dt.datetime:
+        """The clock's reading in UTC (a clock may answer in any zone, never naive)."""
+        return v.as_utc(self.clock.now(), "clock.now()")
+
     # ------------------------------------------------------------------ reads
 
+    @boundary
     def get(self, actor: Actor, referral_id: str) -> Referral:
         """The referral's current snapshot."""
         authorize(actor, "get")
-        return self.store.load(referral_id)
+        return self.store.load(v.identifier(referral_id, "referral_id"))
 
+    @boundary
     def history(self, actor: Actor, referral_id: str) -> list[ReferralEvent]:
         """Every event recorded for the referral, oldest first."""
         authorize(actor, "history")
-        return self.store.events(referral_id)
+        return self.store.events(v.identifier(referral_id, "referral_id"))
 
+    @boundary
     def count(self, actor: Actor, **filters: Any) -> int:
         """How many referrals match ``filters`` (:class:`~referralkit.storage.Query` fields)."""
+        sealed = Sealed(filters)  # a filter may be PHI (patient_id)
+        del filters
         authorize(actor, "get")
-        return self.store.count(_query(filters))
+        return self.store.count(_query(sealed))
 
+    @boundary
     def missing(self, actor: Actor, referral_id: str) -> tuple[Requirement, ...]:
         """What the referral still lacks before it can be accepted."""
         return self.checklist.missing(self.get(actor, referral_id))
 
+    @boundary
     def worklist(self, actor: Actor, *, limit: int = 50, **filters: Any) -> list[Referral]:
         """Open referrals in worklist order (priority, due date, received date).
 
         ``filters`` are :class:`~referralkit.storage.Query` fields, e.g. ``specialty=``.
         """
+        sealed = Sealed(filters)
+        del filters
         authorize(actor, "get")
-        return self.store.query(_query(filters, open_only=True, limit=limit))
+        return self.store.query(_query(sealed, open_only=True, limit=limit))
 
     # ------------------------------------------------------------------ intake
 
+    @boundary
     def intake(self, actor: Actor, request: IntakeRequest) -> Referral:
         """Record a referral request as a draft, with its coverage decision and urgency.
 
@@ -217,29 +288,39 @@ class ReferralDesk:
         existing = self.store.find_source(request.source_id)
         if existing is not None:
             return self.store.load(existing)
-        now = self.clock.now()
+        now = self._now()
         draft = request.referral(self._new_id(), now)
-        changes: _Change = [(EventType.CREATED, {"referral": to_dict(draft)})]
+        changes: _Change = [_record(EventType.CREATED, referral=draft)]
         changes += self._assessments(draft, now)
         return self._commit(actor, None, changes, now)
 
     def _assessments(self, referral: Referral, now: dt.datetime) -> _Change:
         """Events recording fresh coverage and urgency decisions for ``referral``."""
         decision = self.coverage.decide(referral, now)
-        changes: _Change = [(EventType.COVERAGE_DECIDED, {"decision": to_dict(decision)})]
+        if not isinstance(decision, CoverageDecision):
+            # _record trusts its values to be model values: say which policy broke that
+            raise RulesError(f"the coverage decider returned {type(decision).__name__}")
+        changes: _Change = [_record(EventType.COVERAGE_DECIDED, decision=decision)]
         auth = referral.authorization
         if decision.needs_authorization and auth.status is AuthStatus.NOT_REQUIRED:
             auth = Authorization(status=AuthStatus.NEEDED)
         elif not decision.needs_authorization and auth.status is AuthStatus.NEEDED:
             auth = Authorization()
         if auth != referral.authorization:
-            changes.append((EventType.AUTHORIZATION_CHANGED, {"authorization": to_dict(auth)}))
+            changes.append(_record(EventType.AUTHORIZATION_CHANGED, authorization=auth))
         # urgency windows may depend on the decision just made
         decided = attrs.evolve(referral, coverage_decision=decision)
-        assessment = self.urgency.assess(decided, now)
-        changes.append((EventType.URGENCY_ASSESSED, {"assessment": to_dict(assessment)}))
+        assessment = self._assess(decided, now)
+        changes.append(_record(EventType.URGENCY_ASSESSED, assessment=assessment))
         return changes
 
+    def _assess(self, referral: Referral, now: dt.datetime) -> UrgencyAssessment:
+        assessment = self.urgency.assess(referral, now)
+        if not isinstance(assessment, UrgencyAssessment):
+            raise RulesError(f"the urgency assessor returned {type(assessment).__name__}")
+        return assessment
+
+    @boundary
     def reassess(
         self, actor: Actor, referral_id: str, *, expected_version: int | None = None
     ) -> Referral:
@@ -254,6 +335,7 @@ class ReferralDesk:
 
     # ------------------------------------------------------------------ lifecycle
 
+    @boundary
     def send(
         self, actor: Actor, referral_id: str, *, expected_version: int | None = None
     ) -> Referral:
@@ -263,48 +345,57 @@ class ReferralDesk:
         def build(r: Referral, now: dt.datetime) -> _Change:
             target = lifecycle.TABLE.next_status(r, "submit")
             received = attrs.evolve(r, status=target, received_at=now)
-            assessment = self.urgency.assess(received, now)
+            assessment = self._assess(received, now)
             return [
                 _status_change("submit", r.status, target, None),
-                (EventType.URGENCY_ASSESSED, {"assessment": to_dict(assessment)}),
+                _record(EventType.URGENCY_ASSESSED, assessment=assessment),
             ]
 
         return self._change(actor, "send", referral_id, expected_version, build)
 
+    @boundary
     def accept(
         self, actor: Actor, referral_id: str, *, expected_version: int | None = None
     ) -> Referral:
         """Accept a received referral; refused while intake is incomplete."""
         return self._transition(actor, "accept", referral_id, "accept", expected_version)
 
+    @boundary
     def decline(
         self, actor: Actor, referral_id: str, reason: str, *, expected_version: int | None = None
     ) -> Referral:
         """Decline the referral (terminal), saying why."""
+        sealed: Sealed[Any] = Sealed(reason)
+        del reason
         return self._transition(
             actor,
             "decline",
             referral_id,
             "decline",
             expected_version,
-            reason=reason,
+            reason=sealed,
             needs_reason=True,
         )
 
+    @boundary
     def hold(
         self, actor: Actor, referral_id: str, reason: str, *, expected_version: int | None = None
     ) -> Referral:
         """Put the referral on hold (waiting for information, authorization, the patient)."""
+        sealed: Sealed[Any] = Sealed(reason)
+        del reason
         return self._transition(
-            actor, "hold", referral_id, "hold", expected_version, reason=reason, needs_reason=True
+            actor, "hold", referral_id, "hold", expected_version, reason=sealed, needs_reason=True
         )
 
+    @boundary
     def resume(
         self, actor: Actor, referral_id: str, *, expected_version: int | None = None
     ) -> Referral:
         """Take the referral off hold, back to the state it was held from."""
         return self._transition(actor, "resume", referral_id, "resume", expected_version)
 
+    @boundary
     def schedule(
         self,
         actor: Actor,
@@ -326,6 +417,7 @@ class ReferralDesk:
             actor, "schedule", referral_id, start, provider_id, minutes, location, expected_version
         )
 
+    @boundary
     def reschedule(
         self,
         actor: Actor,
@@ -362,12 +454,17 @@ class ReferralDesk:
         expected_version: int | None,
     ) -> Referral:
         def build(r: Referral, now: dt.datetime) -> _Change:
-            provider = provider_id or (r.target.id if r.target is not None else None)
+            when = v.as_utc(start, "start")
+            provider = (
+                v.identifier(provider_id, "provider_id")
+                if provider_id is not None
+                else (r.target.id if r.target is not None else None)
+            )
             if provider is None:
                 raise ValidationError("provider_id", "no target specialist; name a provider")
             appointment = Appointment(
                 id=self._new_id(),
-                start=start,
+                start=when,
                 provider_id=provider,
                 minutes=minutes,
                 location=location,
@@ -375,24 +472,31 @@ class ReferralDesk:
             )
             target = lifecycle.TABLE.next_status(r, operation, appointment=appointment)
             changes: _Change = [
-                (EventType.APPOINTMENT_CHANGED, {"appointment_id": a.id, "status": "cancelled"})
+                _record(EventType.APPOINTMENT_CHANGED, appointment_id=a.id, status="cancelled")
                 for a in r.appointments
                 if a.status is AppointmentStatus.BOOKED
             ]
-            changes.append((EventType.APPOINTMENT_BOOKED, {"appointment": to_dict(appointment)}))
+            changes.append(_record(EventType.APPOINTMENT_BOOKED, appointment=appointment))
             changes.append(_status_change(operation, r.status, target, None))
             return changes
 
         return self._change(actor, operation, referral_id, expected_version, build)
 
+    @boundary
     def record_no_show(
         self, actor: Actor, referral_id: str, *, expected_version: int | None = None
     ) -> Referral:
         """The patient missed the booked appointment."""
         return self._appointment_outcome(
-            actor, "record_no_show", referral_id, AppointmentStatus.NOSHOW, None, expected_version
+            actor,
+            "record_no_show",
+            referral_id,
+            AppointmentStatus.NOSHOW,
+            Sealed(None),
+            expected_version,
         )
 
+    @boundary
     def cancel_appointment(
         self,
         actor: Actor,
@@ -402,15 +506,18 @@ class ReferralDesk:
         expected_version: int | None = None,
     ) -> Referral:
         """Cancel the booked appointment; the referral stays open for a new one."""
+        sealed: Sealed[Any] = Sealed(reason)
+        del reason
         return self._appointment_outcome(
             actor,
             "cancel_appointment",
             referral_id,
             AppointmentStatus.CANCELLED,
-            reason,
+            sealed,
             expected_version,
         )
 
+    @boundary
     def record_visit(
         self, actor: Actor, referral_id: str, *, expected_version: int | None = None
     ) -> Referral:
@@ -420,7 +527,7 @@ class ReferralDesk:
             "record_visit",
             referral_id,
             AppointmentStatus.FULFILLED,
-            None,
+            Sealed(None),
             expected_version,
         )
 
@@ -430,15 +537,15 @@ class ReferralDesk:
         operation: str,
         referral_id: str,
         outcome: AppointmentStatus,
-        reason: str | None,
+        reason: Sealed[Any],
         expected_version: int | None,
     ) -> Referral:
         def build(r: Referral, now: dt.datetime) -> _Change:
-            why = None if reason is None else _reason(reason)
+            why = _optional(reason, "reason")
             target = lifecycle.TABLE.next_status(r, operation)
             booked = [a for a in r.appointments if a.status is AppointmentStatus.BOOKED]
             changes: _Change = [
-                (EventType.APPOINTMENT_CHANGED, {"appointment_id": a.id, "status": outcome.value})
+                _record(EventType.APPOINTMENT_CHANGED, appointment_id=a.id, status=outcome.value)
                 for a in booked[-1:]
             ]
             changes.append(_status_change(operation, r.status, target, why))
@@ -446,6 +553,7 @@ class ReferralDesk:
 
         return self._change(actor, operation, referral_id, expected_version, build)
 
+    @boundary
     def add_interim_note(
         self,
         actor: Actor,
@@ -456,16 +564,18 @@ class ReferralDesk:
         expected_version: int | None = None,
     ) -> Referral:
         """Add an interim note after the visit (the referral stays ``seen``)."""
+        sealed: tuple[Sealed[Any], Sealed[Any]] = (Sealed(text), Sealed(title))
+        del text, title
         return self._note(
             actor,
             "add_interim_note",
             referral_id,
             AttachmentKind.INTERIM_NOTE,
-            text,
-            title,
+            *sealed,
             expected_version,
         )
 
+    @boundary
     def complete(
         self,
         actor: Actor,
@@ -476,13 +586,14 @@ class ReferralDesk:
         expected_version: int | None = None,
     ) -> Referral:
         """Close the loop: record the specialist's consult note; the referral is completed."""
+        sealed: tuple[Sealed[Any], Sealed[Any]] = (Sealed(consult_note), Sealed(title))
+        del consult_note, title
         return self._note(
             actor,
             "complete",
             referral_id,
             AttachmentKind.CONSULT_NOTE,
-            consult_note,
-            title,
+            *sealed,
             expected_version,
         )
 
@@ -492,8 +603,8 @@ class ReferralDesk:
         operation: str,
         referral_id: str,
         kind: AttachmentKind,
-        text: str,
-        title: str | None,
+        text: Sealed[Any],
+        title: Sealed[Any],
         expected_version: int | None,
     ) -> Referral:
         def build(r: Referral, now: dt.datetime) -> _Change:
@@ -502,31 +613,35 @@ class ReferralDesk:
                 id=self._new_id(),
                 kind=kind,
                 added_at=now,
-                title=title,
-                text=_reason(text, "text"),
+                title=title.reveal(),
+                text=_reason(text, "text").reveal(),
             )
             return [
-                (EventType.ATTACHMENT_ADDED, {"attachment": to_dict(note)}),
+                _record(EventType.ATTACHMENT_ADDED, attachment=note),
                 *_close_appointments(r, target),
                 _status_change(operation, r.status, target, None),
             ]
 
         return self._change(actor, operation, referral_id, expected_version, build)
 
+    @boundary
     def request_cancellation(
         self, actor: Actor, referral_id: str, reason: str, *, expected_version: int | None = None
     ) -> Referral:
         """The initiator asks to cancel the referral."""
+        sealed: Sealed[Any] = Sealed(reason)
+        del reason
         return self._transition(
             actor,
             "request_cancellation",
             referral_id,
             "request_cancellation",
             expected_version,
-            reason=reason,
+            reason=sealed,
             needs_reason=True,
         )
 
+    @boundary
     def confirm_cancellation(
         self, actor: Actor, referral_id: str, *, expected_version: int | None = None
     ) -> Referral:
@@ -535,25 +650,31 @@ class ReferralDesk:
             actor, "confirm_cancellation", referral_id, "confirm_cancellation", expected_version
         )
 
+    @boundary
     def fail(
         self, actor: Actor, referral_id: str, reason: str, *, expected_version: int | None = None
     ) -> Referral:
         """The referral could not be fulfilled (terminal)."""
+        sealed: Sealed[Any] = Sealed(reason)
+        del reason
         return self._transition(
-            actor, "fail", referral_id, "fail", expected_version, reason=reason, needs_reason=True
+            actor, "fail", referral_id, "fail", expected_version, reason=sealed, needs_reason=True
         )
 
+    @boundary
     def mark_entered_in_error(
         self, actor: Actor, referral_id: str, reason: str, *, expected_version: int | None = None
     ) -> Referral:
         """The referral was created by mistake (terminal)."""
+        sealed: Sealed[Any] = Sealed(reason)
+        del reason
         return self._transition(
             actor,
             "mark_entered_in_error",
             referral_id,
             "mark_entered_in_error",
             expected_version,
-            reason=reason,
+            reason=sealed,
             needs_reason=True,
         )
 
@@ -565,12 +686,12 @@ class ReferralDesk:
         event: str,
         expected_version: int | None,
         *,
-        reason: object = None,
+        reason: Sealed[Any] | None = None,
         needs_reason: bool = False,
     ) -> Referral:
         def build(r: Referral, now: dt.datetime) -> _Change:
             # validated here, after the permission check: a refused actor learns nothing more
-            why = _reason(reason) if needs_reason else None
+            why = _reason(reason) if needs_reason and reason is not None else None
             target = lifecycle.TABLE.next_status(r, event, checklist=self.checklist)
             return [*_close_appointments(r, target), _status_change(event, r.status, target, why)]
 
@@ -578,6 +699,7 @@ class ReferralDesk:
 
     # ------------------------------------------------------------------ records
 
+    @boundary
     def attach(
         self,
         actor: Actor,
@@ -590,20 +712,23 @@ class ReferralDesk:
         expected_version: int | None = None,
     ) -> Referral:
         """Attach a document (medical history, prior-auth form, imaging, lab...)."""
+        sealed: tuple[Sealed[Any], Sealed[Any]] = (Sealed(title), Sealed(text))
+        del title, text
 
         def build(r: Referral, now: dt.datetime) -> _Change:
             attachment = Attachment(
                 id=self._new_id(),
                 kind=kind,
                 added_at=now,
-                title=title,
-                text=text,
+                title=sealed[0].reveal(),
+                text=sealed[1].reveal(),
                 content_type=content_type,
             )
-            return [(EventType.ATTACHMENT_ADDED, {"attachment": to_dict(attachment)})]
+            return [_record(EventType.ATTACHMENT_ADDED, attachment=attachment)]
 
         return self._change(actor, "attach", referral_id, expected_version, build)
 
+    @boundary
     def log_communication(
         self,
         actor: Actor,
@@ -617,22 +742,27 @@ class ReferralDesk:
         at: dt.datetime | None = None,
         expected_version: int | None = None,
     ) -> Referral:
-        """Document a contact with the patient, the referrer, the payer or the specialist."""
+        """Document a contact with the patient, the referrer, the payer or the specialist.
+
+        ``at`` (default: now) is any timezone-aware datetime."""
+        sealed: tuple[Sealed[Any], Sealed[Any]] = (Sealed(counterpart), Sealed(summary))
+        del counterpart, summary
 
         def build(r: Referral, now: dt.datetime) -> _Change:
             communication = Communication(
                 id=self._new_id(),
-                at=at or now,
+                at=now if at is None else v.as_utc(at, "at"),
                 channel=channel,
                 direction=direction,
-                counterpart=counterpart,
-                summary=summary,
+                counterpart=sealed[0].reveal(),
+                summary=sealed[1].reveal(),
                 interpreter_used=interpreter_used,
             )
-            return [(EventType.COMMUNICATION_LOGGED, {"communication": to_dict(communication)})]
+            return [_record(EventType.COMMUNICATION_LOGGED, communication=communication)]
 
         return self._change(actor, "log_communication", referral_id, expected_version, build)
 
+    @boundary
     def notify(
         self,
         actor: Actor,
@@ -713,8 +843,9 @@ class ReferralDesk:
                 summary=f"{message.moment.value} message sent in {message.language}",
                 interpreter_used=False,
             )
-            payload = {"communication": to_dict(communication), "message": record}
-            return [(EventType.COMMUNICATION_LOGGED, payload)]
+            return [
+                _record(EventType.COMMUNICATION_LOGGED, communication=communication, message=record)
+            ]
 
         # sent already: record it even if someone changed the referral meanwhile
         for _ in range(3):
@@ -731,6 +862,7 @@ class ReferralDesk:
             receipt.channel.value, "sent, but could not be recorded: the referral kept changing"
         )
 
+    @boundary
     def add_follow_up(
         self,
         actor: Actor,
@@ -742,13 +874,16 @@ class ReferralDesk:
         expected_version: int | None = None,
     ) -> Referral:
         """Add something to follow up on by ``due``."""
+        sealed: Sealed[Any] = Sealed(description)
+        del description
 
         def build(r: Referral, now: dt.datetime) -> _Change:
-            follow_up = FollowUp(id=self._new_id(), kind=kind, due=due, description=description)
-            return [(EventType.FOLLOW_UP_ADDED, {"follow_up": to_dict(follow_up)})]
+            follow_up = FollowUp(id=self._new_id(), kind=kind, due=due, description=sealed.reveal())
+            return [_record(EventType.FOLLOW_UP_ADDED, follow_up=follow_up)]
 
         return self._change(actor, "add_follow_up", referral_id, expected_version, build)
 
+    @boundary
     def complete_follow_up(
         self,
         actor: Actor,
@@ -760,15 +895,17 @@ class ReferralDesk:
         """Mark a follow-up done."""
 
         def build(r: Referral, now: dt.datetime) -> _Change:
-            match = [f for f in r.follow_ups if f.id == follow_up_id]
+            wanted = v.identifier(follow_up_id, "follow_up_id")
+            match = [f for f in r.follow_ups if f.id == wanted]
             if not match:
-                raise ValidationError("follow_up_id", f"no follow-up {follow_up_id!r}")
+                raise ValidationError("follow_up_id", f"no follow-up {wanted!r}")
             if match[0].done:
-                raise ValidationError("follow_up_id", f"follow-up {follow_up_id!r} is done")
-            return [(EventType.FOLLOW_UP_COMPLETED, {"follow_up_id": follow_up_id})]
+                raise ValidationError("follow_up_id", f"follow-up {wanted!r} is done")
+            return [_record(EventType.FOLLOW_UP_COMPLETED, follow_up_id=wanted)]
 
         return self._change(actor, "complete_follow_up", referral_id, expected_version, build)
 
+    @boundary
     def request_authorization(
         self,
         actor: Actor,
@@ -785,6 +922,7 @@ class ReferralDesk:
         """
 
         def build(r: Referral, now: dt.datetime) -> _Change:
+            fast = _flag(expedited, "expedited")
             if r.authorization.status not in (
                 AuthStatus.NEEDED,
                 AuthStatus.DENIED,
@@ -799,15 +937,16 @@ class ReferralDesk:
             auth = attrs.evolve(
                 r.authorization,
                 status=AuthStatus.REQUESTED,
-                expedited=expedited,
+                expedited=fast,
                 requested_at=now,
                 decided_at=None,
-                decision_due_by=now + AUTH_DECISION_WINDOW[expedited],
+                decision_due_by=now + AUTH_DECISION_WINDOW[fast],
             )
-            return [(EventType.AUTHORIZATION_CHANGED, {"authorization": to_dict(auth)})]
+            return [_record(EventType.AUTHORIZATION_CHANGED, authorization=auth)]
 
         return self._change(actor, "request_authorization", referral_id, expected_version, build)
 
+    @boundary
     def record_authorization(
         self,
         actor: Actor,
@@ -822,8 +961,14 @@ class ReferralDesk:
         expected_version: int | None = None,
     ) -> Referral:
         """Record the payer's decision on a requested authorization."""
+        sealed: tuple[Sealed[Any], Sealed[Any]] = (Sealed(number), Sealed(service_codes))
+        del number, service_codes
 
         def build(r: Referral, now: dt.datetime) -> _Change:
+            verdict = _flag(approved, "approved")
+            codes = sealed[1].reveal()
+            if isinstance(codes, str) or not isinstance(codes, Sequence):
+                raise ValidationError("service_codes", "expected a sequence of code strings")
             if r.authorization.status is not AuthStatus.REQUESTED:
                 raise GuardError(
                     r.id,
@@ -833,18 +978,19 @@ class ReferralDesk:
                 )
             auth = attrs.evolve(
                 r.authorization,
-                status=AuthStatus.APPROVED if approved else AuthStatus.DENIED,
-                number=number,
+                status=AuthStatus.APPROVED if verdict else AuthStatus.DENIED,
+                number=sealed[0].reveal(),
                 valid_from=valid_from,
                 valid_to=valid_to,
-                service_codes=tuple(service_codes),
+                service_codes=tuple(codes),
                 units=units,
                 decided_at=now,
             )
-            return [(EventType.AUTHORIZATION_CHANGED, {"authorization": to_dict(auth)})]
+            return [_record(EventType.AUTHORIZATION_CHANGED, authorization=auth)]
 
         return self._change(actor, "record_authorization", referral_id, expected_version, build)
 
+    @boundary
     def acknowledge_self_pay(
         self, actor: Actor, referral_id: str, *, expected_version: int | None = None
     ) -> Referral:
@@ -854,9 +1000,10 @@ class ReferralDesk:
             "acknowledge_self_pay",
             referral_id,
             expected_version,
-            lambda r, now: [(EventType.SELF_PAY_ACKNOWLEDGED, {})],
+            lambda r, now: [_record(EventType.SELF_PAY_ACKNOWLEDGED)],
         )
 
+    @boundary
     def assign(
         self,
         actor: Actor,
@@ -868,11 +1015,12 @@ class ReferralDesk:
         """Make ``owner`` (a coordinator id) responsible, or nobody with ``None``."""
 
         def build(r: Referral, now: dt.datetime) -> _Change:
-            checked = None if owner is None else _reason(owner, "owner")
-            return [(EventType.OWNER_ASSIGNED, {"owner": checked})]
+            checked = None if owner is None else _text(owner, "owner")
+            return [_record(EventType.OWNER_ASSIGNED, owner=checked)]
 
         return self._change(actor, "assign", referral_id, expected_version, build)
 
+    @boundary
     def assign_specialist(
         self,
         actor: Actor,
@@ -886,7 +1034,7 @@ class ReferralDesk:
         def build(r: Referral, now: dt.datetime) -> _Change:
             if not isinstance(provider, Provider):
                 raise ValidationError("provider", "expected a Provider")
-            changes: _Change = [(EventType.TARGET_ASSIGNED, {"provider": to_dict(provider)})]
+            changes: _Change = [_record(EventType.TARGET_ASSIGNED, provider=provider)]
             return changes + self._assessments(attrs.evolve(r, target=provider), now)
 
         return self._change(actor, "assign_specialist", referral_id, expected_version, build)
@@ -902,19 +1050,23 @@ class ReferralDesk:
         build: Callable[[Referral, dt.datetime], _Change],
     ) -> Referral:
         authorize(actor, operation)
-        current = self.store.load(referral_id)
-        if expected_version is not None and expected_version != current.version:
-            raise ConcurrencyError(referral_id, expected_version, current.version)
-        now = self.clock.now()
+        wanted = v.identifier(referral_id, "referral_id")
+        expected = _expected_version(expected_version)
+        current = self.store.load(wanted)
+        if expected is not None and expected != current.version:
+            raise ConcurrencyError(wanted, expected, current.version)
+        now = self._now()
         return self._commit(actor, current, build(current, now), now)
 
     def _commit(
         self, actor: Actor, current: Referral | None, changes: _Change, now: dt.datetime
     ) -> Referral:
         version = 1 if current is None else current.version + 1
-        referral_id = current.id if current is not None else changes[0][1]["referral"]["id"]
+        referral_id = (
+            current.id if current is not None else changes[0][1].reveal()["referral"]["id"]
+        )
         events = [
-            ReferralEvent(referral_id, version, index, now, actor.id, kind.value, payload)
+            ReferralEvent(referral_id, version, index, now, actor.id, kind.value, payload.reveal())
             for index, (kind, payload) in enumerate(changes)
         ]
         referral = apply_all(current, events)

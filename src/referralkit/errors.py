@@ -18,7 +18,10 @@ apart::
     └── DeliveryError            a notifier could not deliver a message
 
 Messages never contain protected health information (PHI): they name fields, states, events
-and identifiers, never the values of fields declared as PHI on the model.
+and identifiers, never the values of fields declared as PHI on the model. Nor do attributes
+or chained exceptions: an error leaves a public method of the desk or a store with no
+``__cause__`` or ``__context__`` and with its traceback stopping at that method, so an error
+report that includes local variables holds no PHI either (see :doc:`/explanation`).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import attrs
 
+from ._redaction import boundary
 from .errors import ValidationError
 from .model import (
     Appointment,
@@ -157,6 +158,7 @@ def _handle(kind: EventType, state: State, event: ReferralEvent) -> None:
     raise problem
 
 
+@boundary
 def apply_all(referral: Referral | None, events: Iterable[ReferralEvent]) -> Referral:
     """The referral after ``events`` (oldest first); ``referral`` is ``None`` only when the
     first event is ``created``."""
@@ -185,11 +187,13 @@ def apply_all(referral: Referral | None, events: Iterable[ReferralEvent]) -> Ref
     return Referral(**state)
 
 
+@boundary
 def apply(referral: Referral | None, event: ReferralEvent) -> Referral:
     """The referral after ``event``; ``referral`` is ``None`` only for a ``created`` event."""
     return apply_all(referral, (event,))
 
 
+@boundary
 def replay(events: Iterable[ReferralEvent]) -> Referral:
     """Rebuild a referral from its whole history, oldest event first."""
     return apply_all(None, events)

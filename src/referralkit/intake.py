@@ -137,9 +137,13 @@ class IntakeRequest:
     patient: Patient = attrs.field(validator=v.instance(Patient, "a Patient"))
     referring: Provider = attrs.field(validator=v.instance(Provider, "a Provider"))
     specialty: str = attrs.field(validator=v.text(pattern=r"[a-z][a-z0-9_-]*", max_length=60))
-    reason: str | None = v.phi_field(default=None, validator=v.optional(v.text()))
-    diagnoses: tuple[Code, ...] = attrs.field(default=(), validator=v.tuple_of(Code, "a Code"))
-    services: tuple[Code, ...] = attrs.field(default=(), validator=v.tuple_of(Code, "a Code"))
+    reason: str | None = attrs.field(**v.PHI_FIELD, default=None, validator=v.optional(v.text()))
+    diagnoses: tuple[Code, ...] = attrs.field(
+        **v.PHI_FIELD, default=(), validator=v.tuple_of(Code, "a Code")
+    )
+    services: tuple[Code, ...] = attrs.field(
+        **v.PHI_FIELD, default=(), validator=v.tuple_of(Code, "a Code")
+    )
     priority: Priority = attrs.field(default=Priority.ROUTINE, validator=v.member(Priority))
     coverage: Coverage | None = attrs.field(
         default=None, validator=v.optional(v.instance(Coverage, "a Coverage"))

@@ -4,9 +4,17 @@ Every type is immutable; change one with :func:`attrs.evolve`. Validators reject
 a :class:`~referralkit.errors.ValidationError` that names the field. Fields holding protected
 health information (PHI) are declared once, with ``metadata={"phi": True}``; ``repr``/``str``
 show them as ``<redacted>``, validation errors never repeat them, and :func:`phi_fields` lists
-them for encryption and audits.
+them for encryption and audits. A field is PHI when it identifies the patient or tells
+something about their health: identifiers of the patient and their coverage, names, dates of
+birth, contacts, diagnosis and procedure codes with their text, pregnancy, every free-text
+field written about the case, and the texts and rule ids of the decisions about it.
 
-All datetimes are timezone-aware UTC.
+The model decides which values every store can keep, so memory, SQLite and PostgreSQL agree:
+text with no NUL character and no lone surrogate, finite numbers, JSON payloads that read back
+equal (see "Text every store keeps" in :doc:`/explanation`).
+
+Every datetime is timezone-aware UTC: an aware datetime in another zone is converted to the same
+instant in UTC, a naive one is refused.
 """
 
 from __future__ import annotations
@@ -59,8 +67,6 @@ __all__ = [
     "UrgencyAssessment",
     "phi_fields",
 ]
-
-_phi = v.phi_field
 
 
 # --------------------------------------------------------------------------- enums
@@ -260,8 +266,10 @@ class Code:
     """
 
     system: str = attrs.field(validator=v.text(max_length=500))
-    code: str = attrs.field(validator=v.text(pattern=r"\S+", max_length=100))
-    display: str | None = attrs.field(default=None, validator=v.optional(v.text()))
+    # On a referral a code is the patient's diagnosis or requested procedure: health
+    # information, with its display text.
+    code: str = attrs.field(**v.PHI_FIELD, validator=v.text(pattern=r"\S+", max_length=100))
+    display: str | None = attrs.field(**v.PHI_FIELD, default=None, validator=v.optional(v.text()))
 
     @classmethod
     def icd10(cls, code: str, display: str | None = None) -> Code:
@@ -290,7 +298,9 @@ class Code:
 
 
 def _codes() -> Any:
-    return attrs.field(default=(), validator=v.tuple_of(Code, "a Code"))
+    # a referral's diagnoses and requested services: PHI as a whole, so that neither a repr nor
+    # an error about a wrong item shows them
+    return attrs.field(**v.PHI_FIELD, default=(), validator=v.tuple_of(Code, "a Code"))
 
 
 # --------------------------------------------------------------------------- parties
@@ -301,26 +311,27 @@ class ContactPoint:
     """A phone number or e-mail address of the patient (PHI)."""
 
     system: ContactSystem = attrs.field(validator=v.member(ContactSystem))
-    value: str = _phi(validator=v.text(max_length=200))
+    value: str = attrs.field(**v.PHI_FIELD, validator=v.text(max_length=200))
 
 
 @attrs.frozen
 class Patient:
     """The person referred. Identifying fields are PHI and are redacted in ``repr``."""
 
-    id: str = attrs.field(validator=v.text(max_length=100))
-    mrn: str = _phi(validator=v.text(max_length=100))
-    given_name: str = _phi(validator=v.text(max_length=200))
-    family_name: str = _phi(validator=v.text(max_length=200))
-    birth_date: dt.date = _phi(validator=v.date)
+    # the patient's id in the source system, which EHRs often derive from the MRN
+    id: str = attrs.field(**v.PHI_FIELD, validator=v.text(max_length=100))
+    mrn: str = attrs.field(**v.PHI_FIELD, validator=v.text(max_length=100))
+    given_name: str = attrs.field(**v.PHI_FIELD, validator=v.text(max_length=200))
+    family_name: str = attrs.field(**v.PHI_FIELD, validator=v.text(max_length=200))
+    birth_date: dt.date = attrs.field(**v.PHI_FIELD, validator=v.date)
     sex: Sex = attrs.field(default=Sex.UNKNOWN, validator=v.member(Sex))
     preferred_language: str = attrs.field(
         default="en", validator=v.text(pattern=r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*")
     )
     interpreter_needed: bool = attrs.field(default=False, validator=v.instance(bool, "a bool"))
-    pregnant: bool = attrs.field(default=False, validator=v.instance(bool, "a bool"))
-    contacts: tuple[ContactPoint, ...] = _phi(
-        default=(), validator=v.tuple_of(ContactPoint, "ContactPoint")
+    pregnant: bool = attrs.field(**v.PHI_FIELD, default=False, validator=v.instance(bool, "a bool"))
+    contacts: tuple[ContactPoint, ...] = attrs.field(
+        **v.PHI_FIELD, default=(), validator=v.tuple_of(ContactPoint, "ContactPoint")
     )
 
     def age_on(self, day: dt.date) -> int:
@@ -343,11 +354,16 @@ def _check_period(start: dt.date | None, end: dt.date | None, name: str) -> None
 class Coverage:
     """The patient's insurance (or self-pay) for this referral."""
 
-    id: str = attrs.field(validator=v.text(max_length=100))
+    # an EHR's Coverage id may be (or be derived from) the subscriber id
+    id: str = attrs.field(**v.PHI_FIELD, validator=v.text(max_length=100))
+    # the insurer, not PHI: a FHIR Coverage whose payor is the patient or a relative is read
+    # as "self-pay" (referralkit.interop.fhir), so no person's name is kept here
     payer: str = attrs.field(validator=v.text(max_length=200))
     plan: str = attrs.field(validator=v.text(max_length=200))
     plan_type: PlanType = attrs.field(validator=v.member(PlanType))
-    member_id: str | None = _phi(default=None, validator=v.optional(v.text(max_length=100)))
+    member_id: str | None = attrs.field(
+        **v.PHI_FIELD, default=None, validator=v.optional(v.text(max_length=100))
+    )
     group: str | None = attrs.field(default=None, validator=v.optional(v.text(max_length=100)))
     period_start: dt.date | None = attrs.field(default=None, validator=v.optional(v.date))
     period_end: dt.date | None = attrs.field(default=None, validator=v.optional(v.date))
@@ -404,14 +420,16 @@ class Appointment:
     """A booked visit with the specialist."""
 
     id: str = attrs.field(validator=v.text(max_length=100))
-    start: dt.datetime = attrs.field(validator=v.utc_datetime)
+    start: dt.datetime = attrs.field(converter=v.to_utc, validator=v.utc_datetime)
     provider_id: str = attrs.field(validator=v.text(max_length=100))
     status: AppointmentStatus = attrs.field(
         default=AppointmentStatus.BOOKED, validator=v.member(AppointmentStatus)
     )
     minutes: int = attrs.field(default=30, validator=v.non_negative)
     location: str | None = attrs.field(default=None, validator=v.optional(v.text()))
-    booked_at: dt.datetime | None = attrs.field(default=None, validator=v.optional(v.utc_datetime))
+    booked_at: dt.datetime | None = attrs.field(
+        default=None, converter=v.to_utc, validator=v.optional(v.utc_datetime)
+    )
 
 
 @attrs.frozen
@@ -421,20 +439,25 @@ class Authorization:
     status: AuthStatus = attrs.field(
         default=AuthStatus.NOT_REQUIRED, validator=v.member(AuthStatus)
     )
-    number: str | None = attrs.field(default=None, validator=v.optional(v.text(max_length=100)))
+    # the payer's reference for this patient's case, and the procedures approved for them
+    number: str | None = attrs.field(
+        **v.PHI_FIELD, default=None, validator=v.optional(v.text(max_length=100))
+    )
     service_codes: tuple[str, ...] = attrs.field(
-        default=(), validator=v.tuple_of(str, "a service code")
+        **v.PHI_FIELD, default=(), validator=v.tuple_of(str, "a service code")
     )
     units: int | None = attrs.field(default=None, validator=v.optional(v.non_negative))
     valid_from: dt.date | None = attrs.field(default=None, validator=v.optional(v.date))
     valid_to: dt.date | None = attrs.field(default=None, validator=v.optional(v.date))
     expedited: bool = attrs.field(default=False, validator=v.instance(bool, "a bool"))
     requested_at: dt.datetime | None = attrs.field(
-        default=None, validator=v.optional(v.utc_datetime)
+        default=None, converter=v.to_utc, validator=v.optional(v.utc_datetime)
     )
-    decided_at: dt.datetime | None = attrs.field(default=None, validator=v.optional(v.utc_datetime))
+    decided_at: dt.datetime | None = attrs.field(
+        default=None, converter=v.to_utc, validator=v.optional(v.utc_datetime)
+    )
     decision_due_by: dt.datetime | None = attrs.field(
-        default=None, validator=v.optional(v.utc_datetime)
+        default=None, converter=v.to_utc, validator=v.optional(v.utc_datetime)
     )
 
     def __attrs_post_init__(self) -> None:
@@ -453,14 +476,19 @@ class Authorization:
 
 @attrs.frozen
 class Attachment:
-    """A document on the referral; ``text`` (free-text clinical content) is PHI."""
+    """A document on the referral; its ``title`` and ``text`` are PHI (a title such as
+    "Biopsy results" tells as much as the text)."""
 
     id: str = attrs.field(validator=v.text(max_length=100))
     kind: AttachmentKind = attrs.field(validator=v.member(AttachmentKind))
-    added_at: dt.datetime = attrs.field(validator=v.utc_datetime)
-    title: str | None = attrs.field(default=None, validator=v.optional(v.text(max_length=200)))
+    added_at: dt.datetime = attrs.field(converter=v.to_utc, validator=v.utc_datetime)
+    title: str | None = attrs.field(
+        **v.PHI_FIELD, default=None, validator=v.optional(v.text(max_length=200))
+    )
     content_type: str = attrs.field(default="text/plain", validator=v.text(max_length=100))
-    text: str | None = _phi(default=None, validator=v.optional(v.text(max_length=1_000_000)))
+    text: str | None = attrs.field(
+        **v.PHI_FIELD, default=None, validator=v.optional(v.text(max_length=1_000_000))
+    )
 
 
 @attrs.frozen
@@ -468,11 +496,11 @@ class Communication:
     """One documented contact: who, how, which way, and whether an interpreter was used."""
 
     id: str = attrs.field(validator=v.text(max_length=100))
-    at: dt.datetime = attrs.field(validator=v.utc_datetime)
+    at: dt.datetime = attrs.field(converter=v.to_utc, validator=v.utc_datetime)
     channel: Channel = attrs.field(validator=v.member(Channel))
     direction: Direction = attrs.field(validator=v.member(Direction))
-    counterpart: str = _phi(validator=v.text(max_length=200))
-    summary: str | None = _phi(default=None, validator=v.optional(v.text()))
+    counterpart: str = attrs.field(**v.PHI_FIELD, validator=v.text(max_length=200))
+    summary: str | None = attrs.field(**v.PHI_FIELD, default=None, validator=v.optional(v.text()))
     interpreter_used: bool = attrs.field(default=False, validator=v.instance(bool, "a bool"))
 
 
@@ -483,8 +511,12 @@ class FollowUp:
     id: str = attrs.field(validator=v.text(max_length=100))
     kind: FollowUpKind = attrs.field(validator=v.member(FollowUpKind))
     due: dt.date = attrs.field(validator=v.date)
-    description: str | None = _phi(default=None, validator=v.optional(v.text()))
-    done_at: dt.datetime | None = attrs.field(default=None, validator=v.optional(v.utc_datetime))
+    description: str | None = attrs.field(
+        **v.PHI_FIELD, default=None, validator=v.optional(v.text())
+    )
+    done_at: dt.datetime | None = attrs.field(
+        default=None, converter=v.to_utc, validator=v.optional(v.utc_datetime)
+    )
 
     @property
     def done(self) -> bool:
@@ -496,11 +528,15 @@ class FollowUp:
 
 @attrs.frozen
 class RuleHit:
-    """Which rule of which ruleset (and version) produced part of a decision."""
+    """Which rule of which ruleset (and version) produced part of a decision.
+
+    The rule id is PHI: on a referral it tells which clinical rule the patient matched
+    (``suspected-cancer``, ``pregnancy``).
+    """
 
     ruleset: str = attrs.field(validator=v.text(max_length=200))
     version: str = attrs.field(validator=v.text(max_length=100))
-    rule_id: str = attrs.field(validator=v.text(max_length=200))
+    rule_id: str = attrs.field(**v.PHI_FIELD, validator=v.text(max_length=200))
 
 
 @attrs.frozen
@@ -513,10 +549,10 @@ class RuleTrace:
 
     ruleset: str = attrs.field(validator=v.text(max_length=200))
     version: str = attrs.field(validator=v.text(max_length=100))
-    rule_id: str = attrs.field(validator=v.text(max_length=200))
+    rule_id: str = attrs.field(**v.PHI_FIELD, validator=v.text(max_length=200))
     matched: bool = attrs.field(validator=v.instance(bool, "a bool"))
     active: bool = attrs.field(default=True, validator=v.instance(bool, "a bool"))
-    failed: str | None = attrs.field(default=None, validator=v.optional(v.text()))
+    failed: str | None = attrs.field(**v.PHI_FIELD, default=None, validator=v.optional(v.text()))
 
 
 @attrs.frozen
@@ -535,12 +571,18 @@ class CoverageDecision:
     info_needed: tuple[InfoNeeded, ...] = attrs.field(
         default=(), validator=v.tuple_of(InfoNeeded, "an InfoNeeded")
     )
-    reason: str | None = attrs.field(default=None, validator=v.optional(v.text(max_length=200)))
+    # the reason, explanation and alternatives name the service and the patient's situation
+    # ("advanced imaging needs prior authorization")
+    reason: str | None = attrs.field(
+        **v.PHI_FIELD, default=None, validator=v.optional(v.text(max_length=200))
+    )
     network_status: NetworkStatus = attrs.field(
         default=NetworkStatus.UNKNOWN, validator=v.member(NetworkStatus)
     )
-    explanation: str = attrs.field(default="", validator=v.instance(str, "a string"))
-    alternatives: tuple[str, ...] = attrs.field(default=(), validator=v.tuple_of(str, "a string"))
+    explanation: str = attrs.field(**v.PHI_FIELD, default="", validator=v.text(blank=True))
+    alternatives: tuple[str, ...] = attrs.field(
+        **v.PHI_FIELD, default=(), validator=v.tuple_of(str, "a string")
+    )
     hits: tuple[RuleHit, ...] = attrs.field(default=(), validator=v.tuple_of(RuleHit, "a RuleHit"))
     trace: tuple[RuleTrace, ...] = attrs.field(
         default=(), validator=v.tuple_of(RuleTrace, "a RuleTrace")
@@ -566,9 +608,14 @@ class UrgencyAssessment:
     """How urgent a referral is: FHIR priority, a score for ordering, and a due date."""
 
     priority: Priority = attrs.field(validator=v.member(Priority))
-    score: float = attrs.field(validator=v.instance((int, float), "a number"))
-    due_by: dt.datetime | None = attrs.field(default=None, validator=v.optional(v.utc_datetime))
-    reasons: tuple[str, ...] = attrs.field(default=(), validator=v.tuple_of(str, "a string"))
+    score: float = attrs.field(validator=v.number)
+    due_by: dt.datetime | None = attrs.field(
+        default=None, converter=v.to_utc, validator=v.optional(v.utc_datetime)
+    )
+    # "suspected cancer: two-week wait", "pregnancy": health information
+    reasons: tuple[str, ...] = attrs.field(
+        **v.PHI_FIELD, default=(), validator=v.tuple_of(str, "a string")
+    )
     hits: tuple[RuleHit, ...] = attrs.field(default=(), validator=v.tuple_of(RuleHit, "a RuleHit"))
     trace: tuple[RuleTrace, ...] = attrs.field(
         default=(), validator=v.tuple_of(RuleTrace, "a RuleTrace")
@@ -589,12 +636,12 @@ class ReferralEvent:
     """
 
     referral_id: str = attrs.field(validator=v.text(max_length=100))
-    version: int = attrs.field(validator=v.non_negative)
-    index: int = attrs.field(validator=v.non_negative)
-    at: dt.datetime = attrs.field(validator=v.utc_datetime)
+    version: int = attrs.field(validator=v.counter)
+    index: int = attrs.field(validator=v.counter)
+    at: dt.datetime = attrs.field(converter=v.to_utc, validator=v.utc_datetime)
     actor: str = attrs.field(validator=v.text(max_length=200))
     type: str = attrs.field(validator=v.text(pattern=r"[a-z_]+", max_length=60))
-    payload: Mapping[str, Any] = _phi(factory=dict, validator=v.instance(dict, "a dict"))
+    payload: Mapping[str, Any] = attrs.field(**v.PHI_FIELD, factory=dict, validator=v.json_object)
 
 
 # --------------------------------------------------------------------------- the aggregate
@@ -612,10 +659,10 @@ class Referral:
     patient: Patient = attrs.field(validator=v.instance(Patient, "a Patient"))
     referring: Provider = attrs.field(validator=v.instance(Provider, "a Provider"))
     specialty: str = attrs.field(validator=v.text(pattern=r"[a-z][a-z0-9_-]*", max_length=60))
-    created_at: dt.datetime = attrs.field(validator=v.utc_datetime)
-    updated_at: dt.datetime = attrs.field(validator=v.utc_datetime)
+    created_at: dt.datetime = attrs.field(converter=v.to_utc, validator=v.utc_datetime)
+    updated_at: dt.datetime = attrs.field(converter=v.to_utc, validator=v.utc_datetime)
     status: Status = attrs.field(default=Status.DRAFT, validator=v.member(Status))
-    version: int = attrs.field(default=0, validator=v.non_negative)
+    version: int = attrs.field(default=0, validator=v.counter)
     source_id: str | None = attrs.field(default=None, validator=v.optional(v.text(max_length=200)))
     coverage: Coverage | None = attrs.field(
         default=None, validator=v.optional(v.instance(Coverage, "a Coverage"))
@@ -623,17 +670,21 @@ class Referral:
     target: Provider | None = attrs.field(
         default=None, validator=v.optional(v.instance(Provider, "a Provider"))
     )
-    reason: str | None = _phi(default=None, validator=v.optional(v.text()))
+    reason: str | None = attrs.field(**v.PHI_FIELD, default=None, validator=v.optional(v.text()))
     diagnoses: tuple[Code, ...] = _codes()
     services: tuple[Code, ...] = _codes()
     priority: Priority = attrs.field(default=Priority.ROUTINE, validator=v.member(Priority))
     received_at: dt.datetime | None = attrs.field(
-        default=None, validator=v.optional(v.utc_datetime)
+        default=None, converter=v.to_utc, validator=v.optional(v.utc_datetime)
     )
-    closed_at: dt.datetime | None = attrs.field(default=None, validator=v.optional(v.utc_datetime))
+    closed_at: dt.datetime | None = attrs.field(
+        default=None, converter=v.to_utc, validator=v.optional(v.utc_datetime)
+    )
     owner: str | None = attrs.field(default=None, validator=v.optional(v.text(max_length=200)))
     held_from: Status | None = attrs.field(default=None, validator=v.optional(v.member(Status)))
-    status_reason: str | None = _phi(default=None, validator=v.optional(v.text(max_length=2000)))
+    status_reason: str | None = attrs.field(
+        **v.PHI_FIELD, default=None, validator=v.optional(v.text(max_length=2000))
+    )
     coverage_decision: CoverageDecision | None = attrs.field(
         default=None, validator=v.optional(v.instance(CoverageDecision, "a CoverageDecision"))
     )
@@ -671,12 +722,13 @@ class Referral:
         """Open, not yet seen by the specialist, and past its due date.
 
         A referral whose visit happened (``seen``) is not overdue: it waits for the consult
-        note, which :attr:`awaiting_consult_note` tells.
+        note, which :attr:`awaiting_consult_note` tells. ``now`` is any timezone-aware
+        datetime; a naive one is a :class:`~referralkit.errors.ValidationError`.
         """
         due = self.due_by
         return (
             due is not None
-            and due < now
+            and due < v.as_utc(now, "now")
             and not self.status.is_terminal
             and self.status is not Status.SEEN
         )
@@ -702,7 +754,7 @@ def phi_fields(cls: type) -> tuple[str, ...]:
     """The names of ``cls``'s fields declared as PHI.
 
     >>> phi_fields(Patient)
-    ('mrn', 'given_name', 'family_name', 'birth_date', 'contacts')
+    ('id', 'mrn', 'given_name', 'family_name', 'birth_date', 'pregnant', 'contacts')
     """
     return tuple(a.name for a in attrs.fields(cls) if a.metadata.get(PHI))
 

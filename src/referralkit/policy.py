@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Final, Protocol, runtime_checkable
 
+from ._validators import as_utc
 from .model import (
     CoverageDecision,
     Covered,
@@ -55,7 +56,10 @@ def add_business_days(start: dt.datetime, days: int) -> dt.datetime:
     datetime.date(2026, 11, 30)
     >>> add_business_days(dt.datetime(2026, 11, 28, tzinfo=dt.UTC), 5).date()  # a Saturday
     datetime.date(2026, 12, 4)
+
+    Weekdays are counted in UTC: ``start`` in another zone is the same instant in UTC.
     """
+    start = as_utc(start, "start")
     if days <= 0:
         return start
     weekday = start.weekday()
@@ -110,6 +114,8 @@ class BasicCoverage:
         return "BasicCoverage()"
 
     def decide(self, referral: Referral, at: dt.datetime) -> CoverageDecision:
+        # the date of service is the UTC date of the instant, whatever zone ``at`` is in
+        at = as_utc(at, "at")
         coverage = referral.coverage
         network = (
             referral.target.in_network(coverage)
@@ -190,6 +196,7 @@ def default_due(priority: Priority, start: dt.datetime, needs_authorization: boo
     >>> default_due(Priority.URGENT, start, True).isoformat()
     '2026-01-09T09:00:00+00:00'
     """
+    start = as_utc(start, "start")
     if priority is Priority.ROUTINE:
         return add_business_days(start, 15)
     if priority is Priority.URGENT and needs_authorization:
@@ -213,6 +220,7 @@ class BasicUrgency:
         return "BasicUrgency()"
 
     def assess(self, referral: Referral, at: dt.datetime) -> UrgencyAssessment:
+        at = as_utc(at, "at")
         priority = referral.priority
         reasons = [f"requested {priority.value}"]
         hits = [_hit(f"requested-{priority.value}")]

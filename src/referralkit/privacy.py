@@ -3,6 +3,10 @@
 HIPAA's unique-user-identification control (45 CFR 164.312(a)(2)(i)): every desk operation
 takes an :class:`Actor` and records its id on the events it writes. Access is denied unless one
 of the actor's roles allows the operation (:data:`PERMISSIONS`).
+
+:class:`Sealed` holds a PHI value while library frames pass it on: its ``repr`` and ``str``
+are ``<sealed>``, so an exception report with local variables does not show it (see
+:doc:`/explanation`, "Exception reports with local variables").
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from typing import Final
 import attrs
 
 from . import _validators as v
+from ._redaction import Sealed
 from .errors import PermissionDeniedError, ValidationError
 
-__all__ = ["PERMISSIONS", "READ_OPERATIONS", "Actor", "Role", "authorize"]
+__all__ = ["PERMISSIONS", "READ_OPERATIONS", "Actor", "Role", "Sealed", "authorize"]
 
 
 class Role(enum.StrEnum):

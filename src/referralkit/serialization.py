@@ -30,6 +30,8 @@ from cattrs.errors import (
     IterableValidationNote,
 )
 
+from ._redaction import boundary
+from ._validators import JsonObject
 from .errors import ValidationError
 
 __all__ = ["converter", "from_dict", "to_dict"]
@@ -114,7 +116,8 @@ converter.register_structure_hook(enum.StrEnum, _structure_enum)
 def _structure_payload(value: Any, _: type) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise ValidationError("", "expected a JSON object")
-    return dict(value)
+    # a payload the library checked already keeps its mark (see JsonObject)
+    return value if type(value) is JsonObject else dict(value)
 
 
 # StrEnum members are str instances; without this cattrs passes them through as members
@@ -134,10 +137,13 @@ def to_dict(value: Any) -> Any:
     return converter.unstructure(value)
 
 
+@boundary
 def from_dict(cls: type[T], data: Any) -> T:
     """Build a ``cls`` from JSON-compatible ``data``.
 
-    Raises :class:`~referralkit.errors.ValidationError` naming the first bad field.
+    Raises :class:`~referralkit.errors.ValidationError` naming the first bad field, with a
+    traceback that holds neither ``data`` nor cattrs' frames (see
+    :doc:`/explanation`).
     """
     try:
         return converter.structure(data, cls)

@@ -548,20 +548,31 @@ class TestDriverErrors:
         assert store.load(made.id).version == 1
 
     def test_value_the_server_refuses(self, store: PostgresStore) -> None:
-        """A NUL character in an indexed text column (PostgreSQL text cannot hold one) is a
-        StorageError that does not repeat the value."""
-        desk = desk_over(store)
-        made = desk.intake(ACTOR, sample_request())
+        """A value the server refuses (its message quotes it) is a StorageError naming the
+        driver class and SQLSTATE, without the value, not chained."""
         with pytest.raises(StorageError) as info:
-            desk.assign(ACTOR, made.id, "PHI-CANARY\x00")
+            store._fetch("testing", "SELECT %s::integer", ["PHI-CANARY"])
+        assert (info.value.driver_error, info.value.sqlstate) == (
+            "InvalidTextRepresentation",
+            "22P02",
+        )
         assert "PHI-CANARY" not in str(info.value)
         assert info.value.__cause__ is None
+        assert info.value.__suppress_context__
 
-    def test_free_text_with_nul_is_stored_as_in_sqlite(self, store: PostgresStore) -> None:
-        """json (not jsonb) keeps an escaped NUL in a snapshot, as SQLite does."""
+    def test_text_with_nul_never_reaches_the_server(self, store: PostgresStore) -> None:
+        """PostgreSQL text cannot hold a NUL: the desk refuses it first, naming the argument,
+        as it does over every store (the model decides what text is valid)."""
         desk = desk_over(store)
-        made = desk.intake(ACTOR, attrs_evolve(sample_request(), reason="chest\x00pain"))
-        assert store.load(made.id).reason == "chest\x00pain"
+        made = desk.intake(ACTOR, sample_request())
+        with pytest.raises(ValidationError) as info:
+            desk.assign(ACTOR, made.id, "PHI-CANARY\x00")
+        assert info.value.path == "owner"
+        assert "PHI-CANARY" not in str(info.value)
+        with pytest.raises(ValidationError) as refused:
+            attrs_evolve(sample_request(), reason="chest\x00pain")
+        assert refused.value.path == "reason"
+        assert store.load(made.id) == made
 
 
 def attrs_evolve(value: Any, **changes: Any) -> Any:

@@ -6,6 +6,12 @@ An adapter implements eight methods: :meth:`~ReferralStore.load`,
 :meth:`~ReferralStore.claim`, :meth:`~ReferralStore.renew`, :meth:`~ReferralStore.release`.
 Everything else (``save``, ``count``, ``ids_starting_with``, ``export``, ``restore_many``)
 has a default built on those, which an adapter may replace with something faster.
+
+Every adapter checks its arguments with the helpers here (:func:`check_id`,
+:func:`check_query`, :func:`check_change`, :func:`check_claim`...), so a wrong type is the same
+:class:`~referralkit.errors.ValidationError`, naming the argument, in every store; and wraps
+its public methods in the library's error boundary (see :doc:`/explanation`), so an
+error leaves the store with no row, snapshot or argument in its traceback.
 """
 
 from __future__ import annotations
@@ -15,11 +21,12 @@ import datetime as dt
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, Self, TypeAlias
+from typing import Any, Self, TypeAlias, TypeGuard
 
 import attrs
 
 from .. import _validators as v
+from .._redaction import boundary, boundary_iter
 from ..errors import ConcurrencyError, DuplicateReferralError, NotFoundError, ValidationError
 from ..events import apply_all
 from ..model import Priority, Referral, ReferralEvent, Status
@@ -34,7 +41,9 @@ __all__ = [
     "check_claim",
     "check_histories",
     "check_history",
+    "check_id",
     "check_owner",
+    "check_query",
     "lease_end",
     "resolve_id",
     "worklist_key",
@@ -71,18 +80,22 @@ class Query:
     """
 
     status: frozenset[Status] | None = attrs.field(default=None, converter=_statuses)
-    open_only: bool = False
+    open_only: bool = attrs.field(default=False, validator=v.instance(bool, "a bool"))
     priority: Priority | None = attrs.field(default=None, validator=v.optional(v.member(Priority)))
-    specialty: str | None = None
-    owner: str | None = None
-    patient_id: str | None = None
-    updated_since: dt.datetime | None = attrs.field(
-        default=None, validator=v.optional(v.utc_datetime)
+    specialty: str | None = attrs.field(default=None, validator=v.optional(v.text(max_length=60)))
+    owner: str | None = attrs.field(default=None, validator=v.optional(v.text(max_length=200)))
+    patient_id: str | None = attrs.field(
+        **v.PHI_FIELD, default=None, validator=v.optional(v.text(max_length=100))
     )
-    due_before: dt.datetime | None = attrs.field(default=None, validator=v.optional(v.utc_datetime))
+    updated_since: dt.datetime | None = attrs.field(
+        default=None, converter=v.to_utc, validator=v.optional(v.utc_datetime)
+    )
+    due_before: dt.datetime | None = attrs.field(
+        default=None, converter=v.to_utc, validator=v.optional(v.utc_datetime)
+    )
     order: str = attrs.field(default="worklist", validator=v.text(pattern="worklist|updated"))
-    limit: int | None = attrs.field(default=None, validator=v.optional(v.non_negative))
-    offset: int = attrs.field(default=0, validator=v.non_negative)
+    limit: int | None = attrs.field(default=None, validator=v.optional(v.row_count))
+    offset: int = attrs.field(default=0, validator=v.row_count)
 
     def matches(self, r: Referral) -> bool:
         """Whether ``r`` passes every filter (the reference semantics adapters follow)."""
@@ -112,10 +125,48 @@ def worklist_key(r: Referral) -> tuple[int, dt.datetime, dt.datetime, str]:
     )
 
 
+def check_id(value: object, name: str = "referral_id") -> str:
+    """``value`` if it is an id a store can look up, else a ValidationError naming ``name``
+    (a whole :class:`~referralkit.model.Referral` passed by mistake, ``None``, a number)."""
+    return v.identifier(value, name)
+
+
+def check_query(query: object) -> Query:
+    """``query`` if it is a :class:`Query`, else a ValidationError naming ``query``."""
+    if not isinstance(query, Query):
+        raise ValidationError("query", f"expected a Query, got {type(query).__name__}")
+    return query
+
+
+def _sequence(value: object) -> TypeGuard[Sequence[Any]]:
+    """A sequence of items, not text (a string is a sequence of characters)."""
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes)
+
+
+def _events(events: object, path: str) -> Sequence[ReferralEvent]:
+    if not _sequence(events):
+        raise ValidationError(path, "expected a sequence of ReferralEvent")
+    for index, event in enumerate(events):
+        if not isinstance(event, ReferralEvent):
+            raise ValidationError(
+                f"{path}[{index}]", f"expected a ReferralEvent, got {type(event).__name__}"
+            )
+    return events
+
+
 def check_change(
     referral: Referral, events: Sequence[ReferralEvent], expected_version: int
 ) -> None:
     """Check that ``events`` are one well-formed change taking ``referral`` to its version."""
+    if not isinstance(referral, Referral):
+        raise ValidationError("referral", f"expected a Referral, got {type(referral).__name__}")
+    _events(events, "events")
+    if (
+        isinstance(expected_version, bool)
+        or not isinstance(expected_version, int)
+        or not 0 <= expected_version < v.INT32_MAX
+    ):
+        raise ValidationError("expected_version", "expected a whole number >= 0")
     if referral.version != expected_version + 1:
         raise ValidationError("version", "a change must raise the version by exactly one")
     if not events:
@@ -137,8 +188,15 @@ def check_changes(changes: Sequence[Change]) -> None:
     Two new referrals with one source id in the same batch are refused up front, the same way
     in every adapter (a database would report the clash without saying which rows clashed).
     """
+    if not _sequence(changes):
+        raise ValidationError("changes", "expected a sequence of (referral, events, version)")
     sources: dict[str, str] = {}
-    for position, (referral, events, expected) in enumerate(changes):
+    for position, change in enumerate(changes):
+        if not isinstance(change, tuple) or len(change) != 3:
+            raise ValidationError(
+                f"changes[{position}]", "expected a (referral, events, expected_version) tuple"
+            )
+        referral, events, expected = change
         try:
             check_change(referral, events, expected)
         except ValidationError as error:
@@ -156,6 +214,9 @@ def check_history(referral: Referral, events: Sequence[ReferralEvent]) -> None:
     the snapshot *is* the replay of the events is a separate, costlier check:
     :func:`referralkit.events.replay`.)
     """
+    if not isinstance(referral, Referral):
+        raise ValidationError("referral", f"expected a Referral, got {type(referral).__name__}")
+    _events(events, "events")
     if referral.version < 1:
         raise ValidationError("version", "a stored referral has version 1 or more")
     expected_version, expected_index = 1, 0
@@ -176,9 +237,14 @@ def check_history(referral: Referral, events: Sequence[ReferralEvent]) -> None:
 
 def check_histories(histories: Sequence[History]) -> None:
     """Check every history of a batch to restore; no id or source id may appear twice."""
+    if not _sequence(histories):
+        raise ValidationError("histories", "expected a sequence of (referral, events)")
     ids: dict[str, int] = {}
     sources: dict[str, str] = {}
-    for position, (referral, events) in enumerate(histories):
+    for position, history in enumerate(histories):
+        if not isinstance(history, tuple) or len(history) != 2:
+            raise ValidationError(f"histories[{position}]", "expected a (referral, events) tuple")
+        referral, events = history
         try:
             check_history(referral, events)
         except ValidationError as error:
@@ -192,22 +258,29 @@ def check_histories(histories: Sequence[History]) -> None:
 
 
 def check_owner(owner: str) -> None:
-    """Check a claim owner: a coordinator id, a non-blank string."""
+    """Check a claim owner: a coordinator id, a non-blank string every store can keep."""
     if not isinstance(owner, str) or not owner.strip() or len(owner) > 200:
         raise ValidationError("owner", "expected a non-blank string of at most 200 characters")
+    v.identifier(owner, "owner")
 
 
 def check_claim(
     owner: str, now: dt.datetime, lease: dt.timedelta, count: int | None = None
-) -> None:
-    """Check the arguments of a claim or renewal (every adapter calls this)."""
+) -> dt.datetime:
+    """Check the arguments of a claim or renewal (every adapter calls this); returns ``now``
+    in UTC.
+
+    ``now`` is any timezone-aware datetime; a naive one is refused.
+    """
     check_owner(owner)
-    if not isinstance(now, dt.datetime) or now.tzinfo is None or now.utcoffset():
-        raise ValidationError("now", "expected a timezone-aware UTC datetime")
+    utc = v.as_utc(now, "now")
     if not isinstance(lease, dt.timedelta) or lease <= dt.timedelta(0):
         raise ValidationError("lease", "expected a positive datetime.timedelta")
-    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+    if count is not None and (
+        isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= v.INT64_MAX
+    ):
         raise ValidationError("count", "expected a whole number >= 0")
+    return utc
 
 
 def lease_end(now: dt.datetime, lease: dt.timedelta) -> dt.datetime:
@@ -222,9 +295,7 @@ def _claim_query(query: Query | None) -> Query:
     """The query a claim serves: its filters, open referrals only."""
     if query is None:
         return Query(open_only=True)
-    if not isinstance(query, Query):
-        raise ValidationError("query", "expected a Query")
-    return attrs.evolve(query, open_only=True, limit=None, offset=0)
+    return attrs.evolve(check_query(query), open_only=True, limit=None, offset=0)
 
 
 def check_prefix(prefix: str, limit: int | None) -> None:
@@ -285,12 +356,12 @@ def resolve_id(store: ReferralStore, id_or_prefix: str) -> str:
 
 def _ids(ids: Iterable[str]) -> list[str]:
     """``ids`` as a list without repeats, in the order given."""
-    if isinstance(ids, str):
+    if isinstance(ids, str) or not isinstance(ids, Iterable):
         raise ValidationError("ids", "expected a collection of referral ids, not one string")
-    found = list(dict.fromkeys(ids))
-    if not all(isinstance(i, str) for i in found):
-        raise ValidationError("ids", "expected referral id strings")
-    return found
+    items = list(ids)
+    for index, item in enumerate(items):
+        v.identifier(item, f"ids[{index}]")
+    return list(dict.fromkeys(items))
 
 
 class ReferralStore(abc.ABC):
@@ -318,6 +389,7 @@ class ReferralStore(abc.ABC):
     def find_source(self, source_id: str) -> str | None:
         """The id of the referral intaken under the referrer's ``source_id``, if any."""
 
+    @boundary
     def save(
         self, referral: Referral, events: Sequence[ReferralEvent], expected_version: int
     ) -> None:
@@ -349,9 +421,10 @@ class ReferralStore(abc.ABC):
     def query(self, query: Query = Query()) -> list[Referral]:
         """The referrals matching ``query``, in its order, paged by limit and offset."""
 
+    @boundary
     def count(self, query: Query = Query()) -> int:
         """How many referrals match ``query`` (ignoring its paging)."""
-        return len(self.query(attrs.evolve(query, limit=None, offset=0)))
+        return len(self.query(attrs.evolve(check_query(query), limit=None, offset=0)))
 
     def ids_starting_with(self, prefix: str, *, limit: int | None = None) -> list[str]:
         """The ids of the stored referrals that start with ``prefix``, in id order (code
@@ -401,11 +474,13 @@ class ReferralStore(abc.ABC):
 
     # ------------------------------------------------------------------ whole histories
 
+    @boundary_iter
     def export(self) -> Iterator[History]:
         """Every referral with its whole history, in id order (what a dump holds)."""
         for referral in sorted(self.query(Query()), key=lambda r: r.id):
             yield referral, self.events(referral.id)
 
+    @boundary
     def restore_many(self, histories: Sequence[History]) -> None:
         """Store referrals with their whole histories (as a dump holds them), atomically.
 

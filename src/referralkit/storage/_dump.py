@@ -29,6 +29,7 @@ import os
 from collections.abc import Iterable
 from typing import Any, Final, TextIO
 
+from .._redaction import boundary
 from ..errors import StorageError, ValidationError
 from ..events import replay
 from ..model import Referral, ReferralEvent
@@ -48,6 +49,7 @@ def _line(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":")) + "\n"
 
 
+@boundary
 def dump(store: ReferralStore, file: TextIO | str | os.PathLike[str]) -> int:
     """Write every referral in ``store`` with its events to ``file``; how many were written.
 
@@ -121,6 +123,7 @@ def _history(text: str, number: int, verify: bool) -> History:
     return referral, events
 
 
+@boundary
 def load_dump(
     store: ReferralStore, file: Iterable[str], *, verify: bool = True, batch: int = 500
 ) -> int:

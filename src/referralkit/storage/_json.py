@@ -1,14 +1,27 @@
-"""JSON text for the SQL adapters: snapshots and event payloads as they are stored."""
+"""JSON text for the SQL adapters: snapshots and event payloads as they are stored, and read
+back.
+
+Reading is where a store meets data it did not check: a row edited by hand, a file from a newer
+referralkit, a disk error. A stored value that is not JSON, or that the model refuses, is a
+:class:`~referralkit.errors.StorageError` naming the referral and (for a refused value) the
+field, never the value: the row is PHI, and ``json.JSONDecodeError`` keeps the whole document
+in its ``doc`` attribute.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
-from ..errors import ValidationError
-from ..serialization import to_dict
+from .._redaction import Sealed
+from .._validators import JsonObject, storable_json
+from ..errors import StorageError, ValidationError
+from ..model import Referral, ReferralEvent
+from ..serialization import from_dict, to_dict
 
-__all__ = ["payload_json", "snapshot_json"]
+__all__ = ["event_from_row", "payload_json", "referral_from_row", "snapshot_json"]
+
+T = TypeVar("T")
 
 
 def snapshot_json(value: Any) -> str:
@@ -30,7 +43,68 @@ def payload_json(payload: Any) -> str:
 def _dumps(value: Any, path: str, default: Any = None) -> str:
     try:
         # allow_nan=False: NaN and infinity are not JSON, and PostgreSQL's json type refuses
-        # them; refusing them here keeps every SQL adapter the same
+        # them (the model refuses them first; this keeps a value built around it out too)
         return json.dumps(value, separators=(",", ":"), allow_nan=False, default=default)
     except (TypeError, ValueError):
         raise ValidationError(path, "is not JSON-compatible (or holds NaN or infinity)") from None
+
+
+def _stored(cls: type[T], data: Any, what: str) -> T:
+    """``cls`` from stored ``data`` (JSON text, or JSON the driver parsed already)."""
+    problem = ""
+    if isinstance(data, Sealed):
+        data = data.reveal()
+    if isinstance(data, str | bytes):
+        try:
+            data = json.loads(data)
+        except ValueError:
+            problem = "is not valid JSON"
+    if not problem:
+        try:
+            return from_dict(cls, data)
+        except ValidationError as exc:
+            problem = f"does not fit the model ({exc})"
+    # raised outside the handlers: neither the decoder's error (its ``doc`` is the whole row)
+    # nor the data travels with it
+    del data
+    raise StorageError(f"{what} {problem}", driver_error="")
+
+
+def referral_from_row(snapshot: Any, referral_id: str) -> Referral:
+    """The referral a stored snapshot holds; a corrupt one is a StorageError."""
+    return _stored(Referral, snapshot, f"the stored snapshot of referral {referral_id!r}")
+
+
+def event_from_row(row: tuple[Any, ...]) -> ReferralEvent:
+    """The event a row ``(referral_id, version, idx, at, actor, type, payload)`` holds, with
+    ``at`` as ISO text or a datetime and the payload as JSON text or parsed JSON."""
+    referral_id, version, index, at, actor, kind, payload = row
+    what = f"the stored event {version}.{index} of referral {referral_id!r}"
+    broken = False
+    if isinstance(payload, Sealed):
+        payload = payload.reveal()
+    if isinstance(payload, str | bytes):
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            broken = True
+    if broken:
+        del row, payload
+        raise StorageError(f"{what} has a payload that is not valid JSON", driver_error="")
+    if isinstance(payload, dict) and storable_json(payload):
+        # decoded JSON: no tuples or non-string keys, and its text is storable; anything
+        # else goes to the model as it is, to be refused with its path
+        payload = JsonObject(payload)
+    return _stored(
+        ReferralEvent,
+        {
+            "referral_id": referral_id,
+            "version": version,
+            "index": index,
+            "at": at,
+            "actor": actor,
+            "type": kind,
+            "payload": payload,
+        },
+        what,
+    )

@@ -7,6 +7,7 @@ import heapq
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 
+from .._redaction import boundary, boundary_iter
 from ..errors import ConcurrencyError, DuplicateReferralError, NotFoundError
 from ..model import Referral, ReferralEvent
 from ._base import (
@@ -19,8 +20,10 @@ from ._base import (
     check_changes,
     check_claim,
     check_histories,
+    check_id,
     check_owner,
     check_prefix,
+    check_query,
     lease_end,
     worklist_key,
 )
@@ -46,19 +49,23 @@ class MemoryStore(ReferralStore):
     def __repr__(self) -> str:
         return f"MemoryStore(<{len(self._snapshots)} referrals>)"
 
+    @boundary
     def load(self, referral_id: str) -> Referral:
         try:
-            return self._snapshots[referral_id]
+            return self._snapshots[check_id(referral_id)]
         except KeyError:
             raise NotFoundError(referral_id) from None
 
+    @boundary
     def ids_starting_with(self, prefix: str, *, limit: int | None = None) -> list[str]:
         check_prefix(prefix, limit)
         with self._lock:
             found = sorted(i for i in self._snapshots if i.startswith(prefix))
         return found if limit is None else found[:limit]
 
+    @boundary
     def find_source(self, source_id: str) -> str | None:
+        check_id(source_id, "source_id")
         with self._lock:
             return self._holder(source_id, {})
 
@@ -73,6 +80,7 @@ class MemoryStore(ReferralStore):
         current = staged.get(referral_id) or self._snapshots.get(referral_id)
         return referral_id if current is not None and current.source_id == source_id else None
 
+    @boundary
     def save_many(self, changes: Sequence[Change]) -> None:
         check_changes(changes)
         with self._lock:
@@ -101,13 +109,16 @@ class MemoryStore(ReferralStore):
         for referral_id, events in appended.items():
             self._events.setdefault(referral_id, []).extend(events)
 
+    @boundary
     def events(self, referral_id: str) -> list[ReferralEvent]:
         try:
-            return list(self._events[referral_id])
+            return list(self._events[check_id(referral_id)])
         except KeyError:
             raise NotFoundError(referral_id) from None
 
+    @boundary
     def query(self, query: Query = Query()) -> list[Referral]:
+        check_query(query)
         with self._lock:
             found = [r for r in self._snapshots.values() if query.matches(r)]
         if query.order == "updated":
@@ -123,6 +134,7 @@ class MemoryStore(ReferralStore):
         lease = self._leases.get(referral_id)
         return lease is not None and lease[1] > now
 
+    @boundary
     def claim(
         self,
         owner: str,
@@ -132,7 +144,7 @@ class MemoryStore(ReferralStore):
         lease: dt.timedelta,
         query: Query | None = None,
     ) -> list[str]:
-        check_claim(owner, now, lease, count)
+        now = check_claim(owner, now, lease, count)
         wanted = _claim_query(query)
         with self._lock:
             free = (
@@ -146,10 +158,11 @@ class MemoryStore(ReferralStore):
                 self._leases[referral_id] = (owner, until)
         return taken
 
+    @boundary
     def renew(
         self, owner: str, ids: Iterable[str], *, now: dt.datetime, lease: dt.timedelta
     ) -> list[str]:
-        check_claim(owner, now, lease)
+        now = check_claim(owner, now, lease)
         until = lease_end(now, lease)
         renewed = []
         with self._lock:
@@ -160,6 +173,7 @@ class MemoryStore(ReferralStore):
                     renewed.append(referral_id)
         return renewed
 
+    @boundary
     def release(self, owner: str, ids: Iterable[str]) -> list[str]:
         check_owner(owner)
         released = []
@@ -173,11 +187,13 @@ class MemoryStore(ReferralStore):
 
     # ------------------------------------------------------------------ whole histories
 
+    @boundary_iter
     def export(self) -> Iterator[History]:
         with self._lock:
             items = [(r, list(self._events[i])) for i, r in sorted(self._snapshots.items())]
         yield from items
 
+    @boundary
     def restore_many(self, histories: Sequence[History]) -> None:
         check_histories(histories)
         with self._lock:

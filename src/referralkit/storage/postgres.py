@@ -52,9 +52,13 @@ from urllib.parse import unquote
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.abc import Buffer
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import tuple_row
+from psycopg.types.string import StrDumperUnknown
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from .._redaction import Sealed, boundary, boundary_iter
 from ..errors import (
     ConcurrencyError,
     DuplicateReferralError,
@@ -64,7 +68,6 @@ from ..errors import (
     ValidationError,
 )
 from ..model import Referral, ReferralEvent
-from ..serialization import from_dict
 from ._base import (
     Change,
     History,
@@ -75,12 +78,14 @@ from ._base import (
     check_changes,
     check_claim,
     check_histories,
+    check_id,
     check_owner,
     check_prefix,
+    check_query,
     lease_end,
     prefix_range,
 )
-from ._json import payload_json, snapshot_json
+from ._json import event_from_row, payload_json, referral_from_row, snapshot_json
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore", "connection_settings"]
 
@@ -335,6 +340,18 @@ def connection_settings(url: str) -> tuple[str, str]:
 # --------------------------------------------------------------------------- rows and errors
 
 
+class _SealedDumper(StrDumperUnknown):
+    """Row values that are PHI (a snapshot's or payload's JSON, the patient id) travel
+    :class:`~referralkit.privacy.Sealed` to the driver, so an exception report with the store's
+    frames' locals does not show them; this dumper unseals them as the text they hold."""
+
+    def dump(self, obj: str | Sealed[str]) -> Buffer | None:
+        return super().dump(obj.reveal() if isinstance(obj, Sealed) else obj)
+
+
+psycopg.adapters.register_dumper(Sealed, _SealedDumper)
+
+
 def _row(referral: Referral) -> tuple[Any, ...]:
     urgency = referral.effective_priority
     return (
@@ -348,31 +365,31 @@ def _row(referral: Referral) -> tuple[Any, ...]:
         referral.received_at or referral.created_at,
         referral.specialty,
         referral.owner,
-        referral.patient.id,
+        Sealed(referral.patient.id),
         referral.source_id,
         referral.updated_at,
-        snapshot_json(referral),
+        Sealed(snapshot_json(referral)),
     )
 
 
 def _event_row(e: ReferralEvent) -> tuple[Any, ...]:
-    return (e.referral_id, e.version, e.index, e.at, e.actor, e.type, payload_json(e.payload))
+    payload = Sealed(payload_json(e.payload))
+    return (e.referral_id, e.version, e.index, e.at, e.actor, e.type, payload)
+
+
+def _seal_last(cursor: Any) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """A psycopg row factory: the last column (a snapshot's or a payload's JSON) sealed as it
+    leaves the driver, so no frame of the store holds it in the clear."""
+
+    def make(values: Sequence[Any]) -> tuple[Any, ...]:
+        return (*values[:-1], Sealed(values[-1]))
+
+    return make
 
 
 def _event(row: Sequence[Any]) -> ReferralEvent:
-    return from_dict(
-        ReferralEvent,
-        {
-            "referral_id": row[0],
-            "version": row[1],
-            "index": row[2],
-            # the session time zone decides the offset psycopg returns; the model wants UTC
-            "at": row[3].astimezone(dt.UTC),
-            "actor": row[4],
-            "type": row[5],
-            "payload": row[6],
-        },
-    )
+    # the session time zone decides the offset psycopg returns; the model converts to UTC
+    return event_from_row(tuple(row))
 
 
 def _connection_lost(error: psycopg.Error) -> bool:
@@ -566,8 +583,11 @@ class PostgresStore(ReferralStore):
                 raise _driver_error(error, doing) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _fetch(self, doing: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """One read, outside any explicit transaction (a single statement is atomic).
+    def _fetch(
+        self, doing: str, sql: str, params: Sequence[Any] = (), *, sealed: bool = False
+    ) -> list[tuple[Any, ...]]:
+        """One read, outside any explicit transaction (a single statement is atomic); with
+        ``sealed``, each row's last column (a snapshot or payload) comes back sealed.
 
         Retried once on a fresh connection when its connection is lost (the backend was
         terminated between the check and the read): a read can be repeated.
@@ -575,7 +595,8 @@ class PostgresStore(ReferralStore):
         for attempt in (1, 2):
             try:
                 with self._connection() as conn:
-                    return conn.execute(self._sql(sql), params).fetchall()
+                    rows = conn.cursor(row_factory=_seal_last if sealed else tuple_row)
+                    return rows.execute(self._sql(sql), params).fetchall()
             except PoolTimeout:
                 raise StorageError(
                     f"no PostgreSQL connection free within {self._pool.timeout} s while {doing}",
@@ -589,6 +610,7 @@ class PostgresStore(ReferralStore):
 
     # ------------------------------------------------------------------ schema
 
+    @boundary
     def schema_version(self) -> int:
         """The version of the schema in the database (0 when it has no tables yet)."""
         rows = self._fetch(
@@ -610,6 +632,7 @@ class PostgresStore(ReferralStore):
             f"knows ({SCHEMA_VERSION}); upgrade referralkit"
         )
 
+    @boundary
     def upgrade(self, target: int | None = None) -> int:
         """Create the schema if needed and apply the forward migrations it lacks, up to
         ``target`` (default: the latest), in one transaction; returns the version now in the
@@ -655,14 +678,19 @@ class PostgresStore(ReferralStore):
 
     # ------------------------------------------------------------------ the store
 
+    @boundary
     def load(self, referral_id: str) -> Referral:
         rows = self._fetch(
-            "loading a referral", "SELECT snapshot FROM {s}.referrals WHERE id = %s", [referral_id]
+            "loading a referral",
+            "SELECT snapshot FROM {s}.referrals WHERE id = %s",
+            [check_id(referral_id)],
+            sealed=True,
         )
         if not rows:
             raise NotFoundError(referral_id)
-        return from_dict(Referral, rows[0][0])
+        return referral_from_row(rows[0][0], referral_id)
 
+    @boundary
     def ids_starting_with(self, prefix: str, *, limit: int | None = None) -> list[str]:
         """Answered from the primary key: ids are ``COLLATE "C"``, so a range in byte order
         (UTF-8 bytes order as the code points do)."""
@@ -680,12 +708,16 @@ class PostgresStore(ReferralStore):
             params.append(high)
         return f"{sql} ORDER BY id LIMIT %s", [*params, limit]
 
+    @boundary
     def find_source(self, source_id: str) -> str | None:
         rows = self._fetch(
-            "finding a source id", "SELECT id FROM {s}.referrals WHERE source_id = %s", [source_id]
+            "finding a source id",
+            "SELECT id FROM {s}.referrals WHERE source_id = %s",
+            [check_id(source_id, "source_id")],
         )
         return str(rows[0][0]) if rows else None
 
+    @boundary
     def save_many(self, changes: Sequence[Change]) -> None:
         check_changes(changes)
         if not changes:
@@ -817,12 +849,15 @@ class PostgresStore(ReferralStore):
             sqlstate="23505",
         )
 
+    @boundary
     def events(self, referral_id: str) -> list[ReferralEvent]:
+        check_id(referral_id)
         rows = self._fetch(
             "loading events",
             f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events WHERE referral_id = %s "  # noqa: S608 - fixed column names
             "ORDER BY version, idx",
             [referral_id],
+            sealed=True,
         )
         if not rows and not self._fetch(
             "loading events", "SELECT 1 FROM {s}.referrals WHERE id = %s", [referral_id]
@@ -854,7 +889,7 @@ class PostgresStore(ReferralStore):
         ):
             if value is not None:
                 clauses.append(f"{column} = %s")
-                params.append(value)
+                params.append(Sealed(value) if column == "patient_id" else value)
         if query.updated_since is not None:
             clauses.append("updated_at >= %s")
             params.append(query.updated_since)
@@ -863,8 +898,9 @@ class PostgresStore(ReferralStore):
             params.append(query.due_before)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
+    @boundary
     def query(self, query: Query = Query()) -> list[Referral]:
-        where, params = self._where(query)
+        where, params = self._where(check_query(query))
         if query.order == "updated":
             order = " ORDER BY updated_at DESC, id DESC"
         else:
@@ -875,13 +911,15 @@ class PostgresStore(ReferralStore):
             params += [query.limit, query.offset]
         rows = self._fetch(
             "querying referrals",
-            f"SELECT snapshot FROM {{s}}.referrals{where}{order}{paging}",  # noqa: S608 - fixed column names
+            f"SELECT id, snapshot FROM {{s}}.referrals{where}{order}{paging}",  # noqa: S608 - fixed column names
             params,
+            sealed=True,
         )
-        return [from_dict(Referral, r[0]) for r in rows]
+        return [referral_from_row(snapshot, referral_id) for referral_id, snapshot in rows]
 
+    @boundary
     def count(self, query: Query = Query()) -> int:
-        where, params = self._where(query)
+        where, params = self._where(check_query(query))
         rows = self._fetch(
             "counting referrals",
             f"SELECT count(*) FROM {{s}}.referrals{where}",  # noqa: S608 - fixed column names
@@ -891,6 +929,7 @@ class PostgresStore(ReferralStore):
 
     # ------------------------------------------------------------------ claims
 
+    @boundary
     def claim(
         self,
         owner: str,
@@ -903,7 +942,7 @@ class PostgresStore(ReferralStore):
         """Lease the next ``count`` free open referrals to ``owner`` (see
         :meth:`ReferralStore.claim`), with ``FOR UPDATE SKIP LOCKED``: concurrent claims
         pass over each other's rows instead of waiting for them or taking them twice."""
-        check_claim(owner, now, lease, count)
+        now = check_claim(owner, now, lease, count)
         where, params = self._where(_claim_query(query))
         until = lease_end(now, lease)
         if count == 0:
@@ -925,10 +964,11 @@ class PostgresStore(ReferralStore):
 
         return self._transact("claiming referrals", work)
 
+    @boundary
     def renew(
         self, owner: str, ids: Iterable[str], *, now: dt.datetime, lease: dt.timedelta
     ) -> list[str]:
-        check_claim(owner, now, lease)
+        now = check_claim(owner, now, lease)
         wanted = _ids(ids)
         until = lease_end(now, lease)
         renew = self._sql(
@@ -942,6 +982,7 @@ class PostgresStore(ReferralStore):
         done = self._transact("renewing leases", work) if wanted else set()
         return [i for i in wanted if i in done]
 
+    @boundary
     def release(self, owner: str, ids: Iterable[str]) -> list[str]:
         check_owner(owner)
         wanted = _ids(ids)
@@ -958,6 +999,7 @@ class PostgresStore(ReferralStore):
 
     # ------------------------------------------------------------------ whole histories
 
+    @boundary_iter
     def export(self) -> Iterator[History]:
         """Every referral with its history, in id order, from one snapshot of the database
         (a ``REPEATABLE READ READ ONLY`` transaction held while the iterator runs)."""
@@ -972,15 +1014,16 @@ class PostgresStore(ReferralStore):
             with self._connection() as conn, conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 last = ""
+                cursor = conn.cursor(row_factory=_seal_last)
                 while True:
-                    rows = conn.execute(referrals, [last, _EXPORT_BATCH]).fetchall()
+                    rows = cursor.execute(referrals, [last, _EXPORT_BATCH]).fetchall()
                     if not rows:
                         return
-                    found = conn.execute(events, [rows[0][0], rows[-1][0]]).fetchall()
+                    found = cursor.execute(events, [rows[0][0], rows[-1][0]]).fetchall()
                     grouped = {k: list(g) for k, g in itertools.groupby(found, key=lambda e: e[0])}
                     for referral_id, snapshot in rows:
                         yield (
-                            from_dict(Referral, snapshot),
+                            referral_from_row(snapshot, referral_id),
                             [_event(e) for e in grouped.get(referral_id, ())],
                         )
                     last = rows[-1][0]
@@ -991,6 +1034,7 @@ class PostgresStore(ReferralStore):
         except psycopg.Error as error:
             raise _driver_error(error, "exporting") from None
 
+    @boundary
     def restore_many(self, histories: Sequence[History]) -> None:
         """Store whole histories directly, in one transaction (see
         :meth:`ReferralStore.restore_many`)."""

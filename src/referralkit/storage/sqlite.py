@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import json
 import os
 import sqlite3
 import threading
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.request import pathname2url
 
+from .._redaction import Sealed, boundary, boundary_iter
 from ..errors import (
     ConcurrencyError,
     DuplicateReferralError,
@@ -41,7 +41,6 @@ from ..errors import (
     ValidationError,
 )
 from ..model import Referral, ReferralEvent
-from ..serialization import from_dict
 from ._base import (
     Change,
     History,
@@ -52,13 +51,15 @@ from ._base import (
     check_changes,
     check_claim,
     check_histories,
+    check_id,
     check_owner,
     check_prefix,
+    check_query,
     lease_end,
     prefix_range,
 )
 from ._files import create_private, private_replacement
-from ._json import payload_json, snapshot_json
+from ._json import event_from_row, payload_json, referral_from_row, snapshot_json
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -160,6 +161,11 @@ _INSERT_EVENT: Final = (
 _EVENT_COLUMNS: Final = "referral_id, version, idx, at, actor, type, payload"
 
 
+# Row values that are PHI (the snapshot's JSON, the patient id) travel sealed to the driver, so
+# an exception report with the store's frames' locals does not show them; the driver unseals.
+sqlite3.register_adapter(Sealed, Sealed.reveal)
+
+
 def _row(referral: Referral) -> tuple[Any, ...]:
     due = referral.due_by
     received = referral.received_at or referral.created_at
@@ -174,31 +180,26 @@ def _row(referral: Referral) -> tuple[Any, ...]:
         _ts(received),
         referral.specialty,
         referral.owner,
-        referral.patient.id,
+        Sealed(referral.patient.id),
         referral.source_id,
         _ts(referral.updated_at),
-        snapshot_json(referral),
+        Sealed(snapshot_json(referral)),
     )
 
 
 def _event_row(e: ReferralEvent) -> tuple[Any, ...]:
-    payload = payload_json(e.payload)
+    payload = Sealed(payload_json(e.payload))
     return (e.referral_id, e.version, e.index, e.at.isoformat(), e.actor, e.type, payload)
 
 
+def _seal_last(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row factory: the last column (a snapshot's or a payload's JSON) sealed as it leaves
+    the driver, so no frame of the store holds it in the clear."""
+    return (*row[:-1], Sealed(row[-1]))
+
+
 def _event(row: Sequence[Any]) -> ReferralEvent:
-    return from_dict(
-        ReferralEvent,
-        {
-            "referral_id": row[0],
-            "version": row[1],
-            "index": row[2],
-            "at": row[3],
-            "actor": row[4],
-            "type": row[5],
-            "payload": json.loads(row[6]),
-        },
-    )
+    return event_from_row(tuple(row))
 
 
 def _driver_error(error: sqlite3.Error, doing: str) -> StorageError:
@@ -377,10 +378,15 @@ class SQLiteStore(ReferralStore):
                     raise _driver_error(error, doing) from None
                 raise
 
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    def _read(self, sql: str, params: Sequence[Any] = (), *, sealed: bool = False) -> list[Any]:
+        """The rows ``sql`` selects; with ``sealed``, each row's last column (a snapshot's or
+        a payload's JSON) comes back :class:`~referralkit.privacy.Sealed`."""
         try:
             with self._guard():
-                return self._conn.execute(sql, params).fetchall()
+                cursor = self._conn.cursor()
+                if sealed:
+                    cursor.row_factory = _seal_last
+                return cursor.execute(sql, params).fetchall()
         except sqlite3.Error as error:
             raise _driver_error(error, "reading") from None
 
@@ -393,6 +399,7 @@ class SQLiteStore(ReferralStore):
 
     # ------------------------------------------------------------------ schema
 
+    @boundary
     def schema_version(self) -> int:
         """The version of the schema in the database (0 for an empty one)."""
         return int(self._read("PRAGMA user_version")[0][0])
@@ -404,6 +411,7 @@ class SQLiteStore(ReferralStore):
             f"knows ({SCHEMA_VERSION}); upgrade referralkit"
         )
 
+    @boundary
     def upgrade(self, target: int | None = None) -> int:
         """Apply the forward migrations the database lacks, up to ``target`` (default: the
         latest), in one transaction; returns the schema version now in the database."""
@@ -424,6 +432,7 @@ class SQLiteStore(ReferralStore):
                 conn.execute(f"PRAGMA user_version={version}")
             return max(current, wanted)
 
+    @boundary
     def backup(self, path: str | Path) -> None:
         """Copy the whole database into the file ``path`` with SQLite's online backup API.
 
@@ -452,12 +461,16 @@ class SQLiteStore(ReferralStore):
 
     # ------------------------------------------------------------------ the store
 
+    @boundary
     def load(self, referral_id: str) -> Referral:
-        rows = self._read("SELECT snapshot FROM referrals WHERE id = ?", (referral_id,))
+        rows = self._read(
+            "SELECT snapshot FROM referrals WHERE id = ?", (check_id(referral_id),), sealed=True
+        )
         if not rows:
             raise NotFoundError(referral_id)
-        return from_dict(Referral, json.loads(rows[0][0]))
+        return referral_from_row(rows[0][0], referral_id)
 
+    @boundary
     def ids_starting_with(self, prefix: str, *, limit: int | None = None) -> list[str]:
         """Answered from the primary key: a range in SQLite's BINARY order (the UTF-8
         bytes, which order as the code points do)."""
@@ -474,10 +487,14 @@ class SQLiteStore(ReferralStore):
             params.append(high)
         return f"{sql} ORDER BY id LIMIT ?", [*params, -1 if limit is None else limit]
 
+    @boundary
     def find_source(self, source_id: str) -> str | None:
-        rows = self._read("SELECT id FROM referrals WHERE source_id = ?", (source_id,))
+        rows = self._read(
+            "SELECT id FROM referrals WHERE source_id = ?", (check_id(source_id, "source_id"),)
+        )
         return rows[0][0] if rows else None
 
+    @boundary
     def save_many(self, changes: Sequence[Change]) -> None:
         """Save several changes in one transaction (all or none): for bulk intake."""
         check_changes(changes)
@@ -515,10 +532,13 @@ class SQLiteStore(ReferralStore):
         ).fetchone()
         return row is not None and row[0] != referral.id
 
+    @boundary
     def events(self, referral_id: str) -> list[ReferralEvent]:
+        check_id(referral_id)
         rows = self._read(
             f"SELECT {_EVENT_COLUMNS} FROM events WHERE referral_id = ? ORDER BY version, idx",  # noqa: S608 - fixed column names
             (referral_id,),
+            sealed=True,
         )
         if not rows and not self._read("SELECT 1 FROM referrals WHERE id = ?", (referral_id,)):
             raise NotFoundError(referral_id)
@@ -541,7 +561,7 @@ class SQLiteStore(ReferralStore):
         ):
             if value is not None:
                 clauses.append(f"{column} = ?")
-                params.append(value)
+                params.append(Sealed(value) if column == "patient_id" else value)
         if query.updated_since is not None:
             clauses.append("updated_at >= ?")
             params.append(_ts(query.updated_since))
@@ -550,8 +570,9 @@ class SQLiteStore(ReferralStore):
             params.append(_ts(query.due_before))
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
+    @boundary
     def query(self, query: Query = Query()) -> list[Referral]:
-        where, params = self._where(query)
+        where, params = self._where(check_query(query))
         if query.order == "updated":
             order = " ORDER BY updated_at DESC, id DESC"
         else:
@@ -560,15 +581,21 @@ class SQLiteStore(ReferralStore):
         if query.limit is not None or query.offset:
             limit = " LIMIT ? OFFSET ?"
             params += [-1 if query.limit is None else query.limit, query.offset]
-        rows = self._read(f"SELECT snapshot FROM referrals{where}{order}{limit}", params)  # noqa: S608 - only fixed column names are interpolated
-        return [from_dict(Referral, json.loads(r[0])) for r in rows]
+        rows = self._read(
+            f"SELECT id, snapshot FROM referrals{where}{order}{limit}",  # noqa: S608 - only fixed column names are interpolated
+            params,
+            sealed=True,
+        )
+        return [referral_from_row(snapshot, referral_id) for referral_id, snapshot in rows]
 
+    @boundary
     def count(self, query: Query = Query()) -> int:
-        where, params = self._where(query)
+        where, params = self._where(check_query(query))
         return int(self._read(f"SELECT count(*) FROM referrals{where}", params)[0][0])  # noqa: S608
 
     # ------------------------------------------------------------------ claims
 
+    @boundary
     def claim(
         self,
         owner: str,
@@ -581,7 +608,7 @@ class SQLiteStore(ReferralStore):
         """Lease the next ``count`` free open referrals to ``owner`` (see
         :meth:`ReferralStore.claim`). The search and the lease happen under one
         ``BEGIN IMMEDIATE``, so two claims never see the same free referral."""
-        check_claim(owner, now, lease, count)
+        now = check_claim(owner, now, lease, count)
         where, params = self._where(_claim_query(query))
         until = _ts(lease_end(now, lease))
         if count == 0:
@@ -599,10 +626,11 @@ class SQLiteStore(ReferralStore):
             )
         return taken
 
+    @boundary
     def renew(
         self, owner: str, ids: Iterable[str], *, now: dt.datetime, lease: dt.timedelta
     ) -> list[str]:
-        check_claim(owner, now, lease)
+        now = check_claim(owner, now, lease)
         wanted = _ids(ids)
         until, stamp = _ts(lease_end(now, lease)), _ts(now)
         renewed = []
@@ -617,6 +645,7 @@ class SQLiteStore(ReferralStore):
                     renewed.append(referral_id)
         return renewed
 
+    @boundary
     def release(self, owner: str, ids: Iterable[str]) -> list[str]:
         check_owner(owner)
         wanted = _ids(ids)
@@ -634,6 +663,7 @@ class SQLiteStore(ReferralStore):
 
     # ------------------------------------------------------------------ whole histories
 
+    @boundary_iter
     def export(self) -> Iterator[History]:
         """Every referral with its history, in id order, from one consistent state of the
         database: a file is read in a private read transaction (writers carry on meanwhile),
@@ -658,24 +688,27 @@ class SQLiteStore(ReferralStore):
     def _export(conn: sqlite3.Connection, *, batch: int) -> Iterator[History]:
         """Referrals after each other in id order, ``batch`` at a time (-1: all at once)."""
         last = ""
+        cursor = conn.cursor()
+        cursor.row_factory = _seal_last
         while True:
-            rows = conn.execute(
+            rows = cursor.execute(
                 "SELECT id, snapshot FROM referrals WHERE id > ? ORDER BY id LIMIT ?",
                 (last, batch),
             ).fetchall()
             if not rows:
                 return
-            events = conn.execute(
+            events = cursor.execute(
                 f"SELECT {_EVENT_COLUMNS} FROM events WHERE referral_id BETWEEN ? AND ? "  # noqa: S608 - fixed column names
                 "ORDER BY referral_id, version, idx",
                 (rows[0][0], rows[-1][0]),
             ).fetchall()
             grouped = {k: list(g) for k, g in itertools.groupby(events, key=lambda e: e[0])}
             for referral_id, snapshot in rows:
-                referral = from_dict(Referral, json.loads(snapshot))
+                referral = referral_from_row(snapshot, referral_id)
                 yield referral, [_event(e) for e in grouped.get(referral_id, ())]
             last = rows[-1][0]
 
+    @boundary
     def restore_many(self, histories: Sequence[History]) -> None:
         """Store whole histories directly, in one transaction (see
         :meth:`ReferralStore.restore_many`)."""

@@ -88,6 +88,8 @@ SPECIALTIES: Final = (
     "urology",
 )
 
+# every character a store keeps: no NUL, no lone surrogate (what the model accepts as text)
+_storable = st.characters(codec="utf-8", exclude_characters="\x00")
 _ids = st.from_regex(r"[a-z][a-z0-9-]{0,15}", fullmatch=True)
 # printable text with at least one non-space character; PHI fields draw from it
 _text = st.text(
@@ -297,7 +299,7 @@ def coverage_decisions(draw: st.DrawFn) -> CoverageDecision:
         info_needed=info,
         reason=draw(st.none() | _ids),
         network_status=draw(st.sampled_from(NetworkStatus)),
-        explanation=draw(st.text(max_size=30)),
+        explanation=draw(st.text(alphabet=_storable, max_size=30)),
         alternatives=tuple(draw(st.lists(_short, max_size=2))),
         hits=tuple(draw(st.lists(rule_hits(), max_size=3))),
         trace=tuple(draw(st.lists(rule_traces(), max_size=2))),

@@ -31,10 +31,14 @@ from ._datatypes import (
     _need_id,
     _period,
     _ref,
+    _ref_type,
     _typed_identifier,
     _Urls,
 )
 from ._json import JSON, _build, _enum, _Node
+
+_PERSONS = frozenset({"Patient", "RelatedPerson"})
+"""The payor types that are people rather than insurers (FHIR R4 Coverage.payor)."""
 
 # --------------------------------------------------------------------------- writing
 
@@ -203,6 +207,12 @@ def _coverage(resource: _Node, bundle: _Bundle | None = None) -> Coverage:
             if bundle
             else None
         )
+        kind = resolved.text("resourceType") if resolved is not None else _ref_type(payor)
+        if kind in _PERSONS:
+            # the patient (or a relative) pays: their name is PHI and no insurer's, so the
+            # payer is recorded as self-pay, the value an unnamed self-pay coverage has
+            payer = "self-pay"
+            break
         payer = _display_or_name(payor, resolved) or (
             payor.obj("identifier").text("value") if payor.obj("identifier") else None  # type: ignore[union-attr]
         )
