@@ -17,8 +17,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ._parser import Problem, RulesetError, _Lines
 from .engine import evaluate_condition
-from .loader import Problem, RulesetError, _Lines, load
+from .loader import load
 from .model import All, Always, Compare, Condition, HitPolicy, Kind, Op, Rule, Ruleset
 
 __all__ = ["check", "check_files"]

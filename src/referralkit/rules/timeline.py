@@ -66,8 +66,8 @@ import attrs
 
 from ..errors import RulesError, ValidationError
 from ..model import ReferralEvent, Status
+from ._parser import Problem, RulesetError, _Parser, _suggest
 from .durable import discard_session, runtime
-from .loader import Problem, RulesetError, _Parser, _suggest
 from .model import HitPolicy, Kind, Rule, Ruleset
 
 __all__ = [
