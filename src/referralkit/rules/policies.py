@@ -34,7 +34,7 @@ from ..model import (
 )
 from ..policy import add_business_days, default_due
 from .engine import Evaluation, PythonEngine
-from .facts import extract
+from .facts import extract, utc
 from .loader import load
 from .model import HitPolicy, Kind, Ruleset
 
@@ -206,7 +206,10 @@ class CoveragePolicy(_Policy):
     def decide(
         self, referral: Referral, at: dt.datetime, *, explain: bool = False
     ) -> CoverageDecision:
-        """Decide coverage for ``referral`` as of ``at``."""
+        """Decide coverage for ``referral`` as of ``at``: any timezone-aware datetime, read as
+        its UTC instant (the rules' date is the UTC date); a naive one raises
+        :class:`~referralkit.errors.ValidationError`."""
+        at = utc(at)
         facts = extract(referral, at)
         evaluation, trace = self.evaluate(facts, at.date(), explain=explain)
         if explain:
@@ -300,6 +303,8 @@ class UrgencyPolicy(_Policy):
     def assess(
         self, referral: Referral, at: dt.datetime, *, explain: bool = False
     ) -> UrgencyAssessment:
-        """Assess the urgency of ``referral`` as of ``at``."""
+        """Assess the urgency of ``referral`` as of ``at`` (any timezone-aware datetime, read as
+        its UTC instant; a naive one raises :class:`~referralkit.errors.ValidationError`)."""
+        at = utc(at)
         evaluation, trace = self.evaluate(extract(referral, at), at.date(), explain=explain)
         return urgency_assessment(evaluation, referral, at, trace)
