@@ -93,7 +93,7 @@ FACTS: Final[Mapping[str, FactSpec]] = MappingProxyType(
 
 
 def utc(at: object, path: str = "at") -> dt.datetime:
-    """``at`` in UTC (:func:`~referralkit._validators.as_utc`), with a fast path for what the
+    """``at`` in UTC (``referralkit._validators.as_utc``), with a fast path for what the
     desk passes: a UTC datetime, returned as it is (this runs on every decision)."""
     if at.__class__ is dt.datetime and at.tzinfo is dt.UTC:
         return at
