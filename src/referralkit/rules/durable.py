@@ -22,9 +22,20 @@ Safety by construction (DESIGN §5). durable-rules has sharp edges, each handled
 - **A catch-all rule** with the lowest priority, so an event no rule matches never raises
   ``MessageNotHandledException``.
 - **Unique event ids**, so identical fact values never raise ``MessageObservedException``.
-- **Session limit.** A durable ruleset holds at most 1,023 live session ids besides the first
-  (observed: the 1,024th raises ``MemoryError``). On ``MemoryError`` the adapter builds a new
-  host, registers every ruleset again and retries the call once.
+- **Session limit, and memory.** A durable ruleset holds at most 1,024 sessions (its C
+  ``createStateNode`` then returns ``ERR_OUT_OF_MEMORY``, a ``MemoryError``, after it has
+  already linked a half-made session into its index), and each session of the shipped event
+  rules costs about 260 KB of C memory (per-session hash indexes of every join). So the
+  adapter keeps a registry of every live session per durable ruleset, shared by all the
+  engines of the process, and never lets it pass :data:`SESSION_LIMIT`: opening one more
+  deletes the least recently used first (its engine replays it when it needs it again).
+  A session of an engine that is garbage-collected without closing its referrals is
+  deleted on the next call (a finalizer queues it; it never calls into durable itself, as
+  it may run inside a durable action). Should durable still raise ``MemoryError``, the
+  adapter frees the old host (deletes every session it knows, then each ruleset: durable's
+  ``delete_ruleset`` frees the ruleset's pools but not its sessions' memory, measured at
+  about 260 MB per 1,000 sessions left behind), builds a new one, registers every ruleset
+  again and retries the call once.
 - **No PHI in errors.** Every durable exception becomes a
   :class:`~referralkit.errors.RulesError` naming the ruleset and the operation, never a fact
   value (durable's own exceptions embed the whole event); the original is not chained.
@@ -69,6 +80,7 @@ How conditions compile (each fact verified against durable-rules 2.0.28, see the
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import functools
@@ -116,6 +128,10 @@ rules against its own session-state objects, which lack it)."""
 
 DAY: Final = "rk_day"
 """The evaluation day (an ordinal) in classification messages."""
+
+SESSION_LIMIT: Final = 1_000
+"""The most sessions the adapter keeps live per durable ruleset, across every engine of the
+process: durable's own limit is 1,024 (see the module docstring)."""
 
 MAX_RULES: Final = 60_000
 """durable priorities are 16-bit; rule ``i`` gets priority ``i + 1``, the catch-all the last."""
@@ -174,6 +190,11 @@ class _Runtime:
         """Where actions write what they saw; cleared by each call (under the lock)."""
         self.ids = itertools.count(1)
         self.rebuilds = 0
+        self.live: dict[str, collections.OrderedDict[str, None]] = {}
+        """Every live session the adapter opened, per durable ruleset, least recently used
+        first (see :data:`SESSION_LIMIT`)."""
+        self.orphans: collections.deque[tuple[str, str]] = collections.deque()
+        """Sessions of garbage-collected engines, deleted on the next call."""
 
     # ------------------------------------------------------------- registration
 
@@ -186,14 +207,78 @@ class _Runtime:
             self.definitions[name] = build
 
     def rebuild(self) -> None:
-        """A new host with every ruleset registered again; the old host is dropped, not used
+        """A new host with every ruleset registered again. The old host is freed, not used
         again (continuing on a host after its ``MemoryError`` crashed the process)."""
+        self.free(self.host)
         host = self.host_class()
         for name, build in self.definitions.items():
             host.register_rulesets({name: build()})
         self.host = host
         self.generation += 1
         self.rebuilds += 1
+
+    def free(self, host: Any) -> None:
+        """Give back what ``host`` holds: every session the adapter knows (the stateless
+        one of each ruleset too), then each ruleset. Only sessions the adapter opened are
+        deleted: the half-made one a ``MemoryError`` leaves behind has no session id to
+        free and is never looked up."""
+        for name in self.definitions:
+            for sid in (*self.live.get(name, ()), SESSION):
+                discard_session(host, name, sid)
+        self.live.clear()
+        self.orphans.clear()
+        try:
+            import durable_rules_engine  # type: ignore[import-not-found]
+        except ImportError:  # pragma: no cover - installed with durable-rules
+            return
+        # durable's Host keeps its Ruleset objects in _ruleset_directory and has no way to
+        # delete one; the C binding does (delete_ruleset), and frees the ruleset's pools
+        for ruleset in list(getattr(host, "_ruleset_directory", {}).values()):
+            with contextlib.suppress(Exception):
+                durable_rules_engine.delete_ruleset(ruleset._handle)
+
+    # ------------------------------------------------------------- sessions
+
+    def is_live(self, ruleset: str, sid: str) -> bool:
+        """Whether session ``sid`` of ``ruleset`` is open (and counted)."""
+        live = self.live.get(ruleset)
+        return live is not None and sid in live
+
+    def touch(self, ruleset: str, sid: str) -> None:
+        """Mark a live session as the most recently used."""
+        self.live[ruleset].move_to_end(sid)
+
+    def open_session(self, host: Any, ruleset: str, sid: str) -> None:
+        """Count session ``sid`` of ``ruleset`` as live (durable creates it on the first
+        fact), deleting the least recently used sessions of the ruleset, whichever engine
+        opened them, so that at most :data:`SESSION_LIMIT` are live."""
+        live = self.live.setdefault(ruleset, collections.OrderedDict())
+        live.pop(sid, None)
+        while len(live) >= SESSION_LIMIT:
+            old, _ = live.popitem(last=False)
+            discard_session(host, ruleset, old)
+        # a partial session of a failed call may exist: start clean
+        discard_session(host, ruleset, sid)
+        live[sid] = None
+
+    def close_session(self, host: Any, ruleset: str, sid: str) -> None:
+        """Delete a session the adapter opened (nothing if it is not live)."""
+        live = self.live.get(ruleset)
+        if live is not None and sid in live:
+            del live[sid]
+            discard_session(host, ruleset, sid)
+
+    def orphan(self, ruleset: str, sids: Iterable[str]) -> None:
+        """Queue the sessions of an engine that is being garbage-collected for deletion on
+        the next call. A finalizer calls this: it takes no lock (the collector may run it
+        in a thread that holds the lock, inside a durable action) and touches only a deque,
+        whose appends are atomic."""
+        self.orphans.extend((ruleset, sid) for sid in tuple(sids))
+
+    def _reap(self, host: Any) -> None:
+        while self.orphans:
+            ruleset, sid = self.orphans.popleft()
+            self.close_session(host, ruleset, sid)
 
     # ------------------------------------------------------------- calls
 
@@ -203,6 +288,8 @@ class _Runtime:
         with self.lock:
             try:
                 try:
+                    if self.orphans:
+                        self._reap(self.host)
                     return work(self.host)
                 except MemoryError:
                     self.rebuild()

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ._parser import Problem, RulesetError, _Parser
+from ._patterns import parse_event_ruleset
 from .model import Kind, Ruleset
-from .timeline import parse_event_ruleset
 
 __all__ = ["Problem", "RulesetError", "load", "loads", "parse"]
 
