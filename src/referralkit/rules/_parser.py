@@ -14,7 +14,7 @@ import datetime as dt
 import difflib
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
@@ -39,6 +39,10 @@ from .model import (
 )
 
 __all__ = ["Problem", "RulesetError"]
+
+MAX_DEPTH: Final = 32
+"""Nesting of ``all`` / ``any`` / ``not`` (:data:`referralkit.rules.limits.MAX_DEPTH`, kept
+here so the parser stops recursing at it)."""
 
 
 @attrs.frozen
@@ -100,8 +104,8 @@ class _Lines:
             start, end = 0, self.blocks[0] if self.blocks else len(self.lines)
         elif rule_index < len(self.blocks):
             start = self.blocks[rule_index]
-            later = self.blocks[rule_index + 1 :]
-            end = later[0] if later else len(self.lines)
+            following = rule_index + 1
+            end = self.blocks[following] if following < len(self.blocks) else len(self.lines)
         else:
             return None
         key = (field or "").split(".")[0].split("[")[0]
@@ -286,9 +290,13 @@ class _Parser:
 
     # ------------------------------------------------------------- conditions
 
-    def condition(self, raw: Any, path: str) -> Condition:
+    def condition(self, raw: Any, path: str, depth: int = 0) -> Condition:
         if not isinstance(raw, Mapping):
             self.problem(path, "a condition is a table of facts and operators")
+            return Always()
+        if depth > MAX_DEPTH:
+            # stop here: deeper still would exhaust the stack before the limit is reported
+            self.problem(path, f"nested more than {MAX_DEPTH} levels deep (all/any/not)")
             return Always()
         items: list[Condition] = []
         for key, value in raw.items():
@@ -297,10 +305,12 @@ class _Parser:
                 if not isinstance(value, list) or not value:
                     self.problem(where, f"'{key}' takes a non-empty list of condition tables")
                     continue
-                parts = tuple(self.condition(v, f"{where}[{i}]") for i, v in enumerate(value))
+                parts = tuple(
+                    self.condition(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)
+                )
                 items.append(All(parts) if key == "all" else AnyOf(parts))
             elif key == "not":
-                items.append(Not(self.condition(value, where)))
+                items.append(Not(self.condition(value, where, depth + 1)))
             elif key in FACTS:
                 items.extend(self.fact(key, value, where))
             else:

@@ -97,6 +97,7 @@ import attrs
 from ..errors import RulesError
 from .engine import Evaluation, _Codegen, _TraceTable, resolve
 from .facts import FACTS, FactType
+from .limits import require
 from .model import (
     All,
     Always,
@@ -598,21 +599,12 @@ class DurableEngine:
             raise RulesError(
                 f"ruleset {ruleset.name!r}: the durable engine takes at most {MAX_RULES} rules"
             )
+        require(ruleset)
         self.ruleset = ruleset
         self.name = f"rk.c.{ruleset.name}.{ruleset.version}"
         """The durable ruleset name: a changed ruleset (new version) gets a fresh one."""
         self._first = ruleset.hit_policy is HitPolicy.FIRST
-        compiler = _Compiler(ruleset)
-        rules: dict[str, dict[str, Any]] = {}
-        marker: Expr = {MARK: 1}
-        for i, rule in enumerate(ruleset.rules):
-            test = _all([marker, *_validity(rule), compiler.condition(rule.when)])
-            if test is False:
-                continue  # can never match: nothing to register
-            expr = test if isinstance(test, dict) else marker
-            rules[f"r{i}"] = {"all": [{"m": expr}], "pri": i + 1}
-        # the catch-all: lowest priority, so it fires only when no rule took the event
-        rules["catch"] = {"all": [{"m": marker}], "pri": len(ruleset.rules) + 1}
+        rules, compiler = _definition(ruleset)
         self.definition: Mapping[str, Any] = rules
         """The durable JSON ruleset (without its actions)."""
         self._fields = tuple(compiler.fields.values())
@@ -731,6 +723,132 @@ class DurableEngine:
         if explain:
             return attrs.evolve(evaluation, trace=self._traces.explain(facts, day))
         return evaluation
+
+
+# --------------------------------------------------------------------------- capacity
+
+_HASHSET: Final = 500
+"""Tests kept below one node of durable's network: its C hash set of children has 512 slots,
+and durable-rules 2.0.28 loops forever (``findAlpha`` in rete.c) looking for a free one when
+all are taken, or refuses with error 106 (measured: 520 rules keyed on 520 specialties hung;
+an ``any_in`` over 512 codes hung)."""
+_LIST: Final = 120
+"""``$nex`` tests below one node (durable: a list of 128, then error 107)."""
+_BETAS: Final = 250
+"""Rules ending on one node (durable: a list of 256, then error 108)."""
+
+
+class _Alpha:
+    """A node of durable's alpha network, as ``createAlpha`` (rete.c) builds it: tests are
+    shared by equal (operator, field, value) below the same node, ``$iany``/``$iall`` never
+    are, and an ``$or`` joins its branches in a fresh node."""
+
+    __slots__ = ("array", "array_nex", "betas", "nex", "next")
+
+    def __init__(self) -> None:
+        self.next: dict[Any, _Alpha] = {}
+        self.nex: dict[Any, _Alpha] = {}
+        self.array: dict[Any, _Alpha] = {}
+        self.array_nex: dict[Any, _Alpha] = {}
+        self.betas = 0
+
+    def child(self, key: Any, nex: bool, in_array: bool) -> _Alpha:
+        table = (
+            (self.array_nex if nex else self.array)
+            if in_array
+            else (self.nex if nex else self.next)
+        )
+        found = table.get(key)
+        if found is None:
+            found = table[key] = _Alpha()
+            limit = _LIST if nex else _HASHSET
+            if len(table) > limit:
+                raise _CapacityError(f"more than {limit} different tests below one node")
+        return found
+
+
+class _CapacityError(Exception):
+    """A node of the simulated network went past durable's capacity."""
+
+
+_fresh = itertools.count()
+
+
+def _build(expr: Any, parent: _Alpha, in_array: bool) -> _Alpha:
+    (key, value), *_ = expr.items()
+    if key == "$and":
+        node = parent
+        for i, item in enumerate(value):
+            node = _build(item, node, in_array and i == 0)
+        return node
+    if key == "$or":
+        joined = _Alpha()
+        for branch in value:
+            end = _build(branch, parent, in_array)
+            end.child(("forward", next(_fresh)), False, False)
+        return joined
+    if key in ("$iany", "$iall"):
+        node = parent.child((key, next(_fresh)), False, in_array)
+        (_, inner), *_ = value.items()
+        _build(inner, node, True)
+        return node
+    return parent.child((key, json.dumps(value, sort_keys=True)), key == "$nex", in_array)
+
+
+def capacity_problem(definition: Mapping[str, Any]) -> str | None:
+    """Why durable-rules 2.0.28 cannot hold ``definition`` (its rules' conditions, as
+    compiled), or ``None``. The network is simulated as durable's ``createAlpha`` builds it
+    and each node checked against durable's fixed-size tables (see :data:`_HASHSET`): past
+    them durable hangs or refuses the ruleset, so the engine refuses it first, by name."""
+    root = _Alpha()
+    for name, rule in definition.items():
+        try:
+            for element in rule["all"]:
+                (_, expr), *_ = element.items()
+                end = _build(expr, root, False)
+                end.betas += 1
+                if end.betas > _BETAS:
+                    raise _CapacityError(f"more than {_BETAS} rules with the same condition")
+        except _CapacityError as overflow:
+            which = "the catch-all" if name == "catch" else f"rule #{int(name[1:]) + 1}"
+            return (
+                f"the durable engine cannot hold it: at {which}, {overflow} of durable's "
+                "network (its tables are fixed-size; past them it hangs); run it on the "
+                "python engine, or split the rule or the ruleset"
+            )
+    return None
+
+
+def _definition(ruleset: Ruleset) -> tuple[dict[str, dict[str, Any]], _Compiler]:
+    compiler = _Compiler(ruleset)
+    rules: dict[str, dict[str, Any]] = {}
+    marker: Expr = {MARK: 1}
+    for i, rule in enumerate(ruleset.rules):
+        test = _all([marker, *_validity(rule), compiler.condition(rule.when)])
+        if test is False:
+            continue  # can never match: nothing to register
+        expr = test if isinstance(test, dict) else marker
+        rules[f"r{i}"] = {"all": [{"m": expr}], "pri": i + 1}
+    # the catch-all: lowest priority, so it fires only when no rule took the event
+    rules["catch"] = {"all": [{"m": marker}], "pri": len(ruleset.rules) + 1}
+    overflow = capacity_problem(rules)
+    if overflow is not None:
+        raise RulesError(f"ruleset {ruleset.name!r}: {overflow}")
+    return rules, compiler
+
+
+def compile_ruleset(ruleset: Ruleset) -> Mapping[str, Any]:
+    """The durable JSON ruleset of ``ruleset`` (its rules' conditions, without actions),
+    compiled and checked as :class:`DurableEngine` does but not registered: a
+    :class:`~referralkit.errors.RulesError` says why the durable engine cannot run it. Needs
+    no durable-rules installed (``rules check --engine durable`` uses it)."""
+    if ruleset.kind is Kind.EVENT:
+        raise RulesError(f"ruleset {ruleset.name!r} holds event patterns, not conditions")
+    if len(ruleset.rules) > MAX_RULES:
+        raise RulesError(
+            f"ruleset {ruleset.name!r}: the durable engine takes at most {MAX_RULES} rules"
+        )
+    return _definition(ruleset)[0]
 
 
 def _with_actions(text: str, sink: list[Any]) -> dict[str, Any]:

@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ._parser import Problem, RulesetError, _Parser
+from ._parser import MAX_DEPTH, Problem, RulesetError, _Parser
 from ._patterns import parse_event_ruleset
+from .limits import problems
 from .model import Kind, Ruleset
 
 __all__ = ["Problem", "RulesetError", "load", "loads", "parse"]
@@ -26,10 +27,17 @@ def parse(data: Any, *, source: str | None = None, text: str | None = None) -> R
     header = data.get("ruleset") if isinstance(data, Mapping) else None
     if isinstance(header, Mapping) and header.get("kind") == Kind.EVENT.value:
         # event rules are patterns over time, not conditions over facts
-        return parse_event_ruleset(data, source=source, text=text)
+        events = parse_event_ruleset(data, source=source, text=text)
+        found = problems(events, text=text)
+        if found:
+            raise RulesetError(found)
+        return events
     ruleset = parser.ruleset(data)
     if ruleset is None:
         raise RulesetError(parser.problems)
+    found = problems(ruleset, text=text)
+    if found:
+        raise RulesetError(found)
     return ruleset
 
 
@@ -44,6 +52,10 @@ def loads(text: str, *, source: str | None = None) -> Ruleset:
         match = _TOML_LINE.search(str(exc))
         line = int(match.group(1)) if match else None
         raise RulesetError([Problem(f"invalid TOML: {exc}", source, line)]) from None
+    except RecursionError:
+        # tomllib parses nested tables recursively: hundreds of levels exhaust the stack
+        message = f"nested too deeply to read (the limit is {MAX_DEPTH} levels of all/any/not)"
+        raise RulesetError([Problem(message, source)]) from None
     return parse(data, source=source, text=text)
 
 

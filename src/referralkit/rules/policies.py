@@ -97,7 +97,9 @@ class _Policy:
                 (k, i) for k, r in enumerate(self.rulesets) for i in range(len(r.rules))
             ]
             combined = Ruleset(name="combined", kind=self.kind, rules=rules)
-            self._combined = PythonEngine(combined)
+            # every part was checked by its own engine above; together they may exceed the
+            # per-ruleset rule count, which only durable's priorities need
+            self._combined = PythonEngine(combined, checked=True)
 
     @classmethod
     def from_files(cls, paths: Iterable[str | Path], **kwargs: Any) -> Any:
@@ -233,6 +235,7 @@ class CoveragePolicy(_Policy):
 
 
 _PRIORITIES: Final = {p.value: p for p in Priority}
+_END_OF_TIME: Final = dt.datetime.max.replace(tzinfo=dt.UTC)
 _REASONS: dict[tuple[str, str, tuple[str, ...]], tuple[str, ...]] = {}
 
 
@@ -270,16 +273,21 @@ def urgency_assessment(
     priority = ruled if ruled.rank > requested.rank else requested
     start = referral.received_at or at
     candidates: list[dt.datetime] = []
-    if "due_hours" in out:
-        candidates.append(start + dt.timedelta(hours=out["due_hours"]))
-    if "due_days" in out:
-        candidates.append(start + dt.timedelta(days=out["due_days"]))
-    if "due_business_days" in out:
-        candidates.append(add_business_days(start, out["due_business_days"]))
-    if not candidates:
-        decision = referral.coverage_decision
-        needs_authorization = decision is not None and decision.needs_authorization
-        candidates.append(default_due(priority, start, needs_authorization))
+    try:
+        if "due_hours" in out:
+            candidates.append(start + dt.timedelta(hours=out["due_hours"]))
+        if "due_days" in out:
+            candidates.append(start + dt.timedelta(days=out["due_days"]))
+        if "due_business_days" in out:
+            candidates.append(add_business_days(start, out["due_business_days"]))
+        if not candidates:
+            decision = referral.coverage_decision
+            needs_authorization = decision is not None and decision.needs_authorization
+            candidates.append(default_due(priority, start, needs_authorization))
+    except OverflowError:
+        # a window (at most 10 years: limits.MAX_DUE) past the last representable instant,
+        # for a referral received in the year 9990s: due at the end of time, not an error
+        candidates.append(_END_OF_TIME)
     reasons = list(_reasons(evaluation))
     if ruled.rank < requested.rank:
         reasons.append(f"kept the requested priority {requested.value}")

@@ -92,6 +92,7 @@ from ._patterns import (
 )
 from .durable import SESSION_LIMIT
 from .facts import utc
+from .limits import require
 from .model import Kind, Ruleset
 
 __all__ = [
@@ -193,6 +194,7 @@ class EventRules:
             raise RulesError(
                 f"max_sessions must be from 1 to {SESSION_LIMIT} (durable's session limit)"
             )
+        require(ruleset)
         if engine not in ("auto", "python", "durable"):
             raise RulesError(f"unknown event engine {engine!r} (auto, python, durable)")
         self.ruleset = ruleset
