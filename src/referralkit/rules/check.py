@@ -344,17 +344,23 @@ class _Index:
     def overlapping(self, shape: _Shape) -> list[_Shape]:
         """Earlier rules that may match together with ``shape``, in rule order: on the key
         fact that selects fewest, those that allow one of its values or leave it open."""
-        best: list[int] | None = None
-        best_size = 0
-        for fact, values in shape.keys.items():
+        def size(fact: str) -> int:
             table = self.by_value.get(fact, {})
-            postings = [table.get(v, ()) for v in values]
-            size = sum(len(p) for p in postings) + len(self._open(fact))
-            if best is None or size < best_size:
-                best = [p for posting in postings for p in posting] + self._open(fact)
-                best_size = size
-        positions = range(len(self.rules)) if best is None else sorted(set(best))
-        return [self.rules[p] for p in positions]
+            return sum(len(table.get(v, ())) for v in shape.keys[fact]) + len(self._open(fact))
+
+        if not shape.keys:
+            return list(self.rules)
+        keys = shape.keys
+        fact = min(keys, key=size)  # sizes first: building a long list costs as much
+        table = self.by_value.get(fact, {})
+        found = {p for v in keys[fact] for p in table.get(v, ())}
+        found.update(self._open(fact))
+        # and on every other key fact too: one value in common, or left open
+        return [
+            earlier
+            for earlier in (self.rules[p] for p in sorted(found))
+            if all(keys[f] & v for f, v in earlier.keys.items() if f in keys)
+        ]
 
     def shadowing(self, shape: _Shape) -> list[_Shape]:
         """Earlier rules that may match everything ``shape`` matches, in rule order: each of
