@@ -464,3 +464,41 @@ class TestLimits:
             PythonEngine(rs)
         with pytest.raises(RulesError):
             UrgencyPolicy([rs])
+
+
+class TestCommand:
+    """``referralkit rules check``: limits refused with file and line; ``--engine durable``
+    adds what durable cannot hold."""
+
+    def test_check_names_file_line_rule_and_field(
+        self, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        from referralkit.cli import main
+
+        path = tmp_path / "urgent.toml"
+        path.write_text(
+            '[ruleset]\nname = "u"\nkind = "urgency"\n\n[[rules]]\nid = "forever"\n'
+            'then = { priority = "urgent", score = inf }\n'
+        )
+        assert main(["rules", "check", str(path)]) == 1
+        out = capsys.readouterr().out
+        assert f"{path}:7: rule 'forever': field 'then.score': error:" in out
+
+    def test_engine_durable_adds_durables_capacity(
+        self, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        from referralkit.cli import main
+
+        rules = "".join(
+            f'\n[[rules]]\nid = "r{i}"\nwhen = {{ specialty = "s{i}" }}\n'
+            'then = { covered = "covered", pa_needed = "no-auth" }\n'
+            for i in range(520)
+        )
+        path = tmp_path / "wide.toml"
+        path.write_text('[ruleset]\nname = "wide"\nkind = "coverage"\n' + rules)
+        assert main(["rules", "check", str(path)]) == 0
+        assert capsys.readouterr().out.strip() == f"{path}: ok"
+        assert main(["rules", "check", "--engine", "python", "--engine", "durable", str(path)]) == 1
+        out = capsys.readouterr().out
+        assert f"{path}:2507: rule 'r500': field 'when': error: durable engine" in out
+        assert "durable engine cannot hold it" in out

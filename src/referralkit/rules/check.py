@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -422,7 +423,11 @@ def check(ruleset: Ruleset, *, engines: Sequence[str] = ("python",)) -> list[Pro
         try:
             compile_ruleset(ruleset)
         except RulesError as error:
-            found.append(Problem(f"durable engine: {error}", source, None, None, None))
+            at = re.search(r"rule #(\d+)", str(error))
+            if at is not None and int(at.group(1)) <= len(rules):
+                report(int(at.group(1)) - 1, f"durable engine: {error}", field="when")
+            else:
+                found.append(Problem(f"durable engine: {error}", source, None, None, None))
 
     policy = ruleset.hit_policy
     if ruleset.kind is not Kind.EVENT and policy in (
