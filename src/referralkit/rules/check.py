@@ -345,6 +345,7 @@ class _Index:
     def overlapping(self, shape: _Shape) -> list[_Shape]:
         """Earlier rules that may match together with ``shape``, in rule order: on the key
         fact that selects fewest, those that allow one of its values or leave it open."""
+
         def size(fact: str) -> int:
             table = self.by_value.get(fact, {})
             return sum(len(table.get(v, ())) for v in shape.keys[fact]) + len(self._open(fact))

@@ -21,7 +21,7 @@ that breaks one is refused before it decides anything.
 ... ''')
 ... except RulesError as error:
 ...     print(error.problems[0])
-<ruleset>: rule 'forever': field 'then.due_days': error: at most 3650 (about 10 years)
+<ruleset>:7: rule 'forever': field 'then.due_days': error: at most 3650 (about 10 years)
 """
 
 from __future__ import annotations

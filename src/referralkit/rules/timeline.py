@@ -76,9 +76,6 @@ from ._events_durable import DurablePatterns
 from ._events_python import PythonPatterns
 from ._patterns import (
     _TERMINAL,
-    MAX_TIMES,
-    MAX_WINDOW,
-    SIGNALS,
     Count,
     Deadline,
     Observed,
@@ -90,6 +87,9 @@ from ._patterns import (
     pattern_of,
     signals,
 )
+from ._patterns import MAX_TIMES as _MAX_TIMES
+from ._patterns import MAX_WINDOW as _MAX_WINDOW
+from ._patterns import SIGNALS as _SIGNALS
 from .durable import SESSION_LIMIT
 from .facts import utc
 from .limits import require
@@ -111,6 +111,16 @@ __all__ = [
     "pattern_of",
     "signals",
 ]
+
+SIGNALS: Final = _SIGNALS
+"""Every signal a pattern may name, with its attributes. Terminal statuses are not signals:
+they close the referral."""
+
+MAX_WINDOW: Final = _MAX_WINDOW
+"""The longest window a pattern may have, in seconds (about a century)."""
+
+MAX_TIMES: Final = _MAX_TIMES
+"""The most repetitions a ``count`` pattern may ask for (each is a join in the Rete)."""
 
 EventEngine = Literal["auto", "python", "durable"]
 """Which evaluator :class:`EventRules` uses."""
