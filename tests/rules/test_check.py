@@ -205,6 +205,7 @@ class TestOverlaps:
         assert {p: errors(v) for p, v in results.items()} == {p: [] for p in results}
 
     def test_unknown_engines_are_refused(self) -> None:
+        """check() names the engines it knows."""
         rs = ruleset("first", [{"id": "a", "then": COVERED}])
         with pytest.raises(RulesError, match="unknown engines"):
             check(rs, engines=("rete",))
@@ -229,6 +230,7 @@ class TestDurableCapacity:
 
     @pytest.mark.durable
     def test_the_durable_engine_refuses_instead_of_hanging(self) -> None:
+        """1,200 codes in one any_in hung durable-rules; the engine refuses; 300 run."""
         from referralkit.rules.durable import DurableEngine
 
         codes = [f"7{i:04d}" for i in range(1_200)]
@@ -473,6 +475,7 @@ class TestCommand:
     def test_check_names_file_line_rule_and_field(
         self, tmp_path: Any, capsys: pytest.CaptureFixture[str]
     ) -> None:
+        """A limit broken in a file is reported with file, line, rule id and field; exit 1."""
         from referralkit.cli import main
 
         path = tmp_path / "urgent.toml"
@@ -487,6 +490,7 @@ class TestCommand:
     def test_engine_durable_adds_durables_capacity(
         self, tmp_path: Any, capsys: pytest.CaptureFixture[str]
     ) -> None:
+        """A table durable cannot hold passes for python and fails with --engine durable."""
         from referralkit.cli import main
 
         rules = "".join(

@@ -132,6 +132,7 @@ def alerts(engine: EventRules, referral_id: str, now: dt.datetime) -> list[tuple
 
 
 def test_shipped_ruleset_loads_with_three_patterns(cms: Ruleset) -> None:
+    """The shipped CMS-0057-F example loads: four rules, each cited and labelled an example."""
     assert cms.kind is Kind.EVENT
     assert "not regulatory guidance" in cms.description.lower()
     assert [r.id for r in cms.rules] == [
@@ -159,6 +160,7 @@ def test_shipped_ruleset_loads_with_three_patterns(cms: Ruleset) -> None:
 
 
 def test_version_covers_the_patterns() -> None:
+    """Changing a window changes the ruleset's version, hence its durable name."""
     text = (resources.files("referralkit.rules") / "data" / "event-10-cms-0057-f.toml").read_text()
     changed = loads(text.replace('within = "72h"', 'within = "73h"'))
     assert changed.version != shipped().version
@@ -196,6 +198,7 @@ def test_expedited_authorization_deadline_is_72_hours(cms: Ruleset, make: Any) -
 
 
 def test_standard_authorization_deadline_is_7_calendar_days(cms: Ruleset, make: Any) -> None:
+    """A standard request is overdue after 7 calendar days, not 72 hours."""
     engine = make(cms)
     h = History()
     h.auth(T0, "requested", expedited=False)
@@ -210,6 +213,7 @@ def test_standard_authorization_deadline_is_7_calendar_days(cms: Ruleset, make: 
 def test_a_decision_in_time_means_no_alert_and_a_new_request_restarts_the_clock(
     cms: Ruleset, make: Any
 ) -> None:
+    """A decision in time prevents the alert; a new request starts its own deadline."""
     engine = make(cms)
     h = History()
     h.auth(T0, "requested", expedited=True)
@@ -223,6 +227,7 @@ def test_a_decision_in_time_means_no_alert_and_a_new_request_restarts_the_clock(
 
 
 def test_effective_dates_apply_to_the_moment_evaluated(cms: Ruleset, make: Any) -> None:
+    """valid_from applies to the (UTC) date of ``now``, not of the request."""
     engine = make(cms)
     h = History()
     h.auth(dt.datetime(2025, 12, 20, tzinfo=dt.UTC), "requested", expedited=True)
@@ -235,6 +240,7 @@ def test_effective_dates_apply_to_the_moment_evaluated(cms: Ruleset, make: Any) 
 
 
 def test_received_and_not_scheduled_inside_the_urgency_window(cms: Ruleset, make: Any) -> None:
+    """The latest urgency window counts; a booking after it closed leaves the breach."""
     engine = make(cms)
     h = History()
     h.urgency(T0 - H, T0 + 96 * H)  # assessed at intake
@@ -255,6 +261,7 @@ def test_received_and_not_scheduled_inside_the_urgency_window(cms: Ruleset, make
 def test_urgency_window_moves_with_a_new_assessment_and_needs_a_due_by(
     cms: Ruleset, make: Any
 ) -> None:
+    """A reassessment before the window closes moves it; one without a window ends it."""
     engine = make(cms)
     h = History()
     h.status(T0, "received")
@@ -306,6 +313,7 @@ then = { action = "escalate" }
 
 
 def test_not_received_means_no_urgency_alert(cms: Ruleset, make: Any) -> None:
+    """Without the start signal (received) there is no deadline."""
     engine = make(cms)
     h = History()
     h.urgency(T0, T0 + H)
@@ -416,6 +424,7 @@ class TestEngineChoice:
 
 
 def test_three_no_shows_within_180_days(cms: Ruleset, make: Any) -> None:
+    """Three no-shows count only when the first and last are within 180 days; one alert."""
     engine = make(cms)
     h = History()
     h.status(T0, "received")
@@ -438,6 +447,7 @@ def test_three_no_shows_within_180_days(cms: Ruleset, make: Any) -> None:
 
 
 def test_count_exactly_at_the_window_edge(make: Any) -> None:
+    """A repetition exactly at the window's edge counts; a second later does not."""
     rs = loads(
         RULESET_HEAD
         + """
@@ -460,6 +470,7 @@ then = { action = "notify" }
 
 
 def test_signals_from_stored_events() -> None:
+    """Stored events map to signals (and terminal statuses to the closing marker)."""
     h = History()
     assert signals(h.status(T0, "received", source="draft", event="submit")) == (
         "received",
@@ -481,6 +492,7 @@ def test_signals_from_stored_events() -> None:
 
 
 def test_a_terminal_status_closes_the_session(cms: Ruleset, make: Any) -> None:
+    """A terminal status forgets the referral (and deletes its durable session)."""
     engine = make(cms)
     h = History()
     h.status(T0, "received")
@@ -496,6 +508,7 @@ def test_a_terminal_status_closes_the_session(cms: Ruleset, make: Any) -> None:
 
 
 def test_observe_is_idempotent_over_the_whole_history(cms: Ruleset, make: Any) -> None:
+    """Passing the whole history again does not count events twice."""
     engine = make(cms)
     h = History()
     h.status(T0, "no_show")
@@ -506,6 +519,7 @@ def test_observe_is_idempotent_over_the_whole_history(cms: Ruleset, make: Any) -
 
 
 def test_refuses_events_of_another_referral_and_a_naive_now(cms: Ruleset, make: Any) -> None:
+    """Events of another referral and a naive ``now`` are ValidationErrors (issue 9, item 12)."""
     engine = make(cms)
     other = History("other")
     other.status(T0, "received")
@@ -519,6 +533,7 @@ def test_refuses_events_of_another_referral_and_a_naive_now(cms: Ruleset, make: 
 
 
 def test_event_rules_need_an_event_ruleset_and_sane_limits(cms: Ruleset) -> None:
+    """EventRules takes event rulesets only, and max_sessions within durable's limit."""
     coverage = parse(
         {
             "ruleset": {"name": "c", "kind": "coverage"},
@@ -553,6 +568,7 @@ def problems(text: str) -> list[tuple[int | None, str | None, str | None, str]]:
 
 
 def test_loader_delegates_event_rulesets() -> None:
+    """The loader hands ``kind = "event"`` to the event-rule parser."""
     rs = loads(
         RULESET_HEAD
         + """
@@ -584,6 +600,7 @@ then = { action = "notify", reason = "slow" }
 
 
 def test_bad_event_rules_are_refused_with_file_line_rule_and_field() -> None:
+    """Every bad event rule is reported, with file, line, rule id and field."""
     found = problems(
         RULESET_HEAD
         + """
@@ -663,6 +680,7 @@ then = { action = "notify" }
 
 
 def test_event_ruleset_header_problems() -> None:
+    """Only 'collect' applies to event rules, and they do not aggregate."""
     found = problems("""
 [ruleset]
 name = "ev"

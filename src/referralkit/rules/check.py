@@ -180,7 +180,7 @@ _OPPOSITE: Final = {
 }
 
 
-class _TooLargeError(Exception):
+class _TooLargeError(RulesError):
     """The normal form has more than MAX_TERMS terms."""
 
 

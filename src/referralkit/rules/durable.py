@@ -767,7 +767,7 @@ class _Alpha:
         return found
 
 
-class _CapacityError(Exception):
+class _CapacityError(RulesError):
     """A node of the simulated network went past durable's capacity."""
 
 
