@@ -506,3 +506,96 @@ class TestCommand:
         out = capsys.readouterr().out
         assert f"{path}:2507: rule 'r500': field 'when': error: durable engine" in out
         assert "durable engine cannot hold it" in out
+
+
+class TestRulesetsBuiltInPython:
+    """A ruleset made in Python never went through the loader: the limits module checks its
+    shape as well as its values, and names the rule and field of each problem."""
+
+    def test_every_malformed_part_is_named(self) -> None:
+        from referralkit.rules.model import AnyOf, Compare, Not, Op, Rule
+
+        rules = (
+            Rule("unknown-fact", Compare("patient.shoe_size", Op.EQ, 1), {"priority": "urgent"}),
+            Rule("wrong-op", Compare("specialty", Op.GT, "a"), {"priority": "urgent"}),
+            Rule("not-a-tuple", Compare("specialty", Op.IN, "abc"), {"priority": "urgent"}),
+            Rule("bad-value", Compare("priority", Op.EQ, "soon"), {"priority": "urgent"}),
+            Rule("bad-bool", Compare("patient.pregnant", Op.EQ, 1), {"priority": "urgent"}),
+            Rule("bad-date", Compare("date", Op.LT, "2026-01-01"), {"priority": "urgent"}),
+            Rule("float-age", Compare("patient.age", Op.GT, 1.5), {"priority": "urgent"}),
+            Rule("bad-exists", Compare("specialty", Op.EXISTS, False), {"priority": "urgent"}),
+            Rule("bad-items", AnyOf([Compare("specialty", Op.EQ, "x")]), {"priority": "urgent"}),  # type: ignore[arg-type]
+            Rule("not-condition", Not("specialty"), {"priority": "urgent"}),  # type: ignore[arg-type]
+            Rule("bad-output", Compare("specialty", Op.EQ, "x"), {"colour": "red"}),
+            Rule("bad-due", Compare("specialty", Op.EQ, "x"), {"due_days": -1}),
+            Rule("bad-priority", Compare("specialty", Op.EQ, "x"), {"priority": "whenever"}),
+            Rule("bad-reason", Compare("specialty", Op.EQ, "x"), {"reason": 7}),
+            Rule("no-outputs", Compare("specialty", Op.EQ, "x"), {}),
+            Rule(
+                "backwards",
+                Compare("specialty", Op.EQ, "x"),
+                {"priority": "urgent"},
+                valid_from=dt.date(2026, 2, 1),
+                valid_to=dt.date(2026, 1, 1),
+            ),
+            Rule("lone-surrogate", Compare("specialty", Op.EQ, "\ud800"), {"priority": "urgent"}),
+        )
+        rs = Ruleset("py", Kind.URGENCY, rules)
+        found = {p.rule_id for p in limit_problems(rs)}
+        assert found == {rule.id for rule in rules}
+        with pytest.raises(RulesError):
+            PythonEngine(rs)
+
+    def test_coverage_outputs_and_event_patterns(self) -> None:
+        """info_needed without a conditional answer; a non-pattern event rule; too many
+        stops; a list output that is not a list."""
+        from referralkit.rules.model import Always, Rule
+        from referralkit.rules.timeline import Deadline, Signal
+
+        coverage = Ruleset(
+            "cov",
+            Kind.COVERAGE,
+            (
+                Rule("info", Always(), {"covered": "covered", "info_needed": ("performer",)}),
+                Rule("alts", Always(), {"covered": "covered", "alternatives": "self-pay"}),
+            ),
+        )
+        assert [(p.rule_id, p.field) for p in limit_problems(coverage)] == [
+            ("info", "then.info_needed"),
+            ("alts", "then.alternatives"),
+        ]
+        stops = tuple(Signal("scheduled") for _ in range(11))
+        events = Ruleset(
+            "ev",
+            Kind.EVENT,
+            (
+                Rule("plain", Always(), {"action": "notify"}),
+                Rule("stops", Deadline(Signal("received"), stops, 3600), {"action": "notify"}),  # type: ignore[arg-type]
+                Rule("broken", Deadline("received", 5, 3600), {"action": "notify"}),  # type: ignore[arg-type]
+            ),
+        )
+        assert [(p.rule_id, p.field) for p in limit_problems(events)] == [
+            ("plain", "when"),
+            ("stops", "deadline.stop"),
+            ("broken", "when"),
+        ]
+        with pytest.raises(RulesError):
+            EventRules(events, engine="python")
+
+    def test_a_window_past_the_end_of_time_ends_there(self) -> None:
+        """A referral received in 9999 with a ten-year window is due at the last instant,
+        not an OverflowError (the property test's extreme instants reach this too)."""
+        rs = loads(
+            '[ruleset]\nname = "u"\nkind = "urgency"\n[[rules]]\nid = "decade"\n'
+            'then = { priority = "urgent", due_days = 3650, due_hours = 1 }\n'
+        )
+        late = dt.datetime(9999, 6, 1, tzinfo=dt.UTC)
+        referral = sample_request().referral("late", late, received=True)
+        assessment = UrgencyPolicy([rs]).assess(referral, late)
+        assert assessment.due_by == late + dt.timedelta(hours=1)
+        only_decade = loads(
+            '[ruleset]\nname = "v"\nkind = "urgency"\n[[rules]]\nid = "decade"\n'
+            'then = { priority = "urgent", due_days = 3650 }\n'
+        )
+        assessment = UrgencyPolicy([only_decade]).assess(referral, late)
+        assert assessment.due_by == dt.datetime.max.replace(tzinfo=dt.UTC)
