@@ -3,6 +3,12 @@
     python benchmarks/bench_rules.py                 # full run (a few minutes)
     python benchmarks/bench_rules.py --quick         # tiny counts, to check that it runs
     python benchmarks/bench_rules.py --peers DIR     # where the shared peer problem lives
+    python benchmarks/bench_rules.py --check-only    # part 3 only: rules check at 1k-8k rules
+
+Part 3 times ``rules check`` on generated rule tables of 1,000 to 8,000 rules (a payer × plan
+× specialty table with age ranges and service prefixes, under ``first`` and ``unique``), fits
+the growth exponent of time against size, and checks on 1,000 rules that the indexed check
+reports exactly what comparing every pair reports (and how long that takes).
 
 Part 1 is the peer problem of ``shared/bench/peers`` (20 first-hit coverage rules, 20,000 seeded
 records), run in one process: hand-written if/elif (the floor), referralkit's python engine
@@ -298,6 +304,117 @@ def part_two(count: int, repeat: int) -> None:
     print(f"  shipped coverage + urgency policies: {us:.2f} µs/referral", flush=True)
 
 
+def rule_table(count: int, policy: str) -> Any:
+    """A rule table as payers write them: keyed on payer, specialty and (a third of the
+    rules) plan type, two rules per payer and specialty (say, an age band and the rest),
+    some with an age range or service prefixes. A bigger table has more specialties (codes,
+    sites...), not more rules per key: that is how real tables grow."""
+    rules = []
+    for i in range(count):
+        when: dict[str, Any] = {
+            "coverage.payer": f"payer-{i % 23}",
+            "specialty": f"spec-{i // 46}",
+        }
+        if i % 3 == 0:
+            when["coverage.plan_type"] = ["HMO", "PPO", "EPO"][(i // 3) % 3]
+        if i % 5 == 0:
+            when["patient.age"] = {"gte": 18 + (i // 5) % 60}
+        if i % 4 == 0:
+            when["services"] = {"any_prefix": [f"7{(i // 4) % 900:03d}"]}
+        then = (
+            {"covered": "covered", "pa_needed": "no-auth"}
+            if i % 2
+            else {"covered": "conditional", "pa_needed": "conditional"}
+        )
+        rules.append({"id": f"r{i}", "when": when, "then": then})
+    return parse(
+        {
+            "ruleset": {"name": f"table-{count}", "kind": "coverage", "hit_policy": policy},
+            "rules": rules,
+        }
+    )
+
+
+def every_pair(ruleset: Any) -> list[tuple[str, str]]:
+    """The quadratic algorithm: every rule against every earlier one, same pair tests."""
+    from referralkit.rules import check as checking
+
+    shapes = [checking._Shape(i, rule) for i, rule in enumerate(ruleset.rules)]
+    found = []
+    for j, later in enumerate(shapes):
+        for earlier in shapes[:j]:
+            if ruleset.hit_policy.value == "first":
+                if checking._shadows(earlier, later):
+                    found.append((later.rule.id, earlier.rule.id))
+                    break
+            elif checking._overlap(earlier, later) is not False:
+                found.append((later.rule.id, earlier.rule.id))
+    return found
+
+
+def findings(ruleset: Any) -> list[tuple[str, str]]:
+    from referralkit.rules.check import check
+
+    return [
+        (str(p.rule_id), p.message.split("'")[1])
+        for p in check(ruleset)
+        if "never fire" in p.message or "overlap" in p.message
+    ]
+
+
+def part_three(sizes: Sequence[int], compare_at: int) -> None:
+    import math
+
+    from referralkit.rules.check import check
+
+    for policy in ("first", "unique"):
+        points = []
+        for size in sizes:
+            ruleset = rule_table(size, policy)
+            start = time.perf_counter()
+            found = check(ruleset)
+            seconds = time.perf_counter() - start
+            points.append((size, seconds))
+            rows.append(
+                (
+                    "rules check",
+                    f"{policy}, {size:,} rules",
+                    seconds * 1e6,
+                    f"{len(found)} findings",
+                )
+            )
+            print(
+                f"  check, {policy}, {size:>5,} rules: {seconds:8.3f} s ({len(found)} findings)",
+                flush=True,
+            )
+        xs = [math.log(n) for n, _ in points]
+        ys = [math.log(t) for _, t in points]
+        mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+        slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum(
+            (x - mean_x) ** 2 for x in xs
+        )
+        rows.append(("rules check", f"{policy}: growth exponent", slope, "time ∝ rules^k"))
+        print(f"  check, {policy}: growth exponent {slope:.2f} (1 linear, 2 quadratic)")
+        ruleset = rule_table(compare_at, policy)
+        start = time.perf_counter()
+        slow = every_pair(ruleset)
+        seconds = time.perf_counter() - start
+        same = slow == findings(ruleset)
+        rows.append(
+            (
+                "rules check",
+                f"{policy}, {compare_at:,} rules, every pair",
+                seconds * 1e6,
+                f"same findings: {same}",
+            )
+        )
+        print(
+            f"  every pair, {policy}, {compare_at:,} rules: {seconds:.3f} s; same findings: {same}"
+        )
+        if not same:
+            raise SystemExit("the indexed check and the every-pair check disagree")
+
+
 def report() -> None:
     baseline = next(us for group, name, us, _ in rows if name == "_baseline")
     print("\n| group | method | µs/record | ratio to baseline | note |")
@@ -308,6 +425,10 @@ def report() -> None:
         if note == "ratio":
             print(f"| {group} | {name} | | {us:.2f}× | target ≤ 1.5× |")
             continue
+        if group == "rules check":
+            value = f"{us:.2f}" if "exponent" in name else f"{us / 1e6:.3f} s"
+            print(f"| {group} | {name} | {value} | | {note} |")
+            continue
         ratio = f"{us / baseline:.2f}×" if group == "peer problem" else ""
         print(f"| {group} | {name} | {us:.2f} | {ratio} | {note} |")
 
@@ -317,17 +438,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny counts, to check it runs")
     parser.add_argument("--peers", type=Path, default=DEFAULT_PEERS)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--check-only", action="store_true", help="part 3 only (rules check)")
     args = parser.parse_args(argv)
     records, referrals, repeat = (500, 500, 1) if args.quick else (20_000, 100_000, args.repeat)
     print(f"referralkit {rk.__version__}, Python {sys.version.split()[0]}")
-    if args.peers.is_dir():
+    if args.check_only:
+        rows.append(("peer problem", "_baseline", 1.0, ""))
+    elif args.peers.is_dir():
         print(f"Part 1: peer problem, {records:,} records")
         part_one(args.peers, records, repeat)
     else:
         print(f"Part 1 skipped: no peer problem at {args.peers}")
         rows.append(("peer problem", "_baseline", 1.0, ""))
-    print(f"Part 2: {referrals:,} synthetic referrals through the shipped policies")
-    part_two(referrals, max(1, repeat // 2))
+    if not args.check_only:
+        print(f"Part 2: {referrals:,} synthetic referrals through the shipped policies")
+        part_two(referrals, max(1, repeat // 2))
+    sizes = (100, 200, 400, 800) if args.quick else (1_000, 2_000, 4_000, 8_000)
+    print(f"Part 3: rules check on {', '.join(f'{n:,}' for n in sizes)} rules")
+    part_three(sizes, sizes[0])
     report()
     return 0
 

@@ -168,6 +168,25 @@ class TestIdentity:
         del bundle["entry"][0]["resource"]["identifier"]
         assert from_fhir(bundle).id == SR_URL.removeprefix("urn:uuid:")
 
+    @pytest.mark.parametrize(
+        "payor",
+        [
+            {"reference": PATIENT_URL},  # resolved: the Bundle's Patient
+            {"reference": "RelatedPerson/rp-1", "display": "Doe, Sam"},  # not in the Bundle
+        ],
+    )
+    def test_a_person_who_pays_is_self_pay_and_their_name_is_not_kept(
+        self, payor: dict[str, Any]
+    ) -> None:
+        """FHIR lets Coverage.payor be the patient or a relative: the payer is then recorded
+        as self-pay, never as the person's name (the payer is not PHI in the model)."""
+        bundle = ehr_referral()
+        resource(bundle, "Coverage")["payor"] = [payor]
+        r = from_fhir(bundle)
+        assert r.coverage is not None
+        assert r.coverage.payer == "self-pay"
+        assert "Doe" not in repr(r)
+
     def test_without_full_urls_business_identifiers_identify(self) -> None:
         """No id and no fullUrl: the id derives from the identifier, the same each time, and
         does not show the MRN or member id."""

@@ -466,7 +466,8 @@ def _rules_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .rules.check import check_files
 
     failed = False
-    for path, problems in check_files(args.paths).items():
+    engines = tuple(dict.fromkeys(args.engine or ["python"]))
+    for path, problems in check_files(args.paths, engines=engines).items():
         for problem in problems:
             out.write(f"{problem}\n")
             failed |= problem.severity == "error" or args.strict
@@ -991,11 +992,19 @@ def build_parser() -> argparse.ArgumentParser:
     checking = rule_commands.add_parser(
         "check",
         help="check ruleset files; exit 0 only when clean",
-        description="Load and check each file: refusals, rules that can never fire, "
-        "overlaps under 'unique'. Exit status 1 on any error (with --strict, any warning).",
+        description="Load and check each file: refusals (limits included), rules that can "
+        "never fire, overlaps under 'unique' and 'any', and (with --engine durable) what the "
+        "durable engine cannot hold. A file that passes decides every referral without an "
+        "error. Exit status 1 on any error (with --strict, any warning).",
     )
     checking.add_argument("paths", nargs="+", metavar="PATH")
     checking.add_argument("--strict", action="store_true", help="warnings fail too")
+    checking.add_argument(
+        "--engine",
+        choices=("python", "durable"),
+        action="append",
+        help="an engine the rules will run on (repeatable; default: python)",
+    )
     checking.set_defaults(handler=_rules_check)
     diffing = rule_commands.add_parser(
         "diff",

@@ -131,6 +131,7 @@ def operator_cases() -> list[tuple[str, Op, Any]]:
     return cases
 
 
+@pytest.mark.durable
 @pytest.mark.parametrize(("name", "op", "operand"), operator_cases())
 @pytest.mark.parametrize("negate", [False, True], ids=["plain", "not"])
 def test_every_operator_matches_the_reference(
@@ -153,12 +154,14 @@ def test_every_operator_matches_the_reference(
         assert engine.matches(facts, DAY) == ([0] if expected else []), (condition, facts)
 
 
+@pytest.mark.durable
 def test_every_fact_and_operator_is_covered() -> None:
     assert {FACTS[n].type for n in SAMPLE_FACTS.values()} == {
         t for t in FactType if any(s.type is t for s in FACTS.values())
     }
 
 
+@pytest.mark.durable
 def test_nested_not_all_any_follow_de_morgan() -> None:
     age = Compare("patient.age", Op.GTE, 18)
     cancer = Compare("diagnoses", Op.ANY_PREFIX, ("C",))
@@ -207,6 +210,7 @@ def test_mt_prefix_escapes_the_pattern_dialect() -> None:
     assert mt_prefix("x-y/z") == "x-y/z.*"  # '%' before other punctuation does not compile
 
 
+@pytest.mark.durable
 @pytest.mark.parametrize("prefix", TRICKY)
 def test_prefixes_with_pattern_metacharacters(prefix: str) -> None:
     variants = [
@@ -251,6 +255,7 @@ def test_prefixes_with_pattern_metacharacters(prefix: str) -> None:
     agree(rs, cases)
 
 
+@pytest.mark.durable
 def test_the_dot_in_an_icd10_code_is_literal() -> None:
     rs = ruleset(
         [
@@ -300,6 +305,7 @@ POLICY_CASES: list[dict[str, Any]] = [
 ]
 
 
+@pytest.mark.durable
 @pytest.mark.parametrize("policy", [p.value for p in HitPolicy])
 def test_every_hit_policy(policy: str) -> None:
     header: dict[str, Any] = {"name": "pol", "kind": "urgency", "hit_policy": policy}
@@ -319,6 +325,7 @@ def outcome(engine: Any, facts: dict[str, Any]) -> Any:
         return ("refused", str(exc))
 
 
+@pytest.mark.durable
 def test_first_returns_only_the_first_match() -> None:
     rs = ruleset(OVERLAPPING, policy="first", kind="urgency")
     engine = DurableEngine(rs)
@@ -330,6 +337,7 @@ def test_first_returns_only_the_first_match() -> None:
 # --------------------------------------------------------------------------- effective dates
 
 
+@pytest.mark.durable
 @pytest.mark.parametrize("policy", ["first", "rule order"])
 def test_effective_dates(policy: str) -> None:
     rules = [
@@ -372,6 +380,7 @@ def test_effective_dates(policy: str) -> None:
     assert first.first({}, dt.date(2026, 1, 1)) == 1  # "old" is not in force any more
 
 
+@pytest.mark.durable
 def test_explain_gives_the_python_trace() -> None:
     rs = ruleset(OVERLAPPING, policy="collect", kind="urgency")
     evaluation = DurableEngine(rs).evaluate({"patient.age": 30}, DAY, explain=True)
@@ -383,6 +392,7 @@ def test_explain_gives_the_python_trace() -> None:
 # --------------------------------------------------------------------------- safety
 
 
+@pytest.mark.durable
 def test_no_state_is_left_behind() -> None:
     rt = runtime()
     facts = {"patient.age": 30, "diagnoses": ["C1"]}
@@ -398,6 +408,7 @@ def test_no_state_is_left_behind() -> None:
         assert rt.host.get_pending_events(first.name, SESSION) == []
 
 
+@pytest.mark.durable
 def test_a_changed_ruleset_gets_a_fresh_durable_name_and_one_registration() -> None:
     rt = runtime()
     a = ruleset(OVERLAPPING[:2], policy="collect", kind="urgency")
@@ -413,6 +424,7 @@ def test_a_changed_ruleset_gets_a_fresh_durable_name_and_one_registration() -> N
     assert len(rt.definitions) == registered + 1
 
 
+@pytest.mark.durable
 def test_no_timer_threads() -> None:
     before = {t.ident for t in threading.enumerate()}
     engine = DurableEngine(ruleset(OVERLAPPING, policy="first", kind="urgency"))
@@ -424,6 +436,7 @@ def test_no_timer_threads() -> None:
     assert not any(isinstance(t, threading.Timer) for t in threading.enumerate())
 
 
+@pytest.mark.durable
 def test_threads_share_one_engine_safely() -> None:
     rs = ruleset(OVERLAPPING, policy="collect", kind="urgency")
     python, durable = PythonEngine(rs), DurableEngine(rs)
@@ -450,6 +463,7 @@ def test_threads_share_one_engine_safely() -> None:
     assert errors == []
 
 
+@pytest.mark.durable
 def test_memory_error_rebuilds_the_host_and_retries_once(monkeypatch: pytest.MonkeyPatch) -> None:
     rs = ruleset(OVERLAPPING, policy="first", kind="urgency")
     engine = DurableEngine(rs)
@@ -494,6 +508,7 @@ def _failing_host(base: Any, post: Any) -> Any:
 CANARY = "PHI-CANARY-Ada-Lovelace-1815"
 
 
+@pytest.mark.durable
 def test_durable_errors_never_carry_fact_values(monkeypatch: pytest.MonkeyPatch) -> None:
     """durable's own exceptions embed the whole event; the adapter keeps only their kind."""
     from durable import engine as durable_engine
@@ -571,6 +586,7 @@ class _Probe:
         return self.hits == ["r"]
 
 
+@pytest.mark.durable
 def test_durable_dialect_facts_the_compiler_relies_on() -> None:
     # $mt is anchored; '%' escapes; a backslash does not
     assert _Probe({"$mt": {"x": "C50%.9.*"}})({"x": "C50.9"})
@@ -586,6 +602,7 @@ def test_durable_dialect_facts_the_compiler_relies_on() -> None:
     assert _Probe({"$iany": {"xs": {"$neq": {"$i.p": "a"}}}})({"xs": [{"p": "a"}, {"p": "b"}]})
 
 
+@pytest.mark.durable
 def test_durable_refuses_what_the_adapter_works_around() -> None:
     from durable import engine as durable_engine
 

@@ -16,6 +16,7 @@ import datetime as dt
 import os
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +25,8 @@ from referralkit.rules.durable import DurableEngine
 from referralkit.rules.engine import PythonEngine, evaluate_condition
 from referralkit.rules.model import HitPolicy, Kind, Ruleset
 from referralkit.testing._rules import DATES, facts, rulesets
+
+pytestmark = pytest.mark.durable
 
 CI = os.environ.get("CI", "").lower() == "true"
 CASES_PER_RULESET = 10

@@ -24,10 +24,13 @@ DAY = dt.date(2026, 1, 1)
 
 # Outside CI the shared folder may be elsewhere; under CI (shared/ beside the clone) its
 # absence is a failure, not a skip.
-pytestmark = pytest.mark.skipif(
-    not (PEERS / "rulesdata.py").exists() and os.environ.get("CI") != "true",
-    reason="the peer benchmark (../shared/bench/peers) is not checked out beside",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (PEERS / "rulesdata.py").exists() and os.environ.get("CI") != "true",
+        reason="the peer benchmark (../shared/bench/peers) is not checked out beside",
+    ),
+    pytest.mark.durable,
+]
 
 
 def peer_modules() -> tuple[Any, Any]:

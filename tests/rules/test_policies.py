@@ -254,3 +254,74 @@ class TestWhatIf:
                 load(shipped_paths(Kind.URGENCY)[0]),
                 [],
             )
+
+
+class TestTimeZones:
+    """Issue 9, item 12: every rules entry point reads an aware datetime as its UTC instant
+    and refuses a naive one; a decision never depends on the zone or on the previous call."""
+
+    # 23:30 UTC on 31 December is already 1 January in UTC+2: the coverage period of the
+    # sample starts on 1 January, so the local date and the UTC date disagree on it
+    INSTANT = dt.datetime(2025, 12, 31, 23, 30, tzinfo=dt.UTC)
+    ZONES = (
+        dt.UTC,
+        dt.timezone(dt.timedelta(hours=2)),
+        dt.timezone(dt.timedelta(hours=-10)),
+        dt.timezone(dt.timedelta(hours=14)),
+    )
+
+    @staticmethod
+    def fresh() -> rk.Referral:
+        received = dt.datetime(2025, 12, 30, tzinfo=dt.UTC)
+        return sample_request().referral("tz-referral", received, received=True)
+
+    def test_the_same_instant_decides_the_same_whatever_came_before(self) -> None:
+        """The reported flip: the same UTC call returned ``conditional`` after a call in
+        UTC+2 and ``not-covered`` after one in UTC, because the extracted facts were cached
+        on the instant but computed from the local date."""
+        policy = CoveragePolicy.shipped()
+        baseline = policy.decide(self.fresh(), self.INSTANT)
+        assert baseline.covered is Covered.NOT_COVERED  # UTC date: 31 December, not covered
+        for before in self.ZONES:
+            for zone in self.ZONES:
+                referral_ = self.fresh()
+                policy.decide(referral_, self.INSTANT.astimezone(before))
+                assert policy.decide(referral_, self.INSTANT.astimezone(zone)) == baseline
+
+    def test_urgency_and_facts_read_the_utc_date(self) -> None:
+        """Facts (the ``date`` fact, ``coverage.active``) and the urgency due date come from
+        the UTC instant; a due date is always UTC."""
+        for zone in self.ZONES:
+            local = self.INSTANT.astimezone(zone)
+            facts = rk.rules.extract(self.fresh(), local)
+            assert facts["date"] == dt.date(2025, 12, 31)
+            assert facts["coverage.active"] is False
+            undated = attrs.evolve(self.fresh(), received_at=None)
+            assessment = UrgencyPolicy.shipped().assess(undated, local)
+            assert assessment.due_by is not None
+            assert assessment.due_by.utcoffset() == dt.timedelta(0)
+            assert assessment == UrgencyPolicy.shipped().assess(undated, self.INSTANT)
+
+    def test_naive_datetimes_are_refused_with_a_validation_error(self) -> None:
+        """A naive datetime names no instant: every entry point refuses it, naming ``at``."""
+        naive = dt.datetime(2026, 1, 1, 9, 0)
+        r = self.fresh()
+        calls = [
+            lambda: CoveragePolicy.shipped().decide(r, naive),
+            lambda: CoveragePolicy.shipped().decide(r, naive, explain=True),
+            lambda: UrgencyPolicy.shipped().assess(r, naive),
+            lambda: rk.rules.extract(r, naive),
+            lambda: what_if(COVERAGE.rulesets[0], COVERAGE.rulesets[0], [r], at=naive),
+        ]
+        for call in calls:
+            with pytest.raises(rk.ValidationError) as info:
+                call()
+            assert info.value.path == "at"
+            assert "naive" in info.value.reason
+
+    def test_what_if_reads_the_utc_instant(self) -> None:
+        """What-if as of a local time gives the same table as of its UTC instant."""
+        old = COVERAGE.rulesets[0]
+        local = self.INSTANT.astimezone(self.ZONES[1])
+        r = self.fresh()
+        assert what_if(old, old, [r], at=local) == what_if(old, old, [r], at=self.INSTANT)

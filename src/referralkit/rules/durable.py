@@ -22,9 +22,20 @@ Safety by construction (DESIGN §5). durable-rules has sharp edges, each handled
 - **A catch-all rule** with the lowest priority, so an event no rule matches never raises
   ``MessageNotHandledException``.
 - **Unique event ids**, so identical fact values never raise ``MessageObservedException``.
-- **Session limit.** A durable ruleset holds at most 1,023 live session ids besides the first
-  (observed: the 1,024th raises ``MemoryError``). On ``MemoryError`` the adapter builds a new
-  host, registers every ruleset again and retries the call once.
+- **Session limit, and memory.** A durable ruleset holds at most 1,024 sessions (its C
+  ``createStateNode`` then returns ``ERR_OUT_OF_MEMORY``, a ``MemoryError``, after it has
+  already linked a half-made session into its index), and each session of the shipped event
+  rules costs about 260 KB of C memory (per-session hash indexes of every join). So the
+  adapter keeps a registry of every live session per durable ruleset, shared by all the
+  engines of the process, and never lets it pass :data:`SESSION_LIMIT`: opening one more
+  deletes the least recently used first (its engine replays it when it needs it again).
+  A session of an engine that is garbage-collected without closing its referrals is
+  deleted on the next call (a finalizer queues it; it never calls into durable itself, as
+  it may run inside a durable action). Should durable still raise ``MemoryError``, the
+  adapter frees the old host (deletes every session it knows, then each ruleset: durable's
+  ``delete_ruleset`` frees the ruleset's pools but not its sessions' memory, measured at
+  about 260 MB per 1,000 sessions left behind), builds a new one, registers every ruleset
+  again and retries the call once.
 - **No PHI in errors.** Every durable exception becomes a
   :class:`~referralkit.errors.RulesError` naming the ruleset and the operation, never a fact
   value (durable's own exceptions embed the whole event); the original is not chained.
@@ -69,6 +80,7 @@ How conditions compile (each fact verified against durable-rules 2.0.28, see the
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import functools
@@ -85,6 +97,7 @@ import attrs
 from ..errors import RulesError
 from .engine import Evaluation, _Codegen, _TraceTable, resolve
 from .facts import FACTS, FactType
+from .limits import require
 from .model import (
     All,
     Always,
@@ -116,6 +129,10 @@ rules against its own session-state objects, which lack it)."""
 
 DAY: Final = "rk_day"
 """The evaluation day (an ordinal) in classification messages."""
+
+SESSION_LIMIT: Final = 1_000
+"""The most sessions the adapter keeps live per durable ruleset, across every engine of the
+process: durable's own limit is 1,024 (see the module docstring)."""
 
 MAX_RULES: Final = 60_000
 """durable priorities are 16-bit; rule ``i`` gets priority ``i + 1``, the catch-all the last."""
@@ -174,6 +191,11 @@ class _Runtime:
         """Where actions write what they saw; cleared by each call (under the lock)."""
         self.ids = itertools.count(1)
         self.rebuilds = 0
+        self.live: dict[str, collections.OrderedDict[str, None]] = {}
+        """Every live session the adapter opened, per durable ruleset, least recently used
+        first (see :data:`SESSION_LIMIT`)."""
+        self.orphans: collections.deque[tuple[str, str]] = collections.deque()
+        """Sessions of garbage-collected engines, deleted on the next call."""
 
     # ------------------------------------------------------------- registration
 
@@ -186,14 +208,78 @@ class _Runtime:
             self.definitions[name] = build
 
     def rebuild(self) -> None:
-        """A new host with every ruleset registered again; the old host is dropped, not used
+        """A new host with every ruleset registered again. The old host is freed, not used
         again (continuing on a host after its ``MemoryError`` crashed the process)."""
+        self.free(self.host)
         host = self.host_class()
         for name, build in self.definitions.items():
             host.register_rulesets({name: build()})
         self.host = host
         self.generation += 1
         self.rebuilds += 1
+
+    def free(self, host: Any) -> None:
+        """Give back what ``host`` holds: every session the adapter knows (the stateless
+        one of each ruleset too), then each ruleset. Only sessions the adapter opened are
+        deleted: the half-made one a ``MemoryError`` leaves behind has no session id to
+        free and is never looked up."""
+        for name in self.definitions:
+            for sid in (*self.live.get(name, ()), SESSION):
+                discard_session(host, name, sid)
+        self.live.clear()
+        self.orphans.clear()
+        try:
+            import durable_rules_engine  # type: ignore[import-not-found]
+        except ImportError:  # pragma: no cover - installed with durable-rules
+            return
+        # durable's Host keeps its Ruleset objects in _ruleset_directory and has no way to
+        # delete one; the C binding does (delete_ruleset), and frees the ruleset's pools
+        for ruleset in list(getattr(host, "_ruleset_directory", {}).values()):
+            with contextlib.suppress(Exception):
+                durable_rules_engine.delete_ruleset(ruleset._handle)
+
+    # ------------------------------------------------------------- sessions
+
+    def is_live(self, ruleset: str, sid: str) -> bool:
+        """Whether session ``sid`` of ``ruleset`` is open (and counted)."""
+        live = self.live.get(ruleset)
+        return live is not None and sid in live
+
+    def touch(self, ruleset: str, sid: str) -> None:
+        """Mark a live session as the most recently used."""
+        self.live[ruleset].move_to_end(sid)
+
+    def open_session(self, host: Any, ruleset: str, sid: str) -> None:
+        """Count session ``sid`` of ``ruleset`` as live (durable creates it on the first
+        fact), deleting the least recently used sessions of the ruleset, whichever engine
+        opened them, so that at most :data:`SESSION_LIMIT` are live."""
+        live = self.live.setdefault(ruleset, collections.OrderedDict())
+        live.pop(sid, None)
+        while len(live) >= SESSION_LIMIT:
+            old, _ = live.popitem(last=False)
+            discard_session(host, ruleset, old)
+        # a partial session of a failed call may exist: start clean
+        discard_session(host, ruleset, sid)
+        live[sid] = None
+
+    def close_session(self, host: Any, ruleset: str, sid: str) -> None:
+        """Delete a session the adapter opened (nothing if it is not live)."""
+        live = self.live.get(ruleset)
+        if live is not None and sid in live:
+            del live[sid]
+            discard_session(host, ruleset, sid)
+
+    def orphan(self, ruleset: str, sids: Iterable[str]) -> None:
+        """Queue the sessions of an engine that is being garbage-collected for deletion on
+        the next call. A finalizer calls this: it takes no lock (the collector may run it
+        in a thread that holds the lock, inside a durable action) and touches only a deque,
+        whose appends are atomic."""
+        self.orphans.extend((ruleset, sid) for sid in tuple(sids))
+
+    def _reap(self, host: Any) -> None:
+        while self.orphans:
+            ruleset, sid = self.orphans.popleft()
+            self.close_session(host, ruleset, sid)
 
     # ------------------------------------------------------------- calls
 
@@ -203,6 +289,8 @@ class _Runtime:
         with self.lock:
             try:
                 try:
+                    if self.orphans:
+                        self._reap(self.host)
                     return work(self.host)
                 except MemoryError:
                     self.rebuild()
@@ -511,21 +599,12 @@ class DurableEngine:
             raise RulesError(
                 f"ruleset {ruleset.name!r}: the durable engine takes at most {MAX_RULES} rules"
             )
+        require(ruleset)
         self.ruleset = ruleset
         self.name = f"rk.c.{ruleset.name}.{ruleset.version}"
         """The durable ruleset name: a changed ruleset (new version) gets a fresh one."""
         self._first = ruleset.hit_policy is HitPolicy.FIRST
-        compiler = _Compiler(ruleset)
-        rules: dict[str, dict[str, Any]] = {}
-        marker: Expr = {MARK: 1}
-        for i, rule in enumerate(ruleset.rules):
-            test = _all([marker, *_validity(rule), compiler.condition(rule.when)])
-            if test is False:
-                continue  # can never match: nothing to register
-            expr = test if isinstance(test, dict) else marker
-            rules[f"r{i}"] = {"all": [{"m": expr}], "pri": i + 1}
-        # the catch-all: lowest priority, so it fires only when no rule took the event
-        rules["catch"] = {"all": [{"m": marker}], "pri": len(ruleset.rules) + 1}
+        rules, compiler = _definition(ruleset)
         self.definition: Mapping[str, Any] = rules
         """The durable JSON ruleset (without its actions)."""
         self._fields = tuple(compiler.fields.values())
@@ -644,6 +723,132 @@ class DurableEngine:
         if explain:
             return attrs.evolve(evaluation, trace=self._traces.explain(facts, day))
         return evaluation
+
+
+# --------------------------------------------------------------------------- capacity
+
+_HASHSET: Final = 500
+"""Tests kept below one node of durable's network: its C hash set of children has 512 slots,
+and durable-rules 2.0.28 loops forever (``findAlpha`` in rete.c) looking for a free one when
+all are taken, or refuses with error 106 (measured: 520 rules keyed on 520 specialties hung;
+an ``any_in`` over 512 codes hung)."""
+_LIST: Final = 120
+"""``$nex`` tests below one node (durable: a list of 128, then error 107)."""
+_BETAS: Final = 250
+"""Rules ending on one node (durable: a list of 256, then error 108)."""
+
+
+class _Alpha:
+    """A node of durable's alpha network, as ``createAlpha`` (rete.c) builds it: tests are
+    shared by equal (operator, field, value) below the same node, ``$iany``/``$iall`` never
+    are, and an ``$or`` joins its branches in a fresh node."""
+
+    __slots__ = ("array", "array_nex", "betas", "nex", "next")
+
+    def __init__(self) -> None:
+        self.next: dict[Any, _Alpha] = {}
+        self.nex: dict[Any, _Alpha] = {}
+        self.array: dict[Any, _Alpha] = {}
+        self.array_nex: dict[Any, _Alpha] = {}
+        self.betas = 0
+
+    def child(self, key: Any, nex: bool, in_array: bool) -> _Alpha:
+        table = (
+            (self.array_nex if nex else self.array)
+            if in_array
+            else (self.nex if nex else self.next)
+        )
+        found = table.get(key)
+        if found is None:
+            found = table[key] = _Alpha()
+            limit = _LIST if nex else _HASHSET
+            if len(table) > limit:
+                raise _CapacityError(f"more than {limit} different tests below one node")
+        return found
+
+
+class _CapacityError(RulesError):
+    """A node of the simulated network went past durable's capacity."""
+
+
+_fresh = itertools.count()
+
+
+def _build(expr: Any, parent: _Alpha, in_array: bool) -> _Alpha:
+    (key, value), *_ = expr.items()
+    if key == "$and":
+        node = parent
+        for i, item in enumerate(value):
+            node = _build(item, node, in_array and i == 0)
+        return node
+    if key == "$or":
+        joined = _Alpha()
+        for branch in value:
+            end = _build(branch, parent, in_array)
+            end.child(("forward", next(_fresh)), False, False)
+        return joined
+    if key in ("$iany", "$iall"):
+        node = parent.child((key, next(_fresh)), False, in_array)
+        (_, inner), *_ = value.items()
+        _build(inner, node, True)
+        return node
+    return parent.child((key, json.dumps(value, sort_keys=True)), key == "$nex", in_array)
+
+
+def capacity_problem(definition: Mapping[str, Any]) -> str | None:
+    """Why durable-rules 2.0.28 cannot hold ``definition`` (its rules' conditions, as
+    compiled), or ``None``. The network is simulated as durable's ``createAlpha`` builds it
+    and each node checked against durable's fixed-size tables (see :data:`_HASHSET`): past
+    them durable hangs or refuses the ruleset, so the engine refuses it first, by name."""
+    root = _Alpha()
+    for name, rule in definition.items():
+        try:
+            for element in rule["all"]:
+                (_, expr), *_ = element.items()
+                end = _build(expr, root, False)
+                end.betas += 1
+                if end.betas > _BETAS:
+                    raise _CapacityError(f"more than {_BETAS} rules with the same condition")
+        except _CapacityError as overflow:
+            which = "the catch-all" if name == "catch" else f"rule #{int(name[1:]) + 1}"
+            return (
+                f"the durable engine cannot hold it: at {which}, {overflow} of durable's "
+                "network (its tables are fixed-size; past them it hangs); run it on the "
+                "python engine, or split the rule or the ruleset"
+            )
+    return None
+
+
+def _definition(ruleset: Ruleset) -> tuple[dict[str, dict[str, Any]], _Compiler]:
+    compiler = _Compiler(ruleset)
+    rules: dict[str, dict[str, Any]] = {}
+    marker: Expr = {MARK: 1}
+    for i, rule in enumerate(ruleset.rules):
+        test = _all([marker, *_validity(rule), compiler.condition(rule.when)])
+        if test is False:
+            continue  # can never match: nothing to register
+        expr = test if isinstance(test, dict) else marker
+        rules[f"r{i}"] = {"all": [{"m": expr}], "pri": i + 1}
+    # the catch-all: lowest priority, so it fires only when no rule took the event
+    rules["catch"] = {"all": [{"m": marker}], "pri": len(ruleset.rules) + 1}
+    overflow = capacity_problem(rules)
+    if overflow is not None:
+        raise RulesError(f"ruleset {ruleset.name!r}: {overflow}")
+    return rules, compiler
+
+
+def compile_ruleset(ruleset: Ruleset) -> Mapping[str, Any]:
+    """The durable JSON ruleset of ``ruleset`` (its rules' conditions, without actions),
+    compiled and checked as :class:`DurableEngine` does but not registered: a
+    :class:`~referralkit.errors.RulesError` says why the durable engine cannot run it. Needs
+    no durable-rules installed (``rules check --engine durable`` uses it)."""
+    if ruleset.kind is Kind.EVENT:
+        raise RulesError(f"ruleset {ruleset.name!r} holds event patterns, not conditions")
+    if len(ruleset.rules) > MAX_RULES:
+        raise RulesError(
+            f"ruleset {ruleset.name!r}: the durable engine takes at most {MAX_RULES} rules"
+        )
+    return _definition(ruleset)[0]
 
 
 def _with_actions(text: str, sink: list[Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import attrs
 from ..errors import RulesError
 from ..model import RuleTrace
 from .facts import FACTS, FactType
+from .limits import require
 from .model import (
     OUTPUTS,
     Aggregation,
@@ -338,14 +339,20 @@ class _View:
 
 class PythonEngine:
     """The default engine. Thread-safe: compiled views are immutable once built, and the
-    per-key caches only ever gain equivalent entries."""
+    per-key caches only ever gain equivalent entries.
 
-    def __init__(self, ruleset: Ruleset) -> None:
-        if ruleset.kind is Kind.EVENT:
+    A ruleset that breaks a limit of :mod:`~referralkit.rules.limits` is refused here, with
+    a :class:`~referralkit.rules.loader.RulesetError` naming every problem, before it
+    decides anything."""
+
+    def __init__(self, ruleset: Ruleset, *, checked: bool = False) -> None:
+        if isinstance(ruleset, Ruleset) and ruleset.kind is Kind.EVENT:
             raise RulesError(
                 f"ruleset {ruleset.name!r} holds event patterns: run it with "
                 "referralkit.rules.timeline.EventRules"
             )
+        if not checked:
+            require(ruleset)
         self.ruleset = ruleset
         codegen = _Codegen()
         rules = ruleset.rules
@@ -353,7 +360,9 @@ class PythonEngine:
         for rule in rules:
             if rule.valid_from is not None:
                 bounds.add(rule.valid_from)
-            if rule.valid_to is not None:
+            if rule.valid_to is not None and rule.valid_to < dt.date.max:
+                # in force through valid_to: the next segment starts the day after (a rule
+                # valid to 9999-12-31 has no end to mark, and that day has no day after)
                 bounds.add(rule.valid_to + dt.timedelta(days=1))
         self._bounds = sorted(bounds)
         self._first = ruleset.hit_policy is HitPolicy.FIRST
@@ -430,6 +439,18 @@ class PythonEngine:
         return evaluation
 
 
+_MAX_DESCRIPTION: Final = 500
+
+
+def _described(c: Condition) -> str:
+    """A condition as a trace shows it: its text, cut to a readable length (a condition over
+    1,200 service codes reads as its first ones, then how many there are)."""
+    text = str(c)
+    if len(text) <= _MAX_DESCRIPTION:
+        return text
+    return text[: _MAX_DESCRIPTION - 40].rstrip() + f"... ({len(text):,} characters in all)"
+
+
 class _TraceTable:
     """Pre-built traces: every possible :class:`RuleTrace` of every rule, made once, and one
     compiled predicate per top-level condition."""
@@ -440,7 +461,10 @@ class _TraceTable:
         name, version = ruleset.name, ruleset.version
         for rule in ruleset.rules:
             checks = [
-                (codegen.predicate(c), RuleTrace(name, version, rule.id, False, failed=str(c)))
+                (
+                    codegen.predicate(c),
+                    RuleTrace(name, version, rule.id, False, failed=_described(c)),
+                )
                 for c in _conjuncts(rule.when)
             ]
             self.entries.append(

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import attrs
 
+from .._validators import as_utc
 from ..model import (
     AuthStatus,
     NetworkStatus,
@@ -91,16 +92,30 @@ FACTS: Final[Mapping[str, FactSpec]] = MappingProxyType(
 """Every fact a rule condition may name."""
 
 
+def utc(at: object, path: str = "at") -> dt.datetime:
+    """``at`` in UTC (``referralkit._validators.as_utc``), with a fast path for what the
+    desk passes: a UTC datetime, returned as it is (this runs on every decision)."""
+    if at.__class__ is dt.datetime and at.tzinfo is dt.UTC:
+        return at
+    return as_utc(at, path)
+
+
 _last: tuple[Referral | None, dt.datetime | None, dict[str, Any]] = (None, None, {})
 
 
 def extract(referral: Referral, at: dt.datetime) -> dict[str, Any]:
     """The facts of ``referral`` as of ``at``. A fact that does not apply is absent.
 
+    ``at`` may be in any zone: it is converted to UTC, and the date facts (``date``,
+    ``patient.age``, ``coverage.active``) are those of the UTC date, so one instant gives one
+    set of facts whatever zone it was written in. A naive ``at`` raises
+    :class:`~referralkit.errors.ValidationError`.
+
     Treat the result as read-only: the last extraction is kept, because a coverage policy and
     an urgency policy usually ask about the same referral one after the other.
     """
     global _last
+    at = utc(at)
     last = _last  # one read: another thread may replace it
     if last[0] is referral and last[1] == at:
         return last[2]

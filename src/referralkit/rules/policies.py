@@ -34,7 +34,7 @@ from ..model import (
 )
 from ..policy import add_business_days, default_due
 from .engine import Evaluation, PythonEngine
-from .facts import extract
+from .facts import extract, utc
 from .loader import load
 from .model import HitPolicy, Kind, Ruleset
 
@@ -97,7 +97,9 @@ class _Policy:
                 (k, i) for k, r in enumerate(self.rulesets) for i in range(len(r.rules))
             ]
             combined = Ruleset(name="combined", kind=self.kind, rules=rules)
-            self._combined = PythonEngine(combined)
+            # every part was checked by its own engine above; together they may exceed the
+            # per-ruleset rule count, which only durable's priorities need
+            self._combined = PythonEngine(combined, checked=True)
 
     @classmethod
     def from_files(cls, paths: Iterable[str | Path], **kwargs: Any) -> Any:
@@ -206,7 +208,10 @@ class CoveragePolicy(_Policy):
     def decide(
         self, referral: Referral, at: dt.datetime, *, explain: bool = False
     ) -> CoverageDecision:
-        """Decide coverage for ``referral`` as of ``at``."""
+        """Decide coverage for ``referral`` as of ``at``: any timezone-aware datetime, read as
+        its UTC instant (the rules' date is the UTC date); a naive one raises
+        :class:`~referralkit.errors.ValidationError`."""
+        at = utc(at)
         facts = extract(referral, at)
         evaluation, trace = self.evaluate(facts, at.date(), explain=explain)
         if explain:
@@ -230,6 +235,7 @@ class CoveragePolicy(_Policy):
 
 
 _PRIORITIES: Final = {p.value: p for p in Priority}
+_END_OF_TIME: Final = dt.datetime.max.replace(tzinfo=dt.UTC)
 _REASONS: dict[tuple[str, str, tuple[str, ...]], tuple[str, ...]] = {}
 
 
@@ -267,16 +273,21 @@ def urgency_assessment(
     priority = ruled if ruled.rank > requested.rank else requested
     start = referral.received_at or at
     candidates: list[dt.datetime] = []
-    if "due_hours" in out:
-        candidates.append(start + dt.timedelta(hours=out["due_hours"]))
-    if "due_days" in out:
-        candidates.append(start + dt.timedelta(days=out["due_days"]))
-    if "due_business_days" in out:
-        candidates.append(add_business_days(start, out["due_business_days"]))
-    if not candidates:
-        decision = referral.coverage_decision
-        needs_authorization = decision is not None and decision.needs_authorization
-        candidates.append(default_due(priority, start, needs_authorization))
+    try:
+        if "due_hours" in out:
+            candidates.append(start + dt.timedelta(hours=out["due_hours"]))
+        if "due_days" in out:
+            candidates.append(start + dt.timedelta(days=out["due_days"]))
+        if "due_business_days" in out:
+            candidates.append(add_business_days(start, out["due_business_days"]))
+        if not candidates:
+            decision = referral.coverage_decision
+            needs_authorization = decision is not None and decision.needs_authorization
+            candidates.append(default_due(priority, start, needs_authorization))
+    except OverflowError:
+        # a window (at most 10 years: limits.MAX_DUE) past the last representable instant,
+        # for a referral received in the year 9990s: due at the end of time, not an error
+        candidates.append(_END_OF_TIME)
     reasons = list(_reasons(evaluation))
     if ruled.rank < requested.rank:
         reasons.append(f"kept the requested priority {requested.value}")
@@ -300,6 +311,8 @@ class UrgencyPolicy(_Policy):
     def assess(
         self, referral: Referral, at: dt.datetime, *, explain: bool = False
     ) -> UrgencyAssessment:
-        """Assess the urgency of ``referral`` as of ``at``."""
+        """Assess the urgency of ``referral`` as of ``at`` (any timezone-aware datetime, read as
+        its UTC instant; a naive one raises :class:`~referralkit.errors.ValidationError`)."""
+        at = utc(at)
         evaluation, trace = self.evaluate(extract(referral, at), at.date(), explain=explain)
         return urgency_assessment(evaluation, referral, at, trace)

@@ -43,7 +43,7 @@ import attrs
 from ..errors import RulesError
 from ..model import Referral
 from .engine import Evaluation, PythonEngine
-from .facts import extract
+from .facts import extract, utc
 from .model import Kind, Ruleset
 from .policies import coverage_decision, urgency_assessment
 
@@ -90,6 +90,7 @@ def outcome(
     ruleset: Ruleset, evaluation: Evaluation | None, referral: Referral, at: dt.datetime
 ) -> str:
     """A short label for a decision: ``covered/no-auth`` or ``urgent``."""
+    at = utc(at)
     if ruleset.kind is Kind.COVERAGE:
         decision = coverage_decision(evaluation, extract(referral, at))
         pa = decision.pa_needed.value if decision.pa_needed is not None else "-"
@@ -108,9 +109,12 @@ def what_if(
     samples: int = 3,
 ) -> WhatIf:
     """Evaluate ``old`` and ``new`` on every referral (as of ``at``, default each referral's
-    last update) and count the outcome transitions."""
+    last update; any timezone-aware datetime, read as its UTC instant) and count the outcome
+    transitions."""
     if old.kind is not new.kind:
         raise RulesError("what-if compares two rulesets of the same kind")
+    if at is not None:
+        at = utc(at)
     engines = (PythonEngine(old), PythonEngine(new))
     counts: dict[tuple[str, str], list[str]] = {}
     total = 0

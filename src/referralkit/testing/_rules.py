@@ -85,6 +85,25 @@ DATES: Final = st.dates(min_value=dt.date(2025, 12, 26), max_value=dt.date(2026,
 """Evaluation days, fact dates and effective dates all come from this short range."""
 
 
+# values past every limit of referralkit.rules.limits, and at its edges: what an adversarial
+# or careless ruleset holds (extreme=True)
+_EXTREME_INTEGERS: Final = st.sampled_from(
+    (2**53 - 1, -(2**53) + 1, 2**53, 2**63, -(2**70), 10**30)
+) | st.integers(min_value=-(2**80), max_value=2**80)
+_EXTREME_NUMBERS: Final = st.sampled_from(
+    (float("inf"), float("-inf"), float("nan"), 1e300, 1e-300, 1e-5, 1e15, 1e16, -0.0, 2.5e-4)
+)
+_EXTREME_DATES: Final = st.sampled_from((dt.date.min, dt.date.max, dt.date(1, 1, 2)))
+_EXTREME_TEXTS: Final = st.sampled_from(("a\x00b", "\ud800", " ", "x" * 300, "Z" * 150, "é" * 201))
+
+
+def _many(values: st.SearchStrategy[Any]) -> st.SearchStrategy[tuple[Any, ...]]:
+    """A long list operand: hundreds to more than a thousand values (service-code tables)."""
+    return st.integers(min_value=400, max_value=1_500).flatmap(
+        lambda n: values.map(lambda v: tuple(f"{v}{i}" for i in range(n)))
+    )
+
+
 def _prefixes(pool: Sequence[str]) -> st.SearchStrategy[str]:
     """Prefixes (the empty one and whole values included) of the values in ``pool``."""
     return st.sampled_from(pool).flatmap(
@@ -92,8 +111,23 @@ def _prefixes(pool: Sequence[str]) -> st.SearchStrategy[str]:
     )
 
 
-def _scalars(name: str) -> st.SearchStrategy[Any]:
-    """Values of fact ``name`` (for a list fact: of its items)."""
+def _scalars(name: str, extreme: bool = False) -> st.SearchStrategy[Any]:
+    """Values of fact ``name`` (for a list fact: of its items); with ``extreme``, values
+    at and past the limits now and then."""
+    plain = _plain_scalars(name)
+    if not extreme:
+        return plain
+    spec = FACTS[name]
+    wild = {
+        FactType.INTEGER: _EXTREME_INTEGERS,
+        FactType.NUMBER: _EXTREME_NUMBERS,
+        FactType.DATE: _EXTREME_DATES,
+        FactType.BOOLEAN: st.booleans(),
+    }.get(spec.type, _EXTREME_TEXTS)
+    return st.one_of(plain, plain, plain, wild)
+
+
+def _plain_scalars(name: str) -> st.SearchStrategy[Any]:
     spec = FACTS[name]
     if spec.type is FactType.INTEGER:
         return INTEGERS
@@ -169,58 +203,84 @@ def facts(
     return build()
 
 
-def _operand(name: str, op: Op) -> st.SearchStrategy[Any]:
+def _operand(name: str, op: Op, extreme: bool = False) -> st.SearchStrategy[Any]:
     if op in (Op.EXISTS, Op.MISSING):
         return st.just(True)
+    textual = FACTS[name].type in (FactType.TEXT, FactType.TEXT_LIST)
     if op in (Op.PREFIX, Op.ANY_PREFIX, Op.ALL_PREFIX, Op.NONE_PREFIX):
-        return st.lists(_prefix_values(name), min_size=1, max_size=3).map(tuple)
+        short = st.lists(_prefix_values(name), min_size=1, max_size=3).map(tuple)
+        return short | _many(st.just("P")) if extreme else short
     if op in (Op.IN, Op.NOT_IN, Op.ANY_IN, Op.ALL_IN, Op.NONE_IN):
-        return st.lists(_scalars(name), min_size=1, max_size=3).map(tuple)
-    return _scalars(name)
+        short = st.lists(_scalars(name, extreme), min_size=1, max_size=3).map(tuple)
+        return short | _many(st.just("V")) if extreme and textual else short
+    return _scalars(name, extreme)
 
 
-def _compares(names: Sequence[str]) -> st.SearchStrategy[Compare]:
+def _compares(names: Sequence[str], extreme: bool = False) -> st.SearchStrategy[Compare]:
     @st.composite
     def build(draw: st.DrawFn) -> Compare:
         name = draw(st.sampled_from(names))
         op = draw(st.sampled_from(sorted(OPERATORS[FACTS[name].type])))
-        return Compare(name, op, draw(_operand(name, op)))
+        return Compare(name, op, draw(_operand(name, op, extreme)))
 
     return build()
 
 
+def _deep(condition: Condition, depth: int) -> Condition:
+    """``condition`` under ``depth`` levels of ``not`` / ``all``."""
+    for level in range(depth):
+        condition = Not(condition) if level % 2 else All((condition,))
+    return condition
+
+
 def conditions(
-    *, names: Iterable[str] | None = None, max_leaves: int = 6
+    *, names: Iterable[str] | None = None, max_leaves: int = 6, extreme: bool = False
 ) -> st.SearchStrategy[Condition]:
     """Conditions over ``names`` (default: every fact) with every operator its type allows,
-    nested in ``all`` / ``any`` / ``not`` up to ``max_leaves`` comparisons."""
+    nested in ``all`` / ``any`` / ``not`` up to ``max_leaves`` comparisons.
+
+    With ``extreme``, now and then: operands at and past the limits of
+    :mod:`referralkit.rules.limits` (huge and non-finite numbers, the first and last dates,
+    texts with NUL or a lone surrogate, lists of 400 to 1,500 values) and nesting 20 to 60
+    levels deep. Such conditions test that a check refuses what an engine cannot run."""
     chosen = _check_names(names, "names")
     if not isinstance(max_leaves, int) or isinstance(max_leaves, bool) or max_leaves < 1:
         raise InvalidArgument(f"max_leaves={max_leaves!r} must be a positive integer")
-    leaves: st.SearchStrategy[Condition] = _compares(chosen) | st.just(Always())
+    if not isinstance(extreme, bool):
+        raise InvalidArgument(f"extreme={extreme!r} must be a bool")
+    leaves: st.SearchStrategy[Condition] = _compares(chosen, extreme) | st.just(Always())
 
     def extend(children: st.SearchStrategy[Condition]) -> st.SearchStrategy[Condition]:
         parts = st.lists(children, min_size=1, max_size=3).map(tuple)
         return st.one_of(parts.map(All), parts.map(AnyOf), children.map(Not))
 
-    return st.recursive(leaves, extend, max_leaves=max_leaves)
+    nested = st.recursive(leaves, extend, max_leaves=max_leaves)
+    if not extreme:
+        return nested
+    deep = st.tuples(nested, st.integers(min_value=20, max_value=60)).map(lambda p: _deep(*p))
+    return st.one_of(nested, nested, nested, deep)
 
 
 _FREE_TEXT: Final = ("reason one", "reason two")
 
 
-def _output_value(spec: OutputSpec) -> st.SearchStrategy[Any]:
+def _output_value(spec: OutputSpec, extreme: bool = False) -> st.SearchStrategy[Any]:
     if spec.type is float:
-        return st.sampled_from((0.0, 1.0, 2.5, 10.0))
-    if spec.type is int:
-        return st.integers(min_value=0, max_value=30)
-    item = st.sampled_from(spec.values if spec.values is not None else _FREE_TEXT)
+        plain: st.SearchStrategy[Any] = st.sampled_from((0.0, 1.0, 2.5, 10.0))
+        wild: st.SearchStrategy[Any] = _EXTREME_NUMBERS | st.sampled_from((1e6, -1e6, 1e7))
+    elif spec.type is int:
+        plain = st.integers(min_value=0, max_value=30)
+        wild = st.sampled_from((2_600, 3_650, 87_600, 87_601, 10**6, 10**12, 2**63, -1))
+    else:
+        plain = st.sampled_from(spec.values if spec.values is not None else _FREE_TEXT)
+        wild = _EXTREME_TEXTS if spec.values is None else plain
+    item = st.one_of(plain, plain, wild) if extreme else plain
     if spec.many:
         return st.lists(item, min_size=1, max_size=2, unique=True).map(tuple)
     return item
 
 
-def _outputs(kind: Kind) -> st.SearchStrategy[dict[str, Any]]:
+def _outputs(kind: Kind, extreme: bool = False) -> st.SearchStrategy[dict[str, Any]]:
     if kind is Kind.EVENT:
         return st.fixed_dictionaries(
             {"action": st.sampled_from(("escalate", "outreach", "notify"))},
@@ -233,14 +293,15 @@ def _outputs(kind: Kind) -> st.SearchStrategy[dict[str, Any]]:
     @st.composite
     def build(draw: st.DrawFn) -> dict[str, Any]:
         keys = draw(st.lists(st.sampled_from(sorted(specs)), min_size=1, max_size=3, unique=True))
-        return {k: draw(_output_value(specs[k])) for k in keys}
+        return {k: draw(_output_value(specs[k], extreme)) for k in keys}
 
     return build()
 
 
-def _validity(draw: st.DrawFn) -> tuple[dt.date | None, dt.date | None]:
-    start = draw(st.none() | DATES)
-    end = draw(st.none() | DATES)
+def _validity(draw: st.DrawFn, extreme: bool = False) -> tuple[dt.date | None, dt.date | None]:
+    dates = DATES | _EXTREME_DATES if extreme else DATES
+    start = draw(st.none() | dates)
+    end = draw(st.none() | dates)
     if start is not None and end is not None and end < start:
         start, end = end, start
     return start, end
@@ -272,19 +333,20 @@ def _signals() -> st.SearchStrategy[Signal]:
     return build()
 
 
-def _patterns() -> st.SearchStrategy[Deadline | Count]:
+def _patterns(extreme: bool = False) -> st.SearchStrategy[Deadline | Count]:
     times = [(n, t) for n, spec in SIGNALS.items() for t in spec.times]
+    windows = _HOURS | st.sampled_from((0, -1, 10**12, 100 * 366 * 86400)) if extreme else _HOURS
+    counts = st.integers(min_value=0 if extreme else 1, max_value=12 if extreme else 4)
+    most_stops = 12 if extreme else 2
 
     @st.composite
     def build(draw: st.DrawFn) -> Deadline | Count:
         if draw(st.booleans()):
-            return Count(
-                draw(_signals()), draw(st.integers(min_value=1, max_value=4)), draw(_HOURS)
-            )
+            return Count(draw(_signals()), draw(counts), draw(windows))
         start = draw(_signals())
-        stop = tuple(draw(st.lists(_signals(), max_size=2)))
+        stop = tuple(draw(st.lists(_signals(), max_size=most_stops)))
         if draw(st.booleans()):
-            return Deadline(start, stop, within=draw(_HOURS))
+            return Deadline(start, stop, within=draw(windows))
         return Deadline(start, stop, by=draw(st.sampled_from(times)))
 
     return build()
@@ -299,8 +361,10 @@ def rulesets(
     max_rules: int = 6,
     max_leaves: int = 6,
     effective_dates: bool = True,
+    extreme: bool = False,
 ) -> st.SearchStrategy[Ruleset]:
-    """Valid rulesets of ``kind``: ``coverage``, ``urgency`` or ``event``.
+    """Rulesets of ``kind``: ``coverage``, ``urgency`` or ``event``; valid ones, unless
+    ``extreme`` is set.
 
     Conditions come from :func:`conditions` over ``names`` (default: every fact); the hit
     policy is ``hit_policy`` or any of the seven (an urgency ``collect`` ruleset may
@@ -311,6 +375,13 @@ def rulesets(
     and :class:`~referralkit.rules.timeline.Count` patterns over the signals of
     :data:`~referralkit.rules.timeline.SIGNALS`, with windows of whole hours; ``names``,
     ``hit_policy`` and ``max_leaves`` do not apply to them.
+
+    With ``extreme``, rules now and then hold values at and past the limits of
+    :mod:`referralkit.rules.limits` (see :func:`conditions`; scores that are infinite or
+    huge, due windows of centuries, blank or overlong reasons, long rule ids, the first and
+    last dates, windows of zero or billions of seconds, counts of 0 or 12, a dozen stop
+    signals): the input for testing that a ruleset either fails
+    :func:`~referralkit.rules.check.check` or decides without an exception.
     """
     try:
         chosen_kind = Kind(kind)
@@ -332,24 +403,30 @@ def rulesets(
         )
     if not isinstance(effective_dates, bool):
         raise InvalidArgument(f"effective_dates={effective_dates!r} must be a bool")
+    if not isinstance(extreme, bool):
+        raise InvalidArgument(f"extreme={extreme!r} must be a bool")
     if chosen_kind is Kind.EVENT and policy not in (None, HitPolicy.COLLECT):
         raise InvalidArgument("event rulesets report every due alert: hit_policy must be collect")
     condition: st.SearchStrategy[Any] = (
-        _patterns()
+        _patterns(extreme)
         if chosen_kind is Kind.EVENT
-        else conditions(names=chosen, max_leaves=max_leaves)
+        else conditions(names=chosen, max_leaves=max_leaves, extreme=extreme)
     )
-    outputs = _outputs(chosen_kind)
+    outputs = _outputs(chosen_kind, extreme)
+    ids = st.sampled_from(("", "x" * 101, "r-" + "y" * 98)) if extreme else None
 
     @st.composite
     def build(draw: st.DrawFn) -> Ruleset:
         count = draw(st.integers(min_value=min_rules, max_value=max_rules))
         rules = []
         for i in range(count):
-            start, end = _validity(draw) if effective_dates else (None, None)
+            start, end = _validity(draw, extreme) if effective_dates else (None, None)
+            rule_id = f"r{i}"
+            if ids is not None and draw(st.integers(0, 9)) == 0:
+                rule_id = draw(ids) + str(i)
             rules.append(
                 Rule(
-                    id=f"r{i}",
+                    id=rule_id,
                     when=draw(condition),
                     then=draw(outputs),
                     valid_from=start,

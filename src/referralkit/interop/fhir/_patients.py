@@ -207,8 +207,8 @@ def _coverage(resource: _Node, bundle: _Bundle | None = None) -> Coverage:
             if bundle
             else None
         )
-        kind = resolved.text("resourceType") if resolved is not None else _ref_type(payor)
-        if kind in _PERSONS:
+        paid_by = resolved.text("resourceType") if resolved is not None else _ref_type(payor)
+        if paid_by in _PERSONS:
             # the patient (or a relative) pays: their name is PHI and no insurer's, so the
             # payer is recorded as self-pay, the value an unnamed self-pay coverage has
             payer = "self-pay"
