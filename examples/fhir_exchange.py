@@ -1,9 +1,11 @@
 """A referral arrives from an EHR as FHIR, is worked at the desk, and goes back out as FHIR.
 
-Run it with ``python examples/fhir_exchange.py`` (needs the ``fhir`` extra to validate:
-``pip install "referralkit[fhir]"``). It uses a fake clock and an in-memory store, so every
-run prints the same thing.
+Run it with ``python examples/fhir_exchange.py``. It validates what it sends with
+``fhir.resources``, so it needs the ``fhir`` extra: ``pip install ".[fhir]"`` in a checkout of
+referralkit. It uses a fake clock and an in-memory store, so every run prints the same thing.
 """
+
+# extras: fhir
 
 from __future__ import annotations
 
