@@ -1,30 +1,138 @@
-"""Development sessions: ``nox`` runs tests, lint, typecheck and docs; ``nox -s bench`` and
-``nox -s demo`` on request."""
+"""Development sessions: ``nox`` runs the tests on Python 3.11 and 3.13, the documented
+snippets on a bare install, lint, typecheck and docs; ``nox -s bench`` and ``nox -s demo`` on
+request."""
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
+# pyproject.toml claims 3.11 to 3.13: the oldest and the newest are tested. durable-rules does
+# not install on 3.13 (DESIGN §5), so the durable engine's own code runs only on 3.11, and the
+# coverage bar applies to that run.
+PYTHONS = ["3.11", "3.13"]
+COVERAGE_PYTHON = "3.11"
+
+nox.options.sessions = ["tests", "snippets", "lint", "typecheck", "docs"]
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 
-LINTED = ["src", "tests", "benchmarks", "examples", "docs/conf.py", "noxfile.py"]
+LINTED = [
+    "src",
+    "tests",
+    "benchmarks",
+    "examples",
+    "docs/conf.py",
+    "docs/_ext",
+    "noxfile.py",
+    "conftest.py",
+]
+
+# What the snippets session must not have: the modules of the optional extras.
+EXTRA_MODULES = ("hypothesis", "fhir", "pydantic", "psycopg", "psycopg_pool", "httpx")
 
 
-@nox.session
+def _runs(python: str) -> bool:
+    """Whether ``python`` on PATH starts (a pyenv shim for an unselected version does not)."""
+    found = shutil.which(python)
+    if found is None:
+        return False
+    result = subprocess.run([found, "-c", ""], capture_output=True, check=False)
+    return result.returncode == 0
+
+
+def _pyenv_root() -> Path:
+    if os.environ.get("PYENV_ROOT"):
+        return Path(os.environ["PYENV_ROOT"])
+    try:
+        out = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return Path.home() / ".pyenv"
+    return Path(out.stdout.strip())
+
+
+def _patch(path: str) -> tuple[int, ...]:
+    version = Path(path).parent.parent.name  # .../versions/3.13.0/bin/python3.13
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
+def _locate_pythons(versions: list[str]) -> list[str]:
+    """Put an interpreter for each version on PATH, for nox to find; the versions not found.
+
+    pyenv installs them as ``$(pyenv root)/versions/X.Y.Z/bin/pythonX.Y``, where nox does not
+    look, and pyenv's shims answer only for the selected version; the newest patch release of
+    each version is taken.
+    """
+    missing = []
+    for version in versions:
+        if _runs(f"python{version}"):
+            continue
+        pattern = str(_pyenv_root() / "versions" / f"{version}.*" / "bin" / f"python{version}")
+        found = sorted(glob.glob(pattern), key=_patch)
+        if found:
+            os.environ["PATH"] = os.pathsep.join([str(Path(found[-1]).parent), os.environ["PATH"]])
+        else:
+            missing.append(version)
+    return missing
+
+
+if _missing := _locate_pythons(PYTHONS):
+    message = (
+        f"nox: no Python {', '.join(_missing)} on PATH nor under {_pyenv_root()}/versions; "
+        f"the tests run on {' and '.join(PYTHONS)} (install with: pyenv install {_missing[0]})"
+    )
+    if os.environ.get("CI", "").lower() == "true":
+        sys.exit(message)  # before any session runs: CI fails at once, and says why
+    print(message, file=sys.stderr)
+
+
+@nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """pytest with doctests (src, docs, README) and branch coverage of at least 90%."""
+    """pytest with doctests (src, docs, README); on 3.11 with branch coverage of at least 90%."""
     session.install("-e", ".[test]")
-    session.run(
-        "pytest",
+    coverage = [
         "--cov=referralkit",
         "--cov-branch",
         "--cov-report=term-missing:skip-covered",
         "--cov-fail-under=90",
+    ]
+    session.run(
+        "pytest",
+        *(coverage if session.python == COVERAGE_PYTHON else []),
+        *session.posargs,
+        env={"CI": os.environ.get("CI", "")},
+    )
+
+
+@nox.session
+def snippets(session: nox.Session) -> None:
+    """The README, the docs and the examples after the README's ``pip install .`` alone.
+
+    referralkit is installed without extras, plus pytest to run the doctests and nothing else.
+    A snippet flagged ``+EXTRA_<NAME>`` or an example declaring ``# extras:`` is skipped, and
+    counted, when its extra is missing (``--skip-missing-extras``, see conftest.py); any other
+    snippet that fails fails the session.
+    """
+    session.install(".")
+    session.install("pytest>=8")
+    check = (
+        "import importlib.util, sys; "
+        f"present = [m for m in {EXTRA_MODULES!r} if importlib.util.find_spec(m)]; "
+        "sys.exit(f'snippets: extras are installed: {present}' if present else 0)"
+    )
+    session.run("python", "-c", check)
+    session.run(
+        "pytest",
+        "--skip-missing-extras",
+        "README.md",
+        "docs",
+        "tests/test_examples.py",
         *session.posargs,
         env={"CI": os.environ.get("CI", "")},
     )
@@ -106,7 +214,9 @@ def bench(session: nox.Session) -> None:
     The peer engines (zen-engine 2.1.3, rule-engine, business-rules) are installed here only:
     they are measured beside referralkit on the shared peer problem, never imported by it.
     """
-    session.install("-e", ".[postgres,fhir]", "zen-engine==2.1.3", "rule-engine", "business-rules")
+    session.install(
+        "-e", ".[postgres,fhir,scheduling]", "zen-engine==2.1.3", "rule-engine", "business-rules"
+    )
     for script in sorted(os.listdir("benchmarks")):
         if script.startswith("bench_") and script.endswith(".py"):
             session.run("python", f"benchmarks/{script}", *session.posargs)

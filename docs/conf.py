@@ -63,6 +63,12 @@ autodoc_preserve_defaults = True
 # The same flags pytest uses for the Markdown doctests (pyproject.toml), so an example that
 # passes one runner passes the other.
 doctest_default_flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+# A snippet that needs an optional extra carries +EXTRA_<NAME> (conftest.py at the root of the
+# repository explains them). The docs are built with every extra, so here they only need to be
+# known; the HTML leaves them out (trim_doctest_flags).
+_EXTRA_FLAGS = [
+    doctest.register_optionflag(f"EXTRA_{name}") for name in ("FHIR", "POSTGRES", "TEST")
+]
 doctest_test_doctest_blocks = ""
 
 # Types from the standard library and dependencies that cannot resolve without an inventory.

@@ -5,6 +5,8 @@ Run it with ``python examples/fhir_exchange.py`` (needs the ``fhir`` extra to va
 fake clock and an in-memory store, so every run prints the same thing.
 """
 
+# extras: fhir
+
 from __future__ import annotations
 
 import datetime as dt

@@ -2,7 +2,12 @@
 
 Run it with ``pytest examples/property_test_rules.py`` or as a script (it calls the same
 functions). Point the policies at your own TOML files instead of the shipped examples.
+
+Needs the ``test`` extra, for Hypothesis: ``pip install ".[test]"`` in a checkout of
+referralkit.
 """
+
+# extras: test
 
 from __future__ import annotations
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import attrs
 import pytest
-from hypothesis import HealthCheck, settings
 
 from referralkit import (
     Actor,
@@ -30,20 +29,25 @@ from referralkit import (
 )
 from referralkit.testing import FakeClock, sample_request
 
-settings.register_profile(
-    "dev",
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-settings.register_profile(
-    "ci",
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-    print_blob=True,
-)
-settings.load_profile("ci" if os.environ.get("CI", "").lower() == "true" else "dev")
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # pragma: no cover - only the snippets session, which has no test extra
+    pass  # it runs tests/test_examples.py alone, which uses neither Hypothesis nor these
+else:
+    settings.register_profile(
+        "dev",
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    settings.register_profile(
+        "ci",
+        max_examples=60,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+        print_blob=True,
+    )
+    settings.load_profile("ci" if os.environ.get("CI", "").lower() == "true" else "dev")
 
 START = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
 """Where the fake clock starts: a Monday inside the sample coverage period."""

@@ -1,15 +1,40 @@
-"""The runnable examples and the core benchmark run, exit 0 and print what they promise."""
+"""The runnable examples and the core benchmark run, exit 0 and print what they promise.
+
+An example that needs an optional extra says so in its docstring and in a line
+``# extras: name, ...``; here that becomes the ``extras`` marker, so that the ``snippets`` nox
+session (``pip install .`` alone, ``pytest --skip-missing-extras``) skips it, with that reason,
+and runs every other example.
+"""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+PYPROJECT_EXTRAS = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+    "optional-dependencies"
+]
+
+
+def declared_extras(path: Path) -> tuple[str, ...]:
+    """The extras an example declares in its ``# extras: a, b`` line."""
+    found = re.search(r"^# extras: (.+)$", path.read_text(encoding="utf-8"), re.MULTILINE)
+    return tuple(name.strip() for name in found.group(1).split(",")) if found else ()
+
+
+def example_params() -> list[object]:
+    return [
+        pytest.param(path, id=path.name, marks=pytest.mark.extras(*declared_extras(path)))
+        for path in EXAMPLES
+    ]
+
 
 # Lines each example must print; an example not listed here must still run and exit 0.
 EXPECTED = {
@@ -55,7 +80,7 @@ class TestExamples:
         """Each example with promised output is in examples/, so none is silently skipped."""
         assert set(EXPECTED) <= {path.name for path in EXAMPLES}
 
-    @pytest.mark.parametrize("path", EXAMPLES, ids=[path.name for path in EXAMPLES])
+    @pytest.mark.parametrize("path", example_params())
     def test_example_runs_and_prints_what_it_promises(self, path: Path):
         """The script exits 0, writes nothing to stderr, and prints its expected lines."""
         result = run_script(path)
@@ -64,6 +89,22 @@ class TestExamples:
         lines = result.stdout.splitlines()
         for expected in EXPECTED.get(path.name, []):
             assert expected in lines
+
+    @pytest.mark.parametrize("path", EXAMPLES, ids=[path.name for path in EXAMPLES])
+    def test_an_example_needing_an_extra_says_so(self, path: Path):
+        """Each declared extra is one of pyproject's, and the docstring tells the reader how
+        to install it."""
+        text = path.read_text(encoding="utf-8")
+        for name in declared_extras(path):
+            assert name in PYPROJECT_EXTRAS
+            assert f'pip install ".[{name}]"' in text
+
+    def test_the_declarations_are_read(self):
+        """The examples that need an extra are known (so a broken parser cannot hide one)."""
+        declared = {path.name: declared_extras(path) for path in EXAMPLES}
+        assert declared["property_test_rules.py"] == ("test",)
+        assert declared["fhir_exchange.py"] == ("fhir",)
+        assert declared["first_referral.py"] == ()
 
 
 class TestCoreBenchmark:

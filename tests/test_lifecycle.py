@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -15,20 +19,25 @@ from referralkit import (
     FHIR_TASK,
     TABLE,
     Appointment,
+    AppointmentStatus,
+    AttachmentKind,
     Authorization,
     AuthStatus,
     Checklist,
+    Code,
     CoverageDecision,
     Covered,
     GuardError,
     PaNeeded,
     Referral,
+    ReferralDesk,
     ReferralLifecycle,
     Status,
     TransitionError,
+    replay,
 )
 from referralkit.lifecycle import intake_complete, mermaid, scheduling_allowed
-from referralkit.testing import appointments, referrals, sample_request
+from referralkit.testing import FakeClock, appointments, referrals, sample_request
 
 STATE_IDS = [
     "draft",
@@ -79,6 +88,11 @@ REQUIRED = {
     (S.SCHEDULED, "cancel_appointment", S.APPOINTMENT_CANCELLED),
     (S.SCHEDULED, "record_visit", S.SEEN),
     (S.SEEN, "add_interim_note", S.SEEN),
+    # the four BSeR STU2 moves issue 9 found missing: TIDs 08, 19, 26, 27
+    (S.ACCEPTED, "add_interim_note", S.SEEN),
+    (S.NO_SHOW, "cancel_appointment", S.APPOINTMENT_CANCELLED),
+    (S.SEEN, "schedule", S.SCHEDULED),
+    (S.SEEN, "cancel_appointment", S.APPOINTMENT_CANCELLED),
     *(
         (s, "request_cancellation", S.CANCELLATION_REQUESTED)
         for s in (S.RECEIVED, S.ACCEPTED, *IN_PROGRESS)
@@ -103,7 +117,10 @@ FORBIDDEN = {
     (S.RECEIVED, "confirm_cancellation"),
     (S.RECEIVED, "complete"),
     (S.NO_SHOW, "record_visit"),
-    (S.SEEN, "schedule"),
+    (S.NO_SHOW, "record_no_show"),
+    (S.ACCEPTED, "cancel_appointment"),
+    (S.APPOINTMENT_CANCELLED, "cancel_appointment"),
+    (S.SEEN, "record_visit"),
     (S.ON_HOLD, "hold"),
     (S.DRAFT, "hold"),
 }
@@ -399,3 +416,244 @@ class TestTableAgreesWithClass:
             assert table_outcome(event, referral, appt, None) == (
                 machine_outcome(status, event, referral, appt, None)
             ), event
+
+
+# --------------------------------------------------------------------------- BSeR STU2, row by row
+
+ROOT = Path(__file__).parent.parent
+BSER_ROWS: list[dict[str, str]] = tomllib.loads(
+    (Path(__file__).parent / "data" / "bser_stu2_transitions.toml").read_text(encoding="utf-8")
+)["rows"]
+DOC = (ROOT / "docs" / "lifecycle.md").read_text(encoding="utf-8")
+ACTIVE = "5.1 active"  # 360X's superstate: every status whose BSeR code is 5.1.x
+
+
+def bser_statuses(label: str) -> frozenset[Status]:
+    """The lifecycle statuses a state label of BSeR's table names, found through FHIR_TASK
+    (so the comparison also checks the library's BSeR codes): "5. In-Progress (5.1.2)" by its
+    business status code, "4. Rejected" by its major code (4.0), "1. Draft" by Task.status."""
+    text = label.strip().lower()
+    by_code = {task.business_status: s for s, task in FHIR_TASK.items() if task.business_status}
+    if text == ACTIVE:
+        return frozenset(s for code, s in by_code.items() if code.startswith("5.1."))
+    if match := re.fullmatch(r"5\. in-progress \((5(?:\.\d)+)\)", text):
+        return frozenset({by_code[match.group(1)]})
+    number, _, name = text.partition(". ")
+    if f"{number}.0" in by_code:
+        return frozenset({by_code[f"{number}.0"]})
+    return frozenset(s for s, task in FHIR_TASK.items() if task.status == name)
+
+
+def doc_table(heading: str) -> list[list[str]]:
+    """The body rows of the first Markdown table under ``heading`` in docs/lifecycle.md."""
+    lines = DOC.splitlines()
+    start = lines.index(heading)
+    rows: list[list[str]] = []
+    for line in lines[start + 1 :]:
+        if line.startswith("|"):
+            rows.append([cell.strip() for cell in line.strip("|").split("|")])
+        elif rows or line.startswith("#"):
+            break
+    assert len(rows) > 2, f"no table under {heading!r}"
+    return rows[2:]  # header and separator
+
+
+def ticked(cell: str) -> list[str]:
+    return re.findall(r"`([a-z_]+)`", cell)
+
+
+# BSeR trigger event -> the lifecycle events that implement it, from the doc's table
+TRIGGERS: dict[str, frozenset[str]] = {
+    row[0]: frozenset(ticked(row[2])) for row in doc_table("## BSeR's transition table, row by row")
+}
+
+
+def implements(row: dict[str, str], source: Status, event: str, target: Status) -> bool:
+    """Whether the library transition ``source --event--> target`` is BSeR's ``row``."""
+    return (
+        source in bser_statuses(row["from"])
+        and target in bser_statuses(row["to"])
+        and event in TRIGGERS[row["trigger"]]
+    )
+
+
+class TestBserTable:
+    """The lifecycle against BSeR STU2's harmonised transition table (with IHE 360X)."""
+
+    def test_the_data_is_the_whole_table(self) -> None:
+        """34 rows, TIDs 01-34 in order, every state label and trigger understood."""
+        assert [row["tid"] for row in BSER_ROWS] == [f"{n:02d}" for n in range(1, 35)]
+        for row in BSER_ROWS:
+            assert bser_statuses(row["from"]), row
+            assert bser_statuses(row["to"]), row
+            assert row["trigger"] in TRIGGERS, row
+            assert row["actor"] in ("Referral Initiator", "Referral Recipient")
+
+    @pytest.mark.parametrize("row", BSER_ROWS, ids=[row["tid"] for row in BSER_ROWS])
+    def test_business_status_matches_fhir_task(self, row: dict[str, str]) -> None:
+        """The business status a row ends in is FHIR_TASK's code and display of its target."""
+        code, _, display = row["business_status"].partition(" ")
+        if row["to"].lower() == ACTIVE:
+            assert code == "5.1"  # the superstate has no status of its own here
+            return
+        (target,) = bser_statuses(row["to"])
+        assert (FHIR_TASK[target].business_status, FHIR_TASK[target].business_status_display) == (
+            code,
+            display,
+        )
+
+    @pytest.mark.parametrize("row", BSER_ROWS, ids=[row["tid"] for row in BSER_ROWS])
+    def test_every_bser_transition_is_allowed(self, row: dict[str, str]) -> None:
+        """From every status the row starts in, one of the events implementing its trigger
+        leads to a status it ends in (guards are business conditions on top, see below)."""
+        events = TRIGGERS[row["trigger"]]
+        for source in bser_statuses(row["from"]):
+            reached = {
+                edge.target
+                for event in events
+                for edge in TABLE.edges.get((source, event), ())
+                if edge.target in bser_statuses(row["to"])
+            }
+            assert reached, f"TID {row['tid']}: nothing {sorted(events)} from {source.value}"
+
+    def test_the_trigger_table_names_the_right_tids(self) -> None:
+        """The doc's trigger table lists, for each trigger, exactly BSeR's rows with it."""
+        for trigger, tids, _ in doc_table("## BSeR's transition table, row by row"):
+            expected = [row["tid"] for row in BSER_ROWS if row["trigger"] == trigger]
+            assert [t.strip() for t in tids.split(",")] == expected, trigger
+            assert TRIGGERS[trigger] <= set(TABLE.events), trigger
+
+    def test_additions_are_exactly_the_documented_ones(self) -> None:
+        """Every library transition that no BSeR row accounts for is listed, with a reason, in
+        docs/lifecycle.md ("What referralkit adds to BSeR"), and that list holds nothing else."""
+        beyond = {
+            (source, event, target)
+            for source, event, target in TABLE.pairs()
+            if not any(implements(row, source, event, target) for row in BSER_ROWS)
+        }
+        documented: set[tuple[Status, str, Status]] = set()
+        for event_cell, sources, targets, why in doc_table("### What referralkit adds to BSeR"):
+            (event,) = ticked(event_cell)
+            assert len(why) > 40, f"{event}: give the reason"
+            documented |= {
+                (Status(s), event, Status(t)) for s in ticked(sources) for t in ticked(targets)
+            }
+        # resume goes back where the referral was held from: on_hold -> each, not each -> each
+        assert sorted(documented - beyond) == []
+        assert sorted(beyond - documented) == []
+
+    def test_the_four_moves_issue_9_found_missing(self) -> None:
+        """TIDs 08, 19, 26 and 27 (forbidden before) are BSeR's and allowed."""
+        wanted = {
+            "08": (S.ACCEPTED, "add_interim_note", S.SEEN),
+            "19": (S.NO_SHOW, "cancel_appointment", S.APPOINTMENT_CANCELLED),
+            "26": (S.SEEN, "schedule", S.SCHEDULED),
+            "27": (S.SEEN, "cancel_appointment", S.APPOINTMENT_CANCELLED),
+        }
+        rows = {row["tid"]: row for row in BSER_ROWS}
+        for tid, (source, event, target) in wanted.items():
+            assert implements(rows[tid], source, event, target), tid
+            assert TABLE.target(source, event) is target, tid
+
+
+class TestBserMovesOnTheDesk:
+    """The four BSeR moves through the desk: status, events, appointments and replay."""
+
+    def test_interim_note_from_accepted(self, desk: ReferralDesk, driver: Any) -> None:
+        """TID 08: the specialist saw the patient at a visit not booked here and sends an
+        interim note; the referral is seen, with the note, and no appointment."""
+        referral = driver.to(S.ACCEPTED)
+        after = desk.add_interim_note(driver.actor, referral.id, "seen in clinic; labs due")
+        assert after.status is S.SEEN
+        assert after.appointments == ()
+        assert [a.kind for a in after.attachments][-1] is AttachmentKind.INTERIM_NOTE
+        change = desk.history(driver.actor, referral.id)[-1]
+        assert change.payload == {
+            "event": "add_interim_note",
+            "source": "accepted",
+            "target": "seen",
+        }
+        assert replay(desk.history(driver.actor, referral.id)) == after
+
+    def test_cancel_after_a_no_show(self, desk: ReferralDesk, driver: Any) -> None:
+        """TID 19: after a no-show the appointment is cancelled rather than rebooked; the
+        missed appointment stays a no-show and the reason is kept."""
+        referral = driver.to(S.NO_SHOW)
+        after = desk.cancel_appointment(driver.actor, referral.id, "patient asked to wait")
+        assert after.status is S.APPOINTMENT_CANCELLED
+        assert [a.status for a in after.appointments] == [AppointmentStatus.NOSHOW]
+        assert after.status_reason == "patient asked to wait"
+        assert replay(desk.history(driver.actor, referral.id)) == after
+        # and from there a new appointment can be booked, as before (TID 21)
+        assert driver.step(referral.id, "reschedule").status is S.SCHEDULED
+
+    def test_schedule_after_the_visit(
+        self, desk: ReferralDesk, driver: Any, clock: FakeClock
+    ) -> None:
+        """TID 26: a further visit is booked after the patient was seen; the first visit stays
+        fulfilled, the referral is not overdue for having been scheduled again, and the loop
+        still closes."""
+        referral = driver.to(S.SEEN)
+        start = clock.now() + dt.timedelta(days=14)
+        after = desk.schedule(driver.actor, referral.id, start)
+        assert after.status is S.SCHEDULED
+        assert [a.status for a in after.appointments] == [
+            AppointmentStatus.FULFILLED,
+            AppointmentStatus.BOOKED,
+        ]
+        assert after.due_by is not None
+        assert not after.is_overdue(after.due_by + dt.timedelta(days=30))
+        assert replay(desk.history(driver.actor, referral.id)) == after
+        done = desk.complete(driver.actor, referral.id, "follow-up done; plan agreed")
+        assert done.status is S.COMPLETED
+        assert [a.status for a in done.appointments][-1] is AppointmentStatus.FULFILLED
+
+    def test_schedule_after_the_visit_keeps_its_guard(
+        self, desk: ReferralDesk, driver: Any, clock: FakeClock, mri: Code
+    ) -> None:
+        """A further visit needs the same authorization as the first: past the approval's
+        validity the desk refuses it with a GuardError, and nothing changes."""
+        actor = driver.actor
+        referral = driver.intake(services=(mri,))
+        desk.attach(actor, referral.id, AttachmentKind.PRIOR_AUTH_FORM)
+        for operation in ("send", "accept"):
+            driver.step(referral.id, operation)
+        desk.request_authorization(actor, referral.id)
+        today = clock.now().date()
+        desk.record_authorization(
+            actor, referral.id, approved=True, number="PA-1", valid_to=today + dt.timedelta(20)
+        )
+        desk.schedule(actor, referral.id, clock.now() + dt.timedelta(days=7))
+        seen = desk.record_visit(actor, referral.id)
+        with pytest.raises(GuardError, match="authorization"):
+            desk.schedule(actor, referral.id, clock.now() + dt.timedelta(days=30))
+        assert desk.get(actor, referral.id) == seen
+        again = desk.schedule(actor, referral.id, clock.now() + dt.timedelta(days=14))
+        assert again.status is S.SCHEDULED
+
+    def test_cancel_after_the_visit(self, desk: ReferralDesk, driver: Any) -> None:
+        """TID 27: the visit happened, the further appointment is called off; the fulfilled
+        visit is untouched and the referral is not overdue."""
+        referral = driver.to(S.SEEN)
+        after = desk.cancel_appointment(driver.actor, referral.id)
+        assert after.status is S.APPOINTMENT_CANCELLED
+        assert [a.status for a in after.appointments] == [AppointmentStatus.FULFILLED]
+        assert after.due_by is not None
+        assert not after.is_overdue(after.due_by + dt.timedelta(days=30))
+        assert replay(desk.history(driver.actor, referral.id)) == after
+
+    def test_interim_note_from_accepted_is_not_overdue(
+        self, desk: ReferralDesk, driver: Any, clock: FakeClock
+    ) -> None:
+        """A referral seen through an interim note (TID 08) and then scheduled again (TID 26)
+        has no fulfilled appointment, but its note says it was seen: not overdue."""
+        referral = driver.to(S.ACCEPTED)
+        desk.add_interim_note(driver.actor, referral.id, "seen at the walk-in clinic")
+        after = desk.schedule(driver.actor, referral.id, clock.now() + dt.timedelta(days=7))
+        assert after.status is S.SCHEDULED
+        assert after.due_by is not None
+        assert not after.is_overdue(after.due_by + dt.timedelta(days=30))
+        # a referral never seen, with the same due date, is overdue
+        never = driver.to(S.SCHEDULED)
+        assert never.due_by is not None
+        assert never.is_overdue(never.due_by + dt.timedelta(days=30))

@@ -25,6 +25,7 @@ from statemachine.exceptions import TransitionNotAllowed
 from referralkit import (
     Actor,
     Appointment,
+    AppointmentStatus,
     AttachmentKind,
     AuthStatus,
     Channel,
@@ -95,7 +96,7 @@ OUT_OF_NETWORK = Provider("prov-card-9", "Far Heart", "cardiology", networks=("e
 PROGRESS: dict[Status, tuple[str, ...]] = {
     Status.DRAFT: ("send",),
     Status.RECEIVED: ("accept", "accept", "hold", "request_cancellation"),
-    Status.ACCEPTED: ("schedule", "schedule", "hold", "complete"),
+    Status.ACCEPTED: ("schedule", "schedule", "hold", "complete", "add_interim_note"),
     Status.ON_HOLD: ("resume",),
     Status.SCHEDULED: (
         "record_visit",
@@ -104,9 +105,9 @@ PROGRESS: dict[Status, tuple[str, ...]] = {
         "reschedule",
         "hold",
     ),
-    Status.NO_SHOW: ("reschedule",),
+    Status.NO_SHOW: ("reschedule", "reschedule", "cancel_appointment"),
     Status.APPOINTMENT_CANCELLED: ("reschedule",),
-    Status.SEEN: ("add_interim_note", "complete", "complete"),
+    Status.SEEN: ("add_interim_note", "complete", "complete", "schedule", "cancel_appointment"),
     Status.CANCELLATION_REQUESTED: ("confirm_cancellation", "complete"),
 }
 REASONS = st.sampled_from(["waiting for records", "patient request", "no capacity"])
@@ -495,6 +496,20 @@ class DeskMachine(RuleBasedStateMachine):
                 self.closed[referral_id] = stored.status
                 assert stored.closed_at is not None
             assert replay(self.store.events(referral_id)) == stored
+
+    @invariant()
+    def appointments_follow_the_status(self) -> None:
+        """At most one appointment is booked: one while scheduled, none in the states a booked
+        appointment leaves (no-show, cancelled appointment, seen, and every terminal state),
+        whichever of BSeR's paths led there."""
+        for referral_id in self.ids:
+            stored = self.store.load(referral_id)
+            booked = sum(a.status is AppointmentStatus.BOOKED for a in stored.appointments)
+            assert booked <= 1
+            if stored.status is Status.SCHEDULED:
+                assert booked == 1
+            elif stored.status not in (Status.ON_HOLD, Status.CANCELLATION_REQUESTED):
+                assert booked == 0, stored.status
 
     @invariant()
     def versions_are_contiguous(self) -> None:

@@ -6,6 +6,7 @@ import collections
 import datetime as dt
 import re
 from collections.abc import Callable, Sequence
+from types import ModuleType
 
 import attrs
 import pytest
@@ -34,6 +35,7 @@ from referralkit import (
 )
 from referralkit.intake import DEFAULT_CHECKLIST, Requirement
 from referralkit.model import AttachmentKind
+from referralkit.synth._catalogue import PROFILE_BY_NAME
 
 START = synth.DEFAULT_START
 TEAM = (
@@ -80,6 +82,46 @@ def big() -> list[IntakeRequest]:
 def simulated() -> tuple[ReferralDesk, FakeClock, synth.SimulationReport]:
     """One default-sized simulation, shared by the tests that only read it."""
     return run(count=300, seed=7)
+
+
+class TestPackage:
+    """referralkit.synth is a package of named parts; its public names did not move."""
+
+    def test_public_names(self) -> None:
+        """Every public name of the former single module is importable from referralkit.synth,
+        and __all__ lists exactly the package's public names."""
+        assert synth.__all__ == [
+            "DEFAULT_START",
+            "SPECIALTIES",
+            "TAXONOMY",
+            "SimulationReport",
+            "directory",
+            "id_factory",
+            "population",
+            "referrals",
+            "simulate",
+        ]
+        public = {
+            name
+            for name in dir(synth)
+            if not name.startswith("_") and not isinstance(getattr(synth, name), ModuleType)
+        }
+        assert public == set(synth.__all__)
+
+    def test_seeded_streams_are_unchanged(self) -> None:
+        """The seeded streams are part of the behaviour (a seed names a population in docs,
+        benchmarks and bug reports): these values were drawn before the package split."""
+        assert synth.id_factory(7)() == "8f2af353a4f932d08c5248d422b9987d"
+        first = next(synth.population(1, seed=7))
+        assert (first.patient.mrn, first.patient.given_name, first.patient.family_name) == (
+            "SYN-000001-5980",
+            "Olivia905",
+            "Walker107",
+        )
+        assert (first.specialty, [d.code for d in first.diagnoses]) == ("urology", ["C67.9"])
+        assert first.target is not None
+        assert first.target.id == "syn-urology-3"
+        assert synth.directory(7)[0].location == "Maple Grove Medical Plaza, Suite 432"
 
 
 class TestDirectory:
@@ -135,7 +177,7 @@ class TestPopulation:
         """Diagnoses are ICD-10-CM codes of the specialty; services CPT/HCPCS."""
         for request in big:
             assert request.specialty in synth.SPECIALTIES
-            profile = synth._PROFILE_BY_NAME[request.specialty]
+            profile = PROFILE_BY_NAME[request.specialty]
             allowed = set(profile.diagnoses) | set(profile.cancer)
             assert request.diagnoses
             assert set(request.diagnoses) <= allowed
@@ -178,7 +220,7 @@ class TestPopulation:
             ):
                 assert age >= 65
             if age < 18:
-                assert synth._PROFILE_BY_NAME[r.specialty].children
+                assert PROFILE_BY_NAME[r.specialty].children
                 assert r.referring.specialty == "pediatrics"
         assert any(r.patient.pregnant for r in big if r.specialty != "obstetrics")
 

@@ -407,7 +407,8 @@ class ReferralDesk:
         location: str | None = None,
         expected_version: int | None = None,
     ) -> Referral:
-        """Book the first appointment for an accepted referral.
+        """Book an appointment: the first one for an accepted referral, or a further visit
+        after the patient was seen (BSeR STU2 TID 26).
 
         Refused unless authorization is satisfied for the appointment date and coverage is not
         ``not-covered`` (or self-pay was acknowledged). ``provider_id`` defaults to the target
@@ -505,7 +506,12 @@ class ReferralDesk:
         *,
         expected_version: int | None = None,
     ) -> Referral:
-        """Cancel the booked appointment; the referral stays open for a new one."""
+        """Cancel the booked appointment; the referral stays open for a new one.
+
+        Also after a no-show or a visit (BSeR STU2 TIDs 19 and 27), when no further
+        appointment will be booked for now; there is then no booked appointment to cancel and
+        only the status (and the reason) is recorded.
+        """
         sealed: Sealed[Any] = Sealed(reason)
         del reason
         return self._appointment_outcome(
@@ -563,7 +569,11 @@ class ReferralDesk:
         title: str | None = None,
         expected_version: int | None = None,
     ) -> Referral:
-        """Add an interim note after the visit (the referral stays ``seen``)."""
+        """Add an interim note after the visit: the referral is, or stays, ``seen``.
+
+        From ``accepted`` the note says the specialist saw the patient at a visit not booked
+        through the desk (BSeR STU2 TID 08).
+        """
         sealed: tuple[Sealed[Any], Sealed[Any]] = (Sealed(text), Sealed(title))
         del text, title
         return self._note(

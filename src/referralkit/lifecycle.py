@@ -146,12 +146,14 @@ class ReferralLifecycle(StateMachine):
         seen,
         cancellation_requested,
     )
-    schedule = accepted.to(scheduled, cond=scheduling_allowed)
+    # BSeR STU2 TIDs in comments: docs/lifecycle.md compares the whole table, row by row
+    schedule = scheduled.from_(accepted, seen, cond=scheduling_allowed)  # 06; 26: another visit
     reschedule = scheduled.from_(scheduled, no_show, appointment_cancelled, cond=scheduling_allowed)
-    record_no_show = scheduled.to(no_show)
-    cancel_appointment = scheduled.to(appointment_cancelled)
-    record_visit = scheduled.to(seen)
-    add_interim_note = seen.to(seen)
+    record_no_show = scheduled.to(no_show)  # 12
+    cancel_appointment = appointment_cancelled.from_(scheduled, no_show, seen)  # 13, 19, 27
+    record_visit = scheduled.to(seen)  # 15
+    # 08: a note from a visit not booked here; 29: notes after the visit
+    add_interim_note = seen.from_(accepted, seen)
     request_cancellation = cancellation_requested.from_(
         received, accepted, on_hold, scheduled, no_show, appointment_cancelled, seen
     )

@@ -721,9 +721,11 @@ class Referral:
     def is_overdue(self, now: dt.datetime) -> bool:
         """Open, not yet seen by the specialist, and past its due date.
 
-        A referral whose visit happened (``seen``) is not overdue: it waits for the consult
-        note, which :attr:`awaiting_consult_note` tells. ``now`` is any timezone-aware
-        datetime; a naive one is a :class:`~referralkit.errors.ValidationError`.
+        A referral whose visit happened is not overdue: it is ``seen`` (waiting for the consult
+        note, which :attr:`awaiting_consult_note` tells), or it has a fulfilled appointment or
+        an interim note from a visit and is now on hold or has a further visit booked or
+        cancelled (BSeR lets a seen referral be scheduled again). ``now`` is any
+        timezone-aware datetime; a naive one is a :class:`~referralkit.errors.ValidationError`.
         """
         due = self.due_by
         return (
@@ -731,6 +733,8 @@ class Referral:
             and due < v.as_utc(now, "now")
             and not self.status.is_terminal
             and self.status is not Status.SEEN
+            and not any(a.status is AppointmentStatus.FULFILLED for a in self.appointments)
+            and AttachmentKind.INTERIM_NOTE not in self.attachment_kinds()
         )
 
     @property

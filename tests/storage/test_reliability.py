@@ -26,6 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -226,7 +227,7 @@ def test_kill_9_while_writing_sqlite(tmp_path: Path, figures: Any) -> None:
         referral_id, version = line.split()
         acknowledged[referral_id] = max(acknowledged.get(referral_id, 0), int(version))
 
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn:  # `with connect()` does not close
         integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
         foreign = conn.execute("PRAGMA foreign_key_check").fetchall()
         torn_sql = conn.execute(

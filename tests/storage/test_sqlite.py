@@ -10,6 +10,7 @@ import sqlite3
 import stat
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -243,7 +244,7 @@ class TestSchema:
     def test_newer_schema_is_refused(self, path: Path) -> None:
         """A file from a newer referralkit is refused, not written to."""
         SQLiteStore(path).close()
-        with sqlite3.connect(path) as conn:
+        with closing(sqlite3.connect(path)) as conn:  # `with connect()` does not close
             conn.execute("PRAGMA user_version=99")
         with pytest.raises(StorageError, match="newer"):
             open_store(f"sqlite:///{path}")

@@ -252,10 +252,16 @@ class SQLiteStore(ReferralStore):
             self._shared: sqlite3.Connection | None = self._connect()
         else:
             self._shared = None
-        if migrate:
-            self.upgrade()
-        elif self.schema_version() > SCHEMA_VERSION:
-            raise self._too_new(self.schema_version())
+        try:
+            if migrate:
+                self.upgrade()
+            elif self.schema_version() > SCHEMA_VERSION:
+                raise self._too_new(self.schema_version())
+        except BaseException:
+            # a refused store leaves no connection open (Python 3.13 warns about each one
+            # the garbage collector has to close)
+            self.close()
+            raise
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
@@ -301,6 +307,9 @@ class SQLiteStore(ReferralStore):
                 # each thread uses its own connection; close() may run on another thread
                 check_same_thread=False,
             )
+        except sqlite3.Error as error:
+            raise _driver_error(error, "opening the database") from None
+        try:
             if self.path != ":memory:":
                 mode = self._wal(conn)
                 if mode.lower() != "wal":
@@ -310,8 +319,11 @@ class SQLiteStore(ReferralStore):
                 raise StorageError("SQLite did not keep synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
-        except sqlite3.Error as error:
-            raise _driver_error(error, "opening the database") from None
+        except BaseException as error:
+            conn.close()  # not yet in _connections: close() would not see it
+            if isinstance(error, sqlite3.Error):
+                raise _driver_error(error, "opening the database") from None
+            raise
         with self._lock:
             self._connections.append(conn)
         return conn
