@@ -215,7 +215,11 @@ def bench(session: nox.Session) -> None:
     they are measured beside referralkit on the shared peer problem, never imported by it.
     """
     session.install(
-        "-e", ".[postgres,fhir,scheduling]", "zen-engine==2.1.3", "rule-engine", "business-rules"
+        "-e",
+        ".[postgres,fhir,scheduling,analytics]",
+        "zen-engine==2.1.3",
+        "rule-engine",
+        "business-rules",
     )
     for script in sorted(os.listdir("benchmarks")):
         if script.startswith("bench_") and script.endswith(".py"):

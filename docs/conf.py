@@ -36,16 +36,28 @@ version = ".".join(release.split(".")[:2])
 # -- general -------------------------------------------------------------------------------
 
 extensions = [
-    "myst_parser",
+    # myst-nb is myst-parser plus notebooks: MyST Markdown notebooks under notebooks/ are
+    # executed at build time and shown with their outputs
+    "myst_nb",
     "sphinx.ext.autodoc",
     "sphinx.ext.intersphinx",
     "sphinx.ext.doctest",
     # the CLI reference, generated from referralkit.cli.build_parser
     "sphinxarg.ext",
 ]
-source_suffix = {".md": "markdown"}
+source_suffix = {".md": "myst-nb"}
 exclude_patterns = ["_build", "_generated", "Thumbs.db", ".DS_Store"]
 myst_heading_anchors = 3
+
+# -- notebooks (myst-nb) -------------------------------------------------------------------
+
+# Executed on every build, in the build's own environment (the docs extra brings the analytics
+# extra and a kernel); an error in a cell fails the build. No widget JavaScript: it would load
+# from a CDN, and the build must work offline.
+nb_execution_mode = "force"
+nb_execution_raise_on_error = True
+nb_execution_timeout = 600
+nb_ipywidgets_js: dict[str, dict[str, str]] = {}
 
 # The build must work offline (CI and developer machines reach package registries only), so
 # no inventory is fetched; the few outside types are listed in nitpick_ignore below.
@@ -69,6 +81,7 @@ doctest_default_flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 _EXTRA_FLAGS = [
     doctest.register_optionflag(f"EXTRA_{name}") for name in ("FHIR", "POSTGRES", "TEST")
 ]
+_DURABLE_FLAG = doctest.register_optionflag("DURABLE_RULES")
 doctest_test_doctest_blocks = ""
 
 # Types from the standard library and dependencies that cannot resolve without an inventory.
@@ -83,6 +96,10 @@ nitpick_ignore_regex = [
     ("py:class", r"abc\.ABC"),
     ("py:class", r"pathlib\.Path"),
     ("py:class", r"os\.PathLike"),
+    ("py:class", r"(pathlib\.)?Path"),
+    # the analytics extra's types (pandas and matplotlib publish no inventory offline)
+    ("py:class", r"(pd|pandas)\.\w+"),
+    ("py:class", r"(matplotlib\.axes\.)?Axes"),
     ("py:func", r"attrs\.evolve"),
     ("py:class", r"statemachine\.statemachine\.(StateMachine|TModel)"),
     ("py:class", r"hypothesis\.strategies\.SearchStrategy"),
@@ -176,6 +193,7 @@ DOCUMENTED_MODULES = [
     "referralkit.interop.fhir",
     "referralkit.synth",
     "referralkit.analytics",
+    "referralkit.display",
     "referralkit.cli",
 ]
 

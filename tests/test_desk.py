@@ -231,6 +231,12 @@ OPS = [
         lambda d, a, r, c: d.reassess(a, r),
         ("coverage_decided", "urgency_assessed"),
     ),
+    Op(
+        "record_survey",
+        S.COMPLETED,
+        lambda d, a, r, c: d.record_survey(a, r, 4, comment="kind staff"),
+        ("survey_recorded",),
+    ),
 ]
 
 LIFECYCLE_EVENT = {"send": "submit"}
@@ -964,6 +970,22 @@ class TestOperationDetails:
         with pytest.raises(ValidationError, match="no follow-up") as info:
             desk.complete_follow_up(driver.actor, referral.id, "fu-unknown")
         assert info.value.path == "follow_up_id"
+
+    def test_record_survey(self, desk: ReferralDesk, driver: Any, clock: FakeClock) -> None:
+        """A survey answer is kept with its score, comment and time; a bad score is refused
+        and nothing is written."""
+        referral = driver.to(Status.COMPLETED)
+        answered = clock.now() - dt.timedelta(hours=2)
+        after = desk.record_survey(driver.actor, referral.id, 5, comment="thank you", at=answered)
+        survey = after.surveys[-1]
+        assert (survey.score, survey.comment, survey.at) == (5, "thank you", answered)
+        assert desk.record_survey(driver.actor, referral.id, 1).surveys[-1].at == clock.now()
+        count = len(desk.history(driver.actor, referral.id))
+        for bad in (0, 6, 3.5, "4", None):
+            with pytest.raises(ValidationError) as info:
+                desk.record_survey(driver.actor, referral.id, bad)  # type: ignore[arg-type]
+            assert info.value.path == "score"
+        assert len(desk.history(driver.actor, referral.id)) == count
 
     def test_add_follow_up_bad_due(self, desk: ReferralDesk, driver: Any) -> None:
         """A follow-up due date must be a date."""

@@ -50,6 +50,7 @@ from referralkit import (
     RuleHit,
     Sex,
     Status,
+    SurveyResponse,
     UrgencyAssessment,
     ValidationError,
 )
@@ -117,6 +118,7 @@ VALID: dict[type, Callable[[], dict[str, Any]]] = {
         "counterpart": "patient",
     },
     FollowUp: lambda: {"id": "f1", "kind": FollowUpKind.CALL, "due": dt.date(2026, 2, 1)},
+    SurveyResponse: lambda: {"id": "s1", "at": T0, "score": 4},
     RuleHit: lambda: {"ruleset": "basic", "version": "1", "rule_id": "covered"},
     RuleTrace: lambda: {"ruleset": "basic", "version": "1", "rule_id": "covered", "matched": True},
     CoverageDecision: lambda: {"covered": Covered.COVERED, "pa_needed": PaNeeded.NO_AUTH},
@@ -261,6 +263,14 @@ BAD: list[tuple[type, str, Any, str]] = [
     (Referral, "communications", ({},), "communications[0]"),
     (Referral, "follow_ups", ("call",), "follow_ups[0]"),
     (Referral, "reason", LONG, "reason"),
+    (Referral, "surveys", ({"score": 5},), "surveys[0]"),
+    (SurveyResponse, "score", 0, "score"),
+    (SurveyResponse, "score", 6, "score"),
+    (SurveyResponse, "score", True, "score"),
+    (SurveyResponse, "score", 4.5, "score"),
+    (SurveyResponse, "score", "5", "score"),
+    (SurveyResponse, "comment", " ", "comment"),
+    (SurveyResponse, "at", dt.datetime(2026, 1, 5), "at"),
     (IntakeRequest, "source_id", "", "source_id"),
     (IntakeRequest, "patient", None, "patient"),
     (IntakeRequest, "reason", " ", "reason"),
@@ -444,6 +454,7 @@ PHI_INVENTORY: dict[type, tuple[str, ...]] = {
     RuleTrace: ("rule_id", "failed"),
     CoverageDecision: ("reason", "explanation", "alternatives"),
     UrgencyAssessment: ("reasons",),
+    SurveyResponse: ("comment",),
     ReferralEvent: ("payload",),
     Referral: ("reason", "diagnoses", "services", "status_reason"),
     IntakeRequest: ("reason", "diagnoses", "services"),
@@ -920,7 +931,7 @@ class TestTimeZones:
         """Sanity: every datetime field of the model is in the table."""
         assert (Referral, "created_at") in DATETIME_FIELDS
         assert (Appointment, "start") in DATETIME_FIELDS
-        assert len(DATETIME_FIELDS) == 14
+        assert len(DATETIME_FIELDS) == 15
 
     @pytest.mark.parametrize(
         ("cls", "name"), DATETIME_FIELDS, ids=[f"{c.__name__}.{n}" for c, n in DATETIME_FIELDS]

@@ -85,6 +85,7 @@ COUNTERPART = "CANARY-COUNTERPART-7f3a"
 SUMMARY = "CANARY-SUMMARY-7f3a"
 FOLLOW_UP = "CANARY-FOLLOWUP-7f3a"
 NOTE = "CANARY-NOTE-7f3a"
+SURVEY = "CANARY-SURVEY-7f3a"
 AUTH_NUMBER = "CANARY-AUTH-7f3a"
 AUTH_CODE = "CANARY-AUTH-CODE-7f3a"
 DECISION_TEXT = "CANARY-DECISION-7f3a"
@@ -634,6 +635,7 @@ class TestDeskNeverLeaks:
         run.ok(lambda: desk.record_visit(coordinator, rid))
         run.ok(lambda: desk.add_interim_note(coordinator, rid, NOTE, title="Interim"))
         run.ok(lambda: desk.complete(coordinator, rid, NOTE))
+        run.ok(lambda: desk.record_survey(coordinator, rid, 5, comment=SURVEY))
         run.ok(lambda: desk.get(auditor, rid))
         run.ok(lambda: desk.history(auditor, rid))
         run.ok(lambda: desk.missing(auditor, rid))
@@ -750,6 +752,9 @@ class TestDeskNeverLeaks:
         run.fails(lambda: desk.hold(coordinator, d, "  "))
         run.fails(lambda: desk.accept(scheduler, d))
         run.fails(lambda: desk.schedule(scheduler, d, start))
+        run.fails(lambda: desk.record_survey(coordinator, d, 6, comment=SURVEY))
+        run.fails(lambda: desk.record_survey(coordinator, d, 3, comment=SURVEY * 1000))
+        run.fails(lambda: desk.record_survey(scheduler, d, 3, comment=SURVEY))
 
         # direct construction with bad PHI values
         for build in (

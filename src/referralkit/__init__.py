@@ -67,6 +67,7 @@ from .model import (
     RuleTrace,
     Sex,
     Status,
+    SurveyResponse,
     UrgencyAssessment,
 )
 from .policy import BasicCoverage, BasicUrgency, CoverageDecider, UrgencyAssessor
@@ -149,6 +150,7 @@ __all__ = [
     "Sex",
     "Status",
     "StorageError",
+    "SurveyResponse",
     "SystemClock",
     "TemplateError",
     "TransitionError",

@@ -219,9 +219,28 @@ def _reads_back_equal(value: dict[str, Any]) -> bool:
         text.encode("utf-8")  # a lone surrogate is not UTF-8
     except (TypeError, ValueError, RecursionError):
         return False
+    # the encoders of Python 3.12 and later go thousands of levels deep without a
+    # RecursionError: a text with more opening brackets than the bound allows may nest too
+    # deeply, and then json_problem looks (a text with fewer cannot)
+    if text.count("{") + text.count("[") > JSON_DEPTH and _too_deep(value):
+        return False
     # a NUL is written as an escape; this also matches a literal backslash-u0000 (then
     # json_problem finds nothing wrong)
     return "\\u0000" not in text and _DECODER.decode(text) == value
+
+
+def _too_deep(value: dict[str, Any] | list[Any]) -> bool:
+    """True when ``value`` nests more than :data:`JSON_DEPTH` containers deep."""
+    todo: list[tuple[dict[str, Any] | list[Any], int]] = [(value, 0)]
+    while todo:
+        item, depth = todo.pop()
+        members = item.values() if isinstance(item, dict) else item
+        for member in members:
+            if isinstance(member, dict | list):
+                if depth + 1 >= JSON_DEPTH:
+                    return True
+                todo.append((member, depth + 1))
+    return False
 
 
 class JsonObject(dict[str, Any]):

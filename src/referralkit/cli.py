@@ -911,6 +911,150 @@ def _bundle_line(
 # --------------------------------------------------------------------------- parsing
 
 
+# --------------------------------------------------------------------------- analytics
+
+_ANALYTICS_EXTRA: Final = (
+    "referralkit: this command needs the analytics extra: pip install "
+    "'referralkit[analytics]' (from a checkout: pip install '.[analytics]')\n"
+)
+
+
+def _analytics_extra_missing(err: TextIO) -> bool:
+    """Whether pandas, pyarrow or matplotlib (the analytics extra) is missing; if so, say
+    how to install it."""
+    try:
+        for name in ("pandas", "pyarrow", "matplotlib"):
+            importlib.import_module(name)
+    except ImportError:
+        err.write(_ANALYTICS_EXTRA)
+        return True
+    return False
+
+
+def _instant_arg(text: str) -> dt.datetime:
+    """A command-line instant: an ISO 8601 date (midnight UTC) or datetime (UTC if naive)."""
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date or datetime: {text!r}") from None
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def _date_arg(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date: {text!r}") from None
+
+
+def _export_parquet(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if _analytics_extra_missing(err):
+        return 1
+    from .analytics import Deidentifier, export_parquet
+
+    deidentifier = Deidentifier(date_shift_days=args.date_shift)
+    with open_store(args.db) as store:
+        written = export_parquet(
+            store,
+            args.directory,
+            as_of=args.as_of,
+            deidentify=deidentifier,
+            overwrite=args.overwrite,
+        )
+    out.write(
+        f"{args.directory}: {written['referrals']} referrals and {written['events']} events, "
+        "de-identified, as Parquet partitioned by month\n"
+    )
+    return 0
+
+
+def _report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if _analytics_extra_missing(err):
+        return 1
+    import pandas as pd
+
+    from .analytics import events_frame, kpis, referrals_frame, report_html
+    from .analytics._kpis import KPIS
+    from .analytics._report import _cell
+
+    end = args.to + dt.timedelta(days=1) if args.to is not None else None
+    with open_store(args.db) as store:
+        frame = referrals_frame(store, as_of=args.as_of)
+        events = events_frame(store, as_of=args.as_of) if args.html else None
+    table = kpis(frame, by=args.by or (), start=args.since, end=end)
+    units = {k.name: k.unit for k in KPIS}
+    groups = [" / ".join(map(str, g)) if isinstance(g, tuple) else str(g) for g in table.index]
+    shown = pd.DataFrame(
+        [[_cell(v, units[k.name]) for v in table[k.name].tolist()] for k in KPIS],
+        index=[k.label for k in KPIS],
+        columns=groups,
+    )
+    when = frame.attrs["as_of"]
+    period = ""
+    if args.since is not None or args.to is not None:
+        period = f", received {args.since or '...'} to {args.to or '...'}"
+    out.write(f"KPIs as of {when:%Y-%m-%d %H:%M} UTC{period} (de-identified, per referral)\n")
+    out.write(shown.to_string() + "\n")
+    if args.html:
+        page = report_html(frame, events, by=args.by or (), start=args.since, end=end)
+        Path(args.html).write_text(page, encoding="utf-8")
+        out.write(f"wrote {args.html}\n")
+    return 0
+
+
+def _add_analytics_commands(commands: Any) -> None:
+    """``export parquet`` and ``report`` (the analytics extra)."""
+    export = commands.add_parser(
+        "export",
+        help="export a store for analysts (the analytics extra)",
+        description="Exports for analysts: de-identified, for DuckDB, Polars or Spark.",
+    )
+    export_commands = export.add_subparsers(dest="export_command", required=True, metavar="COMMAND")
+    parquet = export_commands.add_parser(
+        "parquet",
+        help="write the de-identified referrals and events as Parquet partitioned by month",
+        description="Write DIR/referrals and DIR/events (Hive partitions month=YYYY-MM) and "
+        "DIR/referralkit.json, de-identified (HIPAA Safe Harbor as the model declares PHI; "
+        "ids pseudonymised with a key made for this run).",
+    )
+    parquet.add_argument("directory", metavar="DIR")
+    parquet.add_argument("--db", required=True, help="store URL to read")
+    parquet.add_argument(
+        "--as-of", type=_instant_arg, default=None, help="replay histories up to (default: now)"
+    )
+    parquet.add_argument(
+        "--date-shift",
+        type=_non_negative,
+        default=0,
+        metavar="DAYS",
+        help="shift each patient's dates by a random number of days up to DAYS (default 0)",
+    )
+    parquet.add_argument("--overwrite", action="store_true", help="replace datasets already in DIR")
+    parquet.set_defaults(handler=_export_parquet)
+
+    report = commands.add_parser(
+        "report",
+        help="print the KPI table; --html writes a self-contained report with plots",
+        description="KPIs of the referrals received in [--from, --to] (every referral "
+        "without them), counted per referral from de-identified data.",
+    )
+    report.add_argument("--db", required=True, help="store URL to read")
+    report.add_argument("--from", dest="since", type=_date_arg, default=None, metavar="DATE")
+    report.add_argument("--to", type=_date_arg, default=None, metavar="DATE", help="inclusive")
+    report.add_argument(
+        "--by",
+        action="append",
+        metavar="COLUMN",
+        help="group by specialty, payer, plan_type, referring_org, target_org, priority, "
+        "week, month (repeat for several)",
+    )
+    report.add_argument("--html", metavar="FILE", help="also write an HTML report")
+    report.add_argument(
+        "--as-of", type=_instant_arg, default=None, help="replay histories up to (default: now)"
+    )
+    report.set_defaults(handler=_report)
+
+
 def _non_negative(text: str) -> int:
     try:
         value = int(text)
@@ -1117,6 +1261,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     messaging.add_argument("--new-date", type=_date, help="new expected date (delayed)")
     messaging.set_defaults(handler=_message)
+    _add_analytics_commands(commands)
     return parser
 
 

@@ -57,6 +57,7 @@ from .model import (
     Referral,
     ReferralEvent,
     Status,
+    SurveyResponse,
     UrgencyAssessment,
 )
 from .policy import BasicCoverage, BasicUrgency, CoverageDecider, UrgencyAssessor
@@ -1048,6 +1049,33 @@ class ReferralDesk:
             return changes + self._assessments(attrs.evolve(r, target=provider), now)
 
         return self._change(actor, "assign_specialist", referral_id, expected_version, build)
+
+    @boundary
+    def record_survey(
+        self,
+        actor: Actor,
+        referral_id: str,
+        score: int,
+        *,
+        comment: str | None = None,
+        at: dt.datetime | None = None,
+        expected_version: int | None = None,
+    ) -> Referral:
+        """Record the patient's satisfaction survey answer: ``score`` from 1 to 5 and an
+        optional ``comment`` (PHI). ``at`` is when the patient answered (default: now).
+
+        .. versionadded:: 0.1
+        """
+        sealed: Sealed[Any] = Sealed(comment)
+        del comment
+
+        def build(r: Referral, now: dt.datetime) -> _Change:
+            survey = SurveyResponse(
+                id=self._new_id(), at=at or now, score=score, comment=sealed.reveal()
+            )
+            return [_record(EventType.SURVEY_RECORDED, survey=survey)]
+
+        return self._change(actor, "record_survey", referral_id, expected_version, build)
 
     # ------------------------------------------------------------------ the one write path
 

@@ -32,6 +32,7 @@ from .model import (
     Referral,
     ReferralEvent,
     Status,
+    SurveyResponse,
     UrgencyAssessment,
 )
 from .serialization import converter, from_dict
@@ -70,6 +71,8 @@ class EventType(enum.StrEnum):
     """``owner``: the coordinator now responsible, or ``None``."""
     TARGET_ASSIGNED = "target_assigned"
     """``provider``: the specialist the referral is for."""
+    SURVEY_RECORDED = "survey_recorded"
+    """``survey``: the patient's :class:`~referralkit.model.SurveyResponse`."""
 
 
 # Handlers change a dictionary of the referral's fields; the referral is rebuilt (and
@@ -138,6 +141,7 @@ _HANDLERS: dict[EventType, Callable[[State, ReferralEvent], None]] = {
     EventType.FOLLOW_UP_COMPLETED: _follow_up_completed,
     EventType.OWNER_ASSIGNED: _set("owner", "owner", str | None),
     EventType.TARGET_ASSIGNED: _set("target", "provider", Provider),
+    EventType.SURVEY_RECORDED: _append("surveys", "survey", SurveyResponse),
 }
 
 _FIELDS: Final = tuple(a.name for a in attrs.fields(Referral))

@@ -64,6 +64,7 @@ __all__ = [
     "RuleTrace",
     "Sex",
     "Status",
+    "SurveyResponse",
     "UrgencyAssessment",
     "phi_fields",
 ]
@@ -523,6 +524,27 @@ class FollowUp:
         return self.done_at is not None
 
 
+def _score(_: Any, attribute: attrs.Attribute[int], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 5:
+        raise v._fail(attribute, value, "a whole number from 1 to 5")
+
+
+@attrs.frozen
+class SurveyResponse:
+    """A patient satisfaction survey answer: ``score`` from 1 (very dissatisfied) to 5 (very
+    satisfied), and an optional ``comment`` in the patient's words (free text: PHI).
+
+    .. versionadded:: 0.1
+    """
+
+    id: str = attrs.field(validator=v.text(max_length=100))
+    at: dt.datetime = attrs.field(converter=v.to_utc, validator=v.utc_datetime)
+    score: int = attrs.field(validator=_score)
+    comment: str | None = attrs.field(
+        **v.PHI_FIELD, default=None, validator=v.optional(v.text(max_length=10_000))
+    )
+
+
 # --------------------------------------------------------------------------- decisions
 
 
@@ -602,6 +624,16 @@ class CoverageDecision:
     def needs_authorization(self) -> bool:
         return self.pa_needed in (PaNeeded.AUTH_NEEDED, PaNeeded.PERFORMPA)
 
+    def _repr_html_(self) -> str:
+        from .display import decision_html
+
+        return decision_html(self)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        from .display import decision_text
+
+        printer.text(decision_text(self))
+
 
 @attrs.frozen
 class UrgencyAssessment:
@@ -620,6 +652,16 @@ class UrgencyAssessment:
     trace: tuple[RuleTrace, ...] = attrs.field(
         default=(), validator=v.tuple_of(RuleTrace, "a RuleTrace")
     )
+
+    def _repr_html_(self) -> str:
+        from .display import decision_html
+
+        return decision_html(self)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        from .display import decision_text
+
+        printer.text(decision_text(self))
 
 
 # --------------------------------------------------------------------------- events
@@ -707,6 +749,9 @@ class Referral:
     follow_ups: tuple[FollowUp, ...] = attrs.field(
         default=(), validator=v.tuple_of(FollowUp, "a FollowUp")
     )
+    surveys: tuple[SurveyResponse, ...] = attrs.field(
+        default=(), validator=v.tuple_of(SurveyResponse, "a SurveyResponse")
+    )
 
     @property
     def effective_priority(self) -> Priority:
@@ -749,6 +794,16 @@ class Referral:
 
     def attachment_kinds(self) -> frozenset[AttachmentKind]:
         return frozenset(a.kind for a in self.attachments)
+
+    def _repr_html_(self) -> str:
+        from .display import referral_html
+
+        return referral_html(self)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        from .display import referral_text
+
+        printer.text(referral_text(self))
 
 
 # --------------------------------------------------------------------------- PHI inventory

@@ -69,6 +69,7 @@ _COORDINATOR: Final = (
         "request_authorization",
         "record_authorization",
         "acknowledge_self_pay",
+        "record_survey",
     }
 )
 

@@ -92,10 +92,13 @@ class TestSqlSpecifics:
         assert directory.count() == 1
         directory.close()
 
-    def test_a_hand_edited_row_is_refused_on_read(self, tmp_path: Path) -> None:
+    def test_a_hand_edited_row_is_refused_on_read(
+        self, tmp_path: Path, request: pytest.FixtureRequest
+    ) -> None:
         """A stored entry that breaks a rule is a ValidationError when read, not trusted."""
         directory = open_directory(f"sqlite:///{tmp_path / 'd.db'}")
         assert isinstance(directory, SqlDirectory)
+        request.addfinalizer(directory.close)
         directory.add(sample_entries())
         directory.connection.execute(
             'UPDATE directory_entries SET data = \'{"id": "p-1", "name": " "}\' '

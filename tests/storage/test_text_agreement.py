@@ -184,6 +184,7 @@ class TestStoredTextNoStoreKeeps:
 
     @pytest.mark.parametrize("escape", ["\\u0000", "\\ud800"], ids=["nul", "surrogate"])
     def test_sqlite(self, sqlite_store: ReferralStore, tmp_path: Path, escape: str) -> None:
+        import contextlib
         import sqlite3
 
         from referralkit import StorageError
@@ -193,7 +194,7 @@ class TestStoredTextNoStoreKeeps:
         store.save(referral, [_created(referral)], 0)
         payload = f'{{"referral": {{"id": "r-1", "reason": "x{escape}"}}}}'
         snapshot = f'{{"id": "r-1{escape}"}}'
-        with sqlite3.connect(tmp_path / "agreement.db") as conn:
+        with contextlib.closing(sqlite3.connect(tmp_path / "agreement.db")) as conn, conn:
             conn.execute("UPDATE events SET payload = ?", (payload,))
             conn.execute("UPDATE referrals SET snapshot = ?", (snapshot,))
         with pytest.raises(StorageError) as info:

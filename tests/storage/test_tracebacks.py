@@ -19,6 +19,7 @@ frame from the library's entry point down is scanned, third-party frames under i
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import sqlite3
@@ -669,7 +670,8 @@ def _update_snapshot(w: World, rid: str, data: dict[str, Any]) -> str:
 
 def _sqlite_sql(db: Path) -> Callable[[str], None]:
     def run(statement: str) -> None:
-        with sqlite3.connect(db) as conn:
+        # the connection's context manager commits but does not close (closing does)
+        with contextlib.closing(sqlite3.connect(db)) as conn, conn:
             conn.execute(statement)
 
     return run

@@ -57,12 +57,14 @@ class SqlDirectory:
 
     >>> import sqlite3
     >>> from referralkit.directory import PractitionerRole
-    >>> d = SqlDirectory(sqlite3.connect(":memory:"))
+    >>> conn = sqlite3.connect(":memory:")
+    >>> d = SqlDirectory(conn)
     >>> d.ensure_schema()
     >>> d.add([PractitionerRole("r1", specialties=("207RC0000X",))])
     1
     >>> [r.id for r in d.find(PractitionerRole, specialties=["207RC0000X"])]
     ['r1']
+    >>> conn.close()  # the connection is yours to close
     """
 
     def __init__(self, connection: Any, *, owns_connection: bool = False) -> None:
@@ -297,12 +299,15 @@ def open_directory(url: str) -> MemoryDirectory | SqlDirectory:
         path = parts.path[1:] if parts.path.startswith("/") else parts.path
         if not path:
             raise ValidationError("url", "a sqlite URL names a file: sqlite:///path.db")
+        conn = None
         try:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=5000")
         except sqlite3.Error as error:
+            if conn is not None:
+                conn.close()
             raise DirectoryError(f"cannot open the directory ({type(error).__name__})") from None
         directory = SqlDirectory(conn, owns_connection=True)
         directory.ensure_schema()

@@ -569,7 +569,8 @@ class DurableEngine:
     highest-priority rule it matches; rule ``i`` has priority ``i + 1``); under the other
     policies it asserts a fact, which fires every matching rule, and deletes the session.
     Thread-safe: every call holds the adapter's process-wide lock, so calls from several
-    threads run one at a time.
+    threads run one at a time. (The pattern's ``'.'`` is escaped: ``C50X9`` is not
+    ``C50.9``.)
 
     >>> from referralkit.rules import loads
     >>> rs = loads('''
@@ -581,11 +582,11 @@ class DurableEngine:
     ... when = { diagnoses = { any_prefix = ["C50.9"] } }
     ... then = { covered = "covered", pa_needed = "auth-needed" }
     ... ''')
-    >>> engine = DurableEngine(rs)
+    >>> engine = DurableEngine(rs)  # doctest: +DURABLE_RULES
     >>> day = dt.date(2026, 1, 1)
-    >>> engine.matches({"diagnoses": ["C50.91"]}, day)
+    >>> engine.matches({"diagnoses": ["C50.91"]}, day)  # doctest: +DURABLE_RULES
     [0]
-    >>> engine.matches({"diagnoses": ["C50X9"]}, day)  # the '.' is escaped: not "any character"
+    >>> engine.matches({"diagnoses": ["C50X9"]}, day)  # doctest: +DURABLE_RULES
     []
     """
 

@@ -390,6 +390,16 @@ class Ruleset:
             walk(rule.when)
         return frozenset(found)
 
+    def _repr_html_(self) -> str:
+        from ..display import ruleset_html
+
+        return ruleset_html(self)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        from ..display import ruleset_text
+
+        printer.text(ruleset_text(self))
+
 
 def fact_type(name: str) -> FactType:
     return FACTS[name].type

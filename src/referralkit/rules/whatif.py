@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from typing import Any
 
 import attrs
 
@@ -84,6 +85,16 @@ class WhatIf:
         for c in self.changes:
             rows.append(f"| {c.old} → {c.new} | {c.count} | {', '.join(c.samples)} |")
         return "\n".join(rows)
+
+    def _repr_html_(self) -> str:
+        from ..display import whatif_html
+
+        return whatif_html(self)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        from ..display import whatif_text
+
+        printer.text(whatif_text(self))
 
 
 def outcome(

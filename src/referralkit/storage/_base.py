@@ -4,8 +4,9 @@ An adapter implements eight methods: :meth:`~ReferralStore.load`,
 :meth:`~ReferralStore.find_source`, :meth:`~ReferralStore.save_many`,
 :meth:`~ReferralStore.events`, :meth:`~ReferralStore.query` and the three claim operations
 :meth:`~ReferralStore.claim`, :meth:`~ReferralStore.renew`, :meth:`~ReferralStore.release`.
-Everything else (``save``, ``count``, ``ids_starting_with``, ``export``, ``restore_many``)
-has a default built on those, which an adapter may replace with something faster.
+Everything else (``save``, ``count``, ``ids_starting_with``, ``export``,
+``event_histories``, ``restore_many``) has a default built on those, which an adapter may
+replace with something faster.
 
 Every adapter checks its arguments with the helpers here (:func:`check_id`,
 :func:`check_query`, :func:`check_change`, :func:`check_claim`...), so a wrong type is the same
@@ -479,6 +480,19 @@ class ReferralStore(abc.ABC):
         """Every referral with its whole history, in id order (what a dump holds)."""
         for referral in sorted(self.query(Query()), key=lambda r: r.id):
             yield referral, self.events(referral.id)
+
+    def event_histories(self) -> Iterator[Sequence[ReferralEvent]]:
+        """Every referral's events (its whole history, oldest first), one list per referral,
+        in referral id order: one pass over the store, for analytics that replay histories.
+
+        This default reads :meth:`export` and drops the snapshots; an adapter may read the
+        events alone, which is what this is for (analytics rebuild every figure from the
+        events, so parsing the snapshots is wasted work).
+
+        .. versionadded:: 0.1
+        """
+        for _, events in self.export():
+            yield events
 
     @boundary
     def restore_many(self, histories: Sequence[History]) -> None:

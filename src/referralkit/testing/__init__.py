@@ -61,6 +61,7 @@ if typing.TYPE_CHECKING:  # what the lazy names below are, for type checkers and
         referrals,
         rule_hits,
         rule_traces,
+        survey_responses,
         urgency_assessments,
     )
 
@@ -95,6 +96,7 @@ __all__ = [
     "rule_traces",
     "rulesets",
     "sample_request",
+    "survey_responses",
     "urgency_assessments",
     "write_nppes",
 ]

@@ -48,6 +48,7 @@ from ..model import (
     RuleTrace,
     Sex,
     Status,
+    SurveyResponse,
     UrgencyAssessment,
 )
 from ..privacy import Actor, Role
@@ -71,6 +72,7 @@ __all__ = [
     "referrals",
     "rule_hits",
     "rule_traces",
+    "survey_responses",
     "urgency_assessments",
 ]
 
@@ -260,6 +262,16 @@ def follow_ups() -> st.SearchStrategy[FollowUp]:
     )
 
 
+def survey_responses() -> st.SearchStrategy[SurveyResponse]:
+    return st.builds(
+        SurveyResponse,
+        id=_ids,
+        at=_utc,
+        score=st.integers(1, 5),
+        comment=st.none() | _text,
+    )
+
+
 def rule_hits() -> st.SearchStrategy[RuleHit]:
     return st.builds(RuleHit, _ids, st.from_regex(r"[0-9a-f]{8}", fullmatch=True), _ids)
 
@@ -416,6 +428,7 @@ STRATEGIES: Final[Mapping[type, Any]] = {
     CoverageDecision: coverage_decisions,
     UrgencyAssessment: urgency_assessments,
     ReferralEvent: referral_events,
+    SurveyResponse: survey_responses,
     Referral: referrals,
     IntakeRequest: intake_requests,
     Actor: actors,
