@@ -183,6 +183,16 @@ def _query(filters: Sealed[dict[str, Any]], **fixed: Any) -> Query:
     return Query(**filters.reveal(), **fixed)
 
 
+# a logged message or a sweep's alert changes nothing the patient is told about
+_NOT_FACTS: Final = frozenset(
+    {
+        EventType.COMMUNICATION_LOGGED.value,
+        EventType.ALERT_RAISED.value,
+        EventType.ALERT_CLEARED.value,
+    }
+)
+
+
 def _message_recorded(history: Sequence[ReferralEvent], key: str) -> bool:
     return any(
         e.type == EventType.COMMUNICATION_LOGGED.value
@@ -810,11 +820,12 @@ class ReferralDesk:
         as an outbound :class:`~referralkit.model.Communication`.
 
         Idempotent per (referral, moment, version): the version is that of the referral's
-        last change other than a logged communication, so a retry after a crash, or a second
-        call, finds the message recorded and sends nothing (``duplicate``). ``contact``
-        defaults to the patient's first contact the notifier can reach, in the order of the
-        message's channel hints; the consult note needs one. A failed delivery raises
-        :class:`~referralkit.errors.DeliveryError` and records nothing. The communication's
+        last change other than a logged communication or a sweep's alert, so a retry after a
+        crash, or a second call, finds the message recorded and sends nothing
+        (``duplicate``). ``contact`` defaults to the patient's first contact the notifier can
+        reach, in the order of the message's channel hints; the consult note needs one. A
+        failed delivery raises :class:`~referralkit.errors.DeliveryError` and records
+        nothing. The communication's
         ``interpreter_used`` stays false: a written message that promises an interpreter does
         not provide one; the event's ``message`` entry records the language, the promise and
         the key.
@@ -827,7 +838,7 @@ class ReferralDesk:
         current = self.store.load(referral_id)
         history = self.store.events(referral_id)
         facts_version = max(
-            (e.version for e in history if e.type != EventType.COMMUNICATION_LOGGED.value),
+            (e.version for e in history if e.type not in _NOT_FACTS),
             default=current.version,
         )
         if renderer is None:
