@@ -4,9 +4,15 @@ Commands:
 
 - ``referralkit demo``: generate a synthetic population (:mod:`referralkit.synth`), take it in
   (coverage and urgency are decided at intake), simulate a few weeks of a referral desk, then
-  print the prioritized worklist and the KPI summary (:mod:`referralkit.analytics`). The output
+  print the worklist ranked by risk with next actions, an audit summary, commands to look
+  closer and the KPI summary (:mod:`referralkit.analytics`). The output
   shows referral ids, specialties and statuses, never patient names, record numbers or birth
   dates.
+- ``referralkit worklist --db URL [--owner ID] [--as-of T] [--json]``: the open referrals
+  most at risk first, with the clock each is ranked by, the next action and the flags;
+  ``referralkit audit --db URL [--json]``: the record audit's findings;
+  ``referralkit show ID --db URL``: one referral's clocks, delays, next actions, alerts and
+  findings (:meth:`~referralkit.desk.ReferralDesk.worklist`, ``audit``, ``assess``).
 - ``referralkit lifecycle``: the lifecycle's transition table; ``--mermaid`` prints it as a
   Mermaid state diagram.
 - ``referralkit message --db URL ID --moment MOMENT [--lang LANG]``: print the patient
@@ -17,7 +23,8 @@ Commands:
   Bundle imports nothing; an import is idempotent by the ServiceRequest identifier (the
   referral's source id), so an interrupted one completes when run again.
 
-Commands that only read a store (``fhir export``, ``rules diff --db``) open it with
+Commands that only read a store (``fhir export``, ``rules diff --db``, ``worklist``,
+``audit``, ``show``) open it with
 :func:`open_store_to_read`: a store that does not exist (a mistyped path) is an error, and
 nothing is created. Wherever a command takes a referral id, the first characters of one are
 enough when only one referral's id starts with them (:func:`~referralkit.storage.resolve_id`),

@@ -5,9 +5,9 @@ applies them with :func:`apply`, the same function :func:`replay` uses. So a sto
 always equals the replay of its stored events.
 
 >>> sorted(EventType)[:3]
-[<EventType.APPOINTMENT_BOOKED: 'appointment_booked'>, \
-<EventType.APPOINTMENT_CHANGED: 'appointment_changed'>, \
-<EventType.ATTACHMENT_ADDED: 'attachment_added'>]
+[<EventType.ALERT_CLEARED: 'alert_cleared'>, \
+<EventType.ALERT_RAISED: 'alert_raised'>, \
+<EventType.APPOINTMENT_BOOKED: 'appointment_booked'>]
 """
 
 from __future__ import annotations
