@@ -762,6 +762,30 @@ class TestCoordinationCommands:
         assert stderr == f"referralkit: error: no SQLite database at {path}\n"
         assert not path.exists()
 
+    def test_no_phi_in_any_output(self, coordination_db: tuple[str, dict[str, str]]) -> None:
+        """worklist, audit and show (text and JSON) print no name, MRN, contact or birth
+        date of the patients."""
+        url, ids = coordination_db
+        patient = sample_request().patient
+        outputs = [
+            run_main(argv)[1]
+            for argv in (
+                ["worklist", "--db", url, "--as-of", AS_OF],
+                ["worklist", "--db", url, "--as-of", AS_OF, "--json"],
+                ["audit", "--db", url, "--as-of", AS_OF],
+                ["audit", "--db", url, "--as-of", AS_OF, "--json"],
+                *(["show", i, "--db", url, "--as-of", AS_OF] for i in ids.values()),
+                *(["show", i, "--db", url, "--json"] for i in ids.values()),
+            )
+        ]
+        for output in outputs:
+            assert output
+            for secret in (patient.family_name, patient.given_name, patient.mrn):
+                assert secret not in output
+            assert patient.birth_date.isoformat() not in output
+            for contact in patient.contacts:
+                assert contact.value not in output
+
     def test_bad_filter_is_a_usage_error(self, coordination_db: tuple[str, dict[str, str]]) -> None:
         """An unknown cause is refused by the parser (exit 2)."""
         url, _ = coordination_db
