@@ -240,6 +240,15 @@ class TestSweep:
         assert active(desk.history(driver.actor, late)) == {}
         assert desk.sweep(driver.actor).written == 0
 
+    def test_an_earlier_sweep_does_not_clear_a_later_alert(self, driver: Driver) -> None:
+        """A sweep as of an instant before the alert was due leaves the alert standing."""
+        late = late_referral(driver)
+        desk = ReferralDesk(driver.desk.store, clock=driver.clock, event_rules=rules(EVENTS_V1))
+        desk.sweep(driver.actor)
+        earlier = desk.sweep(driver.actor, START + dt.timedelta(days=1))
+        assert (earlier.swept, earlier.cleared, earlier.written) == (1, (), 0)
+        assert list(active(desk.history(driver.actor, late))) == [("t-events", "not-scheduled")]
+
     def test_as_of_before_a_referral_was_created(self, driver: Driver) -> None:
         """A sweep as of an instant before a referral existed leaves it alone."""
         late_referral(driver)

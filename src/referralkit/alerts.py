@@ -114,13 +114,23 @@ def cleared_payload(alert: ActiveAlert, why: str) -> dict[str, Any]:
 
 
 def changes(
-    due: Sequence[Alert], history: Iterable[ReferralEvent], *, ruleset: str
+    due: Sequence[Alert],
+    history: Iterable[ReferralEvent],
+    *,
+    ruleset: str,
+    as_of: dt.datetime | None = None,
 ) -> tuple[list[Alert], list[ActiveAlert]]:
-    """What to record: the alerts of ``due`` with no active alert in ``history``, and the
-    active alerts of ``ruleset`` that are no longer due. Both empty when the history is up
-    to date (the idempotence the sweep relies on)."""
+    """What to record: the alerts of ``due`` (the rules due at ``as_of``) with no active alert
+    in ``history``, and the active alerts of ``ruleset`` that are no longer due. Both empty
+    when the history is up to date (the idempotence the sweep relies on). An alert that
+    became due after ``as_of`` is not cleared: a sweep as of an earlier instant does not undo
+    what a later one found."""
     standing = active(history)
     wanted = {(a.ruleset, a.rule_id) for a in due}
     raised = [a for a in due if (a.ruleset, a.rule_id) not in standing]
-    cleared = [a for key, a in standing.items() if a.ruleset == ruleset and key not in wanted]
+    cleared = [
+        a
+        for key, a in standing.items()
+        if a.ruleset == ruleset and key not in wanted and (as_of is None or a.due_at <= as_of)
+    ]
     return raised, cleared

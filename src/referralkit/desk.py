@@ -1291,7 +1291,7 @@ class ReferralDesk:
             due = rules.due(referral_id, when)
         finally:
             rules.close(referral_id)
-        return alert_changes(due, history, ruleset=rules.ruleset.name)
+        return alert_changes(due, history, ruleset=rules.ruleset.name, as_of=when)
 
     # ------------------------------------------------------------------ the one write path
 
