@@ -70,8 +70,8 @@ def main() -> None:
             f" (rules: {rules})"
         )
 
-    # The worklist puts the child first: higher priority, earlier due date.
-    first = desk.worklist(coordinator)[0]
+    # The worklist puts the child first: as much of its window left, and a higher priority.
+    first = desk.get(coordinator, desk.worklist(coordinator)[0].referral_id)
     print(f"worklist first: {first.source_id}")
 
 

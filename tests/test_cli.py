@@ -7,6 +7,7 @@ import datetime as dt
 import errno
 import importlib.util
 import io
+import json
 import os
 import re
 import subprocess
@@ -28,7 +29,6 @@ from referralkit import (
     Code,
     FakeClock,
     MemoryStore,
-    Priority,
     ReferralDesk,
     ReferralKitError,
     Role,
@@ -41,12 +41,14 @@ from referralkit import (
 from referralkit.lifecycle import mermaid
 from referralkit.storage import open_store
 from referralkit.testing import sample_request
+from referralkit.worklist import ActionKind, Flag
 
 START = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
 ROW = re.compile(
     r"^\s*(?P<rank>\d+)\s+(?P<id>[0-9a-f]{8})\s+(?P<specialty>[a-z-]+)\s+"
     r"(?P<priority>routine|urgent|asap|stat)\s+(?P<status>[a-z_]+)\s+"
-    r"(?P<due>\d{4}-\d{2}-\d{2}|-)\s+(?P<waiting>\d+)d(?:\s+(?P<flags>.*))?$"
+    r"(?P<clock>[a-z_]+|-)\s+(?P<due>\d{4}-\d{2}-\d{2}|-)\s+(?P<left>-?\d+d|-)\s+"
+    r"(?P<next>[a-z_]+|-)(?:\s+(?P<flags>.*))?$"
 )
 
 
@@ -121,38 +123,43 @@ class TestDemo:
         assert [int(r["rank"]) for r in rows] == list(range(1, 21))
         assert all(r["specialty"] in synth.SPECIALTIES for r in rows)
         flags = {f for r in rows for f in (r["flags"] or "").split(", ") if f}
-        assert flags <= {
-            "OVERDUE",
-            "consult-note-due",
-            "interpreter",
-            "auth-needed",
-            "auth-pending",
-            "auth-denied",
-            "missing-docs",
-            "self-pay",
-            "not-covered",
-            "out-of-network",
-        }
-        assert "OVERDUE" in flags
+        assert flags <= {f.value for f in Flag}
+        assert "breached" in flags
+        assert {r["next"] for r in rows} <= {k.value for k in ActionKind}
 
-    def test_worklist_order_is_priority_then_due(
+    def test_worklist_order_is_most_at_risk_first(
         self, default_demo: tuple[int, str, str, float]
     ) -> None:
-        """Rows go from the highest priority down, and by due date within a priority."""
+        """Breached rows come first (negative days left), each with a next action."""
         _, stdout, _, _ = default_demo
         rows = worklist_rows(stdout)
-        keys = [(-Priority(r["priority"]).rank, r["due"]) for r in rows]
-        assert keys == sorted(keys)
+        breached = ["breached" in (r["flags"] or "") for r in rows]
+        assert breached == sorted(breached, reverse=True)
+        assert rows[0]["left"].startswith("-")
+        assert all(r["next"] != "-" for r in rows)
 
     def test_full_worklist_order(self) -> None:
-        """With every open referral listed the order still holds, across priorities."""
+        """With every open referral listed, breached ones lead and each is listed once."""
         status, stdout, _, _ = run_main(["demo", "--count", "120", "--top", "500"])
         assert status == 0
         rows = worklist_rows(stdout)
-        keys = [(-Priority(r["priority"]).rank, r["due"]) for r in rows]
-        assert keys == sorted(keys)
-        assert len({r["priority"] for r in rows}) >= 2
+        breached = ["breached" in (r["flags"] or "") for r in rows]
+        assert breached == sorted(breached, reverse=True)
+        assert len({r["id"] for r in rows}) == len(rows)
         assert f"Worklist: top {len(rows)} of {len(rows)} open referrals" in stdout
+
+    def test_audit_summary_and_ids_to_look_closer(self, tmp_path: Path) -> None:
+        """The demo prints an audit summary and commands whose ids the show command takes."""
+        url = f"sqlite:///{tmp_path / 'demo.db'}"
+        status, stdout, _, _ = run_main(["demo", "--count", "60", "--db", url])
+        assert status == 0
+        assert re.search(r"\nAudit: \d+ finding\(s\) in the records\n", stdout)
+        first = worklist_rows(stdout)[0]["id"]
+        command = next(line for line in stdout.splitlines() if "referralkit show" in line)
+        assert command.split()[1:4] == ["show", first, "--db"]
+        status, shown, _, _ = run_main(command.split()[1:])
+        assert status == 0
+        assert shown.startswith(f"referral {first}")
 
     def test_deterministic(self, default_demo: tuple[int, str, str, float]) -> None:
         """The same seed prints the same output; another seed something else."""
@@ -611,67 +618,178 @@ class TestKpis:
 class TestWorklistLines:
     """The worklist table formatting."""
 
-    def test_flags(self) -> None:
-        """Flags say what a referral needs, with no PHI."""
+    def test_clock_due_left_and_next_action(self) -> None:
+        """A row names the clock it is ranked by, its deadline, the days left (negative once
+        late), the next action and the flags; no PHI."""
         clock = FakeClock(START)
         desk = ReferralDesk(MemoryStore(), clock=clock)
         a = Actor("c", {Role.COORDINATOR})
-        mri = attrs.evolve(sample_request("W-1"), services=(Code.cpt("70551"),))
-        needs_auth = desk.send(a, desk.intake(a, mri).id)
-        requested = desk.request_authorization(a, needs_auth.id)
-        lapsed = sample_request("W-2")
-        assert lapsed.coverage is not None
-        lapsed = attrs.evolve(
-            lapsed,
-            coverage=attrs.evolve(
-                lapsed.coverage,
-                period_start=dt.date(2025, 1, 1),
-                period_end=dt.date(2025, 12, 31),
-            ),
+        late = desk.send(a, desk.intake(a, sample_request("W-1")).id)
+        draft = desk.intake(a, sample_request("W-2"))
+        clock.advance(days=30)
+        lines = cli.worklist_lines([desk.assess(a, late.id), desk.assess(a, draft.id)])
+        first, second = (ROW.match(line) for line in lines[1:])
+        assert first is not None
+        assert second is not None
+        assert (first["clock"], first["next"]) == ("schedule_by", "accept")
+        assert first["left"].startswith("-")
+        assert "breached" in first["flags"]
+        assert (second["clock"], second["due"], second["left"], second["next"]) == (
+            "-",
+            "-",
+            "-",
+            "send",
         )
-        not_covered = desk.intake(a, lapsed)
-        self_pay = desk.acknowledge_self_pay(
-            a, desk.intake(a, attrs.evolve(lapsed, source_id="W-3")).id
-        )
-        incomplete = desk.intake(a, sample_request("W-4", complete=False))
-        far = dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
-        lines = cli.worklist_lines(
-            [needs_auth, requested, not_covered, self_pay, incomplete], far, desk.checklist
-        )
-        assert "auth-needed" in lines[1]
-        assert "missing-docs" in lines[1]
-        assert "auth-pending" in lines[2]
-        assert "not-covered" in lines[3]
-        assert "self-pay" in lines[4]
-        assert "not-covered" not in lines[4]
-        assert "missing-docs" in lines[5]
-        assert all("OVERDUE" in line and "interpreter" in line for line in lines[1:])
         for line in lines:
             assert "Example" not in line
             assert "MRN" not in line
 
-    def test_denied_and_out_of_network(self) -> None:
-        """A denied authorization and an out-of-network specialist are flagged."""
-        clock = FakeClock(START)
-        desk = ReferralDesk(MemoryStore(), clock=clock)
+
+@pytest.fixture(scope="module")
+def coordination_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, str]]:
+    """A SQLite store with a late received referral, a past booked appointment and a
+    draft: its URL and the ids by name."""
+    path = tmp_path_factory.mktemp("coord") / "desk.db"
+    url = f"sqlite:///{path}"
+    clock = FakeClock(START)
+    with ReferralDesk(open_store(url), clock=clock) as desk:
         a = Actor("c", {Role.COORDINATOR})
-        request = sample_request("W-5")
-        assert request.coverage is not None
-        assert request.target is not None
-        ppo = attrs.evolve(
-            request,
-            services=(Code.cpt("70551"),),
-            coverage=attrs.evolve(request.coverage, plan_type=referralkit.PlanType.PPO),
-            target=attrs.evolve(request.target, networks=("elsewhere",)),
+        late = desk.send(a, desk.intake(a, sample_request("C-1")).id)
+        booked = desk.accept(a, desk.send(a, desk.intake(a, sample_request("C-2")).id).id)
+        booked = desk.schedule(a, booked.id, START + dt.timedelta(days=2))
+        booked = desk.assign(a, booked.id, "coord-7")
+        draft = desk.intake(a, sample_request("C-3"))
+    return url, {"late": late.id, "booked": booked.id, "draft": draft.id}
+
+
+AS_OF = (START + dt.timedelta(days=30)).isoformat()
+
+
+class TestCoordinationCommands:
+    """referralkit worklist / audit / show over a stored desk."""
+
+    def test_worklist_ranks_and_filters(self, coordination_db: tuple[str, dict[str, str]]) -> None:
+        """Rows most at risk first; --owner keeps one coordinator's."""
+        url, ids = coordination_db
+        status, stdout, _, _ = run_main(["worklist", "--db", url, "--as-of", AS_OF])
+        assert status == 0
+        rows = [ROW.match(line) for line in stdout.splitlines()[1:]]
+        assert all(rows)
+        listed = [r["id"] for r in rows if r]
+        # both breached (the booked one on first contact, far past its 2 business days);
+        # the draft, with no clock running, last
+        assert set(listed[:2]) == {ids["late"][:8], ids["booked"][:8]}
+        assert listed[2] == ids["draft"][:8]
+        status, stdout, _, _ = run_main(
+            ["worklist", "--db", url, "--as-of", AS_OF, "--owner", "coord-7"]
         )
-        r = desk.request_authorization(a, desk.intake(a, ppo).id)
-        r = desk.record_authorization(a, r.id, approved=False)
-        (line,) = cli.worklist_lines([r], START, desk.checklist)[1:]
-        assert "auth-denied" in line
-        assert "out-of-network" in line
-        draft_due_none = attrs.evolve(r, urgency=None)
-        (line,) = cli.worklist_lines([draft_due_none], START, desk.checklist)[1:]
-        assert re.search(r"\s-\s+0d", line)
+        assert [line.split()[1] for line in stdout.splitlines()[1:]] == [ids["booked"][:8]]
+
+    def test_worklist_json(self, coordination_db: tuple[str, dict[str, str]]) -> None:
+        """--json: one object per row with the next action, clocks, delays and flags."""
+        url, ids = coordination_db
+        status, stdout, _, _ = run_main(
+            ["worklist", "--db", url, "--as-of", AS_OF, "--json", "--unassigned"]
+        )
+        assert status == 0
+        rows = json.loads(stdout)
+        assert [r["referral_id"] for r in rows] == [ids["late"], ids["draft"]]
+        late = rows[0]
+        assert late["next_action"]["operation"] == "accept"
+        assert "breached" in late["flags"]
+        assert late["delays"][0]["clock"] == "schedule_by"
+        assert {c["name"] for c in late["clocks"]} == {"schedule_by"}
+        status, stdout, _, _ = run_main(
+            ["worklist", "--db", url, "--as-of", AS_OF, "--json", "--cause", "scheduling"]
+        )
+        assert json.loads(stdout) == []
+
+    def test_audit(self, coordination_db: tuple[str, dict[str, str]]) -> None:
+        """The audit prints each finding with its fix, then a count; --json an array."""
+        url, ids = coordination_db
+        status, stdout, _, _ = run_main(["audit", "--db", url, "--as-of", AS_OF])
+        assert status == 0
+        assert f"medium  {ids['booked'][:8]}  past-appointment-booked" in stdout
+        assert "fix: " in stdout
+        assert stdout.endswith(" finding(s)\n")
+        status, stdout, _, _ = run_main(["audit", "--db", url, "--as-of", AS_OF, "--json"])
+        findings = json.loads(stdout)
+        kinds = {(f["referral_id"], f["kind"]) for f in findings}
+        assert (ids["booked"], "past-appointment-booked") in kinds
+        assert all(f["severity"] in ("low", "medium", "high") for f in findings)
+
+    def test_audit_of_an_empty_store(self, tmp_path: Path) -> None:
+        """An empty store: no findings; the JSON is an empty array."""
+        url = f"sqlite:///{tmp_path / 'empty.db'}"
+        open_store(url).close()
+        assert run_main(["audit", "--db", url])[1] == "0 finding(s)\n"
+        assert json.loads(run_main(["audit", "--db", url, "--json"])[1]) == []
+
+    def test_show_by_prefix(self, coordination_db: tuple[str, dict[str, str]]) -> None:
+        """show takes a unique start of an id and prints clocks, actions and the audit."""
+        url, ids = coordination_db
+        status, stdout, _, _ = run_main(["show", ids["booked"][:8], "--db", url, "--as-of", AS_OF])
+        assert status == 0
+        assert stdout.startswith(f"referral {ids['booked']}\n")
+        assert "owner      coord-7" in stdout
+        assert "record_visit" in stdout
+        assert "medium: past-appointment-booked" in stdout
+        early = (START + dt.timedelta(hours=1)).isoformat()
+        status, stdout, _, _ = run_main(
+            ["show", ids["draft"], "--db", url, "--json", "--as-of", early]
+        )
+        data = json.loads(stdout)
+        assert data["next_action"]["kind"] == "send"
+        assert data["findings"] == []
+        assert data["alerts"] == []
+
+    def test_show_unknown_or_ambiguous_id(
+        self, coordination_db: tuple[str, dict[str, str]]
+    ) -> None:
+        """An id matching no referral, or several, is an error (exit 2), one line."""
+        url, _ = coordination_db
+        status, _, stderr, _ = run_main(["show", "zzz", "--db", url])
+        assert (status, stderr) == (2, "referralkit: error: no referral with id 'zzz'\n")
+
+    @pytest.mark.parametrize("command", [["worklist"], ["audit"], ["show", "abc"]])
+    def test_missing_store_is_an_error_and_not_created(
+        self, tmp_path: Path, command: list[str]
+    ) -> None:
+        """A store that does not exist: exit 2, and no file is created."""
+        path = tmp_path / "typo.db"
+        status, _, stderr, _ = run_main([*command, "--db", f"sqlite:///{path}"])
+        assert status == 2
+        assert stderr == f"referralkit: error: no SQLite database at {path}\n"
+        assert not path.exists()
+
+    def test_no_phi_in_any_output(self, coordination_db: tuple[str, dict[str, str]]) -> None:
+        """worklist, audit and show (text and JSON) print no name, MRN, contact or birth
+        date of the patients."""
+        url, ids = coordination_db
+        patient = sample_request().patient
+        outputs = [
+            run_main(argv)[1]
+            for argv in (
+                ["worklist", "--db", url, "--as-of", AS_OF],
+                ["worklist", "--db", url, "--as-of", AS_OF, "--json"],
+                ["audit", "--db", url, "--as-of", AS_OF],
+                ["audit", "--db", url, "--as-of", AS_OF, "--json"],
+                *(["show", i, "--db", url, "--as-of", AS_OF] for i in ids.values()),
+                *(["show", i, "--db", url, "--json"] for i in ids.values()),
+            )
+        ]
+        for output in outputs:
+            assert output
+            for secret in (patient.family_name, patient.given_name, patient.mrn):
+                assert secret not in output
+            assert patient.birth_date.isoformat() not in output
+            for contact in patient.contacts:
+                assert contact.value not in output
+
+    def test_bad_filter_is_a_usage_error(self, coordination_db: tuple[str, dict[str, str]]) -> None:
+        """An unknown cause is refused by the parser (exit 2)."""
+        url, _ = coordination_db
+        assert run_main(["worklist", "--db", url, "--cause", "weather"])[0] == 2
 
 
 class TestRulesCommands:

@@ -101,6 +101,8 @@ class TestReplay:
             ("appointment_changed", {"status": "cancelled"}),
             ("attachment_added", {"attachment": {"id": "d1"}}),
             ("owner_assigned", {"owner": 5}),
+            ("alert_raised", {"ruleset": "r", "rule_id": 5}),
+            ("alert_cleared", {}),
         ],
     )
     def test_malformed_payload(

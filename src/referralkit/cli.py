@@ -4,9 +4,15 @@ Commands:
 
 - ``referralkit demo``: generate a synthetic population (:mod:`referralkit.synth`), take it in
   (coverage and urgency are decided at intake), simulate a few weeks of a referral desk, then
-  print the prioritized worklist and the KPI summary (:mod:`referralkit.analytics`). The output
+  print the worklist ranked by risk with next actions, an audit summary, commands to look
+  closer and the KPI summary (:mod:`referralkit.analytics`). The output
   shows referral ids, specialties and statuses, never patient names, record numbers or birth
   dates.
+- ``referralkit worklist --db URL [--owner ID] [--as-of T] [--json]``: the open referrals
+  most at risk first, with the clock each is ranked by, the next action and the flags;
+  ``referralkit audit --db URL [--json]``: the record audit's findings;
+  ``referralkit show ID --db URL``: one referral's clocks, delays, next actions, alerts and
+  findings (:meth:`~referralkit.desk.ReferralDesk.worklist`, ``audit``, ``assess``).
 - ``referralkit lifecycle``: the lifecycle's transition table; ``--mermaid`` prints it as a
   Mermaid state diagram.
 - ``referralkit message --db URL ID --moment MOMENT [--lang LANG]``: print the patient
@@ -17,7 +23,8 @@ Commands:
   Bundle imports nothing; an import is idempotent by the ServiceRequest identifier (the
   referral's source id), so an interrupted one completes when run again.
 
-Commands that only read a store (``fhir export``, ``rules diff --db``) open it with
+Commands that only read a store (``fhir export``, ``rules diff --db``, ``worklist``,
+``audit``, ``show``) open it with
 :func:`open_store_to_read`: a store that does not exist (a mistyped path) is an error, and
 nothing is created. Wherever a command takes a referral id, the first characters of one are
 enough when only one referral's id starts with them (:func:`~referralkit.storage.resolve_id`),
@@ -69,14 +76,16 @@ from .clock import FakeClock
 from .desk import ReferralDesk
 from .errors import NotFoundError, ReferralKitError, ValidationError
 from .events import EventType, replay
-from .intake import Checklist
-from .model import AuthStatus, Covered, NetworkStatus, Referral, ReferralEvent, Status
+from .model import Priority, Referral, ReferralEvent, Status
 from .privacy import Actor, Role
 from .serialization import to_dict
 from .storage import Change, Query, ReferralStore, open_store, resolve_id
 
 if TYPE_CHECKING:
+    from .clocks import ClockReading
+    from .discrepancies import Finding
     from .interop.fhir import Limits
+    from .worklist import Action, WorklistItem
 
 __all__ = [
     "DEFAULT_DB",
@@ -258,79 +267,6 @@ def _number(value: float | None, unit: str) -> str:
     return "n/a" if value is None else f"{value:.1f} {unit}"
 
 
-def _flags(referral: Referral, now: dt.datetime, checklist: Checklist) -> list[str]:
-    """Short, PHI-free flags that tell a coordinator what a referral needs."""
-    flags = []
-    if referral.is_overdue(now):
-        flags.append("OVERDUE")
-    elif referral.awaiting_consult_note:
-        flags.append("consult-note-due")
-    if referral.patient.interpreter_needed:
-        flags.append("interpreter")
-    auth = referral.authorization.status
-    if auth is AuthStatus.NEEDED:
-        flags.append("auth-needed")
-    elif auth is AuthStatus.REQUESTED:
-        flags.append("auth-pending")
-    elif auth is AuthStatus.DENIED:
-        flags.append("auth-denied")
-    if checklist.missing(referral):
-        flags.append("missing-docs")
-    decision = referral.coverage_decision
-    if referral.self_pay_acknowledged:
-        flags.append("self-pay")
-    elif decision is not None and decision.covered is Covered.NOT_COVERED:
-        flags.append("not-covered")
-    elif decision is not None and decision.network_status is NetworkStatus.OUT_OF_NETWORK:
-        flags.append("out-of-network")
-    return flags
-
-
-_WORKLIST_COLUMNS: Final = (
-    ("rank", 4, ">"),
-    ("referral", 8, "<"),
-    ("specialty", 16, "<"),
-    ("priority", 8, "<"),
-    ("status", 21, "<"),
-    ("due", 10, "<"),
-    ("waiting", 7, ">"),
-    ("flags", 0, "<"),
-)
-
-
-def _row(cells: Sequence[str]) -> str:
-    parts = [
-        f"{cell:{align}{width}}" if width else cell
-        for cell, (_, width, align) in zip(cells, _WORKLIST_COLUMNS, strict=True)
-    ]
-    return "  ".join(parts).rstrip()
-
-
-def worklist_lines(
-    referrals: Sequence[Referral], now: dt.datetime, checklist: Checklist
-) -> list[str]:
-    """The worklist table: one row per referral, in the order given (no PHI)."""
-    lines = [_row([name for name, _, _ in _WORKLIST_COLUMNS])]
-    for rank, r in enumerate(referrals, start=1):
-        due = r.due_by
-        since = r.received_at or r.created_at
-        lines.append(
-            _row(
-                [
-                    str(rank),
-                    r.id[:8],
-                    r.specialty,
-                    r.effective_priority.value,
-                    r.status.value,
-                    due.date().isoformat() if due is not None else "-",
-                    f"{max(0, (now - since).days)}d",
-                    ", ".join(_flags(r, now, checklist)),
-                ]
-            )
-        )
-    return lines
-
-
 def kpi_lines(kpis: analytics.Kpis) -> list[str]:
     """The KPI summary as aligned ``label  value`` lines."""
     errors = kpis.status_count(Status.ENTERED_IN_ERROR)
@@ -408,6 +344,7 @@ def _demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         coordinator = _DEMO_ACTORS[0]
         rows = desk.worklist(coordinator, limit=args.top)
         open_count = desk.count(coordinator, open_only=True)
+        findings = list(desk.audit(coordinator))
         kpis = analytics.summary(desk.store, now)
 
     shown = f"top {len(rows)} of {open_count}" if rows else f"0 of {open_count}"
@@ -419,9 +356,17 @@ def _demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         f"  {report.total_operations} desk operations; {report.total_refused} refused as "
         f"expected outcomes; {report.duplicates} duplicate requests recognised at intake",
         "",
-        f"Worklist: {shown} open referrals, by priority then due date "
-        f"(as of {now:%Y-%m-%d %H:%M} UTC)",
-        *worklist_lines(rows, now, desk.checklist),
+        f"Worklist: {shown} open referrals, most at risk first (as of {now:%Y-%m-%d %H:%M} UTC)",
+        *worklist_lines(rows),
+        "",
+        f"Audit: {len(findings)} finding(s) in the records",
+        *audit_lines(findings),
+        "",
+        "Look closer (ids as printed, or any unique start of one):",
+        f"  referralkit show {rows[0].referral_id[:8] if rows else 'ID'} "
+        f"--db {_safe_url(args.db)} --as-of {now:%Y-%m-%dT%H:%M}",
+        f"  referralkit worklist --db {_safe_url(args.db)} --as-of {now:%Y-%m-%dT%H:%M}",
+        f"  referralkit audit --db {_safe_url(args.db)} --as-of {now:%Y-%m-%dT%H:%M}",
         "",
         "KPI summary (counted per referral)",
         *kpi_lines(kpis),
@@ -1055,6 +1000,317 @@ def _add_analytics_commands(commands: Any) -> None:
     report.set_defaults(handler=_report)
 
 
+# --------------------------------------------------------------------------- coordination
+
+_CLI_READER: Final = Actor("referralkit-cli", {Role.AUDITOR})
+"""Who the read-only coordination commands act as (an auditor: reads only)."""
+
+_PRIORITY_BY_RANK: Final = {p.rank: p for p in Priority}
+
+_WORKLIST_COLUMNS: Final = (
+    ("rank", 4, ">"),
+    ("referral", 8, "<"),
+    ("specialty", 16, "<"),
+    ("priority", 8, "<"),
+    ("status", 21, "<"),
+    ("clock", 16, "<"),
+    ("due", 10, "<"),
+    ("left", 5, ">"),
+    ("next action", 22, "<"),
+    ("flags", 0, "<"),
+)
+
+
+def _row(cells: Sequence[str]) -> str:
+    parts = [
+        f"{cell:{align}{width}}" if width else cell
+        for cell, (_, width, align) in zip(cells, _WORKLIST_COLUMNS, strict=True)
+    ]
+    return "  ".join(parts).rstrip()
+
+
+def _most_at_risk(item: WorklistItem) -> ClockReading | None:
+    """The running clock the item is ranked by (breached first, then least time left)."""
+    running = [c for c in item.clocks if c.stopped_at is None]
+    if not running:
+        return None
+    return min(running, key=lambda c: (not c.breached, c.fraction_remaining))
+
+
+def _days_left(reading: ClockReading) -> str:
+    """Whole days left on a clock, negative once breached (``-3d``: three days late)."""
+    seconds = reading.remaining.total_seconds()
+    if reading.breached:
+        seconds = -(reading.as_of - reading.deadline).total_seconds()
+    days = math.floor(seconds / 86400) if seconds < 0 else int(seconds // 86400)
+    return f"{days}d"
+
+
+def worklist_lines(items: Sequence[WorklistItem]) -> list[str]:
+    """The worklist table: one row per item, in the order given, with the clock it is
+    ranked by, its deadline and days left, the next action and the flags (no PHI)."""
+    lines = [_row([name for name, _, _ in _WORKLIST_COLUMNS])]
+    for rank, item in enumerate(items, start=1):
+        clock = _most_at_risk(item)
+        action = item.next_action
+        lines.append(
+            _row(
+                [
+                    str(rank),
+                    item.referral_id[:8],
+                    item.specialty,
+                    _PRIORITY_BY_RANK[item.priority].value,
+                    item.status.value,
+                    clock.name.value if clock is not None else "-",
+                    clock.deadline.date().isoformat() if clock is not None else "-",
+                    _days_left(clock) if clock is not None else "-",
+                    action.kind.value if action is not None else "-",
+                    ", ".join(f.value for f in item.flags),
+                ]
+            )
+        )
+    return lines
+
+
+def audit_lines(findings: Sequence[Finding]) -> list[str]:
+    """The audit summary: findings counted by severity and kind (no PHI)."""
+    from .discrepancies import Severity
+
+    if not findings:
+        return ["  no findings"]
+    by_kind: dict[tuple[Severity, str], int] = {}
+    for f in findings:
+        by_kind[f.severity, f.kind.value] = by_kind.get((f.severity, f.kind.value), 0) + 1
+    order = sorted(by_kind, key=lambda k: (-k[0].rank, k[1]))
+    width = max(len(kind) for _, kind in order)
+    return [f"  {sev.value:<6}  {kind:<{width}}  {by_kind[sev, kind]}" for sev, kind in order]
+
+
+def _instant(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _clock_json(c: ClockReading) -> dict[str, Any]:
+    return {
+        "name": c.name.value,
+        "key": c.key,
+        "state": c.state.value,
+        "start": _instant(c.start),
+        "deadline": _instant(c.deadline),
+        "remaining_seconds": c.remaining.total_seconds(),
+        "fraction_remaining": c.fraction_remaining,
+        "breached_at": _instant(c.breached_at),
+        "at_risk": c.at_risk,
+        "stopped_at": _instant(c.stopped_at),
+    }
+
+
+def _action_json(a: Action) -> dict[str, Any]:
+    return {
+        "kind": a.kind.value,
+        "operation": a.operation,
+        "reason": a.reason,
+        "clock": a.clock.value if a.clock is not None else None,
+        "due": _instant(a.due),
+    }
+
+
+def item_json(item: WorklistItem) -> dict[str, Any]:
+    """A worklist item as JSON data (ids, codes, states and times: no PHI)."""
+    return {
+        "referral_id": item.referral_id,
+        "status": item.status.value,
+        "priority": _PRIORITY_BY_RANK[item.priority].value,
+        "specialty": item.specialty,
+        "owner": item.owner,
+        "as_of": _instant(item.as_of),
+        "next_action": _action_json(item.next_action) if item.next_action else None,
+        "actions": [_action_json(a) for a in item.actions],
+        "flags": [f.value for f in item.flags],
+        "clocks": [_clock_json(c) for c in item.clocks],
+        "delays": [
+            {
+                "clock": d.clock.value,
+                "key": d.key,
+                "cause": d.cause.value,
+                "breached": d.breached,
+                "since": _instant(d.since),
+                "cause_since": _instant(d.cause_since),
+                "deadline": _instant(d.deadline),
+                "reason": d.reason,
+            }
+            for d in item.delays
+        ],
+        "rank_key": list(item.key),
+    }
+
+
+def finding_json(finding: Finding) -> dict[str, Any]:
+    """An audit finding as JSON data (no PHI)."""
+    return {
+        "kind": finding.kind.value,
+        "severity": finding.severity.value,
+        "referral_id": finding.referral_id,
+        "detail": finding.detail,
+        "evidence": list(finding.evidence),
+        "fix": finding.fix,
+        "operation": finding.operation,
+    }
+
+
+def _worklist(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    with ReferralDesk(open_store_to_read(args.db)) as desk:
+        items = desk.worklist(
+            _CLI_READER,
+            as_of=args.as_of,
+            limit=args.top,
+            owner=args.owner,
+            unassigned=args.unassigned,
+            cause=args.cause,
+            clock=args.clock,
+            specialty=args.specialty,
+        )
+    if args.json:
+        out.write(json.dumps([item_json(i) for i in items], indent=2) + "\n")
+        return 0
+    out.write("\n".join(worklist_lines(items)) + "\n")
+    return 0
+
+
+def _audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    with ReferralDesk(open_store_to_read(args.db)) as desk:
+        if args.json:
+            out.write("[")
+            for index, finding in enumerate(desk.audit(_CLI_READER, as_of=args.as_of)):
+                out.write(("," if index else "") + "\n  " + json.dumps(finding_json(finding)))
+            out.write("\n]\n")
+            return 0
+        findings = []
+        for finding in desk.audit(_CLI_READER, as_of=args.as_of):
+            findings.append(finding)
+            out.write(
+                f"{finding.severity.value:<6}  {finding.referral_id[:8]}  "
+                f"{finding.kind.value}: {finding.detail}\n"
+                f"        fix: {finding.fix}"
+                + (f" ({finding.operation})" if finding.operation else "")
+                + "\n"
+            )
+    out.write(f"{len(findings)} finding(s)\n")
+    return 0
+
+
+def _show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .alerts import active
+
+    with ReferralDesk(open_store_to_read(args.db)) as desk:
+        referral_id = resolve_id(desk.store, args.id)
+        referral = desk.get(_CLI_READER, referral_id)
+        history = desk.history(_CLI_READER, referral_id)
+        item = desk.assess(_CLI_READER, referral_id, as_of=args.as_of)
+        findings = list(desk.audit(_CLI_READER, referral_id, as_of=args.as_of))
+    alerts = active(history)
+    if args.json:
+        data = item_json(item)
+        data["findings"] = [finding_json(f) for f in findings]
+        data["alerts"] = [
+            {"ruleset": a.ruleset, "rule_id": a.rule_id, "action": a.action, "reason": a.reason}
+            for a in alerts.values()
+        ]
+        out.write(json.dumps(data, indent=2) + "\n")
+        return 0
+    due = referral.due_by
+    lines = [
+        f"referral {referral.id}",
+        f"  status     {referral.status.value} (version {referral.version}, {len(history)} events)",
+        f"  specialty  {referral.specialty}",
+        f"  priority   {referral.effective_priority.value}"
+        + (f", due {due:%Y-%m-%d %H:%M} UTC" if due is not None else ""),
+        f"  owner      {referral.owner or '-'}",
+        f"  flags      {', '.join(f.value for f in item.flags) or '-'}",
+        f"clocks (as of {item.as_of:%Y-%m-%d %H:%M} UTC)",
+    ]
+    for c in item.clocks:
+        left = _days_left(c) if c.stopped_at is None else "stopped"
+        lines.append(
+            f"  {c.name.value:<16}  {c.state.value:<8}  deadline {c.deadline:%Y-%m-%d %H:%M}"
+            f"  {left}"
+        )
+    lines.append("delays")
+    lines += [
+        f"  {d.clock.value}: {d.cause.value}, {'breached' if d.breached else 'at risk'} "
+        f"since {d.since:%Y-%m-%d} ({d.reason})"
+        for d in item.delays
+    ] or ["  -"]
+    lines.append("next actions")
+    lines += [
+        f"  {index}. {a.kind.value} -> desk.{a.operation}: {a.reason}"
+        for index, a in enumerate(item.actions, start=1)
+    ] or ["  -"]
+    lines.append("alerts")
+    lines += [f"  {a.rule_id}: {a.action} ({a.reason})" for a in alerts.values()] or ["  -"]
+    lines.append("audit")
+    lines += [f"  {f.severity.value}: {f.kind.value}: {f.detail}" for f in findings] or ["  -"]
+    out.write("\n".join(lines) + "\n")
+    return 0
+
+
+def _add_coordination_commands(commands: Any) -> None:
+    """``worklist``, ``audit`` and ``show``: read-only views of a store."""
+    from .clocks import Cause, ClockName
+
+    listing = commands.add_parser(
+        "worklist",
+        help="the open referrals most at risk first, with next actions, clocks and flags",
+        description="Rank the open referrals of --db: a breached clock first, then the least "
+        "time left relative to the clock's window, then priority. Each row names the clock "
+        "it is ranked by, its deadline, the days left (negative: late), the next action and "
+        "the flags. Read-only: a store that does not exist is an error.",
+    )
+    listing.add_argument("--db", required=True, help="store URL to read")
+    listing.add_argument("--owner", default=None, metavar="ID", help="only this owner's")
+    listing.add_argument("--unassigned", action="store_true", help="only those nobody owns")
+    listing.add_argument(
+        "--cause", choices=[c.value for c in Cause], help="only those delayed for this cause"
+    )
+    listing.add_argument(
+        "--clock", choices=[c.value for c in ClockName], help="only those delayed on this clock"
+    )
+    listing.add_argument("--specialty", default=None, help="only this specialty")
+    listing.add_argument(
+        "--as-of", type=_instant_arg, default=None, metavar="T", help="read clocks at T (now)"
+    )
+    listing.add_argument("--top", type=_positive, default=50, help="rows (50)")
+    listing.add_argument("--json", action="store_true", help="JSON, one object per row")
+    listing.set_defaults(handler=_worklist)
+
+    auditing = commands.add_parser(
+        "audit",
+        help="check every referral's record for discrepancies",
+        description="Audit the records of --db: each finding with its severity, what shows it "
+        "and the fix (the desk operation that performs it). Read-only.",
+    )
+    auditing.add_argument("--db", required=True, help="store URL to read")
+    auditing.add_argument(
+        "--as-of", type=_instant_arg, default=None, metavar="T", help="audit as of T (now)"
+    )
+    auditing.add_argument("--json", action="store_true", help="a JSON array of findings")
+    auditing.set_defaults(handler=_audit)
+
+    showing = commands.add_parser(
+        "show",
+        help="one referral: status, clocks, delays, next actions, alerts, audit",
+        description="Show the referral ID (or the one whose id starts with ID) of --db, "
+        "without PHI. Read-only.",
+    )
+    showing.add_argument("id", metavar="ID", help="a referral id or a unique start of one")
+    showing.add_argument("--db", required=True, help="store URL to read")
+    showing.add_argument(
+        "--as-of", type=_instant_arg, default=None, metavar="T", help="as of T (now)"
+    )
+    showing.add_argument("--json", action="store_true", help="JSON")
+    showing.set_defaults(handler=_show)
+
+
 def _non_negative(text: str) -> int:
     try:
         value = int(text)
@@ -1262,6 +1518,7 @@ def build_parser() -> argparse.ArgumentParser:
     messaging.add_argument("--new-date", type=_date, help="new expected date (delayed)")
     messaging.set_defaults(handler=_message)
     _add_analytics_commands(commands)
+    _add_coordination_commands(commands)
     return parser
 
 

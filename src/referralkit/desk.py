@@ -28,15 +28,20 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
 from . import _validators as v
 from . import lifecycle
-from ._redaction import Sealed, boundary
+from ._redaction import Sealed, boundary, boundary_iter
+from .alerts import ActiveAlert, SweepReport, cleared_payload, raised_payload
+from .alerts import changes as alert_changes
 from .clock import Clock, SystemClock
+from .clocks import Cause, ClockName
+from .discrepancies import DEFAULT_AUDIT, AuditRules, Finding, audit_all
+from .discrepancies import audit as audit_record
 from .errors import ConcurrencyError, GuardError, RulesError, ValidationError
 from .events import EventType, apply_all
 from .intake import DEFAULT_CHECKLIST, Checklist, IntakeRequest, Requirement
@@ -64,10 +69,13 @@ from .policy import BasicCoverage, BasicUrgency, CoverageDecider, UrgencyAssesso
 from .privacy import Actor, authorize
 from .serialization import to_dict
 from .storage import Query, ReferralStore, open_store
+from .worklist import DEFAULT_WORKLIST, WorklistFilter, WorklistItem, WorklistRules, rank
+from .worklist import assess as assess_item
 
 if TYPE_CHECKING:
     from .messages import DelayCause, Moment, Money, Notification, Notifier, Renderer
     from .model import ContactPoint
+    from .rules.timeline import Alert, EventRules
 
 __all__ = ["ReferralDesk"]
 
@@ -149,6 +157,15 @@ def _expected_version(value: object) -> int | None:
     )
 
 
+def _member(kind: Any, value: object, name: str) -> Any:
+    """A member of the enum ``kind``, given as one or by its value."""
+    try:
+        return kind(value)
+    except ValueError:
+        names = ", ".join(m.value for m in kind)
+        raise ValidationError(name, f"expected one of {names}") from None
+
+
 def _flag(value: object, name: str) -> bool:
     if not isinstance(value, bool):
         raise ValidationError(name, f"expected True or False, got {type(value).__name__}")
@@ -164,6 +181,16 @@ def _query(filters: Sealed[dict[str, Any]], **fixed: Any) -> Query:
         if name not in _QUERY_FIELDS or name in fixed:
             raise ValidationError(name, "not a filter of this query")
     return Query(**filters.reveal(), **fixed)
+
+
+# a logged message or a sweep's alert changes nothing the patient is told about
+_NOT_FACTS: Final = frozenset(
+    {
+        EventType.COMMUNICATION_LOGGED.value,
+        EventType.ALERT_RAISED.value,
+        EventType.ALERT_CLEARED.value,
+    }
+)
 
 
 def _message_recorded(history: Sequence[ReferralEvent], key: str) -> bool:
@@ -193,6 +220,11 @@ class ReferralDesk:
     :class:`~referralkit.policy.BasicCoverage` and :class:`~referralkit.policy.BasicUrgency`,
     ``checklist`` to :data:`~referralkit.intake.DEFAULT_CHECKLIST`, and ``new_id`` (which
     names referrals, appointments, documents...) to random UUIDs.
+
+    The coordination reads use ``worklist_rules`` (clocks, checklist, thresholds;
+    :data:`~referralkit.worklist.DEFAULT_WORKLIST`) and ``audit_rules``
+    (:data:`~referralkit.discrepancies.DEFAULT_AUDIT`); :meth:`sweep` runs ``event_rules``
+    (default: the shipped CMS-0057-F example ruleset, ``engine="auto"``, built on first use).
     """
 
     def __init__(
@@ -204,6 +236,9 @@ class ReferralDesk:
         urgency: UrgencyAssessor | None = None,
         checklist: Checklist = DEFAULT_CHECKLIST,
         new_id: Callable[[], str] | None = None,
+        worklist_rules: WorklistRules = DEFAULT_WORKLIST,
+        audit_rules: AuditRules = DEFAULT_AUDIT,
+        event_rules: EventRules | None = None,
     ) -> None:
         self.store = store
         self.clock: Clock = clock or SystemClock()
@@ -211,6 +246,9 @@ class ReferralDesk:
         self.urgency: UrgencyAssessor = urgency or BasicUrgency()
         self.checklist = checklist
         self._new_id = new_id or (lambda: uuid.uuid4().hex)
+        self.worklist_rules = worklist_rules
+        self.audit_rules = audit_rules
+        self._event_rules = event_rules
 
     @classmethod
     @boundary
@@ -262,17 +300,6 @@ class ReferralDesk:
     def missing(self, actor: Actor, referral_id: str) -> tuple[Requirement, ...]:
         """What the referral still lacks before it can be accepted."""
         return self.checklist.missing(self.get(actor, referral_id))
-
-    @boundary
-    def worklist(self, actor: Actor, *, limit: int = 50, **filters: Any) -> list[Referral]:
-        """Open referrals in worklist order (priority, due date, received date).
-
-        ``filters`` are :class:`~referralkit.storage.Query` fields, e.g. ``specialty=``.
-        """
-        sealed = Sealed(filters)
-        del filters
-        authorize(actor, "get")
-        return self.store.query(_query(sealed, open_only=True, limit=limit))
 
     # ------------------------------------------------------------------ intake
 
@@ -793,11 +820,12 @@ class ReferralDesk:
         as an outbound :class:`~referralkit.model.Communication`.
 
         Idempotent per (referral, moment, version): the version is that of the referral's
-        last change other than a logged communication, so a retry after a crash, or a second
-        call, finds the message recorded and sends nothing (``duplicate``). ``contact``
-        defaults to the patient's first contact the notifier can reach, in the order of the
-        message's channel hints; the consult note needs one. A failed delivery raises
-        :class:`~referralkit.errors.DeliveryError` and records nothing. The communication's
+        last change other than a logged communication or a sweep's alert, so a retry after a
+        crash, or a second call, finds the message recorded and sends nothing
+        (``duplicate``). ``contact`` defaults to the patient's first contact the notifier can
+        reach, in the order of the message's channel hints; the consult note needs one. A
+        failed delivery raises :class:`~referralkit.errors.DeliveryError` and records
+        nothing. The communication's
         ``interpreter_used`` stays false: a written message that promises an interpreter does
         not provide one; the event's ``message`` entry records the language, the promise and
         the key.
@@ -810,7 +838,7 @@ class ReferralDesk:
         current = self.store.load(referral_id)
         history = self.store.events(referral_id)
         facts_version = max(
-            (e.version for e in history if e.type != EventType.COMMUNICATION_LOGGED.value),
+            (e.version for e in history if e.type not in _NOT_FACTS),
             default=current.version,
         )
         if renderer is None:
@@ -1076,6 +1104,194 @@ class ReferralDesk:
             return [_record(EventType.SURVEY_RECORDED, survey=survey)]
 
         return self._change(actor, "record_survey", referral_id, expected_version, build)
+
+    # ------------------------------------------------------------------ coordination
+
+    def _as_of(self, as_of: dt.datetime | None) -> dt.datetime:
+        return self._now() if as_of is None else v.as_utc(as_of, "as_of")
+
+    @boundary
+    def assess(
+        self, actor: Actor, referral_id: str, *, as_of: dt.datetime | None = None
+    ) -> WorklistItem:
+        """The referral's clocks, delays with their causes, next action (and the open actions
+        behind it) and flags as of ``as_of`` (default: now), by
+        :func:`~referralkit.worklist.assess` with the desk's ``worklist_rules``.
+
+        .. versionadded:: 0.1
+        """
+        authorize(actor, "assess")
+        wanted = v.identifier(referral_id, "referral_id")
+        when = self._as_of(as_of)
+        referral = self.store.load(wanted)
+        return assess_item(referral, self.store.events(wanted), when, rules=self.worklist_rules)
+
+    @boundary
+    def worklist(
+        self,
+        actor: Actor,
+        *,
+        as_of: dt.datetime | None = None,
+        limit: int | None = 50,
+        owner: str | None = None,
+        unassigned: bool = False,
+        cause: Cause | str | None = None,
+        clock: ClockName | str | None = None,
+        specialty: str | None = None,
+        **filters: Any,
+    ) -> list[WorklistItem]:
+        """The open referrals most at risk first, as :class:`~referralkit.worklist.WorklistItem`
+        rows (next action, clocks, flags), at most ``limit`` of them (``None``: all).
+
+        The order is :func:`~referralkit.worklist.rank`'s: a breached clock first, then the
+        least time left relative to the clock's window, then priority. ``owner``,
+        ``unassigned``, ``cause``, ``clock`` and ``specialty`` select rows
+        (:class:`~referralkit.worklist.WorklistFilter`); further ``filters`` are
+        :class:`~referralkit.storage.Query` fields (``status=``, ``priority=``...) that narrow
+        what is read from the store. ``as_of`` (default: now) is the instant the clocks are
+        read at; referrals created after it are left out.
+
+        .. versionchanged:: 0.1
+           Rows are :class:`~referralkit.worklist.WorklistItem` values ranked by risk (they
+           were snapshots in priority order; :meth:`count` and the store's
+           :meth:`~referralkit.storage.ReferralStore.query` still list snapshots).
+        """
+        sealed = Sealed(filters)  # a filter may be PHI (patient_id)
+        del filters
+        authorize(actor, "worklist")
+        when = self._as_of(as_of)
+        where = WorklistFilter(
+            owner=owner,
+            unassigned=_flag(unassigned, "unassigned"),
+            cause=None if cause is None else _member(Cause, cause, "cause"),
+            clock=None if clock is None else _member(ClockName, clock, "clock"),
+            specialty=specialty,
+        )
+        narrow: dict[str, Any] = {"open_only": True}
+        if owner is not None:
+            narrow["owner"] = owner
+        if specialty is not None:
+            narrow["specialty"] = specialty
+        query = _query(sealed, **narrow)
+        items = (
+            assess_item(r, self.store.events(r.id), when, rules=self.worklist_rules)
+            for r in self.store.query(query)
+            if r.created_at <= when
+        )
+        return rank(items, where=where, limit=limit)
+
+    @boundary
+    def audit(
+        self,
+        actor: Actor,
+        referral_id: str | None = None,
+        *,
+        as_of: dt.datetime | None = None,
+    ) -> Iterator[Finding]:
+        """The record audit's findings (:mod:`referralkit.discrepancies`, with the desk's
+        ``audit_rules``) as of ``as_of`` (default: now): for one referral, or, without
+        ``referral_id``, for the whole store, likely duplicates included, streamed as the
+        store's histories are read (:meth:`~referralkit.storage.ReferralStore.export`).
+
+        The permission is checked when called, not when the findings are first read.
+
+        .. versionadded:: 0.1
+        """
+        authorize(actor, "audit")
+        when = self._as_of(as_of)
+        if referral_id is None:
+            return self._audit_store(when)
+        wanted = v.identifier(referral_id, "referral_id")
+        referral = self.store.load(wanted)
+        events = self.store.events(wanted)
+        return iter(audit_record(referral, when, events=events, rules=self.audit_rules))
+
+    @boundary_iter
+    def _audit_store(self, when: dt.datetime) -> Iterator[Finding]:
+        yield from audit_all(self.store.export(), when, rules=self.audit_rules)
+
+    @property
+    def event_rules(self) -> EventRules:
+        """The event rules :meth:`sweep` runs (built on first use when not given)."""
+        if self._event_rules is None:
+            from .rules import load
+            from .rules.model import Kind
+            from .rules.policies import shipped_paths
+            from .rules.timeline import EventRules
+
+            [path] = shipped_paths(Kind.EVENT)
+            self._event_rules = EventRules(load(path), engine="auto")
+        return self._event_rules
+
+    @boundary
+    def sweep(self, actor: Actor, as_of: dt.datetime | None = None) -> SweepReport:
+        """Run the event rules over every open referral as of ``as_of`` (default: now) and
+        record each alert raised or cleared since the last sweep, once, as an
+        :attr:`~referralkit.events.EventType.ALERT_RAISED` or
+        :attr:`~referralkit.events.EventType.ALERT_CLEARED` event (:mod:`referralkit.alerts`).
+
+        What a scheduler calls (every few minutes: deadlines pass with no change to the
+        referral, so nothing else would notice them). Idempotent: a second sweep with
+        nothing new writes nothing. Each referral's alerts are written with the version they
+        were computed from (optimistic concurrency), so a sweep that races another sweep, or
+        any change, in another thread or process reads the referral again and records only
+        what is still missing; a referral that keeps changing is left to the next sweep
+        (``skipped``). The desk's other operations do not run the event rules: the sweep is
+        the mechanism.
+
+        .. versionadded:: 0.1
+        """
+        authorize(actor, "sweep")
+        when = self._as_of(as_of)
+        rules = self.event_rules
+        swept = written = retried = skipped = 0
+        raised: list[Alert] = []
+        cleared: list[ActiveAlert] = []
+        for current in self.store.query(Query(open_only=True)):
+            if current.created_at > when:
+                continue
+            swept += 1
+            for attempt in range(4):
+                if attempt:
+                    retried += 1
+                    current = self.store.load(current.id)
+                    if current.status.is_terminal:
+                        break
+                history = self.store.events(current.id)
+                new, gone = self._alert_changes(rules, current.id, history, when)
+                if not new and not gone:
+                    break
+                changes: _Change = [
+                    (EventType.ALERT_RAISED, Sealed(raised_payload(a))) for a in new
+                ]
+                changes += [
+                    (EventType.ALERT_CLEARED, Sealed(cleared_payload(a, "no longer due")))
+                    for a in gone
+                ]
+                try:
+                    self._commit(actor, current, changes, self._now())
+                except ConcurrencyError:
+                    continue
+                written += 1
+                raised += new
+                cleared += gone
+                break
+            else:
+                skipped += 1
+        return SweepReport(when, swept, tuple(raised), tuple(cleared), written, retried, skipped)
+
+    @staticmethod
+    def _alert_changes(
+        rules: EventRules, referral_id: str, history: Sequence[ReferralEvent], when: dt.datetime
+    ) -> tuple[list[Alert], list[ActiveAlert]]:
+        """What the sweep records for one referral: the rules due at ``when`` over the events
+        up to then, against the alerts its history already holds."""
+        try:
+            rules.observe(referral_id, [e for e in history if e.at <= when])
+            due = rules.due(referral_id, when)
+        finally:
+            rules.close(referral_id)
+        return alert_changes(due, history, ruleset=rules.ruleset.name, as_of=when)
 
     # ------------------------------------------------------------------ the one write path
 

@@ -5,9 +5,9 @@ applies them with :func:`apply`, the same function :func:`replay` uses. So a sto
 always equals the replay of its stored events.
 
 >>> sorted(EventType)[:3]
-[<EventType.APPOINTMENT_BOOKED: 'appointment_booked'>, \
-<EventType.APPOINTMENT_CHANGED: 'appointment_changed'>, \
-<EventType.ATTACHMENT_ADDED: 'attachment_added'>]
+[<EventType.ALERT_CLEARED: 'alert_cleared'>, \
+<EventType.ALERT_RAISED: 'alert_raised'>, \
+<EventType.APPOINTMENT_BOOKED: 'appointment_booked'>]
 """
 
 from __future__ import annotations
@@ -73,6 +73,18 @@ class EventType(enum.StrEnum):
     """``provider``: the specialist the referral is for."""
     SURVEY_RECORDED = "survey_recorded"
     """``survey``: the patient's :class:`~referralkit.model.SurveyResponse`."""
+    ALERT_RAISED = "alert_raised"
+    """``ruleset``, ``version``, ``rule_id``, ``action``, ``reason``, ``due_at`` (ISO 8601):
+    an event rule became due (:mod:`referralkit.alerts`). The snapshot is unchanged but for
+    its version.
+
+    .. versionadded:: 0.1
+    """
+    ALERT_CLEARED = "alert_cleared"
+    """``ruleset``, ``rule_id``, ``why``: a raised alert's rule is no longer due.
+
+    .. versionadded:: 0.1
+    """
 
 
 # Handlers change a dictionary of the referral's fields; the referral is rebuilt (and
@@ -109,6 +121,15 @@ def _follow_up_completed(r: State, event: ReferralEvent) -> None:
     )
 
 
+def _history_only(r: State, event: ReferralEvent) -> None:
+    """Alerts live in the history (where analytics count them); the snapshot keeps only its
+    new version. The payload is still checked, so an imported alert is well formed."""
+    payload = event.payload
+    for key in ("ruleset", "rule_id"):
+        if not isinstance(payload.get(key), str):
+            raise ValidationError(key, "expected a string")
+
+
 def _self_pay(r: State, event: ReferralEvent) -> None:
     r["self_pay_acknowledged"] = True
 
@@ -142,6 +163,8 @@ _HANDLERS: dict[EventType, Callable[[State, ReferralEvent], None]] = {
     EventType.OWNER_ASSIGNED: _set("owner", "owner", str | None),
     EventType.TARGET_ASSIGNED: _set("target", "provider", Provider),
     EventType.SURVEY_RECORDED: _append("surveys", "survey", SurveyResponse),
+    EventType.ALERT_RAISED: _history_only,
+    EventType.ALERT_CLEARED: _history_only,
 }
 
 _FIELDS: Final = tuple(a.name for a in attrs.fields(Referral))

@@ -33,7 +33,9 @@ class Role(enum.StrEnum):
     ADMIN = "admin"
 
 
-READ_OPERATIONS: Final = frozenset({"get", "history"})
+READ_OPERATIONS: Final = frozenset({"get", "history", "assess", "worklist", "audit"})
+"""What every role may do: read referrals, their histories, their clocks and next actions,
+the worklist and the record audit."""
 
 _RECORDS: Final = frozenset({"attach", "log_communication", "add_follow_up", "complete_follow_up"})
 _REFERRER: Final = (
@@ -70,6 +72,7 @@ _COORDINATOR: Final = (
         "record_authorization",
         "acknowledge_self_pay",
         "record_survey",
+        "sweep",
     }
 )
 
