@@ -265,7 +265,8 @@ class TestDemoMessages:
                 c
                 for r in store.query()
                 for c in r.communications
-                if c.summary is not None and " message sent in " in c.summary
+                if c.summary is not None
+                and c.summary.endswith(" message sent in " + str(c.language))
             ]
         assert len(sent) == 18
         assert {c.direction.value for c in sent} == {"outbound"}

@@ -21,6 +21,7 @@ from referralkit import (
     AppointmentStatus,
     AuthStatus,
     Channel,
+    Communication,
     Direction,
     PlanType,
     Referral,
@@ -570,6 +571,22 @@ def test_validate_names_the_invalid_element_without_its_value() -> None:
         validate({"resourceType": "NoSuchThing"})
     with pytest.raises(FhirError, match="not a FHIR R4B resource type"):
         validate({})
+
+
+def test_a_communication_language_is_the_resource_language(referral: Referral) -> None:
+    """Communication.language (Resource.language, BCP 47) carries the language a contact was
+    held in, validates as FHIR R4 and reads back; none is written when none is known."""
+    spoken = Communication("c-es", AT, Channel.PHONE, Direction.OUTBOUND, "patient", language="es")
+    unknown = attrs.evolve(spoken, id="c-none", language=None)
+    r = attrs.evolve(referral, communications=(spoken, unknown))
+    bundle = to_fhir(r)
+    validate(bundle)
+    written = resources(bundle, "Communication")
+    assert [c.get("language") for c in written] == ["es", None]
+    assert from_fhir(roundtrip_json(bundle)).communications == (spoken, unknown)
+    assert part_from_fhir({**written[0], "language": "es-MX"}).language == "es-MX"  # type: ignore[union-attr]
+    with pytest.raises(FhirError, match="^language: expected a string matching"):
+        part_from_fhir({**written[0], "language": "Spanish"})
 
 
 def test_fhir_error_is_a_validation_error() -> None:

@@ -63,7 +63,7 @@ from referralkit import (
     from_dict,
     to_dict,
 )
-from referralkit.model import RuleTrace, model_types, phi_fields
+from referralkit.model import RuleTrace, SurveyResponse, model_types, phi_fields
 from referralkit.testing import FakeClock, referrals
 
 PATIENT_ID = "CANARY-PATIENT-ID-7f3a"
@@ -183,6 +183,7 @@ _allow(
     (Attachment, "id"),
     (Communication, "id"),
     (FollowUp, "id"),
+    (SurveyResponse, "id"),
 )
 _allow(
     "the referrer's identifier of the request (an order number, not the patient's): "
@@ -208,6 +209,7 @@ _allow(
     (Attachment, "content_type"),
     (Query, "order"),
     (Patient, "preferred_language"),
+    (Communication, "language"),
 )
 _allow("the URI of a code system (the code and its text are PHI)", (Code, "system"))
 _allow(
@@ -410,6 +412,7 @@ def _baseline(cls: type) -> dict[str, Any]:
                 "m1", dt.datetime(2026, 1, 5, tzinfo=dt.UTC), Channel.FAX, Direction.INBOUND, "x"
             ),
             FollowUp("f1", FollowUpKind.CALL, dt.date(2026, 2, 1)),
+            SurveyResponse("s1", dt.datetime(2026, 1, 5, tzinfo=dt.UTC), 4),
             Query(),
             request,
         ]

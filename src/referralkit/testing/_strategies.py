@@ -248,6 +248,7 @@ def communications() -> st.SearchStrategy[Communication]:
         counterpart=_text,
         summary=st.none() | _text,
         interpreter_used=st.booleans(),
+        language=st.none() | st.sampled_from(("en", "es", "vi", "zh-Hant")),
     )
 
 
