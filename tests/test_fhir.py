@@ -585,7 +585,7 @@ def test_a_communication_language_is_the_resource_language(referral: Referral) -
     assert [c.get("language") for c in written] == ["es", None]
     assert from_fhir(roundtrip_json(bundle)).communications == (spoken, unknown)
     assert part_from_fhir({**written[0], "language": "es-MX"}).language == "es-MX"  # type: ignore[union-attr]
-    with pytest.raises(FhirError, match="^language: expected a string matching"):
+    with pytest.raises(FhirError, match=r"^language: expected a string matching"):
         part_from_fhir({**written[0], "language": "Spanish"})
 
 

@@ -30,11 +30,12 @@ when the cause holds.
 **Next action.** Each open action names the desk method that, once done, resolves it
 (:attr:`Action.operation`): ``attach`` for missing documents, ``request_authorization``,
 ``log_communication`` to contact the patient (and, for a patient who needs an interpreter,
-to record one arranged: open until a communication records ``interpreter_used``), ``schedule``, ``reschedule`` after a no-show,
-``record_visit`` for a past appointment still booked, ``complete`` to record the consult note
-and close the loop... Actions are ordered by the clock they serve (breached first, then at
-risk, then the least time left relative to the window), then by the order of the workflow
-(what blocks scheduling comes first). The first is the recommended next action.
+to record one arranged: open until a communication records ``interpreter_used``),
+``schedule``, ``reschedule`` after a no-show, ``record_visit`` for a past appointment still
+booked, ``complete`` to record the consult note and close the loop... Actions are ordered
+by the clock they serve (breached first, then at risk, then the least time left relative to
+the window), then by the order of the workflow (what blocks scheduling comes first).
+The first is the recommended next action.
 """
 
 from __future__ import annotations
