@@ -66,7 +66,8 @@ from .serialization import to_dict
 from .storage import Query, ReferralStore, open_store
 
 if TYPE_CHECKING:
-    from .messages import DelayCause, Moment, Money, Notification, Notifier, Renderer
+    from .clocks import Cause
+    from .messages import Moment, Money, Notification, Notifier, Renderer
     from .model import ContactPoint
 
 __all__ = ["ReferralDesk"]
@@ -791,7 +792,7 @@ class ReferralDesk:
         renderer: Renderer | None = None,
         contact: ContactPoint | None = None,
         language: str | None = None,
-        cause: DelayCause | str | None = None,
+        cause: Cause | str | None = None,
         new_date: dt.date | None = None,
         estimate: Money | None = None,
     ) -> Notification:
