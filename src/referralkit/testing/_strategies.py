@@ -393,6 +393,7 @@ def referrals(draw: st.DrawFn, status: Status | None = None) -> Referral:
         attachments=draw(_tuples(attachments())),
         communications=draw(_tuples(communications())),
         follow_ups=draw(_tuples(follow_ups())),
+        surveys=draw(_tuples(survey_responses())),
     )
 
 
