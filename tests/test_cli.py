@@ -288,6 +288,14 @@ class TestDemoMessages:
         outbox = Path("referralkit-demo-outbox")
         assert len([*outbox.glob("*.eml"), *outbox.glob("*.sms.txt")]) == written
 
+    def test_no_message_for_a_draft_or_a_closed_referral(self) -> None:
+        """A draft was not sent yet and a closed referral is over: nothing to tell; a
+        referral received without a coverage decision is told it was received."""
+        received = attrs.evolve(sample_request().referral("r-1", START), status=Status.RECEIVED)
+        assert cli._demo_moment(attrs.evolve(received, status=Status.DRAFT)) is None
+        assert cli._demo_moment(attrs.evolve(received, status=Status.COMPLETED)) is None
+        assert cli._demo_moment(received) == "received"
+
     @pytest.mark.parametrize(
         ("url", "folder"),
         [
