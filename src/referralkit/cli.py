@@ -7,9 +7,9 @@ Commands:
   print the prioritized worklist and the KPI summary (:mod:`referralkit.analytics`); then tell
   each reachable patient of an open referral where it stands (:meth:`ReferralDesk.notify
   <referralkit.desk.ReferralDesk.notify>`, an :class:`~referralkit.messages.OutboxNotifier`
-  writing to the folder :func:`outbox_folder` names) and print one message in English and one
-  in Spanish. The output shows referral ids, specialties and statuses, never patient names
-  (a message shows ``[first name]``), record numbers or birth dates.
+  writing to the folder :func:`~referralkit.cli.outbox_folder` names) and print one message
+  in English and one in Spanish. The output shows referral ids, specialties and statuses,
+  never patient names (a message shows ``[first name]``), record numbers or birth dates.
 - ``referralkit lifecycle``: the lifecycle's transition table; ``--mermaid`` prints it as a
   Mermaid state diagram.
 - ``referralkit message --db URL ID --moment MOMENT [--lang LANG]``: print the patient
