@@ -112,7 +112,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not _skipped:
         return
-    terminalreporter.section("skipped: not installed here")
+    terminalreporter.section("skipped for a missing extra")
     for (kind, extras, nodeid), count in sorted(_skipped.items()):
         plural = "s" * (count > 1)
         terminalreporter.write_line(f"{count:4} {kind}{plural} needing {extras}: {nodeid}")

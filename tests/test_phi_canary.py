@@ -412,7 +412,7 @@ def _baseline(cls: type) -> dict[str, Any]:
                 "m1", dt.datetime(2026, 1, 5, tzinfo=dt.UTC), Channel.FAX, Direction.INBOUND, "x"
             ),
             FollowUp("f1", FollowUpKind.CALL, dt.date(2026, 2, 1)),
-            SurveyResponse("s1", dt.datetime(2026, 1, 5, tzinfo=dt.UTC), 4),
+            SurveyResponse("s1", dt.datetime(2026, 2, 1, tzinfo=dt.UTC), 4, comment=SURVEY),
             Query(),
             request,
         ]

@@ -106,16 +106,17 @@ class TestTheDeskAndAnalytics:
         assert summary(zoned_desk.store, as_of.astimezone(zone)) == summary(utc_desk.store, as_of)
 
     def test_naive_times_are_refused(self) -> None:
-        """A naive ``now`` for analytics or overdue checks is refused, naming it."""
+        """A naive instant for analytics (``as_of``) or overdue checks (``now``) is refused,
+        naming the argument."""
         desk = _desk(FakeClock(START))
         referral = desk.intake(ACTOR, sample_request())
-        for call in (
-            lambda: summary(desk.store, dt.datetime(2026, 1, 5)),
-            lambda: referral.is_overdue(dt.datetime(2026, 1, 5)),
+        for call, argument in (
+            (lambda: summary(desk.store, dt.datetime(2026, 1, 5)), "as_of"),
+            (lambda: referral.is_overdue(dt.datetime(2026, 1, 5)), "now"),
         ):
             with pytest.raises(ValidationError) as info:
                 call()
-            assert info.value.path == "now"
+            assert info.value.path == argument
 
     def test_kpis_are_reported_in_utc(self) -> None:
         """The KPIs' as_of is the UTC instant it was given in another zone."""

@@ -18,7 +18,8 @@ referral's history is replayed up to ``as_of``, so a past date gives that date's
   QuestionnaireResponses, de-identified by default.
 
 Frames, plots, Parquet and the HTML report need the ``analytics`` extra (pandas, pyarrow,
-matplotlib): ``pip install "referralkit[analytics]"``; without it they raise
+matplotlib): ``pip install "referralkit[analytics]"`` (``pip install ".[analytics]"`` in a
+checkout); without it they raise
 :class:`ImportError` saying so, and the rest of the package works as before.
 
 >>> import datetime as dt
