@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import email
+import email.policy
 import errno
 import importlib.util
 import io
@@ -222,6 +224,98 @@ class TestDemo:
         status, _, stderr, _ = run_main(["demo", "--count", "3", "--db", url])
         assert status == 2
         assert "already holds referrals" in stderr
+
+
+@pytest.fixture(scope="class")
+def demo_messages(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, Path]:
+    """A 60-referral demo in a SQLite file of its own: stdout, database, outbox."""
+    folder = tmp_path_factory.mktemp("messages")
+    database = folder / "clinic.db"
+    status, stdout, stderr, _ = run_main(["demo", "--count", "60", "--db", f"sqlite:///{database}"])
+    assert status == 0, stderr
+    return stdout, database, folder / "clinic-outbox"
+
+
+class TestDemoMessages:
+    """The demo tells patients where their referral stands, through the desk and an outbox."""
+
+    def test_prints_one_english_and_one_spanish_message(
+        self, demo_messages: tuple[str, Path, Path]
+    ) -> None:
+        """After the KPIs: the outbox, then a message in English and one in Spanish."""
+        stdout, _, outbox = demo_messages
+        assert f"Outbox: 18 patient messages written to {outbox}" in stdout
+        assert stdout.index("KPI summary") < stdout.index("Outbox:")
+        english = stdout[stdout.index("English message (") : stdout.index("Spanish message (")]
+        spanish = stdout[stdout.index("Spanish message (") :]
+        assert "  Subject: We got your referral" in english
+        assert "Hello [first name]," in english
+        assert "  Subject: Recibimos su remisión" in spanish
+        assert "Hola, [first name]:" in spanish
+
+    def test_outbox_files_are_the_messages_sent(
+        self, demo_messages: tuple[str, Path, Path]
+    ) -> None:
+        """One file per message in the folder beside the database, e-mail in the patient's
+        language; each is recorded on its referral as an outbound communication."""
+        _, database, outbox = demo_messages
+        files = sorted(outbox.glob("*.eml")) + sorted(outbox.glob("*.sms.txt"))
+        assert len(files) == 18
+        languages = set()
+        for path in outbox.glob("*.eml"):
+            with path.open("rb") as file:
+                mail = email.message_from_binary_file(file, policy=email.policy.default)
+            languages.add(mail["Content-Language"])
+        assert languages == {"en", "es"}
+        with open_store(f"sqlite:///{database}") as store:
+            sent = [
+                c
+                for r in store.query()
+                for c in r.communications
+                if c.summary is not None
+                and c.summary.endswith(" message sent in " + str(c.language))
+            ]
+        assert len(sent) == 18
+        assert {c.direction.value for c in sent} == {"outbound"}
+
+    def test_no_patient_to_write_to(self) -> None:
+        """An empty population sends nothing and says there was nobody to write to."""
+        status, stdout, _, _ = run_main(["demo", "--count", "0", "--db", "memory://"])
+        assert status == 0
+        assert "Outbox: 0 patient messages written to referralkit-demo-outbox" in stdout
+        assert "(no English-speaking patient to write to in this population)" in stdout
+        assert "(no Spanish-speaking patient to write to in this population)" in stdout
+
+    def test_default_outbox_starts_afresh(self) -> None:
+        """With the default database the outbox holds the last run's messages only."""
+        run_main(["demo", "--count", "40"])
+        status, stdout, _, _ = run_main(["demo", "--count", "40", "--seed", "8"])
+        assert status == 0
+        written = int(re.search(r"Outbox: (\d+) patient messages", stdout)[1])  # type: ignore[index]
+        outbox = Path("referralkit-demo-outbox")
+        assert len([*outbox.glob("*.eml"), *outbox.glob("*.sms.txt")]) == written
+
+    def test_no_message_for_a_draft_or_a_closed_referral(self) -> None:
+        """A draft was not sent yet and a closed referral is over: nothing to tell; a
+        referral received without a coverage decision is told it was received."""
+        received = attrs.evolve(sample_request().referral("r-1", START), status=Status.RECEIVED)
+        assert cli._demo_moment(attrs.evolve(received, status=Status.DRAFT)) is None
+        assert cli._demo_moment(attrs.evolve(received, status=Status.COMPLETED)) is None
+        assert cli._demo_moment(received) == "received"
+
+    @pytest.mark.parametrize(
+        ("url", "folder"),
+        [
+            ("sqlite:///clinic.db", Path("clinic-outbox")),
+            ("sqlite:////srv/data/clinic.db", Path("/srv/data/clinic-outbox")),
+            ("sqlite:///:memory:", Path("referralkit-demo-outbox")),
+            ("memory://", Path("referralkit-demo-outbox")),
+            ("postgresql://localhost/test", Path("referralkit-demo-outbox")),
+        ],
+    )
+    def test_outbox_folder(self, url: str, folder: Path) -> None:
+        """The outbox is beside a SQLite file, else in the current directory."""
+        assert cli.outbox_folder(url) == folder
 
 
 class TestProgress:

@@ -939,12 +939,39 @@ class TestOperationDetails:
         communication = after.communications[-1]
         assert communication.at == at
         assert communication.interpreter_used
+        assert communication.language is None
         assert communication.channel is Channel.PHONE
         assert communication.direction is Direction.INBOUND
         default = desk.log_communication(
             driver.actor, referral.id, Channel.PORTAL, Direction.OUTBOUND, "patient"
         )
         assert default.communications[-1].at == clock.now()
+
+    def test_log_communication_language(self, desk: ReferralDesk, driver: Any) -> None:
+        """The language a contact was held in is recorded; a tag that is not BCP 47 is
+        refused, naming language, and nothing is recorded."""
+        referral = driver.intake()
+        after = desk.log_communication(
+            driver.actor,
+            referral.id,
+            Channel.PHONE,
+            Direction.OUTBOUND,
+            "patient",
+            interpreter_used=True,
+            language="es",
+        )
+        assert after.communications[-1].language == "es"
+        with pytest.raises(ValidationError) as info:
+            desk.log_communication(
+                driver.actor,
+                referral.id,
+                Channel.PHONE,
+                Direction.OUTBOUND,
+                "patient",
+                language="Spanish",
+            )
+        assert info.value.path.endswith("language")
+        assert desk.store.load(referral.id).version == after.version
 
     def test_log_communication_bad_counterpart(self, desk: ReferralDesk, driver: Any) -> None:
         """A blank counterpart is refused, naming counterpart."""

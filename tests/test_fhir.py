@@ -23,6 +23,7 @@ from referralkit import (
     AppointmentStatus,
     AuthStatus,
     Channel,
+    Communication,
     Direction,
     PlanType,
     Referral,
@@ -574,6 +575,22 @@ def test_validate_names_the_invalid_element_without_its_value() -> None:
         validate({})
 
 
+def test_a_communication_language_is_the_resource_language(referral: Referral) -> None:
+    """Communication.language (Resource.language, BCP 47) carries the language a contact was
+    held in, validates as FHIR R4 and reads back; none is written when none is known."""
+    spoken = Communication("c-es", AT, Channel.PHONE, Direction.OUTBOUND, "patient", language="es")
+    unknown = attrs.evolve(spoken, id="c-none", language=None)
+    r = attrs.evolve(referral, communications=(spoken, unknown))
+    bundle = to_fhir(r)
+    validate(bundle)
+    written = resources(bundle, "Communication")
+    assert [c.get("language") for c in written] == ["es", None]
+    assert from_fhir(roundtrip_json(bundle)).communications == (spoken, unknown)
+    assert part_from_fhir({**written[0], "language": "es-MX"}).language == "es-MX"  # type: ignore[union-attr]
+    with pytest.raises(FhirError, match=r"^language: expected a string matching"):
+        part_from_fhir({**written[0], "language": "Spanish"})
+
+
 def test_fhir_error_is_a_validation_error() -> None:
     error = FhirError("subject", "required, missing").at("entry[0].resource")
     assert isinstance(error, FhirError)
@@ -885,6 +902,7 @@ class TestPackage:
 
         assert fhir.__all__ == [
             "BASE_URL",
+            "SATISFACTION_QUESTIONNAIRE",
             "UNSPECIFIED",
             "FhirError",
             "FhirLimitError",
@@ -894,6 +912,7 @@ class TestPackage:
             "intake_from_fhir",
             "loads",
             "part_from_fhir",
+            "questionnaire_response",
             "read_ndjson",
             "to_fhir",
             "validate",
@@ -918,6 +937,7 @@ class TestPackage:
             ("_documents", "_document", "_write_document"),
             ("_communications", "_communication", "_write_communication"),
             ("_authorizations", "_authorization", "_write_claim_response"),
+            ("_surveys", "_survey", "_write_survey"),
         ],
     )
     def test_each_resource_family_has_its_reader_and_writer_in_one_module(

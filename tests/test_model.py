@@ -206,6 +206,7 @@ BAD: list[tuple[type, str, Any, str]] = [
     (Communication, "counterpart", "", "counterpart"),
     (Communication, "summary", " ", "summary"),
     (Communication, "interpreter_used", None, "interpreter_used"),
+    (Communication, "language", "Spanish", "language"),
     (FollowUp, "due", T0, "due"),
     (FollowUp, "kind", "call", "kind"),
     (FollowUp, "done_at", NAIVE, "done_at"),

@@ -209,6 +209,7 @@ _allow(
     (Attachment, "content_type"),
     (Query, "order"),
     (Patient, "preferred_language"),
+    (Communication, "language"),
 )
 _allow("the URI of a code system (the code and its text are PHI)", (Code, "system"))
 _allow(

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from referralkit import (
     Actor,
     Code,
+    Communication,
     Coverage,
     IntakeRequest,
     Priority,
@@ -120,6 +121,23 @@ class TestRoundTrip:
             },
         )
         assert event.payload == {"owner": "u2"}
+
+    def test_a_communication_stored_before_its_language_loads(self) -> None:
+        """A communication stored without ``language`` (written before the field existed)
+        loads with no language; one with a language keeps it."""
+        data = {
+            "id": "c1",
+            "at": "2026-01-05T09:00:00+00:00",
+            "channel": "phone",
+            "direction": "outbound",
+            "counterpart": "patient",
+            "summary": None,
+            "interpreter_used": True,
+        }
+        assert from_dict(Communication, data).language is None
+        spanish = from_dict(Communication, {**data, "language": "es"})
+        assert spanish.language == "es"
+        assert to_dict(spanish)["language"] == "es"
 
     @pytest.mark.parametrize("score", ["100", True, None])
     def test_score_must_be_a_number(self, score: Any) -> None:

@@ -117,11 +117,16 @@ class TestNextAction:
         assert ActionKind.APPEAL_AUTHORIZATION in kinds(item_of(driver, r))
 
     def test_accepted_first_contact_then_schedule(self, driver: Driver) -> None:
-        """Accepted: contact the patient (the first-contact clock runs), then schedule; once
-        contacted, scheduling is next."""
+        """Accepted: contact the patient (the first-contact clock runs), arrange the
+        interpreter the sample patient needs, then schedule; once contacted with an
+        interpreter, scheduling is next."""
         r = driver.to(Status.ACCEPTED)
         item = item_of(driver, r)
-        assert kinds(item)[:2] == [ActionKind.CONTACT_PATIENT, ActionKind.SCHEDULE]
+        assert kinds(item)[:3] == [
+            ActionKind.CONTACT_PATIENT,
+            ActionKind.ARRANGE_INTERPRETER,
+            ActionKind.SCHEDULE,
+        ]
         assert item.actions[0].clock is ClockName.FIRST_CONTACT_BY
         r = driver.desk.log_communication(
             driver.actor, r.id, Channel.PHONE, Direction.OUTBOUND, "patient", interpreter_used=True
@@ -130,6 +135,38 @@ class TestNextAction:
         assert item.next_action is not None
         assert item.next_action.kind is ActionKind.SCHEDULE
         assert item.next_action.operation == "schedule"
+
+    def test_an_interpreter_is_open_until_a_communication_records_one(self, driver: Driver) -> None:
+        """A patient who needs an interpreter: "arrange an interpreter" (log_communication)
+        stays open through contacts without one and closes once a contact records one."""
+        r = driver.to(Status.RECEIVED)
+        assert r.patient.interpreter_needed
+        [arrange] = [
+            a for a in item_of(driver, r).actions if a.kind is ActionKind.ARRANGE_INTERPRETER
+        ]
+        assert arrange.operation == "log_communication"
+        assert arrange.reason == "interpreter needed (es), none recorded yet"
+        r = driver.desk.log_communication(
+            driver.actor, r.id, Channel.SMS, Direction.OUTBOUND, "patient", language="es"
+        )
+        assert ActionKind.ARRANGE_INTERPRETER in kinds(item_of(driver, r))
+        r = driver.desk.log_communication(
+            driver.actor, r.id, Channel.PHONE, Direction.INBOUND, "patient", interpreter_used=True
+        )
+        assert ActionKind.ARRANGE_INTERPRETER not in kinds(item_of(driver, r))
+
+    def test_no_interpreter_action_when_none_is_needed_or_after_the_visit(
+        self, driver: Driver
+    ) -> None:
+        """A patient who needs no interpreter never gets the action; nor does a referral
+        whose visit happened (what is left is between clinicians)."""
+        patient = attrs.evolve(driver.request().patient, interpreter_needed=False)
+        r = driver.to(Status.ACCEPTED, patient=patient)
+        assert ActionKind.ARRANGE_INTERPRETER not in kinds(item_of(driver, r))
+        seen = driver.to(Status.SEEN)
+        assert seen.patient.interpreter_needed
+        assert not any(c.interpreter_used for c in seen.communications)
+        assert ActionKind.ARRANGE_INTERPRETER not in kinds(item_of(driver, seen))
 
     def test_a_no_show_is_rescheduled(self, driver: Driver) -> None:
         """No-show: reschedule, with the no-show as evidence."""

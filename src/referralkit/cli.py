@@ -5,9 +5,12 @@ Commands:
 - ``referralkit demo``: generate a synthetic population (:mod:`referralkit.synth`), take it in
   (coverage and urgency are decided at intake), simulate a few weeks of a referral desk, then
   print the worklist ranked by risk with next actions, an audit summary, commands to look
-  closer and the KPI summary (:mod:`referralkit.analytics`). The output
-  shows referral ids, specialties and statuses, never patient names, record numbers or birth
-  dates.
+  closer and the KPI summary (:mod:`referralkit.analytics`); then tell each reachable patient
+  of an open referral where it stands (:meth:`ReferralDesk.notify
+  <referralkit.desk.ReferralDesk.notify>`, an :class:`~referralkit.messages.OutboxNotifier`
+  writing to the folder :func:`~referralkit.cli.outbox_folder` names) and print one message
+  in English and one in Spanish. The output shows referral ids, specialties and statuses,
+  never patient names (a message shows ``[first name]``), record numbers or birth dates.
 - ``referralkit worklist --db URL [--owner ID] [--as-of T] [--json]``: the open referrals
   most at risk first, with the clock each is ranked by, the next action and the flags;
   ``referralkit audit --db URL [--json]``: the record audit's findings;
@@ -76,7 +79,13 @@ from .clock import FakeClock
 from .desk import ReferralDesk
 from .errors import NotFoundError, ReferralKitError, ValidationError
 from .events import EventType, replay
-from .model import Priority, Referral, ReferralEvent, Status
+from .model import (
+    AppointmentStatus,
+    Priority,
+    Referral,
+    ReferralEvent,
+    Status,
+)
 from .privacy import Actor, Role
 from .serialization import to_dict
 from .storage import Change, Query, ReferralStore, open_store, resolve_id
@@ -85,6 +94,7 @@ if TYPE_CHECKING:
     from .clocks import ClockReading
     from .discrepancies import Finding
     from .interop.fhir import Limits
+    from .messages import Message, Moment
     from .worklist import Action, WorklistItem
 
 __all__ = [
@@ -93,8 +103,10 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_PROBLEMS",
+    "OUTBOX_SUFFIX",
     "main",
     "open_store_to_read",
+    "outbox_folder",
 ]
 
 EXIT_OK: Final = 0
@@ -315,6 +327,7 @@ def _demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         # the default file is the demo's own output: start afresh on every run
         for suffix in ("", "-wal", "-shm"):
             Path(DEFAULT_DB.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
+        _clear_default_outbox()
     store = open_store(args.db)
     if store.count():
         store.close()
@@ -346,6 +359,10 @@ def _demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         open_count = desk.count(coordinator, open_only=True)
         findings = list(desk.audit(coordinator))
         kpis = analytics.summary(desk.store, now)
+        # after the worklist and the KPIs: the messages are logged as contacts with the
+        # patient, which stop first-contact clocks
+        outbox = outbox_folder(args.db)
+        messages = _demo_outbox(desk, coordinator, outbox)
 
     shown = f"top {len(rows)} of {open_count}" if rows else f"0 of {open_count}"
     lines = [
@@ -370,9 +387,104 @@ def _demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         "",
         "KPI summary (counted per referral)",
         *kpi_lines(kpis),
+        "",
+        *message_lines(messages, outbox),
     ]
     out.write("\n".join(lines) + "\n")
     return 0
+
+
+# --------------------------------------------------------------------------- demo messages
+
+OUTBOX_SUFFIX: Final = "-outbox"
+"""The demo's outbox is the folder beside its SQLite file named after it with this suffix
+(``referralkit-demo-outbox``), or that default name in the current directory for a store
+that is not a SQLite file."""
+_DEFAULT_OUTBOX: Final = Path("referralkit-demo" + OUTBOX_SUFFIX)
+_OUTBOX_FILES: Final = ("*.eml", "*.sms.txt")
+_FIRST_NAME: Final = "[first name]"
+
+
+def outbox_folder(url: str) -> Path:
+    """Where ``referralkit demo --db url`` writes its outbox: beside a SQLite file, named
+    after it (``clinic.db`` -> ``clinic-outbox``), else ``referralkit-demo-outbox``."""
+    if url.startswith("sqlite://"):
+        path = url[len("sqlite://") :].removeprefix("/")
+        if path and path != ":memory:":
+            database = Path(path)
+            return database.with_name(database.stem + OUTBOX_SUFFIX)
+    return _DEFAULT_OUTBOX
+
+
+def _clear_default_outbox() -> None:
+    """Empty the default outbox of the files an earlier run wrote (nothing else)."""
+    for pattern in _OUTBOX_FILES:
+        for path in _DEFAULT_OUTBOX.glob(pattern):
+            path.unlink(missing_ok=True)
+
+
+def _demo_moment(referral: Referral) -> Moment | None:
+    """The moment the demo tells a patient about: a booked or missed visit, the coverage
+    outcome while the referral waits for a visit, else that the referral was received."""
+    from .messages import Moment
+
+    status = referral.status
+    held = {a.status for a in referral.appointments}
+    if status is Status.SCHEDULED and AppointmentStatus.BOOKED in held:
+        return Moment.BOOKED
+    if status is Status.NO_SHOW and AppointmentStatus.NOSHOW in held:
+        return Moment.MISSED
+    if status.is_terminal or status is Status.DRAFT:
+        return None
+    if status in (Status.RECEIVED, Status.ACCEPTED) and referral.coverage_decision is not None:
+        return Moment.for_coverage(referral)
+    return Moment.RECEIVED
+
+
+def _demo_outbox(desk: ReferralDesk, actor: Actor, folder: Path) -> list[Message]:
+    """Tell every patient of an open referral who has an e-mail address or a mobile number
+    about where the referral stands, through :meth:`ReferralDesk.notify` and an
+    :class:`~referralkit.messages.OutboxNotifier` writing to ``folder``: one message each,
+    in the patient's language, recorded as a communication. The messages sent, by referral
+    id."""
+    from .messages import OutboxNotifier, Renderer
+
+    notifier = OutboxNotifier(folder, clock=desk.clock)
+    renderer = Renderer()
+    sent = []
+    for referral in desk.store.query(Query(open_only=True)):
+        moment = _demo_moment(referral)
+        if moment is None or not any(
+            c.system in notifier.systems for c in referral.patient.contacts
+        ):
+            continue
+        sent.append(desk.notify(actor, referral.id, moment, notifier, renderer=renderer).message)
+    return sorted(sent, key=lambda m: m.referral_id)
+
+
+def _masked(text: str, message: Message) -> str:
+    """``text`` with the patient's first name replaced: the demo prints no patient name."""
+    name = message.facts.get("first_name")
+    return text.replace(name, _FIRST_NAME) if isinstance(name, str) and name else text
+
+
+def message_lines(messages: Sequence[Message], folder: Path) -> list[str]:
+    """The demo's outbox summary and one message in English and one in Spanish, when the
+    population has a reachable patient of each language."""
+    by_language = {m.requested_language: m for m in reversed(messages)}
+    lines = [f"Outbox: {len(messages)} patient messages written to {folder}"]
+    for language, name in (("en", "English"), ("es", "Spanish")):
+        message = by_language.get(language)
+        if message is None:
+            lines += ["", f"(no {name}-speaking patient to write to in this population)"]
+            continue
+        lines += [
+            "",
+            f"{name} message ({message.moment.value}, referral {message.referral_id[:8]}):",
+            f"  Subject: {_masked(message.subject, message)}",
+            *(f"  {line}".rstrip() for line in _masked(message.text, message).splitlines()),
+        ]
+    return lines
 
 
 def _lifecycle(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

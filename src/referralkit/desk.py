@@ -73,7 +73,8 @@ from .worklist import DEFAULT_WORKLIST, WorklistFilter, WorklistItem, WorklistRu
 from .worklist import assess as assess_item
 
 if TYPE_CHECKING:
-    from .messages import DelayCause, Moment, Money, Notification, Notifier, Renderer
+    from .clocks import Cause
+    from .messages import Moment, Money, Notification, Notifier, Renderer
     from .model import ContactPoint
     from .rules.timeline import Alert, EventRules
 
@@ -779,10 +780,16 @@ class ReferralDesk:
         interpreter_used: bool = False,
         at: dt.datetime | None = None,
         expected_version: int | None = None,
+        language: str | None = None,
     ) -> Referral:
         """Document a contact with the patient, the referrer, the payer or the specialist.
 
-        ``at`` (default: now) is any timezone-aware datetime."""
+        ``at`` (default: now) is any timezone-aware datetime; ``language`` the language the
+        contact was held in (a BCP 47 tag such as ``es``), when known.
+
+        .. versionchanged:: 0.1
+           ``language``.
+        """
         sealed: tuple[Sealed[Any], Sealed[Any]] = (Sealed(counterpart), Sealed(summary))
         del counterpart, summary
 
@@ -795,6 +802,7 @@ class ReferralDesk:
                 counterpart=sealed[0].reveal(),
                 summary=sealed[1].reveal(),
                 interpreter_used=interpreter_used,
+                language=language,
             )
             return [_record(EventType.COMMUNICATION_LOGGED, communication=communication)]
 
@@ -811,13 +819,13 @@ class ReferralDesk:
         renderer: Renderer | None = None,
         contact: ContactPoint | None = None,
         language: str | None = None,
-        cause: DelayCause | str | None = None,
+        cause: Cause | str | None = None,
         new_date: dt.date | None = None,
         estimate: Money | None = None,
     ) -> Notification:
         """Tell the patient (or, for the consult note, the referrer) about ``moment``: render
         the message (:mod:`referralkit.messages`), send it through ``notifier`` and record it
-        as an outbound :class:`~referralkit.model.Communication`.
+        as an outbound :class:`~referralkit.model.Communication` in the message's language.
 
         Idempotent per (referral, moment, version): the version is that of the referral's
         last change other than a logged communication or a sweep's alert, so a retry after a
@@ -881,6 +889,7 @@ class ReferralDesk:
                 counterpart=counterpart,
                 summary=f"{message.moment.value} message sent in {message.language}",
                 interpreter_used=False,
+                language=message.language,
             )
             return [
                 _record(EventType.COMMUNICATION_LOGGED, communication=communication, message=record)

@@ -494,7 +494,13 @@ class Attachment:
 
 @attrs.frozen
 class Communication:
-    """One documented contact: who, how, which way, and whether an interpreter was used."""
+    """One documented contact: who, how, which way, whether an interpreter was used, and
+    the language it was held in (a BCP 47 tag such as ``es``; ``None`` when not recorded,
+    as in histories written before the field existed).
+
+    .. versionchanged:: 0.1
+       ``language``.
+    """
 
     id: str = attrs.field(validator=v.text(max_length=100))
     at: dt.datetime = attrs.field(converter=v.to_utc, validator=v.utc_datetime)
@@ -503,6 +509,9 @@ class Communication:
     counterpart: str = attrs.field(**v.PHI_FIELD, validator=v.text(max_length=200))
     summary: str | None = attrs.field(**v.PHI_FIELD, default=None, validator=v.optional(v.text()))
     interpreter_used: bool = attrs.field(default=False, validator=v.instance(bool, "a bool"))
+    language: str | None = attrs.field(
+        default=None, validator=v.optional(v.text(pattern=r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*"))
+    )
 
 
 @attrs.frozen

@@ -29,11 +29,13 @@ when the cause holds.
 
 **Next action.** Each open action names the desk method that, once done, resolves it
 (:attr:`Action.operation`): ``attach`` for missing documents, ``request_authorization``,
-``log_communication`` to contact the patient, ``schedule``, ``reschedule`` after a no-show,
-``record_visit`` for a past appointment still booked, ``complete`` to record the consult note
-and close the loop... Actions are ordered by the clock they serve (breached first, then at
-risk, then the least time left relative to the window), then by the order of the workflow
-(what blocks scheduling comes first). The first is the recommended next action.
+``log_communication`` to contact the patient (and, for a patient who needs an interpreter,
+to record one arranged: open until a communication records ``interpreter_used``),
+``schedule``, ``reschedule`` after a no-show, ``record_visit`` for a past appointment still
+booked, ``complete`` to record the consult note and close the loop... Actions are ordered
+by the clock they serve (breached first, then at risk, then the least time left relative to
+the window), then by the order of the workflow (what blocks scheduling comes first).
+The first is the recommended next action.
 """
 
 from __future__ import annotations
@@ -143,6 +145,8 @@ class ActionKind(enum.StrEnum):
     CHASE_AUTHORIZATION = "chase_authorization"
     ACCEPT = "accept"
     CONTACT_PATIENT = "contact_patient"
+    ARRANGE_INTERPRETER = "arrange_interpreter"
+    """The patient needs an interpreter and no communication records one yet."""
     SCHEDULE = "schedule"
     RESCHEDULE = "reschedule"
     RECORD_VISIT_OUTCOME = "record_visit_outcome"
@@ -169,6 +173,7 @@ _OPERATIONS: Final = {
     ActionKind.CHASE_AUTHORIZATION: "record_authorization",
     ActionKind.ACCEPT: "accept",
     ActionKind.CONTACT_PATIENT: "log_communication",
+    ActionKind.ARRANGE_INTERPRETER: "log_communication",
     ActionKind.SCHEDULE: "schedule",
     ActionKind.RESCHEDULE: "reschedule",
     ActionKind.RECORD_VISIT_OUTCOME: "record_visit",
@@ -558,6 +563,9 @@ def _actions(c: _Context, readings: Sequence[ClockReading]) -> list[Action]:
                 evidence,
             )
         )
+    interpreter = _interpreter_action(r, before_visit, contact or schedule)
+    if interpreter is not None:
+        add(interpreter)
     if status is Status.ACCEPTED and not c.missing and not c.insurance_blocked:
         add(_action(ActionKind.SCHEDULE, "accepted, not booked", schedule, _ref(t.accepted)))
     if status in (Status.NO_SHOW, Status.APPOINTMENT_CANCELLED):
@@ -597,6 +605,20 @@ def _actions(c: _Context, readings: Sequence[ClockReading]) -> list[Action]:
     if r.owner is None:
         add(_action(ActionKind.ASSIGN, "nobody owns it", None))
     return found
+
+
+def _interpreter_action(
+    r: Referral, before_visit: bool, clock: ClockReading | None
+) -> Action | None:
+    """Arrange an interpreter: open while the referral waits for its visit, for a patient who
+    needs one, until a communication records one (``interpreter_used``), as the coordinator
+    guide asks. It serves the first-contact clock while that runs, else the schedule clock."""
+    if not (before_visit and r.patient.interpreter_needed):
+        return None
+    if any(c.interpreter_used for c in r.communications):
+        return None
+    reason = f"interpreter needed ({r.patient.preferred_language}), none recorded yet"
+    return _action(ActionKind.ARRANGE_INTERPRETER, reason, clock)
 
 
 _BEFORE_VISIT: Final = frozenset(

@@ -93,6 +93,7 @@ class TestNotify:
         assert communication.channel is Channel.EMAIL
         assert communication.counterpart == "patient"
         assert not communication.interpreter_used
+        assert communication.language == "es"
         assert communication.summary == "booked message sent in es"
         (logged,) = messages_logged(desk, rid)
         assert logged["key"] == sent.message.key

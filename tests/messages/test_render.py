@@ -19,6 +19,7 @@ from referralkit import (
     Appointment,
     Authorization,
     AuthStatus,
+    Cause,
     Code,
     ContactPoint,
     ContactSystem,
@@ -38,7 +39,6 @@ from referralkit.messages import (
     FACTS,
     TEMPLATE_DIR,
     Audience,
-    DelayCause,
     Message,
     Moment,
     Money,
@@ -437,10 +437,29 @@ class TestMomentsRefuseWrongFacts:
     def test_delay_without_new_date_promises_news(self, renderer: Renderer) -> None:
         """Without a new date the delay notice says the date will follow."""
         message = renderer.render(
-            synthetic(1)[0], Moment.DELAYED, language="en", cause=DelayCause.COMMUNICATION
+            synthetic(1)[0], Moment.DELAYED, language="en", cause=Cause.COMMUNICATION
         )
         assert "We have not been able to reach you." in message.text
         assert "as soon as we know it" in message.text
+
+    @pytest.mark.parametrize("cause", list(Cause))
+    def test_every_worklist_cause_is_said_in_plain_words(
+        self, renderer: Renderer, cause: Cause
+    ) -> None:
+        """The delay notice takes the worklist's causes (one vocabulary, clocks.Cause), as the
+        member or its value, and says each in English and in Spanish."""
+        referral = synthetic(1)[0]
+        english = renderer.render(referral, Moment.DELAYED, language="en", cause=cause)
+        assert english.facts["cause_text"] == cause.value
+        assert english.complete
+        spanish = renderer.render(referral, Moment.DELAYED, language="es", cause=cause.value)
+        assert spanish.complete
+        assert spanish.text != english.text
+
+    def test_a_delay_cause_outside_the_vocabulary_is_refused(self, renderer: Renderer) -> None:
+        """A cause that is not a Cause is a ValidationError naming the choices."""
+        with pytest.raises(ValidationError, match="cause: expected a Cause \\(administrative, "):
+            renderer.render(synthetic(1)[0], Moment.DELAYED, cause="weather")
 
     def test_version_makes_the_key(self, renderer: Renderer) -> None:
         """The same referral, moment and version give the same key; another version another."""

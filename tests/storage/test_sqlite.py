@@ -417,6 +417,57 @@ class TestPayloads:
         assert info.value.path == "payload.when"
 
 
+class TestEventHistories:
+    """The adapter's own event_histories: one ordered pass over the events table."""
+
+    def test_one_state_while_writers_carry_on(self, path: Path) -> None:
+        """The pass reads one state of the file: a change made meanwhile does not show."""
+        with SQLiteStore(path) as store:
+            desk = desk_over(store)
+            made = [desk.intake(ACTOR, sample_request(f"R-{k}")) for k in range(3)]
+            before = list(store.event_histories())
+            reading = store.event_histories()
+            first = next(reading)
+            desk.assign(ACTOR, made[-1].id, "late")
+            assert [first, *reading] == before
+            assert len(list(store.event_histories())[-1]) == len(before[-1]) + 1
+
+    @pytest.mark.parametrize(
+        ("column", "value", "message"),
+        [
+            ("payload", "{not json CANARY", "has a payload that is not valid JSON"),
+            ("payload", "[1, 2]", "does not fit the model"),
+            ("at", "CANARY yesterday", "does not fit the model"),
+            ("at", "2026-01-05T09:00:00", "does not fit the model"),
+            ("version", "two", "does not fit the model"),
+        ],
+    )
+    def test_a_row_edited_by_hand_is_a_storage_error(
+        self, path: Path, column: str, value: object, message: str
+    ) -> None:
+        """A row the store did not write that way is refused as export refuses it: a
+        StorageError naming the referral, not repeating the value."""
+        with SQLiteStore(path) as store:
+            made = desk_over(store).intake(ACTOR, sample_request())
+        with closing(sqlite3.connect(path)) as conn, conn:
+            conn.execute(f"UPDATE events SET {column} = ?", (value,))
+        with SQLiteStore(path) as store:
+            with pytest.raises(StorageError, match=message) as info:
+                list(store.event_histories())
+            assert made.id in str(info.value)
+            assert "CANARY" not in str(info.value)
+
+    def test_an_in_memory_store_and_a_closed_one(self) -> None:
+        """sqlite:///:memory: reads under the store's lock; a closed store refuses."""
+        store = SQLiteStore(":memory:")
+        made = desk_over(store).intake(ACTOR, sample_request())
+        assert [h[0].type for h in store.event_histories()] == ["created"]
+        assert store.events(made.id) == next(store.event_histories())
+        store.close()
+        with pytest.raises(StorageError, match="closed"):
+            list(store.event_histories())
+
+
 class TestDriverErrors:
     def test_uncreatable_file(self, tmp_path: Path) -> None:
         """A file that cannot be created is a StorageError naming the OS error, not chained."""

@@ -14,7 +14,8 @@ referral's history is replayed up to ``as_of``, so a past date gives that date's
   :func:`plot_time_to_appointment`, :func:`plot_sla_breaches`, :func:`plot_auth_turnaround`;
 - :func:`export_parquet` and :func:`read_parquet`: the de-identified frames as Parquet files
   partitioned by month, for DuckDB, Polars or Spark; :func:`report_html`: a self-contained
-  HTML report.
+  HTML report; :func:`survey_responses_fhir`: the patient satisfaction survey answers as FHIR
+  QuestionnaireResponses, de-identified by default.
 
 Frames, plots, Parquet and the HTML report need the ``analytics`` extra (pandas, pyarrow,
 matplotlib): ``pip install "referralkit[analytics]"`` (``pip install ".[analytics]"`` in a
@@ -55,6 +56,7 @@ from ._plots import (
 from ._report import report_html
 from ._rows import Row, read_row
 from ._summary import Kpis, summary
+from ._surveys import survey_responses_fhir
 from ._tables import kpis
 
 __all__ = [
@@ -84,6 +86,7 @@ __all__ = [
     "referrals_frame",
     "report_html",
     "summary",
+    "survey_responses_fhir",
 ]
 
 COLUMNS: Final = _rows.COLUMNS

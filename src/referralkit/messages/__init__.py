@@ -39,7 +39,7 @@ Su cita está reservada para el martes, 10 de marzo de 2026
 
 from ._catalogs import DOMAIN, LOCALE_DIR
 from ._facts import COMMON, FACTS
-from ._model import Audience, DelayCause, Message, Moment, Money, Notification, Organization
+from ._model import Audience, Message, Moment, Money, Notification, Organization
 from ._notify import KEY_HEADER, Notifier, OutboxNotifier, Receipt, SmtpNotifier, email_message
 from ._render import TEMPLATE_DIR, Renderer
 
@@ -51,7 +51,6 @@ __all__ = [
     "LOCALE_DIR",
     "TEMPLATE_DIR",
     "Audience",
-    "DelayCause",
     "Message",
     "Moment",
     "Money",

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import attrs
 
+from ..clocks import Cause
 from ..errors import ValidationError
 from ..model import (
     Appointment,
@@ -26,7 +27,7 @@ from ..model import (
     Referral,
 )
 from . import _phrases
-from ._model import DelayCause, Moment, Money, Organization
+from ._model import Moment, Money, Organization
 
 __all__ = ["COMMON", "FACTS", "Phrase", "read_facts"]
 
@@ -85,7 +86,7 @@ def read_facts(
     organization: Organization,
     zone: zoneinfo.ZoneInfo,
     *,
-    cause: DelayCause | str | None = None,
+    cause: Cause | str | None = None,
     new_date: dt.date | None = None,
     estimate: Money | None = None,
 ) -> dict[str, Any]:
@@ -241,10 +242,10 @@ def _delayed(
     referral: Referral, zone: zoneinfo.ZoneInfo, cause: object, new_date: object, *_: Any
 ) -> dict[str, Any]:
     try:
-        known = DelayCause(cause)  # type: ignore[arg-type]  # checked here
+        known = Cause(cause)  # type: ignore[arg-type]  # checked here
     except ValueError:
-        names = ", ".join(c.value for c in DelayCause)
-        raise ValidationError("cause", f"expected a DelayCause ({names})") from None
+        names = ", ".join(c.value for c in Cause)
+        raise ValidationError("cause", f"expected a Cause ({names})") from None
     if new_date is not None and (
         not isinstance(new_date, dt.date) or isinstance(new_date, dt.datetime)
     ):

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Audience",
-    "DelayCause",
     "Message",
     "Moment",
     "Money",
@@ -105,21 +104,6 @@ def _self_pay(referral: Referral, decision: CoverageDecision) -> bool:
         or decision.reason == "self-pay"
         or (decision.covered is Covered.NOT_COVERED and referral.self_pay_acknowledged)
     )
-
-
-class DelayCause(enum.StrEnum):
-    """Why a referral is late, in the coordinator guide's taxonomy (DESIGN §10)."""
-
-    ADMINISTRATIVE = "administrative"
-    """Missing documents or an incomplete request."""
-    INSURANCE = "insurance"
-    """Waiting for the plan: authorization pending, denied or expiring; coverage undecided."""
-    COMMUNICATION = "communication"
-    """The patient could not be reached."""
-    SCHEDULING = "scheduling"
-    """No visit time in the window, or the specialist cancelled."""
-    PATIENT = "patient"
-    """A missed visit, or the patient asked to wait."""
 
 
 def _decimal(value: object) -> decimal.Decimal:

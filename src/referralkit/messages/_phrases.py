@@ -63,7 +63,8 @@ CAUSES: Final = {
     "scheduling": N_("The specialist does not have an open time yet."),
     "patient": N_("We need to hear from you before we can go on."),
 }
-"""Delay causes (:class:`~referralkit.messages.DelayCause`), said to the patient."""
+"""Delay causes (:class:`~referralkit.clocks.Cause`, the worklist's vocabulary), said to
+the patient."""
 
 
 def unknown(table: str, code: str) -> str:

@@ -35,6 +35,7 @@ from jinja2.ext import InternationalizationExtension
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup, escape
 
+from ..clocks import Cause
 from ..errors import TemplateError, ValidationError
 from ..model import Channel, ContactSystem, Referral
 from . import _facts
@@ -48,7 +49,7 @@ from ._catalogs import (
     parse_locale,
 )
 from ._facts import FACTS, Phrase, read_facts
-from ._model import CHANNELS_BY_MOMENT, Audience, DelayCause, Message, Moment, Money, Organization
+from ._model import CHANNELS_BY_MOMENT, Audience, Message, Moment, Money, Organization
 
 __all__ = ["TEMPLATE_DIR", "Renderer"]
 
@@ -385,7 +386,7 @@ class Renderer:
         *,
         language: str | None = None,
         version: int | None = None,
-        cause: DelayCause | str | None = None,
+        cause: Cause | str | None = None,
         new_date: dt.date | None = None,
         estimate: Money | None = None,
     ) -> Message:

@@ -85,7 +85,13 @@ from ._base import (
     lease_end,
     prefix_range,
 )
-from ._json import event_from_row, payload_json, referral_from_row, snapshot_json
+from ._json import (
+    event_from_row,
+    events_by_referral,
+    payload_json,
+    referral_from_row,
+    snapshot_json,
+)
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore", "connection_settings"]
 
@@ -176,6 +182,8 @@ _COLUMNS: Final = (
     "specialty, owner, patient_id, source_id, updated_at, snapshot"
 )
 _EVENT_COLUMNS: Final = "referral_id, version, idx, at, actor, type, payload"
+_HISTORY_ROWS: Final = 5_000
+"""Rows a server-side cursor fetches at a time when ``event_histories`` streams the events."""
 
 
 # --------------------------------------------------------------------------- connection URL
@@ -1033,6 +1041,30 @@ class PostgresStore(ReferralStore):
             ) from None
         except psycopg.Error as error:
             raise _driver_error(error, "exporting") from None
+
+    @boundary_iter
+    def event_histories(self) -> Iterator[Sequence[ReferralEvent]]:
+        """Every referral's events, in referral id order, from one ordered pass over the
+        events table through a server-side cursor (rows arrive ``_HISTORY_ROWS`` at a time)
+        in a ``REPEATABLE READ READ ONLY`` transaction: no snapshot is read, no query per
+        referral, events built from the row without the model's validators (see
+        :meth:`ReferralStore.event_histories`)."""
+        sql = self._sql(
+            f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events ORDER BY referral_id, version, idx"  # noqa: S608 - fixed column names
+        )
+        try:
+            with self._connection() as conn, conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                with conn.cursor("referralkit_histories", row_factory=_seal_last) as cursor:
+                    cursor.itersize = _HISTORY_ROWS
+                    cursor.execute(sql)
+                    yield from events_by_referral(cursor)
+        except PoolTimeout:
+            raise StorageError(
+                "no PostgreSQL connection free while reading histories", driver_error="PoolTimeout"
+            ) from None
+        except psycopg.Error as error:
+            raise _driver_error(error, "reading histories") from None
 
     @boundary
     def restore_many(self, histories: Sequence[History]) -> None:

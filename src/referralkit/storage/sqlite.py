@@ -59,7 +59,13 @@ from ._base import (
     prefix_range,
 )
 from ._files import create_private, private_replacement
-from ._json import event_from_row, payload_json, referral_from_row, snapshot_json
+from ._json import (
+    event_from_row,
+    events_by_referral,
+    payload_json,
+    referral_from_row,
+    snapshot_json,
+)
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -693,6 +699,33 @@ class SQLiteStore(ReferralStore):
             yield from self._export(conn, batch=_EXPORT_BATCH)
         except sqlite3.Error as error:
             raise _driver_error(error, "exporting") from None
+        finally:
+            self._forget(conn)
+
+    @boundary_iter
+    def event_histories(self) -> Iterator[Sequence[ReferralEvent]]:
+        """Every referral's events, in referral id order, from one ordered pass over the
+        events table (its primary key order) in a private read transaction: no snapshot is
+        read, no query per referral, events built from the row without the model's
+        validators (see :meth:`ReferralStore.event_histories`)."""
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY referral_id, version, idx"  # noqa: S608 - fixed column names
+        if self._closed:
+            raise StorageError("the store is closed")
+        if self._shared is not None:
+            with self._lock:
+                cursor = self._shared.cursor()
+                cursor.row_factory = _seal_last
+                everything = list(events_by_referral(cursor.execute(sql)))
+            yield from everything
+            return
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN")
+            cursor = conn.cursor()
+            cursor.row_factory = _seal_last
+            yield from events_by_referral(cursor.execute(sql))
+        except sqlite3.Error as error:
+            raise _driver_error(error, "reading histories") from None
         finally:
             self._forget(conn)
 

@@ -248,6 +248,7 @@ def communications() -> st.SearchStrategy[Communication]:
         counterpart=_text,
         summary=st.none() | _text,
         interpreter_used=st.booleans(),
+        language=st.none() | st.sampled_from(("en", "es", "vi", "zh-Hant")),
     )
 
 
@@ -392,6 +393,7 @@ def referrals(draw: st.DrawFn, status: Status | None = None) -> Referral:
         attachments=draw(_tuples(attachments())),
         communications=draw(_tuples(communications())),
         follow_ups=draw(_tuples(follow_ups())),
+        surveys=draw(_tuples(survey_responses())),
     )
 
 

@@ -497,6 +497,18 @@ class StoreContract:
         seen = {r.id: r.version for r, _ in [first, *exporting]}
         assert seen == {r.id: r.version for r in people}
 
+    def test_event_histories_are_the_exported_histories(
+        self, desk: ReferralDesk, clock: FakeClock
+    ) -> None:
+        """event_histories() yields each referral's events, in referral id order, equal to
+        the histories export() gives (an adapter's faster override included)."""
+        people = self._population(desk, clock)
+        histories = list(desk.store.event_histories())
+        assert histories == [events for _, events in desk.store.export()]
+        assert [h[0].referral_id for h in histories] == sorted(r.id for r in people)
+        for events in histories:
+            assert replay(events) == desk.store.load(events[0].referral_id)
+
     def test_restore_into_the_adapter(self, desk: ReferralDesk, clock: FakeClock) -> None:
         """restore_many writes whole histories directly; a referral already there is a
         conflict and the batch writes nothing."""

@@ -32,8 +32,9 @@ from typing import Any, Final
 import attrs
 import pytest
 
+from ..clocks import Cause
 from ..errors import DeliveryError
-from ..messages import KEY_HEADER, DelayCause, Message, Moment, Money, Notifier, Receipt, Renderer
+from ..messages import KEY_HEADER, Message, Moment, Money, Notifier, Receipt, Renderer
 from ..model import (
     Appointment,
     AppointmentStatus,
@@ -109,7 +110,7 @@ def staged(referral: Referral, moment: Moment, at: dt.datetime) -> tuple[Referra
     elif moment is Moment.MISSED:
         changes["appointments"] = (attrs.evolve(visit, status=AppointmentStatus.NOSHOW),)
     elif moment is Moment.DELAYED:
-        extra.update(cause=DelayCause.INSURANCE, new_date=(at + 14 * _DAY).date())
+        extra.update(cause=Cause.INSURANCE, new_date=(at + 14 * _DAY).date())
     elif moment is Moment.CONSULT_NOTE:
         changes["appointments"] = (attrs.evolve(visit, status=AppointmentStatus.FULFILLED),)
         note = Attachment("note-1", AttachmentKind.CONSULT_NOTE, at + 8 * _DAY, text="note")

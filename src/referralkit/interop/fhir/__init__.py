@@ -4,10 +4,11 @@
 Bundle (a JSON-ready ``dict``): the ServiceRequest (the referral itself), the Task that tracks
 it through the lifecycle (HL7 BSeR ``businessStatus``), the Patient, the Coverage, the
 referring and target Practitioner / PractitionerRole / Organization, a ClaimResponse for the
-prior authorization, and the Appointments, DocumentReferences, Communications and follow-up
-Tasks. :func:`from_fhir` reads such a Bundle back, and reads what EHRs send: missing optional
-elements, references by ``urn:uuid`` fullUrl, by relative ``Type/id`` or to a contained
-resource, extensions it does not know (ignored) and codes in systems it does not know (kept).
+prior authorization, and the Appointments, DocumentReferences, Communications, follow-up
+Tasks and satisfaction survey answers (QuestionnaireResponse). :func:`from_fhir` reads such a
+Bundle back, and reads what EHRs send: missing optional elements, references by ``urn:uuid``
+fullUrl, by relative ``Type/id`` or to a contained resource, extensions it does not know
+(ignored) and codes in systems it does not know (kept).
 
 For every referral, ``from_fhir(to_fhir(r)) == r``: what FHIR has no element for (the
 referralkit identifiers, the rules behind a decision, the urgency score) travels in the
@@ -35,16 +36,18 @@ from __future__ import annotations
 
 from typing import Final
 
-from . import _codesystems
+from . import _codesystems, _surveys
 from ._json import FhirError
 from ._limits import FhirLimitError, Limits, loads, read_ndjson
 from ._reading import Part as _Part
 from ._reading import from_fhir, intake_from_fhir, part_from_fhir
+from ._surveys import questionnaire_response
 from ._validation import validate
 from ._writing import to_fhir
 
 __all__ = [
     "BASE_URL",
+    "SATISFACTION_QUESTIONNAIRE",
     "UNSPECIFIED",
     "FhirError",
     "FhirLimitError",
@@ -54,6 +57,7 @@ __all__ = [
     "intake_from_fhir",
     "loads",
     "part_from_fhir",
+    "questionnaire_response",
     "read_ndjson",
     "to_fhir",
     "validate",
@@ -61,6 +65,11 @@ __all__ = [
 
 BASE_URL: Final = _codesystems.BASE_URL
 """Where referralkit's own identifier systems, code systems and extensions live."""
+
+SATISFACTION_QUESTIONNAIRE: Final = _surveys.SATISFACTION_QUESTIONNAIRE
+"""The canonical URL of referralkit's patient satisfaction questionnaire, which survey
+answers (:class:`~referralkit.model.SurveyResponse`) are QuestionnaireResponses to: item
+``score`` (1-5) and item ``comment``."""
 
 UNSPECIFIED: Final = _codesystems.UNSPECIFIED
 """The specialty (or plan) of an import that does not say which."""
@@ -77,6 +86,7 @@ Part = _Part
 #   _authorizations ClaimResponse (prior authorization)
 #   _appointments, _documents, _communications    Appointment, DocumentReference, Communication
 #   _tasks          the referral's Task (BSeR businessStatus) and the follow-up Tasks
+#   _surveys        QuestionnaireResponse (patient satisfaction survey answers)
 #   _decisions      the CRD coverage-information and urgency extensions, rule hits and traces
 #   _codesystems    identifier systems, code systems, extensions and the tables between codes
 #   _datatypes      Coding, Identifier, Reference, HumanName, Period, Extension; fullUrls
@@ -95,6 +105,7 @@ for _name in (
     "from_fhir",
     "intake_from_fhir",
     "part_from_fhir",
+    "questionnaire_response",
     "to_fhir",
     "validate",
 ):

@@ -40,6 +40,7 @@ SID_ROLE: Final = _SID + "practitioner-role"
 SID_ORGANIZATION: Final = _SID + "organization"
 SID_AUTHORIZATION: Final = _SID + "authorization"
 SID_OBSERVATION: Final = _SID + "observation"
+SID_SURVEY: Final = _SID + "survey"
 
 _CS = f"{BASE_URL}/CodeSystem/"
 CS_SPECIALTY: Final = _CS + "specialty"

@@ -27,6 +27,8 @@ def _write_communication(c: Communication, urls: _Urls) -> JSON:
         codings.append({"system": PARTICIPATION_MODE, "code": mode})
     communication: JSON = {
         "resourceType": "Communication",
+        # Resource.language: the language the communication was held in (BCP 47)
+        **({"language": c.language} if c.language is not None else {}),
         "identifier": [_identifier(SID_COMMUNICATION, c.id)],
         "basedOn": [_ref(urls.sr)],
         "status": "completed",
@@ -105,4 +107,5 @@ def _communication(
         counterpart=counterpart or UNSPECIFIED,
         summary=summary,
         interpreter_used=bool(interpreter is not None and interpreter.flag("valueBoolean")),
+        language=resource.text("language"),
     )

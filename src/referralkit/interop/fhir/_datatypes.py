@@ -56,7 +56,9 @@ def _entry(url: str, resource: JSON) -> JSON:
     """A transaction entry: a create, conditional on referralkit's identifier when it has one
     (so sending the same Bundle twice creates nothing new)."""
     request: JSON = {"method": "POST", "url": resource["resourceType"]}
-    for identifier in resource.get("identifier", ()):
+    identifiers = resource.get("identifier", ())
+    # a list on most resources, one Identifier on some (QuestionnaireResponse in R4)
+    for identifier in [identifiers] if isinstance(identifiers, dict) else identifiers:
         system = identifier.get("system", "")
         if system.startswith(_SID):
             request["ifNoneExist"] = (

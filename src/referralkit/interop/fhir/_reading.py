@@ -42,6 +42,7 @@ from ._json import _build, _enum, _Node, _root
 from ._limits import DEFAULT_LIMITS, Limits, check_entries
 from ._patients import _coverage, _patient
 from ._providers import _party, _provider, _specialty
+from ._surveys import _is_survey, _survey
 from ._tasks import _follow_up, _main_task, _owner, _status
 
 _VERSION: Final = re.compile(r"[0-9]{1,9}")
@@ -180,6 +181,7 @@ def _read(data: Mapping[str, Any], limits: Limits) -> tuple[Referral, _Node]:
             _communication(c, bundle, created) for c in bundle.of_type("Communication")
         ),
         follow_ups=tuple(follow_ups),
+        surveys=tuple(_survey(q) for q in bundle.of_type("QuestionnaireResponse") if _is_survey(q)),
         **fields,
     )
     return referral, sr

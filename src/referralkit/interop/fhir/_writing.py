@@ -26,6 +26,7 @@ from ._documents import _write_document
 from ._json import JSON
 from ._patients import _write_coverage, _write_patient, _write_pregnancy
 from ._providers import _write_provider
+from ._surveys import _write_survey
 from ._tasks import _write_follow_up, _write_main_task
 from ._validation import _validate
 
@@ -85,6 +86,11 @@ class _Writer:
             self.add(
                 self.url("Task", "follow-up", str(i), follow_up.id),
                 _write_follow_up(follow_up, self.url),
+            )
+        for i, survey in enumerate(r.surveys):
+            self.add(
+                self.url("QuestionnaireResponse", str(i), survey.id),
+                _write_survey(survey, self.url),
             )
         return {"resourceType": "Bundle", "type": "transaction", "entry": self.entries}
 
