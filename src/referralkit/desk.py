@@ -69,7 +69,7 @@ from .storage import Query, ReferralStore, open_store
 if TYPE_CHECKING:
     from .messages import DelayCause, Moment, Money, Notification, Notifier, Renderer
     from .model import ContactPoint
-    from .scheduling import SchedulingAdapter, Slot
+    from .scheduling import Booking, SchedulingAdapter, Slot
 
 __all__ = ["ReferralDesk", "booking_key"]
 
@@ -187,6 +187,20 @@ def _scheduling_version(history: Sequence[ReferralEvent]) -> int:
     is derived from, so a note or a call logged between a booking and its retry does not
     change the key."""
     return max((e.version for e in history if e.type in _SCHEDULING_EVENTS), default=0)
+
+
+def _book_or_move(adapter: SchedulingAdapter, referral: Referral, slot: Slot, key: str) -> Booking:
+    """Book ``slot``, moving the referral's booked appointment there when the adapter
+    booked it (book first, cancel after: a failure leaves the old one)."""
+    from .scheduling import UnknownBookingError
+
+    booked = referral.current_appointment
+    if booked is not None and booked.status is AppointmentStatus.BOOKED:
+        try:
+            return adapter.reschedule(booked.id, slot, idempotency_key=key)
+        except UnknownBookingError:
+            pass  # booked elsewhere: cancelled on the referral only
+    return adapter.book(slot, referral, idempotency_key=key)
 
 
 def _holds(appointment: Appointment, slot: Slot) -> bool:
@@ -553,9 +567,12 @@ class ReferralDesk:
 
         The adapter is ``scheduler`` or, by default, the one the desk was built with. The
         operation is :meth:`schedule` (an accepted or seen referral) or :meth:`reschedule`
-        (after a no-show or a cancelled appointment), with their permissions and guards,
-        checked *before* the adapter is called: a referral that may not be scheduled books
-        nothing. A booked appointment is moved by cancelling it first. The recorded
+        (a booked appointment, a no-show or a cancelled appointment), with their permissions
+        and guards, checked *before* the adapter is called: a referral that may not be
+        scheduled books nothing. A booked appointment is moved with the adapter's
+        :meth:`~referralkit.scheduling.SchedulingAdapter.reschedule` (the new slot is booked
+        before the old one is cancelled); one the adapter does not know (recorded with
+        :meth:`schedule`) is cancelled on the referral only. The recorded
         :class:`~referralkit.model.Appointment` has the booking's id; its event also records
         the slot id and the idempotency key.
 
@@ -576,7 +593,7 @@ class ReferralDesk:
         current = self.store.load(wanted)
         operation = (
             "reschedule"
-            if current.status in (Status.NO_SHOW, Status.APPOINTMENT_CANCELLED)
+            if current.status in (Status.SCHEDULED, Status.NO_SHOW, Status.APPOINTMENT_CANCELLED)
             else "schedule"
         )
         authorize(actor, operation)
@@ -596,7 +613,7 @@ class ReferralDesk:
         )
         # guards first (authorization for the date, coverage): a refused booking books nothing
         lifecycle.TABLE.next_status(current, operation, appointment=provisional)
-        booking = adapter.book(checked, current, idempotency_key=key)
+        booking = _book_or_move(adapter, current, checked, key)
         if booking.status not in (BookingStatus.BOOKED, BookingStatus.PENDING):
             # a booking made with this key and cancelled since, in the scheduling system
             raise SchedulingError(
@@ -607,7 +624,13 @@ class ReferralDesk:
 
         def build(r: Referral, now: dt.datetime) -> _Change:
             target = lifecycle.TABLE.next_status(r, operation, appointment=appointment)
+            changes: _Change = [
+                _record(EventType.APPOINTMENT_CHANGED, appointment_id=a.id, status="cancelled")
+                for a in r.appointments
+                if a.status is AppointmentStatus.BOOKED
+            ]
             return [
+                *changes,
                 _record(
                     EventType.APPOINTMENT_BOOKED,
                     appointment=appointment,

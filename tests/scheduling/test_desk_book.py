@@ -334,3 +334,34 @@ def test_two_coordinators_booking_the_same_slot_at_once_record_one_appointment(
     assert len(_bookings(scheduler)) == 1
     assert [a.id for a in booked.appointments] == [_bookings(scheduler)[0].id]
     assert booked.version == referral.version + 1
+
+
+def test_book_moves_a_booked_appointment(
+    desk: ReferralDesk, driver: Any, scheduler: CountingScheduler, clock: FakeClock
+) -> None:
+    """Booking another slot for a scheduled referral moves the booking: the new slot is
+    booked, the old booking cancelled in the scheduling system and on the referral."""
+    referral = driver.to(Status.ACCEPTED)
+    first, second = _slots(scheduler, clock)[:2]
+    booked = desk.book(driver.actor, referral.id, first)
+    moved = desk.book(driver.actor, referral.id, second)
+    old, new = moved.appointments
+    assert old.status is AppointmentStatus.CANCELLED
+    assert (new.status, new.start) == (AppointmentStatus.BOOKED, second.start)
+    assert scheduler.status(old.id).status.value == "cancelled"
+    assert first in _slots(scheduler, clock)  # freed
+    assert moved.version == booked.version + 1
+    assert desk.history(driver.actor, referral.id)[-1].payload["event"] == "reschedule"
+
+
+def test_book_replaces_an_appointment_booked_elsewhere(
+    desk: ReferralDesk, driver: Any, scheduler: CountingScheduler, clock: FakeClock
+) -> None:
+    """An appointment recorded with schedule() (unknown to the adapter) is cancelled on the
+    referral and the slot booked afresh."""
+    referral = driver.to(Status.SCHEDULED)
+    slot = _slots(scheduler, clock)[0]
+    moved = desk.book(driver.actor, referral.id, slot)
+    old, new = moved.appointments
+    assert old.status is AppointmentStatus.CANCELLED
+    assert new.id == _bookings(scheduler)[0].id
