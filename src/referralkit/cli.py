@@ -374,6 +374,14 @@ def open_store_to_read(url: str) -> ReferralStore:
     return open_store(url, create=False)
 
 
+def _demo_scheduler() -> Any:
+    """The demo's scheduling system: in memory, its practices' schedules opened as the
+    simulation reaches them (issue 14)."""
+    from .scheduling import MemoryScheduler
+
+    return MemoryScheduler()
+
+
 def _demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     count: int = args.count
     seed: int = args.seed
@@ -407,6 +415,8 @@ def _demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             seed=seed,
             providers=providers,
             progress=bar.update,
+            # booked through the in-memory scheduling adapter, specialists chosen by match
+            scheduler=_demo_scheduler(),
         )
         now = clock.now()
         coordinator = _DEMO_ACTORS[0]
