@@ -171,3 +171,20 @@ class TestFhir:
         decision = CoverageDecision(covered=Covered.NOT_COVERED, alternative_services=E_CONSULT)
         text = str(_write_decision(decision, None))
         assert CodeSystem.CPT in text
+
+
+def test_a_service_code_longer_than_a_decision_holds_is_a_limit_problem() -> None:
+    """A system URI so long the decision could not keep it: refused at load, with the limit."""
+    long_system = "http://example.org/" + "x" * 300
+    text = f"""
+[ruleset]
+name = "long"
+kind = "coverage"
+
+[[rules]]
+id = "r"
+when = {{ network_status = "out-of-network" }}
+then = {{ covered = "not-covered", alternative_services = ["{long_system}|1"] }}
+"""
+    with pytest.raises(RulesError, match="at most 200 characters"):
+        loads(text)
