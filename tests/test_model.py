@@ -453,7 +453,7 @@ PHI_INVENTORY: dict[type, tuple[str, ...]] = {
     FollowUp: ("description",),
     RuleHit: ("rule_id",),
     RuleTrace: ("rule_id", "failed"),
-    CoverageDecision: ("reason", "explanation", "alternatives"),
+    CoverageDecision: ("reason", "explanation", "alternatives", "alternative_services"),
     UrgencyAssessment: ("reasons",),
     SurveyResponse: ("comment",),
     ReferralEvent: ("payload",),

@@ -25,9 +25,12 @@ Commands:
   Bundle per line) or, for import, one Bundle as a JSON document. A file with a refused
   Bundle imports nothing; an import is idempotent by the ServiceRequest identifier (the
   referral's source id), so an interrupted one completes when run again.
+- ``referralkit directory load --db URL FILE...``: load Plan-Net FHIR resources and NPPES
+  files into the provider directory in the store's database; ``referralkit match --db URL
+  ID``: the ranked candidates for a referral, with reasons (:mod:`referralkit.directory`).
 
 Commands that only read a store (``fhir export``, ``rules diff --db``, ``worklist``,
-``audit``, ``show``) open it with
+``audit``, ``show``, ``match``) open it with
 :func:`open_store_to_read`: a store that does not exist (a mistyped path) is an error, and
 nothing is created. Wherever a command takes a referral id, the first characters of one are
 enough when only one referral's id starts with them (:func:`~referralkit.storage.resolve_id`),
@@ -60,6 +63,7 @@ import argparse
 import contextlib
 import datetime as dt
 import importlib
+import io
 import json
 import math
 import os
@@ -318,6 +322,14 @@ def open_store_to_read(url: str) -> ReferralStore:
     return open_store(url, create=False)
 
 
+def _demo_scheduler() -> Any:
+    """The demo's scheduling system: in memory, its practices' schedules opened as the
+    simulation reaches them (issue 14)."""
+    from .scheduling import MemoryScheduler
+
+    return MemoryScheduler()
+
+
 def _demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     count: int = args.count
     seed: int = args.seed
@@ -352,6 +364,8 @@ def _demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             seed=seed,
             providers=providers,
             progress=bar.update,
+            # booked through the in-memory scheduling adapter, specialists chosen by match
+            scheduler=_demo_scheduler(),
         )
         now = clock.now()
         coordinator = _DEMO_ACTORS[0]
@@ -1366,6 +1380,103 @@ def _show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- directory (issue 14)
+
+_NPPES_HEADER: Final = ("NPI", "Entity Type Code")
+
+
+def _is_nppes(path: Path) -> bool:
+    """An NPPES data file: a CSV whose header starts ``"NPI","Entity Type Code"``."""
+    import csv
+
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            first = handle.readline(4096)
+    except (OSError, UnicodeDecodeError):
+        return False  # the FHIR reader reports it, with its reason
+    header = next(csv.reader([first]), [])  # one line: csv raises nothing on it
+    return tuple(h.strip() for h in header[:2]) == _NPPES_HEADER
+
+
+class _CountingReader(io.RawIOBase):
+    """A binary file that counts the bytes read through it (progress of a streamed load)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._raw.read(len(buffer))
+        buffer[: len(data)] = data
+        self.count += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def _load_nppes_file(directory: Any, path: Path, err: TextIO) -> Any:
+    from .directory import load_nppes
+
+    size = max(1, path.stat().st_size // 1024)
+    counting = _CountingReader(path.open("rb"))
+    with (
+        io.TextIOWrapper(io.BufferedReader(counting), encoding="utf-8", newline="") as text,
+        Ticker(err, size, f"kB of {path.name}") as ticker,
+    ):
+        return load_nppes(
+            directory, text, progress=lambda rows: ticker.update(counting.count // 1024)
+        )
+
+
+def _directory_load(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .directory import LoadReport, load_fhir, open_directory
+
+    files = [Path(name) for name in args.files]
+    for path in files:
+        if not path.is_file():
+            raise ValidationError("FILE", f"{path}: no such file")
+    nppes = [p for p in files if _is_nppes(p)]
+    fhir = [p for p in files if p not in nppes]
+    open_store(args.db).close()  # the store's migrations create the directory's tables
+    directory = open_directory(args.db)
+    reports: list[LoadReport] = []
+    try:
+        if fhir:
+            # one load for every FHIR file: a reference may point to a file loaded later
+            with Ticker(err, len(fhir), "FHIR files") as ticker:
+                reports.append(load_fhir(directory, *fhir, progress=ticker.update))
+        for path in nppes:
+            reports.append(_load_nppes_file(directory, path, err))
+    finally:
+        directory.close()
+    added: dict[str, int] = {}
+    for report in reports:
+        for kind, count in report.added.items():
+            added[kind] = added.get(kind, 0) + count
+    refused = [r for report in reports for r in report.refused]
+    dangling = [d for report in reports for d in report.dangling]
+    skipped = sum(report.skipped.get("deactivated", 0) for report in reports)
+    loaded = ", ".join(f"{count} {kind}" for kind, count in sorted(added.items())) or "nothing"
+    lines = [
+        f"{_safe_url(args.db)}: loaded {sum(added.values())} entries ({loaded}) "
+        f"from {len(fhir)} FHIR and {len(nppes)} NPPES file(s)",
+        f"refused: {len(refused)}",
+        *(f"  {refusal}" for refusal in refused),
+    ]
+    if skipped:
+        lines.append(f"skipped: {skipped} deactivated NPI(s)")
+    if dangling:
+        lines.append(f"unresolved references: {len(dangling)}")
+        lines += [f"  {reference}" for reference in dangling]
+    out.write("\n".join(lines) + "\n")
+    return 0
+
+
 def _add_coordination_commands(commands: Any) -> None:
     """``worklist``, ``audit`` and ``show``: read-only views of a store."""
     from .clocks import Cause, ClockName
@@ -1421,6 +1532,115 @@ def _add_coordination_commands(commands: Any) -> None:
     )
     showing.add_argument("--json", action="store_true", help="JSON")
     showing.set_defaults(handler=_show)
+
+
+def _match(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .directory import match, open_directory
+
+    with open_store_to_read(args.db) as store:
+        referral = store.load(resolve_id(store, args.id))
+    directory = open_directory(args.db)
+    try:
+        as_of = args.as_of or dt.datetime.now(dt.UTC)
+        result = match(referral, directory, as_of=as_of, limit=args.limit)
+    finally:
+        directory.close()
+    if args.json:
+        data = {
+            "referral": referral.id,
+            "specialty": result.specialty,
+            "networks": None if result.networks is None else sorted(result.networks),
+            "considered": result.considered,
+            "ranked": [
+                {
+                    "rank": c.rank,
+                    "reference": c.reference,
+                    "name": c.name,
+                    "score": c.score,
+                    "network": c.network.value,
+                    "specialty": c.specialty,
+                    "distance_km": c.distance_km,
+                    "reasons": [
+                        {"factor": r.factor, "points": r.points, "text": r.text} for r in c.reasons
+                    ],
+                }
+                for c in result.ranked
+            ],
+            "excluded": [
+                {"reference": x.reference, "name": x.name, "reasons": list(x.reasons)}
+                for x in result.excluded
+            ],
+        }
+        out.write(json.dumps(data, indent=2) + "\n")
+        return 0
+    networks = "any" if result.networks is None else ", ".join(sorted(result.networks)) or "none"
+    lines = [
+        f"Referral {referral.id}: specialty {result.specialty}, networks {networks}; "
+        f"{result.considered} considered, {len(result.ranked)} ranked, "
+        f"{len(result.excluded)} excluded",
+        "",
+    ]
+    if result.ranked:
+        rows = [("rank", "score", "provider", "name", "network")] + [
+            (str(c.rank), f"{c.score:g}", c.reference, c.name, c.network.value)
+            for c in result.ranked
+        ]
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        for index, row in enumerate(rows):
+            cells = [f"{cell:<{widths[i]}}" for i, cell in enumerate(row[:4])] + [row[4]]
+            lines.append("  ".join(cells).rstrip())
+            if index:
+                lines += [f"      {reason}" for reason in result.ranked[index - 1].reasons]
+    else:
+        lines.append("No candidate.")
+    if result.excluded:
+        lines += ["", "Excluded"]
+        for exclusion in result.excluded:
+            lines.append(f"  {exclusion.reference}  {exclusion.name}")
+            lines += [f"      {reason}" for reason in exclusion.reasons]
+    out.write("\n".join(lines) + "\n")
+    return 0
+
+
+def _add_directory_commands(commands: Any) -> None:
+    """``directory load`` and ``match``."""
+    directory = commands.add_parser(
+        "directory",
+        help="the provider directory stored with the referrals",
+        description="The provider directory, in the referral store's database.",
+    )
+    directory_commands = directory.add_subparsers(
+        dest="directory_command", required=True, metavar="COMMAND"
+    )
+    loading = directory_commands.add_parser(
+        "load",
+        help="load Plan-Net FHIR resources and NPPES files into the directory",
+        description="Load provider directory files into the store's directory: FHIR R4 "
+        "Plan-Net resources (one per file, in any order: a reference may point to a "
+        "resource in a later file; or Bundles; or NDJSON) and NPPES data files (CSV, "
+        "recognised by their header). Progress goes to standard error; the summary "
+        "lists what was loaded and every refused resource or row with its reason. "
+        "Creates the store if needed.",
+    )
+    loading.add_argument("--db", required=True, metavar="URL", help="store URL")
+    loading.add_argument("files", nargs="+", metavar="FILE", help="files to load")
+    loading.set_defaults(handler=_directory_load)
+
+    matching = commands.add_parser(
+        "match",
+        help="rank the directory's providers for a referral, with reasons",
+        description="Rank the providers of the store's directory who can take the "
+        "referral ID (or the first characters of its id), with the reasons for each rank "
+        "and for each exclusion. Reads only: a store that does not exist is an error.",
+    )
+    matching.add_argument("--db", required=True, metavar="URL", help="store URL")
+    matching.add_argument("id", metavar="ID", help="referral id, or its first characters")
+    matching.add_argument("--limit", type=_positive, default=10, help="candidates to rank")
+    matching.add_argument(
+        "--as-of", type=_instant_arg, default=None, metavar="T", help="instant (default: now)"
+    )
+    matching.add_argument("--json", action="store_true", help="JSON instead of a table")
+    matching.set_defaults(handler=_match)
 
 
 def _non_negative(text: str) -> int:
@@ -1631,6 +1851,7 @@ def build_parser() -> argparse.ArgumentParser:
     messaging.set_defaults(handler=_message)
     _add_analytics_commands(commands)
     _add_coordination_commands(commands)
+    _add_directory_commands(commands)
     return parser
 
 

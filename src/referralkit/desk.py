@@ -26,6 +26,7 @@ leave it with a traceback that holds no argument (see :doc:`/explanation`).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -77,8 +78,9 @@ if TYPE_CHECKING:
     from .messages import Moment, Money, Notification, Notifier, Renderer
     from .model import ContactPoint
     from .rules.timeline import Alert, EventRules
+    from .scheduling import Booking, SchedulingAdapter, Slot
 
-__all__ = ["ReferralDesk"]
+__all__ = ["ReferralDesk", "booking_key"]
 
 logger = logging.getLogger("referralkit.desk")
 
@@ -167,6 +169,67 @@ def _member(kind: Any, value: object, name: str) -> Any:
         raise ValidationError(name, f"expected one of {names}") from None
 
 
+def booking_key(referral_id: str, slot_id: str, version: int) -> str:
+    """The idempotency key :meth:`ReferralDesk.book` sends with a booking: the same referral,
+    slot and referral version always give the same key (a hash: no identifier leaks into a
+    scheduling system's logs beyond the one it is given).
+
+    >>> booking_key("ref-1", "slot-9", 3) == booking_key("ref-1", "slot-9", 3)
+    True
+    >>> booking_key("ref-1", "slot-9", 3) == booking_key("ref-1", "slot-9", 4)
+    False
+    """
+    digest = hashlib.sha256(f"{referral_id}\x1f{slot_id}\x1f{version}".encode()).hexdigest()
+    return f"referralkit-{digest[:40]}"
+
+
+def _slot(value: object) -> Slot:
+    from .scheduling import Slot
+
+    if not isinstance(value, Slot):
+        raise ValidationError("slot", "expected a scheduling Slot")
+    return value
+
+
+_SCHEDULING_EVENTS: Final = frozenset(
+    {
+        EventType.STATUS_CHANGED.value,
+        EventType.APPOINTMENT_BOOKED.value,
+        EventType.APPOINTMENT_CHANGED.value,
+    }
+)
+
+
+def _scheduling_version(history: Sequence[ReferralEvent]) -> int:
+    """The version of the referral's last status or appointment change: what a booking key
+    is derived from, so a note or a call logged between a booking and its retry does not
+    change the key."""
+    return max((e.version for e in history if e.type in _SCHEDULING_EVENTS), default=0)
+
+
+def _book_or_move(adapter: SchedulingAdapter, referral: Referral, slot: Slot, key: str) -> Booking:
+    """Book ``slot``, moving the referral's booked appointment there when the adapter
+    booked it (book first, cancel after: a failure leaves the old one)."""
+    from .scheduling import UnknownBookingError
+
+    booked = referral.current_appointment
+    if booked is not None and booked.status is AppointmentStatus.BOOKED:
+        try:
+            return adapter.reschedule(booked.id, slot, idempotency_key=key)
+        except UnknownBookingError:
+            pass  # booked elsewhere: cancelled on the referral only
+    return adapter.book(slot, referral, idempotency_key=key)
+
+
+def _holds(appointment: Appointment, slot: Slot) -> bool:
+    """Whether ``appointment`` is a booking of ``slot`` still held."""
+    return (
+        appointment.status is AppointmentStatus.BOOKED
+        and appointment.start == slot.start
+        and appointment.provider_id == slot.target.split("/", 1)[1]
+    )
+
+
 def _flag(value: object, name: str) -> bool:
     if not isinstance(value, bool):
         raise ValidationError(name, f"expected True or False, got {type(value).__name__}")
@@ -220,7 +283,9 @@ class ReferralDesk:
     ``clock`` defaults to the system clock, ``coverage`` and ``urgency`` to
     :class:`~referralkit.policy.BasicCoverage` and :class:`~referralkit.policy.BasicUrgency`,
     ``checklist`` to :data:`~referralkit.intake.DEFAULT_CHECKLIST`, and ``new_id`` (which
-    names referrals, appointments, documents...) to random UUIDs.
+    names referrals, appointments, documents...) to random UUIDs. ``scheduler`` is the
+    :class:`~referralkit.scheduling.SchedulingAdapter` :meth:`book` books through (none by
+    default: :meth:`schedule` records appointments booked elsewhere).
 
     The coordination reads use ``worklist_rules`` (clocks, checklist, thresholds;
     :data:`~referralkit.worklist.DEFAULT_WORKLIST`) and ``audit_rules``
@@ -240,8 +305,10 @@ class ReferralDesk:
         worklist_rules: WorklistRules = DEFAULT_WORKLIST,
         audit_rules: AuditRules = DEFAULT_AUDIT,
         event_rules: EventRules | None = None,
+        scheduler: SchedulingAdapter | None = None,
     ) -> None:
         self.store = store
+        self.scheduler = scheduler
         self.clock: Clock = clock or SystemClock()
         self.coverage: CoverageDecider = coverage or BasicCoverage()
         self.urgency: UrgencyAssessor = urgency or BasicUrgency()
@@ -511,6 +578,108 @@ class ReferralDesk:
             return changes
 
         return self._change(actor, operation, referral_id, expected_version, build)
+
+    # ------------------------------------------------------------------ booking (issue 14)
+
+    @boundary
+    def book(
+        self,
+        actor: Actor,
+        referral_id: str,
+        slot: Slot,
+        *,
+        scheduler: SchedulingAdapter | None = None,
+        expected_version: int | None = None,
+    ) -> Referral:
+        """Book ``slot`` through the scheduling adapter, then record the appointment.
+
+        The adapter is ``scheduler`` or, by default, the one the desk was built with. The
+        operation is :meth:`schedule` (an accepted or seen referral) or :meth:`reschedule`
+        (a booked appointment, a no-show or a cancelled appointment), with their permissions
+        and guards, checked *before* the adapter is called: a referral that may not be
+        scheduled books nothing. A booked appointment is moved with the adapter's
+        :meth:`~referralkit.scheduling.SchedulingAdapter.reschedule` (the new slot is booked
+        before the old one is cancelled); one the adapter does not know (recorded with
+        :meth:`schedule`) is cancelled on the referral only. The recorded
+        :class:`~referralkit.model.Appointment` has the booking's id; its event also records
+        the slot id and the idempotency key.
+
+        A booking the adapter refuses (:class:`~referralkit.scheduling.SchedulingError`)
+        leaves the referral unchanged. The booking carries an idempotency key derived from the
+        referral id, the slot id and the referral's version as of its last status or appointment
+        change (:func:`booking_key`), so when the
+        adapter booked but the desk could not record it (a store failure), calling ``book``
+        again with the same slot finds the same remote booking and records it: never lost,
+        never booked twice. A referral already holding that booking answers as it is.
+        """
+        from .scheduling import BookingStatus, SchedulingError
+
+        adapter = self.scheduler if scheduler is None else scheduler
+        if adapter is None:
+            raise ValidationError("scheduler", "the desk has no scheduling adapter; pass one")
+        wanted = v.identifier(referral_id, "referral_id")
+        current = self.store.load(wanted)
+        operation = (
+            "reschedule"
+            if current.status in (Status.SCHEDULED, Status.NO_SHOW, Status.APPOINTMENT_CANCELLED)
+            else "schedule"
+        )
+        authorize(actor, operation)
+        expected = _expected_version(expected_version)
+        if expected is not None and expected != current.version:
+            raise ConcurrencyError(wanted, expected, current.version)
+        checked = _slot(slot)
+        if any(_holds(a, checked) for a in current.appointments):
+            return current  # booked and recorded already (a retry after a lost answer)
+        key = booking_key(current.id, checked.id, _scheduling_version(self.store.events(wanted)))
+        provisional = Appointment(
+            id="pending",
+            start=checked.start,
+            provider_id=checked.target.split("/", 1)[1],
+            minutes=checked.minutes,
+            location=checked.location_id,
+        )
+        # guards first (authorization for the date, coverage): a refused booking books nothing
+        lifecycle.TABLE.next_status(current, operation, appointment=provisional)
+        booking = _book_or_move(adapter, current, checked, key)
+        if booking.status not in (BookingStatus.BOOKED, BookingStatus.PENDING):
+            # a booking made with this key and cancelled since, in the scheduling system
+            raise SchedulingError(
+                f"the booking of slot {checked.id!r} for this referral is "
+                f"{booking.status.value}; find slots again and choose another"
+            )
+        appointment = booking.to_appointment(booked_at=self._now())
+
+        def build(r: Referral, now: dt.datetime) -> _Change:
+            target = lifecycle.TABLE.next_status(r, operation, appointment=appointment)
+            changes: _Change = [
+                _record(EventType.APPOINTMENT_CHANGED, appointment_id=a.id, status="cancelled")
+                for a in r.appointments
+                if a.status is AppointmentStatus.BOOKED
+            ]
+            return [
+                *changes,
+                _record(
+                    EventType.APPOINTMENT_BOOKED,
+                    appointment=appointment,
+                    slot_id=checked.id,
+                    idempotency_key=key,
+                ),
+                _status_change(operation, r.status, target, None),
+            ]
+
+        # booked already: record it even if someone changed the referral meanwhile (a store
+        # failure propagates; calling book again records the same booking)
+        latest = current
+        for _ in range(3):
+            if any(a.id == appointment.id for a in latest.appointments):
+                return latest
+            now = self._now()
+            try:
+                return self._commit(actor, latest, build(latest, now), now)
+            except ConcurrencyError:
+                latest = self.store.load(wanted)
+        raise ConcurrencyError(wanted, current.version, latest.version)
 
     @boundary
     def record_no_show(

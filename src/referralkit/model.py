@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
@@ -296,6 +297,46 @@ class Code:
     def nucc(cls, code: str, display: str | None = None) -> Code:
         """A NUCC health care provider taxonomy code."""
         return cls(CodeSystem.NUCC, code, display)
+
+    @classmethod
+    def from_reference(cls, text: str) -> Code:
+        """A code written as text: ``<system URI>|<code>`` (as FHIR search writes a token),
+        or ``cpt:``, ``hcpcs:``, ``snomed:`` or ``icd10:`` and the code. What a coverage
+        rule's ``alternative_services`` hold. Anything else is a
+        :class:`~referralkit.errors.ValidationError` (its message does not repeat the text).
+
+        >>> Code.from_reference("cpt:93350") == Code.cpt("93350")
+        True
+        >>> Code.from_reference("http://snomed.info/sct|73761001").system
+        'http://snomed.info/sct'
+
+        .. versionadded:: 0.1
+        """
+        if isinstance(text, str):
+            body = text.strip()
+            if "|" in body:
+                system, _, code = (part.strip() for part in body.partition("|"))
+                if ("://" in system or system.startswith("urn:")) and _CODE.fullmatch(code):
+                    return cls(system, code)
+            else:
+                prefix, sep, code = (part.strip() for part in body.partition(":"))
+                known = _CODE_PREFIXES.get(prefix.lower())
+                if sep and known is not None and _CODE.fullmatch(code):
+                    return cls(known, code)
+        raise ValidationError(
+            "code",
+            "expected a service code: cpt:, hcpcs:, snomed: or icd10: and the code, "
+            "or <system URI>|<code>",
+        )
+
+
+_CODE: Final = re.compile(r"[^\s|]{1,100}")
+_CODE_PREFIXES: Final = {
+    "cpt": CodeSystem.CPT,
+    "hcpcs": CodeSystem.HCPCS,
+    "snomed": CodeSystem.SNOMED,
+    "icd10": CodeSystem.ICD10CM,
+}
 
 
 def _codes() -> Any:
@@ -613,6 +654,10 @@ class CoverageDecision:
     explanation: str = attrs.field(**v.PHI_FIELD, default="", validator=v.text(blank=True))
     alternatives: tuple[str, ...] = attrs.field(
         **v.PHI_FIELD, default=(), validator=v.tuple_of(str, "a string")
+    )
+    # covered services to offer instead (the rules' ``alternative_services``), as codes
+    alternative_services: tuple[Code, ...] = attrs.field(
+        **v.PHI_FIELD, default=(), validator=v.tuple_of(Code, "a Code")
     )
     hits: tuple[RuleHit, ...] = attrs.field(default=(), validator=v.tuple_of(RuleHit, "a RuleHit"))
     trace: tuple[RuleTrace, ...] = attrs.field(

@@ -133,3 +133,85 @@ class TestSqlSpecifics:
         again.ensure_schema()
         assert again.count() == len(sample_entries())
         again.close()
+
+
+class TestSqliteDirectoryInTheReferralStore(DirectoryContract):
+    """The directory in a referral store's SQLite file, whose migrations created its tables."""
+
+    @pytest.fixture
+    def directory(self, tmp_path: Path) -> Iterator[Directory]:
+        from referralkit import open_store
+
+        url = f"sqlite:///{tmp_path / 'referrals.db'}"
+        open_store(url).close()
+        directory = open_directory(url)
+        yield directory
+        directory.close()
+
+
+class TestPostgresDirectoryInTheReferralStore(DirectoryContract):
+    """The directory in a referral store's PostgreSQL schema, created by its migrations."""
+
+    @pytest.fixture
+    def directory(self, postgres: str) -> Iterator[Directory]:
+        from referralkit import open_store
+
+        with fresh_schema(postgres) as url:
+            open_store(url).close()
+            directory = open_directory(url)
+            yield directory
+            directory.close()
+
+
+class TestDirectoryInTheStore:
+    def _tables(self, path: Path) -> set[str]:
+        from contextlib import closing
+
+        with closing(sqlite3.connect(path)) as conn:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        return {name for (name,) in rows}
+
+    def test_the_store_migration_creates_the_directory_tables(self, tmp_path: Path) -> None:
+        """Opening a referral store (schema version 3) creates the directory's tables, and an
+        older store gets them from upgrade(), with its referrals kept."""
+        from referralkit.storage.sqlite import SCHEMA_VERSION, SQLiteStore
+
+        path = tmp_path / "r.db"
+        with SQLiteStore(path, migrate=False) as store:
+            assert store.upgrade(target=2) == 2
+        assert "directory_entries" not in self._tables(path)
+        with SQLiteStore(path) as store:
+            assert store.schema_version() == SCHEMA_VERSION == 3
+        assert {"directory_entries", "directory_specialties", "directory_networks"} <= (
+            self._tables(path)
+        )
+
+    def test_directory_and_referrals_share_the_file(self, tmp_path: Path) -> None:
+        """A directory loaded into a store's URL is there the next time it is opened, and the
+        referral store still opens and counts its referrals."""
+        from referralkit import open_store
+
+        url = f"sqlite:///{tmp_path / 'r.db'}"
+        with open_store(url) as store:
+            assert store.count() == 0
+        directory = open_directory(url)
+        directory.add([PractitionerRole("r1", specialties=("207RC0000X",))])
+        directory.close()
+        again = open_directory(url)
+        assert [r.id for r in again.find(PractitionerRole, specialties=["207RC0000X"])] == ["r1"]
+        again.close()
+        with open_store(url, create=False) as store:
+            assert store.count() == 0
+
+    def test_a_directory_made_first_is_kept_by_the_store_migration(self, tmp_path: Path) -> None:
+        """open_directory on a new file, then the store on it: the migration keeps the entries."""
+        from referralkit import open_store
+
+        url = f"sqlite:///{tmp_path / 'r.db'}"
+        directory = open_directory(url)
+        directory.add([PractitionerRole("r1", specialties=("207RC0000X",))])
+        directory.close()
+        open_store(url).close()
+        again = open_directory(url)
+        assert again.count(PractitionerRole) == 1
+        again.close()

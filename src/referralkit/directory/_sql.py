@@ -13,8 +13,10 @@ happen in one transaction per :meth:`~SqlDirectory.add` call. Driver errors beco
 :class:`~referralkit.directory.DirectoryError` with the driver's class name and SQL state, not
 its message.
 
-The tables are the directory's own: the referral stores will create them in their
-migrations when the directory is wired into them; until then, call ``ensure_schema()``.
+The SQLite and PostgreSQL referral stores create these tables in their schema version 3, so
+the directory lives in the referral database: ``open_directory(url)`` with the store's URL
+opens it (``ensure_schema`` then finds the tables there). On a connection of your own, call
+``ensure_schema()``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any, TypeVar, cast
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ValidationError
+from ..storage._directory import DIRECTORY_TABLES
 from ._codec import decode, encode
 from ._model import Entry, HealthcareService, OrganizationAffiliation, PractitionerRole
 from ._port import DirectoryError, M
@@ -35,18 +38,7 @@ __all__ = ["SqlDirectory", "open_directory"]
 
 E = TypeVar("E", bound=Entry)
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS directory_entries (
-        kind TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (kind, id))""",
-    """CREATE TABLE IF NOT EXISTS directory_specialties (
-        kind TEXT NOT NULL, code TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (kind, code, id))""",
-    """CREATE INDEX IF NOT EXISTS directory_specialties_entry
-        ON directory_specialties (kind, id)""",
-    """CREATE TABLE IF NOT EXISTS directory_networks (
-        kind TEXT NOT NULL, network TEXT NOT NULL, id TEXT NOT NULL, source TEXT NOT NULL,
-        PRIMARY KEY (kind, network, id, source))""",
-    """CREATE INDEX IF NOT EXISTS directory_networks_source ON directory_networks (source)""",
-)
+_SCHEMA = DIRECTORY_TABLES
 _CHUNK = 500  # ids per IN (...) list: well under SQLite's 32,766 bound parameters
 
 

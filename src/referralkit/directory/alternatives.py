@@ -7,10 +7,11 @@ is ``not-covered`` or out of network (``network_status`` or the CRD reasons ``au
 - **in-network providers** of the same specialty, ranked by :func:`~referralkit.directory.match`
   with the in-network rule enforced (the referral's current target left out);
 - **covered alternative services**, with their self-pay price when the list has one: the
-  codes the coverage rules name. Rules write ``alternatives`` as text today; an entry of the
-  form ``<system URI>|<code>`` or ``cpt:<code>`` / ``hcpcs:<code>`` / ``snomed:<code>`` is
-  read as a service code, the rest is kept as ``notes``. ``services=`` adds codes the
-  deployment knows to be covered alternatives;
+  codes the coverage rules name in ``alternative_services`` (the decision's
+  :attr:`~referralkit.model.CoverageDecision.alternative_services`). An entry of the text
+  ``alternatives`` of the form ``<system URI>|<code>`` or ``cpt:<code>`` / ``hcpcs:<code>`` /
+  ``snomed:<code>`` is read as a service code too, the rest is kept as ``notes``.
+  ``services=`` adds codes the deployment knows to be covered alternatives;
 - **self-pay** with an estimated price for the referral's services, from the deployment's
   :class:`~referralkit.directory.PriceList`.
 """
@@ -134,6 +135,7 @@ def alternatives(
     assert decision is not None  # needs_alternatives checked it
     codes: list[Code] = []
     notes: list[str] = []
+    codes.extend(decision.alternative_services)
     for entry in decision.alternatives:
         parsed = _parse(entry)
         if parsed is None:

@@ -506,15 +506,18 @@ def read_fhir(*sources: str | Path) -> Iterator[Item]:
             yield Refusal(name, "", f"cannot read the file ({type(error).__name__})")
             continue
         with handle:
-            first = handle.readline()
-            rest = handle.readline()
-            if path.suffix in (".ndjson", ".jsonl") or (_whole(first) and rest.strip()):
-                lines = _chain([first, rest], handle)
-                for number, line in enumerate(lines, start=1):
-                    if line.strip():
-                        yield from _document(line, f"{name}:{number}")
-            else:
-                yield from _document(first + rest + handle.read(), name)
+            try:
+                first = handle.readline()
+                rest = handle.readline()
+                if path.suffix in (".ndjson", ".jsonl") or (_whole(first) and rest.strip()):
+                    lines = _chain([first, rest], handle)
+                    for number, line in enumerate(lines, start=1):
+                        if line.strip():
+                            yield from _document(line, f"{name}:{number}")
+                else:
+                    yield from _document(first + rest + handle.read(), name)
+            except UnicodeDecodeError:
+                yield Refusal(name, "", "not UTF-8 text (FHIR JSON is UTF-8)")
 
 
 def _whole(line: str) -> bool:
@@ -571,26 +574,33 @@ def _bundle(bundle: JSON, source: str) -> Iterator[Item]:
 
 
 def load_fhir(
-    directory: Directory, *sources: str | Path, check_references: bool = True
+    directory: Directory,
+    *sources: str | Path,
+    check_references: bool = True,
+    progress: Callable[[int], None] | None = None,
 ) -> LoadReport:
     """Add every entry of ``sources`` to ``directory`` (in batches of 1,000) and report
     what was added, what was refused (and why) and, with ``check_references``, which
-    references of the added entries no entry of the directory answers."""
+    references of the added entries no entry of the directory answers. ``progress`` is
+    called with the number of sources read so far after each one."""
     added: Counter[str] = Counter()
     refused: list[Refusal] = []
     batch: list[Entry] = []
     references: set[tuple[type[Entry], str]] = set()
-    for item in read_fhir(*sources):
-        if isinstance(item, Refusal):
-            refused.append(item)
-            continue
-        batch.append(item)
-        added[item.KIND] += 1
-        if check_references:
-            references.update(_references(item))
-        if len(batch) >= _BATCH:
-            directory.add(batch)
-            batch = []
+    for done, source in enumerate(sources, start=1):
+        for item in read_fhir(source):
+            if isinstance(item, Refusal):
+                refused.append(item)
+                continue
+            batch.append(item)
+            added[item.KIND] += 1
+            if check_references:
+                references.update(_references(item))
+            if len(batch) >= _BATCH:
+                directory.add(batch)
+                batch = []
+        if progress is not None:
+            progress(done)
     if batch:
         directory.add(batch)
     dangling = sorted(

@@ -18,7 +18,8 @@ from typing import Any, Final
 
 import attrs
 
-from ..errors import RulesError
+from ..errors import RulesError, ValidationError
+from ..model import Code
 from .facts import FACTS, FactType
 from .model import (
     LIST_OPERAND,
@@ -429,6 +430,13 @@ class _Parser:
                 if not good:
                     self.problem(where, f"expected {spec.type.__name__} values")
                     ok = False
+                elif key == "alternative_services" and not _service_code(item):
+                    self.problem(
+                        where,
+                        "expected service codes: cpt:, hcpcs:, snomed: or icd10: and the "
+                        "code, or <system URI>|<code>",
+                    )
+                    ok = False
                 elif spec.values is not None and item not in spec.values:
                     self.problem(
                         where,
@@ -449,3 +457,12 @@ class _Parser:
                     "then.info_needed", "info_needed only goes with a 'conditional' output"
                 )
         return result
+
+
+def _service_code(text: str) -> bool:
+    """Whether ``text`` reads as a service code (:meth:`~referralkit.model.Code.from_reference`)."""
+    try:
+        Code.from_reference(text)
+    except ValidationError:
+        return False
+    return True

@@ -336,7 +336,7 @@ class _Checker:
         elif allowed is not None:
             if item not in allowed:
                 self.problem(where, f"{item!r} is not one of {', '.join(allowed)}")
-        elif key in ("reason", "alternatives"):
+        elif key in ("reason", "alternatives", "alternative_services"):
             self.text(where, item, blank=False, most=MAX_REASON)
         else:
             self.text(where, item)

@@ -252,6 +252,9 @@ OUTPUTS: Final[Mapping[Kind, Mapping[str, OutputSpec]]] = {
         "network_status": OutputSpec(str, _vals(NetworkStatus)),
         "explanation": OutputSpec(str),
         "alternatives": OutputSpec(str, many=True),
+        # covered services to offer instead, as codes (``cpt:93350``, ``<system URI>|<code>``;
+        # see Code.from_reference); CoverageDecision.alternative_services
+        "alternative_services": OutputSpec(str, many=True),
     },
     Kind.URGENCY: {
         "priority": OutputSpec(str, _vals(Priority), ("stat", "asap", "urgent", "routine")),

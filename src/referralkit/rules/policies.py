@@ -20,6 +20,7 @@ from typing import Any, Final, Literal
 
 from ..errors import RulesError
 from ..model import (
+    Code,
     CoverageDecision,
     Covered,
     DocNeeded,
@@ -188,6 +189,9 @@ def coverage_decision(
         network_status=network,
         explanation=explanation,
         alternatives=tuple(out.get("alternatives", ())),
+        alternative_services=tuple(
+            Code.from_reference(text) for text in out.get("alternative_services", ())
+        ),
         hits=_hits(evaluation),
         trace=trace,
     )

@@ -97,7 +97,7 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore", "connection_settings"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """The schema version this code writes (the same numbering as the SQLite store's)."""
 
 _FAR_FUTURE: Final = dt.datetime.max.replace(tzinfo=dt.UTC)
@@ -174,6 +174,24 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         f"CREATE INDEX referrals_owner ON {{s}}.referrals (owner, is_open, {_WORKLIST})",
         "DROP INDEX {s}.referrals_status",
         f"CREATE INDEX referrals_status ON {{s}}.referrals (status, {_WORKLIST})",
+    ),
+    3: (
+        # the provider directory's tables (referralkit.directory.SqlDirectory, opened with
+        # open_directory(the store's URL); the same as storage/_directory.py, with ids in
+        # code-point order as everywhere here). IF NOT EXISTS: open_directory may have
+        # created them before the store was upgraded.
+        """CREATE TABLE IF NOT EXISTS {s}.directory_entries (
+            kind text NOT NULL, id text COLLATE "C" NOT NULL, data text NOT NULL,
+            PRIMARY KEY (kind, id))""",
+        """CREATE TABLE IF NOT EXISTS {s}.directory_specialties (
+            kind text NOT NULL, code text NOT NULL, id text COLLATE "C" NOT NULL,
+            PRIMARY KEY (kind, code, id))""",
+        "CREATE INDEX IF NOT EXISTS directory_specialties_entry "
+        "ON {s}.directory_specialties (kind, id)",
+        """CREATE TABLE IF NOT EXISTS {s}.directory_networks (
+            kind text NOT NULL, network text NOT NULL, id text COLLATE "C" NOT NULL,
+            source text NOT NULL, PRIMARY KEY (kind, network, id, source))""",
+        "CREATE INDEX IF NOT EXISTS directory_networks_source ON {s}.directory_networks (source)",
     ),
 }
 

@@ -58,6 +58,7 @@ from ._base import (
     lease_end,
     prefix_range,
 )
+from ._directory import DIRECTORY_TABLES
 from ._files import create_private, private_replacement
 from ._json import (
     event_from_row,
@@ -69,7 +70,7 @@ from ._json import (
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """The schema version this code writes; :meth:`SQLiteStore.upgrade` brings older files here."""
 
 _FAR_FUTURE: Final = "9999-12-31T23:59:59.999999"
@@ -147,6 +148,11 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         f"CREATE INDEX referrals_owner ON referrals (owner, is_open, {_WORKLIST})",
         "DROP INDEX referrals_status",
         f"CREATE INDEX referrals_status ON referrals (status, {_WORKLIST})",
+    ),
+    3: (
+        # The provider directory (referralkit.directory.SqlDirectory) beside the referrals:
+        # open_directory(the store's URL) finds its tables there.
+        *DIRECTORY_TABLES,
     ),
 }
 
@@ -232,6 +238,9 @@ class SQLiteStore(ReferralStore):
        Schema version 2: claims (leases) and the ``updated`` order fully indexed.
     .. versionchanged:: 0.1
        ``create``; new files are created with mode 0600.
+    .. versionchanged:: 0.1
+       Schema version 3: the provider directory's tables
+       (:func:`~referralkit.directory.open_directory` with the store's URL).
     """
 
     def __init__(

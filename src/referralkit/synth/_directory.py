@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from ..model import Coverage, NetworkStatus, PlanType, Provider
 from ._catalogue import (
@@ -17,7 +18,10 @@ from ._catalogue import (
 )
 from ._seeding import random_for
 
-__all__ = ["best_specialist", "directory", "specialists"]
+if TYPE_CHECKING:
+    from ..directory import PractitionerRole
+
+__all__ = ["best_specialist", "directory", "directory_entries", "specialists"]
 
 
 def directory(seed: int) -> tuple[Provider, ...]:
@@ -92,3 +96,36 @@ def best_specialist(
         return None
     speaking = [p for p in open_ if language in p.languages]
     return rng.choice(speaking or open_)
+
+
+def directory_entries(providers: Iterable[Provider]) -> list[PractitionerRole]:
+    """The synthetic providers as directory entries, for :func:`~referralkit.directory.match`:
+    one :class:`~referralkit.directory.PractitionerRole` each (same id), with its NUCC code,
+    networks, languages and whether it takes new patients. Every synthetic practice offers
+    an interpreter (as US clinics receiving federal funds must).
+
+    >>> [role] = directory_entries(directory(7)[:1])
+    >>> role.id, role.specialties, role.interpreter_available
+    ('syn-cardiology-1', ('207RC0000X',), True)
+    """
+    # imported here: the directory's FHIR reader imports this package (a cycle at import time)
+    from ..directory import SPECIALTIES as NUCC_CODES
+    from ..directory import PractitionerRole
+
+    entries: list[PractitionerRole] = []
+    for p in providers:
+        code = p.taxonomy.code if p.taxonomy is not None else NUCC_CODES.get(p.specialty)
+        if code is None:
+            continue
+        entries.append(
+            PractitionerRole(
+                p.id,
+                name=p.name,
+                specialties=(code,),
+                network_ids=tuple(p.networks),
+                languages=tuple(p.languages),
+                accepting_new_patients=p.accepting_new_patients,
+                interpreter_available=True,
+            )
+        )
+    return entries

@@ -5,9 +5,10 @@ says what it did."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
@@ -29,8 +30,12 @@ from ..model import (
     Status,
 )
 from ..privacy import PERMISSIONS, Actor
-from ._directory import best_specialist, specialists
+from ..scheduling import MemoryScheduler, SchedulingError, Slot, UnknownBookingError, Window
+from ._directory import best_specialist, directory_entries, specialists
 from ._seeding import check_count, random_for
+
+if TYPE_CHECKING:
+    from ..directory import Directory
 
 __all__ = ["SimulationReport", "simulate"]
 
@@ -83,6 +88,12 @@ _PACE: Final = {
     Priority.URGENT: (2.0, 24.0),
     Priority.ROUTINE: (4.0, 60.0),
 }
+# matching, when the simulation books through a scheduler: how far (points) below the best
+# candidate the simulated coordinators still choose among
+_CLOSE_SCORE: Final = 10.0
+# the days of free slots a practice's schedule shows, from the day a booking looks at
+_SCHEDULE_DAYS: Final = 7
+
 # business days from booking to the appointment, by priority (low, high, mode)
 _LEAD: Final = {
     Priority.STAT: (0, 1, 0),
@@ -140,11 +151,21 @@ class _Simulation:
         clock: FakeClock,
         providers: Sequence[Provider],
         seed: int,
+        scheduler: MemoryScheduler | None = None,
     ) -> None:
         self.desk = desk
         self.actors = actors
         self.clock = clock
         self.providers = providers
+        self.scheduler = scheduler
+        self.directory: Directory | None = None
+        if scheduler is not None:
+            # imported here: the directory's FHIR reader imports this package (a cycle)
+            from ..directory import MemoryDirectory
+
+            self.directory = MemoryDirectory(directory_entries(providers))
+        self.by_id = {p.id: p for p in providers}
+        self._opened: set[tuple[str, dt.date]] = set()
         self.rng = random_for("simulate", seed)
         self.operations: collections.Counter[str] = collections.Counter()
         self.refused: collections.Counter[str] = collections.Counter()
@@ -171,13 +192,17 @@ class _Simulation:
         try:
             case.referral = method(self.actor(operation), case.referral.id, *args, **kwargs)
         except _EXPECTED as exc:
-            self.refused[f"{operation}: {type(exc).__name__}"] += 1
-            case.refusals += 1
-            if isinstance(exc, ConcurrencyError):
-                case.referral = self.desk.get(self.actor("get"), case.referral.id)
-            return False
+            return self.refuse(case, operation, exc)
         self.operations[operation] += 1
         return True
+
+    def refuse(self, case: _Case, operation: str, exc: Exception) -> bool:
+        """Count an expected refusal; after a lost race, read the referral again."""
+        self.refused[f"{operation}: {type(exc).__name__}"] += 1
+        case.refusals += 1
+        if isinstance(exc, ConcurrencyError):
+            case.referral = self.desk.get(self.actor("get"), case.referral.id)
+        return False
 
     def chance(self, p: float) -> bool:
         return self.rng.random() < p
@@ -228,8 +253,10 @@ class _Simulation:
         """Another accepting specialist: in network and speaking the patient's language when
         possible; with ``any_network``, out of network if nobody in network is accepting."""
         r = case.referral
-        candidates = specialists(self.providers, r.specialty)
         exclude = r.target.id if r.target is not None else None
+        if self.directory is not None:
+            return self.matched(case, exclude, any_network=any_network)
+        candidates = specialists(self.providers, r.specialty)
         found = best_specialist(
             self.rng, candidates, r.coverage, r.patient.preferred_language, exclude
         )
@@ -238,6 +265,77 @@ class _Simulation:
                 self.rng, candidates, None, r.patient.preferred_language, exclude
             )
         return found
+
+    def matched(self, case: _Case, exclude: str | None, *, any_network: bool) -> Provider | None:
+        """The specialist :func:`~referralkit.directory.match` ranks best, or one within
+        :data:`_CLOSE_SCORE` points of the best (coordinators spread the load)."""
+        from ..directory import DEFAULT_POLICY, match
+
+        assert self.directory is not None
+        # out of network only when nobody in network takes the patient
+        policies = [DEFAULT_POLICY]
+        if any_network:
+            policies.append(attrs.evolve(DEFAULT_POLICY, require_in_network=False))
+        for policy in policies:
+            try:
+                result = match(
+                    case.referral, self.directory, as_of=self.clock.now(), limit=5, policy=policy
+                )
+            except ValidationError:  # a specialty with no NUCC code: nobody to match
+                return None
+            ranked = [c for c in result.ranked if c.id != exclude and c.id in self.by_id]
+            if ranked:
+                close = [c for c in ranked if c.score >= ranked[0].score - _CLOSE_SCORE]
+                return self.by_id[self.rng.choice(close).id]
+        return None
+
+    def free_slot(self, target: str, start: dt.datetime) -> Slot | None:
+        """The first free slot of ``target`` at or after ``start`` (the practice's schedule
+        is opened a week at a time, as the simulation reaches it)."""
+        assert self.scheduler is not None
+        day = start.date()
+        for offset in range(_SCHEDULE_DAYS):
+            date = day + dt.timedelta(days=offset)
+            if date.weekday() < 5 and (target, date) not in self._opened:
+                self._opened.add((target, date))
+                self.scheduler.add_slots(
+                    Slot(
+                        f"{target.split('/')[1]}-{date:%Y%m%d}-{hour:02d}{minute:02d}",
+                        target,
+                        at,
+                        at + dt.timedelta(minutes=30),
+                    )
+                    for hour in _SLOT_HOURS
+                    for minute in (0, 30)
+                    for at in [dt.datetime.combine(date, dt.time(hour, minute), dt.UTC)]
+                )
+        window = Window(start, start + dt.timedelta(days=_SCHEDULE_DAYS))
+        found = self.scheduler.find_slots(target, window, limit=1)
+        return found[0] if found else None
+
+    def book_slot(self, case: _Case, operation: str, start: dt.datetime) -> bool:
+        """Book through the scheduler: the target's first free slot from ``start``."""
+        target = case.referral.target
+        assert target is not None
+        slot = self.free_slot(f"PractitionerRole/{target.id}", start)
+        if slot is None:
+            self.refused[f"{operation}: no free slot"] += 1
+            case.refusals += 1
+            return False
+        try:
+            case.referral = self.desk.book(
+                self.actor(operation), case.referral.id, slot, scheduler=self.scheduler
+            )
+        except (*_EXPECTED, SchedulingError) as exc:
+            return self.refuse(case, operation, exc)
+        self.operations[operation] += 1
+        return True
+
+    def release(self, appointment_id: str) -> None:
+        """Cancel a booking in the scheduler after the desk cancelled the appointment."""
+        if self.scheduler is not None:
+            with contextlib.suppress(UnknownBookingError):  # recorded without the scheduler
+                self.scheduler.cancel(appointment_id)
 
     def arrive(
         self, request: IntakeRequest, now: dt.datetime, cases: list[_Case], ids: list[str]
@@ -469,7 +567,14 @@ class _Simulation:
 
     def book(self, case: _Case, operation: str) -> None:
         start = self.slot(case.referral.effective_priority)
-        if self.do(case, operation, start):
+        if self.scheduler is not None and case.referral.target is not None:
+            booked = self.book_slot(case, operation, start)
+        else:
+            booked = self.do(case, operation, start)
+        if booked:
+            appointment = case.referral.current_appointment
+            assert appointment is not None
+            start = appointment.start
             case.reminded = False
             self.talk(case, "patient")
             if self.chance(0.25):
@@ -520,7 +625,8 @@ class _Simulation:
                 case.reminded = True
                 self.talk(case, "patient", Channel.SMS)
             if self.chance(0.03):
-                self.do(case, "cancel_appointment", "patient asked to cancel")
+                if self.do(case, "cancel_appointment", "patient asked to cancel"):
+                    self.release(appointment.id)
                 case.next_at = now + dt.timedelta(hours=self.rng.uniform(4, 48))
             elif self.chance(0.01):
                 self.book(case, "reschedule")  # the clinic moves the slot
@@ -536,7 +642,8 @@ class _Simulation:
             if self.do(case, "record_no_show"):
                 case.no_shows += 1
         elif roll < no_show + 0.04:
-            self.do(case, "cancel_appointment", "patient cancelled on the day")
+            if self.do(case, "cancel_appointment", "patient cancelled on the day"):
+                self.release(appointment.id)
         elif self.do(case, "record_visit"):
             case.note_at = now + dt.timedelta(days=self.rng.uniform(0.5, 8))
         self.later(case, 2, 24)
@@ -586,6 +693,7 @@ def simulate(
     seed: int = 0,
     providers: Sequence[Provider] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    scheduler: MemoryScheduler | None = None,
 ) -> SimulationReport:
     """Run ``requests`` through ``weeks`` simulated weeks of ``desk``, advancing ``clock``.
 
@@ -608,6 +716,12 @@ def simulate(
     ``desk`` must use ``clock``. ``providers`` is the directory to choose specialists from;
     by default the specialists the requests name. ``progress(arrived, total)`` is called as
     requests arrive. The clock ends ``weeks`` after it started.
+
+    With a ``scheduler``, the specialists are chosen with :func:`~referralkit.directory.match`
+    over the providers as a directory, and appointments are booked through the scheduler with
+    :meth:`~referralkit.desk.ReferralDesk.book`: the specialist's first free slot at or after
+    the time the simulated patient asks for (each practice's schedule opens with 16
+    half-hour slots a business day as the simulation reaches it).
     """
     if not isinstance(desk, ReferralDesk):
         raise ValidationError("desk", "expected a ReferralDesk")
@@ -629,7 +743,7 @@ def simulate(
                 seen.setdefault(request.target.id, request.target)
         providers = tuple(seen.values())
 
-    sim = _Simulation(desk, team, clock, tuple(providers), seed)
+    sim = _Simulation(desk, team, clock, tuple(providers), seed, scheduler)
     rng = sim.rng
     started = clock.now()
     ended = started + dt.timedelta(weeks=weeks)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ...model import (
+    Code,
     CoverageDecision,
     Covered,
     DocNeeded,
@@ -19,7 +20,7 @@ from ...model import (
     UrgencyAssessment,
 )
 from ._codesystems import CRD_COVERAGE_INFORMATION, EXT_DECISION, EXT_URGENCY
-from ._datatypes import _complex, _ext, _firsts, _ref
+from ._datatypes import _code, _coding, _complex, _ext, _firsts, _ref
 from ._json import JSON, T, _build, _enum, _Node
 
 # --------------------------------------------------------------------------- writing
@@ -42,6 +43,7 @@ def _write_decision(d: CoverageDecision, coverage: str | None) -> JSON:
     if d.explanation:
         extra.append(_ext("explanation", "String", d.explanation))
     extra.extend(_ext("alternative", "String", a) for a in d.alternatives)
+    extra.extend(_ext("alternative-service", "Coding", _coding(c)) for c in d.alternative_services)
     extra.extend(_hit_ext(h) for h in d.hits)
     extra.extend(_trace_ext(t) for t in d.trace)
     parts.append(_complex(EXT_DECISION, extra))
@@ -125,6 +127,7 @@ def _decision(ext: _Node) -> CoverageDecision:
         or NetworkStatus.UNKNOWN,
         explanation=more["explanation"][0].string("valueString") if "explanation" in more else "",
         alternatives=tuple(n.need_text("valueString") for n in more.get("alternative", [])),
+        alternative_services=tuple(_need_code(n) for n in more.get("alternative-service", [])),
         hits=tuple(_hit(n) for n in more.get("hit", [])),
         trace=tuple(_trace(n) for n in more.get("trace", [])),
     )
@@ -190,3 +193,14 @@ def _urgency(task: _Node) -> UrgencyAssessment | None:
         hits=tuple(_hit(n) for n in parts.get("hit", [])),
         trace=tuple(_trace(n) for n in parts.get("trace", [])),
     )
+
+
+def _need_code(node: _Node) -> Code:
+    """An alternative service's ``valueCoding``, with its system and code."""
+    coding = node.obj("valueCoding")
+    code = None if coding is None else _code(coding)
+    if code is None:
+        raise node.error(
+            "valueCoding", "an alternative service needs a coding with system and code"
+        )
+    return code
