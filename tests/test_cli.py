@@ -248,7 +248,8 @@ class TestDemoMessages:
         assert stdout.index("KPI summary") < stdout.index("Outbox:")
         english = stdout[stdout.index("English message (") : stdout.index("Spanish message (")]
         spanish = stdout[stdout.index("Spanish message (") :]
-        assert "  Subject: We got your referral" in english
+        assert "English message (self-pay, referral " in english
+        assert "  Subject: What your care will cost" in english
         assert "Hello [first name]," in english
         assert "  Subject: Recibimos su remisión" in spanish
         assert "Hola, [first name]:" in spanish
