@@ -2,8 +2,9 @@
 walks a referral to any lifecycle state through the desk's public operations.
 
 Hypothesis profiles: ``dev`` (default) keeps the local run quick; ``ci`` (selected when the
-environment has ``CI=true``) runs more examples. Neither has a deadline: timings on shared CI
-runners vary too much for one to mean anything.
+environment has ``CI=true``) runs more examples. ``REFERRALKIT_HYPOTHESIS_PROFILE`` names one
+explicitly (nox's Python 3.13 session uses ``dev``: the deeper search runs once, on 3.11).
+Neither has a deadline: timings on shared CI runners vary too much for one to mean anything.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ else:
         suppress_health_check=[HealthCheck.too_slow],
         print_blob=True,
     )
-    settings.load_profile("ci" if os.environ.get("CI", "").lower() == "true" else "dev")
+    settings.load_profile(
+        os.environ.get("REFERRALKIT_HYPOTHESIS_PROFILE")
+        or ("ci" if os.environ.get("CI", "").lower() == "true" else "dev")
+    )
 
 START = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
 """Where the fake clock starts: a Monday inside the sample coverage period."""
