@@ -286,7 +286,7 @@ class _Drawer:
         # the rules that decide before each rule when they match: a policy asks its rulesets
         # in order, and a first-hit ruleset its rules; aimed draws try to miss them, so the
         # aimed rule decides rather than only matches
-        self.earlier: list[list[Rule]] = []
+        self.earlier: list[tuple[list[Rule], list[Rule]]] = []
         seen: dict[Kind, list[Rule]] = {}
         for ruleset in rulesets:
             if ruleset.kind is Kind.EVENT:
@@ -294,15 +294,17 @@ class _Drawer:
             before = seen.setdefault(ruleset.kind, [])
             own: list[Rule] = []
             for rule in ruleset.rules:
-                self.earlier.append(before + own)
+                self.earlier.append((list(before), list(own)))
                 if ruleset.hit_policy is HitPolicy.FIRST:
                     own.append(rule)
             before.extend(ruleset.rules)
         self.pools = _pools(self.rules)
         # a rule without conditions fires on every referral and needs no aim
-        # aims: a ruleset, then a rule of it, each at random. Uniform over rules would give
-        # the one rule of a small ruleset (self-pay) the share of each of the many of a large
-        # one, and nothing else makes it fire; a rule without conditions needs no aim
+        # aims: half the time a ruleset, then a rule of it, each at random; half the time a
+        # rule at random. Uniform over rules alone gives the one rule of a small ruleset
+        # (self-pay) the share of each of the many of a large one, and nothing else makes it
+        # fire; by ruleset alone a rule of a large ruleset gets too little. A rule without
+        # conditions needs no aim
         groups: list[list[int]] = []
         index = 0
         for ruleset in rulesets:
@@ -317,6 +319,7 @@ class _Drawer:
             if group:
                 groups.append(group)
         self.aims = groups or [list(range(len(self.rules)))]
+        self.every = [i for group in self.aims for i in group]
         self.aim = aim
         self.beside = beside
         self.template = sample_request("derived").referral(
@@ -324,8 +327,19 @@ class _Drawer:
         )
 
     def _pick(self, chance: random.Random) -> int:
+        if chance.random() < 0.5:
+            every = self.every
+            return every[chance.randrange(len(every))]
         group = self.aims[chance.randrange(len(self.aims))]
         return group[chance.randrange(len(group))]
+
+    def _neighbour(self, index: int, chance: random.Random) -> int:
+        """Another rule of the ruleset of rule ``index`` (the rules most likely to hold
+        together with it: the same payer or plan type), or any rule."""
+        for group in self.aims:
+            if index in group:
+                return group[chance.randrange(len(group))]
+        return self._pick(chance)
 
     # one fact -----------------------------------------------------------------------
 
@@ -427,23 +441,27 @@ class _Drawer:
         also: dict[str, list[_Literal]] = {}
         avoid: dict[str, list[_Literal]] = {}
         target: Rule | None = None
-        if draw(st.integers(0, 99), label="aimed") < self.aim * 100:
-            # the rule comes from a seeded generator: Hypothesis favours some indices (the
-            # last ones drew twice as often as the first), and every rule needs its share
-            chance = draw(st.randoms(use_true_random=True), label="rule choice")
+        # The steering (aim or not, which rule, beside or not, miss the earlier rules or
+        # not) comes from one seeded generator: Hypothesis's own choices are far from
+        # independent draws (it favours some values and mutates earlier examples, so one
+        # rule came up three times its share and another never decided in 1,000), and every
+        # rule needs its share. The facts themselves are Hypothesis's, and shrink.
+        chance = draw(st.randoms(use_true_random=True), label="steering")
+        if chance.random() < self.aim:
             index = self._pick(chance)
             target = self.rules[index]
             found = _literals(target.when, True, draw)
-            # Hypothesis draws 0 more often than its share: 0 means "as aimed"
-            if found and draw(st.integers(0, 99), label="beside") >= 100 - self.beside * 100:
-                k = draw(st.integers(0, len(found) - 1), label="turned false")
+            if found and chance.random() < self.beside:
+                k = chance.randrange(len(found))
                 found[k] = (found[k][0], not found[k][1])
             for c, sign in found or ():
                 wanted.setdefault(c.fact, []).append((c, sign))
-            # half the time: miss the rules that would decide first, so the aimed rule
-            # decides; otherwise they may match too (refinements of one another match together)
-            shadowed = draw(st.booleans(), label="miss earlier rules")
-            for rule in self.earlier[index] if shadowed else ():
+            # half the time miss every rule that would decide first, a quarter of the time
+            # only those of earlier rulesets, a quarter none: then they match as well
+            # (refinements of one another match together)
+            other, own = self.earlier[index]
+            roll = chance.random()
+            for rule in other + own if roll < 0.5 else other if roll < 0.75 else ():
                 # miss it on a fact the aimed rule leaves open (a plan type it shares cannot
                 # be turned off without losing the aimed rule too)
                 parts = rule.when.items if isinstance(rule.when, All) else (rule.when,)
@@ -451,10 +469,11 @@ class _Drawer:
                 chosen = free[draw(st.integers(0, len(free) - 1))] if free else rule.when
                 for c, sign in _literals(chosen, False, draw) or ():
                     avoid.setdefault(c.fact, []).append((c, sign))
-            # three more rules, met where they do not contradict the first: rules of different
+            # three more rules (two of its own ruleset), met where they do not contradict the
+            # first: rules of different
             # rulesets (coverage and urgency) or refinements of one another fire together
-            for _ in range(3):
-                second = self.rules[self._pick(chance)]
+            for k in range(3):
+                second = self.rules[self._neighbour(index, chance) if k else self._pick(chance)]
                 for c, sign in _literals(second.when, True, draw) or ():
                     also.setdefault(c.fact, []).append((c, sign))
         day = self._day(target, wanted.pop("date", []), draw)
