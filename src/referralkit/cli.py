@@ -490,7 +490,7 @@ def _rules_diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     result = what_if(old, new, referrals, samples=args.samples)
     out.write(
         f"{old.name}@{old.version} -> {new.name}@{new.version}: {result.changed} of "
-        f"{result.total} referrals change\n\n{result.table()}\n"
+        f"{result.total} referrals change\n\n{result.table(only_changed=not args.all)}\n"
     )
     return 0
 
@@ -1272,6 +1272,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diffing.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (7)")
     diffing.add_argument("--samples", type=_positive, default=3, help="sample ids per row (3)")
+    diffing.add_argument(
+        "--all", action="store_true", help="print unchanged rows too (default: changed rows)"
+    )
     diffing.set_defaults(handler=_rules_diff)
     testing = rule_commands.add_parser(
         "test",

@@ -26,18 +26,15 @@ class TestReferralsFor:
         [COVERAGE, URGENCY, CoveragePolicy([load(NEW_PAYER)])],
         ids=["shipped coverage", "shipped urgency", "new payer"],
     )
-    def test_every_rule_matches_a_share_of_1000(self, subject: object) -> None:
+    def test_every_rule_matches_at_least_5_percent_of_1000(self, subject: object) -> None:
         """Issue 11's measure: each rule's condition holds, on a day it is in force, for a
         share of 1,000 referrals drawn from the rules (seeded: the same draw every run)."""
         measured = rule_coverage(subject, examples=1000)
         assert measured.total == 1000
-        # the issue's target is 5% for every rule. Measured (the seeded draw differs between
-        # a plain interpreter and pytest): the weakest rule of the new payer 4.6 to 7%, of
-        # the shipped urgency policy about 29%; of the shipped coverage policy (20 first-hit
-        # rules over nine plan types) 3.5 to 5%. Short of the target: the floors pinned
-        # here are 4% and, for the shipped coverage policy, 3%
-        floor = 0.03 if subject is COVERAGE else 0.04
-        assert measured.below(floor) == {}, measured.least()
+        # measured with seed 0 (and seeds 1-5): the weakest rule of the shipped coverage
+        # policy 6.2% (5.2-6.5%), of the shipped urgency policy 30.8% (29.7-30.8%), of the
+        # new payer's file 8.0% (6.7-8.0%)
+        assert measured.below(0.05) == {}, measured.least()
 
     def test_the_old_pools_left_a_new_payer_untested(self) -> None:
         """The fixed pools (policy_referrals) never name the new payer: none of its rules
@@ -138,6 +135,8 @@ class TestChecksFail:
         rebuilt = scope["referral"]
         assert rebuilt == example.referral
         assert policy.decide(rebuilt, scope["at"]).hits == ()  # type: ignore[arg-type]
+        # simplified: nothing the rules do not read is left in it
+        assert (rebuilt.diagnoses, rebuilt.services, rebuilt.attachments) == ((), (), ())  # type: ignore[attr-defined]
         data = example.to_json()
         assert data["check"] == "totality"
         assert data["facts"]["coverage.plan_type"] != "HMO"

@@ -24,7 +24,7 @@ import datetime as dt
 import random
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol, TypeVar
 
 import attrs
 from hypothesis import HealthCheck, Phase, given, settings
@@ -61,7 +61,16 @@ from ..rules.model import (
 from ._samples import sample_request
 from ._strategies import SPECIALTIES
 
-__all__ = ["RuleCoverage", "draw_examples", "referrals_for", "rule_coverage", "rulesets_of"]
+T = TypeVar("T")
+
+__all__ = [
+    "RuleCoverage",
+    "draw_examples",
+    "referrals_for",
+    "rule_coverage",
+    "rulesets_of",
+    "sample_referrals",
+]
 
 # --------------------------------------------------------------------------- the subject
 
@@ -102,7 +111,8 @@ def _compares(condition: Condition) -> Iterable[Compare]:
 # --------------------------------------------------------------------------- value pools
 
 _BASE_DAY: Final = dt.date(2026, 3, 2)
-_NOISE_DAYS: Final = st.dates(dt.date(2024, 1, 1), dt.date(2028, 12, 31))
+_NOISE_FIRST: Final = dt.date(2024, 1, 1)
+_NOISE_LAST: Final = dt.date(2028, 12, 31)
 _LIST_FACTS: Final = ("diagnoses", "services", "attachments", "coverage.networks")
 
 # noise: values no rule needs to name, of the shape the model accepts
@@ -243,13 +253,69 @@ def _pools(rules: Sequence[Rule]) -> _Pools:
     )
 
 
+# --------------------------------------------------------------------------- choosing
+
+
+class _Pick(Protocol):
+    """Where the drawer's choices come from: Hypothesis (which shrinks a failing referral
+    to a small one) or a seeded generator (independent draws, for measuring)."""
+
+    def integer(self, low: int, high: int) -> int: ...
+    def choice(self, values: Sequence[T]) -> T: ...
+    def boolean(self) -> bool: ...
+    def day(self, first: dt.date, last: dt.date) -> dt.date: ...
+    def random(self) -> random.Random: ...
+
+
+class _Hypothesis:
+    def __init__(self, draw: st.DrawFn) -> None:
+        self.draw = draw
+
+    def integer(self, low: int, high: int) -> int:
+        return self.draw(st.integers(low, high))
+
+    def choice(self, values: Sequence[T]) -> T:
+        return self.draw(st.sampled_from(values))
+
+    def boolean(self) -> bool:
+        return self.draw(st.booleans())
+
+    def day(self, first: dt.date, last: dt.date) -> dt.date:
+        return self.draw(st.dates(first, last))
+
+    def random(self) -> random.Random:
+        # the steering comes from one seeded generator: Hypothesis's own choices are far
+        # from independent draws (it favours some values and mutates earlier examples)
+        return self.draw(st.randoms(use_true_random=True))
+
+
+class _Seeded:
+    def __init__(self, chance: random.Random) -> None:
+        self.chance = chance
+
+    def integer(self, low: int, high: int) -> int:
+        return self.chance.randint(low, high)
+
+    def choice(self, values: Sequence[T]) -> T:
+        return values[self.chance.randrange(len(values))]
+
+    def boolean(self) -> bool:
+        return self.chance.random() < 0.5
+
+    def day(self, first: dt.date, last: dt.date) -> dt.date:
+        return first + dt.timedelta(days=self.chance.randint(0, (last - first).days))
+
+    def random(self) -> random.Random:
+        return self.chance
+
+
 # --------------------------------------------------------------------------- aiming at a rule
 
 _Literal = tuple[Compare, bool]
 _NONE: Final = object()  # no value meets the literals
 
 
-def _literals(c: Condition, positive: bool, draw: st.DrawFn) -> list[_Literal] | None:
+def _literals(c: Condition, positive: bool, pick: _Pick) -> list[_Literal] | None:
     """One way ``c`` holds (``positive``) or fails: the comparisons and the truth each needs.
     ``None`` when the chosen way can never hold (``not always``)."""
     if isinstance(c, Always):
@@ -257,20 +323,20 @@ def _literals(c: Condition, positive: bool, draw: st.DrawFn) -> list[_Literal] |
     if isinstance(c, Compare):
         return [(c, positive)]
     if isinstance(c, Not):
-        return _literals(c.item, not positive, draw)
+        return _literals(c.item, not positive, pick)
     items = c.items
     conjunction = isinstance(c, All) == positive
     if conjunction:
         found: list[_Literal] = []
         for item in items:
-            part = _literals(item, positive, draw)
+            part = _literals(item, positive, pick)
             if part is None:
                 return None
             found += part
         return found
     if not items:
         return None
-    return _literals(items[draw(st.integers(0, len(items) - 1), label="branch")], positive, draw)
+    return _literals(items[pick.integer(0, len(items) - 1)], positive, pick)
 
 
 def _holds(literals: Sequence[_Literal], fact: str, value: Any) -> bool:
@@ -343,14 +409,14 @@ class _Drawer:
 
     # one fact -----------------------------------------------------------------------
 
-    def _scalar(self, fact: str, draw: st.DrawFn) -> Any:
+    def _scalar(self, fact: str, pick: _Pick) -> Any:
         hits = self.pools.hits.get(fact, ())
         near = self.pools.near.get(fact, ())
         noise = _NOISE.get(fact, ())
         if FACTS[fact].type is FactType.BOOLEAN:
             # two values: a rule names one, the other is beside it; neither is noise
-            return draw(st.booleans(), label=fact)
-        source = draw(st.integers(0, 9), label=f"{fact} source")
+            return pick.boolean()
+        source = pick.integer(0, 9)
         if source < 6:
             order = (hits, near, noise)
         elif source < 8:
@@ -359,18 +425,18 @@ class _Drawer:
             order = (noise, hits, near)
         for pool in order:
             if pool:
-                return draw(st.sampled_from(pool), label=fact)
+                return pick.choice(pool)
         return None
 
-    def _list(self, fact: str, draw: st.DrawFn) -> list[Any]:
-        size = draw(st.integers(0, 3), label=f"{fact} size")
-        drawn = (self._scalar(fact, draw) for _ in range(size))
+    def _list(self, fact: str, pick: _Pick) -> list[Any]:
+        size = pick.integer(0, 3)
+        drawn = (self._scalar(fact, pick) for _ in range(size))
         return list(dict.fromkeys(v for v in drawn if v is not None))
 
-    def _free(self, fact: str, draw: st.DrawFn) -> Any:
+    def _free(self, fact: str, pick: _Pick) -> Any:
         if fact in _LIST_FACTS:
-            return self._list(fact, draw)
-        return self._scalar(fact, draw)
+            return self._list(fact, pick)
+        return self._scalar(fact, pick)
 
     def _constrained(
         self,
@@ -378,21 +444,21 @@ class _Drawer:
         literals: list[_Literal],
         also: list[_Literal],
         avoid: list[_Literal],
-        draw: st.DrawFn,
+        pick: _Pick,
     ) -> Any:
         """A value of ``fact`` meeting every literal of the aimed rule, and where it can the
         ``avoid`` literals (missing the rules that would decide first) and the ``also`` ones
         (a second rule); a free value when nothing fits."""
         for tier in (literals + avoid + also, literals + avoid, literals):
             if tier:
-                value = self._meeting(fact, tier, draw)
+                value = self._meeting(fact, tier, pick)
                 if value is not _NONE:
                     return value
-        return self._free(fact, draw)
+        return self._free(fact, pick)
 
-    def _meeting(self, fact: str, literals: Sequence[_Literal], draw: st.DrawFn) -> Any:
+    def _meeting(self, fact: str, literals: Sequence[_Literal], pick: _Pick) -> Any:
         if FACTS[fact].type is FactType.TEXT_LIST:
-            return self._constrained_list(fact, literals, draw)
+            return self._constrained_list(fact, literals, pick)
         candidates = [
             *self.pools.hits.get(fact, ()),
             *self.pools.near.get(fact, ()),
@@ -405,9 +471,9 @@ class _Drawer:
             return None
         if not fitting:
             return _NONE
-        return draw(st.sampled_from(fitting), label=fact)
+        return pick.choice(fitting)
 
-    def _constrained_list(self, fact: str, literals: Sequence[_Literal], draw: st.DrawFn) -> Any:
+    def _constrained_list(self, fact: str, literals: Sequence[_Literal], pick: _Pick) -> Any:
         items = [
             *self.pools.hits.get(fact, ()),
             *self.pools.near.get(fact, ()),
@@ -423,10 +489,10 @@ class _Drawer:
                 continue
             witnesses = [v for v in allowed if _witness(c, sign, v)]
             if witnesses:
-                chosen.append(draw(st.sampled_from(witnesses), label=fact))
-        for _ in range(draw(st.integers(0, 2), label=f"{fact} more")):
+                chosen.append(pick.choice(witnesses))
+        for _ in range(pick.integer(0, 2)):
             if allowed:
-                item = draw(st.sampled_from(allowed), label=fact)
+                item = pick.choice(allowed)
                 if item not in chosen:
                     chosen.append(item)
         for candidate in (chosen, chosen[:1], []):
@@ -436,7 +502,7 @@ class _Drawer:
 
     # the referral -------------------------------------------------------------------
 
-    def draw(self, draw: st.DrawFn) -> Referral:
+    def draw(self, pick: _Pick) -> Referral:
         wanted: dict[str, list[_Literal]] = {}
         also: dict[str, list[_Literal]] = {}
         avoid: dict[str, list[_Literal]] = {}
@@ -446,11 +512,11 @@ class _Drawer:
         # independent draws (it favours some values and mutates earlier examples, so one
         # rule came up three times its share and another never decided in 1,000), and every
         # rule needs its share. The facts themselves are Hypothesis's, and shrink.
-        chance = draw(st.randoms(use_true_random=True), label="steering")
+        chance = pick.random()
         if chance.random() < self.aim:
             index = self._pick(chance)
             target = self.rules[index]
-            found = _literals(target.when, True, draw)
+            found = _literals(target.when, True, pick)
             if found and chance.random() < self.beside:
                 k = chance.randrange(len(found))
                 found[k] = (found[k][0], not found[k][1])
@@ -466,17 +532,17 @@ class _Drawer:
                 # be turned off without losing the aimed rule too)
                 parts = rule.when.items if isinstance(rule.when, All) else (rule.when,)
                 free = [p for p in parts if not {c.fact for c in _compares(p)} & set(wanted)]
-                chosen = free[draw(st.integers(0, len(free) - 1))] if free else rule.when
-                for c, sign in _literals(chosen, False, draw) or ():
+                chosen = free[pick.integer(0, len(free) - 1)] if free else rule.when
+                for c, sign in _literals(chosen, False, pick) or ():
                     avoid.setdefault(c.fact, []).append((c, sign))
             # three more rules (two of its own ruleset), met where they do not contradict the
             # first: rules of different
             # rulesets (coverage and urgency) or refinements of one another fire together
             for k in range(3):
                 second = self.rules[self._neighbour(index, chance) if k else self._pick(chance)]
-                for c, sign in _literals(second.when, True, draw) or ():
+                for c, sign in _literals(second.when, True, pick) or ():
                     also.setdefault(c.fact, []).append((c, sign))
-        day = self._day(target, wanted.pop("date", []), draw)
+        day = self._day(target, wanted.pop("date", []), pick)
         also.pop("date", None)
         avoid.pop("date", None)
         facts: dict[str, Any] = {}
@@ -485,26 +551,26 @@ class _Drawer:
                 continue
             if fact in wanted or fact in also or fact in avoid:
                 facts[fact] = self._constrained(
-                    fact, wanted.get(fact, []), also.get(fact, []), avoid.get(fact, []), draw
+                    fact, wanted.get(fact, []), also.get(fact, []), avoid.get(fact, []), pick
                 )
             else:
-                facts[fact] = self._free(fact, draw)
-        return self._build(facts, day, draw)
+                facts[fact] = self._free(fact, pick)
+        return self._build(facts, day, pick)
 
-    def _day(self, target: Rule | None, literals: Sequence[_Literal], draw: st.DrawFn) -> dt.date:
+    def _day(self, target: Rule | None, literals: Sequence[_Literal], pick: _Pick) -> dt.date:
         days = list(self.pools.days)
         if target is not None:
             inside = [d for d in days if target.active_on(d)]
             days = inside or days
         if literals:
             days = [d for d in days if _holds(literals, "date", d)] or days
-        if draw(st.integers(0, 9), label="noise day") == 0:
-            noise = draw(_NOISE_DAYS, label="day")
+        if pick.integer(0, 9) == 0:
+            noise = pick.day(_NOISE_FIRST, _NOISE_LAST)
             if target is None or target.active_on(noise):
                 return noise
-        return draw(st.sampled_from(days), label="day")
+        return pick.choice(days)
 
-    def _build(self, facts: Mapping[str, Any], day: dt.date, draw: st.DrawFn) -> Referral:
+    def _build(self, facts: Mapping[str, Any], day: dt.date, pick: _Pick) -> Referral:
         base = self.template
         at = dt.datetime.combine(day, dt.time(9), tzinfo=dt.UTC)
         waited = facts.get("days_waiting") or 0
@@ -513,7 +579,7 @@ class _Drawer:
         age = 40 if age is None else int(age)
         patient = attrs.evolve(
             base.patient,
-            birth_date=_born(day, age, draw(st.booleans(), label="birthday tomorrow")),
+            birth_date=_born(day, age, pick.boolean()),
             sex=Sex(facts.get("patient.sex") or "unknown"),
             pregnant=bool(facts.get("patient.pregnant")),
             preferred_language=facts.get("patient.language") or "en",
@@ -536,11 +602,11 @@ class _Drawer:
             start: dt.date | None = None
             end: dt.date | None = None
             if active is False:
-                if draw(st.booleans(), label="ended or not started"):
+                if pick.boolean():
                     end = day - dt.timedelta(days=1)
                 else:
                     start = day + dt.timedelta(days=1)
-            elif draw(st.booleans(), label="period from today"):
+            elif pick.boolean():
                 start, end = day, day + dt.timedelta(days=364)
             coverage = Coverage(
                 id="cov-drawn",
@@ -649,7 +715,19 @@ def referrals_for(
         if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
             raise InvalidArgument(f"{label}={share!r} must be a number from 0 to 1")
     drawer = _Drawer(rulesets_of(subject), float(aim), float(beside))
-    return st.composite(lambda draw: drawer.draw(draw))()
+    return st.composite(lambda draw: drawer.draw(_Hypothesis(draw)))()
+
+
+def sample_referrals(
+    subject: Any, count: int, *, seed: int = 0, aim: float = 0.95, beside: float = 0.05
+) -> list[Referral]:
+    """``count`` referrals drawn as :func:`referrals_for` draws them, from a generator seeded
+    with ``seed``: independent draws, the same on every run, without Hypothesis's
+    shrinking (for measuring, or a fixed population for :func:`~referralkit.rules.whatif.what_if`).
+    """
+    drawer = _Drawer(rulesets_of(subject), aim, beside)
+    pick = _Seeded(random.Random(seed))  # noqa: S311 - test data, not secrets
+    return [drawer.draw(pick) for _ in range(count)]
 
 
 # --------------------------------------------------------------------------- measuring
@@ -697,8 +775,10 @@ def draw_examples(
 def rule_coverage(
     subject: Any, *, examples: int = 1000, strategy: st.SearchStrategy[Referral] | None = None
 ) -> RuleCoverage:
-    """The share of ``examples`` drawn referrals (default :func:`referrals_for` ``subject``)
-    that each rule of ``subject`` matches, evaluated as of each referral's ``updated_at``."""
+    """The share of ``examples`` drawn referrals that each rule of ``subject`` matches,
+    evaluated as of each referral's ``updated_at``. By default the referrals are
+    :func:`sample_referrals` of ``subject`` (seeded: the same figures on every run); with
+    ``strategy``, Hypothesis draws them (derandomized)."""
     rulesets = rulesets_of(subject)
     counts = {(r.name, rule.id): 0 for r in rulesets for rule in r.rules}
     seen = [0]
@@ -712,6 +792,10 @@ def rule_coverage(
                 if rule.active_on(day) and evaluate_condition(rule.when, facts):
                     counts[(ruleset.name, rule.id)] += 1
 
-    draw_examples(strategy if strategy is not None else referrals_for(subject), examples, visit)
+    if strategy is None:
+        for referral in sample_referrals(subject, examples):
+            visit(referral)
+    else:
+        draw_examples(strategy, examples, visit)
     total = max(seen[0], 1)
     return RuleCoverage(seen[0], {k: v / total for k, v in counts.items()})
