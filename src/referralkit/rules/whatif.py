@@ -3,7 +3,7 @@ say what changed.
 
 Each side is a ruleset, a :class:`~referralkit.rules.policies.CoveragePolicy`, an
 :class:`~referralkit.rules.policies.UrgencyPolicy`, or a ``(coverage, urgency)`` pair; the
-population is any iterable of referrals or a store (its :meth:`query`). An urgency outcome
+population is any iterable of referrals or a store (its ``query()``). An urgency outcome
 reads as its priority and its due window (``urgent, due 14d``), so halving a window shows as a
 change. The result counts the from→to transitions (with sample ids per cell), keeps one
 :class:`Difference` record per referral whose decision changed (:meth:`WhatIf.records`,

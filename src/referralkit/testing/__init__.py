@@ -6,7 +6,8 @@
   :func:`coverages`...) and for rules (:func:`rulesets`, :func:`conditions`, :func:`facts`,
   :func:`policy_referrals`);
 - :func:`referrals_for`: referrals drawn from the rules under test (the values they name,
-  the values just beside them, noise), and :func:`rule_coverage`, how often each rule fired;
+  the values just beside them, noise), :func:`sample_referrals` (the same, seeded, without
+  Hypothesis), and :func:`rule_coverage`, how often each rule matched;
 - ready-made property checks for policy owners, which fail with a :class:`CheckFailedError`
   holding a :class:`Counterexample` you can paste into a test: :func:`check_totality`,
   :func:`check_determinism`, :func:`check_no_conflicts`, :func:`check_monotonic_urgency`,
@@ -51,7 +52,7 @@ if typing.TYPE_CHECKING:  # what the lazy names below are, for type checkers and
         policy_referrals,
         run_checks,
     )
-    from ._derive import RuleCoverage, referrals_for, rule_coverage
+    from ._derive import RuleCoverage, referrals_for, rule_coverage, sample_referrals
     from ._rules import conditions, facts, rulesets
     from ._strategies import (
         STRATEGIES,
@@ -115,6 +116,7 @@ __all__ = [
     "rule_traces",
     "rulesets",
     "run_checks",
+    "sample_referrals",
     "sample_request",
     "survey_responses",
     "urgency_assessments",
@@ -138,7 +140,7 @@ _CHECKS = (
     "policy_referrals",
     "run_checks",
 )
-_DERIVE = ("RuleCoverage", "referrals_for", "rule_coverage")
+_DERIVE = ("RuleCoverage", "referrals_for", "rule_coverage", "sample_referrals")
 _RULES = ("conditions", "facts", "rulesets")
 _EAGER = ("FakeClock", "nppes_rows", "sample_request", "write_nppes")
 _LAZY: dict[str, str] = (

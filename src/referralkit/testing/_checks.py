@@ -218,7 +218,7 @@ def _jsonable(value: Any) -> Any:
 
 
 class CheckFailedError(RulesError, AssertionError):
-    """A property check failed; :attr:`counterexample` shows where (``None`` when the
+    """A property check failed; ``counterexample`` shows where (``None`` when the
     failure has no single referral, e.g. a rule that never fired on any). An
     ``AssertionError`` too, so that a test runner reports it as a failed assertion."""
 
