@@ -227,6 +227,19 @@ then = { covered = "not-covered" }
             assert result.status == "skipped"
             assert "durable-rules" in result.reason
 
+    def test_engines_that_disagree_are_caught(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """When the durable engine matches other rules than the python one (here: none), the
+        check fails naming the rules that differ."""
+        pytest.importorskip("durable")
+        from referralkit.rules.durable import DurableEngine
+        from referralkit.testing import CheckFailedError, check_agreement
+
+        monkeypatch.setattr(DurableEngine, "matches", lambda self, facts, day: [])
+        with pytest.raises(CheckFailedError, match="python matched") as info:
+            check_agreement(URGENCY, examples=20)
+        assert info.value.counterexample is not None
+        assert "example-urgency/routine-window" in info.value.counterexample.rules
+
 
 def _mutants(policy: object) -> list[tuple[str, object]]:
     """Broken variants of a policy: a deleted rule, a flipped comparison, a swapped output

@@ -130,3 +130,38 @@ class TestFrames:
         monkeypatch.setitem(sys.modules, "pandas", None)
         with pytest.raises(ImportError, match="analytics"):
             what_if(URGENCY, URGENCY, []).to_frame()
+
+
+class TestLabels:
+    def test_outcome_labels_each_kind(self) -> None:
+        """outcome() labels a coverage evaluation as covered/pa, an urgency one as its
+        priority and window, and refuses an event ruleset."""
+        from referralkit.rules import PythonEngine, extract
+        from referralkit.rules.whatif import outcome
+
+        referral = cancer_referral(0)
+        at = referral.updated_at
+        coverage = COVERAGE.rulesets[4]
+        found = PythonEngine(coverage).evaluate(extract(referral, at), at.date())
+        assert outcome(coverage, found, referral, at) == "conditional/no-auth"
+        urgency = URGENCY.rulesets[0]
+        found = PythonEngine(urgency).evaluate(extract(referral, at), at.date())
+        assert outcome(urgency, found, referral, at) == "urgent, due 14d"
+        with pytest.raises(RulesError, match="coverage or urgency"):
+            outcome(load(shipped_paths(Kind.EVENT)[0]), None, referral, at)
+
+    def test_a_difference_without_due_dates_has_no_shift(self) -> None:
+        """Coverage-only differences carry no due dates and no shift; the pretty text of a
+        comparison of policies names both sides."""
+        from referralkit.rules.whatif import Difference
+
+        assert Difference("r", "a", "b").due_shift_hours is None
+        result = what_if(COVERAGE, without_hmo_imaging(), POPULATION[:20])
+        lines: list[str] = []
+
+        class Printer:
+            def text(self, value: str) -> None:
+                lines.append(value)
+
+        result._repr_pretty_(Printer(), False)
+        assert lines[0].startswith("What-if example-eligibility+")
