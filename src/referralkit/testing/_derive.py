@@ -21,6 +21,7 @@ threshold, the day before an effective date), and draws referrals from three sou
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import random
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -657,6 +658,7 @@ class _Drawer:
         )
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _item_ok(c: Compare, sign: bool, item: Any) -> bool:
     """Whether a list may hold ``item`` and still meet the literal (for the ``none_*`` and
     ``all_*`` operators, and ``any_*`` turned false, every item must pass)."""
@@ -668,6 +670,7 @@ def _item_ok(c: Compare, sign: bool, item: Any) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _witness(c: Compare, sign: bool, item: Any) -> bool:
     """Whether ``item`` in a list makes the literal hold (for those that need one item)."""
     if c.op in (Op.ANY_IN, Op.ANY_PREFIX, Op.ALL_IN, Op.ALL_PREFIX) and sign:
