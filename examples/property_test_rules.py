@@ -14,10 +14,12 @@ from __future__ import annotations
 from referralkit.rules import Kind, load
 from referralkit.rules.policies import CoveragePolicy, UrgencyPolicy, shipped_paths
 from referralkit.testing import (
+    check_agreement,
     check_determinism,
     check_effective_dates,
     check_monotonic_urgency,
     check_no_conflicts,
+    check_rules_fire,
     check_totality,
 )
 
@@ -26,7 +28,18 @@ URGENCY = UrgencyPolicy.shipped()
 
 
 def test_every_referral_gets_a_coverage_decision() -> None:
-    check_totality(COVERAGE, examples=100)
+    # fallback=False: a "manual review" catch-all alone does not count as a decision
+    check_totality(COVERAGE, examples=100, fallback=False)
+
+
+def test_every_rule_decides_some_referral() -> None:
+    check_rules_fire(COVERAGE, examples=1000)
+    check_rules_fire(URGENCY, examples=300)
+
+
+def test_the_engines_agree() -> None:
+    # skipped (the result says why) where durable-rules is not installed
+    check_agreement(URGENCY, examples=100)
 
 
 def test_coverage_is_deterministic() -> None:
@@ -46,6 +59,8 @@ def test_rulesets_keep_their_hit_policies_and_dates() -> None:
 
 if __name__ == "__main__":
     test_every_referral_gets_a_coverage_decision()
+    test_every_rule_decides_some_referral()
+    test_the_engines_agree()
     test_coverage_is_deterministic()
     test_a_worse_picture_never_lowers_urgency()
     test_rulesets_keep_their_hit_policies_and_dates()

@@ -941,7 +941,7 @@ class TestRulesCommands:
         )
         status, stdout, _, _ = run_main(["rules", "diff", str(old), str(new), "--count", "200"])
         assert status == 0
-        assert "| urgent → asap |" in stdout
+        assert "| urgent, due 48h → asap, due 48h |" in stdout
         assert "referrals change" in stdout
 
     def test_diff_over_a_store(self, tmp_path: Path) -> None:

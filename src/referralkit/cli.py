@@ -40,7 +40,8 @@ Exit statuses (:data:`EXIT_OK`, :data:`EXIT_PROBLEMS`, :data:`EXIT_ERROR`,
 :data:`EXIT_INTERRUPTED`):
 
 - 0: success;
-- 1: ``rules check`` found a problem (an error; with ``--strict``, a warning too); also
+- 1: ``rules check`` found a problem (an error; with ``--strict``, a warning too), or a
+  property check of ``rules test`` failed; also
   when the reader of standard output goes away (``referralkit demo | head``), quietly, and
   for a failure referralkit did not expect (a bug: Python prints its traceback);
 - 2: an error, reported on standard error as ``referralkit: error: <message>``, never as a
@@ -560,9 +561,116 @@ def _rules_diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     result = what_if(old, new, referrals, samples=args.samples)
     out.write(
         f"{old.name}@{old.version} -> {new.name}@{new.version}: {result.changed} of "
-        f"{result.total} referrals change\n\n{result.table()}\n"
+        f"{result.total} referrals change\n\n{result.table(only_changed=not args.all)}\n"
     )
     return 0
+
+
+_TEST_EXTRA: Final = (
+    "referralkit: error: rules test needs hypothesis, from the test extra: "
+    'pip install "referralkit[test]" (in a checkout: pip install ".[test]")\n'
+)
+
+
+def _rules_test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .rules import load
+    from .rules.model import Kind
+    from .rules.policies import CoveragePolicy, UrgencyPolicy
+
+    try:
+        importlib.import_module("hypothesis")
+    except ImportError:
+        err.write(_TEST_EXTRA)
+        return EXIT_ERROR
+    from .testing import run_checks
+
+    rulesets = [load(path) for path in args.paths]
+    policies: list[Any] = []
+    for kind, policy_type in ((Kind.COVERAGE, CoveragePolicy), (Kind.URGENCY, UrgencyPolicy)):
+        chosen = [r for r in rulesets if r.kind is kind]
+        if chosen:
+            policies.append(policy_type(chosen))
+    for ruleset in rulesets:
+        if ruleset.kind is Kind.EVENT:
+            err.write(f"referralkit: note: {ruleset.name} holds event rules; not tested\n")
+    results = run_checks(policies, examples=args.examples, fallback=not args.no_fallback)
+    failed = any(r.status == "failed" for r in results)
+    if args.json:
+        out.write(json.dumps([r.to_json() for r in results], indent=2) + "\n")
+        return EXIT_PROBLEMS if failed else EXIT_OK
+    for result in results:
+        line = f"{result.status:<8} {result.check:<18} {result.subject}"
+        if result.reason:
+            line += f": {result.reason}"
+        out.write(line + "\n")
+        if result.counterexample is not None:
+            out.write(json.dumps(result.counterexample.to_json(), indent=2) + "\n")
+    return EXIT_PROBLEMS if failed else EXIT_OK
+
+
+def _rules_facts(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .rules import FACTS, load
+    from .rules.model import Kind
+
+    named: dict[str, list[Any]] = {}
+    for path in args.paths:
+        ruleset = load(path)
+        if ruleset.kind is Kind.EVENT:
+            continue
+        for rule in ruleset.rules:
+            for compare in _compares_of(rule.when):
+                values = compare.value if isinstance(compare.value, tuple) else (compare.value,)
+                bucket = named.setdefault(compare.fact, [])
+                bucket.extend(
+                    v
+                    for v in values
+                    if v not in bucket and compare.op.value not in ("exists", "missing")
+                )
+    rows = []
+    for name, spec in FACTS.items():
+        examples = named.get(name) or list(spec.values or spec.examples)
+        shown = ", ".join(json.dumps(_plain_value(v), ensure_ascii=False) for v in examples[:8]) + (
+            ", ..." if len(examples) > 8 else ""
+        )
+        rows.append(
+            {
+                "fact": name,
+                "type": spec.type.value,
+                "examples": [_plain_value(v) for v in examples],
+                "doc": spec.doc,
+                "shown": shown,
+            }
+        )
+    if args.json:
+        out.write(
+            json.dumps([{k: v for k, v in r.items() if k != "shown"} for r in rows], indent=2)
+            + "\n"
+        )
+        return EXIT_OK
+    width = max(len(r["fact"]) for r in rows)
+    kinds = max(len(r["type"]) for r in rows)
+    for r in rows:
+        out.write(f"{r['fact']:<{width}}  {r['type']:<{kinds}}  {r['shown']}\n")
+        out.write(f"{'':<{width}}  {'':<{kinds}}  {r['doc']}\n")
+    return EXIT_OK
+
+
+def _compares_of(condition: Any) -> list[Any]:
+    from .rules.model import Compare
+
+    if isinstance(condition, Compare):
+        return [condition]
+    found = []
+    for item in getattr(condition, "items", ()):
+        found += _compares_of(item)
+    inner = getattr(condition, "item", None)
+    if inner is not None:
+        found += _compares_of(inner)
+    return found
+
+
+def _plain_value(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.date) else value
 
 
 def _message(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -1752,7 +1860,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diffing.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (7)")
     diffing.add_argument("--samples", type=_positive, default=3, help="sample ids per row (3)")
+    diffing.add_argument(
+        "--all", action="store_true", help="print unchanged rows too (default: changed rows)"
+    )
     diffing.set_defaults(handler=_rules_diff)
+    testing = rule_commands.add_parser(
+        "test",
+        help="property-test ruleset files; exit 0 only when every check holds",
+        description="Run the property checks of referralkit.testing (totality, determinism, "
+        "rules fire, no conflicts, effective dates, monotonic urgency, engines agree) on "
+        "referrals drawn from the rules themselves. The coverage files form one coverage "
+        "policy and the urgency files one urgency policy, consulted in the order given. "
+        "Counterexamples print as JSON. Exit status 1 when a check fails. Needs the test "
+        "extra (hypothesis).",
+    )
+    testing.add_argument("paths", nargs="+", metavar="FILE")
+    testing.add_argument(
+        "--examples", type=_positive, default=200, help="referrals per check (200)"
+    )
+    testing.add_argument("--json", action="store_true", help="print every result as JSON")
+    testing.add_argument(
+        "--no-fallback",
+        action="store_true",
+        help="a decision made only by a catch-all rule counts as undecided",
+    )
+    testing.set_defaults(handler=_rules_test)
+    listing_facts = rule_commands.add_parser(
+        "facts",
+        help="list every fact a rule may test, with its type and example values",
+        description="Every fact a condition may name, its type, example values (with FILE "
+        "arguments: the values those rules compare it with) and what it means.",
+    )
+    listing_facts.add_argument("paths", nargs="*", metavar="FILE")
+    listing_facts.add_argument("--json", action="store_true", help="print the facts as JSON")
+    listing_facts.set_defaults(handler=_rules_facts)
 
     fhir = commands.add_parser(
         "fhir",

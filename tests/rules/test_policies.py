@@ -239,12 +239,12 @@ class TestWhatIf:
         assert result.changed == 2
         first = result.changes[0]
         assert (first.old, first.new, first.count, first.samples) == (
-            "urgent",
-            "asap",
+            "urgent, due 48h",
+            "asap, due 48h",
             2,
             ("r0", "r2"),
         )
-        assert "| urgent → asap | 2 | r0, r2 |" in result.table()
+        assert "| urgent, due 48h → asap, due 48h | 2 | r0, r2 |" in result.table()
 
     def test_kinds_must_match(self) -> None:
         """Comparing a coverage ruleset with an urgency one is refused."""

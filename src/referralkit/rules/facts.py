@@ -42,11 +42,13 @@ class FactType(enum.StrEnum):
 
 @attrs.frozen
 class FactSpec:
-    """One fact: its type, its allowed values (``None``: any), and what it means."""
+    """One fact: its type, its allowed values (``None``: any), what it means, and some
+    example values (``referralkit rules facts`` shows them)."""
 
     type: FactType
     doc: str
     values: tuple[str, ...] | None = None
+    examples: tuple[Any, ...] = ()
 
 
 def _values(e: type[enum.Enum]) -> tuple[str, ...]:
@@ -55,38 +57,74 @@ def _values(e: type[enum.Enum]) -> tuple[str, ...]:
 
 FACTS: Final[Mapping[str, FactSpec]] = MappingProxyType(
     {
-        "patient.age": FactSpec(FactType.INTEGER, "age in whole years on the evaluation date"),
+        "patient.age": FactSpec(
+            FactType.INTEGER, "age in whole years on the evaluation date", examples=(2, 17, 18, 65)
+        ),
         "patient.sex": FactSpec(FactType.TEXT, "administrative sex", _values(Sex)),
-        "patient.pregnant": FactSpec(FactType.BOOLEAN, "the patient is pregnant"),
-        "patient.language": FactSpec(FactType.TEXT, "preferred language tag, e.g. 'es'"),
-        "patient.interpreter_needed": FactSpec(FactType.BOOLEAN, "an interpreter is needed"),
-        "coverage.payer": FactSpec(FactType.TEXT, "payer name; missing without coverage"),
-        "coverage.plan": FactSpec(FactType.TEXT, "plan name; missing without coverage"),
+        "patient.pregnant": FactSpec(
+            FactType.BOOLEAN, "the patient is pregnant", examples=(True, False)
+        ),
+        "patient.language": FactSpec(
+            FactType.TEXT, "preferred language tag, e.g. 'es'", examples=("en", "es", "vi")
+        ),
+        "patient.interpreter_needed": FactSpec(
+            FactType.BOOLEAN, "an interpreter is needed", examples=(True, False)
+        ),
+        "coverage.payer": FactSpec(
+            FactType.TEXT, "payer name; missing without coverage", examples=("Acme Health",)
+        ),
+        "coverage.plan": FactSpec(
+            FactType.TEXT, "plan name; missing without coverage", examples=("Acme HMO Gold",)
+        ),
         "coverage.plan_type": FactSpec(
             FactType.TEXT, "plan type; missing without coverage", _values(PlanType)
         ),
         "coverage.active": FactSpec(
-            FactType.BOOLEAN, "coverage is on file and its period includes the date"
+            FactType.BOOLEAN,
+            "coverage is on file and its period includes the date",
+            examples=(True, False),
         ),
-        "coverage.networks": FactSpec(FactType.TEXT_LIST, "the plan's networks"),
+        "coverage.networks": FactSpec(
+            FactType.TEXT_LIST, "the plan's networks", examples=("acme-hmo-west",)
+        ),
         "network_status": FactSpec(
             FactType.TEXT,
             "the target specialist against the plan's networks",
             _values(NetworkStatus),
         ),
         "target.accepting_new_patients": FactSpec(
-            FactType.BOOLEAN, "the target specialist accepts new patients; missing without one"
+            FactType.BOOLEAN,
+            "the target specialist accepts new patients; missing without one",
+            examples=(True, False),
         ),
-        "specialty": FactSpec(FactType.TEXT, "the specialty referred to, e.g. 'cardiology'"),
-        "diagnoses": FactSpec(FactType.TEXT_LIST, "ICD-10-CM (or other) diagnosis codes"),
-        "services": FactSpec(FactType.TEXT_LIST, "requested service codes (CPT, HCPCS...)"),
+        "specialty": FactSpec(
+            FactType.TEXT,
+            "the specialty referred to, e.g. 'cardiology'",
+            examples=("cardiology", "oncology", "obstetrics"),
+        ),
+        "diagnoses": FactSpec(
+            FactType.TEXT_LIST,
+            "ICD-10-CM (or other) diagnosis codes",
+            examples=("C50.911", "R07.9", "N63.0"),
+        ),
+        "services": FactSpec(
+            FactType.TEXT_LIST,
+            "requested service codes (CPT, HCPCS...)",
+            examples=("99204", "70551", "95810"),
+        ),
         "priority": FactSpec(FactType.TEXT, "priority the referrer asked for", _values(Priority)),
-        "days_waiting": FactSpec(FactType.INTEGER, "whole days since received (0 before)"),
+        "days_waiting": FactSpec(
+            FactType.INTEGER, "whole days since received (0 before)", examples=(0, 7, 30)
+        ),
         "authorization.status": FactSpec(
             FactType.TEXT, "prior authorization status", _values(AuthStatus)
         ),
-        "attachments": FactSpec(FactType.TEXT_LIST, "kinds of the documents attached"),
-        "date": FactSpec(FactType.DATE, "the evaluation date"),
+        "attachments": FactSpec(
+            FactType.TEXT_LIST,
+            "kinds of the documents attached",
+            examples=("referral-letter", "prior-auth-form"),
+        ),
+        "date": FactSpec(FactType.DATE, "the evaluation date", examples=(dt.date(2026, 4, 1),)),
     }
 )
 """Every fact a rule condition may name."""

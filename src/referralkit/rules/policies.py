@@ -14,6 +14,7 @@ rulesets it consulted.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -116,6 +117,18 @@ class _Policy:
     def __repr__(self) -> str:
         names = ", ".join(f"{r.name}@{r.version}" for r in self.rulesets)
         return f"{type(self).__name__}([{names}], engine={self.engine_name!r})"
+
+    @property
+    def name(self) -> str:
+        """The names of the rulesets, in consultation order."""
+        return "+".join(r.name for r in self.rulesets)
+
+    @property
+    def version(self) -> str:
+        """A hash of the rulesets' versions, in order: equal for policies that decide alike
+        by construction."""
+        joined = ",".join(r.version for r in self.rulesets)
+        return hashlib.sha256(joined.encode()).hexdigest()[:12]
 
     def evaluate(
         self, facts: Mapping[str, Any], day: dt.date, *, explain: bool = False

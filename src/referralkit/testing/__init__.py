@@ -5,9 +5,14 @@
 - Hypothesis strategies for every model type (:func:`referrals`, :func:`patients`,
   :func:`coverages`...) and for rules (:func:`rulesets`, :func:`conditions`, :func:`facts`,
   :func:`policy_referrals`);
-- ready-made property checks for policy owners: :func:`check_totality`,
+- :func:`referrals_for`: referrals drawn from the rules under test (the values they name,
+  the values just beside them, noise), :func:`sample_referrals` (the same, seeded, without
+  Hypothesis), and :func:`rule_coverage`, how often each rule matched;
+- ready-made property checks for policy owners, which fail with a :class:`CheckFailedError`
+  holding a :class:`Counterexample` you can paste into a test: :func:`check_totality`,
   :func:`check_determinism`, :func:`check_no_conflicts`, :func:`check_monotonic_urgency`,
-  :func:`check_effective_dates`.
+  :func:`check_effective_dates`, :func:`check_rules_fire`, :func:`check_agreement`, and
+  :func:`run_checks` for all of them (``referralkit rules test``).
 
 - :func:`nppes_rows` and :func:`write_nppes`: synthetic providers in the CMS NPPES data file
   layout, for directory loads.
@@ -34,13 +39,20 @@ from ._samples import sample_request
 
 if typing.TYPE_CHECKING:  # what the lazy names below are, for type checkers and readers
     from ._checks import (
+        CheckFailedError,
+        CheckResult,
+        Counterexample,
+        check_agreement,
         check_determinism,
         check_effective_dates,
         check_monotonic_urgency,
         check_no_conflicts,
+        check_rules_fire,
         check_totality,
         policy_referrals,
+        run_checks,
     )
+    from ._derive import RuleCoverage, referrals_for, rule_coverage, sample_referrals
     from ._rules import conditions, facts, rulesets
     from ._strategies import (
         STRATEGIES,
@@ -67,15 +79,21 @@ if typing.TYPE_CHECKING:  # what the lazy names below are, for type checkers and
 
 __all__ = [
     "STRATEGIES",
+    "CheckFailedError",
+    "CheckResult",
+    "Counterexample",
     "FakeClock",
+    "RuleCoverage",
     "actors",
     "appointments",
     "attachments",
     "authorizations",
+    "check_agreement",
     "check_determinism",
     "check_effective_dates",
     "check_monotonic_urgency",
     "check_no_conflicts",
+    "check_rules_fire",
     "check_totality",
     "codes",
     "communications",
@@ -92,9 +110,13 @@ __all__ = [
     "providers",
     "referral_events",
     "referrals",
+    "referrals_for",
+    "rule_coverage",
     "rule_hits",
     "rule_traces",
     "rulesets",
+    "run_checks",
+    "sample_referrals",
     "sample_request",
     "survey_responses",
     "urgency_assessments",
@@ -105,19 +127,27 @@ __all__ = [
 # first use keeps ``from referralkit.testing import FakeClock, sample_request`` (the README's
 # first import) working after a plain ``pip install .``.
 _CHECKS = (
+    "CheckFailedError",
+    "CheckResult",
+    "Counterexample",
+    "check_agreement",
     "check_determinism",
     "check_effective_dates",
     "check_monotonic_urgency",
     "check_no_conflicts",
+    "check_rules_fire",
     "check_totality",
     "policy_referrals",
+    "run_checks",
 )
+_DERIVE = ("RuleCoverage", "referrals_for", "rule_coverage", "sample_referrals")
 _RULES = ("conditions", "facts", "rulesets")
 _EAGER = ("FakeClock", "nppes_rows", "sample_request", "write_nppes")
 _LAZY: dict[str, str] = (
     {name: "_strategies" for name in __all__ if name not in _EAGER}
     | dict.fromkeys(_CHECKS, "_checks")
     | dict.fromkeys(_RULES, "_rules")
+    | dict.fromkeys(_DERIVE, "_derive")
 )
 
 
