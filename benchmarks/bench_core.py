@@ -3,11 +3,19 @@ one referral's whole path through the desk.
 
     python benchmarks/bench_core.py            # full run, about a minute
     python benchmarks/bench_core.py --quick    # tiny counts, to check that it runs
+    python benchmarks/bench_core.py --check    # exit 1 when a target is missed
 
 Prints a Markdown table. Every figure is the median over ``--repeat`` runs of the per-operation
 time (``time.perf_counter_ns``, garbage collector paused while timing). Speed-ups compare with
 the python-statemachine baseline measured in the same run, so they carry across machines even
 when the absolute numbers do not.
+
+It needs referralkit alone (no ``test`` extra): the referrals are synthetic
+(:mod:`referralkit.synth`). It checks what it times and exits 1 on a wrong result: every table
+answer equals python-statemachine's (the event is allowed, and ``next_status`` is the state the
+machine reaches); after the whole paths, the store holds exactly the referrals taken through
+it, each completed, each stored snapshot equal to the one the desk returned and to the replay
+of its stored history, with one event per operation.
 """
 
 from __future__ import annotations
@@ -26,8 +34,10 @@ from typing import Any
 import attrs
 
 import referralkit as rk
+from referralkit import synth
+from referralkit.clock import FakeClock
+from referralkit.events import replay
 from referralkit.lifecycle import TABLE, ReferralLifecycle, intake_complete
-from referralkit.testing import FakeClock, sample_request
 
 # The targets: a table check must be cheap enough to run on every operation and in bulk
 # (imports, replays, analytics); a whole referral path must leave room for real storage.
@@ -36,6 +46,25 @@ PATH_TARGET_US = 1500.0
 
 VISIT = dt.datetime(2026, 1, 12, 9, 30, tzinfo=dt.UTC)
 COORDINATOR = rk.Actor("bench", {rk.Role.COORDINATOR})
+START = dt.datetime(2026, 1, 5, 9, tzinfo=dt.UTC)
+OPERATIONS = 6  # intake, send, accept, schedule, record_visit, complete
+
+wrong: list[str] = []  # results that differ from their reference (always fatal)
+
+
+def complete_requests(n: int) -> list[rk.IntakeRequest]:
+    """``n`` synthetic requests that intake finds complete and that name a specialist, so that
+    every step of the path is allowed."""
+    found: list[rk.IntakeRequest] = []
+    drawn = 0
+    while len(found) < n:
+        batch = max(2 * (n - len(found)), 10)
+        for request in list(synth.population(drawn + batch, 5, START))[drawn:]:
+            referral = request.referral("check", START, received=True)
+            if request.target is not None and intake_complete(referral):
+                found.append(request)
+        drawn += batch
+    return found[:n]
 
 
 @attrs.frozen
@@ -86,8 +115,8 @@ def measure(
 
 def referrals_in_states() -> dict[rk.Status, rk.Referral]:
     """Real referrals, made by the desk, in the states the checks start from."""
-    desk = rk.ReferralDesk(rk.open_store("memory://"), clock=FakeClock())
-    referral = desk.intake(COORDINATOR, sample_request("BENCH-STATES"))
+    desk = rk.ReferralDesk(rk.open_store("memory://"), clock=FakeClock(START))
+    referral = desk.intake(COORDINATOR, complete_requests(1)[0])
     received = desk.send(COORDINATOR, referral.id)
     desk.accept(COORDINATOR, referral.id)
     scheduled = desk.schedule(COORDINATOR, referral.id, VISIT)
@@ -103,13 +132,22 @@ def transition_checks(
     group = f"`{event}`: {status} → {TABLE.next_status(referral, event)}"
     group += ", guarded" if guarded else ""
 
+    reference = ReferralLifecycle(start_value=status)
+    reference.send(event, referral=referral)
+    expected = rk.Status(reference.current_state.value)
+    answers: dict[str, object] = {}
+
     def allows(count: int) -> None:
+        answer = False
         for _ in range(count):
-            TABLE.allows(status, event)
+            answer = TABLE.allows(status, event)
+        answers["allows"] = answer
 
     def next_status(count: int) -> None:
+        answer = None
         for _ in range(count):
-            TABLE.next_status(referral, event)
+            answer = TABLE.next_status(referral, event)
+        answers["next_status"] = answer
 
     def guard_alone(count: int) -> None:
         for _ in range(count):
@@ -176,29 +214,62 @@ def transition_checks(
             is_baseline=True,
         )
     )
+    if "allows" in answers and answers["allows"] is not True:
+        wrong.append(f"{group}: TABLE.allows says no, python-statemachine allows it")
+    if answers["next_status"] != expected:
+        wrong.append(
+            f"{group}: TABLE.next_status gave {answers['next_status']}, "
+            f"python-statemachine reached {expected}"
+        )
     return rows
 
 
 def whole_path(n: int, repeat: int) -> Result:
     """intake → send → accept → schedule → record_visit → complete, on a MemoryStore."""
-    requests = [sample_request(f"BENCH-{i:06d}") for i in range(n)]
+    requests = complete_requests(n)
 
     def run(count: int) -> None:
-        desk = rk.ReferralDesk(rk.open_store("memory://"), clock=FakeClock())
+        store = rk.open_store("memory://")
+        desk = rk.ReferralDesk(store, clock=FakeClock(START))
+        done = []
         for request in requests[:count]:
             referral_id = desk.intake(COORDINATOR, request).id
             desk.send(COORDINATOR, referral_id)
             desk.accept(COORDINATOR, referral_id)
             desk.schedule(COORDINATOR, referral_id, VISIT)
             desk.record_visit(COORDINATOR, referral_id)
-            desk.complete(COORDINATOR, referral_id, "Consult note.")
+            done.append(desk.complete(COORDINATOR, referral_id, "Consult note."))
+        runs.append((store, done, count))  # checked after the timing
 
-    return Result(
+    runs: list[tuple[Any, list[rk.Referral], int]] = []
+    result = Result(
         "one referral's whole path, MemoryStore",
         "intake → send → accept → schedule → record_visit → complete",
         measure(run, n, repeat),
         PATH_TARGET_US,
     )
+    for store, done, count in runs:
+        check_paths(store, done, count)
+    return result
+
+
+def check_paths(store: Any, done: Sequence[rk.Referral], count: int) -> None:
+    """The store holds exactly the ``count`` referrals taken through the path, each completed,
+    stored as the desk returned it and as its history replays, one event per operation."""
+    group = "whole path"
+    if len(done) != count or store.count() != count:
+        wrong.append(f"{group}: {store.count()} stored, {len(done)} done, {count} expected")
+    for referral in done:
+        stored = store.load(referral.id)
+        events = store.events(referral.id)
+        if stored.status is not rk.Status.COMPLETED:
+            wrong.append(f"{group}: {referral.id} ended {stored.status}, not completed")
+        if stored != referral:
+            wrong.append(f"{group}: {referral.id} stored differs from the desk's")
+        if len(events) != OPERATIONS:
+            wrong.append(f"{group}: {referral.id} has {len(events)} events, not {OPERATIONS}")
+        if replay(events) != stored:
+            wrong.append(f"{group}: {referral.id} replay differs from the stored snapshot")
 
 
 def fmt_us(value: float) -> str:
@@ -257,6 +328,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print()
     print(render(results))
+    if wrong:
+        print("\nWRONG RESULTS:\n  " + "\n  ".join(dict.fromkeys(wrong)), file=sys.stderr)
+        return 1
+    print("\nchecked: every table answer equals python-statemachine's; every path stored")
+    print(f"completed, equal to the desk's snapshot and its replay, {OPERATIONS} events each")
     missed = [r for r in results if r.target_us is not None and r.median > r.target_us]
     if missed:
         print()

@@ -1,0 +1,90 @@
+"""The benchmarks' quick modes: each runs, checks what it times, and fails on a wrong result
+(and, with ``--check``, on a missed target)."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+
+
+def run_bench(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``benchmarks/name`` in a fresh interpreter, warnings as errors."""
+    return subprocess.run(
+        [sys.executable, "-W", "error", str(BENCH / name), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def load_bench(name: str) -> ModuleType:
+    """The benchmark script as a module, to call its functions in-process."""
+    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), BENCH / name)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class TestRulesBenchmark:
+    def test_quick_run_pairs_and_checks_every_method(self) -> None:
+        """``bench_rules.py --quick`` times each method in pairs with its baseline, reports the
+        median ratio with its range and the load average, and says what it checked."""
+        result = run_bench("bench_rules.py", "--quick")
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        assert "Load average (1, 5, 15 min):" in out
+        assert "| ratio to baseline, median (min–max) |" in out
+        assert "5 pairs" in out
+        assert "fact extraction alone" in out
+        assert "equal to the explain path, 2,000 referrals" in out
+        assert "same findings: True" in out
+        assert "WRONG" not in result.stderr
+
+    def test_paired_checks_every_timed_result(self) -> None:
+        """A method is timed after its baseline in every pair, and each of its results goes to
+        the check (the warm-up's and every timed run's)."""
+        bench = load_bench("bench_rules.py")
+        order: list[str] = []
+        seen: list[int] = []
+
+        def baseline() -> int:
+            order.append("baseline")
+            return 0
+
+        def method() -> int:
+            order.append("method")
+            return len(order)
+
+        pair = bench.paired(baseline, method, 1, 3, seen.append)
+        assert order == ["baseline", "method"] * 4
+        assert seen == [2, 4, 6, 8]
+        assert len(pair.ratios) == 3
+        assert pair.spread().endswith("3 pairs")
+
+    def test_a_wrong_result_exits_1(self) -> None:
+        """A result that differs from its reference fails the run even without ``--check``."""
+        bench = load_bench("bench_rules.py")
+        bench.wrong.append("planted: differs")
+        assert bench.main(["--quick", "--check-only"]) == 1
+
+    def test_check_fails_on_a_missed_target(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """With ``--check``, a missed target exits 1; without it the run still succeeds."""
+        bench = load_bench("bench_rules.py")
+        monkeypatch.setattr(bench, "POLICY_TARGET_US", 0.0)
+        monkeypatch.setattr(bench, "DEFAULT_PEERS", ROOT / "no-such-peers")
+        assert bench.main(["--quick", "--rounds", "1", "--check"]) == 1
+        bench.rows.clear()
+        bench.check_rows.clear()
+        assert bench.main(["--quick", "--rounds", "1"]) == 0
