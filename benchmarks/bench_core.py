@@ -15,7 +15,8 @@ It needs referralkit alone (no ``test`` extra): the referrals are synthetic
 answer equals python-statemachine's (the event is allowed, and ``next_status`` is the state the
 machine reaches); after the whole paths, the store holds exactly the referrals taken through
 it, each completed, each stored snapshot equal to the one the desk returned and to the replay
-of its stored history, with one event per operation.
+of its stored history, whose events start with ``created``, hold one status change per later
+operation, one version per operation in order.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import attrs
 import referralkit as rk
 from referralkit import synth
 from referralkit.clock import FakeClock
+from referralkit.errors import GuardError, NotFoundError
 from referralkit.events import replay
 from referralkit.lifecycle import TABLE, ReferralLifecycle, intake_complete
 
@@ -47,24 +49,34 @@ PATH_TARGET_US = 1500.0
 VISIT = dt.datetime(2026, 1, 12, 9, 30, tzinfo=dt.UTC)
 COORDINATOR = rk.Actor("bench", {rk.Role.COORDINATOR})
 START = dt.datetime(2026, 1, 5, 9, tzinfo=dt.UTC)
-OPERATIONS = 6  # intake, send, accept, schedule, record_visit, complete
+OPERATIONS = 6  # intake (created), then five status changes
 
 wrong: list[str] = []  # results that differ from their reference (always fatal)
 
 
+def path(desk: rk.ReferralDesk, request: rk.IntakeRequest) -> rk.Referral:
+    """intake → send → accept → schedule → record_visit → complete: the completed referral."""
+    referral_id = desk.intake(COORDINATOR, request).id
+    desk.send(COORDINATOR, referral_id)
+    desk.accept(COORDINATOR, referral_id)
+    desk.schedule(COORDINATOR, referral_id, VISIT)
+    desk.record_visit(COORDINATOR, referral_id)
+    return desk.complete(COORDINATOR, referral_id, "Consult note.")
+
+
 def complete_requests(n: int) -> list[rk.IntakeRequest]:
-    """``n`` synthetic requests that intake finds complete and that name a specialist, so that
-    every step of the path is allowed."""
+    """``n`` synthetic requests that go the whole path on a scratch desk (intake finds them
+    complete, they name a specialist, no authorization is pending), untimed."""
     found: list[rk.IntakeRequest] = []
-    drawn = 0
-    while len(found) < n:
-        batch = max(2 * (n - len(found)), 10)
-        for request in list(synth.population(drawn + batch, 5, START))[drawn:]:
-            referral = request.referral("check", START, received=True)
-            if request.target is not None and intake_complete(referral):
-                found.append(request)
-        drawn += batch
-    return found[:n]
+    for request in synth.population(4 * n + 20, 5, START):
+        try:
+            path(rk.ReferralDesk(rk.open_store("memory://"), clock=FakeClock(START)), request)
+        except GuardError:
+            continue
+        found.append(request)
+        if len(found) == n:
+            return found
+    raise SystemExit(f"fewer than {n} complete requests in the synthetic population")
 
 
 @attrs.frozen
@@ -134,7 +146,7 @@ def transition_checks(
 
     reference = ReferralLifecycle(start_value=status)
     reference.send(event, referral=referral)
-    expected = rk.Status(reference.current_state.value)
+    expected = rk.Status(reference.current_state_value)
     answers: dict[str, object] = {}
 
     def allows(count: int) -> None:
@@ -233,12 +245,7 @@ def whole_path(n: int, repeat: int) -> Result:
         desk = rk.ReferralDesk(store, clock=FakeClock(START))
         done = []
         for request in requests[:count]:
-            referral_id = desk.intake(COORDINATOR, request).id
-            desk.send(COORDINATOR, referral_id)
-            desk.accept(COORDINATOR, referral_id)
-            desk.schedule(COORDINATOR, referral_id, VISIT)
-            desk.record_visit(COORDINATOR, referral_id)
-            done.append(desk.complete(COORDINATOR, referral_id, "Consult note."))
+            done.append(path(desk, request))
         runs.append((store, done, count))  # checked after the timing
 
     runs: list[tuple[Any, list[rk.Referral], int]] = []
@@ -255,19 +262,33 @@ def whole_path(n: int, repeat: int) -> Result:
 
 def check_paths(store: Any, done: Sequence[rk.Referral], count: int) -> None:
     """The store holds exactly the ``count`` referrals taken through the path, each completed,
-    stored as the desk returned it and as its history replays, one event per operation."""
+    stored as the desk returned it and as its history replays; the history starts with
+    ``created``, has one status change per later operation and one version per operation."""
     group = "whole path"
     if len(done) != count or store.count() != count:
         wrong.append(f"{group}: {store.count()} stored, {len(done)} done, {count} expected")
     for referral in done:
-        stored = store.load(referral.id)
+        try:
+            stored = store.load(referral.id)
+        except NotFoundError:
+            wrong.append(f"{group}: {referral.id} is not in the store")
+            continue
         events = store.events(referral.id)
         if stored.status is not rk.Status.COMPLETED:
             wrong.append(f"{group}: {referral.id} ended {stored.status}, not completed")
         if stored != referral:
             wrong.append(f"{group}: {referral.id} stored differs from the desk's")
-        if len(events) != OPERATIONS:
-            wrong.append(f"{group}: {referral.id} has {len(events)} events, not {OPERATIONS}")
+        types = [e.type for e in events]
+        if types[:1] != ["created"] or types.count("status_changed") != OPERATIONS - 1:
+            wrong.append(f"{group}: {referral.id} history is {types}")
+        keys = [(e.version, e.index) for e in events]
+        versions = sorted({e.version for e in events})
+        if (
+            keys != sorted(set(keys))
+            or versions != list(range(versions[0], versions[0] + OPERATIONS))
+            or stored.version != versions[-1]
+        ):
+            wrong.append(f"{group}: {referral.id} history is not one version per operation")
         if replay(events) != stored:
             wrong.append(f"{group}: {referral.id} replay differs from the stored snapshot")
 
@@ -331,8 +352,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if wrong:
         print("\nWRONG RESULTS:\n  " + "\n  ".join(dict.fromkeys(wrong)), file=sys.stderr)
         return 1
-    print("\nchecked: every table answer equals python-statemachine's; every path stored")
-    print(f"completed, equal to the desk's snapshot and its replay, {OPERATIONS} events each")
+    print("\nchecked: every table answer equals python-statemachine's; each whole path left")
+    print("one completed referral, stored equal to the desk's snapshot and to its history's")
+    print(
+        f"replay, the history {OPERATIONS} versions: created, then {OPERATIONS - 1} status changes"
+    )
     missed = [r for r in results if r.target_us is not None and r.median > r.target_us]
     if missed:
         print()
