@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import attrs
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,3 +89,50 @@ class TestRulesBenchmark:
         bench.rows.clear()
         bench.check_rows.clear()
         assert bench.main(["--quick", "--rounds", "1"]) == 0
+
+
+class TestStorageBenchmark:
+    def test_quick_run_checks_intake_and_worklists(self) -> None:
+        """``bench_storage.py --quick --no-postgres`` checks bulk intake (count, a sample read
+        back) and every worklist against the reference order before printing its table."""
+        result = run_bench("bench_storage.py", "--quick", "--no-postgres")
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        assert "| bulk intake | SQLite |" in out
+        assert "top-50 open, worklist order: p95" in out
+        assert "checked: bulk intake counts, a sample of 20 read back equal" in out
+
+    def test_a_worklist_out_of_order_is_wrong(self, tmp_path: Path) -> None:
+        """Rows in another order than the reference's, or a referral that sorts before the
+        last row but is missing, are reported; the true worklist is not."""
+        import referralkit as rk
+        from referralkit.storage import Query
+
+        bench = load_bench("bench_storage.py")
+        changes = bench.intake_changes(80)
+        query = Query(open_only=True, limit=10)
+        sample = [c[0].id for c in changes]
+
+        class Reversed(rk.MemoryStore):
+            def query(self, query: Query = Query()) -> list[rk.Referral]:
+                return list(reversed(super().query(query)))
+
+        class Skipping(rk.MemoryStore):
+            def query(self, query: Query = Query()) -> list[rk.Referral]:
+                found = super().query(attrs.evolve(query, limit=None))
+                return found[1 : (query.limit or len(found)) + 1]
+
+        for store_class, expected in (
+            (rk.MemoryStore, None),
+            (Reversed, "not in worklist order"),
+            (Skipping, "sorts before the last row but is not listed"),
+        ):
+            bench.wrong.clear()
+            store = store_class()
+            store.save_many(changes)
+            bench.check_intake(store, changes, "memory")
+            bench.check_worklist(store, "memory", "top-10", query, sample)
+            if expected is None:
+                assert bench.wrong == []
+            else:
+                assert any(expected in w for w in bench.wrong), bench.wrong
