@@ -25,6 +25,16 @@ second, the median of ``--repeat`` runs:
 Both baselines move more data per referral than FHIR does (every event, not only the
 snapshot), so the ratios say what the FHIR mapping and validation cost compared with the
 store's own bulk path, measured in the same run on the same referrals.
+
+What it checks, after the timing, and exits 1 on a wrong result: each export's NDJSON (the
+last timed run's) has one Bundle per stored referral, in id order; every Bundle holds the
+resources its referral calls for (one ServiceRequest and one Patient, a Coverage when covered,
+one Appointment per appointment, one DocumentReference per attachment, one Communication per
+communication, one QuestionnaireResponse per survey, one Task plus one per follow-up); the
+validated export is the same text as the unvalidated one; a sample of Bundles (``--sample``,
+100 by default, spread over the file) re-imported with ``from_fhir`` equals the source
+referral read from the store; the import stores one referral per Bundle, and a sample of them
+equals its Bundle's referral at version 1.
 """
 
 from __future__ import annotations
@@ -50,8 +60,11 @@ import attrs
 
 import referralkit as rk
 from referralkit import cli, synth
+from referralkit.errors import ReferralKitError
 from referralkit.interop.fhir import from_fhir, to_fhir
 from referralkit.storage import MemoryStore, dump, load_dump, open_store
+
+wrong: list[str] = []  # results that differ from their reference (always fatal)
 
 ACTORS = (
     rk.Actor("bench-coordinator", {rk.Role.COORDINATOR}),
@@ -153,7 +166,9 @@ def populate(url: str, count: int) -> None:
 # --------------------------------------------------------------------------- export
 
 
-def export_ndjson(url: str, validate: bool) -> Callable[[Any], int]:
+def export_ndjson(url: str, validate: bool, kept: list[io.StringIO]) -> Callable[[Any], int]:
+    """An export run; its output is kept in ``kept`` (the last run's) to be checked untimed."""
+
     def run(_: Any) -> int:
         buffer = io.StringIO()
         with open_store(url) as store:
@@ -161,9 +176,57 @@ def export_ndjson(url: str, validate: bool) -> Callable[[Any], int]:
         for referral in referrals:
             bundle = to_fhir(referral, validate=validate)
             buffer.write(json.dumps(bundle, separators=(",", ":")) + "\n")
+        kept[:] = [buffer]
         return len(referrals)
 
     return run
+
+
+def expected_resources(r: rk.Referral) -> dict[str, int]:
+    """How many of each resource type the Bundle of ``r`` holds (providers aside)."""
+    return {
+        "ServiceRequest": 1,
+        "Patient": 1,
+        "Coverage": 0 if r.coverage is None else 1,
+        "Appointment": len(r.appointments),
+        "DocumentReference": len(r.attachments),
+        "Communication": len(r.communications),
+        "QuestionnaireResponse": len(r.surveys),
+        "Task": 1 + len(r.follow_ups),
+    }
+
+
+def check_export(url: str, text: str, label: str, sample: int) -> dict[str, int]:
+    """One Bundle per stored referral, in id order, each with the resources its referral calls
+    for; ``sample`` of them, spread over the file, re-import equal to the stored referral.
+    The resource totals over the export."""
+    totals: dict[str, int] = {}
+    lines = text.splitlines()
+    with open_store(url) as store:
+        referrals = sorted(store.query(rk.Query()), key=lambda r: r.id)
+        if len(lines) != len(referrals):
+            wrong.append(f"{label}: {len(lines)} Bundles for {len(referrals)} referrals")
+            return totals
+        step = max(1, len(lines) // sample) if sample else 0
+        for k, (line, referral) in enumerate(zip(lines, referrals, strict=True)):
+            bundle = json.loads(line)
+            found: dict[str, int] = {}
+            for entry in bundle["entry"]:
+                kind = entry["resource"]["resourceType"]
+                found[kind] = found.get(kind, 0) + 1
+                totals[kind] = totals.get(kind, 0) + 1
+            want = expected_resources(referral)
+            if {kind: found.get(kind, 0) for kind in want} != want:
+                wrong.append(f"{label}: {referral.id}'s Bundle has {found}, expected {want}")
+            if step and k % step == 0:
+                try:
+                    back = from_fhir(bundle)
+                except ReferralKitError as error:
+                    wrong.append(f"{label}: {referral.id} does not re-import ({error})")
+                    continue
+                if back != referral:
+                    wrong.append(f"{label}: {referral.id} re-imported differs from the source")
+    return totals
 
 
 def dump_store(url: str) -> int:
@@ -207,14 +270,17 @@ def load_dump_into(path: str) -> Callable[[str], int]:
     return run
 
 
-def check_round_trip(ndjson_path: str, url: str, sample: int = 25) -> None:
-    """The imported referrals convert back to the Bundles' referrals (at version 1)."""
+def check_round_trip(ndjson_path: str, url: str, count: int, sample: int = 25) -> None:
+    """The import stored one referral per Bundle, and a sample of them equal the Bundles'
+    referrals (at version 1)."""
     with open(ndjson_path, encoding="utf-8") as file, open_store(url) as store:
+        if store.count() != count:
+            wrong.append(f"fhir import: {store.count()} stored for {count} Bundles")
         for line in list(file)[:sample]:
             original = from_fhir(json.loads(line))
             stored = store.load(original.id)
             if stored != attrs.evolve(original, version=1):
-                raise SystemExit(f"referral {original.id} did not come back as exported")
+                wrong.append(f"fhir import: {original.id} did not come back as exported")
 
 
 # --------------------------------------------------------------------------- main
@@ -226,6 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--count", type=int, help="referrals (default 1,000; 100 with --quick)")
     parser.add_argument("--repeat", type=int, help="runs per measurement (default 3)")
     parser.add_argument("--dir", help="where the SQLite files go (default: a temporary dir)")
+    parser.add_argument(
+        "--sample", type=int, default=100, help="Bundles re-imported and compared per export"
+    )
     args = parser.parse_args(argv)
     count = args.count or (100 if args.quick else 1_000)
     repeat = args.repeat or (2 if args.quick else 3)
@@ -261,21 +330,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
         say(f"{part}: to_fhir")
+        plain: list[io.StringIO] = []
         results.append(
             Result(
                 part,
                 "`to_fhir(r)`, one compact Bundle per line (`fhir export --no-validate`)",
-                measure(export_ndjson(source, False), count, repeat, lambda k: None),
+                measure(export_ndjson(source, False, plain), count, repeat, lambda k: None),
             )
         )
         say(f"{part}: to_fhir, validated")
+        validated: list[io.StringIO] = []
         results.append(
             Result(
                 part,
                 "`to_fhir(r, validate=True)` (fhir.resources), as `fhir export` does",
-                measure(export_ndjson(source, True), count, repeat, lambda k: None),
+                measure(export_ndjson(source, True, validated), count, repeat, lambda k: None),
             )
         )
+        say(f"{part}: checking the exported Bundles (untimed)")
+        totals = check_export(source, plain[0].getvalue(), "export", args.sample)
+        if validated[0].getvalue() != plain[0].getvalue():
+            wrong.append("export: the validated export differs from the unvalidated one")
 
         part = "import → a fresh SQLite file"
         say(f"{part}: load_dump")
@@ -296,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 measure(cli_import(ndjson_path), count, repeat, prepare),
             )
         )
-        check_round_trip(ndjson_path, f"sqlite:///{os.path.join(workdir, 'fhir-0.db')}")
+        check_round_trip(ndjson_path, f"sqlite:///{os.path.join(workdir, 'fhir-0.db')}", count)
     finally:
         if not args.dir:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -311,6 +386,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"dump {dump_size / count / 1024:.1f} KiB per referral\n"
     )
     print(render(results))
+    if wrong:
+        print("\nWRONG RESULTS:\n  " + "\n  ".join(wrong), file=sys.stderr)
+        return 1
+    shown = ", ".join(f"{n:,} {kind}" for kind, n in sorted(totals.items()))
+    print(
+        f"\nchecked: {count:,} Bundles, one per referral, each with the resources its referral "
+        f"calls for ({shown}); the validated export equal to the unvalidated one; "
+        f"{min(args.sample, count):,} re-imported equal to the source; the import stored "
+        f"{count:,}, a sample equal to its Bundles"
+    )
     return 0
 
 

@@ -136,3 +136,58 @@ class TestStorageBenchmark:
                 assert bench.wrong == []
             else:
                 assert any(expected in w for w in bench.wrong), bench.wrong
+
+
+class TestFhirBenchmark:
+    def test_quick_run_checks_the_exported_bundles(self) -> None:
+        """``bench_fhir.py --quick`` checks every exported Bundle's resources, re-imports a
+        sample equal to the source, and checks the import, before printing its table."""
+        result = run_bench("bench_fhir.py", "--quick")
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        assert "| part | operation | median referrals/s |" in out
+        assert "Bundles, one per referral, each with the resources its referral" in out
+        assert "100 ServiceRequest" in out
+        assert "re-imported equal to the source" in out
+
+    def test_a_wrong_export_is_reported(self, tmp_path: Path) -> None:
+        """A Bundle missing a resource, a Bundle that re-imports differently, and a missing
+        Bundle are each reported; the true export is not."""
+        import json
+
+        from referralkit.interop.fhir import to_fhir
+        from referralkit.storage import open_store
+
+        bench = load_bench("bench_fhir.py")
+        url = f"sqlite:///{tmp_path / 'source.db'}"
+        bench.populate(url, 12)
+        with open_store(url) as store:
+            referrals = sorted(store.query(), key=lambda r: r.id)
+        bundles = [to_fhir(r) for r in referrals]
+
+        def text(items: list[dict[str, object]]) -> str:
+            return "".join(json.dumps(b) + "\n" for b in items)
+
+        totals = bench.check_export(url, text(bundles), "export", 12)
+        assert bench.wrong == []
+        assert totals["ServiceRequest"] == len(referrals)
+        assert totals["Patient"] == len(referrals)
+
+        bench.check_export(url, text(bundles[1:]), "export", 12)
+        assert bench.wrong == [
+            f"export: {len(referrals) - 1} Bundles for {len(referrals)} referrals"
+        ]
+        bench.wrong.clear()
+
+        no_patient = json.loads(json.dumps(bundles[0]))
+        no_patient["entry"] = [
+            e for e in no_patient["entry"] if e["resource"]["resourceType"] != "Patient"
+        ]
+        bench.check_export(url, text([no_patient, *bundles[1:]]), "export", 12)
+        assert "Bundle has" in bench.wrong[0]
+        assert "does not re-import" in bench.wrong[1]
+        bench.wrong.clear()
+
+        swapped = [to_fhir(referrals[1]), to_fhir(referrals[0]), *bundles[2:]]
+        bench.check_export(url, text(swapped), "export", 12)
+        assert any("re-imported differs from the source" in w for w in bench.wrong)
