@@ -9,7 +9,9 @@ population taken in and simulated for six weeks by the desk on a memory store, s
 coverage decisions, urgency assessments, appointments, attachments, communications and
 follow-ups in every lifecycle state. Their whole histories are then restored into a SQLite
 file (``synchronous=FULL``), which every part reads from. What is measured, referrals per
-second, the median of ``--repeat`` runs:
+second, each method timed interleaved with its baseline on the same data (baseline, method,
+baseline, method... for ``--repeat`` pairs); the ratio is taken per pair, and the table gives
+its median with min and max, beside the load average:
 
 - **Export** from the SQLite store to NDJSON in memory, one compact Bundle per line:
   ``to_fhir(r)`` and ``to_fhir(r, validate=True)`` (which also validates the Bundle with
@@ -77,12 +79,14 @@ SEED = 11
 
 @attrs.frozen
 class Result:
-    """One row: what was measured, referrals per second in each repeat, its group's baseline."""
+    """One row: what was measured, referrals per second in each repeat, and for a method its
+    throughput as a ratio of its baseline's in each pair."""
 
     group: str
     name: str
     rates: tuple[float, ...]
     is_baseline: bool = False
+    ratios: tuple[float, ...] = ()
 
     @property
     def median(self) -> float:
@@ -99,19 +103,19 @@ def fmt_rate(value: float) -> str:
 
 def render(results: Sequence[Result]) -> str:
     """The results as a Markdown table, each row's throughput as a ratio of its baseline's."""
-    baselines = {r.group: r.median for r in results if r.is_baseline}
     lines = [
-        "| part | operation | median referrals/s | best referrals/s | vs baseline |",
+        "| part | operation | median referrals/s | best referrals/s | vs baseline, median of "
+        "pairs (min–max) |",
         "|---|---|---:|---:|---:|",
     ]
     for r in results:
-        base = baselines.get(r.group)
         if r.is_baseline:
             ratio = "baseline"
-        elif base is not None:
-            ratio = f"{r.median / base:.2f}×"
         else:
-            ratio = "–"
+            ratio = (
+                f"{statistics.median(r.ratios):.2f}× "
+                f"({min(r.ratios):.2f}–{max(r.ratios):.2f}), {len(r.ratios)} pairs"
+            )
         lines.append(
             f"| {r.group} | {r.name} | {fmt_rate(r.median)} | {fmt_rate(r.best)} | {ratio} |"
         )
@@ -122,28 +126,49 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def measure(
-    run: Callable[[Any], int], count: int, repeat: int, prepare: Callable[[int], Any]
-) -> tuple[float, ...]:
-    """Referrals per second of ``run(prepare(k))``, once per repeat (``prepare`` untimed).
+def rate(run: Callable[[Any], int], inputs: Any, count: int) -> float:
+    """Referrals per second of one ``run(inputs)`` (garbage collector paused); ``run`` returns
+    how many referrals it handled, checked against ``count``."""
+    gc.collect()
+    gc.disable()
+    try:
+        started = time.perf_counter()
+        handled = run(inputs)
+        elapsed = time.perf_counter() - started
+    finally:
+        gc.enable()
+    if handled != count:
+        wrong.append(f"expected {count} referrals handled, got {handled}")
+    return count / elapsed
 
-    ``run`` returns how many referrals it handled, checked against ``count``.
-    """
-    rates = []
-    for k in range(repeat):
-        inputs = prepare(k)
-        gc.collect()
-        gc.disable()
-        try:
-            started = time.perf_counter()
-            handled = run(inputs)
-            elapsed = time.perf_counter() - started
-        finally:
-            gc.enable()
-        if handled != count:
-            raise SystemExit(f"expected {count} referrals handled, got {handled}")
-        rates.append(count / elapsed)
-    return tuple(rates)
+
+def paired(
+    group: str,
+    baseline: tuple[str, Callable[[Any], int]],
+    methods: Sequence[tuple[str, Callable[[Any], int]]],
+    count: int,
+    repeat: int,
+    prepare: Callable[[int], Any],
+) -> list[Result]:
+    """Each method timed right after a run of its baseline, ``repeat`` rounds of (baseline,
+    method) for every method; ``prepare(k)`` makes each run's input, untimed."""
+    base_rates: list[float] = []
+    rates: list[list[float]] = [[] for _ in methods]
+    ratios: list[list[float]] = [[] for _ in methods]
+    k = 0
+    for round_ in range(repeat):
+        for i, (_, run) in enumerate(methods):
+            say(f"{group}: pair {round_ + 1} of method {i + 1}")
+            base = rate(baseline[1], prepare(k), count)
+            mine = rate(run, prepare(k + 1), count)
+            k += 2
+            base_rates.append(base)
+            rates[i].append(mine)
+            ratios[i].append(mine / base)
+    results = [Result(group, baseline[0], tuple(base_rates), is_baseline=True)]
+    for (name, _), mine, ratio in zip(methods, rates, ratios, strict=True):
+        results.append(Result(group, name, tuple(mine), ratios=tuple(ratio)))
+    return results
 
 
 # --------------------------------------------------------------------------- the referrals
@@ -290,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="100 referrals: checks it runs")
     parser.add_argument("--count", type=int, help="referrals (default 1,000; 100 with --quick)")
-    parser.add_argument("--repeat", type=int, help="runs per measurement (default 3)")
+    parser.add_argument("--repeat", type=int, help="pairs per method (default 3)")
     parser.add_argument("--dir", help="where the SQLite files go (default: a temporary dir)")
     parser.add_argument(
         "--sample", type=int, default=100, help="Bundles re-imported and compared per export"
@@ -301,6 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = args.dir or tempfile.mkdtemp(prefix="bench-fhir-")
     os.makedirs(workdir, exist_ok=True)
     results: list[Result] = []
+    loads = [os.getloadavg()]
     try:
         source = f"sqlite:///{os.path.join(workdir, 'source.db')}"
         say(f"simulating {count:,} referrals (untimed)")
@@ -320,32 +346,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         dump_size = os.path.getsize(dump_path)
 
         part = "export, SQLite → NDJSON"
-        say(f"{part}: storage dump")
-        results.append(
-            Result(
-                part,
-                f"storage `dump` (every snapshot + its {events / count:.1f} events on average)",
-                measure(lambda _: dump_store(source), count, repeat, lambda k: None),
-                is_baseline=True,
-            )
-        )
-        say(f"{part}: to_fhir")
         plain: list[io.StringIO] = []
-        results.append(
-            Result(
-                part,
-                "`to_fhir(r)`, one compact Bundle per line (`fhir export --no-validate`)",
-                measure(export_ndjson(source, False, plain), count, repeat, lambda k: None),
-            )
-        )
-        say(f"{part}: to_fhir, validated")
         validated: list[io.StringIO] = []
-        results.append(
-            Result(
-                part,
-                "`to_fhir(r, validate=True)` (fhir.resources), as `fhir export` does",
-                measure(export_ndjson(source, True, validated), count, repeat, lambda k: None),
-            )
+        results += paired(
+            part,
+            (
+                f"storage `dump` (every snapshot + its {events / count:.1f} events on average)",
+                lambda _: dump_store(source),
+            ),
+            [
+                (
+                    "`to_fhir(r)`, one compact Bundle per line (`fhir export --no-validate`)",
+                    export_ndjson(source, False, plain),
+                ),
+                (
+                    "`to_fhir(r, validate=True)` (fhir.resources), as `fhir export` does",
+                    export_ndjson(source, True, validated),
+                ),
+            ],
+            count,
+            repeat,
+            lambda k: None,
         )
         say(f"{part}: checking the exported Bundles (untimed)")
         totals = check_export(source, plain[0].getvalue(), "export", args.sample)
@@ -353,25 +374,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             wrong.append("export: the validated export differs from the unvalidated one")
 
         part = "import → a fresh SQLite file"
-        say(f"{part}: load_dump")
-        results.append(
-            Result(
-                part,
-                "storage `load_dump` (checked, replayed, batches of 500)",
-                measure(load_dump_into(dump_path), count, repeat, fresh_url(workdir, "dump")),
-                is_baseline=True,
-            )
+        results += paired(
+            part,
+            ("storage `load_dump` (checked, replayed, batches of 500)", load_dump_into(dump_path)),
+            [
+                (
+                    "`referralkit fhir import` (two passes over the file; batches of 500)",
+                    cli_import(ndjson_path),
+                )
+            ],
+            count,
+            repeat,
+            fresh_url(workdir, "import"),
         )
-        say(f"{part}: fhir import")
-        prepare = fresh_url(workdir, "fhir")
-        results.append(
-            Result(
-                part,
-                "`referralkit fhir import` (two passes over the file; batches of 500)",
-                measure(cli_import(ndjson_path), count, repeat, prepare),
-            )
-        )
-        check_round_trip(ndjson_path, f"sqlite:///{os.path.join(workdir, 'fhir-0.db')}", count)
+        # the last fhir import wrote import-(2 * repeat - 1).db
+        last = os.path.join(workdir, f"import-{2 * repeat - 1}.db")
+        check_round_trip(ndjson_path, f"sqlite:///{last}", count)
     finally:
         if not args.dir:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -379,7 +397,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"referralkit {rk.__version__} FHIR benchmark"
         f"{' (--quick: small counts, the figures mean little)' if args.quick else ''}: "
-        f"{count:,} simulated referrals, median of {repeat} runs; Python "
+        f"{count:,} simulated referrals, {repeat} pairs per method; load average "
+        f"{', '.join(f'{x:.2f}' for x in loads[0])} before, "
+        f"{', '.join(f'{x:.2f}' for x in os.getloadavg())} after; Python "
         f"{platform.python_version()}, fhir.resources {version('fhir.resources')}, "
         f"SQLite {sqlite3.sqlite_version}, {platform.machine()}, {os.cpu_count()} CPUs; "
         f"NDJSON {ndjson_size / count / 1024:.1f} KiB per referral, "

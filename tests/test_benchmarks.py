@@ -146,6 +146,7 @@ class TestFhirBenchmark:
         assert result.returncode == 0, result.stderr
         out = result.stdout
         assert "| part | operation | median referrals/s |" in out
+        assert "2 pairs" in out
         assert "Bundles, one per referral, each with the resources its referral" in out
         assert "100 ServiceRequest" in out
         assert "re-imported equal to the source" in out
