@@ -6,9 +6,10 @@ one referral's whole path through the desk.
     python benchmarks/bench_core.py --check    # exit 1 when a target is missed
 
 Prints a Markdown table. Every figure is the median over ``--repeat`` runs of the per-operation
-time (``time.perf_counter_ns``, garbage collector paused while timing). Speed-ups compare with
-the python-statemachine baseline measured in the same run, so they carry across machines even
-when the absolute numbers do not.
+time (``time.perf_counter_ns``, garbage collector paused while timing). Each check is timed
+interleaved with its python-statemachine baseline (baseline, check, baseline, check... for
+``--repeat`` pairs); the speed-up is taken per pair and shown as its median with min and max,
+so it carries across machines and loads even when the absolute numbers do not.
 
 It needs referralkit alone (no ``test`` extra): the referrals are synthetic
 (:mod:`referralkit.synth`). It checks what it times and exits 1 on a wrong result: every table
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
+import os
 import platform
 import statistics
 import sys
@@ -89,6 +91,7 @@ class Result:
     target_us: float | None = None
     is_baseline: bool = False
     compare: bool = True
+    ratios: tuple[float, ...] = ()  # baseline time / this time, per pair
 
     @property
     def median(self) -> float:
@@ -97,6 +100,19 @@ class Result:
     @property
     def best(self) -> float:
         return min(self.times_us)
+
+
+def once(run: Callable[[Any], None], inputs: Any, n: int) -> float:
+    """Microseconds per operation of one ``run(inputs)``, garbage collector paused."""
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.perf_counter_ns()
+        run(inputs)
+        elapsed = time.perf_counter_ns() - start
+    finally:
+        gc.enable()
+    return elapsed / n / 1000
 
 
 def measure(
@@ -123,6 +139,41 @@ def measure(
             gc.enable()
         times.append(elapsed / n / 1000)
     return tuple(times)
+
+
+@attrs.frozen
+class Spec:
+    """One operation to time: ``run(prepare(n))``, ``n`` operations per run."""
+
+    name: str
+    run: Callable[[Any], None]
+    n: int
+    target_us: float | None = None
+    compare: bool = True
+    prepare: Callable[[int], Any] = lambda n: n
+
+
+def paired(group: str, baseline: Spec, specs: Sequence[Spec], repeat: int) -> list[Result]:
+    """Each operation timed right after a run of the baseline, ``repeat`` rounds of (baseline,
+    operation) for every operation; the speed-up is taken per pair."""
+    for spec in (baseline, *specs):
+        spec.run(spec.prepare(min(spec.n, 10)))  # warm up: imports and caches
+    base_times: list[float] = []
+    times: list[list[float]] = [[] for _ in specs]
+    ratios: list[list[float]] = [[] for _ in specs]
+    for _ in range(repeat):
+        for i, spec in enumerate(specs):
+            base = once(baseline.run, baseline.prepare(baseline.n), baseline.n)
+            mine = once(spec.run, spec.prepare(spec.n), spec.n)
+            base_times.append(base)
+            times[i].append(mine)
+            ratios[i].append(base / mine)
+    rows = [
+        Result(group, spec.name, tuple(t), spec.target_us, compare=spec.compare, ratios=tuple(r))
+        for spec, t, r in zip(specs, times, ratios, strict=True)
+    ]
+    rows.append(Result(group, baseline.name, tuple(base_times), is_baseline=True))
+    return rows
 
 
 def referrals_in_states() -> dict[rk.Status, rk.Referral]:
@@ -176,56 +227,30 @@ def transition_checks(
         for _ in range(count):
             ReferralLifecycle(start_value=status).send(event, referral=referral)
 
-    rows = []
+    specs: list[Spec] = []
     if guarded:
         # the target is the table's own cost; a guard costs what its business rule costs
-        rows.append(
-            Result(
-                group,
-                "`TABLE.next_status(referral, event)`, guard included",
-                measure(next_status, n, repeat),
-            )
-        )
-        rows.append(
-            Result(
-                group,
-                "the guard alone: `intake_complete(referral)`",
-                measure(guard_alone, n, repeat),
-                compare=False,
-            )
+        specs.append(Spec("`TABLE.next_status(referral, event)`, guard included", next_status, n))
+        specs.append(
+            Spec("the guard alone: `intake_complete(referral)`", guard_alone, n, compare=False)
         )
     else:
-        rows.append(
-            Result(
-                group,
-                "`TABLE.allows(status, event)`",
-                measure(allows, n, repeat),
-                TABLE_TARGET_US,
-            )
-        )
-        rows.append(
-            Result(
-                group,
-                "`TABLE.next_status(referral, event)`",
-                measure(next_status, n, repeat),
-                TABLE_TARGET_US,
-            )
-        )
-    rows.append(
-        Result(
-            group,
+        specs.append(Spec("`TABLE.allows(status, event)`", allows, n, TABLE_TARGET_US))
+        specs.append(Spec("`TABLE.next_status(referral, event)`", next_status, n, TABLE_TARGET_US))
+    specs.append(
+        Spec(
             "python-statemachine: `send` on a pre-built machine",
-            measure(send_only, machines_n, repeat, prepare=machines),
+            send_only,
+            machines_n,
+            prepare=machines,
         )
     )
-    rows.append(
-        Result(
-            group,
-            "python-statemachine: `ReferralLifecycle(start_value=…)` + `send`",
-            measure(restore_and_send, machines_n, repeat),
-            is_baseline=True,
-        )
+    baseline = Spec(
+        "python-statemachine: `ReferralLifecycle(start_value=…)` + `send`",
+        restore_and_send,
+        machines_n,
     )
+    rows = paired(group, baseline, specs, repeat)
     if "allows" in answers and answers["allows"] is not True:
         wrong.append(f"{group}: TABLE.allows says no, python-statemachine allows it")
     if answers["next_status"] != expected:
@@ -299,17 +324,18 @@ def fmt_us(value: float) -> str:
 
 def render(results: Sequence[Result]) -> str:
     """The results as a Markdown table, with each row's speed-up over its group's baseline."""
-    baselines = {r.group: r.median for r in results if r.is_baseline}
     lines = [
         "| check | operation | median µs/op | best µs/op | vs baseline | target | met |",
         "|---|---|---:|---:|---:|---:|:---:|",
     ]
     for r in results:
-        base = baselines.get(r.group)
         if r.is_baseline:
             ratio = "baseline"
-        elif base is not None and r.compare:
-            ratio = f"{base / r.median:,.0f}× faster"
+        elif r.ratios and r.compare:
+            ratio = (
+                f"{statistics.median(r.ratios):,.0f}× faster "
+                f"({min(r.ratios):,.0f}–{max(r.ratios):,.0f})"
+            )
         else:
             ratio = "–"
         target = "–" if r.target_us is None else f"≤ {fmt_us(r.target_us)}"
@@ -332,6 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         table_n, machines_n, paths_n, repeat = 100_000, 2_000, 1_000, args.repeat or 7
 
+    loads = [os.getloadavg()]
     states = referrals_in_states()
     results = [
         *transition_checks(
@@ -344,8 +371,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"referralkit {rk.__version__} core benchmark: Python {platform.python_version()}, "
         f"python-statemachine {version('python-statemachine')}, {platform.machine()}; "
-        f"{'quick' if args.quick else 'full'} run, median of {repeat} repeats of "
-        f"{table_n:,} table checks, {machines_n:,} machines and {paths_n:,} paths"
+        f"{'quick' if args.quick else 'full'} run, {repeat} pairs (or repeats) of "
+        f"{table_n:,} table checks, {machines_n:,} machines and {paths_n:,} paths; load average "
+        f"{', '.join(f'{x:.2f}' for x in loads[0])} before, "
+        f"{', '.join(f'{x:.2f}' for x in os.getloadavg())} after"
     )
     print()
     print(render(results))

@@ -124,6 +124,8 @@ class TestCoreBenchmark:
         assert out.count("| baseline |") == 2
         assert "intake → send → accept → schedule → record_visit → complete" in out
         assert "checked: every table answer equals python-statemachine's" in out
+        assert "× faster (" in out  # a speed-up per pair: median (min–max)
+        assert "load average" in out
 
     def test_quick_run_needs_no_hypothesis(self):
         """The core benchmark runs with ``hypothesis`` unimportable: it needs no test extra."""
