@@ -9,7 +9,9 @@ population taken in and simulated for six weeks by the desk on a memory store, s
 coverage decisions, urgency assessments, appointments, attachments, communications and
 follow-ups in every lifecycle state. Their whole histories are then restored into a SQLite
 file (``synchronous=FULL``), which every part reads from. What is measured, referrals per
-second, the median of ``--repeat`` runs:
+second, each method timed interleaved with its baseline on the same data (baseline, method,
+baseline, method... for ``--repeat`` pairs); the ratio is taken per pair, and the table gives
+its median with min and max, beside the load average:
 
 - **Export** from the SQLite store to NDJSON in memory, one compact Bundle per line:
   ``to_fhir(r)`` and ``to_fhir(r, validate=True)`` (which also validates the Bundle with
@@ -25,6 +27,16 @@ second, the median of ``--repeat`` runs:
 Both baselines move more data per referral than FHIR does (every event, not only the
 snapshot), so the ratios say what the FHIR mapping and validation cost compared with the
 store's own bulk path, measured in the same run on the same referrals.
+
+What it checks, after the timing, and exits 1 on a wrong result: each export's NDJSON (the
+last timed run's) has one Bundle per stored referral, in id order; every Bundle holds the
+resources its referral calls for (one ServiceRequest and one Patient, a Coverage when covered,
+one Appointment per appointment, one DocumentReference per attachment, one Communication per
+communication, one QuestionnaireResponse per survey, one Task plus one per follow-up); the
+validated export is the same text as the unvalidated one; a sample of Bundles (``--sample``,
+100 by default, spread over the file) re-imported with ``from_fhir`` equals the source
+referral read from the store; the import stores one referral per Bundle, and a sample of them
+equals its Bundle's referral at version 1.
 """
 
 from __future__ import annotations
@@ -50,8 +62,11 @@ import attrs
 
 import referralkit as rk
 from referralkit import cli, synth
+from referralkit.errors import ReferralKitError
 from referralkit.interop.fhir import from_fhir, to_fhir
 from referralkit.storage import MemoryStore, dump, load_dump, open_store
+
+wrong: list[str] = []  # results that differ from their reference (always fatal)
 
 ACTORS = (
     rk.Actor("bench-coordinator", {rk.Role.COORDINATOR}),
@@ -64,12 +79,14 @@ SEED = 11
 
 @attrs.frozen
 class Result:
-    """One row: what was measured, referrals per second in each repeat, its group's baseline."""
+    """One row: what was measured, referrals per second in each repeat, and for a method its
+    throughput as a ratio of its baseline's in each pair."""
 
     group: str
     name: str
     rates: tuple[float, ...]
     is_baseline: bool = False
+    ratios: tuple[float, ...] = ()
 
     @property
     def median(self) -> float:
@@ -86,19 +103,19 @@ def fmt_rate(value: float) -> str:
 
 def render(results: Sequence[Result]) -> str:
     """The results as a Markdown table, each row's throughput as a ratio of its baseline's."""
-    baselines = {r.group: r.median for r in results if r.is_baseline}
     lines = [
-        "| part | operation | median referrals/s | best referrals/s | vs baseline |",
+        "| part | operation | median referrals/s | best referrals/s | vs baseline, median of "
+        "pairs (min–max) |",
         "|---|---|---:|---:|---:|",
     ]
     for r in results:
-        base = baselines.get(r.group)
         if r.is_baseline:
             ratio = "baseline"
-        elif base is not None:
-            ratio = f"{r.median / base:.2f}×"
         else:
-            ratio = "–"
+            ratio = (
+                f"{statistics.median(r.ratios):.2f}× "
+                f"({min(r.ratios):.2f}–{max(r.ratios):.2f}), {len(r.ratios)} pairs"
+            )
         lines.append(
             f"| {r.group} | {r.name} | {fmt_rate(r.median)} | {fmt_rate(r.best)} | {ratio} |"
         )
@@ -109,28 +126,49 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def measure(
-    run: Callable[[Any], int], count: int, repeat: int, prepare: Callable[[int], Any]
-) -> tuple[float, ...]:
-    """Referrals per second of ``run(prepare(k))``, once per repeat (``prepare`` untimed).
+def rate(run: Callable[[Any], int], inputs: Any, count: int) -> float:
+    """Referrals per second of one ``run(inputs)`` (garbage collector paused); ``run`` returns
+    how many referrals it handled, checked against ``count``."""
+    gc.collect()
+    gc.disable()
+    try:
+        started = time.perf_counter()
+        handled = run(inputs)
+        elapsed = time.perf_counter() - started
+    finally:
+        gc.enable()
+    if handled != count:
+        wrong.append(f"expected {count} referrals handled, got {handled}")
+    return count / elapsed
 
-    ``run`` returns how many referrals it handled, checked against ``count``.
-    """
-    rates = []
-    for k in range(repeat):
-        inputs = prepare(k)
-        gc.collect()
-        gc.disable()
-        try:
-            started = time.perf_counter()
-            handled = run(inputs)
-            elapsed = time.perf_counter() - started
-        finally:
-            gc.enable()
-        if handled != count:
-            raise SystemExit(f"expected {count} referrals handled, got {handled}")
-        rates.append(count / elapsed)
-    return tuple(rates)
+
+def paired(
+    group: str,
+    baseline: tuple[str, Callable[[Any], int]],
+    methods: Sequence[tuple[str, Callable[[Any], int]]],
+    count: int,
+    repeat: int,
+    prepare: Callable[[int], Any],
+) -> list[Result]:
+    """Each method timed right after a run of its baseline, ``repeat`` rounds of (baseline,
+    method) for every method; ``prepare(k)`` makes each run's input, untimed."""
+    base_rates: list[float] = []
+    rates: list[list[float]] = [[] for _ in methods]
+    ratios: list[list[float]] = [[] for _ in methods]
+    k = 0
+    for round_ in range(repeat):
+        for i, (_, run) in enumerate(methods):
+            say(f"{group}: pair {round_ + 1} of method {i + 1}")
+            base = rate(baseline[1], prepare(k), count)
+            mine = rate(run, prepare(k + 1), count)
+            k += 2
+            base_rates.append(base)
+            rates[i].append(mine)
+            ratios[i].append(mine / base)
+    results = [Result(group, baseline[0], tuple(base_rates), is_baseline=True)]
+    for (name, _), mine, ratio in zip(methods, rates, ratios, strict=True):
+        results.append(Result(group, name, tuple(mine), ratios=tuple(ratio)))
+    return results
 
 
 # --------------------------------------------------------------------------- the referrals
@@ -153,7 +191,9 @@ def populate(url: str, count: int) -> None:
 # --------------------------------------------------------------------------- export
 
 
-def export_ndjson(url: str, validate: bool) -> Callable[[Any], int]:
+def export_ndjson(url: str, validate: bool, kept: list[io.StringIO]) -> Callable[[Any], int]:
+    """An export run; its output is kept in ``kept`` (the last run's) to be checked untimed."""
+
     def run(_: Any) -> int:
         buffer = io.StringIO()
         with open_store(url) as store:
@@ -161,9 +201,57 @@ def export_ndjson(url: str, validate: bool) -> Callable[[Any], int]:
         for referral in referrals:
             bundle = to_fhir(referral, validate=validate)
             buffer.write(json.dumps(bundle, separators=(",", ":")) + "\n")
+        kept[:] = [buffer]
         return len(referrals)
 
     return run
+
+
+def expected_resources(r: rk.Referral) -> dict[str, int]:
+    """How many of each resource type the Bundle of ``r`` holds (providers aside)."""
+    return {
+        "ServiceRequest": 1,
+        "Patient": 1,
+        "Coverage": 0 if r.coverage is None else 1,
+        "Appointment": len(r.appointments),
+        "DocumentReference": len(r.attachments),
+        "Communication": len(r.communications),
+        "QuestionnaireResponse": len(r.surveys),
+        "Task": 1 + len(r.follow_ups),
+    }
+
+
+def check_export(url: str, text: str, label: str, sample: int) -> dict[str, int]:
+    """One Bundle per stored referral, in id order, each with the resources its referral calls
+    for; ``sample`` of them, spread over the file, re-import equal to the stored referral.
+    The resource totals over the export."""
+    totals: dict[str, int] = {}
+    lines = text.splitlines()
+    with open_store(url) as store:
+        referrals = sorted(store.query(rk.Query()), key=lambda r: r.id)
+        if len(lines) != len(referrals):
+            wrong.append(f"{label}: {len(lines)} Bundles for {len(referrals)} referrals")
+            return totals
+        step = max(1, len(lines) // sample) if sample else 0
+        for k, (line, referral) in enumerate(zip(lines, referrals, strict=True)):
+            bundle = json.loads(line)
+            found: dict[str, int] = {}
+            for entry in bundle["entry"]:
+                kind = entry["resource"]["resourceType"]
+                found[kind] = found.get(kind, 0) + 1
+                totals[kind] = totals.get(kind, 0) + 1
+            want = expected_resources(referral)
+            if {kind: found.get(kind, 0) for kind in want} != want:
+                wrong.append(f"{label}: {referral.id}'s Bundle has {found}, expected {want}")
+            if step and k % step == 0:
+                try:
+                    back = from_fhir(bundle)
+                except ReferralKitError as error:
+                    wrong.append(f"{label}: {referral.id} does not re-import ({error})")
+                    continue
+                if back != referral:
+                    wrong.append(f"{label}: {referral.id} re-imported differs from the source")
+    return totals
 
 
 def dump_store(url: str) -> int:
@@ -207,14 +295,17 @@ def load_dump_into(path: str) -> Callable[[str], int]:
     return run
 
 
-def check_round_trip(ndjson_path: str, url: str, sample: int = 25) -> None:
-    """The imported referrals convert back to the Bundles' referrals (at version 1)."""
+def check_round_trip(ndjson_path: str, url: str, count: int, sample: int = 25) -> None:
+    """The import stored one referral per Bundle, and a sample of them equal the Bundles'
+    referrals (at version 1)."""
     with open(ndjson_path, encoding="utf-8") as file, open_store(url) as store:
+        if store.count() != count:
+            wrong.append(f"fhir import: {store.count()} stored for {count} Bundles")
         for line in list(file)[:sample]:
             original = from_fhir(json.loads(line))
             stored = store.load(original.id)
             if stored != attrs.evolve(original, version=1):
-                raise SystemExit(f"referral {original.id} did not come back as exported")
+                wrong.append(f"fhir import: {original.id} did not come back as exported")
 
 
 # --------------------------------------------------------------------------- main
@@ -224,14 +315,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="100 referrals: checks it runs")
     parser.add_argument("--count", type=int, help="referrals (default 1,000; 100 with --quick)")
-    parser.add_argument("--repeat", type=int, help="runs per measurement (default 3)")
+    parser.add_argument("--repeat", type=int, help="pairs per method (default 3)")
     parser.add_argument("--dir", help="where the SQLite files go (default: a temporary dir)")
+    parser.add_argument(
+        "--sample", type=int, default=100, help="Bundles re-imported and compared per export"
+    )
     args = parser.parse_args(argv)
     count = args.count or (100 if args.quick else 1_000)
     repeat = args.repeat or (2 if args.quick else 3)
     workdir = args.dir or tempfile.mkdtemp(prefix="bench-fhir-")
     os.makedirs(workdir, exist_ok=True)
     results: list[Result] = []
+    loads = [os.getloadavg()]
     try:
         source = f"sqlite:///{os.path.join(workdir, 'source.db')}"
         say(f"simulating {count:,} referrals (untimed)")
@@ -251,52 +346,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         dump_size = os.path.getsize(dump_path)
 
         part = "export, SQLite → NDJSON"
-        say(f"{part}: storage dump")
-        results.append(
-            Result(
-                part,
+        plain: list[io.StringIO] = []
+        validated: list[io.StringIO] = []
+        results += paired(
+            part,
+            (
                 f"storage `dump` (every snapshot + its {events / count:.1f} events on average)",
-                measure(lambda _: dump_store(source), count, repeat, lambda k: None),
-                is_baseline=True,
-            )
+                lambda _: dump_store(source),
+            ),
+            [
+                (
+                    "`to_fhir(r)`, one compact Bundle per line (`fhir export --no-validate`)",
+                    export_ndjson(source, False, plain),
+                ),
+                (
+                    "`to_fhir(r, validate=True)` (fhir.resources), as `fhir export` does",
+                    export_ndjson(source, True, validated),
+                ),
+            ],
+            count,
+            repeat,
+            lambda k: None,
         )
-        say(f"{part}: to_fhir")
-        results.append(
-            Result(
-                part,
-                "`to_fhir(r)`, one compact Bundle per line (`fhir export --no-validate`)",
-                measure(export_ndjson(source, False), count, repeat, lambda k: None),
-            )
-        )
-        say(f"{part}: to_fhir, validated")
-        results.append(
-            Result(
-                part,
-                "`to_fhir(r, validate=True)` (fhir.resources), as `fhir export` does",
-                measure(export_ndjson(source, True), count, repeat, lambda k: None),
-            )
-        )
+        say(f"{part}: checking the exported Bundles (untimed)")
+        totals = check_export(source, plain[0].getvalue(), "export", args.sample)
+        if validated[0].getvalue() != plain[0].getvalue():
+            wrong.append("export: the validated export differs from the unvalidated one")
 
         part = "import → a fresh SQLite file"
-        say(f"{part}: load_dump")
-        results.append(
-            Result(
-                part,
-                "storage `load_dump` (checked, replayed, batches of 500)",
-                measure(load_dump_into(dump_path), count, repeat, fresh_url(workdir, "dump")),
-                is_baseline=True,
-            )
+        results += paired(
+            part,
+            ("storage `load_dump` (checked, replayed, batches of 500)", load_dump_into(dump_path)),
+            [
+                (
+                    "`referralkit fhir import` (two passes over the file; batches of 500)",
+                    cli_import(ndjson_path),
+                )
+            ],
+            count,
+            repeat,
+            fresh_url(workdir, "import"),
         )
-        say(f"{part}: fhir import")
-        prepare = fresh_url(workdir, "fhir")
-        results.append(
-            Result(
-                part,
-                "`referralkit fhir import` (two passes over the file; batches of 500)",
-                measure(cli_import(ndjson_path), count, repeat, prepare),
-            )
-        )
-        check_round_trip(ndjson_path, f"sqlite:///{os.path.join(workdir, 'fhir-0.db')}")
+        # the last fhir import wrote import-(2 * repeat - 1).db
+        last = os.path.join(workdir, f"import-{2 * repeat - 1}.db")
+        check_round_trip(ndjson_path, f"sqlite:///{last}", count)
     finally:
         if not args.dir:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -304,13 +397,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"referralkit {rk.__version__} FHIR benchmark"
         f"{' (--quick: small counts, the figures mean little)' if args.quick else ''}: "
-        f"{count:,} simulated referrals, median of {repeat} runs; Python "
+        f"{count:,} simulated referrals, {repeat} pairs per method; load average "
+        f"{', '.join(f'{x:.2f}' for x in loads[0])} before, "
+        f"{', '.join(f'{x:.2f}' for x in os.getloadavg())} after; Python "
         f"{platform.python_version()}, fhir.resources {version('fhir.resources')}, "
         f"SQLite {sqlite3.sqlite_version}, {platform.machine()}, {os.cpu_count()} CPUs; "
         f"NDJSON {ndjson_size / count / 1024:.1f} KiB per referral, "
         f"dump {dump_size / count / 1024:.1f} KiB per referral\n"
     )
     print(render(results))
+    if wrong:
+        print("\nWRONG RESULTS:\n  " + "\n  ".join(wrong), file=sys.stderr)
+        return 1
+    shown = ", ".join(f"{n:,} {kind}" for kind, n in sorted(totals.items()))
+    print(
+        f"\nchecked: {count:,} Bundles, one per referral, each with the resources its referral "
+        f"calls for ({shown}); the validated export equal to the unvalidated one; "
+        f"{min(args.sample, count):,} re-imported equal to the source; the import stored "
+        f"{count:,}, a sample equal to its Bundles"
+    )
     return 0
 
 

@@ -1,25 +1,36 @@
 """Rules benchmark: referralkit's engines beside hand-written Python and peer engines.
 
     python benchmarks/bench_rules.py                 # full run (a few minutes)
-    python benchmarks/bench_rules.py --quick         # tiny counts, to check that it runs
+    python benchmarks/bench_rules.py --quick         # small counts, under a minute
+    python benchmarks/bench_rules.py --check         # exit 1 when a target is missed
     python benchmarks/bench_rules.py --peers DIR     # where the shared peer problem lives
     python benchmarks/bench_rules.py --check-only    # part 3 only: rules check at 1k-8k rules
+
+Part 1 is the peer problem of ``shared/bench/peers`` (20 first-hit coverage rules, 20,000 seeded
+records), run in one process: hand-written if/elif (the baseline), referralkit's python engine
+(first hit, with and without ``explain``), referralkit's durable engine, raw durable-rules
+``post()`` on the peers' own compiled ruleset, and, when installed, zen-engine 2.1.3,
+rule-engine and business-rules. Every method's fired rule is checked against the hand-written
+decision for every record, on every timed run. Targets: the python engine ≤ 1.5× hand-written,
+the durable engine ≤ 1.5× raw ``post()``.
+
+Part 2 runs synthetic referrals (``referralkit.synth``) through the shipped coverage and urgency
+policies, fact extraction included, paired with fact extraction alone (one ``extract`` per
+referral). Every decision and assessment is checked against a reference: the same policies
+consulted ruleset by ruleset with ``explain=True`` (no combined index, no decision cache), the
+trace left aside. Target: ≤ 10 µs per referral (median over pairs).
 
 Part 3 times ``rules check`` on generated rule tables of 1,000 to 8,000 rules (a payer × plan
 × specialty table with age ranges and service prefixes, under ``first`` and ``unique``), fits
 the growth exponent of time against size, and checks on 1,000 rules that the indexed check
 reports exactly what comparing every pair reports (and how long that takes).
 
-Part 1 is the peer problem of ``shared/bench/peers`` (20 first-hit coverage rules, 20,000 seeded
-records), run in one process: hand-written if/elif (the floor), referralkit's python engine
-(first hit, with and without ``explain``), referralkit's durable engine, raw durable-rules
-``post()`` on the peers' own compiled ruleset, and, when installed, zen-engine 2.1.3,
-rule-engine and business-rules. Every method's fired rule is cross-checked against the
-hand-written decision. Part 2 runs synthetic referrals through the shipped coverage and urgency
-policies, fact extraction included.
-
-Each figure is the median of ``--repeat`` runs. Ratios compare with a baseline measured in the
-same run (hand-written Python for part 1; raw durable-rules for the durable engine).
+How parts 1 and 2 measure: each method is timed interleaved with its baseline on the same
+data (baseline, method, baseline, method, ... for ``--rounds`` pairs, after one untimed
+warm-up of each, garbage collector paused while timing); the ratio is taken per pair, so load
+from other processes moves both sides of a pair; the table gives the median ratio with its min
+and max, and the load average before and after. A wrong result exits 1 whatever the options;
+a missed target exits 1 with ``--check``.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import argparse
 import datetime as dt
 import gc
 import importlib
+import os
 import statistics
 import sys
 import time
@@ -35,31 +47,98 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 import referralkit as rk
 from referralkit import synth
 from referralkit.rules import PythonEngine, parse
+from referralkit.rules.facts import extract
 from referralkit.rules.policies import CoveragePolicy, UrgencyPolicy
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_PEERS = HERE.parent.parent / "shared" / "bench" / "peers"
 DAY = dt.date(2026, 6, 1)
+RATIO_TARGET = 1.5
+POLICY_TARGET_US = 10.0
 
-rows: list[tuple[str, str, float, str]] = []  # group, method, µs per record, note
+
+@attrs.define
+class Pair:
+    """A method timed in pairs with its baseline: µs per record of each side, ratio per pair."""
+
+    method_us: list[float]
+    baseline_us: list[float]
+    ratios: list[float]
+
+    @property
+    def us(self) -> float:
+        return statistics.median(self.method_us)
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+    def spread(self) -> str:
+        return (
+            f"{self.ratio:.2f}× ({min(self.ratios):.2f}–{max(self.ratios):.2f}), "
+            f"{len(self.ratios)} pairs"
+        )
 
 
-def timed(run: Callable[[], Any], count: int, repeat: int) -> tuple[float, Any]:
-    """Median µs per record over ``repeat`` runs (after one warm-up run, which fills the
-    engines' per-key caches), and the last run's result."""
-    times = []
-    result = run()
-    for _ in range(repeat):
-        gc.collect()
-        gc.disable()
+@attrs.define
+class Row:
+    group: str
+    method: str
+    pair: Pair | None
+    baseline: str
+    target: str = "–"
+    met: bool | None = None
+    note: str = ""
+
+
+rows: list[Row] = []
+check_rows: list[tuple[str, str, str]] = []  # part 3: what, figure, note
+wrong: list[str] = []  # results that differ from their reference (always fatal)
+
+
+def once(run: Callable[[], Any], count: int) -> tuple[float, Any]:
+    """µs per record of one run of ``run`` (garbage collector paused), and its result."""
+    gc.collect()
+    gc.disable()
+    try:
         start = time.perf_counter_ns()
         result = run()
-        times.append((time.perf_counter_ns() - start) / 1_000 / count)
+        return (time.perf_counter_ns() - start) / 1_000 / count, result
+    finally:
         gc.enable()
-    return statistics.median(times), result
+
+
+def paired(
+    baseline: Callable[[], Any],
+    method: Callable[[], Any],
+    count: int,
+    rounds: int,
+    check: Callable[[Any], None],
+) -> Pair:
+    """Time ``method`` interleaved with ``baseline`` on the same data: one untimed warm-up of
+    each (which fills the engines' per-key caches), then ``rounds`` pairs (baseline, method).
+    ``check`` sees the method's result of every timed run."""
+    baseline()
+    check(method())
+    pair = Pair([], [], [])
+    for _ in range(rounds):
+        base_us, _ = once(baseline, count)
+        us, result = once(method, count)
+        check(result)
+        pair.baseline_us.append(base_us)
+        pair.method_us.append(us)
+        pair.ratios.append(us / base_us)
+    return pair
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f}, {five:.2f}, {fifteen:.2f}"
 
 
 def peer_rules(rd: Any) -> list[dict[str, Any]]:
@@ -99,7 +178,7 @@ def peer_rules(rd: Any) -> list[dict[str, Any]]:
     return rules
 
 
-def part_one(peers: Path, count: int, repeat: int) -> None:
+def part_one(peers: Path, count: int, rounds: int) -> None:
     sys.path.insert(0, str(peers))
     rd = importlib.import_module("rulesdata")
     handwritten = importlib.import_module("handwritten")
@@ -122,26 +201,48 @@ def part_one(peers: Path, count: int, repeat: int) -> None:
         }
     )
 
-    def check(name: str, ids: Sequence[str]) -> str:
-        mismatches = sum(a != b for a, b in zip(ids, reference, strict=True))
-        if mismatches:
-            raise SystemExit(f"{name}: {mismatches} mismatches with the hand-written rules")
-        return "0 mismatches"
+    def checker(name: str) -> Callable[[Any], None]:
+        def check(ids: Sequence[str | None]) -> None:
+            mismatches = sum(a != b for a, b in zip(ids, reference, strict=True))
+            if mismatches:
+                wrong.append(f"{name}: {mismatches} of {count} differ from hand-written")
 
-    def add(name: str, us: float, note: str) -> None:
-        rows.append(("peer problem", name, us, note))
-        print(f"  {name:58} {us:8.2f} µs/record", flush=True)
+        return check
 
-    hand_us, ids = timed(lambda: [handwritten.decide(r)["rule"] for r in records], count, repeat)
-    add("hand-written if/elif (baseline)", hand_us, check("hand", ids))
+    def add(
+        name: str,
+        baseline: Callable[[], Any],
+        method: Callable[[], Any],
+        label: str,
+        ratio_target: bool = False,
+        pairs: int = rounds,
+    ) -> None:
+        pair = paired(baseline, method, count, pairs, checker(name))
+        met = pair.ratio <= RATIO_TARGET if ratio_target else None
+        target = f"≤ {RATIO_TARGET}×" if ratio_target else "–"
+        bad = any(w.startswith(f"{name}:") for w in wrong)
+        note = "**mismatches**" if bad else f"same rule as hand-written, {count:,} records"
+        rows.append(Row("peer problem", name, pair, label, target, met, note))
+        print(f"  {name:58} {pair.us:8.2f} µs/record, {pair.spread()}", flush=True)
 
+    def hand() -> list[str]:
+        return [handwritten.decide(r)["rule"] for r in records]
+
+    checker("hand-written")(hand())
     engine = PythonEngine(ruleset)
-    us, ids = timed(lambda: [engine.evaluate(f, DAY).matched[0] for f in facts], count, repeat)
-    add("referralkit python engine, evaluate()", us, check("python", ids))
-    us, ids = timed(
-        lambda: [engine.evaluate(f, DAY, explain=True).matched[0] for f in facts], count, repeat
+    add(
+        "referralkit python engine, evaluate()",
+        hand,
+        lambda: [engine.evaluate(f, DAY).matched[0] for f in facts],
+        "hand-written",
+        ratio_target=True,
     )
-    add("referralkit python engine, evaluate(explain=True)", us, check("explain", ids))
+    add(
+        "referralkit python engine, evaluate(explain=True)",
+        hand,
+        lambda: [engine.evaluate(f, DAY, explain=True).matched[0] for f in facts],
+        "hand-written",
+    )
 
     try:
         from referralkit.rules.durable import DurableEngine
@@ -149,19 +250,21 @@ def part_one(peers: Path, count: int, repeat: int) -> None:
         print(f"  durable engine skipped: {error}")
     else:
         durable = DurableEngine(ruleset)
-        us, ids = timed(lambda: [durable.evaluate(f, DAY).matched[0] for f in facts], count, repeat)
-        add("referralkit durable engine, evaluate()", us, check("durable", ids))
-        raw_us = raw_durable(rd, records, repeat, reference)
-        add("raw durable-rules post(), one sid (durable baseline)", raw_us, "0 mismatches")
-        rows.append(("durable vs raw", "durable engine / raw post()", us / raw_us, "ratio"))
+        raw = raw_durable(rd, records)
+        add("raw durable-rules post(), one sid", hand, raw, "hand-written")
+        add(
+            "referralkit durable engine, evaluate()",
+            raw,
+            lambda: [durable.evaluate(f, DAY).matched[0] for f in facts],
+            "raw durable-rules post()",
+            ratio_target=True,
+        )
 
     for name, runner in peer_engines(rd, records):
-        us, ids = timed(lambda runner=runner: runner(), count, max(1, repeat // 2))
-        add(name, us, check(name, ids))
-    rows.append(("peer problem", "_baseline", hand_us, ""))
+        add(name, hand, runner, "hand-written", pairs=max(1, rounds // 2))
 
 
-def raw_durable(rd: Any, records: list[dict[str, Any]], repeat: int, reference: list[str]) -> float:
+def raw_durable(rd: Any, records: list[dict[str, Any]]) -> Callable[[], list[str | None]]:
     """The peers' own way of calling durable-rules: post() on one constant session id."""
     from durable import engine as dre
 
@@ -188,10 +291,7 @@ def raw_durable(rd: Any, records: list[dict[str, Any]], repeat: int, reference: 
             out.append(holder[0])
         return out
 
-    us, ids = timed(run, len(records), repeat)
-    if ids != reference:
-        raise SystemExit("raw durable-rules disagrees with the hand-written rules")
-    return float(us)
+    return run
 
 
 def peer_engines(
@@ -285,23 +385,51 @@ def peer_engines(
     return found
 
 
-def part_two(count: int, repeat: int) -> None:
-    """Synthetic referrals through the shipped coverage and urgency policies."""
+def part_two(count: int, rounds: int) -> None:
+    """Synthetic referrals through the shipped coverage and urgency policies, paired with fact
+    extraction alone, every result checked against the policies' explain path."""
     at = dt.datetime.combine(DAY, dt.time(9), tzinfo=dt.UTC)
     referrals = list(synth.referrals(count, 11, at))
     coverage, urgency = CoveragePolicy.shipped(), UrgencyPolicy.shipped()
+    reference = [
+        (
+            attrs.evolve(coverage.decide(r, at, explain=True), trace=()),
+            attrs.evolve(urgency.assess(r, at, explain=True), trace=()),
+        )
+        for r in referrals
+    ]
+    decided = sum(1 for c, _ in reference if c.hits)
 
-    def run() -> int:
-        for r in referrals:
-            coverage.decide(r, at)
-            urgency.assess(r, at)
-        return len(referrals)
+    def run() -> list[tuple[Any, Any]]:
+        return [(coverage.decide(r, at), urgency.assess(r, at)) for r in referrals]
 
-    us, _ = timed(run, count, repeat)
+    def extraction() -> list[dict[str, Any]]:
+        return [extract(r, at) for r in referrals]
+
+    def check(results: list[tuple[Any, Any]]) -> None:
+        differ = sum(a != b for a, b in zip(results, reference, strict=True))
+        if differ:
+            wrong.append(f"shipped policies: {differ} of {count} differ from the explain path")
+
+    pair = paired(extraction, run, count, rounds, check)
+    bad = any(w.startswith("shipped policies:") for w in wrong)
     rows.append(
-        ("shipped policies", f"coverage + urgency, {count:,} referrals", us, "target ≤ 10 µs")
+        Row(
+            "shipped policies",
+            f"coverage + urgency, {count:,} referrals ({decided:,} decided by a rule)",
+            pair,
+            "fact extraction alone",
+            f"≤ {POLICY_TARGET_US:g} µs",
+            pair.us <= POLICY_TARGET_US,
+            "**mismatches**" if bad else f"equal to the explain path, {count:,} referrals",
+        )
     )
-    print(f"  shipped coverage + urgency policies: {us:.2f} µs/referral", flush=True)
+    print(
+        f"  shipped coverage + urgency policies: {pair.us:.2f} µs/referral "
+        f"(min {min(pair.method_us):.2f}, max {max(pair.method_us):.2f}), "
+        f"vs extraction {pair.spread()}",
+        flush=True,
+    )
 
 
 def rule_table(count: int, policy: str) -> Any:
@@ -375,13 +503,8 @@ def part_three(sizes: Sequence[int], compare_at: int) -> None:
             found = check(ruleset)
             seconds = time.perf_counter() - start
             points.append((size, seconds))
-            rows.append(
-                (
-                    "rules check",
-                    f"{policy}, {size:,} rules",
-                    seconds * 1e6,
-                    f"{len(found)} findings",
-                )
+            check_rows.append(
+                (f"{policy}, {size:,} rules", f"{seconds:.3f} s", f"{len(found)} findings")
             )
             print(
                 f"  check, {policy}, {size:>5,} rules: {seconds:8.3f} s ({len(found)} findings)",
@@ -393,18 +516,17 @@ def part_three(sizes: Sequence[int], compare_at: int) -> None:
         slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum(
             (x - mean_x) ** 2 for x in xs
         )
-        rows.append(("rules check", f"{policy}: growth exponent", slope, "time ∝ rules^k"))
+        check_rows.append((f"{policy}: growth exponent", f"{slope:.2f}", "time ∝ rules^k"))
         print(f"  check, {policy}: growth exponent {slope:.2f} (1 linear, 2 quadratic)")
         ruleset = rule_table(compare_at, policy)
         start = time.perf_counter()
         slow = every_pair(ruleset)
         seconds = time.perf_counter() - start
         same = slow == findings(ruleset)
-        rows.append(
+        check_rows.append(
             (
-                "rules check",
                 f"{policy}, {compare_at:,} rules, every pair",
-                seconds * 1e6,
+                f"{seconds:.3f} s",
                 f"same findings: {same}",
             )
         )
@@ -412,51 +534,64 @@ def part_three(sizes: Sequence[int], compare_at: int) -> None:
             f"  every pair, {policy}, {compare_at:,} rules: {seconds:.3f} s; same findings: {same}"
         )
         if not same:
-            raise SystemExit("the indexed check and the every-pair check disagree")
+            wrong.append(f"rules check, {policy}: the indexed and every-pair checks disagree")
 
 
-def report() -> None:
-    baseline = next(us for group, name, us, _ in rows if name == "_baseline")
-    print("\n| group | method | µs/record | ratio to baseline | note |")
-    print("|---|---|---:|---:|---|")
-    for group, name, us, note in rows:
-        if name == "_baseline":
-            continue
-        if note == "ratio":
-            print(f"| {group} | {name} | | {us:.2f}× | target ≤ 1.5× |")
-            continue
-        if group == "rules check":
-            value = f"{us:.2f}" if "exponent" in name else f"{us / 1e6:.3f} s"
-            print(f"| {group} | {name} | {value} | | {note} |")
-            continue
-        ratio = f"{us / baseline:.2f}×" if group == "peer problem" else ""
-        print(f"| {group} | {name} | {us:.2f} | {ratio} | {note} |")
+def report(loads: Sequence[str]) -> None:
+    if rows:
+        print(f"\nLoad average (1, 5, 15 min): {loads[0]} before, {loads[1]} after")
+        print(
+            "\n| group | method | median µs/record | baseline | ratio to baseline, median "
+            "(min–max) | target | met | check |"
+        )
+        print("|---|---|---:|---|---:|---:|:---:|---|")
+    for row in rows:
+        assert row.pair is not None
+        met = "–" if row.met is None else ("yes" if row.met else "**no**")
+        print(
+            f"| {row.group} | {row.method} | {row.pair.us:.2f} | {row.baseline} | "
+            f"{row.pair.spread()} | {row.target} | {met} | {row.note} |"
+        )
+    if check_rows:
+        print("\n| rules check | time or exponent | note |")
+        print("|---|---:|---|")
+        for what, figure, note in check_rows:
+            print(f"| {what} | {figure} | {note} |")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny counts, to check it runs")
+    parser.add_argument("--quick", action="store_true", help="small counts, under a minute")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--peers", type=Path, default=DEFAULT_PEERS)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=None, help="pairs per method")
     parser.add_argument("--check-only", action="store_true", help="part 3 only (rules check)")
     args = parser.parse_args(argv)
-    records, referrals, repeat = (500, 500, 1) if args.quick else (20_000, 100_000, args.repeat)
-    print(f"referralkit {rk.__version__}, Python {sys.version.split()[0]}")
-    if args.check_only:
-        rows.append(("peer problem", "_baseline", 1.0, ""))
-    elif args.peers.is_dir():
-        print(f"Part 1: peer problem, {records:,} records")
-        part_one(args.peers, records, repeat)
-    else:
-        print(f"Part 1 skipped: no peer problem at {args.peers}")
-        rows.append(("peer problem", "_baseline", 1.0, ""))
+    records, referrals, rounds = (2_000, 2_000, 5) if args.quick else (20_000, 20_000, 9)
+    rounds = args.rounds or rounds
+    print(f"referralkit {rk.__version__}, Python {sys.version.split()[0]}, load average {load()}")
+    loads = [load()]
     if not args.check_only:
+        if args.peers.is_dir():
+            print(f"Part 1: peer problem, {records:,} records, {rounds} pairs per method")
+            part_one(args.peers, records, rounds)
+        else:
+            print(f"Part 1 skipped: no peer problem at {args.peers}")
         print(f"Part 2: {referrals:,} synthetic referrals through the shipped policies")
-        part_two(referrals, max(1, repeat // 2))
+        part_two(referrals, rounds)
+    loads.append(load())
     sizes = (100, 200, 400, 800) if args.quick else (1_000, 2_000, 4_000, 8_000)
     print(f"Part 3: rules check on {', '.join(f'{n:,}' for n in sizes)} rules")
     part_three(sizes, sizes[0])
-    report()
+    report(loads)
+    if wrong:
+        print("\nWRONG RESULTS:\n  " + "\n  ".join(wrong), file=sys.stderr)
+        return 1
+    missed = [row.method for row in rows if row.met is False]
+    if missed:
+        print(f"\nTargets missed: {', '.join(missed)}")
+        if args.check:
+            return 1
     return 0
 
 

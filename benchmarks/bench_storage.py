@@ -2,6 +2,7 @@
 
     python benchmarks/bench_storage.py            # full run, several minutes, ~15 GB of disk
     python benchmarks/bench_storage.py --quick    # small counts, to check that it runs
+    python benchmarks/bench_storage.py --check    # exit 1 when a target is missed
 
 What it measures, one process unless said otherwise:
 
@@ -25,6 +26,21 @@ What it measures, one process unless said otherwise:
   20,000 referrals are done; and claim-then-release churn on the million-row worklist, where
   all eight fight over the same head of the queue (``FOR UPDATE SKIP LOCKED``).
 
+What it checks, and exits 1 on a wrong result whatever the options (``--check`` also exits 1
+on a missed target):
+
+- **bulk intake**: the store counts exactly the referrals written, and a sample of them (20,
+  spread over the batches) reads back equal: snapshot and whole history;
+- **the built worklist stores**: a sample of the built referrals loads and replays to its
+  snapshot;
+- **every worklist measured**: against the slow reference (``Query.matches`` and
+  ``worklist_key``, what the memory store filters and sorts by, on referrals loaded one by
+  one): each row passes the filter, the rows are in worklist order, there are
+  ``min(50, store.count(query))`` of them, every run returns the same rows, and of a seeded
+  sample of 500 stored referrals every one that passes the filter and sorts before the last
+  row is among the rows;
+- **claims**: every seeded referral was claimed once and none is left open.
+
 PostgreSQL comes from ``--postgres`` (default ``$REFERRALKIT_TEST_POSTGRES`` or
 ``postgresql://postgres@127.0.0.1:5432/test``); each part uses its own schema, dropped at
 the end. Files go to ``--dir`` (default: a temporary directory, removed at the end).
@@ -39,6 +55,7 @@ import json
 import multiprocessing
 import os
 import platform
+import random
 import shutil
 import sqlite3
 import sys
@@ -53,8 +70,10 @@ import attrs
 import referralkit as rk
 from referralkit import synth
 from referralkit.events import apply_all, replay
+from referralkit.privacy import Sealed
 from referralkit.storage import Change, History, MemoryStore, Query, ReferralStore, open_store
 from referralkit.storage import sqlite as sqlite_adapter
+from referralkit.storage._base import worklist_key
 
 INTAKE_TARGET = {"SQLite": 5_000.0, "PostgreSQL": 2_000.0}
 WORKLIST_TARGET_MS = 20.0
@@ -62,6 +81,10 @@ CLAIM_BATCH = 10
 COORDINATORS = 8
 ACTOR = rk.Actor("bench", {rk.Role.COORDINATOR})
 PLACEHOLDERS = ("@@ID@@", "@@SRC@@", "@@PAT@@")
+INTAKE_SAMPLE = 20
+WORKLIST_SAMPLE = 500
+
+wrong: list[str] = []  # results that differ from their reference (always fatal)
 
 
 @attrs.frozen
@@ -142,6 +165,7 @@ def bench_intake(store: ReferralStore, changes: Sequence[Any], label: str) -> li
         store.save_many(changes[k : k + 500])
     elapsed = time.perf_counter() - started
     events = sum(len(c[1]) for c in changes)
+    check_intake(store, changes, label)
     return [
         Row(
             "bulk intake",
@@ -152,6 +176,17 @@ def bench_intake(store: ReferralStore, changes: Sequence[Any], label: str) -> li
             INTAKE_TARGET[label],
         )
     ]
+
+
+def check_intake(store: ReferralStore, changes: Sequence[Any], label: str) -> None:
+    """The store counts every referral written; a sample reads back equal, history included."""
+    stored = store.count()
+    if stored != len(changes):
+        wrong.append(f"bulk intake, {label}: {stored:,} stored, {len(changes):,} written")
+    step = max(1, len(changes) // INTAKE_SAMPLE)
+    for referral, events, _ in [*changes[::step], changes[-1]]:
+        if store.load(referral.id) != referral or list(store.events(referral.id)) != list(events):
+            wrong.append(f"bulk intake, {label}: {referral.id} reads back different")
 
 
 # --------------------------------------------------------------------------- a million
@@ -184,9 +219,12 @@ def templates(count: int) -> list[History]:
 def substituted(row: tuple[Any, ...], values: tuple[str, str, str]) -> tuple[Any, ...]:
     out = []
     for field in row:
-        if isinstance(field, str) and "@@" in field:
+        sealed = isinstance(field, Sealed)
+        text = field.reveal() if sealed else field
+        if isinstance(text, str) and "@@" in text:
             for placeholder, value in zip(PLACEHOLDERS, values, strict=True):
-                field = field.replace(placeholder, value)
+                text = text.replace(placeholder, value)
+            field = Sealed(text) if sealed else text
         out.append(field)
     return tuple(out)
 
@@ -217,8 +255,8 @@ def check_sample(store: ReferralStore, count: int) -> None:
     """Load and replay a few of the built referrals: the rows are real referrals."""
     for k in (0, 1, count // 2, count - 1):
         referral = store.load(f"r{k:07d}")
-        if replay(store.events(referral.id)) != referral:
-            raise SystemExit(f"built row r{k:07d} does not replay to its snapshot")
+        if referral.id != f"r{k:07d}" or replay(store.events(referral.id)) != referral:
+            wrong.append(f"built row r{k:07d} does not replay to its snapshot")
 
 
 def build_sqlite(store: Any, count: int) -> None:
@@ -247,14 +285,43 @@ def build_postgres(store: Any, count: int) -> None:
 
 
 def latencies(store: ReferralStore, query: Query, runs: int) -> list[float]:
-    store.query(query)  # warm
+    first = store.query(query)  # warm
     times = []
     for _ in range(runs):
         started = time.perf_counter()
         found = store.query(query)
         times.append((time.perf_counter() - started) * 1000)
-        assert found, query  # every measured worklist has rows
+        if [r.id for r in found] != [r.id for r in first]:
+            wrong.append(f"{query}: the worklist changed between runs")
     return times
+
+
+def check_worklist(
+    store: ReferralStore, label: str, name: str, query: Query, sample: Sequence[str]
+) -> None:
+    """The rows against the slow reference (``Query.matches``, ``worklist_key``): each passes
+    the filter, in order, as many as the store counts (up to the limit), and every referral of
+    ``sample`` (ids, loaded one by one) that passes the filter and sorts before the last row
+    is among them."""
+    where = f"worklist, {label}, {name}"
+    found = store.query(query)
+    limit = query.limit or len(found)
+    if not found:
+        wrong.append(f"{where}: no rows")
+        return
+    if len(found) != min(limit, store.count(attrs.evolve(query, limit=None))):
+        wrong.append(f"{where}: {len(found)} rows, not min({limit}, the matching count)")
+    if not all(query.matches(r) for r in found):
+        wrong.append(f"{where}: a row does not pass the filter")
+    keys = [worklist_key(r) for r in found]
+    if keys != sorted(keys) or len(set(keys)) != len(keys):
+        wrong.append(f"{where}: rows not in worklist order")
+    ids = {r.id for r in found}
+    last = keys[-1]
+    for referral_id in sample:
+        r = store.load(referral_id)
+        if query.matches(r) and worklist_key(r) <= last and r.id not in ids:
+            wrong.append(f"{where}: {r.id} sorts before the last row but is not listed")
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -266,6 +333,8 @@ def bench_worklist(
     store: ReferralStore, label: str, count: int, runs: int, size: int, built_s: float
 ) -> list[Row]:
     part = f"worklist, {count:,} stored"
+    picked = random.Random(7).sample(range(count), min(count, WORKLIST_SAMPLE))
+    sample = [f"r{k:07d}" for k in picked]
     rows = [
         Row(
             part,
@@ -287,6 +356,7 @@ def bench_worklist(
         ("top-50 open cardiology", Query(open_only=True, specialty="cardiology", limit=50), (95,)),
         ("top-50 open of one owner", Query(open_only=True, owner="coord-7", limit=50), (95,)),
     ):
+        check_worklist(store, label, name, query, sample)
         times = latencies(store, query, runs)
         for p in shown:
             rows.append(
@@ -399,6 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="PostgreSQL URL (a schema per part is created and dropped)",
     )
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--dir", help="where the SQLite files go (default: a temporary dir)")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -467,8 +538,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seed_items(store, items)
                 url = f"{postgres}{'&' if '?' in postgres else '?'}schema=bench_claims"
                 calls, claimed, elapsed = run_coordinators(url, "handle", 0.0)
-                assert claimed == items, (claimed, items)
-                assert store.count(Query(open_only=True)) == 0
+                left = store.count(Query(open_only=True))
+                if claimed != items or left:
+                    wrong.append(f"claims: {claimed:,} of {items:,} claimed, {left:,} left open")
                 results.append(
                     Row(
                         "claims",
@@ -502,7 +574,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     notes = [r for r in results if r.note]
     for r in notes:
         print(f"\n{r.what}: {r.note}")
-    return 0
+    if wrong:
+        print("\nWRONG RESULTS:\n  " + "\n  ".join(wrong), file=sys.stderr)
+        return 1
+    print(
+        f"\nchecked: bulk intake counts, a sample of {INTAKE_SAMPLE} read back equal; every "
+        f"worklist against the reference order on a sample of {WORKLIST_SAMPLE} stored referrals"
+    )
+    missed = [r for r in results if r.target is not None and r.cells()[-1] != "yes"]
+    if missed:
+        print("missed targets: " + "; ".join(f"{r.store}: {r.what}" for r in missed))
+    return 1 if args.check and missed else 0
 
 
 if __name__ == "__main__":

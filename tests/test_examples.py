@@ -18,6 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+BENCH_CORE = ROOT / "benchmarks" / "bench_core.py"
 PYPROJECT_EXTRAS = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
     "optional-dependencies"
 ]
@@ -122,3 +123,49 @@ class TestCoreBenchmark:
         assert "python-statemachine: `send` on a pre-built machine" in out
         assert out.count("| baseline |") == 2
         assert "intake → send → accept → schedule → record_visit → complete" in out
+        assert "checked: every table answer equals python-statemachine's" in out
+        assert "× faster (" in out  # a speed-up per pair: median (min–max)
+        assert "load average" in out
+
+    def test_quick_run_needs_no_hypothesis(self):
+        """The core benchmark runs with ``hypothesis`` unimportable: it needs no test extra."""
+        code = (
+            "import runpy, sys; sys.modules['hypothesis'] = None; "
+            f"sys.argv = ['bench_core.py', '--quick']; "
+            f"runpy.run_path({str(ROOT / 'benchmarks' / 'bench_core.py')!r}, run_name='__main__')"
+        )
+        result = subprocess.run(
+            [sys.executable, "-W", "error", "-c", code],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "checked:" in result.stdout
+
+    def test_a_wrong_path_is_reported(self):
+        """A store that does not hold what the paths made is a wrong result: a missing
+        referral, or one whose snapshot differs from the desk's."""
+        import importlib.util
+
+        import referralkit as rk
+
+        spec = importlib.util.spec_from_file_location("bench_core", BENCH_CORE)
+        assert spec is not None
+        assert spec.loader is not None
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+        store = rk.open_store("memory://")
+        desk = rk.ReferralDesk(store, clock=bench.FakeClock(bench.START))
+        done = [bench.path(desk, request) for request in bench.complete_requests(2)]
+        bench.check_paths(store, done, 2)
+        assert bench.wrong == []
+        bench.check_paths(store, done, 3)
+        assert bench.wrong == ["whole path: 2 stored, 2 done, 3 expected"]
+        bench.wrong.clear()
+        other = rk.ReferralDesk(rk.open_store("memory://"), clock=bench.FakeClock(bench.START))
+        bench.check_paths(store, [bench.path(other, bench.complete_requests(1)[0])], 2)
+        assert bench.wrong[-1].endswith("is not in the store")
+        assert bench.main(["--quick"]) == 1

@@ -1,0 +1,194 @@
+"""The benchmarks' quick modes: each runs, checks what it times, and fails on a wrong result
+(and, with ``--check``, on a missed target)."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import attrs
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+
+
+def run_bench(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``benchmarks/name`` in a fresh interpreter, warnings as errors."""
+    return subprocess.run(
+        [sys.executable, "-W", "error", str(BENCH / name), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def load_bench(name: str) -> ModuleType:
+    """The benchmark script as a module, to call its functions in-process."""
+    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), BENCH / name)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class TestRulesBenchmark:
+    def test_quick_run_pairs_and_checks_every_method(self) -> None:
+        """``bench_rules.py --quick`` times each method in pairs with its baseline, reports the
+        median ratio with its range and the load average, and says what it checked."""
+        result = run_bench("bench_rules.py", "--quick")
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        assert "Load average (1, 5, 15 min):" in out
+        assert "| ratio to baseline, median (min–max) |" in out
+        assert "5 pairs" in out
+        assert "fact extraction alone" in out
+        assert "equal to the explain path, 2,000 referrals" in out
+        assert "same findings: True" in out
+        assert "WRONG" not in result.stderr
+
+    def test_paired_checks_every_timed_result(self) -> None:
+        """A method is timed after its baseline in every pair, and each of its results goes to
+        the check (the warm-up's and every timed run's)."""
+        bench = load_bench("bench_rules.py")
+        order: list[str] = []
+        seen: list[int] = []
+
+        def baseline() -> int:
+            order.append("baseline")
+            return 0
+
+        def method() -> int:
+            order.append("method")
+            return len(order)
+
+        pair = bench.paired(baseline, method, 1, 3, seen.append)
+        assert order == ["baseline", "method"] * 4
+        assert seen == [2, 4, 6, 8]
+        assert len(pair.ratios) == 3
+        assert pair.spread().endswith("3 pairs")
+
+    def test_a_wrong_result_exits_1(self) -> None:
+        """A result that differs from its reference fails the run even without ``--check``."""
+        bench = load_bench("bench_rules.py")
+        bench.wrong.append("planted: differs")
+        assert bench.main(["--quick", "--check-only"]) == 1
+
+    def test_check_fails_on_a_missed_target(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """With ``--check``, a missed target exits 1; without it the run still succeeds."""
+        bench = load_bench("bench_rules.py")
+        monkeypatch.setattr(bench, "POLICY_TARGET_US", 0.0)
+        monkeypatch.setattr(bench, "DEFAULT_PEERS", ROOT / "no-such-peers")
+        assert bench.main(["--quick", "--rounds", "1", "--check"]) == 1
+        bench.rows.clear()
+        bench.check_rows.clear()
+        assert bench.main(["--quick", "--rounds", "1"]) == 0
+
+
+class TestStorageBenchmark:
+    def test_quick_run_checks_intake_and_worklists(self) -> None:
+        """``bench_storage.py --quick --no-postgres`` checks bulk intake (count, a sample read
+        back) and every worklist against the reference order before printing its table."""
+        result = run_bench("bench_storage.py", "--quick", "--no-postgres")
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        assert "| bulk intake | SQLite |" in out
+        assert "top-50 open, worklist order: p95" in out
+        assert "checked: bulk intake counts, a sample of 20 read back equal" in out
+
+    def test_a_worklist_out_of_order_is_wrong(self, tmp_path: Path) -> None:
+        """Rows in another order than the reference's, or a referral that sorts before the
+        last row but is missing, are reported; the true worklist is not."""
+        import referralkit as rk
+        from referralkit.storage import Query
+
+        bench = load_bench("bench_storage.py")
+        changes = bench.intake_changes(80)
+        query = Query(open_only=True, limit=10)
+        sample = [c[0].id for c in changes]
+
+        class Reversed(rk.MemoryStore):
+            def query(self, query: Query = Query()) -> list[rk.Referral]:
+                return list(reversed(super().query(query)))
+
+        class Skipping(rk.MemoryStore):
+            def query(self, query: Query = Query()) -> list[rk.Referral]:
+                found = super().query(attrs.evolve(query, limit=None))
+                return found[1 : (query.limit or len(found)) + 1]
+
+        for store_class, expected in (
+            (rk.MemoryStore, None),
+            (Reversed, "not in worklist order"),
+            (Skipping, "sorts before the last row but is not listed"),
+        ):
+            bench.wrong.clear()
+            store = store_class()
+            store.save_many(changes)
+            bench.check_intake(store, changes, "memory")
+            bench.check_worklist(store, "memory", "top-10", query, sample)
+            if expected is None:
+                assert bench.wrong == []
+            else:
+                assert any(expected in w for w in bench.wrong), bench.wrong
+
+
+class TestFhirBenchmark:
+    def test_quick_run_checks_the_exported_bundles(self) -> None:
+        """``bench_fhir.py --quick`` checks every exported Bundle's resources, re-imports a
+        sample equal to the source, and checks the import, before printing its table."""
+        result = run_bench("bench_fhir.py", "--quick")
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        assert "| part | operation | median referrals/s |" in out
+        assert "2 pairs" in out
+        assert "Bundles, one per referral, each with the resources its referral" in out
+        assert "100 ServiceRequest" in out
+        assert "re-imported equal to the source" in out
+
+    def test_a_wrong_export_is_reported(self, tmp_path: Path) -> None:
+        """A Bundle missing a resource, a Bundle that re-imports differently, and a missing
+        Bundle are each reported; the true export is not."""
+        import json
+
+        from referralkit.interop.fhir import to_fhir
+        from referralkit.storage import open_store
+
+        bench = load_bench("bench_fhir.py")
+        url = f"sqlite:///{tmp_path / 'source.db'}"
+        bench.populate(url, 12)
+        with open_store(url) as store:
+            referrals = sorted(store.query(), key=lambda r: r.id)
+        bundles = [to_fhir(r) for r in referrals]
+
+        def text(items: list[dict[str, object]]) -> str:
+            return "".join(json.dumps(b) + "\n" for b in items)
+
+        totals = bench.check_export(url, text(bundles), "export", 12)
+        assert bench.wrong == []
+        assert totals["ServiceRequest"] == len(referrals)
+        assert totals["Patient"] == len(referrals)
+
+        bench.check_export(url, text(bundles[1:]), "export", 12)
+        assert bench.wrong == [
+            f"export: {len(referrals) - 1} Bundles for {len(referrals)} referrals"
+        ]
+        bench.wrong.clear()
+
+        no_patient = json.loads(json.dumps(bundles[0]))
+        no_patient["entry"] = [
+            e for e in no_patient["entry"] if e["resource"]["resourceType"] != "Patient"
+        ]
+        bench.check_export(url, text([no_patient, *bundles[1:]]), "export", 12)
+        assert "Bundle has" in bench.wrong[0]
+        assert "does not re-import" in bench.wrong[1]
+        bench.wrong.clear()
+
+        swapped = [to_fhir(referrals[1]), to_fhir(referrals[0]), *bundles[2:]]
+        bench.check_export(url, text(swapped), "export", 12)
+        assert any("re-imported differs from the source" in w for w in bench.wrong)
