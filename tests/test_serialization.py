@@ -107,6 +107,20 @@ class TestRoundTrip:
         data["patient"]["birth_date"] = dt.date(1961, 4, 2)
         assert from_dict(Referral, data) == from_dict(Referral, referral_data())
 
+    def test_subclasses_of_json_types_are_accepted(self) -> None:
+        """A str or int subclass (an enum member, say) is taken where a string or an integer
+        belongs, as its plain value would be."""
+
+        class Tag(enum.StrEnum):
+            CARDIOLOGY = "cardiology"
+
+        class Count(enum.IntEnum):
+            SEVEN = 7
+
+        data = referral_data() | {"specialty": Tag.CARDIOLOGY, "version": Count.SEVEN}
+        plain = referral_data() | {"specialty": "cardiology", "version": 7}
+        assert from_dict(Referral, data) == from_dict(Referral, plain)
+
     def test_event_payload_is_a_copy(self) -> None:
         """An event payload is structured as a plain dict."""
         event = from_dict(
