@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import io
 import json
 import re
@@ -24,6 +25,7 @@ from referralkit import ReferralKitError, cli
 from referralkit.errors import StorageError
 from referralkit.events import replay
 from referralkit.storage import Change, open_store
+from referralkit.storage import sqlite as sqlite_module
 from referralkit.storage.sqlite import SQLiteStore
 
 pytest.importorskip("fhir.resources")
@@ -632,6 +634,77 @@ class TestMemory:
             tracemalloc.stop()
         assert result[:2] == (0, "imported 200 referrals (0 already present)\n")
         assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+
+
+class Digest(io.TextIOBase):
+    """A stdout that keeps only a hash and a line count of what is written to it."""
+
+    def __init__(self) -> None:
+        self.hash = hashlib.sha256()
+        self.lines = 0
+
+    def write(self, text: str) -> int:
+        self.hash.update(text.encode("utf-8"))
+        self.lines += text.count("\n")
+        return len(text)
+
+
+def traced_export(url: str) -> tuple[int, Digest]:
+    """The peak traced memory of ``fhir export --no-validate`` of ``url``, and its output."""
+    sink = Digest()
+    tracemalloc.start()
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(io.StringIO()):
+            status = cli.main(["fhir", "export", "--no-validate", "--db", url])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert status == 0
+    return peak, sink
+
+
+class TestExportMemory:
+    """An export reads the store in pages and writes each Bundle as it is made."""
+
+    def test_peak_traced_memory_does_not_grow_with_the_store(
+        self, many: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Exporting 200 referrals, 10 per page, peaks at about what exporting 50 does (holding
+        every referral and every line, as the export once did, took 4 times as much), and
+        writes the same lines as a whole export into memory."""
+        urls = {}
+        for size in (50, 200):
+            urls[size] = url_of(tmp_path / f"{size}.db")
+            path = write(tmp_path / f"{size}.ndjson", many[:size])
+            assert run_main(["fhir", "import", str(path), "--db", urls[size]])[0] == 0
+        monkeypatch.setattr(sqlite_module, "_EXPORT_BATCH", 10)
+        traced_export(urls[50])  # warm up: imports and caches are not what is measured
+        small, _ = traced_export(urls[50])
+        large, sink = traced_export(urls[200])
+        status, whole, _ = run_main(["fhir", "export", "--no-validate", "--db", urls[200]])
+        assert (status, sink.lines) == (0, 200)
+        assert sink.hash.hexdigest() == hashlib.sha256(whole.encode("utf-8")).hexdigest()
+        assert large < 1.5 * small, f"peak {large / 2**20:.1f} MiB vs {small / 2**20:.1f} MiB"
+
+    def test_a_failure_names_its_referral_after_the_lines_before_it(
+        self, demo: Demo, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A Bundle that cannot be made stops the export with an error naming the referral;
+        the Bundles before it have been written already, in id order."""
+        to_fhir = fhir.to_fhir
+
+        def refuse_the_third(referral: Any, *, validate: bool = False) -> Any:
+            if referral.id == demo.ids[2]:
+                raise fhir.FhirError("entry[0].resource.code", "not a valid code")
+            return to_fhir(referral, validate=validate)
+
+        monkeypatch.setattr(fhir, "to_fhir", refuse_the_third)
+        status, stdout, stderr = run_main(["fhir", "export", "--db", demo.url])
+        assert (status, stdout.splitlines()) == (2, demo.lines[:2])
+        assert stderr == (
+            f"referralkit: error: referral {demo.ids[2]}: entry[0].resource.code: "
+            "not a valid code\n"
+        )
 
 
 class TestExport:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from referralkit import (
     Actor,
+    AttachmentKind,
     Code,
     Communication,
     Coverage,
@@ -106,6 +107,20 @@ class TestRoundTrip:
         data["patient"]["birth_date"] = dt.date(1961, 4, 2)
         assert from_dict(Referral, data) == from_dict(Referral, referral_data())
 
+    def test_subclasses_of_json_types_are_accepted(self) -> None:
+        """A str or int subclass (an enum member, say) is taken where a string or an integer
+        belongs, as its plain value would be."""
+
+        class Tag(enum.StrEnum):
+            CARDIOLOGY = "cardiology"
+
+        class Count(enum.IntEnum):
+            SEVEN = 7
+
+        data = referral_data() | {"specialty": Tag.CARDIOLOGY, "version": Count.SEVEN}
+        plain = referral_data() | {"specialty": "cardiology", "version": 7}
+        assert from_dict(Referral, data) == from_dict(Referral, plain)
+
     def test_event_payload_is_a_copy(self) -> None:
         """An event payload is structured as a plain dict."""
         event = from_dict(
@@ -168,6 +183,43 @@ class TestErrorPaths:
         with pytest.raises(ValidationError) as info:
             from_dict(Referral, data)
         assert info.value.path == "diagnoses[1].code"
+
+    def test_enum_in_a_list_item_path(self) -> None:
+        """A bad enumeration value inside an item of a list is named by index and field."""
+        data = referral_data()
+        data["attachments"][0]["kind"] = "fax"
+        with pytest.raises(ValidationError) as info:
+            from_dict(Referral, data)
+        assert (info.value.path, info.value.reason) == (
+            "attachments[0].kind",
+            "not one of " + ", ".join(k.value for k in AttachmentKind),
+        )
+
+    def test_first_bad_item_is_named(self) -> None:
+        """With several bad items in a list, the first is the one named."""
+        data = referral_data()
+        data["diagnoses"][1] = "I10"
+        data["diagnoses"][0]["system"] = 7
+        with pytest.raises(ValidationError) as info:
+            from_dict(Referral, data)
+        assert info.value.path == "diagnoses[0].system"
+
+    @pytest.mark.parametrize("field", ["diagnoses", "services"])
+    def test_a_list_given_a_number(self, field: str) -> None:
+        """A list field given something that is not a list names that field."""
+        data = referral_data() | {field: 5}
+        with pytest.raises(ValidationError) as info:
+            from_dict(Referral, data)
+        assert info.value.path == field
+
+    def test_optional_field_given_the_wrong_type(self) -> None:
+        """An optional nested object given the wrong JSON type names the field; null is
+        accepted."""
+        data = referral_data()
+        assert from_dict(Referral, data | {"target": None}).target is None
+        with pytest.raises(ValidationError) as info:
+            from_dict(Referral, data | {"target": 5})
+        assert info.value.path == "target"
 
     def test_deep_path(self) -> None:
         """Paths go as deep as the data: patient.contacts[0].value."""

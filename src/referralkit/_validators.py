@@ -379,15 +379,22 @@ def tuple_of(kind: type | tuple[type, ...], description: str) -> Validator:
         if not isinstance(value, tuple):
             raise _fail(attribute, value, f"a tuple of {description}")
         for index, item in enumerate(value):
-            if not isinstance(item, kind) or (isinstance(item, str) and not item.strip()):
-                shown = _shown(attribute, item, kind_only=composite)
-                raise ValidationError(
-                    f"{attribute.name}[{index}]", f"expected {description}, got {shown}"
-                )
-            if isinstance(item, str) and (problem := storable_text(item)) is not None:
-                raise ValidationError(f"{attribute.name}[{index}]", problem)
+            if not isinstance(item, kind):
+                raise _item_error(attribute, index, item)
+            if text_items and isinstance(item, str):
+                # storable_text inlined: this runs for every item of every model value built
+                if not item.strip():
+                    raise _item_error(attribute, index, item)
+                if "\x00" in item or (not item.isascii() and _UNSTORABLE.search(item)):
+                    raise ValidationError(f"{attribute.name}[{index}]", storable_text(item) or _NUL)
+
+    def _item_error(attribute: attrs.Attribute[Any], index: int, item: Any) -> ValidationError:
+        shown = _shown(attribute, item, kind_only=composite)
+        return ValidationError(f"{attribute.name}[{index}]", f"expected {description}, got {shown}")
 
     composite = _composite(kind)
+    # whether an item can be text (kind is str, a StrEnum, or a base of str): found once, here
+    text_items = any(issubclass(k, str) or issubclass(str, k) for k in _as_tuple(kind))
     return check
 
 

@@ -71,7 +71,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Final, TextIO
@@ -1055,19 +1055,21 @@ def _fhir_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     wanted: list[str] = args.ids or []
     with open_store_to_read(args.db) as store:
+        referrals: Iterable[Referral]
         if wanted:
             # whole ids, or their first characters as the demo's worklist prints them
-            ids = {resolve_id(store, i) for i in wanted}
-            referrals = [store.load(i) for i in sorted(ids)]
+            ids = sorted({resolve_id(store, i) for i in wanted})
+            total = len(ids)
+            referrals = (store.load(i) for i in ids)
         else:
-            referrals = sorted(store.query(Query()), key=lambda r: r.id)
-    lines: list[str] = []
-    with Ticker(err, len(referrals), "referrals") as ticker:
-        for done, referral in enumerate(referrals, 1):
-            lines.append(_bundle_line(to_fhir, referral, validate=args.validate))
-            ticker.update(done)
-    for line in lines:
-        out.write(line)
+            # read in pages, in id order, and written as read: memory does not grow with the
+            # store (the events export() gives with each referral are dropped)
+            total = store.count()
+            referrals = (referral for referral, _ in store.export())
+        with Ticker(err, total, "referrals") as ticker:
+            for done, referral in enumerate(referrals, 1):
+                out.write(_bundle_line(to_fhir, referral, validate=args.validate))
+                ticker.update(done)
     out.flush()
     return 0
 
@@ -1945,7 +1947,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="write referrals as FHIR Bundles, one per line (NDJSON) on stdout",
         description="Write every referral of the store (or those --id names), in id order, "
         "as one compact FHIR R4 transaction Bundle per line, each validated with "
-        "fhir.resources unless --no-validate.",
+        "fhir.resources unless --no-validate. The store is read in pages and each Bundle "
+        "written as it is made; a referral that cannot be exported stops the export after "
+        "the Bundles before it.",
     )
     exporting.add_argument("--db", required=True, help="store URL to read referrals from")
     exporting.add_argument(

@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Mapping
+import functools
+import types
+import typing
+from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
-from typing import Any, TypeVar
+from types import NoneType
+from typing import Any, Final, TypeVar
 
 import cattrs
 from cattrs.errors import (
@@ -30,6 +34,7 @@ from cattrs.errors import (
     IterableValidationNote,
 )
 
+from . import model
 from ._redaction import boundary
 from ._validators import JsonObject
 from .errors import ValidationError
@@ -80,6 +85,8 @@ def _strict(kind: type, description: str) -> Any:
     (cattrs would turn ``"false"`` into ``True`` and ``7.9`` into ``7``)."""
 
     def hook(value: Any, _: type) -> Any:
+        if type(value) is kind:  # the common case first
+            return value
         if isinstance(value, bool) and kind is not bool:
             raise ValidationError("", f"expected {description}")
         if kind is float and isinstance(value, int):
@@ -91,26 +98,110 @@ def _strict(kind: type, description: str) -> Any:
     return hook
 
 
-for _kind, _description in (
-    (str, "a string"),
-    (int, "an integer"),
-    (float, "a number"),
-    (bool, "true or false"),
-):
+_STRICT: Final = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+}
+
+for _kind, _description in _STRICT.items():
     converter.register_structure_hook(_kind, _strict(_kind, _description))
 
 
+def _enum_hook(kind: type[enum.StrEnum]) -> Callable[[Any, type], Any]:
+    """The structure hook of one enum, built once: its members by value and its messages are
+    worked out here, not at every read of a field."""
+    members: dict[str, Any] = {m.value: m for m in kind}
+    allowed = ", ".join(members)
+
+    def hook(value: Any, _: type) -> Any:
+        if not isinstance(value, str):
+            raise ValidationError("", f"expected one of {allowed}")
+        found = members.get(value)
+        if found is None:
+            # not kind(value): enum's ValueError quotes the input
+            raise ValidationError("", f"not one of {allowed}")
+        return found
+
+    return hook
+
+
+@functools.cache
+def _enum_hook_of(kind: type[enum.StrEnum]) -> Callable[[Any, type], Any]:
+    return _enum_hook(kind)
+
+
 def _structure_enum(value: Any, kind: type[enum.StrEnum]) -> Any:
-    # registered for StrEnum, which singledispatch prefers over the strict ``str`` hook
-    if not isinstance(value, str):
-        raise ValidationError("", f"expected one of {', '.join(m.value for m in kind)}")
-    if value in {m.value for m in kind}:
-        return kind(value)
-    # not from an except block: enum's ValueError quotes the input
-    raise ValidationError("", f"not one of {', '.join(m.value for m in kind)}")
+    # registered for StrEnum, which singledispatch prefers over the strict ``str`` hook; the
+    # model's enums have hooks of their own (below), this serves any other StrEnum
+    return _enum_hook_of(kind)(value, kind)
 
 
 converter.register_structure_hook(enum.StrEnum, _structure_enum)
+for _enum in vars(model).values():
+    if isinstance(_enum, type) and issubclass(_enum, enum.StrEnum) and _enum is not enum.StrEnum:
+        # singledispatch prefers a class's own hook to the StrEnum one
+        converter.register_structure_hook(_enum, _enum_hook(_enum))
+
+
+def _optional_of(union: Any) -> Any:
+    """``X`` of ``X | None`` (``Optional[X]``), or ``None`` when ``union`` is not such."""
+    if typing.get_origin(union) not in (typing.Union, types.UnionType):
+        return None
+    args = [a for a in union.__args__ if a is not NoneType]
+    return args[0] if len(args) == 1 and len(union.__args__) == 2 else None
+
+
+def _optional_hook(union: Any) -> Callable[[Any, type], Any]:
+    """``X | None`` with ``X``'s hook found once (cattrs looks it up at every read)."""
+    inner_type = _optional_of(union)
+    inner = converter.get_structure_hook(inner_type)
+
+    def hook(value: Any, _: type) -> Any:
+        return None if value is None else inner(value, inner_type)
+
+    return hook
+
+
+def _homogeneous(kind: Any) -> bool:
+    args = getattr(kind, "__args__", None)
+    return (
+        getattr(kind, "__origin__", None) is tuple
+        and args is not None
+        and len(args) == 2
+        and args[1] is Ellipsis
+        and args[0] is not Any
+    )
+
+
+def _tuple_hook(kind: Any) -> Callable[[Any, type], Any]:
+    """``tuple[X, ...]`` with ``X``'s hook found once; a bad item is named by its index, as
+    cattrs names it."""
+    item_type = kind.__args__[0]
+    item = converter.get_structure_hook(item_type)
+
+    def hook(value: Any, _: type) -> Any:
+        items: list[Any] = []
+        errors: list[Exception] = []
+        for index, e in enumerate(value):
+            try:
+                items.append(item(e, item_type))
+            except Exception as exc:
+                note = IterableValidationNote(
+                    f"Structuring {kind} @ index {index}", index, item_type
+                )
+                exc.__notes__ = [*getattr(exc, "__notes__", []), note]
+                errors.append(exc)
+        if errors:
+            raise IterableValidationError(f"While structuring {kind!r}", errors, kind)
+        return tuple(items)
+
+    return hook
+
+
+converter.register_structure_hook_factory(lambda t: _optional_of(t) is not None, _optional_hook)
+converter.register_structure_hook_factory(_homogeneous, _tuple_hook)
 
 
 def _structure_payload(value: Any, _: type) -> dict[str, Any]:
