@@ -248,8 +248,8 @@ class TestDemoMessages:
         assert stdout.index("KPI summary") < stdout.index("Outbox:")
         english = stdout[stdout.index("English message (") : stdout.index("Spanish message (")]
         spanish = stdout[stdout.index("Spanish message (") :]
-        assert "English message (self-pay, referral " in english
-        assert "  Subject: What your care will cost" in english
+        assert "English message (booked, referral " in english
+        assert "  Subject: Your visit is booked for Tuesday, February 17, 2026" in english
         assert "Hello [first name]," in english
         assert "  Subject: Recibimos su remisión" in spanish
         assert "Hola, [first name]:" in spanish
@@ -276,7 +276,7 @@ class TestDemoMessages:
                 if c.summary is not None
                 and c.summary.endswith(" message sent in " + str(c.language))
             ]
-        assert len(sent) == 18
+        assert len(sent) == 17
         assert {c.direction.value for c in sent} == {"outbound"}
 
     def test_no_patient_to_write_to(self) -> None:

@@ -244,7 +244,8 @@ class BasicUrgency:
             hits.append(_hit("suspected-cancer"))
             score += 50
             priority = max(priority, Priority.URGENT, key=lambda p: p.rank)
-        if referral.patient.pregnant and referral.specialty != "obstetrics":
+        pregnancy = referral.patient.pregnant and referral.specialty != "obstetrics"
+        if pregnancy:
             reasons.append("pregnancy")
             hits.append(_hit("pregnancy"))
             score += 20
@@ -258,7 +259,7 @@ class BasicUrgency:
         due = default_due(referral.priority, start, needs_authorization)
         if suspected_cancer:
             due = min(due, start + dt.timedelta(days=14))
-        if "pregnancy" in reasons:
+        if pregnancy:
             due = min(due, start + dt.timedelta(hours=96))
         return UrgencyAssessment(
             priority=priority,
