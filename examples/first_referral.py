@@ -32,8 +32,10 @@ def main() -> None:
     referral = desk.accept(coordinator, referral.id)
     print(f"accepted: {referral.urgency.priority} referral, due by {referral.due_by:%Y-%m-%d}")
 
-    clock.advance(days=1)
-    visit = dt.datetime(2026, 1, 14, 10, 0, tzinfo=dt.UTC)
+    # Cardiac chest pain: the desk's default (the shipped urgency rules) makes it urgent,
+    # to be seen within 48 hours of receipt, so book the first slot inside that window.
+    clock.advance(hours=2)
+    visit = dt.datetime(2026, 1, 7, 8, 0, tzinfo=dt.UTC)
     referral = desk.schedule(coordinator, referral.id, visit)
     print(f"scheduled: {referral.current_appointment.start:%Y-%m-%d %H:%M} UTC")
 

@@ -244,12 +244,12 @@ class TestDemoMessages:
     ) -> None:
         """After the KPIs: the outbox, then a message in English and one in Spanish."""
         stdout, _, outbox = demo_messages
-        assert f"Outbox: 18 patient messages written to {outbox}" in stdout
+        assert f"Outbox: 17 patient messages written to {outbox}" in stdout
         assert stdout.index("KPI summary") < stdout.index("Outbox:")
         english = stdout[stdout.index("English message (") : stdout.index("Spanish message (")]
         spanish = stdout[stdout.index("Spanish message (") :]
-        assert "English message (self-pay, referral " in english
-        assert "  Subject: What your care will cost" in english
+        assert "English message (booked, referral " in english
+        assert "  Subject: Your visit is booked for Tuesday, February 17, 2026" in english
         assert "Hello [first name]," in english
         assert "  Subject: Recibimos su remisión" in spanish
         assert "Hola, [first name]:" in spanish
@@ -261,7 +261,7 @@ class TestDemoMessages:
         language; each is recorded on its referral as an outbound communication."""
         _, database, outbox = demo_messages
         files = sorted(outbox.glob("*.eml")) + sorted(outbox.glob("*.sms.txt"))
-        assert len(files) == 18
+        assert len(files) == 17
         languages = set()
         for path in outbox.glob("*.eml"):
             with path.open("rb") as file:
@@ -276,7 +276,7 @@ class TestDemoMessages:
                 if c.summary is not None
                 and c.summary.endswith(" message sent in " + str(c.language))
             ]
-        assert len(sent) == 18
+        assert len(sent) == 17
         assert {c.direction.value for c in sent} == {"outbound"}
 
     def test_no_patient_to_write_to(self) -> None:
@@ -574,7 +574,12 @@ def built() -> Built:
 
     ids: dict[str, str] = {}
     for name in ("completed", "no_shows", "declined", "error", "waiting", "auth"):
-        request = sample_request(f"KPI-{name}")
+        # hypertension, not the sample's chest pain: the shipped urgency rules make cardiac
+        # chest pain urgent (48 h), and this store shows the routine 15-business-day window
+        request = attrs.evolve(
+            sample_request(f"KPI-{name}"),
+            diagnoses=(Code.icd10("I10", "Essential (primary) hypertension"),),
+        )
         if name == "auth":
             request = attrs.evolve(request, services=(Code.cpt("70551", "MRI brain"),))
         ids[name] = desk.intake(a, request).id

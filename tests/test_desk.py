@@ -417,7 +417,9 @@ class TestIntake:
     def test_intake_records_a_draft(
         self, desk: ReferralDesk, driver: Any, coordinator: Actor, clock: FakeClock
     ) -> None:
-        """Intake stores a version-1 draft with a coverage decision and an urgency assessment."""
+        """Intake stores a version-1 draft with a coverage decision and an urgency assessment,
+        decided by default by the shipped rules: an HMO member's in-network specialist is
+        covered on a PCP referral naming them (conditional)."""
         request = driver.request()
         referral = desk.intake(coordinator, request)
         assert referral.status is Status.DRAFT
@@ -427,9 +429,13 @@ class TestIntake:
         assert referral.patient == request.patient
         assert referral.created_at == referral.updated_at == clock.now()
         assert referral.coverage_decision is not None
-        assert referral.coverage_decision.covered is Covered.COVERED
+        assert referral.coverage_decision.covered is Covered.CONDITIONAL
+        assert [h.rule_id for h in referral.coverage_decision.hits] == [
+            "hmo-specialist-needs-referral"
+        ]
         assert referral.coverage_decision.network_status is NetworkStatus.IN_NETWORK
         assert referral.urgency is not None
+        assert {h.ruleset for h in referral.urgency.hits} == {"example-urgency"}
         history = desk.history(coordinator, referral.id)
         assert [e.type for e in history] == ["created", "coverage_decided", "urgency_assessed"]
         assert all(e.actor == coordinator.id and e.version == 1 for e in history)

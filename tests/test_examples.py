@@ -41,10 +41,10 @@ def example_params() -> list[object]:
 EXPECTED = {
     "first_referral.py": [
         "intake: referral id-1 is draft, missing: medical-history",
-        "accepted: routine referral, due by 2026-01-26",
+        "accepted: urgent referral, due by 2026-01-07",
         "completed: status completed, version 7",
         "history: 13 events",
-        "  2026-01-16 11:00 seen -> completed",
+        "  2026-01-09 09:00 seen -> completed",
         "replay of the history equals the stored referral",
     ],
     "custom_policy.py": [

@@ -240,13 +240,21 @@ class TestBasicUrgency:
 
     @pytest.mark.parametrize("code", ["C50.911", "D05.10"])
     def test_suspected_cancer(self, code: str) -> None:
-        """Suspected cancer is at least urgent and seen within 14 days at the latest."""
+        """Suspected cancer on a routine request is urgent and due within 14 days (the
+        two-week wait, as in the shipped rule file), not within the 48 hours of an urgent
+        request."""
         assessment = BasicUrgency().assess(referral(diagnoses=(Code.icd10(code),)), AT)
         assert assessment.priority is Priority.URGENT
         assert assessment.score == 150
         assert "suspected cancer: two-week wait" in assessment.reasons
-        assert assessment.due_by is not None
-        assert assessment.due_by <= AT + dt.timedelta(days=14)
+        assert assessment.due_by == AT + dt.timedelta(days=14)
+
+    def test_urgent_cancer_keeps_the_shorter_window(self) -> None:
+        """Requested urgent with suspected cancer: the earlier of 48 hours and 14 days."""
+        assessment = BasicUrgency().assess(
+            referral(priority=Priority.URGENT, diagnoses=(Code.icd10("C50.911"),)), AT
+        )
+        assert assessment.due_by == AT + dt.timedelta(hours=48)
 
     def test_stat_cancer_stays_stat(self) -> None:
         """A higher requested priority is kept."""
@@ -257,10 +265,11 @@ class TestBasicUrgency:
         assert assessment.due_by == AT + dt.timedelta(hours=24)
 
     def test_pregnancy(self) -> None:
-        """Pregnancy makes a routine referral urgent."""
+        """Pregnancy makes a routine referral urgent, due within 96 hours."""
         patient = attrs.evolve(sample_request().patient, pregnant=True)
         assessment = BasicUrgency().assess(referral(patient=patient), AT)
         assert assessment.priority is Priority.URGENT
+        assert assessment.due_by == AT + dt.timedelta(hours=96)
         assert "pregnancy" in assessment.reasons
         assert [h.rule_id for h in assessment.hits] == ["requested-routine", "pregnancy"]
 

@@ -16,7 +16,6 @@ from referralkit import (
     AuthStatus,
     CodeSystem,
     ConcurrencyError,
-    Covered,
     FakeClock,
     IntakeRequest,
     MemoryStore,
@@ -284,7 +283,9 @@ class TestPopulation:
             list(synth.population(1, seed=1, start=dt.datetime(2026, 1, 5)))
 
     def test_intake_decides_prior_auth_for_advanced_imaging(self) -> None:
-        """BasicCoverage asks for prior authorization for the 7055x/7219x services."""
+        """The default desk (the shipped coverage rules) asks for prior authorization for the
+        7055x/7219x services on the plans whose rules require it, and opens an authorization
+        for each such referral."""
         clock = FakeClock(START)
         desk = ReferralDesk(MemoryStore(), clock=clock)
         requests = [
@@ -296,8 +297,13 @@ class TestPopulation:
         ]
         assert requests
         decided = [desk.intake(TEAM[0], r) for r in requests]
-        needs = [r for r in decided if r.coverage_decision.covered is not Covered.NOT_COVERED]  # type: ignore[union-attr]
-        assert needs
+        needs = [r for r in decided if r.coverage_decision.needs_authorization]  # type: ignore[union-attr]
+        imaging = {
+            h.rule_id
+            for r in needs
+            for h in r.coverage_decision.hits  # type: ignore[union-attr]
+        }
+        assert {"ma-advanced-imaging", "hmo-advanced-imaging", "ppo-advanced-imaging"} <= imaging
         assert all(r.authorization.status is AuthStatus.NEEDED for r in needs)
 
 

@@ -48,6 +48,11 @@ from referralkit.worklist import (
 
 from .conftest import START, Driver
 
+# Hypertension rather than the sample's cardiac chest pain, which the default (shipped) urgency
+# rules make urgent within 48 hours: these tests follow a routine referral's 15-business-day
+# window.
+ROUTINE = (Code.icd10("I10", "Essential (primary) hypertension"),)
+
 
 def item_of(driver: Driver, referral: Referral, **kwargs: Any) -> WorklistItem:
     current = driver.desk.get(driver.actor, referral.id)
@@ -184,7 +189,7 @@ class TestNextAction:
 
     def test_a_future_appointment_needs_nothing(self, driver: Driver) -> None:
         """Booked inside the window, contacted, owned: nothing to do until the visit."""
-        r = driver.to(Status.ACCEPTED)
+        r = driver.to(Status.ACCEPTED, diagnoses=ROUTINE)
         r = driver.desk.log_communication(
             driver.actor, r.id, Channel.PHONE, Direction.INBOUND, "patient", interpreter_used=True
         )
@@ -280,7 +285,7 @@ class TestDelays:
     def test_insurance_on_a_pending_authorization(self, driver: Driver, mri: Code) -> None:
         """A standard request six days old: the payer's clock is at risk; the cause is
         insurance, since the request, with the request as evidence."""
-        r = driver.to(Status.RECEIVED, services=(mri,))
+        r = driver.to(Status.RECEIVED, services=(mri,), diagnoses=ROUTINE)
         requested_at = driver.clock.now()
         r = driver.desk.request_authorization(driver.actor, r.id)
         driver.clock.advance(days=6)
@@ -316,7 +321,7 @@ class TestDelays:
     def test_communication_when_calls_go_unanswered(self, driver: Driver) -> None:
         """Three outbound calls and nothing back: communication, since the first call, the
         calls as evidence; flagged unreachable, and the next contact is the next action."""
-        r = driver.to(Status.ACCEPTED)
+        r = driver.to(Status.ACCEPTED, diagnoses=ROUTINE)
         first = driver.clock.now()
         for _ in range(3):
             r = driver.desk.log_communication(

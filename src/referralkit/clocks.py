@@ -1315,6 +1315,6 @@ def read_clocks(
     datetime.date(2026, 2, 4)
     >>> [schedule_by] = read_clocks(r, desk.history(actor, r.id), clock.now())
     >>> schedule_by.name.value, schedule_by.state.value, schedule_by.breached_at.date()
-    ('schedule_by', 'breached', datetime.date(2026, 1, 26))
+    ('schedule_by', 'breached', datetime.date(2026, 1, 7))
     """
     return clocks_of(Timeline.of(referral, events, as_of, rules), rules)

@@ -66,8 +66,9 @@ from .model import (
     SurveyResponse,
     UrgencyAssessment,
 )
-from .policy import BasicCoverage, BasicUrgency, CoverageDecider, UrgencyAssessor
+from .policy import CoverageDecider, UrgencyAssessor
 from .privacy import Actor, authorize
+from .rules.policies import default_policies
 from .serialization import to_dict
 from .storage import Query, ReferralStore, open_store
 from .worklist import DEFAULT_WORKLIST, WorklistFilter, WorklistItem, WorklistRules, rank
@@ -280,10 +281,11 @@ def _reachable(referral: Referral, channels: Sequence[Channel], notifier: Notifi
 class ReferralDesk:
     """The application service over a :class:`~referralkit.storage.ReferralStore`.
 
-    ``clock`` defaults to the system clock, ``coverage`` and ``urgency`` to
-    :class:`~referralkit.policy.BasicCoverage` and :class:`~referralkit.policy.BasicUrgency`,
-    ``checklist`` to :data:`~referralkit.intake.DEFAULT_CHECKLIST`, and ``new_id`` (which
-    names referrals, appointments, documents...) to random UUIDs. ``scheduler`` is the
+    ``clock`` defaults to the system clock, ``coverage`` and ``urgency`` to the rule-based
+    policies of the shipped example rule files on the python engine
+    (:func:`~referralkit.rules.policies.default_policies`), ``checklist`` to
+    :data:`~referralkit.intake.DEFAULT_CHECKLIST`, and ``new_id`` (which names referrals,
+    appointments, documents...) to random UUIDs. ``scheduler`` is the
     :class:`~referralkit.scheduling.SchedulingAdapter` :meth:`book` books through (none by
     default: :meth:`schedule` records appointments booked elsewhere).
 
@@ -310,8 +312,12 @@ class ReferralDesk:
         self.store = store
         self.scheduler = scheduler
         self.clock: Clock = clock or SystemClock()
-        self.coverage: CoverageDecider = coverage or BasicCoverage()
-        self.urgency: UrgencyAssessor = urgency or BasicUrgency()
+        if coverage is None or urgency is None:
+            shipped_coverage, shipped_urgency = default_policies()
+            coverage = coverage or shipped_coverage
+            urgency = urgency or shipped_urgency
+        self.coverage: CoverageDecider = coverage
+        self.urgency: UrgencyAssessor = urgency
         self.checklist = checklist
         self._new_id = new_id or (lambda: uuid.uuid4().hex)
         self.worklist_rules = worklist_rules

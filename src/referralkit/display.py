@@ -22,14 +22,14 @@ last change; :func:`referral_card` takes the history and an instant for exact cl
 >>> _ = clock.advance(days=4)
 >>> card = referral_card(r, desk.history(actor, r.id), as_of=clock.now())
 >>> print(card.text)  # doctest: +NORMALIZE_WHITESPACE
-Referral ... cardiology, accepted, routine
-  received 2026-01-05 14:00 UTC; due 2026-01-26 14:00 UTC
-  coverage: Acme Health / Acme HMO Gold (HMO): covered, no-auth, in-network
+Referral ... cardiology, accepted, urgent
+  received 2026-01-05 14:00 UTC; due 2026-01-07 14:00 UTC
+  coverage: Acme Health / Acme HMO Gold (HMO): conditional, no-auth, in-network
   clocks (as of 2026-01-09 14:00 UTC):
-    schedule_by       running   deadline 2026-01-26 14:00 UTC
+    schedule_by       breached  deadline 2026-01-07 14:00 UTC
     first_contact_by  breached  deadline 2026-01-08 05:00 UTC
-  next action: contact_patient (log_communication): first contact due
-  flags: interpreter, breached, unassigned
+  next action: schedule (schedule): accepted, not booked
+  flags: OVERDUE, interpreter, breached, unassigned
 >>> "<table" in card._repr_html_()
 True
 

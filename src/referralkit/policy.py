@@ -2,8 +2,11 @@
 
 :class:`ReferralDesk <referralkit.desk.ReferralDesk>` asks a :class:`CoverageDecider` and an
 :class:`UrgencyAssessor` at intake and on :meth:`~referralkit.desk.ReferralDesk.reassess`.
-Anything with the right method fits; :class:`BasicCoverage` and :class:`BasicUrgency` are plain,
-documented defaults (examples, not payer or clinical guidance).
+Anything with the right method fits. A desk given none decides with the rule-based policies of
+the shipped example rule files (:func:`~referralkit.rules.policies.default_policies`);
+:class:`BasicCoverage` and :class:`BasicUrgency` are the hand-written example of a custom
+decider and assessor, agreeing with those rules where both decide (examples, not payer or
+clinical guidance).
 """
 
 from __future__ import annotations
@@ -101,7 +104,9 @@ def _hit(rule_id: str) -> RuleHit:
 
 
 class BasicCoverage:
-    """A plain default coverage decider.
+    """A hand-written coverage decider: the example of a custom :class:`CoverageDecider`.
+    Payer-agnostic, it agrees with the shipped coverage rules where both decide (see
+    :doc:`/rules`).
 
     - no coverage on file, self-pay, or coverage not active on the date: not covered;
     - an out-of-network specialist on an HMO, EPO, Medicaid or Medicare Advantage plan: not
@@ -205,15 +210,23 @@ def default_due(priority: Priority, start: dt.datetime, needs_authorization: boo
 
 
 class BasicUrgency:
-    """A plain default urgency assessor.
+    """A hand-written urgency assessor: the example of a custom
+    :class:`UrgencyAssessor`, deciding as the shipped ``urgency-10-clinical.toml`` rules do
+    for the cases it covers (the desk's default is those rules).
 
+    - the requested priority's window: stat 24 h, asap and urgent 48 h (96 h when prior
+      authorization is needed; the California timely-access standard), routine 15 business
+      days;
     - suspected cancer (an ICD-10-CM diagnosis in C00–D09): at least urgent, seen within 14
-      days (the NHS two-week wait);
-    - pregnancy, when referred outside obstetrics: at least urgent (prenatal care itself
-      keeps its requested priority);
-    - windows: stat 24 h, asap and urgent 48 h (96 h when prior authorization is needed; the
-      California timely-access standard), routine 15 business days;
+      days (the NHS two-week wait), or sooner when the requested window is shorter;
+    - pregnancy, when referred outside obstetrics: at least urgent, seen within 96 hours or
+      sooner (prenatal care itself keeps its requested priority);
     - the score orders the worklist: 100 per priority rank plus modifiers.
+
+    .. versionchanged:: 0.2
+       A routine referral raised to urgent for suspected cancer is due within 14 days (the
+       two-week wait), and for pregnancy within 96 hours, as in the shipped rule file;
+       before, both got the 48-hour urgent window.
     """
 
     def __repr__(self) -> str:
@@ -231,16 +244,23 @@ class BasicUrgency:
             hits.append(_hit("suspected-cancer"))
             score += 50
             priority = max(priority, Priority.URGENT, key=lambda p: p.rank)
-        if referral.patient.pregnant and referral.specialty != "obstetrics":
+        pregnancy = referral.patient.pregnant and referral.specialty != "obstetrics"
+        if pregnancy:
             reasons.append("pregnancy")
             hits.append(_hit("pregnancy"))
             score += 20
             priority = max(priority, Priority.URGENT, key=lambda p: p.rank)
         start = referral.received_at or at
         decision = referral.coverage_decision
-        due = default_due(priority, start, decision is not None and decision.needs_authorization)
+        needs_authorization = decision is not None and decision.needs_authorization
+        # A red flag raises the priority but brings its own window, not the raised priority's:
+        # the two-week wait is "seen within 14 days", not within the 48 h of an urgent request
+        # (the shipped urgency rules take the earliest of the windows that apply, likewise).
+        due = default_due(referral.priority, start, needs_authorization)
         if suspected_cancer:
             due = min(due, start + dt.timedelta(days=14))
+        if pregnancy:
+            due = min(due, start + dt.timedelta(hours=96))
         return UrgencyAssessment(
             priority=priority,
             score=priority.rank * 100 + score,

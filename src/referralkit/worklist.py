@@ -733,14 +733,16 @@ def assess(
     >>> actor = rk.Actor("coord-1", {rk.Role.COORDINATOR})
     >>> r = desk.send(actor, desk.intake(actor, sample_request()).id)
     >>> r = desk.accept(actor, r.id)
+    >>> r.urgency.priority.value  # cardiac chest pain: to be seen within 48 hours
+    'urgent'
     >>> _ = clock.advance(days=4)
     >>> item = assess(r, desk.history(actor, r.id), clock.now())
     >>> item.next_action.kind.value, item.next_action.operation
-    ('contact_patient', 'log_communication')
+    ('schedule', 'schedule')
     >>> [(d.clock.value, d.cause.value, d.breached) for d in item.delays]
-    [('first_contact_by', 'administrative', True)]
+    [('schedule_by', 'scheduling', True), ('first_contact_by', 'administrative', True)]
     >>> [f.value for f in item.flags]
-    ['interpreter', 'breached', 'unassigned']
+    ['OVERDUE', 'interpreter', 'breached', 'unassigned']
     """
     as_of = v.as_utc(as_of, "as_of")
     if as_of < referral.updated_at:

@@ -14,6 +14,7 @@ rulesets it consulted.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -45,6 +46,7 @@ __all__ = [
     "CoveragePolicy",
     "UrgencyPolicy",
     "coverage_decision",
+    "default_policies",
     "shipped_paths",
     "urgency_assessment",
 ]
@@ -333,3 +335,21 @@ class UrgencyPolicy(_Policy):
         at = utc(at)
         evaluation, trace = self.evaluate(extract(referral, at), at.date(), explain=explain)
         return urgency_assessment(evaluation, referral, at, trace)
+
+
+@functools.cache
+def default_policies() -> tuple[CoveragePolicy, UrgencyPolicy]:
+    """The coverage and urgency policies of the shipped example rule files on the python engine:
+    what a :class:`~referralkit.desk.ReferralDesk` decides with when given none (examples, not
+    payer or clinical guidance).
+
+    Built once per process and shared: a policy is immutable, and its caches only remember
+    decisions it already made.
+
+    >>> coverage, urgency = default_policies()
+    >>> urgency.rulesets[0].name
+    'example-urgency'
+
+    .. versionadded:: 0.2
+    """
+    return CoveragePolicy.shipped(), UrgencyPolicy.shipped()
