@@ -467,6 +467,34 @@ class TestLimits:
         with pytest.raises(RulesError):
             UrgencyPolicy([rs])
 
+    def test_an_alternative_service_that_is_not_a_code(self) -> None:
+        """``alternative_services = ["reason one"]`` built in Python (the loader refuses it)
+        passed the check and then stopped intake when the decision made it a Code: the check
+        and the policy refuse it before any decision. (Found by the property above.)"""
+        from referralkit.rules.model import Compare, Op, Rule
+
+        rs = Ruleset(
+            "py",
+            Kind.COVERAGE,
+            (
+                Rule(
+                    "alt",
+                    Compare("patient.age", Op.EQ, 0),
+                    {"covered": "not-covered", "alternative_services": ("reason one",)},
+                ),
+                Rule(
+                    "ok",
+                    Compare("patient.age", Op.EQ, 1),
+                    {"covered": "not-covered", "alternative_services": ("cpt:99451",)},
+                ),
+            ),
+        )
+        found = [(p.rule_id, p.field) for p in limit_problems(rs)]
+        assert found == [("alt", "then.alternative_services")]
+        assert [(p.rule_id, p.field) for p in check(rs)] == found
+        with pytest.raises(RulesError):
+            CoveragePolicy([rs])
+
 
 class TestCommand:
     """``referralkit rules check``: limits refused with file and line; ``--engine durable``

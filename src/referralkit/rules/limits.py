@@ -33,7 +33,7 @@ from typing import Any, Final
 
 from ..errors import RulesError
 from ._parser import MAX_DEPTH as _PARSER_DEPTH
-from ._parser import Problem, RulesetError, _Lines
+from ._parser import Problem, RulesetError, _Lines, _service_code
 from ._patterns import Deadline, pattern_of
 from .facts import FACTS, FactType
 from .model import (
@@ -338,6 +338,14 @@ class _Checker:
                 self.problem(where, f"{item!r} is not one of {', '.join(allowed)}")
         elif key in ("reason", "alternatives", "alternative_services"):
             self.text(where, item, blank=False, most=MAX_REASON)
+            # a decision turns each into a Code: one that does not read as a service code
+            # would stop intake at run time (the loader refuses it too)
+            if key == "alternative_services" and not _service_code(item):
+                self.problem(
+                    where,
+                    "expected a service code: cpt:, hcpcs:, snomed: or icd10: and the code, "
+                    "or <system URI>|<code>",
+                )
         else:
             self.text(where, item)
 

@@ -262,12 +262,18 @@ def conditions(
 
 
 _FREE_TEXT: Final = ("reason one", "reason two")
+# what a rule names as a covered alternative: service codes (the loader refuses anything else)
+_SERVICE_CODES: Final = ("cpt:99451", "cpt:99452", "hcpcs:G0406")
 
 
-def _output_value(spec: OutputSpec, extreme: bool = False) -> st.SearchStrategy[Any]:
-    if spec.type is float:
-        plain: st.SearchStrategy[Any] = st.sampled_from((0.0, 1.0, 2.5, 10.0))
-        wild: st.SearchStrategy[Any] = _EXTREME_NUMBERS | st.sampled_from((1e6, -1e6, 1e7))
+def _output_value(spec: OutputSpec, extreme: bool = False, key: str = "") -> st.SearchStrategy[Any]:
+    if key == "alternative_services":
+        plain: st.SearchStrategy[Any] = st.sampled_from(_SERVICE_CODES)
+        # extreme: text that is not a code too, which the check must refuse
+        wild: st.SearchStrategy[Any] = st.sampled_from(_FREE_TEXT) | _EXTREME_TEXTS
+    elif spec.type is float:
+        plain = st.sampled_from((0.0, 1.0, 2.5, 10.0))
+        wild = _EXTREME_NUMBERS | st.sampled_from((1e6, -1e6, 1e7))
     elif spec.type is int:
         plain = st.integers(min_value=0, max_value=30)
         wild = st.sampled_from((2_600, 3_650, 87_600, 87_601, 10**6, 10**12, 2**63, -1))
@@ -293,7 +299,7 @@ def _outputs(kind: Kind, extreme: bool = False) -> st.SearchStrategy[dict[str, A
     @st.composite
     def build(draw: st.DrawFn) -> dict[str, Any]:
         keys = draw(st.lists(st.sampled_from(sorted(specs)), min_size=1, max_size=3, unique=True))
-        return {k: draw(_output_value(specs[k], extreme)) for k in keys}
+        return {k: draw(_output_value(specs[k], extreme, k)) for k in keys}
 
     return build()
 
