@@ -22,8 +22,10 @@ from referralkit import (
     Attachment,
     AttachmentKind,
     Channel,
+    Code,
     Direction,
     FollowUpKind,
+    IntakeRequest,
     MemoryStore,
     Referral,
     ReferralDesk,
@@ -54,6 +56,26 @@ from referralkit.testing import FakeClock, sample_request
 from referralkit.worklist import assess
 
 from .conftest import START, Driver
+
+# The sample request says "chest pain", which the default desk's rules make urgent within 48
+# hours: these tests follow a routine referral's 15-business-day window, so the requests they
+# draw name a routine diagnosis unless a test gives its own.
+ROUTINE = (Code.icd10("I10", "Essential (primary) hypertension"),)
+
+
+@attrs.define
+class RoutineDriver(Driver):
+    """The shared driver, with routine requests."""
+
+    def request(self, *, complete: bool = True, **changes: Any) -> IntakeRequest:
+        changes.setdefault("diagnoses", ROUTINE)
+        return super().request(complete=complete, **changes)
+
+
+@pytest.fixture
+def driver(desk: ReferralDesk, clock: FakeClock, coordinator: Actor) -> Driver:
+    return RoutineDriver(desk, clock, coordinator)
+
 
 UTC = dt.UTC
 NY = zoneinfo.ZoneInfo("America/New_York")
