@@ -74,6 +74,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import enum
+import functools
 import zoneinfo
 from collections.abc import Iterable, Sequence
 from typing import Any, Final, NamedTuple
@@ -588,8 +589,14 @@ class ClockRules:
         """Whether a communication's ``counterpart`` is the patient (or their proxy)."""
         if not isinstance(counterpart, str):
             return False
-        words = counterpart.split(None, 1)
-        return bool(words) and words[0].strip(":,;()").lower() in self.patient_counterparts
+        # memoised: a handful of distinct values, read once per communication of every history
+        return _is_patient(self.patient_counterparts, counterpart)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_patient(counterparts: frozenset[str], counterpart: str) -> bool:
+    words = counterpart.split(None, 1)
+    return bool(words) and words[0].strip(":,;()").lower() in counterparts
 
 
 DEFAULT_CLOCKS: Final = ClockRules()
@@ -1063,6 +1070,11 @@ _READERS: Final = {
 # --------------------------------------------------------------------------- reading clocks
 
 
+@functools.lru_cache(maxsize=4096)
+def _risk_zone(length: dt.timedelta, at_risk: float) -> dt.timedelta:
+    return dt.timedelta(seconds=length.total_seconds() * at_risk)
+
+
 def _reading(
     definition: ClockDefinition,
     key: str,
@@ -1125,8 +1137,9 @@ def _reading(
     breached = end > deadline
     remaining = deadline - end
     stopped = stop is not None and stop[0] <= as_of
-    # timedelta * float costs 1.3 µs here (it goes through as_integer_ratio)
-    risk_zone = dt.timedelta(seconds=length.total_seconds() * definition.at_risk)
+    # timedelta * float costs 1.3 µs here (it goes through as_integer_ratio); most clocks
+    # share a few window lengths, so the zone is memoised
+    risk_zone = _risk_zone(length, definition.at_risk)
     if breached:
         state = ClockState.BREACHED
     elif stopped:
@@ -1192,7 +1205,10 @@ def clocks_of(timeline: Timeline, rules: ClockRules = DEFAULT_CLOCKS) -> tuple[C
         else:
             known = [(at, due) for at, due, _ in timeline.assessments if due is not None]
             # the assessment in force at receipt, then the later ones
-            first = max((i for i, (at, _) in enumerate(known) if at <= began[0]), default=0)
+            first = 0
+            for i, (at, _) in enumerate(known):
+                if at <= began[0]:
+                    first = i
             deadlines = [(began[0], due) for _, due in known[first : first + 1]]
             deadlines += [(at, due) for at, due in known[first + 1 :]]
         if deadlines:
