@@ -701,10 +701,15 @@ def flags(
 def rank_key(referral_id: str, priority: int, readings: Sequence[ClockReading]) -> RankKey:
     """The :class:`RankKey` of a referral with effective priority rank ``priority`` and
     clocks ``readings``."""
-    running = [c for c in readings if c.stopped_at is None]
-    if not running:
+    most = None
+    best = (True, 0.0)
+    for c in readings:  # the first of the least (not breached, fraction remaining)
+        if c.stopped_at is None:
+            here = (c.breached_at is None, c.fraction_remaining)
+            if most is None or here < best:
+                most, best = c, here
+    if most is None:
         return RankKey(2, NO_CLOCK, -priority, NO_CLOCK, referral_id)
-    most = min(running, key=lambda c: (not c.breached, c.fraction_remaining))
     return RankKey(
         0 if most.breached else 1,
         most.fraction_remaining,
