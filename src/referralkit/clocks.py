@@ -593,7 +593,8 @@ class ClockRules:
         return _is_patient(self.patient_counterparts, counterpart)
 
 
-@functools.lru_cache(maxsize=4096)
+# not cached: a communication's counterpart is PHI, and a process-wide cache would keep it
+# past the referral it belongs to
 def _is_patient(counterparts: frozenset[str], counterpart: str) -> bool:
     words = counterpart.split(None, 1)
     return bool(words) and words[0].strip(":,;()").lower() in counterparts
