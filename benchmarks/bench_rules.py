@@ -244,10 +244,11 @@ def part_one(peers: Path, count: int, rounds: int) -> None:
         "hand-written",
     )
 
-    try:
-        from referralkit.rules.durable import DurableEngine
-    except ImportError as error:  # durable-rules does not build on every Python
-        print(f"  durable engine skipped: {error}")
+    from referralkit.rules.durable import DurableEngine
+    from referralkit.rules.timeline import durable_available
+
+    if not durable_available():  # durable-rules does not build on every Python (not 3.13)
+        print("  durable engine skipped: durable-rules is not installed here")
     else:
         durable = DurableEngine(ruleset)
         raw = raw_durable(rd, records)
