@@ -1,0 +1,60 @@
+"""The shipped policies' fast paths (cached plans and decisions) decide exactly as their
+explain paths, which build every value through the validating constructors."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import attrs
+
+from referralkit import synth
+from referralkit.model import Priority
+from referralkit.rules.policies import CoveragePolicy, UrgencyPolicy
+
+AT = dt.datetime(2026, 6, 1, 9, 0, tzinfo=dt.UTC)
+
+
+def test_fast_assessments_and_decisions_equal_the_explain_path() -> None:
+    """Over varied synthetic referrals, every fast decision and assessment equals the explain
+    path's with its trace left out."""
+    coverage, urgency = CoveragePolicy.shipped(), UrgencyPolicy.shipped()
+    referrals = list(synth.referrals(400, 5, AT))
+    assert len({r.priority for r in referrals}) > 1
+    for r in referrals:
+        assert coverage.decide(r, AT) == attrs.evolve(
+            coverage.decide(r, AT, explain=True), trace=()
+        )
+        fast = urgency.assess(r, AT)
+        assert fast == attrs.evolve(urgency.assess(r, AT, explain=True), trace=())
+        assert fast.trace == ()
+        assert fast.due_by is not None
+        assert fast.due_by.tzinfo is dt.UTC
+
+
+def test_a_window_past_the_end_of_time_is_due_at_the_end_of_time() -> None:
+    """A referral received days before the last representable instant is due at the end of
+    time on the fast path as on the explain path."""
+    urgency = UrgencyPolicy.shipped()
+    late = dt.datetime(9999, 12, 20, tzinfo=dt.UTC)
+    r = attrs.evolve(
+        next(iter(synth.referrals(1, 3, AT))), received_at=late, priority=Priority.ROUTINE
+    )
+    fast = urgency.assess(r, late)
+    assert fast.due_by == dt.datetime.max.replace(tzinfo=dt.UTC)
+    assert fast == attrs.evolve(urgency.assess(r, late, explain=True), trace=())
+
+
+def test_the_plan_cache_is_bounded_and_never_serves_another_evaluation() -> None:
+    """A full plan cache is emptied before it grows further, and an entry whose key matches but
+    that holds another evaluation is replaced, not used."""
+    urgency = UrgencyPolicy.shipped()
+    r = next(iter(synth.referrals(1, 7, AT)))
+    expected = urgency.assess(r, AT)
+    (key, plan), *_ = urgency._plans.items()
+    urgency._plans[key] = attrs.evolve(plan, evaluation=None, priority=Priority.STAT, score=-1.0)
+    assert urgency.assess(r, AT) == expected
+    assert urgency._plans[key].evaluation is plan.evaluation
+    urgency._plans.clear()
+    urgency._plans.update({(i, Priority.ROUTINE): plan for i in range(4097)})
+    assert urgency.assess(r, AT) == expected
+    assert len(urgency._plans) == 1
