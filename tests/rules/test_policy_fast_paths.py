@@ -9,6 +9,7 @@ import attrs
 
 from referralkit import synth
 from referralkit.model import Priority
+from referralkit.rules.facts import _extract
 from referralkit.rules.policies import CoveragePolicy, UrgencyPolicy
 
 AT = dt.datetime(2026, 6, 1, 9, 0, tzinfo=dt.UTC)
@@ -58,3 +59,19 @@ def test_the_plan_cache_is_bounded_and_never_serves_another_evaluation() -> None
     urgency._plans.update({(i, Priority.ROUTINE): plan for i in range(4097)})
     assert urgency.assess(r, AT) == expected
     assert len(urgency._plans) == 1
+
+
+def test_extracted_age_activity_and_waiting_agree_with_the_model() -> None:
+    """The facts' age, coverage activity and days waiting are those the model's own methods
+    give, on dates around birthdays, coverage ends and before receipt."""
+    referrals = list(synth.referrals(200, 9, AT))
+    days = [AT + dt.timedelta(days=d) for d in (-400, -3, 0, 1, 45, 200, 366, 3000)]
+    for r in referrals:
+        for at in days:
+            facts = _extract(r, at)
+            day = at.date()
+            assert facts["patient.age"] == r.patient.age_on(day)
+            expected = r.coverage.active_on(day) if r.coverage is not None else False
+            assert facts["coverage.active"] is expected
+            received = r.received_at
+            assert facts["days_waiting"] == (max(0, (at - received).days) if received else 0)
