@@ -4,15 +4,19 @@ explain paths, which build every value through the validating constructors."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import attrs
+import pytest
 
 from referralkit import synth
 from referralkit.model import Priority
+from referralkit.rules import PythonEngine, evaluate_condition, parse
 from referralkit.rules.facts import _extract
 from referralkit.rules.policies import CoveragePolicy, UrgencyPolicy
 
 AT = dt.datetime(2026, 6, 1, 9, 0, tzinfo=dt.UTC)
+DAY = AT.date()
 
 
 def test_fast_assessments_and_decisions_equal_the_explain_path() -> None:
@@ -75,3 +79,32 @@ def test_extracted_age_activity_and_waiting_agree_with_the_model() -> None:
             assert facts["coverage.active"] is expected
             received = r.received_at
             assert facts["days_waiting"] == (max(0, (at - received).days) if received else 0)
+
+
+def one_rule(when: dict[str, Any]) -> Any:
+    return parse(
+        {
+            "ruleset": {"name": "t", "kind": "urgency"},
+            "rules": [{"id": "r", "when": when, "then": {"priority": "urgent"}}],
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("f", "expected"),
+    [
+        ({}, False),
+        ({"diagnoses": []}, False),
+        ({"diagnoses": ["R07.9"]}, False),
+        ({"diagnoses": ["R07.9", "C50.911"]}, True),
+        ({"diagnoses": ["D05.1"]}, True),
+    ],
+)
+def test_any_prefix_matches_as_the_reference(f: dict[str, Any], expected: bool) -> None:
+    """The compiled any_prefix test is true exactly when some code starts with a prefix:
+    false on an absent or empty list, as the reference meaning says."""
+    ruleset = one_rule({"diagnoses": {"any_prefix": ["C50", "D05"]}})
+    assert evaluate_condition(ruleset.rules[0].when, f) is expected
+    assert (PythonEngine(ruleset).matches(f, DAY) == [0]) is expected
+    explained = PythonEngine(ruleset).evaluate(f, DAY, explain=True).trace
+    assert explained[0].matched is expected
