@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
-import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
@@ -155,9 +154,6 @@ class _Codegen:
     def __init__(self) -> None:
         self.namespace: dict[str, Any] = {
             "_any_prefix": _any_prefix,
-            "_map": map,
-            "_repeat": itertools.repeat,
-            "_startswith": str.startswith,
             "_all_prefix": _all_prefix,
             "_none_prefix": _none_prefix,
         }
@@ -216,11 +212,7 @@ class _Codegen:
         if op is Op.NONE_IN:
             return head + f"{values}.isdisjoint({w}))"
         if op is Op.ANY_PREFIX:
-            # _any_prefix inlined (map and any run in C): a call costs more than the test
-            return (
-                f"(True if ({w} := {get}) and any(_map(_startswith, {w}, _repeat({prefixes})))"
-                " else False)"
-            )
+            return f"_any_prefix({get}, {prefixes})"
         if op is Op.ALL_PREFIX:
             return f"_all_prefix({get}, {prefixes})"
         return f"_none_prefix({get}, {prefixes})"
