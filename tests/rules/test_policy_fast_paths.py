@@ -108,3 +108,22 @@ def test_any_prefix_matches_as_the_reference(f: dict[str, Any], expected: bool) 
     assert (PythonEngine(ruleset).matches(f, DAY) == [0]) is expected
     explained = PythonEngine(ruleset).evaluate(f, DAY, explain=True).trace
     assert explained[0].matched is expected
+
+
+def test_a_collect_policy_that_no_rule_matches_keeps_the_requested_priority() -> None:
+    """With no matching rule in a collect ruleset, the fast assessment keeps the requested
+    priority and its default window, as the explain path does."""
+    ruleset = parse(
+        {
+            "ruleset": {"name": "t", "kind": "urgency", "hit_policy": "collect"},
+            "rules": [
+                {"id": "r", "when": {"specialty": "nowhere"}, "then": {"priority": "stat"}},
+            ],
+        }
+    )
+    urgency = UrgencyPolicy([ruleset])
+    for r in list(synth.referrals(20, 4, AT)):
+        fast = urgency.assess(r, AT)
+        assert fast.hits == ()
+        assert fast.priority is r.priority
+        assert fast == attrs.evolve(urgency.assess(r, AT, explain=True), trace=())

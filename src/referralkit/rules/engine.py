@@ -428,7 +428,14 @@ class PythonEngine:
             evaluation = self._none if index is None else self._single[index]
         else:
             # the outcome depends only on which rules matched: resolve each set once
-            matched = tuple(self.matches(facts, day))
+            # (matches inlined: a view and its matcher, the found list as the key)
+            view = (
+                self._views[bisect.bisect_right(self._bounds, day)]
+                if self._bounds
+                else (self._views[0])
+            )
+            key = view.key(facts)
+            matched = tuple((view.cache.get(key) or view.lookup(key))(facts))
             evaluation = self._resolved.get(matched)
             if evaluation is None:
                 evaluation = resolve(self.ruleset, matched)

@@ -145,6 +145,12 @@ class _Policy:
                 return None, ()
             which, rule = self._origin[index]
             return self._engines[which].single(rule), ()
+        if not explain:
+            for engine in self._engines:
+                evaluation = engine.evaluate(facts, day)
+                if evaluation.matched:
+                    return evaluation, ()
+            return None, ()
         traces: list[RuleTrace] = []
         for engine in self._engines:
             evaluation = engine.evaluate(facts, day, explain=explain)
