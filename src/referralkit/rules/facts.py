@@ -165,13 +165,16 @@ def extract(referral: Referral, at: dt.datetime) -> dict[str, Any]:
 def _extract(referral: Referral, at: dt.datetime) -> dict[str, Any]:
     # ``_value_`` rather than ``.value``: the enum property costs more than the rest of a
     # fact; this runs for every decision (the shipped policies budget 10 µs per referral)
+    # (so are Patient.age_on and Coverage.active_on, inlined: a call costs a tenth of a fact)
     day = at.date()
     patient = referral.patient
+    born = patient.birth_date
     coverage = referral.coverage
     target = referral.target
     received = referral.received_at
+    waiting = (at - received).days if received is not None else 0
     facts: dict[str, Any] = {
-        "patient.age": patient.age_on(day),
+        "patient.age": day.year - born.year - ((day.month, day.day) < (born.month, born.day)),
         "patient.sex": patient.sex._value_,
         "patient.pregnant": patient.pregnant,
         "patient.language": patient.preferred_language,
@@ -180,13 +183,14 @@ def _extract(referral: Referral, at: dt.datetime) -> dict[str, Any]:
         "diagnoses": [c.code for c in referral.diagnoses],
         "services": [c.code for c in referral.services],
         "priority": referral.priority._value_,
-        "days_waiting": max(0, (at - received).days) if received is not None else 0,
+        "days_waiting": waiting if waiting > 0 else 0,
         "authorization.status": referral.authorization.status._value_,
         "attachments": [a.kind._value_ for a in referral.attachments],
         "date": day,
     }
     if coverage is not None:
-        facts["coverage.active"] = coverage.active_on(day)
+        start, end = coverage.period_start, coverage.period_end
+        facts["coverage.active"] = (start is None or start <= day) and (end is None or day <= end)
         facts["coverage.payer"] = coverage.payer
         facts["coverage.plan"] = coverage.plan
         facts["coverage.plan_type"] = coverage.plan_type._value_

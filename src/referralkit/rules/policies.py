@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final, Literal
 
+import attrs
+
 from ..errors import RulesError
 from ..model import (
     Code,
@@ -143,6 +145,12 @@ class _Policy:
                 return None, ()
             which, rule = self._origin[index]
             return self._engines[which].single(rule), ()
+        if not explain:
+            for engine in self._engines:
+                evaluation = engine.evaluate(facts, day)
+                if evaluation.matched:
+                    return evaluation, ()
+            return None, ()
         traces: list[RuleTrace] = []
         for engine in self._engines:
             evaluation = engine.evaluate(facts, day, explain=explain)
@@ -274,6 +282,61 @@ def _reasons(evaluation: Evaluation | None) -> tuple[str, ...]:
     return found
 
 
+@attrs.frozen
+class _Plan:
+    """What an assessment takes from an evaluation and the requested priority: everything but
+    the due date, which depends on the referral's receipt (worked out once per pair)."""
+
+    evaluation: Evaluation | None
+    priority: Priority
+    score: float
+    reasons: tuple[str, ...]
+    hits: tuple[RuleHit, ...]
+    windows: tuple[dt.timedelta, ...]
+    business_days: int | None
+
+    @classmethod
+    def of(cls, evaluation: Evaluation | None, requested: Priority) -> _Plan:
+        out = evaluation.outputs if evaluation is not None else {}
+        ruled = _PRIORITIES[out["priority"]] if "priority" in out else requested
+        priority = ruled if ruled.rank > requested.rank else requested
+        reasons = list(_reasons(evaluation))
+        if ruled.rank < requested.rank:
+            reasons.append(f"kept the requested priority {requested.value}")
+        windows = []
+        if "due_hours" in out:
+            windows.append(dt.timedelta(hours=out["due_hours"]))
+        if "due_days" in out:
+            windows.append(dt.timedelta(days=out["due_days"]))
+        return cls(
+            evaluation,
+            priority,
+            float(out.get("score", priority.rank * 100)),
+            tuple(reasons),
+            _hits(evaluation),
+            tuple(windows),
+            out.get("due_business_days"),
+        )
+
+    def due(self, start: dt.datetime, referral: Referral) -> dt.datetime:
+        """The earliest of the rules' windows from ``start``, or the priority's default."""
+        candidates: list[dt.datetime] = []
+        try:
+            for window in self.windows:
+                candidates.append(start + window)
+            if self.business_days is not None:
+                candidates.append(add_business_days(start, self.business_days))
+            if not candidates:
+                decision = referral.coverage_decision
+                needs_authorization = decision is not None and decision.needs_authorization
+                candidates.append(default_due(self.priority, start, needs_authorization))
+        except OverflowError:
+            # a window (at most 10 years: limits.MAX_DUE) past the last representable instant,
+            # for a referral received in the year 9990s: due at the end of time, not an error
+            candidates.append(_END_OF_TIME)
+        return min(candidates)
+
+
 def urgency_assessment(
     evaluation: Evaluation | None,
     referral: Referral,
@@ -286,39 +349,19 @@ def urgency_assessment(
     the windows the rules set (``due_hours``, ``due_days``, ``due_business_days``) counted from
     receipt, or the default window of the priority.
     """
-    out = evaluation.outputs if evaluation is not None else {}
-    requested = referral.priority
-    ruled = _PRIORITIES[out["priority"]] if "priority" in out else requested
-    priority = ruled if ruled.rank > requested.rank else requested
-    start = referral.received_at or at
-    candidates: list[dt.datetime] = []
-    try:
-        if "due_hours" in out:
-            candidates.append(start + dt.timedelta(hours=out["due_hours"]))
-        if "due_days" in out:
-            candidates.append(start + dt.timedelta(days=out["due_days"]))
-        if "due_business_days" in out:
-            candidates.append(add_business_days(start, out["due_business_days"]))
-        if not candidates:
-            decision = referral.coverage_decision
-            needs_authorization = decision is not None and decision.needs_authorization
-            candidates.append(default_due(priority, start, needs_authorization))
-    except OverflowError:
-        # a window (at most 10 years: limits.MAX_DUE) past the last representable instant,
-        # for a referral received in the year 9990s: due at the end of time, not an error
-        candidates.append(_END_OF_TIME)
-    reasons = list(_reasons(evaluation))
-    if ruled.rank < requested.rank:
-        reasons.append(f"kept the requested priority {requested.value}")
-    score = float(out.get("score", priority.rank * 100))
+    plan = _Plan.of(evaluation, referral.priority)
     return UrgencyAssessment(
-        priority=priority,
-        score=score,
-        due_by=min(candidates),
-        reasons=tuple(reasons),
-        hits=_hits(evaluation),
+        priority=plan.priority,
+        score=plan.score,
+        due_by=plan.due(referral.received_at or at, referral),
+        reasons=plan.reasons,
+        hits=plan.hits,
         trace=trace,
     )
+
+
+_new = object.__new__
+_set = object.__setattr__
 
 
 class UrgencyPolicy(_Policy):
@@ -327,6 +370,12 @@ class UrgencyPolicy(_Policy):
 
     kind = Kind.URGENCY
 
+    def __init__(self, rulesets: Iterable[Ruleset], *, engine: EngineName = "python") -> None:
+        super().__init__(rulesets, engine=engine)
+        # plans by (id of the evaluation, requested priority); an entry keeps its evaluation
+        # alive, and is used only when it holds that very evaluation
+        self._plans: dict[tuple[int, Priority], _Plan] = {}
+
     def assess(
         self, referral: Referral, at: dt.datetime, *, explain: bool = False
     ) -> UrgencyAssessment:
@@ -334,7 +383,29 @@ class UrgencyPolicy(_Policy):
         its UTC instant; a naive one raises :class:`~referralkit.errors.ValidationError`)."""
         at = utc(at)
         evaluation, trace = self.evaluate(extract(referral, at), at.date(), explain=explain)
-        return urgency_assessment(evaluation, referral, at, trace)
+        if explain:
+            return urgency_assessment(evaluation, referral, at, trace)
+        requested = referral.priority
+        key = (id(evaluation), requested)
+        plan = self._plans.get(key)
+        if plan is None or plan.evaluation is not evaluation:
+            plan = _Plan.of(evaluation, requested)
+            # validated once, as a whole, here: every assessment of this plan reuses its values
+            UrgencyAssessment(plan.priority, plan.score, None, plan.reasons, plan.hits)
+            if len(self._plans) > 4096:
+                self._plans.clear()
+            self._plans[key] = plan
+        # built without the validators, which cost more than the rest of an assessment: the
+        # plan's values were validated above, and the due date is a UTC datetime computed from
+        # a validated one (received_at, or the UTC ``at``)
+        assessment = _new(UrgencyAssessment)
+        _set(assessment, "priority", plan.priority)
+        _set(assessment, "score", plan.score)
+        _set(assessment, "due_by", plan.due(referral.received_at or at, referral))
+        _set(assessment, "reasons", plan.reasons)
+        _set(assessment, "hits", plan.hits)
+        _set(assessment, "trace", ())
+        return assessment
 
 
 @functools.cache
