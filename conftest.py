@@ -28,13 +28,14 @@ import pytest
 # the modules whose absence means it is not installed (tests/test_examples.py checks that the
 # names are pyproject's).
 EXTRAS: dict[str, tuple[str, ...]] = {
+    "analytics": ("pandas", "pyarrow", "matplotlib"),
     "fhir": ("fhir.resources",),
     "postgres": ("psycopg", "psycopg_pool"),
     "test": ("hypothesis",),
 }
 
-# +EXTRA_FHIR, +EXTRA_POSTGRES, +EXTRA_TEST; Sphinx's doctest builder registers the same flags
-# in docs/conf.py, and hides them in the HTML (trim_doctest_flags)
+# +EXTRA_ANALYTICS, +EXTRA_FHIR, +EXTRA_POSTGRES, +EXTRA_TEST; Sphinx's doctest builder
+# registers the same flags in docs/conf.py, and hides them in the HTML (trim_doctest_flags)
 FLAGS: dict[int, str] = {
     doctest.register_optionflag(f"EXTRA_{name.upper()}"): name for name in EXTRAS
 }

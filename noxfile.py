@@ -35,7 +35,17 @@ LINTED = [
 ]
 
 # What the snippets session must not have: the modules of the optional extras.
-EXTRA_MODULES = ("hypothesis", "fhir", "pydantic", "psycopg", "psycopg_pool", "httpx")
+EXTRA_MODULES = (
+    "hypothesis",
+    "fhir",
+    "pydantic",
+    "psycopg",
+    "psycopg_pool",
+    "httpx",
+    "pandas",
+    "pyarrow",
+    "matplotlib",
+)
 
 
 def _runs(python: str) -> bool:

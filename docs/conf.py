@@ -79,7 +79,8 @@ doctest_default_flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 # repository explains them). The docs are built with every extra, so here they only need to be
 # known; the HTML leaves them out (trim_doctest_flags).
 _EXTRA_FLAGS = [
-    doctest.register_optionflag(f"EXTRA_{name}") for name in ("FHIR", "POSTGRES", "TEST")
+    doctest.register_optionflag(f"EXTRA_{name}")
+    for name in ("ANALYTICS", "FHIR", "POSTGRES", "TEST")
 ]
 _DURABLE_FLAG = doctest.register_optionflag("DURABLE_RULES")
 doctest_test_doctest_blocks = ""
