@@ -160,8 +160,13 @@ class WorklistMachine(RuleBasedStateMachine):
         expected = reference_order(self.desk, self.ids)
         rows = self.desk.worklist(ACTOR, limit=None)
         assert [r.referral_id for r in rows] == expected
-        top = self.desk.worklist(ACTOR, limit=3)
-        assert [r.referral_id for r in top] == expected[:3]
+        for limit in (1, 3, 50):  # served from the stored rank keys
+            top = self.desk.worklist(ACTOR, limit=limit)
+            assert [r.referral_id for r in top] == expected[:limit]
+            assert top == rows[:limit]
+        mine_top = self.desk.worklist(ACTOR, limit=2, owner="coord-b")
+        theirs = {i for i in self.ids if self.desk.store.load(i).owner == "coord-b"}
+        assert [r.referral_id for r in mine_top] == [i for i in expected if i in theirs][:2]
         owner = self.desk.worklist(ACTOR, limit=None, owner="coord-a")
         mine = {i for i in self.ids if self.desk.store.load(i).owner == "coord-a"}
         assert [r.referral_id for r in owner] == [i for i in expected if i in mine]

@@ -40,10 +40,10 @@ from ._redaction import Sealed, boundary, boundary_iter
 from .alerts import ActiveAlert, SweepReport, cleared_payload, raised_payload
 from .alerts import changes as alert_changes
 from .clock import Clock, SystemClock
-from .clocks import Cause, ClockName
+from .clocks import DEFAULT_CLOCKS, Cause, ClockName
 from .discrepancies import DEFAULT_AUDIT, AuditRules, Finding, audit_all
 from .discrepancies import audit as audit_record
-from .errors import ConcurrencyError, GuardError, RulesError, ValidationError
+from .errors import ConcurrencyError, GuardError, NotFoundError, RulesError, ValidationError
 from .events import EventType, apply_all
 from .intake import DEFAULT_CHECKLIST, Checklist, IntakeRequest, Requirement
 from .model import (
@@ -71,7 +71,14 @@ from .privacy import Actor, authorize
 from .rules.policies import default_policies
 from .serialization import to_dict
 from .storage import Query, ReferralStore, open_store
-from .worklist import DEFAULT_WORKLIST, WorklistFilter, WorklistItem, WorklistRules, rank
+from .worklist import (
+    DEFAULT_WORKLIST,
+    WorklistFilter,
+    WorklistItem,
+    WorklistRules,
+    rank,
+    ranked_head,
+)
 from .worklist import assess as assess_item
 
 if TYPE_CHECKING:
@@ -1357,12 +1364,41 @@ class ReferralDesk:
         if specialty is not None:
             narrow["specialty"] = specialty
         query = _query(sealed, **narrow)
+        if limit is not None and self._keys_usable(when):
+            return self._ranked(when, limit, where, query)
         items = (
             assess_item(r, self.store.events(r.id), when, rules=self.worklist_rules)
             for r in self.store.query(query)
             if r.created_at <= when
         )
         return rank(items, where=where, limit=limit)
+
+    def _keys_usable(self, when: dt.datetime) -> bool:
+        """Whether the store's rank keys can serve a worklist as of ``when``: the store keeps
+        them, they were computed with the desk's clock rules, and no referral changed after
+        ``when`` (they are lower bounds from their last change on)."""
+        if not self.store.keeps_rank_keys or self.worklist_rules.clocks != DEFAULT_CLOCKS:
+            return False
+        latest = self.store.latest_update()
+        return latest is None or latest <= when
+
+    def _ranked(
+        self, when: dt.datetime, limit: int, where: WorklistFilter, query: Query
+    ) -> list[WorklistItem]:
+        """The worklist's head from the stored rank keys (:func:`~referralkit.worklist.ranked_head`):
+        only the referrals that may belong in it are read and assessed."""
+        store, rules = self.store, self.worklist_rules
+
+        def read(ids: Sequence[str]) -> Iterator[WorklistItem]:
+            for referral_id in ids:
+                try:
+                    referral = store.load(referral_id)
+                except NotFoundError:  # deleted meanwhile
+                    continue
+                if query.matches(referral):
+                    yield assess_item(referral, store.events(referral_id), when, rules=rules)
+
+        return ranked_head(store.rank_buckets(), store.rank_page, read, when, limit, where=where)
 
     @boundary
     def audit(

@@ -43,6 +43,8 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import heapq
+import math
+from bisect import insort
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final, NamedTuple
 
@@ -55,6 +57,7 @@ from .clocks import (
     ClockName,
     ClockReading,
     ClockRules,
+    ClockState,
     EventRef,
     Timeline,
     clocks_of,
@@ -77,6 +80,7 @@ __all__ = [
     "DEFAULT_WORKLIST",
     "NO_CLOCK",
     "Action",
+    "RankEntry",
     "ActionKind",
     "Delay",
     "Flag",
@@ -87,7 +91,9 @@ __all__ = [
     "assess",
     "flags",
     "rank",
+    "rank_entries",
     "rank_key",
+    "ranked_head",
 ]
 
 
@@ -841,3 +847,169 @@ def rank(
 
 def _key(item: WorklistItem) -> RankKey:
     return item.key
+
+
+# --------------------------------------------------------------------------- stored rank keys
+#
+# The worklist order depends on the instant it is read at: a running clock's fraction left,
+# (deadline - t) / length, falls at a rate that depends on its length, so no single stored
+# number sorts referrals for every instant. What a store keeps instead, for each open
+# referral, is one :class:`RankEntry` per *length bucket* of its running clocks: the earliest
+# deadline among its clocks whose window length falls in the bucket (the lengths of a bucket
+# differ by at most RANK_RATIO). Within a bucket, entries in deadline order are in order of a
+# lower bound of the fraction left at any later instant; :func:`ranked_head` merges the
+# buckets by that bound (the "threshold algorithm"), assesses the referrals it meets in full,
+# and stops once no entry still unread can beat the last of the best ``limit`` found. The
+# result is exactly :func:`rank`'s order over every open referral; the bounds only decide how
+# many referrals are assessed (a few more than ``limit``).
+
+RANK_RATIO: Final = 1.25
+"""How much the window lengths of one bucket of :class:`RankEntry` may differ."""
+_LOG_RATIO: Final = math.log(RANK_RATIO)
+FROZEN_BUCKET: Final = 0
+"""The bucket of paused clocks: their fraction left does not move (the ``sort_key``)."""
+NO_CLOCK_BUCKET: Final = 1000
+"""The bucket of open referrals with no running clock (``sort_key``: minus the priority)."""
+
+
+class RankEntry(NamedTuple):
+    """One stored rank key of an open referral (see :func:`rank_entries`).
+
+    ``bucket`` is :data:`FROZEN_BUCKET` for a paused clock (``sort_key``: its fraction of the
+    window left, which a pause holds still), :data:`NO_CLOCK_BUCKET` when no clock runs
+    (``sort_key``: minus the effective priority's rank), else ``1 + floor(log(length) /
+    log(RANK_RATIO))`` for running clocks of that window length (``sort_key``: the earliest
+    of their deadlines, POSIX seconds). Stores index ``(bucket, sort_key, referral_id)``.
+    """
+
+    bucket: int
+    sort_key: float
+
+
+def _bucket(length: float) -> int:
+    return 1 if length < RANK_RATIO else 1 + int(math.log(length) / _LOG_RATIO)
+
+
+def rank_entries(
+    referral: Referral,
+    events: Sequence[ReferralEvent],
+    *,
+    rules: WorklistRules = DEFAULT_WORKLIST,
+) -> tuple[RankEntry, ...]:
+    """The stored rank keys of ``referral`` with its whole history ``events``, read as of its
+    last change (``updated_at``): none for a closed referral, at most one per bucket.
+
+    They stay valid, as lower bounds of the referral's place, at every later instant until
+    the next change: a running clock's deadline and length only move with an event, a paused
+    clock's fraction left does not move, and a clock that stops with time (a late booking
+    reaching its appointment) only moves the referral down.
+
+    .. versionadded:: 0.1
+    """
+    if referral.status.is_terminal:
+        return ()
+    t = Timeline._read(referral.id, events, referral.updated_at, rules.clocks)
+    best: dict[int, float] = {}
+    for c in clocks_of(t, rules.clocks):
+        if c.stopped_at is not None:
+            continue
+        if c.state is ClockState.PAUSED:
+            bucket, sort = FROZEN_BUCKET, c.fraction_remaining
+        else:
+            bucket, sort = _bucket(c.length.total_seconds() or 1.0), c.deadline.timestamp()
+        if bucket not in best or sort < best[bucket]:
+            best[bucket] = sort
+    if not best:
+        return (RankEntry(NO_CLOCK_BUCKET, float(-referral.effective_priority.rank)),)
+    return tuple(sorted(RankEntry(b, s) for b, s in best.items()))
+
+
+_Bound = tuple[int, float, float, float, str]
+_BOUND_SLACK: Final = 1e-9
+
+
+def _bound(bucket: int, sort_key: float, referral_id: str, as_of: float) -> _Bound:
+    """A lower bound, as of ``as_of`` (POSIX seconds), of the :class:`RankKey` of any referral
+    with this entry (exact for :data:`NO_CLOCK_BUCKET`)."""
+    if bucket == NO_CLOCK_BUCKET:
+        return (2, NO_CLOCK, sort_key, NO_CLOCK, referral_id)
+    if bucket == FROZEN_BUCKET:
+        fraction = sort_key
+    else:
+        left = sort_key - as_of
+        if left < 0:  # the shortest length of the bucket gives the lowest fraction
+            fraction = left / (1e-6 if bucket == 1 else RANK_RATIO ** (bucket - 1))
+        else:
+            fraction = left / RANK_RATIO**bucket
+    fraction -= _BOUND_SLACK * (abs(fraction) + 1.0)  # rounding: stay below
+    return (0 if fraction < 0 else 1, fraction, -math.inf, -math.inf, "")
+
+
+def ranked_head(
+    buckets: Iterable[int],
+    page: Callable[[int, tuple[float, str] | None, int], Sequence[tuple[float, str]]],
+    read: Callable[[Sequence[str]], Iterable[WorklistItem]],
+    as_of: dt.datetime,
+    limit: int,
+    *,
+    where: Callable[[WorklistItem], bool] | None = None,
+    page_size: int = 64,
+    batch: int = 16,
+) -> list[WorklistItem]:
+    """The best ``limit`` open items in :func:`rank`'s order, from stored rank keys.
+
+    ``buckets`` are the buckets that hold entries; ``page(bucket, after, n)`` returns the
+    next ``n`` ``(sort_key, referral_id)`` of a bucket after ``after`` (keyset order);
+    ``read(ids)`` assesses referrals as of ``as_of`` (an item per id still to be shown,
+    in any order). Every entry must have been written at or before ``as_of``.
+
+    .. versionadded:: 0.1
+    """
+    at = as_of.timestamp()
+    heap: list[tuple[_Bound, int]] = []
+    pages: dict[int, list[tuple[float, str]]] = {}
+    positions: dict[int, int] = {}
+    exhausted: set[int] = set()
+
+    def advance(bucket: int) -> None:
+        rows, position = pages.get(bucket, []), positions.get(bucket, 0)
+        if position == len(rows):
+            if bucket in exhausted:
+                return
+            rows = list(page(bucket, rows[-1] if rows else None, page_size))
+            if len(rows) < page_size:
+                exhausted.add(bucket)
+            pages[bucket], positions[bucket], position = rows, 0, 0
+            if not rows:
+                return
+        sort_key, referral_id = rows[position]
+        heapq.heappush(heap, (_bound(bucket, sort_key, referral_id, at), bucket))
+
+    for bucket in buckets:
+        advance(bucket)
+    top: list[WorklistItem] = []
+    seen: set[str] = set()
+    wanted = max(batch, limit)
+    while heap and limit > 0:
+        pending: list[str] = []
+        done = False
+        while heap and len(pending) < wanted:
+            bound, bucket = heap[0]
+            if len(top) >= limit and bound > top[limit - 1].key:
+                done = True
+                break
+            heapq.heappop(heap)
+            referral_id = pages[bucket][positions[bucket]][1]
+            positions[bucket] += 1
+            advance(bucket)
+            if referral_id not in seen:
+                seen.add(referral_id)
+                pending.append(referral_id)
+        for item in read(pending):
+            if not item.status.is_terminal and (where is None or where(item)):
+                insort(top, item, key=_key)
+        del top[limit:]
+        wanted = batch
+        if done:
+            break
+    return top

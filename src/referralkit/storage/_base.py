@@ -299,6 +299,21 @@ def _claim_query(query: Query | None) -> Query:
     return attrs.evolve(check_query(query), open_only=True, limit=None, offset=0)
 
 
+def check_rank_page(bucket: object, after: object, limit: object) -> None:
+    """Check the arguments of :meth:`ReferralStore.rank_page`."""
+    if isinstance(bucket, bool) or not isinstance(bucket, int):
+        raise ValidationError("bucket", "expected a whole number")
+    if after is not None and not (
+        isinstance(after, tuple)
+        and len(after) == 2
+        and isinstance(after[0], float | int)
+        and isinstance(after[1], str)
+    ):
+        raise ValidationError("after", "expected a (sort_key, referral_id) pair, or None")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValidationError("limit", "expected a whole number >= 1")
+
+
 def check_prefix(prefix: str, limit: int | None) -> None:
     """Check the arguments of :meth:`ReferralStore.ids_starting_with`."""
     if not isinstance(prefix, str) or not prefix:
@@ -517,6 +532,54 @@ class ReferralStore(abc.ABC):
                     f"histories[{position}]", "the snapshot is not the replay of its events"
                 )
         self.save_many(changes)
+
+    # ------------------------------------------------------------------ worklist rank keys
+
+    keeps_rank_keys: bool = False
+    """Whether the store writes each open referral's stored rank keys
+    (:func:`~referralkit.worklist.rank_entries`, with the default rules) with every change,
+    so :meth:`~referralkit.desk.ReferralDesk.worklist` reads its head off an index. The
+    defaults below compute them from :meth:`export` on every call (correct, not fast).
+
+    .. versionadded:: 0.1
+    """
+
+    def rank_buckets(self) -> list[int]:
+        """The buckets that hold stored rank keys, ascending.
+
+        .. versionadded:: 0.1
+        """
+        return sorted({entry.bucket for _, entries in self._rank_keys() for entry in entries})
+
+    def rank_page(
+        self, bucket: int, after: tuple[float, str] | None, limit: int
+    ) -> list[tuple[float, str]]:
+        """The next ``limit`` stored rank keys of ``bucket`` after ``after``, as
+        ``(sort_key, referral_id)`` in that order (a keyset page).
+
+        .. versionadded:: 0.1
+        """
+        check_rank_page(bucket, after, limit)
+        found = sorted(
+            (entry.sort_key, referral_id)
+            for referral_id, entries in self._rank_keys()
+            for entry in entries
+            if entry.bucket == bucket
+        )
+        return [key for key in found if after is None or key > after][:limit]
+
+    def latest_update(self) -> dt.datetime | None:
+        """The latest ``updated_at`` of the stored referrals (``None`` when empty).
+
+        .. versionadded:: 0.1
+        """
+        return max((r.updated_at for r in self.query(Query())), default=None)
+
+    def _rank_keys(self) -> Iterator[tuple[str, Sequence[Any]]]:
+        from ..worklist import rank_entries
+
+        for referral, events in self.export():
+            yield referral.id, rank_entries(referral, events)
 
     # ------------------------------------------------------------------ lifetime
 

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from .._redaction import boundary, boundary_iter
 from ..errors import ConcurrencyError, DuplicateReferralError, NotFoundError
 from ..model import Referral, ReferralEvent
+from ..worklist import RankEntry, rank_entries
 from ._base import (
     Change,
     History,
@@ -45,6 +46,7 @@ class MemoryStore(ReferralStore):
         self._events: dict[str, list[ReferralEvent]] = {}
         self._sources: dict[str, str] = {}
         self._leases: dict[str, tuple[str, dt.datetime]] = {}
+        self._rank: dict[str, tuple[RankEntry, ...]] = {}
 
     def __repr__(self) -> str:
         return f"MemoryStore(<{len(self._snapshots)} referrals>)"
@@ -108,6 +110,8 @@ class MemoryStore(ReferralStore):
                 self._sources[referral.source_id] = referral_id
         for referral_id, events in appended.items():
             self._events.setdefault(referral_id, []).extend(events)
+        for referral_id, referral in staged.items():
+            self._rank[referral_id] = rank_entries(referral, self._events[referral_id])
 
     @boundary
     def events(self, referral_id: str) -> list[ReferralEvent]:
@@ -206,3 +210,16 @@ class MemoryStore(ReferralStore):
             self._apply(
                 {r.id: r for r, _ in histories}, {r.id: list(events) for r, events in histories}
             )
+
+    # ------------------------------------------------------------------ worklist rank keys
+
+    keeps_rank_keys = True
+
+    def _rank_keys(self) -> Iterator[tuple[str, Sequence[RankEntry]]]:
+        with self._lock:
+            return iter(list(self._rank.items()))
+
+    @boundary
+    def latest_update(self) -> dt.datetime | None:
+        with self._lock:
+            return max((r.updated_at for r in self._snapshots.values()), default=None)
