@@ -41,6 +41,7 @@ from ..errors import (
     ValidationError,
 )
 from ..model import Referral, ReferralEvent
+from ..worklist import rank_entries
 from ._base import (
     Change,
     History,
@@ -55,6 +56,7 @@ from ._base import (
     check_owner,
     check_prefix,
     check_query,
+    check_rank_page,
     lease_end,
     prefix_range,
 )
@@ -70,7 +72,7 @@ from ._json import (
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 """The schema version this code writes; :meth:`SQLiteStore.upgrade` brings older files here."""
 
 _FAR_FUTURE: Final = "9999-12-31T23:59:59.999999"
@@ -154,7 +156,23 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         # open_directory(the store's URL) finds its tables there.
         *DIRECTORY_TABLES,
     ),
+    4: (
+        # The worklist's stored rank keys (referralkit.worklist.rank_entries): the desk reads
+        # its ranked head off worklist_keys_rank instead of assessing every open referral.
+        # Filled for the existing rows by _fill_rank_keys.
+        """
+        CREATE TABLE worklist_keys (
+            referral_id TEXT NOT NULL REFERENCES referrals (id),
+            bucket INTEGER NOT NULL,
+            sort_key REAL NOT NULL,
+            PRIMARY KEY (referral_id, bucket)
+        )
+        """,
+        "CREATE INDEX worklist_keys_rank ON worklist_keys (bucket, sort_key, referral_id)",
+    ),
 }
+_RANK_KEYS_VERSION: Final = 4
+"""The migration after which _fill_rank_keys computes the rank keys of the stored rows."""
 
 _COLUMNS: Final = (
     "id, version, status, is_open, priority, priority_rank, due_sort, received_sort, "
@@ -212,6 +230,70 @@ def _seal_last(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> tuple[Any, ...]:
 
 def _event(row: Sequence[Any]) -> ReferralEvent:
     return event_from_row(tuple(row))
+
+
+_INSERT_RANK: Final = "INSERT INTO worklist_keys (referral_id, bucket, sort_key) VALUES (?, ?, ?)"
+
+
+def _keeps_rank_keys(conn: sqlite3.Connection) -> bool:
+    """Whether the database has the rank keys' table (a store opened without migrating may
+    be older): read in the write transaction, so an upgrade by another process counts."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0]) >= _RANK_KEYS_VERSION
+
+
+def _write_rank_keys(
+    conn: sqlite3.Connection, referral: Referral, history: Sequence[ReferralEvent] | None
+) -> None:
+    """Replace the referral's stored rank keys (none once closed); ``history`` is its whole
+    history when the caller has it, else it is read back (the new events included)."""
+    if referral.version > 1 or history is None:
+        conn.execute("DELETE FROM worklist_keys WHERE referral_id = ?", (referral.id,))
+    if referral.status.is_terminal:
+        return
+    if history is None:
+        cursor = conn.cursor()
+        cursor.row_factory = _seal_last
+        history = [
+            _event(row)
+            for row in cursor.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE referral_id = ? ORDER BY version, idx",  # noqa: S608 - fixed column names
+                (referral.id,),
+            )
+        ]
+    conn.executemany(
+        _INSERT_RANK,
+        [(referral.id, e.bucket, e.sort_key) for e in rank_entries(referral, history)],
+    )
+
+
+def _fill_rank_keys(conn: sqlite3.Connection) -> None:
+    """Compute the rank keys of every open referral already stored (the version 4
+    migration), a page of referrals at a time."""
+    last = ""
+    cursor = conn.cursor()
+    cursor.row_factory = _seal_last
+    while True:
+        rows = cursor.execute(
+            "SELECT id, snapshot FROM referrals WHERE id > ? ORDER BY id LIMIT ?",
+            (last, _EXPORT_BATCH),
+        ).fetchall()
+        if not rows:
+            return
+        events = cursor.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE referral_id BETWEEN ? AND ? "  # noqa: S608 - fixed column names
+            "ORDER BY referral_id, version, idx",
+            (rows[0][0], rows[-1][0]),
+        ).fetchall()
+        grouped = {k: list(g) for k, g in itertools.groupby(events, key=lambda e: e[0])}
+        for referral_id, snapshot in rows:
+            referral = referral_from_row(snapshot, referral_id)
+            if not referral.status.is_terminal:
+                history = [_event(e) for e in grouped.get(referral_id, ())]
+                conn.executemany(
+                    _INSERT_RANK,
+                    [(referral_id, e.bucket, e.sort_key) for e in rank_entries(referral, history)],
+                )
+        last = rows[-1][0]
 
 
 def _driver_error(error: sqlite3.Error, doing: str) -> StorageError:
@@ -456,6 +538,8 @@ class SQLiteStore(ReferralStore):
             for version in range(current + 1, wanted + 1):
                 for statement in _MIGRATIONS[version]:
                     conn.execute(statement)
+                if version == _RANK_KEYS_VERSION:
+                    _fill_rank_keys(conn)
                 conn.execute(f"PRAGMA user_version={version}")
             return max(current, wanted)
 
@@ -526,8 +610,9 @@ class SQLiteStore(ReferralStore):
         """Save several changes in one transaction (all or none): for bulk intake."""
         check_changes(changes)
         with self._write("saving referrals") as conn:
+            ranked = _keeps_rank_keys(conn)
             for referral, events, expected in changes:
-                self._save_one(conn, referral, events, expected)
+                self._save_one(conn, referral, events, expected, ranked=ranked)
 
     def _save_one(
         self,
@@ -535,6 +620,8 @@ class SQLiteStore(ReferralStore):
         referral: Referral,
         events: Sequence[ReferralEvent],
         expected: int,
+        *,
+        ranked: bool,
     ) -> None:
         row = conn.execute("SELECT version FROM referrals WHERE id = ?", (referral.id,)).fetchone()
         actual = row[0] if row is not None else 0
@@ -551,6 +638,8 @@ class SQLiteStore(ReferralStore):
                 raise DuplicateReferralError(referral.source_id) from None
             raise _driver_error(error, "saving referrals") from None
         conn.executemany(_INSERT_EVENT, [_event_row(e) for e in events])
+        if ranked:
+            _write_rank_keys(conn, referral, events if expected == 0 else None)
 
     @staticmethod
     def _source_taken(conn: sqlite3.Connection, referral: Referral) -> bool:
@@ -768,5 +857,47 @@ class SQLiteStore(ReferralStore):
         :meth:`ReferralStore.restore_many`)."""
         check_histories(histories)
         with self._write("restoring referrals") as conn:
+            ranked = _keeps_rank_keys(conn)
             for referral, events in histories:
-                self._save_one(conn, referral, events, 0)
+                self._save_one(conn, referral, events, 0, ranked=ranked)
+
+    # ------------------------------------------------------------------ worklist rank keys
+
+    @property
+    def keeps_rank_keys(self) -> bool:  # type: ignore[override]
+        """True from schema version 4 on (a store opened without migrating may be older)."""
+        return self.schema_version() >= _RANK_KEYS_VERSION
+
+    @boundary
+    def rank_buckets(self) -> list[int]:
+        """Read off ``worklist_keys_rank`` by skipping from one bucket to the next."""
+        rows = self._read(
+            "WITH RECURSIVE b(x) AS (SELECT min(bucket) FROM worklist_keys UNION ALL "
+            "SELECT (SELECT min(bucket) FROM worklist_keys WHERE bucket > b.x) FROM b "
+            "WHERE b.x IS NOT NULL) SELECT x FROM b WHERE x IS NOT NULL"
+        )
+        return [int(row[0]) for row in rows]
+
+    @boundary
+    def rank_page(
+        self, bucket: int, after: tuple[float, str] | None, limit: int
+    ) -> list[tuple[float, str]]:
+        check_rank_page(bucket, after, limit)
+        if after is None:
+            rows = self._read(
+                "SELECT sort_key, referral_id FROM worklist_keys WHERE bucket = ? "
+                "ORDER BY sort_key, referral_id LIMIT ?",
+                (bucket, limit),
+            )
+        else:
+            rows = self._read(
+                "SELECT sort_key, referral_id FROM worklist_keys WHERE bucket = ? "
+                "AND (sort_key, referral_id) > (?, ?) ORDER BY sort_key, referral_id LIMIT ?",
+                (bucket, float(after[0]), after[1], limit),
+            )
+        return [(float(key), str(referral_id)) for key, referral_id in rows]
+
+    @boundary
+    def latest_update(self) -> dt.datetime | None:
+        found = self._read("SELECT max(updated_at) FROM referrals")[0][0]
+        return None if found is None else dt.datetime.fromisoformat(found).replace(tzinfo=dt.UTC)
