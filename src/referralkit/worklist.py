@@ -908,7 +908,8 @@ def rank_entries(
     """
     if referral.status.is_terminal:
         return ()
-    t = Timeline._read(referral.id, events, referral.updated_at, rules.clocks)
+    # a microsecond after the change, so a hold made by it already pauses its clocks
+    t = Timeline._read(referral.id, events, referral.updated_at + _TICK, rules.clocks)
     best: dict[int, float] = {}
     for c in clocks_of(t, rules.clocks):
         if c.stopped_at is not None:
@@ -924,6 +925,7 @@ def rank_entries(
     return tuple(sorted(RankEntry(b, s) for b, s in best.items()))
 
 
+_TICK: Final = dt.timedelta(microseconds=1)
 _Bound = tuple[int, float, float, float, str]
 _BOUND_SLACK: Final = 1e-9
 

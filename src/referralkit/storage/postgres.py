@@ -68,6 +68,7 @@ from ..errors import (
     ValidationError,
 )
 from ..model import Referral, ReferralEvent
+from ..worklist import rank_entries
 from ._base import (
     Change,
     History,
@@ -82,6 +83,7 @@ from ._base import (
     check_owner,
     check_prefix,
     check_query,
+    check_rank_page,
     lease_end,
     prefix_range,
 )
@@ -97,7 +99,7 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore", "connection_settings"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 """The schema version this code writes (the same numbering as the SQLite store's)."""
 
 _FAR_FUTURE: Final = dt.datetime.max.replace(tzinfo=dt.UTC)
@@ -193,7 +195,19 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             source text NOT NULL, PRIMARY KEY (kind, network, id, source))""",
         "CREATE INDEX IF NOT EXISTS directory_networks_source ON {s}.directory_networks (source)",
     ),
+    4: (
+        # the worklist's stored rank keys (see sqlite.py), filled by _fill_rank_keys
+        """CREATE TABLE {s}.worklist_keys (
+            referral_id text COLLATE "C" NOT NULL
+                CONSTRAINT worklist_keys_referral_fkey REFERENCES {s}.referrals (id),
+            bucket integer NOT NULL,
+            sort_key double precision NOT NULL,
+            CONSTRAINT worklist_keys_pkey PRIMARY KEY (referral_id, bucket))""",
+        "CREATE INDEX worklist_keys_rank ON {s}.worklist_keys (bucket, sort_key, referral_id)",
+    ),
 }
+_RANK_KEYS_VERSION: Final = 4
+"""The migration after which _fill_rank_keys computes the rank keys of the stored rows."""
 
 _COLUMNS: Final = (
     "id, version, status, is_open, priority, priority_rank, due_sort, received_sort, "
@@ -695,6 +709,8 @@ class PostgresStore(ReferralStore):
             for version in range(current + 1, wanted + 1):
                 for statement in _MIGRATIONS[version]:
                     conn.execute(self._sql(statement))
+                if version == _RANK_KEYS_VERSION:
+                    self._fill_rank_keys(conn)
                 conn.execute(
                     self._sql("INSERT INTO {s}.schema_version (version) VALUES (%s)"), [version]
                 )
@@ -759,6 +775,7 @@ class PostgresStore(ReferralStore):
             # one referral changed twice in the batch: each change sees the one before
             for referral, events, expected in changes:
                 self._save_in_order(conn, referral, events, expected)
+            self._write_rank_keys(conn, changes)
             return
         # Rows are written in id order, so two batches touching the same referrals lock them
         # in the same order and cannot deadlock each other.
@@ -791,6 +808,7 @@ class PostgresStore(ReferralStore):
                             referral.id, expected, self._version(cursor, referral.id)
                         )
             self._insert_events(cursor, [e for c in changes for e in c[1]])
+        self._write_rank_keys(conn, changes)
 
     def _save_in_order(
         self,
@@ -1096,9 +1114,150 @@ class PostgresStore(ReferralStore):
             with conn.cursor() as cursor:
                 self._insert(cursor, sorted((h[0] for h in histories), key=lambda r: r.id))
                 self._insert_events(cursor, [e for h in histories for e in h[1]])
+            if self._ranked(conn):
+                self._copy_rank_keys(conn, histories)
 
         self._transact(
             "restoring referrals",
             work,
             clash=lambda constraint: self._clash(constraint, [h[0] for h in histories]),
         )
+
+    # ------------------------------------------------------------------ worklist rank keys
+
+    def _ranked(self, conn: psycopg.Connection[Any]) -> bool:
+        """Whether the schema has the rank keys' table (read until it has: a store opened
+        without migrating may be older; schemas only move forward)."""
+        if not getattr(self, "_has_rank_keys", False):
+            row = conn.execute(
+                self._sql("SELECT coalesce(max(version), 0) FROM {s}.schema_version")
+            ).fetchone()
+            self._has_rank_keys = bool(row and int(row[0]) >= _RANK_KEYS_VERSION)
+        return self._has_rank_keys
+
+    def _write_rank_keys(self, conn: psycopg.Connection[Any], changes: Sequence[Change]) -> None:
+        """Replace the rank keys of the referrals ``changes`` leave behind: from the change's
+        events when they are the whole history (a new referral), else from the stored ones."""
+        if not self._ranked(conn):
+            return
+        final = {referral.id: referral for referral, _, _ in changes}
+        whole = {
+            referral.id: events
+            for referral, events, expected in changes
+            if expected == 0 and sum(1 for c in changes if c[0].id == referral.id) == 1
+        }
+        with conn.cursor() as cursor:
+            stale = sorted(i for i in final if i not in whole)
+            if stale:
+                cursor.execute(
+                    self._sql("DELETE FROM {s}.worklist_keys WHERE referral_id = ANY(%s)"),
+                    [stale],
+                )
+            wanted = [i for i in stale if not final[i].status.is_terminal]
+            if wanted:
+                cursor.row_factory = _seal_last
+                cursor.execute(
+                    self._sql(
+                        f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events "  # noqa: S608 - fixed column names
+                        "WHERE referral_id = ANY(%s) ORDER BY referral_id, version, idx"
+                    ),
+                    [wanted],
+                )
+                for referral_id, group in itertools.groupby(cursor.fetchall(), key=lambda e: e[0]):
+                    whole[referral_id] = [_event(e) for e in group]
+            self._copy(
+                cursor,
+                "{s}.worklist_keys (referral_id, bucket, sort_key)",
+                [
+                    (referral_id, e.bucket, e.sort_key)
+                    for referral_id, events in whole.items()
+                    for e in rank_entries(final[referral_id], events)
+                ],
+            )
+
+    def _copy_rank_keys(self, conn: psycopg.Connection[Any], histories: Sequence[History]) -> None:
+        with conn.cursor() as cursor:
+            self._copy(
+                cursor,
+                "{s}.worklist_keys (referral_id, bucket, sort_key)",
+                [
+                    (referral.id, e.bucket, e.sort_key)
+                    for referral, events in histories
+                    for e in rank_entries(referral, events)
+                ],
+            )
+
+    def _fill_rank_keys(self, conn: psycopg.Connection[Any]) -> None:
+        """Compute the rank keys of every open referral already stored (the version 4
+        migration), a page of referrals at a time."""
+        referrals = self._sql(
+            "SELECT id, snapshot FROM {s}.referrals WHERE id > %s AND is_open "
+            "ORDER BY id LIMIT %s"
+        )
+        events = self._sql(
+            f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events WHERE referral_id = ANY(%s) "  # noqa: S608 - fixed column names
+            "ORDER BY referral_id, version, idx"
+        )
+        last = ""
+        cursor = conn.cursor(row_factory=_seal_last)
+        while True:
+            rows = cursor.execute(referrals, [last, _EXPORT_BATCH]).fetchall()
+            if not rows:
+                return
+            found = cursor.execute(events, [[r[0] for r in rows]]).fetchall()
+            grouped = {k: list(g) for k, g in itertools.groupby(found, key=lambda e: e[0])}
+            self._copy_rank_keys(
+                conn,
+                [
+                    (
+                        referral_from_row(snapshot, referral_id),
+                        [_event(e) for e in grouped.get(referral_id, ())],
+                    )
+                    for referral_id, snapshot in rows
+                ],
+            )
+            last = rows[-1][0]
+
+    @property
+    def keeps_rank_keys(self) -> bool:  # type: ignore[override]
+        """True from schema version 4 on (a store opened without migrating may be older)."""
+        return self.schema_version() >= _RANK_KEYS_VERSION
+
+    @boundary
+    def rank_buckets(self) -> list[int]:
+        """Read off ``worklist_keys_rank`` by skipping from one bucket to the next."""
+        rows = self._fetch(
+            "reading the worklist keys",
+            "WITH RECURSIVE b(x) AS (SELECT min(bucket) FROM {s}.worklist_keys UNION ALL "
+            "SELECT (SELECT min(bucket) FROM {s}.worklist_keys WHERE bucket > b.x) FROM b "
+            "WHERE b.x IS NOT NULL) SELECT x FROM b WHERE x IS NOT NULL",
+        )
+        return [int(row[0]) for row in rows]
+
+    @boundary
+    def rank_page(
+        self, bucket: int, after: tuple[float, str] | None, limit: int
+    ) -> list[tuple[float, str]]:
+        check_rank_page(bucket, after, limit)
+        if after is None:
+            rows = self._fetch(
+                "reading the worklist keys",
+                "SELECT sort_key, referral_id FROM {s}.worklist_keys WHERE bucket = %s "
+                "ORDER BY sort_key, referral_id LIMIT %s",
+                [bucket, limit],
+            )
+        else:
+            rows = self._fetch(
+                "reading the worklist keys",
+                "SELECT sort_key, referral_id FROM {s}.worklist_keys WHERE bucket = %s "
+                "AND (sort_key, referral_id) > (%s, %s) ORDER BY sort_key, referral_id "
+                "LIMIT %s",
+                [bucket, float(after[0]), after[1], limit],
+            )
+        return [(float(key), str(referral_id)) for key, referral_id in rows]
+
+    @boundary
+    def latest_update(self) -> dt.datetime | None:
+        found = self._fetch("reading the latest change", "SELECT max(updated_at) FROM {s}.referrals")
+        value = found[0][0]
+        return None if value is None else value.astimezone(dt.UTC)

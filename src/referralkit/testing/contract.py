@@ -36,6 +36,7 @@ from ..events import apply_all, replay
 from ..model import Priority, Referral, ReferralEvent, Status
 from ..privacy import Actor, Role
 from ..storage import MemoryStore, Query, ReferralStore, resolve_id
+from ..worklist import rank_entries
 from ._samples import sample_request
 
 LEASE = dt.timedelta(minutes=5)
@@ -624,3 +625,119 @@ class StoreContract:
             resolve_id(store, "nope")
         with pytest.raises(ValidationError):
             resolve_id(store, "")
+
+    # ------------------------------------------------------------------ worklist rank keys
+
+    @staticmethod
+    def _stored_rank_keys(store: ReferralStore) -> dict[str, set[tuple[int, float]]]:
+        """Every stored rank key, read through rank_buckets and pages of two."""
+        found: dict[str, set[tuple[int, float]]] = {}
+        for bucket in store.rank_buckets():
+            after = None
+            while True:
+                page = store.rank_page(bucket, after, 2)
+                assert page == sorted(page)
+                assert after is None or all(key > after for key in page)
+                for key, referral_id in page:
+                    found.setdefault(referral_id, set()).add((bucket, key))
+                if len(page) < 2:
+                    break
+                after = page[-1]
+        return found
+
+    def _varied(self, desk: ReferralDesk, clock: FakeClock) -> list[str]:
+        """Referrals in many states: waiting, accepted, on a patient hold (a paused clock),
+        booked, seen, closed, and two written in one batch."""
+        people = []
+        for k, priority in enumerate([Priority.ROUTINE, Priority.URGENT, Priority.STAT] * 2):
+            request = attrs.evolve(sample_request(f"V-{k}", complete=True), priority=priority)
+            people.append(desk.send(ACTOR, desk.intake(ACTOR, request).id).id)
+            clock.advance(hours=1)
+        desk.decline(ACTOR, people[3], "not our service")
+        desk.assign(ACTOR, people[0], "coord-7")
+        desk.accept(ACTOR, people[1])
+        desk.accept(ACTOR, people[2])
+        desk.hold(ACTOR, people[2], "patient: travelling")
+        desk.accept(ACTOR, people[4])
+        desk.schedule(ACTOR, people[4], clock.now() + dt.timedelta(days=2))
+        clock.advance(days=3)
+        desk.record_visit(ACTOR, people[4])
+        desk.complete(ACTOR, people[4], "plan agreed")
+        made = desk.intake(ACTOR, sample_request("BATCH"))
+        twin, created = self._copy(made, desk.store.events(made.id), "batch-b", "BATCH-B")
+        made = desk.send(ACTOR, made.id)
+        changed, change = self._next_change(twin, "coord-9")
+        desk.store.save_many([(twin, created, 0), (changed, change, 1)])
+        changed, change = self._next_change(made, "coord-9")
+        desk.store.save_many([(changed, change, made.version)])
+        return [*people, made.id, twin.id]
+
+    def test_rank_keys_follow_every_change(self, desk: ReferralDesk, clock: FakeClock) -> None:
+        """The stored rank keys are rank_entries of each referral's snapshot and history after
+        every kind of write (closed referrals have none), and restore_many writes them too."""
+        ids = self._varied(desk, clock)
+        store = desk.store
+        assert store.keeps_rank_keys
+        expected = {}
+        for referral_id in ids:
+            entries = rank_entries(store.load(referral_id), store.events(referral_id))
+            if entries:
+                expected[referral_id] = {(e.bucket, e.sort_key) for e in entries}
+        assert self._stored_rank_keys(store) == expected
+        assert len(expected) == len(ids) - 2  # declined, completed
+        assert store.rank_buckets() == sorted({b for keys in expected.values() for b, _ in keys})
+        copy = MemoryStore()
+        copy.restore_many(list(store.export()))
+        assert self._stored_rank_keys(copy) == expected
+
+    def test_rank_keys_restored(self, desk: ReferralDesk, clock: FakeClock) -> None:
+        """restore_many into the adapter writes the rank keys of the restored referrals."""
+        source = MemoryStore()
+        other = ReferralDesk(source, clock=clock, new_id=iter(["r-1", "r-2", "r-3"]).__next__)
+        made = [other.intake(ACTOR, sample_request(f"R-{k}")) for k in range(3)]
+        other.send(ACTOR, made[0].id)
+        other.send(ACTOR, made[1].id)
+        other.decline(ACTOR, made[1].id, "not our service")
+        desk.store.restore_many(list(source.export()))
+        assert self._stored_rank_keys(desk.store) == self._stored_rank_keys(source)
+        assert set(self._stored_rank_keys(desk.store)) == {made[0].id, made[2].id}
+
+    def test_rank_page_arguments_are_checked(self, store: ReferralStore) -> None:
+        for bucket, after, limit, path in (
+            ("1", None, 5, "bucket"),
+            (True, None, 5, "bucket"),
+            (1, (1.0,), 5, "after"),
+            (1, ("x", 1.0), 5, "after"),
+            (1, None, 0, "limit"),
+        ):
+            with pytest.raises(ValidationError) as info:
+                store.rank_page(bucket, after, limit)  # type: ignore[arg-type]
+            assert info.value.path == path
+        assert store.rank_page(1, None, 5) == []
+        assert store.rank_buckets() == []
+
+    def test_latest_update(self, desk: ReferralDesk, clock: FakeClock) -> None:
+        assert desk.store.latest_update() is None
+        self._population(desk, clock)
+        latest = max(r.updated_at for r in desk.store.query())
+        assert desk.store.latest_update() == latest
+
+    def test_ranked_worklist_is_the_full_ranking(
+        self, desk: ReferralDesk, clock: FakeClock
+    ) -> None:
+        """The desk's worklist head, read from the stored rank keys, is the head of the
+        ranking of every open referral, as time passes, with filters."""
+        self._varied(desk, clock)
+        for hours in (0, 5, 30, 24 * 9, 24 * 40):
+            when = clock.now() + dt.timedelta(hours=hours)
+            everything = desk.worklist(ACTOR, as_of=when, limit=None)
+            assert len(everything) == 6
+            for limit in (1, 2, 3, 10):
+                head = desk.worklist(ACTOR, as_of=when, limit=limit)
+                assert head == everything[:limit]
+            mine = desk.worklist(ACTOR, as_of=when, limit=2, owner="coord-9")
+            assert mine == [i for i in everything if i.owner == "coord-9"][:2]
+        earlier = clock.now() - dt.timedelta(days=1)  # before the last change: assessed in full
+        assert desk.worklist(ACTOR, as_of=earlier, limit=2) == desk.worklist(
+            ACTOR, as_of=earlier, limit=None
+        )[:2]
