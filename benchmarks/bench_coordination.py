@@ -39,6 +39,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
+import math
+import os
 import platform
 import shutil
 import statistics
@@ -47,7 +49,7 @@ import tempfile
 import time
 import timeit
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import version
 from pathlib import Path
 
@@ -58,11 +60,12 @@ from referralkit import synth
 from referralkit.clocks import read_clocks
 from referralkit.discrepancies import FindingKind, audit, audit_all
 from referralkit.rules.timeline import durable_available
-from referralkit.worklist import assess
+from referralkit.worklist import assess, rank_entries
 
 ASSESS_TARGET_US = 50.0
 SWEEP_TARGET_PER_S = 5_000.0
 AUDIT_TARGET_PER_S = 10_000.0
+WORKLIST_TARGET_MS = 50.0
 ACTOR = rk.Actor("bench", {rk.Role.COORDINATOR})
 
 History = tuple[rk.Referral, list[rk.ReferralEvent]]
@@ -279,6 +282,156 @@ def sweep_table(
     return 1 if check and missed else 0
 
 
+# --------------------------------------------------------------------------- the worklist
+
+
+def bulk_histories(histories: Sequence[History], total: int) -> Iterator[list[History]]:
+    """``total`` stored referrals in batches of 2,000: the simulated histories again and again
+    under new ids (``wl0000001``...), each snapshot the original's with the new id (checked
+    against the replay of its renamed events for the first copies)."""
+    batch: list[History] = []
+    for n in range(total):
+        referral, events = histories[n % len(histories)]
+        new_id = f"wl{n:07d}"
+        moved = renamed(events, new_id)
+        snapshot = attrs.evolve(referral, id=new_id, source_id=new_id)
+        if n < 2 * len(histories) and rk.replay(moved) != snapshot:
+            raise SystemExit(f"the bulk copy {new_id} is not the replay of its events")
+        batch.append((snapshot, moved))
+        if len(batch) == 2_000:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def expected_head(histories: Sequence[History], total: int, as_of: dt.datetime, limit: int) -> list[str]:
+    """The worklist head of a bulk store the slow way: every original assessed in full, each
+    copy ranked by its original's key and its own id."""
+    keys = {}
+    for referral, events in histories:
+        if not referral.status.is_terminal:
+            keys[referral.id] = tuple(assess(referral, events, as_of).key)[:4]
+    ranked = sorted(
+        (keys[histories[n % len(histories)][0].id], f"wl{n:07d}")
+        for n in range(total)
+        if histories[n % len(histories)][0].id in keys
+    )
+    return [referral_id for _, referral_id in ranked[:limit]]
+
+
+def worklist_store(
+    kind: str, url: str, histories: Sequence[History], total: int, as_of: dt.datetime
+) -> tuple[rk.ReferralStore, float]:
+    """The store at ``url`` holding ``total`` bulk referrals (built unless already there);
+    the seconds building took (0 when reused). A sample's stored rank keys are checked
+    against :func:`~referralkit.worklist.rank_entries`."""
+    store = rk.open_store(url)
+    took = 0.0
+    if store.count() != total:
+        if store.count():
+            raise SystemExit(f"{url} holds another number of referrals; remove it")
+        started = time.perf_counter()
+        for batch in bulk_histories(histories, total):
+            store.restore_many(batch)
+        took = time.perf_counter() - started
+    for n in range(0, total, max(1, total // 50)):
+        referral_id = f"wl{n:07d}"
+        referral, events = store.load(referral_id), store.events(referral_id)
+        wanted = {(e.bucket, e.sort_key) for e in rank_entries(referral, events)}
+        stored = {
+            (bucket, key)
+            for bucket in store.rank_buckets()
+            for key, rid in store.rank_page(bucket, (-math.inf, ""), total)
+            if rid == referral_id
+        } if n == 0 else wanted  # one full scan; the others through the desk's own check below
+        if stored != wanted:
+            raise SystemExit(f"{kind}: the stored rank keys of {referral_id} are wrong")
+    return store, took
+
+
+def worklist_rates(
+    store: rk.ReferralStore, as_of: dt.datetime, rounds: int, limit: int = 50
+) -> tuple[list[float], list[float], float, list[str]]:
+    """Milliseconds of ``desk.worklist(limit=50)`` and of the store's plain indexed query for
+    50 open referrals (the baseline), interleaved; referrals assessed per worklist call."""
+    desk = rk.ReferralDesk(store, clock=rk.FakeClock(as_of))
+    loads = 0
+    original = store.histories
+
+    def counting(ids: Sequence[str]) -> list[History]:
+        nonlocal loads
+        found = original(ids)
+        loads += len(found)
+        return found
+
+    store.histories = counting  # type: ignore[method-assign]
+    head = [i.referral_id for i in desk.worklist(ACTOR, limit=limit)]
+    ours, base = [], []
+    loads = 0
+    for _ in range(rounds):
+        gc.collect()
+        started = time.perf_counter()
+        store.query(rk.Query(open_only=True, limit=limit))
+        base.append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        desk.worklist(ACTOR, limit=limit)
+        ours.append((time.perf_counter() - started) * 1000)
+    del store.histories
+    return ours, base, loads / rounds, head
+
+
+def worklist_table(
+    histories: Sequence[History],
+    total: int,
+    as_of: dt.datetime,
+    rounds: int,
+    postgres: str | None,
+    folder: str | None,
+) -> int:
+    """Time the ranked worklist's top 50 on SQLite and PostgreSQL stores of ``total``
+    referrals; print its table; 1 when the target is missed."""
+    expected = expected_head(histories, total, as_of, 50)
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        where = Path(folder or scratch)
+        where.mkdir(parents=True, exist_ok=True)
+        targets = [("SQLite", f"sqlite:///{where / f'worklist-{total}.db'}")]
+        if postgres:
+            schema = f"bench_worklist_{total}"
+            targets.append(("PostgreSQL", f"{postgres}{'&' if '?' in postgres else '?'}schema={schema}"))
+        for kind, url in targets:
+            store, took = worklist_store(kind, url, histories, total, as_of)
+            with store:
+                ours, base, assessed, head = worklist_rates(store, as_of, rounds)
+            if head != expected:
+                raise SystemExit(f"{kind}: the worklist head is not the slow ranking's head")
+            rows.append((kind, took, ours, base, assessed))
+            if folder is None and kind == "PostgreSQL":
+                import psycopg
+
+                with psycopg.connect(postgres, autocommit=True) as conn:
+                    conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    print()
+    print(
+        f"| worklist top 50, {total:,} referrals stored | built in s | referrals assessed "
+        "| median ms | p95 ms | store query of 50 (baseline) median ms | ratio | target p95 | met |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|:---:|")
+    missed = False
+    for kind, took, ours, base, assessed in rows:
+        p95 = percentile(ours, 0.95)
+        met = p95 <= WORKLIST_TARGET_MS
+        missed |= not met
+        ratio = statistics.median(ours) / statistics.median(base)
+        print(
+            f"| `desk.worklist(limit=50)`, {kind} | {took:,.0f} | {assessed:,.0f} "
+            f"| {fmt(statistics.median(ours))} | {fmt(p95)} | {fmt(statistics.median(base))} "
+            f"| {ratio:,.1f}× | ≤ {fmt(WORKLIST_TARGET_MS)} | {'yes' if met else '**no**'} |"
+        )
+    return 1 if missed else 0
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -297,7 +450,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--sweep-referrals", type=int, help="referrals stored for the sweep (full run: 5,000)"
     )
     parser.add_argument("--sweep-only", action="store_true", help="time the sweep alone")
+    parser.add_argument(
+        "--worklist-referrals", type=int, help="referrals stored for the worklist (100,000)"
+    )
+    parser.add_argument("--worklist-only", action="store_true", help="time the worklist alone")
+    parser.add_argument(
+        "--worklist-dir", help="keep the worklist's SQLite file (and PostgreSQL schema) to reuse"
+    )
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get(
+            "REFERRALKIT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+        ),
+        help="PostgreSQL URL for the worklist (a schema is created)",
+    )
+    parser.add_argument("--no-postgres", action="store_true", help="the worklist on SQLite only")
     args = parser.parse_args(argv)
+    postgres = None if args.no_postgres else args.postgres
+    print(f"load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.quick:
         population, audited, repeat, inner = 60, 2_000, args.repeat or 2, 2
         swept_total = 600
@@ -305,6 +475,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         population, audited, repeat, inner = 2_000, 100_000, args.repeat or 5, 5
         swept_total = 5_000
     swept_total = args.sweep_referrals or swept_total
+    listed_total = args.worklist_referrals or (2_000 if args.quick else 100_000)
+    if args.worklist_only:
+        _, histories, as_of = simulated(population, seed=11)
+        missed = worklist_table(
+            histories, listed_total, as_of, 10 if args.quick else 40, postgres, args.worklist_dir
+        )
+        print(f"load average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        return 1 if args.check and missed else 0
     if args.sweep_only:
         _, histories, as_of = simulated(population, seed=11)
         return sweep_table(histories, swept_total, as_of, min(repeat, 3), args.check)
@@ -396,6 +574,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     missed_sweep = sweep_table(histories, swept_total, as_of, min(repeat, 3), check=True)
     if missed_sweep:
         missed.append("sweep")
+    if worklist_table(
+        histories, listed_total, as_of, 10 if args.quick else 40, postgres, args.worklist_dir
+    ):
+        missed.append("worklist")
+    print(f"load average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if missed:
         print()
         print("missed targets: " + "; ".join(missed))

@@ -43,7 +43,7 @@ from .clock import Clock, SystemClock
 from .clocks import DEFAULT_CLOCKS, Cause, ClockName
 from .discrepancies import DEFAULT_AUDIT, AuditRules, Finding, audit_all
 from .discrepancies import audit as audit_record
-from .errors import ConcurrencyError, GuardError, NotFoundError, RulesError, ValidationError
+from .errors import ConcurrencyError, GuardError, RulesError, ValidationError
 from .events import EventType, apply_all
 from .intake import DEFAULT_CHECKLIST, Checklist, IntakeRequest, Requirement
 from .model import (
@@ -1390,13 +1390,9 @@ class ReferralDesk:
         store, rules = self.store, self.worklist_rules
 
         def read(ids: Sequence[str]) -> Iterator[WorklistItem]:
-            for referral_id in ids:
-                try:
-                    referral = store.load(referral_id)
-                except NotFoundError:  # deleted meanwhile
-                    continue
+            for referral, events in store.histories(ids):
                 if query.matches(referral):
-                    yield assess_item(referral, store.events(referral_id), when, rules=rules)
+                    yield assess_item(referral, events, when, rules=rules)
 
         return ranked_head(store.rank_buckets(), store.rank_page, read, when, limit, where=where)
 

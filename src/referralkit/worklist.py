@@ -956,7 +956,7 @@ def ranked_head(
     *,
     where: Callable[[WorklistItem], bool] | None = None,
     page_size: int = 64,
-    batch: int = 16,
+    batch: int = 8,
 ) -> list[WorklistItem]:
     """The best ``limit`` open items in :func:`rank`'s order, from stored rank keys.
 
@@ -991,7 +991,7 @@ def ranked_head(
         advance(bucket)
     top: list[WorklistItem] = []
     seen: set[str] = set()
-    wanted = max(batch, limit)
+    wanted = max(batch, limit)  # the first batch: the ``limit`` best bounds
     while heap and limit > 0:
         pending: list[str] = []
         done = False

@@ -575,6 +575,21 @@ class ReferralStore(abc.ABC):
         """
         return max((r.updated_at for r in self.query(Query())), default=None)
 
+    def histories(self, ids: Iterable[str]) -> list[History]:
+        """The snapshots and whole histories of those of ``ids`` that exist, in the order
+        given: what the worklist reads for the referrals it assesses. Adapters read a batch
+        at once.
+
+        .. versionadded:: 0.1
+        """
+        found = []
+        for referral_id in _ids(ids):
+            try:
+                found.append((self.load(referral_id), self.events(referral_id)))
+            except NotFoundError:
+                continue
+        return found
+
     def _rank_keys(self) -> Iterator[tuple[str, Sequence[Any]]]:
         from ..worklist import rank_entries
 

@@ -88,7 +88,7 @@ from ._base import (
     prefix_range,
 )
 from ._json import (
-    event_from_row,
+    _stored_event,
     events_by_referral,
     payload_json,
     referral_from_row,
@@ -428,8 +428,10 @@ def _seal_last(cursor: Any) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
 
 
 def _event(row: Sequence[Any]) -> ReferralEvent:
-    # the session time zone decides the offset psycopg returns; the model converts to UTC
-    return event_from_row(tuple(row))
+    # the session time zone decides the offset psycopg returns; the model converts to UTC.
+    # The model's constructor and validators, not cattrs (see _json._stored_event: a row this
+    # store wrote; anything wrong with it gets event_from_row's StorageError)
+    return _stored_event(tuple(row))
 
 
 def _connection_lost(error: psycopg.Error) -> bool:
@@ -1261,3 +1263,35 @@ class PostgresStore(ReferralStore):
         found = self._fetch("reading the latest change", "SELECT max(updated_at) FROM {s}.referrals")
         value = found[0][0]
         return None if value is None else value.astimezone(dt.UTC)
+
+    @boundary
+    def histories(self, ids: Iterable[str]) -> list[History]:
+        """Two reads for the whole batch: the snapshots, then their events (those newer than
+        the snapshot read, written in between, left out)."""
+        wanted = _ids(ids)
+        if not wanted:
+            return []
+        rows = self._fetch(
+            "loading referrals",
+            "SELECT id, snapshot FROM {s}.referrals WHERE id = ANY(%s)",
+            [wanted],
+            sealed=True,
+        )
+        found = self._fetch(
+            "loading histories",
+            f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events WHERE referral_id = ANY(%s) "  # noqa: S608 - fixed column names
+            "ORDER BY referral_id, version, idx",
+            [wanted],
+            sealed=True,
+        )
+        snapshots = {rid: referral_from_row(snapshot, rid) for rid, snapshot in rows}
+        grouped = {
+            k: [_event(e) for e in g] for k, g in itertools.groupby(found, key=lambda e: e[0])
+        }
+        histories = []
+        for referral_id in wanted:
+            referral = snapshots.get(referral_id)
+            if referral is not None:
+                events = grouped.get(referral_id, [])
+                histories.append((referral, [e for e in events if e.version <= referral.version]))
+        return histories

@@ -63,7 +63,7 @@ from ._base import (
 from ._directory import DIRECTORY_TABLES
 from ._files import create_private, private_replacement
 from ._json import (
-    event_from_row,
+    _stored_event,
     events_by_referral,
     payload_json,
     referral_from_row,
@@ -229,10 +229,28 @@ def _seal_last(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _event(row: Sequence[Any]) -> ReferralEvent:
-    return event_from_row(tuple(row))
+    # the model's constructor and validators, not cattrs (see _json._stored_event: a row this
+    # store wrote; anything wrong with it gets event_from_row's StorageError)
+    return _stored_event(tuple(row))
 
 
 _INSERT_RANK: Final = "INSERT INTO worklist_keys (referral_id, bucket, sort_key) VALUES (?, ?, ?)"
+
+
+def _assembled(
+    wanted: Sequence[str], rows: Sequence[Sequence[Any]], events: Sequence[Sequence[Any]]
+) -> list[History]:
+    """Snapshots ``(id, snapshot)`` and event rows in referral id order as histories, in the
+    order of ``wanted``; events newer than their snapshot are left out."""
+    snapshots = {rid: referral_from_row(snapshot, rid) for rid, snapshot in rows}
+    grouped = {k: [_event(e) for e in g] for k, g in itertools.groupby(events, key=lambda e: e[0])}
+    found = []
+    for referral_id in wanted:
+        referral = snapshots.get(referral_id)
+        if referral is not None:
+            history = grouped.get(referral_id, [])
+            found.append((referral, [e for e in history if e.version <= referral.version]))
+    return found
 
 
 def _keeps_rank_keys(conn: sqlite3.Connection) -> bool:
@@ -901,3 +919,24 @@ class SQLiteStore(ReferralStore):
     def latest_update(self) -> dt.datetime | None:
         found = self._read("SELECT max(updated_at) FROM referrals")[0][0]
         return None if found is None else dt.datetime.fromisoformat(found).replace(tzinfo=dt.UTC)
+
+    @boundary
+    def histories(self, ids: Iterable[str]) -> list[History]:
+        """Two reads for the whole batch: the snapshots, then their events (those newer than
+        the snapshot read, written in between, left out)."""
+        wanted = _ids(ids)
+        if not wanted:
+            return []
+        marks = ", ".join("?" for _ in wanted)
+        rows = self._read(
+            f"SELECT id, snapshot FROM referrals WHERE id IN ({marks})",  # noqa: S608 - placeholders only
+            wanted,
+            sealed=True,
+        )
+        found = self._read(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE referral_id IN ({marks}) "  # noqa: S608 - fixed column names
+            "ORDER BY referral_id, version, idx",
+            wanted,
+            sealed=True,
+        )
+        return _assembled(wanted, rows, found)
