@@ -1397,6 +1397,62 @@ class ReferralDesk:
         return ranked_head(store.rank_buckets(), store.rank_page, read, when, limit, where=where)
 
     @boundary
+    def claim(
+        self,
+        actor: Actor,
+        count: int = 1,
+        *,
+        lease: dt.timedelta = dt.timedelta(minutes=30),
+        **filters: Any,
+    ) -> list[WorklistItem]:
+        """Lease up to ``count`` open referrals that nobody holds to ``actor`` (the lease's
+        owner is the actor's id) until ``lease`` from now; the claimed referrals as worklist
+        rows, most at risk first.
+
+        The store picks them (:meth:`~referralkit.storage.ReferralStore.claim`: the first
+        free ones in its indexed order, priority then due date, so two coordinators claiming
+        at once never get the same referral); ``filters`` are
+        :class:`~referralkit.storage.Query` fields (``specialty=``, ``owner=``...) that narrow
+        what may be claimed. A claim writes nothing to the referral's history. Requires the
+        ``claim`` permission (coordinators).
+
+        .. versionadded:: 0.1
+        """
+        sealed = Sealed(filters)
+        del filters
+        authorize(actor, "claim")
+        query = _query(sealed)
+        now = self._now()
+        taken = self.store.claim(actor.id, count, now=now, lease=lease, query=query)
+        items = (
+            assess_item(referral, events, now, rules=self.worklist_rules)
+            for referral, events in self.store.histories(taken)
+        )
+        return rank(items)
+
+    @boundary
+    def renew(
+        self, actor: Actor, ids: Sequence[str], *, lease: dt.timedelta = dt.timedelta(minutes=30)
+    ) -> list[str]:
+        """Extend ``actor``'s own live leases on ``ids`` to ``lease`` from now; the ids
+        renewed (a lease another coordinator holds, or one that has ended, is not).
+
+        .. versionadded:: 0.1
+        """
+        authorize(actor, "claim")
+        return self.store.renew(actor.id, ids, now=self._now(), lease=lease)
+
+    @boundary
+    def release(self, actor: Actor, ids: Sequence[str]) -> list[str]:
+        """Give back ``actor``'s own leases on ``ids``; the ids released (others' leases are
+        kept).
+
+        .. versionadded:: 0.1
+        """
+        authorize(actor, "claim")
+        return self.store.release(actor.id, ids)
+
+    @boundary
     def audit(
         self,
         actor: Actor,

@@ -73,6 +73,7 @@ _COORDINATOR: Final = (
         "acknowledge_self_pay",
         "record_survey",
         "sweep",
+        "claim",
     }
 )
 
