@@ -25,9 +25,11 @@ leave it with a traceback that holds no argument (see :doc:`/explanation`).
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import hashlib
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -255,6 +257,9 @@ def _query(filters: Sealed[dict[str, Any]], **fixed: Any) -> Query:
     return Query(**filters.reveal(), **fixed)
 
 
+_HISTORY_CACHE: Final = 256
+"""How many parsed histories a desk keeps for its worklist (see ReferralDesk._histories)."""
+
 # a logged message or a sweep's alert changes nothing the patient is told about
 _NOT_FACTS: Final = frozenset(
     {
@@ -330,6 +335,10 @@ class ReferralDesk:
         self.worklist_rules = worklist_rules
         self.audit_rules = audit_rules
         self._event_rules = event_rules
+        self._history_cache: collections.OrderedDict[
+            str, tuple[Referral, list[ReferralEvent]]
+        ] = collections.OrderedDict()
+        self._history_lock = threading.Lock()
 
     @classmethod
     @boundary
@@ -1390,11 +1399,36 @@ class ReferralDesk:
         store, rules = self.store, self.worklist_rules
 
         def read(ids: Sequence[str]) -> Iterator[WorklistItem]:
-            for referral, events in store.histories(ids):
+            for referral, events in self._histories(ids):
                 if query.matches(referral):
                     yield assess_item(referral, events, when, rules=rules)
 
         return ranked_head(store.rank_buckets(), store.rank_page, read, when, limit, where=where)
+
+    def _histories(self, ids: Sequence[str]) -> list[tuple[Referral, list[ReferralEvent]]]:
+        """The snapshots and histories of ``ids`` (those that exist), through a small cache
+        of parsed histories checked against the stored versions: a version never changes, so
+        a cached one that is current is what the store holds, and a worklist refreshed again
+        and again parses only what changed (parsing is most of the cost of reading)."""
+        store, cache = self.store, self._history_cache
+        current = store.versions(ids)
+        with self._history_lock:
+            stale = [
+                i for i in current if i not in cache or cache[i][0].version < current[i]
+            ]
+        fresh = store.histories(stale) if stale else []
+        found = []
+        with self._history_lock:
+            for referral, events in fresh:
+                cache[referral.id] = (referral, list(events))
+            for referral_id in ids:
+                entry = cache.get(referral_id)
+                if referral_id in current and entry is not None:
+                    cache.move_to_end(referral_id)
+                    found.append(entry)
+            while len(cache) > _HISTORY_CACHE:
+                cache.popitem(last=False)
+        return found
 
     @boundary
     def claim(

@@ -590,6 +590,20 @@ class ReferralStore(abc.ABC):
                 continue
         return found
 
+    def versions(self, ids: Iterable[str]) -> dict[str, int]:
+        """The stored version of each of ``ids`` that exists (a cheap read: what a reader
+        that keeps parsed histories checks them against). Adapters read a batch at once.
+
+        .. versionadded:: 0.1
+        """
+        found = {}
+        for referral_id in _ids(ids):
+            try:
+                found[referral_id] = self.load(referral_id).version
+            except NotFoundError:
+                continue
+        return found
+
     def _rank_keys(self) -> Iterator[tuple[str, Sequence[Any]]]:
         from ..worklist import rank_entries
 

@@ -1295,3 +1295,15 @@ class PostgresStore(ReferralStore):
                 events = grouped.get(referral_id, [])
                 histories.append((referral, [e for e in events if e.version <= referral.version]))
         return histories
+
+    @boundary
+    def versions(self, ids: Iterable[str]) -> dict[str, int]:
+        wanted = _ids(ids)
+        if not wanted:
+            return {}
+        rows = self._fetch(
+            "reading versions",
+            "SELECT id, version FROM {s}.referrals WHERE id = ANY(%s)",
+            [wanted],
+        )
+        return {str(referral_id): int(version) for referral_id, version in rows}

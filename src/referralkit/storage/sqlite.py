@@ -940,3 +940,12 @@ class SQLiteStore(ReferralStore):
             sealed=True,
         )
         return _assembled(wanted, rows, found)
+
+    @boundary
+    def versions(self, ids: Iterable[str]) -> dict[str, int]:
+        wanted = _ids(ids)
+        if not wanted:
+            return {}
+        marks = ", ".join("?" for _ in wanted)
+        rows = self._read(f"SELECT id, version FROM referrals WHERE id IN ({marks})", wanted)  # noqa: S608 - placeholders only
+        return {str(referral_id): int(version) for referral_id, version in rows}

@@ -741,3 +741,18 @@ class StoreContract:
         assert desk.worklist(ACTOR, as_of=earlier, limit=2) == desk.worklist(
             ACTOR, as_of=earlier, limit=None
         )[:2]
+
+    def test_histories_and_versions(self, desk: ReferralDesk, clock: FakeClock) -> None:
+        """histories and versions read a batch: the ones that exist, in the order given."""
+        ids = [r.id for r in self._population(desk, clock)]
+        wanted = [ids[2], "missing", ids[0], ids[2]]
+        found = desk.store.histories(wanted)
+        assert [r.id for r, _ in found] == [ids[2], ids[0]]
+        for referral, events in found:
+            assert referral == desk.store.load(referral.id)
+            assert list(events) == desk.store.events(referral.id)
+        assert desk.store.versions(wanted) == {
+            i: desk.store.load(i).version for i in (ids[2], ids[0])
+        }
+        assert desk.store.histories([]) == []
+        assert desk.store.versions([]) == {}
