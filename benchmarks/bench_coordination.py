@@ -305,7 +305,9 @@ def bulk_histories(histories: Sequence[History], total: int) -> Iterator[list[Hi
         yield batch
 
 
-def expected_head(histories: Sequence[History], total: int, as_of: dt.datetime, limit: int) -> list[str]:
+def expected_head(
+    histories: Sequence[History], total: int, as_of: dt.datetime, limit: int
+) -> list[str]:
     """The worklist head of a bulk store the slow way: every original assessed in full, each
     copy ranked by its original's key and its own id."""
     keys = {}
@@ -339,12 +341,16 @@ def worklist_store(
         referral_id = f"wl{n:07d}"
         referral, events = store.load(referral_id), store.events(referral_id)
         wanted = {(e.bucket, e.sort_key) for e in rank_entries(referral, events)}
-        stored = {
-            (bucket, key)
-            for bucket in store.rank_buckets()
-            for key, rid in store.rank_page(bucket, (-math.inf, ""), total)
-            if rid == referral_id
-        } if n == 0 else wanted  # one full scan; the others through the desk's own check below
+        stored = (
+            {
+                (bucket, key)
+                for bucket in store.rank_buckets()
+                for key, rid in store.rank_page(bucket, (-math.inf, ""), total)
+                if rid == referral_id
+            }
+            if n == 0
+            else wanted
+        )  # one full scan; the others through the desk's own check below
         if stored != wanted:
             raise SystemExit(f"{kind}: the stored rank keys of {referral_id} are wrong")
     return store, took
@@ -352,33 +358,39 @@ def worklist_store(
 
 def worklist_rates(
     store: rk.ReferralStore, as_of: dt.datetime, rounds: int, limit: int = 50
-) -> tuple[list[float], list[float], float, list[str]]:
-    """Milliseconds of ``desk.worklist(limit=50)`` and of the store's plain indexed query for
-    50 open referrals (the baseline), interleaved; referrals assessed per worklist call."""
-    desk = rk.ReferralDesk(store, clock=rk.FakeClock(as_of))
-    loads = 0
+) -> tuple[list[float], list[float], list[float], float, list[str]]:
+    """Milliseconds of ``desk.worklist(limit=50)`` on a new desk (cold: every history parsed)
+    and on one desk called again and again (warm: its cache of parsed histories checked
+    against the stored versions), and of the store's plain indexed query for 50 open
+    referrals (the baseline), interleaved round by round; referrals read per cold call."""
+    read = 0
     original = store.histories
 
     def counting(ids: Sequence[str]) -> list[History]:
-        nonlocal loads
+        nonlocal read
         found = original(ids)
-        loads += len(found)
+        read += len(found)
         return found
 
     store.histories = counting  # type: ignore[method-assign]
-    head = [i.referral_id for i in desk.worklist(ACTOR, limit=limit)]
-    ours, base = [], []
-    loads = 0
+    warm_desk = rk.ReferralDesk(store, clock=rk.FakeClock(as_of))
+    head = [i.referral_id for i in warm_desk.worklist(ACTOR, limit=limit)]
+    cold, warm, base = [], [], []
+    read = 0
     for _ in range(rounds):
         gc.collect()
         started = time.perf_counter()
         store.query(rk.Query(open_only=True, limit=limit))
         base.append((time.perf_counter() - started) * 1000)
+        desk = rk.ReferralDesk(store, clock=rk.FakeClock(as_of))
         started = time.perf_counter()
         desk.worklist(ACTOR, limit=limit)
-        ours.append((time.perf_counter() - started) * 1000)
+        cold.append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        warm_desk.worklist(ACTOR, limit=limit)
+        warm.append((time.perf_counter() - started) * 1000)
     del store.histories
-    return ours, base, loads / rounds, head
+    return cold, warm, base, read / rounds, head
 
 
 def worklist_table(
@@ -399,14 +411,16 @@ def worklist_table(
         targets = [("SQLite", f"sqlite:///{where / f'worklist-{total}.db'}")]
         if postgres:
             schema = f"bench_worklist_{total}"
-            targets.append(("PostgreSQL", f"{postgres}{'&' if '?' in postgres else '?'}schema={schema}"))
+            targets.append(
+                ("PostgreSQL", f"{postgres}{'&' if '?' in postgres else '?'}schema={schema}")
+            )
         for kind, url in targets:
             store, took = worklist_store(kind, url, histories, total, as_of)
             with store:
-                ours, base, assessed, head = worklist_rates(store, as_of, rounds)
+                cold, warm, base, assessed, head = worklist_rates(store, as_of, rounds)
             if head != expected:
                 raise SystemExit(f"{kind}: the worklist head is not the slow ranking's head")
-            rows.append((kind, took, ours, base, assessed))
+            rows.append((kind, took, cold, warm, base, assessed))
             if folder is None and kind == "PostgreSQL":
                 import psycopg
 
@@ -414,19 +428,21 @@ def worklist_table(
                     conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     print()
     print(
-        f"| worklist top 50, {total:,} referrals stored | built in s | referrals assessed "
-        "| median ms | p95 ms | store query of 50 (baseline) median ms | ratio | target p95 | met |"
+        f"| worklist top 50, {total:,} referrals stored | built in s | referrals read "
+        "| cold median ms | cold p95 ms | warm median ms | warm p95 ms "
+        "| store query of 50 (baseline) median ms | cold / baseline | target p95 (cold) | met |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|:---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
     missed = False
-    for kind, took, ours, base, assessed in rows:
-        p95 = percentile(ours, 0.95)
+    for kind, took, cold, warm, base, assessed in rows:
+        p95 = percentile(cold, 0.95)
         met = p95 <= WORKLIST_TARGET_MS
         missed |= not met
-        ratio = statistics.median(ours) / statistics.median(base)
+        ratio = statistics.median(cold) / statistics.median(base)
         print(
             f"| `desk.worklist(limit=50)`, {kind} | {took:,.0f} | {assessed:,.0f} "
-            f"| {fmt(statistics.median(ours))} | {fmt(p95)} | {fmt(statistics.median(base))} "
+            f"| {fmt(statistics.median(cold))} | {fmt(p95)} | {fmt(statistics.median(warm))} "
+            f"| {fmt(percentile(warm, 0.95))} | {fmt(statistics.median(base))} "
             f"| {ratio:,.1f}× | ≤ {fmt(WORKLIST_TARGET_MS)} | {'yes' if met else '**no**'} |"
         )
     return 1 if missed else 0

@@ -36,7 +36,8 @@ def desk(request: pytest.FixtureRequest) -> rk.ReferralDesk:
 def test_claim_leases_rows_to_the_actor(desk: rk.ReferralDesk) -> None:
     before = {r.id: r.version for r in desk.store.query()}
     mine = desk.claim(ANA, 2)
-    assert len(mine) == 2 and all(isinstance(i, WorklistItem) for i in mine)
+    assert len(mine) == 2
+    assert all(isinstance(i, WorklistItem) for i in mine)
     assert mine == rank(mine)  # most at risk first
     theirs = desk.claim(BEN, 10)
     assert {i.referral_id for i in mine}.isdisjoint(i.referral_id for i in theirs)
@@ -84,5 +85,6 @@ def test_claims_need_the_permission(desk: rk.ReferralDesk) -> None:
     ):
         with pytest.raises(PermissionDeniedError):
             call()
-    assert AUDITOR.may("worklist") and not AUDITOR.may("claim")
+    assert AUDITOR.may("worklist")
+    assert not AUDITOR.may("claim")
     assert rk.Actor("admin", {rk.Role.ADMIN}).may("claim")

@@ -82,7 +82,9 @@ def _everything(store: ReferralStore, as_of: dt.datetime) -> list[WorklistItem]:
 
 
 @pytest.mark.parametrize("hours", [0, 1, 7, 30, 24 * 5, 24 * 20, 24 * 200])
-def test_head_is_the_full_rankings_head(simulated: tuple[MemoryStore, dt.datetime], hours: int) -> None:
+def test_head_is_the_full_rankings_head(
+    simulated: tuple[MemoryStore, dt.datetime], hours: int
+) -> None:
     store, now = simulated
     as_of = now + dt.timedelta(hours=hours)
     everything = _everything(store, as_of)

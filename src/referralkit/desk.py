@@ -335,9 +335,9 @@ class ReferralDesk:
         self.worklist_rules = worklist_rules
         self.audit_rules = audit_rules
         self._event_rules = event_rules
-        self._history_cache: collections.OrderedDict[
-            str, tuple[Referral, list[ReferralEvent]]
-        ] = collections.OrderedDict()
+        self._history_cache: collections.OrderedDict[str, tuple[Referral, list[ReferralEvent]]] = (
+            collections.OrderedDict()
+        )
         self._history_lock = threading.Lock()
 
     @classmethod
@@ -1394,8 +1394,9 @@ class ReferralDesk:
     def _ranked(
         self, when: dt.datetime, limit: int, where: WorklistFilter, query: Query
     ) -> list[WorklistItem]:
-        """The worklist's head from the stored rank keys (:func:`~referralkit.worklist.ranked_head`):
-        only the referrals that may belong in it are read and assessed."""
+        """The worklist's head from the stored rank keys
+        (:func:`~referralkit.worklist.ranked_head`): only the referrals that may belong in it
+        are read and assessed."""
         store, rules = self.store, self.worklist_rules
 
         def read(ids: Sequence[str]) -> Iterator[WorklistItem]:
@@ -1413,9 +1414,7 @@ class ReferralDesk:
         store, cache = self.store, self._history_cache
         current = store.versions(ids)
         with self._history_lock:
-            stale = [
-                i for i in current if i not in cache or cache[i][0].version < current[i]
-            ]
+            stale = [i for i in current if i not in cache or cache[i][0].version < current[i]]
         fresh = store.histories(stale) if stale else []
         found = []
         with self._history_lock:

@@ -582,7 +582,7 @@ class ReferralStore(abc.ABC):
 
         .. versionadded:: 0.1
         """
-        found = []
+        found: list[History] = []
         for referral_id in _ids(ids):
             try:
                 found.append((self.load(referral_id), self.events(referral_id)))

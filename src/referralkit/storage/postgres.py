@@ -1193,8 +1193,7 @@ class PostgresStore(ReferralStore):
         """Compute the rank keys of every open referral already stored (the version 4
         migration), a page of referrals at a time."""
         referrals = self._sql(
-            "SELECT id, snapshot FROM {s}.referrals WHERE id > %s AND is_open "
-            "ORDER BY id LIMIT %s"
+            "SELECT id, snapshot FROM {s}.referrals WHERE id > %s AND is_open ORDER BY id LIMIT %s"
         )
         events = self._sql(
             f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events WHERE referral_id = ANY(%s) "  # noqa: S608 - fixed column names
@@ -1260,7 +1259,9 @@ class PostgresStore(ReferralStore):
 
     @boundary
     def latest_update(self) -> dt.datetime | None:
-        found = self._fetch("reading the latest change", "SELECT max(updated_at) FROM {s}.referrals")
+        found = self._fetch(
+            "reading the latest change", "SELECT max(updated_at) FROM {s}.referrals"
+        )
         value = found[0][0]
         return None if value is None else value.astimezone(dt.UTC)
 
@@ -1288,7 +1289,7 @@ class PostgresStore(ReferralStore):
         grouped = {
             k: [_event(e) for e in g] for k, g in itertools.groupby(found, key=lambda e: e[0])
         }
-        histories = []
+        histories: list[History] = []
         for referral_id in wanted:
             referral = snapshots.get(referral_id)
             if referral is not None:

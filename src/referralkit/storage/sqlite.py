@@ -244,7 +244,7 @@ def _assembled(
     order of ``wanted``; events newer than their snapshot are left out."""
     snapshots = {rid: referral_from_row(snapshot, rid) for rid, snapshot in rows}
     grouped = {k: [_event(e) for e in g] for k, g in itertools.groupby(events, key=lambda e: e[0])}
-    found = []
+    found: list[History] = []
     for referral_id in wanted:
         referral = snapshots.get(referral_id)
         if referral is not None:

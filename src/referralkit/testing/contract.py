@@ -738,9 +738,10 @@ class StoreContract:
             mine = desk.worklist(ACTOR, as_of=when, limit=2, owner="coord-9")
             assert mine == [i for i in everything if i.owner == "coord-9"][:2]
         earlier = clock.now() - dt.timedelta(days=1)  # before the last change: assessed in full
-        assert desk.worklist(ACTOR, as_of=earlier, limit=2) == desk.worklist(
-            ACTOR, as_of=earlier, limit=None
-        )[:2]
+        assert (
+            desk.worklist(ACTOR, as_of=earlier, limit=2)
+            == desk.worklist(ACTOR, as_of=earlier, limit=None)[:2]
+        )
 
     def test_histories_and_versions(self, desk: ReferralDesk, clock: FakeClock) -> None:
         """histories and versions read a batch: the ones that exist, in the order given."""
