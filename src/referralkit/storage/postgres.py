@@ -88,7 +88,7 @@ from ._base import (
     prefix_range,
 )
 from ._json import (
-    _stored_event,
+    event_from_row,
     events_by_referral,
     payload_json,
     referral_from_row,
@@ -428,10 +428,8 @@ def _seal_last(cursor: Any) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
 
 
 def _event(row: Sequence[Any]) -> ReferralEvent:
-    # the session time zone decides the offset psycopg returns; the model converts to UTC.
-    # The model's constructor and validators, not cattrs (see _json._stored_event: a row this
-    # store wrote; anything wrong with it gets event_from_row's StorageError)
-    return _stored_event(tuple(row))
+    # the session time zone decides the offset psycopg returns; the model converts to UTC
+    return event_from_row(tuple(row))
 
 
 def _connection_lost(error: psycopg.Error) -> bool:

@@ -63,7 +63,7 @@ from ._base import (
 from ._directory import DIRECTORY_TABLES
 from ._files import create_private, private_replacement
 from ._json import (
-    _stored_event,
+    event_from_row,
     events_by_referral,
     payload_json,
     referral_from_row,
@@ -229,9 +229,7 @@ def _seal_last(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _event(row: Sequence[Any]) -> ReferralEvent:
-    # the model's constructor and validators, not cattrs (see _json._stored_event: a row this
-    # store wrote; anything wrong with it gets event_from_row's StorageError)
-    return _stored_event(tuple(row))
+    return event_from_row(tuple(row))
 
 
 _INSERT_RANK: Final = "INSERT INTO worklist_keys (referral_id, bucket, sort_key) VALUES (?, ?, ?)"
