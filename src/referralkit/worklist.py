@@ -319,8 +319,10 @@ unreachable after 3 unanswered contacts, a visit outcome due 4 hours after the a
 
 def _outbound_streak(t: Timeline) -> list[tuple[dt.datetime, ReferralEvent]]:
     """The outbound contacts with the patient since the last inbound one."""
-    last_in = t.inbound[-1][0] if t.inbound else None
-    return [s for s in t.outbound if last_in is None or s[0] > last_in]
+    if not t.inbound:
+        return list(t.outbound)
+    last_in = t.inbound[-1][0]
+    return [s for s in t.outbound if s[0] > last_in]
 
 
 def _booking(t: Timeline) -> tuple[dt.datetime, ReferralEvent] | None:
@@ -659,10 +661,12 @@ def flags(
     timeline: Timeline | None = None,
     unreachable_after: int = 3,
     missing: Sequence[object] | None = None,
+    outbound_streak: int | None = None,
 ) -> tuple[Flag, ...]:
     """The flags of ``referral`` as of ``as_of``; the clock flags (``breached``,
-    ``at-risk``) need its ``readings``, ``unreachable`` its ``timeline``. ``missing`` is
-    ``checklist.missing(referral)`` when already known."""
+    ``at-risk``) need its ``readings``, ``unreachable`` its ``timeline`` (or
+    ``outbound_streak``: how many outbound contacts since the last inbound one, when already
+    counted). ``missing`` is ``checklist.missing(referral)`` when already known."""
     r = referral
     found: list[Flag] = []
     add = found.append
@@ -693,7 +697,9 @@ def flags(
         add(Flag.BREACHED)
     elif any(c.at_risk for c in running):
         add(Flag.AT_RISK)
-    if timeline is not None and len(_outbound_streak(timeline)) >= unreachable_after:
+    if outbound_streak is None and timeline is not None:
+        outbound_streak = len(_outbound_streak(timeline))
+    if outbound_streak is not None and outbound_streak >= unreachable_after:
         add(Flag.UNREACHABLE)
     if r.status is Status.NO_SHOW:
         add(Flag.NO_SHOW)
@@ -788,6 +794,7 @@ def assess(
             timeline=t,
             unreachable_after=rules.unreachable_after,
             missing=c.missing if not referral.status.is_terminal else None,
+            outbound_streak=len(c.streak),
         ),
         rank_key(referral.id, priority, readings),
     )
