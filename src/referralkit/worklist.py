@@ -78,7 +78,10 @@ from .model import (
 
 __all__ = [
     "DEFAULT_WORKLIST",
+    "FROZEN_BUCKET",
     "NO_CLOCK",
+    "NO_CLOCK_BUCKET",
+    "RANK_RATIO",
     "Action",
     "RankEntry",
     "ActionKind",
