@@ -21,6 +21,7 @@ import pytest
 import referralkit as rk
 from referralkit import synth
 from referralkit.clocks import ClockState
+from referralkit.errors import ValidationError
 from referralkit.storage import MemoryStore, ReferralStore
 from referralkit.storage.sqlite import SCHEMA_VERSION, SQLiteStore
 from referralkit.worklist import (
@@ -116,6 +117,9 @@ def test_no_head_and_empty_store() -> None:
     store = MemoryStore()
     when = synth.DEFAULT_START
     assert ranked_head(store.rank_buckets(), store.rank_page, lambda ids: [], when, 5) == []
+    for bad in (-1, True, 2.0):
+        with pytest.raises(ValidationError, match="limit"):
+            ranked_head([], store.rank_page, lambda ids: [], when, bad)  # type: ignore[arg-type]
 
 
 def test_entries_by_state(simulated: tuple[MemoryStore, dt.datetime]) -> None:

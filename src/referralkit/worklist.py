@@ -977,6 +977,8 @@ def ranked_head(
 
     .. versionadded:: 0.1
     """
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValidationError("limit", "expected a non-negative whole number")
     at = as_of.timestamp()
     heap: list[tuple[_Bound, int]] = []
     pages: dict[int, list[tuple[float, str]]] = {}
