@@ -1136,9 +1136,16 @@ class PostgresStore(ReferralStore):
 
     # ------------------------------------------------------------------ rule versions
 
+    def _keeps_versions(self) -> None:
+        """Refuse (as an adapter without them would) while the schema predates the rule
+        version tables: a desk over a store opened with ``migrate=False`` still decides."""
+        if self.schema_version() < 5:
+            raise NotImplementedError("this schema version keeps no rule versions; upgrade it")
+
     @boundary
     def save_rule_version(self, version: RuleVersion) -> bool:
         check_rule_version(version)
+        self._keeps_versions()
 
         def work(conn: psycopg.Connection[Any]) -> bool:
             cursor = conn.execute(
@@ -1160,6 +1167,7 @@ class PostgresStore(ReferralStore):
 
     @boundary
     def find_rule_version(self, digest: str) -> RuleVersion | None:
+        self._keeps_versions()
         rows = self._fetch(
             "reading a rule version",
             "SELECT digest, kind, name, document, recorded_at FROM {s}.rule_versions "
@@ -1174,6 +1182,7 @@ class PostgresStore(ReferralStore):
     @boundary
     def record_policy_use(self, kind: str, digest: str, at: dt.datetime) -> bool:
         kind, digest, at = check_policy_use(kind, digest, at)
+        self._keeps_versions()
 
         def work(conn: psycopg.Connection[Any]) -> bool:
             # desks starting together note their policies one after another
@@ -1202,6 +1211,7 @@ class PostgresStore(ReferralStore):
     @boundary
     def policy_in_force(self, kind: str, at: dt.datetime) -> str | None:
         kind, _, at = check_policy_use(kind, None, at)
+        self._keeps_versions()
         rows = self._fetch(
             "reading the policy in force",
             "SELECT digest FROM {s}.policy_uses WHERE kind = %s AND at <= %s "

@@ -809,9 +809,16 @@ class SQLiteStore(ReferralStore):
 
     # ------------------------------------------------------------------ rule versions
 
+    def _keeps_versions(self) -> None:
+        """Refuse (as an adapter without them would) while the schema predates the rule
+        version tables: a desk over a store opened with ``migrate=False`` still decides."""
+        if self.schema_version() < 5:
+            raise NotImplementedError("this schema version keeps no rule versions; upgrade it")
+
     @boundary
     def save_rule_version(self, version: RuleVersion) -> bool:
         check_rule_version(version)
+        self._keeps_versions()
         with self._write("saving a rule version") as conn:
             cursor = conn.execute(
                 "INSERT INTO rule_versions (digest, kind, name, document, recorded_at) "
@@ -828,6 +835,7 @@ class SQLiteStore(ReferralStore):
 
     @boundary
     def find_rule_version(self, digest: str) -> RuleVersion | None:
+        self._keeps_versions()
         rows = self._read(
             "SELECT digest, kind, name, document, recorded_at FROM rule_versions WHERE digest = ?",
             (check_digest(digest),),
@@ -842,6 +850,7 @@ class SQLiteStore(ReferralStore):
     @boundary
     def record_policy_use(self, kind: str, digest: str, at: dt.datetime) -> bool:
         kind, digest, at = check_policy_use(kind, digest, at)
+        self._keeps_versions()
         with self._write("noting a policy use") as conn:
             stored = conn.execute(
                 "SELECT kind FROM rule_versions WHERE digest = ?", (digest,)
@@ -863,6 +872,7 @@ class SQLiteStore(ReferralStore):
     @boundary
     def policy_in_force(self, kind: str, at: dt.datetime) -> str | None:
         kind, _, at = check_policy_use(kind, None, at)
+        self._keeps_versions()
         rows = self._read(
             "SELECT digest FROM policy_uses WHERE kind = ? AND at <= ? "
             "ORDER BY at DESC, seq DESC LIMIT 1",
