@@ -285,16 +285,18 @@ def load_policy(store: ReferralStore, digest: str) -> CoveragePolicy | UrgencyPo
     A digest names its content, so a rebuilt policy is shared by every store that keeps it
     (a few dozen are remembered). Raises :class:`~referralkit.errors.RulesError` when the
     store lacks a document or a stored ruleset no longer reads back to its digest."""
-    with _POLICIES_LOCK:
-        cached = _POLICIES.get(digest)
-    if isinstance(cached, CoveragePolicy | UrgencyPolicy):
-        return cached
     try:
         found = store.find_rule_version(digest)
     except NotImplementedError:
         raise RulesError(f"{type(store).__name__} keeps no rule versions") from None
     if found is None or not found.kind.endswith("-policy"):
         raise RulesError(f"the store keeps no policy version {digest[:12]}")
+    # only once the store has shown it keeps the policy: the answer never depends on what
+    # this process happened to see before
+    with _POLICIES_LOCK:
+        cached = _POLICIES.get(digest)
+    if isinstance(cached, CoveragePolicy | UrgencyPolicy):
+        return cached
     kind = found.kind.removesuffix("-policy")
     data = json.loads(found.document)
     rulesets = []
@@ -706,7 +708,9 @@ def replay(store: ReferralStore, referral_id: str, *, as_of: dt.datetime | None 
     on that date (:meth:`~referralkit.storage.ReferralStore.policy_in_force`), rules are in
     force as of that date, and the comparison is with the latest decision stored at or
     before it (decided again on the referral as that decision saw it; with no decision yet,
-    on the referral as it was on that date).
+    on the referral as it was on that date). The decision is made as of ``as_of``: the
+    rules' validity dates, the patient's age and the coverage period are read on that date,
+    and a referral not yet received counts its due date from it.
     """
     events = store.events(referral_id)
     return Replay(
