@@ -14,9 +14,9 @@ import pytest
 
 from referralkit import Actor, FakeClock, ReferralDesk, Role, ValidationError
 from referralkit.errors import PermissionDeniedError
+from referralkit.model import Priority
 from referralkit.policy import BasicCoverage, BasicUrgency
 from referralkit.rules import loads
-from referralkit.model import Priority
 from referralkit.rules.policies import CoveragePolicy, UrgencyPolicy
 from referralkit.rules.provenance import (
     UNRECORDED,
@@ -178,16 +178,19 @@ class TestDeskProvenance:
             "urgency_assessed",
         ]
         coverage, urgency = desk.coverage, desk.urgency
-        assert isinstance(coverage, CoveragePolicy) and isinstance(urgency, UrgencyPolicy)
+        assert isinstance(coverage, CoveragePolicy)
+        assert isinstance(urgency, UrgencyPolicy)
         for event, policy in zip(decisions, (coverage, urgency, urgency), strict=True):
             provenance = Provenance.from_payload(event.payload)
             assert provenance == provenance_of(policy)
             assert provenance.rulesets == tuple(ruleset_digest(r) for r in policy.rulesets)
             stored = store.find_rule_version(provenance.policy)
-            assert stored is not None and stored.kind == f"{policy.kind.value}-policy"
+            assert stored is not None
+            assert stored.kind == f"{policy.kind.value}-policy"
             for digest in provenance.rulesets:
                 kept = store.find_rule_version(digest)
-                assert kept is not None and kept.kind == policy.kind.value
+                assert kept is not None
+                assert kept.kind == policy.kind.value
         assert store.policy_in_force("coverage", START) == provenance_of(coverage).policy
 
     def test_unversioned_deciders_are_marked_not_hashed(self, store: ReferralStore) -> None:
@@ -210,7 +213,8 @@ class TestDeskProvenance:
         assert explained.coverage.rules == ()
         assert "unversioned (BasicCoverage: not rule-based)" in str(explained)
         replayed = desk.replay(AUDITOR, made.id)
-        assert replayed.coverage.policy is None and not replayed.same
+        assert replayed.coverage.policy is None
+        assert not replayed.same
         assert "not replayed" in str(replayed)
 
     def test_explain_says_which_rules_fired_and_why_others_did_not(
@@ -222,12 +226,14 @@ class TestDeskProvenance:
         made = desk.intake(COORDINATOR, sample_request())
         explained = desk.explain(AUDITOR, made.id)
         urgency = explained.urgency
-        assert urgency is not None and urgency.reproduced is True
+        assert urgency is not None
+        assert urgency.reproduced is True
         assert urgency.fired == ("routine", "chest-pain")
         outcomes = {o.rule_id: o.outcome for o in urgency.rules}
         assert outcomes == {"routine": "fired", "chest-pain": "fired"}
         coverage = explained.coverage
-        assert coverage is not None and coverage.reproduced is True
+        assert coverage is not None
+        assert coverage.reproduced is True
         by_id = {o.rule_id: o for o in coverage.rules}
         assert by_id["hmo-specialist-needs-referral"].outcome == "fired"
         assert by_id["medicare-specialist"].outcome == "no match"
@@ -259,10 +265,12 @@ class TestDeskProvenance:
             store.save_rule_version(version)
         store.restore_many([(referral, edited)])
         explained = ReferralDesk(store, clock=FakeClock(START)).explain(AUDITOR, made.id)
-        assert explained.urgency is not None and explained.urgency.reproduced is False
+        assert explained.urgency is not None
+        assert explained.urgency.reproduced is False
         assert [str(d) for d in explained.urgency.differences] == ["priority: stat -> urgent"]
         replayed = ReferralDesk(store).replay(AUDITOR, made.id)
-        assert not replayed.urgency.same and replayed.coverage.same
+        assert not replayed.urgency.same
+        assert replayed.coverage.same
         assert "priority: stat -> urgent" in str(replayed)
 
     def test_replay_as_of_uses_the_policy_in_force_then(self, store: ReferralStore) -> None:
@@ -276,12 +284,14 @@ class TestDeskProvenance:
         clock.set(march)
         later = _desk(store, URGENCY_V2, clock)
         other = later.intake(COORDINATOR, sample_request("REQ-2"))
-        assert other.urgency is not None and other.urgency.priority.value == "stat"
+        assert other.urgency is not None
+        assert other.urgency.priority.value == "stat"
 
         again = later.replay(AUDITOR, made.id)
         assert again.same
         january = later.replay(AUDITOR, made.id, as_of=START + dt.timedelta(days=1))
-        assert january.same and january.urgency.policy == provenance_of(desk.urgency).policy
+        assert january.same
+        assert january.urgency.policy == provenance_of(desk.urgency).policy
         in_march = later.replay(AUDITOR, made.id, as_of=march + dt.timedelta(days=1))
         assert in_march.urgency.policy == provenance_of(later.urgency).policy
         assert {d.field: (d.stored, d.replayed) for d in in_march.urgency.differences} == {
@@ -290,9 +300,11 @@ class TestDeskProvenance:
             "due_by": ("2026-01-07T14:00:00+00:00", "2026-01-06T14:00:00+00:00"),
         }
         assert in_march.coverage.same
-        assert "DIFFERENT" in str(in_march) and "priority: urgent -> stat" in str(in_march)
+        assert "DIFFERENT" in str(in_march)
+        assert "priority: urgent -> stat" in str(in_march)
         before = later.replay(AUDITOR, made.id, as_of=START - dt.timedelta(days=1))
-        assert before.urgency.policy is None and "no urgency policy was in use" in str(before)
+        assert before.urgency.policy is None
+        assert "no urgency policy was in use" in str(before)
 
     def test_explain_and_replay_are_read_operations(self, store: ReferralStore) -> None:
         """Every role may explain and replay; neither writes; a bad id is a typed error."""
@@ -343,7 +355,8 @@ class TestOlderStores:
             assert "unrecorded" in str(explained)
             desk.reassess(COORDINATOR, made.id)
             again = desk.explain(AUDITOR, made.id)
-            assert again.coverage is not None and again.coverage.reproduced is True
+            assert again.coverage is not None
+            assert again.coverage.reproduced is True
 
     def test_an_adapter_without_rule_versions_still_decides(self) -> None:
         """A third-party store written before rule versions existed: the desk decides and
@@ -359,7 +372,8 @@ class TestOlderStores:
         desk = ReferralDesk(store, clock=FakeClock(START))
         made = desk.intake(COORDINATOR, sample_request())
         explained = desk.explain(AUDITOR, made.id)
-        assert explained.coverage is not None and explained.coverage.reproduced is None
+        assert explained.coverage is not None
+        assert explained.coverage.reproduced is None
         assert "keeps no rule versions" in explained.coverage.note
         replayed = desk.replay(AUDITOR, made.id, as_of=START)
         assert "keeps no rule versions" in replayed.coverage.note
