@@ -49,8 +49,20 @@ from ..model import CoverageDecision, Referral, ReferralEvent, RuleTrace, Urgenc
 from ..serialization import from_dict
 from ..storage import ReferralStore
 from ..storage._versions import RuleVersion
-from .loader import parse
-from .model import All, Always, AnyOf, Compare, Condition, Kind, Not, Ruleset
+from .model import (
+    Aggregation,
+    All,
+    Always,
+    AnyOf,
+    Compare,
+    Condition,
+    HitPolicy,
+    Kind,
+    Not,
+    Op,
+    Rule,
+    Ruleset,
+)
 from .policies import CoveragePolicy, UrgencyPolicy, _Policy
 
 __all__ = [
@@ -165,10 +177,52 @@ def ruleset_digest(ruleset: Ruleset) -> str:
     return _digest(canonical_json(ruleset_document(ruleset)))
 
 
+def _read_condition(raw: Mapping[str, Any]) -> Condition:
+    if not raw:
+        return Always()
+    ((key, value),) = raw.items()
+    if key == "all":
+        return All(tuple(_read_condition(i) for i in value))
+    if key == "any":
+        return AnyOf(tuple(_read_condition(i) for i in value))
+    if key == "not":
+        return Not(_read_condition(value))
+    ((op, operand),) = value.items()
+    return Compare(key, Op(op), tuple(operand) if isinstance(operand, list) else operand)
+
+
 def ruleset_from_json(text: str) -> Ruleset:
     """The ruleset a stored document (:func:`canonical_json` of :func:`ruleset_document`)
-    describes."""
-    return parse(json.loads(text, object_hook=_decode), source="<stored ruleset>")
+    describes: the exact inverse of writing it, so a ruleset built in Python that no TOML
+    file could spell (the loader refuses an empty prefix, say) reads back alike too.
+    A document that is not one raises :class:`~referralkit.errors.RulesError`."""
+    try:
+        data = json.loads(text, object_hook=_decode)
+        header = data["ruleset"]
+        rules = tuple(
+            Rule(
+                id=raw["id"],
+                when=_read_condition(raw["when"]),
+                then=raw["then"],
+                description=raw["description"],
+                citation=raw["citation"],
+                valid_from=raw.get("valid_from"),
+                valid_to=raw.get("valid_to"),
+            )
+            for raw in data["rules"]
+        )
+        aggregation = header.get("aggregation")
+        return Ruleset(
+            name=header["name"],
+            kind=Kind(header["kind"]),
+            rules=rules,
+            hit_policy=HitPolicy(header["hit_policy"]),
+            aggregation=Aggregation(aggregation) if aggregation is not None else None,
+            description=header["description"],
+            source="<stored ruleset>",
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise RulesError("not a stored ruleset document") from None
 
 
 # --------------------------------------------------------------------------- provenance
