@@ -58,7 +58,8 @@ hit_policy = "first"
 [[rules]]
 id = "imaging-pa"
 description = "Advanced imaging needs prior authorization"
-when.all = [ { "coverage.payer" = { eq = "Acme" } }, { services = { any_prefix = ["7055", "7219"] } } ]
+when.all = [ { "coverage.payer" = { eq = "Acme" } },
+             { services = { any_prefix = ["7055", "7219"] } } ]
 then = { doc_needed = "clinical", pa_needed = "auth-needed", covered = "covered" }
 valid_from = 2026-03-01
 
