@@ -13,7 +13,7 @@ import attrs
 import pytest
 
 from referralkit import Actor, FakeClock, ReferralDesk, Role, ValidationError
-from referralkit.errors import PermissionDeniedError
+from referralkit.errors import PermissionDeniedError, RulesError
 from referralkit.model import Priority
 from referralkit.policy import BasicCoverage, BasicUrgency
 from referralkit.rules import loads
@@ -22,6 +22,7 @@ from referralkit.rules.provenance import (
     UNRECORDED,
     UNVERSIONED,
     Provenance,
+    load_policy,
     policy_versions,
     provenance_of,
     ruleset_digest,
@@ -377,3 +378,114 @@ class TestOlderStores:
         assert "keeps no rule versions" in explained.coverage.note
         replayed = desk.replay(AUDITOR, made.id, as_of=START)
         assert "keeps no rule versions" in replayed.coverage.note
+
+
+FIRST_HIT = """
+[ruleset]
+name = "two-matches"
+kind = "coverage"
+
+[[rules]]
+id = "first"
+then = { covered = "covered", pa_needed = "no-auth" }
+
+[[rules]]
+id = "second"
+then = { covered = "not-covered" }
+"""
+
+
+class TestEdges:
+    def test_a_matching_rule_the_hit_policy_did_not_use(self) -> None:
+        """Under the first hit policy a later matching rule is 'matched, not used'."""
+        store = MemoryStore()
+        desk = ReferralDesk(
+            store, clock=FakeClock(START), coverage=CoveragePolicy([loads(FIRST_HIT)])
+        )
+        made = desk.intake(COORDINATOR, sample_request())
+        coverage = desk.explain(AUDITOR, made.id).coverage
+        assert coverage is not None
+        assert [(o.rule_id, o.outcome) for o in coverage.rules] == [
+            ("first", "fired"),
+            ("second", "matched, not used"),
+        ]
+
+    def test_replay_before_any_decision_or_before_the_referral(self) -> None:
+        """As of a date with a policy in use but no decision stored yet, the replay has
+        nothing to compare with; before the referral existed, nothing to decide."""
+        store = MemoryStore()
+        clock = FakeClock(START)
+        desk = ReferralDesk(store, clock=clock)
+        desk.intake(COORDINATOR, sample_request("REQ-early"))  # the policies come into use
+        clock.advance(days=2)
+        made = desk.intake(COORDINATOR, sample_request())
+        early = desk.replay(AUDITOR, made.id, as_of=START + dt.timedelta(days=1))
+        assert early.coverage.policy is None
+        assert early.coverage.note == "the referral did not exist yet"
+        assert "not replayed: the referral did not exist yet" in str(early)
+        # a referral with no decision events at all (restored from elsewhere)
+        ((_referral, events),) = [h for h in store.export() if h[0].id == made.id]
+        bare = [e for e in events if e.type == "created"]
+        other = MemoryStore()
+        for version in policy_versions(desk.coverage, START) + policy_versions(desk.urgency, START):
+            other.save_rule_version(version)
+            if version.kind.endswith("-policy"):
+                other.record_policy_use(version.kind.removesuffix("-policy"), version.digest, START)
+        from referralkit.events import replay as rebuild
+
+        other.restore_many([(rebuild(bare), bare)])
+        plain = ReferralDesk(other)
+        nothing = plain.replay(AUDITOR, made.id, as_of=START + dt.timedelta(days=3))
+        assert nothing.coverage.stored_at is None
+        assert nothing.coverage.policy is not None
+        assert not nothing.same
+        assert "no stored decision to compare with" in str(nothing)
+        assert plain.replay(AUDITOR, made.id).coverage.note == "no decision stored"
+        explained = plain.explain(AUDITOR, made.id)
+        assert explained.coverage is None
+        assert "coverage: no decision stored" in str(explained)
+
+    def test_missing_or_altered_documents_are_reported(self) -> None:
+        """A policy whose ruleset is not kept, or whose stored ruleset does not read back to
+        its digest, cannot be decided with: explain and replay say why."""
+        source = MemoryStore()
+        desk = _desk(source, URGENCY_V1, FakeClock(START))
+        made = desk.intake(COORDINATOR, sample_request())
+        history = list(source.export())
+        policy_doc, *rulesets = reversed(policy_versions(desk.urgency, START))
+
+        missing = MemoryStore()
+        missing.save_rule_version(policy_doc)
+        missing.restore_many(history)
+        urgency = ReferralDesk(missing).explain(AUDITOR, made.id).urgency
+        assert urgency is not None
+        assert urgency.note.startswith("cannot decide again: the store keeps no urgency version")
+        assert urgency.reproduced is None
+
+        altered = MemoryStore()
+        (ruleset,) = rulesets
+        spaced = ruleset.document.replace(",", ", ")
+        tampered = RuleVersion(
+            hashlib.sha256(spaced.encode()).hexdigest(), "urgency", "x", spaced, START
+        )
+        document = '{"kind":"urgency","rulesets":["%s"]}' % tampered.digest  # noqa: UP031
+        other_policy = RuleVersion(
+            hashlib.sha256(document.encode()).hexdigest(), "urgency-policy", "x", document, START
+        )
+        for version in (tampered, other_policy):
+            altered.save_rule_version(version)
+        altered.record_policy_use("urgency", other_policy.digest, START)
+        altered.restore_many(history)
+        replayed = ReferralDesk(altered).replay(AUDITOR, made.id, as_of=START)
+        assert replayed.urgency.policy is None
+        assert "does not read back alike" in replayed.urgency.note
+        wrong_kind = RuleVersion(hashlib.sha256(b"{}").hexdigest(), "coverage", "x", "{}", START)
+        altered.save_rule_version(wrong_kind)
+        with pytest.raises(RulesError, match="no policy version"):
+            load_policy(altered, wrong_kind.digest)
+        not_a_policy = RuleVersion(
+            hashlib.sha256(b"[]").hexdigest(), "coverage-policy", "x", "[]", START
+        )
+        altered.save_rule_version(not_a_policy)
+        with pytest.raises(RulesError, match="not a policy document"):
+            load_policy(altered, not_a_policy.digest)

@@ -345,20 +345,23 @@ def load_policy(store: ReferralStore, digest: str) -> CoveragePolicy | UrgencyPo
         raise RulesError(f"{type(store).__name__} keeps no rule versions") from None
     if found is None or not found.kind.endswith("-policy"):
         raise RulesError(f"the store keeps no policy version {digest[:12]}")
-    # only once the store has shown it keeps the policy: the answer never depends on what
-    # this process happened to see before
+    kind = found.kind.removesuffix("-policy")
+    try:
+        digests = list(json.loads(found.document)["rulesets"])
+    except (ValueError, KeyError, TypeError):
+        raise RulesError(f"policy version {digest[:12]} is not a policy document") from None
+    documents = [_document(store, d, kind) for d in digests]
+    # only once the store has shown it keeps every document: the answer never depends on
+    # what this process happened to see before
     with _POLICIES_LOCK:
         cached = _POLICIES.get(digest)
     if isinstance(cached, CoveragePolicy | UrgencyPolicy):
         return cached
-    kind = found.kind.removesuffix("-policy")
-    data = json.loads(found.document)
     rulesets = []
-    for ruleset_digest_ in data["rulesets"]:
-        stored = _document(store, ruleset_digest_, kind)
+    for wanted, stored in zip(digests, documents, strict=True):
         ruleset = ruleset_from_json(stored.document)
-        if ruleset_digest(ruleset) != ruleset_digest_:
-            raise RulesError(f"stored ruleset {ruleset_digest_[:12]} does not read back alike")
+        if ruleset_digest(ruleset) != wanted:
+            raise RulesError(f"stored ruleset {wanted[:12]} does not read back alike")
         rulesets.append(ruleset)
     policy: CoveragePolicy | UrgencyPolicy = (
         CoveragePolicy(rulesets) if kind == "coverage" else UrgencyPolicy(rulesets)
