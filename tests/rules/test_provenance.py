@@ -144,19 +144,22 @@ class TestProvenance:
         one = provenance_of(CoveragePolicy([first, second]))
         other = provenance_of(CoveragePolicy([second, first]))
         assert one.versioned
-        assert one.rulesets == (ruleset_digest(first), ruleset_digest(second))
         assert one.policy != other.policy
         assert len(one.policy) == 64
         assert one.decider == "CoveragePolicy"
         moment = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
         kept = policy_versions(CoveragePolicy([first, second]), moment)
-        assert [v.digest for v in kept] == [*one.rulesets, one.policy]
+        assert [v.digest for v in kept] == [
+            ruleset_digest(first),
+            ruleset_digest(second),
+            one.policy,
+        ]
         assert [v.kind for v in kept] == ["coverage", "coverage", "coverage-policy"]
 
     def test_a_custom_decider_is_unversioned(self) -> None:
         """Not rule-based: a marker and the class name, never a made-up hash."""
         provenance = provenance_of(BasicCoverage())
-        assert provenance == Provenance(UNVERSIONED, (), "BasicCoverage")
+        assert provenance == Provenance(UNVERSIONED, "BasicCoverage")
         assert not provenance.versioned
         assert policy_versions(BasicCoverage(), dt.datetime(2026, 1, 5, tzinfo=dt.UTC)) == []
 
@@ -168,7 +171,7 @@ class TestProvenance:
         assert Provenance.from_payload({}) == Provenance(UNRECORDED)
         assert str(Provenance(UNRECORDED)).startswith("unrecorded")
         assert str(provenance) == f"policy {provenance.policy[:12]}"
-        for bad in ("x", {"policy": 3}, {"policy": "p", "rulesets": [1]}):
+        for bad in ("x", {"policy": 3}, {"decider": "p"}):
             with pytest.raises(ValidationError, match="provenance"):
                 Provenance.from_payload({"provenance": bad})
 

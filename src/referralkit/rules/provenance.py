@@ -11,7 +11,8 @@ text that explains it) makes a new one. A policy (the rulesets it consults, in o
 document too: its kind and its rulesets' digests.
 
 Each ``coverage_decided`` and ``urgency_assessed`` event carries a ``provenance`` payload
-(:class:`Provenance`): the policy digest and its rulesets' digests. A decider that is not
+(:class:`Provenance`): the policy digest (whose document lists the rulesets' digests; an
+event stays small: 64 characters, not one digest per ruleset). A decider that is not
 rule-based (:class:`~referralkit.policy.BasicCoverage`, your own
 :class:`~referralkit.policy.CoverageDecider`) is marked :data:`UNVERSIONED`, with its class
 name; events written before provenance existed read as :data:`UNRECORDED`. Neither is a hash.
@@ -231,11 +232,10 @@ def ruleset_from_json(text: str) -> Ruleset:
 @attrs.frozen
 class Provenance:
     """What a decision event says made it: ``policy`` is the SHA-256 of the policy document
-    (then ``rulesets`` are its rulesets' digests, in consultation order), or
-    :data:`UNVERSIONED` (``decider`` names the class), or :data:`UNRECORDED`."""
+    (kept in the store; it lists the rulesets' digests in consultation order), or
+    :data:`UNVERSIONED`, or :data:`UNRECORDED`. ``decider`` names the decider's class."""
 
     policy: str
-    rulesets: tuple[str, ...] = ()
     decider: str = ""
 
     @property
@@ -245,7 +245,7 @@ class Provenance:
 
     def to_payload(self) -> dict[str, Any]:
         """The event payload's ``provenance`` value."""
-        return {"policy": self.policy, "rulesets": list(self.rulesets), "decider": self.decider}
+        return {"policy": self.policy, "decider": self.decider}
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> Provenance:
@@ -255,10 +255,7 @@ class Provenance:
             return cls(UNRECORDED)
         if not isinstance(raw, Mapping) or not isinstance(raw.get("policy"), str):
             raise ValidationError("provenance", "expected a policy digest or marker")
-        rulesets = raw.get("rulesets", [])
-        if not isinstance(rulesets, list) or not all(isinstance(d, str) for d in rulesets):
-            raise ValidationError("provenance.rulesets", "expected a list of digests")
-        return cls(raw["policy"], tuple(rulesets), str(raw.get("decider", "")))
+        return cls(raw["policy"], str(raw.get("decider", "")))
 
     def __str__(self) -> str:
         if self.policy == UNVERSIONED:
@@ -284,8 +281,8 @@ def provenance_of(decider: object) -> Provenance:
     """The provenance a decision by ``decider`` records: a rule-based policy's digests, or
     :data:`UNVERSIONED` for anything else."""
     if isinstance(decider, _Policy):
-        digest, documents = _policy_document(decider)
-        return Provenance(digest, tuple(d for d, *_ in documents[:-1]), type(decider).__name__)
+        digest, _ = _policy_document(decider)
+        return Provenance(digest, type(decider).__name__)
     return Provenance(UNVERSIONED, decider=type(decider).__name__)
 
 
