@@ -360,6 +360,28 @@ class TestOlderStores:
             assert again.coverage is not None
             assert again.coverage.reproduced is True
 
+    def test_version_3_postgres_schema_upgrades(self, postgres_schema: str) -> None:
+        """A PostgreSQL schema at version 3: the desk decides without keeping versions, and
+        after the upgrade the rule version tables are there and used."""
+        from referralkit.storage.postgres import PostgresStore
+
+        old = PostgresStore(postgres_schema, migrate=False)
+        try:
+            assert old.upgrade(target=3) == 3
+            desk = ReferralDesk(old, clock=FakeClock(START))
+            made = desk.intake(COORDINATOR, sample_request())
+            with pytest.raises(NotImplementedError):
+                old.policy_in_force("coverage", START)
+            assert old.upgrade() == 5
+            desk = ReferralDesk(old, clock=FakeClock(START))
+            desk.reassess(COORDINATOR, made.id)
+            explained = desk.explain(AUDITOR, made.id)
+            assert explained.coverage is not None
+            assert explained.coverage.reproduced is True
+            assert old.policy_in_force("coverage", START) is not None
+        finally:
+            old.close()
+
     def test_an_adapter_without_rule_versions_still_decides(self) -> None:
         """A third-party store written before rule versions existed: the desk decides and
         records the digests; explain says the rules cannot be found."""
