@@ -461,7 +461,7 @@ def _differences(stored: Decision, replayed: Decision) -> tuple[Difference, ...]
 def _summary(decision: Decision) -> str:
     values = _values(decision)
     values.pop("rules")
-    return ", ".join(f"{k} {v}" for k, v in values.items() if v != "-")
+    return ", ".join(f"{k}={v}" for k, v in values.items() if v != "-")
 
 
 # --------------------------------------------------------------------------- explain
