@@ -38,6 +38,7 @@ import datetime as dt
 import hashlib
 import json
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -265,8 +266,22 @@ class Provenance:
         return f"policy {self.policy[:12]}"
 
 
+# a policy's documents, worked out once per policy object (a policy's rulesets never change;
+# the shared default policies are hashed once per process)
+_DOCUMENTS: weakref.WeakKeyDictionary[_Policy, tuple[str, list[tuple[str, str, str, str]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _policy_document(policy: _Policy) -> tuple[str, list[tuple[str, str, str, str]]]:
     """The policy's digest, and the documents to keep: (digest, kind, name, JSON) each."""
+    found = _DOCUMENTS.get(policy)
+    if found is None:
+        found = _DOCUMENTS[policy] = _work_out(policy)
+    return found
+
+
+def _work_out(policy: _Policy) -> tuple[str, list[tuple[str, str, str, str]]]:
     kind = policy.kind.value
     found = []
     for ruleset in policy.rulesets:
@@ -307,7 +322,10 @@ def keep_provenance(
     if versions:
         try:
             for version in versions:
-                store.save_rule_version(version)
+                # a read first: once any desk has kept them, a desk starting writes nothing
+                # but (at most) the note of its policy
+                if store.find_rule_version(version.digest) is None:
+                    store.save_rule_version(version)
             store.record_policy_use(kind, provenance.policy, at)
         except NotImplementedError:
             pass
