@@ -190,3 +190,15 @@ def test_the_loader_reads_documents_too(path: Path) -> None:
 
     ruleset = load(path)
     assert parse(ruleset_document(ruleset)) == ruleset
+
+
+def test_a_value_without_a_json_form_is_a_rules_error() -> None:
+    """A ruleset built in Python with an output no TOML file could hold: a typed error."""
+    from referralkit.rules.model import Always, Rule, Ruleset
+
+    moment = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
+    odd = Ruleset("odd", Kind.COVERAGE, (Rule("r", Always(), {"reason": moment}),))
+    with pytest.raises(RulesError, match="no JSON form"):
+        ruleset_digest(odd)
+    dated = Ruleset("", Kind.COVERAGE, (Rule("r", Always(), {"reason": dt.date(2026, 1, 1)}),))
+    assert ruleset_from_json(canonical_json(ruleset_document(dated))) == dated

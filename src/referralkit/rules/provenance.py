@@ -153,7 +153,8 @@ def ruleset_document(ruleset: Ruleset) -> dict[str, Any]:
 def _encode(value: object) -> object:
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         return {"$date": value.isoformat()}
-    raise TypeError(type(value).__name__)  # pragma: no cover - parsed rulesets hold no other
+    # a ruleset built in Python may hold anything; a loaded one holds TOML values only
+    raise RulesError(f"a rule holds a {type(value).__name__}, which has no JSON form")
 
 
 def _decode(obj: dict[str, Any]) -> object:
@@ -286,7 +287,7 @@ def _work_out(policy: _Policy) -> tuple[str, list[tuple[str, str, str, str]]]:
     found = []
     for ruleset in policy.rulesets:
         text = canonical_json(ruleset_document(ruleset))
-        found.append((_digest(text), kind, ruleset.name, text))
+        found.append((_digest(text), kind, ruleset.name[:2_000], text))
     text = canonical_json({"kind": kind, "rulesets": [d for d, *_ in found]})
     digest = _digest(text)
     return digest, [*found, (digest, f"{kind}-policy", policy.name[:2_000], text)]

@@ -80,7 +80,7 @@ class RuleVersion:
 
     digest: str = attrs.field(validator=_digest)
     kind: str = attrs.field(validator=_kind)
-    name: str = attrs.field(validator=v.text(max_length=2_000))
+    name: str = attrs.field(validator=v.text(max_length=2_000, blank=True))
     document: str = attrs.field(validator=v.text(max_length=50_000_000), repr=False)
     recorded_at: dt.datetime = attrs.field(converter=_recorded_at)
 
