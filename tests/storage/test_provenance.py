@@ -304,6 +304,8 @@ class TestDeskProvenance:
         assert in_march.coverage.same
         assert "DIFFERENT" in str(in_march)
         assert "priority: urgent -> stat" in str(in_march)
+        # a draft's due date counts from its decision's moment, not from the replay date
+        assert later.replay(AUDITOR, other.id, as_of=march + dt.timedelta(days=30)).same
         before = later.replay(AUDITOR, made.id, as_of=START - dt.timedelta(days=1))
         assert before.urgency.policy is None
         assert "no urgency policy was in use" in str(before)

@@ -51,6 +51,7 @@ from ..model import CoverageDecision, Referral, ReferralEvent, RuleTrace, Urgenc
 from ..serialization import from_dict
 from ..storage import ReferralStore
 from ..storage._versions import RuleVersion
+from .facts import extract
 from .model import (
     Aggregation,
     All,
@@ -65,7 +66,13 @@ from .model import (
     Rule,
     Ruleset,
 )
-from .policies import CoveragePolicy, UrgencyPolicy, _Policy
+from .policies import (
+    CoveragePolicy,
+    UrgencyPolicy,
+    _Policy,
+    coverage_decision,
+    urgency_assessment,
+)
 
 __all__ = [
     "UNRECORDED",
@@ -430,11 +437,17 @@ def _stored(event: ReferralEvent) -> Decision:
 
 
 def _decide(
-    policy: CoveragePolicy | UrgencyPolicy, referral: Referral, at: dt.datetime
+    policy: CoveragePolicy | UrgencyPolicy, referral: Referral, at: dt.datetime, day: dt.date
 ) -> Decision:
+    """``policy``'s decision, with a trace, on the referral's facts at ``at`` (its age, its
+    coverage period, the due date's start when not yet received) under the rules in force on
+    ``day``: what ``decide``/``assess`` with ``explain=True`` do when ``day`` is
+    ``at``'s date."""
+    facts = extract(referral, at)
+    evaluation, trace = policy.evaluate(facts, day, explain=True)
     if isinstance(policy, CoveragePolicy):
-        return policy.decide(referral, at, explain=True)
-    return policy.assess(referral, at, explain=True)
+        return coverage_decision(evaluation, facts, trace)
+    return urgency_assessment(evaluation, referral, at, trace)
 
 
 # --------------------------------------------------------------------------- differences
@@ -626,7 +639,7 @@ def _explain_one(
         policy = load_policy(store, provenance.policy)
     except RulesError as error:
         return attrs.evolve(base, note=f"cannot decide again: {error}")
-    again = _decide(policy, _input(events, index), event.at)
+    again = _decide(policy, _input(events, index), event.at, event.at.date())
     differences = _differences(stored, again)
     return attrs.evolve(
         base,
@@ -750,16 +763,17 @@ def _replay_one(
         policy = load_policy(store, digest)
     except RulesError as error:
         return ReplayedDecision(kind, at, stored_at, stored_provenance, None, note=str(error))
-    if index is not None:
-        referral = _input(events, index)
+    if event is not None and index is not None:
+        # the referral as the stored decision saw it, at its moment: only the rules change
+        referral, moment = _input(events, index), event.at
     else:
         earlier = [e for e in events if as_of is None or e.at <= as_of]
         if not earlier:
             return ReplayedDecision(
                 kind, at, None, None, None, note="the referral did not exist yet"
             )
-        referral = apply_all(None, earlier)
-    again = _decide(policy, referral, at)
+        referral, moment = apply_all(None, earlier), at
+    again = _decide(policy, referral, moment, at.date())
     differences = _differences(_stored(event), again) if event is not None else ()
     return ReplayedDecision(
         kind,
@@ -780,10 +794,11 @@ def replay(store: ReferralStore, referral_id: str, *, as_of: dt.datetime | None 
     the stored decision is what its rules give. With ``as_of``, the policy is the one in use
     on that date (:meth:`~referralkit.storage.ReferralStore.policy_in_force`), rules are in
     force as of that date, and the comparison is with the latest decision stored at or
-    before it (decided again on the referral as that decision saw it; with no decision yet,
-    on the referral as it was on that date). The decision is made as of ``as_of``: the
-    rules' validity dates, the patient's age and the coverage period are read on that date,
-    and a referral not yet received counts its due date from it.
+    before it. Only the rules move to ``as_of``: the referral is the one that decision saw,
+    with its facts read at its moment (the patient's age, the coverage period, the start of
+    the due date when not yet received), so a difference is the rules' doing. The rules'
+    validity dates are read on ``as_of``. With no decision stored by then, the referral as it
+    was on ``as_of`` is decided as of ``as_of``, with nothing to compare.
     """
     events = store.events(referral_id)
     return Replay(
