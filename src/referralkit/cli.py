@@ -16,6 +16,11 @@ Commands:
   ``referralkit audit --db URL [--json]``: the record audit's findings;
   ``referralkit show ID --db URL``: one referral's clocks, delays, next actions, alerts and
   findings (:meth:`~referralkit.desk.ReferralDesk.worklist`, ``audit``, ``assess``).
+- ``referralkit rules explain --db URL ID [--as-of T] [--json]``: why a stored referral got
+  its coverage decision and urgency: the policy version each was made with, the rules that
+  fired and why the others did not (:meth:`~referralkit.desk.ReferralDesk.explain`); with
+  ``--as-of``, the referral decided again with the policy in use at T
+  (:meth:`~referralkit.desk.ReferralDesk.replay`).
 - ``referralkit lifecycle``: the lifecycle's transition table; ``--mermaid`` prints it as a
   Mermaid state diagram.
 - ``referralkit message --db URL ID --moment MOMENT [--lang LANG]``: print the patient
@@ -29,8 +34,8 @@ Commands:
   files into the provider directory in the store's database; ``referralkit match --db URL
   ID``: the ranked candidates for a referral, with reasons (:mod:`referralkit.directory`).
 
-Commands that only read a store (``fhir export``, ``rules diff --db``, ``worklist``,
-``audit``, ``show``, ``match``) open it with
+Commands that only read a store (``fhir export``, ``rules diff --db``, ``rules explain``,
+``worklist``, ``audit``, ``show``, ``match``) open it with
 :func:`open_store_to_read`: a store that does not exist (a mistyped path) is an error, and
 nothing is created. Wherever a command takes a referral id, the first characters of one are
 enough when only one referral's id starts with them (:func:`~referralkit.storage.resolve_id`),
@@ -606,6 +611,36 @@ def _rules_test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if result.counterexample is not None:
             out.write(json.dumps(result.counterexample.to_json(), indent=2) + "\n")
     return EXIT_PROBLEMS if failed else EXIT_OK
+
+
+def _plain(value: Any) -> Any:
+    """An explanation or replay (attrs values, datetimes) as JSON data."""
+    if attrs.has(type(value)):
+        return {f.name: _plain(getattr(value, f.name)) for f in attrs.fields(type(value))}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    return value
+
+
+def _rules_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    with ReferralDesk(open_store_to_read(args.db)) as desk:
+        referral_id = resolve_id(desk.store, args.id)
+        explanation = desk.explain(_CLI_READER, referral_id)
+        replayed = (
+            desk.replay(_CLI_READER, referral_id, as_of=args.as_of)
+            if args.as_of is not None
+            else None
+        )
+    if args.json:
+        data = {"explanation": _plain(explanation), "replay": _plain(replayed)}
+        out.write(json.dumps(data, indent=2) + "\n")
+        return EXIT_OK
+    out.write(f"{explanation}\n")
+    if replayed is not None:
+        out.write(f"{replayed}\n")
+    return EXIT_OK
 
 
 def _rules_facts(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -1896,6 +1931,26 @@ def build_parser() -> argparse.ArgumentParser:
     listing_facts.add_argument("paths", nargs="*", metavar="FILE")
     listing_facts.add_argument("--json", action="store_true", help="print the facts as JSON")
     listing_facts.set_defaults(handler=_rules_facts)
+    explaining = rule_commands.add_parser(
+        "explain",
+        help="why a stored referral got its coverage decision and urgency",
+        description="Show, for the referral ID (or the one whose id starts with ID) of --db, "
+        "the policy version each stored decision was made with, the rules that fired and why "
+        "the others did not, and whether the stored rules still give the stored outputs; "
+        "with --as-of, also the referral decided again with the policy in use at T. Read-only; "
+        "no PHI.",
+    )
+    explaining.add_argument("id", metavar="ID", help="a referral id or a unique start of one")
+    explaining.add_argument("--db", required=True, help="store URL to read")
+    explaining.add_argument(
+        "--as-of",
+        type=_instant_arg,
+        default=None,
+        metavar="T",
+        help="also replay with the policy in use at T",
+    )
+    explaining.add_argument("--json", action="store_true", help="JSON")
+    explaining.set_defaults(handler=_rules_explain)
 
     fhir = commands.add_parser(
         "fhir",

@@ -71,6 +71,9 @@ from .model import (
 from .policy import CoverageDecider, UrgencyAssessor
 from .privacy import Actor, authorize
 from .rules.policies import default_policies
+from .rules.provenance import Explanation, Replay, keep_provenance
+from .rules.provenance import explain as explain_decisions
+from .rules.provenance import replay as replay_decisions
 from .serialization import to_dict
 from .storage import Query, ReferralStore, open_store
 from .worklist import (
@@ -339,6 +342,8 @@ class ReferralDesk:
             collections.OrderedDict()
         )
         self._history_lock = threading.Lock()
+        # the provenance each kind of decision records, per decider (kept in the store once)
+        self._provenances: dict[str, tuple[object, dict[str, Any]]] = {}
 
     @classmethod
     @boundary
@@ -418,7 +423,13 @@ class ReferralDesk:
         if not isinstance(decision, CoverageDecision):
             # _record trusts its values to be model values: say which policy broke that
             raise RulesError(f"the coverage decider returned {type(decision).__name__}")
-        changes: _Change = [_record(EventType.COVERAGE_DECIDED, decision=decision)]
+        changes: _Change = [
+            _record(
+                EventType.COVERAGE_DECIDED,
+                decision=decision,
+                provenance=self._provenance("coverage", self.coverage, now),
+            )
+        ]
         auth = referral.authorization
         if decision.needs_authorization and auth.status is AuthStatus.NOT_REQUIRED:
             auth = Authorization(status=AuthStatus.NEEDED)
@@ -429,7 +440,7 @@ class ReferralDesk:
         # urgency windows may depend on the decision just made
         decided = attrs.evolve(referral, coverage_decision=decision)
         assessment = self._assess(decided, now)
-        changes.append(_record(EventType.URGENCY_ASSESSED, assessment=assessment))
+        changes.append(self._urgency_record(assessment, now))
         return changes
 
     def _assess(self, referral: Referral, now: dt.datetime) -> UrgencyAssessment:
@@ -466,7 +477,7 @@ class ReferralDesk:
             assessment = self._assess(received, now)
             return [
                 _status_change("submit", r.status, target, None),
-                _record(EventType.URGENCY_ASSESSED, assessment=assessment),
+                self._urgency_record(assessment, now),
             ]
 
         return self._change(actor, "send", referral_id, expected_version, build)
@@ -1638,3 +1649,47 @@ class ReferralDesk:
             ", ".join(e.type for e in events),
         )
         return referral
+
+    # ------------------------------------------------------------------ provenance (issue 11)
+
+    def _provenance(self, kind: str, decider: object, now: dt.datetime) -> dict[str, Any]:
+        """The ``provenance`` payload of a ``kind`` decision by ``decider``: worked out, and
+        its rule versions kept in the store, on the first decision it makes for this desk."""
+        cached = self._provenances.get(kind)
+        if cached is not None and cached[0] is decider:
+            return cached[1]
+        payload = keep_provenance(self.store, kind, decider, now).to_payload()
+        self._provenances[kind] = (decider, payload)
+        return payload
+
+    def _urgency_record(self, assessment: UrgencyAssessment, now: dt.datetime) -> _Record:
+        return _record(
+            EventType.URGENCY_ASSESSED,
+            assessment=assessment,
+            provenance=self._provenance("urgency", self.urgency, now),
+        )
+
+    @boundary
+    def explain(self, actor: Actor, referral_id: str) -> Explanation:
+        """Why the referral got its stored coverage decision and urgency assessment: the
+        policy version each was made with, the rules that fired and why the others did not,
+        and whether the stored rules still give the stored outputs
+        (:func:`referralkit.rules.provenance.explain`). Reads only.
+
+        .. versionadded:: 0.2
+        """
+        authorize(actor, "explain")
+        return explain_decisions(self.store, v.identifier(referral_id, "referral_id"))
+
+    @boundary
+    def replay(self, actor: Actor, referral_id: str, *, as_of: dt.datetime | None = None) -> Replay:
+        """Decide the referral again with the policy version that made each stored decision
+        (or, with ``as_of``, the version in use on that date) and report any difference from
+        the stored decisions (:func:`referralkit.rules.provenance.replay`). Reads only.
+
+        .. versionadded:: 0.2
+        """
+        authorize(actor, "replay")
+        wanted = v.identifier(referral_id, "referral_id")
+        when = None if as_of is None else v.as_utc(as_of, "as_of")
+        return replay_decisions(self.store, wanted, as_of=when)

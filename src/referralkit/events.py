@@ -48,9 +48,12 @@ class EventType(enum.StrEnum):
     STATUS_CHANGED = "status_changed"
     """``event``, ``source``, ``target`` (lifecycle status values), ``reason`` (optional)."""
     COVERAGE_DECIDED = "coverage_decided"
-    """``decision``: a :class:`~referralkit.model.CoverageDecision`."""
+    """``decision``: a :class:`~referralkit.model.CoverageDecision`; ``provenance``: the
+    policy version that made it (:class:`~referralkit.rules.provenance.Provenance`; absent
+    before 0.2)."""
     URGENCY_ASSESSED = "urgency_assessed"
-    """``assessment``: an :class:`~referralkit.model.UrgencyAssessment`."""
+    """``assessment``: an :class:`~referralkit.model.UrgencyAssessment`; ``provenance``, as
+    for ``coverage_decided``."""
     AUTHORIZATION_CHANGED = "authorization_changed"
     """``authorization``: the new :class:`~referralkit.model.Authorization`."""
     SELF_PAY_ACKNOWLEDGED = "self_pay_acknowledged"

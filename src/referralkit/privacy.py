@@ -33,9 +33,11 @@ class Role(enum.StrEnum):
     ADMIN = "admin"
 
 
-READ_OPERATIONS: Final = frozenset({"get", "history", "assess", "worklist", "audit"})
+READ_OPERATIONS: Final = frozenset(
+    {"get", "history", "assess", "worklist", "audit", "explain", "replay"}
+)
 """What every role may do: read referrals, their histories, their clocks and next actions,
-the worklist and the record audit."""
+the worklist, the record audit, and why decisions were made (explain, replay)."""
 
 _RECORDS: Final = frozenset({"attach", "log_communication", "add_follow_up", "complete_follow_up"})
 _REFERRER: Final = (

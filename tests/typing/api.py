@@ -81,6 +81,16 @@ def first_part(bundle: dict[str, list[dict[str, dict[str, object]]]]) -> Part:
     return part_from_fhir(bundle["entry"][2]["resource"])
 
 
+def why_this_decision(desk: rk.ReferralDesk, actor: rk.Actor, referral_id: str) -> list[str]:
+    from referralkit.rules.provenance import DecisionExplanation, Replay
+
+    explained = desk.explain(actor, referral_id)
+    coverage: DecisionExplanation | None = explained.coverage
+    fired: list[str] = list(coverage.fired) if coverage is not None else []
+    replayed: Replay = desk.replay(actor, referral_id, as_of=dt.datetime.now(dt.UTC))
+    return fired + [str(d) for d in replayed.urgency.differences]
+
+
 if __name__ == "__main__":
     referral = walk_one_referral()
     assert over_fhir(referral) == referral

@@ -34,3 +34,14 @@ class TestTypedApiUsage:
         desk = API["custom_desk"]()
         assert isinstance(desk.urgency, rk.UrgencyAssessor)
         assert API["transition_table_checks"]() == sorted(rk.TABLE.events_from(rk.Status.RECEIVED))
+
+    def test_why_this_decision(self) -> None:
+        """The provenance example names the rule that decided coverage."""
+        from referralkit.testing import sample_request
+
+        desk = rk.ReferralDesk(rk.open_store("memory://"), clock=rk.FakeClock())
+        actor = rk.Actor("c", {rk.Role.COORDINATOR})
+        referral = desk.intake(actor, sample_request())
+        assert API["why_this_decision"](desk, actor, referral.id) == [
+            "hmo-specialist-needs-referral"
+        ]

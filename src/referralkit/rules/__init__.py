@@ -12,7 +12,9 @@ See :doc:`/rules` for the format. The pieces:
 - :mod:`~referralkit.rules.timeline`: event rules, patterns over a referral's events in time,
   evaluated in pure Python or on durable-rules;
 - :mod:`~referralkit.rules.check`: static checks (``referralkit rules check``);
-- :mod:`~referralkit.rules.policies`: coverage and urgency policies for the desk.
+- :mod:`~referralkit.rules.policies`: coverage and urgency policies for the desk;
+- :mod:`~referralkit.rules.provenance`: the rule versions a desk keeps in its store, and why
+  a stored referral got its decisions (explain, replay).
 """
 
 from __future__ import annotations

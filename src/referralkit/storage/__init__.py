@@ -38,6 +38,7 @@ from ._base import (
     worklist_key,
 )
 from ._dump import DUMP_FORMAT, DUMP_VERSION, dump, load_dump
+from ._versions import RuleVersion
 from .memory import MemoryStore
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "MemoryStore",
     "Query",
     "ReferralStore",
+    "RuleVersion",
     "check_change",
     "check_changes",
     "check_claim",

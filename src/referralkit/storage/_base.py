@@ -31,6 +31,7 @@ from .._redaction import boundary, boundary_iter
 from ..errors import ConcurrencyError, DuplicateReferralError, NotFoundError, ValidationError
 from ..events import apply_all
 from ..model import Priority, Referral, ReferralEvent, Status
+from ._versions import RuleVersion
 
 __all__ = [
     "Change",
@@ -625,3 +626,39 @@ class ReferralStore(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    # ------------------------------------------------------------------ rule versions
+    # Decision provenance (referralkit.rules.provenance). Not abstract: an adapter written
+    # before 0.2 still works, and a desk over it records decisions without keeping the rule
+    # versions (their events still name the policy digest).
+
+    def save_rule_version(self, version: RuleVersion) -> bool:
+        """Keep ``version`` unless a document with its digest is kept already; whether it
+        was new. Content-addressed: saving the same document twice stores it once.
+
+        .. versionadded:: 0.2
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not keep rule versions")
+
+    def find_rule_version(self, digest: str) -> RuleVersion | None:
+        """The document kept under ``digest``, if any.
+
+        .. versionadded:: 0.2
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not keep rule versions")
+
+    def record_policy_use(self, kind: str, digest: str, at: dt.datetime) -> bool:
+        """Note that from ``at`` on, ``kind`` decisions (coverage, urgency) are made with the
+        stored policy ``digest``; whether anything was written (nothing when that policy is
+        already the latest one noted for ``kind``).
+
+        .. versionadded:: 0.2
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not keep rule versions")
+
+    def policy_in_force(self, kind: str, at: dt.datetime) -> str | None:
+        """The digest of the ``kind`` policy most recently noted at or before ``at``.
+
+        .. versionadded:: 0.2
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not keep rule versions")

@@ -28,6 +28,13 @@ from ._base import (
     lease_end,
     worklist_key,
 )
+from ._versions import (
+    RuleVersion,
+    check_digest,
+    check_policy_use,
+    check_rule_version,
+    unknown_policy,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -47,6 +54,8 @@ class MemoryStore(ReferralStore):
         self._sources: dict[str, str] = {}
         self._leases: dict[str, tuple[str, dt.datetime]] = {}
         self._rank: dict[str, tuple[RankEntry, ...]] = {}
+        self._versions: dict[str, RuleVersion] = {}
+        self._policy_uses: list[tuple[str, str, dt.datetime]] = []
 
     def __repr__(self) -> str:
         return f"MemoryStore(<{len(self._snapshots)} referrals>)"
@@ -223,3 +232,43 @@ class MemoryStore(ReferralStore):
     def latest_update(self) -> dt.datetime | None:
         with self._lock:
             return max((r.updated_at for r in self._snapshots.values()), default=None)
+    # ------------------------------------------------------------------ rule versions
+
+    @boundary
+    def save_rule_version(self, version: RuleVersion) -> bool:
+        check_rule_version(version)
+        with self._lock:
+            if version.digest in self._versions:
+                return False
+            self._versions[version.digest] = version
+            return True
+
+    @boundary
+    def find_rule_version(self, digest: str) -> RuleVersion | None:
+        with self._lock:
+            return self._versions.get(check_digest(digest))
+
+    @boundary
+    def record_policy_use(self, kind: str, digest: str, at: dt.datetime) -> bool:
+        kind, digest, at = check_policy_use(kind, digest, at)
+        with self._lock:
+            stored = self._versions.get(digest)
+            if stored is None or stored.kind != f"{kind}-policy":
+                raise unknown_policy(kind)
+            latest = [d for k, d, _ in self._policy_uses if k == kind][-1:]
+            if latest == [digest]:
+                return False
+            self._policy_uses.append((kind, digest, at))
+            return True
+
+    @boundary
+    def policy_in_force(self, kind: str, at: dt.datetime) -> str | None:
+        kind, _, at = check_policy_use(kind, None, at)
+        with self._lock:
+            # the latest noted at or before ``at``; among equal times, the last noted
+            found = [
+                (when, n, d)
+                for n, (k, d, when) in enumerate(self._policy_uses)
+                if k == kind and when <= at
+            ]
+        return max(found)[2] if found else None

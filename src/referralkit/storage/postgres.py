@@ -94,12 +94,19 @@ from ._json import (
     referral_from_row,
     snapshot_json,
 )
+from ._versions import (
+    RuleVersion,
+    check_digest,
+    check_policy_use,
+    check_rule_version,
+    unknown_policy,
+)
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore", "connection_settings"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 """The schema version this code writes (the same numbering as the SQLite store's)."""
 
 _FAR_FUTURE: Final = dt.datetime.max.replace(tzinfo=dt.UTC)
@@ -108,6 +115,8 @@ _EXPORT_BATCH: Final = 500
 # One advisory lock for schema migrations: processes opening the store at the same moment
 # (eight coordinators starting together) migrate one after another, not on top of each other.
 _MIGRATION_LOCK: Final = 0x52464B31
+# and one (with the kind's hash) for noting which policy a desk decides with
+_USE_LOCK: Final = 0x52464B35
 _SCHEMA_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _LOCAL_HOSTS: Final = frozenset({"localhost", ""})
 _TLS_MODES: Final = frozenset({"require", "verify-ca", "verify-full"})
@@ -204,6 +213,23 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             sort_key double precision NOT NULL,
             CONSTRAINT worklist_keys_pkey PRIMARY KEY (referral_id, bucket))""",
         "CREATE INDEX worklist_keys_rank ON {s}.worklist_keys (bucket, sort_key, referral_id)",
+    ),
+    5: (
+        # decision provenance: rule versions kept once under the SHA-256 of their document,
+        # and when a desk began deciding with a policy (see storage/_versions.py)
+        """CREATE TABLE {s}.rule_versions (
+            digest text COLLATE "C" NOT NULL CONSTRAINT rule_versions_pkey PRIMARY KEY,
+            kind text NOT NULL,
+            name text NOT NULL,
+            document text NOT NULL,
+            recorded_at timestamptz NOT NULL)""",
+        """CREATE TABLE {s}.policy_uses (
+            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            kind text NOT NULL,
+            digest text COLLATE "C" NOT NULL
+                CONSTRAINT policy_uses_digest_fkey REFERENCES {s}.rule_versions (digest),
+            at timestamptz NOT NULL)""",
+        "CREATE INDEX policy_uses_in_force ON {s}.policy_uses (kind, at, seq)",
     ),
 }
 _RANK_KEYS_VERSION: Final = 4
@@ -478,6 +504,9 @@ class PostgresStore(ReferralStore):
     .. versionchanged:: 0.1
        ``create``; a failed first connection reports its reason at once; dropped
        connections are replaced without a pause.
+    .. versionchanged:: 0.2
+       Schema version 5: the rule versions decisions were made with, and when each policy
+       came into use (:mod:`referralkit.rules.provenance`).
     """
 
     def __init__(
@@ -1306,3 +1335,88 @@ class PostgresStore(ReferralStore):
             [wanted],
         )
         return {str(referral_id): int(version) for referral_id, version in rows}
+    # ------------------------------------------------------------------ rule versions
+
+    def _keeps_versions(self) -> None:
+        """Refuse (as an adapter without them would) while the schema predates the rule
+        version tables: a desk over a store opened with ``migrate=False`` still decides."""
+        if self.schema_version() < 5:
+            raise NotImplementedError("this schema version keeps no rule versions; upgrade it")
+
+    @boundary
+    def save_rule_version(self, version: RuleVersion) -> bool:
+        check_rule_version(version)
+        self._keeps_versions()
+
+        def work(conn: psycopg.Connection[Any]) -> bool:
+            cursor = conn.execute(
+                self._sql(
+                    "INSERT INTO {s}.rule_versions (digest, kind, name, document, recorded_at) "
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (digest) DO NOTHING"
+                ),
+                [
+                    version.digest,
+                    version.kind,
+                    version.name,
+                    version.document,
+                    version.recorded_at,
+                ],
+            )
+            return cursor.rowcount == 1
+
+        return self._transact("saving a rule version", work)
+
+    @boundary
+    def find_rule_version(self, digest: str) -> RuleVersion | None:
+        self._keeps_versions()
+        rows = self._fetch(
+            "reading a rule version",
+            "SELECT digest, kind, name, document, recorded_at FROM {s}.rule_versions "
+            "WHERE digest = %s",
+            [check_digest(digest)],
+        )
+        if not rows:
+            return None
+        found, kind, name, document, recorded = rows[0]
+        return RuleVersion(found, kind, name, document, recorded)
+
+    @boundary
+    def record_policy_use(self, kind: str, digest: str, at: dt.datetime) -> bool:
+        kind, digest, at = check_policy_use(kind, digest, at)
+        self._keeps_versions()
+
+        def work(conn: psycopg.Connection[Any]) -> bool:
+            # desks starting together note their policies one after another
+            conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [_USE_LOCK, kind])
+            stored = conn.execute(
+                self._sql("SELECT kind FROM {s}.rule_versions WHERE digest = %s"), [digest]
+            ).fetchone()
+            if stored is None or stored[0] != f"{kind}-policy":
+                raise unknown_policy(kind)
+            latest = conn.execute(
+                self._sql(
+                    "SELECT digest FROM {s}.policy_uses WHERE kind = %s ORDER BY seq DESC LIMIT 1"
+                ),
+                [kind],
+            ).fetchone()
+            if latest is not None and latest[0] == digest:
+                return False
+            conn.execute(
+                self._sql("INSERT INTO {s}.policy_uses (kind, digest, at) VALUES (%s, %s, %s)"),
+                [kind, digest, at],
+            )
+            return True
+
+        return self._transact("noting a policy use", work)
+
+    @boundary
+    def policy_in_force(self, kind: str, at: dt.datetime) -> str | None:
+        kind, _, at = check_policy_use(kind, None, at)
+        self._keeps_versions()
+        rows = self._fetch(
+            "reading the policy in force",
+            "SELECT digest FROM {s}.policy_uses WHERE kind = %s AND at <= %s "
+            "ORDER BY at DESC, seq DESC LIMIT 1",
+            [kind, at],
+        )
+        return str(rows[0][0]) if rows else None

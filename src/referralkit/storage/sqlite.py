@@ -69,10 +69,17 @@ from ._json import (
     referral_from_row,
     snapshot_json,
 )
+from ._versions import (
+    RuleVersion,
+    check_digest,
+    check_policy_use,
+    check_rule_version,
+    unknown_policy,
+)
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 """The schema version this code writes; :meth:`SQLiteStore.upgrade` brings older files here."""
 
 _FAR_FUTURE: Final = "9999-12-31T23:59:59.999999"
@@ -89,6 +96,29 @@ def _ts(moment: dt.datetime) -> str:
     """A fixed-width UTC timestamp, so text order is time order."""
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
 
+
+# Decision provenance (schema version 5): rule versions kept once under the SHA-256 of their
+# document, and when a desk began deciding with a policy (see storage/_versions.py).
+_VERSION_TABLES: Final = (
+    """
+    CREATE TABLE rule_versions (
+        digest TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        document TEXT NOT NULL,
+        recorded_at TEXT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE policy_uses (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        digest TEXT NOT NULL REFERENCES rule_versions (digest),
+        at TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX policy_uses_in_force ON policy_uses (kind, at, seq)",
+)
 
 _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     1: (
@@ -170,6 +200,7 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         """,
         "CREATE INDEX worklist_keys_rank ON worklist_keys (bucket, sort_key, referral_id)",
     ),
+    5: _VERSION_TABLES,
 }
 _RANK_KEYS_VERSION: Final = 4
 """The migration after which _fill_rank_keys computes the rank keys of the stored rows."""
@@ -339,6 +370,9 @@ class SQLiteStore(ReferralStore):
     .. versionchanged:: 0.1
        Schema version 3: the provider directory's tables
        (:func:`~referralkit.directory.open_directory` with the store's URL).
+    .. versionchanged:: 0.2
+       Schema version 5: the rule versions decisions were made with, and when each policy
+       came into use (:mod:`referralkit.rules.provenance`).
     """
 
     def __init__(
@@ -947,3 +981,76 @@ class SQLiteStore(ReferralStore):
         marks = ", ".join("?" for _ in wanted)
         rows = self._read(f"SELECT id, version FROM referrals WHERE id IN ({marks})", wanted)  # noqa: S608 - placeholders only
         return {str(referral_id): int(version) for referral_id, version in rows}
+
+    # ------------------------------------------------------------------ rule versions
+
+    def _keeps_versions(self) -> None:
+        """Refuse (as an adapter without them would) while the schema predates the rule
+        version tables: a desk over a store opened with ``migrate=False`` still decides."""
+        if self.schema_version() < 5:
+            raise NotImplementedError("this schema version keeps no rule versions; upgrade it")
+
+    @boundary
+    def save_rule_version(self, version: RuleVersion) -> bool:
+        check_rule_version(version)
+        self._keeps_versions()
+        with self._write("saving a rule version") as conn:
+            cursor = conn.execute(
+                "INSERT INTO rule_versions (digest, kind, name, document, recorded_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING",
+                (
+                    version.digest,
+                    version.kind,
+                    version.name,
+                    version.document,
+                    _ts(version.recorded_at),
+                ),
+            )
+            return cursor.rowcount == 1
+
+    @boundary
+    def find_rule_version(self, digest: str) -> RuleVersion | None:
+        self._keeps_versions()
+        rows = self._read(
+            "SELECT digest, kind, name, document, recorded_at FROM rule_versions WHERE digest = ?",
+            (check_digest(digest),),
+        )
+        if not rows:
+            return None
+        found, kind, name, document, recorded = rows[0]
+        return RuleVersion(
+            found, kind, name, document, dt.datetime.fromisoformat(recorded).replace(tzinfo=dt.UTC)
+        )
+
+    @boundary
+    def record_policy_use(self, kind: str, digest: str, at: dt.datetime) -> bool:
+        kind, digest, at = check_policy_use(kind, digest, at)
+        self._keeps_versions()
+        with self._write("noting a policy use") as conn:
+            stored = conn.execute(
+                "SELECT kind FROM rule_versions WHERE digest = ?", (digest,)
+            ).fetchone()
+            if stored is None or stored[0] != f"{kind}-policy":
+                raise unknown_policy(kind)
+            latest = conn.execute(
+                "SELECT digest FROM policy_uses WHERE kind = ? ORDER BY seq DESC LIMIT 1",
+                (kind,),
+            ).fetchone()
+            if latest is not None and latest[0] == digest:
+                return False
+            conn.execute(
+                "INSERT INTO policy_uses (kind, digest, at) VALUES (?, ?, ?)",
+                (kind, digest, _ts(at)),
+            )
+            return True
+
+    @boundary
+    def policy_in_force(self, kind: str, at: dt.datetime) -> str | None:
+        kind, _, at = check_policy_use(kind, None, at)
+        self._keeps_versions()
+        rows = self._read(
+            "SELECT digest FROM policy_uses WHERE kind = ? AND at <= ? "
+            "ORDER BY at DESC, seq DESC LIMIT 1",
+            (kind, _ts(at)),
+        )
+        return str(rows[0][0]) if rows else None
