@@ -27,6 +27,13 @@ from typing import Any, Self, TypeAlias, TypeGuard
 import attrs
 
 from .. import _validators as v
+from ..access import (
+    AccessQuery,
+    AccessRecord,
+    MemoryAccessLog,
+    check_access_query,
+    check_records,
+)
 from .._redaction import boundary, boundary_iter
 from ..errors import ConcurrencyError, DuplicateReferralError, NotFoundError, ValidationError
 from ..events import apply_all
@@ -517,6 +524,34 @@ class ReferralStore(abc.ABC):
                     f"histories[{position}]", "the snapshot is not the replay of its events"
                 )
         self.save_many(changes)
+
+    # ------------------------------------------------------------------ the access log
+
+    def append_access(self, records: Sequence[AccessRecord]) -> None:
+        """Append ``records`` to the store's access log (:mod:`referralkit.access`), in one
+        transaction. The log is append-only: nothing updates or deletes a record.
+
+        This default keeps the log in memory (a list per store object): an adapter that
+        persists referrals must persist its log too, in the same database. The shipped
+        adapters do.
+
+        .. versionadded:: 0.1
+        """
+        check_records(records)
+        self._fallback_access_log().append(records)
+
+    def access_records(self, query: AccessQuery = AccessQuery()) -> list[AccessRecord]:
+        """The access-log records ``query`` matches, oldest first, numbered by ``seq``.
+
+        .. versionadded:: 0.1
+        """
+        return self._fallback_access_log().read(check_access_query(query))
+
+    def _fallback_access_log(self) -> MemoryAccessLog:
+        log: MemoryAccessLog | None = self.__dict__.get("_access_log_fallback")
+        if log is None:
+            log = self.__dict__["_access_log_fallback"] = MemoryAccessLog()
+        return log
 
     # ------------------------------------------------------------------ lifetime
 

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 
 from .._redaction import boundary, boundary_iter
+from ..access import AccessQuery, AccessRecord, check_access_query, check_records
 from ..errors import ConcurrencyError, DuplicateReferralError, NotFoundError
 from ..model import Referral, ReferralEvent
 from ._base import (
@@ -206,3 +207,17 @@ class MemoryStore(ReferralStore):
             self._apply(
                 {r.id: r for r, _ in histories}, {r.id: list(events) for r, events in histories}
             )
+
+    # ------------------------------------------------------------------ the access log
+
+    @boundary
+    def append_access(self, records: Sequence[AccessRecord]) -> None:
+        check_records(records)
+        with self._lock:
+            self._fallback_access_log().append(records)
+
+    @boundary
+    def access_records(self, query: AccessQuery = AccessQuery()) -> list[AccessRecord]:
+        check_access_query(query)
+        with self._lock:
+            return self._fallback_access_log().read(query)

@@ -59,6 +59,15 @@ from psycopg.types.string import StrDumperUnknown
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .._redaction import Sealed, boundary, boundary_iter
+from ..access import (
+    ROW_COLUMNS,
+    AccessQuery,
+    AccessRecord,
+    check_access_query,
+    check_records,
+    record_from_row,
+    record_row,
+)
 from ..errors import (
     ConcurrencyError,
     DuplicateReferralError,
@@ -97,7 +106,7 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore", "connection_settings"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 6
 """The schema version this code writes (the same numbering as the SQLite store's)."""
 
 _FAR_FUTURE: Final = dt.datetime.max.replace(tzinfo=dt.UTC)
@@ -192,6 +201,47 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             kind text NOT NULL, network text NOT NULL, id text COLLATE "C" NOT NULL,
             source text NOT NULL, PRIMARY KEY (kind, network, id, source))""",
         "CREATE INDEX IF NOT EXISTS directory_networks_source ON {s}.directory_networks (source)",
+    ),
+    # 4 and 5: reserved for other branches' migrations (the integrator renumbers)
+    4: (),
+    5: (),
+    6: (
+        # the access log (referralkit.access; see sqlite.py): append-only, a trigger refuses
+        # updates, deletes and truncation
+        """
+        CREATE TABLE {s}.access_log (
+            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            at timestamptz NOT NULL,
+            actor text NOT NULL,
+            roles text NOT NULL,
+            organization text,
+            action text NOT NULL,
+            outcome text NOT NULL,
+            referral_ids text NOT NULL,
+            purpose text,
+            reason text,
+            grant_id text,
+            flagged boolean NOT NULL
+        )
+        """,
+        "CREATE INDEX access_log_at ON {s}.access_log (at)",
+        "CREATE INDEX access_log_actor ON {s}.access_log (actor, seq)",
+        """
+        CREATE TABLE {s}.access_log_referrals (
+            referral_id text COLLATE "C" NOT NULL,
+            seq bigint NOT NULL REFERENCES {s}.access_log (seq),
+            PRIMARY KEY (referral_id, seq)
+        )
+        """,
+        """
+        CREATE FUNCTION {s}.access_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'the access log is append-only'; END $$
+        """,
+        *(
+            f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE OR TRUNCATE "
+            f"ON {{s}}.{table} FOR EACH STATEMENT EXECUTE FUNCTION {{s}}.access_log_append_only()"
+            for table in ("access_log", "access_log_referrals")
+        ),
     ),
 }
 
@@ -1102,3 +1152,64 @@ class PostgresStore(ReferralStore):
             work,
             clash=lambda constraint: self._clash(constraint, [h[0] for h in histories]),
         )
+
+    # ------------------------------------------------------------------ the access log
+
+    @boundary
+    def append_access(self, records: Sequence[AccessRecord]) -> None:
+        """Append ``records`` to the access log in one transaction, committed with
+        ``synchronous_commit = off`` (as the SQLite store: a record survives the process, and
+        is flushed with the next change; a server crash may lose the last ones)."""
+        check_records(records)
+        if not records:
+            return
+        insert = self._sql(
+            f"INSERT INTO {{s}}.access_log ({ROW_COLUMNS}) "  # noqa: S608 - fixed column names
+            f"VALUES ({', '.join(['%s'] * 11)}) RETURNING seq"
+        )
+        link = self._sql("INSERT INTO {s}.access_log_referrals (referral_id, seq) VALUES (%s, %s)")
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            conn.execute("SET LOCAL synchronous_commit TO OFF")
+            with conn.cursor() as cursor:
+                for record in records:
+                    row = cursor.execute(insert, record_row(record, record.at)).fetchone()
+                    ids = sorted(set(record.referral_ids))
+                    if ids and row is not None:
+                        cursor.executemany(link, [(i, row[0]) for i in ids])
+
+        self._transact("recording access", work)
+
+    @boundary
+    def access_records(self, query: AccessQuery = AccessQuery()) -> list[AccessRecord]:
+        check_access_query(query)
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("actor", query.actor),
+            ("organization", query.organization),
+            ("grant_id", query.grant),
+            ("outcome", None if query.outcome is None else query.outcome.value),
+            ("flagged", query.flagged),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = %s")
+                params.append(value)
+        if query.since is not None:
+            clauses.append("at >= %s")
+            params.append(query.since)
+        if query.until is not None:
+            clauses.append("at < %s")
+            params.append(query.until)
+        if query.referral_ids is not None:
+            clauses.append(
+                "seq IN (SELECT seq FROM {s}.access_log_referrals WHERE referral_id = ANY(%s))"
+            )
+            params.append(sorted(query.referral_ids))
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        sql = f"SELECT seq, {ROW_COLUMNS} FROM {{s}}.access_log{where} ORDER BY seq"  # noqa: S608 - built from fixed fragments
+        if query.limit is not None:
+            sql += " LIMIT %s"
+            params.append(query.limit)
+        rows = self._fetch("reading the access log", sql, params)
+        return [record_from_row(row, row[1].astimezone(dt.UTC)) for row in rows]

@@ -1,0 +1,234 @@
+"""The access log: who read, exported or was refused which referrals, when, and why.
+
+HIPAA's audit controls (45 CFR 164.312(b)): the desk (:class:`~referralkit.desk.ReferralDesk`)
+appends one :class:`AccessRecord` for every read of a referral or its history, every query
+result (worklist, count, record audit), every export, every denial and every break-glass grant
+or use. Writes are recorded as events already (:class:`~referralkit.model.ReferralEvent`); a
+refused write is recorded here.
+
+The log lives in the same store as the referrals (:meth:`~referralkit.storage.ReferralStore.
+append_access`, :meth:`~referralkit.storage.ReferralStore.access_records`): a table in SQLite
+and PostgreSQL that the database refuses to update or delete from (triggers), a list in
+memory. Records hold ids, never PHI: the actor's id, roles and organisation, the operation,
+the referral ids, the outcome, the purpose of use and, for break-glass, the stated reason
+(free text, so PHI: never in ``repr``).
+
+Auditors read it through :meth:`~referralkit.desk.ReferralDesk.access_log` and
+``referralkit access-log --db URL``; a patient's accounting of disclosures
+(:meth:`~referralkit.desk.ReferralDesk.disclosures`) is the log's records about that
+patient's referrals.
+
+>>> import referralkit as rk
+>>> from referralkit.testing import FakeClock, sample_request
+>>> desk = rk.ReferralDesk(rk.open_store("memory://"), clock=FakeClock())
+>>> coordinator = rk.Actor("coord-1", {rk.Role.COORDINATOR})
+>>> referral = desk.intake(coordinator, sample_request())
+>>> _ = desk.get(coordinator, referral.id)
+>>> auditor = rk.Actor("audit-1", {rk.Role.AUDITOR})
+>>> [(r.actor, r.action, r.outcome.value) for r in desk.access_log(auditor)]
+[('coord-1', 'get', 'allowed')]
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+
+import attrs
+
+from . import _validators as v
+from .errors import ValidationError
+
+__all__ = ["AccessOutcome", "AccessQuery", "AccessRecord", "MemoryAccessLog"]
+
+
+class AccessOutcome(enum.StrEnum):
+    """What became of an access: allowed, refused, or allowed under a break-glass grant."""
+
+    ALLOWED = "allowed"
+    DENIED = "denied"
+    BREAK_GLASS = "break_glass"
+
+
+def _ids(value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ValidationError("referral_ids", "expected a collection of referral ids")
+    return tuple(value)
+
+
+def _check_ids(_: Any, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    for item in value:
+        v.identifier(item, attribute.name)
+
+
+@attrs.frozen
+class AccessRecord:
+    """One access: ``actor`` (its ``roles`` and ``organization``) did ``action`` on
+    ``referral_ids`` at ``at`` with ``outcome``, for ``purpose``.
+
+    ``seq`` is the record's position in the log (assigned by the store: 0 until stored).
+    ``grant`` names the break-glass grant the access was made under, or that it created;
+    ``flagged`` marks it for review (every break-glass record is). ``reason`` is the
+    break-glass reason, or why an access was denied (no PHI: an operation name, a scope).
+    """
+
+    at: dt.datetime = attrs.field(converter=v.to_utc, validator=v.utc_datetime)
+    actor: str = attrs.field(validator=v.text(max_length=200))
+    action: str = attrs.field(validator=v.text(pattern=r"[a-z_-]+", max_length=60))
+    outcome: AccessOutcome = attrs.field(validator=v.member(AccessOutcome))
+    referral_ids: tuple[str, ...] = attrs.field(default=(), converter=_ids, validator=_check_ids)
+    roles: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    organization: str | None = attrs.field(default=None, validator=v.optional(v.text()))
+    purpose: str | None = attrs.field(default=None, validator=v.optional(v.text(max_length=100)))
+    reason: str | None = attrs.field(
+        **v.PHI_FIELD, default=None, validator=v.optional(v.text(max_length=2000))
+    )
+    grant: str | None = attrs.field(default=None, validator=v.optional(v.text(max_length=100)))
+    flagged: bool = attrs.field(default=False, validator=v.instance(bool, "a bool"))
+    seq: int = attrs.field(default=0, validator=v.row_count)
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as JSON data (what ``referralkit access-log --json`` prints)."""
+        return {
+            "seq": self.seq,
+            "at": self.at.isoformat(),
+            "actor": self.actor,
+            "roles": list(self.roles),
+            "organization": self.organization,
+            "action": self.action,
+            "outcome": self.outcome.value,
+            "referral_ids": list(self.referral_ids),
+            "purpose": self.purpose,
+            "reason": self.reason,
+            "grant": self.grant,
+            "flagged": self.flagged,
+        }
+
+
+@attrs.frozen
+class AccessQuery:
+    """Which access records to read: every filter left ``None`` matches everything.
+
+    ``since`` is inclusive, ``until`` exclusive; ``referral_ids`` matches a record naming any
+    of them; ``limit`` keeps the first records (oldest first).
+    """
+
+    actor: str | None = attrs.field(default=None, validator=v.optional(v.text(max_length=200)))
+    referral_ids: frozenset[str] | None = attrs.field(
+        default=None, converter=attrs.converters.optional(frozenset)
+    )
+    since: dt.datetime | None = attrs.field(
+        default=None, converter=v.to_utc, validator=v.optional(v.utc_datetime)
+    )
+    until: dt.datetime | None = attrs.field(
+        default=None, converter=v.to_utc, validator=v.optional(v.utc_datetime)
+    )
+    outcome: AccessOutcome | None = attrs.field(
+        default=None, validator=v.optional(v.member(AccessOutcome))
+    )
+    organization: str | None = attrs.field(default=None, validator=v.optional(v.text()))
+    grant: str | None = attrs.field(default=None, validator=v.optional(v.text(max_length=100)))
+    flagged: bool | None = attrs.field(
+        default=None, validator=v.optional(v.instance(bool, "a bool"))
+    )
+    limit: int | None = attrs.field(default=None, validator=v.optional(v.row_count))
+
+    def matches(self, record: AccessRecord) -> bool:
+        """Whether ``record`` passes every filter (the semantics every store follows)."""
+        return (
+            (self.actor is None or record.actor == self.actor)
+            and (
+                self.referral_ids is None
+                or not self.referral_ids.isdisjoint(record.referral_ids)
+            )
+            and (self.since is None or record.at >= self.since)
+            and (self.until is None or record.at < self.until)
+            and (self.outcome is None or record.outcome is self.outcome)
+            and (self.organization is None or record.organization == self.organization)
+            and (self.grant is None or record.grant == self.grant)
+            and (self.flagged is None or record.flagged is self.flagged)
+        )
+
+
+def check_records(records: object) -> Sequence[AccessRecord]:
+    """``records`` if it is a sequence of :class:`AccessRecord`, else a ValidationError."""
+    if not isinstance(records, Sequence) or isinstance(records, str):
+        raise ValidationError("records", "expected a sequence of AccessRecord")
+    for index, record in enumerate(records):
+        if not isinstance(record, AccessRecord):
+            raise ValidationError(f"records[{index}]", "expected an AccessRecord")
+    return records
+
+
+def check_access_query(query: object) -> AccessQuery:
+    """``query`` if it is an :class:`AccessQuery`, else a ValidationError naming it."""
+    if not isinstance(query, AccessQuery):
+        raise ValidationError("query", f"expected an AccessQuery, got {type(query).__name__}")
+    return query
+
+
+class MemoryAccessLog:
+    """An access log kept in a list (the memory store's, and the default of a
+    :class:`~referralkit.storage.ReferralStore` adapter that keeps none itself)."""
+
+    def __init__(self) -> None:
+        self._records: list[AccessRecord] = []
+
+    def append(self, records: Sequence[AccessRecord]) -> None:
+        """Append ``records``, numbering them on from the last one."""
+        start = len(self._records)
+        self._records += [
+            attrs.evolve(r, seq=start + offset + 1) for offset, r in enumerate(records)
+        ]
+
+    def read(self, query: AccessQuery) -> list[AccessRecord]:
+        """The records ``query`` matches, oldest first."""
+        found = [r for r in self._records if query.matches(r)]
+        return found if query.limit is None else found[: query.limit]
+
+
+# ---------------------------------------------------------------------------- SQL rows
+
+ROW_COLUMNS: Final = (
+    "at, actor, roles, organization, action, outcome, referral_ids, purpose, reason, grant_id, "
+    "flagged"
+)
+
+
+def record_row(record: AccessRecord, at: Any) -> tuple[Any, ...]:
+    """The SQL row of ``record`` (``at`` as the store keeps instants)."""
+    return (
+        at,
+        record.actor,
+        ",".join(record.roles),
+        record.organization,
+        record.action,
+        record.outcome.value,
+        json.dumps(list(record.referral_ids)),
+        record.purpose,
+        record.reason,
+        record.grant,
+        record.flagged,
+    )
+
+
+def record_from_row(row: Sequence[Any], at: dt.datetime) -> AccessRecord:
+    """The record of a SQL row ``seq, <ROW_COLUMNS>`` (``at`` already parsed)."""
+    seq, _, actor, roles, organization, action, outcome, ids, purpose, reason, grant, flag = row
+    return AccessRecord(
+        seq=int(seq),
+        at=at,
+        actor=actor,
+        roles=tuple(roles.split(",")) if roles else (),
+        organization=organization,
+        action=action,
+        outcome=AccessOutcome(outcome),
+        referral_ids=tuple(json.loads(ids)),
+        purpose=purpose,
+        reason=reason,
+        grant=grant,
+        flagged=bool(flag),
+    )
