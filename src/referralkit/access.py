@@ -59,6 +59,18 @@ def _ids(value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _roles(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _id_set(value: Iterable[str] | None) -> frozenset[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ValidationError("referral_ids", "expected a collection of referral ids")
+    return frozenset(value)
+
+
 def _check_ids(_: Any, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
     for item in value:
         v.identifier(item, attribute.name)
@@ -80,7 +92,7 @@ class AccessRecord:
     action: str = attrs.field(validator=v.text(pattern=r"[a-z_-]+", max_length=60))
     outcome: AccessOutcome = attrs.field(validator=v.member(AccessOutcome))
     referral_ids: tuple[str, ...] = attrs.field(default=(), converter=_ids, validator=_check_ids)
-    roles: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    roles: tuple[str, ...] = attrs.field(default=(), converter=_roles)
     organization: str | None = attrs.field(default=None, validator=v.optional(v.text()))
     purpose: str | None = attrs.field(default=None, validator=v.optional(v.text(max_length=100)))
     reason: str | None = attrs.field(
@@ -117,9 +129,7 @@ class AccessQuery:
     """
 
     actor: str | None = attrs.field(default=None, validator=v.optional(v.text(max_length=200)))
-    referral_ids: frozenset[str] | None = attrs.field(
-        default=None, converter=attrs.converters.optional(frozenset)
-    )
+    referral_ids: frozenset[str] | None = attrs.field(default=None, converter=_id_set)
     since: dt.datetime | None = attrs.field(
         default=None, converter=v.to_utc, validator=v.optional(v.utc_datetime)
     )
@@ -140,10 +150,7 @@ class AccessQuery:
         """Whether ``record`` passes every filter (the semantics every store follows)."""
         return (
             (self.actor is None or record.actor == self.actor)
-            and (
-                self.referral_ids is None
-                or not self.referral_ids.isdisjoint(record.referral_ids)
-            )
+            and (self.referral_ids is None or not self.referral_ids.isdisjoint(record.referral_ids))
             and (self.since is None or record.at >= self.since)
             and (self.until is None or record.at < self.until)
             and (self.outcome is None or record.outcome is self.outcome)

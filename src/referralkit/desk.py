@@ -37,13 +37,14 @@ import attrs
 from . import _validators as v
 from . import lifecycle
 from ._redaction import Sealed, boundary, boundary_iter
+from .access import AccessOutcome, AccessQuery, AccessRecord
 from .alerts import ActiveAlert, SweepReport, cleared_payload, raised_payload
 from .alerts import changes as alert_changes
 from .clock import Clock, SystemClock
 from .clocks import Cause, ClockName
 from .discrepancies import DEFAULT_AUDIT, AuditRules, Finding, audit_all
 from .discrepancies import audit as audit_record
-from .errors import ConcurrencyError, GuardError, RulesError, ValidationError
+from .errors import ConcurrencyError, GuardError, PermissionDeniedError, RulesError, ValidationError
 from .events import EventType, apply_all
 from .intake import DEFAULT_CHECKLIST, Checklist, IntakeRequest, Requirement
 from .model import (
@@ -67,8 +68,6 @@ from .model import (
     UrgencyAssessment,
 )
 from .policy import CoverageDecider, UrgencyAssessor
-from .access import AccessOutcome, AccessQuery, AccessRecord
-from .errors import PermissionDeniedError
 from .privacy import (
     ACCESS_PERMISSIONS,
     COMPATIBLE_SCOPE,
@@ -98,6 +97,9 @@ logger = logging.getLogger("referralkit.desk")
 # CMS-0057-F: payers decide expedited prior-authorization requests within 72 hours and
 # standard ones within 7 calendar days.
 AUTH_DECISION_WINDOW: Final = {True: dt.timedelta(hours=72), False: dt.timedelta(days=7)}
+
+# Referrals per access-log record when a query or an export streams the store: bounded memory.
+_EXPORT_PAGE: Final = 16
 
 # A payload is sealed from the moment it is built until the event is made: it holds PHI, and
 # the lists of changes are locals of the frames an exception report shows.
@@ -398,7 +400,7 @@ class ReferralDesk:
         """How many referrals match ``filters`` (:class:`~referralkit.storage.Query` fields)."""
         sealed = Sealed(filters)  # a filter may be PHI (patient_id)
         del filters
-        self._authorize(actor, "count")
+        self._authorize(actor, "get")
         query = _query(sealed)
         if self.scope.unscoped(actor) and self._emergency(actor) is None:
             found = self.store.count(query)
@@ -1427,17 +1429,14 @@ class ReferralDesk:
         self._authorize(actor, "audit", referral_id)
         when = self._as_of(as_of)
         if referral_id is None:
-            return self._audit_store(when, self._scoped_ids(actor, "audit"))
+            return self._audit_store(when, self._recorded(actor, "audit"))
         wanted = v.identifier(referral_id, "referral_id")
         referral = self._read(actor, "audit", self.store.load(wanted))
         events = self.store.events(wanted)
         return iter(audit_record(referral, when, events=events, rules=self.audit_rules))
 
     @boundary_iter
-    def _audit_store(self, when: dt.datetime, ids: frozenset[str] | None) -> Iterator[Finding]:
-        histories = self.store.export()
-        if ids is not None:
-            histories = (h for h in histories if h[0].id in ids)
+    def _audit_store(self, when: dt.datetime, histories: Iterator[History]) -> Iterator[Finding]:
         yield from audit_all(histories, when, rules=self.audit_rules)
 
     @property
@@ -1642,18 +1641,22 @@ class ReferralDesk:
         self._log(actor, operation, (referral.id,), grant=grant)
         return referral
 
-    def _scoped_ids(self, actor: Actor, operation: str) -> frozenset[str] | None:
-        """The ids of the referrals ``actor`` reaches for ``operation`` (None: all of them),
-        recorded as one access before anything is read."""
-        if self._emergency(actor) is None and self.scope.unscoped(actor):
-            ids = None
-            named = [r.id for r in self.store.query(Query())]
-        else:
-            reaches = self._reach(actor, operation)
-            named = [r.id for r in self.store.query(Query()) if reaches(r)]
-            ids = frozenset(named)
-        self._log(actor, operation, named)
-        return ids
+    def _recorded(self, actor: Actor, operation: str) -> Iterator[History]:
+        """The store's histories that ``actor`` reaches for ``operation``, streamed: each
+        page of them recorded in the access log before it is handed on (memory stays
+        bounded; a reader that stops early has disclosed only what was recorded)."""
+        reaches = self._reach(actor, operation)
+        page: list[History] = []
+        for history in self.store.export():
+            if reaches(history[0]):
+                page.append(history)
+            if len(page) >= _EXPORT_PAGE:
+                self._log(actor, operation, [r.id for r, _ in page])
+                yield from page
+                page = []
+        if page:
+            self._log(actor, operation, [r.id for r, _ in page])
+            yield from page
 
     def _log(
         self,
@@ -1789,7 +1792,9 @@ class ReferralDesk:
         if not isinstance(query, Query):
             raise ValidationError("query", "expected a Query")
         reaches = self._reach(actor, "get")
-        found = [r for r in self.store.query(attrs.evolve(query, limit=None, offset=0)) if reaches(r)]
+        found = [
+            r for r in self.store.query(attrs.evolve(query, limit=None, offset=0)) if reaches(r)
+        ]
         end = None if query.limit is None else query.offset + query.limit
         found = found[query.offset : end]
         self._log(actor, "query", [r.id for r in found])
@@ -1799,19 +1804,17 @@ class ReferralDesk:
     def export(self, actor: Actor) -> Iterator[History]:
         """Every referral ``actor`` reaches with its whole history, in id order (as
         :meth:`~referralkit.storage.ReferralStore.export`): the audited path for analytics
-        and bulk exports. The export, with every referral it holds, is recorded when called,
-        before anything is read.
+        and bulk exports. The referrals exported are recorded in the access log a page at a
+        time (one record per 16 referrals), each page before it is handed on.
 
         .. versionadded:: 0.1
         """
         self._authorize(actor, "export")
-        return self._export(self._scoped_ids(actor, "export"))
+        return self._export(actor)
 
     @boundary_iter
-    def _export(self, ids: frozenset[str] | None) -> Iterator[History]:
-        for history in self.store.export():
-            if ids is None or history[0].id in ids:
-                yield history
+    def _export(self, actor: Actor) -> Iterator[History]:
+        yield from self._recorded(actor, "export")
 
     def view(self, actor: Actor) -> ReferralStore:
         """A read-only :class:`~referralkit.storage.ReferralStore` acting as ``actor``
@@ -1860,17 +1863,13 @@ class ReferralDesk:
         if format == "fhir":
             from .interop.fhir import to_fhir
 
-            entries = [
-                entry for i in ids for entry in to_fhir(self.store.load(i)).get("entry", [])
-            ]
+            entries = [entry for i in ids for entry in to_fhir(self.store.load(i)).get("entry", [])]
             unique = {e["fullUrl"]: e for e in entries}
             return {
                 "resourceType": "Bundle",
                 "type": "collection",
                 "timestamp": now.isoformat(),
-                "entry": [
-                    {"fullUrl": url, "resource": e["resource"]} for url, e in unique.items()
-                ],
+                "entry": [{"fullUrl": url, "resource": e["resource"]} for url, e in unique.items()],
             }
         return {
             "exported_at": now.isoformat(),

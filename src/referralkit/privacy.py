@@ -179,8 +179,9 @@ class Actor:
     True
     >>> Actor("u-18", {Role.AUDITOR}).may("accept")
     False
-    >>> Actor("u-19", {Role.REFERRER}, organization="clinic-a")
-    Actor(id='u-19', roles=frozenset({<Role.REFERRER: 'referrer'>}), organization='clinic-a', providers=frozenset(), purpose=None, emergency=None)
+    >>> clinician = Actor("u-19", {Role.REFERRER}, organization="clinic-a")
+    >>> clinician.organization, clinician.providers
+    ('clinic-a', frozenset())
     """
 
     id: str = attrs.field(validator=v.text(max_length=200))
@@ -191,7 +192,10 @@ class Actor:
         default=None, kw_only=True, validator=v.optional(v.text(max_length=200))
     )
     providers: frozenset[str] = attrs.field(
-        default=frozenset(), kw_only=True, converter=_names, validator=v.instance(frozenset, "a set")
+        default=frozenset(),
+        kw_only=True,
+        converter=_names,
+        validator=v.instance(frozenset, "a set"),
     )
     purpose: str | None = attrs.field(
         default=None, kw_only=True, validator=v.optional(v.text(max_length=100))

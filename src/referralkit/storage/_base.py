@@ -27,6 +27,7 @@ from typing import Any, Self, TypeAlias, TypeGuard
 import attrs
 
 from .. import _validators as v
+from .._redaction import boundary, boundary_iter
 from ..access import (
     AccessQuery,
     AccessRecord,
@@ -34,7 +35,6 @@ from ..access import (
     check_access_query,
     check_records,
 )
-from .._redaction import boundary, boundary_iter
 from ..errors import ConcurrencyError, DuplicateReferralError, NotFoundError, ValidationError
 from ..events import apply_all
 from ..model import Priority, Referral, ReferralEvent, Status

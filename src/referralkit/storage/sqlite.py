@@ -894,7 +894,7 @@ def _access_where(query: AccessQuery) -> tuple[str, list[Any]]:
     if query.referral_ids is not None:
         ids = sorted(query.referral_ids)
         clauses.append(
-            "seq IN (SELECT seq FROM access_log_referrals WHERE referral_id IN "
+            "seq IN (SELECT seq FROM access_log_referrals WHERE referral_id IN "  # noqa: S608 - placeholders only
             f"({', '.join('?' * len(ids))}))"
         )
         params += ids
