@@ -1831,13 +1831,16 @@ class ReferralDesk:
         return AuditedView(self, actor)
 
     def _patient_referrals(self, actor: Actor, operation: str, patient_id: object) -> list[str]:
+        """The ids of the patient's referrals ``actor`` reaches; a patient whose referrals
+        are all out of scope is a recorded denial."""
         wanted = Sealed(v.identifier(patient_id, "patient_id"))
         reaches = self._reach(actor, operation)
-        return [
-            r.id
-            for r in self.store.query(Query(patient_id=wanted.reveal(), order="updated"))
-            if reaches(r)
-        ]
+        held = self.store.query(Query(patient_id=wanted.reveal(), order="updated"))
+        found = [r.id for r in held if reaches(r)]
+        if held and not found:
+            self._log(actor, operation, [r.id for r in held], AccessOutcome.DENIED, reason="scope")
+            raise PermissionDeniedError(actor.id, f"{operation} (no referral of it in scope)")
+        return found
 
     @boundary
     def export_patient(
