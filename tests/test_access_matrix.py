@@ -24,40 +24,43 @@ ORG: Final = "org-a"
 KINDS: Final = ("sent", "received", "other")
 """The referral's relation to the actor's organisation: it sent it, it is its target, none."""
 
+
+def ops(names: str) -> frozenset[str]:
+    return frozenset(names.split())
+
+
 EXPECTED_OPERATIONS: Final[dict[Role, frozenset[str]]] = {
-    Role.REFERRER: frozenset(
+    Role.REFERRER: ops(
         "get history assess worklist audit intake send request_cancellation "
         "mark_entered_in_error attach log_communication add_follow_up complete_follow_up "
-        "break_glass".split()
+        "break_glass"
     ),
-    Role.SPECIALIST: frozenset(
+    Role.SPECIALIST: ops(
         "get history assess worklist audit accept decline hold resume record_visit "
         "add_interim_note complete confirm_cancellation fail attach log_communication "
-        "add_follow_up complete_follow_up break_glass".split()
+        "add_follow_up complete_follow_up break_glass"
     ),
-    Role.SCHEDULER: frozenset(
+    Role.SCHEDULER: ops(
         "get history assess worklist audit schedule reschedule record_no_show "
-        "cancel_appointment log_communication".split()
+        "cancel_appointment log_communication"
     ),
-    Role.COORDINATOR: frozenset(
+    Role.COORDINATOR: ops(
         "get history assess worklist audit intake send request_cancellation "
         "mark_entered_in_error attach log_communication add_follow_up complete_follow_up "
         "accept decline hold resume record_visit add_interim_note complete "
         "confirm_cancellation fail schedule reschedule record_no_show cancel_appointment "
         "assign assign_specialist reassess request_authorization record_authorization "
         "acknowledge_self_pay record_survey sweep export export_patient disclosures "
-        "break_glass".split()
+        "break_glass"
     ),
-    Role.AUDITOR: frozenset(
-        "get history assess worklist audit access_log disclosures export".split()
-    ),
-    Role.ADMIN: frozenset(
+    Role.AUDITOR: ops("get history assess worklist audit access_log disclosures export"),
+    Role.ADMIN: ops(
         "get history assess worklist audit intake send request_cancellation "
         "mark_entered_in_error attach log_communication add_follow_up complete_follow_up "
         "accept decline hold resume record_visit add_interim_note complete "
         "confirm_cancellation fail schedule reschedule record_no_show cancel_appointment "
         "assign assign_specialist reassess request_authorization record_authorization "
-        "acknowledge_self_pay record_survey sweep export export_patient disclosures".split()
+        "acknowledge_self_pay record_survey sweep export export_patient disclosures"
     ),
 }
 """Which operations each role may perform (written out, not derived from the tables)."""
@@ -161,7 +164,9 @@ BREAK_GLASS: Final = "break_glass"
 
 
 def every_operation() -> set[str]:
-    return {op for table in (PERMISSIONS, ACCESS_PERMISSIONS) for ops in table.values() for op in ops}
+    return {
+        op for table in (PERMISSIONS, ACCESS_PERMISSIONS) for ops in table.values() for op in ops
+    }
 
 
 def test_every_operation_has_a_case_and_an_expectation() -> None:
@@ -256,7 +261,8 @@ def test_referral_operations(role: Role, glass: bool) -> None:
                     for r in w.desk.store.access_records()
                     if r.actor == actor.id and rid in r.referral_ids
                 ]
-                assert flagged and all(r.flagged and r.grant for r in flagged), operation
+                assert flagged, operation
+                assert all(r.flagged and r.grant for r in flagged), operation
     assert unexpected == []
 
 
@@ -269,11 +275,11 @@ def test_intake(role: Role, glass: bool) -> None:
         w = world()
         actor, granted = _actor(role, glass, w)
         allowed = _attempt(
-            w.desk, actor, lambda: w.desk.intake(actor, request(kind, "REQ-new"))  # noqa: B023
+            w.desk,
+            actor,
+            lambda: w.desk.intake(actor, request(kind, "REQ-new")),  # noqa: B023
         )
-        expected = INTAKE in EXPECTED_OPERATIONS[role] and (
-            kind in EXPECTED_SIDES[role] or granted
-        )
+        expected = INTAKE in EXPECTED_OPERATIONS[role] and (kind in EXPECTED_SIDES[role] or granted)
         if allowed != expected:
             unexpected.append((kind, allowed))
     assert unexpected == []
@@ -311,9 +317,7 @@ def test_sweep_writes_only_in_scope(role: Role) -> None:
     allowed = _attempt(w.desk, actor, lambda: w.desk.sweep(actor))
     assert allowed == ("sweep" in EXPECTED_OPERATIONS[role])
     touched = {
-        kind
-        for kind in KINDS
-        if any(e.actor == actor.id for e in w.desk.store.events(w.ids[kind]))
+        kind for kind in KINDS if any(e.actor == actor.id for e in w.desk.store.events(w.ids[kind]))
     }
     assert touched <= EXPECTED_SIDES[role]
     if allowed:
