@@ -56,6 +56,7 @@ def desk(clock: FakeClock) -> ReferralDesk:
         clock=clock,
         new_id=lambda: f"id-{next(counter):04d}",
         scope=ScopePolicy(strict=True, desk_wide={"setup"}),
+        access_log_batch=1,
     )
 
 
@@ -281,6 +282,95 @@ class TestAccessLog:
             )
         with pytest.raises(ValidationError):
             AccessQuery(referral_ids="r")
+
+
+class TestBuffering:
+    def test_reads_are_written_in_batches_denials_at_once(self, clock: FakeClock) -> None:
+        store = MemoryStore()
+        desk = ReferralDesk(store, clock=clock, access_log_batch=3)
+        actor = Actor("coord-1", {Role.COORDINATOR})
+        rid = desk.intake(actor, request("R1", "org-a", "org-b")).id
+        desk.get(actor, rid)
+        desk.get(actor, rid)
+        assert store.access_records() == []
+        desk.get(actor, rid)
+        assert len(store.access_records()) == 3
+        desk.get(actor, rid)
+        with pytest.raises(PermissionDeniedError):
+            desk.accept(Actor("aud", {Role.AUDITOR}), rid)
+        assert [r.outcome for r in store.access_records()][-2:] == [
+            AccessOutcome.ALLOWED,
+            AccessOutcome.DENIED,
+        ]
+        desk.get(actor, rid)
+        desk.close()
+        assert len(store.access_records()) == 6
+
+    def test_old_records_are_written_with_the_next_one(
+        self, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from referralkit import desk as desk_module
+
+        monkeypatch.setattr(desk_module, "_ACCESS_LOG_AGE", 0.0)
+        store = MemoryStore()
+        desk = ReferralDesk(store, clock=clock, access_log_batch=64)
+        actor = Actor("coord-1", {Role.COORDINATOR})
+        rid = desk.intake(actor, request("R1", "org-a", "org-b")).id
+        desk.get(actor, rid)
+        assert len(store.access_records()) == 1
+
+    def test_an_abandoned_desk_writes_what_it_buffers(self, clock: FakeClock) -> None:
+        import gc
+
+        store = MemoryStore()
+        desk = ReferralDesk(store, clock=clock, access_log_batch=64)
+        actor = Actor("coord-1", {Role.COORDINATOR})
+        rid = desk.intake(actor, request("R1", "org-a", "org-b")).id
+        desk.get(actor, rid)
+        del desk
+        gc.collect()
+        assert len(store.access_records()) == 1
+
+    def test_a_closed_store_loses_the_buffer_with_a_warning(
+        self, clock: FakeClock, caplog: pytest.LogCaptureFixture, tmp_path: Path
+    ) -> None:
+        import gc
+
+        store = open_store(f"sqlite:///{tmp_path / 'x.db'}")
+        desk = ReferralDesk(store, clock=clock, access_log_batch=64)
+        actor = Actor("coord-1", {Role.COORDINATOR})
+        rid = desk.intake(actor, request("R1", "org-a", "org-b")).id
+        desk.get(actor, rid)
+        store.close()
+        del desk
+        gc.collect()
+        assert "1 access-log records could not be written: StorageError" in caplog.text
+
+    def test_a_failed_write_keeps_the_records(self, clock: FakeClock) -> None:
+        from referralkit.access import AccessBuffer
+
+        written: list[Any] = []
+        fail = [True]
+
+        def append(records: Any) -> None:
+            if fail[0]:
+                raise OSError("disk full")
+            written.extend(records)
+
+        buffer = AccessBuffer(append, 2, 60.0)
+        record = AccessRecord(at=START, actor="u", action="get", outcome=AccessOutcome.ALLOWED)
+        buffer.add(record)
+        with pytest.raises(OSError, match="disk full"):
+            buffer.add(record)
+        assert len(buffer) == 2
+        fail[0] = False
+        buffer.flush()
+        assert (len(buffer), len(written)) == (0, 2)
+
+    @pytest.mark.parametrize("bad", [0, True, "64"])
+    def test_bad_batch(self, bad: Any) -> None:
+        with pytest.raises(ValidationError):
+            ReferralDesk(MemoryStore(), access_log_batch=bad)
 
 
 class TestNoSideDoor:

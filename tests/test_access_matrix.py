@@ -194,6 +194,7 @@ def world() -> World:
         clock=clock,
         new_id=lambda: f"id-{next(counter):05d}",
         scope=ScopePolicy(strict=True, desk_wide={"setup"}),
+        access_log_batch=1,
     )
     setup = Actor("setup", {Role.COORDINATOR})
     ids = {}

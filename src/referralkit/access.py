@@ -34,7 +34,9 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import json
-from collections.abc import Iterable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 import attrs
@@ -42,7 +44,7 @@ import attrs
 from . import _validators as v
 from .errors import ValidationError
 
-__all__ = ["AccessOutcome", "AccessQuery", "AccessRecord", "MemoryAccessLog"]
+__all__ = ["AccessBuffer", "AccessOutcome", "AccessQuery", "AccessRecord", "MemoryAccessLog"]
 
 
 class AccessOutcome(enum.StrEnum):
@@ -185,16 +187,66 @@ class MemoryAccessLog:
         self._records: list[AccessRecord] = []
 
     def append(self, records: Sequence[AccessRecord]) -> None:
-        """Append ``records``, numbering them on from the last one."""
-        start = len(self._records)
-        self._records += [
-            attrs.evolve(r, seq=start + offset + 1) for offset, r in enumerate(records)
-        ]
+        """Append ``records``; they are numbered on from the last one when read."""
+        self._records += records
 
     def read(self, query: AccessQuery) -> list[AccessRecord]:
         """The records ``query`` matches, oldest first."""
-        found = [r for r in self._records if query.matches(r)]
+        found = [
+            attrs.evolve(r, seq=seq) for seq, r in enumerate(self._records, 1) if query.matches(r)
+        ]
         return found if query.limit is None else found[: query.limit]
+
+
+class AccessBuffer:
+    """Access records on their way to a store's log, written ``size`` at a time.
+
+    A record waits until ``size`` records wait, or the oldest has waited ``max_age`` seconds
+    (checked when the next record comes), or :meth:`flush` is called (the desk flushes
+    before it reads the log, when it closes, and at interpreter exit); an ``urgent`` record
+    (a denial, a break-glass grant or use) is written at once with those waiting. With
+    ``size`` 1 every record is written when made. A failed write keeps the records for the
+    next flush.
+    """
+
+    def __init__(
+        self, append: Callable[[Sequence[AccessRecord]], None], size: int, max_age: float
+    ) -> None:
+        self._append = append
+        self.size = size
+        self.max_age = max_age
+        self._pending: list[AccessRecord] = []
+        self._first = 0.0
+        self._lock = threading.Lock()
+
+    def add(self, record: AccessRecord, *, urgent: bool = False) -> None:
+        """Buffer ``record``; write what waits when due."""
+        with self._lock:
+            if not self._pending:
+                self._first = time.monotonic()
+            self._pending.append(record)
+            due = (
+                urgent
+                or len(self._pending) >= self.size
+                or time.monotonic() - self._first >= self.max_age
+            )
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every waiting record to the log now."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+            if not pending:
+                return
+            try:
+                self._append(pending)
+            except BaseException:
+                self._pending[:0] = pending
+                raise
+
+    def __len__(self) -> int:
+        return len(self._pending)
 
 
 # ---------------------------------------------------------------------------- SQL rows

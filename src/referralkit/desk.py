@@ -29,6 +29,7 @@ import datetime as dt
 import hashlib
 import logging
 import uuid
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -37,7 +38,7 @@ import attrs
 from . import _validators as v
 from . import lifecycle
 from ._redaction import Sealed, boundary, boundary_iter
-from .access import AccessOutcome, AccessQuery, AccessRecord
+from .access import AccessBuffer, AccessOutcome, AccessQuery, AccessRecord
 from .alerts import ActiveAlert, SweepReport, cleared_payload, raised_payload
 from .alerts import changes as alert_changes
 from .clock import Clock, SystemClock
@@ -101,10 +102,24 @@ AUTH_DECISION_WINDOW: Final = {True: dt.timedelta(hours=72), False: dt.timedelta
 # Referrals per access-log record when a query or an export streams the store: bounded memory.
 _EXPORT_PAGE: Final = 16
 
+# Seconds a buffered access record may wait for the next ones (checked at the next record).
+_ACCESS_LOG_AGE: Final = 1.0
+
 # A payload is sealed from the moment it is built until the event is made: it holds PHI, and
 # the lists of changes are locals of the frames an exception report shows.
 _Record = tuple[EventType, Sealed[dict[str, Any]]]
 _Change = list[_Record]
+
+
+def _flush_quietly(buffer: AccessBuffer) -> None:
+    """Write what an abandoned desk still buffers (at garbage collection or exit); a failure
+    is logged (a count and an error class: no record), never raised into the interpreter."""
+    try:
+        buffer.flush()
+    except Exception as error:  # a finalizer must not raise
+        logger.warning(
+            "%d access-log records could not be written: %s", len(buffer), type(error).__name__
+        )
 
 
 def _record(kind: EventType, **payload: Any) -> _Record:
@@ -306,6 +321,15 @@ class ReferralDesk:
     (:data:`~referralkit.discrepancies.DEFAULT_AUDIT`); :meth:`sweep` runs ``event_rules``
     (default: the shipped CMS-0057-F example ruleset, ``engine="auto"``, built on first use).
 
+    Each access record is written with the read it records (``access_log_batch=1``, the
+    default: a read costs one more, unflushed, write transaction). With
+    ``access_log_batch=64``, read records are written 64 at a time, or once the oldest has
+    waited a second (checked at the next record), before the log is read, when the desk
+    closes (:meth:`close`, :meth:`flush_access_log`) and at interpreter exit; denials and
+    break-glass records are still written at once. A process killed meanwhile loses the
+    buffered *read* records, and so does a store closed under a desk that was not closed:
+    the price of the cheaper read (see ``benchmarks/bench_security_access.py``).
+
     **Scopes and the access log** (HIPAA 45 CFR 164.312(a) and (b)): every operation checks
     that one of the actor's roles allows it *and* reaches the referral under ``scope``
     (:class:`~referralkit.privacy.ScopePolicy`, default
@@ -335,12 +359,19 @@ class ReferralDesk:
         event_rules: EventRules | None = None,
         scheduler: SchedulingAdapter | None = None,
         scope: ScopePolicy = COMPATIBLE_SCOPE,
+        access_log_batch: int = 1,
     ) -> None:
         self.store = store
         if not isinstance(scope, ScopePolicy):
             raise ValidationError("scope", "expected a ScopePolicy")
         self.scope = scope
         self._grants: dict[str, BreakGlass] = {}
+        if isinstance(access_log_batch, bool) or not isinstance(access_log_batch, int):
+            raise ValidationError("access_log_batch", "expected a whole number >= 1")
+        if access_log_batch < 1:
+            raise ValidationError("access_log_batch", "expected a whole number >= 1")
+        self._access = AccessBuffer(store.append_access, access_log_batch, _ACCESS_LOG_AGE)
+        weakref.finalize(self, _flush_quietly, self._access)
         self.scheduler = scheduler
         self.clock: Clock = clock or SystemClock()
         if coverage is None or urgency is None:
@@ -363,8 +394,20 @@ class ReferralDesk:
 
     @boundary
     def close(self) -> None:
-        """Close the store."""
-        self.store.close()
+        """Write the access records still buffered, then close the store."""
+        try:
+            self.flush_access_log()
+        finally:
+            self.store.close()
+
+    @boundary
+    def flush_access_log(self) -> None:
+        """Write the access records the desk still buffers to the store's log now (see
+        ``access_log_batch``).
+
+        .. versionadded:: 0.1
+        """
+        self._access.flush()
 
     def __enter__(self) -> ReferralDesk:
         return self
@@ -1590,6 +1633,7 @@ class ReferralDesk:
             return None
         known = self._grants.get(grant.grant_id)
         if known is None:
+            self._access.flush()
             found = self.store.access_records(
                 AccessQuery(actor=actor.id, grant=grant.grant_id, outcome=AccessOutcome.BREAK_GLASS)
             )
@@ -1674,22 +1718,21 @@ class ReferralDesk:
             grant = self._emergency(actor)
         if grant is not None and outcome is AccessOutcome.ALLOWED:
             outcome = AccessOutcome.BREAK_GLASS
-        self.store.append_access(
-            [
-                AccessRecord(
-                    at=self._now(),
-                    actor=actor.id,
-                    action=action,
-                    outcome=outcome,
-                    referral_ids=tuple(referral_ids),
-                    roles=tuple(sorted(r.value for r in actor.roles)),
-                    organization=actor.organization,
-                    purpose=actor.purpose,
-                    reason=reason,
-                    grant=None if grant is None else grant.grant_id,
-                    flagged=grant is not None or outcome is not AccessOutcome.ALLOWED,
-                )
-            ]
+        self._access.add(
+            AccessRecord(
+                at=self._now(),
+                actor=actor.id,
+                action=action,
+                outcome=outcome,
+                referral_ids=tuple(referral_ids),
+                roles=tuple(sorted(r.value for r in actor.roles)),
+                organization=actor.organization,
+                purpose=actor.purpose,
+                reason=reason,
+                grant=None if grant is None else grant.grant_id,
+                flagged=grant is not None or outcome is not AccessOutcome.ALLOWED,
+            ),
+            urgent=outcome is not AccessOutcome.ALLOWED,
         )
 
     @boundary
@@ -1720,21 +1763,20 @@ class ReferralDesk:
             )
         now = self._now()
         grant = BreakGlass(self._new_id(), why[:2000], now, now + duration)
-        self.store.append_access(
-            [
-                AccessRecord(
-                    at=now,
-                    actor=actor.id,
-                    action="break_glass",
-                    outcome=AccessOutcome.BREAK_GLASS,
-                    roles=tuple(sorted(r.value for r in actor.roles)),
-                    organization=actor.organization,
-                    purpose=actor.purpose,
-                    reason=grant.reason,
-                    grant=grant.grant_id,
-                    flagged=True,
-                )
-            ]
+        self._access.add(
+            AccessRecord(
+                at=now,
+                actor=actor.id,
+                action="break_glass",
+                outcome=AccessOutcome.BREAK_GLASS,
+                roles=tuple(sorted(r.value for r in actor.roles)),
+                organization=actor.organization,
+                purpose=actor.purpose,
+                reason=grant.reason,
+                grant=grant.grant_id,
+                flagged=True,
+            ),
+            urgent=True,
         )
         self._grants[grant.grant_id] = grant
         return attrs.evolve(actor, emergency=grant)
@@ -1773,6 +1815,7 @@ class ReferralDesk:
             flagged=flagged,
             limit=limit,
         )
+        self._access.flush()
         if query.organization is None and not self.scope.unscoped(actor):
             found: list[AccessRecord] = []  # a strict policy, an auditor of no organisation
         else:
@@ -1860,6 +1903,7 @@ class ReferralDesk:
         if format not in ("json", "fhir"):
             raise ValidationError("format", "expected 'json' or 'fhir'")
         ids = sorted(self._patient_referrals(actor, "export_patient", sealed.reveal()))
+        self._access.flush()
         disclosed = self.store.access_records(AccessQuery(referral_ids=ids)) if ids else []
         self._log(actor, "export_patient", ids)
         now = self._now()
@@ -1905,6 +1949,7 @@ class ReferralDesk:
         query = AccessQuery(
             referral_ids=ids, since=None if since is None else v.as_utc(since, "since")
         )
+        self._access.flush()
         found = self.store.access_records(query) if ids else []
         self._log(actor, "disclosures", ids)
         return found

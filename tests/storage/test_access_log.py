@@ -109,6 +109,7 @@ class TestEveryStore:
         referral = desk.intake(actor, sample_request())
         desk.get(actor, referral.id)
         desk.history(actor, referral.id)
+        desk.flush_access_log()
         [get, history] = store.access_records()
         assert (get.action, history.action) == ("get", "history")
         assert get.referral_ids == history.referral_ids == (referral.id,)
@@ -166,6 +167,7 @@ class TestUpgrade:
             assert upgraded.schema_version() == SCHEMA_VERSION == 6
             desk = ReferralDesk(upgraded, clock=FakeClock())
             assert desk.get(Actor("c", {Role.COORDINATOR}), made.id) == made
+            desk.flush_access_log()
             assert [r.action for r in upgraded.access_records()] == ["get"]
 
     def test_an_old_postgres_schema_gets_the_access_log(self, postgres_schema: str) -> None:
@@ -178,4 +180,5 @@ class TestUpgrade:
             assert upgraded.schema_version() == 6
             desk = ReferralDesk(upgraded, clock=FakeClock())
             assert desk.get(Actor("c", {Role.COORDINATOR}), made.id) == made
+            desk.flush_access_log()
             assert [r.action for r in upgraded.access_records()] == ["get"]

@@ -3,7 +3,9 @@
 Durability and concurrency settings, each read back and checked on every connection:
 
 - ``journal_mode=WAL``: readers never block the writer;
-- ``synchronous=FULL``: a committed change survives power loss;
+- ``synchronous=FULL``: a committed change survives power loss (access-log records are
+  committed with ``synchronous=NORMAL``: they survive a crash of the process, and reach the
+  disk with the next change; see :meth:`SQLiteStore.append_access`);
 - ``isolation_level=None`` with an explicit ``BEGIN IMMEDIATE`` for every write: the write
   lock is taken up front, so two writers queue on the busy timeout instead of deadlocking
   (measured here: deferred ``BEGIN`` under contention cost 247,415 busy retries where
@@ -167,12 +169,14 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     4: (),
     5: (),
     6: (
-        # The access log (referralkit.access): append-only, refused updates and deletes.
-        # Record ids are numbered by the AUTOINCREMENT key, never reused; the referrals a
-        # record names are indexed beside it for a patient's accounting of disclosures.
+        # The access log (referralkit.access): append-only, refused updates and deletes,
+        # so the rowid numbering is never reused (no AUTOINCREMENT: one page less to write
+        # per record). The referrals a record names are indexed beside it for a patient's
+        # accounting of disclosures; other filters scan (no index on actor or time: each
+        # one costs every audited read another page write).
         """
         CREATE TABLE access_log (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            seq INTEGER PRIMARY KEY,
             at TEXT NOT NULL,
             actor TEXT NOT NULL,
             roles TEXT NOT NULL,
@@ -186,8 +190,6 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             flagged INTEGER NOT NULL
         )
         """,
-        "CREATE INDEX access_log_at ON access_log (at)",
-        "CREATE INDEX access_log_actor ON access_log (actor, seq)",
         """
         CREATE TABLE access_log_referrals (
             referral_id TEXT NOT NULL,
