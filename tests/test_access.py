@@ -546,3 +546,31 @@ class TestCli:
         assert out.strip().endswith("1 record(s)")
         status, out, _ = self.run("access-log", "--db", url, "--flagged")
         assert out.strip() == "0 record(s)"
+
+
+class TestClaims:
+    def test_claims_take_only_referrals_in_scope(
+        self, desk: ReferralDesk, ids: dict[str, str]
+    ) -> None:
+        lease = dt.timedelta(minutes=10)
+        a = Actor("coord-a", {Role.COORDINATOR}, organization="org-a")
+        c = Actor("coord-c", {Role.COORDINATOR}, organization="org-c")
+        assert sorted(desk.claim(a, 5, lease=lease)) == sorted([ids["a-to-b"], ids["c-to-a"]])
+        assert desk.claim(c, 5, lease=lease) == [ids["b-to-c"]]  # c-to-a is coord-a's now
+        assert (
+            desk.claim(Actor("coord-z", {Role.COORDINATOR}, organization="org-z"), 5, lease=lease)
+            == []
+        )
+        last = desk.store.access_records()[-1]
+        assert (last.action, last.referral_ids) == ("claim", ())
+        with pytest.raises(PermissionDeniedError):
+            desk.claim(Actor("aud", {Role.AUDITOR}, organization="org-a"), 1, lease=lease)
+
+    def test_out_of_scope_referrals_are_released(
+        self, desk: ReferralDesk, ids: dict[str, str], clock: FakeClock
+    ) -> None:
+        lease = dt.timedelta(minutes=10)
+        a = Actor("coord-a", {Role.COORDINATOR}, organization="org-a")
+        taken = desk.claim(a, 5, lease=lease, owner="team-a")
+        assert sorted(taken) == sorted([ids["a-to-b"], ids["c-to-a"]])
+        assert desk.store.claim("x", 5, now=clock.now(), lease=lease) == [ids["b-to-c"]]

@@ -346,3 +346,18 @@ def test_unscoped_actor_under_the_strict_policy_reaches_nothing() -> None:
     assert w.desk.count(nobody) == 0
     denied = w.desk.store.access_records()
     assert sum(r.outcome is AccessOutcome.DENIED and r.actor == "no-org" for r in denied) == 3
+
+
+@pytest.mark.parametrize("glass", [False, True], ids=["usual", "break-glass"])
+@pytest.mark.parametrize("role", list(Role), ids=lambda r: r.value)
+def test_claims(role: Role, glass: bool) -> None:
+    """Claims (the ``assign`` permission) lease the referrals in scope, and only those."""
+    w = world()
+    actor, granted = _actor(role, glass, w)
+    lease = dt.timedelta(minutes=5)
+    claimed: list[str] = []
+    allowed = _attempt(w.desk, actor, lambda: claimed.extend(w.desk.claim(actor, 5, lease=lease)))
+    assert allowed == ("assign" in EXPECTED_OPERATIONS[role])
+    if allowed:
+        scope = {w.ids[k] for k in KINDS if k in EXPECTED_SIDES[role] or granted}
+        assert set(claimed) == scope

@@ -8,10 +8,11 @@ refused write is recorded here.
 
 The log lives in the same store as the referrals
 (:meth:`~referralkit.storage.ReferralStore.append_access`,
-:meth:`~referralkit.storage.ReferralStore.access_records`): a table in SQLite and PostgreSQL that the database refuses to update or delete from (triggers), a list in
-memory. Records hold ids, never PHI: the actor's id, roles and organisation, the operation,
-the referral ids, the outcome, the purpose of use and, for break-glass, the stated reason
-(free text, so PHI: never in ``repr``).
+:meth:`~referralkit.storage.ReferralStore.access_records`): a table in SQLite and PostgreSQL
+that the database refuses to update or delete from (triggers), a list in memory. Records hold
+ids, never PHI: the actor's id, roles and organisation, the operation, the referral ids, the
+outcome, the purpose of use and, for break-glass, the stated reason (free text, so PHI: never
+in ``repr``).
 
 Auditors read it through :meth:`~referralkit.desk.ReferralDesk.access_log` and
 ``referralkit access-log --db URL``; a patient's accounting of disclosures

@@ -1953,3 +1953,44 @@ class ReferralDesk:
         found = self.store.access_records(query) if ids else []
         self._log(actor, "disclosures", ids)
         return found
+
+    @boundary
+    def claim(
+        self,
+        actor: Actor,
+        count: int,
+        *,
+        lease: dt.timedelta,
+        owner: str | None = None,
+        query: Query | None = None,
+    ) -> list[str]:
+        """Lease up to ``count`` open referrals in ``actor``'s scope, in worklist order, to
+        ``owner`` (default: the actor's id) until now + ``lease``
+        (:meth:`~referralkit.storage.ReferralStore.claim`); their ids, recorded in the access
+        log. Needs the ``assign`` permission (claiming assigns work).
+
+        Referrals out of scope that the store hands out on the way are held until the claim
+        ends, then released: other coordinators may find them leased for that moment.
+
+        .. versionadded:: 0.1
+        """
+        self._authorize(actor, "assign")
+        holder = actor.id if owner is None else owner
+        now = self._now()
+        reaches = self._reach(actor, "assign")
+        taken: list[str] = []
+        aside: list[str] = []
+        try:
+            while len(taken) < count:
+                got = self.store.claim(
+                    holder, count - len(taken), now=now, lease=lease, query=query
+                )
+                if not got:
+                    break
+                for rid in got:
+                    (taken if reaches(self.store.load(rid)) else aside).append(rid)
+        finally:
+            if aside:
+                self.store.release(holder, aside)
+        self._log(actor, "claim", taken)
+        return taken
