@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import hashlib
 import json
 import threading
 import time
@@ -104,6 +105,10 @@ class AccessRecord:
     grant: str | None = attrs.field(default=None, validator=v.optional(v.text(max_length=100)))
     flagged: bool = attrs.field(default=False, validator=v.instance(bool, "a bool"))
     seq: int = attrs.field(default=0, validator=v.row_count)
+    chain: str | None = attrs.field(
+        default=None, validator=v.optional(v.text(pattern="[0-9a-f]{64}", max_length=64))
+    )
+    """The record's link in the log's hash chain (:mod:`referralkit.tamper`), set by the store."""
 
     def to_json(self) -> dict[str, Any]:
         """The record as JSON data (what ``referralkit access-log --json`` prints)."""
@@ -120,6 +125,7 @@ class AccessRecord:
             "reason": self.reason,
             "grant": self.grant,
             "flagged": self.flagged,
+            "chain": self.chain,
         }
 
 
@@ -186,15 +192,22 @@ class MemoryAccessLog:
 
     def __init__(self) -> None:
         self._records: list[AccessRecord] = []
+        self._chains: list[str] = []
 
     def append(self, records: Sequence[AccessRecord]) -> None:
-        """Append ``records``; they are numbered on from the last one when read."""
+        """Append ``records``, chained; they are numbered on from the last one when read."""
+        last = self._chains[-1] if self._chains else GENESIS
+        for record in records:
+            last = chain_hash(last, record_fields(record, at_text(record.at)))
+            self._chains.append(last)
         self._records += records
 
     def read(self, query: AccessQuery) -> list[AccessRecord]:
         """The records ``query`` matches, oldest first."""
         found = [
-            attrs.evolve(r, seq=seq) for seq, r in enumerate(self._records, 1) if query.matches(r)
+            attrs.evolve(r, seq=seq, chain=self._chains[seq - 1])
+            for seq, r in enumerate(self._records, 1)
+            if query.matches(r)
         ]
         return found if query.limit is None else found[: query.limit]
 
@@ -250,15 +263,49 @@ class AccessBuffer:
         return len(self._pending)
 
 
+# ---------------------------------------------------------------------------- the hash chain
+
+GENESIS: Final = "0" * 64
+"""The chain value before the first record."""
+
+
+def at_text(at: dt.datetime) -> str:
+    """An instant as the chain hashes it (fixed-width UTC, microseconds)."""
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def record_fields(record: AccessRecord, at: str) -> list[Any]:
+    """What the chain hashes of ``record`` (every field but ``seq`` and ``chain``)."""
+    return [
+        at,
+        record.actor,
+        ",".join(record.roles),
+        record.organization,
+        record.action,
+        record.outcome.value,
+        json.dumps(list(record.referral_ids)),
+        record.purpose,
+        record.reason,
+        record.grant,
+        int(record.flagged),
+    ]
+
+
+def chain_hash(previous: str, fields: Sequence[Any]) -> str:
+    """The chain value of a record: SHA-256 of the previous value and the record's fields."""
+    text = json.dumps([previous, *fields], separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 # ---------------------------------------------------------------------------- SQL rows
 
 ROW_COLUMNS: Final = (
     "at, actor, roles, organization, action, outcome, referral_ids, purpose, reason, grant_id, "
-    "flagged"
+    "flagged, chain"
 )
 
 
-def record_row(record: AccessRecord, at: Any) -> tuple[Any, ...]:
+def record_row(record: AccessRecord, at: Any, chain: str) -> tuple[Any, ...]:
     """The SQL row of ``record`` (``at`` as the store keeps instants)."""
     return (
         at,
@@ -272,12 +319,27 @@ def record_row(record: AccessRecord, at: Any) -> tuple[Any, ...]:
         record.reason,
         record.grant,
         record.flagged,
+        chain,
     )
 
 
 def record_from_row(row: Sequence[Any], at: dt.datetime) -> AccessRecord:
     """The record of a SQL row ``seq, <ROW_COLUMNS>`` (``at`` already parsed)."""
-    seq, _, actor, roles, organization, action, outcome, ids, purpose, reason, grant, flag = row
+    (
+        seq,
+        _,
+        actor,
+        roles,
+        organization,
+        action,
+        outcome,
+        ids,
+        purpose,
+        reason,
+        grant,
+        flag,
+        chain,
+    ) = row
     return AccessRecord(
         seq=int(seq),
         at=at,
@@ -291,4 +353,5 @@ def record_from_row(row: Sequence[Any], at: dt.datetime) -> AccessRecord:
         reason=reason,
         grant=grant,
         flagged=bool(flag),
+        chain=chain,
     )

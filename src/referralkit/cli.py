@@ -28,6 +28,9 @@ Commands:
 - ``referralkit access-log --db URL [--actor ID] [--referral ID] [--since T] [--flagged]
   [--json]``: the store's access log (:mod:`referralkit.access`): who read, exported or was
   refused which referrals, when, for what purpose; break-glass grants and uses flagged.
+- ``referralkit checkpoint --db URL [--signing-key PEM] [--out FILE]`` and ``referralkit
+  verify --db URL [--checkpoints FILE] [--public-key PEM]``: tamper evidence for the access
+  log (:mod:`referralkit.tamper`); ``verify`` exits 1 at the first broken link.
 - ``referralkit directory load --db URL FILE...``: load Plan-Net FHIR resources and NPPES
   files into the provider directory in the store's database; ``referralkit match --db URL
   ID``: the ranked candidates for a referral, with reasons (:mod:`referralkit.directory`).
@@ -1729,6 +1732,75 @@ def _add_coordination_commands(commands: Any) -> None:
     logging_.add_argument("--json", action="store_true", help="a JSON array of records")
     _actor_options(logging_)
     logging_.set_defaults(handler=_access_log)
+
+    verifying = commands.add_parser(
+        "verify",
+        help="check the access log's hash chain and its checkpoints (tamper evidence)",
+        description="Recompute the hash chain of the access log of --db and check every "
+        "checkpoint (recorded in the log, and in --checkpoints FILE) against it and, with "
+        "--public-key, its Ed25519 signature. Prints the first broken link and exits 1 when "
+        "the log was edited, reordered, deleted from or truncated past a checkpoint.",
+    )
+    verifying.add_argument("--db", required=True, help="store URL to read")
+    verifying.add_argument(
+        "--checkpoints", default=None, metavar="FILE", help="checkpoints kept outside the store"
+    )
+    verifying.add_argument(
+        "--public-key", default=None, metavar="PEM", help="Ed25519 public key of the checkpoints"
+    )
+    verifying.set_defaults(handler=_verify)
+
+    marking = commands.add_parser(
+        "checkpoint",
+        help="record the access log's head, signed, in the log and a file kept elsewhere",
+        description="Record the head of the access log's hash chain of --db as a checkpoint, "
+        "signed with --signing-key (Ed25519, PEM) when given, and append it to --out. "
+        "--new-key FILE writes a new key pair (FILE, mode 600, and FILE.pub) and exits.",
+    )
+    marking.add_argument("--db", default=None, help="store URL")
+    marking.add_argument("--signing-key", default=None, metavar="PEM", help="private key")
+    marking.add_argument("--out", default=None, metavar="FILE", help="append it to FILE")
+    marking.add_argument("--new-key", default=None, metavar="FILE", help="write a key pair")
+    marking.set_defaults(handler=_checkpoint)
+
+
+def _verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .tamper import read_checkpoints, verify
+
+    marks = [] if args.checkpoints is None else read_checkpoints(args.checkpoints)
+    key = None if args.public_key is None else Path(args.public_key).read_bytes()
+    with open_store_to_read(args.db) as store:
+        report = verify(store, checkpoints=marks, public_key=key)
+    if report.ok:
+        out.write(f"ok: {report.records} records, {report.checkpoints} checkpoint(s)\n")
+        return EXIT_OK
+    out.write(
+        f"BROKEN at record {report.broken_at}: {report.reason} "
+        f"({report.records} records read, {report.checkpoints} checkpoint(s) checked)\n"
+    )
+    return EXIT_PROBLEMS
+
+
+def _checkpoint(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .storage._files import create_private
+    from .tamper import checkpoint, new_signing_key
+
+    if args.new_key is not None:
+        private, public = new_signing_key()
+        if not create_private(args.new_key):
+            raise ValidationError("--new-key", "the file exists already; choose another")
+        Path(args.new_key).write_bytes(private)
+        Path(args.new_key + ".pub").write_bytes(public)
+        out.write(f"wrote {args.new_key} (private, mode 600) and {args.new_key}.pub\n")
+        return EXIT_OK
+    if args.db is None:
+        raise ValidationError("--db", "a store URL is needed")
+    key = None if args.signing_key is None else Path(args.signing_key).read_bytes()
+    with open_store_to_read(args.db) as store:
+        mark = checkpoint(store, signing_key=key, out=args.out)
+    signed = "signed" if mark.signature else "unsigned"
+    out.write(f"checkpoint at record {mark.seq} ({signed}): {mark.chain}\n")
+    return EXIT_OK
 
 
 def _access_log(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

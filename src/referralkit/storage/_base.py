@@ -32,8 +32,10 @@ from ..access import (
     AccessQuery,
     AccessRecord,
     MemoryAccessLog,
+    at_text,
     check_access_query,
     check_records,
+    record_fields,
 )
 from ..errors import ConcurrencyError, DuplicateReferralError, NotFoundError, ValidationError
 from ..events import apply_all
@@ -546,6 +548,17 @@ class ReferralStore(abc.ABC):
         .. versionadded:: 0.1
         """
         return self._fallback_access_log().read(check_access_query(query))
+
+    def access_chain(self) -> Iterator[tuple[int, list[Any], str]]:
+        """Every access-log record as the hash chain sees it, in ``seq`` order: its ``seq``,
+        the fields the chain hashes (:func:`~referralkit.access.record_fields`) and the chain
+        value stored with it. What :func:`referralkit.tamper.verify` reads; the SQL stores
+        stream their rows.
+
+        .. versionadded:: 0.1
+        """
+        for record in self.access_records():
+            yield record.seq, record_fields(record, at_text(record.at)), record.chain or ""
 
     def _fallback_access_log(self) -> MemoryAccessLog:
         log: MemoryAccessLog | None = self.__dict__.get("_access_log_fallback")

@@ -60,11 +60,15 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .._redaction import Sealed, boundary, boundary_iter
 from ..access import (
+    GENESIS,
     ROW_COLUMNS,
     AccessQuery,
     AccessRecord,
+    at_text,
+    chain_hash,
     check_access_query,
     check_records,
+    record_fields,
     record_from_row,
     record_row,
 )
@@ -115,6 +119,8 @@ _EXPORT_BATCH: Final = 500
 # One advisory lock for schema migrations: processes opening the store at the same moment
 # (eight coordinators starting together) migrate one after another, not on top of each other.
 _MIGRATION_LOCK: Final = 0x52464B31
+# The advisory lock that orders appends to the access log's hash chain.
+_ACCESS_CHAIN_LOCK: Final = 0x52464B41
 _SCHEMA_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _LOCAL_HOSTS: Final = frozenset({"localhost", ""})
 _TLS_MODES: Final = frozenset({"require", "verify-ca", "verify-full"})
@@ -221,7 +227,8 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             purpose text,
             reason text,
             grant_id text,
-            flagged boolean NOT NULL
+            flagged boolean NOT NULL,
+            chain text NOT NULL
         )
         """,
         "CREATE INDEX access_log_at ON {s}.access_log (at)",
@@ -1165,15 +1172,21 @@ class PostgresStore(ReferralStore):
             return
         insert = self._sql(
             f"INSERT INTO {{s}}.access_log ({ROW_COLUMNS}) "  # noqa: S608 - fixed column names
-            f"VALUES ({', '.join(['%s'] * 11)}) RETURNING seq"
+            f"VALUES ({', '.join(['%s'] * 12)}) RETURNING seq"
         )
+        last_chain = self._sql("SELECT chain FROM {s}.access_log ORDER BY seq DESC LIMIT 1")
         link = self._sql("INSERT INTO {s}.access_log_referrals (referral_id, seq) VALUES (%s, %s)")
 
         def work(conn: psycopg.Connection[Any]) -> None:
             conn.execute("SET LOCAL synchronous_commit TO OFF")
+            # one writer at a time extends the chain (held to the end of the transaction)
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", [_ACCESS_CHAIN_LOCK])
             with conn.cursor() as cursor:
+                found = cursor.execute(last_chain).fetchone()
+                last = GENESIS if found is None else str(found[0])
                 for record in records:
-                    row = cursor.execute(insert, record_row(record, record.at)).fetchone()
+                    last = chain_hash(last, record_fields(record, at_text(record.at)))
+                    row = cursor.execute(insert, record_row(record, record.at, last)).fetchone()
                     ids = sorted(set(record.referral_ids))
                     if ids and row is not None:
                         cursor.executemany(link, [(i, row[0]) for i in ids])
@@ -1213,3 +1226,23 @@ class PostgresStore(ReferralStore):
             params.append(query.limit)
         rows = self._fetch("reading the access log", sql, params)
         return [record_from_row(row, row[1].astimezone(dt.UTC)) for row in rows]
+
+    @boundary_iter
+    def access_chain(self) -> Iterator[tuple[int, list[Any], str]]:
+        """The access log's rows in ``seq`` order, streamed with a server-side cursor."""
+        sql = self._sql(f"SELECT seq, {ROW_COLUMNS} FROM {{s}}.access_log ORDER BY seq")  # noqa: S608 - fixed column names
+        try:
+            with (
+                self._connection() as conn,
+                conn.transaction(),
+                conn.cursor(name="referralkit_access_chain") as cursor,
+            ):
+                cursor.itersize = _HISTORY_ROWS
+                cursor.execute(sql)
+                for row in cursor:
+                    fields = list(row[1:12])
+                    fields[0] = at_text(fields[0])
+                    fields[10] = int(fields[10])
+                    yield row[0], fields, row[12]
+        except psycopg.Error as error:
+            raise _driver_error(error, "reading the access log") from None

@@ -36,11 +36,14 @@ from urllib.request import pathname2url
 
 from .._redaction import Sealed, boundary, boundary_iter
 from ..access import (
+    GENESIS,
     ROW_COLUMNS,
     AccessQuery,
     AccessRecord,
+    chain_hash,
     check_access_query,
     check_records,
+    record_fields,
     record_from_row,
     record_row,
 )
@@ -187,7 +190,8 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             purpose TEXT,
             reason TEXT,
             grant_id TEXT,
-            flagged INTEGER NOT NULL
+            flagged INTEGER NOT NULL,
+            chain TEXT NOT NULL
         )
         """,
         """
@@ -842,10 +846,16 @@ class SQLiteStore(ReferralStore):
             conn.execute("PRAGMA synchronous=NORMAL")
         try:
             with self._write("recording access") as conn:
+                row = conn.execute(
+                    "SELECT chain FROM access_log ORDER BY seq DESC LIMIT 1"
+                ).fetchone()
+                last = GENESIS if row is None else row[0]
                 for record in records:
+                    at = _ts(record.at)
+                    last = chain_hash(last, record_fields(record, at))
                     cursor = conn.execute(
-                        f"INSERT INTO access_log ({ROW_COLUMNS}) VALUES ({', '.join('?' * 11)})",  # noqa: S608 - fixed column names
-                        record_row(record, _ts(record.at)),
+                        f"INSERT INTO access_log ({ROW_COLUMNS}) VALUES ({', '.join('?' * 12)})",  # noqa: S608 - fixed column names
+                        record_row(record, at, last),
                     )
                     if record.referral_ids:
                         conn.executemany(
@@ -869,6 +879,29 @@ class SQLiteStore(ReferralStore):
             record_from_row(row, dt.datetime.fromisoformat(row[1]).replace(tzinfo=dt.UTC))
             for row in self._read(sql, params)
         ]
+
+    @boundary_iter
+    def access_chain(self) -> Iterator[tuple[int, list[Any], str]]:
+        """The access log's rows in ``seq`` order, streamed from a private read transaction."""
+        if self._shared is not None:
+            with self._lock:
+                rows = self._shared.execute(
+                    f"SELECT seq, {ROW_COLUMNS} FROM access_log ORDER BY seq"  # noqa: S608 - fixed column names
+                ).fetchall()
+            for row in rows:
+                yield row[0], list(row[1:12]), row[12]
+            return
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN")
+            cursor = conn.execute(f"SELECT seq, {ROW_COLUMNS} FROM access_log ORDER BY seq")  # noqa: S608 - fixed column names
+            while rows := cursor.fetchmany(_EXPORT_BATCH * 10):
+                for row in rows:
+                    yield row[0], list(row[1:12]), row[12]
+        except sqlite3.Error as error:
+            raise _driver_error(error, "reading the access log") from None
+        finally:
+            self._forget(conn)
 
 
 def _access_where(query: AccessQuery) -> tuple[str, list[Any]]:
