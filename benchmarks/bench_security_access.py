@@ -19,6 +19,8 @@ a record costs in microseconds):
   desk ran before). Target: **≤ 1.2×**.
 - each row with every record written with its read (``access_log_batch=1``, the default) and
   with records written 64 at a time (``access_log_batch=64``);
+- ``verify``: the access log's hash chain recomputed (``referralkit.tamper.verify``), records
+  per second over 200,000 records. Target: **≥ 50,000/s**.
 - the same rows for a *scoped* actor (an organisation; half the referrals are its own),
   where the baseline reads the same referrals: the scope check is part of what is measured.
 
@@ -52,10 +54,49 @@ from referralkit.worklist import WorklistFilter, assess, rank
 
 GET_TARGET = 1.5
 WORKLIST_TARGET = 1.2
+VERIFY_TARGET = 50_000  # access-log records verified per second
 START = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
 
 rows: list[tuple[str, str, float, float, float, float, float, str]] = []
+verify_rows: list[tuple[str, int, float, float, float, str]] = []
 missed: list[str] = []
+
+
+def measure_verify(store_name: str, url: str, count: int, repeat: int) -> None:
+    """``verify`` over an access log of ``count`` records: records per second (median, min,
+    max of ``repeat`` runs), checked first: the intact log verifies, an edited one does not."""
+    from referralkit.access import AccessOutcome, AccessRecord
+    from referralkit.tamper import verify
+
+    with open_store(url) as store:
+        batch = [
+            AccessRecord(
+                at=START + dt.timedelta(seconds=n),
+                actor=f"user-{n % 40}",
+                action="get",
+                outcome=AccessOutcome.ALLOWED,
+                referral_ids=(f"ref-{n:08d}",),
+                roles=("coordinator",),
+                organization="org-a",
+                purpose="treatment",
+            )
+            for n in range(count)
+        ]
+        for start in range(0, count, 5_000):
+            store.append_access(batch[start : start + 5_000])
+        report = verify(store)
+        assert report.ok, report
+        assert report.records == count
+        rates = []
+        for _ in range(repeat):
+            began = time.perf_counter()
+            verify(store)
+            rates.append(count / (time.perf_counter() - began))
+    rate = statistics.median(rates)
+    verdict = "ok" if rate >= VERIFY_TARGET else "MISSED"
+    if rate < VERIFY_TARGET:
+        missed.append(f"{store_name} verify: {rate:,.0f}/s < {VERIFY_TARGET:,}/s")
+    verify_rows.append((store_name, count, rate, min(rates), max(rates), verdict))
 
 
 def populate(store: ReferralStore, count: int) -> list[str]:
@@ -245,10 +286,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     loops = 200 if args.quick else 2_000
     pairs = args.pairs or (3 if args.quick else 11)
     rows.clear()
+    verify_rows.clear()
     missed.clear()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as folder:
         measure("sqlite", f"sqlite:///{Path(folder) / 'bench.db'}", count, loops, pairs, args.check)
+        logged = 2_000 if args.quick else 200_000
+        measure_verify(
+            "sqlite", f"sqlite:///{Path(folder) / 'log.db'}", logged, 3 if args.quick else 5
+        )
+        measure_verify("memory", "memory://", logged, 3)
     measure("memory", "memory://", count, loops, pairs, args.check)
     load_after = os.getloadavg()
     print(
@@ -262,6 +309,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"| {store_name} | {name} | {base:.1f} | {audited:.1f} | {ratio:.2f}x | "
             f"{low:.2f}x | {high:.2f}x | ≤ {target}x {verdict} |"
+        )
+    print("\n| store | verify: records | records/s (median) | min | max | target |")
+    print("|---|--:|--:|--:|--:|---|")
+    for store_name, logged, rate, low, high, verdict in verify_rows:
+        print(
+            f"| {store_name} | {logged:,} | {rate:,.0f} | {low:,.0f} | {high:,.0f} | "
+            f"≥ {VERIFY_TARGET:,}/s {verdict} |"
         )
     if missed:
         print("\nmissed: " + "; ".join(missed), file=sys.stderr)

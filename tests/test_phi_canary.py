@@ -235,6 +235,7 @@ _allow(
     (AccessRecord, "organization"),
     (AccessRecord, "purpose"),
     (AccessRecord, "grant"),
+    (AccessRecord, "chain"),
 )
 _allow(
     "the insurer and its product, the same for every member (the member id and the coverage "

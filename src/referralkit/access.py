@@ -202,6 +202,13 @@ class MemoryAccessLog:
             self._chains.append(last)
         self._records += records
 
+    def rows(self) -> list[tuple[int, list[Any], str]]:
+        """Every record as the hash chain sees it (see ``ReferralStore.access_chain``)."""
+        return [
+            (seq, record_fields(r, at_text(r.at)), chain)
+            for seq, (r, chain) in enumerate(zip(self._records, self._chains, strict=True), 1)
+        ]
+
     def read(self, query: AccessQuery) -> list[AccessRecord]:
         """The records ``query`` matches, oldest first."""
         found = [
@@ -291,9 +298,13 @@ def record_fields(record: AccessRecord, at: str) -> list[Any]:
     ]
 
 
+_CANONICAL: Final = json.JSONEncoder(separators=(",", ":"))
+
+
 def chain_hash(previous: str, fields: Sequence[Any]) -> str:
-    """The chain value of a record: SHA-256 of the previous value and the record's fields."""
-    text = json.dumps([previous, *fields], separators=(",", ":"))
+    """The chain value of a record: SHA-256 of the previous value and the record's fields
+    (as compact JSON)."""
+    text = _CANONICAL.encode([previous, *fields])
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 

@@ -50,7 +50,7 @@ default scope policy (:data:`~referralkit.privacy.COMPATIBLE_SCOPE`): whoever ho
 database URL holds the data already. ``--as ID`` (or ``REFERRALKIT_ACTOR``) names the operator
 and ``--org ORG`` (or ``REFERRALKIT_ORG``) scopes it to an organisation; ``--purpose`` (or
 ``REFERRALKIT_PURPOSE``, default ``operations``) is the purpose of use. Every read is recorded
-in the store's access log under that name (:func:`cli_actor`).
+in the store's access log under that name (``cli_actor``).
 
 Exit statuses (:data:`EXIT_OK`, :data:`EXIT_PROBLEMS`, :data:`EXIT_ERROR`,
 :data:`EXIT_INTERRUPTED`):

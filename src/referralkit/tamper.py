@@ -222,7 +222,9 @@ def verify(
             wanted.setdefault(mark.seq, []).append(mark)
         previous, last_seq = expected, seq
     # the chain values the checkpoints name, read again (verified by the pass above)
-    heads = {seq: chain for seq, _, chain in store.access_chain() if seq in wanted}
+    heads = (
+        {seq: chain for seq, _, chain in store.access_chain() if seq in wanted} if wanted else {}
+    )
     return _check_marks(count, last_seq, heads, wanted, key)
 
 

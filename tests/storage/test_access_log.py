@@ -11,7 +11,15 @@ import psycopg
 import pytest
 
 from referralkit import ReferralDesk
-from referralkit.access import AccessOutcome, AccessQuery, AccessRecord
+from referralkit.access import (
+    GENESIS,
+    AccessOutcome,
+    AccessQuery,
+    AccessRecord,
+    at_text,
+    chain_hash,
+    record_fields,
+)
 from referralkit.errors import StorageError, ValidationError
 from referralkit.privacy import Actor, Role
 from referralkit.storage import ReferralStore, open_store
@@ -67,6 +75,7 @@ class TestEveryStore:
             grant="g-1",
             flagged=True,
             seq=found[0].seq,
+            chain=chain_hash(GENESIS, record_fields(first, at_text(T0))),
         )
         assert found[1].referral_ids == ("r-1", "r-2")
         assert found[1].organization == "org-a"

@@ -6,6 +6,7 @@ import datetime as dt
 import heapq
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 from .._redaction import boundary, boundary_iter
 from ..access import AccessQuery, AccessRecord, check_access_query, check_records
@@ -221,3 +222,9 @@ class MemoryStore(ReferralStore):
         check_access_query(query)
         with self._lock:
             return self._fallback_access_log().read(query)
+
+    @boundary_iter
+    def access_chain(self) -> Iterator[tuple[int, list[Any], str]]:
+        with self._lock:
+            rows = self._fallback_access_log().rows()
+        yield from rows
