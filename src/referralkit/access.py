@@ -46,7 +46,17 @@ import attrs
 from . import _validators as v
 from .errors import ValidationError
 
-__all__ = ["AccessBuffer", "AccessOutcome", "AccessQuery", "AccessRecord", "MemoryAccessLog"]
+__all__ = [
+    "GENESIS",
+    "AccessBuffer",
+    "AccessOutcome",
+    "AccessQuery",
+    "AccessRecord",
+    "MemoryAccessLog",
+    "at_text",
+    "chain_hash",
+    "record_fields",
+]
 
 
 class AccessOutcome(enum.StrEnum):

@@ -45,7 +45,14 @@ from .access import GENESIS, AccessOutcome, AccessRecord, chain_hash
 from .errors import ValidationError
 from .storage import ReferralStore
 
-__all__ = ["Checkpoint", "VerifyReport", "checkpoint", "new_signing_key", "verify"]
+__all__ = [
+    "Checkpoint",
+    "VerifyReport",
+    "checkpoint",
+    "new_signing_key",
+    "read_checkpoints",
+    "verify",
+]
 
 CHECKPOINT_ACTION: Final = "checkpoint"
 CHECKPOINT_ACTOR: Final = "referralkit-checkpoint"
