@@ -146,6 +146,8 @@ class TestBreakGlass:
         assert glass.emergency is not None
         assert REASON not in repr(glass)
         assert desk.get(glass, rid).id == rid
+        assert desk.count(glass) == 3
+        assert desk.count(doctor) == 0
         desk.accept(glass, rid)
         clock.advance(minutes=31)
         with pytest.raises(PermissionDeniedError):
@@ -155,12 +157,14 @@ class TestBreakGlass:
             ("get", AccessOutcome.DENIED),
             ("break_glass", AccessOutcome.BREAK_GLASS),
             ("get", AccessOutcome.BREAK_GLASS),
+            ("count", AccessOutcome.BREAK_GLASS),
+            ("count", AccessOutcome.ALLOWED),
             ("accept", AccessOutcome.BREAK_GLASS),
             ("get", AccessOutcome.DENIED),
         ]
         grant = glass.emergency.grant_id
         assert [r.grant for r in records[1:4]] == [grant] * 3
-        assert all(r.flagged for r in records)
+        assert [r.flagged for r in records] == [True] * 4 + [False] + [True] * 2
         assert records[1].reason == REASON
         assert REASON not in repr(records[1])
 

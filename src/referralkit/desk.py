@@ -445,10 +445,11 @@ class ReferralDesk:
         del filters
         self._authorize(actor, "get")
         query = _query(sealed)
-        if self.scope.unscoped(actor) and self._emergency(actor) is None:
+        if self.scope.unscoped(actor):
             found = self.store.count(query)
         else:
-            found = sum(1 for r in self.store.query(query) if self._reaches(actor, "get", r))
+            reaches = self._reach(actor, "get")
+            found = sum(1 for r in self.store.query(query) if reaches(r))
         self._log(actor, "count", ())
         return found
 
