@@ -361,3 +361,47 @@ def test_claims(role: Role, glass: bool) -> None:
     if allowed:
         scope = {w.ids[k] for k in KINDS if k in EXPECTED_SIDES[role] or granted}
         assert set(claimed) == scope
+
+
+CLI_COMMANDS: Final = {
+    "worklist": lambda url, rid: ["worklist", "--db", url, "--as-of", "2026-01-12T09:00:00Z"],
+    "audit": lambda url, rid: ["audit", "--db", url],
+    "show": lambda url, rid: ["show", rid, "--db", url],
+    "fhir export": lambda url, rid: ["fhir", "export", "--db", url, "--no-validate"],
+    "fhir export --id": lambda url, rid: ["fhir", "export", "--db", url, "--id", rid],
+    "access-log": lambda url, rid: ["access-log", "--db", url],
+}
+"""The CLI's reading commands (the auditor role; ``--org`` scopes them)."""
+
+
+@pytest.mark.parametrize("org", [ORG, "org-z"], ids=["own", "other"])
+@pytest.mark.parametrize("command", sorted(CLI_COMMANDS))
+def test_cli_commands(command: str, org: str, tmp_path: Any, capsys: Any) -> None:
+    """Each reading command acts as the named operator for ``--org``: what it reads is the
+    auditor's scope of that organisation (the referrals ORG sent or received), a referral
+    out of scope is a recorded denial (exit status 2)."""
+    from referralkit import cli
+    from referralkit.storage import open_store
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    with open_store(url) as store:
+        w = world()
+        for referral, events in w.desk.store.export():
+            store.restore_many([(referral, events)])
+    rid = w.ids["sent"]
+    status = cli.main([*CLI_COMMANDS[command](url, rid), "--as", "op-1", "--org", org])
+    scope = {w.ids["sent"], w.ids["received"]} if org == ORG else set()
+    with open_store(url) as store:
+        mine = [r for r in store.access_records() if r.actor == "op-1"]
+    denied = [r for r in mine if r.outcome is AccessOutcome.DENIED]
+    named = {i for r in mine if r.outcome is AccessOutcome.ALLOWED for i in r.referral_ids}
+    assert named <= scope
+    if command in ("show", "fhir export --id") and org != ORG:
+        assert status == 2
+        assert [r.referral_ids for r in denied] == [(rid,)]
+    else:
+        assert status == 0, capsys.readouterr().err
+        assert denied == []
+        if command != "access-log":
+            assert named == (scope if command != "show" and "--id" not in command else {rid})
+    capsys.readouterr()
