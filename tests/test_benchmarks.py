@@ -192,3 +192,29 @@ class TestFhirBenchmark:
         swapped = [to_fhir(referrals[1]), to_fhir(referrals[0]), *bundles[2:]]
         bench.check_export(url, text(swapped), "export", 12)
         assert any("re-imported differs from the source" in w for w in bench.wrong)
+
+
+class TestSecurityAccessBenchmark:
+    def test_quick_run_checks_and_reports_every_row(self) -> None:
+        """``bench_security_access.py --quick`` checks each audited read against its
+        baseline (same result, one record appended), then prints every row and verify."""
+        result = run_bench(
+            "bench_security_access.py", "--quick", "--referrals", "30", "--pairs", "1"
+        )
+        assert result.returncode == 0, result.stderr
+        assert "| sqlite | get |" in result.stdout
+        assert "| sqlite, batch 64 | worklist top-50, scoped |" in result.stdout
+        assert "| memory | 2,000 |" in result.stdout
+        assert "load average" in result.stdout
+
+    def test_check_fails_on_a_missed_target(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        bench = load_bench("bench_security_access.py")
+        monkeypatch.setattr(bench, "VERIFY_TARGET", 10**12)
+        assert bench.main(["--quick", "--referrals", "20", "--pairs", "1", "--check"]) == 1
+        assert bench.main(["--quick", "--referrals", "20", "--pairs", "1"]) == 0
+
+    def test_a_wrong_worklist_is_caught(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        bench = load_bench("bench_security_access.py")
+        monkeypatch.setattr(bench, "old_worklist", lambda desk, when, keep: [])
+        with pytest.raises(AssertionError, match="worklist differs"):
+            bench.main(["--quick", "--referrals", "20", "--pairs", "1"])

@@ -63,7 +63,9 @@ from referralkit import (
     from_dict,
     to_dict,
 )
+from referralkit.access import AccessOutcome, AccessRecord
 from referralkit.model import RuleTrace, SurveyResponse, model_types, phi_fields
+from referralkit.privacy import BreakGlass
 from referralkit.testing import FakeClock, referrals
 
 PATIENT_ID = "CANARY-PATIENT-ID-7f3a"
@@ -108,7 +110,14 @@ NEEDLES = (
 
 # Every class whose values a referral is made of, or that carries them (a query, an actor);
 # the classes their fields hold are found from there.
-ROOTS: tuple[type, ...] = (*model_types(), IntakeRequest, Checklist, Actor, Query)
+ROOTS: tuple[type, ...] = (
+    *model_types(),
+    IntakeRequest,
+    Checklist,
+    Actor,
+    Query,
+    AccessRecord,
+)
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -212,6 +221,22 @@ _allow(
     (Communication, "language"),
 )
 _allow("the URI of a code system (the code and its text are PHI)", (Code, "system"))
+_allow(
+    "who the actor works for and why it reads (issue 13: scopes, the access log): an "
+    "organisation, provider or care-team ids, a purpose of use, a break-glass grant's id",
+    (Actor, "organization"),
+    (Actor, "providers"),
+    (Actor, "purpose"),
+    (BreakGlass, "grant_id"),
+    (AccessRecord, "actor"),
+    (AccessRecord, "action"),
+    (AccessRecord, "referral_ids"),
+    (AccessRecord, "roles"),
+    (AccessRecord, "organization"),
+    (AccessRecord, "purpose"),
+    (AccessRecord, "grant"),
+    (AccessRecord, "chain"),
+)
 _allow(
     "the insurer and its product, the same for every member (the member id and the coverage "
     "id are PHI; a FHIR payor that is the patient or a relative is read as self-pay)",
@@ -415,6 +440,18 @@ def _baseline(cls: type) -> dict[str, Any]:
             SurveyResponse("s1", dt.datetime(2026, 2, 1, tzinfo=dt.UTC), 4, comment=SURVEY),
             Query(),
             request,
+            BreakGlass(
+                "g-1",
+                "reason",
+                dt.datetime(2026, 1, 5, tzinfo=dt.UTC),
+                dt.datetime(2026, 1, 6, tzinfo=dt.UTC),
+            ),
+            AccessRecord(
+                at=dt.datetime(2026, 1, 5, tzinfo=dt.UTC),
+                actor="u",
+                action="get",
+                outcome=AccessOutcome.ALLOWED,
+            ),
         ]
     }
     sample = samples[cls]

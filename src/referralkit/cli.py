@@ -30,6 +30,12 @@ Commands:
   Bundle per line) or, for import, one Bundle as a JSON document. A file with a refused
   Bundle imports nothing; an import is idempotent by the ServiceRequest identifier (the
   referral's source id), so an interrupted one completes when run again.
+- ``referralkit access-log --db URL [--actor ID] [--referral ID] [--since T] [--flagged]
+  [--json]``: the store's access log (:mod:`referralkit.access`): who read, exported or was
+  refused which referrals, when, for what purpose; break-glass grants and uses flagged.
+- ``referralkit checkpoint --db URL [--signing-key PEM] [--out FILE]`` and ``referralkit
+  verify --db URL [--checkpoints FILE] [--public-key PEM]``: tamper evidence for the access
+  log (:mod:`referralkit.tamper`); ``verify`` exits 1 at the first broken link.
 - ``referralkit directory load --db URL FILE...``: load Plan-Net FHIR resources and NPPES
   files into the provider directory in the store's database; ``referralkit match --db URL
   ID``: the ranked candidates for a referral, with reasons (:mod:`referralkit.directory`).
@@ -40,6 +46,16 @@ Commands that only read a store (``fhir export``, ``rules diff --db``, ``rules e
 nothing is created. Wherever a command takes a referral id, the first characters of one are
 enough when only one referral's id starts with them (:func:`~referralkit.storage.resolve_id`),
 so the 8-character ids the demo prints can be used as they are.
+
+**Who the CLI acts as.** The commands that read referrals through the desk (``worklist``,
+``audit``, ``show``, ``fhir export``, ``access-log``) act as a local operator: an
+:class:`~referralkit.privacy.Actor` with the auditor role (reads only) named
+``referralkit-cli``, with no organisation, so it reaches every referral under the desk's
+default scope policy (:data:`~referralkit.privacy.COMPATIBLE_SCOPE`): whoever holds the
+database URL holds the data already. ``--as ID`` (or ``REFERRALKIT_ACTOR``) names the operator
+and ``--org ORG`` (or ``REFERRALKIT_ORG``) scopes it to an organisation; ``--purpose`` (or
+``REFERRALKIT_PURPOSE``, default ``operations``) is the purpose of use. Every read is recorded
+in the store's access log under that name (``cli_actor``).
 
 Exit statuses (:data:`EXIT_OK`, :data:`EXIT_PROBLEMS`, :data:`EXIT_ERROR`,
 :data:`EXIT_INTERRUPTED`):
@@ -1089,18 +1105,21 @@ def _fhir_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .interop.fhir import to_fhir
 
     wanted: list[str] = args.ids or []
-    with open_store_to_read(args.db) as store:
+    actor = cli_actor(args)
+    # read through the desk: scoped to the actor and recorded in the access log
+    with ReferralDesk(open_store_to_read(args.db)) as desk:
+        store = desk.store
         referrals: Iterable[Referral]
         if wanted:
             # whole ids, or their first characters as the demo's worklist prints them
             ids = sorted({resolve_id(store, i) for i in wanted})
             total = len(ids)
-            referrals = (store.load(i) for i in ids)
+            referrals = [desk.get(actor, i) for i in ids]
         else:
             # read in pages, in id order, and written as read: memory does not grow with the
             # store (the events export() gives with each referral are dropped)
-            total = store.count()
-            referrals = (referral for referral, _ in store.export())
+            total = desk.count(actor)
+            referrals = (referral for referral, _ in desk.export(actor))
         with Ticker(err, total, "referrals") as ticker:
             for done, referral in enumerate(referrals, 1):
                 out.write(_bundle_line(to_fhir, referral, validate=args.validate))
@@ -1274,7 +1293,48 @@ def _add_analytics_commands(commands: Any) -> None:
 # --------------------------------------------------------------------------- coordination
 
 _CLI_READER: Final = Actor("referralkit-cli", {Role.AUDITOR})
-"""Who the read-only coordination commands act as (an auditor: reads only)."""
+"""Who the read-only coordination commands act as by default (an auditor: reads only; no
+organisation: every referral under the default scope policy). See :func:`cli_actor`."""
+
+
+def cli_actor(args: argparse.Namespace) -> Actor:
+    """The :class:`~referralkit.privacy.Actor` a reading command acts as: ``--as`` (or
+    ``REFERRALKIT_ACTOR``, default ``referralkit-cli``) with the auditor role, for ``--org``
+    (or ``REFERRALKIT_ORG``; none by default), for ``--purpose`` (or
+    ``REFERRALKIT_PURPOSE``; ``operations`` by default)."""
+    name = getattr(args, "as_actor", None) or os.environ.get("REFERRALKIT_ACTOR")
+    organization = getattr(args, "org", None) or os.environ.get("REFERRALKIT_ORG") or None
+    purpose = getattr(args, "purpose", None) or os.environ.get("REFERRALKIT_PURPOSE")
+    return Actor(
+        name or _CLI_READER.id,
+        _CLI_READER.roles,
+        organization=organization,
+        purpose=purpose or "operations",
+    )
+
+
+def _actor_options(parser: argparse.ArgumentParser) -> None:
+    """``--as``, ``--org`` and ``--purpose``: who a reading command acts as (cli_actor)."""
+    parser.add_argument(
+        "--as",
+        dest="as_actor",
+        default=None,
+        metavar="ID",
+        help="act as this user id, recorded in the access log "
+        "($REFERRALKIT_ACTOR; referralkit-cli)",
+    )
+    parser.add_argument(
+        "--org",
+        default=None,
+        metavar="ORG",
+        help="act for this organisation only ($REFERRALKIT_ORG; none: every referral)",
+    )
+    parser.add_argument(
+        "--purpose",
+        default=None,
+        help="purpose of use recorded in the access log ($REFERRALKIT_PURPOSE; operations)",
+    )
+
 
 _PRIORITY_BY_RANK: Final = {p.rank: p for p in Priority}
 
@@ -1432,7 +1492,7 @@ def finding_json(finding: Finding) -> dict[str, Any]:
 def _worklist(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with ReferralDesk(open_store_to_read(args.db)) as desk:
         items = desk.worklist(
-            _CLI_READER,
+            cli_actor(args),
             as_of=args.as_of,
             limit=args.top,
             owner=args.owner,
@@ -1452,12 +1512,12 @@ def _audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with ReferralDesk(open_store_to_read(args.db)) as desk:
         if args.json:
             out.write("[")
-            for index, finding in enumerate(desk.audit(_CLI_READER, as_of=args.as_of)):
+            for index, finding in enumerate(desk.audit(cli_actor(args), as_of=args.as_of)):
                 out.write(("," if index else "") + "\n  " + json.dumps(finding_json(finding)))
             out.write("\n]\n")
             return 0
         findings = []
-        for finding in desk.audit(_CLI_READER, as_of=args.as_of):
+        for finding in desk.audit(cli_actor(args), as_of=args.as_of):
             findings.append(finding)
             out.write(
                 f"{finding.severity.value:<6}  {finding.referral_id[:8]}  "
@@ -1474,11 +1534,12 @@ def _show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .alerts import active
 
     with ReferralDesk(open_store_to_read(args.db)) as desk:
+        actor = cli_actor(args)
         referral_id = resolve_id(desk.store, args.id)
-        referral = desk.get(_CLI_READER, referral_id)
-        history = desk.history(_CLI_READER, referral_id)
-        item = desk.assess(_CLI_READER, referral_id, as_of=args.as_of)
-        findings = list(desk.audit(_CLI_READER, referral_id, as_of=args.as_of))
+        referral = desk.get(actor, referral_id)
+        history = desk.history(actor, referral_id)
+        item = desk.assess(actor, referral_id, as_of=args.as_of)
+        findings = list(desk.audit(actor, referral_id, as_of=args.as_of))
     alerts = active(history)
     if args.json:
         data = item_json(item)
@@ -1649,6 +1710,7 @@ def _add_coordination_commands(commands: Any) -> None:
     )
     listing.add_argument("--top", type=_positive, default=50, help="rows (50)")
     listing.add_argument("--json", action="store_true", help="JSON, one object per row")
+    _actor_options(listing)
     listing.set_defaults(handler=_worklist)
 
     auditing = commands.add_parser(
@@ -1662,6 +1724,7 @@ def _add_coordination_commands(commands: Any) -> None:
         "--as-of", type=_instant_arg, default=None, metavar="T", help="audit as of T (now)"
     )
     auditing.add_argument("--json", action="store_true", help="a JSON array of findings")
+    _actor_options(auditing)
     auditing.set_defaults(handler=_audit)
 
     showing = commands.add_parser(
@@ -1676,7 +1739,137 @@ def _add_coordination_commands(commands: Any) -> None:
         "--as-of", type=_instant_arg, default=None, metavar="T", help="as of T (now)"
     )
     showing.add_argument("--json", action="store_true", help="JSON")
+    _actor_options(showing)
     showing.set_defaults(handler=_show)
+
+    logging_ = commands.add_parser(
+        "access-log",
+        help="who read, exported or was refused which referrals, when (auditors)",
+        description="Print the access log of --db (referralkit.access), oldest first: each "
+        "read, query, export, denial and break-glass grant or use, with who, which referrals, "
+        "the outcome and the purpose; flagged records (break-glass, denials) are marked for "
+        "review. Read-only; the read is itself recorded.",
+    )
+    logging_.add_argument("--db", required=True, help="store URL to read")
+    logging_.add_argument("--actor", default=None, metavar="ID", help="only this user's")
+    logging_.add_argument(
+        "--referral", default=None, metavar="ID", help="only those naming this referral"
+    )
+    logging_.add_argument(
+        "--since", type=_instant_arg, default=None, metavar="T", help="from T (inclusive)"
+    )
+    logging_.add_argument("--until", type=_instant_arg, default=None, metavar="T", help="before T")
+    logging_.add_argument("--flagged", action="store_true", help="only those flagged for review")
+    logging_.add_argument(
+        "--outcome", choices=["allowed", "denied", "break_glass"], help="only this outcome"
+    )
+    logging_.add_argument("--limit", type=_positive, default=None, help="at most N records")
+    logging_.add_argument("--json", action="store_true", help="a JSON array of records")
+    _actor_options(logging_)
+    logging_.set_defaults(handler=_access_log)
+
+    verifying = commands.add_parser(
+        "verify",
+        help="check the access log's hash chain and its checkpoints (tamper evidence)",
+        description="Recompute the hash chain of the access log of --db and check every "
+        "checkpoint (recorded in the log, and in --checkpoints FILE) against it and, with "
+        "--public-key, its Ed25519 signature. Prints the first broken link and exits 1 when "
+        "the log was edited, reordered, deleted from or truncated past a checkpoint.",
+    )
+    verifying.add_argument("--db", required=True, help="store URL to read")
+    verifying.add_argument(
+        "--checkpoints", default=None, metavar="FILE", help="checkpoints kept outside the store"
+    )
+    verifying.add_argument(
+        "--public-key", default=None, metavar="PEM", help="Ed25519 public key of the checkpoints"
+    )
+    verifying.set_defaults(handler=_verify)
+
+    marking = commands.add_parser(
+        "checkpoint",
+        help="record the access log's head, signed, in the log and a file kept elsewhere",
+        description="Record the head of the access log's hash chain of --db as a checkpoint, "
+        "signed with --signing-key (Ed25519, PEM) when given, and append it to --out. "
+        "--new-key FILE writes a new key pair (FILE, mode 600, and FILE.pub) and exits.",
+    )
+    marking.add_argument("--db", default=None, help="store URL")
+    marking.add_argument("--signing-key", default=None, metavar="PEM", help="private key")
+    marking.add_argument("--out", default=None, metavar="FILE", help="append it to FILE")
+    marking.add_argument("--new-key", default=None, metavar="FILE", help="write a key pair")
+    marking.set_defaults(handler=_checkpoint)
+
+
+def _verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .tamper import read_checkpoints, verify
+
+    marks = [] if args.checkpoints is None else read_checkpoints(args.checkpoints)
+    key = None if args.public_key is None else Path(args.public_key).read_bytes()
+    with open_store_to_read(args.db) as store:
+        report = verify(store, checkpoints=marks, public_key=key)
+    if report.ok:
+        out.write(f"ok: {report.records} records, {report.checkpoints} checkpoint(s)\n")
+        return EXIT_OK
+    out.write(
+        f"BROKEN at record {report.broken_at}: {report.reason} "
+        f"({report.records} records read, {report.checkpoints} checkpoint(s) checked)\n"
+    )
+    return EXIT_PROBLEMS
+
+
+def _checkpoint(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .storage._files import create_private
+    from .tamper import checkpoint, new_signing_key
+
+    if args.new_key is not None:
+        private, public = new_signing_key()
+        if not create_private(args.new_key):
+            raise ValidationError("--new-key", "the file exists already; choose another")
+        Path(args.new_key).write_bytes(private)
+        Path(args.new_key + ".pub").write_bytes(public)
+        out.write(f"wrote {args.new_key} (private, mode 600) and {args.new_key}.pub\n")
+        return EXIT_OK
+    if args.db is None:
+        raise ValidationError("--db", "a store URL is needed")
+    key = None if args.signing_key is None else Path(args.signing_key).read_bytes()
+    with open_store_to_read(args.db) as store:
+        mark = checkpoint(store, signing_key=key, out=args.out)
+    signed = "signed" if mark.signature else "unsigned"
+    out.write(f"checkpoint at record {mark.seq} ({signed}): {mark.chain}\n")
+    return EXIT_OK
+
+
+def _access_log(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    with ReferralDesk(open_store_to_read(args.db)) as desk:
+        referral_id = args.referral
+        if referral_id is not None:
+            # a unique start of an id, as the other commands take; an unknown id as given
+            with contextlib.suppress(NotFoundError):
+                referral_id = resolve_id(desk.store, referral_id)
+        records = desk.access_log(
+            cli_actor(args),
+            actor_id=args.actor,
+            referral_id=referral_id,
+            since=args.since,
+            until=args.until,
+            outcome=args.outcome,
+            flagged=True if args.flagged else None,
+            limit=args.limit,
+        )
+    if args.json:
+        out.write(json.dumps([r.to_json() for r in records], indent=2) + "\n")
+        return 0
+    for r in records:
+        ids = ",".join(i[:8] for i in r.referral_ids[:5])
+        if len(r.referral_ids) > 5:
+            ids += f",+{len(r.referral_ids) - 5}"
+        out.write(
+            f"{r.seq:>6}  {r.at:%Y-%m-%d %H:%M:%S}  {r.actor}  {r.organization or '-'}  "
+            f"{r.action}  {r.outcome.value}  {ids or '-'}  {r.purpose or '-'}"
+            + ("  FLAGGED" if r.flagged else "")
+            + "\n"
+        )
+    out.write(f"{len(records)} record(s)\n")
+    return 0
 
 
 def _match(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -2020,6 +2213,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="skip the fhir.resources validation of each Bundle (several times faster)",
     )
+    _actor_options(exporting)
     exporting.set_defaults(handler=_fhir_export)
 
     # no import of referralkit.messages here: Jinja2 and Babel load only for this command

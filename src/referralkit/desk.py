@@ -31,6 +31,7 @@ import hashlib
 import logging
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -39,13 +40,14 @@ import attrs
 from . import _validators as v
 from . import lifecycle
 from ._redaction import Sealed, boundary, boundary_iter
+from .access import AccessBuffer, AccessOutcome, AccessQuery, AccessRecord
 from .alerts import ActiveAlert, SweepReport, cleared_payload, raised_payload
 from .alerts import changes as alert_changes
 from .clock import Clock, SystemClock
 from .clocks import DEFAULT_CLOCKS, Cause, ClockName
 from .discrepancies import DEFAULT_AUDIT, AuditRules, Finding, audit_all
 from .discrepancies import audit as audit_record
-from .errors import ConcurrencyError, GuardError, RulesError, ValidationError
+from .errors import ConcurrencyError, GuardError, PermissionDeniedError, RulesError, ValidationError
 from .events import EventType, apply_all
 from .intake import DEFAULT_CHECKLIST, Checklist, IntakeRequest, Requirement
 from .model import (
@@ -69,13 +71,21 @@ from .model import (
     UrgencyAssessment,
 )
 from .policy import CoverageDecider, UrgencyAssessor
-from .privacy import Actor, authorize
+from .privacy import (
+    ACCESS_PERMISSIONS,
+    COMPATIBLE_SCOPE,
+    PERMISSIONS,
+    Actor,
+    BreakGlass,
+    ScopePolicy,
+    in_scope,
+)
 from .rules.policies import default_policies
 from .rules.provenance import Explanation, Replay, keep_provenance
 from .rules.provenance import explain as explain_decisions
 from .rules.provenance import replay as replay_decisions
 from .serialization import to_dict
-from .storage import Query, ReferralStore, open_store
+from .storage import History, Query, ReferralStore, open_store
 from .worklist import (
     DEFAULT_WORKLIST,
     WorklistFilter,
@@ -101,10 +111,27 @@ logger = logging.getLogger("referralkit.desk")
 # standard ones within 7 calendar days.
 AUTH_DECISION_WINDOW: Final = {True: dt.timedelta(hours=72), False: dt.timedelta(days=7)}
 
+# Referrals per access-log record when a query or an export streams the store: bounded memory.
+_EXPORT_PAGE: Final = 16
+
+# Seconds a buffered access record may wait for the next ones (checked at the next record).
+_ACCESS_LOG_AGE: Final = 1.0
+
 # A payload is sealed from the moment it is built until the event is made: it holds PHI, and
 # the lists of changes are locals of the frames an exception report shows.
 _Record = tuple[EventType, Sealed[dict[str, Any]]]
 _Change = list[_Record]
+
+
+def _flush_quietly(buffer: AccessBuffer) -> None:
+    """Write what an abandoned desk still buffers (at garbage collection or exit); a failure
+    is logged (a count and an error class: no record), never raised into the interpreter."""
+    try:
+        buffer.flush()
+    except Exception as error:  # a finalizer must not raise
+        logger.warning(
+            "%d access-log records could not be written: %s", len(buffer), type(error).__name__
+        )
 
 
 def _record(kind: EventType, **payload: Any) -> _Record:
@@ -308,6 +335,29 @@ class ReferralDesk:
     :data:`~referralkit.worklist.DEFAULT_WORKLIST`) and ``audit_rules``
     (:data:`~referralkit.discrepancies.DEFAULT_AUDIT`); :meth:`sweep` runs ``event_rules``
     (default: the shipped CMS-0057-F example ruleset, ``engine="auto"``, built on first use).
+
+    Each access record is written with the read it records (``access_log_batch=1``, the
+    default: a read costs one more, unflushed, write transaction). With
+    ``access_log_batch=64``, read records are written 64 at a time, or once the oldest has
+    waited a second (checked at the next record), before the log is read, when the desk
+    closes (:meth:`close`, :meth:`flush_access_log`) and at interpreter exit; denials and
+    break-glass records are still written at once. A process killed meanwhile loses the
+    buffered *read* records, and so does a store closed under a desk that was not closed:
+    the price of the cheaper read (see ``benchmarks/bench_security_access.py``).
+
+    **Scopes and the access log** (HIPAA 45 CFR 164.312(a) and (b)): every operation checks
+    that one of the actor's roles allows it *and* reaches the referral under ``scope``
+    (:class:`~referralkit.privacy.ScopePolicy`, default
+    :data:`~referralkit.privacy.COMPATIBLE_SCOPE`: actors without an organisation reach every
+    referral; :data:`~referralkit.privacy.STRICT_SCOPE` for a store shared by several
+    organisations). Queries (:meth:`worklist`, :meth:`count`, :meth:`audit`, :meth:`sweep`,
+    :meth:`export`) see only the referrals in scope. Every read, query result, export,
+    denial and break-glass grant or use is appended to the store's access log
+    (:mod:`referralkit.access`), which auditors read with :meth:`access_log`.
+
+    ``store`` is the raw, unaudited port: reads through it are neither scoped nor recorded.
+    Hand it to trusted code only (migrations, backups, the integrator's jobs); give anything
+    acting for a user :meth:`view` (an audited, scoped, read-only store) or the desk itself.
     """
 
     def __init__(
@@ -323,8 +373,20 @@ class ReferralDesk:
         audit_rules: AuditRules = DEFAULT_AUDIT,
         event_rules: EventRules | None = None,
         scheduler: SchedulingAdapter | None = None,
+        scope: ScopePolicy = COMPATIBLE_SCOPE,
+        access_log_batch: int = 1,
     ) -> None:
         self.store = store
+        if not isinstance(scope, ScopePolicy):
+            raise ValidationError("scope", "expected a ScopePolicy")
+        self.scope = scope
+        self._grants: dict[str, BreakGlass] = {}
+        if isinstance(access_log_batch, bool) or not isinstance(access_log_batch, int):
+            raise ValidationError("access_log_batch", "expected a whole number >= 1")
+        if access_log_batch < 1:
+            raise ValidationError("access_log_batch", "expected a whole number >= 1")
+        self._access = AccessBuffer(store.append_access, access_log_batch, _ACCESS_LOG_AGE)
+        weakref.finalize(self, _flush_quietly, self._access)
         self.scheduler = scheduler
         self.clock: Clock = clock or SystemClock()
         if coverage is None or urgency is None:
@@ -353,8 +415,20 @@ class ReferralDesk:
 
     @boundary
     def close(self) -> None:
-        """Close the store."""
-        self.store.close()
+        """Write the access records still buffered, then close the store."""
+        try:
+            self.flush_access_log()
+        finally:
+            self.store.close()
+
+    @boundary
+    def flush_access_log(self) -> None:
+        """Write the access records the desk still buffers to the store's log now (see
+        ``access_log_batch``).
+
+        .. versionadded:: 0.1
+        """
+        self._access.flush()
 
     def __enter__(self) -> ReferralDesk:
         return self
@@ -374,22 +448,31 @@ class ReferralDesk:
     @boundary
     def get(self, actor: Actor, referral_id: str) -> Referral:
         """The referral's current snapshot."""
-        authorize(actor, "get")
-        return self.store.load(v.identifier(referral_id, "referral_id"))
+        self._authorize(actor, "get", referral_id)
+        return self._read(actor, "get", self.store.load(v.identifier(referral_id, "referral_id")))
 
     @boundary
     def history(self, actor: Actor, referral_id: str) -> list[ReferralEvent]:
         """Every event recorded for the referral, oldest first."""
-        authorize(actor, "history")
-        return self.store.events(v.identifier(referral_id, "referral_id"))
+        self._authorize(actor, "history", referral_id)
+        wanted = v.identifier(referral_id, "referral_id")
+        self._read(actor, "history", self.store.load(wanted))
+        return self.store.events(wanted)
 
     @boundary
     def count(self, actor: Actor, **filters: Any) -> int:
         """How many referrals match ``filters`` (:class:`~referralkit.storage.Query` fields)."""
         sealed = Sealed(filters)  # a filter may be PHI (patient_id)
         del filters
-        authorize(actor, "get")
-        return self.store.count(_query(sealed))
+        self._authorize(actor, "get")
+        query = _query(sealed)
+        if self.scope.unscoped(actor):
+            found = self.store.count(query)
+        else:
+            reaches = self._reach(actor, "get")
+            found = sum(1 for r in self.store.query(query) if reaches(r))
+        self._log(actor, "count", ())
+        return found
 
     @boundary
     def missing(self, actor: Actor, referral_id: str) -> tuple[Requirement, ...]:
@@ -405,14 +488,15 @@ class ReferralDesk:
         Idempotent by ``request.source_id``: a request already taken in returns the existing
         referral unchanged.
         """
-        authorize(actor, "intake")
+        self._authorize(actor, "intake")
         if not isinstance(request, IntakeRequest):
             raise ValidationError("request", "expected an IntakeRequest")
         existing = self.store.find_source(request.source_id)
         if existing is not None:
-            return self.store.load(existing)
+            return self._read(actor, "intake", self.store.load(existing))
         now = self._now()
         draft = request.referral(self._new_id(), now)
+        self._admit(actor, "intake", draft)
         changes: _Change = [_record(EventType.CREATED, referral=draft)]
         changes += self._assessments(draft, now)
         return self._commit(actor, None, changes, now)
@@ -657,7 +741,8 @@ class ReferralDesk:
             if current.status in (Status.SCHEDULED, Status.NO_SHOW, Status.APPOINTMENT_CANCELLED)
             else "schedule"
         )
-        authorize(actor, operation)
+        self._authorize(actor, operation, wanted)
+        self._admit(actor, operation, current)
         expected = _expected_version(expected_version)
         if expected is not None and expected != current.version:
             raise ConcurrencyError(wanted, expected, current.version)
@@ -1044,8 +1129,9 @@ class ReferralDesk:
         from .errors import DeliveryError
         from .messages import Audience, Moment, Notification, Renderer
 
-        authorize(actor, "log_communication")
+        self._authorize(actor, "log_communication", referral_id)
         current = self.store.load(referral_id)
+        self._admit(actor, "log_communication", current)
         history = self.store.events(referral_id)
         facts_version = max(
             (e.version for e in history if e.type not in _NOT_FACTS),
@@ -1331,10 +1417,10 @@ class ReferralDesk:
 
         .. versionadded:: 0.1
         """
-        authorize(actor, "assess")
+        self._authorize(actor, "assess", referral_id)
         wanted = v.identifier(referral_id, "referral_id")
         when = self._as_of(as_of)
-        referral = self.store.load(wanted)
+        referral = self._read(actor, "assess", self.store.load(wanted))
         return assess_item(referral, self.store.events(wanted), when, rules=self.worklist_rules)
 
     @boundary
@@ -1369,7 +1455,7 @@ class ReferralDesk:
         """
         sealed = Sealed(filters)  # a filter may be PHI (patient_id)
         del filters
-        authorize(actor, "worklist")
+        self._authorize(actor, "worklist")
         when = self._as_of(as_of)
         where = WorklistFilter(
             owner=owner,
@@ -1384,14 +1470,18 @@ class ReferralDesk:
         if specialty is not None:
             narrow["specialty"] = specialty
         query = _query(sealed, **narrow)
+        reaches = self._reach(actor, "worklist")
         if limit is not None and self._keys_usable(when):
-            return self._ranked(when, limit, where, query)
-        items = (
-            assess_item(r, self.store.events(r.id), when, rules=self.worklist_rules)
-            for r in self.store.query(query)
-            if r.created_at <= when
-        )
-        return rank(items, where=where, limit=limit)
+            rows = self._ranked(when, limit, where, query, reaches)
+        else:
+            items = (
+                assess_item(r, self.store.events(r.id), when, rules=self.worklist_rules)
+                for r in self.store.query(query)
+                if r.created_at <= when and reaches(r)
+            )
+            rows = rank(items, where=where, limit=limit)
+        self._log(actor, "worklist", [row.referral_id for row in rows])
+        return rows
 
     def _keys_usable(self, when: dt.datetime) -> bool:
         """Whether the store's rank keys can serve a worklist as of ``when``: the store keeps
@@ -1403,16 +1493,21 @@ class ReferralDesk:
         return latest is None or latest <= when
 
     def _ranked(
-        self, when: dt.datetime, limit: int, where: WorklistFilter, query: Query
+        self,
+        when: dt.datetime,
+        limit: int,
+        where: WorklistFilter,
+        query: Query,
+        reaches: Callable[[Referral], bool],
     ) -> list[WorklistItem]:
         """The worklist's head from the stored rank keys
         (:func:`~referralkit.worklist.ranked_head`): only the referrals that may belong in it
-        are read and assessed."""
+        (and that the actor reaches) are read and assessed."""
         store, rules = self.store, self.worklist_rules
 
         def read(ids: Sequence[str]) -> Iterator[WorklistItem]:
             for referral, events in self._histories(ids):
-                if query.matches(referral):
+                if query.matches(referral) and reaches(referral):
                     yield assess_item(referral, events, when, rules=rules)
 
         return ranked_head(store.rank_buckets(), store.rank_page, read, when, limit, where=where)
@@ -1464,10 +1559,26 @@ class ReferralDesk:
         """
         sealed = Sealed(filters)
         del filters
-        authorize(actor, "claim")
+        self._authorize(actor, "claim")
         query = _query(sealed)
         now = self._now()
-        taken = self.store.claim(actor.id, count, now=now, lease=lease, query=query)
+        reaches = self._reach(actor, "claim")
+        taken: list[str] = []
+        aside: list[str] = []
+        try:
+            while len(taken) < count:
+                got = self.store.claim(
+                    actor.id, count - len(taken), now=now, lease=lease, query=query
+                )
+                if not got:
+                    break
+                for rid in got:
+                    (taken if reaches(self.store.load(rid)) else aside).append(rid)
+        finally:
+            if aside:
+                # out of the actor's scope: held only for the moment of the claim
+                self.store.release(actor.id, aside)
+        self._log(actor, "claim", taken)
         items = (
             assess_item(referral, events, now, rules=self.worklist_rules)
             for referral, events in self.store.histories(taken)
@@ -1483,7 +1594,7 @@ class ReferralDesk:
 
         .. versionadded:: 0.1
         """
-        authorize(actor, "claim")
+        self._authorize(actor, "claim")
         return self.store.renew(actor.id, ids, now=self._now(), lease=lease)
 
     @boundary
@@ -1493,7 +1604,7 @@ class ReferralDesk:
 
         .. versionadded:: 0.1
         """
-        authorize(actor, "claim")
+        self._authorize(actor, "claim")
         return self.store.release(actor.id, ids)
 
     @boundary
@@ -1513,18 +1624,18 @@ class ReferralDesk:
 
         .. versionadded:: 0.1
         """
-        authorize(actor, "audit")
+        self._authorize(actor, "audit", referral_id)
         when = self._as_of(as_of)
         if referral_id is None:
-            return self._audit_store(when)
+            return self._audit_store(when, self._recorded(actor, "audit"))
         wanted = v.identifier(referral_id, "referral_id")
-        referral = self.store.load(wanted)
+        referral = self._read(actor, "audit", self.store.load(wanted))
         events = self.store.events(wanted)
         return iter(audit_record(referral, when, events=events, rules=self.audit_rules))
 
     @boundary_iter
-    def _audit_store(self, when: dt.datetime) -> Iterator[Finding]:
-        yield from audit_all(self.store.export(), when, rules=self.audit_rules)
+    def _audit_store(self, when: dt.datetime, histories: Iterator[History]) -> Iterator[Finding]:
+        yield from audit_all(histories, when, rules=self.audit_rules)
 
     @property
     def event_rules(self) -> EventRules:
@@ -1557,14 +1668,15 @@ class ReferralDesk:
 
         .. versionadded:: 0.1
         """
-        authorize(actor, "sweep")
+        self._authorize(actor, "sweep")
         when = self._as_of(as_of)
         rules = self.event_rules
         swept = written = retried = skipped = 0
         raised: list[Alert] = []
         cleared: list[ActiveAlert] = []
+        reaches = self._reach(actor, "sweep")
         for current in self.store.query(Query(open_only=True)):
-            if current.created_at > when:
+            if current.created_at > when or not reaches(current):
                 continue
             swept += 1
             for attempt in range(4):
@@ -1619,10 +1731,11 @@ class ReferralDesk:
         expected_version: int | None,
         build: Callable[[Referral, dt.datetime], _Change],
     ) -> Referral:
-        authorize(actor, operation)
+        self._authorize(actor, operation, referral_id)
         wanted = v.identifier(referral_id, "referral_id")
         expected = _expected_version(expected_version)
         current = self.store.load(wanted)
+        self._admit(actor, operation, current)
         if expected is not None and expected != current.version:
             raise ConcurrencyError(wanted, expected, current.version)
         now = self._now()
@@ -1678,8 +1791,10 @@ class ReferralDesk:
 
         .. versionadded:: 0.2
         """
-        authorize(actor, "explain")
-        return explain_decisions(self.store, v.identifier(referral_id, "referral_id"))
+        self._authorize(actor, "explain", referral_id)
+        wanted = v.identifier(referral_id, "referral_id")
+        self._read(actor, "explain", self.store.load(wanted))
+        return explain_decisions(self.store, wanted)
 
     @boundary
     def replay(self, actor: Actor, referral_id: str, *, as_of: dt.datetime | None = None) -> Replay:
@@ -1689,7 +1804,354 @@ class ReferralDesk:
 
         .. versionadded:: 0.2
         """
-        authorize(actor, "replay")
+        self._authorize(actor, "replay", referral_id)
         wanted = v.identifier(referral_id, "referral_id")
+        self._read(actor, "replay", self.store.load(wanted))
         when = None if as_of is None else v.as_utc(as_of, "as_of")
         return replay_decisions(self.store, wanted, as_of=when)
+
+    # ------------------------------------------------------------------ scopes and the access log
+
+    def _authorize(self, actor: Actor, operation: str, referral_id: object = None) -> None:
+        """Check that one of ``actor``'s roles allows ``operation``; a refusal is recorded in
+        the access log (with the referral named, when it is a valid id) and raised."""
+        if not isinstance(actor, Actor):
+            raise ValidationError("actor", "expected an Actor")
+        if actor.may(operation):
+            return
+        named = (
+            (referral_id,)
+            if isinstance(referral_id, str) and v.storable_text(referral_id) is None
+            else ()
+        )
+        self._log(actor, operation, named, AccessOutcome.DENIED, reason="role")
+        raise PermissionDeniedError(actor.id, operation)
+
+    def _emergency(self, actor: Actor) -> BreakGlass | None:
+        """The actor's break-glass grant when it is one this desk's access log holds and it
+        is live now; else None (an expired, forged or unknown grant counts for nothing)."""
+        grant = actor.emergency
+        if grant is None:
+            return None
+        known = self._grants.get(grant.grant_id)
+        if known is None:
+            self._access.flush()
+            found = self.store.access_records(
+                AccessQuery(actor=actor.id, grant=grant.grant_id, outcome=AccessOutcome.BREAK_GLASS)
+            )
+            if not any(
+                r.action == "break_glass"
+                and r.at == grant.granted_at
+                and grant.expires_at - grant.granted_at <= self.scope.break_glass_limit
+                for r in found
+            ):
+                return None
+            known = self._grants[grant.grant_id] = grant
+        return known if known == grant and known.active(self._now()) else None
+
+    def _reaches(self, actor: Actor, operation: str, referral: Referral) -> bool:
+        """Whether a role of ``actor`` that allows ``operation`` has ``referral`` in scope."""
+        if self.scope.unscoped(actor):
+            return True
+        return any(
+            (operation in PERMISSIONS[role] or operation in ACCESS_PERMISSIONS[role])
+            and in_scope(actor, role, referral)
+            for role in actor.roles
+        )
+
+    def _reach(self, actor: Actor, operation: str) -> Callable[[Referral], bool]:
+        """The scope test of ``actor`` doing ``operation``, for a query over many referrals."""
+        if self._emergency(actor) is not None or self.scope.unscoped(actor):
+            return lambda r: True
+        return lambda r: self._reaches(actor, operation, r)
+
+    def _admit(
+        self, actor: Actor, operation: str, referral: Referral, *, write: bool = True
+    ) -> BreakGlass | None:
+        """Check that ``referral`` is in ``actor``'s scope for ``operation`` (already allowed
+        by a role); return the live break-glass grant, if any. A refusal is recorded and
+        raised; a write under a grant is recorded, flagged (its events record the change)."""
+        grant = None if actor.emergency is None else self._emergency(actor)
+        if grant is None and not self._reaches(actor, operation, referral):
+            self._log(actor, operation, (referral.id,), AccessOutcome.DENIED, reason="scope")
+            raise PermissionDeniedError(
+                actor.id, f"{operation} referral {referral.id!r} (out of its scope)"
+            )
+        if grant is not None and write:
+            self._log(actor, operation, (referral.id,), grant=grant)
+        return grant
+
+    def _read(self, actor: Actor, operation: str, referral: Referral) -> Referral:
+        """``referral`` once admitted, its read recorded."""
+        grant = self._admit(actor, operation, referral, write=False)
+        self._log(actor, operation, (referral.id,), grant=grant)
+        return referral
+
+    def _recorded(self, actor: Actor, operation: str) -> Iterator[History]:
+        """The store's histories that ``actor`` reaches for ``operation``, streamed: each
+        page of them recorded in the access log before it is handed on (memory stays
+        bounded; a reader that stops early has disclosed only what was recorded)."""
+        reaches = self._reach(actor, operation)
+        page: list[History] = []
+        for history in self.store.export():
+            if reaches(history[0]):
+                page.append(history)
+            if len(page) >= _EXPORT_PAGE:
+                self._log(actor, operation, [r.id for r, _ in page])
+                yield from page
+                page = []
+        if page:
+            self._log(actor, operation, [r.id for r, _ in page])
+            yield from page
+
+    def _log(
+        self,
+        actor: Actor,
+        action: str,
+        referral_ids: Sequence[str],
+        outcome: AccessOutcome = AccessOutcome.ALLOWED,
+        *,
+        reason: str | None = None,
+        grant: BreakGlass | None = None,
+    ) -> None:
+        """Append one record to the store's access log (flagged, with the grant, when the
+        actor holds a live break-glass grant)."""
+        if grant is None and actor.emergency is not None:
+            grant = self._emergency(actor)
+        if grant is not None and outcome is AccessOutcome.ALLOWED:
+            outcome = AccessOutcome.BREAK_GLASS
+        self._access.add(
+            AccessRecord(
+                at=self._now(),
+                actor=actor.id,
+                action=action,
+                outcome=outcome,
+                referral_ids=tuple(referral_ids),
+                roles=tuple(sorted(r.value for r in actor.roles)),
+                organization=actor.organization,
+                purpose=actor.purpose,
+                reason=reason,
+                grant=None if grant is None else grant.grant_id,
+                flagged=grant is not None or outcome is not AccessOutcome.ALLOWED,
+            ),
+            urgent=outcome is not AccessOutcome.ALLOWED,
+        )
+
+    @boundary
+    def break_glass(
+        self, actor: Actor, reason: str, *, duration: dt.timedelta = dt.timedelta(hours=1)
+    ) -> Actor:
+        """Emergency access: ``actor`` with a break-glass grant that, for ``duration`` (at
+        most the scope policy's ``break_glass_limit``), lets its roles reach every referral.
+
+        The grant and every access made under it are recorded in the access log, flagged
+        for review, with ``reason`` (required: why the usual scope is not enough). The grant
+        widens the scope only: the roles still decide the operations. An expired grant
+        counts for nothing.
+
+        .. versionadded:: 0.1
+        """
+        sealed = Sealed(reason)
+        del reason
+        self._authorize(actor, "break_glass")
+        why = sealed.reveal()
+        if not isinstance(why, str) or not why.strip() or v.storable_text(why) is not None:
+            raise ValidationError("reason", "expected a non-blank reason")
+        if not isinstance(duration, dt.timedelta) or duration <= dt.timedelta(0):
+            raise ValidationError("duration", "expected a positive timedelta")
+        if duration > self.scope.break_glass_limit:
+            raise ValidationError(
+                "duration", f"longer than the policy allows ({self.scope.break_glass_limit})"
+            )
+        now = self._now()
+        grant = BreakGlass(self._new_id(), why[:2000], now, now + duration)
+        self._access.add(
+            AccessRecord(
+                at=now,
+                actor=actor.id,
+                action="break_glass",
+                outcome=AccessOutcome.BREAK_GLASS,
+                roles=tuple(sorted(r.value for r in actor.roles)),
+                organization=actor.organization,
+                purpose=actor.purpose,
+                reason=grant.reason,
+                grant=grant.grant_id,
+                flagged=True,
+            ),
+            urgent=True,
+        )
+        self._grants[grant.grant_id] = grant
+        return attrs.evolve(actor, emergency=grant)
+
+    @boundary
+    def access_log(
+        self,
+        actor: Actor,
+        *,
+        actor_id: str | None = None,
+        referral_id: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        outcome: AccessOutcome | str | None = None,
+        flagged: bool | None = None,
+        limit: int | None = None,
+    ) -> list[AccessRecord]:
+        """The access log's records (:mod:`referralkit.access`), oldest first: those of
+        ``actor_id``, naming ``referral_id``, from ``since`` (inclusive) to ``until``
+        (exclusive), with ``outcome``, ``flagged`` for review (break-glass, denials).
+
+        Only an auditor may read it. A scoped auditor reads the records of its own
+        organisation's actors; an unscoped one (see :class:`~referralkit.privacy.ScopePolicy`)
+        every record. The read is itself recorded (after it is made).
+
+        .. versionadded:: 0.1
+        """
+        self._authorize(actor, "access_log", referral_id)
+        query = AccessQuery(
+            actor=actor_id,
+            referral_ids=None if referral_id is None else {referral_id},
+            since=None if since is None else v.as_utc(since, "since"),
+            until=None if until is None else v.as_utc(until, "until"),
+            outcome=None if outcome is None else _member(AccessOutcome, outcome, "outcome"),
+            organization=None if self.scope.unscoped(actor) else actor.organization,
+            flagged=flagged,
+            limit=limit,
+        )
+        self._access.flush()
+        if query.organization is None and not self.scope.unscoped(actor):
+            found: list[AccessRecord] = []  # a strict policy, an auditor of no organisation
+        else:
+            found = self.store.access_records(query)
+        self._log(actor, "access_log", () if referral_id is None else (referral_id,))
+        return found
+
+    @boundary
+    def query(self, actor: Actor, query: Query = Query()) -> list[Referral]:
+        """The referrals matching ``query`` (a :class:`~referralkit.storage.Query`) that
+        ``actor`` reaches, in its order and paged by its limit and offset; recorded as one
+        access naming them.
+
+        .. versionadded:: 0.1
+        """
+        self._authorize(actor, "get")
+        if not isinstance(query, Query):
+            raise ValidationError("query", "expected a Query")
+        reaches = self._reach(actor, "get")
+        found = [
+            r for r in self.store.query(attrs.evolve(query, limit=None, offset=0)) if reaches(r)
+        ]
+        end = None if query.limit is None else query.offset + query.limit
+        found = found[query.offset : end]
+        self._log(actor, "query", [r.id for r in found])
+        return found
+
+    @boundary
+    def export(self, actor: Actor) -> Iterator[History]:
+        """Every referral ``actor`` reaches with its whole history, in id order (as
+        :meth:`~referralkit.storage.ReferralStore.export`): the audited path for analytics
+        and bulk exports. The referrals exported are recorded in the access log a page at a
+        time (one record per 16 referrals), each page before it is handed on.
+
+        .. versionadded:: 0.1
+        """
+        self._authorize(actor, "export")
+        return self._export(actor)
+
+    @boundary_iter
+    def _export(self, actor: Actor) -> Iterator[History]:
+        yield from self._recorded(actor, "export")
+
+    def view(self, actor: Actor) -> ReferralStore:
+        """A read-only :class:`~referralkit.storage.ReferralStore` acting as ``actor``
+        through this desk: every read is scoped and recorded, every write refused. Give it
+        to the analytics (``referrals_frame(desk.view(actor), deidentify=False,
+        actor=actor)``) and to anything else that reads referrals for a user.
+
+        .. versionadded:: 0.1
+        """
+        from ._view import AuditedView
+
+        if not isinstance(actor, Actor):
+            raise ValidationError("actor", "expected an Actor")
+        return AuditedView(self, actor)
+
+    def _patient_referrals(self, actor: Actor, operation: str, patient_id: object) -> list[str]:
+        """The ids of the patient's referrals ``actor`` reaches; a patient whose referrals
+        are all out of scope is a recorded denial."""
+        wanted = Sealed(v.identifier(patient_id, "patient_id"))
+        reaches = self._reach(actor, operation)
+        held = self.store.query(Query(patient_id=wanted.reveal(), order="updated"))
+        found = [r.id for r in held if reaches(r)]
+        if held and not found:
+            self._log(actor, operation, [r.id for r in held], AccessOutcome.DENIED, reason="scope")
+            raise PermissionDeniedError(actor.id, f"{operation} (no referral of it in scope)")
+        return found
+
+    @boundary
+    def export_patient(
+        self, actor: Actor, patient_id: str, *, format: str = "json"
+    ) -> dict[str, Any]:
+        """Everything the store holds about one patient that ``actor`` reaches (HIPAA right
+        of access, 45 CFR 164.524): each referral's snapshot and whole history, and the
+        accounting of disclosures (:meth:`disclosures`), as JSON data (``format="json"``);
+        or as FHIR R4 (``format="fhir"``): a ``collection`` Bundle of each referral's
+        resources (:func:`~referralkit.interop.fhir.to_fhir`). Recorded in the access log.
+
+        .. versionadded:: 0.1
+        """
+        sealed = Sealed(patient_id)
+        del patient_id
+        self._authorize(actor, "export_patient")
+        if format not in ("json", "fhir"):
+            raise ValidationError("format", "expected 'json' or 'fhir'")
+        ids = sorted(self._patient_referrals(actor, "export_patient", sealed.reveal()))
+        self._access.flush()
+        disclosed = self.store.access_records(AccessQuery(referral_ids=ids)) if ids else []
+        self._log(actor, "export_patient", ids)
+        now = self._now()
+        if format == "fhir":
+            from .interop.fhir import to_fhir
+
+            entries = [entry for i in ids for entry in to_fhir(self.store.load(i)).get("entry", [])]
+            unique = {e["fullUrl"]: e for e in entries}
+            return {
+                "resourceType": "Bundle",
+                "type": "collection",
+                "timestamp": now.isoformat(),
+                "entry": [{"fullUrl": url, "resource": e["resource"]} for url, e in unique.items()],
+            }
+        return {
+            "exported_at": now.isoformat(),
+            "referrals": [
+                {
+                    "referral": to_dict(self.store.load(i)),
+                    "history": [to_dict(e) for e in self.store.events(i)],
+                }
+                for i in ids
+            ],
+            "disclosures": [r.to_json() for r in disclosed],
+        }
+
+    @boundary
+    def disclosures(
+        self, actor: Actor, patient_id: str, *, since: dt.datetime | None = None
+    ) -> list[AccessRecord]:
+        """The accounting of disclosures for one patient (45 CFR 164.528; and the access
+        report of HIPAA's audit controls): every access-log record naming one of the
+        patient's referrals that ``actor`` reaches, from ``since``, oldest first. Every
+        access is listed, reads for treatment and operations included; the application
+        selects what its accounting must hold (by ``purpose``). Recorded in the access log.
+
+        .. versionadded:: 0.1
+        """
+        sealed = Sealed(patient_id)
+        del patient_id
+        self._authorize(actor, "disclosures")
+        ids = self._patient_referrals(actor, "disclosures", sealed.reveal())
+        query = AccessQuery(
+            referral_ids=ids, since=None if since is None else v.as_utc(since, "since")
+        )
+        self._access.flush()
+        found = self.store.access_records(query) if ids else []
+        self._log(actor, "disclosures", ids)
+        return found

@@ -28,6 +28,15 @@ import attrs
 
 from .. import _validators as v
 from .._redaction import boundary, boundary_iter
+from ..access import (
+    AccessQuery,
+    AccessRecord,
+    MemoryAccessLog,
+    at_text,
+    check_access_query,
+    check_records,
+    record_fields,
+)
 from ..errors import ConcurrencyError, DuplicateReferralError, NotFoundError, ValidationError
 from ..events import apply_all
 from ..model import Priority, Referral, ReferralEvent, Status
@@ -610,6 +619,45 @@ class ReferralStore(abc.ABC):
 
         for referral, events in self.export():
             yield referral.id, rank_entries(referral, events)
+
+    # ------------------------------------------------------------------ the access log
+
+    def append_access(self, records: Sequence[AccessRecord]) -> None:
+        """Append ``records`` to the store's access log (:mod:`referralkit.access`), in one
+        transaction. The log is append-only: nothing updates or deletes a record.
+
+        This default keeps the log in memory (a list per store object): an adapter that
+        persists referrals must persist its log too, in the same database. The shipped
+        adapters do.
+
+        .. versionadded:: 0.1
+        """
+        check_records(records)
+        self._fallback_access_log().append(records)
+
+    def access_records(self, query: AccessQuery = AccessQuery()) -> list[AccessRecord]:
+        """The access-log records ``query`` matches, oldest first, numbered by ``seq``.
+
+        .. versionadded:: 0.1
+        """
+        return self._fallback_access_log().read(check_access_query(query))
+
+    def access_chain(self) -> Iterator[tuple[int, list[Any], str]]:
+        """Every access-log record as the hash chain sees it, in ``seq`` order: its ``seq``,
+        the fields the chain hashes (:func:`~referralkit.access.record_fields`) and the chain
+        value stored with it. What :func:`referralkit.tamper.verify` reads; the SQL stores
+        stream their rows.
+
+        .. versionadded:: 0.1
+        """
+        for record in self.access_records():
+            yield record.seq, record_fields(record, at_text(record.at)), record.chain or ""
+
+    def _fallback_access_log(self) -> MemoryAccessLog:
+        log: MemoryAccessLog | None = self.__dict__.get("_access_log_fallback")
+        if log is None:
+            log = self.__dict__["_access_log_fallback"] = MemoryAccessLog()
+        return log
 
     # ------------------------------------------------------------------ lifetime
 

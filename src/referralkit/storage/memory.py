@@ -6,8 +6,10 @@ import datetime as dt
 import heapq
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 from .._redaction import boundary, boundary_iter
+from ..access import AccessQuery, AccessRecord, check_access_query, check_records
 from ..errors import ConcurrencyError, DuplicateReferralError, NotFoundError
 from ..model import Referral, ReferralEvent
 from ..worklist import RankEntry, rank_entries
@@ -232,6 +234,7 @@ class MemoryStore(ReferralStore):
     def latest_update(self) -> dt.datetime | None:
         with self._lock:
             return max((r.updated_at for r in self._snapshots.values()), default=None)
+
     # ------------------------------------------------------------------ rule versions
 
     @boundary
@@ -272,3 +275,23 @@ class MemoryStore(ReferralStore):
                 if k == kind and when <= at
             ]
         return max(found)[2] if found else None
+
+    # ------------------------------------------------------------------ the access log
+
+    @boundary
+    def append_access(self, records: Sequence[AccessRecord]) -> None:
+        check_records(records)
+        with self._lock:
+            self._fallback_access_log().append(records)
+
+    @boundary
+    def access_records(self, query: AccessQuery = AccessQuery()) -> list[AccessRecord]:
+        check_access_query(query)
+        with self._lock:
+            return self._fallback_access_log().read(query)
+
+    @boundary_iter
+    def access_chain(self) -> Iterator[tuple[int, list[Any], str]]:
+        with self._lock:
+            rows = self._fallback_access_log().rows()
+        yield from rows

@@ -59,6 +59,19 @@ from psycopg.types.string import StrDumperUnknown
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .._redaction import Sealed, boundary, boundary_iter
+from ..access import (
+    GENESIS,
+    ROW_COLUMNS,
+    AccessQuery,
+    AccessRecord,
+    at_text,
+    chain_hash,
+    check_access_query,
+    check_records,
+    record_fields,
+    record_from_row,
+    record_row,
+)
 from ..errors import (
     ConcurrencyError,
     DuplicateReferralError,
@@ -106,7 +119,7 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore", "connection_settings"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 """The schema version this code writes (the same numbering as the SQLite store's)."""
 
 _FAR_FUTURE: Final = dt.datetime.max.replace(tzinfo=dt.UTC)
@@ -117,6 +130,8 @@ _EXPORT_BATCH: Final = 500
 _MIGRATION_LOCK: Final = 0x52464B31
 # and one (with the kind's hash) for noting which policy a desk decides with
 _USE_LOCK: Final = 0x52464B35
+# The advisory lock that orders appends to the access log's hash chain.
+_ACCESS_CHAIN_LOCK: Final = 0x52464B41
 _SCHEMA_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _LOCAL_HOSTS: Final = frozenset({"localhost", ""})
 _TLS_MODES: Final = frozenset({"require", "verify-ca", "verify-full"})
@@ -230,6 +245,45 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
                 CONSTRAINT policy_uses_digest_fkey REFERENCES {s}.rule_versions (digest),
             at timestamptz NOT NULL)""",
         "CREATE INDEX policy_uses_in_force ON {s}.policy_uses (kind, at, seq)",
+    ),
+    6: (
+        # the access log (referralkit.access; see sqlite.py): append-only, a trigger refuses
+        # updates, deletes and truncation
+        """
+        CREATE TABLE {s}.access_log (
+            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            at timestamptz NOT NULL,
+            actor text NOT NULL,
+            roles text NOT NULL,
+            organization text,
+            action text NOT NULL,
+            outcome text NOT NULL,
+            referral_ids text NOT NULL,
+            purpose text,
+            reason text,
+            grant_id text,
+            flagged boolean NOT NULL,
+            chain text NOT NULL
+        )
+        """,
+        "CREATE INDEX access_log_at ON {s}.access_log (at)",
+        "CREATE INDEX access_log_actor ON {s}.access_log (actor, seq)",
+        """
+        CREATE TABLE {s}.access_log_referrals (
+            referral_id text COLLATE "C" NOT NULL,
+            seq bigint NOT NULL REFERENCES {s}.access_log (seq),
+            PRIMARY KEY (referral_id, seq)
+        )
+        """,
+        """
+        CREATE FUNCTION {s}.access_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'the access log is append-only'; END $$
+        """,
+        *(
+            f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE OR TRUNCATE "
+            f"ON {{s}}.{table} FOR EACH STATEMENT EXECUTE FUNCTION {{s}}.access_log_append_only()"
+            for table in ("access_log", "access_log_referrals")
+        ),
     ),
 }
 _RANK_KEYS_VERSION: Final = 4
@@ -1335,6 +1389,7 @@ class PostgresStore(ReferralStore):
             [wanted],
         )
         return {str(referral_id): int(version) for referral_id, version in rows}
+
     # ------------------------------------------------------------------ rule versions
 
     def _keeps_versions(self) -> None:
@@ -1420,3 +1475,90 @@ class PostgresStore(ReferralStore):
             [kind, at],
         )
         return str(rows[0][0]) if rows else None
+
+    # ------------------------------------------------------------------ the access log
+
+    @boundary
+    def append_access(self, records: Sequence[AccessRecord]) -> None:
+        """Append ``records`` to the access log in one transaction, committed with
+        ``synchronous_commit = off`` (as the SQLite store: a record survives the process, and
+        is flushed with the next change; a server crash may lose the last ones)."""
+        check_records(records)
+        if not records:
+            return
+        insert = self._sql(
+            f"INSERT INTO {{s}}.access_log ({ROW_COLUMNS}) "  # noqa: S608 - fixed column names
+            f"VALUES ({', '.join(['%s'] * 12)}) RETURNING seq"
+        )
+        last_chain = self._sql("SELECT chain FROM {s}.access_log ORDER BY seq DESC LIMIT 1")
+        link = self._sql("INSERT INTO {s}.access_log_referrals (referral_id, seq) VALUES (%s, %s)")
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            conn.execute("SET LOCAL synchronous_commit TO OFF")
+            # one writer at a time extends the chain (held to the end of the transaction)
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", [_ACCESS_CHAIN_LOCK])
+            with conn.cursor() as cursor:
+                found = cursor.execute(last_chain).fetchone()
+                last = GENESIS if found is None else str(found[0])
+                for record in records:
+                    last = chain_hash(last, record_fields(record, at_text(record.at)))
+                    row = cursor.execute(insert, record_row(record, record.at, last)).fetchone()
+                    ids = sorted(set(record.referral_ids))
+                    if ids and row is not None:
+                        cursor.executemany(link, [(i, row[0]) for i in ids])
+
+        self._transact("recording access", work)
+
+    @boundary
+    def access_records(self, query: AccessQuery = AccessQuery()) -> list[AccessRecord]:
+        check_access_query(query)
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("actor", query.actor),
+            ("organization", query.organization),
+            ("grant_id", query.grant),
+            ("outcome", None if query.outcome is None else query.outcome.value),
+            ("flagged", query.flagged),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = %s")
+                params.append(value)
+        if query.since is not None:
+            clauses.append("at >= %s")
+            params.append(query.since)
+        if query.until is not None:
+            clauses.append("at < %s")
+            params.append(query.until)
+        if query.referral_ids is not None:
+            clauses.append(
+                "seq IN (SELECT seq FROM {s}.access_log_referrals WHERE referral_id = ANY(%s))"
+            )
+            params.append(sorted(query.referral_ids))
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        sql = f"SELECT seq, {ROW_COLUMNS} FROM {{s}}.access_log{where} ORDER BY seq"  # noqa: S608 - built from fixed fragments
+        if query.limit is not None:
+            sql += " LIMIT %s"
+            params.append(query.limit)
+        rows = self._fetch("reading the access log", sql, params)
+        return [record_from_row(row, row[1].astimezone(dt.UTC)) for row in rows]
+
+    @boundary_iter
+    def access_chain(self) -> Iterator[tuple[int, list[Any], str]]:
+        """The access log's rows in ``seq`` order, streamed with a server-side cursor."""
+        sql = self._sql(f"SELECT seq, {ROW_COLUMNS} FROM {{s}}.access_log ORDER BY seq")  # noqa: S608 - fixed column names
+        try:
+            with (
+                self._connection() as conn,
+                conn.transaction(),
+                conn.cursor(name="referralkit_access_chain") as cursor,
+            ):
+                cursor.itersize = _HISTORY_ROWS
+                cursor.execute(sql)
+                for row in cursor:
+                    fields = list(row[1:12])
+                    fields[0] = at_text(fields[0])
+                    fields[10] = int(fields[10])
+                    yield row[0], fields, row[12]
+        except psycopg.Error as error:
+            raise _driver_error(error, "reading the access log") from None

@@ -1,0 +1,378 @@
+"""The access log: who read, exported or was refused which referrals, when, and why.
+
+HIPAA's audit controls (45 CFR 164.312(b)): the desk (:class:`~referralkit.desk.ReferralDesk`)
+appends one :class:`AccessRecord` for every read of a referral or its history, every query
+result (worklist, count, record audit), every export, every denial and every break-glass grant
+or use. Writes are recorded as events already (:class:`~referralkit.model.ReferralEvent`); a
+refused write is recorded here.
+
+The log lives in the same store as the referrals
+(:meth:`~referralkit.storage.ReferralStore.append_access`,
+:meth:`~referralkit.storage.ReferralStore.access_records`): a table in SQLite and PostgreSQL
+that the database refuses to update or delete from (triggers), a list in memory. Records hold
+ids, never PHI: the actor's id, roles and organisation, the operation, the referral ids, the
+outcome, the purpose of use and, for break-glass, the stated reason (free text, so PHI: never
+in ``repr``).
+
+Auditors read it through :meth:`~referralkit.desk.ReferralDesk.access_log` and
+``referralkit access-log --db URL``; a patient's accounting of disclosures
+(:meth:`~referralkit.desk.ReferralDesk.disclosures`) is the log's records about that
+patient's referrals.
+
+>>> import referralkit as rk
+>>> from referralkit.testing import FakeClock, sample_request
+>>> desk = rk.ReferralDesk(rk.open_store("memory://"), clock=FakeClock())
+>>> coordinator = rk.Actor("coord-1", {rk.Role.COORDINATOR})
+>>> referral = desk.intake(coordinator, sample_request())
+>>> _ = desk.get(coordinator, referral.id)
+>>> auditor = rk.Actor("audit-1", {rk.Role.AUDITOR})
+>>> [(r.actor, r.action, r.outcome.value) for r in desk.access_log(auditor)]
+[('coord-1', 'get', 'allowed')]
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final
+
+import attrs
+
+from . import _validators as v
+from .errors import ValidationError
+
+__all__ = [
+    "GENESIS",
+    "AccessBuffer",
+    "AccessOutcome",
+    "AccessQuery",
+    "AccessRecord",
+    "MemoryAccessLog",
+    "at_text",
+    "chain_hash",
+    "record_fields",
+]
+
+
+class AccessOutcome(enum.StrEnum):
+    """What became of an access: allowed, refused, or allowed under a break-glass grant."""
+
+    ALLOWED = "allowed"
+    DENIED = "denied"
+    BREAK_GLASS = "break_glass"
+
+
+def _ids(value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ValidationError("referral_ids", "expected a collection of referral ids")
+    return tuple(value)
+
+
+def _roles(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _id_set(value: Iterable[str] | None) -> frozenset[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ValidationError("referral_ids", "expected a collection of referral ids")
+    return frozenset(value)
+
+
+def _check_ids(_: Any, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    for item in value:
+        v.identifier(item, attribute.name)
+
+
+@attrs.frozen
+class AccessRecord:
+    """One access: ``actor`` (its ``roles`` and ``organization``) did ``action`` on
+    ``referral_ids`` at ``at`` with ``outcome``, for ``purpose``.
+
+    ``seq`` is the record's position in the log (assigned by the store: 0 until stored).
+    ``grant`` names the break-glass grant the access was made under, or that it created;
+    ``flagged`` marks it for review (every break-glass record is). ``reason`` is the
+    break-glass reason, or why an access was denied (no PHI: an operation name, a scope).
+    """
+
+    at: dt.datetime = attrs.field(converter=v.to_utc, validator=v.utc_datetime)
+    actor: str = attrs.field(validator=v.text(max_length=200))
+    action: str = attrs.field(validator=v.text(pattern=r"[a-z_-]+", max_length=60))
+    outcome: AccessOutcome = attrs.field(validator=v.member(AccessOutcome))
+    referral_ids: tuple[str, ...] = attrs.field(default=(), converter=_ids, validator=_check_ids)
+    roles: tuple[str, ...] = attrs.field(default=(), converter=_roles)
+    organization: str | None = attrs.field(default=None, validator=v.optional(v.text()))
+    purpose: str | None = attrs.field(default=None, validator=v.optional(v.text(max_length=100)))
+    reason: str | None = attrs.field(
+        **v.PHI_FIELD, default=None, validator=v.optional(v.text(max_length=2000))
+    )
+    grant: str | None = attrs.field(default=None, validator=v.optional(v.text(max_length=100)))
+    flagged: bool = attrs.field(default=False, validator=v.instance(bool, "a bool"))
+    seq: int = attrs.field(default=0, validator=v.row_count)
+    chain: str | None = attrs.field(
+        default=None, validator=v.optional(v.text(pattern="[0-9a-f]{64}", max_length=64))
+    )
+    """The record's link in the log's hash chain (:mod:`referralkit.tamper`), set by the store."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as JSON data (what ``referralkit access-log --json`` prints)."""
+        return {
+            "seq": self.seq,
+            "at": self.at.isoformat(),
+            "actor": self.actor,
+            "roles": list(self.roles),
+            "organization": self.organization,
+            "action": self.action,
+            "outcome": self.outcome.value,
+            "referral_ids": list(self.referral_ids),
+            "purpose": self.purpose,
+            "reason": self.reason,
+            "grant": self.grant,
+            "flagged": self.flagged,
+            "chain": self.chain,
+        }
+
+
+@attrs.frozen
+class AccessQuery:
+    """Which access records to read: every filter left ``None`` matches everything.
+
+    ``since`` is inclusive, ``until`` exclusive; ``referral_ids`` matches a record naming any
+    of them; ``limit`` keeps the first records (oldest first).
+    """
+
+    actor: str | None = attrs.field(default=None, validator=v.optional(v.text(max_length=200)))
+    referral_ids: frozenset[str] | None = attrs.field(default=None, converter=_id_set)
+    since: dt.datetime | None = attrs.field(
+        default=None, converter=v.to_utc, validator=v.optional(v.utc_datetime)
+    )
+    until: dt.datetime | None = attrs.field(
+        default=None, converter=v.to_utc, validator=v.optional(v.utc_datetime)
+    )
+    outcome: AccessOutcome | None = attrs.field(
+        default=None, validator=v.optional(v.member(AccessOutcome))
+    )
+    organization: str | None = attrs.field(default=None, validator=v.optional(v.text()))
+    grant: str | None = attrs.field(default=None, validator=v.optional(v.text(max_length=100)))
+    flagged: bool | None = attrs.field(
+        default=None, validator=v.optional(v.instance(bool, "a bool"))
+    )
+    limit: int | None = attrs.field(default=None, validator=v.optional(v.row_count))
+
+    def matches(self, record: AccessRecord) -> bool:
+        """Whether ``record`` passes every filter (the semantics every store follows)."""
+        return (
+            (self.actor is None or record.actor == self.actor)
+            and (self.referral_ids is None or not self.referral_ids.isdisjoint(record.referral_ids))
+            and (self.since is None or record.at >= self.since)
+            and (self.until is None or record.at < self.until)
+            and (self.outcome is None or record.outcome is self.outcome)
+            and (self.organization is None or record.organization == self.organization)
+            and (self.grant is None or record.grant == self.grant)
+            and (self.flagged is None or record.flagged is self.flagged)
+        )
+
+
+def check_records(records: object) -> Sequence[AccessRecord]:
+    """``records`` if it is a sequence of :class:`AccessRecord`, else a ValidationError."""
+    if not isinstance(records, Sequence) or isinstance(records, str):
+        raise ValidationError("records", "expected a sequence of AccessRecord")
+    for index, record in enumerate(records):
+        if not isinstance(record, AccessRecord):
+            raise ValidationError(f"records[{index}]", "expected an AccessRecord")
+    return records
+
+
+def check_access_query(query: object) -> AccessQuery:
+    """``query`` if it is an :class:`AccessQuery`, else a ValidationError naming it."""
+    if not isinstance(query, AccessQuery):
+        raise ValidationError("query", f"expected an AccessQuery, got {type(query).__name__}")
+    return query
+
+
+class MemoryAccessLog:
+    """An access log kept in a list (the memory store's, and the default of a
+    :class:`~referralkit.storage.ReferralStore` adapter that keeps none itself)."""
+
+    def __init__(self) -> None:
+        self._records: list[AccessRecord] = []
+        self._chains: list[str] = []
+
+    def append(self, records: Sequence[AccessRecord]) -> None:
+        """Append ``records``, chained; they are numbered on from the last one when read."""
+        last = self._chains[-1] if self._chains else GENESIS
+        for record in records:
+            last = chain_hash(last, record_fields(record, at_text(record.at)))
+            self._chains.append(last)
+        self._records += records
+
+    def rows(self) -> list[tuple[int, list[Any], str]]:
+        """Every record as the hash chain sees it (see ``ReferralStore.access_chain``)."""
+        return [
+            (seq, record_fields(r, at_text(r.at)), chain)
+            for seq, (r, chain) in enumerate(zip(self._records, self._chains, strict=True), 1)
+        ]
+
+    def read(self, query: AccessQuery) -> list[AccessRecord]:
+        """The records ``query`` matches, oldest first."""
+        found = [
+            attrs.evolve(r, seq=seq, chain=self._chains[seq - 1])
+            for seq, r in enumerate(self._records, 1)
+            if query.matches(r)
+        ]
+        return found if query.limit is None else found[: query.limit]
+
+
+class AccessBuffer:
+    """Access records on their way to a store's log, written ``size`` at a time.
+
+    A record waits until ``size`` records wait, or the oldest has waited ``max_age`` seconds
+    (checked when the next record comes), or :meth:`flush` is called (the desk flushes
+    before it reads the log, when it closes, and at interpreter exit); an ``urgent`` record
+    (a denial, a break-glass grant or use) is written at once with those waiting. With
+    ``size`` 1 every record is written when made. A failed write keeps the records for the
+    next flush.
+    """
+
+    def __init__(
+        self, append: Callable[[Sequence[AccessRecord]], None], size: int, max_age: float
+    ) -> None:
+        self._append = append
+        self.size = size
+        self.max_age = max_age
+        self._pending: list[AccessRecord] = []
+        self._first = 0.0
+        self._lock = threading.Lock()
+
+    def add(self, record: AccessRecord, *, urgent: bool = False) -> None:
+        """Buffer ``record``; write what waits when due."""
+        with self._lock:
+            if not self._pending:
+                self._first = time.monotonic()
+            self._pending.append(record)
+            due = (
+                urgent
+                or len(self._pending) >= self.size
+                or time.monotonic() - self._first >= self.max_age
+            )
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every waiting record to the log now."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+            if not pending:
+                return
+            try:
+                self._append(pending)
+            except BaseException:
+                self._pending[:0] = pending
+                raise
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+
+# ---------------------------------------------------------------------------- the hash chain
+
+GENESIS: Final = "0" * 64
+"""The chain value before the first record."""
+
+
+def at_text(at: dt.datetime) -> str:
+    """An instant as the chain hashes it (fixed-width UTC, microseconds)."""
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def record_fields(record: AccessRecord, at: str) -> list[Any]:
+    """What the chain hashes of ``record`` (every field but ``seq`` and ``chain``)."""
+    return [
+        at,
+        record.actor,
+        ",".join(record.roles),
+        record.organization,
+        record.action,
+        record.outcome.value,
+        json.dumps(list(record.referral_ids)),
+        record.purpose,
+        record.reason,
+        record.grant,
+        int(record.flagged),
+    ]
+
+
+_CANONICAL: Final = json.JSONEncoder(separators=(",", ":"))
+
+
+def chain_hash(previous: str, fields: Sequence[Any]) -> str:
+    """The chain value of a record: SHA-256 of the previous value and the record's fields
+    (as compact JSON)."""
+    text = _CANONICAL.encode([previous, *fields])
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# ---------------------------------------------------------------------------- SQL rows
+
+ROW_COLUMNS: Final = (
+    "at, actor, roles, organization, action, outcome, referral_ids, purpose, reason, grant_id, "
+    "flagged, chain"
+)
+
+
+def record_row(record: AccessRecord, at: Any, chain: str) -> tuple[Any, ...]:
+    """The SQL row of ``record`` (``at`` as the store keeps instants)."""
+    return (
+        at,
+        record.actor,
+        ",".join(record.roles),
+        record.organization,
+        record.action,
+        record.outcome.value,
+        json.dumps(list(record.referral_ids)),
+        record.purpose,
+        record.reason,
+        record.grant,
+        record.flagged,
+        chain,
+    )
+
+
+def record_from_row(row: Sequence[Any], at: dt.datetime) -> AccessRecord:
+    """The record of a SQL row ``seq, <ROW_COLUMNS>`` (``at`` already parsed)."""
+    (
+        seq,
+        _,
+        actor,
+        roles,
+        organization,
+        action,
+        outcome,
+        ids,
+        purpose,
+        reason,
+        grant,
+        flag,
+        chain,
+    ) = row
+    return AccessRecord(
+        seq=int(seq),
+        at=at,
+        actor=actor,
+        roles=tuple(roles.split(",")) if roles else (),
+        organization=organization,
+        action=action,
+        outcome=AccessOutcome(outcome),
+        referral_ids=tuple(json.loads(ids)),
+        purpose=purpose,
+        reason=reason,
+        grant=grant,
+        flagged=bool(flag),
+        chain=chain,
+    )

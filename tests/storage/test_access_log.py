@@ -1,0 +1,193 @@
+"""The access log in every store: append, filters, append-only, the upgrade of an old file."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from referralkit import ReferralDesk
+from referralkit.access import (
+    GENESIS,
+    AccessOutcome,
+    AccessQuery,
+    AccessRecord,
+    at_text,
+    chain_hash,
+    record_fields,
+)
+from referralkit.errors import StorageError, ValidationError
+from referralkit.privacy import Actor, Role
+from referralkit.storage import ReferralStore, open_store
+from referralkit.storage.postgres import PostgresStore, connection_settings
+from referralkit.storage.sqlite import SCHEMA_VERSION, SQLiteStore
+from referralkit.testing import FakeClock, sample_request
+
+T0 = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
+
+
+def record(
+    minutes: int, actor: str = "u-1", ids: tuple[str, ...] = ("r-1",), **kw: object
+) -> AccessRecord:
+    return AccessRecord(
+        at=T0 + dt.timedelta(minutes=minutes),
+        actor=actor,
+        action=str(kw.pop("action", "get")),
+        outcome=kw.pop("outcome", AccessOutcome.ALLOWED),  # type: ignore[arg-type]
+        referral_ids=ids,
+        roles=("coordinator",),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ReferralStore]:
+    if request.param == "memory":
+        url = "memory://"
+    elif request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'log.db'}"
+    else:
+        url = request.getfixturevalue("postgres_schema")
+    with open_store(url) as opened:
+        yield opened
+
+
+class TestEveryStore:
+    def test_append_and_read_back_in_order(self, store: ReferralStore) -> None:
+        first = record(0, reason="patient in the ED", grant="g-1", flagged=True)
+        store.append_access([first, record(1, "u-2", ("r-1", "r-2"), organization="org-a")])
+        store.append_access([record(2, "u-1", (), outcome=AccessOutcome.DENIED, flagged=True)])
+        found = store.access_records()
+        assert [r.seq for r in found] == sorted(r.seq for r in found)
+        assert len({r.seq for r in found}) == 3
+        assert found[0] == AccessRecord(
+            at=T0,
+            actor="u-1",
+            action="get",
+            outcome=AccessOutcome.ALLOWED,
+            referral_ids=("r-1",),
+            roles=("coordinator",),
+            reason="patient in the ED",
+            grant="g-1",
+            flagged=True,
+            seq=found[0].seq,
+            chain=chain_hash(GENESIS, record_fields(first, at_text(T0))),
+        )
+        assert found[1].referral_ids == ("r-1", "r-2")
+        assert found[1].organization == "org-a"
+
+    def test_filters(self, store: ReferralStore) -> None:
+        store.append_access(
+            [
+                record(0, "u-1", ("r-1",)),
+                record(10, "u-2", ("r-2",), organization="org-b"),
+                record(20, "u-1", ("r-2", "r-3"), outcome=AccessOutcome.DENIED, flagged=True),
+                record(30, "u-3", (), grant="g-9", outcome=AccessOutcome.BREAK_GLASS, flagged=True),
+            ]
+        )
+
+        def minutes(query: AccessQuery) -> list[int]:
+            return [int((r.at - T0).total_seconds() // 60) for r in store.access_records(query)]
+
+        assert minutes(AccessQuery(actor="u-1")) == [0, 20]
+        assert minutes(AccessQuery(referral_ids={"r-2"})) == [10, 20]
+        assert minutes(AccessQuery(referral_ids={"r-3", "r-1"})) == [0, 20]
+        assert minutes(AccessQuery(since=T0 + dt.timedelta(minutes=10))) == [10, 20, 30]
+        assert minutes(AccessQuery(until=T0 + dt.timedelta(minutes=10))) == [0]
+        assert minutes(AccessQuery(outcome=AccessOutcome.DENIED)) == [20]
+        assert minutes(AccessQuery(flagged=True)) == [20, 30]
+        assert minutes(AccessQuery(flagged=False)) == [0, 10]
+        assert minutes(AccessQuery(organization="org-b")) == [10]
+        assert minutes(AccessQuery(grant="g-9")) == [30]
+        assert minutes(AccessQuery(limit=2)) == [0, 10]
+        assert minutes(AccessQuery(referral_ids=set())) == []
+
+    def test_bad_arguments(self, store: ReferralStore) -> None:
+        with pytest.raises(ValidationError):
+            store.append_access([object()])  # type: ignore[list-item]
+        with pytest.raises(ValidationError):
+            store.access_records("everything")  # type: ignore[arg-type]
+
+    def test_the_desk_records_in_the_store(self, store: ReferralStore) -> None:
+        desk = ReferralDesk(store, clock=FakeClock())
+        actor = Actor("coord-1", {Role.COORDINATOR})
+        referral = desk.intake(actor, sample_request())
+        desk.get(actor, referral.id)
+        desk.history(actor, referral.id)
+        desk.flush_access_log()
+        [get, history] = store.access_records()
+        assert (get.action, history.action) == ("get", "history")
+        assert get.referral_ids == history.referral_ids == (referral.id,)
+
+
+class TestAppendOnly:
+    def test_sqlite_refuses_updates_and_deletes(self, tmp_path: Path) -> None:
+        path = tmp_path / "log.db"
+        with SQLiteStore(path) as store:
+            store.append_access([record(0)])
+        with sqlite3.connect(path) as conn:
+            for sql in (
+                "UPDATE access_log SET actor = 'someone-else'",
+                "DELETE FROM access_log",
+                "DELETE FROM access_log_referrals",
+                "UPDATE access_log_referrals SET referral_id = 'r-9'",
+            ):
+                with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+                    conn.execute(sql)
+        with SQLiteStore(path) as store:
+            assert [r.actor for r in store.access_records()] == ["u-1"]
+
+    def test_postgres_refuses_updates_deletes_and_truncation(self, postgres_schema: str) -> None:
+        with PostgresStore(postgres_schema) as store:
+            store.append_access([record(0)])
+            schema = store.schema
+        settings, _ = connection_settings(postgres_schema)
+        for sql in (
+            "UPDATE {s}.access_log SET actor = 'someone-else'",
+            "DELETE FROM {s}.access_log",
+            "TRUNCATE {s}.access_log CASCADE",
+            "DELETE FROM {s}.access_log_referrals",
+        ):
+            with (
+                psycopg.connect(settings, autocommit=True) as conn,
+                pytest.raises(psycopg.errors.RaiseException, match="append-only"),
+            ):
+                conn.execute(sql.replace("{s}", f'"{schema}"'))  # type: ignore[call-overload]
+        with PostgresStore(postgres_schema) as store:
+            assert [r.actor for r in store.access_records()] == ["u-1"]
+
+
+class TestUpgrade:
+    def test_an_old_sqlite_file_gets_the_access_log(self, tmp_path: Path) -> None:
+        """A version-3 file (before the access log) upgrades; its referrals are kept."""
+        path = tmp_path / "old.db"
+        with SQLiteStore(path, migrate=False) as old:
+            assert old.upgrade(target=3) == 3
+            made = ReferralDesk(old, clock=FakeClock()).intake(
+                Actor("c", {Role.COORDINATOR}), sample_request()
+            )
+            with pytest.raises(StorageError):
+                old.access_records()
+        with SQLiteStore(path) as upgraded:
+            assert upgraded.schema_version() == SCHEMA_VERSION == 6
+            desk = ReferralDesk(upgraded, clock=FakeClock())
+            assert desk.get(Actor("c", {Role.COORDINATOR}), made.id) == made
+            desk.flush_access_log()
+            assert [r.action for r in upgraded.access_records()] == ["get"]
+
+    def test_an_old_postgres_schema_gets_the_access_log(self, postgres_schema: str) -> None:
+        with PostgresStore(postgres_schema, migrate=False) as old:
+            assert old.upgrade(target=3) == 3
+            made = ReferralDesk(old, clock=FakeClock()).intake(
+                Actor("c", {Role.COORDINATOR}), sample_request()
+            )
+        with PostgresStore(postgres_schema) as upgraded:
+            assert upgraded.schema_version() == 6
+            desk = ReferralDesk(upgraded, clock=FakeClock())
+            assert desk.get(Actor("c", {Role.COORDINATOR}), made.id) == made
+            desk.flush_access_log()
+            assert [r.action for r in upgraded.access_records()] == ["get"]
