@@ -121,12 +121,15 @@ class TestRulesExplain:
         assert {"rule_id", "outcome", "failed"} <= set(coverage["rules"][0])
 
     def test_read_only(self, db: tuple[str, str], tmp_path: Path) -> None:
-        """Explaining writes nothing to the store."""
+        """Explaining changes no referral: the only write is the read's access-log record."""
         url, referral_id = db
-        path = tmp_path / "referrals.db"
-        before = path.read_bytes()
+        with contextlib.closing(open_store(url)) as store:
+            before = list(store.export())
+            logged = len(store.access_records())
         run_main(["rules", "explain", "--db", url, referral_id, "--as-of", "2026-01-06"])
-        assert path.read_bytes() == before
+        with contextlib.closing(open_store(url)) as store:
+            assert list(store.export()) == before
+            assert len(store.access_records()) > logged
 
     @pytest.mark.parametrize("which", ["missing-store", "unknown-id"])
     def test_exit_2(self, db: tuple[str, str], tmp_path: Path, which: str) -> None:

@@ -365,7 +365,7 @@ class TestOlderStores:
     def test_version_3_postgres_schema_upgrades(self, postgres_schema: str) -> None:
         """A PostgreSQL schema at version 3: the desk decides without keeping versions, and
         after the upgrade the rule version tables are there and used."""
-        from referralkit.storage.postgres import PostgresStore
+        from referralkit.storage.postgres import SCHEMA_VERSION, PostgresStore
 
         old = PostgresStore(postgres_schema, migrate=False)
         try:
@@ -374,7 +374,7 @@ class TestOlderStores:
             made = desk.intake(COORDINATOR, sample_request())
             with pytest.raises(NotImplementedError):
                 old.policy_in_force("coverage", START)
-            assert old.upgrade() == 5
+            assert old.upgrade() == SCHEMA_VERSION
             desk = ReferralDesk(old, clock=FakeClock(START))
             desk.reassess(COORDINATOR, made.id)
             explained = desk.explain(AUDITOR, made.id)
