@@ -248,7 +248,8 @@ class TestBothSidesDecideAlone:
         to 96 h, so a side whose decision needs authorization is told apart."""
         result = what_if((COVERAGE, ALL_URGENT), (without_hmo_imaging(), ALL_URGENT), POPULATION)
         shifts = {d.due_shift_hours for d in result.differences}
-        assert shifts and shifts <= {-48.0, 48.0}
+        assert shifts
+        assert shifts <= {-48.0, 48.0}
 
     def test_another_urgency_class_gets_the_decision_itself(self) -> None:
         """An urgency policy of another class (which may read more of the decision than
