@@ -244,3 +244,39 @@ def demo(session: nox.Session) -> None:
     """The demo on the embedded default store."""
     session.install("-e", ".")
     session.run("referralkit", "demo", *session.posargs)
+
+
+MUTATION_SCORE = 90.0  # percent of the mutants tested that the tests kill
+
+
+@nox.session
+def mutation(session: nox.Session) -> None:
+    """Mutation testing of the rules engine with mutmut; on request only, never by default.
+
+    mutmut 3 copies ``src/`` and ``tests/`` into ``mutants/``, mutates the files that
+    ``[tool.mutmut] only_mutate`` in pyproject.toml names (``rules/engine.py``), and runs for
+    each mutant the tests of ``tests/rules/`` that reach the mutated function, with the
+    ``mutation`` Hypothesis profile (derandomized). A second run retests only what changed.
+    The session prints the score, killed (and timed out) over tested, and fails under
+    MUTATION_SCORE; ``mutmut results`` lists the survivors and ``mutmut show NAME`` shows one.
+    ``nox -s mutation -- NAME...`` runs only the mutants named (globs allowed).
+    Figures and the survivors judged equivalent: benchmarks/README.md, "Mutation testing".
+    """
+    import json
+
+    session.install("-e", ".[test]", "mutmut>=3.8,<4")
+    env = {"REFERRALKIT_HYPOTHESIS_PROFILE": "mutation", "PYTHONPATH": ""}
+    children = str(max(1, (os.cpu_count() or 2)))
+    session.run("mutmut", "run", "--max-children", children, *session.posargs, env=env)
+    session.run("mutmut", "export-cicd-stats", env=env)
+    stats = json.loads(Path("mutants/mutmut-cicd-stats.json").read_text(encoding="utf-8"))
+    tested = stats["total"] - stats["skipped"]
+    caught = stats["killed"] + stats["timeout"]
+    score = 100.0 * caught / tested if tested else 0.0
+    session.log(
+        f"mutation score {score:.1f}%: {caught} of {tested} mutants killed "
+        f"({stats['survived']} survived, {stats['no_tests']} reached by no test, "
+        f"{stats['suspicious']} suspicious)"
+    )
+    if score < MUTATION_SCORE:
+        session.error(f"mutation score {score:.1f}% is under {MUTATION_SCORE:g}%")

@@ -5,6 +5,9 @@ Hypothesis profiles: ``dev`` (default) keeps the local run quick; ``ci`` (select
 environment has ``CI=true``) runs more examples. ``REFERRALKIT_HYPOTHESIS_PROFILE`` names one
 explicitly (nox's Python 3.13 session uses ``dev``: the deeper search runs once, on 3.11).
 Neither has a deadline: timings on shared CI runners vary too much for one to mean anything.
+``mutation`` (``nox -s mutation``) is ``dev`` derandomized, so a mutant is killed or not the
+same way on every run, and it lets one test run in the process more than once (mutmut runs
+the suite for its statistics, then again for each mutant).
 """
 
 from __future__ import annotations
@@ -47,6 +50,14 @@ else:
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow],
         print_blob=True,
+    )
+    settings.register_profile(
+        "mutation",
+        max_examples=25,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors],
     )
     settings.load_profile(
         os.environ.get("REFERRALKIT_HYPOTHESIS_PROFILE")

@@ -194,6 +194,7 @@ class TestFhirBenchmark:
         assert any("re-imported differs from the source" in w for w in bench.wrong)
 
 
+<<<<<<< HEAD
 class TestSecurityAccessBenchmark:
     def test_quick_run_checks_and_reports_every_row(self) -> None:
         """``bench_security_access.py --quick`` checks each audited read against its
@@ -218,3 +219,65 @@ class TestSecurityAccessBenchmark:
         monkeypatch.setattr(bench, "old_worklist", lambda desk, when, keep: [])
         with pytest.raises(AssertionError, match="worklist differs"):
             bench.main(["--quick", "--referrals", "20", "--pairs", "1"])
+=======
+class TestPolicyTestingBenchmark:
+    def test_quick_run_pairs_and_checks_every_figure(self) -> None:
+        """``bench_policy_testing.py --quick`` times drawing and what-if in pairs with their
+        baselines, runs the checks, and says what it checked."""
+        result = run_bench("bench_policy_testing.py", "--quick", "--rounds", "1")
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        assert "Load average (1, 5, 15 min):" in out
+        assert "| ratio to baseline, median (min–max) |" in out
+        assert "drawing 1,000 referrals for the shipped policies: sample_referrals" in out
+        assert "same draw every run; every rule matched" in out
+        assert "what-if, both, 2,000 referrals" in out
+        assert "counts equal to deciding directly" in out
+        assert "rules test, shipped policies, 50 examples per check" in out
+        assert ", 0 failed, " in out
+        assert "WRONG" not in result.stderr
+
+    def test_a_wrong_what_if_is_reported(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A what-if whose counts differ from deciding each referral directly is wrong, and
+        the run exits 1 even without ``--check``; the true what-if is not."""
+        bench = load_bench("bench_policy_testing.py")
+        bench.part_two(60, 1)
+        assert bench.wrong == []
+        assert bench.verdict(check=False) == 0
+        true_what_if = bench.what_if
+
+        def off_by_one(old: object, new: object, referrals: list[object]) -> object:
+            return true_what_if(old, new, referrals[1:])
+
+        monkeypatch.setattr(bench, "what_if", off_by_one)
+        bench.part_two(60, 1)
+        assert {w.split(":")[0] for w in bench.wrong} == {
+            "what-if both",
+            "what-if coverage",
+            "what-if urgency",
+        }
+        assert all("differ from deciding directly" in w for w in bench.wrong)
+        assert bench.verdict(check=False) == 1
+
+    def test_a_drawing_that_changes_between_runs_is_reported(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The seeded draw must give the same referrals every run."""
+        bench = load_bench("bench_policy_testing.py")
+        calls = iter(range(100))
+        true_sample = bench.sample_referrals
+
+        def drifting(subject: object, count: int) -> list[object]:
+            return true_sample(subject, count, seed=next(calls))
+
+        monkeypatch.setattr(bench, "sample_referrals", drifting)
+        bench.part_one(40, 1, 5)
+        assert "drawing: a seeded draw differs from the first one" in bench.wrong
+
+    def test_check_fails_on_a_missed_target(self) -> None:
+        """With ``--check``, a missed target exits 1; without it the run still succeeds."""
+        bench = load_bench("bench_policy_testing.py")
+        bench.rows.append(bench.Row("what-if", "1/s", "-", "-", "≥ 20,000/s", False, ""))
+        assert bench.verdict(check=True) == 1
+        assert bench.verdict(check=False) == 0
+>>>>>>> i11-mut

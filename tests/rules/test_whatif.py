@@ -165,3 +165,110 @@ class TestLabels:
 
         result._repr_pretty_(Printer(), False)
         assert lines[0].startswith("What-if example-eligibility+")
+
+
+# an urgency policy that sets no window: the default window of "urgent" is 48 h, or 96 h when
+# the coverage decision needs authorization, so the comparison depends on each side's decision
+ALL_URGENT = UrgencyPolicy(
+    [
+        loads(
+            """
+[ruleset]
+name = "all-urgent"
+kind = "urgency"
+[[rules]]
+id = "urgent"
+then = { priority = "urgent" }
+"""
+        )
+    ]
+)
+
+
+def reference_labels(
+    side: tuple[CoveragePolicy, UrgencyPolicy], referral: rk.Referral, at: dt.datetime
+) -> tuple[str, dt.datetime | None]:
+    """What one side of a "both" what-if must say: coverage decided, then urgency assessed on
+    the referral holding that decision (the slow way, a full copy every time)."""
+    decision = side[0].decide(referral, at)
+    assessment = side[1].assess(attrs.evolve(referral, coverage_decision=decision), at)
+    start = referral.received_at or at
+    pa = decision.pa_needed.value if decision.pa_needed is not None else "-"
+    hours = (assessment.due_by - start).total_seconds() / 3600
+    window = f"due {hours / 24:g}d" if hours % 24 == 0 and hours >= 168 else f"due {hours:g}h"
+    return f"{decision.covered.value}/{pa} · {assessment.priority.value}, {window}", (
+        assessment.due_by
+    )
+
+
+class TestBothSidesDecideAlone:
+    def population(self) -> list[rk.Referral]:
+        """Referrals with no stored decision, one that needs authorization, and one that
+        does not."""
+        at = dt.datetime(2026, 6, 1, 9, tzinfo=dt.UTC)
+        decisions = [COVERAGE.decide(r, at) for r in POPULATION[:200]]
+        needing = next(d for d in decisions if d.needs_authorization)
+        free = next(d for d in decisions if not d.needs_authorization)
+        return [
+            attrs.evolve(r, coverage_decision=(None, needing, free)[i % 3])
+            for i, r in enumerate(POPULATION[:240])
+        ]
+
+    @pytest.mark.parametrize(
+        "sides",
+        [
+            ((COVERAGE, ALL_URGENT), (without_hmo_imaging(), ALL_URGENT)),
+            ((COVERAGE, URGENCY), (without_hmo_imaging(), halved_cancer_window())),
+        ],
+        ids=["default-windows", "shipped"],
+    )
+    def test_each_side_sees_its_own_coverage_decision(
+        self, sides: tuple[tuple[CoveragePolicy, UrgencyPolicy], ...]
+    ) -> None:
+        """The urgency of each side is assessed against that side's coverage decision, never
+        the stored one nor the other side's: the counts and differences equal deciding each
+        referral the slow way."""
+        old, new = sides
+        population = self.population()
+        result = what_if(old, new, population)
+        expected: dict[tuple[str, str], int] = {}
+        due: dict[str, tuple[dt.datetime | None, dt.datetime | None]] = {}
+        for referral in population:
+            at = referral.updated_at
+            (a, a_due), (b, b_due) = (reference_labels(s, referral, at) for s in (old, new))
+            expected[(a, b)] = expected.get((a, b), 0) + 1
+            if a != b:
+                due[referral.id] = (a_due, b_due)
+        assert {(c.old, c.new): c.count for c in result.changes} == expected
+        assert {d.referral_id: (d.old_due_by, d.new_due_by) for d in result.differences} == due
+        assert result.changed == len(due) > 0
+
+    def test_authorization_moves_the_default_window(self) -> None:
+        """The premise: with no rule window, needing authorization moves "urgent" from 48 h
+        to 96 h, so a side whose decision needs authorization is told apart."""
+        result = what_if((COVERAGE, ALL_URGENT), (without_hmo_imaging(), ALL_URGENT), POPULATION)
+        shifts = {d.due_shift_hours for d in result.differences}
+        assert shifts
+        assert shifts <= {-48.0, 48.0}
+
+    def test_another_urgency_class_gets_the_decision_itself(self) -> None:
+        """An urgency policy of another class (which may read more of the decision than
+        whether it needs authorization) is given the referral holding its side's decision."""
+        seen: list[tuple[str, object]] = []
+
+        class Spying(UrgencyPolicy):
+            def assess(
+                self, referral: rk.Referral, at: dt.datetime, *, explain: bool = False
+            ) -> rk.UrgencyAssessment:
+                seen.append((referral.id, referral.coverage_decision))
+                return super().assess(referral, at, explain=explain)
+
+        spying = Spying(URGENCY.rulesets)
+        population = self.population()[:30]
+        what_if((COVERAGE, spying), (without_hmo_imaging(), spying), population)
+        wanted = [
+            (r.id, policy.decide(r, r.updated_at))
+            for r in population
+            for policy in (COVERAGE, without_hmo_imaging())
+        ]
+        assert seen == wanted

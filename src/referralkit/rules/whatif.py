@@ -236,9 +236,10 @@ def _kind(side: _Side) -> str:
 
 
 _Outcome = tuple[str, CoverageDecision | None, UrgencyAssessment | None]
+_Pair = Callable[[Referral, dt.datetime], tuple[_Outcome, _Outcome]]
 
 
-def _decider(side: _Side) -> Callable[[Referral, dt.datetime], _Outcome]:
+def _decider(side: CoveragePolicy | UrgencyPolicy) -> Callable[[Referral, dt.datetime], _Outcome]:
     if isinstance(side, CoveragePolicy):
 
         def cover(referral: Referral, at: dt.datetime) -> _Outcome:
@@ -246,22 +247,71 @@ def _decider(side: _Side) -> Callable[[Referral, dt.datetime], _Outcome]:
             return _coverage_label(decision), decision, None
 
         return cover
-    if isinstance(side, UrgencyPolicy):
 
-        def assess(referral: Referral, at: dt.datetime) -> _Outcome:
-            assessment = side.assess(referral, at)
-            return _window(assessment, referral.received_at or at), None, assessment
+    def assess(referral: Referral, at: dt.datetime) -> _Outcome:
+        assessment = side.assess(referral, at)
+        return _window(assessment, referral.received_at or at), None, assessment
 
-        return assess
+    return assess
 
-    def both(referral: Referral, at: dt.datetime) -> _Outcome:
-        decision = side.coverage.decide(referral, at)
-        # the urgency window may depend on the coverage decision (authorization needed)
-        assessment = side.urgency.assess(attrs.evolve(referral, coverage_decision=decision), at)
-        label = f"{_coverage_label(decision)} · {_window(assessment, referral.received_at or at)}"
-        return label, decision, assessment
 
-    return both
+def _needs_authorization(decision: CoverageDecision | None) -> bool:
+    return decision is not None and decision.needs_authorization
+
+
+def _both(left: _Both, right: _Both) -> _Pair:
+    """Both sides' coverage decisions, then both urgency assessments, each urgency policy
+    seeing its own side's coverage decision (the default window of a priority is shorter
+    when authorization is needed).
+
+    An :class:`UrgencyPolicy` reads nothing of the coverage decision but whether it needs
+    authorization: when that is what the stored decision says, the referral is assessed as
+    it is; otherwise as a copy holding the new decision, made once per referral and shared by
+    the two sides when they agree on it. So the facts are extracted once or twice per
+    referral, not four times, and a copy is made only where the answer can differ. An urgency
+    policy of another class (which may read more of the decision) always gets the copy.
+    """
+    labels: dict[int, tuple[CoverageDecision, str]] = {}
+
+    def label(decision: CoverageDecision) -> str:
+        # the policies return one immutable decision per outcome: label each once
+        found = labels.get(id(decision))
+        if found is None or found[0] is not decision:
+            if len(labels) > 4096:
+                labels.clear()
+            found = labels[id(decision)] = (decision, _coverage_label(decision))
+        return found[1]
+
+    def pair(referral: Referral, at: dt.datetime) -> tuple[_Outcome, _Outcome]:
+        decisions = (left.coverage.decide(referral, at), right.coverage.decide(referral, at))
+        stored = _needs_authorization(referral.coverage_decision)
+        copies: dict[bool, Referral] = {}
+        start = referral.received_at or at
+        found = []
+        for side, decision in zip((left, right), decisions, strict=True):
+            needs = decision.needs_authorization
+            subject = referral
+            if type(side.urgency).assess is not UrgencyPolicy.assess:
+                subject = attrs.evolve(referral, coverage_decision=decision)
+            elif needs is not stored:
+                subject = copies.get(needs) or copies.setdefault(
+                    needs, attrs.evolve(referral, coverage_decision=decision)
+                )
+            assessment = side.urgency.assess(subject, at)
+            text = f"{label(decision)} · {_window(assessment, start)}"
+            found.append((text, decision, assessment))
+        return found[0], found[1]
+
+    return pair
+
+
+def _pair(left: _Side, right: _Side) -> _Pair:
+    if isinstance(left, _Both):
+        assert isinstance(right, _Both)  # what_if compares two of the same kind
+        return _both(left, right)
+    assert not isinstance(right, _Both)
+    a, b = _decider(left), _decider(right)
+    return lambda referral, at: (a(referral, at), b(referral, at))
 
 
 def _rules(decision: Any) -> tuple[str, ...]:
@@ -292,13 +342,13 @@ def what_if(
     if at is not None:
         at = utc(at)
     population = referrals.query() if hasattr(referrals, "query") else referrals
-    deciders = (_decider(left), _decider(right))
+    decide = _pair(left, right)
     counts: dict[tuple[str, str], list[str]] = {}
     differences: list[Difference] = []
     total = 0
     for referral in population:
         when = at or referral.updated_at
-        (a, a_cov, a_urg), (b, b_cov, b_urg) = (d(referral, when) for d in deciders)
+        (a, a_cov, a_urg), (b, b_cov, b_urg) = decide(referral, when)
         counts.setdefault((a, b), []).append(referral.id)
         total += 1
         if a != b:

@@ -115,6 +115,7 @@ _BASE_DAY: Final = dt.date(2026, 3, 2)
 _NOISE_FIRST: Final = dt.date(2024, 1, 1)
 _NOISE_LAST: Final = dt.date(2028, 12, 31)
 _LIST_FACTS: Final = ("diagnoses", "services", "attachments", "coverage.networks")
+_MAX_CACHED: Final = 4096  # sets of literals whose fitting values a drawer keeps
 
 # noise: values no rule needs to name, of the shape the model accepts
 _NOISE: Final[Mapping[str, tuple[Any, ...]]] = {
@@ -273,10 +274,13 @@ class _Hypothesis:
         self.draw = draw
 
     def integer(self, low: int, high: int) -> int:
-        return self.draw(st.integers(low, high))
+        return self.draw(_integers(low, high))
 
     def choice(self, values: Sequence[T]) -> T:
-        return self.draw(st.sampled_from(values))
+        # an index from a cached integers strategy: sampled_from builds (and validates) a
+        # new strategy on every call, a third of the cost of a drawn referral; both shrink
+        # towards the first value
+        return values[self.draw(_index(len(values)))]
 
     def boolean(self) -> bool:
         return self.draw(st.booleans())
@@ -288,6 +292,16 @@ class _Hypothesis:
         # the steering comes from one seeded generator: Hypothesis's own choices are far
         # from independent draws (it favours some values and mutates earlier examples)
         return self.draw(st.randoms(use_true_random=True))
+
+
+@functools.lru_cache(maxsize=256)
+def _index(size: int) -> st.SearchStrategy[int]:
+    return st.integers(0, size - 1)
+
+
+@functools.lru_cache(maxsize=256)
+def _integers(low: int, high: int) -> st.SearchStrategy[int]:
+    return st.integers(low, high)
 
 
 class _Seeded:
@@ -389,6 +403,11 @@ class _Drawer:
         self.every = [i for group in self.aims for i in group]
         self.aim = aim
         self.beside = beside
+        # the values meeting each set of literals (see _fitting and _items)
+        self.fitting: dict[tuple[Any, ...], tuple[list[Any], bool]] = {}
+        self.items: dict[
+            tuple[Any, ...], tuple[list[Any], list[tuple[frozenset[Any], list[Any]]]]
+        ] = {}
         self.template = sample_request("derived").referral(
             "drawn", dt.datetime(2026, 1, 5, tzinfo=dt.UTC), received=True
         )
@@ -460,37 +479,74 @@ class _Drawer:
     def _meeting(self, fact: str, literals: Sequence[_Literal], pick: _Pick) -> Any:
         if FACTS[fact].type is FactType.TEXT_LIST:
             return self._constrained_list(fact, literals, pick)
-        candidates = [
-            *self.pools.hits.get(fact, ()),
-            *self.pools.near.get(fact, ()),
-            *_NOISE.get(fact, ()),
-        ]
-        if fact in ("patient.age", "days_waiting"):
-            candidates += [0, 1, 17, 18, 21, 64, 65, 100]
-        fitting = [v for v in dict.fromkeys(candidates) if _holds(literals, fact, v)]
-        if not fitting and _holds(literals, fact, None):
+        fitting, absent = self._fitting(fact, literals)
+        if not fitting and absent:
             return None
         if not fitting:
             return _NONE
         return pick.choice(fitting)
 
+    def _key(self, fact: str, literals: Sequence[_Literal]) -> tuple[Any, ...]:
+        # the comparisons are the rules' own objects, alive as long as the drawer: their ids
+        # name them (hashing a comparison hashes its values, a long list of codes at times)
+        return (fact, *((id(c), sign) for c, sign in literals))
+
+    def _fitting(self, fact: str, literals: Sequence[_Literal]) -> tuple[list[Any], bool]:
+        """The candidate values of ``fact`` that meet every literal, and whether leaving the
+        fact out meets them; the same literals come back often, so each set is worked out
+        once (no choice is made here: both kinds of draw see the same lists)."""
+        key = self._key(fact, literals)
+        found = self.fitting.get(key)
+        if found is None:
+            candidates = [
+                *self.pools.hits.get(fact, ()),
+                *self.pools.near.get(fact, ()),
+                *_NOISE.get(fact, ()),
+            ]
+            if fact in ("patient.age", "days_waiting"):
+                candidates += [0, 1, 17, 18, 21, 64, 65, 100]
+            fitting = [v for v in dict.fromkeys(candidates) if _holds(literals, fact, v)]
+            found = (fitting, _holds(literals, fact, None))
+            if len(self.fitting) >= _MAX_CACHED:
+                self.fitting.clear()
+            self.fitting[key] = found
+        return found
+
+    def _items(
+        self, fact: str, literals: Sequence[_Literal]
+    ) -> tuple[list[Any], list[tuple[frozenset[Any], list[Any]]]]:
+        """The items a list fact may hold under every literal, and for each literal the items
+        that witness it (with them as a set): worked out once per set of literals."""
+        key = self._key(fact, literals)
+        found = self.items.get(key)
+        if found is None:
+            items = [
+                *self.pools.hits.get(fact, ()),
+                *self.pools.near.get(fact, ()),
+                *_NOISE.get(fact, ()),
+            ]
+            items = list(dict.fromkeys(items))
+            allowed = [v for v in items if all(_item_ok(c, sign, v) for c, sign in literals)]
+            witnesses = []
+            for c, sign in literals:
+                every = [v for v in items if _witness(c, sign, v)]
+                witnesses.append((frozenset(every), [v for v in allowed if v in every]))
+            found = (allowed, witnesses)
+            if len(self.items) >= _MAX_CACHED:
+                self.items.clear()
+            self.items[key] = found
+        return found
+
     def _constrained_list(self, fact: str, literals: Sequence[_Literal], pick: _Pick) -> Any:
-        items = [
-            *self.pools.hits.get(fact, ()),
-            *self.pools.near.get(fact, ()),
-            *_NOISE.get(fact, ()),
-        ]
-        items = list(dict.fromkeys(items))
-        allowed = [v for v in items if all(_item_ok(c, sign, v) for c, sign in literals)]
+        allowed, witnesses = self._items(fact, literals)
         chosen: list[Any] = []
         # first a witness for each literal that needs one item (any_prefix: one code with
         # the prefix), then up to two more items that break no literal
-        for c, sign in literals:
-            if any(_witness(c, sign, v) for v in chosen):
+        for every, fitting in witnesses:
+            if any(v in every for v in chosen):
                 continue
-            witnesses = [v for v in allowed if _witness(c, sign, v)]
-            if witnesses:
-                chosen.append(pick.choice(witnesses))
+            if fitting:
+                chosen.append(pick.choice(fitting))
         for _ in range(pick.integer(0, 2)):
             if allowed:
                 item = pick.choice(allowed)
