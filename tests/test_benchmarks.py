@@ -194,7 +194,6 @@ class TestFhirBenchmark:
         assert any("re-imported differs from the source" in w for w in bench.wrong)
 
 
-<<<<<<< HEAD
 class TestSecurityAccessBenchmark:
     def test_quick_run_checks_and_reports_every_row(self) -> None:
         """``bench_security_access.py --quick`` checks each audited read against its
@@ -219,7 +218,8 @@ class TestSecurityAccessBenchmark:
         monkeypatch.setattr(bench, "old_worklist", lambda desk, when, keep: [])
         with pytest.raises(AssertionError, match="worklist differs"):
             bench.main(["--quick", "--referrals", "20", "--pairs", "1"])
-=======
+
+
 class TestPolicyTestingBenchmark:
     def test_quick_run_pairs_and_checks_every_figure(self) -> None:
         """``bench_policy_testing.py --quick`` times drawing and what-if in pairs with their
@@ -280,4 +280,3 @@ class TestPolicyTestingBenchmark:
         bench.rows.append(bench.Row("what-if", "1/s", "-", "-", "≥ 20,000/s", False, ""))
         assert bench.verdict(check=True) == 1
         assert bench.verdict(check=False) == 0
->>>>>>> i11-mut
