@@ -148,8 +148,26 @@ class SqlDirectory:
                     for n in dict.fromkeys(e.network_ids)
                     for s in dict.fromkeys(e.healthcare_service_ids)
                 ]
+        self._write_rows(rows, specialties, networks)
+        return len(batch)
+
+    def _write_rows(
+        self,
+        rows: Sequence[tuple[str, str, str]],
+        specialties: Sequence[tuple[str, str, str]] = (),
+        networks: Sequence[tuple[str, str, str, str]] = (),
+    ) -> None:
+        """Write encoded entries and their index rows in one transaction, replacing the
+        entries with the same kind and id (and their index rows), as :meth:`add` does.
+
+        For bulk loaders that check every value themselves and encode as ``_codec`` does
+        (:func:`~referralkit.directory.load_nppes`): ``rows`` are ``(kind, id, data)``,
+        unique by kind and id; ``specialties`` ``(kind, code, id)``; ``networks``
+        ``(kind, network, id, source)``. One prepared statement per table, executed over the
+        whole batch.
+        """
         with self._errors("write"), self._transaction() as conn:
-            existing = self._existing(conn, [(e.KIND, e.id) for e in unique])
+            existing = self._existing(conn, [(kind, id) for kind, id, _ in rows])
             if existing:
                 self._forget(conn, existing)
             cur = conn.cursor()
@@ -171,7 +189,6 @@ class SqlDirectory:
                     ),
                     networks,
                 )
-        return len(batch)
 
     def _existing(self, conn: Any, keys: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
         found: list[tuple[str, str]] = []
