@@ -57,7 +57,9 @@ def awkward_file(count: int = 400) -> str:
     org = next(r for r in rows if r[COL["Entity Type Code"]] == "2")
     rows[10] = with_values(good, NPI="12345")
     rows[20] = with_values(good, **{"NPI": "1000000020", "Entity Type Code": "3"})
-    rows[30] = with_values(good, **{"NPI": "1000000030", "Healthcare Provider Taxonomy Code_1": "x"})
+    rows[30] = with_values(
+        good, **{"NPI": "1000000030", "Healthcare Provider Taxonomy Code_1": "x"}
+    )
     rows[40] = with_values(
         good,
         **{

@@ -228,6 +228,39 @@ class SqlDirectory:
             ).fetchone()
         return None if row is None else cast(E, decode(kind.KIND, row[0]))
 
+    def _where(
+        self,
+        kind: str,
+        specialties: Iterable[str] | None,
+        networks: Iterable[str] | None,
+    ) -> tuple[str, list[str]] | None:
+        """The condition and parameters selecting ``kind`` by the indexes; None when it can
+        match nothing. Only placeholders and fixed conditions are formatted into it."""
+        p = self._p
+        where = [f"e.kind = {p}"]
+        params: list[str] = [kind]
+        if specialties is not None:
+            codes: list[str] = list(dict.fromkeys(specialties))
+            if not codes:
+                return None
+            marks = ", ".join([p] * len(codes))
+            where.append(
+                f"e.id IN (SELECT id FROM directory_specialties WHERE kind = {p} "  # noqa: S608
+                f"AND code IN ({marks}))"
+            )
+            params += [kind, *codes]
+        if networks is not None:
+            wanted: list[str] = list(dict.fromkeys(networks))
+            if not wanted:
+                return None
+            marks = ", ".join([p] * len(wanted))
+            where.append(
+                f"e.id IN (SELECT id FROM directory_networks WHERE kind = {p} "  # noqa: S608
+                f"AND network IN ({marks}))"
+            )
+            params += [kind, *wanted]
+        return " AND ".join(where), params
+
     def find(
         self,
         kind: type[M],
@@ -235,36 +268,55 @@ class SqlDirectory:
         specialties: Iterable[str] | None = None,
         networks: Iterable[str] | None = None,
     ) -> list[M]:
-        p = self._p
-        where = [f"e.kind = {p}"]
-        params: list[str] = [kind.KIND]
-        if specialties is not None:
-            codes: list[str] = list(dict.fromkeys(specialties))
-            if not codes:
-                return []
-            marks = ", ".join([p] * len(codes))
-            where.append(
-                f"e.id IN (SELECT id FROM directory_specialties WHERE kind = {p} "  # noqa: S608
-                f"AND code IN ({marks}))"
-            )
-            params += [kind.KIND, *codes]
-        if networks is not None:
-            wanted: list[str] = list(dict.fromkeys(networks))
-            if not wanted:
-                return []
-            marks = ", ".join([p] * len(wanted))
-            where.append(
-                f"e.id IN (SELECT id FROM directory_networks WHERE kind = {p} "  # noqa: S608
-                f"AND network IN ({marks}))"
-            )
-            params += [kind.KIND, *wanted]
-        # only placeholders and the fixed conditions above are formatted into the query
-        condition = " AND ".join(where)
+        selection = self._where(kind.KIND, specialties, networks)
+        if selection is None:
+            return []
+        condition, params = selection
         query = f"SELECT data FROM directory_entries e WHERE {condition} ORDER BY e.id"  # noqa: S608
         with self._errors("read"):
             rows = self._conn.execute(query, params).fetchall()
         found = (cast(M, decode(kind.KIND, row[0])) for row in rows)
         return [entry for entry in found if entry.active]
+
+    def count_found(
+        self,
+        kind: type[M],
+        *,
+        specialties: Iterable[str] | None = None,
+        networks: Iterable[str] | None = None,
+    ) -> int:
+        """``len(find(kind, ...))``, counted by the database without reading the entries."""
+        selection = self._where(kind.KIND, specialties, networks)
+        if selection is None:
+            return 0
+        condition, params = selection
+        params.append('%"active":false}')
+        # an inactive entry is the only one whose JSON ends with "active":false (``active``
+        # is the last field of roles and services, and ``encode`` writes it only when false)
+        query = (
+            f"SELECT count(*) FROM directory_entries e WHERE {condition} "  # noqa: S608
+            f"AND e.data NOT LIKE {self._p}"
+        )
+        with self._errors("read"):
+            row = self._conn.execute(query, params).fetchone()
+        return int(row[0])
+
+    def get_many(self, kind: type[E], ids: Iterable[str]) -> dict[str, E]:
+        """The entries of ``kind`` among ``ids`` that exist, by id: one query per 500 ids
+        (what matching reads), not one per id."""
+        wanted = list(dict.fromkeys(ids))
+        found: dict[str, E] = {}
+        with self._errors("read"):
+            for k in range(0, len(wanted), _CHUNK):
+                chunk = wanted[k : k + _CHUNK]
+                marks = ", ".join([self._p] * len(chunk))
+                query = (
+                    "SELECT id, data FROM directory_entries "  # noqa: S608 - placeholders
+                    f"WHERE kind = {self._p} AND id IN ({marks})"
+                )
+                for id, data in self._conn.execute(query, (kind.KIND, *chunk)).fetchall():
+                    found[id] = cast(E, decode(kind.KIND, data))
+        return found
 
     def entries(self, kind: type[E]) -> Iterator[E]:
         with self._errors("read"):

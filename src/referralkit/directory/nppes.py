@@ -31,9 +31,8 @@ from __future__ import annotations
 
 import csv
 import re
-from json.encoder import encode_basestring as _quote  # what json uses, ensure_ascii=False
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from json.encoder import encode_basestring as _quote  # what json uses, ensure_ascii=False
 from pathlib import Path
 from typing import Any, Final, NamedTuple, TextIO
 
