@@ -226,7 +226,7 @@ class MatchResult:
     candidates of the coverage's networks: the others are counted, not read. Pass
     ``excluded=None`` to list every one.
 
-    .. versionchanged:: 0.x
+    .. versionchanged:: 0.1
        ``excluded`` is a bounded sample; ``excluded_by`` and ``excluded_count`` count them all.
     """
 
@@ -380,7 +380,7 @@ def match(
         counted, :class:`MatchResult`); None lists every one, reading the out-of-network ones
         too, at a cost that grows with the directory.
 
-        .. versionchanged:: 0.x
+        .. versionchanged:: 0.1
            The ``excluded`` bound; out-of-network candidates are counted from the index.
 
         >>> import datetime as dt

@@ -483,7 +483,7 @@ def load_nppes(
     ``benchmarks/bench_directory.py``); into any other directory, through
     :meth:`~referralkit.directory.Directory.add`.
 
-    .. versionchanged:: 0.x
+    .. versionchanged:: 0.1
        Rows into a SQL directory are written without building entries.
     """
     if isinstance(source, str | Path):
