@@ -15,7 +15,8 @@ id, and its old index entries go with it; ``find`` by specialty, by network and 
 None meaning any and an empty collection nothing; networks an OrganizationAffiliation gives
 to healthcare services; inactive entries are never found; ``entries`` and ``find`` come in id
 order; and, where a directory offers them, ``count_found`` and ``get_many`` (the bulk reads
-matching uses) agree with ``find`` and ``get``. referralkit runs it against the memory, SQLite and PostgreSQL directories.
+matching uses) agree with ``find`` and ``get``. referralkit runs it against the memory,
+SQLite and PostgreSQL directories.
 """
 
 from __future__ import annotations
