@@ -384,8 +384,6 @@ def match(
            The ``excluded`` bound; out-of-network candidates are counted from the index.
 
         >>> import datetime as dt
-    import heapq
-    from collections import Counter
         >>> from referralkit.directory import MemoryDirectory, PractitionerRole, Practitioner
         >>> from referralkit.testing import sample_request
         >>> now = dt.datetime(2026, 3, 2, 9, tzinfo=dt.UTC)
