@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
@@ -43,6 +44,7 @@ from ..errors import ValidationError
 from ..model import Coverage, NetworkStatus, PlanType, Priority, Referral
 from ..scheduling import SchedulingAdapter, SchedulingError, Slot, Window
 from ._model import (
+    EARTH_RADIUS_KM,
     Entry,
     GeoPoint,
     HealthcareService,
@@ -315,7 +317,7 @@ class _Scored:
     specialty: str
     distance: float | None
     location_id: str | None
-    reasons: list[Reason] = attrs.field(factory=list)
+    reference: str = ""
     slot_reason: Reason | None = None
     slot: Slot | None = None
     total: float = 0.0
@@ -339,6 +341,7 @@ class _Context:
     network_refusal: str
     language_refusal: str
     network_checked: bool = True  # False: every candidate came from the network index
+    origin_terms: tuple[float, float, float] = (0.0, 1.0, 0.0)  # radians(lat), cos, lon
 
 
 class _Explain:
@@ -372,42 +375,42 @@ def match(
 ) -> MatchResult:
     """Rank the directory's candidates for ``referral`` as of ``as_of``; see the module.
 
-        ``specialty`` overrides the NUCC code asked for; ``taxonomy`` the hierarchy (the shipped
-        subset by default; :meth:`Taxonomy.from_csv` reads the full NUCC file); ``scheduler``
-        adds the soonest slot inside the urgency window (``referral.due_by``, or the policy's
-        window for its priority); ``origin`` is where the patient is, for distances.
-        ``excluded`` bounds how many excluded candidates are listed with their reasons (all are
-        counted, :class:`MatchResult`); None lists every one, reading the out-of-network ones
-        too, at a cost that grows with the directory.
+    ``specialty`` overrides the NUCC code asked for; ``taxonomy`` the hierarchy (the shipped
+    subset by default; :meth:`Taxonomy.from_csv` reads the full NUCC file); ``scheduler``
+    adds the soonest slot inside the urgency window (``referral.due_by``, or the policy's
+    window for its priority); ``origin`` is where the patient is, for distances.
+    ``excluded`` bounds how many excluded candidates are listed with their reasons (all are
+    counted, :class:`MatchResult`); None lists every one, reading the out-of-network ones
+    too, at a cost that grows with the directory.
 
-        .. versionchanged:: 0.1
-           The ``excluded`` bound; out-of-network candidates are counted from the index.
+    .. versionchanged:: 0.1
+       The ``excluded`` bound; out-of-network candidates are counted from the index.
 
-        >>> import datetime as dt
-        >>> from referralkit.directory import MemoryDirectory, PractitionerRole, Practitioner
-        >>> from referralkit.testing import sample_request
-        >>> now = dt.datetime(2026, 3, 2, 9, tzinfo=dt.UTC)
-        >>> referral = sample_request().referral("ref-1", now)   # cardiology, Acme HMO network
-        >>> directory = MemoryDirectory([
-        ...     Practitioner("p1", "Dr Ana Ruiz", languages=("en", "es")),
-        ...     PractitionerRole("r1", practitioner_id="p1", specialties=("207RC0000X",),
-        ...                      network_ids=("acme-hmo-west",), accepting_new_patients=True),
-        ...     PractitionerRole("r2", name="Heart Clinic", specialties=("207RC0000X",),
-        ...                      network_ids=("other",)),
-        ... ])
-        >>> result = match(referral, directory, as_of=now)
-        >>> [(c.rank, c.name, c.network.value) for c in result]
-        [(1, 'Dr Ana Ruiz', 'in-network')]
-        >>> result.excluded_count, dict(result.excluded_by)   # counted from the network index
-        (1, {'network': 1})
-        >>> match(referral, directory, as_of=now, excluded=None).excluded[0].reasons
-        ('not in the coverage networks (acme-hmo-west)',)
-        >>> for reason in result.ranked[0].reasons:
-        ...     print(reason)
-        Internal Medicine, Cardiovascular Disease (207RC0000X), as asked (+0)
-        in network (+30)
-        speaks es (+20)
-        accepting new patients (+10)
+    >>> import datetime as dt
+    >>> from referralkit.directory import MemoryDirectory, PractitionerRole, Practitioner
+    >>> from referralkit.testing import sample_request
+    >>> now = dt.datetime(2026, 3, 2, 9, tzinfo=dt.UTC)
+    >>> referral = sample_request().referral("ref-1", now)   # cardiology, Acme HMO network
+    >>> directory = MemoryDirectory([
+    ...     Practitioner("p1", "Dr Ana Ruiz", languages=("en", "es")),
+    ...     PractitionerRole("r1", practitioner_id="p1", specialties=("207RC0000X",),
+    ...                      network_ids=("acme-hmo-west",), accepting_new_patients=True),
+    ...     PractitionerRole("r2", name="Heart Clinic", specialties=("207RC0000X",),
+    ...                      network_ids=("other",)),
+    ... ])
+    >>> result = match(referral, directory, as_of=now)
+    >>> [(c.rank, c.name, c.network.value) for c in result]
+    [(1, 'Dr Ana Ruiz', 'in-network')]
+    >>> result.excluded_count, dict(result.excluded_by)   # counted from the network index
+    (1, {'network': 1})
+    >>> match(referral, directory, as_of=now, excluded=None).excluded[0].reasons
+    ('not in the coverage networks (acme-hmo-west)',)
+    >>> for reason in result.ranked[0].reasons:
+    ...     print(reason)
+    Internal Medicine, Cardiovascular Disease (207RC0000X), as asked (+0)
+    in network (+30)
+    speaks es (+20)
+    accepting new patients (+10)
     """
     as_of = v.as_utc(as_of, "as_of")
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
@@ -478,37 +481,38 @@ def match(
         network_refusal=f"not in the coverage networks ({', '.join(sorted(networks or ()))})",
         language_refusal=f"does not list {language} and offers no interpreter",
         network_checked=checked,
+        origin_terms=(0.0, 1.0, 0.0)
+        if origin is None
+        else (
+            math.radians(origin.latitude),
+            math.cos(math.radians(origin.latitude)),
+            origin.longitude,
+        ),
     )
 
     # first what the entries say themselves; then, for those whose locations can still
     # matter (new patients not stated; distance), their locations, read in one go
     refused: list[tuple[str, Matchable, Practitioner | None]] = []
     screened: list[_Screened] = []
-    network_only = ("network",)
+    wanted_places: list[str] = []
     speaks: dict[tuple[str, ...], bool] = {}
+    near = origin is not None
     for entry in found:
         person = (
             people.get(entry.practitioner_id or "") if isinstance(entry, PractitionerRole) else None
         )
         if checked and out_of_network_rule and entry.reference not in in_network:
             # the index already answered: excluded for its network, the rest not assessed
-            counts.update(network_only)
+            counts["network"] += 1
             refused.append((entry.reference, entry, person))
             continue
         first = _screen(entry, person, ctx, speaks)
         # its locations matter while new patients are not stated, or for the distance of
         # a candidate not excluded yet
-        first.placed = not entry.location_ids or (
-            first.accepting is not None and (bool(first.factors) or origin is None)
-        )
+        if entry.location_ids and (first[6] is None or (near and not first[5])):
+            wanted_places += entry.location_ids
         screened.append(first)
-    places.update(
-        _get_many(
-            directory,
-            Location,
-            (i for c in screened if not c.placed for i in c.entry.location_ids),
-        )
-    )
+    places.update(_get_many(directory, Location, wanted_places))
     scored: list[_Scored] = []
     for first in screened:
         outcome = _finish(first, ctx)
@@ -516,7 +520,7 @@ def match(
             scored.append(outcome)
         else:
             counts.update(outcome)
-            refused.append((first.entry.reference, first.entry, first.person))
+            refused.append((first[0].reference, first[0], first[1]))
 
     ranked = _rank(scored, limit, policy, scheduler, window)
     shown = (
@@ -538,12 +542,12 @@ def match(
     candidates = []
     for k, s in enumerate(ranked, start=1):
         explained = _Explain(True)
-        _assess(s.entry, s.person, ctx, explained)
+        _assess(s.entry, s.person, ctx, explained)  # the same points, now with their texts
         reasons = [*(explained.reasons or []), *([s.slot_reason] if s.slot_reason else [])]
         candidates.append(
             Candidate(
                 rank=k,
-                reference=s.entry.reference,
+                reference=s.reference,
                 name=_name(s.entry, s.person, ctx.organizations),
                 score=round(s.total, 6),
                 reasons=tuple(reasons),
@@ -596,19 +600,10 @@ def _count(directory: Directory, kind: type[M], codes: frozenset[str]) -> int:
     return len(directory.find(kind, specialties=codes))
 
 
-@attrs.define
-class _Screened:
-    """A candidate as far as its own entry tells: the points so far, the excluding factors
-    so far, and whether new patients are stated (None: its locations decide)."""
-
-    entry: Matchable
-    person: Practitioner | None
-    points: float
-    status: NetworkStatus
-    held: str
-    factors: list[str]
-    accepting: bool | None
-    placed: bool = False  # True: its locations cannot change the outcome
+_Screened = tuple[Matchable, Practitioner | None, float, NetworkStatus, str, list[str], bool | None]
+"""A candidate as far as its own entry tells: entry, person, the points so far, network
+status, the code it holds, the excluding factors so far, and whether new patients are stated
+(None: its locations decide). A tuple: one is made per candidate of every match."""
 
 
 def _screen(
@@ -625,10 +620,12 @@ def _screen(
     points = 0.0
     wanted = ctx.wanted
     specialties = entry.specialties
-    if wanted in specialties:
-        held = wanted
-    else:
-        held = next(c for c in specialties if c in ctx.codes)
+    held = wanted
+    if wanted not in specialties:
+        codes = ctx.codes
+        for held in specialties:
+            if held in codes:
+                break
         points += policy.subspecialty
 
     if not ctx.networks:
@@ -661,17 +658,16 @@ def _screen(
         points += policy.no_language
     if entry.telehealth:
         points += policy.telehealth
-    return _Screened(entry, person, points, status, held, factors, entry.accepting_new_patients)
+    return (entry, person, points, status, held, factors, entry.accepting_new_patients)
 
 
 def _finish(c: _Screened, ctx: _Context) -> _Scored | tuple[str, ...]:
-    """The second half: new patients as the locations say, and distance."""
+    """The second half: new patients as the locations say, and distance (the haversine of
+    :meth:`GeoPoint.km_to`, step for step, so the same number, with the origin's part
+    computed once per match)."""
+    entry, person, points, status, held, factors, accepting = c
     policy = ctx.policy
-    entry = c.entry
-    factors = c.factors
-    points = c.points
     places = ctx.places
-    accepting = c.accepting
     if accepting is None:
         known = [
             places[i].accepting_new_patients
@@ -692,13 +688,18 @@ def _finish(c: _Screened, ctx: _Context) -> _Scored | tuple[str, ...]:
     location_id: str | None = None
     origin = ctx.origin
     if origin is not None and not factors:
-        placed = [
-            (origin.km_to(position), i)
-            for i in entry.location_ids
-            if i in places and (position := places[i].position) is not None
-        ]
-        if placed:
-            distance, location_id = min(placed)
+        p1, cos1, lon1 = ctx.origin_terms
+        for i in entry.location_ids:
+            place = places.get(i)
+            if place is None or (position := place.position) is None:
+                continue
+            p2 = math.radians(position.latitude)
+            dl = math.radians(position.longitude - lon1)
+            h = math.sin((p2 - p1) / 2) ** 2 + cos1 * math.cos(p2) * math.sin(dl / 2) ** 2
+            km = 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
+            if distance is None or (km, i) < (distance, location_id or ""):
+                distance, location_id = km, i
+        if distance is not None:
             points -= min(policy.max_km_penalty, distance * policy.per_km)
             if (
                 policy.max_distance_km is not None
@@ -710,7 +711,7 @@ def _finish(c: _Screened, ctx: _Context) -> _Scored | tuple[str, ...]:
             points += policy.distance_unknown
     if factors:
         return tuple(factors)
-    return _Scored(entry, c.person, points, c.status, c.held, distance, location_id)
+    return _Scored(entry, person, points, status, held, distance, location_id, entry.reference)
 
 
 def _name(entry: Matchable, person: Practitioner | None, orgs: Mapping[str, Organization]) -> str:
@@ -837,7 +838,7 @@ def _assess(
 
     if refusals:
         return tuple(factors), tuple(refusals)
-    return _Scored(entry, person, out.points, status, held, distance, location_id)
+    return _Scored(entry, person, out.points, status, held, distance, location_id, entry.reference)
 
 
 def _rank(
@@ -849,7 +850,7 @@ def _rank(
 ) -> list[_Scored]:
     """The best ``limit`` by total score, then reference; slots looked up best-first while a
     candidate can still make the cut (branch and bound on ``policy.slot_bonus``)."""
-    order = sorted(scored, key=lambda s: (-s.static, s.entry.reference))
+    order = sorted(scored, key=lambda s: (-s.static, s.reference))
     if scheduler is None:
         for s in order:
             s.total = s.static
@@ -859,11 +860,11 @@ def _rank(
         if len(best) == limit:
             worst = best[-1]
             reach = s.static + policy.soonest_slot
-            if (-reach, s.entry.reference) > (-worst.total, worst.entry.reference):
+            if (-reach, s.reference) > (-worst.total, worst.reference):
                 break  # sorted by static score: nobody after this one can make the cut
         _add_slot(s, policy, scheduler, window)
         best.append(s)
-        best.sort(key=lambda x: (-x.total, x.entry.reference))
+        best.sort(key=lambda x: (-x.total, x.reference))
         del best[limit:]
     return best
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -162,5 +163,4 @@ class MemoryDirectory:
                 del self._by_network[(kind, network)][id]
 
 
-def _id_of(entry: Entry) -> str:
-    return entry.id
+_id_of = operator.attrgetter("id")
