@@ -386,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, help="NPPES rows (default 1,000,000; 50,000 quick)")
     parser.add_argument("--roles", type=int, help="practitioner roles (100,000; 10,000 quick)")
     parser.add_argument("--pairs", type=int, help="pairs per part (3; 2 quick)")
+    parser.add_argument("--queries", type=int, help="match queries per pair (200; 50 quick)")
     parser.add_argument(
         "--only", choices=["nppes", "match", "fhir"], action="append", help="run only these parts"
     )
@@ -410,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
                  "≤ 50", n["growth_mb"] <= 50, ""),
             ]  # fmt: skip
         if "match" in parts:
-            m = bench_match(roles, 50 if args.quick else 200, pairs, Path(tmp))
+            queries = args.queries or (50 if args.quick else 200)
+            m = bench_match(roles, queries, pairs, Path(tmp))
             for name, x in m.items():
                 r = x["ratio"]
                 targeted = name == "memory"
