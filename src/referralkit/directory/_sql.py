@@ -24,19 +24,18 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ValidationError
 from ..storage._directory import DIRECTORY_TABLES
 from ._codec import decode, encode
 from ._model import Entry, HealthcareService, OrganizationAffiliation, PractitionerRole
-from ._port import DirectoryError, M
+from ._port import DirectoryError, E, M
 from .memory import MemoryDirectory
 
 __all__ = ["SqlDirectory", "open_directory"]
 
-E = TypeVar("E", bound=Entry)
 
 _SCHEMA = DIRECTORY_TABLES
 _CHUNK = 500  # ids per IN (...) list: well under SQLite's 32,766 bound parameters
