@@ -4,10 +4,11 @@
 service whose NUCC specialty satisfies the referral's (a specialization satisfies its
 classification), then:
 
-1. **excludes**, with reasons, the candidates the policy rules out: out of the coverage's
-   networks (answered by the network index; such a candidate is not assessed further),
-   speaking neither the patient's language nor offering an interpreter, not accepting new
-   patients, farther than ``max_distance_km`` (unless they offer telehealth);
+1. **excludes** the candidates the policy rules out: out of the coverage's networks
+   (answered by the network index: such candidates are counted, not read), speaking neither
+   the patient's language nor offering an interpreter, not accepting new patients, farther
+   than ``max_distance_km`` (unless they offer telehealth). Every exclusion is counted by
+   reason; the first ``excluded`` (20) are listed with every reason;
 2. **scores** the others: points for being in network, for the language, for accepting new
    patients, for telehealth, minus points per kilometre from the patient, plus points for the
    soonest free slot inside the urgency window (the sooner, the more), from a
@@ -25,6 +26,12 @@ gives positions (FHIR ``Location.position``); nothing is geocoded and no network
 Slots are looked up best-first and only while a candidate could still enter the top
 ``limit`` (its score before slots plus the most a slot can add), so a match asks the
 scheduling system about a handful of candidates, not all of them.
+
+What a match costs grows with the in-network candidates of the specialty, not with the
+directory: the specialty and network indexes select them (``Directory.find``), the others
+are counted (``count_found``), every candidate is screened without formatting a reason, only
+the ranked and the listed exclusions are explained, and locations are read only for the
+candidates whose locations can still change the outcome.
 """
 
 from __future__ import annotations
