@@ -60,8 +60,10 @@ class MemoryDirectory:
         with self._lock:
             table = self._entries[kind.KIND]
             chosen = self._ids(kind.KIND, specialties, networks)
-            found = [table[i] for i in (table if chosen is None else chosen) if i in table]
-        return cast(list[M], sorted((e for e in found if e.active), key=_id_of))
+            # sort the ids, not the entries: plain string comparisons, no key calls
+            ids = sorted(table if chosen is None else filter(table.__contains__, chosen))
+            found = [table[i] for i in ids]
+        return cast(list[M], [e for e in found if e.active])
 
     def count_found(
         self,
