@@ -156,8 +156,9 @@ class TestMatch:
         status, out, _ = run(["match", "--db", loaded, referral_id])
         assert status == 0
         assert "No candidate." in out
-        assert "Excluded\n  PractitionerRole/JoeSmithRole3" in out
+        assert "PractitionerRole/JoeSmithRole3" in out.split("Excluded, ")[1]
         assert "does not list es and offers no interpreter" in out
+        assert "does not speak the patient's language, no interpreter" in out
 
     def test_json(self, loaded: str) -> None:
         """--json: the same result as data."""
@@ -173,6 +174,7 @@ class TestMatch:
         assert first["reference"] == "PractitionerRole/JoeSmithRole3"
         assert {"factor", "points", "text"} <= set(first["reasons"][0])
         assert data["excluded"] == []
+        assert (data["excluded_count"], data["excluded_by"]) == (0, {})
 
     def test_networks_are_listed(self, loaded: str) -> None:
         """With coverage, the header names its networks and out-of-network roles are excluded."""
@@ -180,7 +182,20 @@ class TestMatch:
         status, out, _ = run(["match", "--db", loaded, referral_id])
         assert status == 0
         assert "networks acme-hmo-west" in out
-        assert "not in the coverage networks" in out
+        # counted from the network index, not listed unless asked
+        counted = out.split("Excluded: ")[1]
+        assert "not in the coverage networks (acme-hmo-west)" in counted
+        assert "Excluded, " not in out
+        status, every, _ = run(["match", "--db", loaded, "--excluded", "all", referral_id])
+        assert status == 0
+        listed = every.split("Excluded, ")[1]
+        assert "PractitionerRole/" in listed
+        assert "not in the coverage networks (acme-hmo-west)" in listed
+        _, some, _ = run(["match", "--db", loaded, "--json", "--excluded", "1", referral_id])
+        data = json.loads(some)
+        assert data["excluded_by"]["network"] == data["excluded_count"] >= 1
+        assert data["excluded"] == []
+        assert run(["match", "--db", loaded, "--excluded", "-1", referral_id])[0] == 2
 
     def test_a_missing_store_is_an_error_and_is_not_created(self, tmp_path: Path) -> None:
         """match only reads: a mistyped path is exit 2 and no file appears."""

@@ -1880,7 +1880,7 @@ def _match(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     directory = open_directory(args.db)
     try:
         as_of = args.as_of or dt.datetime.now(dt.UTC)
-        result = match(referral, directory, as_of=as_of, limit=args.limit)
+        result = match(referral, directory, as_of=as_of, limit=args.limit, excluded=args.excluded)
     finally:
         directory.close()
     if args.json:
@@ -1904,6 +1904,8 @@ def _match(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 }
                 for c in result.ranked
             ],
+            "excluded_count": result.excluded_count,
+            "excluded_by": dict(result.excluded_by),
             "excluded": [
                 {"reference": x.reference, "name": x.name, "reasons": list(x.reasons)}
                 for x in result.excluded
@@ -1915,7 +1917,7 @@ def _match(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     lines = [
         f"Referral {referral.id}: specialty {result.specialty}, networks {networks}; "
         f"{result.considered} considered, {len(result.ranked)} ranked, "
-        f"{len(result.excluded)} excluded",
+        f"{result.excluded_count} excluded",
         "",
     ]
     if result.ranked:
@@ -1931,8 +1933,23 @@ def _match(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 lines += [f"      {reason}" for reason in result.ranked[index - 1].reasons]
     else:
         lines.append("No candidate.")
-    if result.excluded:
-        lines += ["", "Excluded"]
+    if result.excluded_count:
+        why = {
+            "network": f"not in the coverage networks ({networks})",
+            "language": "does not speak the patient's language, no interpreter",
+            "accepting": "not accepting new patients",
+            "distance": "too far",
+        }
+        lines += ["", f"Excluded: {result.excluded_count}"]
+        lines += [f"  {n:>6}  {why.get(f, f)}" for f, n in result.excluded_by.items()]
+        if result.excluded:
+            listed = len(result.excluded)
+            more = (
+                ""
+                if listed == result.excluded_count
+                else f" of {result.excluded_count} (--excluded all lists every one)"
+            )
+            lines += ["", f"Excluded, {listed}{more}"]
         for exclusion in result.excluded:
             lines.append(f"  {exclusion.reference}  {exclusion.name}")
             lines += [f"      {reason}" for reason in exclusion.reasons]
@@ -1978,7 +1995,19 @@ def _add_directory_commands(commands: Any) -> None:
         "--as-of", type=_instant_arg, default=None, metavar="T", help="instant (default: now)"
     )
     matching.add_argument("--json", action="store_true", help="JSON instead of a table")
+    matching.add_argument(
+        "--excluded",
+        type=_count_or_all,
+        default=20,
+        metavar="N|all",
+        help="excluded providers to list with their reasons (20; all are counted by reason); "
+        "'all' lists every one, out-of-network ones too",
+    )
     matching.set_defaults(handler=_match)
+
+
+def _count_or_all(text: str) -> int | None:
+    return None if text == "all" else _non_negative(text)
 
 
 def _non_negative(text: str) -> int:

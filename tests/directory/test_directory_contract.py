@@ -215,3 +215,28 @@ class TestDirectoryInTheStore:
         again = open_directory(url)
         assert again.count(PractitionerRole) == 1
         again.close()
+
+    def test_decoded_entries_are_remembered_by_their_text(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+    ) -> None:
+        """find reads a stored text once; a row changed behind the directory's back is read
+        afresh (the cache is keyed by the text, never stale); the cache is bounded."""
+        from referralkit.directory import _sql
+
+        monkeypatch.setattr(_sql, "_CACHED", 3)
+        directory = open_directory(f"sqlite:///{tmp_path / 'd.db'}")
+        assert isinstance(directory, SqlDirectory)
+        request.addfinalizer(directory.close)
+        directory.add([PractitionerRole(f"r-{k}", specialties=("207RC0000X",)) for k in range(5)])
+        first = list(directory.get_many(PractitionerRole, ["r-0", "r-1"]).values())
+        again = list(directory.get_many(PractitionerRole, ["r-0", "r-1"]).values())
+        assert all(a is b for a, b in zip(first, again, strict=True))  # read once
+        assert len(directory.find(PractitionerRole)) == 5
+        assert len(directory._cache) == 3  # bounded: the oldest go first
+        directory.connection.execute(
+            'UPDATE directory_entries SET data = \'{"id":"r-4","telehealth":true}\' '
+            "WHERE id = 'r-4'"
+        )
+        changed = directory.get_many(PractitionerRole, ["r-4"])["r-4"]
+        assert changed.telehealth
+        assert directory.find(PractitionerRole)[-1].telehealth

@@ -72,7 +72,7 @@ class TestExclusions:
                 ),
             ]
         )
-        result = match(referral(), directory, as_of=NOW)
+        result = match(referral(), directory, as_of=NOW, excluded=None)
         assert ids(result) == ["ok"]
         reasons = {e.reference: e.reasons for e in result.excluded}
         assert reasons["PractitionerRole/out"] == ("not in the coverage networks (acme-hmo-west)",)
@@ -84,6 +84,51 @@ class TestExclusions:
         worst = match(referral(), directory, as_of=NOW, policy=relaxed).excluded
         assert len({e.reference: e for e in worst}["PractitionerRole/worst"].reasons) == 2
         assert result.considered == 5
+        assert result.excluded_count == 4
+        assert dict(result.excluded_by) == {"accepting": 1, "language": 1, "network": 2}
+
+    def test_out_of_network_candidates_are_counted_not_read(self) -> None:
+        """By default the network index answers: the out-of-network candidates are counted
+        per reason and not listed; those of the coverage's networks that are excluded are
+        listed, in reference order, at most ``excluded`` of them."""
+        directory = MemoryDirectory(
+            [role("ok")]
+            + [role(f"out{k}", network_ids=("other",)) for k in range(5)]
+            + [role(f"full{k}", accepting_new_patients=False) for k in range(4)]
+            + [role("gone", active=False), role("gone-out", network_ids=("x",), active=False)]
+        )
+        result = match(referral(), directory, as_of=NOW, excluded=2)
+        assert ids(result) == ["ok"]
+        assert [e.reference for e in result.excluded] == [
+            "PractitionerRole/full0",
+            "PractitionerRole/full1",
+        ]
+        assert result.excluded_count == 9
+        assert dict(result.excluded_by) == {"network": 5, "accepting": 4}
+        assert result.considered == 10
+        everyone = match(referral(), directory, as_of=NOW, excluded=None)
+        assert len(everyone.excluded) == 9
+        assert (everyone.excluded_count, everyone.excluded_by) == (9, result.excluded_by)
+        assert match(referral(), directory, as_of=NOW, excluded=0).excluded == ()
+        with pytest.raises(ValidationError, match="excluded"):
+            match(referral(), directory, as_of=NOW, excluded=-1)
+
+    def test_a_directory_without_count_found_is_counted_by_find(self) -> None:
+        """A third-party directory with only the port's methods gives the same counts."""
+
+        class Plain:
+            def __init__(self, inner: MemoryDirectory) -> None:
+                self.inner = inner
+
+            def __getattr__(self, name: str) -> object:
+                if name == "count_found":
+                    raise AttributeError(name)
+                return getattr(self.inner, name)
+
+        directory = MemoryDirectory([role("ok"), role("out", network_ids=("other",))])
+        result = match(referral(), Plain(directory), as_of=NOW)  # type: ignore[arg-type]
+        assert (result.considered, result.excluded_count) == (2, 1)
+        assert dict(result.excluded_by) == {"network": 1}
 
     def test_relaxed_rules_cost_points_instead(self) -> None:
         """With the requirements off, the same candidates rank, below the one that meets them."""
@@ -378,7 +423,12 @@ def build(specs: list[dict[str, object]]) -> tuple[MemoryDirectory, MemorySchedu
     return directory, scheduler
 
 
-def run(specs: list[dict[str, object]], limit: int, policy: MatchPolicy = DEFAULT_POLICY) -> object:
+def run(
+    specs: list[dict[str, object]],
+    limit: int,
+    policy: MatchPolicy = DEFAULT_POLICY,
+    excluded: int | None = 3,
+) -> object:
     directory, scheduler = build(specs)
     return match(
         referral(),
@@ -388,6 +438,7 @@ def run(specs: list[dict[str, object]], limit: int, policy: MatchPolicy = DEFAUL
         policy=policy,
         scheduler=scheduler,
         origin=HARTFORD,
+        excluded=excluded,
     )
 
 
@@ -414,6 +465,19 @@ def test_an_excluded_provider_never_ranks(
     ranked = {c.reference for c in result.ranked}  # type: ignore[attr-defined]
     excluded = {e.reference for e in result.excluded}  # type: ignore[attr-defined]
     assert not ranked & excluded
+    everyone = run(specs, limit, policy, excluded=None)
+    listed = {e.reference for e in everyone.excluded}  # type: ignore[attr-defined]
+    assert not ranked & listed
+    assert excluded <= listed
+    assert everyone.excluded_count == len(listed) == result.excluded_count  # type: ignore[attr-defined]
+    # the quick assessment every candidate gets agrees with the explained one: the listed
+    # reasons are the counted factors, and a score is the sum of its reasons' points
+    reasons = sum(len(e.reasons) for e in everyone.excluded)  # type: ignore[attr-defined]
+    assert reasons == sum(everyone.excluded_by.values())  # type: ignore[attr-defined]
+    assert result.excluded_by == everyone.excluded_by  # type: ignore[attr-defined]
+    for c in result.ranked:  # type: ignore[attr-defined]
+        assert c.score == pytest.approx(sum(r.points for r in c.reasons), abs=1e-6)
+    assert len(ranked) + len(listed) <= len(specs)
     assert len(ranked) <= limit
     assert [c.rank for c in result.ranked] == list(range(1, len(ranked) + 1))  # type: ignore[attr-defined]
     assert [c.score for c in result.ranked] == sorted(

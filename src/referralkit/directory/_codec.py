@@ -16,7 +16,7 @@ import attrs
 from ..errors import ValidationError
 from ._model import KINDS, Address, Entry, GeoPoint
 
-__all__ = ["decode", "encode"]
+__all__ = ["decode", "dumps", "encode"]
 
 _FIELDS: Final = {
     cls: tuple((a.name, a.default) for a in attrs.fields(cls)) for cls in KINDS.values()
@@ -25,7 +25,8 @@ _ADDRESS: Final = tuple((a.name, a.default) for a in attrs.fields(Address))
 
 
 _NESTED: Final = frozenset({"address", "position"})
-_dumps: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+dumps: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+"""Compact JSON, as :func:`encode` writes it (the NPPES loader writes rows with it)."""
 
 
 def _plain(name: str, value: Any) -> Any:
@@ -43,7 +44,7 @@ def encode(entry: Entry) -> str:
         value = getattr(entry, name)
         if value != default:
             data[name] = _plain(name, value) if name in _NESTED else value
-    return _dumps(data)
+    return dumps(data)
 
 
 def decode(kind: str, text: str) -> Entry:

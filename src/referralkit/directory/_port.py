@@ -30,6 +30,12 @@ class Directory(Protocol):
     An OrganizationAffiliation puts the healthcare services it lists into its networks, as
     Plan-Net defines it: :meth:`find` by network sees them there.
 
+    Two bulk reads are optional, and matching uses them when present: ``count_found(kind,
+    *, specialties=None, networks=None)`` (``len(find(...))`` without reading the entries;
+    otherwise matching calls :meth:`find`) and ``get_many(kind, ids)`` (a dict of the
+    entries among ``ids`` that exist; otherwise matching calls :meth:`get` for each). The
+    contract suite checks them where they exist.
+
     Implementations: :class:`~referralkit.directory.MemoryDirectory` and the SQL directory
     (:class:`~referralkit.directory.SqlDirectory`, SQLite or PostgreSQL). Every one passes
     :class:`referralkit.testing.directory_contract.DirectoryContract`.

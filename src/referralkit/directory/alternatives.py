@@ -162,6 +162,7 @@ def alternatives(
         scheduler=scheduler,
         origin=origin,
         specialty=specialty,
+        excluded=0,  # only the ranked are offered
     ).ranked
     providers = tuple(
         c for c in ranked if c.network is NetworkStatus.IN_NETWORK and c.id != current

@@ -4,10 +4,11 @@
 service whose NUCC specialty satisfies the referral's (a specialization satisfies its
 classification), then:
 
-1. **excludes**, with reasons, the candidates the policy rules out: out of the coverage's
-   networks (answered by the network index; such a candidate is not assessed further),
-   speaking neither the patient's language nor offering an interpreter, not accepting new
-   patients, farther than ``max_distance_km`` (unless they offer telehealth);
+1. **excludes** the candidates the policy rules out: out of the coverage's networks
+   (answered by the network index: such candidates are counted, not read), speaking neither
+   the patient's language nor offering an interpreter, not accepting new patients, farther
+   than ``max_distance_km`` (unless they offer telehealth). Every exclusion is counted by
+   reason; the first ``excluded`` (20) are listed with every reason;
 2. **scores** the others: points for being in network, for the language, for accepting new
    patients, for telehealth, minus points per kilometre from the patient, plus points for the
    soonest free slot inside the urgency window (the sooner, the more), from a
@@ -25,11 +26,20 @@ gives positions (FHIR ``Location.position``); nothing is geocoded and no network
 Slots are looked up best-first and only while a candidate could still enter the top
 ``limit`` (its score before slots plus the most a slot can add), so a match asks the
 scheduling system about a handful of candidates, not all of them.
+
+What a match costs grows with the in-network candidates of the specialty, not with the
+directory: the specialty and network indexes select them (``Directory.find``), the others
+are counted (``count_found``), every candidate is screened without formatting a reason, only
+the ranked and the listed exclusions are explained, and locations are read only for the
+candidates whose locations can still change the outcome.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import heapq
+import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
@@ -41,6 +51,7 @@ from ..errors import ValidationError
 from ..model import Coverage, NetworkStatus, PlanType, Priority, Referral
 from ..scheduling import SchedulingAdapter, SchedulingError, Slot, Window
 from ._model import (
+    EARTH_RADIUS_KM,
     Entry,
     GeoPoint,
     HealthcareService,
@@ -51,7 +62,7 @@ from ._model import (
     PractitionerRole,
     language_matches,
 )
-from ._port import Directory, Matchable
+from ._port import Directory, M, Matchable
 from .taxonomy import SPECIALTIES, Taxonomy, default_taxonomy
 
 __all__ = [
@@ -213,7 +224,20 @@ class Exclusion:
 
 @attrs.frozen
 class MatchResult:
-    """The ranked candidates, the excluded ones, and what the match looked for."""
+    """The ranked candidates, the excluded ones, and what the match looked for.
+
+    ``considered`` is every active candidate of the specialty; ``excluded_count`` how many
+    of them were ruled out and ``excluded_by`` how many for each factor (``network``,
+    ``language``, ``accepting``, ``distance``; a candidate ruled out for two counts under
+    both). ``excluded`` lists some of them with every reason, in reference order: at most
+    the ``excluded`` that :func:`~referralkit.directory.match` was given, and, when the
+    network index answered (the coverage names networks that the policy requires), only
+    candidates of the coverage's networks: the others are counted, not read. Pass
+    ``excluded=None`` to list every one.
+
+    .. versionchanged:: 0.1
+       ``excluded`` is a bounded sample; ``excluded_by`` and ``excluded_count`` count them all.
+    """
 
     ranked: tuple[Candidate, ...]
     excluded: tuple[Exclusion, ...]
@@ -221,6 +245,8 @@ class MatchResult:
     networks: frozenset[str] | None
     window: Window
     considered: int
+    excluded_by: Mapping[str, int] = attrs.field(factory=dict)
+    excluded_count: int = 0
 
     def __iter__(self) -> Any:
         return iter(self.ranked)
@@ -298,7 +324,7 @@ class _Scored:
     specialty: str
     distance: float | None
     location_id: str | None
-    reasons: list[Reason] = attrs.field(factory=list)
+    reference: str = ""
     slot_reason: Reason | None = None
     slot: Slot | None = None
     total: float = 0.0
@@ -317,10 +343,12 @@ class _Context:
     policy: MatchPolicy
     language: str
     english_ok: bool
-    places: Mapping[str, Location]
-    organizations: Mapping[str, Organization]
+    places: dict[str, Location]  # read as needed, by match()
+    organizations: dict[str, Organization]  # only the named ones: ranked and listed
     network_refusal: str
     language_refusal: str
+    network_checked: bool = True  # False: every candidate came from the network index
+    origin_terms: tuple[float, float, float] = (0.0, 1.0, 0.0)  # radians(lat), cos, lon
 
 
 class _Explain:
@@ -350,6 +378,7 @@ def match(
     origin: GeoPoint | None = None,
     specialty: str | None = None,
     taxonomy: Taxonomy | None = None,
+    excluded: int | None = 20,
 ) -> MatchResult:
     """Rank the directory's candidates for ``referral`` as of ``as_of``; see the module.
 
@@ -357,6 +386,12 @@ def match(
     subset by default; :meth:`Taxonomy.from_csv` reads the full NUCC file); ``scheduler``
     adds the soonest slot inside the urgency window (``referral.due_by``, or the policy's
     window for its priority); ``origin`` is where the patient is, for distances.
+    ``excluded`` bounds how many excluded candidates are listed with their reasons (all are
+    counted, :class:`MatchResult`); None lists every one, reading the out-of-network ones
+    too, at a cost that grows with the directory.
+
+    .. versionchanged:: 0.1
+       The ``excluded`` bound; out-of-network candidates are counted from the index.
 
     >>> import datetime as dt
     >>> from referralkit.directory import MemoryDirectory, PractitionerRole, Practitioner
@@ -373,7 +408,9 @@ def match(
     >>> result = match(referral, directory, as_of=now)
     >>> [(c.rank, c.name, c.network.value) for c in result]
     [(1, 'Dr Ana Ruiz', 'in-network')]
-    >>> result.excluded[0].reasons
+    >>> result.excluded_count, dict(result.excluded_by)   # counted from the network index
+    (1, {'network': 1})
+    >>> match(referral, directory, as_of=now, excluded=None).excluded[0].reasons
     ('not in the coverage networks (acme-hmo-west)',)
     >>> for reason in result.ranked[0].reasons:
     ...     print(reason)
@@ -385,31 +422,57 @@ def match(
     as_of = v.as_utc(as_of, "as_of")
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValidationError("limit", "expected a positive integer")
+    if excluded is not None and (
+        isinstance(excluded, bool) or not isinstance(excluded, int) or excluded < 0
+    ):
+        raise ValidationError("excluded", "expected a non-negative integer or None")
     taxonomy = taxonomy or default_taxonomy()
     wanted = requested_specialty(referral, specialty)
     codes = taxonomy.satisfying(wanted)
     networks = coverage_networks(referral.coverage, directory)
     window = _window(referral, as_of, policy)
+    out_of_network_rule = bool(networks) and policy.require_in_network
 
-    found: list[Matchable] = [
-        *directory.find(PractitionerRole, specialties=codes),
-        *directory.find(HealthcareService, specialties=codes),
-    ]
+    counts: Counter[str] = Counter()
     in_network: frozenset[str] = frozenset()
-    if networks:
-        in_network = frozenset(
-            e.reference
-            for e in directory.find(PractitionerRole, specialties=codes, networks=networks)
-        ) | frozenset(
-            e.reference
-            for e in directory.find(HealthcareService, specialties=codes, networks=networks)
+    if out_of_network_rule and excluded is not None:
+        # the network index answers: only the coverage's networks are read; the others of
+        # the specialty are counted (measured: reading and excluding them cost 4/5 of a
+        # match over 100,000 roles)
+        found: list[Matchable] = [
+            *directory.find(PractitionerRole, specialties=codes, networks=networks),
+            *directory.find(HealthcareService, specialties=codes, networks=networks),
+        ]
+        considered = _count(directory, PractitionerRole, codes) + _count(
+            directory, HealthcareService, codes
         )
+        outside = considered - len(found)
+        if outside:
+            counts["network"] = outside
+        checked = False
+    else:
+        found = [
+            *directory.find(PractitionerRole, specialties=codes),
+            *directory.find(HealthcareService, specialties=codes),
+        ]
+        considered = len(found)
+        if networks:
+            in_network = frozenset(
+                e.reference
+                for e in directory.find(PractitionerRole, specialties=codes, networks=networks)
+            ) | frozenset(
+                e.reference
+                for e in directory.find(HealthcareService, specialties=codes, networks=networks)
+            )
+        checked = True
     people = _get_many(
         directory,
         Practitioner,
         (e.practitioner_id for e in found if isinstance(e, PractitionerRole) and e.practitioner_id),
     )
     language = referral.patient.preferred_language
+    places: dict[str, Location] = {}
+    organizations: dict[str, Organization] = {}
     ctx = _Context(
         wanted=wanted,
         codes=codes,
@@ -420,42 +483,78 @@ def match(
         policy=policy,
         language=language,
         english_ok=language_matches(language, "en") and not referral.patient.interpreter_needed,
-        places=_get_many(directory, Location, (i for e in found for i in e.location_ids)),
-        organizations=_get_many(
-            directory, Organization, (e.organization_id for e in found if e.organization_id)
-        ),
+        places=places,
+        organizations=organizations,
         network_refusal=f"not in the coverage networks ({', '.join(sorted(networks or ()))})",
         language_refusal=f"does not list {language} and offers no interpreter",
+        network_checked=checked,
+        origin_terms=(0.0, 1.0, 0.0)
+        if origin is None
+        else (
+            math.radians(origin.latitude),
+            math.cos(math.radians(origin.latitude)),
+            origin.longitude,
+        ),
     )
 
-    scored: list[_Scored] = []
-    excluded: list[Exclusion] = []
-    out_of_network_rule = bool(networks) and policy.require_in_network
+    # first what the entries say themselves; then, for those whose locations can still
+    # matter (new patients not stated; distance), their locations, read in one go
+    refused: list[tuple[str, Matchable, Practitioner | None]] = []
+    screened: list[_Screened] = []
+    wanted_places: list[str] = []
+    speaks: dict[tuple[str, ...], bool] = {}
+    near = origin is not None
     for entry in found:
         person = (
             people.get(entry.practitioner_id or "") if isinstance(entry, PractitionerRole) else None
         )
-        if out_of_network_rule and entry.reference not in in_network:
+        if checked and out_of_network_rule and entry.reference not in in_network:
             # the index already answered: excluded for its network, the rest not assessed
-            name = _name(entry, person, ctx.organizations)
-            excluded.append(Exclusion(entry.reference, name, (ctx.network_refusal,)))
+            counts["network"] += 1
+            refused.append((entry.reference, entry, person))
             continue
-        outcome = _assess(entry, person, ctx, _Explain(False))
-        if isinstance(outcome, Exclusion):
-            excluded.append(outcome)
-        else:
+        first = _screen(entry, person, ctx, speaks)
+        # its locations matter while new patients are not stated, or for the distance of
+        # a candidate not excluded yet
+        if entry.location_ids and (first[6] is None or (near and not first[5])):
+            wanted_places += entry.location_ids
+        screened.append(first)
+    places.update(_get_many(directory, Location, wanted_places))
+    scored: list[_Scored] = []
+    for first in screened:
+        outcome = _finish(first, ctx)
+        if isinstance(outcome, _Scored):
             scored.append(outcome)
+        else:
+            counts.update(outcome)
+            refused.append((first[0].reference, first[0], first[1]))
 
     ranked = _rank(scored, limit, policy, scheduler, window)
+    shown = (
+        sorted(refused, key=_first)
+        if excluded is None
+        else heapq.nsmallest(excluded, refused, key=_first)
+    )
+    named = [s.entry for s in ranked] + [entry for _, entry, _ in shown]
+    organizations.update(
+        _get_many(directory, Organization, (e.organization_id for e in named if e.organization_id))
+    )
+    places.update(  # the listed exclusions' reasons may need their locations
+        _get_many(
+            directory,
+            Location,
+            (i for _, e, _ in shown for i in e.location_ids if i not in places),
+        )
+    )
     candidates = []
     for k, s in enumerate(ranked, start=1):
         explained = _Explain(True)
-        _assess(s.entry, s.person, ctx, explained)
+        _assess(s.entry, s.person, ctx, explained)  # the same points, now with their texts
         reasons = [*(explained.reasons or []), *([s.slot_reason] if s.slot_reason else [])]
         candidates.append(
             Candidate(
                 rank=k,
-                reference=s.entry.reference,
+                reference=s.reference,
                 name=_name(s.entry, s.person, ctx.organizations),
                 score=round(s.total, 6),
                 reasons=tuple(reasons),
@@ -468,12 +567,158 @@ def match(
         )
     return MatchResult(
         tuple(candidates),
-        tuple(sorted(excluded, key=lambda x: x.reference)),
+        tuple(_exclusion(entry, person, ctx) for _, entry, person in shown),
         wanted,
         networks,
         window,
-        len(found),
+        considered,
+        excluded_by=MappingProxyType(dict(sorted(counts.items()))),
+        excluded_count=len(refused) + (considered - len(found)),
     )
+
+
+def _first(item: tuple[str, Any, Any]) -> str:
+    return item[0]
+
+
+def _exclusion(entry: Matchable, person: Practitioner | None, ctx: _Context) -> Exclusion:
+    """An excluded candidate with every reason (assessed again: only the listed few are)."""
+    if (
+        ctx.network_checked
+        and ctx.networks
+        and ctx.policy.require_in_network
+        and entry.reference not in ctx.in_network
+    ):
+        return Exclusion(
+            entry.reference, _name(entry, person, ctx.organizations), (ctx.network_refusal,)
+        )
+    outcome = _assess(entry, person, ctx, _Explain(False))
+    assert not isinstance(outcome, _Scored)  # _score and _assess agree (tests check it)
+    return Exclusion(entry.reference, _name(entry, person, ctx.organizations), outcome[1])
+
+
+def _count(directory: Directory, kind: type[M], codes: frozenset[str]) -> int:
+    """How many active entries of ``kind`` have one of ``codes``: the directory's
+    ``count_found`` when it has one (memory and SQL do, without reading the entries), else
+    the length of :meth:`~referralkit.directory.Directory.find`."""
+    counting = getattr(directory, "count_found", None)
+    if counting is not None:
+        return int(counting(kind, specialties=codes))
+    return len(directory.find(kind, specialties=codes))
+
+
+_Screened = tuple[Matchable, Practitioner | None, float, NetworkStatus, str, list[str], bool | None]
+"""A candidate as far as its own entry tells: entry, person, the points so far, network
+status, the code it holds, the excluding factors so far, and whether new patients are stated
+(None: its locations decide). A tuple: one is made per candidate of every match."""
+
+
+def _screen(
+    entry: Matchable,
+    person: Practitioner | None,
+    ctx: _Context,
+    speaks: dict[tuple[str, ...], bool],
+) -> _Screened:
+    """The first half of what :func:`_assess` decides, without a reason's text (every
+    candidate goes through here; measured, the texts were half the cost of assessing),
+    remembering per match whether a tuple of language tags serves the patient."""
+    policy = ctx.policy
+    factors: list[str] = []
+    points = 0.0
+    wanted = ctx.wanted
+    specialties = entry.specialties
+    held = wanted
+    if wanted not in specialties:
+        codes = ctx.codes
+        for held in specialties:
+            if held in codes:
+                break
+        points += policy.subspecialty
+
+    if not ctx.networks:
+        status = NetworkStatus.UNKNOWN
+        points += policy.network_unknown
+    elif not ctx.network_checked or entry.reference in ctx.in_network:
+        status = NetworkStatus.IN_NETWORK
+        points += policy.in_network
+    else:
+        status = NetworkStatus.OUT_OF_NETWORK
+        if policy.require_in_network:
+            factors.append("network")
+        else:
+            points += policy.out_of_network
+
+    spoken = entry.languages or (person.languages if person is not None else ())
+    served = speaks.get(spoken)
+    if served is None:
+        language = ctx.language
+        served = speaks[spoken] = any(language_matches(language, tag) for tag in spoken)
+    if served:
+        points += policy.speaks_language
+    elif entry.interpreter_available:
+        points += policy.interpreter
+    elif not spoken and ctx.english_ok:
+        pass
+    elif policy.require_language:
+        factors.append("language")
+    else:
+        points += policy.no_language
+    if entry.telehealth:
+        points += policy.telehealth
+    return (entry, person, points, status, held, factors, entry.accepting_new_patients)
+
+
+def _finish(c: _Screened, ctx: _Context) -> _Scored | tuple[str, ...]:
+    """The second half: new patients as the locations say, and distance (the haversine of
+    :meth:`GeoPoint.km_to`, step for step, so the same number, with the origin's part
+    computed once per match)."""
+    entry, person, points, status, held, factors, accepting = c
+    policy = ctx.policy
+    places = ctx.places
+    if accepting is None:
+        known = [
+            places[i].accepting_new_patients
+            for i in entry.location_ids
+            if i in places and places[i].accepting_new_patients is not None
+        ]
+        accepting = any(known) if known else None
+    if accepting is True:
+        points += policy.accepting
+    elif accepting is None:
+        points += policy.accepting_unknown
+    elif policy.require_accepting:
+        factors.append("accepting")
+    else:
+        points += policy.not_accepting
+
+    distance: float | None = None
+    location_id: str | None = None
+    origin = ctx.origin
+    if origin is not None and not factors:
+        p1, cos1, lon1 = ctx.origin_terms
+        for i in entry.location_ids:
+            place = places.get(i)
+            if place is None or (position := place.position) is None:
+                continue
+            p2 = math.radians(position.latitude)
+            dl = math.radians(position.longitude - lon1)
+            h = math.sin((p2 - p1) / 2) ** 2 + cos1 * math.cos(p2) * math.sin(dl / 2) ** 2
+            km = 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
+            if distance is None or (km, i) < (distance, location_id or ""):
+                distance, location_id = km, i
+        if distance is not None:
+            points -= min(policy.max_km_penalty, distance * policy.per_km)
+            if (
+                policy.max_distance_km is not None
+                and distance > policy.max_distance_km
+                and not entry.telehealth
+            ):
+                factors.append("distance")
+        else:
+            points += policy.distance_unknown
+    if factors:
+        return tuple(factors)
+    return _Scored(entry, person, points, status, held, distance, location_id, entry.reference)
 
 
 def _name(entry: Matchable, person: Practitioner | None, orgs: Mapping[str, Organization]) -> str:
@@ -487,11 +732,12 @@ def _name(entry: Matchable, person: Practitioner | None, orgs: Mapping[str, Orga
 
 def _assess(
     entry: Matchable, person: Practitioner | None, ctx: _Context, out: _Explain
-) -> _Scored | Exclusion:
-    """Exclude ``entry`` with every reason, or score it (reasons in ``out`` if explaining)."""
+) -> _Scored | tuple[tuple[str, ...], tuple[str, ...]]:
+    """Exclude ``entry`` (the factors and every reason), or score it (reasons in ``out`` if
+    explaining)."""
     policy = ctx.policy
     refusals: list[str] = []
-    reference = entry.reference
+    factors: list[str] = []
 
     # specialty: an exact code, or a specialization of the classification asked for
     wanted = ctx.wanted
@@ -525,12 +771,13 @@ def _assess(
     elif not ctx.networks:
         status = NetworkStatus.UNKNOWN
         out.add("network", policy.network_unknown, "the coverage names no network: not checked")
-    elif reference in ctx.in_network:
+    elif not ctx.network_checked or entry.reference in ctx.in_network:
         status = NetworkStatus.IN_NETWORK
         out.add("network", policy.in_network, "in network")
     else:
         status = NetworkStatus.OUT_OF_NETWORK
         if policy.require_in_network:
+            factors.append("network")
             refusals.append(ctx.network_refusal)
         else:
             out.add("network", policy.out_of_network, ctx.network_refusal)
@@ -545,6 +792,7 @@ def _assess(
     elif not spoken and ctx.english_ok:
         out.add("language", 0.0, "languages not listed; the patient speaks English")
     elif policy.require_language:
+        factors.append("language")
         refusals.append(ctx.language_refusal)
     else:
         out.add("language", policy.no_language, ctx.language_refusal)
@@ -564,6 +812,7 @@ def _assess(
     elif accepting is None:
         out.add("accepting", policy.accepting_unknown, "new patients: not stated")
     elif policy.require_accepting:
+        factors.append("accepting")
         refusals.append("not accepting new patients")
     else:
         out.add("accepting", policy.not_accepting, "not accepting new patients")
@@ -587,6 +836,7 @@ def _assess(
                 and distance > policy.max_distance_km
                 and not entry.telehealth
             ):
+                factors.append("distance")
                 refusals.append(f"farther than {policy.max_distance_km:g} km ({distance:.1f} km)")
         else:
             out.add("distance", policy.distance_unknown, "no position known: distance unknown")
@@ -594,8 +844,8 @@ def _assess(
         out.add("telehealth", policy.telehealth, "offers telehealth")
 
     if refusals:
-        return Exclusion(reference, _name(entry, person, ctx.organizations), tuple(refusals))
-    return _Scored(entry, person, out.points, status, held, distance, location_id)
+        return tuple(factors), tuple(refusals)
+    return _Scored(entry, person, out.points, status, held, distance, location_id, entry.reference)
 
 
 def _rank(
@@ -607,7 +857,7 @@ def _rank(
 ) -> list[_Scored]:
     """The best ``limit`` by total score, then reference; slots looked up best-first while a
     candidate can still make the cut (branch and bound on ``policy.slot_bonus``)."""
-    order = sorted(scored, key=lambda s: (-s.static, s.entry.reference))
+    order = sorted(scored, key=lambda s: (-s.static, s.reference))
     if scheduler is None:
         for s in order:
             s.total = s.static
@@ -617,11 +867,11 @@ def _rank(
         if len(best) == limit:
             worst = best[-1]
             reach = s.static + policy.soonest_slot
-            if (-reach, s.entry.reference) > (-worst.total, worst.entry.reference):
+            if (-reach, s.reference) > (-worst.total, worst.reference):
                 break  # sorted by static score: nobody after this one can make the cut
         _add_slot(s, policy, scheduler, window)
         best.append(s)
-        best.sort(key=lambda x: (-x.total, x.entry.reference))
+        best.sort(key=lambda x: (-x.total, x.reference))
         del best[limit:]
     return best
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -32,6 +33,7 @@ class MemoryDirectory:
         self._entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
         self._by_specialty: dict[_Key, set[str]] = defaultdict(set)  # (kind, code) -> ids
         self._by_network: dict[_Key, dict[str, set[str]]] = defaultdict(dict)
+        self._inactive: dict[str, set[str]] = {kind: set() for kind in KINDS}
         # (kind, network) -> id -> the entries that put it there (itself, affiliations)
         self.add(entries)
 
@@ -56,23 +58,58 @@ class MemoryDirectory:
         networks: Iterable[str] | None = None,
     ) -> list[M]:
         with self._lock:
-            ids: set[str] | None = None
-            if specialties is not None:
-                ids = set()
-                for code in specialties:
-                    ids |= self._by_specialty.get((kind.KIND, code), set())
-            if networks is not None:
-                members = [self._by_network.get((kind.KIND, n), {}) for n in set(networks)]
-                if ids is None:
-                    ids = set().union(*members)
-                else:
-                    # test the (few) specialty matches against each network, rather than
-                    # building the (large) union of the networks' members
-                    ids = {i for i in ids if any(i in m for m in members)}
             table = self._entries[kind.KIND]
-            chosen = table if ids is None else ids
-            found = [table[i] for i in chosen if i in table]
-        return cast(list[M], sorted((e for e in found if e.active), key=_id_of))
+            chosen = self._ids(kind.KIND, specialties, networks)
+            # sort the ids, not the entries: plain string comparisons, no key calls
+            ids = sorted(table if chosen is None else filter(table.__contains__, chosen))
+            found = [table[i] for i in ids]
+        return cast(list[M], [e for e in found if e.active])
+
+    def count_found(
+        self,
+        kind: type[M],
+        *,
+        specialties: Iterable[str] | None = None,
+        networks: Iterable[str] | None = None,
+    ) -> int:
+        """``len(find(kind, ...))``, from the indexes, without sorting the entries."""
+        with self._lock:
+            table: dict[str, Any] = self._entries[kind.KIND]
+            chosen = self._ids(kind.KIND, specialties, networks)
+            inactive = self._inactive[kind.KIND]
+            if chosen is None:
+                return len(table) - len(inactive)
+            if specialties is None:  # an affiliation may list services not (yet) added
+                chosen = {i for i in chosen if i in table}
+            # the specialty index holds only ids in the table (_remove unlinks them)
+            return len(chosen) - len(inactive.intersection(chosen))
+
+    def get_many(self, kind: type[E], ids: Iterable[str]) -> dict[str, E]:
+        """The entries of ``kind`` among ``ids`` that exist, by id (what matching reads)."""
+        table = self._entries[kind.KIND]
+        with self._lock:
+            return cast(dict[str, E], {i: table[i] for i in ids if i in table})
+
+    def _ids(
+        self, kind: str, specialties: Iterable[str] | None, networks: Iterable[str] | None
+    ) -> set[str] | None:
+        ids: set[str] | None = None
+        if specialties is not None:
+            ids = set()
+            for code in specialties:
+                ids |= self._by_specialty.get((kind, code), set())
+        if networks is not None:
+            members = [self._by_network.get((kind, n), {}) for n in set(networks)]
+            if ids is None:
+                ids = set().union(*members)
+            else:
+                # test the (few) specialty matches against each network, rather than
+                # building the (large) union of the networks' members
+                inside: set[str] = set()
+                for m in members:
+                    inside.update(filter(m.__contains__, ids))
+                ids = inside
+        return ids
 
     def entries(self, kind: type[E]) -> Iterator[E]:
         with self._lock:
@@ -91,6 +128,8 @@ class MemoryDirectory:
 
     def _index(self, entry: Entry) -> None:
         source = f"{entry.KIND}/{entry.id}"
+        if not entry.active:
+            self._inactive[entry.KIND].add(entry.id)
         if isinstance(entry, PractitionerRole | HealthcareService):
             for code in entry.specialties:
                 self._by_specialty[(entry.KIND, code)].add(entry.id)
@@ -106,6 +145,7 @@ class MemoryDirectory:
         old: Any = self._entries[kind].pop(id, None)
         if old is None:
             return
+        self._inactive[kind].discard(id)
         source = f"{kind}/{id}"
         if isinstance(old, PractitionerRole | HealthcareService):
             for code in old.specialties:
@@ -125,5 +165,4 @@ class MemoryDirectory:
                 del self._by_network[(kind, network)][id]
 
 
-def _id_of(entry: Entry) -> str:
-    return entry.id
+_id_of = operator.attrgetter("id")

@@ -14,7 +14,9 @@ The tests cover: every kind of entry round trips; an entry replaces the one with
 id, and its old index entries go with it; ``find`` by specialty, by network and by both, with
 None meaning any and an empty collection nothing; networks an OrganizationAffiliation gives
 to healthcare services; inactive entries are never found; ``entries`` and ``find`` come in id
-order. referralkit runs it against the memory, SQLite and PostgreSQL directories.
+order; and, where a directory offers them, ``count_found`` and ``get_many`` (the bulk reads
+matching uses) agree with ``find`` and ``get``. referralkit runs it against the memory,
+SQLite and PostgreSQL directories.
 """
 
 from __future__ import annotations
@@ -267,3 +269,50 @@ class DirectoryContract:
             len(directory.find(PractitionerRole, specialties=[CARDIOLOGY], networks=["net-a"]))
             == 1_200
         )
+
+    def test_count_found_agrees_with_find(self, filled: Directory) -> None:
+        """Where a directory offers ``count_found`` (matching counts candidates with it,
+        else with ``len(find(...))``), it equals ``len(find(...))`` for every query:
+        inactive entries, affiliations' networks, services an affiliation lists but the
+        directory lacks, empty and None arguments."""
+        counting = getattr(filled, "count_found", None)
+        if counting is None:
+            pytest.skip("this directory has no count_found: matching uses len(find(...))")
+        filled.add(
+            [
+                OrganizationAffiliation(
+                    "aff-2", network_ids=("net-c",), healthcare_service_ids=("svc-missing",)
+                ),
+                PractitionerRole("r-9", specialties=(INTERNAL,), network_ids=("net-a",)),
+                PractitionerRole("r-8", specialties=(CARDIOLOGY,), active=False),
+            ]
+        )
+        queries: list[dict[str, list[str] | None]] = [
+            {},
+            {"specialties": [CARDIOLOGY]},
+            {"specialties": [CARDIOLOGY, INTERNAL, DERMATOLOGY]},
+            {"networks": ["net-a"]},
+            {"networks": ["net-c"]},
+            {"specialties": [CARDIOLOGY], "networks": ["net-a", "net-b", "net-c"]},
+            {"specialties": [], "networks": None},
+            {"specialties": [CARDIOLOGY], "networks": []},
+        ]
+        for query in queries:
+            roles = filled.find(PractitionerRole, **query)
+            services = filled.find(HealthcareService, **query)
+            assert counting(PractitionerRole, **query) == len(roles), query
+            assert counting(HealthcareService, **query) == len(services), query
+
+    def test_get_many(self, filled: Directory) -> None:
+        """Where a directory offers ``get_many`` (matching reads locations, practitioners
+        and organisations with it, else with ``get``), it gives what ``get`` gives."""
+        many = getattr(filled, "get_many", None)
+        if many is None:
+            pytest.skip("this directory has no get_many: matching uses get")
+        ids = ["loc-1", "nowhere", "loc-1"]
+        assert many(Location, ids) == {"loc-1": filled.get(Location, "loc-1")}
+        assert many(Practitioner, []) == {}
+        roles = [f"r-{k}" for k in range(4)] + [f"x-{k}" for k in range(600)]
+        assert many(PractitionerRole, roles) == {
+            i: filled.get(PractitionerRole, i) for i in roles[:4]
+        }
