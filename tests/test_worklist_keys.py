@@ -27,6 +27,7 @@ from referralkit.storage.sqlite import SCHEMA_VERSION, SQLiteStore
 from referralkit.worklist import (
     FROZEN_BUCKET,
     NO_CLOCK_BUCKET,
+    SWEEP_BUCKET,
     RankEntry,
     WorklistFilter,
     WorklistItem,
@@ -133,8 +134,11 @@ def test_entries_by_state(simulated: tuple[MemoryStore, dt.datetime]) -> None:
         if referral.status.is_terminal:
             assert entries == ()
             kinds.add("closed")
-        elif entries[0].bucket == NO_CLOCK_BUCKET:
-            assert entries == (RankEntry(NO_CLOCK_BUCKET, -referral.effective_priority.rank),)
+            continue
+        # every open referral: due for the sweep from its last change
+        assert entries[0] == RankEntry(SWEEP_BUCKET, referral.updated_at.timestamp())
+        if entries[1].bucket == NO_CLOCK_BUCKET:
+            assert entries[1:] == (RankEntry(NO_CLOCK_BUCKET, -referral.effective_priority.rank),)
             kinds.add("no clock")
         else:
             kinds.add("clock")
