@@ -1565,6 +1565,16 @@ class ReferralDesk:
         (``skipped``). The desk's other operations do not run the event rules: the sweep is
         the mechanism.
 
+        **What it reads.** With the shipped event ruleset on a store that keeps rank keys,
+        each open referral has a sweep key (:data:`~referralkit.worklist.SWEEP_BUCKET`): every
+        change sets it to the change's time, and the sweep, after evaluating the referral,
+        moves it to when its rules next have something to record with no further change (the
+        earliest alert still to come, or the day a rule comes into force). The sweep then
+        reads only the referrals whose key is due by ``as_of``, in keyset pages of the key's
+        index; the others have nothing new, and ``swept`` counts the referrals read. With
+        other rules (or a rule that ends, ``valid_to``), an ``as_of`` before a stored
+        referral's last change, or a store without rank keys, it reads every open referral.
+
         .. versionadded:: 0.1
         """
         authorize(actor, "sweep")
