@@ -192,3 +192,14 @@ def test_sqlite_file_written_before_rank_keys_upgrades(tmp_path: Path) -> None:
         assert stored == expected
         after = rk.ReferralDesk(upgraded, clock=clock).worklist(ACTOR, limit=10)
         assert after == before
+
+
+def test_port_defaults_compute_what_the_memory_store_keeps(
+    simulated: tuple[MemoryStore, dt.datetime],
+) -> None:
+    """The port's defaults (for adapters that keep no rank keys) compute the keys from the
+    histories: the same as the memory store keeps."""
+    store, _ = simulated
+    assert dict(ReferralStore._rank_keys(store)) == dict(store._rank_keys())
+    assert ReferralStore.latest_update(store) == store.latest_update()
+    assert not ReferralStore.keeps_rank_keys
