@@ -27,6 +27,7 @@ from referralkit.storage.sqlite import SCHEMA_VERSION, SQLiteStore
 from referralkit.worklist import (
     FROZEN_BUCKET,
     NO_CLOCK_BUCKET,
+    SWEEP_BUCKET,
     RankEntry,
     WorklistFilter,
     WorklistItem,
@@ -133,8 +134,11 @@ def test_entries_by_state(simulated: tuple[MemoryStore, dt.datetime]) -> None:
         if referral.status.is_terminal:
             assert entries == ()
             kinds.add("closed")
-        elif entries[0].bucket == NO_CLOCK_BUCKET:
-            assert entries == (RankEntry(NO_CLOCK_BUCKET, -referral.effective_priority.rank),)
+            continue
+        # every open referral: due for the sweep from its last change
+        assert entries[0] == RankEntry(SWEEP_BUCKET, referral.updated_at.timestamp())
+        if entries[1].bucket == NO_CLOCK_BUCKET:
+            assert entries[1:] == (RankEntry(NO_CLOCK_BUCKET, -referral.effective_priority.rank),)
             kinds.add("no clock")
         else:
             kinds.add("clock")
@@ -188,3 +192,14 @@ def test_sqlite_file_written_before_rank_keys_upgrades(tmp_path: Path) -> None:
         assert stored == expected
         after = rk.ReferralDesk(upgraded, clock=clock).worklist(ACTOR, limit=10)
         assert after == before
+
+
+def test_port_defaults_compute_what_the_memory_store_keeps(
+    simulated: tuple[MemoryStore, dt.datetime],
+) -> None:
+    """The port's defaults (for adapters that keep no rank keys) compute the keys from the
+    histories: the same as the memory store keeps."""
+    store, _ = simulated
+    assert dict(ReferralStore._rank_keys(store)) == dict(store._rank_keys())
+    assert ReferralStore.latest_update(store) == store.latest_update()
+    assert not ReferralStore.keeps_rank_keys

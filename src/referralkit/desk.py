@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import functools
 import hashlib
 import logging
 import threading
@@ -42,6 +43,7 @@ from . import lifecycle
 from ._redaction import Sealed, boundary, boundary_iter
 from .access import AccessBuffer, AccessOutcome, AccessQuery, AccessRecord
 from .alerts import ActiveAlert, SweepReport, cleared_payload, raised_payload
+from .alerts import active as active_alerts
 from .alerts import changes as alert_changes
 from .clock import Clock, SystemClock
 from .clocks import DEFAULT_CLOCKS, Cause, ClockName
@@ -88,6 +90,8 @@ from .serialization import to_dict
 from .storage import History, Query, ReferralStore, open_store
 from .worklist import (
     DEFAULT_WORKLIST,
+    NO_CLOCK,
+    SWEEP_BUCKET,
     WorklistFilter,
     WorklistItem,
     WorklistRules,
@@ -285,6 +289,23 @@ def _query(filters: Sealed[dict[str, Any]], **fixed: Any) -> Query:
         if name not in _QUERY_FIELDS or name in fixed:
             raise ValidationError(name, "not a filter of this query")
     return Query(**filters.reveal(), **fixed)
+
+
+_SWEEP_PAGE: Final = 500
+"""Referrals a sweep reads (and whose sweep keys it writes back) at a time."""
+_FAR_FUTURE: Final = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
+
+
+@functools.cache
+def _shipped_event_ruleset() -> tuple[str, str]:
+    """The name and version of the shipped event ruleset (the one the sweep keys are for)."""
+    from .rules import load
+    from .rules.model import Kind
+    from .rules.policies import shipped_paths
+
+    [path] = shipped_paths(Kind.EVENT)
+    ruleset = load(path)
+    return ruleset.name, ruleset.version
 
 
 _HISTORY_CACHE: Final = 256
@@ -1666,6 +1687,16 @@ class ReferralDesk:
         (``skipped``). The desk's other operations do not run the event rules: the sweep is
         the mechanism.
 
+        **What it reads.** With the shipped event ruleset on a store that keeps rank keys,
+        each open referral has a sweep key (:data:`~referralkit.worklist.SWEEP_BUCKET`): every
+        change sets it to the change's time, and the sweep, after evaluating the referral,
+        moves it to when its rules next have something to record with no further change (the
+        earliest alert still to come, or the day a rule comes into force). The sweep then
+        reads only the referrals whose key is due by ``as_of``, in keyset pages of the key's
+        index; the others have nothing new, and ``swept`` counts the referrals read. With
+        other rules (or a rule that ends, ``valid_to``), an ``as_of`` before a stored
+        referral's last change, or a store without rank keys, it reads every open referral.
+
         .. versionadded:: 0.1
         """
         self._authorize(actor, "sweep")
@@ -1675,51 +1706,138 @@ class ReferralDesk:
         raised: list[Alert] = []
         cleared: list[ActiveAlert] = []
         reaches = self._reach(actor, "sweep")
-        for current in self.store.query(Query(open_only=True)):
-            if current.created_at > when or not reaches(current):
+        keyed = self._sweep_keys_usable(rules, when)
+        pending: list[tuple[str, int, float]] = []
+        for current, history in self._sweep_due(when) if keyed else self._sweep_all(when):
+            if not reaches(current):
                 continue
             swept += 1
-            for attempt in range(4):
-                if attempt:
-                    retried += 1
-                    current = self.store.load(current.id)
-                    if current.status.is_terminal:
-                        break
-                history = self.store.events(current.id)
-                new, gone = self._alert_changes(rules, current.id, history, when)
-                if not new and not gone:
-                    break
-                changes: _Change = [
-                    (EventType.ALERT_RAISED, Sealed(raised_payload(a))) for a in new
-                ]
-                changes += [
-                    (EventType.ALERT_CLEARED, Sealed(cleared_payload(a, "no longer due")))
-                    for a in gone
-                ]
-                try:
-                    self._commit(actor, current, changes, self._now())
-                except ConcurrencyError:
-                    continue
+            outcome = self._sweep_one(actor, rules, current, history, when, upcoming=keyed)
+            new, gone, wrote, tries, left, after = outcome
+            retried += tries
+            skipped += left
+            if wrote:
                 written += 1
                 raised += new
                 cleared += gone
-                break
-            else:
-                skipped += 1
+            if after is not None:
+                pending.append((current.id, *after))
+            if len(pending) >= _SWEEP_PAGE:
+                self.store.set_sweep_due(pending)
+                pending = []
+        if pending:
+            self.store.set_sweep_due(pending)
         return SweepReport(when, swept, tuple(raised), tuple(cleared), written, retried, skipped)
+
+    def _sweep_keys_usable(self, rules: EventRules, when: dt.datetime) -> bool:
+        """Whether the sweep can read only the referrals its stored keys say are due: the
+        store keeps them, the rules are the shipped ruleset the keys were set with, no rule
+        ends (``valid_to``: an alert would be cleared with no change), and no referral changed
+        after ``when``."""
+        if not self.store.keeps_rank_keys or any(r.valid_to for r in rules.ruleset.rules):
+            return False
+        if (rules.ruleset.name, rules.ruleset.version) != _shipped_event_ruleset():
+            return False
+        latest = self.store.latest_update()
+        return latest is None or latest <= when
+
+    def _sweep_all(self, when: dt.datetime) -> Iterator[tuple[Referral, None]]:
+        for current in self.store.query(Query(open_only=True)):
+            if current.created_at <= when:
+                yield current, None
+
+    def _sweep_due(self, when: dt.datetime) -> Iterator[tuple[Referral, list[ReferralEvent]]]:
+        """The open referrals whose sweep key is due at ``when`` (changed since their last
+        sweep, or with an alert to record by then), in keyset pages of the key's index."""
+        limit, after, seen = when.timestamp(), None, set()
+        while True:
+            page = self.store.rank_page(SWEEP_BUCKET, after, _SWEEP_PAGE)
+            due = [referral_id for key, referral_id in page if key <= limit]
+            fresh = [i for i in due if i not in seen]
+            seen.update(fresh)
+            for referral, events in self.store.histories(fresh):
+                if not referral.status.is_terminal:
+                    yield referral, list(events)
+            if len(due) < len(page) or len(page) < _SWEEP_PAGE:
+                return
+            after = page[-1]
+
+    def _sweep_one(
+        self,
+        actor: Actor,
+        rules: EventRules,
+        current: Referral,
+        history: list[ReferralEvent] | None,
+        when: dt.datetime,
+        *,
+        upcoming: bool,
+    ) -> tuple[list[Alert], list[ActiveAlert], bool, int, bool, tuple[int, float] | None]:
+        """Record one referral's alert changes: (raised, cleared, written, retries, left for
+        the next sweep, (the version now stored, when its sweep is next due) or None)."""
+        retried = 0
+        for attempt in range(4):
+            if attempt:
+                retried += 1
+                current = self.store.load(current.id)
+                if current.status.is_terminal:
+                    return [], [], False, retried, False, None
+                history = None
+            if history is None:
+                history = self.store.events(current.id)
+            new, gone, upcoming_at = self._alert_changes(
+                rules, current.id, history, when, upcoming=upcoming
+            )
+            if not new and not gone:
+                return [], [], False, retried, False, (current.version, upcoming_at)
+            changes: _Change = [(EventType.ALERT_RAISED, Sealed(raised_payload(a))) for a in new]
+            changes += [
+                (EventType.ALERT_CLEARED, Sealed(cleared_payload(a, "no longer due"))) for a in gone
+            ]
+            try:
+                self._commit(actor, current, changes, self._now())
+            except ConcurrencyError:
+                continue
+            return new, gone, True, retried, False, (current.version + 1, upcoming_at)
+        return [], [], False, retried, True, None
 
     @staticmethod
     def _alert_changes(
-        rules: EventRules, referral_id: str, history: Sequence[ReferralEvent], when: dt.datetime
-    ) -> tuple[list[Alert], list[ActiveAlert]]:
+        rules: EventRules,
+        referral_id: str,
+        history: Sequence[ReferralEvent],
+        when: dt.datetime,
+        *,
+        upcoming: bool = False,
+    ) -> tuple[list[Alert], list[ActiveAlert], float]:
         """What the sweep records for one referral: the rules due at ``when`` over the events
-        up to then, against the alerts its history already holds."""
+        up to then, against the alerts its history already holds; and (with ``upcoming``)
+        when, with no further change, the next alert would be due, in POSIX seconds
+        (:data:`~referralkit.worklist.NO_CLOCK` for never)."""
         try:
             rules.observe(referral_id, [e for e in history if e.at <= when])
             due = rules.due(referral_id, when)
+            later = rules.due(referral_id, _FAR_FUTURE) if upcoming else []
         finally:
             rules.close(referral_id)
-        return alert_changes(due, history, ruleset=rules.ruleset.name, as_of=when)
+        new, gone = alert_changes(due, history, ruleset=rules.ruleset.name, as_of=when)
+        if not upcoming:
+            return new, gone, NO_CLOCK
+        standing = set(active_alerts(history))
+        standing |= {(a.ruleset, a.rule_id) for a in new}
+        standing -= {(a.ruleset, a.rule_id) for a in gone}
+        times = [
+            a.at.timestamp()
+            for a in later
+            if (a.ruleset, a.rule_id) not in standing and a.at > when
+        ]
+        # a rule that comes into force later: its alert is due from its first day
+        times += [
+            start.timestamp()
+            for rule in rules.ruleset.rules
+            if rule.valid_from is not None
+            and (start := dt.datetime.combine(rule.valid_from, dt.time(), dt.UTC)) > when
+        ]
+        return new, gone, min(times, default=NO_CLOCK)
 
     # ------------------------------------------------------------------ the one write path
 

@@ -82,6 +82,7 @@ __all__ = [
     "NO_CLOCK",
     "NO_CLOCK_BUCKET",
     "RANK_RATIO",
+    "SWEEP_BUCKET",
     "Action",
     "RankEntry",
     "ActionKind",
@@ -880,11 +881,16 @@ FROZEN_BUCKET: Final = 0
 """The bucket of paused clocks: their fraction left does not move (the ``sort_key``)."""
 NO_CLOCK_BUCKET: Final = 1000
 """The bucket of open referrals with no running clock (``sort_key``: minus the priority)."""
+SWEEP_BUCKET: Final = -1
+"""Not a rank: when the referral next needs the sweep (``sort_key``, POSIX seconds). A change
+sets it to the change's time; :meth:`~referralkit.desk.ReferralDesk.sweep` moves it to when
+the event rules next have something to record (:data:`NO_CLOCK` for never)."""
 
 
 class RankEntry(NamedTuple):
     """One stored rank key of an open referral (see :func:`rank_entries`).
 
+    Every open referral also has one :data:`SWEEP_BUCKET` entry, which is not a rank.
     ``bucket`` is :data:`FROZEN_BUCKET` for a paused clock (``sort_key``: its fraction of the
     window left, which a pause holds still), :data:`NO_CLOCK_BUCKET` when no clock runs
     (``sort_key``: minus the effective priority's rank), else ``1 + floor(log(length) /
@@ -931,7 +937,8 @@ def rank_entries(
         if bucket not in best or sort < best[bucket]:
             best[bucket] = sort
     if not best:
-        return (RankEntry(NO_CLOCK_BUCKET, float(-referral.effective_priority.rank)),)
+        best[NO_CLOCK_BUCKET] = float(-referral.effective_priority.rank)
+    best[SWEEP_BUCKET] = referral.updated_at.timestamp()
     return tuple(sorted(RankEntry(b, s) for b, s in best.items()))
 
 
@@ -970,7 +977,8 @@ def ranked_head(
 ) -> list[WorklistItem]:
     """The best ``limit`` open items in :func:`rank`'s order, from stored rank keys.
 
-    ``buckets`` are the buckets that hold entries; ``page(bucket, after, n)`` returns the
+    ``buckets`` are the buckets that hold entries (:data:`SWEEP_BUCKET` is skipped);
+    ``page(bucket, after, n)`` returns the
     next ``n`` ``(sort_key, referral_id)`` of a bucket after ``after`` (keyset order);
     ``read(ids)`` assesses referrals as of ``as_of`` (an item per id still to be shown,
     in any order). Every entry must have been written at or before ``as_of``.
@@ -1000,7 +1008,8 @@ def ranked_head(
         heapq.heappush(heap, (_bound(bucket, sort_key, referral_id, at), bucket))
 
     for bucket in buckets:
-        advance(bucket)
+        if bucket >= FROZEN_BUCKET:  # (SWEEP_BUCKET is not a rank)
+            advance(bucket)
     top: list[WorklistItem] = []
     seen: set[str] = set()
     wanted = max(batch, limit)  # the first batch: the ``limit`` best bounds

@@ -48,3 +48,19 @@ def test_version_3_schema_gets_its_rank_keys(postgres_schema: str) -> None:
         assert expected
         assert _stored(upgraded) == expected
         assert rk.ReferralDesk(upgraded, clock=clock).worklist(ACTOR, limit=8) == before
+
+
+def test_sweep_keys_on_postgres(postgres_schema: str) -> None:
+    """The sweep reads only what is due on PostgreSQL too, and its bookkeeping checks the
+    version."""
+    clock = rk.FakeClock(synth.DEFAULT_START)
+    with PostgresStore(postgres_schema) as store:
+        desk = rk.ReferralDesk(store, clock=clock, new_id=synth.id_factory(6))
+        synth.simulate(desk, ACTOR, clock, synth.population(20, 6), weeks=2, seed=6)
+        opened = store.count(rk.Query(open_only=True))
+        assert desk.sweep(ACTOR).swept == opened
+        assert desk.sweep(ACTOR).swept == 0
+        made = store.query(rk.Query(open_only=True, limit=1))[0]
+        assert store.set_sweep_due([(made.id, made.version + 1, 1.0)]) == 0
+        assert store.set_sweep_due([(made.id, made.version, 1.0)]) == 1
+        assert desk.sweep(ACTOR).swept == 1

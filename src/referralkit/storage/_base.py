@@ -600,6 +600,17 @@ class ReferralStore(abc.ABC):
                 continue
         return found
 
+    def set_sweep_due(self, items: Iterable[tuple[str, int, float]]) -> int:
+        """For each ``(referral_id, version, due)``, move the referral's
+        :data:`~referralkit.worklist.SWEEP_BUCKET` entry to ``due`` (POSIX seconds) if its
+        stored version is still ``version``: bookkeeping beside the referral, like a lease
+        (no event, no new version), in one transaction. How many were moved. This default,
+        for stores that do not keep rank keys, moves nothing.
+
+        .. versionadded:: 0.1
+        """
+        return 0
+
     def versions(self, ids: Iterable[str]) -> dict[str, int]:
         """The stored version of each of ``ids`` that exists (a cheap read: what a reader
         that keeps parsed histories checks them against). Adapters read a batch at once.

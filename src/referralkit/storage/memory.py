@@ -295,3 +295,23 @@ class MemoryStore(ReferralStore):
         with self._lock:
             rows = self._fallback_access_log().rows()
         yield from rows
+
+    @boundary
+    def set_sweep_due(self, items: Iterable[tuple[str, int, float]]) -> int:
+        from ..worklist import SWEEP_BUCKET
+
+        moved = 0
+        with self._lock:
+            for referral_id, version, due in items:
+                current = self._snapshots.get(check_id(referral_id))
+                entries = self._rank.get(referral_id, ())
+                if current is None or current.version != version or not entries:
+                    continue
+                self._rank[referral_id] = tuple(
+                    sorted(
+                        RankEntry(e.bucket, float(due)) if e.bucket == SWEEP_BUCKET else e
+                        for e in entries
+                    )
+                )
+                moved += 1
+        return moved

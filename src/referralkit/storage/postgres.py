@@ -1562,3 +1562,26 @@ class PostgresStore(ReferralStore):
                     yield row[0], fields, row[12]
         except psycopg.Error as error:
             raise _driver_error(error, "reading the access log") from None
+
+    @boundary
+    def set_sweep_due(self, items: Iterable[tuple[str, int, float]]) -> int:
+        rows = [(check_id(i), version, float(due)) for i, version, due in items]
+        if not rows:
+            return 0
+
+        def work(conn: psycopg.Connection[Any]) -> int:
+            if not self._ranked(conn):
+                return 0
+            cursor = conn.execute(
+                self._sql(
+                    "UPDATE {s}.worklist_keys AS k SET sort_key = v.due "
+                    "FROM unnest(%s::text[], %s::integer[], %s::double precision[]) "
+                    "AS v (id, version, due), {s}.referrals AS r "
+                    "WHERE k.referral_id = v.id AND k.bucket = -1 "
+                    "AND r.id = v.id AND r.version = v.version"
+                ),
+                [[r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]],
+            )
+            return int(cursor.rowcount)
+
+        return self._transact("recording the sweep", work)

@@ -1035,6 +1035,23 @@ class SQLiteStore(ReferralStore):
         rows = self._read(f"SELECT id, version FROM referrals WHERE id IN ({marks})", wanted)  # noqa: S608 - placeholders only
         return {str(referral_id): int(version) for referral_id, version in rows}
 
+    @boundary
+    def set_sweep_due(self, items: Iterable[tuple[str, int, float]]) -> int:
+        rows = [(float(due), check_id(i), i, version) for i, version, due in items]
+        if not rows:
+            return 0
+        with self._write("recording the sweep") as conn:
+            if not _keeps_rank_keys(conn):
+                return 0
+            moved = 0
+            for row in rows:
+                moved += conn.execute(
+                    "UPDATE worklist_keys SET sort_key = ? WHERE referral_id = ? AND bucket = -1 "
+                    "AND EXISTS (SELECT 1 FROM referrals WHERE id = ? AND version = ?)",
+                    row,
+                ).rowcount
+            return moved
+
     # ------------------------------------------------------------------ rule versions
 
     def _keeps_versions(self) -> None:
