@@ -12,7 +12,15 @@ from typing import Any
 
 import pytest
 
-from referralkit.rules import HitPolicy, PythonEngine, Ruleset, evaluate_condition, parse
+from referralkit.rules import (
+    Compare,
+    HitPolicy,
+    Op,
+    PythonEngine,
+    Ruleset,
+    evaluate_condition,
+    parse,
+)
 from referralkit.rules import engine as engine_module
 from referralkit.rules.engine import Evaluation, resolve
 
@@ -219,3 +227,121 @@ class TestFirstUnderEveryHitPolicy:
         assert engine.matches(facts, DAY) == [0, 1, 2]
         assert engine.first(facts, DAY) == 0
         assert engine.single(1).matched == ("b",)
+
+
+class TestSegmentsAndDiagnostics:
+    """Mutants the sampled run of ``nox -s mutation`` found alive: the fast paths under
+    effective dates, the last representable day, the index's choice of fields, and what the
+    engine says about itself."""
+
+    RULES = (
+        ("spring", {"specialty": "x"}, {"priority": "urgent"}),
+        ("always", {}, {"priority": "routine"}),
+    )
+
+    def dated(self, hit_policy: str) -> PythonEngine:
+        return PythonEngine(
+            parse(
+                {
+                    "ruleset": {"name": "dated", "kind": "urgency", "hit_policy": hit_policy},
+                    "rules": [
+                        {
+                            "id": "spring",
+                            "when": {"specialty": "x"},
+                            "then": {"priority": "urgent"},
+                            "valid_from": dt.date(2026, 3, 1),
+                            "valid_to": dt.date(2026, 5, 31),
+                        },
+                        {"id": "always", "then": {"priority": "routine"}},
+                    ],
+                }
+            )
+        )
+
+    @pytest.mark.parametrize("hit_policy", ["first", "collect"])
+    def test_every_entry_point_reads_the_day(self, hit_policy: str) -> None:
+        """matches, first and evaluate each pick the rules in force on the day given."""
+        engine = self.dated(hit_policy)
+        facts = {"specialty": "x"}
+        for day, first in (
+            (dt.date(2026, 2, 28), 1),
+            (dt.date(2026, 3, 1), 0),
+            (dt.date(2026, 5, 31), 0),
+            (dt.date(2026, 6, 1), 1),
+        ):
+            assert engine.first(facts, day) == first
+            assert engine.matches(facts, day)[0] == first
+            assert engine.evaluate(facts, day).matched[0] == ("spring", "always")[first]
+
+    def test_a_rule_in_force_to_the_last_day(self) -> None:
+        """valid_to 9999-12-31: in force on that day, with no day after it to mark."""
+        engine = PythonEngine(
+            parse(
+                {
+                    "ruleset": {"name": "forever", "kind": "urgency"},
+                    "rules": [
+                        {
+                            "id": "r",
+                            "then": {"priority": "urgent"},
+                            "valid_from": dt.date(2026, 1, 1),
+                            "valid_to": dt.date.max,
+                        }
+                    ],
+                }
+            )
+        )
+        assert engine.first({}, dt.date.max) == 0
+        assert engine.first({}, dt.date(2025, 12, 31)) is None
+
+    def test_the_index_takes_the_most_used_fields(self) -> None:
+        """Of more candidate fields than it holds, the index takes those most rules test."""
+        rules = [
+            (
+                f"r{i}",
+                {
+                    "specialty": f"s{i}",
+                    "patient.language": "es",
+                    "priority": "urgent",
+                    "authorization.status": "approved",
+                    **({"coverage.payer": "p"} if i < 3 else {}),
+                    **({"coverage.plan": "q"} if i == 0 else {}),
+                },
+                {"priority": "urgent"},
+            )
+            for i in range(4)
+        ]
+        engine = PythonEngine(ruleset("urgency", "collect", *rules))
+        (view,) = {id(v): v for v in engine._views}.values()
+        assert set(view.fields) == {
+            "specialty",
+            "patient.language",
+            "priority",
+            "authorization.status",
+        }
+
+    def test_an_event_ruleset_is_sent_to_the_event_engine(self) -> None:
+        """The python engine refuses event rules and says which class runs them."""
+        from referralkit.errors import RulesError
+        from referralkit.rules import load
+        from referralkit.rules.model import Kind
+        from referralkit.rules.policies import shipped_paths
+
+        events = load(shipped_paths(Kind.EVENT)[0])
+        with pytest.raises(RulesError, match=r"holds event patterns: run it with .*EventRules"):
+            PythonEngine(events)
+
+    def test_generated_code_is_named_as_such(self) -> None:
+        """Tracebacks through generated code say where it comes from."""
+        engine = PythonEngine(ruleset("urgency", "first", *self.RULES))
+        (view,) = {id(v): v for v in engine._views}.values()
+        assert view.key.__code__.co_filename == "<referralkit-rules>"
+        assert view.lookup(view.key({})).__code__.co_filename == "<referralkit-rules>"
+
+    def test_a_condition_of_the_longest_length_shown_whole(self) -> None:
+        """A failed condition of up to 500 characters is shown whole; longer ones are cut."""
+        prefix = str(Compare("specialty", Op.EQ, ""))
+        for length, whole in ((500, True), (501, False)):
+            value = "a" * (length - len(prefix))
+            condition = Compare("specialty", Op.EQ, value)
+            assert len(str(condition)) == length
+            assert (engine_module._described(condition) == str(condition)) is whole
