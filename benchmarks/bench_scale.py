@@ -1,6 +1,6 @@
 """Scale benchmark: the read and write paths at 10,000, 100,000 and 1,000,000 referrals.
 
-    python benchmarks/bench_scale.py                  # 10k, 100k, 1M on SQLite (hours on a busy box)
+    python benchmarks/bench_scale.py                  # 10k, 100k, 1M on SQLite (hours)
     python benchmarks/bench_scale.py --sizes 10000,100000
     python benchmarks/bench_scale.py --quick          # 1,000 and 4,000: checks it runs, minutes
     python benchmarks/bench_scale.py --check          # exit 1 when a target is missed
