@@ -92,26 +92,50 @@ class TestRulesBenchmark:
 
 
 class TestStorageBenchmark:
-    def test_quick_run_checks_intake_and_worklists(self) -> None:
-        """``bench_storage.py --quick --no-postgres`` checks bulk intake (count, a sample read
-        back) and every worklist against the reference order before printing its table."""
+    def test_quick_run_pairs_and_checks_intake_and_worklists(self) -> None:
+        """``bench_storage.py --quick --no-postgres`` times bulk intake in pairs with the
+        driver floor and each worklist run after a bare read of the same rows, reports the
+        median ratio with its range and the load average, and checks bulk intake (count, a
+        sample read back) and every worklist against the reference ranking."""
         result = run_bench("bench_storage.py", "--quick", "--no-postgres")
         assert result.returncode == 0, result.stderr
         out = result.stdout
-        assert "| bulk intake | SQLite |" in out
+        assert "load average" in out
+        assert "| vs baseline, median of pairs (min–max) |" in out
+        assert "| bulk intake | SQLite | driver floor" in out
+        assert "save_many × 500 (2 runs)" in out
+        assert "2 pairs |" in out
         assert "top-50 open, worklist order: p95" in out
-        assert "checked: bulk intake counts, a sample of 20 read back equal" in out
+        assert "60 pairs" in out
+        assert "checked: bulk intake counts (driver floor and save_many)" in out
+        assert "every worklist equal to the reference ranking" in out
+        assert "WRONG" not in result.stderr
+
+    def test_check_fails_on_a_missed_target(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """With ``--check``, a missed target exits 1 and is named; the others are met."""
+        bench = load_bench("bench_storage.py")
+        monkeypatch.setattr(bench, "INTAKE_TARGET", {"SQLite": 1e12})
+        monkeypatch.setattr(bench, "WORKLIST_TARGET_MS", 1e9)
+        argv = ["--quick", "--no-postgres", "--check", "--count", "100", "--rows", "1000"]
+        assert bench.main([*argv, "--rounds", "1"]) == 1
+        out = capsys.readouterr().out
+        assert bench.wrong == []
+        assert "missed targets: SQLite: 100 referrals + " in out
+        assert "worklist order: p95" not in out.split("missed targets:")[1]
 
     def test_a_worklist_out_of_order_is_wrong(self, tmp_path: Path) -> None:
-        """Rows in another order than the reference's, or a referral that sorts before the
-        last row but is missing, are reported; the true worklist is not."""
+        """Rows in another order than the reference's, or a referral missing from them, are
+        reported; the true worklist is not; so is a bulk intake that lost a referral."""
         import referralkit as rk
         from referralkit.storage import Query
 
         bench = load_bench("bench_storage.py")
         changes = bench.intake_changes(80)
         query = Query(open_only=True, limit=10)
-        sample = [c[0].id for c in changes]
+        reference = bench.reference_ranking([c[0] for c in changes], query)
+        assert len(reference) == 10
 
         class Reversed(rk.MemoryStore):
             def query(self, query: Query = Query()) -> list[rk.Referral]:
@@ -125,17 +149,43 @@ class TestStorageBenchmark:
         for store_class, expected in (
             (rk.MemoryStore, None),
             (Reversed, "not in worklist order"),
-            (Skipping, "sorts before the last row but is not listed"),
+            (Skipping, "1 rows not in the reference ranking"),
         ):
             bench.wrong.clear()
             store = store_class()
             store.save_many(changes)
             bench.check_intake(store, changes, "memory")
-            bench.check_worklist(store, "memory", "top-10", query, sample)
+            bench.check_worklist(store, "memory", "top-10", query, reference)
             if expected is None:
                 assert bench.wrong == []
             else:
                 assert any(expected in w for w in bench.wrong), bench.wrong
+        bench.wrong.clear()
+        store = rk.MemoryStore()
+        store.save_many(changes[1:])
+        bench.check_intake(store, changes, "memory")
+        assert bench.wrong == [
+            "bulk intake, memory: 79 stored, 80 written",
+            f"bulk intake, memory: {changes[0][0].id} reads back different",
+        ]
+
+    def test_the_million_reference_is_the_reference_ranking(self) -> None:
+        """The reference worked out from the templates equals the reference ranking over
+        the built referrals themselves."""
+        import attrs as attrs_
+
+        from referralkit.storage import Query
+
+        bench = load_bench("bench_storage.py")
+        shapes = bench.templates(12)
+        built = [attrs_.evolve(shapes[k % 12][0], id=f"r{k:07d}") for k in range(60)]
+        for query in (
+            Query(open_only=True, limit=10),
+            Query(open_only=True, specialty=shapes[0][0].specialty, limit=5),
+        ):
+            assert bench.million_reference(shapes, 60, query) == bench.reference_ranking(
+                built, query
+            )
 
 
 class TestFhirBenchmark:
