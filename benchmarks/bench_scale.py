@@ -2,7 +2,7 @@
 
     python benchmarks/bench_scale.py                  # 10k, 100k, 1M on SQLite (hours)
     python benchmarks/bench_scale.py --sizes 10000,100000
-    python benchmarks/bench_scale.py --quick          # 1,000 and 4,000: checks it runs, minutes
+    python benchmarks/bench_scale.py --quick          # 1,000 and 3,000: checks it runs, minutes
     python benchmarks/bench_scale.py --check          # exit 1 when a target is missed
     python benchmarks/bench_scale.py --postgres URL   # PostgreSQL too (load and worklist)
 
@@ -478,7 +478,7 @@ def run_sizes(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1,000 and 4,000: checks it runs")
+    parser.add_argument("--quick", action="store_true", help="1,000 and 3,000: checks it runs")
     parser.add_argument("--sizes", help="comma-separated sizes (default 10000,100000,1000000)")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--dir", help="where the SQLite file goes (default: a temporary dir)")
@@ -490,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.sizes:
         sizes = sorted(int(s) for s in args.sizes.split(","))
     else:
-        sizes = [1_000, 4_000] if args.quick else [10_000, 100_000, 1_000_000]
+        sizes = [1_000, 3_000] if args.quick else [10_000, 100_000, 1_000_000]
     workdir = args.dir or tempfile.mkdtemp(prefix="bench-scale-")
     os.makedirs(workdir, exist_ok=True)
     loads = os.getloadavg()

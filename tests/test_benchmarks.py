@@ -242,3 +242,89 @@ class TestFhirBenchmark:
         swapped = [to_fhir(referrals[1]), to_fhir(referrals[0]), *bundles[2:]]
         bench.check_export(url, text(swapped), "export", 12)
         assert any("re-imported differs from the source" in w for w in bench.wrong)
+
+
+class TestScaleBenchmark:
+    @pytest.mark.slow
+    def test_quick_run_measures_every_size_and_checks(self) -> None:
+        """``bench_scale.py --quick`` builds 1,000 then 3,000 referrals, measures each
+        operation at both sizes in its own process with its peak RSS and growth exponent, and
+        says what it checked (several minutes on a busy machine: marked slow)."""
+        result = subprocess.run(
+            [sys.executable, "-W", "error", str(BENCH / "bench_scale.py"), "--quick"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=1_200,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        assert "load average" in out
+        assert "| store | measure | referrals stored | result | growth exponent |" in out
+        for label in ("load by id", "worklist top-50", "FHIR export, unvalidated", "KPI summary"):
+            assert f"| SQLite | {label} | 1,000 |" in out
+            assert f"| SQLite | {label} | 3,000 |" in out
+        assert "checked: the build against the desk on a sample of 12 per size" in out
+        assert "WRONG" not in result.stderr
+
+    def test_the_checks_catch_a_wrong_worklist_and_a_wrong_build(self, tmp_path: Path) -> None:
+        """The worklist measured equal to the reference ranking passes and a wrong reference
+        is reported; the built referrals pass the desk check and a changed one does not."""
+        from referralkit.storage import open_store
+
+        bench = load_bench("bench_scale.py")
+        url = f"sqlite:///{tmp_path / 'scale.db'}"
+        reference: list[tuple[int, str, str, str]] = []
+        with open_store(url) as store:
+            bench.grow(store, 0, 60, reference)
+            bench.check_build(store, 60)
+            assert bench.wrong == []
+        state = {"total": 60, "built": 60, "reference": reference}
+        result = bench.measure_worklist(url, state)
+        assert bench.wrong == []
+        assert result["p95_ms"] > 0
+        missing_first = [*reference[1:], (0, "9999-12-31", "9999-12-31", "s9999999")]
+        bench.measure_worklist(url, {**state, "reference": missing_first})
+        assert "worklist: top-50 differs from the reference ranking" in bench.wrong
+        bench.wrong.clear()
+        import attrs as attrs_
+
+        import referralkit as rk
+
+        small = f"sqlite:///{tmp_path / 'small.db'}"
+        with open_store(small) as store:
+            bench.grow(store, 0, 10, [])
+            changed = store.load("s0000003")
+            event = rk.ReferralEvent(
+                changed.id, 2, 0, changed.updated_at, "someone", "owner_assigned", {"owner": "x"}
+            )
+            store.save(attrs_.evolve(changed, version=2, owner="x"), [event], 1)
+            bench.check_build(store, 10)  # a sample of 10 of 10: every one
+        assert bench.wrong == ["build: s0000003 reads back different from its build"]
+
+    def test_targets_and_growth_exponents_are_judged(self) -> None:
+        """A figure over its target, or growing faster than the target allows, is a miss
+        named with its size; one within both is met."""
+        bench = load_bench("bench_scale.py")
+        results = {
+            10_000: {
+                "load": {"p50_ms": 0.1, "p95_ms": 0.2, "rss_mb": 50},
+                "export": {"seconds": 5.0, "rate": 2_000.0, "rss_mb": 100},
+                "kpis": {"seconds": 0.5, "rate": 20_000.0, "rss_mb": 100},
+            },
+            100_000: {
+                "load": {"p50_ms": 0.2, "p95_ms": 0.3, "rss_mb": 50},
+                "export": {"seconds": 50.0, "rate": 2_000.0, "rss_mb": 400},
+                "kpis": {"seconds": 10.0, "rate": 10_000.0, "rss_mb": 100},
+            },
+        }
+        assert bench.exponent(results, 100_000, "export", "seconds") == pytest.approx(1.0)
+        text, missed = bench.table(results, "SQLite")
+        assert missed == [
+            "SQLite, 100,000: load growth exponent 0.30 > 0.1",
+            "SQLite, 100,000: export peak RSS 400 MB > 300",
+            "SQLite, 100,000: KPIs 100 s per million > 60",
+            "SQLite, 100,000: kpis growth exponent 1.30 > 1.05",
+        ]
+        assert "| SQLite | load by id | 10,000 | 0.100 ms p50 | – | 50 | yes |" in text
