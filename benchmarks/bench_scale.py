@@ -289,7 +289,8 @@ def measure_audit(url: str, state: dict[str, Any]) -> dict[str, Any]:
 
 
 def measure_intake(url: str, state: dict[str, Any]) -> dict[str, Any]:
-    requests = list(synth.population(INTAKE, 99_000 + state["total"] % 1_000, AS_OF))
+    # a seed of its own per size: the same requests again would be taken in once (idempotent)
+    requests = list(synth.population(INTAKE, 99_000_000 + state["total"], AS_OF))
     clock = rk.FakeClock(AS_OF)
     with open_store(url) as store:
         desk = rk.ReferralDesk(store, clock=clock, new_id=synth.id_factory(state["total"]))
