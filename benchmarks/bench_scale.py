@@ -484,6 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--dir", help="where the SQLite file goes (default: a temporary dir)")
     parser.add_argument("--postgres", help="a PostgreSQL URL: measure load and worklist there too")
+    parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only (--postgres)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -503,12 +504,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if os.path.exists(leftover):
                 os.remove(leftover)
         url = f"sqlite:///{path}"
-        with open_store(url) as store:
-            results, said = run_sizes(url, store, sizes, list(MEASURES), "SQLite")
-        shown, miss = table(results, "SQLite")
-        tables.append(shown)
-        missed += miss
-        notes += said
+        if not args.no_sqlite:
+            with open_store(url) as store:
+                results, said = run_sizes(url, store, sizes, list(MEASURES), "SQLite")
+            shown, miss = table(results, "SQLite")
+            tables.append(shown)
+            missed += miss
+            notes += said
         if args.postgres:
             import psycopg
 
