@@ -261,7 +261,7 @@ class TestScaleBenchmark:
         assert result.returncode == 0, result.stderr
         out = result.stdout
         assert "load average" in out
-        assert "| store | measure | referrals stored | result | growth exponent |" in out
+        assert "| store | measure | referrals stored | result | growth exponent | CPU s |" in out
         for label in ("load by id", "worklist top-50", "FHIR export, unvalidated", "KPI summary"):
             assert f"| SQLite | {label} | 1,000 |" in out
             assert f"| SQLite | {label} | 3,000 |" in out
@@ -309,14 +309,14 @@ class TestScaleBenchmark:
         bench = load_bench("bench_scale.py")
         results = {
             10_000: {
-                "load": {"p50_ms": 0.1, "p95_ms": 0.2, "rss_mb": 50},
-                "export": {"seconds": 5.0, "rate": 2_000.0, "rss_mb": 100},
-                "kpis": {"seconds": 0.5, "rate": 20_000.0, "rss_mb": 100},
+                "load": {"p50_ms": 0.1, "p95_ms": 0.2, "rss_mb": 50, "cpu_s": 1.0},
+                "export": {"seconds": 5.0, "rate": 2_000.0, "rss_mb": 100, "cpu_s": 1.0},
+                "kpis": {"seconds": 0.5, "rate": 20_000.0, "rss_mb": 100, "cpu_s": 1.0},
             },
             100_000: {
-                "load": {"p50_ms": 0.2, "p95_ms": 0.3, "rss_mb": 50},
-                "export": {"seconds": 50.0, "rate": 2_000.0, "rss_mb": 400},
-                "kpis": {"seconds": 10.0, "rate": 10_000.0, "rss_mb": 100},
+                "load": {"p50_ms": 0.2, "p95_ms": 0.3, "rss_mb": 50, "cpu_s": 1.0},
+                "export": {"seconds": 50.0, "rate": 2_000.0, "rss_mb": 400, "cpu_s": 1.0},
+                "kpis": {"seconds": 10.0, "rate": 10_000.0, "rss_mb": 100, "cpu_s": 1.0},
             },
         }
         assert bench.exponent(results, 100_000, "export", "seconds") == pytest.approx(1.0)
@@ -327,4 +327,4 @@ class TestScaleBenchmark:
             "SQLite, 100,000: KPIs 100 s per million > 60",
             "SQLite, 100,000: kpis growth exponent 1.30 > 1.05",
         ]
-        assert "| SQLite | load by id | 10,000 | 0.100 ms p50 | – | 50 | yes |" in text
+        assert "| SQLite | load by id | 10,000 | 0.100 ms p50 | – | 1.0 | 50 | yes |" in text
