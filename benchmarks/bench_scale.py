@@ -426,14 +426,10 @@ def table(results: dict[int, dict[str, Any]], store_label: str) -> tuple[str, li
                 if value < 100
                 else f"{value:,.0f}"
             )
+            # issue 16 sets the PostgreSQL target of the worklist only (load: on SQLite)
             missing = (
                 misses(name, r, size, growth)
-                if store_label == "SQLite"
-                or name
-                in (
-                    "load",
-                    "worklist",
-                )
+                if store_label == "SQLite" or name == "worklist"
                 else []
             )
             missed += [f"{store_label}, {size:,}: {m}" for m in missing]
@@ -551,11 +547,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if wrong:
         print("\nWRONG RESULTS:\n  " + "\n  ".join(wrong), file=sys.stderr)
         return 1
-    print(
-        f"\nchecked: the build against the desk on a sample of {SAMPLE} per size; every "
-        f"worklist equal to the reference ranking; {LOADS:,} loads by id; one Bundle per "
-        f"referral; KPI totals; the audit ran; each intake stored {INTAKE} referrals"
-    )
+    checked = [
+        f"the build against the desk on a sample of {SAMPLE} per size",
+        "every worklist equal to the reference ranking",
+        f"{LOADS:,} loads by id",
+    ]
+    if not args.no_sqlite:
+        checked += [
+            "one Bundle per referral",
+            "KPI totals",
+            "the audit ran",
+            f"each intake stored {INTAKE} referrals",
+        ]
+    print(f"\nchecked: {'; '.join(checked)}")
     if missed:
         print("missed targets:\n  " + "\n  ".join(missed))
     return 1 if args.check and missed else 0
