@@ -355,6 +355,7 @@ SHOWN = (
     ("kpis", "seconds", "s", "seconds", "linear"),
     ("audit", "seconds", "s", "seconds", None),
 )
+UNJUDGED = ("intake", "audit")  # issue 16 sets no target for these
 LABELS = {
     "intake": "intake (desk, 500 requests)",
     "load": "load by id",
@@ -437,7 +438,7 @@ def table(results: dict[int, dict[str, Any]], store_label: str) -> tuple[str, li
                 f"| {store_label} | {LABELS[name]} | {size:,} | {shown} {unit} | "
                 f"{'–' if growth is None else f'{growth:.2f}'} | "
                 f"{r['cpu_s']:,.1f} | {r['rss_mb']:,.0f} | "
-                f"{'**no**' if missing else 'yes'} |"
+                f"{'–' if name in UNJUDGED else '**no**' if missing else 'yes'} |"
             )
     return "\n".join(lines), missed
 
