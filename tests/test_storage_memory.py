@@ -512,8 +512,8 @@ class TestCompactEvents:
         assert held / len(expected) < 10_000, f"{held / len(expected):,.0f} B a referral"
 
     def test_providers_and_codes_are_shared(self) -> None:
-        """Equal providers and codes of different referrals are stored once; the snapshots
-        still load equal to those saved."""
+        """Equal providers, codes and coverage decisions of different referrals are stored
+        once; the snapshots still load equal to those saved."""
         histories = _desk_histories(12)
         store = MemoryStore()
         store.restore_many(histories)
@@ -523,6 +523,8 @@ class TestCompactEvents:
         assert len({id(p) for p in (r.referring for r in loaded)}) == len(referrers) < 12
         codes = [c for r in loaded for c in (*r.diagnoses, *r.services)]
         assert len({id(c) for c in codes}) == len(set(codes))
+        decisions = [r.coverage_decision for r in loaded if r.coverage_decision is not None]
+        assert len({id(d) for d in decisions}) == len(set(decisions)) < len(decisions)
 
     def test_export_unpacks_one_history_at_a_time(self) -> None:
         """Export lists the store under its lock and rebuilds each history as it is read: a
@@ -534,3 +536,13 @@ class TestCompactEvents:
         put(store, "zzz-late")
         assert [r.id for r, _ in reading] == sorted(store._snapshots)[1:3]
         assert first.id == min(store._snapshots)
+
+    def test_an_unhashable_value_is_kept_as_it_is(self) -> None:
+        """Sharing looks values up by equality; one that cannot be hashed is kept unshared."""
+        from referralkit.storage.memory import _kept
+
+        table: dict[Any, Any] = {}
+        listed = [1, 2]
+        assert _kept(table, listed) is listed
+        assert _kept(table, (1, 2)) == (1, 2)
+        assert table == {(1, 2): (1, 2)}
