@@ -92,26 +92,50 @@ class TestRulesBenchmark:
 
 
 class TestStorageBenchmark:
-    def test_quick_run_checks_intake_and_worklists(self) -> None:
-        """``bench_storage.py --quick --no-postgres`` checks bulk intake (count, a sample read
-        back) and every worklist against the reference order before printing its table."""
+    def test_quick_run_pairs_and_checks_intake_and_worklists(self) -> None:
+        """``bench_storage.py --quick --no-postgres`` times bulk intake in pairs with the
+        driver floor and each worklist run after a bare read of the same rows, reports the
+        median ratio with its range and the load average, and checks bulk intake (count, a
+        sample read back) and every worklist against the reference ranking."""
         result = run_bench("bench_storage.py", "--quick", "--no-postgres")
         assert result.returncode == 0, result.stderr
         out = result.stdout
-        assert "| bulk intake | SQLite |" in out
+        assert "load average" in out
+        assert "| vs baseline, median of pairs (min–max) |" in out
+        assert "| bulk intake | SQLite | driver floor" in out
+        assert "save_many × 500 (2 runs)" in out
+        assert "2 pairs |" in out
         assert "top-50 open, worklist order: p95" in out
-        assert "checked: bulk intake counts, a sample of 20 read back equal" in out
+        assert "60 pairs" in out
+        assert "checked: bulk intake counts (driver floor and save_many)" in out
+        assert "every worklist equal to the reference ranking" in out
+        assert "WRONG" not in result.stderr
+
+    def test_check_fails_on_a_missed_target(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """With ``--check``, a missed target exits 1 and is named; the others are met."""
+        bench = load_bench("bench_storage.py")
+        monkeypatch.setattr(bench, "INTAKE_TARGET", {"SQLite": 1e12})
+        monkeypatch.setattr(bench, "WORKLIST_TARGET_MS", 1e9)
+        argv = ["--quick", "--no-postgres", "--check", "--count", "100", "--rows", "1000"]
+        assert bench.main([*argv, "--rounds", "1"]) == 1
+        out = capsys.readouterr().out
+        assert bench.wrong == []
+        assert "missed targets: SQLite: 100 referrals + " in out
+        assert "worklist order: p95" not in out.split("missed targets:")[1]
 
     def test_a_worklist_out_of_order_is_wrong(self, tmp_path: Path) -> None:
-        """Rows in another order than the reference's, or a referral that sorts before the
-        last row but is missing, are reported; the true worklist is not."""
+        """Rows in another order than the reference's, or a referral missing from them, are
+        reported; the true worklist is not; so is a bulk intake that lost a referral."""
         import referralkit as rk
         from referralkit.storage import Query
 
         bench = load_bench("bench_storage.py")
         changes = bench.intake_changes(80)
         query = Query(open_only=True, limit=10)
-        sample = [c[0].id for c in changes]
+        reference = bench.reference_ranking([c[0] for c in changes], query)
+        assert len(reference) == 10
 
         class Reversed(rk.MemoryStore):
             def query(self, query: Query = Query()) -> list[rk.Referral]:
@@ -125,17 +149,43 @@ class TestStorageBenchmark:
         for store_class, expected in (
             (rk.MemoryStore, None),
             (Reversed, "not in worklist order"),
-            (Skipping, "sorts before the last row but is not listed"),
+            (Skipping, "1 rows not in the reference ranking"),
         ):
             bench.wrong.clear()
             store = store_class()
             store.save_many(changes)
             bench.check_intake(store, changes, "memory")
-            bench.check_worklist(store, "memory", "top-10", query, sample)
+            bench.check_worklist(store, "memory", "top-10", query, reference)
             if expected is None:
                 assert bench.wrong == []
             else:
                 assert any(expected in w for w in bench.wrong), bench.wrong
+        bench.wrong.clear()
+        store = rk.MemoryStore()
+        store.save_many(changes[1:])
+        bench.check_intake(store, changes, "memory")
+        assert bench.wrong == [
+            "bulk intake, memory: 79 stored, 80 written",
+            f"bulk intake, memory: {changes[0][0].id} reads back different",
+        ]
+
+    def test_the_million_reference_is_the_reference_ranking(self) -> None:
+        """The reference worked out from the templates equals the reference ranking over
+        the built referrals themselves."""
+        import attrs as attrs_
+
+        from referralkit.storage import Query
+
+        bench = load_bench("bench_storage.py")
+        shapes = bench.templates(12)
+        built = [attrs_.evolve(shapes[k % 12][0], id=f"r{k:07d}") for k in range(60)]
+        for query in (
+            Query(open_only=True, limit=10),
+            Query(open_only=True, specialty=shapes[0][0].specialty, limit=5),
+        ):
+            assert bench.million_reference(shapes, 60, query) == bench.reference_ranking(
+                built, query
+            )
 
 
 class TestFhirBenchmark:
@@ -280,3 +330,89 @@ class TestPolicyTestingBenchmark:
         bench.rows.append(bench.Row("what-if", "1/s", "-", "-", "≥ 20,000/s", False, ""))
         assert bench.verdict(check=True) == 1
         assert bench.verdict(check=False) == 0
+
+
+class TestScaleBenchmark:
+    @pytest.mark.slow
+    def test_quick_run_measures_every_size_and_checks(self) -> None:
+        """``bench_scale.py --quick`` builds 1,000 then 3,000 referrals, measures each
+        operation at both sizes in its own process with its peak RSS and growth exponent, and
+        says what it checked (several minutes on a busy machine: marked slow)."""
+        result = subprocess.run(
+            [sys.executable, "-W", "error", str(BENCH / "bench_scale.py"), "--quick"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=1_200,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        assert "load average" in out
+        assert "| store | measure | referrals stored | result | growth exponent | CPU s |" in out
+        for label in ("load by id", "worklist top-50", "FHIR export, unvalidated", "KPI summary"):
+            assert f"| SQLite | {label} | 1,000 |" in out
+            assert f"| SQLite | {label} | 3,000 |" in out
+        assert "checked: the build against the desk on a sample of 12 per size" in out
+        assert "WRONG" not in result.stderr
+
+    def test_the_checks_catch_a_wrong_worklist_and_a_wrong_build(self, tmp_path: Path) -> None:
+        """The worklist measured equal to the reference ranking passes and a wrong reference
+        is reported; the built referrals pass the desk check and a changed one does not."""
+        from referralkit.storage import open_store
+
+        bench = load_bench("bench_scale.py")
+        url = f"sqlite:///{tmp_path / 'scale.db'}"
+        reference: list[tuple[int, str, str, str]] = []
+        with open_store(url) as store:
+            bench.grow(store, 0, 60, reference)
+            bench.check_build(store, 60)
+            assert bench.wrong == []
+        state = {"total": 60, "built": 60, "reference": reference}
+        result = bench.measure_worklist(url, state)
+        assert bench.wrong == []
+        assert result["p95_ms"] > 0
+        missing_first = [*reference[1:], (0, "9999-12-31", "9999-12-31", "s9999999")]
+        bench.measure_worklist(url, {**state, "reference": missing_first})
+        assert "worklist: top-50 differs from the reference ranking" in bench.wrong
+        bench.wrong.clear()
+        import attrs as attrs_
+
+        import referralkit as rk
+
+        small = f"sqlite:///{tmp_path / 'small.db'}"
+        with open_store(small) as store:
+            bench.grow(store, 0, 10, [])
+            changed = store.load("s0000003")
+            event = rk.ReferralEvent(
+                changed.id, 2, 0, changed.updated_at, "someone", "owner_assigned", {"owner": "x"}
+            )
+            store.save(attrs_.evolve(changed, version=2, owner="x"), [event], 1)
+            bench.check_build(store, 10)  # a sample of 10 of 10: every one
+        assert bench.wrong == ["build: s0000003 reads back different from its build"]
+
+    def test_targets_and_growth_exponents_are_judged(self) -> None:
+        """A figure over its target, or growing faster than the target allows, is a miss
+        named with its size; one within both is met."""
+        bench = load_bench("bench_scale.py")
+        results = {
+            10_000: {
+                "load": {"p50_ms": 0.1, "p95_ms": 0.2, "rss_mb": 50, "cpu_s": 1.0},
+                "export": {"seconds": 5.0, "rate": 2_000.0, "rss_mb": 100, "cpu_s": 1.0},
+                "kpis": {"seconds": 0.5, "rate": 20_000.0, "rss_mb": 100, "cpu_s": 1.0},
+            },
+            100_000: {
+                "load": {"p50_ms": 0.2, "p95_ms": 0.3, "rss_mb": 50, "cpu_s": 1.0},
+                "export": {"seconds": 50.0, "rate": 2_000.0, "rss_mb": 400, "cpu_s": 1.0},
+                "kpis": {"seconds": 10.0, "rate": 10_000.0, "rss_mb": 100, "cpu_s": 1.0},
+            },
+        }
+        assert bench.exponent(results, 100_000, "export", "seconds") == pytest.approx(1.0)
+        text, missed = bench.table(results, "SQLite")
+        assert missed == [
+            "SQLite, 100,000: load growth exponent 0.30 > 0.1",
+            "SQLite, 100,000: export peak RSS 400 MB > 300",
+            "SQLite, 100,000: KPIs 100 s per million > 60",
+            "SQLite, 100,000: kpis growth exponent 1.30 > 1.05",
+        ]
+        assert "| SQLite | load by id | 10,000 | 0.100 ms p50 | – | 1.0 | 50 | yes |" in text

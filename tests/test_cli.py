@@ -982,6 +982,41 @@ class TestDbUpgrade:
         assert stderr.startswith("referralkit: error: url:")
 
 
+class TestDbDump:
+    """referralkit db dump URL [FILE]."""
+
+    def test_dump_to_stdout_and_to_a_file(self, tmp_path: Path) -> None:
+        """The dump goes to standard output, or to a private file, the same bytes as
+        storage.dump writes; it loads back into an equal store."""
+        import io
+
+        from referralkit.storage import dump, load_dump, open_store
+
+        url = f"sqlite:///{tmp_path / 'd.db'}"
+        assert run_main(["demo", "--db", url, "--count", "6", "--weeks", "1"])[0] == 0
+        expected = io.StringIO()
+        with open_store(url) as store:
+            dump(store, expected)
+            count = store.count()
+        status, stdout, _, _ = run_main(["db", "dump", url])
+        assert (status, stdout) == (0, expected.getvalue())
+        path = tmp_path / "out.dump"
+        status, stdout, _, _ = run_main(["db", "dump", url, str(path)])
+        assert (status, stdout) == (0, f"dumped {count} referrals to {path}\n")
+        assert path.read_text(encoding="utf-8") == expected.getvalue()
+        assert path.stat().st_mode & 0o077 == 0
+        with path.open(encoding="utf-8") as file:
+            assert load_dump(open_store("memory://"), file) == count
+
+    def test_a_missing_store_is_refused(self, tmp_path: Path) -> None:
+        """A store that does not exist is an error and nothing is created."""
+        url = f"sqlite:///{tmp_path / 'missing.db'}"
+        status, stdout, stderr, _ = run_main(["db", "dump", url])
+        assert (status, stdout) == (2, "")
+        assert stderr.startswith("referralkit: error:")
+        assert not (tmp_path / "missing.db").exists()
+
+
 # --------------------------------------------------------------------------- stores that must exist
 
 

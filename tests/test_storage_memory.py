@@ -446,3 +446,103 @@ class TestOpenStore:
     def test_repr_counts_referrals(self, filled: MemoryStore) -> None:
         """repr shows how many referrals are held, never their contents."""
         assert repr(filled) == "MemoryStore(<6 referrals>)"
+
+
+def _desk_histories(count: int) -> list[tuple[Referral, list[ReferralEvent]]]:
+    """``count`` synthetic referrals taken in, sent and accepted by a desk, read back from
+    JSON (each with its own copy of every value, as a dump or a database gives them)."""
+    from referralkit import Actor, FakeClock, ReferralDesk, Role, from_dict, synth, to_dict
+
+    clock = FakeClock(synth.DEFAULT_START)
+    scratch = MemoryStore()
+    desk = ReferralDesk(scratch, clock=clock, new_id=synth.id_factory(4))
+    actor = Actor("coord-1", {Role.COORDINATOR})
+    for request in synth.population(count, 4):
+        referral = desk.intake(actor, request)
+        if referral.status is Status.DRAFT:
+            desk.send(actor, referral.id)
+    return [
+        (from_dict(Referral, to_dict(r)), [from_dict(ReferralEvent, to_dict(e)) for e in es])
+        for r, es in scratch.export()
+    ]
+
+
+class TestCompactEvents:
+    """Events are kept packed (compact JSON, deflated when long) and rebuilt on read."""
+
+    def test_short_and_long_changes_read_back_equal(self, store: MemoryStore) -> None:
+        """A change small enough to stay plain text and one long enough to be deflated both
+        read back equal, non-ASCII text, nested payloads and microseconds included."""
+        referral = make("r1")
+        short = events_for(referral, actor="Zoë Ørsted", payload={"note": "naïve ☃"})
+        store.save(referral, short, 0)
+        changed = attrs.evolve(referral, version=2)
+        long = events_for(
+            changed,
+            3,
+            at=T0 + dt.timedelta(microseconds=123_457),
+            payload={"text": "x" * 2_000, "nested": {"list": [1, 2.5, None, True, "é"]}},
+        )
+        store.save(changed, long, 1)
+        assert store.events("r1") == [*short, *long]
+        packed = store._events["r1"]
+        assert packed[0][:1] == b"["  # plain JSON
+        assert packed[1][:1] != b"["  # deflated
+        assert len(packed[1]) < 1_000
+
+    def test_packed_store_is_small(self) -> None:
+        """40 desk-made referrals read back from JSON and restored, then dropped by the
+        caller: the store holds under 10 KB of traced memory a referral (holding events as
+        objects took over 20 KB)."""
+        import gc
+        import tracemalloc
+
+        expected = sorted(_desk_histories(40), key=lambda h: h[0].id)
+        store = MemoryStore()
+        tracemalloc.start()
+        try:
+            histories = _desk_histories(40)
+            store.restore_many(histories)
+            del histories
+            gc.collect()
+            held, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert [(r, list(es)) for r, es in store.export()] == expected
+        assert held / len(expected) < 10_000, f"{held / len(expected):,.0f} B a referral"
+
+    def test_providers_and_codes_are_shared(self) -> None:
+        """Equal providers, codes and coverage decisions of different referrals are stored
+        once; the snapshots still load equal to those saved."""
+        histories = _desk_histories(12)
+        store = MemoryStore()
+        store.restore_many(histories)
+        loaded = [store.load(r.id) for r, _ in histories]
+        assert loaded == [r for r, _ in histories]
+        referrers = {r.referring for r in loaded}
+        assert len({id(p) for p in (r.referring for r in loaded)}) == len(referrers) < 12
+        codes = [c for r in loaded for c in (*r.diagnoses, *r.services)]
+        assert len({id(c) for c in codes}) == len(set(codes))
+        decisions = [r.coverage_decision for r in loaded if r.coverage_decision is not None]
+        assert len({id(d) for d in decisions}) == len(set(decisions)) < len(decisions)
+
+    def test_export_unpacks_one_history_at_a_time(self) -> None:
+        """Export lists the store under its lock and rebuilds each history as it is read: a
+        writer may go on between two reads, and the export shows the state it started in."""
+        store = MemoryStore()
+        store.restore_many(_desk_histories(3))
+        reading = store.export()
+        first, _ = next(reading)
+        put(store, "zzz-late")
+        assert [r.id for r, _ in reading] == sorted(store._snapshots)[1:3]
+        assert first.id == min(store._snapshots)
+
+    def test_an_unhashable_value_is_kept_as_it_is(self) -> None:
+        """Sharing looks values up by equality; one that cannot be hashed is kept unshared."""
+        from referralkit.storage.memory import _kept
+
+        table: dict[Any, Any] = {}
+        listed = [1, 2]
+        assert _kept(table, listed) is listed
+        assert _kept(table, (1, 2)) == (1, 2)
+        assert table == {(1, 2): (1, 2)}

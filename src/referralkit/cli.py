@@ -14,6 +14,8 @@ Commands:
 - ``referralkit worklist --db URL [--owner ID] [--as-of T] [--json]``: the open referrals
   most at risk first, with the clock each is ranked by, the next action and the flags;
   ``referralkit audit --db URL [--json]``: the record audit's findings;
+  ``referralkit db dump URL [FILE]``: the store's dump (:func:`~referralkit.storage.dump`),
+  read in pages and written as read;
   ``referralkit show ID --db URL``: one referral's clocks, delays, next actions, alerts and
   findings (:meth:`~referralkit.desk.ReferralDesk.worklist`, ``audit``, ``assess``).
 - ``referralkit rules explain --db URL ID [--as-of T] [--json]``: why a stored referral got
@@ -41,7 +43,7 @@ Commands:
   ID``: the ranked candidates for a referral, with reasons (:mod:`referralkit.directory`).
 
 Commands that only read a store (``fhir export``, ``rules diff --db``, ``rules explain``,
-``worklist``, ``audit``, ``show``, ``match``) open it with
+``worklist``, ``audit``, ``show``, ``match``, ``db dump``) open it with
 :func:`open_store_to_read`: a store that does not exist (a mistyped path) is an error, and
 nothing is created. Wherever a command takes a referral id, the first characters of one are
 enough when only one referral's id starts with them (:func:`~referralkit.storage.resolve_id`),
@@ -542,6 +544,19 @@ def _db_upgrade(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     old, new = upgrade(args.url)
     action = "already at" if old == new else f"upgraded from schema {old} to"
     out.write(f"{_safe_url(args.url)}: {action} schema {new}\n")
+    return 0
+
+
+def _db_dump(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .storage import dump
+
+    # read in pages and written as read (storage.dump): memory does not grow with the store
+    with open_store_to_read(args.url) as store:
+        written = dump(store, args.file if args.file is not None else out)
+    if args.file is not None:
+        out.write(f"dumped {written} referrals to {args.file}\n")
+    else:
+        out.flush()
     return 0
 
 
@@ -2079,6 +2094,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     upgrading.add_argument("url", metavar="URL")
     upgrading.set_defaults(handler=_db_upgrade)
+    dumping = db_commands.add_parser(
+        "dump",
+        help="write every referral with its whole history as a JSON-lines dump",
+        description="Write the store's dump (storage.dump): to FILE (mode 0600, replaced "
+        "when complete) or to standard output. Reads the store in pages.",
+    )
+    dumping.add_argument("url", metavar="URL")
+    dumping.add_argument("file", metavar="FILE", nargs="?", help="where to write (default: stdout)")
+    dumping.set_defaults(handler=_db_dump)
 
     rules = commands.add_parser(
         "rules", help="list, check and compare rulesets", description="Rulesets as data."
