@@ -272,7 +272,14 @@ def _apply(frame: pd.DataFrame, kept: Sequence[Column], deid: Deidentifier | Non
     for column in kept:
         if column.rule is Rule.PSEUDONYM:
             values = frame[column.name]
-            names = {x: deid.pseudonym(column.name, x) for x in values.unique().tolist()}
+            unique = values.unique()
+            if len(unique) == len(values) and not values.hasnans:
+                # one pseudonym a row (referral ids): no mapping step
+                named = deid.pseudonyms(column.name, values.tolist())
+                frame[column.name] = pd.array(named, dtype="string")
+                continue
+            found = unique.tolist()
+            names = dict(zip(found, deid.pseudonyms(column.name, found), strict=True))
             frame[column.name] = values.map(names).astype("string")
 
 
@@ -322,8 +329,18 @@ def referral_chunks(
     deid: Deidentifier | None,
     rules: ClockRules = DEFAULT_CLOCKS,
     size: int = CHUNK,
+    *,
+    cache: bool = True,
 ) -> Iterator[pd.DataFrame]:
-    """:func:`referrals_frame` a chunk at a time (for writers that stream)."""
+    """:func:`referrals_frame` a chunk at a time (for writers that stream); through the
+    analytics cache (one chunk) when it applies."""
+    if cache and deid is not None:
+        from ._cache import cached_referrals
+
+        frame = cached_referrals(store, as_of, rules)
+        if frame is not None:
+            _apply(frame, columns_kept(COLUMNS, deidentify=True), deid)
+            return iter([frame])
     found = (read_row(events, as_of, rules) for events in store.event_histories())
     return _chunks((r for r in found if r is not None), COLUMNS, deid, size)
 
@@ -349,6 +366,7 @@ def referrals_frame(
     deidentify: bool | Deidentifier = True,
     actor: Actor | None = None,
     rules: ClockRules = DEFAULT_CLOCKS,
+    cache: bool = True,
 ) -> pd.DataFrame:
     """One row per referral as it stood at ``as_of`` (default: now), with flat typed columns
     (:data:`~referralkit.analytics.COLUMNS`: ids, specialty, payer, plan type, priority,
@@ -366,13 +384,19 @@ def referrals_frame(
     dates. ``deidentify=False`` returns every column, PHI included, and needs the ``actor``
     reading it, who must be allowed to read referrals and their histories.
 
+    A de-identified frame goes through the store's analytics cache
+    (:mod:`referralkit.analytics._cache`) unless ``cache=False``: rows computed before are
+    reused while the referral has not changed and ``as_of`` lies within the span the row
+    holds for, and only the other referrals are replayed (their rows are then kept). The
+    frame is the same either way; ``cache=False`` replays every history and writes nothing.
+
     ``df.attrs`` holds ``as_of`` and ``deidentified``.
     """
     require("pandas")
     store = _check_store(store)
     moment = _as_of(as_of)
     deid = _deidentifier(deidentify, actor, "referrals frame")
-    frame = _concat(referral_chunks(store, moment, deid, rules))
+    frame = _concat(referral_chunks(store, moment, deid, rules, cache=cache))
     frame.attrs.update(as_of=moment, deidentified=deid is not None)
     return frame
 

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 
 from .._redaction import boundary, boundary_iter
-from ..errors import ConcurrencyError, DuplicateReferralError, NotFoundError
+from ..errors import ConcurrencyError, DuplicateReferralError, NotFoundError, ValidationError
 from ..model import Referral, ReferralEvent
 from ._base import (
     Change,
@@ -45,6 +45,7 @@ class MemoryStore(ReferralStore):
         self._events: dict[str, list[ReferralEvent]] = {}
         self._sources: dict[str, str] = {}
         self._leases: dict[str, tuple[str, dt.datetime]] = {}
+        self._analytics: dict[str, list[bytes]] = {}
 
     def __repr__(self) -> str:
         return f"MemoryStore(<{len(self._snapshots)} referrals>)"
@@ -206,3 +207,19 @@ class MemoryStore(ReferralStore):
             self._apply(
                 {r.id: r for r, _ in histories}, {r.id: list(events) for r, events in histories}
             )
+
+    # ------------------------------------------------------------------ analytics cache
+
+    def read_analytics_blocks(self, name: str) -> list[bytes] | None:
+        with self._lock:
+            return list(self._analytics.get(name, ()))
+
+    def write_analytics_blocks(
+        self, name: str, blocks: Sequence[bytes], *, replace: bool = False
+    ) -> bool:
+        if not isinstance(name, str) or not all(isinstance(b, bytes) for b in blocks):
+            raise ValidationError("blocks", "expected a name and a sequence of bytes")
+        with self._lock:
+            kept = [] if replace else self._analytics.get(name, [])
+            self._analytics[name] = [*kept, *blocks]
+        return True
