@@ -67,6 +67,9 @@ COMPACT_AFTER: Final = 8
 BLOCK_ROWS: Final = 100_000
 """Rows per stored block."""
 
+FEW: Final = 50
+"""Stale referrals read one query each; more (and more than 5%) are read in one pass."""
+
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _US: Final = dt.timedelta(microseconds=1)
 _LOWEST: Final = -(2**63) + 1
@@ -266,7 +269,6 @@ def cached_referrals(
     pseudonymised nor shifted), in referral id order, reusing the store's cache and adding
     the rows it had to replay (when ``keep``); ``None`` when the cache does not apply (the
     store keeps none, or ``rules`` are not the default)."""
-    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -320,12 +322,16 @@ def cached_referrals(
         added = _rows_table(kept_rows, kept_versions, kept_spans)
         _keep(store, table, added, fresh, compact=damaged or len(blocks) >= COMPACT_AFTER)
 
+    if len(blocks) > 1:
+        # each block is in id order, blocks one after another are not
+        reused = reused.take(pc.sort_indices(reused["referral_id"]))
     parts = [_to_pandas(reused)] if reused.num_rows or not rows else []
     if rows:
         parts.append(_convert([tuple(r) for r in rows], COLUMNS, CACHED))
     frame = _concat(iter(parts)) if len(parts) > 1 else parts[0]
     if len(parts) > 1:
-        order = np.argsort(frame["referral_id"].to_numpy(dtype=object), kind="stable")
+        ids = pa.array(frame["referral_id"].to_numpy(dtype=object), pa.string())
+        order = pc.sort_indices(ids).to_numpy()
         frame = frame.iloc[order].reset_index(drop=True)
     _moving(frame, as_of)
     return frame
@@ -354,7 +360,7 @@ def _histories(
     every history keeping theirs."""
     if not ids:
         return
-    if len(ids) <= max(50, total // 20):
+    if len(ids) <= max(FEW, total // 20):
         for referral_id in ids:
             yield store.events(referral_id)
         return
