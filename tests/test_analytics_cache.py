@@ -46,9 +46,12 @@ ACTOR = Actor("coord-1", {Role.COORDINATOR})
 
 
 def frames_equal(store: ReferralStore, as_of: dt.datetime, deid: analytics.Deidentifier) -> None:
-    """The cached frame (which also refreshes the cache) equals the replayed one."""
+    """The cached frames (which also refresh the cache) equal the replayed ones."""
     cached = analytics.referrals_frame(store, as_of=as_of, deidentify=deid)
     replayed = analytics.referrals_frame(store, as_of=as_of, deidentify=deid, cache=False)
+    pd.testing.assert_frame_equal(cached, replayed)
+    cached = analytics.events_frame(store, as_of=as_of, deidentify=deid)
+    replayed = analytics.events_frame(store, as_of=as_of, deidentify=deid, cache=False)
     pd.testing.assert_frame_equal(cached, replayed)
 
 
@@ -192,6 +195,8 @@ class TestTheCache:
         store, clock = kpis_tests.build([(0, "send", 1), (0, "accept", 3)])
         analytics.referrals_frame(store, as_of=clock.now(), deidentify=False, actor=ACTOR)
         assert store.read_analytics_blocks(_cache.NAME) == []
+        analytics.events_frame(store, as_of=clock.now(), deidentify=False, actor=ACTOR)
+        assert store.read_analytics_blocks(_cache.EVENTS_NAME) == []
         rules = attrs.evolve(
             DEFAULT_CLOCKS,
             first_contact_by=attrs.evolve(DEFAULT_CLOCKS.first_contact_by, window=Window.hours(4)),
@@ -218,6 +223,10 @@ class TestTheCache:
         assert list(plain.referral_versions()) == [(r.id, r.version) for r, _ in store.export()]
         frame = analytics.referrals_frame(plain, as_of=clock.now())
         assert len(frame) == 4
+        events = analytics.events_frame(plain, as_of=clock.now())
+        pd.testing.assert_frame_equal(
+            events, analytics.events_frame(plain, as_of=clock.now(), cache=False)
+        )
         assert plain.read_analytics_blocks(_cache.NAME) is None
 
     def test_compaction_and_damage(self) -> None:
@@ -233,9 +242,12 @@ class TestTheCache:
             frames_equal(store, clock.now(), deid)
         assert 1 <= len(store.read_analytics_blocks(_cache.NAME) or []) <= _cache.COMPACT_AFTER
         store.write_analytics_blocks(_cache.NAME, [b"not arrow"])
+        store.write_analytics_blocks(_cache.EVENTS_NAME, [b"not arrow"])
         frames_equal(store, clock.now(), deid)
         blocks = store.read_analytics_blocks(_cache.NAME) or []
         assert len(blocks) == 1 and b"not arrow" not in blocks
+        events = store.read_analytics_blocks(_cache.EVENTS_NAME) or []
+        assert len(events) == 1
         # a block of another schema is refused whole too
         import pyarrow as pa
 
@@ -283,11 +295,15 @@ class TestTheCache:
 
         store, clock = kpis_tests.build([(0, "send", 1), (0, "accept", 2), (0, "call_patient", 1)])
         analytics.referrals_frame(store, as_of=clock.now())
-        stored = b"".join(store.read_analytics_blocks(_cache.NAME) or [])
+        analytics.events_frame(store, as_of=clock.now())
         import pyarrow as pa
 
+        [stored] = store.read_analytics_blocks(_cache.NAME) or []
         table = pa.ipc.open_stream(stored).read_all()
-        text = repr(table.to_pylist())
+        [stored_events] = store.read_analytics_blocks(_cache.EVENTS_NAME) or []
+        events = pa.ipc.open_stream(stored_events).read_all()
+        assert "payload" not in events.column_names
+        text = repr(table.to_pylist()) + repr(events.to_pylist())
         patient = sample_request().patient
         for value in (patient.given_name, patient.family_name, patient.mrn):
             assert str(value) not in text

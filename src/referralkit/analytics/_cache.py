@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-__all__ = ["CACHED", "cached_referrals", "row_span"]
+__all__ = ["CACHED", "CACHED_EVENTS", "cached_events", "cached_referrals", "row_span"]
 
 logger = logging.getLogger("referralkit.analytics")
 
@@ -201,7 +201,7 @@ def _latest(table: pa.Table) -> pa.Table:
 # --------------------------------------------------------------------------- frames
 
 
-def _to_pandas(table: pa.Table) -> pd.DataFrame:
+def _to_pandas(table: pa.Table, columns: Sequence[Column] = CACHED) -> pd.DataFrame:
     """The cached columns as the frame's dtypes, built column by column in C (the same
     dtypes as the replayed rows' :func:`~referralkit.analytics._frames._convert`)."""
     import numpy as np
@@ -210,7 +210,7 @@ def _to_pandas(table: pa.Table) -> pd.DataFrame:
     import pyarrow.compute as pc
 
     data: dict[str, Any] = {}
-    for column in CACHED:
+    for column in columns:
         values = table[column.name]
         kind = column.dtype
         if kind == "datetime":
@@ -219,6 +219,10 @@ def _to_pandas(table: pa.Table) -> pd.DataFrame:
         elif kind == "category":
             categories = pc.drop_null(pc.unique(values)).to_pylist()
             categories.sort()
+            if not categories:
+                # what pandas makes of a column of nothing but missing values
+                data[column.name] = pd.Categorical([None] * len(values))
+                continue
             codes = pc.index_in(values, value_set=pa.array(categories, pa.string()))
             data[column.name] = pd.Categorical.from_codes(
                 pc.fill_null(codes, -1).to_numpy().astype(np.int64),
@@ -368,3 +372,114 @@ def _histories(
     for events in store.event_histories():
         if events and events[0].referral_id in wanted:
             yield events
+
+
+# --------------------------------------------------------------------------- events
+
+
+def _event_columns() -> tuple[Column, ...]:
+    from ._frames import EVENT_COLUMNS
+
+    return tuple(columns_kept(EVENT_COLUMNS, deidentify=True))
+
+
+CACHED_EVENTS: Final[tuple[Column, ...]] = _event_columns()
+"""The event columns kept in the cache: those of a de-identified events frame."""
+
+EVENTS_NAME: Final = "events-" + hashlib.sha256(
+    repr((FORMAT, [(c.name, c.dtype) for c in CACHED_EVENTS])).encode()
+).hexdigest()[:16]
+"""The events cache's name in the store."""
+
+_FAR_FUTURE: Final = dt.datetime.max.replace(tzinfo=dt.UTC)
+
+
+def _events_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    from ._parquet import _schema as columns_schema
+
+    return columns_schema(CACHED_EVENTS).append(pa.field("_version", pa.int64()))
+
+
+def cached_events(
+    store: ReferralStore, as_of: dt.datetime, *, keep: bool = True
+) -> pd.DataFrame | None:
+    """The de-identifiable columns of every event recorded up to ``as_of`` (not yet
+    pseudonymised nor shifted), in referral id then history order, from the store's cache;
+    the histories of referrals changed since are read again (and kept when ``keep``).
+    ``None`` when the store keeps no cache.
+
+    An event's row never changes once recorded, so a referral's cached rows hold while its
+    version is the one they were read at; ``as_of`` only decides which of them are listed:
+    those before its first event recorded after ``as_of``, as the replay stops there.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from ._frames import EVENT_COLUMNS, _convert, _event_rows
+
+    blocks = store.read_analytics_blocks(EVENTS_NAME)
+    if blocks is None:
+        return None
+    schema = _events_schema()
+    decoded = _decode(blocks, schema)
+    damaged = decoded is None
+    table = schema.empty_table() if decoded is None else decoded
+    if len(blocks) > 1:
+        # a referral's rows are those of the last block that holds it
+        numbered = pa.table(
+            {"referral_id": table["referral_id"], "_n": pa.array(np.arange(table.num_rows))}
+        )
+        last = numbered.group_by("referral_id").aggregate([("_n", "max")])
+        newest = pc.take(last["_n_max"], pc.index_in(table["referral_id"], last["referral_id"]))
+        versions_of = pc.take(table["_version"], newest)
+        table = table.filter(pc.equal(table["_version"], versions_of))
+    pairs = list(store.referral_versions())
+    ids = pa.array([p[0] for p in pairs], pa.string())
+    versions = pa.array([p[1] for p in pairs], pa.int64())
+    current = pc.take(versions, pc.index_in(table["referral_id"], value_set=ids))
+    fresh = pc.fill_null(pc.equal(current, table["_version"]), False)
+    table = table.filter(fresh)
+    stale = pc.filter(ids, pc.invert(pc.is_in(ids, value_set=table["referral_id"]))).to_pylist()
+
+    found: list[tuple[Any, ...]] = []
+    found_versions: list[int] = []
+    for events in _histories(store, stale, len(pairs)):
+        rows = list(_event_rows(events, _FAR_FUTURE))
+        found.extend(tuple(r)[: len(CACHED_EVENTS)] for r in rows)
+        found_versions.extend([events[-1].version] * len(rows))
+    if found:
+        added = pa.Table.from_pandas(
+            _convert(found, CACHED_EVENTS, CACHED_EVENTS), preserve_index=False
+        )
+        added = added.append_column("_version", pa.array(found_versions, pa.int64()))
+        added = added.cast(schema)
+        table = pa.concat_tables([table, added])
+    if keep and (found or damaged):
+        try:
+            if damaged or len(blocks) >= COMPACT_AFTER:
+                store.write_analytics_blocks(EVENTS_NAME, _encode(table), replace=True)
+            elif found:
+                store.write_analytics_blocks(EVENTS_NAME, _encode(added))
+        except ReferralKitError as error:
+            logger.info("analytics cache not written (%s)", type(error).__name__)
+    assert EVENT_COLUMNS[: len(CACHED_EVENTS)] == CACHED_EVENTS
+
+    order = pc.sort_indices(
+        table, [("referral_id", "ascending"), ("version", "ascending"), ("event_index", "ascending")]
+    )
+    table = table.take(order)
+    # the replay of a history stops at its first event after as_of
+    late = pc.fill_null(
+        pc.greater(table["at"], pa.scalar(as_of, pa.timestamp("us", tz="UTC"))), False
+    ).to_numpy(zero_copy_only=False)
+    if late.any():
+        referral = table["referral_id"].to_numpy(zero_copy_only=False)
+        starts = np.flatnonzero(np.r_[True, referral[1:] != referral[:-1]]) if len(referral) else np.array([], dtype=np.int64)
+        position = np.arange(len(late))
+        first_late = np.minimum.reduceat(np.where(late, position, len(late)), starts)
+        group = np.cumsum(np.r_[True, referral[1:] != referral[:-1]]) - 1
+        table = table.filter(pa.array(position < first_late[group]))
+    return _to_pandas(table, CACHED_EVENTS)

@@ -346,9 +346,22 @@ def referral_chunks(
 
 
 def event_chunks(
-    store: ReferralStore, as_of: dt.datetime, deid: Deidentifier | None, size: int = CHUNK
+    store: ReferralStore,
+    as_of: dt.datetime,
+    deid: Deidentifier | None,
+    size: int = CHUNK,
+    *,
+    cache: bool = True,
 ) -> Iterator[pd.DataFrame]:
-    """:func:`events_frame` a chunk at a time."""
+    """:func:`events_frame` a chunk at a time; through the analytics cache (one chunk)
+    when it applies."""
+    if cache and deid is not None:
+        from ._cache import cached_events
+
+        frame = cached_events(store, as_of)
+        if frame is not None:
+            _apply(frame, columns_kept(EVENT_COLUMNS, deidentify=True), deid)
+            return iter([frame])
     found = (row for events in store.event_histories() for row in _event_rows(events, as_of))
     return _chunks(found, EVENT_COLUMNS, deid, size)
 
@@ -407,9 +420,14 @@ def events_frame(
     as_of: dt.datetime | None = None,
     deidentify: bool | Deidentifier = True,
     actor: Actor | None = None,
+    cache: bool = True,
 ) -> pd.DataFrame:
     """One row per event recorded up to ``as_of`` (default: now), in referral id then
     history order (:data:`~referralkit.analytics.EVENT_COLUMNS`).
+
+    A de-identified frame goes through the store's analytics cache as
+    :func:`referrals_frame` does (an event's row never changes: a referral's rows are read
+    again only when it has changed); ``cache=False`` reads every history.
 
     An event's payload can hold PHI, so its values are read field by field, each column
     naming the model field it comes from; the PHI declaration decides as for
@@ -420,6 +438,6 @@ def events_frame(
     store = _check_store(store)
     moment = _as_of(as_of)
     deid = _deidentifier(deidentify, actor, "events frame")
-    frame = _concat(event_chunks(store, moment, deid))
+    frame = _concat(event_chunks(store, moment, deid, cache=cache))
     frame.attrs.update(as_of=moment, deidentified=deid is not None)
     return frame

@@ -116,6 +116,7 @@ def export_parquet(
     actor: Actor | None = None,
     rules: ClockRules = DEFAULT_CLOCKS,
     overwrite: bool = False,
+    cache: bool = True,
 ) -> dict[str, int]:
     """Write the referrals and events frames of ``store`` (as of ``as_of``, default now)
     under ``directory`` as Parquet, partitioned by month (``month=YYYY-MM``); return how many
@@ -124,7 +125,8 @@ def export_parquet(
     De-identified unless ``deidentify=False`` (which needs the ``actor``, as the frames do);
     a :class:`~referralkit.analytics.Deidentifier` keeps pseudonyms stable across exports.
     An existing ``referrals`` or ``events`` dataset under ``directory`` is refused unless
-    ``overwrite`` (then it is replaced).
+    ``overwrite`` (then it is replaced). The referrals go through the store's analytics
+    cache as :func:`~referralkit.analytics.referrals_frame` does, unless ``cache=False``.
     """
     require("pandas", "pyarrow")
     from .. import __version__
@@ -148,9 +150,9 @@ def export_parquet(
     for name, (columns, month_of) in _DATASETS.items():
         kept = columns_kept(columns, deidentify=deid is not None)
         chunks = (
-            referral_chunks(store, moment, deid, rules)
+            referral_chunks(store, moment, deid, rules, cache=cache)
             if name == "referrals"
-            else event_chunks(store, moment, deid)
+            else event_chunks(store, moment, deid, cache=cache)
         )
         (root / name).mkdir()
         written[name] = _write(chunks, _schema(kept), month_of, root / name)
