@@ -54,7 +54,6 @@ import pandas as pd
 
 import referralkit as rk
 from referralkit import analytics, synth
-from referralkit.storage import ReferralStore
 from referralkit.storage.sqlite import SQLiteStore
 
 FRAME_TARGET_PER_S = 50_000.0

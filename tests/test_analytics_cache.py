@@ -37,7 +37,8 @@ from referralkit.clocks import DEFAULT_CLOCKS, Window  # noqa: E402
 _spec = importlib.util.spec_from_file_location(
     "analytics_kpis_histories", Path(__file__).with_name("test_analytics_kpis.py")
 )
-assert _spec is not None and _spec.loader is not None
+assert _spec is not None
+assert _spec.loader is not None
 kpis_tests: Any = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(kpis_tests)
 
@@ -109,7 +110,7 @@ class TestAgainstTheReplay:
         """A long fixed plan touching every operation on every referral, read at many
         instants, then each instant again from the cache alone."""
         plan = [(i % 4, op, 7 + i % 30) for i, op in enumerate(sorted(kpis_tests.OPERATIONS) * 3)]
-        store, clock = kpis_tests.build(plan)
+        store, _ = kpis_tests.build(plan)
         deid = analytics.Deidentifier(key=KEY)
         instants = moments(store, list(range(0, 200, 7)))
         for as_of in instants:
@@ -245,7 +246,8 @@ class TestTheCache:
         store.write_analytics_blocks(_cache.EVENTS_NAME, [b"not arrow"])
         frames_equal(store, clock.now(), deid)
         blocks = store.read_analytics_blocks(_cache.NAME) or []
-        assert len(blocks) == 1 and b"not arrow" not in blocks
+        assert len(blocks) == 1
+        assert b"not arrow" not in blocks
         events = store.read_analytics_blocks(_cache.EVENTS_NAME) or []
         assert len(events) == 1
         # a block of another schema is refused whole too

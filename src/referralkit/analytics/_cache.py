@@ -53,9 +53,10 @@ FORMAT: Final = 1
 CACHED: Final[tuple[Column, ...]] = tuple(columns_kept(COLUMNS, deidentify=True))
 """The columns kept in the cache: those of a de-identified frame."""
 
-NAME: Final = "referrals-" + hashlib.sha256(
-    repr((FORMAT, [(c.name, c.dtype) for c in CACHED])).encode()
-).hexdigest()[:16]
+NAME: Final = (
+    "referrals-"
+    + hashlib.sha256(repr((FORMAT, [(c.name, c.dtype) for c in CACHED])).encode()).hexdigest()[:16]
+)
 """The cache's name in the store: another column set is another cache."""
 
 RECOMPUTED: Final = ("overdue", "open_age_days")
@@ -114,7 +115,7 @@ def row_span(
         if slot not in ("as_of", "referral_id"):
             _gather(getattr(timeline, slot), moments)
     for reading in readings:
-        _gather(reading._replace(as_of=None), moments)
+        _gather(reading._replace(as_of=reading.start), moments)  # as_of is no moment
     _gather(tuple(row), moments)
     if as_of in moments:
         exact = _micros(as_of)
@@ -170,7 +171,9 @@ def _decode(blocks: Sequence[bytes], schema: pa.Schema) -> pa.Table | None:
     return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
-def _rows_table(rows: Sequence[Row], versions: Sequence[int], spans: Sequence[tuple[int, int]]) -> pa.Table:
+def _rows_table(
+    rows: Sequence[Row], versions: Sequence[int], spans: Sequence[tuple[int, int]]
+) -> pa.Table:
     import pyarrow as pa
 
     from ._frames import _convert
@@ -301,7 +304,9 @@ def cached_referrals(
         pc.less_equal(table["_low"], moment), pc.greater_equal(table["_high"], moment)
     )
     valid = pc.and_(fresh, in_span)
-    not_yet = pc.and_(fresh, pc.greater(table["created_at"], pa.scalar(as_of, pa.timestamp("us", tz="UTC"))))
+    not_yet = pc.and_(
+        fresh, pc.greater(table["created_at"], pa.scalar(as_of, pa.timestamp("us", tz="UTC")))
+    )
     settled = pc.filter(table["referral_id"], pc.or_(valid, not_yet))
     stale = pc.filter(ids, pc.invert(pc.is_in(ids, value_set=settled))).to_pylist()
     reused = table.filter(pc.and_(valid, pc.invert(not_yet)))
@@ -341,7 +346,9 @@ def cached_referrals(
     return frame
 
 
-def _keep(store: ReferralStore, table: pa.Table, added: pa.Table, fresh: Any, *, compact: bool) -> None:
+def _keep(
+    store: ReferralStore, table: pa.Table, added: pa.Table, fresh: Any, *, compact: bool
+) -> None:
     """Add the replayed rows to the cache; rewrite it whole (its current rows and the new
     ones) when it has grown to many blocks or could not be read. A store that refuses the
     write (read-only) is logged: the frame is right either way."""
@@ -386,9 +393,12 @@ def _event_columns() -> tuple[Column, ...]:
 CACHED_EVENTS: Final[tuple[Column, ...]] = _event_columns()
 """The event columns kept in the cache: those of a de-identified events frame."""
 
-EVENTS_NAME: Final = "events-" + hashlib.sha256(
-    repr((FORMAT, [(c.name, c.dtype) for c in CACHED_EVENTS])).encode()
-).hexdigest()[:16]
+EVENTS_NAME: Final = (
+    "events-"
+    + hashlib.sha256(
+        repr((FORMAT, [(c.name, c.dtype) for c in CACHED_EVENTS])).encode()
+    ).hexdigest()[:16]
+)
 """The events cache's name in the store."""
 
 _FAR_FUTURE: Final = dt.datetime.max.replace(tzinfo=dt.UTC)
@@ -468,7 +478,8 @@ def cached_events(
     assert EVENT_COLUMNS[: len(CACHED_EVENTS)] == CACHED_EVENTS
 
     order = pc.sort_indices(
-        table, [("referral_id", "ascending"), ("version", "ascending"), ("event_index", "ascending")]
+        table,
+        [("referral_id", "ascending"), ("version", "ascending"), ("event_index", "ascending")],
     )
     table = table.take(order)
     # the replay of a history stops at its first event after as_of
@@ -477,7 +488,11 @@ def cached_events(
     ).to_numpy(zero_copy_only=False)
     if late.any():
         referral = table["referral_id"].to_numpy(zero_copy_only=False)
-        starts = np.flatnonzero(np.r_[True, referral[1:] != referral[:-1]]) if len(referral) else np.array([], dtype=np.int64)
+        starts = (
+            np.flatnonzero(np.r_[True, referral[1:] != referral[:-1]])
+            if len(referral)
+            else np.array([], dtype=np.int64)
+        )
         position = np.arange(len(late))
         first_late = np.minimum.reduceat(np.where(late, position, len(late)), starts)
         group = np.cumsum(np.r_[True, referral[1:] != referral[:-1]]) - 1
