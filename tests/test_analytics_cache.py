@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 import pytest
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from referralkit import Actor, ReferralDesk, Role
@@ -86,7 +86,7 @@ def drive(store: MemoryStore, clock: Any, draw: Any, count: int) -> None:
 
 
 class TestAgainstTheReplay:
-    @settings(max_examples=12, deadline=None)
+    @settings(max_examples=12, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate])
     @given(
         history=kpis_tests.histories(),
         picks=st.lists(st.integers(0, 500), min_size=1, max_size=4),

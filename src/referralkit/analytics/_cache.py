@@ -331,9 +331,8 @@ def cached_referrals(
         added = _rows_table(kept_rows, kept_versions, kept_spans)
         _keep(store, table, added, fresh, compact=damaged or len(blocks) >= COMPACT_AFTER)
 
-    if len(blocks) > 1:
-        # each block is in id order, blocks one after another are not
-        reused = reused.take(pc.sort_indices(reused["referral_id"]))
+    # blocks one after another (and a compacted block) are not in id order
+    reused = reused.take(pc.sort_indices(reused["referral_id"]))
     parts = [_to_pandas(reused)] if reused.num_rows or not rows else []
     if rows:
         parts.append(_convert([tuple(r) for r in rows], COLUMNS, CACHED))
