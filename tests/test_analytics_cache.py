@@ -350,3 +350,17 @@ class TestSQLite:
                 frames_equal(store, as_of, deid)
         finally:
             store.close()
+
+
+def test_chunks_with_a_column_of_only_missing_values_join() -> None:
+    """A chunk whose categorical column holds nothing but missing values joins the others
+    (the replayed path failed on 100,000 referrals: chunks of 20,000 without a target)."""
+    from referralkit.analytics._frames import _concat
+
+    empty = pd.DataFrame({"x": pd.Categorical([None, None]), "n": [1, 2]})
+    typed = pd.DataFrame({"x": pd.Categorical(["b", "a"]), "n": [3, 4]})
+    joined = _concat(iter([empty, typed]))
+    expected = pd.DataFrame({"x": pd.Categorical([None, None, "b", "a"]), "n": [1, 2, 3, 4]})
+    pd.testing.assert_frame_equal(joined, expected)
+    both_empty = _concat(iter([empty, empty]))
+    assert both_empty["x"].isna().all()

@@ -304,6 +304,19 @@ def _chunks(
             return
 
 
+def _alike(columns: list[pd.Series]) -> list[pd.Series]:
+    """Categorical chunks whose categories share one dtype: a chunk holding nothing but
+    missing values has none (pandas types them ``float64``), which ``union_categoricals``
+    refuses beside text categories, so it takes the others' empty dtype."""
+    import pandas as pd
+
+    typed = [c for c in columns if len(c.cat.categories)]
+    if not typed:
+        return columns
+    empty = pd.CategoricalDtype(typed[0].cat.categories[:0])
+    return [c if len(c.cat.categories) else c.astype(empty) for c in columns]
+
+
 def _concat(chunks: Iterator[pd.DataFrame]) -> pd.DataFrame:
     import pandas as pd
     from pandas.api.types import union_categoricals
@@ -315,7 +328,8 @@ def _concat(chunks: Iterator[pd.DataFrame]) -> pd.DataFrame:
         c for c in parts[0].columns if isinstance(parts[0][c].dtype, pd.CategoricalDtype)
     ]
     unions = {
-        c: union_categoricals([p[c] for p in parts], sort_categories=True) for c in categorical
+        c: union_categoricals(_alike([p[c] for p in parts]), sort_categories=True)
+        for c in categorical
     }
     frame = pd.concat([p.drop(columns=categorical) for p in parts], ignore_index=True)
     for name in categorical:
