@@ -161,7 +161,7 @@ class TestAgainstTheReplay:
             frames_equal(desk.store, as_of, deid)
         again = SQLiteStore(path)
         try:
-            assert again.read_analytics_blocks(_cache.NAME)
+            assert again.read_analytics_blocks(_cache.referrals_name())
             frames_equal(again, clock.now(), deid)
         finally:
             again.close()
@@ -195,16 +195,16 @@ class TestTheCache:
     def test_identified_frames_and_other_rules_bypass_it(self) -> None:
         store, clock = kpis_tests.build([(0, "send", 1), (0, "accept", 3)])
         analytics.referrals_frame(store, as_of=clock.now(), deidentify=False, actor=ACTOR)
-        assert store.read_analytics_blocks(_cache.NAME) == []
+        assert store.read_analytics_blocks(_cache.referrals_name()) == []
         analytics.events_frame(store, as_of=clock.now(), deidentify=False, actor=ACTOR)
-        assert store.read_analytics_blocks(_cache.EVENTS_NAME) == []
+        assert store.read_analytics_blocks(_cache.events_name()) == []
         rules = attrs.evolve(
             DEFAULT_CLOCKS,
             first_contact_by=attrs.evolve(DEFAULT_CLOCKS.first_contact_by, window=Window.hours(4)),
         )
         assert rules != DEFAULT_CLOCKS
         got = analytics.referrals_frame(store, as_of=clock.now(), rules=rules)
-        assert store.read_analytics_blocks(_cache.NAME) == []
+        assert store.read_analytics_blocks(_cache.referrals_name()) == []
         expected = analytics.referrals_frame(store, as_of=clock.now(), rules=rules, cache=False)
         pd.testing.assert_frame_equal(got, expected)
         assert _cache.cached_referrals(store, clock.now(), rules) is None
@@ -228,7 +228,7 @@ class TestTheCache:
         pd.testing.assert_frame_equal(
             events, analytics.events_frame(plain, as_of=clock.now(), cache=False)
         )
-        assert plain.read_analytics_blocks(_cache.NAME) is None
+        assert plain.read_analytics_blocks(_cache.referrals_name()) is None
 
     def test_compaction_and_damage(self) -> None:
         store, clock = kpis_tests.build([])
@@ -241,14 +241,18 @@ class TestTheCache:
                 desk.send(ACTOR, ids[step % 4])
                 desk.accept(ACTOR, ids[step % 4])
             frames_equal(store, clock.now(), deid)
-        assert 1 <= len(store.read_analytics_blocks(_cache.NAME) or []) <= _cache.COMPACT_AFTER
-        store.write_analytics_blocks(_cache.NAME, [b"not arrow"])
-        store.write_analytics_blocks(_cache.EVENTS_NAME, [b"not arrow"])
+        assert (
+            1
+            <= len(store.read_analytics_blocks(_cache.referrals_name()) or [])
+            <= _cache.COMPACT_AFTER
+        )
+        store.write_analytics_blocks(_cache.referrals_name(), [b"not arrow"])
+        store.write_analytics_blocks(_cache.events_name(), [b"not arrow"])
         frames_equal(store, clock.now(), deid)
-        blocks = store.read_analytics_blocks(_cache.NAME) or []
+        blocks = store.read_analytics_blocks(_cache.referrals_name()) or []
         assert len(blocks) == 1
         assert b"not arrow" not in blocks
-        events = store.read_analytics_blocks(_cache.EVENTS_NAME) or []
+        events = store.read_analytics_blocks(_cache.events_name()) or []
         assert len(events) == 1
         # a block of another schema is refused whole too
         import pyarrow as pa
@@ -257,7 +261,7 @@ class TestTheCache:
         other = pa.table({"referral_id": ["x"]})
         with pa.ipc.new_stream(sink, other.schema) as writer:
             writer.write_table(other)
-        store.write_analytics_blocks(_cache.NAME, [sink.getvalue().to_pybytes()])
+        store.write_analytics_blocks(_cache.referrals_name(), [sink.getvalue().to_pybytes()])
         frames_equal(store, clock.now(), deid)
 
     def test_a_refused_write_leaves_the_frame_right(
@@ -300,9 +304,9 @@ class TestTheCache:
         analytics.events_frame(store, as_of=clock.now())
         import pyarrow as pa
 
-        [stored] = store.read_analytics_blocks(_cache.NAME) or []
+        [stored] = store.read_analytics_blocks(_cache.referrals_name()) or []
         table = pa.ipc.open_stream(stored).read_all()
-        [stored_events] = store.read_analytics_blocks(_cache.EVENTS_NAME) or []
+        [stored_events] = store.read_analytics_blocks(_cache.events_name()) or []
         events = pa.ipc.open_stream(stored_events).read_all()
         assert "payload" not in events.column_names
         text = repr(table.to_pylist()) + repr(events.to_pylist())

@@ -43,21 +43,36 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-__all__ = ["CACHED", "CACHED_EVENTS", "cached_events", "cached_referrals", "row_span"]
+__all__ = [
+    "cached_columns",
+    "cached_events",
+    "cached_referrals",
+    "events_name",
+    "referrals_name",
+    "row_span",
+]
 
 logger = logging.getLogger("referralkit.analytics")
 
 FORMAT: Final = 1
 """Bumped when what a cached row means changes (the columns are in the name already)."""
 
-CACHED: Final[tuple[Column, ...]] = tuple(columns_kept(COLUMNS, deidentify=True))
-"""The columns kept in the cache: those of a de-identified frame."""
 
-NAME: Final = (
-    "referrals-"
-    + hashlib.sha256(repr((FORMAT, [(c.name, c.dtype) for c in CACHED])).encode()).hexdigest()[:16]
-)
-"""The cache's name in the store: another column set is another cache."""
+def cached_columns() -> tuple[Column, ...]:
+    """The columns kept in the cache: those of a de-identified frame, read from the PHI
+    declaration at each call (a field declared PHI leaves the cache too)."""
+    return tuple(columns_kept(COLUMNS, deidentify=True))
+
+
+def _name(kind: str, columns: Sequence[Column]) -> str:
+    digest = hashlib.sha256(repr((FORMAT, [(c.name, c.dtype) for c in columns])).encode())
+    return f"{kind}-{digest.hexdigest()[:16]}"
+
+
+def referrals_name() -> str:
+    """The referral cache's name in the store: another column set is another cache."""
+    return _name("referrals", cached_columns())
+
 
 RECOMPUTED: Final = ("overdue", "open_age_days")
 """Columns that move with ``as_of`` between the moments of a history: computed per frame."""
@@ -130,12 +145,12 @@ def row_span(
 # --------------------------------------------------------------------------- blocks
 
 
-def _schema() -> pa.Schema:
+def _schema(columns: Sequence[Column]) -> pa.Schema:
     import pyarrow as pa
 
     from ._parquet import _schema as columns_schema
 
-    schema = columns_schema(CACHED)
+    schema = columns_schema(columns)
     for name in ("_version", "_low", "_high"):
         schema = schema.append(pa.field(name, pa.int64()))
     return schema
@@ -172,14 +187,17 @@ def _decode(blocks: Sequence[bytes], schema: pa.Schema) -> pa.Table | None:
 
 
 def _rows_table(
-    rows: Sequence[Row], versions: Sequence[int], spans: Sequence[tuple[int, int]]
+    columns: Sequence[Column],
+    rows: Sequence[Row],
+    versions: Sequence[int],
+    spans: Sequence[tuple[int, int]],
 ) -> pa.Table:
     import pyarrow as pa
 
     from ._frames import _convert
 
-    frame = _convert([tuple(r) for r in rows], COLUMNS, CACHED)
-    schema = _schema()
+    frame = _convert([tuple(r) for r in rows], COLUMNS, columns)
+    schema = _schema(columns)
     table = pa.Table.from_pandas(frame, preserve_index=False)
     table = table.append_column("_version", pa.array(versions, pa.int64()))
     table = table.append_column("_low", pa.array([s[0] for s in spans], pa.int64()))
@@ -204,7 +222,7 @@ def _latest(table: pa.Table) -> pa.Table:
 # --------------------------------------------------------------------------- frames
 
 
-def _to_pandas(table: pa.Table, columns: Sequence[Column] = CACHED) -> pd.DataFrame:
+def _to_pandas(table: pa.Table, columns: Sequence[Column]) -> pd.DataFrame:
     """The cached columns as the frame's dtypes, built column by column in C (the same
     dtypes as the replayed rows' :func:`~referralkit.analytics._frames._convert`)."""
     import numpy as np
@@ -283,10 +301,12 @@ def cached_referrals(
 
     if rules != DEFAULT_CLOCKS:
         return None
-    blocks = store.read_analytics_blocks(NAME)
+    columns = cached_columns()
+    name = referrals_name()
+    blocks = store.read_analytics_blocks(name)
     if blocks is None:
         return None
-    schema = _schema()
+    schema = _schema(columns)
     decoded = _decode(blocks, schema)
     damaged = decoded is None
     table = schema.empty_table() if decoded is None else decoded
@@ -328,14 +348,14 @@ def cached_referrals(
     logger.debug("analytics cache: %d rows reused, %d replayed", reused.num_rows, len(stale))
 
     if keep and (kept_rows or damaged):
-        added = _rows_table(kept_rows, kept_versions, kept_spans)
-        _keep(store, table, added, fresh, compact=damaged or len(blocks) >= COMPACT_AFTER)
+        added = _rows_table(columns, kept_rows, kept_versions, kept_spans)
+        _keep(store, name, table, added, fresh, compact=damaged or len(blocks) >= COMPACT_AFTER)
 
     # blocks one after another (and a compacted block) are not in id order
     reused = reused.take(pc.sort_indices(reused["referral_id"]))
-    parts = [_to_pandas(reused)] if reused.num_rows or not rows else []
+    parts = [_to_pandas(reused, columns)] if reused.num_rows or not rows else []
     if rows:
-        parts.append(_convert([tuple(r) for r in rows], COLUMNS, CACHED))
+        parts.append(_convert([tuple(r) for r in rows], COLUMNS, columns))
     frame = _concat(iter(parts)) if len(parts) > 1 else parts[0]
     if len(parts) > 1:
         ids = pa.array(frame["referral_id"].to_numpy(dtype=object), pa.string())
@@ -346,7 +366,7 @@ def cached_referrals(
 
 
 def _keep(
-    store: ReferralStore, table: pa.Table, added: pa.Table, fresh: Any, *, compact: bool
+    store: ReferralStore, name: str, table: pa.Table, added: pa.Table, fresh: Any, *, compact: bool
 ) -> None:
     """Add the replayed rows to the cache; rewrite it whole (its current rows and the new
     ones) when it has grown to many blocks or could not be read. A store that refuses the
@@ -356,9 +376,9 @@ def _keep(
     try:
         if compact:
             merged = pa.concat_tables([table.filter(fresh), added])
-            store.write_analytics_blocks(NAME, _encode(_latest(merged)), replace=True)
+            store.write_analytics_blocks(name, _encode(_latest(merged)), replace=True)
         else:
-            store.write_analytics_blocks(NAME, _encode(added))
+            store.write_analytics_blocks(name, _encode(added))
     except ReferralKitError as error:
         logger.info("analytics cache not written (%s)", type(error).__name__)
 
@@ -383,32 +403,27 @@ def _histories(
 # --------------------------------------------------------------------------- events
 
 
-def _event_columns() -> tuple[Column, ...]:
+def cached_event_columns() -> tuple[Column, ...]:
+    """The event columns kept in the cache: those of a de-identified events frame."""
     from ._frames import EVENT_COLUMNS
 
     return tuple(columns_kept(EVENT_COLUMNS, deidentify=True))
 
 
-CACHED_EVENTS: Final[tuple[Column, ...]] = _event_columns()
-"""The event columns kept in the cache: those of a de-identified events frame."""
+def events_name() -> str:
+    """The events cache's name in the store."""
+    return _name("events", cached_event_columns())
 
-EVENTS_NAME: Final = (
-    "events-"
-    + hashlib.sha256(
-        repr((FORMAT, [(c.name, c.dtype) for c in CACHED_EVENTS])).encode()
-    ).hexdigest()[:16]
-)
-"""The events cache's name in the store."""
 
 _FAR_FUTURE: Final = dt.datetime.max.replace(tzinfo=dt.UTC)
 
 
-def _events_schema() -> pa.Schema:
+def _events_schema(columns: Sequence[Column]) -> pa.Schema:
     import pyarrow as pa
 
     from ._parquet import _schema as columns_schema
 
-    return columns_schema(CACHED_EVENTS).append(pa.field("_version", pa.int64()))
+    return columns_schema(columns).append(pa.field("_version", pa.int64()))
 
 
 def cached_events(
@@ -427,12 +442,14 @@ def cached_events(
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from ._frames import EVENT_COLUMNS, _convert, _event_rows
+    from ._frames import _convert, _event_rows
 
-    blocks = store.read_analytics_blocks(EVENTS_NAME)
+    columns = cached_event_columns()
+    name = events_name()
+    blocks = store.read_analytics_blocks(name)
     if blocks is None:
         return None
-    schema = _events_schema()
+    schema = _events_schema(columns)
     decoded = _decode(blocks, schema)
     damaged = decoded is None
     table = schema.empty_table() if decoded is None else decoded
@@ -457,24 +474,21 @@ def cached_events(
     found_versions: list[int] = []
     for events in _histories(store, stale, len(pairs)):
         rows = list(_event_rows(events, _FAR_FUTURE))
-        found.extend(tuple(r)[: len(CACHED_EVENTS)] for r in rows)
+        found.extend(tuple(getattr(r, c.name) for c in columns) for r in rows)
         found_versions.extend([events[-1].version] * len(rows))
     if found:
-        added = pa.Table.from_pandas(
-            _convert(found, CACHED_EVENTS, CACHED_EVENTS), preserve_index=False
-        )
+        added = pa.Table.from_pandas(_convert(found, columns, columns), preserve_index=False)
         added = added.append_column("_version", pa.array(found_versions, pa.int64()))
         added = added.cast(schema)
         table = pa.concat_tables([table, added])
     if keep and (found or damaged):
         try:
             if damaged or len(blocks) >= COMPACT_AFTER:
-                store.write_analytics_blocks(EVENTS_NAME, _encode(table), replace=True)
+                store.write_analytics_blocks(name, _encode(table), replace=True)
             elif found:
-                store.write_analytics_blocks(EVENTS_NAME, _encode(added))
+                store.write_analytics_blocks(name, _encode(added))
         except ReferralKitError as error:
             logger.info("analytics cache not written (%s)", type(error).__name__)
-    assert EVENT_COLUMNS[: len(CACHED_EVENTS)] == CACHED_EVENTS
 
     order = pc.sort_indices(
         table,
@@ -496,4 +510,4 @@ def cached_events(
         first_late = np.minimum.reduceat(np.where(late, position, len(late)), starts)
         group = np.cumsum(np.r_[True, referral[1:] != referral[:-1]]) - 1
         table = table.filter(pa.array(position < first_late[group]))
-    return _to_pandas(table, CACHED_EVENTS)
+    return _to_pandas(table, columns)
