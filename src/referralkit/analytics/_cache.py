@@ -329,7 +329,9 @@ def cached_referrals(
     )
     settled = pc.filter(table["referral_id"], pc.or_(valid, not_yet))
     stale = pc.filter(ids, pc.invert(pc.is_in(ids, value_set=settled))).to_pylist()
-    reused = table.filter(pc.and_(valid, pc.invert(not_yet)))
+    wanted = pc.and_(valid, pc.invert(not_yet))
+    # (no copy when every cached row is reused, the common case of a warm cache)
+    reused = table if pc.all(wanted).as_py() is not False else table.filter(wanted)
 
     rows: list[Row] = []
     kept_rows: list[Row] = []
@@ -351,8 +353,10 @@ def cached_referrals(
         added = _rows_table(columns, kept_rows, kept_versions, kept_spans)
         _keep(store, name, table, added, fresh, compact=damaged or len(blocks) >= COMPACT_AFTER)
 
+    del table, decoded, blocks  # only the rows reused are kept from here on
     # blocks one after another (and a compacted block) are not in id order
-    reused = reused.take(pc.sort_indices(reused["referral_id"]))
+    if not _ascending(reused["referral_id"]):
+        reused = reused.take(pc.sort_indices(reused["referral_id"]))
     parts = [_to_pandas(reused, columns)] if reused.num_rows or not rows else []
     if rows:
         parts.append(_convert([tuple(r) for r in rows], COLUMNS, columns))
@@ -363,6 +367,15 @@ def cached_referrals(
         frame = frame.iloc[order].reset_index(drop=True)
     _moving(frame, as_of)
     return frame
+
+
+def _ascending(ids: Any) -> bool:
+    """Whether ``ids`` (a pyarrow string column) are in strictly ascending order."""
+    import pyarrow.compute as pc
+
+    if len(ids) < 2:
+        return True
+    return bool(pc.all(pc.less(ids.slice(0, len(ids) - 1), ids.slice(1))).as_py())
 
 
 def _keep(
