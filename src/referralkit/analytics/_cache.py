@@ -2,8 +2,9 @@
 
 Replaying a referral's history into its row (:func:`~referralkit.analytics.read_row`) costs
 hundreds of microseconds; a frame of a million referrals cannot afford it each time. So the
-rows a frame computes are kept in the store (:meth:`~referralkit.storage.ReferralStore.
-write_analytics_blocks`, Arrow IPC blocks, zstd-compressed), each with
+rows a frame computes are kept in the store
+(:meth:`~referralkit.storage.ReferralStore.write_analytics_blocks`, Arrow IPC blocks,
+zstd-compressed), each with
 
 - the referral's **version** it was computed from: a referral changed since is replayed
   again (the store's :meth:`~referralkit.storage.ReferralStore.referral_versions` says);

@@ -411,8 +411,8 @@ def referrals_frame(
     dates. ``deidentify=False`` returns every column, PHI included, and needs the ``actor``
     reading it, who must be allowed to read referrals and their histories.
 
-    A de-identified frame goes through the store's analytics cache
-    (:mod:`referralkit.analytics._cache`) unless ``cache=False``: rows computed before are
+    A de-identified frame goes through the store's analytics cache (see the analytics
+    how-to) unless ``cache=False``: rows computed before are
     reused while the referral has not changed and ``as_of`` lies within the span the row
     holds for, and only the other referrals are replayed (their rows are then kept). The
     frame is the same either way; ``cache=False`` replays every history and writes nothing.
