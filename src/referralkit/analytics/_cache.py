@@ -494,7 +494,12 @@ def cached_events(
         added = pa.Table.from_pandas(_convert(found, columns, columns), preserve_index=False)
         added = added.append_column("_version", pa.array(found_versions, pa.int64()))
         added = added.cast(schema)
+        cached = table.num_rows
         table = pa.concat_tables([table, added])
+        if cached:
+            table = _sorted_events(table)
+    elif len(blocks) > 1:
+        table = _sorted_events(table)
     if keep and (found or damaged):
         try:
             if damaged or len(blocks) >= COMPACT_AFTER:
@@ -504,12 +509,27 @@ def cached_events(
         except ReferralKitError as error:
             logger.info("analytics cache not written (%s)", type(error).__name__)
 
+    return _listed(table, as_of, columns)
+
+
+def _sorted_events(table: pa.Table) -> pa.Table:
+    """In referral id then history order (one block is written in that order already)."""
+    import pyarrow.compute as pc
+
     order = pc.sort_indices(
         table,
         [("referral_id", "ascending"), ("version", "ascending"), ("event_index", "ascending")],
     )
-    table = table.take(order)
-    # the replay of a history stops at its first event after as_of
+    return table.take(order)
+
+
+def _listed(table: pa.Table, as_of: dt.datetime, columns: Sequence[Column]) -> pd.DataFrame:
+    """The events a replay up to ``as_of`` reads: each history up to its first event after
+    ``as_of``."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     late = pc.fill_null(
         pc.greater(table["at"], pa.scalar(as_of, pa.timestamp("us", tz="UTC"))), False
     ).to_numpy(zero_copy_only=False)

@@ -258,6 +258,7 @@ def _convert(
 
 def _apply(frame: pd.DataFrame, kept: Sequence[Column], deid: Deidentifier | None) -> None:
     """De-identify ``frame`` in place: pseudonyms, then the date shift."""
+    import numpy as np
     import pandas as pd
 
     if deid is None:
@@ -271,16 +272,10 @@ def _apply(frame: pd.DataFrame, kept: Sequence[Column], deid: Deidentifier | Non
                 frame[column.name] = frame[column.name] + days
     for column in kept:
         if column.rule is Rule.PSEUDONYM:
-            values = frame[column.name]
-            unique = values.unique()
-            if len(unique) == len(values) and not values.hasnans:
-                # one pseudonym a row (referral ids): no mapping step
-                named = deid.pseudonyms(column.name, values.tolist())
-                frame[column.name] = pd.array(named, dtype="string")
-                continue
-            found = unique.tolist()
-            names = dict(zip(found, deid.pseudonyms(column.name, found), strict=True))
-            frame[column.name] = values.map(names).astype("string")
+            # one keyed hash per distinct value, spread back by position (in C)
+            codes, distinct = pd.factorize(frame[column.name], use_na_sentinel=False)
+            named = np.asarray(deid.pseudonyms(column.name, list(distinct)), dtype=object)
+            frame[column.name] = pd.array(named[codes], dtype="string")
 
 
 def _chunks(
