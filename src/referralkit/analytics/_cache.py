@@ -479,10 +479,18 @@ def cached_events(
     pairs = list(store.referral_versions())
     ids = pa.array([p[0] for p in pairs], pa.string())
     versions = pa.array([p[1] for p in pairs], pa.int64())
-    current = pc.take(versions, pc.index_in(table["referral_id"], value_set=ids))
+    # each distinct referral looked up once (a history has many rows)
+    encoded = pc.dictionary_encode(table["referral_id"]).combine_chunks()
+    current = pc.take(
+        pc.take(versions, pc.index_in(encoded.dictionary, value_set=ids)), encoded.indices
+    )
     fresh = pc.fill_null(pc.equal(current, table["_version"]), False)
-    table = table.filter(fresh)
-    stale = pc.filter(ids, pc.invert(pc.is_in(ids, value_set=table["referral_id"]))).to_pylist()
+    if pc.all(fresh).as_py() is False:
+        table = table.filter(fresh)
+        present = pc.unique(table["referral_id"])
+    else:
+        present = encoded.dictionary
+    stale = pc.filter(ids, pc.invert(pc.is_in(ids, value_set=present))).to_pylist()
 
     found: list[tuple[Any, ...]] = []
     found_versions: list[int] = []

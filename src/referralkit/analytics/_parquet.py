@@ -88,11 +88,10 @@ def _write(
         for chunk in chunks:
             if chunk.empty:
                 continue
-            months = chunk[month_of].dt.strftime("%Y-%m")
             # categories become plain strings: each file dictionary-encodes its own
             table = pa.Table.from_pandas(chunk, preserve_index=False).cast(schema)
-            labels = pa.array(months.to_numpy(dtype=object))
-            for month in sorted(set(months.tolist())):
+            labels = pc.strftime(table[month_of], format="%Y-%m")  # in UTC, as the column
+            for month in sorted(pc.unique(labels).to_pylist()):
                 part = table.filter(pc.equal(labels, month))
                 writer = writers.get(month)
                 if writer is None:
