@@ -6,9 +6,12 @@
     DIR/referrals/month=2026-01/part-0.parquet   referrals by the month they were recorded
     DIR/events/month=2026-01/part-0.parquet      events by the month they were recorded
 
-It streams: the store is read once per dataset, a chunk of rows at a time, so a population
-larger than memory exports in bounded memory. The files are de-identified by default, exactly
-as :func:`~referralkit.analytics.referrals_frame` is.
+Through the analytics cache (the default) each dataset is read from the cache whole, the
+changed referrals replayed: fast, but the population's rows are held in memory at once
+(measured: 1.2 GB of pyarrow's pool for 100,000 referrals and their 1.7 million events). With
+``cache=False`` it streams: the store is read once per dataset, a chunk of rows at a time, so a
+population larger than memory exports in bounded memory. The files are de-identified by
+default, exactly as :func:`~referralkit.analytics.referrals_frame` is.
 """
 
 from __future__ import annotations
