@@ -264,6 +264,16 @@ class TestTheCache:
         store.write_analytics_blocks(_cache.referrals_name(), [sink.getvalue().to_pybytes()])
         frames_equal(store, clock.now(), deid)
 
+    def test_blocks_written_twice_count_once(self) -> None:
+        """Two frames refreshing at once may both write a referral's rows: read once."""
+        store, clock = kpis_tests.build([(0, "send", 1), (1, "send", 1), (1, "accept", 2)])
+        deid = analytics.Deidentifier(key=KEY)
+        frames_equal(store, clock.now(), deid)
+        for name in (_cache.referrals_name(), _cache.events_name()):
+            [block] = store.read_analytics_blocks(name) or []
+            store.write_analytics_blocks(name, [block])
+        frames_equal(store, clock.now(), deid)
+
     def test_a_refused_write_leaves_the_frame_right(
         self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
     ) -> None:

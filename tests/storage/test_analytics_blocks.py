@@ -32,9 +32,7 @@ def test_blocks_versions_and_frames(postgres_schema: str) -> None:
         ids = [desk.intake(actor, sample_request(f"REQ-{n}")).id for n in range(3)]
         clock.advance(hours=2)
         desk.send(actor, ids[1])
-        assert list(store.referral_versions()) == sorted(
-            (r.id, r.version) for r in store.query()
-        )
+        assert list(store.referral_versions()) == sorted((r.id, r.version) for r in store.query())
 
         pd = pytest.importorskip("pandas", reason="the analytics extra is not installed")
         pytest.importorskip("pyarrow", reason="the analytics extra is not installed")

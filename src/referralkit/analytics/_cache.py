@@ -170,9 +170,12 @@ def _encode(table: pa.Table) -> list[bytes]:
     return blocks
 
 
-def _decode(blocks: Sequence[bytes], schema: pa.Schema) -> pa.Table | None:
+def _decode(
+    blocks: Sequence[bytes], schema: pa.Schema, sizes: list[int] | None = None
+) -> pa.Table | None:
     """The blocks as one table, or ``None`` when one of them is not a block of this
-    schema (a damaged or foreign block: the whole cache is then recomputed)."""
+    schema (a damaged or foreign block: the whole cache is then recomputed); each block's
+    row count is added to ``sizes`` when given."""
     import pyarrow as pa
 
     tables = []
@@ -184,6 +187,8 @@ def _decode(blocks: Sequence[bytes], schema: pa.Schema) -> pa.Table | None:
         if not table.schema.equals(schema):
             return None
         tables.append(table)
+        if sizes is not None:
+            sizes.append(table.num_rows)
     return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
@@ -464,18 +469,22 @@ def cached_events(
     if blocks is None:
         return None
     schema = _events_schema(columns)
-    decoded = _decode(blocks, schema)
+    sizes: list[int] = []
+    decoded = _decode(blocks, schema, sizes)
     damaged = decoded is None
     table = schema.empty_table() if decoded is None else decoded
-    if len(blocks) > 1:
-        # a referral's rows are those of the last block that holds it
+    if len(blocks) > 1 and decoded is not None:
+        # a referral's rows are those of the last block that holds it (two frames refreshing
+        # at once may both have written it)
         numbered = pa.table(
-            {"referral_id": table["referral_id"], "_n": pa.array(np.arange(table.num_rows))}
+            {
+                "referral_id": table["referral_id"],
+                "_block": pa.array(np.repeat(np.arange(len(sizes)), sizes)),
+            }
         )
-        last = numbered.group_by("referral_id").aggregate([("_n", "max")])
-        newest = pc.take(last["_n_max"], pc.index_in(table["referral_id"], last["referral_id"]))
-        versions_of = pc.take(table["_version"], newest)
-        table = table.filter(pc.equal(table["_version"], versions_of))
+        last = numbered.group_by("referral_id").aggregate([("_block", "max")])
+        newest = pc.take(last["_block_max"], pc.index_in(table["referral_id"], last["referral_id"]))
+        table = table.filter(pc.equal(numbered["_block"], newest))
     pairs = list(store.referral_versions())
     ids = pa.array([p[0] for p in pairs], pa.string())
     versions = pa.array([p[1] for p in pairs], pa.int64())
