@@ -378,3 +378,21 @@ def test_chunks_with_a_column_of_only_missing_values_join() -> None:
     pd.testing.assert_frame_equal(joined, expected)
     both_empty = _concat(iter([empty, empty]))
     assert both_empty["x"].isna().all()
+
+
+@pytest.mark.parametrize("size", [16, 64, 65, 100])
+def test_bulk_pseudonyms_are_the_hmac(size: int) -> None:
+    """The bulk pseudonyms (from the HMAC's padded-key states) equal the one-at-a-time ones,
+    for keys shorter and longer than SHA-256's block."""
+    import hashlib
+    import hmac
+
+    key = bytes(range(size))
+    deid = analytics.Deidentifier(key=key)
+    values = ["r-1", "pat-\u00e9", "", "x" * 300]
+    expected = [
+        hmac.new(key, f"patient_key\x00{v}".encode(), hashlib.sha256).hexdigest()[:16]
+        for v in values
+    ]
+    assert deid.pseudonyms("patient_key", values) == expected
+    assert [deid.pseudonym("patient_key", v) for v in values] == expected
