@@ -485,10 +485,11 @@ class TestCompactEvents:
         )
         store.save(changed, long, 1)
         assert store.events("r1") == [*short, *long]
-        packed = store._events["r1"]
+        packed = [change.data for change in store._events["r1"]]
         assert packed[0][:1] == b"["  # plain JSON
         assert packed[1][:1] != b"["  # deflated
         assert len(packed[1]) < 1_000
+        assert "x" * 20 not in repr(store._events["r1"])  # the packed bytes show no values
 
     def test_packed_store_is_small(self) -> None:
         """40 desk-made referrals read back from JSON and restored, then dropped by the

@@ -188,14 +188,32 @@ class Deidentifier:
 
     def pseudonym(self, kind: str, value: str) -> str:
         """A 16-hex-digit pseudonym of ``value`` (a ``kind`` of identifier)."""
-        message = f"{kind}\x00{value}".encode()
-        return hmac.new(self.key, message, hashlib.sha256).hexdigest()[:16]
+        # hmac.digest: OpenSSL's one-shot HMAC, the same bytes as hmac.new(...).digest()
+        return hmac.digest(self.key, f"{kind}\x00{value}".encode(), "sha256").hex()[:16]
+
+    def pseudonyms(self, kind: str, values: Iterable[str]) -> list[str]:
+        """:meth:`pseudonym` of each of ``values``, in order (for whole columns)."""
+        # HMAC by its definition, H(K ^ opad || H(K ^ ipad || m)), from the two padded-key
+        # states hashed once: a third of the cost of an HMAC set up per value
+        key = self.key if len(self.key) <= 64 else hashlib.sha256(self.key).digest()
+        key = key.ljust(64, b"\0")
+        inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+        prefix = f"{kind}\x00"
+        found = []
+        for value in values:
+            step = inner.copy()
+            step.update(f"{prefix}{value}".encode())
+            last = outer.copy()
+            last.update(step.digest())
+            found.append(last.hexdigest()[:16])
+        return found
 
     def shift_days(self, patient_id: str) -> int:
         """The days ``patient_id``'s timestamps move (0 without a date shift)."""
         if not self.date_shift_days:
             return 0
-        digest = hmac.new(self.key, f"shift\x00{patient_id}".encode(), hashlib.sha256).digest()
+        digest = hmac.digest(self.key, f"shift\x00{patient_id}".encode(), "sha256")
         span = self.date_shift_days
         # 2N values without 0: -N..-1 and 1..N
         drawn = int.from_bytes(digest[:8], "big") % (2 * span)

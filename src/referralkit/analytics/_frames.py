@@ -258,6 +258,7 @@ def _convert(
 
 def _apply(frame: pd.DataFrame, kept: Sequence[Column], deid: Deidentifier | None) -> None:
     """De-identify ``frame`` in place: pseudonyms, then the date shift."""
+    import numpy as np
     import pandas as pd
 
     if deid is None:
@@ -271,9 +272,10 @@ def _apply(frame: pd.DataFrame, kept: Sequence[Column], deid: Deidentifier | Non
                 frame[column.name] = frame[column.name] + days
     for column in kept:
         if column.rule is Rule.PSEUDONYM:
-            values = frame[column.name]
-            names = {x: deid.pseudonym(column.name, x) for x in values.unique().tolist()}
-            frame[column.name] = values.map(names).astype("string")
+            # one keyed hash per distinct value, spread back by position (in C)
+            codes, distinct = pd.factorize(frame[column.name], use_na_sentinel=False)
+            named = np.asarray(deid.pseudonyms(column.name, list(distinct)), dtype=object)
+            frame[column.name] = pd.array(named[codes], dtype="string")
 
 
 def _chunks(
@@ -297,6 +299,19 @@ def _chunks(
             return
 
 
+def _alike(columns: list[pd.Series]) -> list[pd.Series]:
+    """Categorical chunks whose categories share one dtype: a chunk holding nothing but
+    missing values has none (pandas types them ``float64``), which ``union_categoricals``
+    refuses beside text categories, so it takes the others' empty dtype."""
+    import pandas as pd
+
+    typed = [c for c in columns if len(c.cat.categories)]
+    if not typed:
+        return columns
+    empty = pd.CategoricalDtype(typed[0].cat.categories[:0])
+    return [c if len(c.cat.categories) else c.astype(empty) for c in columns]
+
+
 def _concat(chunks: Iterator[pd.DataFrame]) -> pd.DataFrame:
     import pandas as pd
     from pandas.api.types import union_categoricals
@@ -308,7 +323,8 @@ def _concat(chunks: Iterator[pd.DataFrame]) -> pd.DataFrame:
         c for c in parts[0].columns if isinstance(parts[0][c].dtype, pd.CategoricalDtype)
     ]
     unions = {
-        c: union_categoricals([p[c] for p in parts], sort_categories=True) for c in categorical
+        c: union_categoricals(_alike([p[c] for p in parts]), sort_categories=True)
+        for c in categorical
     }
     frame = pd.concat([p.drop(columns=categorical) for p in parts], ignore_index=True)
     for name in categorical:
@@ -322,16 +338,39 @@ def referral_chunks(
     deid: Deidentifier | None,
     rules: ClockRules = DEFAULT_CLOCKS,
     size: int = CHUNK,
+    *,
+    cache: bool = True,
 ) -> Iterator[pd.DataFrame]:
-    """:func:`referrals_frame` a chunk at a time (for writers that stream)."""
+    """:func:`referrals_frame` a chunk at a time (for writers that stream); through the
+    analytics cache (one chunk) when it applies."""
+    if cache and deid is not None:
+        from ._cache import cached_referrals
+
+        frame = cached_referrals(store, as_of, rules)
+        if frame is not None:
+            _apply(frame, columns_kept(COLUMNS, deidentify=True), deid)
+            return iter([frame])
     found = (read_row(events, as_of, rules) for events in store.event_histories())
     return _chunks((r for r in found if r is not None), COLUMNS, deid, size)
 
 
 def event_chunks(
-    store: ReferralStore, as_of: dt.datetime, deid: Deidentifier | None, size: int = CHUNK
+    store: ReferralStore,
+    as_of: dt.datetime,
+    deid: Deidentifier | None,
+    size: int = CHUNK,
+    *,
+    cache: bool = True,
 ) -> Iterator[pd.DataFrame]:
-    """:func:`events_frame` a chunk at a time."""
+    """:func:`events_frame` a chunk at a time; through the analytics cache (one chunk)
+    when it applies."""
+    if cache and deid is not None:
+        from ._cache import cached_events
+
+        frame = cached_events(store, as_of)
+        if frame is not None:
+            _apply(frame, columns_kept(EVENT_COLUMNS, deidentify=True), deid)
+            return iter([frame])
     found = (row for events in store.event_histories() for row in _event_rows(events, as_of))
     return _chunks(found, EVENT_COLUMNS, deid, size)
 
@@ -349,6 +388,7 @@ def referrals_frame(
     deidentify: bool | Deidentifier = True,
     actor: Actor | None = None,
     rules: ClockRules = DEFAULT_CLOCKS,
+    cache: bool = True,
 ) -> pd.DataFrame:
     """One row per referral as it stood at ``as_of`` (default: now), with flat typed columns
     (:data:`~referralkit.analytics.COLUMNS`: ids, specialty, payer, plan type, priority,
@@ -366,13 +406,19 @@ def referrals_frame(
     dates. ``deidentify=False`` returns every column, PHI included, and needs the ``actor``
     reading it, who must be allowed to read referrals and their histories.
 
+    A de-identified frame goes through the store's analytics cache (see the analytics
+    how-to) unless ``cache=False``: rows computed before are
+    reused while the referral has not changed and ``as_of`` lies within the span the row
+    holds for, and only the other referrals are replayed (their rows are then kept). The
+    frame is the same either way; ``cache=False`` replays every history and writes nothing.
+
     ``df.attrs`` holds ``as_of`` and ``deidentified``.
     """
     require("pandas")
     store = _check_store(store)
     moment = _as_of(as_of)
     deid = _deidentifier(deidentify, actor, "referrals frame")
-    frame = _concat(referral_chunks(store, moment, deid, rules))
+    frame = _concat(referral_chunks(store, moment, deid, rules, cache=cache))
     frame.attrs.update(as_of=moment, deidentified=deid is not None)
     return frame
 
@@ -383,9 +429,14 @@ def events_frame(
     as_of: dt.datetime | None = None,
     deidentify: bool | Deidentifier = True,
     actor: Actor | None = None,
+    cache: bool = True,
 ) -> pd.DataFrame:
     """One row per event recorded up to ``as_of`` (default: now), in referral id then
     history order (:data:`~referralkit.analytics.EVENT_COLUMNS`).
+
+    A de-identified frame goes through the store's analytics cache as
+    :func:`referrals_frame` does (an event's row never changes: a referral's rows are read
+    again only when it has changed); ``cache=False`` reads every history.
 
     An event's payload can hold PHI, so its values are read field by field, each column
     naming the model field it comes from; the PHI declaration decides as for
@@ -396,6 +447,6 @@ def events_frame(
     store = _check_store(store)
     moment = _as_of(as_of)
     deid = _deidentifier(deidentify, actor, "events frame")
-    frame = _concat(event_chunks(store, moment, deid))
+    frame = _concat(event_chunks(store, moment, deid, cache=cache))
     frame.attrs.update(as_of=moment, deidentified=deid is not None)
     return frame

@@ -6,9 +6,12 @@
     DIR/referrals/month=2026-01/part-0.parquet   referrals by the month they were recorded
     DIR/events/month=2026-01/part-0.parquet      events by the month they were recorded
 
-It streams: the store is read once per dataset, a chunk of rows at a time, so a population
-larger than memory exports in bounded memory. The files are de-identified by default, exactly
-as :func:`~referralkit.analytics.referrals_frame` is.
+Through the analytics cache (the default) each dataset is read from the cache whole, the
+changed referrals replayed: fast, but the population's rows are held in memory at once
+(measured: 1.2 GB of pyarrow's pool for 100,000 referrals and their 1.7 million events). With
+``cache=False`` it streams: the store is read once per dataset, a chunk of rows at a time, so a
+population larger than memory exports in bounded memory. The files are de-identified by
+default, exactly as :func:`~referralkit.analytics.referrals_frame` is.
 """
 
 from __future__ import annotations
@@ -88,11 +91,10 @@ def _write(
         for chunk in chunks:
             if chunk.empty:
                 continue
-            months = chunk[month_of].dt.strftime("%Y-%m")
             # categories become plain strings: each file dictionary-encodes its own
             table = pa.Table.from_pandas(chunk, preserve_index=False).cast(schema)
-            labels = pa.array(months.to_numpy(dtype=object))
-            for month in sorted(set(months.tolist())):
+            labels = pc.strftime(table[month_of], format="%Y-%m")  # in UTC, as the column
+            for month in sorted(pc.unique(labels).to_pylist()):
                 part = table.filter(pc.equal(labels, month))
                 writer = writers.get(month)
                 if writer is None:
@@ -116,6 +118,7 @@ def export_parquet(
     actor: Actor | None = None,
     rules: ClockRules = DEFAULT_CLOCKS,
     overwrite: bool = False,
+    cache: bool = True,
 ) -> dict[str, int]:
     """Write the referrals and events frames of ``store`` (as of ``as_of``, default now)
     under ``directory`` as Parquet, partitioned by month (``month=YYYY-MM``); return how many
@@ -124,7 +127,8 @@ def export_parquet(
     De-identified unless ``deidentify=False`` (which needs the ``actor``, as the frames do);
     a :class:`~referralkit.analytics.Deidentifier` keeps pseudonyms stable across exports.
     An existing ``referrals`` or ``events`` dataset under ``directory`` is refused unless
-    ``overwrite`` (then it is replaced).
+    ``overwrite`` (then it is replaced). The referrals go through the store's analytics
+    cache as :func:`~referralkit.analytics.referrals_frame` does, unless ``cache=False``.
     """
     require("pandas", "pyarrow")
     from .. import __version__
@@ -148,9 +152,9 @@ def export_parquet(
     for name, (columns, month_of) in _DATASETS.items():
         kept = columns_kept(columns, deidentify=deid is not None)
         chunks = (
-            referral_chunks(store, moment, deid, rules)
+            referral_chunks(store, moment, deid, rules, cache=cache)
             if name == "referrals"
-            else event_chunks(store, moment, deid)
+            else event_chunks(store, moment, deid, cache=cache)
         )
         (root / name).mkdir()
         written[name] = _write(chunks, _schema(kept), month_of, root / name)

@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
-from ..clocks import DEFAULT_CLOCKS, ClockName, ClockRules, Timeline, clocks_of
+from ..clocks import DEFAULT_CLOCKS, ClockName, ClockReading, ClockRules, Timeline, clocks_of
 from ..model import ReferralEvent, Status
 from ..storage import ReferralStore
 from ._deid import Column, Rule, age_band
@@ -437,6 +437,14 @@ def read_row(
 ) -> Row | None:
     """The row of the referral whose history is ``events`` (oldest first), as of ``as_of``;
     ``None`` when it did not exist yet. Events after ``as_of`` are not read."""
+    found = read_row_with(events, as_of, rules)
+    return None if found is None else found[0]
+
+
+def read_row_with(
+    events: Sequence[ReferralEvent], as_of: dt.datetime, rules: ClockRules = DEFAULT_CLOCKS
+) -> tuple[Row, Timeline, tuple[ClockReading, ...]] | None:
+    """:func:`read_row` with the timeline and the clock readings the row was made of."""
     if not events or events[0].at > as_of:
         return None
     first = events[0]
@@ -527,7 +535,8 @@ def read_row(
             appealed = True
 
     clocks: dict[ClockName, list[Any]] = {}
-    for reading in clocks_of(t, rules):
+    readings = clocks_of(t, rules)
+    for reading in readings:
         entry = clocks.setdefault(reading.name, [False, None])
         if reading.breached_at is not None:
             entry[0] = True
@@ -559,7 +568,7 @@ def read_row(
     contact = clock(ClockName.FIRST_CONTACT_BY)
     note = clock(ClockName.CONSULT_NOTE_BY)
     follow = clock(ClockName.FOLLOW_UP_BY)
-    return Row(
+    row = Row(
         referral_id,
         str(patient.get("id")),
         str(data.get("specialty")),
@@ -632,6 +641,7 @@ def read_row(
         status_reason,
         _text(last_survey.get("comment")),
     )
+    return row, t, readings
 
 
 def rows(

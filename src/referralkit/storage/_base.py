@@ -721,3 +721,38 @@ class ReferralStore(abc.ABC):
         .. versionadded:: 0.2
         """
         raise NotImplementedError(f"{type(self).__name__} does not keep rule versions")
+
+    # ------------------------------------------------------------------ analytics cache
+
+    def referral_versions(self) -> Iterator[tuple[str, int]]:
+        """Every referral's id and current version, in referral id order: what the
+        analytics cache checks its rows against.
+
+        This default reads :meth:`export`; the SQL adapters read the two columns alone.
+
+        .. versionadded:: 0.1
+        """
+        for referral, _ in self.export():
+            yield referral.id, referral.version
+
+    def read_analytics_blocks(self, name: str) -> list[bytes] | None:
+        """The blocks stored under ``name`` by :meth:`write_analytics_blocks`, oldest
+        first; ``None`` when this store keeps no analytics cache (this default).
+
+        The blocks are opaque to the store: :mod:`referralkit.analytics` keeps in them the
+        rows it computed (de-identifiable columns only, never a name, MRN, contact or free
+        text), so a later frame replays only the referrals that changed since.
+
+        .. versionadded:: 0.1
+        """
+        return None
+
+    def write_analytics_blocks(
+        self, name: str, blocks: Sequence[bytes], *, replace: bool = False
+    ) -> bool:
+        """Add ``blocks`` under ``name`` (after the ones there; with ``replace``, instead
+        of them), atomically; whether they were kept (this default keeps nothing).
+
+        .. versionadded:: 0.1
+        """
+        return False

@@ -14,7 +14,7 @@ import attrs
 
 from .._redaction import boundary, boundary_iter
 from ..access import AccessQuery, AccessRecord, check_access_query, check_records
-from ..errors import ConcurrencyError, DuplicateReferralError, NotFoundError
+from ..errors import ConcurrencyError, DuplicateReferralError, NotFoundError, ValidationError
 from ..model import Referral, ReferralEvent
 from ..worklist import RankEntry, rank_entries
 from ._base import (
@@ -54,7 +54,20 @@ _DEFLATE_FROM: Final = 512
 _ZLIB_HEADER: Final = 0x78  # a JSON array starts with "[" (0x5B)
 
 
-def _pack(events: Sequence[ReferralEvent]) -> bytes:
+class _Packed:
+    """One change's packed events: bytes that hold PHI, behind a repr that shows none (a
+    traceback reporter with locals reads the values of a frame's variables)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"<packed events: {len(self.data)} bytes>"
+
+
+def _pack(events: Sequence[ReferralEvent]) -> _Packed:
     """One change's events as compact JSON bytes, deflated when long."""
     text = (
         "["
@@ -66,13 +79,14 @@ def _pack(events: Sequence[ReferralEvent]) -> bytes:
         + "]"
     )
     data = text.encode("ascii")  # json.dumps escapes everything else
-    return zlib.compress(data, 1) if len(data) >= _DEFLATE_FROM else data
+    return _Packed(zlib.compress(data, 1) if len(data) >= _DEFLATE_FROM else data)
 
 
-def _unpack(referral_id: str, changes: Iterable[bytes]) -> list[ReferralEvent]:
+def _unpack(referral_id: str, changes: Iterable[_Packed]) -> list[ReferralEvent]:
     """The events that :func:`_pack` packed, oldest first."""
     found = []
-    for packed in changes:
+    for change in changes:
+        packed = change.data
         data = zlib.decompress(packed) if packed[0] == _ZLIB_HEADER else packed
         for version, index, at, actor, kind, payload in json.loads(data):
             found.append(_stored_event((referral_id, version, index, at, actor, kind, payload)))
@@ -105,13 +119,14 @@ class MemoryStore(ReferralStore):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._snapshots: dict[str, Referral] = {}
-        self._events: dict[str, list[bytes]] = {}
+        self._events: dict[str, list[_Packed]] = {}
         self._sources: dict[str, str] = {}
         self._leases: dict[str, tuple[str, dt.datetime]] = {}
         self._rank: dict[str, tuple[RankEntry, ...]] = {}
         self._versions: dict[str, RuleVersion] = {}
         self._policy_uses: list[tuple[str, str, dt.datetime]] = []
         self._values: dict[Any, Any] = {}
+        self._analytics: dict[str, list[bytes]] = {}
 
     def _shared(self, referral: Referral) -> Referral:
         """``referral`` holding the stored equal copy of each provider, code and coverage
@@ -178,7 +193,7 @@ class MemoryStore(ReferralStore):
         packed = [_pack(events) for _, events, _ in changes]
         with self._lock:
             staged: dict[str, Referral] = {}
-            appended: dict[str, list[bytes]] = {}
+            appended: dict[str, list[_Packed]] = {}
             for (referral, _, expected), events in zip(changes, packed, strict=True):
                 current = staged.get(referral.id) or self._snapshots.get(referral.id)
                 actual = current.version if current is not None else 0
@@ -194,7 +209,7 @@ class MemoryStore(ReferralStore):
                 appended.setdefault(referral.id, []).append(events)
             self._apply(staged, appended)
 
-    def _apply(self, staged: dict[str, Referral], appended: dict[str, list[bytes]]) -> None:
+    def _apply(self, staged: dict[str, Referral], appended: dict[str, list[_Packed]]) -> None:
         for referral_id, referral in staged.items():
             self._snapshots[referral_id] = self._shared(referral)
             if referral.source_id is not None:
@@ -402,3 +417,19 @@ class MemoryStore(ReferralStore):
                 )
                 moved += 1
         return moved
+
+    # ------------------------------------------------------------------ analytics cache
+
+    def read_analytics_blocks(self, name: str) -> list[bytes] | None:
+        with self._lock:
+            return list(self._analytics.get(name, ()))
+
+    def write_analytics_blocks(
+        self, name: str, blocks: Sequence[bytes], *, replace: bool = False
+    ) -> bool:
+        if not isinstance(name, str) or not all(isinstance(b, bytes) for b in blocks):
+            raise ValidationError("blocks", "expected a name and a sequence of bytes")
+        with self._lock:
+            kept = [] if replace else self._analytics.get(name, [])
+            self._analytics[name] = [*kept, *blocks]
+        return True

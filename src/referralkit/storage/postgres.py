@@ -119,7 +119,7 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore", "connection_settings"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 """The schema version this code writes (the same numbering as the SQLite store's)."""
 
 _FAR_FUTURE: Final = dt.datetime.max.replace(tzinfo=dt.UTC)
@@ -284,6 +284,13 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             f"ON {{s}}.{table} FOR EACH STATEMENT EXECUTE FUNCTION {{s}}.access_log_append_only()"
             for table in ("access_log", "access_log_referrals")
         ),
+    ),
+    7: (
+        # The analytics cache (referralkit.analytics): rows computed from histories, kept so
+        # a later frame replays only what changed; opaque blocks, rewritten at will.
+        """CREATE TABLE {s}.analytics_blocks (
+            name text NOT NULL, seq integer NOT NULL, data bytea NOT NULL,
+            PRIMARY KEY (name, seq))""",
     ),
 }
 _RANK_KEYS_VERSION: Final = 4
@@ -1585,3 +1592,53 @@ class PostgresStore(ReferralStore):
             return int(cursor.rowcount)
 
         return self._transact("recording the sweep", work)
+
+    # ------------------------------------------------------------------ analytics cache
+
+    @boundary_iter
+    def referral_versions(self) -> Iterator[tuple[str, int]]:
+        """Every referral's id and version, in id order (one pass over the primary key)."""
+        yield from self._fetch(
+            "reading versions", "SELECT id, version FROM {s}.referrals ORDER BY id"
+        )
+
+    @boundary
+    def read_analytics_blocks(self, name: str) -> list[bytes] | None:
+        """The analytics cache's blocks under ``name`` (see
+        :meth:`ReferralStore.read_analytics_blocks`)."""
+        rows = self._fetch(
+            "reading the analytics cache",
+            "SELECT data FROM {s}.analytics_blocks WHERE name = %s ORDER BY seq",
+            [name],
+        )
+        return [bytes(row[0]) for row in rows]
+
+    @boundary
+    def write_analytics_blocks(
+        self, name: str, blocks: Sequence[bytes], *, replace: bool = False
+    ) -> bool:
+        """Add (or with ``replace``, replace) the analytics cache's blocks under ``name``."""
+        if not isinstance(name, str) or not all(isinstance(b, bytes) for b in blocks):
+            raise ValidationError("blocks", "expected a name and a sequence of bytes")
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            table = self._sql("{s}.analytics_blocks")
+            # one writer at a time per name: the next sequence number is read, then used
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [table + name])
+            if replace:
+                conn.execute(self._sql("DELETE FROM {s}.analytics_blocks WHERE name = %s"), [name])
+            row = conn.execute(
+                self._sql("SELECT coalesce(max(seq), 0) FROM {s}.analytics_blocks WHERE name = %s"),
+                [name],
+            ).fetchone()
+            last = int(row[0]) if row else 0
+            with conn.cursor() as cursor:
+                cursor.executemany(
+                    self._sql(
+                        "INSERT INTO {s}.analytics_blocks (name, seq, data) VALUES (%s, %s, %s)"
+                    ),
+                    [(name, last + 1 + i, block) for i, block in enumerate(blocks)],
+                )
+
+        self._transact("writing the analytics cache", work)
+        return True

@@ -93,7 +93,7 @@ from ._versions import (
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 """The schema version this code writes; :meth:`SQLiteStore.upgrade` brings older files here."""
 
 _FAR_FUTURE: Final = "9999-12-31T23:59:59.999999"
@@ -251,6 +251,18 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             for table in ("access_log", "access_log_referrals")
             for verb in ("update", "delete")
         ),
+    ),
+    7: (
+        # The analytics cache (referralkit.analytics): rows computed from histories, kept so
+        # a later frame replays only what changed; opaque blocks, rewritten at will.
+        """
+        CREATE TABLE analytics_blocks (
+            name TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (name, seq)
+        )
+        """,
     ),
 }
 _RANK_KEYS_VERSION: Final = 4
@@ -1200,6 +1212,39 @@ class SQLiteStore(ReferralStore):
             raise _driver_error(error, "reading the access log") from None
         finally:
             self._forget(conn)
+
+    # ------------------------------------------------------------------ analytics cache
+
+    @boundary_iter
+    def referral_versions(self) -> Iterator[tuple[str, int]]:
+        """Every referral's id and version, in id order (one pass over the primary key)."""
+        yield from self._read("SELECT id, version FROM referrals ORDER BY id")
+
+    @boundary
+    def read_analytics_blocks(self, name: str) -> list[bytes] | None:
+        """The analytics cache's blocks under ``name`` (see
+        :meth:`ReferralStore.read_analytics_blocks`)."""
+        rows = self._read("SELECT data FROM analytics_blocks WHERE name = ? ORDER BY seq", (name,))
+        return [bytes(row[0]) for row in rows]
+
+    @boundary
+    def write_analytics_blocks(
+        self, name: str, blocks: Sequence[bytes], *, replace: bool = False
+    ) -> bool:
+        """Add (or with ``replace``, replace) the analytics cache's blocks under ``name``."""
+        if not isinstance(name, str) or not all(isinstance(b, bytes) for b in blocks):
+            raise ValidationError("blocks", "expected a name and a sequence of bytes")
+        with self._write("writing the analytics cache") as conn:
+            if replace:
+                conn.execute("DELETE FROM analytics_blocks WHERE name = ?", (name,))
+            last = conn.execute(
+                "SELECT coalesce(max(seq), 0) FROM analytics_blocks WHERE name = ?", (name,)
+            ).fetchone()[0]
+            conn.executemany(
+                "INSERT INTO analytics_blocks (name, seq, data) VALUES (?, ?, ?)",
+                [(name, last + 1 + i, block) for i, block in enumerate(blocks)],
+            )
+        return True
 
 
 def _access_where(query: AccessQuery) -> tuple[str, list[Any]]:
