@@ -6,23 +6,46 @@ referralkit, a disk error. A stored value that is not JSON, or that the model re
 :class:`~referralkit.errors.StorageError` naming the referral and (for a refused value) the
 field, never the value: the row is PHI, and ``json.JSONDecodeError`` keeps the whole document
 in its ``doc`` attribute.
+
+Every record is written sealed: ``{"~c":"<key id>:<count>:<checksum>", ...}``, the record's
+JSON with a first member that carries a truncated SHA-256 over the record's text and its row
+(referral id; an event's version, index, time, actor, type), the key id when its PHI is
+encrypted, and for an event the number of events its change wrote (so a lost event is seen).
+:class:`RecordCodec` writes and verifies it, and with a key ring encrypts every PHI field of
+a snapshot (the paths come from the model's PHI declaration, worked out once) and every event
+payload with AES-256-GCM, the referral id and the field path as associated data. A record
+that fails its checksum or its tag is a :class:`~referralkit.errors.CorruptRecordError`
+naming the referral; an encrypted record read without its key an
+:class:`~referralkit.errors.EncryptionKeyError`. Rows written before sealing (no ``~c``
+member) are read as they are.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import itertools
 import json
-from collections.abc import Iterable, Iterator
+import re
+import typing
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Final, TypeVar
 
+import attrs
+from cryptography.exceptions import InvalidTag
+
 from .._redaction import Sealed
-from .._validators import JsonObject, storable_json
-from ..errors import StorageError, ValidationError
+from .._validators import PHI, JsonObject, storable_json
+from ..crypto import FieldCipher, KeyProvider
+from ..errors import CorruptRecordError, EncryptionKeyError, StorageError, ValidationError
 from ..model import Referral, ReferralEvent
 from ..serialization import from_dict, to_dict
 
 __all__ = [
+    "PLAIN",
+    "RecordCodec",
+    "change_sizes",
     "event_from_row",
     "events_by_referral",
     "payload_json",
@@ -162,3 +185,359 @@ def events_by_referral(rows: Iterable[tuple[Any, ...]]) -> Iterator[list[Referra
     ``event_histories`` yield from one ordered pass over their events table."""
     for _, group in itertools.groupby(rows, key=lambda row: row[0]):
         yield [_stored_event(tuple(row)) for row in group]
+
+
+# --------------------------------------------------------------------------- sealed records
+
+_Plan = tuple[tuple[str, str, Any], ...]
+"""Where PHI sits in a class's JSON: ``(field, kind, sub-plan)`` with kind ``"phi"`` (the
+whole value is PHI), ``"one"`` (a model value with PHI inside) or ``"many"`` (a tuple of
+them)."""
+
+
+def _model_class(annotation: Any) -> tuple[str, type] | None:
+    """``("one", X)`` for an attrs class ``X`` (or ``X | None``), ``("many", X)`` for
+    ``tuple[X, ...]``; ``None`` for anything else."""
+    if isinstance(annotation, type) and attrs.has(annotation):
+        return "one", annotation
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is tuple:
+        if len(args) == 2 and args[1] is Ellipsis and isinstance(args[0], type):
+            if attrs.has(args[0]):
+                return "many", args[0]
+        return None
+    inner = [a for a in args if a is not type(None)]
+    if len(inner) == 1 and len(args) == 2:
+        found = _model_class(inner[0])
+        return found if found is not None and found[0] == "one" else None
+    return None
+
+
+_PLANS: dict[type, _Plan] = {}
+
+
+def phi_plan(cls: type) -> _Plan:
+    """The PHI paths of ``cls``, read from the model's declaration (``metadata={"phi":
+    True}``) once per class: nothing here keeps its own list of PHI fields."""
+    plan = _PLANS.get(cls)
+    if plan is None:
+        hints = typing.get_type_hints(cls)
+        steps: list[tuple[str, str, Any]] = []
+        for field in attrs.fields(cls):
+            if field.metadata.get(PHI):
+                steps.append((field.name, "phi", None))
+                continue
+            found = _model_class(hints[field.name])
+            if found is not None:
+                inner = phi_plan(found[1])
+                if inner:
+                    steps.append((field.name, found[0], inner))
+        plan = _PLANS[cls] = tuple(steps)
+    return plan
+
+
+_DUMP: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_HEAD: Final = '{"~c":"'
+# A seal a flipped bit made unrecognisable (``~`` or ``c`` changed): refused, not read as an
+# old unsealed row
+_DAMAGED_HEAD: Final = re.compile(r'\{"(?:~.|[^"]c)":"[^"]*"')
+_PAYLOAD: Final = "~p"
+
+
+def _digest(context: str, key_id: str, count: str, body: str) -> str:
+    text = f"{context}\x00{key_id}\x00{count}\x00{body}"
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def _seal(body: str, context: str, key_id: str = "", count: str = "") -> str:
+    head = f'{_HEAD}{key_id}:{count}:{_digest(context, key_id, count, body)}"'
+    return head + ("}" if body == "{}" else "," + body[1:])
+
+
+def _event_context(referral_id: Any, version: Any, index: Any, at: Any, actor: Any, kind: Any) -> str:
+    if isinstance(at, str):
+        at = dt.datetime.fromisoformat(at)
+    if isinstance(at, dt.datetime):
+        at = at.astimezone(dt.UTC).isoformat()
+    return f"{referral_id}\x00{version}\x00{index}\x00{at}\x00{actor}\x00{kind}"
+
+
+class RecordCodec:
+    """Seals, verifies, encrypts and decrypts the records of one store (see the module
+    docs). ``provider`` is the store's key ring; ``None`` for an unencrypted store, whose
+    records are still sealed with a checksum."""
+
+    __slots__ = ("cipher",)
+
+    def __init__(self, provider: KeyProvider | None = None) -> None:
+        self.cipher = FieldCipher(provider) if provider is not None else None
+
+    @property
+    def encrypted(self) -> bool:
+        """True when new records are encrypted."""
+        return self.cipher is not None
+
+    @property
+    def key_id(self) -> str:
+        """The key id new records carry ('' when unencrypted)."""
+        return self.cipher.primary_id if self.cipher is not None else ""
+
+    def patient_key(self, patient_id: str) -> str:
+        """What the store keeps and filters on for a patient id: its blind index when
+        encrypted."""
+        if self.cipher is None:
+            return patient_id
+        return self.cipher.blind_index("patient.id", patient_id)
+
+    def patient_keys(self, patient_id: str) -> list[str]:
+        """Every form a patient id can be stored in (rows not yet encrypted keep it clear)."""
+        if self.cipher is None:
+            return [patient_id]
+        return [self.patient_key(patient_id), patient_id]
+
+    # ------------------------------------------------------------------ writing
+
+    def snapshot_text(self, referral: Referral, key_id: str | None = None) -> str:
+        """The stored text of a snapshot."""
+        data = to_dict(referral)
+        kid = ""
+        if self.cipher is not None:
+            kid = key_id or self.cipher.primary_id
+            self._encrypt(data, phi_plan(Referral), referral.id, "", kid)
+        return _seal(_dumps(data, "referral"), referral.id + "\x00snapshot", kid)
+
+    def _encrypt(self, data: Any, plan: _Plan, referral_id: str, prefix: str, kid: str) -> None:
+        assert self.cipher is not None
+        for name, kind, inner in plan:
+            value = data.get(name)
+            if value is None:
+                continue
+            path = prefix + name
+            if kind == "phi":
+                aad = f"{referral_id}\x00{path}".encode("utf-8", "surrogatepass")
+                data[name] = self.cipher.encrypt(_dumps(value, path).encode(), aad, kid)
+            elif kind == "one":
+                self._encrypt(value, inner, referral_id, path + ".", kid)
+            else:
+                for position, item in enumerate(value):
+                    self._encrypt(item, inner, referral_id, f"{path}.{position}.", kid)
+
+    def payload_text(
+        self, event: ReferralEvent, count: int, key_id: str | None = None
+    ) -> str:
+        """The stored text of an event's payload; ``count`` is the number of events of its
+        change."""
+        return self.payload_text_of(
+            payload_json(event.payload),
+            (event.referral_id, event.version, event.index, event.at, event.actor, event.type),
+            count,
+            key_id,
+        )
+
+    def payload_text_of(
+        self, body: str, row: Sequence[Any], count: int, key_id: str | None = None
+    ) -> str:
+        """The stored text of a payload's JSON ``body`` for the event row
+        ``(referral_id, version, idx, at, actor, type)``."""
+        referral_id, version, index = row[0], row[1], row[2]
+        kid = ""
+        if self.cipher is not None:
+            kid = key_id or self.cipher.primary_id
+            aad = f"{referral_id}\x00event {version}.{index}\x00payload".encode(
+                "utf-8", "surrogatepass"
+            )
+            body = _DUMP({_PAYLOAD: self.cipher.encrypt(body.encode(), aad, kid)})
+        return _seal(body, _event_context(*row), kid, str(count))
+
+    # ------------------------------------------------------------------ reading
+
+    @staticmethod
+    def _text(stored: Any) -> str | None:
+        if isinstance(stored, Sealed):
+            stored = stored.reveal()
+        if isinstance(stored, bytes):
+            try:
+                stored = stored.decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+        if isinstance(stored, dict):  # a driver that parsed JSON: its text, re-made exactly
+            try:
+                stored = _DUMP(stored)
+            except (TypeError, ValueError):
+                return None
+        return stored if isinstance(stored, str) else None
+
+    @staticmethod
+    def unseal(text: str, context: str, referral_id: str, record: str) -> tuple[str, str, str]:
+        """``(body, key id, count)`` of a sealed record's text, its checksum verified; an
+        unsealed (older) record comes back as it is with ``count`` ``"-"``."""
+        if not text.startswith(_HEAD):
+            if _DAMAGED_HEAD.match(text):
+                raise CorruptRecordError(referral_id, record, "its seal is damaged")
+            return text, "", "-"
+        end = text.find('"', len(_HEAD))
+        parts = text[len(_HEAD) : end].split(":") if end > 0 else []
+        rest = text[end + 1 :]
+        if len(parts) != 3 or not rest:
+            raise CorruptRecordError(referral_id, record, "its seal is damaged")
+        if rest == "}":
+            body = "{}"
+        elif rest[0] == ",":
+            body = "{" + rest[1:]
+        else:
+            raise CorruptRecordError(referral_id, record, "its seal is damaged")
+        key_id, count, digest = parts
+        if digest != _digest(context, key_id, count, body):
+            raise CorruptRecordError(referral_id, record, "its checksum does not match")
+        return body, key_id, count
+
+    def _need_cipher(self, key_id: str, referral_id: str) -> FieldCipher:
+        if self.cipher is None:
+            raise EncryptionKeyError(
+                f"referral {referral_id!r} is encrypted (key {key_id!r}): open the store with "
+                "its key ring (open_store(url, keys=...), or REFERRALKIT_KEYS=FILE)"
+            )
+        return self.cipher
+
+    def snapshot_data(self, stored: Any, referral_id: str) -> Any:
+        """The verified, decrypted JSON data of a stored snapshot."""
+        text = self._text(stored)
+        if text is None:
+            raise CorruptRecordError(referral_id, "snapshot", "it is not JSON text")
+        body, key_id, _ = self.unseal(text, referral_id + "\x00snapshot", referral_id, "snapshot")
+        try:
+            data = _loads(body)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise CorruptRecordError(referral_id, "snapshot", "it is not a JSON object")
+        if key_id:
+            cipher = self._need_cipher(key_id, referral_id)
+            self._decrypt(cipher, data, phi_plan(Referral), referral_id, "")
+        return data
+
+    def _decrypt(
+        self, cipher: FieldCipher, data: Any, plan: _Plan, referral_id: str, prefix: str
+    ) -> None:
+        if not isinstance(data, dict):
+            raise CorruptRecordError(referral_id, "snapshot", f"{prefix or 'it'} is not an object")
+        for name, kind, inner in plan:
+            value = data.get(name)
+            if value is None:
+                continue
+            path = prefix + name
+            if kind == "phi":
+                aad = f"{referral_id}\x00{path}".encode("utf-8", "surrogatepass")
+                try:
+                    data[name] = _loads(cipher.decrypt(value, aad))
+                except (InvalidTag, ValueError):
+                    raise CorruptRecordError(
+                        referral_id, "snapshot", f"field {path} does not decrypt"
+                    ) from None
+            elif kind == "one":
+                self._decrypt(cipher, value, inner, referral_id, path + ".")
+            elif isinstance(value, list):
+                for position, item in enumerate(value):
+                    self._decrypt(cipher, item, inner, referral_id, f"{path}.{position}.")
+            else:
+                raise CorruptRecordError(referral_id, "snapshot", f"{path} is not a list")
+
+    def referral(self, stored: Any, referral_id: str) -> Referral:
+        """The referral a stored snapshot holds, verified (and decrypted)."""
+        data = self.snapshot_data(stored, referral_id)
+        referral = _stored(Referral, data, f"the stored snapshot of referral {referral_id!r}")
+        if referral.id != referral_id:
+            raise CorruptRecordError(referral_id, "snapshot", "it holds another referral")
+        return referral
+
+    def payload_body(self, row: Sequence[Any]) -> tuple[str, str]:
+        """``(payload JSON text, count)`` of an event row, verified and decrypted."""
+        referral_id = str(row[0])
+        record = f"event {row[1]}.{row[2]}"
+        text = self._text(row[6])
+        if text is None:
+            raise CorruptRecordError(referral_id, record, "its payload is not JSON text")
+        try:
+            context = _event_context(*row[:6])
+        except (ValueError, TypeError, OverflowError):
+            raise CorruptRecordError(referral_id, record, "its time is not a time") from None
+        body, key_id, count = self.unseal(text, context, referral_id, record)
+        if key_id:
+            cipher = self._need_cipher(key_id, referral_id)
+            aad = f"{referral_id}\x00event {row[1]}.{row[2]}\x00payload".encode(
+                "utf-8", "surrogatepass"
+            )
+            try:
+                token = _loads(body).get(_PAYLOAD)
+                body = cipher.decrypt(token, aad).decode("utf-8")
+            except (InvalidTag, ValueError, AttributeError):
+                raise CorruptRecordError(referral_id, record, "its payload does not decrypt") from None
+        return body, count
+
+    def event(self, row: Sequence[Any]) -> ReferralEvent:
+        """The event of a row ``(referral_id, version, idx, at, actor, type, payload)``."""
+        body, _ = self.payload_body(row)
+        return event_from_row((*row[:6], body))
+
+    def history(
+        self, rows: Iterable[Sequence[Any]], referral_id: str, version: int | None = None
+    ) -> list[ReferralEvent]:
+        """The events of one referral's rows (in history order), each verified, and the
+        history checked whole: versions 1, 2, ... (up to ``version``, the snapshot's, when
+        given), each change with all the events it wrote."""
+        events: list[ReferralEvent] = []
+        counts: list[str] = []
+        for row in rows:
+            body, count = self.payload_body(row)
+            events.append(_fast_event((*row[:6], body)))
+            counts.append(count)
+        _check_whole(events, counts, referral_id, version)
+        return events
+
+    def histories(self, rows: Iterable[Sequence[Any]]) -> Iterator[list[ReferralEvent]]:
+        """:func:`events_by_referral`, each row verified and decrypted."""
+        for referral_id, group in itertools.groupby(rows, key=lambda row: row[0]):
+            yield self.history(group, str(referral_id))
+
+
+def _check_whole(
+    events: Sequence[ReferralEvent], counts: Sequence[str], referral_id: str, version: int | None
+) -> None:
+    """A lost event (a row whose key a flipped bit moved elsewhere) is an error too."""
+    if "-" in counts:  # rows from before sealing carry no counts
+        return
+    expected_version, expected_index, size = 1, 0, -1
+    for event, count in zip(events, counts, strict=True):
+        if event.index == 0 and expected_index == size:
+            expected_version, expected_index = expected_version + 1, 0
+        if expected_index == 0:
+            size = int(count) if count.isdigit() else -1
+        if (
+            (event.version, event.index) != (expected_version, expected_index)
+            or count != str(size)
+        ):
+            raise CorruptRecordError(
+                referral_id, f"event {event.version}.{event.index}", "the history has a gap"
+            )
+        expected_index += 1
+    if events and expected_index != size:
+        raise CorruptRecordError(referral_id, "history", "the last change lost events")
+    # ``<``: a change saved after the snapshot's version was read may have added events
+    if version is not None and (events[-1].version if events else 0) < version:
+        raise CorruptRecordError(referral_id, "history", "events are missing")
+
+
+def change_sizes(events: Sequence[ReferralEvent]) -> dict[int, int]:
+    """How many of ``events`` each version has (what each event's seal records)."""
+    sizes: dict[int, int] = {}
+    for event in events:
+        sizes[event.version] = sizes.get(event.version, 0) + 1
+    return sizes
+
+
+def _fast_event(row: tuple[Any, ...]) -> ReferralEvent:
+    return _stored_event(row)
+
+
+PLAIN: Final = RecordCodec(None)
+"""The codec of an unencrypted store."""

@@ -40,6 +40,7 @@ from ..errors import (
     StorageError,
     ValidationError,
 )
+from ..crypto import KeyProvider, load_keys
 from ..model import Referral, ReferralEvent
 from ._base import (
     Change,
@@ -60,13 +61,7 @@ from ._base import (
 )
 from ._directory import DIRECTORY_TABLES
 from ._files import create_private, private_replacement
-from ._json import (
-    event_from_row,
-    events_by_referral,
-    payload_json,
-    referral_from_row,
-    snapshot_json,
-)
+from ._json import RecordCodec, change_sizes
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -178,7 +173,7 @@ _EVENT_COLUMNS: Final = "referral_id, version, idx, at, actor, type, payload"
 sqlite3.register_adapter(Sealed, Sealed.reveal)
 
 
-def _row(referral: Referral) -> tuple[Any, ...]:
+def _row(referral: Referral, codec: RecordCodec) -> tuple[Any, ...]:
     due = referral.due_by
     received = referral.received_at or referral.created_at
     return (
@@ -192,15 +187,15 @@ def _row(referral: Referral) -> tuple[Any, ...]:
         _ts(received),
         referral.specialty,
         referral.owner,
-        Sealed(referral.patient.id),
+        Sealed(codec.patient_key(referral.patient.id)),
         referral.source_id,
         _ts(referral.updated_at),
-        Sealed(snapshot_json(referral)),
+        Sealed(codec.snapshot_text(referral)),
     )
 
 
-def _event_row(e: ReferralEvent) -> tuple[Any, ...]:
-    payload = Sealed(payload_json(e.payload))
+def _event_row(e: ReferralEvent, codec: RecordCodec, count: int) -> tuple[Any, ...]:
+    payload = Sealed(codec.payload_text(e, count))
     return (e.referral_id, e.version, e.index, e.at.isoformat(), e.actor, e.type, payload)
 
 
@@ -208,10 +203,6 @@ def _seal_last(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> tuple[Any, ...]:
     """A row factory: the last column (a snapshot's or a payload's JSON) sealed as it leaves
     the driver, so no frame of the store holds it in the clear."""
     return (*row[:-1], Sealed(row[-1]))
-
-
-def _event(row: Sequence[Any]) -> ReferralEvent:
-    return event_from_row(tuple(row))
 
 
 def _driver_error(error: sqlite3.Error, doing: str) -> StorageError:
@@ -250,8 +241,10 @@ class SQLiteStore(ReferralStore):
         busy_timeout: float = 30.0,
         migrate: bool = True,
         create: bool = True,
+        keys: KeyProvider | str | os.PathLike[str] | None = None,
     ) -> None:
         self.path = str(path)
+        self._codec = RecordCodec(load_keys(keys))
         self.busy_timeout = busy_timeout
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
@@ -495,7 +488,7 @@ class SQLiteStore(ReferralStore):
         )
         if not rows:
             raise NotFoundError(referral_id)
-        return referral_from_row(rows[0][0], referral_id)
+        return self._codec.referral(rows[0][0], referral_id)
 
     @boundary
     def ids_starting_with(self, prefix: str, *, limit: int | None = None) -> list[str]:
@@ -540,7 +533,7 @@ class SQLiteStore(ReferralStore):
         actual = row[0] if row is not None else 0
         if actual != expected:
             raise ConcurrencyError(referral.id, expected, row[0] if row is not None else None)
-        values = _row(referral)
+        values = _row(referral, self._codec)
         try:
             if row is None:
                 conn.execute(_INSERT, values)
@@ -550,7 +543,8 @@ class SQLiteStore(ReferralStore):
             if referral.source_id is not None and self._source_taken(conn, referral):
                 raise DuplicateReferralError(referral.source_id) from None
             raise _driver_error(error, "saving referrals") from None
-        conn.executemany(_INSERT_EVENT, [_event_row(e) for e in events])
+        codec, sizes = self._codec, change_sizes(events)
+        conn.executemany(_INSERT_EVENT, [_event_row(e, codec, sizes[e.version]) for e in events])
 
     @staticmethod
     def _source_taken(conn: sqlite3.Connection, referral: Referral) -> bool:
@@ -562,14 +556,16 @@ class SQLiteStore(ReferralStore):
     @boundary
     def events(self, referral_id: str) -> list[ReferralEvent]:
         check_id(referral_id)
+        # the snapshot's version first: the history must reach it (a lost event is seen)
+        versions = self._read("SELECT version FROM referrals WHERE id = ?", (referral_id,))
         rows = self._read(
             f"SELECT {_EVENT_COLUMNS} FROM events WHERE referral_id = ? ORDER BY version, idx",  # noqa: S608 - fixed column names
             (referral_id,),
             sealed=True,
         )
-        if not rows and not self._read("SELECT 1 FROM referrals WHERE id = ?", (referral_id,)):
+        if not rows and not versions:
             raise NotFoundError(referral_id)
-        return [_event(r) for r in rows]
+        return self._codec.history(rows, referral_id, versions[0][0] if versions else None)
 
     def _where(self, query: Query) -> tuple[str, list[Any]]:
         clauses: list[str] = []
@@ -586,9 +582,13 @@ class SQLiteStore(ReferralStore):
             ("owner", query.owner),
             ("patient_id", query.patient_id),
         ):
-            if value is not None:
+            if value is not None and column == "patient_id":
+                keys = self._codec.patient_keys(value)
+                clauses.append(f"patient_id IN ({', '.join('?' * len(keys))})")
+                params.extend(Sealed(key) for key in keys)
+            elif value is not None:
                 clauses.append(f"{column} = ?")
-                params.append(Sealed(value) if column == "patient_id" else value)
+                params.append(value)
         if query.updated_since is not None:
             clauses.append("updated_at >= ?")
             params.append(_ts(query.updated_since))
@@ -613,7 +613,7 @@ class SQLiteStore(ReferralStore):
             params,
             sealed=True,
         )
-        return [referral_from_row(snapshot, referral_id) for referral_id, snapshot in rows]
+        return [self._codec.referral(snapshot, referral_id) for referral_id, snapshot in rows]
 
     @boundary
     def count(self, query: Query = Query()) -> int:
@@ -724,7 +724,7 @@ class SQLiteStore(ReferralStore):
             with self._lock:
                 cursor = self._shared.cursor()
                 cursor.row_factory = _seal_last
-                everything = list(events_by_referral(cursor.execute(sql)))
+                everything = list(self._codec.histories(cursor.execute(sql)))
             yield from everything
             return
         conn = self._connect()
@@ -732,14 +732,13 @@ class SQLiteStore(ReferralStore):
             conn.execute("BEGIN")
             cursor = conn.cursor()
             cursor.row_factory = _seal_last
-            yield from events_by_referral(cursor.execute(sql))
+            yield from self._codec.histories(cursor.execute(sql))
         except sqlite3.Error as error:
             raise _driver_error(error, "reading histories") from None
         finally:
             self._forget(conn)
 
-    @staticmethod
-    def _export(conn: sqlite3.Connection, *, batch: int) -> Iterator[History]:
+    def _export(self, conn: sqlite3.Connection, *, batch: int) -> Iterator[History]:
         """Referrals after each other in id order, ``batch`` at a time (-1: all at once)."""
         last = ""
         cursor = conn.cursor()
@@ -758,8 +757,11 @@ class SQLiteStore(ReferralStore):
             ).fetchall()
             grouped = {k: list(g) for k, g in itertools.groupby(events, key=lambda e: e[0])}
             for referral_id, snapshot in rows:
-                referral = referral_from_row(snapshot, referral_id)
-                yield referral, [_event(e) for e in grouped.get(referral_id, ())]
+                referral = self._codec.referral(snapshot, referral_id)
+                history = self._codec.history(
+                    grouped.get(referral_id, ()), referral_id, referral.version
+                )
+                yield referral, history
             last = rows[-1][0]
 
     @boundary
