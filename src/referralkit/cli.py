@@ -25,6 +25,9 @@ Commands:
   Bundle per line) or, for import, one Bundle as a JSON document. A file with a refused
   Bundle imports nothing; an import is idempotent by the ServiceRequest identifier (the
   referral's source id), so an interrupted one completes when run again.
+- ``referralkit keys init FILE``, ``keys add FILE``, ``keys rotate --db URL``: key rings
+  and key rotation for encryption at rest (:mod:`referralkit.crypto`); every command opens
+  its store with the key ring the ``REFERRALKIT_KEYS`` environment variable names.
 - ``referralkit directory load --db URL FILE...``: load Plan-Net FHIR resources and NPPES
   files into the provider directory in the store's database; ``referralkit match --db URL
   ID``: the ranked candidates for a referral, with reasons (:mod:`referralkit.directory`).
@@ -93,7 +96,9 @@ from .model import (
 )
 from .privacy import Actor, Role
 from .serialization import to_dict
-from .storage import Change, Query, ReferralStore, open_store, resolve_id
+from ._cli_keys import add_keys_commands
+from ._cli_keys import open_keyed_store as open_store  # REFERRALKIT_KEYS for every command
+from .storage import Change, Query, ReferralStore, resolve_id
 
 if TYPE_CHECKING:
     from .clocks import ClockReading
@@ -1822,6 +1827,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     upgrading.add_argument("url", metavar="URL")
     upgrading.set_defaults(handler=_db_upgrade)
+    add_keys_commands(commands)
 
     rules = commands.add_parser(
         "rules", help="list, check and compare rulesets", description="Rulesets as data."

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import hmac
 import itertools
 import json
 import re
@@ -202,10 +201,8 @@ def _model_class(annotation: Any) -> tuple[str, type] | None:
         return "one", annotation
     args = typing.get_args(annotation)
     if typing.get_origin(annotation) is tuple:
-        if len(args) == 2 and args[1] is Ellipsis and isinstance(args[0], type):
-            if attrs.has(args[0]):
-                return "many", args[0]
-        return None
+        item = args[0] if len(args) == 2 and args[1] is Ellipsis else None
+        return ("many", item) if isinstance(item, type) and attrs.has(item) else None
     inner = [a for a in args if a is not type(None)]
     if len(inner) == 1 and len(args) == 2:
         found = _model_class(inner[0])
@@ -254,7 +251,9 @@ def _seal(body: str, context: str, key_id: str = "", count: str = "") -> str:
     return head + ("}" if body == "{}" else "," + body[1:])
 
 
-def _event_context(referral_id: Any, version: Any, index: Any, at: Any, actor: Any, kind: Any) -> str:
+def _event_context(
+    referral_id: Any, version: Any, index: Any, at: Any, actor: Any, kind: Any
+) -> str:
     if isinstance(at, str):
         at = dt.datetime.fromisoformat(at)
     if isinstance(at, dt.datetime):
@@ -322,9 +321,7 @@ class RecordCodec:
                 for position, item in enumerate(value):
                     self._encrypt(item, inner, referral_id, f"{path}.{position}.", kid)
 
-    def payload_text(
-        self, event: ReferralEvent, count: int, key_id: str | None = None
-    ) -> str:
+    def payload_text(self, event: ReferralEvent, count: int, key_id: str | None = None) -> str:
         """The stored text of an event's payload; ``count`` is the number of events of its
         change."""
         return self.payload_text_of(
@@ -471,7 +468,9 @@ class RecordCodec:
                 token = _loads(body).get(_PAYLOAD)
                 body = cipher.decrypt(token, aad).decode("utf-8")
             except (InvalidTag, ValueError, AttributeError):
-                raise CorruptRecordError(referral_id, record, "its payload does not decrypt") from None
+                raise CorruptRecordError(
+                    referral_id, record, "its payload does not decrypt"
+                ) from None
         return body, count
 
     def event(self, row: Sequence[Any]) -> ReferralEvent:
@@ -512,10 +511,7 @@ def _check_whole(
             expected_version, expected_index = expected_version + 1, 0
         if expected_index == 0:
             size = int(count) if count.isdigit() else -1
-        if (
-            (event.version, event.index) != (expected_version, expected_index)
-            or count != str(size)
-        ):
+        if (event.version, event.index) != (expected_version, expected_index) or count != str(size):
             raise CorruptRecordError(
                 referral_id, f"event {event.version}.{event.index}", "the history has a gap"
             )
@@ -527,11 +523,13 @@ def _check_whole(
         raise CorruptRecordError(referral_id, "history", "events are missing")
 
 
-def change_sizes(events: Sequence[ReferralEvent]) -> dict[int, int]:
-    """How many of ``events`` each version has (what each event's seal records)."""
-    sizes: dict[int, int] = {}
+def change_sizes(events: Sequence[ReferralEvent]) -> dict[tuple[str, int], int]:
+    """How many of ``events`` each change (referral id, version) has: what each event's
+    seal records."""
+    sizes: dict[tuple[str, int], int] = {}
     for event in events:
-        sizes[event.version] = sizes.get(event.version, 0) + 1
+        key = (event.referral_id, event.version)
+        sizes[key] = sizes.get(key, 0) + 1
     return sizes
 
 
@@ -541,3 +539,57 @@ def _fast_event(row: tuple[Any, ...]) -> ReferralEvent:
 
 PLAIN: Final = RecordCodec(None)
 """The codec of an unencrypted store."""
+
+
+# --------------------------------------------------------------------------- key rotation
+
+
+def record_key_id(stored: Any) -> str | None:
+    """The key id a stored record's seal names ('' when sealed unencrypted, ``None`` when
+    unsealed), read from its head without verifying it."""
+    text = RecordCodec._text(stored)
+    if text is None or not text.startswith(_HEAD):
+        return None
+    return text[len(_HEAD) : text.find(":", len(_HEAD))]
+
+
+def rewrites(
+    codec: RecordCodec,
+    referrals: Sequence[Sequence[Any]],
+    events: Sequence[Sequence[Any]],
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """What a rotation batch writes: for rows ``(id, version, snapshot)`` and the event rows
+    ``(referral_id, version, idx, at, actor, type, payload)`` of the same referrals, the
+    ``(snapshot, patient key, id, version)`` and ``(payload, referral_id, version, idx)``
+    updates that move every record not yet on ``codec``'s primary key onto it (each record
+    verified and decrypted first). Records on the primary key already are left alone."""
+    if codec.cipher is None:
+        raise EncryptionKeyError("key rotation needs a key ring to rotate to")
+    target = codec.cipher.primary_id
+    snapshots: list[tuple[Any, ...]] = []
+    for referral_id, version, stored in referrals:
+        if record_key_id(stored) == target:
+            continue
+        data = codec.snapshot_data(stored, referral_id)
+        patient = data.get("patient")
+        patient_id = patient.get("id") if isinstance(patient, dict) else None
+        if not isinstance(patient_id, str):
+            raise CorruptRecordError(referral_id, "snapshot", "it has no patient id")
+        codec._encrypt(data, phi_plan(Referral), referral_id, "", target)
+        text = _seal(_dumps(data, "referral"), referral_id + "\x00snapshot", target)
+        snapshots.append(
+            (Sealed(text), Sealed(codec.patient_key(patient_id)), referral_id, version)
+        )
+    payloads: list[tuple[Any, ...]] = []
+    sizes: dict[tuple[Any, Any], int] = {}
+    for row in events:
+        sizes[row[0], row[1]] = sizes.get((row[0], row[1]), 0) + 1
+    for row in events:
+        if record_key_id(row[6]) == target:
+            continue
+        body, count = codec.payload_body(row)
+        if count == "-":  # unsealed: the change's size is counted from its rows
+            count = str(sizes[row[0], row[1]])
+        text = codec.payload_text_of(body, row[:6], int(count), target)
+        payloads.append((Sealed(text), row[0], row[1], row[2]))
+    return snapshots, payloads

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 
 from .._redaction import boundary, boundary_iter
+from ..crypto import KeyProvider
 from ..errors import ConcurrencyError, DuplicateReferralError, NotFoundError
 from ..model import Referral, ReferralEvent
 from ._base import (
@@ -39,7 +40,9 @@ class MemoryStore(ReferralStore):
     nothing behind, as a rolled-back transaction would.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, keys: KeyProvider | None = None) -> None:
+        # nothing is at rest here: the key ring is kept for what leaves the store (a dump)
+        self.keys = keys
         self._lock = threading.Lock()
         self._snapshots: dict[str, Referral] = {}
         self._events: dict[str, list[ReferralEvent]] = {}
@@ -206,3 +209,7 @@ class MemoryStore(ReferralStore):
             self._apply(
                 {r.id: r for r, _ in histories}, {r.id: list(events) for r, events in histories}
             )
+
+    def _rotate_batch(self, after: str, limit: int) -> tuple[str | None, int]:
+        """Nothing is at rest in memory: nothing to rotate."""
+        return None, 0

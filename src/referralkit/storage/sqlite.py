@@ -33,6 +33,7 @@ from typing import Any, Final
 from urllib.request import pathname2url
 
 from .._redaction import Sealed, boundary, boundary_iter
+from ..crypto import KeyProvider, load_keys
 from ..errors import (
     ConcurrencyError,
     DuplicateReferralError,
@@ -40,7 +41,6 @@ from ..errors import (
     StorageError,
     ValidationError,
 )
-from ..crypto import KeyProvider, load_keys
 from ..model import Referral, ReferralEvent
 from ._base import (
     Change,
@@ -61,7 +61,7 @@ from ._base import (
 )
 from ._directory import DIRECTORY_TABLES
 from ._files import create_private, private_replacement
-from ._json import RecordCodec, change_sizes
+from ._json import RecordCodec, change_sizes, rewrites
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -544,7 +544,9 @@ class SQLiteStore(ReferralStore):
                 raise DuplicateReferralError(referral.source_id) from None
             raise _driver_error(error, "saving referrals") from None
         codec, sizes = self._codec, change_sizes(events)
-        conn.executemany(_INSERT_EVENT, [_event_row(e, codec, sizes[e.version]) for e in events])
+        conn.executemany(
+            _INSERT_EVENT, [_event_row(e, codec, sizes[e.referral_id, e.version]) for e in events]
+        )
 
     @staticmethod
     def _source_taken(conn: sqlite3.Connection, referral: Referral) -> bool:
@@ -772,3 +774,43 @@ class SQLiteStore(ReferralStore):
         with self._write("restoring referrals") as conn:
             for referral, events in histories:
                 self._save_one(conn, referral, events, 0)
+
+    # ------------------------------------------------------------------ key rotation
+
+    @property
+    def keys(self) -> KeyProvider | None:
+        """The key ring the store was opened with (``None``: unencrypted)."""
+        cipher = self._codec.cipher
+        return cipher.provider if cipher is not None else None
+
+    def _rotate_batch(self, after: str, limit: int) -> tuple[str | None, int]:
+        """Move the records of the next ``limit`` referrals after id ``after`` onto the
+        primary key, in one write transaction; ``(last id, records rewritten)``, the last
+        id ``None`` at the end. The write lock is held from the read to the commit, so no
+        change slips between; the updates still check the version read."""
+        with self._write("rotating keys") as conn:
+            rows = conn.execute(
+                "SELECT id, version, snapshot FROM referrals WHERE id > ? ORDER BY id LIMIT ?",
+                (after, limit),
+            ).fetchall()
+            if not rows:
+                return None, 0
+            events = conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE referral_id BETWEEN ? AND ? "  # noqa: S608 - fixed column names
+                "ORDER BY referral_id, version, idx",
+                (rows[0][0], rows[-1][0]),
+            ).fetchall()
+            snapshots, payloads = rewrites(self._codec, rows, events)
+            for update in snapshots:
+                cursor = conn.execute(
+                    "UPDATE referrals SET snapshot = ?, patient_id = ? "
+                    "WHERE id = ? AND version = ?",
+                    update,
+                )
+                if cursor.rowcount != 1:  # pragma: no cover - the write lock is held
+                    raise ConcurrencyError(update[2], update[3], None)
+            conn.executemany(
+                "UPDATE events SET payload = ? WHERE referral_id = ? AND version = ? AND idx = ?",
+                payloads,
+            )
+            return rows[-1][0], len(snapshots) + len(payloads)
