@@ -15,9 +15,9 @@ from .clocks import (
     ClockRules,
     read_clocks,
 )
+from .crypto import KeyProvider, KeyRing
 from .desk import ReferralDesk
 from .discrepancies import Finding, FindingKind, Severity, audit, audit_all
-from .crypto import KeyProvider, KeyRing
 from .errors import (
     ConcurrencyError,
     CorruptRecordError,

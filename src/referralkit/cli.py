@@ -83,6 +83,8 @@ from urllib.parse import urlsplit, urlunsplit
 import attrs
 
 from . import analytics, lifecycle, synth
+from ._cli_keys import add_keys_commands
+from ._cli_keys import open_keyed_store as open_store  # REFERRALKIT_KEYS for every command
 from .clock import FakeClock
 from .desk import ReferralDesk
 from .errors import NotFoundError, ReferralKitError, ValidationError
@@ -96,8 +98,6 @@ from .model import (
 )
 from .privacy import Actor, Role
 from .serialization import to_dict
-from ._cli_keys import add_keys_commands
-from ._cli_keys import open_keyed_store as open_store  # REFERRALKIT_KEYS for every command
 from .storage import Change, Query, ReferralStore, resolve_id
 
 if TYPE_CHECKING:
