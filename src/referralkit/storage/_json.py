@@ -593,3 +593,47 @@ def rewrites(
         text = codec.payload_text_of(body, row[:6], int(count), target)
         payloads.append((Sealed(text), row[0], row[1], row[2]))
     return snapshots, payloads
+
+
+# --------------------------------------------------------------------------- dumps
+
+
+def encrypt_history(
+    codec: RecordCodec, referral: Referral, events: Sequence[ReferralEvent]
+) -> dict[str, Any]:
+    """A dump line's data with every PHI field encrypted as the store encrypts it (the same
+    associated data: a ciphertext moved to another line or field does not decrypt)."""
+    cipher = codec._need_cipher("", referral.id)
+    kid = cipher.primary_id
+    data = to_dict(referral)
+    codec._encrypt(data, phi_plan(Referral), referral.id, "", kid)
+    items = []
+    for event in events:
+        item = to_dict(event)
+        aad = f"{event.referral_id}\x00event {event.version}.{event.index}\x00payload"
+        token = cipher.encrypt(payload_json(event.payload).encode(), aad.encode(), kid)
+        item["payload"] = {_PAYLOAD: token}
+        items.append(item)
+    return {"events": items, "referral": data}
+
+
+def decrypt_history(codec: RecordCodec, data: dict[str, Any], where: str) -> None:
+    """Decrypt a dump line's data (from :func:`encrypt_history`) in place."""
+    referral = data.get("referral")
+    referral_id = referral.get("id") if isinstance(referral, dict) else None
+    if not isinstance(referral_id, str):
+        raise ValidationError(f"{where}: referral.id", "expected the referral's id")
+    cipher = codec._need_cipher("", referral_id)
+    codec._decrypt(cipher, referral, phi_plan(Referral), referral_id, "")
+    for item in data.get("events") or ():
+        if not isinstance(item, dict):
+            continue
+        aad = f"{referral_id}\x00event {item.get('version')}.{item.get('index')}\x00payload"
+        payload = item.get("payload")
+        try:
+            token = payload.get(_PAYLOAD) if isinstance(payload, dict) else None
+            item["payload"] = _loads(cipher.decrypt(token, aad.encode()))
+        except (InvalidTag, ValueError):
+            raise CorruptRecordError(
+                referral_id, f"event {item.get('version')}.{item.get('index')}", "does not decrypt"
+            ) from None

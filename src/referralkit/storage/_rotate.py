@@ -17,7 +17,7 @@ from typing import Protocol, runtime_checkable
 import attrs
 
 from .._redaction import boundary
-from ..errors import ValidationError
+from ..errors import EncryptionKeyError, ValidationError
 from ._base import ReferralStore
 
 __all__ = ["Rotation", "rotate_keys"]
@@ -61,6 +61,10 @@ def rotate_keys(
         raise ValidationError("batch", "expected a whole number >= 1")
     if not isinstance(after, str):
         raise ValidationError("after", "expected a referral id")
+    if getattr(store, "keys", None) is None:
+        raise EncryptionKeyError(
+            "key rotation needs the store opened with a key ring (open_store(url, keys=...))"
+        )
     batches = rewritten = 0
     last: str | None = after
     while last is not None:

@@ -205,7 +205,12 @@ def _seal_last(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> tuple[Any, ...]:
     return (*row[:-1], Sealed(row[-1]))
 
 
-def _driver_error(error: sqlite3.Error, doing: str) -> StorageError:
+# A damaged file can make sqlite3 fail to decode SQLite's own error message (it quotes the
+# damaged schema text): a UnicodeDecodeError, mapped like the driver's errors
+_DRIVER_ERRORS: Final = (sqlite3.Error, UnicodeDecodeError)
+
+
+def _driver_error(error: Exception, doing: str) -> StorageError:
     # sqlite3 messages can quote values (constraint failures); name only the class and code
     code = getattr(error, "sqlite_errorname", "")
     return StorageError(
@@ -301,7 +306,7 @@ class SQLiteStore(ReferralStore):
                 found = conn.execute(
                     "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'referrals'"
                 ).fetchone()[0]
-        except sqlite3.Error as error:
+        except _DRIVER_ERRORS as error:
             raise _driver_error(error, "opening the database") from None
         if not found:
             raise StorageError(f"{self.path} holds no referralkit database (no referral tables)")
@@ -315,7 +320,7 @@ class SQLiteStore(ReferralStore):
                 # each thread uses its own connection; close() may run on another thread
                 check_same_thread=False,
             )
-        except sqlite3.Error as error:
+        except _DRIVER_ERRORS as error:
             raise _driver_error(error, "opening the database") from None
         try:
             if self.path != ":memory:":
@@ -329,7 +334,7 @@ class SQLiteStore(ReferralStore):
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
         except BaseException as error:
             conn.close()  # not yet in _connections: close() would not see it
-            if isinstance(error, sqlite3.Error):
+            if isinstance(error, _DRIVER_ERRORS):
                 raise _driver_error(error, "opening the database") from None
             raise
         with self._lock:
@@ -386,7 +391,7 @@ class SQLiteStore(ReferralStore):
         with self._guard():
             try:
                 conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as error:
+            except _DRIVER_ERRORS as error:
                 raise _driver_error(error, doing) from None
             try:
                 yield conn
@@ -394,7 +399,7 @@ class SQLiteStore(ReferralStore):
             except BaseException as error:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                if isinstance(error, sqlite3.Error):
+                if isinstance(error, _DRIVER_ERRORS):
                     raise _driver_error(error, doing) from None
                 raise
 
@@ -407,7 +412,7 @@ class SQLiteStore(ReferralStore):
                 if sealed:
                     cursor.row_factory = _seal_last
                 return cursor.execute(sql, params).fetchall()
-        except sqlite3.Error as error:
+        except _DRIVER_ERRORS as error:
             raise _driver_error(error, "reading") from None
 
     def close(self) -> None:
@@ -471,7 +476,7 @@ class SQLiteStore(ReferralStore):
                 closing(sqlite3.connect(temporary)) as target,
             ):
                 self._conn.backup(target)
-        except sqlite3.Error as error:
+        except _DRIVER_ERRORS as error:
             raise _driver_error(error, "making a backup") from None
         except OSError as error:
             raise StorageError(
@@ -708,7 +713,7 @@ class SQLiteStore(ReferralStore):
         try:
             conn.execute("BEGIN")
             yield from self._export(conn, batch=_EXPORT_BATCH)
-        except sqlite3.Error as error:
+        except _DRIVER_ERRORS as error:
             raise _driver_error(error, "exporting") from None
         finally:
             self._forget(conn)
@@ -735,7 +740,7 @@ class SQLiteStore(ReferralStore):
             cursor = conn.cursor()
             cursor.row_factory = _seal_last
             yield from self._codec.histories(cursor.execute(sql))
-        except sqlite3.Error as error:
+        except _DRIVER_ERRORS as error:
             raise _driver_error(error, "reading histories") from None
         finally:
             self._forget(conn)
