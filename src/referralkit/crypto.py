@@ -301,6 +301,10 @@ class FieldCipher:
     def primary_id(self) -> str:
         return self.provider.primary_id
 
+    def aead(self, key_id: str) -> AESGCM:
+        """The AES-GCM object of ``key_id`` (built once)."""
+        return self._cipher(key_id)
+
     def _cipher(self, key_id: str) -> AESGCM:
         aead = self._aead.get(key_id)
         if aead is None:
