@@ -247,7 +247,7 @@ def _refuse(value: Any) -> Any:
 # The C encoder built once and reused (``JSONEncoder.encode`` builds one per call: 7 µs for a
 # diagnosis list where the reused one takes 2, measured here); no circularity check, as the
 # model's values hold no cycles; NaN refused
-_C_ENCODER: Final = json.encoder.c_make_encoder
+_C_ENCODER: Final = getattr(json.encoder, "c_make_encoder", None)
 _ENCODE: Final[Any] = (
     _C_ENCODER(
         None, _refuse, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False
@@ -269,6 +269,7 @@ _HEAD: Final = '{"~c":"'
 # old unsealed row
 _DAMAGED_HEAD: Final = re.compile(r'\{"(?:~.|[^"]c)":"[^"]*"')
 _PAYLOAD: Final = "~p"
+_KEY_MARK: Final = "~k"  # where snapshot_data(raw=True) says which key the record was on
 
 
 def _snapshot_dump(data: Any) -> str:
@@ -386,7 +387,9 @@ class RecordCodec:
             self._encrypt(data, phi_plan(Referral), referral.id, "", kid)
         return _seal(_snapshot_dump(data), referral.id + "\x00snapshot", kid)
 
-    def _encrypt(self, data: Any, plan: _Plan, referral_id: str, prefix: str, kid: str) -> None:
+    def _encrypt(
+        self, data: Any, plan: _Plan, referral_id: str, prefix: str, kid: str, raw: bool = False
+    ) -> None:
         """Encrypt, in place, every PHI value of ``data`` the plan reaches.
 
         The values are found first, then encrypted in one tight loop with one draw of
@@ -406,7 +409,8 @@ class RecordCodec:
             nonce = nonces[at : at + 12]
             at += 12
             aad = (context + path).encode("utf-8", "surrogatepass")
-            sealed = seal(nonce, _plaintext(container[name], path), aad)
+            value = container[name]
+            sealed = seal(nonce, value if raw else _plaintext(value, path), aad)
             container[name] = head + _b64(nonce + sealed, newline=False).decode("ascii")
 
     def payload_text(self, event: ReferralEvent, count: int, key_id: str | None = None) -> str:
@@ -485,8 +489,9 @@ class RecordCodec:
             )
         return self.cipher
 
-    def snapshot_data(self, stored: Any, referral_id: str) -> Any:
-        """The verified, decrypted JSON data of a stored snapshot."""
+    def snapshot_data(self, stored: Any, referral_id: str, raw: bool = False) -> Any:
+        """The verified, decrypted JSON data of a stored snapshot (with ``raw``, each PHI
+        value as its plaintext bytes) and the key id it was encrypted with."""
         text = self._text(stored)
         if text is None:
             raise CorruptRecordError(referral_id, "snapshot", "it is not JSON text")
@@ -499,14 +504,23 @@ class RecordCodec:
             raise CorruptRecordError(referral_id, "snapshot", "it is not a JSON object")
         if key_id:
             cipher = self._need_cipher(key_id, referral_id)
-            self._decrypt(cipher, data, phi_plan(Referral), referral_id, "")
+            self._decrypt(cipher, data, phi_plan(Referral), referral_id, "", raw)
+        if raw:
+            data[_KEY_MARK] = key_id
         return data
 
     def _decrypt(
-        self, cipher: FieldCipher, data: Any, plan: _Plan, referral_id: str, prefix: str
+        self,
+        cipher: FieldCipher,
+        data: Any,
+        plan: _Plan,
+        referral_id: str,
+        prefix: str,
+        raw: bool = False,
     ) -> None:
         """Decrypt, in place, every PHI value of ``data`` the plan reaches (as
-        :meth:`_encrypt`: the values found first, then one tight loop)."""
+        :meth:`_encrypt`: the values found first, then one tight loop); with ``raw``, leave
+        each value's plaintext bytes (what a rotation encrypts again as they are)."""
         leaves: list[tuple[Any, str, str]] = []
         try:
             _phi_leaves(data, plan, prefix, leaves, strict=True)
@@ -525,9 +539,10 @@ class RecordCodec:
                 aead = opened.get(key_id)
                 if aead is None:
                     aead = opened[key_id] = cipher.aead(key_id).decrypt
-                raw = _unb64(body)
-                plain = aead(raw[:12], raw[12:], (context + path).encode("utf-8", "surrogatepass"))
-                container[name] = _from_plaintext(plain)
+                sealed = _unb64(body)
+                aad = (context + path).encode("utf-8", "surrogatepass")
+                plain = aead(sealed[:12], sealed[12:], aad)
+                container[name] = plain if raw else _from_plaintext(plain)
             except (InvalidTag, ValueError, binascii.Error):
                 raise CorruptRecordError(
                     referral_id, "snapshot", f"field {path} does not decrypt"
@@ -664,12 +679,16 @@ def rewrites(
     for referral_id, version, stored in referrals:
         if record_key_id(stored) == target:
             continue
-        data = codec.snapshot_data(stored, referral_id)
+        # encrypted values move as plaintext bytes: decrypted, never parsed, encrypted again
+        data = codec.snapshot_data(stored, referral_id, raw=True)
+        raw = bool(data.pop(_KEY_MARK))
         patient = data.get("patient")
         patient_id = patient.get("id") if isinstance(patient, dict) else None
+        if raw and isinstance(patient_id, bytes):
+            patient_id = _from_plaintext(patient_id)
         if not isinstance(patient_id, str):
             raise CorruptRecordError(referral_id, "snapshot", "it has no patient id")
-        codec._encrypt(data, phi_plan(Referral), referral_id, "", target)
+        codec._encrypt(data, phi_plan(Referral), referral_id, "", target, raw)
         text = _seal(_snapshot_dump(data), referral_id + "\x00snapshot", target)
         snapshots.append(
             (Sealed(text), Sealed(codec.patient_key(patient_id)), referral_id, version)
