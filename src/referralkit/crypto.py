@@ -6,7 +6,8 @@ see :func:`~referralkit.model.phi_fields`) in its snapshots, and every event pay
 AES-256-GCM (the ``cryptography`` package). Each ciphertext:
 
 - carries the id of the key that made it, so a ring can hold old keys while a rotation
-  (:func:`rotate`, ``referralkit keys rotate``) moves every record to the primary key;
+  (:func:`~referralkit.storage.rotate_keys`, ``referralkit keys rotate``) moves every
+  record to the primary key;
 - is bound to its place by GCM's associated data, the referral id and the field path
   (``patient.mrn``, ``communications.2.summary``, ``event 3.0 payload``): a ciphertext
   copied to another referral or another field does not decrypt, it is a
