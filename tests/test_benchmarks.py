@@ -192,3 +192,16 @@ class TestFhirBenchmark:
         swapped = [to_fhir(referrals[1]), to_fhir(referrals[0]), *bundles[2:]]
         bench.check_export(url, text(swapped), "export", 12)
         assert any("re-imported differs from the source" in w for w in bench.wrong)
+
+
+class TestSecurityBenchmark:
+    def test_quick_run_checks_what_it_times(self) -> None:
+        """``bench_security.py --quick`` times the whole path, bulk intake and rotation in
+        pairs, checks each result, and prints the ratios with the load average."""
+        result = run_bench("bench_security.py", "--quick")
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        assert "load average" in out
+        for figure in ("| whole path", "| bulk intake", "| rotation onto a new key"):
+            assert figure in out
+        assert "checked: every path completed" in out
