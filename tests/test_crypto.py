@@ -245,3 +245,16 @@ def test_an_encrypted_store_without_keys_on_every_read(tmp_path: Path) -> None:
             with pytest.raises(EncryptionKeyError):
                 read()
     assert os.path.exists(tmp_path / "e.db")
+
+
+def test_a_desk_opens_an_encrypted_store(tmp_path: Path) -> None:
+    """``ReferralDesk.open(url, keys=...)`` passes the key ring to the store."""
+    import referralkit as rk
+
+    ring = KeyRing.generate()
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    desk = rk.ReferralDesk.open(url, keys=ring, clock=FakeClock())
+    made = desk.intake(rk.Actor("c", {rk.Role.COORDINATOR}), sample_request())
+    desk.close()
+    with open_store(url, keys=ring) as store:
+        assert store.load(made.id) == made
