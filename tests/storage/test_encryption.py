@@ -538,7 +538,7 @@ class TestCommandLine:
     def test_keys_init_add_rotate_and_the_environment(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        from referralkit.cli import main
+        from referralkit.cli import build_parser, main
 
         keys = tmp_path / "keys.json"
         out, err = io.StringIO(), io.StringIO()
@@ -558,6 +558,10 @@ class TestCommandLine:
         assert main(["worklist", "--db", db]) == 2
         assert "REFERRALKIT_KEYS" in err.getvalue()
         assert main(["keys", "rotate", "--db", db]) == 2
+        assert "--keys FILE or REFERRALKIT_KEYS" in err.getvalue()
+        for bad in ("0", "x"):
+            with pytest.raises(SystemExit):
+                build_parser().parse_args(["keys", "rotate", "--db", db, "--batch", bad])
         assert main(["keys", "add", str(keys)]) == 0
         assert keys.stat().st_mode & 0o777 == 0o600
         assert len(KeyRing.load(keys).key_ids()) == 2
