@@ -280,3 +280,16 @@ class TestPolicyTestingBenchmark:
         bench.rows.append(bench.Row("what-if", "1/s", "-", "-", "≥ 20,000/s", False, ""))
         assert bench.verdict(check=True) == 1
         assert bench.verdict(check=False) == 0
+
+
+class TestSecurityBenchmark:
+    def test_quick_run_checks_what_it_times(self) -> None:
+        """``bench_security.py --quick`` times the whole path, bulk intake and rotation in
+        pairs, checks each result, and prints the ratios with the load average."""
+        result = run_bench("bench_security.py", "--quick")
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        assert "load average" in out
+        for figure in ("| whole path", "| bulk intake", "| rotation onto a new key"):
+            assert figure in out
+        assert "checked: every path completed" in out

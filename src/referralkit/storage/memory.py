@@ -10,6 +10,7 @@ from typing import Any
 
 from .._redaction import boundary, boundary_iter
 from ..access import AccessQuery, AccessRecord, check_access_query, check_records
+from ..crypto import KeyProvider
 from ..errors import ConcurrencyError, DuplicateReferralError, NotFoundError
 from ..model import Referral, ReferralEvent
 from ..worklist import RankEntry, rank_entries
@@ -49,7 +50,9 @@ class MemoryStore(ReferralStore):
     nothing behind, as a rolled-back transaction would.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, keys: KeyProvider | None = None) -> None:
+        # nothing is at rest here: the key ring is kept for what leaves the store (a dump)
+        self.keys = keys
         self._lock = threading.Lock()
         self._snapshots: dict[str, Referral] = {}
         self._events: dict[str, list[ReferralEvent]] = {}
@@ -295,3 +298,7 @@ class MemoryStore(ReferralStore):
         with self._lock:
             rows = self._fallback_access_log().rows()
         yield from rows
+
+    def _rotate_batch(self, after: str, limit: int) -> tuple[str | None, int]:
+        """Nothing is at rest in memory: nothing to rotate."""
+        return None, 0
