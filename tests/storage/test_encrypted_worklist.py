@@ -187,11 +187,11 @@ class TestEncryptedAccessLog:
                 assert cli.main(["verify", "--db", f"sqlite:///{path}"]) == 0, out.getvalue()
         # a changed stored reason breaks the chain
         with closing(sqlite3.connect(path)) as conn, conn:
-            conn.execute("DROP TRIGGER IF EXISTS access_log_no_update")
             names = [
                 row[0]
                 for row in conn.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'access_log'"
+                    "SELECT name FROM sqlite_master "
+                    "WHERE type = 'trigger' AND tbl_name = 'access_log'"
                 )
             ]
             for name in names:
