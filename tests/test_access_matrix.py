@@ -31,36 +31,36 @@ def ops(names: str) -> frozenset[str]:
 
 EXPECTED_OPERATIONS: Final[dict[Role, frozenset[str]]] = {
     Role.REFERRER: ops(
-        "get history assess worklist audit intake send request_cancellation "
+        "get history assess worklist audit explain replay intake send request_cancellation "
         "mark_entered_in_error attach log_communication add_follow_up complete_follow_up "
         "break_glass"
     ),
     Role.SPECIALIST: ops(
-        "get history assess worklist audit accept decline hold resume record_visit "
+        "get history assess worklist audit explain replay accept decline hold resume record_visit "
         "add_interim_note complete confirm_cancellation fail attach log_communication "
         "add_follow_up complete_follow_up break_glass"
     ),
     Role.SCHEDULER: ops(
-        "get history assess worklist audit schedule reschedule record_no_show "
+        "get history assess worklist audit explain replay schedule reschedule record_no_show "
         "cancel_appointment log_communication"
     ),
     Role.COORDINATOR: ops(
-        "get history assess worklist audit intake send request_cancellation "
+        "get history assess worklist audit explain replay intake send request_cancellation "
         "mark_entered_in_error attach log_communication add_follow_up complete_follow_up "
         "accept decline hold resume record_visit add_interim_note complete "
         "confirm_cancellation fail schedule reschedule record_no_show cancel_appointment "
         "assign assign_specialist reassess request_authorization record_authorization "
-        "acknowledge_self_pay record_survey sweep export export_patient disclosures "
+        "acknowledge_self_pay record_survey sweep claim export export_patient disclosures "
         "break_glass"
     ),
-    Role.AUDITOR: ops("get history assess worklist audit access_log disclosures export"),
+    Role.AUDITOR: ops("get history assess worklist audit explain replay access_log disclosures export"),
     Role.ADMIN: ops(
-        "get history assess worklist audit intake send request_cancellation "
+        "get history assess worklist audit explain replay intake send request_cancellation "
         "mark_entered_in_error attach log_communication add_follow_up complete_follow_up "
         "accept decline hold resume record_visit add_interim_note complete "
         "confirm_cancellation fail schedule reschedule record_no_show cancel_appointment "
         "assign assign_specialist reassess request_authorization record_authorization "
-        "acknowledge_self_pay record_survey sweep export export_patient disclosures"
+        "acknowledge_self_pay record_survey sweep claim export export_patient disclosures"
     ),
 }
 """Which operations each role may perform (written out, not derived from the tables)."""
@@ -143,6 +143,8 @@ REFERRAL_CALLS: Final[dict[str, Call]] = {
     "assign": lambda d, a, r: d.assign(a, r, "coord-2"),
     "assign_specialist": lambda d, a, r: d.assign_specialist(a, r, _same_org_specialist(d, r)),
     "reassess": lambda d, a, r: d.reassess(a, r),
+    "explain": lambda d, a, r: d.explain(a, r),
+    "replay": lambda d, a, r: d.replay(a, r),
     "record_survey": lambda d, a, r: d.record_survey(a, r, 4, comment="kind"),
     # the privacy operations that concern one referral's patient
     "export_patient": lambda d, a, r: d.export_patient(a, d.store.load(r).patient.id),
@@ -156,6 +158,7 @@ STORE_CALLS: Final[dict[str, Callable[[ReferralDesk, Actor], Any]]] = {
     "sweep": lambda d, a: d.sweep(a, as_of=WHEN),
     "export": lambda d, a: list(d.export(a)),
     "access_log": lambda d, a: d.access_log(a),
+    "claim": lambda d, a: d.claim(a, 5, lease=dt.timedelta(minutes=5)),
 }
 """The operations over the whole store (their scope is checked on what they read)."""
 
@@ -351,13 +354,17 @@ def test_unscoped_actor_under_the_strict_policy_reaches_nothing() -> None:
 @pytest.mark.parametrize("glass", [False, True], ids=["usual", "break-glass"])
 @pytest.mark.parametrize("role", list(Role), ids=lambda r: r.value)
 def test_claims(role: Role, glass: bool) -> None:
-    """Claims (the ``assign`` permission) lease the referrals in scope, and only those."""
+    """Claims (the ``claim`` permission) lease the referrals in scope, and only those."""
     w = world()
     actor, granted = _actor(role, glass, w)
     lease = dt.timedelta(minutes=5)
     claimed: list[str] = []
-    allowed = _attempt(w.desk, actor, lambda: claimed.extend(w.desk.claim(actor, 5, lease=lease)))
-    assert allowed == ("assign" in EXPECTED_OPERATIONS[role])
+    allowed = _attempt(
+        w.desk,
+        actor,
+        lambda: claimed.extend(i.referral_id for i in w.desk.claim(actor, 5, lease=lease)),
+    )
+    assert allowed == ("claim" in EXPECTED_OPERATIONS[role])
     if allowed:
         scope = {w.ids[k] for k in KINDS if k in EXPECTED_SIDES[role] or granted}
         assert set(claimed) == scope
