@@ -53,7 +53,9 @@ EXPECTED_OPERATIONS: Final[dict[Role, frozenset[str]]] = {
         "acknowledge_self_pay record_survey sweep claim export export_patient disclosures "
         "break_glass"
     ),
-    Role.AUDITOR: ops("get history assess worklist audit explain replay access_log disclosures export"),
+    Role.AUDITOR: ops(
+        "get history assess worklist audit explain replay access_log disclosures export"
+    ),
     Role.ADMIN: ops(
         "get history assess worklist audit explain replay intake send request_cancellation "
         "mark_entered_in_error attach log_communication add_follow_up complete_follow_up "
