@@ -18,7 +18,7 @@ from referralkit import Actor, FakeClock, ReferralDesk, Role, cli, tamper
 from referralkit.access import AccessQuery
 from referralkit.crypto import KeyRing
 from referralkit.errors import CorruptRecordError, EncryptionKeyError
-from referralkit.storage import upgrade
+from referralkit.storage import ReferralStore, upgrade
 from referralkit.storage.sqlite import SCHEMA_VERSION, SQLiteStore
 from referralkit.worklist import rank_entries
 
@@ -43,7 +43,7 @@ def _scan(path: Path) -> None:
         assert needle not in data, f"plaintext PHI {needle!r} found in {path.name}"
 
 
-def _stored_keys(store: SQLiteStore) -> dict[str, set[tuple[int, float]]]:
+def _stored_keys(store: ReferralStore) -> dict[str, set[tuple[int, float]]]:
     found: dict[str, set[tuple[int, float]]] = {}
     for bucket in store.rank_buckets():
         for key, referral_id in store.rank_page(bucket, None, 10_000):
@@ -51,7 +51,7 @@ def _stored_keys(store: SQLiteStore) -> dict[str, set[tuple[int, float]]]:
     return found
 
 
-def _desk(store: SQLiteStore, clock: FakeClock) -> ReferralDesk:
+def _desk(store: ReferralStore, clock: FakeClock) -> ReferralDesk:
     counter = iter(range(10_000))
     return ReferralDesk(store, clock=clock, new_id=lambda: f"ref-{next(counter):04d}")
 
@@ -203,3 +203,41 @@ class TestEncryptedAccessLog:
         out = io.StringIO()
         with redirect_stdout(out):
             assert cli.main(["verify", "--db", f"sqlite:///{path}"]) == 1
+
+
+def test_postgresql_rank_keys_histories_and_access_log_encrypted(postgres_schema: str) -> None:
+    """The same on PostgreSQL: the rank keys written from a history read back and decrypted,
+    ``histories`` decrypted, the break-glass reason encrypted in the table and the chain
+    verified."""
+    from referralkit.storage.postgres import PostgresStore
+
+    ring = KeyRing.generate()
+    clock = FakeClock(AT)
+    with PostgresStore(postgres_schema, keys=ring) as store:
+        desk = _desk(store, clock)
+        made = _fill(desk, clock, count=3)
+        expected = {
+            r.id: {(e.bucket, e.sort_key) for e in rank_entries(r, events)}
+            for r, events in store.export()
+            if not r.status.is_terminal
+        }
+        assert _stored_keys(store) == expected
+        head = desk.worklist(COORDINATOR, limit=2)
+        assert [i.referral_id for i in head] == [
+            i.referral_id for i in desk.worklist(COORDINATOR)[:2]
+        ]
+        assert [h[0].id for h in store.histories(made)] == made
+        desk.break_glass(COORDINATOR, REASON)
+        desk.flush_access_log()
+        assert REASON in [r.reason for r in store.access_records(AccessQuery(flagged=True))]
+        assert tamper.verify(store).ok
+        with store._pool.connection() as conn:
+            stored = conn.execute(
+                store._sql("SELECT reason FROM {s}.access_log WHERE action = 'break_glass'")
+            ).fetchall()
+        assert stored
+        assert all("CANARY" not in row[0] for row in stored)
+    with PostgresStore(postgres_schema) as unkeyed:
+        assert tamper.verify(unkeyed).ok
+        with pytest.raises(EncryptionKeyError):
+            unkeyed.histories(made[:1])
