@@ -34,7 +34,7 @@ def test_version_3_schema_gets_its_rank_keys(postgres_schema: str) -> None:
     assert not store.keeps_rank_keys
     desk = rk.ReferralDesk(store, clock=clock, new_id=synth.id_factory(5))
     synth.simulate(desk, ACTOR, clock, synth.population(30, 5), weeks=3, seed=5)
-    before = desk.worklist(ACTOR, limit=8)  # no rank keys yet: every referral assessed
+    # no audited read here: schema 3 has no access log, which an audited read needs
     store.close()
 
     assert upgrade(postgres_schema) == (3, SCHEMA_VERSION)
@@ -47,4 +47,6 @@ def test_version_3_schema_gets_its_rank_keys(postgres_schema: str) -> None:
         }
         assert expected
         assert _stored(upgraded) == expected
-        assert rk.ReferralDesk(upgraded, clock=clock).worklist(ACTOR, limit=8) == before
+        desk = rk.ReferralDesk(upgraded, clock=clock)
+        before = desk.worklist(ACTOR)[:8]  # no limit: every referral assessed, no rank keys
+        assert desk.worklist(ACTOR, limit=8) == before

@@ -282,8 +282,6 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     ),
 }
 _RANK_KEYS_VERSION: Final = 4
-_ACCESS_LOG_VERSION: Final = 6
-"""The migration that adds the access log's tables."""
 """The migration after which _fill_rank_keys computes the rank keys of the stored rows."""
 
 _COLUMNS: Final = (
@@ -1487,14 +1485,6 @@ class PostgresStore(ReferralStore):
 
     # ------------------------------------------------------------------ the access log
 
-    def _keeps_access_log(self) -> bool:
-        """Whether the schema has the access log's tables (read until it has: schemas only
-        move forward). A store opened with ``migrate=False`` at an older schema keeps its
-        log in memory, as :class:`~referralkit.storage.ReferralStore` does, until upgraded."""
-        if not getattr(self, "_has_access_log", False):
-            self._has_access_log = self.schema_version() >= _ACCESS_LOG_VERSION
-        return self._has_access_log
-
     @boundary
     def append_access(self, records: Sequence[AccessRecord]) -> None:
         """Append ``records`` to the access log in one transaction, committed with
@@ -1502,9 +1492,6 @@ class PostgresStore(ReferralStore):
         is flushed with the next change; a server crash may lose the last ones)."""
         check_records(records)
         if not records:
-            return
-        if not self._keeps_access_log():
-            super().append_access(records)
             return
         insert = self._sql(
             f"INSERT INTO {{s}}.access_log ({ROW_COLUMNS}) "  # noqa: S608 - fixed column names
@@ -1537,8 +1524,6 @@ class PostgresStore(ReferralStore):
     @boundary
     def access_records(self, query: AccessQuery = AccessQuery()) -> list[AccessRecord]:
         check_access_query(query)
-        if not self._keeps_access_log():
-            return super().access_records(query)
         clauses: list[str] = []
         params: list[Any] = []
         for column, value in (
@@ -1575,9 +1560,6 @@ class PostgresStore(ReferralStore):
     @boundary_iter
     def access_chain(self) -> Iterator[tuple[int, list[Any], str]]:
         """The access log's rows in ``seq`` order, streamed with a server-side cursor."""
-        if not self._keeps_access_log():
-            yield from super().access_chain()
-            return
         sql = self._sql(f"SELECT seq, {ROW_COLUMNS} FROM {{s}}.access_log ORDER BY seq")  # noqa: S608 - fixed column names
         try:
             with (

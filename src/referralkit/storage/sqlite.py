@@ -249,8 +249,6 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     ),
 }
 _RANK_KEYS_VERSION: Final = 4
-_ACCESS_LOG_VERSION: Final = 6
-"""The migration that adds the access log's tables."""
 """The migration after which _fill_rank_keys computes the rank keys of the stored rows."""
 
 _COLUMNS: Final = (
@@ -1132,14 +1130,6 @@ class SQLiteStore(ReferralStore):
 
     # ------------------------------------------------------------------ the access log
 
-    def _keeps_access_log(self) -> bool:
-        """Whether the schema has the access log's tables (read until it has: schemas only
-        move forward). A store opened with ``migrate=False`` at an older schema keeps its
-        log in memory, as :class:`~referralkit.storage.ReferralStore` does, until upgraded."""
-        if not getattr(self, "_has_access_log", False):
-            self._has_access_log = self.schema_version() >= _ACCESS_LOG_VERSION
-        return self._has_access_log
-
     @boundary
     def append_access(self, records: Sequence[AccessRecord]) -> None:
         """Append ``records`` to the access log in one transaction.
@@ -1151,9 +1141,6 @@ class SQLiteStore(ReferralStore):
         """
         check_records(records)
         if not records:
-            return
-        if not self._keeps_access_log():
-            super().append_access(records)
             return
         conn = self._conn
         with self._guard():
@@ -1189,8 +1176,6 @@ class SQLiteStore(ReferralStore):
     @boundary
     def access_records(self, query: AccessQuery = AccessQuery()) -> list[AccessRecord]:
         check_access_query(query)
-        if not self._keeps_access_log():
-            return super().access_records(query)
         where, params = _access_where(query)
         sql = f"SELECT seq, {ROW_COLUMNS} FROM access_log{where} ORDER BY seq"  # noqa: S608 - built from fixed fragments
         if query.limit is not None:
@@ -1207,9 +1192,6 @@ class SQLiteStore(ReferralStore):
     @boundary_iter
     def access_chain(self) -> Iterator[tuple[int, list[Any], str]]:
         """The access log's rows in ``seq`` order, streamed from a private read transaction."""
-        if not self._keeps_access_log():
-            yield from super().access_chain()
-            return
         if self._shared is not None:
             with self._lock:
                 rows = self._shared.execute(
