@@ -79,6 +79,7 @@ from referralkit.privacy import Sealed
 from referralkit.storage import Change, History, MemoryStore, Query, ReferralStore, open_store
 from referralkit.storage import sqlite as sqlite_adapter
 from referralkit.storage._base import worklist_key
+from referralkit.storage._json import _HEAD, RecordCodec, _event_context, _seal, change_sizes
 
 INTAKE_TARGET = {"SQLite": 5_000.0, "PostgreSQL": 2_000.0}
 WORKLIST_TARGET_MS = 20.0
@@ -336,22 +337,42 @@ def substituted(row: tuple[Any, ...], values: tuple[str, str, str]) -> tuple[Any
     return tuple(out)
 
 
+def resealed(row: tuple[Any, ...], context: str) -> tuple[Any, ...]:
+    """``row`` with its last field (a sealed snapshot or payload, ids substituted) sealed
+    again for ``context``: the seal covers the referral id, so a copy needs its own."""
+    text = row[-1].reveal()
+    end = text.find('"', len(_HEAD))
+    key_id, count, _ = text[len(_HEAD) : end].split(":")
+    rest = text[end + 1 :]
+    body = "{}" if rest == "}" else "{" + rest[1:]
+    return (*row[:-1], Sealed(_seal(body, context, key_id, count)))
+
+
 def million_rows(
     shapes_of: Sequence[History],
     count: int,
-    row: Callable[[rk.Referral], tuple[Any, ...]],
-    event_row: Callable[[rk.ReferralEvent], tuple[Any, ...]],
+    row: Callable[[rk.Referral, RecordCodec], tuple[Any, ...]],
+    event_row: Callable[[rk.ReferralEvent, RecordCodec, int], tuple[Any, ...]],
     batch: int = 10_000,
 ) -> Iterator[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
-    """Referral and event rows in the adapter's own format, ``batch`` referrals at a time."""
-    shapes = [(row(r), [event_row(e) for e in events]) for r, events in shapes_of]
+    """Referral and event rows in the adapter's own format (sealed, unencrypted), ``batch``
+    referrals at a time."""
+    codec = RecordCodec()
+    shapes = []
+    for r, history in shapes_of:
+        sizes = change_sizes(history)
+        shapes.append(
+            (row(r, codec), [event_row(e, codec, sizes[e.referral_id, e.version]) for e in history])
+        )
     referrals: list[tuple[Any, ...]] = []
     events: list[tuple[Any, ...]] = []
     for k in range(count):
         referral_row, event_rows = shapes[k % len(shapes)]
         values = (f"r{k:07d}", f"SRC-{k:07d}", f"pat-{k % 300_000:06d}")
-        referrals.append(substituted(referral_row, values))
-        events.extend(substituted(e, values) for e in event_rows)
+        referrals.append(resealed(substituted(referral_row, values), f"{values[0]}\x00snapshot"))
+        for e in event_rows:
+            copy = substituted(e, values)
+            events.append(resealed(copy, _event_context(*copy[:6])))
         if len(referrals) == batch:
             yield referrals, events
             referrals, events = [], []

@@ -416,3 +416,16 @@ class TestScaleBenchmark:
             "SQLite, 100,000: kpis growth exponent 1.30 > 1.05",
         ]
         assert "| SQLite | load by id | 10,000 | 0.100 ms p50 | – | 1.0 | 50 | yes |" in text
+
+
+class TestSecurityBenchmark:
+    def test_quick_run_checks_what_it_times(self) -> None:
+        """``bench_security.py --quick`` times the whole path, bulk intake and rotation in
+        pairs, checks each result, and prints the ratios with the load average."""
+        result = run_bench("bench_security.py", "--quick")
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        assert "load average" in out
+        for figure in ("| whole path", "| bulk intake", "| rotation onto a new key"):
+            assert figure in out
+        assert "checked: every path completed" in out

@@ -15,12 +15,15 @@ from .clocks import (
     ClockRules,
     read_clocks,
 )
+from .crypto import KeyProvider, KeyRing
 from .desk import ReferralDesk
 from .discrepancies import Finding, FindingKind, Severity, audit, audit_all
 from .errors import (
     ConcurrencyError,
+    CorruptRecordError,
     DeliveryError,
     DuplicateReferralError,
+    EncryptionKeyError,
     GuardError,
     NotFoundError,
     PermissionDeniedError,
@@ -107,6 +110,7 @@ __all__ = [
     "ConcurrencyError",
     "ContactPoint",
     "ContactSystem",
+    "CorruptRecordError",
     "Coverage",
     "CoverageDecider",
     "CoverageDecision",
@@ -115,6 +119,7 @@ __all__ = [
     "Direction",
     "DocNeeded",
     "DuplicateReferralError",
+    "EncryptionKeyError",
     "EventType",
     "FakeClock",
     "Finding",
@@ -125,6 +130,8 @@ __all__ = [
     "GuardError",
     "InfoNeeded",
     "IntakeRequest",
+    "KeyProvider",
+    "KeyRing",
     "MemoryStore",
     "NetworkStatus",
     "NotFoundError",

@@ -38,6 +38,9 @@ Commands:
 - ``referralkit checkpoint --db URL [--signing-key PEM] [--out FILE]`` and ``referralkit
   verify --db URL [--checkpoints FILE] [--public-key PEM]``: tamper evidence for the access
   log (:mod:`referralkit.tamper`); ``verify`` exits 1 at the first broken link.
+- ``referralkit keys init FILE``, ``keys add FILE``, ``keys rotate --db URL``: key rings
+  and key rotation for encryption at rest (:mod:`referralkit.crypto`); every command opens
+  its store with the key ring the ``REFERRALKIT_KEYS`` environment variable names.
 - ``referralkit directory load --db URL FILE...``: load Plan-Net FHIR resources and NPPES
   files into the provider directory in the store's database; ``referralkit match --db URL
   ID``: the ranked candidates for a referral, with reasons (:mod:`referralkit.directory`).
@@ -103,6 +106,8 @@ from urllib.parse import urlsplit, urlunsplit
 import attrs
 
 from . import analytics, lifecycle, synth
+from ._cli_keys import add_keys_commands
+from ._cli_keys import open_keyed_store as open_store  # REFERRALKIT_KEYS for every command
 from .clock import FakeClock
 from .desk import ReferralDesk
 from .errors import NotFoundError, ReferralKitError, ValidationError
@@ -116,7 +121,7 @@ from .model import (
 )
 from .privacy import Actor, Role
 from .serialization import to_dict
-from .storage import Change, Query, ReferralStore, open_store, resolve_id
+from .storage import Change, Query, ReferralStore, resolve_id
 
 if TYPE_CHECKING:
     from .clocks import ClockReading
@@ -2103,6 +2108,7 @@ def build_parser() -> argparse.ArgumentParser:
     dumping.add_argument("url", metavar="URL")
     dumping.add_argument("file", metavar="FILE", nargs="?", help="where to write (default: stdout)")
     dumping.set_defaults(handler=_db_dump)
+    add_keys_commands(commands)
 
     rules = commands.add_parser(
         "rules", help="list, check and compare rulesets", description="Rulesets as data."

@@ -430,9 +430,14 @@ class ReferralDesk:
 
     @classmethod
     @boundary
-    def open(cls, url: str = "memory://", **kwargs: Any) -> ReferralDesk:
-        """A desk over the store ``url`` names (see :func:`~referralkit.storage.open_store`)."""
-        return cls(open_store(url), **kwargs)
+    def open(cls, url: str = "memory://", *, keys: Any = None, **kwargs: Any) -> ReferralDesk:
+        """A desk over the store ``url`` names (see :func:`~referralkit.storage.open_store`),
+        encrypted with the key ring ``keys`` when given.
+
+        .. versionchanged:: 0.1
+           ``keys``.
+        """
+        return cls(open_store(url, keys=keys), **kwargs)
 
     @boundary
     def close(self) -> None:

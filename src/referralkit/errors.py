@@ -14,6 +14,8 @@ apart::
     ├── PermissionDeniedError    the actor's roles do not allow the operation
     ├── RulesError               a rule or ruleset is malformed or cannot be evaluated
     ├── StorageError             the storage backend failed; driver errors are mapped here
+    │   ├── CorruptRecordError   a stored record failed its integrity check; names the referral
+    │   └── EncryptionKeyError   an encrypted store opened without (or with the wrong) keys
     ├── TemplateError            a message template is broken; names the template and line
     └── DeliveryError            a notifier could not deliver a message
 
@@ -28,8 +30,10 @@ from __future__ import annotations
 
 __all__ = [
     "ConcurrencyError",
+    "CorruptRecordError",
     "DeliveryError",
     "DuplicateReferralError",
+    "EncryptionKeyError",
     "GuardError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -142,6 +146,27 @@ class StorageError(ReferralKitError):
         self.driver_error = driver_error
         self.sqlstate = sqlstate
         super().__init__(message)
+
+
+class CorruptRecordError(StorageError):
+    """A stored snapshot or event failed its integrity check when read: its checksum does
+    not match, or an encrypted field's GCM tag does not verify (a flipped bit, a truncated
+    ciphertext, a ciphertext moved from another referral or field, a wrong key).
+
+    ``referral_id`` names the referral and ``record`` the record (``"snapshot"``,
+    ``"event 3.0"``); the message never holds a stored value. Never wrong data instead.
+    """
+
+    def __init__(self, referral_id: str, record: str, reason: str) -> None:
+        self.referral_id = referral_id
+        self.record = record
+        self.reason = reason
+        super().__init__(f"the stored {record} of referral {referral_id!r} is corrupt: {reason}")
+
+
+class EncryptionKeyError(StorageError):
+    """An encrypted store was opened without its key ring, or the ring lacks a key a record
+    was encrypted with; also a key ring file that cannot be read."""
 
 
 class TemplateError(ReferralKitError):

@@ -437,9 +437,10 @@ class TestEventHistories:
         [
             ("payload", "{not json CANARY", "has a payload that is not valid JSON"),
             ("payload", "[1, 2]", "does not fit the model"),
-            ("at", "CANARY yesterday", "does not fit the model"),
-            ("at", "2026-01-05T09:00:00", "does not fit the model"),
-            ("version", "two", "does not fit the model"),
+            # the row's other columns are under its seal's checksum (issue 13 item 5)
+            ("at", "CANARY yesterday", "is corrupt"),
+            ("at", "2026-01-05T09:00:00", "is corrupt"),
+            ("version", "two", "is corrupt"),
         ],
     )
     def test_a_row_edited_by_hand_is_a_storage_error(

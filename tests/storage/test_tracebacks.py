@@ -824,8 +824,8 @@ def _store_write(w: World, patch: pytest.MonkeyPatch) -> Any:
     if w.kind == "memory":
         patch.setattr(MemoryStore, "_apply", _boom)
     else:
-        module = "sqlite" if w.kind == "sqlite" else "postgres"
-        patch.setattr(f"referralkit.storage.{module}.payload_json", _boom)
+        # the SQL stores write their rows through the record codec (sealing, encryption)
+        patch.setattr("referralkit.storage._json.RecordCodec.payload_text", _boom)
     return w.desk.hold(COORDINATOR, rid, STATUS_REASON)
 
 
@@ -834,8 +834,8 @@ def _store_intake(w: World, patch: pytest.MonkeyPatch) -> Any:
     if w.kind == "memory":
         patch.setattr(MemoryStore, "_apply", _boom)
     else:
-        module = "sqlite" if w.kind == "sqlite" else "postgres"
-        patch.setattr(f"referralkit.storage.{module}.payload_json", _boom)
+        # the SQL stores write their rows through the record codec (sealing, encryption)
+        patch.setattr("referralkit.storage._json.RecordCodec.payload_text", _boom)
     return w.desk.intake(COORDINATOR, w.request())
 
 
@@ -845,9 +845,8 @@ def _store_query(w: World, patch: pytest.MonkeyPatch) -> Any:
     w.desk.log_communication(
         COORDINATOR, rid, Channel.PHONE, Direction.INBOUND, COUNTERPART, summary=SUMMARY
     )
-    module = {"sqlite": "sqlite", "postgresql": "postgres"}.get(w.kind)
-    if module is not None:
-        patch.setattr(f"referralkit.storage.{module}.referral_from_row", _boom)
+    if w.kind in ("sqlite", "postgresql"):
+        patch.setattr("referralkit.storage._json.RecordCodec.referral", _boom)
     if w.kind == "memory":
         patch.setattr(MemoryStore, "_live", _boom)
         return w.store.claim(

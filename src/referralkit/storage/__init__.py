@@ -17,9 +17,11 @@ lines.
 
 from __future__ import annotations
 
+import os
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
+from ..crypto import KeyProvider, load_keys
 from ..errors import ValidationError
 from ._base import (
     Change,
@@ -38,6 +40,7 @@ from ._base import (
     worklist_key,
 )
 from ._dump import DUMP_FORMAT, DUMP_VERSION, dump, load_dump
+from ._rotate import Rotation, rotate_keys
 from ._versions import RuleVersion
 from .memory import MemoryStore
 
@@ -49,6 +52,7 @@ __all__ = [
     "MemoryStore",
     "Query",
     "ReferralStore",
+    "Rotation",
     "RuleVersion",
     "check_change",
     "check_changes",
@@ -62,6 +66,7 @@ __all__ = [
     "load_dump",
     "open_store",
     "resolve_id",
+    "rotate_keys",
     "upgrade",
     "worklist_key",
 ]
@@ -70,7 +75,12 @@ _SCHEMES = "memory, sqlite, postgresql"
 _POSTGRES_HINT = 'pip install "referralkit[postgres]" (in a checkout: pip install ".[postgres]")'
 
 
-def open_store(url: str, *, create: bool = True) -> ReferralStore:
+def open_store(
+    url: str,
+    *,
+    create: bool = True,
+    keys: KeyProvider | str | os.PathLike[str] | None = None,
+) -> ReferralStore:
     """Open the store ``url`` names, creating or migrating its schema if needed.
 
     - ``memory://``: a fresh :class:`MemoryStore`;
@@ -92,15 +102,27 @@ def open_store(url: str, *, create: bool = True) -> ReferralStore:
     ...
     referralkit.errors.StorageError: no SQLite database at no/such/file.db
 
+    With ``keys`` (a :class:`~referralkit.crypto.KeyProvider` such as a
+    :class:`~referralkit.crypto.KeyRing`, or the path of a key ring file) the store encrypts
+    every PHI field of what it writes, and reads what an older key of the ring wrote (see
+    :mod:`referralkit.crypto` and :doc:`/howto-hipaa`). Without them, a record that was
+    encrypted raises :class:`~referralkit.errors.EncryptionKeyError` when read. Every record
+    is verified when read either way (a corrupt one is a
+    :class:`~referralkit.errors.CorruptRecordError`).
+
     .. versionchanged:: 0.1
        ``create``.
+    .. versionchanged:: 0.1
+       ``keys``.
     """
     if not isinstance(create, bool):
         raise ValidationError("create", "expected True or False")
-    return _open(url, migrate=True, create=create)
+    return _open(url, migrate=True, create=create, keys=load_keys(keys))
 
 
-def _open(url: str, *, migrate: bool, create: bool = True) -> ReferralStore:
+def _open(
+    url: str, *, migrate: bool, create: bool = True, keys: KeyProvider | None = None
+) -> ReferralStore:
     if not isinstance(url, str):
         raise ValidationError("url", "expected a store URL string")
     scheme = urlsplit(url).scheme
@@ -109,11 +131,11 @@ def _open(url: str, *, migrate: bool, create: bool = True) -> ReferralStore:
             raise ValidationError(
                 "url", "a memory:// store is always new: there is nothing to read"
             )
-        return MemoryStore()
+        return MemoryStore(keys=keys)
     if scheme == "sqlite":
         from .sqlite import SQLiteStore
 
-        return SQLiteStore(_sqlite_path(url), migrate=migrate, create=create)
+        return SQLiteStore(_sqlite_path(url), migrate=migrate, create=create, keys=keys)
     if scheme in ("postgresql", "postgres"):
         try:
             from .postgres import PostgresStore
@@ -121,7 +143,7 @@ def _open(url: str, *, migrate: bool, create: bool = True) -> ReferralStore:
             raise ValidationError(
                 "url", f"PostgreSQL needs the postgres extra: {_POSTGRES_HINT}"
             ) from None
-        return PostgresStore(url, migrate=migrate, create=create)
+        return PostgresStore(url, migrate=migrate, create=create, keys=keys)
     # the URL may carry a password: name only its scheme
     raise ValidationError("url", f"unsupported store scheme {scheme!r} (supported: {_SCHEMES})")
 

@@ -14,6 +14,7 @@ import attrs
 
 from .._redaction import boundary, boundary_iter
 from ..access import AccessQuery, AccessRecord, check_access_query, check_records
+from ..crypto import KeyProvider
 from ..errors import ConcurrencyError, DuplicateReferralError, NotFoundError, ValidationError
 from ..model import Referral, ReferralEvent
 from ..worklist import RankEntry, rank_entries
@@ -116,7 +117,9 @@ class MemoryStore(ReferralStore):
        before, 8.3 KB now).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, keys: KeyProvider | None = None) -> None:
+        # nothing is at rest here: the key ring is kept for what leaves the store (a dump)
+        self.keys = keys
         self._lock = threading.Lock()
         self._snapshots: dict[str, Referral] = {}
         self._events: dict[str, list[_Packed]] = {}
@@ -433,3 +436,7 @@ class MemoryStore(ReferralStore):
             kept = [] if replace else self._analytics.get(name, [])
             self._analytics[name] = [*kept, *blocks]
         return True
+
+    def _rotate_batch(self, after: str, limit: int) -> tuple[str | None, int]:
+        """Nothing is at rest in memory: nothing to rotate."""
+        return None, 0

@@ -72,6 +72,7 @@ from ..access import (
     record_from_row,
     record_row,
 )
+from ..crypto import KeyProvider, load_keys
 from ..errors import (
     ConcurrencyError,
     DuplicateReferralError,
@@ -100,13 +101,7 @@ from ._base import (
     lease_end,
     prefix_range,
 )
-from ._json import (
-    event_from_row,
-    events_by_referral,
-    payload_json,
-    referral_from_row,
-    snapshot_json,
-)
+from ._json import RecordCodec, change_sizes, rewrites
 from ._versions import (
     RuleVersion,
     check_digest,
@@ -479,7 +474,7 @@ class _SealedDumper(StrDumperUnknown):
 psycopg.adapters.register_dumper(Sealed, _SealedDumper)
 
 
-def _row(referral: Referral) -> tuple[Any, ...]:
+def _row(referral: Referral, codec: RecordCodec) -> tuple[Any, ...]:
     urgency = referral.effective_priority
     return (
         referral.id,
@@ -492,15 +487,15 @@ def _row(referral: Referral) -> tuple[Any, ...]:
         referral.received_at or referral.created_at,
         referral.specialty,
         referral.owner,
-        Sealed(referral.patient.id),
+        Sealed(codec.patient_key(referral.patient.id)),
         referral.source_id,
         referral.updated_at,
-        Sealed(snapshot_json(referral)),
+        Sealed(codec.snapshot_text(referral)),
     )
 
 
-def _event_row(e: ReferralEvent) -> tuple[Any, ...]:
-    payload = Sealed(payload_json(e.payload))
+def _event_row(e: ReferralEvent, codec: RecordCodec, count: int) -> tuple[Any, ...]:
+    payload = Sealed(codec.payload_text(e, count))
     return (e.referral_id, e.version, e.index, e.at, e.actor, e.type, payload)
 
 
@@ -512,11 +507,6 @@ def _seal_last(cursor: Any) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
         return (*values[:-1], Sealed(values[-1]))
 
     return make
-
-
-def _event(row: Sequence[Any]) -> ReferralEvent:
-    # the session time zone decides the offset psycopg returns; the model converts to UTC
-    return event_from_row(tuple(row))
 
 
 def _connection_lost(error: psycopg.Error) -> bool:
@@ -580,7 +570,9 @@ class PostgresStore(ReferralStore):
         retries: int = 5,
         migrate: bool = True,
         create: bool = True,
+        keys: KeyProvider | str | os.PathLike[str] | None = None,
     ) -> None:
+        self._codec = RecordCodec(load_keys(keys))
         settings, schema = connection_settings(conninfo)
         params = conninfo_to_dict(settings)
         self.schema = schema
@@ -820,7 +812,7 @@ class PostgresStore(ReferralStore):
         )
         if not rows:
             raise NotFoundError(referral_id)
-        return referral_from_row(rows[0][0], referral_id)
+        return self._codec.referral(rows[0][0], referral_id)
 
     @boundary
     def ids_starting_with(self, prefix: str, *, limit: int | None = None) -> list[str]:
@@ -883,7 +875,7 @@ class PostgresStore(ReferralStore):
                         "updated_at = %s, snapshot = %s WHERE id = %s AND version = %s "
                         "RETURNING id"
                     ),
-                    [(*_row(r)[1:], r.id, expected) for r, _, expected in updates],
+                    [(*_row(r, self._codec)[1:], r.id, expected) for r, _, expected in updates],
                     returning=True,
                 )
                 done = set()
@@ -918,7 +910,7 @@ class PostgresStore(ReferralStore):
                         "specialty = %s, owner = %s, patient_id = %s, source_id = %s, "
                         "updated_at = %s, snapshot = %s WHERE id = %s AND version = %s"
                     ),
-                    [*_row(referral)[1:], referral.id, expected],
+                    [*_row(referral, self._codec)[1:], referral.id, expected],
                 )
                 if cursor.rowcount != 1:
                     raise ConcurrencyError(
@@ -941,10 +933,17 @@ class PostgresStore(ReferralStore):
         for referral in referrals:
             if referral.id in found:
                 raise ConcurrencyError(referral.id, 0, found[referral.id])
-        self._copy(cursor, f"{{s}}.referrals ({_COLUMNS})", [_row(r) for r in referrals])
+        self._copy(
+            cursor, f"{{s}}.referrals ({_COLUMNS})", [_row(r, self._codec) for r in referrals]
+        )
 
     def _insert_events(self, cursor: psycopg.Cursor[Any], events: Sequence[ReferralEvent]) -> None:
-        self._copy(cursor, f"{{s}}.events ({_EVENT_COLUMNS})", [_event_row(e) for e in events])
+        codec, sizes = self._codec, change_sizes(events)
+        self._copy(
+            cursor,
+            f"{{s}}.events ({_EVENT_COLUMNS})",
+            [_event_row(e, codec, sizes[e.referral_id, e.version]) for e in events],
+        )
 
     def _copy(
         self, cursor: psycopg.Cursor[Any], target: str, rows: Sequence[Sequence[Any]]
@@ -986,6 +985,10 @@ class PostgresStore(ReferralStore):
     @boundary
     def events(self, referral_id: str) -> list[ReferralEvent]:
         check_id(referral_id)
+        # the snapshot's version first: the history must reach it (a lost event is seen)
+        versions = self._fetch(
+            "loading events", "SELECT version FROM {s}.referrals WHERE id = %s", [referral_id]
+        )
         rows = self._fetch(
             "loading events",
             f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events WHERE referral_id = %s "  # noqa: S608 - fixed column names
@@ -993,14 +996,11 @@ class PostgresStore(ReferralStore):
             [referral_id],
             sealed=True,
         )
-        if not rows and not self._fetch(
-            "loading events", "SELECT 1 FROM {s}.referrals WHERE id = %s", [referral_id]
-        ):
+        if not rows and not versions:
             raise NotFoundError(referral_id)
-        return [_event(r) for r in rows]
+        return self._codec.history(rows, referral_id, int(versions[0][0]) if versions else None)
 
-    @staticmethod
-    def _where(query: Query) -> tuple[str, list[Any]]:
+    def _where(self, query: Query) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         params: list[Any] = []
         if query.open_only:
@@ -1021,9 +1021,13 @@ class PostgresStore(ReferralStore):
             ("owner", query.owner),
             ("patient_id", query.patient_id),
         ):
-            if value is not None:
+            if value is not None and column == "patient_id":
+                keys = self._codec.patient_keys(value)
+                clauses.append("patient_id = %s" if len(keys) == 1 else "patient_id IN (%s, %s)")
+                params.extend(Sealed(key) for key in keys)
+            elif value is not None:
                 clauses.append(f"{column} = %s")
-                params.append(Sealed(value) if column == "patient_id" else value)
+                params.append(value)
         if query.updated_since is not None:
             clauses.append("updated_at >= %s")
             params.append(query.updated_since)
@@ -1049,7 +1053,7 @@ class PostgresStore(ReferralStore):
             params,
             sealed=True,
         )
-        return [referral_from_row(snapshot, referral_id) for referral_id, snapshot in rows]
+        return [self._codec.referral(snapshot, referral_id) for referral_id, snapshot in rows]
 
     @boundary
     def count(self, query: Query = Query()) -> int:
@@ -1156,10 +1160,11 @@ class PostgresStore(ReferralStore):
                     found = cursor.execute(events, [rows[0][0], rows[-1][0]]).fetchall()
                     grouped = {k: list(g) for k, g in itertools.groupby(found, key=lambda e: e[0])}
                     for referral_id, snapshot in rows:
-                        yield (
-                            referral_from_row(snapshot, referral_id),
-                            [_event(e) for e in grouped.get(referral_id, ())],
+                        referral = self._codec.referral(snapshot, referral_id)
+                        history = self._codec.history(
+                            grouped.get(referral_id, ()), referral_id, referral.version
                         )
+                        yield referral, history
                     last = rows[-1][0]
         except PoolTimeout:
             raise StorageError(
@@ -1184,7 +1189,7 @@ class PostgresStore(ReferralStore):
                 with conn.cursor("referralkit_histories", row_factory=_seal_last) as cursor:
                     cursor.itersize = _HISTORY_ROWS
                     cursor.execute(sql)
-                    yield from events_by_referral(cursor)
+                    yield from self._codec.histories(cursor)
         except PoolTimeout:
             raise StorageError(
                 "no PostgreSQL connection free while reading histories", driver_error="PoolTimeout"
@@ -1254,7 +1259,10 @@ class PostgresStore(ReferralStore):
                     [wanted],
                 )
                 for referral_id, group in itertools.groupby(cursor.fetchall(), key=lambda e: e[0]):
-                    whole[referral_id] = [_event(e) for e in group]
+                    # verified (and decrypted): the rank keys are computed from the history
+                    whole[referral_id] = self._codec.history(
+                        group, referral_id, final[referral_id].version
+                    )
             self._copy(
                 cursor,
                 "{s}.worklist_keys (referral_id, bucket, sort_key)",
@@ -1295,16 +1303,15 @@ class PostgresStore(ReferralStore):
                 return
             found = cursor.execute(events, [[r[0] for r in rows]]).fetchall()
             grouped = {k: list(g) for k, g in itertools.groupby(found, key=lambda e: e[0])}
-            self._copy_rank_keys(
-                conn,
-                [
-                    (
-                        referral_from_row(snapshot, referral_id),
-                        [_event(e) for e in grouped.get(referral_id, ())],
-                    )
-                    for referral_id, snapshot in rows
-                ],
-            )
+            histories: list[History] = []
+            for referral_id, snapshot in rows:
+                # verified (and decrypted) as every other read of the records
+                referral = self._codec.referral(snapshot, referral_id)
+                history = self._codec.history(
+                    grouped.get(referral_id, ()), referral_id, referral.version
+                )
+                histories.append((referral, history))
+            self._copy_rank_keys(conn, histories)
             last = rows[-1][0]
 
     @property
@@ -1373,15 +1380,15 @@ class PostgresStore(ReferralStore):
             [wanted],
             sealed=True,
         )
-        snapshots = {rid: referral_from_row(snapshot, rid) for rid, snapshot in rows}
-        grouped = {
-            k: [_event(e) for e in g] for k, g in itertools.groupby(found, key=lambda e: e[0])
-        }
+        snapshots = {rid: self._codec.referral(snapshot, rid) for rid, snapshot in rows}
+        grouped = {k: list(g) for k, g in itertools.groupby(found, key=lambda e: e[0])}
         histories: list[History] = []
         for referral_id in wanted:
             referral = snapshots.get(referral_id)
             if referral is not None:
-                events = grouped.get(referral_id, [])
+                events = self._codec.history(
+                    grouped.get(referral_id, ()), referral_id, referral.version
+                )
                 histories.append((referral, [e for e in events if e.version <= referral.version]))
         return histories
 
@@ -1508,8 +1515,13 @@ class PostgresStore(ReferralStore):
                 found = cursor.execute(last_chain).fetchone()
                 last = GENESIS if found is None else str(found[0])
                 for record in records:
-                    last = chain_hash(last, record_fields(record, at_text(record.at)))
-                    row = cursor.execute(insert, record_row(record, record.at, last)).fetchone()
+                    # the reason as stored (encrypted with a key ring): what the chain hashes
+                    reason = self._codec.reason_text(record.actor, record.action, record.reason)
+                    fields = record_fields(record, at_text(record.at))
+                    fields[8] = reason
+                    last = chain_hash(last, fields)
+                    values = record_row(record, record.at, last)
+                    row = cursor.execute(insert, (*values[:8], reason, *values[9:])).fetchone()
                     ids = sorted(set(record.referral_ids))
                     if ids and row is not None:
                         cursor.executemany(link, [(i, row[0]) for i in ids])
@@ -1548,7 +1560,9 @@ class PostgresStore(ReferralStore):
             sql += " LIMIT %s"
             params.append(query.limit)
         rows = self._fetch("reading the access log", sql, params)
-        return [record_from_row(row, row[1].astimezone(dt.UTC)) for row in rows]
+        return [
+            record_from_row(self._codec.access_row(row), row[1].astimezone(dt.UTC)) for row in rows
+        ]
 
     @boundary_iter
     def access_chain(self) -> Iterator[tuple[int, list[Any], str]]:
@@ -1642,3 +1656,59 @@ class PostgresStore(ReferralStore):
 
         self._transact("writing the analytics cache", work)
         return True
+
+    # ------------------------------------------------------------------ key rotation
+
+    @property
+    def keys(self) -> KeyProvider | None:
+        """The key ring the store was opened with (``None``: unencrypted)."""
+        cipher = self._codec.cipher
+        return cipher.provider if cipher is not None else None
+
+    def _rotate_batch(self, after: str, limit: int) -> tuple[str | None, int]:
+        """Move the records of the next ``limit`` referrals after id ``after`` onto the
+        primary key, in one transaction; ``(last id, records rewritten)``, the last id
+        ``None`` at the end. The referral rows are locked (``FOR UPDATE``) from the read to
+        the commit, so a concurrent change waits; the updates check the version read."""
+
+        def work(conn: psycopg.Connection[Any]) -> tuple[str | None, int]:
+            with conn.cursor() as cursor:
+                rows = cursor.execute(
+                    self._sql(
+                        "SELECT id, version, snapshot::text FROM {s}.referrals WHERE id > %s "
+                        "ORDER BY id LIMIT %s FOR UPDATE"
+                    ),
+                    [after, limit],
+                ).fetchall()
+                if not rows:
+                    return None, 0
+                events = cursor.execute(
+                    self._sql(
+                        "SELECT referral_id, version, idx, at, actor, type, payload::text "
+                        "FROM {s}.events WHERE referral_id BETWEEN %s AND %s "
+                        "ORDER BY referral_id, version, idx"
+                    ),
+                    [rows[0][0], rows[-1][0]],
+                ).fetchall()
+                snapshots, payloads = rewrites(self._codec, rows, events)
+                for update in snapshots:
+                    cursor.execute(
+                        self._sql(
+                            "UPDATE {s}.referrals SET snapshot = %s, patient_id = %s "
+                            "WHERE id = %s AND version = %s"
+                        ),
+                        update,
+                    )
+                    if cursor.rowcount != 1:  # pragma: no cover - the row is locked
+                        raise ConcurrencyError(update[2], update[3], None)
+                if payloads:
+                    cursor.executemany(
+                        self._sql(
+                            "UPDATE {s}.events SET payload = %s "
+                            "WHERE referral_id = %s AND version = %s AND idx = %s"
+                        ),
+                        payloads,
+                    )
+                return str(rows[-1][0]), len(snapshots) + len(payloads)
+
+        return self._transact("rotating keys", work)

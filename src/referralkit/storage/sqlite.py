@@ -47,6 +47,7 @@ from ..access import (
     record_from_row,
     record_row,
 )
+from ..crypto import KeyProvider, load_keys
 from ..errors import (
     ConcurrencyError,
     DuplicateReferralError,
@@ -76,13 +77,7 @@ from ._base import (
 )
 from ._directory import DIRECTORY_TABLES
 from ._files import create_private, private_replacement
-from ._json import (
-    event_from_row,
-    events_by_referral,
-    payload_json,
-    referral_from_row,
-    snapshot_json,
-)
+from ._json import RecordCodec, change_sizes, rewrites
 from ._versions import (
     RuleVersion,
     check_digest,
@@ -290,7 +285,7 @@ _EVENT_COLUMNS: Final = "referral_id, version, idx, at, actor, type, payload"
 sqlite3.register_adapter(Sealed, Sealed.reveal)
 
 
-def _row(referral: Referral) -> tuple[Any, ...]:
+def _row(referral: Referral, codec: RecordCodec) -> tuple[Any, ...]:
     due = referral.due_by
     received = referral.received_at or referral.created_at
     return (
@@ -304,15 +299,15 @@ def _row(referral: Referral) -> tuple[Any, ...]:
         _ts(received),
         referral.specialty,
         referral.owner,
-        Sealed(referral.patient.id),
+        Sealed(codec.patient_key(referral.patient.id)),
         referral.source_id,
         _ts(referral.updated_at),
-        Sealed(snapshot_json(referral)),
+        Sealed(codec.snapshot_text(referral)),
     )
 
 
-def _event_row(e: ReferralEvent) -> tuple[Any, ...]:
-    payload = Sealed(payload_json(e.payload))
+def _event_row(e: ReferralEvent, codec: RecordCodec, count: int) -> tuple[Any, ...]:
+    payload = Sealed(codec.payload_text(e, count))
     return (e.referral_id, e.version, e.index, e.at.isoformat(), e.actor, e.type, payload)
 
 
@@ -322,25 +317,30 @@ def _seal_last(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> tuple[Any, ...]:
     return (*row[:-1], Sealed(row[-1]))
 
 
-def _event(row: Sequence[Any]) -> ReferralEvent:
-    return event_from_row(tuple(row))
+# A damaged file can make sqlite3 fail to decode SQLite's own error message (it quotes the
+# damaged schema text): a UnicodeDecodeError, mapped like the driver's errors
+_DRIVER_ERRORS: Final = (sqlite3.Error, UnicodeDecodeError)
 
 
 _INSERT_RANK: Final = "INSERT INTO worklist_keys (referral_id, bucket, sort_key) VALUES (?, ?, ?)"
 
 
 def _assembled(
-    wanted: Sequence[str], rows: Sequence[Sequence[Any]], events: Sequence[Sequence[Any]]
+    codec: RecordCodec,
+    wanted: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    events: Sequence[Sequence[Any]],
 ) -> list[History]:
     """Snapshots ``(id, snapshot)`` and event rows in referral id order as histories, in the
-    order of ``wanted``; events newer than their snapshot are left out."""
-    snapshots = {rid: referral_from_row(snapshot, rid) for rid, snapshot in rows}
-    grouped = {k: [_event(e) for e in g] for k, g in itertools.groupby(events, key=lambda e: e[0])}
+    order of ``wanted``, each verified (and decrypted) by ``codec``; events newer than their
+    snapshot are left out."""
+    snapshots = {rid: codec.referral(snapshot, rid) for rid, snapshot in rows}
+    grouped = {k: list(g) for k, g in itertools.groupby(events, key=lambda e: e[0])}
     found: list[History] = []
     for referral_id in wanted:
         referral = snapshots.get(referral_id)
         if referral is not None:
-            history = grouped.get(referral_id, [])
+            history = codec.history(grouped.get(referral_id, ()), referral_id, referral.version)
             found.append((referral, [e for e in history if e.version <= referral.version]))
     return found
 
@@ -352,10 +352,14 @@ def _keeps_rank_keys(conn: sqlite3.Connection) -> bool:
 
 
 def _write_rank_keys(
-    conn: sqlite3.Connection, referral: Referral, history: Sequence[ReferralEvent] | None
+    conn: sqlite3.Connection,
+    referral: Referral,
+    history: Sequence[ReferralEvent] | None,
+    codec: RecordCodec,
 ) -> None:
     """Replace the referral's stored rank keys (none once closed); ``history`` is its whole
-    history when the caller has it, else it is read back (the new events included)."""
+    history when the caller has it, else it is read back (the new events included) and
+    verified (and decrypted) by ``codec``."""
     if referral.version > 1 or history is None:
         conn.execute("DELETE FROM worklist_keys WHERE referral_id = ?", (referral.id,))
     if referral.status.is_terminal:
@@ -363,22 +367,24 @@ def _write_rank_keys(
     if history is None:
         cursor = conn.cursor()
         cursor.row_factory = _seal_last
-        history = [
-            _event(row)
-            for row in cursor.execute(
+        history = codec.history(
+            cursor.execute(
                 f"SELECT {_EVENT_COLUMNS} FROM events WHERE referral_id = ? ORDER BY version, idx",  # noqa: S608 - fixed column names
                 (referral.id,),
-            )
-        ]
+            ),
+            referral.id,
+            referral.version,
+        )
     conn.executemany(
         _INSERT_RANK,
         [(referral.id, e.bucket, e.sort_key) for e in rank_entries(referral, history)],
     )
 
 
-def _fill_rank_keys(conn: sqlite3.Connection) -> None:
+def _fill_rank_keys(conn: sqlite3.Connection, codec: RecordCodec) -> None:
     """Compute the rank keys of every open referral already stored (the version 4
-    migration), a page of referrals at a time."""
+    migration), a page of referrals at a time, each record verified (and decrypted) by
+    ``codec``."""
     last = ""
     cursor = conn.cursor()
     cursor.row_factory = _seal_last
@@ -396,9 +402,9 @@ def _fill_rank_keys(conn: sqlite3.Connection) -> None:
         ).fetchall()
         grouped = {k: list(g) for k, g in itertools.groupby(events, key=lambda e: e[0])}
         for referral_id, snapshot in rows:
-            referral = referral_from_row(snapshot, referral_id)
+            referral = codec.referral(snapshot, referral_id)
             if not referral.status.is_terminal:
-                history = [_event(e) for e in grouped.get(referral_id, ())]
+                history = codec.history(grouped.get(referral_id, ()), referral_id, referral.version)
                 conn.executemany(
                     _INSERT_RANK,
                     [(referral_id, e.bucket, e.sort_key) for e in rank_entries(referral, history)],
@@ -406,7 +412,7 @@ def _fill_rank_keys(conn: sqlite3.Connection) -> None:
         last = rows[-1][0]
 
 
-def _driver_error(error: sqlite3.Error, doing: str) -> StorageError:
+def _driver_error(error: Exception, doing: str) -> StorageError:
     # sqlite3 messages can quote values (constraint failures); name only the class and code
     code = getattr(error, "sqlite_errorname", "")
     return StorageError(
@@ -447,8 +453,10 @@ class SQLiteStore(ReferralStore):
         busy_timeout: float = 30.0,
         migrate: bool = True,
         create: bool = True,
+        keys: KeyProvider | str | os.PathLike[str] | None = None,
     ) -> None:
         self.path = str(path)
+        self._codec = RecordCodec(load_keys(keys))
         self.busy_timeout = busy_timeout
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
@@ -505,7 +513,7 @@ class SQLiteStore(ReferralStore):
                 found = conn.execute(
                     "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'referrals'"
                 ).fetchone()[0]
-        except sqlite3.Error as error:
+        except _DRIVER_ERRORS as error:
             raise _driver_error(error, "opening the database") from None
         if not found:
             raise StorageError(f"{self.path} holds no referralkit database (no referral tables)")
@@ -519,7 +527,7 @@ class SQLiteStore(ReferralStore):
                 # each thread uses its own connection; close() may run on another thread
                 check_same_thread=False,
             )
-        except sqlite3.Error as error:
+        except _DRIVER_ERRORS as error:
             raise _driver_error(error, "opening the database") from None
         try:
             if self.path != ":memory:":
@@ -533,7 +541,7 @@ class SQLiteStore(ReferralStore):
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
         except BaseException as error:
             conn.close()  # not yet in _connections: close() would not see it
-            if isinstance(error, sqlite3.Error):
+            if isinstance(error, _DRIVER_ERRORS):
                 raise _driver_error(error, "opening the database") from None
             raise
         with self._lock:
@@ -590,7 +598,7 @@ class SQLiteStore(ReferralStore):
         with self._guard():
             try:
                 conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as error:
+            except _DRIVER_ERRORS as error:
                 raise _driver_error(error, doing) from None
             try:
                 yield conn
@@ -598,7 +606,7 @@ class SQLiteStore(ReferralStore):
             except BaseException as error:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                if isinstance(error, sqlite3.Error):
+                if isinstance(error, _DRIVER_ERRORS):
                     raise _driver_error(error, doing) from None
                 raise
 
@@ -611,7 +619,7 @@ class SQLiteStore(ReferralStore):
                 if sealed:
                     cursor.row_factory = _seal_last
                 return cursor.execute(sql, params).fetchall()
-        except sqlite3.Error as error:
+        except _DRIVER_ERRORS as error:
             raise _driver_error(error, "reading") from None
 
     def close(self) -> None:
@@ -654,7 +662,7 @@ class SQLiteStore(ReferralStore):
                 for statement in _MIGRATIONS[version]:
                     conn.execute(statement)
                 if version == _RANK_KEYS_VERSION:
-                    _fill_rank_keys(conn)
+                    _fill_rank_keys(conn, self._codec)
                 conn.execute(f"PRAGMA user_version={version}")
             return max(current, wanted)
 
@@ -677,7 +685,7 @@ class SQLiteStore(ReferralStore):
                 closing(sqlite3.connect(temporary)) as target,
             ):
                 self._conn.backup(target)
-        except sqlite3.Error as error:
+        except _DRIVER_ERRORS as error:
             raise _driver_error(error, "making a backup") from None
         except OSError as error:
             raise StorageError(
@@ -694,7 +702,7 @@ class SQLiteStore(ReferralStore):
         )
         if not rows:
             raise NotFoundError(referral_id)
-        return referral_from_row(rows[0][0], referral_id)
+        return self._codec.referral(rows[0][0], referral_id)
 
     @boundary
     def ids_starting_with(self, prefix: str, *, limit: int | None = None) -> list[str]:
@@ -742,7 +750,7 @@ class SQLiteStore(ReferralStore):
         actual = row[0] if row is not None else 0
         if actual != expected:
             raise ConcurrencyError(referral.id, expected, row[0] if row is not None else None)
-        values = _row(referral)
+        values = _row(referral, self._codec)
         try:
             if row is None:
                 conn.execute(_INSERT, values)
@@ -752,9 +760,13 @@ class SQLiteStore(ReferralStore):
             if referral.source_id is not None and self._source_taken(conn, referral):
                 raise DuplicateReferralError(referral.source_id) from None
             raise _driver_error(error, "saving referrals") from None
-        conn.executemany(_INSERT_EVENT, [_event_row(e) for e in events])
+        codec, sizes = self._codec, change_sizes(events)
+        conn.executemany(
+            _INSERT_EVENT, [_event_row(e, codec, sizes[e.referral_id, e.version]) for e in events]
+        )
         if ranked:
-            _write_rank_keys(conn, referral, events if expected == 0 else None)
+            # the rank keys hold no PHI; a history read back is verified (and decrypted)
+            _write_rank_keys(conn, referral, events if expected == 0 else None, codec)
 
     @staticmethod
     def _source_taken(conn: sqlite3.Connection, referral: Referral) -> bool:
@@ -766,14 +778,16 @@ class SQLiteStore(ReferralStore):
     @boundary
     def events(self, referral_id: str) -> list[ReferralEvent]:
         check_id(referral_id)
+        # the snapshot's version first: the history must reach it (a lost event is seen)
+        versions = self._read("SELECT version FROM referrals WHERE id = ?", (referral_id,))
         rows = self._read(
             f"SELECT {_EVENT_COLUMNS} FROM events WHERE referral_id = ? ORDER BY version, idx",  # noqa: S608 - fixed column names
             (referral_id,),
             sealed=True,
         )
-        if not rows and not self._read("SELECT 1 FROM referrals WHERE id = ?", (referral_id,)):
+        if not rows and not versions:
             raise NotFoundError(referral_id)
-        return [_event(r) for r in rows]
+        return self._codec.history(rows, referral_id, versions[0][0] if versions else None)
 
     def _where(self, query: Query) -> tuple[str, list[Any]]:
         clauses: list[str] = []
@@ -790,9 +804,13 @@ class SQLiteStore(ReferralStore):
             ("owner", query.owner),
             ("patient_id", query.patient_id),
         ):
-            if value is not None:
+            if value is not None and column == "patient_id":
+                keys = self._codec.patient_keys(value)
+                clauses.append(f"patient_id IN ({', '.join('?' * len(keys))})")
+                params.extend(Sealed(key) for key in keys)
+            elif value is not None:
                 clauses.append(f"{column} = ?")
-                params.append(Sealed(value) if column == "patient_id" else value)
+                params.append(value)
         if query.updated_since is not None:
             clauses.append("updated_at >= ?")
             params.append(_ts(query.updated_since))
@@ -817,7 +835,7 @@ class SQLiteStore(ReferralStore):
             params,
             sealed=True,
         )
-        return [referral_from_row(snapshot, referral_id) for referral_id, snapshot in rows]
+        return [self._codec.referral(snapshot, referral_id) for referral_id, snapshot in rows]
 
     @boundary
     def count(self, query: Query = Query()) -> int:
@@ -910,7 +928,7 @@ class SQLiteStore(ReferralStore):
         try:
             conn.execute("BEGIN")
             yield from self._export(conn, batch=_EXPORT_BATCH)
-        except sqlite3.Error as error:
+        except _DRIVER_ERRORS as error:
             raise _driver_error(error, "exporting") from None
         finally:
             self._forget(conn)
@@ -928,7 +946,7 @@ class SQLiteStore(ReferralStore):
             with self._lock:
                 cursor = self._shared.cursor()
                 cursor.row_factory = _seal_last
-                everything = list(events_by_referral(cursor.execute(sql)))
+                everything = list(self._codec.histories(cursor.execute(sql)))
             yield from everything
             return
         conn = self._connect()
@@ -936,14 +954,13 @@ class SQLiteStore(ReferralStore):
             conn.execute("BEGIN")
             cursor = conn.cursor()
             cursor.row_factory = _seal_last
-            yield from events_by_referral(cursor.execute(sql))
-        except sqlite3.Error as error:
+            yield from self._codec.histories(cursor.execute(sql))
+        except _DRIVER_ERRORS as error:
             raise _driver_error(error, "reading histories") from None
         finally:
             self._forget(conn)
 
-    @staticmethod
-    def _export(conn: sqlite3.Connection, *, batch: int) -> Iterator[History]:
+    def _export(self, conn: sqlite3.Connection, *, batch: int) -> Iterator[History]:
         """Referrals after each other in id order, ``batch`` at a time (-1: all at once)."""
         last = ""
         cursor = conn.cursor()
@@ -962,8 +979,11 @@ class SQLiteStore(ReferralStore):
             ).fetchall()
             grouped = {k: list(g) for k, g in itertools.groupby(events, key=lambda e: e[0])}
             for referral_id, snapshot in rows:
-                referral = referral_from_row(snapshot, referral_id)
-                yield referral, [_event(e) for e in grouped.get(referral_id, ())]
+                referral = self._codec.referral(snapshot, referral_id)
+                history = self._codec.history(
+                    grouped.get(referral_id, ()), referral_id, referral.version
+                )
+                yield referral, history
             last = rows[-1][0]
 
     @boundary
@@ -1036,7 +1056,7 @@ class SQLiteStore(ReferralStore):
             wanted,
             sealed=True,
         )
-        return _assembled(wanted, rows, found)
+        return _assembled(self._codec, wanted, rows, found)
 
     @boundary
     def versions(self, ids: Iterable[str]) -> dict[str, int]:
@@ -1162,10 +1182,15 @@ class SQLiteStore(ReferralStore):
                 last = GENESIS if row is None else row[0]
                 for record in records:
                     at = _ts(record.at)
-                    last = chain_hash(last, record_fields(record, at))
+                    # the reason as stored (encrypted with a key ring): what the chain hashes
+                    reason = self._codec.reason_text(record.actor, record.action, record.reason)
+                    fields = record_fields(record, at)
+                    fields[8] = reason
+                    last = chain_hash(last, fields)
+                    row = record_row(record, at, last)
                     cursor = conn.execute(
                         f"INSERT INTO access_log ({ROW_COLUMNS}) VALUES ({', '.join('?' * 12)})",  # noqa: S608 - fixed column names
-                        record_row(record, at, last),
+                        (*row[:8], reason, *row[9:]),
                     )
                     if record.referral_ids:
                         conn.executemany(
@@ -1186,7 +1211,10 @@ class SQLiteStore(ReferralStore):
             sql += " LIMIT ?"
             params.append(query.limit)
         return [
-            record_from_row(row, dt.datetime.fromisoformat(row[1]).replace(tzinfo=dt.UTC))
+            record_from_row(
+                self._codec.access_row(row),
+                dt.datetime.fromisoformat(row[1]).replace(tzinfo=dt.UTC),
+            )
             for row in self._read(sql, params)
         ]
 
@@ -1208,7 +1236,7 @@ class SQLiteStore(ReferralStore):
             while rows := cursor.fetchmany(_EXPORT_BATCH * 10):
                 for row in rows:
                     yield row[0], list(row[1:12]), row[12]
-        except sqlite3.Error as error:
+        except _DRIVER_ERRORS as error:
             raise _driver_error(error, "reading the access log") from None
         finally:
             self._forget(conn)
@@ -1245,6 +1273,46 @@ class SQLiteStore(ReferralStore):
                 [(name, last + 1 + i, block) for i, block in enumerate(blocks)],
             )
         return True
+
+    # ------------------------------------------------------------------ key rotation
+
+    @property
+    def keys(self) -> KeyProvider | None:
+        """The key ring the store was opened with (``None``: unencrypted)."""
+        cipher = self._codec.cipher
+        return cipher.provider if cipher is not None else None
+
+    def _rotate_batch(self, after: str, limit: int) -> tuple[str | None, int]:
+        """Move the records of the next ``limit`` referrals after id ``after`` onto the
+        primary key, in one write transaction; ``(last id, records rewritten)``, the last
+        id ``None`` at the end. The write lock is held from the read to the commit, so no
+        change slips between; the updates still check the version read."""
+        with self._write("rotating keys") as conn:
+            rows = conn.execute(
+                "SELECT id, version, snapshot FROM referrals WHERE id > ? ORDER BY id LIMIT ?",
+                (after, limit),
+            ).fetchall()
+            if not rows:
+                return None, 0
+            events = conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE referral_id BETWEEN ? AND ? "  # noqa: S608 - fixed column names
+                "ORDER BY referral_id, version, idx",
+                (rows[0][0], rows[-1][0]),
+            ).fetchall()
+            snapshots, payloads = rewrites(self._codec, rows, events)
+            for update in snapshots:
+                cursor = conn.execute(
+                    "UPDATE referrals SET snapshot = ?, patient_id = ? "
+                    "WHERE id = ? AND version = ?",
+                    update,
+                )
+                if cursor.rowcount != 1:  # pragma: no cover - the write lock is held
+                    raise ConcurrencyError(update[2], update[3], None)
+            conn.executemany(
+                "UPDATE events SET payload = ? WHERE referral_id = ? AND version = ? AND idx = ?",
+                payloads,
+            )
+            return rows[-1][0], len(snapshots) + len(payloads)
 
 
 def _access_where(query: AccessQuery) -> tuple[str, list[Any]]:

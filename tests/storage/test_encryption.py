@@ -1,0 +1,577 @@
+"""Encryption at rest and integrity on read (issue 13, items 3 and 5).
+
+A canary is planted in every PHI field the model declares (``_plant`` of
+``tests/test_phi_canary.py``, which reads the declaration), the referral is stored with
+encryption on, and the raw bytes a deployment keeps are scanned: the SQLite file and its
+WAL, a backup, a dump, a ``pg_dump`` of the test schema. Then every way a ciphertext can be
+wrong (moved to another referral or field, a wrong key, truncated) is a typed error, never
+data; rotation resumes after ``kill -9``; and single-bit flips of a SQLite file are either
+detected on read or change no value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import itertools
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from referralkit import (
+    Actor,
+    Appointment,
+    Authorization,
+    AuthStatus,
+    Channel,
+    Communication,
+    CorruptRecordError,
+    Direction,
+    EncryptionKeyError,
+    FollowUp,
+    FollowUpKind,
+    KeyRing,
+    Query,
+    Referral,
+    ReferralDesk,
+    ReferralEvent,
+    ReferralKitError,
+    Role,
+    StorageError,
+    SurveyResponse,
+)
+from referralkit.model import phi_fields
+from referralkit.storage import dump, load_dump, open_store, rotate_keys
+from referralkit.storage._json import phi_plan
+from referralkit.storage.sqlite import SQLiteStore
+from referralkit.testing import FakeClock
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from test_phi_canary import CanaryPolicy, _plant, canary_request
+
+ACTOR = Actor("coord-1", {Role.COORDINATOR})
+AT = dt.datetime(2026, 1, 5, 9, tzinfo=dt.UTC)
+NEEDLES = (b"CANARY", b"1899-02-03", b"1901-02-03")
+
+
+# --------------------------------------------------------------------------- data
+
+
+def full_referral(referral_id: str = "ref-0001") -> Referral:
+    """A referral with one of every part, then a canary in every PHI field of every part
+    (found by reading the model's declaration)."""
+    desk = ReferralDesk(
+        open_store("memory://"),
+        clock=FakeClock(AT),
+        coverage=CanaryPolicy(),
+        urgency=CanaryPolicy(),
+        new_id=lambda: referral_id,
+    )
+    base = desk.intake(ACTOR, canary_request(f"SRC-{referral_id}"))
+    whole = attrs.evolve(
+        base,
+        status_reason="x",
+        authorization=Authorization(AuthStatus.APPROVED, number="x", service_codes=("x",)),
+        appointments=(Appointment("a1", AT, "prov-card"),),
+        communications=(Communication("c1", AT, Channel.FAX, Direction.INBOUND, "x", summary="x"),),
+        follow_ups=(FollowUp("f1", FollowUpKind.CALL, dt.date(2026, 2, 1), description="x"),),
+        surveys=(SurveyResponse("s1", AT, 4, comment="x"),),
+        version=2,
+    )
+    return _plant(whole)  # type: ignore[no-any-return]
+
+
+def history(referral: Referral) -> list[ReferralEvent]:
+    """Two changes: the first with two events, payloads full of canaries."""
+    payload = {"note": "CANARY-payload", "patient": {"birth_date": "1899-02-03"}}
+    return [
+        ReferralEvent(referral.id, 1, 0, AT, "coord-1", "created", payload),
+        ReferralEvent(referral.id, 1, 1, AT, "coord-1", "assessed", payload),
+        ReferralEvent(referral.id, 2, 0, AT, "coord-1", "note_added", payload),
+    ]
+
+
+def test_every_phi_field_holds_a_canary() -> None:
+    """Sanity: every PHI value the plan (read from the declaration) reaches holds a planted
+    canary, so a scan that finds none means the values are encrypted."""
+    from referralkit import to_dict
+
+    leaves: list[tuple[str, Any]] = []
+
+    def walk(data: Any, plan: Any, prefix: str) -> None:
+        for name, kind, inner in plan:
+            value = data.get(name)
+            if kind == "phi":
+                leaves.append((prefix + name, value))
+            elif kind == "one" and value is not None:
+                walk(value, inner, f"{prefix}{name}.")
+            elif kind == "many":
+                assert value, f"{prefix}{name} is empty: nothing planted there"
+                for item in value:
+                    walk(item, inner, f"{prefix}{name}.")
+
+    walk(to_dict(full_referral()), phi_plan(Referral), "")
+    assert len(leaves) >= 25
+    for path, value in leaves:
+        text = json.dumps(value)
+        assert "CANARY" in text or "1899-02-03" in text or text == "true", path
+    declared = {(c.__name__, f) for c in (Referral,) for f in phi_fields(c)}
+    assert {("Referral", p) for p, _ in leaves if "." not in p} == declared
+
+
+def _raw(path: Path) -> bytes:
+    """A SQLite file's bytes and its WAL's, if any."""
+    wal = Path(f"{path}-wal")
+    return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+
+
+def scan(data: bytes, where: str) -> None:
+    for needle in NEEDLES:
+        assert needle not in data, f"plaintext PHI {needle!r} found in {where}"
+
+
+@pytest.fixture
+def ring() -> KeyRing:
+    return KeyRing.generate()
+
+
+def filled(url: str, ring: KeyRing, count: int = 3) -> list[tuple[Referral, list[ReferralEvent]]]:
+    with open_store(url, keys=ring) as store:
+        return fill(store, count)
+
+
+def fill(store: Any, count: int) -> list[tuple[Referral, list[ReferralEvent]]]:
+    """``count`` full referrals restored, and one taken in and changed through the desk."""
+    histories = [(r, history(r)) for r in (full_referral(f"ref-{k:04d}") for k in range(count))]
+    store.restore_many(histories)
+    desk = ReferralDesk(
+        store,
+        clock=FakeClock(AT),
+        coverage=CanaryPolicy(),
+        urgency=CanaryPolicy(),
+        new_id=lambda: "desk-0001",
+    )
+    made = desk.intake(ACTOR, canary_request("SRC-desk"))
+    desk.log_communication(ACTOR, made.id, Channel.PHONE, Direction.OUTBOUND, "CANARY-x")
+    return histories
+
+
+# --------------------------------------------------------------------------- canary scans
+
+
+class TestNoPlaintextAtRest:
+    def test_sqlite_file_wal_backup_and_dump(self, tmp_path: Path, ring: KeyRing) -> None:
+        """The file, its WAL (read before a checkpoint folds it in), a backup and a dump hold
+        no canary; the same data reads back whole."""
+        path = tmp_path / "e.db"
+        with SQLiteStore(path, keys=ring) as store:
+            histories = fill(store, 3)
+            wal = Path(f"{path}-wal").read_bytes()
+            assert wal  # the WAL is really there to scan
+            scan(wal, "the WAL")
+            scan(path.read_bytes(), "the database file")
+            store.backup(tmp_path / "backup.db")
+            scan((tmp_path / "backup.db").read_bytes(), "the backup")
+            dump(store, tmp_path / "dump.jsonl")
+            scan((tmp_path / "dump.jsonl").read_bytes(), "the dump")
+            for referral, events in histories:
+                assert store.load(referral.id) == referral
+                assert store.events(referral.id) == events
+            assert store.query(Query(patient_id=histories[0][0].patient.id))
+        lines = (tmp_path / "dump.jsonl").read_text().splitlines(keepends=True)
+        with open_store("memory://", keys=ring) as target:
+            assert load_dump(target, lines, verify=False) == 4
+            assert target.load(histories[0][0].id) == histories[0][0]
+        with pytest.raises(EncryptionKeyError):
+            load_dump(open_store("memory://"), lines)
+
+    def test_the_canaries_are_found_without_encryption(self, tmp_path: Path) -> None:
+        """The scan can fail: unencrypted, the same data shows its canaries."""
+        path = tmp_path / "plain.db"
+        with open_store(f"sqlite:///{path}") as store:
+            referral = full_referral()
+            store.restore_many([(referral, history(referral))])
+        raw = _raw(path)
+        assert b"CANARY" in raw
+        assert b"1899-02-03" in raw
+
+    def test_postgresql_pg_dump(self, postgres_schema: str, ring: KeyRing) -> None:
+        """pg_dump of the test schema holds no canary; the store reads it back whole."""
+        if shutil.which("pg_dump") is None:  # pragma: no cover - pg_dump is installed here
+            pytest.skip("pg_dump is not installed")
+        histories = filled(postgres_schema, ring)
+        schema = postgres_schema.rsplit("schema=", 1)[1]
+        base = postgres_schema.split("?", 1)[0]
+        dumped = subprocess.run(
+            ["pg_dump", "--dbname", base, "--schema", schema, "--data-only"],
+            capture_output=True,
+            check=True,
+        ).stdout
+        assert b"~e1:" in dumped  # the rows are there, encrypted
+        scan(dumped, "pg_dump")
+        with open_store(postgres_schema, keys=ring) as store:
+            for referral, events in histories:
+                assert store.load(referral.id) == referral
+                assert store.events(referral.id) == events
+            assert [r.id for r in store.query(Query(patient_id=histories[1][0].patient.id))]
+            exported = {r.id: (r, e) for r, e in store.export()}
+            assert exported[histories[0][0].id] == (histories[0][0], histories[0][1])
+            assert len(list(store.event_histories())) == len(histories) + 1
+        with open_store(postgres_schema) as store, pytest.raises(EncryptionKeyError):
+            store.load(histories[0][0].id)
+
+
+# --------------------------------------------------------------------------- wrong ciphertexts
+
+
+def _rows(path: Path) -> dict[str, str]:
+    with sqlite3.connect(path) as conn:
+        return dict(conn.execute("SELECT id, snapshot FROM referrals"))
+
+
+def _put(path: Path, referral_id: str, snapshot: str) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE referrals SET snapshot = ? WHERE id = ?", (snapshot, referral_id))
+
+
+def _reseal(text: str, referral_id: str) -> str:
+    """``text`` with a correct checksum again: what an attacker who knows the format can
+    do; then only GCM's tag and associated data stand in the way."""
+    from referralkit.storage._json import _seal
+
+    head, rest = text.split(",", 1)
+    key_id = head.split('"')[3].split(":")[0]
+    return _seal("{" + rest, referral_id + "\x00snapshot", key_id)
+
+
+def _field(text: str, *path: str) -> str:
+    body = json.loads("{" + text.split(",", 1)[1])
+    for step in path:
+        body = body[step]
+    return str(body)
+
+
+class TestWrongCiphertexts:
+    @pytest.fixture
+    def path(self, tmp_path: Path, ring: KeyRing) -> Path:
+        path = tmp_path / "e.db"
+        filled(f"sqlite:///{path}", ring, count=2)
+        return path
+
+    def _error(self, path: Path, ring: KeyRing, referral_id: str) -> ReferralKitError:
+        with SQLiteStore(path, keys=ring) as store:
+            with pytest.raises(StorageError) as info:
+                store.load(referral_id)
+            for found in (str(info.value), repr(info.value)):
+                assert "CANARY" not in found
+        return info.value
+
+    def test_a_whole_snapshot_moved_to_another_row(self, path: Path, ring: KeyRing) -> None:
+        rows = _rows(path)
+        _put(path, "ref-0001", rows["ref-0000"])
+        error = self._error(path, ring, "ref-0001")
+        assert isinstance(error, CorruptRecordError)
+        assert error.referral_id == "ref-0001"
+
+    def test_a_field_moved_to_another_row_even_resealed(self, path: Path, ring: KeyRing) -> None:
+        rows = _rows(path)
+        theirs = _field(rows["ref-0000"], "patient", "mrn")
+        ours = _field(rows["ref-0001"], "patient", "mrn")
+        moved = _reseal(rows["ref-0001"].replace(ours, theirs), "ref-0001")
+        _put(path, "ref-0001", moved)
+        error = self._error(path, ring, "ref-0001")
+        assert isinstance(error, CorruptRecordError)
+        assert "patient.mrn" in str(error)
+
+    def test_a_field_moved_to_another_field_even_resealed(self, path: Path, ring: KeyRing) -> None:
+        text = _rows(path)["ref-0001"]
+        mrn = _field(text, "patient", "mrn")
+        given = _field(text, "patient", "given_name")
+        moved = _reseal(text.replace(given, mrn), "ref-0001")
+        _put(path, "ref-0001", moved)
+        error = self._error(path, ring, "ref-0001")
+        assert isinstance(error, CorruptRecordError)
+        assert "patient.given_name" in str(error)
+
+    def test_a_truncated_ciphertext_even_resealed(self, path: Path, ring: KeyRing) -> None:
+        text = _rows(path)["ref-0001"]
+        mrn = _field(text, "patient", "mrn")
+        for cut in (1, 4, 17, len(mrn) - 8):
+            _put(path, "ref-0001", _reseal(text.replace(mrn, mrn[:-cut]), "ref-0001"))
+            assert isinstance(self._error(path, ring, "ref-0001"), CorruptRecordError)
+
+    def test_an_event_payload_moved(self, path: Path, ring: KeyRing) -> None:
+        with sqlite3.connect(path) as conn:
+            payload = conn.execute(
+                "SELECT payload FROM events WHERE referral_id = 'ref-0000' AND version = 2"
+            ).fetchone()[0]
+            conn.execute(
+                "UPDATE events SET payload = ? WHERE referral_id = 'ref-0001' AND version = 2",
+                (payload,),
+            )
+        with SQLiteStore(path, keys=ring) as store:
+            with pytest.raises(CorruptRecordError, match="ref-0001"):
+                store.events("ref-0001")
+            with pytest.raises(CorruptRecordError, match="ref-0001"):
+                list(store.event_histories())
+
+    def test_a_wrong_key_ring(self, path: Path) -> None:
+        with SQLiteStore(path, keys=KeyRing.generate()) as store, pytest.raises(EncryptionKeyError):
+            store.load("ref-0000")
+
+    def test_a_wrong_key_under_the_right_id(self, path: Path, ring: KeyRing) -> None:
+        forged = KeyRing({ring.primary_id: os.urandom(32)}, ring.primary_id, os.urandom(32))
+        error = self._error(path, forged, "ref-0000")
+        assert isinstance(error, CorruptRecordError)
+
+    def test_no_key_ring_at_all(self, path: Path) -> None:
+        with SQLiteStore(path) as store:
+            with pytest.raises(EncryptionKeyError, match="open the store with its key ring"):
+                store.load("ref-0000")
+            with pytest.raises(EncryptionKeyError):
+                store.events("ref-0000")
+
+
+# --------------------------------------------------------------------------- migration, rotation
+
+
+def _plain_store(path: Path, count: int) -> list[tuple[Referral, list[ReferralEvent]]]:
+    histories = [(r, history(r)) for r in (full_referral(f"ref-{k:05d}") for k in range(count))]
+    with open_store(f"sqlite:///{path}") as store:
+        store.restore_many(histories)
+    return histories
+
+
+class TestRotation:
+    def test_an_unencrypted_store_is_encrypted_by_rotation(self, tmp_path: Path) -> None:
+        """The documented migration: rotate an unencrypted store onto a key ring."""
+        path = tmp_path / "plain.db"
+        histories = _plain_store(path, 12)
+        ring = KeyRing.generate()
+        with open_store(f"sqlite:///{path}", keys=ring) as store:
+            # mixed rows read (and the patient lookup finds clear and blind-indexed rows)
+            assert store.load("ref-00000") == histories[0][0]
+            done = rotate_keys(store, batch=5)
+            assert done.batches == 3
+            assert done.rewritten == 12 * 4
+            assert rotate_keys(store).rewritten == 0
+            for referral, events in histories:
+                assert store.load(referral.id) == referral
+                assert store.events(referral.id) == events
+            patient = histories[3][0].patient.id
+            assert histories[3][0] in store.query(Query(patient_id=patient))
+        with sqlite3.connect(path) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("VACUUM")
+        scan(path.read_bytes(), "the encrypted file")
+
+    def test_rotation_onto_a_new_key_while_the_store_is_in_use(self, tmp_path: Path) -> None:
+        path = tmp_path / "e.db"
+        ring = KeyRing.generate()
+        histories = filled(f"sqlite:///{path}", ring, count=30)
+        new = ring.with_new_key()
+        with SQLiteStore(path, keys=new) as store:
+            desk = ReferralDesk(store, clock=FakeClock(AT))
+            stop = threading.Event()
+            written: list[int] = []
+
+            def work() -> None:
+                for k in itertools.count():
+                    if stop.is_set():
+                        return
+                    referral_id = histories[k % 30][0].id
+                    desk.assign(ACTOR, referral_id, f"owner-{k}")
+                    written.append(k)
+
+            worker = threading.Thread(target=work)
+            worker.start()
+            try:
+                rotate_keys(store, batch=4)
+            finally:
+                stop.set()
+                worker.join()
+            assert written
+            rotate_keys(store)  # what the worker wrote meanwhile is on the new key already
+            assert rotate_keys(store).rewritten == 0
+        old_only = KeyRing(
+            {ring.primary_id: ring.key(ring.primary_id)}, ring.primary_id, ring.index_key()
+        )
+        with SQLiteStore(path, keys=old_only) as store, pytest.raises(EncryptionKeyError):
+            store.load(histories[0][0].id)
+        with SQLiteStore(path, keys=new) as store:
+            for referral, _ in histories:
+                assert store.load(referral.id).id == referral.id
+                assert len(store.events(referral.id)) >= 3
+
+    def test_rotation_killed_and_resumed(self, tmp_path: Path) -> None:
+        """kill -9 at a random point of a rotation, then run it again: every referral
+        decrypts with the new ring and nothing is lost."""
+        path = tmp_path / "e.db"
+        ring = KeyRing.generate()
+        ring.save(tmp_path / "old.json")
+        histories = _plain_store(path, 400)
+        with open_store(f"sqlite:///{path}", keys=ring) as store:
+            rotate_keys(store)
+        new = ring.with_new_key()
+        new.save(tmp_path / "new.json")
+        chance = random.Random(13)
+        for attempt in range(3):
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "import sys; from referralkit.storage import open_store, rotate_keys; "
+                    "s = open_store(sys.argv[1], keys=sys.argv[2]); "
+                    "rotate_keys(s, batch=7, progress=lambda last, n: print(last, flush=True))",
+                    f"sqlite:///{path}",
+                    str(tmp_path / "new.json"),
+                ],
+                stdout=subprocess.PIPE,
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+            )
+            assert process.stdout is not None
+            for _ in range(chance.randint(1, 20)):
+                if not process.stdout.readline():
+                    break
+            time.sleep(chance.random() * 0.05)
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            process.stdout.close()
+            if attempt == 0:
+                assert process.returncode == -signal.SIGKILL
+        with open_store(f"sqlite:///{path}", keys=new) as store:
+            rotate_keys(store)
+            assert rotate_keys(store).rewritten == 0
+            for referral, events in histories:
+                assert store.load(referral.id) == referral
+                assert store.events(referral.id) == events
+            assert sum(1 for _ in store.export()) == len(histories)
+        with sqlite3.connect(path) as conn:
+            head = '{"~c":"' + new.primary_id + ":"
+            for table, column in (("referrals", "snapshot"), ("events", "payload")):
+                rows = conn.execute(f"SELECT {column} FROM {table}").fetchall()
+                assert rows
+                assert all(row[0].startswith(head) for row in rows)
+
+    def test_rotation_on_postgresql(self, postgres_schema: str) -> None:
+        ring = KeyRing.generate()
+        histories = filled(postgres_schema, ring, count=9)
+        new = ring.with_new_key()
+        with open_store(postgres_schema, keys=new) as store:
+            done = rotate_keys(store, batch=4)
+            assert done.batches == 3
+            assert done.rewritten == 9 * 4 + 1 + 4
+            assert rotate_keys(store).rewritten == 0
+            for referral, events in histories:
+                assert store.load(referral.id) == referral
+                assert store.events(referral.id) == events
+
+    def test_rotation_needs_a_key_ring(self, tmp_path: Path) -> None:
+        with open_store(f"sqlite:///{tmp_path / 'x.db'}") as store:
+            with pytest.raises(EncryptionKeyError):
+                rotate_keys(store)
+            with pytest.raises(ReferralKitError):
+                rotate_keys(store, batch=0)
+        assert rotate_keys(open_store("memory://", keys=KeyRing.generate())).batches == 0
+
+
+# --------------------------------------------------------------------------- bit flips
+
+
+def _read_all(path: Path, ring: KeyRing | None, ids: list[str]) -> Any:
+    with SQLiteStore(path, keys=ring, migrate=False) as store:
+        return [(store.load(i), store.events(i)) for i in ids], list(store.export())
+
+
+@pytest.mark.parametrize("encrypted", [True, False], ids=["encrypted", "plain"])
+def test_bit_flips_are_detected_or_harmless(tmp_path: Path, encrypted: bool) -> None:
+    """300 random single-bit flips of a SQLite file (checkpointed, so every row is in the
+    main file): every flip is either detected on read (a StorageError: a corrupt record, or
+    SQLite's own malformed-database error) or changes no value read back."""
+    ring = KeyRing.generate() if encrypted else None
+    path = tmp_path / "f.db"
+    histories = [(r, history(r)) for r in (full_referral(f"ref-{k:04d}") for k in range(6))]
+    with SQLiteStore(path, keys=ring) as store:
+        store.restore_many(histories)
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("PRAGMA journal_mode=DELETE")
+    ids = [r.id for r, _ in histories]
+    expected = _read_all(path, ring, ids)
+    pristine = path.read_bytes()
+    chance = random.Random(20261130)
+    detected = harmless = 0
+    for _ in range(300):
+        data = bytearray(pristine)
+        position = chance.randrange(len(data))
+        data[position] ^= 1 << chance.randrange(8)
+        path.write_bytes(bytes(data))
+        for suffix in ("-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        try:
+            found = _read_all(path, ring, ids)
+        except StorageError:  # anything else (a bug, a non-library error) fails the test
+            detected += 1
+            continue
+        assert found == expected, f"a flip at byte {position} changed data with no error"
+        harmless += 1
+    assert detected > 0
+    assert detected + harmless == 300
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+class TestCommandLine:
+    def test_keys_init_add_rotate_and_the_environment(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from referralkit.cli import build_parser, main
+
+        keys = tmp_path / "keys.json"
+        out, err = io.StringIO(), io.StringIO()
+        monkeypatch.setattr(sys, "stdout", out)
+        monkeypatch.setattr(sys, "stderr", err)
+        assert main(["keys", "init", str(keys)]) == 0
+        assert keys.stat().st_mode & 0o777 == 0o600
+        assert main(["keys", "init", str(keys)]) == 2
+        assert "never overwritten" in err.getvalue()
+        db = f"sqlite:///{tmp_path / 'demo.db'}"
+        monkeypatch.setenv("REFERRALKIT_KEYS", str(keys))
+        assert main(["demo", "--db", db, "--count", "15", "--weeks", "1"]) == 0
+        assert b"~e1:" in _raw(tmp_path / "demo.db")
+        assert main(["worklist", "--db", db, "--top", "3"]) == 0
+        monkeypatch.delenv("REFERRALKIT_KEYS")
+        err.truncate(0)
+        assert main(["worklist", "--db", db]) == 2
+        assert "REFERRALKIT_KEYS" in err.getvalue()
+        assert main(["keys", "rotate", "--db", db]) == 2
+        assert "--keys FILE or REFERRALKIT_KEYS" in err.getvalue()
+        for bad in ("0", "x"):
+            with pytest.raises(SystemExit):
+                build_parser().parse_args(["keys", "rotate", "--db", db, "--batch", bad])
+        assert main(["keys", "add", str(keys)]) == 0
+        assert keys.stat().st_mode & 0o777 == 0o600
+        assert len(KeyRing.load(keys).key_ids()) == 2
+        out.truncate(0)
+        assert main(["keys", "rotate", "--db", db, "--keys", str(keys), "--verbose"]) == 0
+        assert "records moved onto key" in out.getvalue()
+        monkeypatch.setenv("REFERRALKIT_KEYS", str(keys))
+        assert main(["show", "--db", db, "--json", _first_id(tmp_path / "demo.db")]) == 0
+
+
+def _first_id(path: Path) -> str:
+    with sqlite3.connect(path) as conn:
+        return str(conn.execute("SELECT min(id) FROM referrals").fetchone()[0])
