@@ -205,7 +205,17 @@ def driver_rows(changes: Sequence[Change], label: str) -> list[tuple[Any, list[A
         from referralkit.storage import postgres as pg
 
         row, event_row = pg._row, pg._event_row
-    return [(row(c[0]), [event_row(e) for e in c[1]]) for c in changes]
+    codec = RecordCodec()
+    rows = []
+    for referral, events, _ in changes:
+        sizes = change_sizes(events)
+        rows.append(
+            (
+                row(referral, codec),
+                [event_row(e, codec, sizes[e.referral_id, e.version]) for e in events],
+            )
+        )
+    return rows
 
 
 def insert_rows(store: Any, label: str, rows: Sequence[tuple[Any, list[Any]]]) -> None:

@@ -559,10 +559,12 @@ class TestClaims:
         lease = dt.timedelta(minutes=10)
         a = Actor("coord-a", {Role.COORDINATOR}, organization="org-a")
         c = Actor("coord-c", {Role.COORDINATOR}, organization="org-c")
-        taken = [i.referral_id for i in desk.claim(a, 5, lease=lease)]
-        assert sorted(taken) == sorted([ids["a-to-b"], ids["c-to-a"]])
-        # c-to-a is coord-a's now
-        assert [i.referral_id for i in desk.claim(c, 5, lease=lease)] == [ids["b-to-c"]]
+        assert sorted(i.referral_id for i in desk.claim(a, 5, lease=lease)) == sorted(
+            [ids["a-to-b"], ids["c-to-a"]]
+        )
+        assert [i.referral_id for i in desk.claim(c, 5, lease=lease)] == [
+            ids["b-to-c"]
+        ]  # c-to-a is coord-a's now
         assert (
             desk.claim(Actor("coord-z", {Role.COORDINATOR}, organization="org-z"), 5, lease=lease)
             == []
@@ -577,7 +579,6 @@ class TestClaims:
     ) -> None:
         lease = dt.timedelta(minutes=10)
         a = Actor("coord-a", {Role.COORDINATOR}, organization="org-a")
-        # the lease's owner is the actor's id (``owner=`` is a filter of what may be claimed)
         taken = [i.referral_id for i in desk.claim(a, 5, lease=lease)]
         assert sorted(taken) == sorted([ids["a-to-b"], ids["c-to-a"]])
         assert desk.store.claim("x", 5, now=clock.now(), lease=lease) == [ids["b-to-c"]]

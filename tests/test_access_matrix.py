@@ -31,38 +31,38 @@ def ops(names: str) -> frozenset[str]:
 
 EXPECTED_OPERATIONS: Final[dict[Role, frozenset[str]]] = {
     Role.REFERRER: ops(
-        "get history assess worklist audit explain replay intake send request_cancellation "
+        "get history assess explain replay worklist audit intake send request_cancellation "
         "mark_entered_in_error attach log_communication add_follow_up complete_follow_up "
         "break_glass"
     ),
     Role.SPECIALIST: ops(
-        "get history assess worklist audit explain replay accept decline hold resume record_visit "
+        "get history assess explain replay worklist audit accept decline hold resume record_visit "
         "add_interim_note complete confirm_cancellation fail attach log_communication "
         "add_follow_up complete_follow_up break_glass"
     ),
     Role.SCHEDULER: ops(
-        "get history assess worklist audit explain replay schedule reschedule record_no_show "
+        "get history assess explain replay worklist audit schedule reschedule record_no_show "
         "cancel_appointment log_communication"
     ),
     Role.COORDINATOR: ops(
-        "get history assess worklist audit explain replay intake send request_cancellation "
+        "get history assess explain replay worklist audit intake send request_cancellation "
         "mark_entered_in_error attach log_communication add_follow_up complete_follow_up "
         "accept decline hold resume record_visit add_interim_note complete "
         "confirm_cancellation fail schedule reschedule record_no_show cancel_appointment "
         "assign assign_specialist reassess request_authorization record_authorization "
-        "acknowledge_self_pay record_survey sweep claim export export_patient disclosures "
-        "break_glass"
+        "acknowledge_self_pay record_survey sweep export export_patient disclosures "
+        "claim break_glass"
     ),
     Role.AUDITOR: ops(
-        "get history assess worklist audit explain replay access_log disclosures export"
+        "get history assess explain replay worklist audit access_log disclosures export"
     ),
     Role.ADMIN: ops(
-        "get history assess worklist audit explain replay intake send request_cancellation "
+        "get history assess explain replay worklist audit intake send request_cancellation "
         "mark_entered_in_error attach log_communication add_follow_up complete_follow_up "
         "accept decline hold resume record_visit add_interim_note complete "
         "confirm_cancellation fail schedule reschedule record_no_show cancel_appointment "
         "assign assign_specialist reassess request_authorization record_authorization "
-        "acknowledge_self_pay record_survey sweep claim export export_patient disclosures"
+        "acknowledge_self_pay record_survey sweep export export_patient disclosures claim"
     ),
 }
 """Which operations each role may perform (written out, not derived from the tables)."""
@@ -114,6 +114,8 @@ REFERRAL_CALLS: Final[dict[str, Call]] = {
     "get": lambda d, a, r: d.get(a, r),
     "history": lambda d, a, r: d.history(a, r),
     "assess": lambda d, a, r: d.assess(a, r, as_of=WHEN),
+    "explain": lambda d, a, r: d.explain(a, r),
+    "replay": lambda d, a, r: d.replay(a, r),
     "audit": lambda d, a, r: list(d.audit(a, r, as_of=WHEN)),
     "send": lambda d, a, r: d.send(a, r),
     "accept": lambda d, a, r: d.accept(a, r),
@@ -145,8 +147,6 @@ REFERRAL_CALLS: Final[dict[str, Call]] = {
     "assign": lambda d, a, r: d.assign(a, r, "coord-2"),
     "assign_specialist": lambda d, a, r: d.assign_specialist(a, r, _same_org_specialist(d, r)),
     "reassess": lambda d, a, r: d.reassess(a, r),
-    "explain": lambda d, a, r: d.explain(a, r),
-    "replay": lambda d, a, r: d.replay(a, r),
     "record_survey": lambda d, a, r: d.record_survey(a, r, 4, comment="kind"),
     # the privacy operations that concern one referral's patient
     "export_patient": lambda d, a, r: d.export_patient(a, d.store.load(r).patient.id),

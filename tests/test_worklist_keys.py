@@ -27,6 +27,7 @@ from referralkit.storage.sqlite import SCHEMA_VERSION, SQLiteStore
 from referralkit.worklist import (
     FROZEN_BUCKET,
     NO_CLOCK_BUCKET,
+    SWEEP_BUCKET,
     RankEntry,
     WorklistFilter,
     WorklistItem,
@@ -133,8 +134,11 @@ def test_entries_by_state(simulated: tuple[MemoryStore, dt.datetime]) -> None:
         if referral.status.is_terminal:
             assert entries == ()
             kinds.add("closed")
-        elif entries[0].bucket == NO_CLOCK_BUCKET:
-            assert entries == (RankEntry(NO_CLOCK_BUCKET, -referral.effective_priority.rank),)
+            continue
+        # every open referral: due for the sweep from its last change
+        assert entries[0] == RankEntry(SWEEP_BUCKET, referral.updated_at.timestamp())
+        if entries[1].bucket == NO_CLOCK_BUCKET:
+            assert entries[1:] == (RankEntry(NO_CLOCK_BUCKET, -referral.effective_priority.rank),)
             kinds.add("no clock")
         else:
             kinds.add("clock")
@@ -159,8 +163,8 @@ def test_paused_clock_is_frozen() -> None:
 
 def test_sqlite_file_written_before_rank_keys_upgrades(tmp_path: Path) -> None:
     """A file at schema version 3 (no rank keys) gets every open referral's rank keys on
-    upgrade, and the desk's ranked worklist reads them, equal to assessing every referral.
-    (No audited read before the upgrade: schema 3 has no access log.)"""
+    upgrade, and the desk's ranked worklist reads them; until then the desk assesses every
+    referral."""
     path = tmp_path / "old.db"
     clock = rk.FakeClock(synth.DEFAULT_START)
     store = SQLiteStore(path, migrate=False)
@@ -168,6 +172,16 @@ def test_sqlite_file_written_before_rank_keys_upgrades(tmp_path: Path) -> None:
     assert not store.keeps_rank_keys
     desk = rk.ReferralDesk(store, clock=clock, new_id=synth.id_factory(3))
     synth.simulate(desk, ACTOR, clock, synth.population(40, 3), weeks=3, seed=3)
+    # (a desk's audited reads need the access log of schema 6: the order before the upgrade
+    # is the full ranking, computed from the store's histories)
+    before = rank(
+        (
+            assess(r, events, clock.now())
+            for r, events in store.export()
+            if not r.status.is_terminal
+        ),
+        limit=10,
+    )
     store.close()
     with closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
@@ -185,7 +199,16 @@ def test_sqlite_file_written_before_rank_keys_upgrades(tmp_path: Path) -> None:
             if not r.status.is_terminal
         }
         assert stored == expected
-        desk = rk.ReferralDesk(upgraded, clock=clock)
-        before = desk.worklist(ACTOR)[:10]  # no limit: every referral assessed
-        after = desk.worklist(ACTOR, limit=10)
+        after = rk.ReferralDesk(upgraded, clock=clock).worklist(ACTOR, limit=10)
         assert after == before
+
+
+def test_port_defaults_compute_what_the_memory_store_keeps(
+    simulated: tuple[MemoryStore, dt.datetime],
+) -> None:
+    """The port's defaults (for adapters that keep no rank keys) compute the keys from the
+    histories: the same as the memory store keeps."""
+    store, _ = simulated
+    assert dict(ReferralStore._rank_keys(store)) == dict(store._rank_keys())
+    assert ReferralStore.latest_update(store) == store.latest_update()
+    assert not ReferralStore.keeps_rank_keys

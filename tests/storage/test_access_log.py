@@ -173,7 +173,7 @@ class TestUpgrade:
             with pytest.raises(StorageError):
                 old.access_records()
         with SQLiteStore(path) as upgraded:
-            assert upgraded.schema_version() == SCHEMA_VERSION == 6
+            assert upgraded.schema_version() == SCHEMA_VERSION >= 6
             desk = ReferralDesk(upgraded, clock=FakeClock())
             assert desk.get(Actor("c", {Role.COORDINATOR}), made.id) == made
             desk.flush_access_log()
@@ -186,7 +186,7 @@ class TestUpgrade:
                 Actor("c", {Role.COORDINATOR}), sample_request()
             )
         with PostgresStore(postgres_schema) as upgraded:
-            assert upgraded.schema_version() == 6
+            assert upgraded.schema_version() >= 6
             desk = ReferralDesk(upgraded, clock=FakeClock())
             assert desk.get(Actor("c", {Role.COORDINATOR}), made.id) == made
             desk.flush_access_log()

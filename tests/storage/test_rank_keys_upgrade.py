@@ -14,7 +14,7 @@ import referralkit as rk
 from referralkit import synth
 from referralkit.storage import upgrade
 from referralkit.storage.postgres import SCHEMA_VERSION, PostgresStore
-from referralkit.worklist import rank_entries
+from referralkit.worklist import assess, rank, rank_entries
 
 ACTOR = rk.Actor("keys", {rk.Role.COORDINATOR})
 
@@ -34,7 +34,16 @@ def test_version_3_schema_gets_its_rank_keys(postgres_schema: str) -> None:
     assert not store.keeps_rank_keys
     desk = rk.ReferralDesk(store, clock=clock, new_id=synth.id_factory(5))
     synth.simulate(desk, ACTOR, clock, synth.population(30, 5), weeks=3, seed=5)
-    # no audited read here: schema 3 has no access log, which an audited read needs
+    # no rank keys yet, nor the access log a desk's audited reads need (schema 6): the full
+    # ranking, from the store's histories
+    before = rank(
+        (
+            assess(r, events, clock.now())
+            for r, events in store.export()
+            if not r.status.is_terminal
+        ),
+        limit=8,
+    )
     store.close()
 
     assert upgrade(postgres_schema) == (3, SCHEMA_VERSION)
@@ -47,6 +56,20 @@ def test_version_3_schema_gets_its_rank_keys(postgres_schema: str) -> None:
         }
         assert expected
         assert _stored(upgraded) == expected
-        desk = rk.ReferralDesk(upgraded, clock=clock)
-        before = desk.worklist(ACTOR)[:8]  # no limit: every referral assessed, no rank keys
-        assert desk.worklist(ACTOR, limit=8) == before
+        assert rk.ReferralDesk(upgraded, clock=clock).worklist(ACTOR, limit=8) == before
+
+
+def test_sweep_keys_on_postgres(postgres_schema: str) -> None:
+    """The sweep reads only what is due on PostgreSQL too, and its bookkeeping checks the
+    version."""
+    clock = rk.FakeClock(synth.DEFAULT_START)
+    with PostgresStore(postgres_schema) as store:
+        desk = rk.ReferralDesk(store, clock=clock, new_id=synth.id_factory(6))
+        synth.simulate(desk, ACTOR, clock, synth.population(20, 6), weeks=2, seed=6)
+        opened = store.count(rk.Query(open_only=True))
+        assert desk.sweep(ACTOR).swept == opened
+        assert desk.sweep(ACTOR).swept == 0
+        made = store.query(rk.Query(open_only=True, limit=1))[0]
+        assert store.set_sweep_due([(made.id, made.version + 1, 1.0)]) == 0
+        assert store.set_sweep_due([(made.id, made.version, 1.0)]) == 1
+        assert desk.sweep(ACTOR).swept == 1
