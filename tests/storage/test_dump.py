@@ -19,6 +19,7 @@ from referralkit import (
     ReferralDesk,
     ReferralStore,
     Role,
+    StorageError,
     ValidationError,
     synth,
 )
@@ -47,6 +48,11 @@ def lines() -> list[str]:
     return out.getvalue().splitlines(keepends=True)
 
 
+def _histories(lines: list[str]) -> list[str]:
+    """The referral lines of a dump (after its header and its provenance lines)."""
+    return [line for line in lines[1:] if line.startswith('{"events"')]
+
+
 def dumped(store: ReferralStore) -> list[str]:
     out = io.StringIO()
     dump(store, out)
@@ -73,7 +79,7 @@ class TestRoundTrip:
         self, lines: list[str], target: ReferralStore
     ) -> None:
         """memory → dump → adapter → dump: the same lines, byte for byte."""
-        assert load_dump(target, lines) == len(lines) - 1
+        assert load_dump(target, lines) == len(_histories(lines))
         assert dumped(target) == lines
 
     def test_the_loaded_store_is_equal(self, lines: list[str], target: ReferralStore) -> None:
@@ -100,14 +106,14 @@ class TestRoundTrip:
 
     def test_dump_is_ascii_and_sorted(self, lines: list[str]) -> None:
         assert all(line.isascii() for line in lines)
-        assert json.loads(lines[0]) == {"format": DUMP_FORMAT, "version": 1}
-        ids = [json.loads(line)["referral"]["id"] for line in lines[1:]]
+        assert json.loads(lines[0]) == {"format": DUMP_FORMAT, "version": 2}
+        ids = [json.loads(line)["referral"]["id"] for line in _histories(lines)]
         assert ids == sorted(ids)
 
     def test_loading_over_existing_referrals_conflicts(self, lines: list[str]) -> None:
         store = _reload(lines)
         with pytest.raises(ConcurrencyError):
-            load_dump(store, lines[:3])
+            load_dump(store, [lines[0], *_histories(lines)[:2]])
 
 
 def _reload(lines: list[str]) -> MemoryStore:
@@ -120,7 +126,7 @@ class TestBadDumps:
     CANARY = "PHI-CANARY-19610402"
 
     def test_no_header(self, lines: list[str]) -> None:
-        for bad in ([], lines[1:], ['{"format":"referralkit-dump","version":2}\n']):
+        for bad in ([], lines[1:], ['{"format":"referralkit-dump","version":3}\n']):
             with pytest.raises(ValidationError) as info:
                 load_dump(MemoryStore(), bad)
             assert info.value.path == "line 1"
@@ -140,7 +146,7 @@ class TestBadDumps:
         assert info.value.path == path
 
     def test_bad_field_names_line_and_field_not_value(self, lines: list[str]) -> None:
-        data = json.loads(lines[1])
+        data = json.loads(_histories(lines)[0])
         data["referral"]["patient"]["birth_date"] = self.CANARY
         with pytest.raises(ValidationError) as info:
             load_dump(MemoryStore(), [lines[0], json.dumps(data)])
@@ -148,7 +154,7 @@ class TestBadDumps:
         assert self.CANARY not in str(info.value)
 
     def test_bad_event_names_its_index(self, lines: list[str]) -> None:
-        data = json.loads(lines[1])
+        data = json.loads(_histories(lines)[0])
         data["events"][1]["at"] = self.CANARY
         with pytest.raises(ValidationError) as info:
             load_dump(MemoryStore(), [lines[0], json.dumps(data)])
@@ -157,7 +163,7 @@ class TestBadDumps:
 
     def test_snapshot_that_is_not_the_replay(self, lines: list[str]) -> None:
         """A snapshot edited behind the events' back is refused (unless verify=False)."""
-        data = json.loads(lines[1])
+        data = json.loads(_histories(lines)[0])
         data["referral"]["reason"] = self.CANARY
         edited = [lines[0], json.dumps(data)]
         with pytest.raises(ValidationError) as info:
@@ -168,7 +174,7 @@ class TestBadDumps:
         assert load_dump(unchecked, edited, verify=False) == 1
 
     def test_history_with_a_gap(self, lines: list[str]) -> None:
-        data = json.loads(next(line for line in lines[1:] if '"version":3' in line))
+        data = json.loads(next(line for line in _histories(lines) if '"version":2' in line))
         data["events"] = [e for e in data["events"] if e["version"] != 2]
         with pytest.raises(ValidationError) as info:
             load_dump(MemoryStore(), [lines[0], json.dumps(data)])
@@ -184,4 +190,120 @@ class TestBadDumps:
 
     def test_blank_lines_are_skipped(self, lines: list[str]) -> None:
         store = MemoryStore()
-        assert load_dump(store, [lines[0], "\n", lines[1], "  \n"]) == 1
+        assert load_dump(store, [lines[0], "\n", _histories(lines)[0], "  \n"]) == 1
+
+
+class TestProvenance:
+    """Rule versions and policy uses travel with the referrals (dump version 2)."""
+
+    def test_explain_after_load_into_sqlite(self, tmp_path: Path) -> None:
+        """dump → load into a fresh SQLite store → ``desk.explain`` reproduces the stored
+        decision with the stored rules, and the policies in force are the same."""
+        start = synth.DEFAULT_START
+        source = MemoryStore()
+        desk = ReferralDesk(source, clock=FakeClock(start))
+        made = desk.intake(TEAM[0], next(iter(synth.population(1, 5, start))))
+        lines = dumped(source)
+        assert any('"rule_version"' in line for line in lines)
+        assert any('"policy_use"' in line for line in lines)
+        copy = open_store(f"sqlite:///{tmp_path / 'copy.db'}")
+        try:
+            assert load_dump(copy, lines) == 1
+            assert copy.rule_versions() == source.rule_versions()
+            assert copy.policy_uses() == source.policy_uses()
+            for kind in ("coverage", "urgency"):
+                assert copy.policy_in_force(kind, start) == source.policy_in_force(kind, start)
+            auditor = Actor("dump-auditor", {Role.AUDITOR})
+            explained = ReferralDesk(copy, clock=FakeClock(start)).explain(auditor, made.id)
+            assert explained.coverage is not None
+            assert explained.coverage.reproduced is True
+            assert explained.urgency is not None
+            assert explained.urgency.reproduced is True
+            assert "keeps no" not in str(explained)
+            assert dumped(copy) == lines
+        finally:
+            copy.close()
+
+    def test_restored_into_every_store(self, target: ReferralStore) -> None:
+        start = synth.DEFAULT_START
+        source = MemoryStore()
+        ReferralDesk(source, clock=FakeClock(start)).intake(
+            TEAM[0], next(iter(synth.population(1, 5, start)))
+        )
+        lines = dumped(source)
+        load_dump(target, lines)
+        assert target.rule_versions() == source.rule_versions()
+        assert target.policy_uses() == source.policy_uses()
+        assert dumped(target) == lines
+
+    def test_version_1_dumps_still_load(self, lines: list[str]) -> None:
+        old = ['{"format":"referralkit-dump","version":1}\n']
+        old += _histories(lines)
+        store = _reload(old)
+        assert store.count() == len(old) - 1
+        assert store.rule_versions() == []
+        # a version-1 dump holds referrals only
+        with pytest.raises(ValidationError):
+            load_dump(MemoryStore(), [old[0], next(x for x in lines if '"rule_version"' in x)])
+
+    @pytest.mark.parametrize(
+        ("text", "path"),
+        [
+            ('{"rule_version": {}}', "line 2: rule_version"),
+            ('{"rule_version": 1, "x": 2}', "line 2: rule_version"),
+            (
+                '{"policy_use": {"at": "x", "digest": "0", "kind": "urgency"}}',
+                "line 2: policy_use.digest",
+            ),
+            (
+                '{"policy_use": {"at": "x", "digest": "' + "0" * 64 + '", "kind": "urgency"}}',
+                "line 2: policy_use.at",
+            ),
+            (
+                '{"policy_use": {"at": "2026-01-01T00:00:00", "digest": "'
+                + "0" * 64
+                + '", "kind": "urgency"}}',
+                "line 2: policy_use.at",
+            ),
+            (
+                '{"policy_use": {"at": "2026-01-01T00:00:00+00:00", "digest": "'
+                + "0" * 64
+                + '", "kind": "x"}}',
+                "line 2: policy_use.kind",
+            ),
+        ],
+    )
+    def test_bad_provenance_lines(self, text: str, path: str) -> None:
+        with pytest.raises(ValidationError) as info:
+            load_dump(MemoryStore(), ['{"format":"referralkit-dump","version":2}\n', text])
+        assert info.value.path == path
+
+    def test_bad_rule_version_names_line_and_field(self, lines: list[str]) -> None:
+        line = next(x for x in lines if '"rule_version"' in x)
+        data = json.loads(line)
+        data["rule_version"]["document"] += " "
+        with pytest.raises(ValidationError) as info:
+            load_dump(MemoryStore(), [lines[0], json.dumps(data)])
+        assert info.value.path == "line 2: rule_version.digest"
+        data["rule_version"]["name"] = 5
+        with pytest.raises(ValidationError) as info:
+            load_dump(MemoryStore(), [lines[0], json.dumps(data)])
+        assert info.value.path == "line 2: rule_version.name"
+
+    def test_a_store_without_rule_versions(self, lines: list[str]) -> None:
+        """An adapter that keeps no rule versions dumps none, and refuses a dump holding
+        them with a clear error instead of dropping them."""
+
+        class Unversioned(MemoryStore):
+            rule_versions = ReferralStore.rule_versions  # type: ignore[assignment]
+            policy_uses = ReferralStore.policy_uses  # type: ignore[assignment]
+            save_rule_version = ReferralStore.save_rule_version  # type: ignore[assignment]
+            record_policy_use = ReferralStore.record_policy_use  # type: ignore[assignment]
+
+        store = Unversioned()
+        load_dump(store, [lines[0], *_histories(lines)])
+        assert dumped(store) == [lines[0], *_histories(lines)]
+        for kind in ('"rule_version"', '"policy_use"'):
+            line = next(x for x in lines if x.startswith("{" + kind))
+            with pytest.raises(StorageError, match="keeps none"):
+                load_dump(Unversioned(), [lines[0], line])

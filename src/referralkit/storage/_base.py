@@ -722,6 +722,21 @@ class ReferralStore(abc.ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} does not keep rule versions")
 
+    def rule_versions(self) -> list[RuleVersion]:
+        """Every kept document, in digest order (what a dump carries).
+
+        .. versionadded:: 0.2
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not keep rule versions")
+
+    def policy_uses(self) -> list[tuple[str, str, dt.datetime]]:
+        """Every noted policy use, ``(kind, digest, at)``, in the order they were noted (what
+        a dump carries; noting them again in this order restores them).
+
+        .. versionadded:: 0.2
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not keep rule versions")
+
     # ------------------------------------------------------------------ analytics cache
 
     def referral_versions(self) -> Iterator[tuple[str, int]]:

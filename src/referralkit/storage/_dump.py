@@ -1,10 +1,17 @@
 """Export and import: a JSON-lines dump of every referral with its whole history
 (re-exported by :mod:`referralkit.storage`).
 
-The first line is a header, ``{"format": "referralkit-dump", "version": 1}``; then one line
-per referral, in id order: ``{"events": [...], "referral": {...}}`` with the snapshot and every
-event, oldest first, as :func:`~referralkit.serialization.to_dict` writes them (keys sorted,
-no spaces). The same store content always gives the same bytes, whatever the adapter, so
+The first line is a header, ``{"format": "referralkit-dump", "version": 2}``; then the
+decision provenance the store keeps: one line per stored rule version, in digest order,
+``{"rule_version": {"digest": ..., "document": ..., "kind": ..., "name": ...,
+"recorded_at": ...}}``, and one per noted policy use, in the order they were noted,
+``{"policy_use": {"at": ..., "digest": ..., "kind": ...}}`` (see
+:meth:`~referralkit.storage.ReferralStore.save_rule_version`); then one line per referral, in
+id order: ``{"events": [...], "referral": {...}}`` with the snapshot and every event, oldest
+first, as :func:`~referralkit.serialization.to_dict` writes them (keys sorted, no spaces).
+Version 1 dumps (referrals only) still load. A store that keeps no rule versions dumps none.
+The access log is *not* in a dump: it records who read what in this store, and stays with it.
+The same store content always gives the same bytes, whatever the adapter, so
 dumps can be compared with ``diff`` or a hash.
 
 A dump holds PHI (it is the data): keep it where the database is kept. From a store opened
@@ -21,13 +28,14 @@ reading one name the line and the field, never a value.
 >>> dump(MemoryStore(), buffer)
 0
 >>> buffer.getvalue()
-'{"format":"referralkit-dump","version":1}\\n'
+'{"format":"referralkit-dump","version":2}\\n'
 >>> load_dump(MemoryStore(), io.StringIO(buffer.getvalue()))
 0
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from collections.abc import Iterable
@@ -42,11 +50,13 @@ from ..serialization import from_dict, to_dict
 from ._base import History, ReferralStore, check_history
 from ._files import private_replacement
 from ._json import RecordCodec, decrypt_history, encrypt_history
+from ._versions import RuleVersion, check_digest, check_policy_kind
 
 __all__ = ["DUMP_FORMAT", "DUMP_VERSION", "dump", "load_dump"]
 
 DUMP_FORMAT: Final = "referralkit-dump"
-DUMP_VERSION: Final = 1
+DUMP_VERSION: Final = 2
+_READABLE: Final = (1, 2)  # the versions load_dump reads
 
 
 def _line(value: Any) -> str:
@@ -111,6 +121,22 @@ def _write(store: ReferralStore, file: TextIO, codec: RecordCodec | None) -> int
     if codec is not None:
         header["encrypted"] = True
     file.write(_line(header))
+    for version in _provenance(store, "rule_versions"):
+        file.write(
+            _line(
+                {
+                    "rule_version": {
+                        "digest": version.digest,
+                        "document": version.document,
+                        "kind": version.kind,
+                        "name": version.name,
+                        "recorded_at": version.recorded_at.isoformat(),
+                    }
+                }
+            )
+        )
+    for kind, digest, at in _provenance(store, "policy_uses"):
+        file.write(_line({"policy_use": {"at": at.isoformat(), "digest": digest, "kind": kind}}))
     written = 0
     for referral, events in store.export():
         if codec is not None:
@@ -122,17 +148,79 @@ def _write(store: ReferralStore, file: TextIO, codec: RecordCodec | None) -> int
     return written
 
 
+def _provenance(store: ReferralStore, method: str) -> list[Any]:
+    """The store's rule versions or policy uses; none from a store that keeps none."""
+    try:
+        found: list[Any] = getattr(store, method)()
+    except NotImplementedError:
+        return []
+    return found
+
+
+def _moment(value: object, path: str) -> dt.datetime:
+    try:
+        moment = dt.datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ValidationError(path, "expected an ISO 8601 date and time with its UTC offset")
+    return moment.astimezone(dt.UTC)
+
+
+def _fields(data: dict[str, Any], name: str, where: str, keys: set[str]) -> dict[str, Any]:
+    record = data[name]
+    if set(data) != {name} or not isinstance(record, dict) or set(record) != keys:
+        raise ValidationError(
+            f"{where}: {name}", f"expected an object with {', '.join(sorted(keys))}"
+        )
+    return record
+
+
+def _rule_version(data: dict[str, Any], where: str) -> RuleVersion:
+    record = _fields(
+        data, "rule_version", where, {"digest", "document", "kind", "name", "recorded_at"}
+    )
+    try:
+        for key in ("digest", "document", "kind", "name"):
+            if not isinstance(record[key], str):
+                raise ValidationError(key, "expected a string")
+        return RuleVersion(
+            record["digest"],
+            record["kind"],
+            record["name"],
+            record["document"],
+            _moment(record["recorded_at"], "recorded_at"),
+        )
+    except ValidationError as error:
+        raise _on_line(where, error.at("rule_version")) from None
+
+
+def _policy_use(data: dict[str, Any], where: str) -> tuple[str, str, dt.datetime]:
+    record = _fields(data, "policy_use", where, {"at", "digest", "kind"})
+    try:
+        return (
+            check_policy_kind(record["kind"]),
+            check_digest(record["digest"]),
+            _moment(record["at"], "at"),
+        )
+    except ValidationError as error:
+        raise _on_line(where, error.at("policy_use")) from None
+
+
 def _on_line(where: str, error: ValidationError) -> ValidationError:
     """``error`` with its path prefixed by the line: ``line 7: referral.patient.mrn``."""
     return ValidationError(f"{where}: {error.path}" if error.path else where, error.reason)
 
 
-def _history(text: str, number: int, verify: bool, codec: RecordCodec | None = None) -> History:
-    where = f"line {number}"
+def _parse(text: str, number: int) -> Any:
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except ValueError:
-        raise ValidationError(where, "not valid JSON") from None
+        raise ValidationError(f"line {number}", "not valid JSON") from None
+
+
+def _history(data: Any, number: int, verify: bool, codec: RecordCodec | None = None) -> History:
+    where = f"line {number}"
     if not isinstance(data, dict) or set(data) != {"referral", "events"}:
         raise ValidationError(where, 'expected an object with "referral" and "events"')
     if not isinstance(data["events"], list):
@@ -176,11 +264,19 @@ def load_dump(
     with a :class:`~referralkit.errors.ValidationError` naming it, after the batches before
     it. Load into an empty store and discard it if the load fails.
 
+    The rule versions and policy uses in the dump are restored first (in the order written,
+    so :meth:`~referralkit.storage.ReferralStore.policy_in_force` answers as in the dumped
+    store, and ``desk.explain`` finds the versions its stored decisions name); a dump holding
+    them cannot be loaded into a store that keeps no rule versions
+    (:class:`~referralkit.errors.StorageError`).
+
     An encrypted dump is decrypted with ``keys``, by default the key ring ``store`` was
     opened with.
 
     .. versionchanged:: 0.1
        ``keys``: encrypted dumps.
+    .. versionchanged:: 0.2
+       Version 2 dumps: rule versions and policy uses.
     """
     if not isinstance(store, ReferralStore):
         raise ValidationError("store", "expected a ReferralStore")
@@ -189,6 +285,7 @@ def load_dump(
     pending: list[History] = []
     loaded = 0
     header = False
+    version = 0
     codec: RecordCodec | None = None
     for number, text in enumerate(file, 1):
         if not header:
@@ -196,11 +293,15 @@ def load_dump(
                 head = json.loads(text)
             except ValueError:
                 head = None
-            plain = {"format": DUMP_FORMAT, "version": DUMP_VERSION}
-            if head not in (plain, {**plain, "encrypted": True}):
+            found = head.get("version") if isinstance(head, dict) else None
+            plain = {"format": DUMP_FORMAT, "version": found}
+            if found not in _READABLE or head not in (plain, {**plain, "encrypted": True}):
                 raise ValidationError(
-                    "line 1", f"not a {DUMP_FORMAT} version {DUMP_VERSION} header"
+                    "line 1",
+                    f"not a {DUMP_FORMAT} header of version "
+                    + " or ".join(str(n) for n in _READABLE),
                 )
+            version = found
             if head != plain:
                 provider = _keys_of(store, keys)
                 if provider is None:
@@ -212,7 +313,14 @@ def load_dump(
             continue
         if not text.strip():
             continue
-        pending.append(_history(text, number, verify, codec))
+        data = _parse(text, number)
+        if version >= 2 and isinstance(data, dict) and "rule_version" in data:
+            _restore(store, "save_rule_version", _rule_version(data, f"line {number}"))
+            continue
+        if version >= 2 and isinstance(data, dict) and "policy_use" in data:
+            _restore(store, "record_policy_use", *_policy_use(data, f"line {number}"))
+            continue
+        pending.append(_history(data, number, verify, codec))
         if len(pending) >= batch:
             store.restore_many(pending)
             loaded += len(pending)
@@ -223,3 +331,13 @@ def load_dump(
         store.restore_many(pending)
         loaded += len(pending)
     return loaded
+
+
+def _restore(store: ReferralStore, method: str, *arguments: Any) -> None:
+    try:
+        getattr(store, method)(*arguments)
+    except NotImplementedError:
+        raise StorageError(
+            "the dump holds rule versions and this store keeps none: load it into a store "
+            "that keeps them (memory, SQLite, PostgreSQL)"
+        ) from None

@@ -381,6 +381,16 @@ class MemoryStore(ReferralStore):
             ]
         return max(found)[2] if found else None
 
+    @boundary
+    def rule_versions(self) -> list[RuleVersion]:
+        with self._lock:
+            return [self._versions[d] for d in sorted(self._versions)]
+
+    @boundary
+    def policy_uses(self) -> list[tuple[str, str, dt.datetime]]:
+        with self._lock:
+            return list(self._policy_uses)
+
     # ------------------------------------------------------------------ the access log
 
     @boundary

@@ -1490,6 +1490,24 @@ class PostgresStore(ReferralStore):
         )
         return str(rows[0][0]) if rows else None
 
+    @boundary
+    def rule_versions(self) -> list[RuleVersion]:
+        self._keeps_versions()
+        rows = self._fetch(
+            "reading the rule versions",
+            "SELECT digest, kind, name, document, recorded_at FROM {s}.rule_versions "
+            'ORDER BY digest COLLATE "C"',
+        )
+        return [RuleVersion(*row) for row in rows]
+
+    @boundary
+    def policy_uses(self) -> list[tuple[str, str, dt.datetime]]:
+        self._keeps_versions()
+        rows = self._fetch(
+            "reading the policy uses", "SELECT kind, digest, at FROM {s}.policy_uses ORDER BY seq"
+        )
+        return [(str(k), str(d), a.astimezone(dt.UTC)) for k, d, a in rows]
+
     # ------------------------------------------------------------------ the access log
 
     @boundary

@@ -1157,6 +1157,26 @@ class SQLiteStore(ReferralStore):
         )
         return str(rows[0][0]) if rows else None
 
+    @boundary
+    def rule_versions(self) -> list[RuleVersion]:
+        self._keeps_versions()
+        rows = self._read(
+            "SELECT digest, kind, name, document, recorded_at FROM rule_versions ORDER BY digest"
+        )
+        return [
+            RuleVersion(d, k, n, doc, dt.datetime.fromisoformat(r).replace(tzinfo=dt.UTC))
+            for d, k, n, doc, r in rows
+        ]
+
+    @boundary
+    def policy_uses(self) -> list[tuple[str, str, dt.datetime]]:
+        self._keeps_versions()
+        rows = self._read("SELECT kind, digest, at FROM policy_uses ORDER BY seq")
+        return [
+            (str(k), str(d), dt.datetime.fromisoformat(a).replace(tzinfo=dt.UTC))
+            for k, d, a in rows
+        ]
+
     # ------------------------------------------------------------------ the access log
 
     @boundary
