@@ -74,3 +74,33 @@ class TestPostgresStore(StoreContract):
         store = open_store(postgres_schema)
         yield store
         store.close()
+
+
+class UnversionedStore(MemoryStore):
+    """An adapter written before 0.2: it keeps no rule versions (the interface defaults)."""
+
+    save_rule_version = ReferralStore.save_rule_version  # type: ignore[assignment]
+    find_rule_version = ReferralStore.find_rule_version  # type: ignore[assignment]
+    record_policy_use = ReferralStore.record_policy_use  # type: ignore[assignment]
+    policy_in_force = ReferralStore.policy_in_force  # type: ignore[assignment]
+    rule_versions = ReferralStore.rule_versions  # type: ignore[assignment]
+    policy_uses = ReferralStore.policy_uses  # type: ignore[assignment]
+
+
+class TestUnversionedStore(StoreContract):
+    """An adapter that keeps no rule versions says so, and passes the rest of the contract."""
+
+    keeps_rule_versions = False
+
+    @pytest.fixture
+    def store(self) -> ReferralStore:
+        return UnversionedStore()
+
+
+def test_the_contract_holds_adapters_to_rule_versions() -> None:
+    """The rule-version tests fail an adapter that claims to keep them and does not."""
+    contract = StoreContract()
+    with pytest.raises(NotImplementedError):
+        contract.test_rule_version_saved_once_and_found(UnversionedStore())
+    with pytest.raises(NotImplementedError):
+        contract.test_policy_use_ordering(UnversionedStore())

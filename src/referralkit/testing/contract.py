@@ -15,13 +15,16 @@ raises :class:`~referralkit.errors.ConcurrencyError` and writes nothing, also in
 batch); duplicate source ids; queries, filters, paging and the worklist order; claims
 (no referral leased twice, leases end, only the holder renews or releases); whole histories
 out and back in (:meth:`~referralkit.storage.ReferralStore.export`,
-:meth:`~referralkit.storage.ReferralStore.restore_many`). referralkit runs it against the
+:meth:`~referralkit.storage.ReferralStore.restore_many`); rule versions (decision
+provenance: a document saved twice is kept once, found by digest, and the policy in force
+at a time follows the order the uses were noted). referralkit runs it against the
 memory, SQLite and PostgreSQL adapters.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -35,11 +38,13 @@ from ..errors import ConcurrencyError, DuplicateReferralError, NotFoundError, Va
 from ..events import apply_all, replay
 from ..model import Priority, Referral, ReferralEvent, Status
 from ..privacy import Actor, Role
-from ..storage import MemoryStore, Query, ReferralStore, resolve_id
+from ..storage import MemoryStore, Query, ReferralStore, RuleVersion, resolve_id
 from ..worklist import rank_entries
 from ._samples import sample_request
 
 LEASE = dt.timedelta(minutes=5)
+T0 = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
+DAY = dt.timedelta(days=1)
 
 __all__ = ["StoreContract"]
 
@@ -757,3 +762,99 @@ class StoreContract:
         }
         assert desk.store.histories([]) == []
         assert desk.store.versions([]) == {}
+
+    # ------------------------------------------------------------------ rule versions
+
+    keeps_rule_versions: bool = True
+    """Set to ``False`` in the subclass of an adapter that keeps no rule versions (decision
+    provenance, new in 0.2): the tests below then check that all six methods say so with
+    :class:`NotImplementedError` instead of half working."""
+
+    def _rule_version(self, text: str, kind: str, at: dt.datetime) -> RuleVersion:
+        return RuleVersion(hashlib.sha256(text.encode()).hexdigest(), kind, "contract", text, at)
+
+    def _refuses_versions(self, store: ReferralStore) -> bool:
+        if self.keeps_rule_versions:
+            return False
+        version = self._rule_version("{}", "coverage-policy", T0)
+        for call in (
+            lambda: store.save_rule_version(version),
+            lambda: store.find_rule_version(version.digest),
+            lambda: store.record_policy_use("coverage", version.digest, T0),
+            lambda: store.policy_in_force("coverage", T0),
+            store.rule_versions,
+            store.policy_uses,
+        ):
+            with pytest.raises(NotImplementedError):
+                call()
+        return True
+
+    def test_rule_version_saved_once_and_found(self, store: ReferralStore) -> None:
+        """A rule version is kept once under its digest: saving it again (even with a later
+        ``recorded_at``) writes nothing and the first stays; it is found by digest and listed
+        in digest order."""
+        if self._refuses_versions(store):
+            return
+        first = self._rule_version('{"rules": 1}', "coverage", T0)
+        policy = self._rule_version('{"rulesets": []}', "urgency-policy", T0)
+        assert store.find_rule_version(first.digest) is None
+        assert store.rule_versions() == []
+        assert store.save_rule_version(first) is True
+        assert store.save_rule_version(attrs.evolve(first, recorded_at=T0 + DAY)) is False
+        assert store.save_rule_version(policy) is True
+        assert store.find_rule_version(first.digest) == first
+        assert store.find_rule_version(policy.digest) == policy
+        assert store.find_rule_version("0" * 64) is None
+        assert store.rule_versions() == sorted([first, policy], key=lambda v: v.digest)
+        with pytest.raises(ValidationError):
+            store.find_rule_version("not-a-digest")
+        with pytest.raises(ValidationError):
+            store.save_rule_version("not a version")  # type: ignore[arg-type]
+
+    def test_policy_use_ordering(self, store: ReferralStore) -> None:
+        """``policy_in_force`` answers the policy noted latest at or before a time (among
+        equal times, the last noted); noting the latest policy of a kind again writes
+        nothing; kinds are independent; ``policy_uses`` lists the uses as noted."""
+        if self._refuses_versions(store):
+            return
+        a, b, c = (
+            self._rule_version(f'{{"policy": "{name}"}}', "coverage-policy", T0) for name in "abc"
+        )
+        ruleset = self._rule_version('{"ruleset": 1}', "coverage", T0)
+        for version in (a, b, c, ruleset):
+            store.save_rule_version(version)
+        assert store.policy_in_force("coverage", T0 + 9 * DAY) is None
+        assert store.record_policy_use("coverage", a.digest, T0 + DAY) is True
+        assert store.record_policy_use("coverage", a.digest, T0 + 2 * DAY) is False
+        assert store.record_policy_use("coverage", b.digest, T0 + 2 * DAY) is True
+        assert store.record_policy_use("coverage", a.digest, T0 + 3 * DAY) is True
+        assert store.record_policy_use("coverage", b.digest, T0 + 3 * DAY) is True
+        assert store.record_policy_use("coverage", c.digest, T0) is True  # noted late
+        second = dt.timedelta(seconds=1)
+        times = [T0 - second, T0, T0 + DAY - second, T0 + DAY, T0 + 2 * DAY, T0 + 3 * DAY]
+        assert [store.policy_in_force("coverage", t) for t in times] == [
+            None,
+            c.digest,
+            c.digest,
+            a.digest,
+            b.digest,
+            b.digest,  # a then b noted at the same time: the last noted
+        ]
+        assert store.policy_in_force("urgency", T0 + 9 * DAY) is None
+        assert store.policy_uses() == [
+            ("coverage", a.digest, T0 + DAY),
+            ("coverage", b.digest, T0 + 2 * DAY),
+            ("coverage", a.digest, T0 + 3 * DAY),
+            ("coverage", b.digest, T0 + 3 * DAY),
+            ("coverage", c.digest, T0),
+        ]
+        for kind, digest in (
+            ("coverage", ruleset.digest),  # a ruleset, not a policy
+            ("urgency", a.digest),  # a policy of another kind
+            ("coverage", "0" * 64),  # nothing stored
+        ):
+            with pytest.raises(ValidationError):
+                store.record_policy_use(kind, digest, T0)
+        with pytest.raises(ValidationError):
+            store.policy_in_force("billing", T0)
+        assert len(store.policy_uses()) == 5
