@@ -282,23 +282,42 @@ def _both(left: _Both, right: _Both) -> _Pair:
             found = labels[id(decision)] = (decision, _coverage_label(decision))
         return found[1]
 
+    windows: dict[tuple[Any, float], str] = {}
+
+    def window(assessment: UrgencyAssessment, start: dt.datetime) -> str:
+        # few distinct (priority, window) pairs: format each once
+        if assessment.due_by is None:
+            return assessment.priority.value
+        key = (assessment.priority, (assessment.due_by - start).total_seconds())
+        found = windows.get(key)
+        if found is None:
+            if len(windows) > 4096:
+                windows.clear()
+            found = windows[key] = _window(assessment, start)
+        return found
+
+    # whether each side's urgency policy reads only the authorization need (decided once)
+    plain = tuple(type(side.urgency).assess is UrgencyPolicy.assess for side in (left, right))
+    sides = tuple(zip((left, right), plain, strict=True))
+
     def pair(referral: Referral, at: dt.datetime) -> tuple[_Outcome, _Outcome]:
-        decisions = (left.coverage.decide(referral, at), right.coverage.decide(referral, at))
         stored = _needs_authorization(referral.coverage_decision)
         copies: dict[bool, Referral] = {}
         start = referral.received_at or at
         found = []
-        for side, decision in zip((left, right), decisions, strict=True):
-            needs = decision.needs_authorization
+        for side, reads_need_only in sides:
+            decision = side.coverage.decide(referral, at)
             subject = referral
-            if type(side.urgency).assess is not UrgencyPolicy.assess:
+            if not reads_need_only:
                 subject = attrs.evolve(referral, coverage_decision=decision)
-            elif needs is not stored:
-                subject = copies.get(needs) or copies.setdefault(
-                    needs, attrs.evolve(referral, coverage_decision=decision)
-                )
+            else:
+                needs = decision.needs_authorization
+                if needs is not stored:
+                    subject = copies.get(needs) or copies.setdefault(
+                        needs, attrs.evolve(referral, coverage_decision=decision)
+                    )
             assessment = side.urgency.assess(subject, at)
-            text = f"{label(decision)} · {_window(assessment, start)}"
+            text = f"{label(decision)} · {window(assessment, start)}"
             found.append((text, decision, assessment))
         return found[0], found[1]
 
