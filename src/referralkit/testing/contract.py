@@ -768,7 +768,7 @@ class StoreContract:
     keeps_rule_versions: bool = True
     """Set to ``False`` in the subclass of an adapter that keeps no rule versions (decision
     provenance, new in 0.2): the tests below then check that all six methods say so with
-    :class:`NotImplementedError` instead of half working."""
+    ``NotImplementedError`` instead of half working."""
 
     def _rule_version(self, text: str, kind: str, at: dt.datetime) -> RuleVersion:
         return RuleVersion(hashlib.sha256(text.encode()).hexdigest(), kind, "contract", text, at)
