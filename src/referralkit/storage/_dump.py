@@ -16,7 +16,8 @@ dumps can be compared with ``diff`` or a hash.
 
 A dump holds PHI (it is the data): keep it where the database is kept. From a store opened
 with a key ring (or given ``keys``), every PHI field and every event payload in the dump is
-encrypted as in the store (AES-256-GCM, bound to the referral and field), the header says
+encrypted as in the store (AES-256-GCM, bound to the referral and field; the rule versions
+and policy uses, which describe no patient, are written as they are), the header says
 ``"encrypted": true``, and :func:`load_dump` needs the key ring to read it back; such a dump
 is not byte-for-byte reproducible (every encryption draws a fresh nonce). Given a path,
 :func:`dump` creates the file with mode 0600 (readable by its owner only). Errors while
