@@ -520,14 +520,15 @@ def match(
             wanted_places += entry.location_ids
         screened.append(first)
     places.update(_get_many(directory, Location, wanted_places))
-    scored: list[_Scored] = []
+    scored: list[_Pending] = []
     for first in screened:
         outcome = _finish(first, ctx)
-        if isinstance(outcome, _Scored):
-            scored.append(outcome)
-        else:
-            counts.update(outcome)
+        if type(outcome[0]) is str:  # the excluding factors
+            for factor in outcome:
+                counts[factor] += 1
             refused.append((first[0].reference, first[0], first[1]))
+        else:
+            scored.append(outcome)  # type: ignore[arg-type]
 
     ranked = _rank(scored, limit, policy, scheduler, window)
     shown = (
@@ -668,11 +669,32 @@ def _screen(
     return (entry, person, points, status, held, factors, entry.accepting_new_patients)
 
 
-def _finish(c: _Screened, ctx: _Context) -> _Scored | tuple[str, ...]:
+_Pending = tuple[float, str, "_Screened", float | None, str | None]
+"""A candidate not excluded: minus its points before slots, its reference (together the
+ranking key: references are unique), what the screen found, its distance and location.
+A tuple, sorted and heaped as is; only the ranked few become a :class:`_Scored`."""
+
+_TERMS: dict[int, tuple[Location, float, float, float]] = {}
+"""Per location object (by identity, checked): radians(latitude), its cosine and the
+longitude, what the haversine needs of it, computed once, not once per match."""
+_TERMS_MAX = 500_000
+
+
+def _terms(place: Location, position: GeoPoint) -> tuple[Location, float, float, float]:
+    found = _TERMS.get(id(place))
+    if found is None or found[0] is not place:
+        if len(_TERMS) >= _TERMS_MAX:
+            _TERMS.clear()
+        p2 = math.radians(position.latitude)
+        found = _TERMS[id(place)] = (place, p2, math.cos(p2), position.longitude)
+    return found
+
+
+def _finish(c: _Screened, ctx: _Context) -> _Pending | tuple[str, ...]:
     """The second half: new patients as the locations say, and distance (the haversine of
     :meth:`GeoPoint.km_to`, step for step, so the same number, with the origin's part
     computed once per match)."""
-    entry, person, points, status, held, factors, accepting = c
+    entry, _, points, _, _, factors, accepting = c
     policy = ctx.policy
     places = ctx.places
     if accepting is None:
@@ -700,9 +722,9 @@ def _finish(c: _Screened, ctx: _Context) -> _Scored | tuple[str, ...]:
             place = places.get(i)
             if place is None or (position := place.position) is None:
                 continue
-            p2 = math.radians(position.latitude)
-            dl = math.radians(position.longitude - lon1)
-            h = math.sin((p2 - p1) / 2) ** 2 + cos1 * math.cos(p2) * math.sin(dl / 2) ** 2
+            _, p2, cos2, lon2 = _terms(place, position)
+            dl = math.radians(lon2 - lon1)
+            h = math.sin((p2 - p1) / 2) ** 2 + cos1 * cos2 * math.sin(dl / 2) ** 2
             km = 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
             if distance is None or (km, i) < (distance, location_id or ""):
                 distance, location_id = km, i
@@ -718,7 +740,7 @@ def _finish(c: _Screened, ctx: _Context) -> _Scored | tuple[str, ...]:
             points += policy.distance_unknown
     if factors:
         return tuple(factors)
-    return _Scored(entry, person, points, status, held, distance, location_id, entry.reference)
+    return (-points, entry.reference, c, distance, location_id)
 
 
 def _name(entry: Matchable, person: Practitioner | None, orgs: Mapping[str, Organization]) -> str:
@@ -849,31 +871,39 @@ def _assess(
 
 
 def _rank(
-    scored: list[_Scored],
+    scored: list[_Pending],
     limit: int,
     policy: MatchPolicy,
     scheduler: SchedulingAdapter | None,
     window: Window,
 ) -> list[_Scored]:
     """The best ``limit`` by total score, then reference; slots looked up best-first while a
-    candidate can still make the cut (branch and bound on ``policy.slot_bonus``)."""
-    order = sorted(scored, key=lambda s: (-s.static, s.reference))
+    candidate can still make the cut (branch and bound on ``policy.slot_bonus``). The
+    candidates are a heap popped in order, not sorted: only those popped are looked at."""
     if scheduler is None:
-        for s in order:
+        best = [_scored(p) for p in heapq.nsmallest(limit, scored)]
+        for s in best:
             s.total = s.static
-        return order[:limit]
-    best: list[_Scored] = []  # the top `limit` so far, best first
-    for s in order:
+        return best
+    heapq.heapify(scored)
+    best = []  # the top `limit` so far, best first
+    while scored:
+        s = _scored(heapq.heappop(scored))
         if len(best) == limit:
             worst = best[-1]
             reach = s.static + policy.soonest_slot
             if (-reach, s.reference) > (-worst.total, worst.reference):
-                break  # sorted by static score: nobody after this one can make the cut
+                break  # popped by static score: nobody after this one can make the cut
         _add_slot(s, policy, scheduler, window)
         best.append(s)
         best.sort(key=lambda x: (-x.total, x.reference))
         del best[limit:]
     return best
+
+
+def _scored(p: _Pending) -> _Scored:
+    minus, reference, (entry, person, _, status, held, _, _), distance, location_id = p
+    return _Scored(entry, person, -minus, status, held, distance, location_id, reference)
 
 
 def _add_slot(
