@@ -38,9 +38,10 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+import itertools
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
@@ -503,7 +504,10 @@ def match(
     screened: list[_Screened] = []
     wanted_places: list[str] = []
     speaks: dict[tuple[str, ...], bool] = {}
-    near = origin is not None
+    # distance excludes nobody: computed only for the candidates that may rank (best
+    # first, by the most each can score), not for all
+    lazy = origin is not None and policy.max_distance_km is None
+    far = origin is not None and not lazy  # every distance is needed, to count exclusions
     for entry in found:
         person = (
             people.get(entry.practitioner_id or "") if isinstance(entry, PractitionerRole) else None
@@ -516,21 +520,29 @@ def match(
         first = _screen(entry, person, ctx, speaks)
         # its locations matter while new patients are not stated, or for the distance of
         # a candidate not excluded yet
-        if entry.location_ids and (first[6] is None or (near and not first[5])):
+        if entry.location_ids and (first[6] is None or (far and not first[5])):
             wanted_places += entry.location_ids
         screened.append(first)
     places.update(_get_many(directory, Location, wanted_places))
-    scored: list[_Pending] = []
+    scored: list[Any] = []  # _Pending, or _Bound when lazy
     for first in screened:
-        outcome = _finish(first, ctx)
+        outcome = _finish(first, ctx, lazy)
         if type(outcome[0]) is str:  # the excluding factors
             for factor in outcome:
                 counts[factor] += 1
             refused.append((first[0].reference, first[0], first[1]))
         else:
-            scored.append(outcome)  # type: ignore[arg-type]
+            scored.append(outcome)
 
-    ranked = _rank(scored, limit, policy, scheduler, window)
+    ordered: Iterator[_Pending]
+    if lazy:
+        ordered = _in_order(scored, ctx, directory)
+    elif scheduler is None:
+        ordered = iter(heapq.nsmallest(limit, scored))
+    else:
+        heapq.heapify(scored)
+        ordered = (heapq.heappop(scored) for _ in range(len(scored)))
+    ranked = _rank(ordered, limit, policy, scheduler, window)
     shown = (
         sorted(refused, key=_first)
         if excluded is None
@@ -690,10 +702,11 @@ def _terms(place: Location, position: GeoPoint) -> tuple[Location, float, float,
     return found
 
 
-def _finish(c: _Screened, ctx: _Context) -> _Pending | tuple[str, ...]:
+def _finish(c: _Screened, ctx: _Context, lazy: bool = False) -> _Pending | _Bound | tuple[str, ...]:
     """The second half: new patients as the locations say, and distance (the haversine of
     :meth:`GeoPoint.km_to`, step for step, so the same number, with the origin's part
-    computed once per match)."""
+    computed once per match). ``lazy`` (only when distance excludes nobody): not the
+    distance yet, but the bound :func:`_in_order` resolves it from."""
     entry, _, points, _, _, factors, accepting = c
     policy = ctx.policy
     places = ctx.places
@@ -713,34 +726,78 @@ def _finish(c: _Screened, ctx: _Context) -> _Pending | tuple[str, ...]:
     else:
         points += policy.not_accepting
 
-    distance: float | None = None
-    location_id: str | None = None
-    origin = ctx.origin
-    if origin is not None and not factors:
-        p1, cos1, lon1 = ctx.origin_terms
-        for i in entry.location_ids:
-            place = places.get(i)
-            if place is None or (position := place.position) is None:
-                continue
-            _, p2, cos2, lon2 = _terms(place, position)
-            dl = math.radians(lon2 - lon1)
-            h = math.sin((p2 - p1) / 2) ** 2 + cos1 * cos2 * math.sin(dl / 2) ** 2
-            km = 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
-            if distance is None or (km, i) < (distance, location_id or ""):
-                distance, location_id = km, i
-        if distance is not None:
-            points -= min(policy.max_km_penalty, distance * policy.per_km)
-            if (
-                policy.max_distance_km is not None
-                and distance > policy.max_distance_km
-                and not entry.telehealth
-            ):
-                factors.append("distance")
-        else:
-            points += policy.distance_unknown
+    if ctx.origin is not None and not factors:
+        if lazy:  # what it scores at most: a distance only lowers it (or distance_unknown)
+            unknown = ctx.policy.distance_unknown
+            return (-(points + unknown if unknown > 0 else points), entry.reference, c, points)
+        pending, too_far = _placed(c, points, ctx)
+        if not too_far:
+            return pending
+        factors.append("distance")
     if factors:
         return tuple(factors)
-    return (-points, entry.reference, c, distance, location_id)
+    return (-points, entry.reference, c, None, None)
+
+
+def _placed(c: _Screened, points: float, ctx: _Context) -> tuple[_Pending, bool]:
+    """A candidate's distance (its nearest location with a position) and points with it;
+    and whether it is farther than ``max_distance_km`` (and offers no telehealth)."""
+    entry = c[0]
+    policy = ctx.policy
+    places = ctx.places
+    distance: float | None = None
+    location_id: str | None = None
+    p1, cos1, lon1 = ctx.origin_terms
+    for i in entry.location_ids:
+        place = places.get(i)
+        if place is None or (position := place.position) is None:
+            continue
+        _, p2, cos2, lon2 = _terms(place, position)
+        dl = math.radians(lon2 - lon1)
+        h = math.sin((p2 - p1) / 2) ** 2 + cos1 * cos2 * math.sin(dl / 2) ** 2
+        km = 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
+        if distance is None or (km, i) < (distance, location_id or ""):
+            distance, location_id = km, i
+    too_far = False
+    if distance is not None:
+        points -= min(policy.max_km_penalty, distance * policy.per_km)
+        too_far = (
+            policy.max_distance_km is not None
+            and distance > policy.max_distance_km
+            and not entry.telehealth
+        )
+    else:
+        points += policy.distance_unknown
+    return (-points, entry.reference, c, distance, location_id), too_far
+
+
+_Bound = tuple[float, str, _Screened, float]
+"""A candidate whose distance is not computed yet: minus the most it can score before
+slots, its reference, the screen, and its points before distance."""
+
+
+def _in_order(
+    bounded: list[_Bound],
+    ctx: _Context,
+    directory: Directory,
+    batch: int = 64,
+) -> Iterator[_Pending]:
+    """The candidates best first, as ``sorted`` on their exact points would give them, with
+    distances computed (and locations read, ``batch`` candidates at a time) only for those
+    that may come next: a candidate is yielded when its exact key beats every bound left."""
+    heapq.heapify(bounded)
+    exact: list[_Pending] = []
+    places = ctx.places
+    while bounded or exact:
+        if exact and (not bounded or exact[0][:2] <= bounded[0][:2]):
+            yield heapq.heappop(exact)
+            continue
+        taken = [heapq.heappop(bounded) for _ in range(min(batch, len(bounded)))]
+        missing = [i for b in taken for i in b[2][0].location_ids if i not in places]
+        if missing:
+            places.update(_get_many(directory, Location, missing))
+        for b in taken:
+            heapq.heappush(exact, _placed(b[2], b[3], ctx)[0])
 
 
 def _name(entry: Matchable, person: Practitioner | None, orgs: Mapping[str, Organization]) -> str:
@@ -871,29 +928,29 @@ def _assess(
 
 
 def _rank(
-    scored: list[_Pending],
+    ordered: Iterator[_Pending],
     limit: int,
     policy: MatchPolicy,
     scheduler: SchedulingAdapter | None,
     window: Window,
 ) -> list[_Scored]:
     """The best ``limit`` by total score, then reference; slots looked up best-first while a
-    candidate can still make the cut (branch and bound on ``policy.slot_bonus``). The
-    candidates are a heap popped in order, not sorted: only those popped are looked at."""
+    candidate can still make the cut (branch and bound on ``policy.slot_bonus``).
+    ``ordered`` gives the candidates by points before slots, then reference: only those
+    taken from it are looked at."""
     if scheduler is None:
-        best = [_scored(p) for p in heapq.nsmallest(limit, scored)]
+        best = [_scored(p) for p in itertools.islice(ordered, limit)]
         for s in best:
             s.total = s.static
         return best
-    heapq.heapify(scored)
     best = []  # the top `limit` so far, best first
-    while scored:
-        s = _scored(heapq.heappop(scored))
+    for p in ordered:
+        s = _scored(p)
         if len(best) == limit:
             worst = best[-1]
             reach = s.static + policy.soonest_slot
             if (-reach, s.reference) > (-worst.total, worst.reference):
-                break  # popped by static score: nobody after this one can make the cut
+                break  # in order of points before slots: nobody after can make the cut
         _add_slot(s, policy, scheduler, window)
         best.append(s)
         best.sort(key=lambda x: (-x.total, x.reference))
