@@ -98,13 +98,13 @@ class MemoryDirectory:
             # test each code's (few) members against each network, without building the
             # union of the codes' members first (measured: a third of a match's find)
             members = [self._by_network.get((kind, n), {}) for n in set(networks)]
-            inside: set[str] = set()
+            found: set[str] = set()
             for code in set(specialties):
                 held = self._by_specialty.get((kind, code))
                 if held:
                     for m in members:
-                        inside.update(filter(m.__contains__, held))
-            return inside
+                        found.update(filter(m.__contains__, held))
+            return found
         if specialties is not None:
             ids = set()
             for code in specialties:
