@@ -508,21 +508,27 @@ def match(
     # first, by the most each can score), not for all
     lazy = origin is not None and policy.max_distance_km is None
     far = origin is not None and not lazy  # every distance is needed, to count exclusions
-    for entry in found:
-        person = (
-            people.get(entry.practitioner_id or "") if isinstance(entry, PractitionerRole) else None
-        )
-        if checked and out_of_network_rule and entry.reference not in in_network:
-            # the index already answered: excluded for its network, the rest not assessed
-            counts["network"] += 1
-            refused.append((entry.reference, entry, person))
-            continue
-        first = _screen(entry, person, ctx, speaks)
+    inside = found
+    if checked and out_of_network_rule:
+        inside = []
+        for entry in found:
+            if entry.reference in in_network:
+                inside.append(entry)
+            else:  # the index already answered: excluded for its network, not assessed
+                person = (
+                    people.get(entry.practitioner_id or "")
+                    if isinstance(entry, PractitionerRole)
+                    else None
+                )
+                counts["network"] += 1
+                refused.append((entry.reference, entry, person))
+    screened = _screen_all(inside, people, ctx, speaks)
+    for first in screened:
         # its locations matter while new patients are not stated, or for the distance of
         # a candidate not excluded yet
-        if entry.location_ids and (first[6] is None or (far and not first[5])):
-            wanted_places += entry.location_ids
-        screened.append(first)
+        location_ids = first[0].location_ids
+        if location_ids and (first[6] is None or (far and not first[5])):
+            wanted_places += location_ids
     places.update(_get_many(directory, Location, wanted_places))
     scored: list[Any] = []  # _Pending, or _Bound when lazy
     for first in screened:
@@ -626,59 +632,82 @@ status, the code it holds, the excluding factors so far, and whether new patient
 (None: its locations decide). A tuple: one is made per candidate of every match."""
 
 
-def _screen(
-    entry: Matchable,
-    person: Practitioner | None,
+def _screen_all(
+    found: list[Matchable],
+    people: Mapping[str, Practitioner],
     ctx: _Context,
     speaks: dict[tuple[str, ...], bool],
-) -> _Screened:
-    """The first half of what :func:`_assess` decides, without a reason's text (every
-    candidate goes through here; measured, the texts were half the cost of assessing),
-    remembering per match whether a tuple of language tags serves the patient."""
+) -> list[_Screened]:
+    """The first half of what :func:`_assess` decides, for every candidate, without a
+    reason's text (measured, the texts were half the cost of assessing), in one loop with
+    what it reads of the policy and the context taken once; remembering per match whether a
+    tuple of language tags serves the patient."""
     policy = ctx.policy
-    factors: list[str] = []
-    points = 0.0
     wanted = ctx.wanted
-    specialties = entry.specialties
-    held = wanted
-    if wanted not in specialties:
-        codes = ctx.codes
-        for held in specialties:
-            if held in codes:
-                break
-        points += policy.subspecialty
-
-    if not ctx.networks:
-        status = NetworkStatus.UNKNOWN
-        points += policy.network_unknown
-    elif not ctx.network_checked or entry.reference in ctx.in_network:
-        status = NetworkStatus.IN_NETWORK
-        points += policy.in_network
-    else:
-        status = NetworkStatus.OUT_OF_NETWORK
-        if policy.require_in_network:
-            factors.append("network")
+    codes = ctx.codes
+    networks = ctx.networks
+    checked = ctx.network_checked
+    in_network = ctx.in_network
+    language = ctx.language
+    english_ok = ctx.english_ok
+    require_in_network = policy.require_in_network
+    require_language = policy.require_language
+    subspecialty = policy.subspecialty
+    network_unknown = policy.network_unknown
+    in_points = policy.in_network
+    out_points = policy.out_of_network
+    speaks_points = policy.speaks_language
+    interpreter_points = policy.interpreter
+    no_language = policy.no_language
+    telehealth_points = policy.telehealth
+    unknown = NetworkStatus.UNKNOWN
+    inside = NetworkStatus.IN_NETWORK
+    outside = NetworkStatus.OUT_OF_NETWORK
+    out: list[_Screened] = []
+    append = out.append
+    for entry in found:
+        person = (
+            people.get(entry.practitioner_id or "") if isinstance(entry, PractitionerRole) else None
+        )
+        factors: list[str] = []
+        points = 0.0
+        specialties = entry.specialties
+        held = wanted
+        if wanted not in specialties:
+            for held in specialties:
+                if held in codes:
+                    break
+            points += subspecialty
+        if not networks:
+            status = unknown
+            points += network_unknown
+        elif not checked or entry.reference in in_network:
+            status = inside
+            points += in_points
         else:
-            points += policy.out_of_network
-
-    spoken = entry.languages or (person.languages if person is not None else ())
-    served = speaks.get(spoken)
-    if served is None:
-        language = ctx.language
-        served = speaks[spoken] = any(language_matches(language, tag) for tag in spoken)
-    if served:
-        points += policy.speaks_language
-    elif entry.interpreter_available:
-        points += policy.interpreter
-    elif not spoken and ctx.english_ok:
-        pass
-    elif policy.require_language:
-        factors.append("language")
-    else:
-        points += policy.no_language
-    if entry.telehealth:
-        points += policy.telehealth
-    return (entry, person, points, status, held, factors, entry.accepting_new_patients)
+            status = outside
+            if require_in_network:
+                factors.append("network")
+            else:
+                points += out_points
+        spoken = entry.languages or (person.languages if person is not None else ())
+        served = speaks.get(spoken)
+        if served is None:
+            served = speaks[spoken] = any(language_matches(language, tag) for tag in spoken)
+        if served:
+            points += speaks_points
+        elif entry.interpreter_available:
+            points += interpreter_points
+        elif not spoken and english_ok:
+            pass
+        elif require_language:
+            factors.append("language")
+        else:
+            points += no_language
+        if entry.telehealth:
+            points += telehealth_points
+        append((entry, person, points, status, held, factors, entry.accepting_new_patients))
+    return out
 
 
 _Pending = tuple[float, str, "_Screened", float | None, str | None]
