@@ -31,7 +31,10 @@ What a match costs grows with the in-network candidates of the specialty, not wi
 directory: the specialty and network indexes select them (``Directory.find``), the others
 are counted (``count_found``), every candidate is screened without formatting a reason, only
 the ranked and the listed exclusions are explained, and locations are read only for the
-candidates whose locations can still change the outcome.
+candidates whose locations can still change the outcome. When distance excludes nobody (no
+``max_distance_km``), distances are computed only for the candidates that may still rank:
+they are taken best first by the most each can score (a distance only lowers it), and the
+candidates are kept in a heap, not sorted.
 """
 
 from __future__ import annotations
