@@ -526,3 +526,65 @@ def test_adding_a_better_twin_ranks_it_ahead(specs: list[dict[str, object]]) -> 
     elif "c00" in after:
         pytest.fail("the twin is excluded while the original ranks")
     assert [i for i in after if i != new] == before
+
+
+class TestDistancesOnDemand:
+    """Without ``max_distance_km`` distances are computed only for the candidates that may
+    rank; the outcome must be what computing every distance gives (a bound that excludes
+    nobody forces that path)."""
+
+    @pytest.mark.parametrize("unknown", [-5.0, 0.0, 4.0])
+    @pytest.mark.parametrize("with_slots", [False, True])
+    def test_the_same_as_every_distance_computed(self, unknown: float, with_slots: bool) -> None:
+        import random
+
+        rng = random.Random(3)
+        entries: list[object] = []
+        scheduler = MemoryScheduler()
+        for k in range(300):  # several batches of locations read on demand
+            placed = k % 7 != 0  # some with no position: distance unknown
+            entries.append(
+                Location(
+                    f"l{k}",
+                    position=GeoPoint(41.7 + rng.uniform(-1, 1), -72.7 + rng.uniform(-1, 1))
+                    if placed
+                    else None,
+                    accepting_new_patients=None if k % 5 else rng.random() < 0.5,
+                )
+            )
+            entries.append(
+                role(
+                    f"r{k:03d}",
+                    specialties=(rng.choice([CARDIOLOGY, INTERVENTIONAL]),),
+                    languages=(rng.choice(["es", "en"]),),
+                    interpreter_available=rng.random() < 0.3,
+                    accepting_new_patients=None if k % 3 == 0 else rng.random() < 0.8,
+                    telehealth=k % 4 == 0,
+                    location_ids=(f"l{k}",) if k % 11 else (f"l{k}", f"l{(k + 1) % 300}"),
+                )
+            )
+            scheduler.open_slots(
+                f"PractitionerRole/r{k:03d}", NOW + dt.timedelta(hours=rng.randint(1, 600)), count=1
+            )
+        directory = MemoryDirectory(entries)  # type: ignore[arg-type]
+        lazy = attrs.evolve(DEFAULT_POLICY, distance_unknown=unknown)
+        every = attrs.evolve(lazy, max_distance_km=1e9)  # excludes nobody: all computed
+        for limit in (1, 10, 50):
+            results = [
+                match(
+                    referral(),
+                    directory,
+                    as_of=NOW,
+                    limit=limit,
+                    policy=p,
+                    origin=HARTFORD,
+                    scheduler=scheduler if with_slots else None,
+                    specialty=CARDIOLOGY,
+                    excluded=None,
+                )
+                for p in (lazy, every)
+            ]
+            assert len(results[0].ranked) == limit
+            assert results[0].ranked == results[1].ranked
+            assert results[0].excluded == results[1].excluded
+            assert results[0].excluded_by == results[1].excluded_by

@@ -31,16 +31,20 @@ What a match costs grows with the in-network candidates of the specialty, not wi
 directory: the specialty and network indexes select them (``Directory.find``), the others
 are counted (``count_found``), every candidate is screened without formatting a reason, only
 the ranked and the listed exclusions are explained, and locations are read only for the
-candidates whose locations can still change the outcome.
+candidates whose locations can still change the outcome. When distance excludes nobody (no
+``max_distance_km``), distances are computed only for the candidates that may still rank:
+they are taken best first by the most each can score (a distance only lowers it), and the
+candidates are kept in a heap, not sorted.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import heapq
+import itertools
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
@@ -503,33 +507,51 @@ def match(
     screened: list[_Screened] = []
     wanted_places: list[str] = []
     speaks: dict[tuple[str, ...], bool] = {}
-    near = origin is not None
-    for entry in found:
-        person = (
-            people.get(entry.practitioner_id or "") if isinstance(entry, PractitionerRole) else None
-        )
-        if checked and out_of_network_rule and entry.reference not in in_network:
-            # the index already answered: excluded for its network, the rest not assessed
-            counts["network"] += 1
-            refused.append((entry.reference, entry, person))
-            continue
-        first = _screen(entry, person, ctx, speaks)
+    # distance excludes nobody: computed only for the candidates that may rank (best
+    # first, by the most each can score), not for all
+    lazy = origin is not None and policy.max_distance_km is None
+    far = origin is not None and not lazy  # every distance is needed, to count exclusions
+    inside = found
+    if checked and out_of_network_rule:
+        inside = []
+        for entry in found:
+            if entry.reference in in_network:
+                inside.append(entry)
+            else:  # the index already answered: excluded for its network, not assessed
+                person = (
+                    people.get(entry.practitioner_id or "")
+                    if isinstance(entry, PractitionerRole)
+                    else None
+                )
+                counts["network"] += 1
+                refused.append((entry.reference, entry, person))
+    screened = _screen_all(inside, people, ctx, speaks)
+    for first in screened:
         # its locations matter while new patients are not stated, or for the distance of
         # a candidate not excluded yet
-        if entry.location_ids and (first[6] is None or (near and not first[5])):
-            wanted_places += entry.location_ids
-        screened.append(first)
+        location_ids = first[0].location_ids
+        if location_ids and (first[6] is None or (far and not first[5])):
+            wanted_places += location_ids
     places.update(_get_many(directory, Location, wanted_places))
-    scored: list[_Scored] = []
+    scored: list[Any] = []  # _Pending, or _Bound when lazy
     for first in screened:
-        outcome = _finish(first, ctx)
-        if isinstance(outcome, _Scored):
-            scored.append(outcome)
-        else:
-            counts.update(outcome)
+        outcome = _finish(first, ctx, lazy)
+        if type(outcome[0]) is str:  # the excluding factors
+            for factor in outcome:
+                counts[factor] += 1
             refused.append((first[0].reference, first[0], first[1]))
+        else:
+            scored.append(outcome)
 
-    ranked = _rank(scored, limit, policy, scheduler, window)
+    ordered: Iterator[_Pending]
+    if lazy:
+        ordered = _in_order(scored, ctx, directory)
+    elif scheduler is None:
+        ordered = iter(heapq.nsmallest(limit, scored))
+    else:
+        heapq.heapify(scored)
+        ordered = (heapq.heappop(scored) for _ in range(len(scored)))
+    ranked = _rank(ordered, limit, policy, scheduler, window)
     shown = (
         sorted(refused, key=_first)
         if excluded is None
@@ -613,66 +635,111 @@ status, the code it holds, the excluding factors so far, and whether new patient
 (None: its locations decide). A tuple: one is made per candidate of every match."""
 
 
-def _screen(
-    entry: Matchable,
-    person: Practitioner | None,
+def _screen_all(
+    found: list[Matchable],
+    people: Mapping[str, Practitioner],
     ctx: _Context,
     speaks: dict[tuple[str, ...], bool],
-) -> _Screened:
-    """The first half of what :func:`_assess` decides, without a reason's text (every
-    candidate goes through here; measured, the texts were half the cost of assessing),
-    remembering per match whether a tuple of language tags serves the patient."""
+) -> list[_Screened]:
+    """The first half of what :func:`_assess` decides, for every candidate, without a
+    reason's text (measured, the texts were half the cost of assessing), in one loop with
+    what it reads of the policy and the context taken once; remembering per match whether a
+    tuple of language tags serves the patient."""
     policy = ctx.policy
-    factors: list[str] = []
-    points = 0.0
     wanted = ctx.wanted
-    specialties = entry.specialties
-    held = wanted
-    if wanted not in specialties:
-        codes = ctx.codes
-        for held in specialties:
-            if held in codes:
-                break
-        points += policy.subspecialty
-
-    if not ctx.networks:
-        status = NetworkStatus.UNKNOWN
-        points += policy.network_unknown
-    elif not ctx.network_checked or entry.reference in ctx.in_network:
-        status = NetworkStatus.IN_NETWORK
-        points += policy.in_network
-    else:
-        status = NetworkStatus.OUT_OF_NETWORK
-        if policy.require_in_network:
-            factors.append("network")
+    codes = ctx.codes
+    networks = ctx.networks
+    checked = ctx.network_checked
+    in_network = ctx.in_network
+    language = ctx.language
+    english_ok = ctx.english_ok
+    require_in_network = policy.require_in_network
+    require_language = policy.require_language
+    subspecialty = policy.subspecialty
+    network_unknown = policy.network_unknown
+    in_points = policy.in_network
+    out_points = policy.out_of_network
+    speaks_points = policy.speaks_language
+    interpreter_points = policy.interpreter
+    no_language = policy.no_language
+    telehealth_points = policy.telehealth
+    unknown = NetworkStatus.UNKNOWN
+    inside = NetworkStatus.IN_NETWORK
+    outside = NetworkStatus.OUT_OF_NETWORK
+    out: list[_Screened] = []
+    append = out.append
+    for entry in found:
+        person = (
+            people.get(entry.practitioner_id or "") if isinstance(entry, PractitionerRole) else None
+        )
+        factors: list[str] = []
+        points = 0.0
+        specialties = entry.specialties
+        held = wanted
+        if wanted not in specialties:
+            for held in specialties:
+                if held in codes:
+                    break
+            points += subspecialty
+        if not networks:
+            status = unknown
+            points += network_unknown
+        elif not checked or entry.reference in in_network:
+            status = inside
+            points += in_points
         else:
-            points += policy.out_of_network
+            status = outside
+            if require_in_network:
+                factors.append("network")
+            else:
+                points += out_points
+        spoken = entry.languages or (person.languages if person is not None else ())
+        served = speaks.get(spoken)
+        if served is None:
+            served = speaks[spoken] = any(language_matches(language, tag) for tag in spoken)
+        if served:
+            points += speaks_points
+        elif entry.interpreter_available:
+            points += interpreter_points
+        elif not spoken and english_ok:
+            pass
+        elif require_language:
+            factors.append("language")
+        else:
+            points += no_language
+        if entry.telehealth:
+            points += telehealth_points
+        append((entry, person, points, status, held, factors, entry.accepting_new_patients))
+    return out
 
-    spoken = entry.languages or (person.languages if person is not None else ())
-    served = speaks.get(spoken)
-    if served is None:
-        language = ctx.language
-        served = speaks[spoken] = any(language_matches(language, tag) for tag in spoken)
-    if served:
-        points += policy.speaks_language
-    elif entry.interpreter_available:
-        points += policy.interpreter
-    elif not spoken and ctx.english_ok:
-        pass
-    elif policy.require_language:
-        factors.append("language")
-    else:
-        points += policy.no_language
-    if entry.telehealth:
-        points += policy.telehealth
-    return (entry, person, points, status, held, factors, entry.accepting_new_patients)
+
+_Pending = tuple[float, str, "_Screened", float | None, str | None]
+"""A candidate not excluded: minus its points before slots, its reference (together the
+ranking key: references are unique), what the screen found, its distance and location.
+A tuple, sorted and heaped as is; only the ranked few become a :class:`_Scored`."""
+
+_TERMS: dict[int, tuple[Location, float, float, float]] = {}
+"""Per location object (by identity, checked): radians(latitude), its cosine and the
+longitude, what the haversine needs of it, computed once, not once per match."""
+_TERMS_MAX = 500_000
 
 
-def _finish(c: _Screened, ctx: _Context) -> _Scored | tuple[str, ...]:
+def _terms(place: Location, position: GeoPoint) -> tuple[Location, float, float, float]:
+    found = _TERMS.get(id(place))
+    if found is None or found[0] is not place:
+        if len(_TERMS) >= _TERMS_MAX:
+            _TERMS.clear()
+        p2 = math.radians(position.latitude)
+        found = _TERMS[id(place)] = (place, p2, math.cos(p2), position.longitude)
+    return found
+
+
+def _finish(c: _Screened, ctx: _Context, lazy: bool = False) -> _Pending | _Bound | tuple[str, ...]:
     """The second half: new patients as the locations say, and distance (the haversine of
     :meth:`GeoPoint.km_to`, step for step, so the same number, with the origin's part
-    computed once per match)."""
-    entry, person, points, status, held, factors, accepting = c
+    computed once per match). ``lazy`` (only when distance excludes nobody): not the
+    distance yet, but the bound :func:`_in_order` resolves it from."""
+    entry, _, points, _, _, factors, accepting = c
     policy = ctx.policy
     places = ctx.places
     if accepting is None:
@@ -691,34 +758,78 @@ def _finish(c: _Screened, ctx: _Context) -> _Scored | tuple[str, ...]:
     else:
         points += policy.not_accepting
 
-    distance: float | None = None
-    location_id: str | None = None
-    origin = ctx.origin
-    if origin is not None and not factors:
-        p1, cos1, lon1 = ctx.origin_terms
-        for i in entry.location_ids:
-            place = places.get(i)
-            if place is None or (position := place.position) is None:
-                continue
-            p2 = math.radians(position.latitude)
-            dl = math.radians(position.longitude - lon1)
-            h = math.sin((p2 - p1) / 2) ** 2 + cos1 * math.cos(p2) * math.sin(dl / 2) ** 2
-            km = 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
-            if distance is None or (km, i) < (distance, location_id or ""):
-                distance, location_id = km, i
-        if distance is not None:
-            points -= min(policy.max_km_penalty, distance * policy.per_km)
-            if (
-                policy.max_distance_km is not None
-                and distance > policy.max_distance_km
-                and not entry.telehealth
-            ):
-                factors.append("distance")
-        else:
-            points += policy.distance_unknown
+    if ctx.origin is not None and not factors:
+        if lazy:  # what it scores at most: a distance only lowers it (or distance_unknown)
+            unknown = ctx.policy.distance_unknown
+            return (-(points + unknown if unknown > 0 else points), entry.reference, c, points)
+        pending, too_far = _placed(c, points, ctx)
+        if not too_far:
+            return pending
+        factors.append("distance")
     if factors:
         return tuple(factors)
-    return _Scored(entry, person, points, status, held, distance, location_id, entry.reference)
+    return (-points, entry.reference, c, None, None)
+
+
+def _placed(c: _Screened, points: float, ctx: _Context) -> tuple[_Pending, bool]:
+    """A candidate's distance (its nearest location with a position) and points with it;
+    and whether it is farther than ``max_distance_km`` (and offers no telehealth)."""
+    entry = c[0]
+    policy = ctx.policy
+    places = ctx.places
+    distance: float | None = None
+    location_id: str | None = None
+    p1, cos1, lon1 = ctx.origin_terms
+    for i in entry.location_ids:
+        place = places.get(i)
+        if place is None or (position := place.position) is None:
+            continue
+        _, p2, cos2, lon2 = _terms(place, position)
+        dl = math.radians(lon2 - lon1)
+        h = math.sin((p2 - p1) / 2) ** 2 + cos1 * cos2 * math.sin(dl / 2) ** 2
+        km = 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
+        if distance is None or (km, i) < (distance, location_id or ""):
+            distance, location_id = km, i
+    too_far = False
+    if distance is not None:
+        points -= min(policy.max_km_penalty, distance * policy.per_km)
+        too_far = (
+            policy.max_distance_km is not None
+            and distance > policy.max_distance_km
+            and not entry.telehealth
+        )
+    else:
+        points += policy.distance_unknown
+    return (-points, entry.reference, c, distance, location_id), too_far
+
+
+_Bound = tuple[float, str, _Screened, float]
+"""A candidate whose distance is not computed yet: minus the most it can score before
+slots, its reference, the screen, and its points before distance."""
+
+
+def _in_order(
+    bounded: list[_Bound],
+    ctx: _Context,
+    directory: Directory,
+    batch: int = 64,
+) -> Iterator[_Pending]:
+    """The candidates best first, as ``sorted`` on their exact points would give them, with
+    distances computed (and locations read, ``batch`` candidates at a time) only for those
+    that may come next: a candidate is yielded when its exact key beats every bound left."""
+    heapq.heapify(bounded)
+    exact: list[_Pending] = []
+    places = ctx.places
+    while bounded or exact:
+        if exact and (not bounded or exact[0][:2] <= bounded[0][:2]):
+            yield heapq.heappop(exact)
+            continue
+        taken = [heapq.heappop(bounded) for _ in range(min(batch, len(bounded)))]
+        missing = [i for b in taken for i in b[2][0].location_ids if i not in places]
+        if missing:
+            places.update(_get_many(directory, Location, missing))
+        for b in taken:
+            heapq.heappush(exact, _placed(b[2], b[3], ctx)[0])
 
 
 def _name(entry: Matchable, person: Practitioner | None, orgs: Mapping[str, Organization]) -> str:
@@ -849,31 +960,39 @@ def _assess(
 
 
 def _rank(
-    scored: list[_Scored],
+    ordered: Iterator[_Pending],
     limit: int,
     policy: MatchPolicy,
     scheduler: SchedulingAdapter | None,
     window: Window,
 ) -> list[_Scored]:
     """The best ``limit`` by total score, then reference; slots looked up best-first while a
-    candidate can still make the cut (branch and bound on ``policy.slot_bonus``)."""
-    order = sorted(scored, key=lambda s: (-s.static, s.reference))
+    candidate can still make the cut (branch and bound on ``policy.slot_bonus``).
+    ``ordered`` gives the candidates by points before slots, then reference: only those
+    taken from it are looked at."""
     if scheduler is None:
-        for s in order:
+        best = [_scored(p) for p in itertools.islice(ordered, limit)]
+        for s in best:
             s.total = s.static
-        return order[:limit]
-    best: list[_Scored] = []  # the top `limit` so far, best first
-    for s in order:
+        return best
+    best = []  # the top `limit` so far, best first
+    for p in ordered:
+        s = _scored(p)
         if len(best) == limit:
             worst = best[-1]
             reach = s.static + policy.soonest_slot
             if (-reach, s.reference) > (-worst.total, worst.reference):
-                break  # sorted by static score: nobody after this one can make the cut
+                break  # in order of points before slots: nobody after can make the cut
         _add_slot(s, policy, scheduler, window)
         best.append(s)
         best.sort(key=lambda x: (-x.total, x.reference))
         del best[limit:]
     return best
+
+
+def _scored(p: _Pending) -> _Scored:
+    minus, reference, (entry, person, _, status, held, _, _), distance, location_id = p
+    return _Scored(entry, person, -minus, status, held, distance, location_id, reference)
 
 
 def _add_slot(

@@ -94,6 +94,17 @@ class MemoryDirectory:
         self, kind: str, specialties: Iterable[str] | None, networks: Iterable[str] | None
     ) -> set[str] | None:
         ids: set[str] | None = None
+        if specialties is not None and networks is not None:
+            # test each code's (few) members against each network, without building the
+            # union of the codes' members first (measured: a third of a match's find)
+            members = [self._by_network.get((kind, n), {}) for n in set(networks)]
+            found: set[str] = set()
+            for code in set(specialties):
+                held = self._by_specialty.get((kind, code))
+                if held:
+                    for m in members:
+                        found.update(filter(m.__contains__, held))
+            return found
         if specialties is not None:
             ids = set()
             for code in specialties:
