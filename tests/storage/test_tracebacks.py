@@ -604,7 +604,8 @@ def _load_dump(w: World) -> Any:
     out = io.StringIO()
     dump(w.store, out)
     lines = out.getvalue().splitlines()
-    lines[1] = lines[1].replace('"mrn":"CANARY-MRN"', '"mrn":"' + MRN * 20 + '"')
+    k = next(i for i, line in enumerate(lines) if '"mrn":"CANARY-MRN"' in line)
+    lines[k] = lines[k].replace('"mrn":"CANARY-MRN"', '"mrn":"' + MRN * 20 + '"')
     return load_dump(MemoryStore(), lines)
 
 
