@@ -336,6 +336,9 @@ def keep_provenance(
                     store.save_rule_version(version)
             store.record_policy_use(kind, provenance.policy, at)
         except NotImplementedError:
+            # a store that keeps no rule versions (a schema before 5, a third-party adapter
+            # opting out): the desk still decides and its events still name the digests;
+            # explain and replay then say the store keeps no version
             pass
     return provenance
 
