@@ -34,7 +34,7 @@ import threading
 import uuid
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import attrs
 
@@ -42,12 +42,12 @@ from . import _validators as v
 from . import lifecycle
 from ._redaction import Sealed, boundary, boundary_iter
 from .access import AccessBuffer, AccessOutcome, AccessQuery, AccessRecord
-from .alerts import ActiveAlert, SweepReport, cleared_payload, raised_payload
+from .alerts import CLEARED, RAISED, ActiveAlert, SweepReport, cleared_payload, raised_payload
 from .alerts import active as active_alerts
 from .alerts import changes as alert_changes
 from .clock import Clock, SystemClock
 from .clocks import DEFAULT_CLOCKS, Cause, ClockName
-from .discrepancies import DEFAULT_AUDIT, AuditRules, Finding, audit_all
+from .discrepancies import AUDIT_EVENT_TYPES, DEFAULT_AUDIT, AuditRules, Finding, audit_all
 from .discrepancies import audit as audit_record
 from .errors import ConcurrencyError, GuardError, PermissionDeniedError, RulesError, ValidationError
 from .events import EventType, apply_all
@@ -82,6 +82,7 @@ from .privacy import (
     ScopePolicy,
     in_scope,
 )
+from .rules._patterns import SIGNAL_EVENT_TYPES
 from .rules.policies import default_policies
 from .rules.provenance import Explanation, Replay, keep_provenance
 from .rules.provenance import explain as explain_decisions
@@ -292,6 +293,13 @@ def _query(filters: Sealed[dict[str, Any]], **fixed: Any) -> Query:
 
 
 _SWEEP_PAGE: Final = 500
+# what the sweep reads of a history: the events that give the event rules' signals, and the
+# alerts already recorded (nothing else changes what it records)
+_SWEEP_EVENT_TYPES: Final = SIGNAL_EVENT_TYPES | {RAISED, CLEARED}
+# a referral the sweep records alerts for: read, history read, raised, cleared, next due
+_SweepWrite: TypeAlias = tuple[
+    Referral, list[ReferralEvent], list["Alert"], list[ActiveAlert], float
+]
 """Referrals a sweep reads (and whose sweep keys it writes back) at a time."""
 _FAR_FUTURE: Final = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
 
@@ -1653,7 +1661,10 @@ class ReferralDesk:
         self._authorize(actor, "audit", referral_id)
         when = self._as_of(as_of)
         if referral_id is None:
-            return self._audit_store(when, self._recorded(actor, "audit"))
+            # each referral's snapshot and its last status change: all the audit reads of a
+            # history (AUDIT_EVENT_TYPES), so the other events are never decoded
+            histories = self.store.export_selected(AUDIT_EVENT_TYPES, latest=True)
+            return self._audit_store(when, self._recorded(actor, "audit", histories))
         wanted = v.identifier(referral_id, "referral_id")
         referral = self._read(actor, "audit", self.store.load(wanted))
         events = self.store.events(wanted)
@@ -1702,16 +1713,32 @@ class ReferralDesk:
         other rules (or a rule that ends, ``valid_to``), an ``as_of`` before a stored
         referral's last change, or a store without rank keys, it reads every open referral.
 
+        **How it reads.** A page of referrals at a time: their snapshots and, of their
+        histories, only the events the event rules read (the signals' types and the alerts:
+        :data:`_SWEEP_EVENT_TYPES`); the alerts of a page's referrals are written in one
+        transaction (one disk flush), or, when another change got there first, referral by
+        referral as above.
+
         .. versionadded:: 0.1
         """
+        return self._sweep(actor, as_of)
+
+    def _sweep(
+        self, actor: Actor, as_of: dt.datetime | None, *, reference: bool = False
+    ) -> SweepReport:
+        """:meth:`sweep`; with ``reference``, the plain way the paged one is tested against:
+        referral by referral, each whole history read and each referral's alerts written
+        in a transaction of their own."""
         self._authorize(actor, "sweep")
         when = self._as_of(as_of)
         rules = self.event_rules
+        keyed = self._sweep_keys_usable(rules, when)
+        if not reference:
+            return self._sweep_paged(actor, rules, when, keyed)
         swept = written = retried = skipped = 0
         raised: list[Alert] = []
         cleared: list[ActiveAlert] = []
         reaches = self._reach(actor, "sweep")
-        keyed = self._sweep_keys_usable(rules, when)
         pending: list[tuple[str, int, float]] = []
         for current, history in self._sweep_due(when) if keyed else self._sweep_all(when):
             if not reaches(current):
@@ -1733,6 +1760,114 @@ class ReferralDesk:
         if pending:
             self.store.set_sweep_due(pending)
         return SweepReport(when, swept, tuple(raised), tuple(cleared), written, retried, skipped)
+
+    def _sweep_paged(
+        self, actor: Actor, rules: EventRules, when: dt.datetime, keyed: bool
+    ) -> SweepReport:
+        """The sweep a page at a time (see :meth:`sweep`): the same alerts recorded, the same
+        report, as the reference way (:meth:`_sweep` with ``reference``)."""
+        swept = written = retried = skipped = 0
+        raised: list[Alert] = []
+        cleared: list[ActiveAlert] = []
+        reaches = self._reach(actor, "sweep")
+        pending: list[tuple[str, int, float]] = []
+        pages = self._sweep_due_pages(when) if keyed else self._sweep_all_pages(when)
+        for page in pages:
+            writes: list[_SweepWrite] = []
+            for current, history in page:
+                if not reaches(current):
+                    continue
+                swept += 1
+                new, gone, upcoming_at = self._alert_changes(
+                    rules, current.id, history, when, upcoming=keyed
+                )
+                if new or gone:
+                    writes.append((current, history, new, gone, upcoming_at))
+                else:
+                    pending.append((current.id, current.version, upcoming_at))
+            if writes and self._sweep_write(actor, writes):
+                for current, _, new, gone, upcoming_at in writes:
+                    written += 1
+                    raised += new
+                    cleared += gone
+                    pending.append((current.id, current.version + 1, upcoming_at))
+            else:
+                # another change came first (nothing of the page was written): referral by
+                # referral, as the reference does (a write refused, a read again, a retry)
+                for current, history, *_ in writes:
+                    outcome = self._sweep_one(actor, rules, current, history, when, upcoming=keyed)
+                    new, gone, wrote, tries, left, after = outcome
+                    retried += tries
+                    skipped += left
+                    if wrote:
+                        written += 1
+                        raised += new
+                        cleared += gone
+                    if after is not None:
+                        pending.append((current.id, *after))
+            if len(pending) >= _SWEEP_PAGE:
+                self.store.set_sweep_due(pending)
+                pending = []
+        if pending:
+            self.store.set_sweep_due(pending)
+        return SweepReport(when, swept, tuple(raised), tuple(cleared), written, retried, skipped)
+
+    def _sweep_write(self, actor: Actor, writes: Sequence[_SweepWrite]) -> bool:
+        """Record the alert changes of a page's referrals in one transaction; False (nothing
+        written) when one of them changed since it was read."""
+        batch: list[tuple[Referral, list[ReferralEvent], int]] = []
+        for current, _, new, gone, _ in writes:
+            changes: _Change = [(EventType.ALERT_RAISED, Sealed(raised_payload(a))) for a in new]
+            changes += [
+                (EventType.ALERT_CLEARED, Sealed(cleared_payload(a, "no longer due"))) for a in gone
+            ]
+            batch.append(self._prepared(actor, current, changes, self._now()))
+        try:
+            self.store.save_many(batch)
+        except ConcurrencyError:
+            return False
+        for referral, events, _ in batch:
+            logger.debug(
+                "referral %s v%d by %s: %s",
+                referral.id,
+                referral.version,
+                actor.id,
+                ", ".join(e.type for e in events),
+            )
+        return True
+
+    def _sweep_due_pages(
+        self, when: dt.datetime
+    ) -> Iterator[list[tuple[Referral, list[ReferralEvent]]]]:
+        """:meth:`_sweep_due` a page at a time, each history selected to the events the
+        sweep reads."""
+        limit, after, seen = when.timestamp(), None, set()
+        while True:
+            page = self.store.rank_page(SWEEP_BUCKET, after, _SWEEP_PAGE)
+            due = [referral_id for key, referral_id in page if key <= limit]
+            fresh = [i for i in due if i not in seen]
+            seen.update(fresh)
+            found = self.store.histories_selected(fresh, _SWEEP_EVENT_TYPES) if fresh else []
+            yield [(r, list(events)) for r, events in found if not r.status.is_terminal]
+            if len(due) < len(page) or len(page) < _SWEEP_PAGE:
+                return
+            after = page[-1]
+
+    def _sweep_all_pages(
+        self, when: dt.datetime
+    ) -> Iterator[list[tuple[Referral, list[ReferralEvent]]]]:
+        """Every open referral created by ``when`` (:meth:`_sweep_all`) a page at a time,
+        each history selected to the events the sweep reads."""
+        ids = [r.id for r in self.store.query(Query(open_only=True)) if r.created_at <= when]
+        for start in range(0, len(ids), _SWEEP_PAGE):
+            found = self.store.histories_selected(
+                ids[start : start + _SWEEP_PAGE], _SWEEP_EVENT_TYPES
+            )
+            yield [
+                (r, list(events))
+                for r, events in found
+                if not r.status.is_terminal and r.created_at <= when
+            ]
 
     def _sweep_keys_usable(self, rules: EventRules, when: dt.datetime) -> bool:
         """Whether the sweep can read only the referrals its stored keys say are due: the
@@ -1864,9 +1999,10 @@ class ReferralDesk:
         now = self._now()
         return self._commit(actor, current, build(current, now), now)
 
-    def _commit(
+    def _prepared(
         self, actor: Actor, current: Referral | None, changes: _Change, now: dt.datetime
-    ) -> Referral:
+    ) -> tuple[Referral, list[ReferralEvent], int]:
+        """A change to save: the referral after it, its events, the version it expects."""
         version = 1 if current is None else current.version + 1
         referral_id = (
             current.id if current is not None else changes[0][1].reveal()["referral"]["id"]
@@ -1875,8 +2011,14 @@ class ReferralDesk:
             ReferralEvent(referral_id, version, index, now, actor.id, kind.value, payload.reveal())
             for index, (kind, payload) in enumerate(changes)
         ]
-        referral = apply_all(current, events)
-        self.store.save(referral, events, version - 1)
+        return apply_all(current, events), events, version - 1
+
+    def _commit(
+        self, actor: Actor, current: Referral | None, changes: _Change, now: dt.datetime
+    ) -> Referral:
+        referral, events, expected = self._prepared(actor, current, changes, now)
+        referral_id, version = referral.id, expected + 1
+        self.store.save(referral, events, expected)
         logger.debug(
             "referral %s v%d by %s: %s",
             referral_id,
@@ -2010,13 +2152,16 @@ class ReferralDesk:
         self._log(actor, operation, (referral.id,), grant=grant)
         return referral
 
-    def _recorded(self, actor: Actor, operation: str) -> Iterator[History]:
-        """The store's histories that ``actor`` reaches for ``operation``, streamed: each
-        page of them recorded in the access log before it is handed on (memory stays
-        bounded; a reader that stops early has disclosed only what was recorded)."""
+    def _recorded(
+        self, actor: Actor, operation: str, histories: Iterator[History] | None = None
+    ) -> Iterator[History]:
+        """The store's histories (its export, or ``histories`` read from it) that ``actor``
+        reaches for ``operation``, streamed: each page of them recorded in the access log
+        before it is handed on (memory stays bounded; a reader that stops early has
+        disclosed only what was recorded)."""
         reaches = self._reach(actor, operation)
         page: list[History] = []
-        for history in self.store.export():
+        for history in self.store.export() if histories is None else histories:
             if reaches(history[0]):
                 page.append(history)
             if len(page) >= _EXPORT_PAGE:

@@ -66,6 +66,7 @@ from .model import (
 )
 
 __all__ = [
+    "AUDIT_EVENT_TYPES",
     "DEFAULT_AUDIT",
     "AuditRules",
     "DuplicateIndex",
@@ -289,10 +290,17 @@ def _past_appointments(r: Referral, as_of: dt.datetime, rules: AuditRules) -> It
             )
 
 
+AUDIT_EVENT_TYPES: Final = frozenset({"created", "status_changed"})
+"""The only events of a history the audit reads (a status's age counts from the last of
+them): give :func:`audit` and :func:`audit_all` a history selected to these types
+(:meth:`~referralkit.storage.ReferralStore.export_selected`) and the findings are those of
+the whole history, for a fraction of the reading."""
+
+
 def _status_since(r: Referral, events: Sequence[ReferralEvent] | None) -> dt.datetime:
     if events:
         for event in reversed(events):
-            if event.type in ("status_changed", "created"):
+            if event.type in AUDIT_EVENT_TYPES:
                 return event.at
     return r.updated_at
 

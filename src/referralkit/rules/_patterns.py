@@ -117,6 +117,13 @@ def _time(value: Any) -> int | None:
 _TERMINAL: Final = "terminal"
 
 
+SIGNAL_EVENT_TYPES: Final = frozenset(
+    {"status_changed", "authorization_changed", "urgency_assessed"}
+)
+"""The event types that can give a signal (:func:`signals` gives ``None`` for every other
+event): what a reader of histories for the event rules needs to read."""
+
+
 def signals(event: ReferralEvent) -> tuple[str, dict[str, Any]] | None:
     """The signal ``event`` gives, as ``(name, attributes)`` (times in microseconds since the
     epoch), ``("terminal", {})`` for a terminal status, or ``None``."""

@@ -20,9 +20,10 @@ from __future__ import annotations
 import abc
 import datetime as dt
 import itertools
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, Self, TypeAlias, TypeGuard
+from typing import Any, Final, Self, TypeAlias, TypeGuard
 
 import attrs
 
@@ -50,6 +51,7 @@ __all__ = [
     "check_change",
     "check_changes",
     "check_claim",
+    "check_event_types",
     "check_histories",
     "check_history",
     "check_id",
@@ -244,6 +246,24 @@ def check_history(referral: Referral, events: Sequence[ReferralEvent]) -> None:
         expected_index += 1
     if expected_index == 0 or expected_version != referral.version:
         raise ValidationError("events", "the history does not end at the snapshot's version")
+
+
+def check_event_types(event_types: Iterable[str]) -> tuple[str, ...]:
+    """The event types of a selection, sorted, each checked (a non-empty set of names)."""
+    if isinstance(event_types, str):
+        raise ValidationError("event_types", "expected a collection of event types")
+    try:
+        types = tuple(sorted(set(event_types)))
+    except TypeError:
+        raise ValidationError("event_types", "expected a collection of event types") from None
+    if not types or not all(
+        isinstance(t, str) and _EVENT_TYPE.fullmatch(t) is not None for t in types
+    ):
+        raise ValidationError("event_types", "expected event type names ([a-z_]+)")
+    return types
+
+
+_EVENT_TYPE: Final = re.compile(r"[a-z_]{1,60}")
 
 
 def check_histories(histories: Sequence[History]) -> None:
@@ -505,6 +525,37 @@ class ReferralStore(abc.ABC):
         """Every referral with its whole history, in id order (what a dump holds)."""
         for referral in sorted(self.query(Query()), key=lambda r: r.id):
             yield referral, self.events(referral.id)
+
+    @boundary_iter
+    def export_selected(
+        self, event_types: Iterable[str], *, latest: bool = False
+    ) -> Iterator[History]:
+        """:meth:`export` with, for each referral, only the events whose type is in
+        ``event_types`` (in history order), or with ``latest`` only the last of them (none
+        when it has none): for a bulk reader that needs part of each history (the record
+        audit reads the last status change). Each event read is verified as :meth:`export`
+        verifies it; the history is not checked whole, since a selection leaves events out.
+
+        This default filters :meth:`export`; the SQL adapters read only the rows selected.
+
+        .. versionadded:: 0.1
+        """
+        types = frozenset(check_event_types(event_types))
+        for referral, events in self.export():
+            chosen = [e for e in events if e.type in types]
+            yield referral, chosen[-1:] if latest else chosen
+
+    def histories_selected(self, ids: Iterable[str], event_types: Iterable[str]) -> list[History]:
+        """:meth:`histories` with, for each referral, only the events whose type is in
+        ``event_types`` (see :meth:`export_selected`).
+
+        .. versionadded:: 0.1
+        """
+        types = frozenset(check_event_types(event_types))
+        return [
+            (referral, [e for e in events if e.type in types])
+            for referral, events in self.histories(ids)
+        ]
 
     def event_histories(self) -> Iterator[Sequence[ReferralEvent]]:
         """Every referral's events (its whole history, oldest first), one list per referral,

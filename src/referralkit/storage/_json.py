@@ -23,6 +23,7 @@ member) are read as they are.
 from __future__ import annotations
 
 import binascii
+import contextlib
 import datetime as dt
 import hashlib
 import itertools
@@ -42,6 +43,7 @@ from ..crypto import CIPHER_PREFIX, FieldCipher, KeyProvider
 from ..errors import CorruptRecordError, EncryptionKeyError, StorageError, ValidationError
 from ..model import Referral, ReferralEvent
 from ..serialization import from_dict, to_dict
+from ._snapshot import Slow, fast_referral
 
 __all__ = [
     "PLAIN",
@@ -492,10 +494,16 @@ class RecordCodec:
     def snapshot_data(self, stored: Any, referral_id: str, raw: bool = False) -> Any:
         """The verified, decrypted JSON data of a stored snapshot (with ``raw``, each PHI
         value as its plaintext bytes) and the key id it was encrypted with."""
+        return self._snapshot_data(stored, referral_id, raw)[0]
+
+    def _snapshot_data(self, stored: Any, referral_id: str, raw: bool = False) -> tuple[Any, bool]:
+        """:meth:`snapshot_data`, and whether the record was sealed (text this store wrote)."""
         text = self._text(stored)
         if text is None:
             raise CorruptRecordError(referral_id, "snapshot", "it is not JSON text")
-        body, key_id, _ = self.unseal(text, referral_id + "\x00snapshot", referral_id, "snapshot")
+        body, key_id, count = self.unseal(
+            text, referral_id + "\x00snapshot", referral_id, "snapshot"
+        )
         try:
             data = _loads(body)
         except ValueError:
@@ -507,7 +515,7 @@ class RecordCodec:
             self._decrypt(cipher, data, phi_plan(Referral), referral_id, "", raw)
         if raw:
             data[_KEY_MARK] = key_id
-        return data
+        return data, count != "-"
 
     def _decrypt(
         self,
@@ -550,8 +558,15 @@ class RecordCodec:
 
     def referral(self, stored: Any, referral_id: str) -> Referral:
         """The referral a stored snapshot holds, verified (and decrypted)."""
-        data = self.snapshot_data(stored, referral_id)
-        referral = _stored(Referral, data, f"the stored snapshot of referral {referral_id!r}")
+        data, sealed = self._snapshot_data(stored, referral_id)
+        referral = None
+        if sealed:
+            # text this store wrote from a checked referral: built directly (see _snapshot);
+            # anything the fast builder does not recognise is read (or refused) as below
+            with contextlib.suppress(Slow):
+                referral = fast_referral(data)
+        if referral is None:
+            referral = _stored(Referral, data, f"the stored snapshot of referral {referral_id!r}")
         if referral.id != referral_id:
             raise CorruptRecordError(referral_id, "snapshot", "it holds another referral")
         return referral
@@ -603,6 +618,17 @@ class RecordCodec:
             events.append(build((*row[:6], body)))
             counts.append(count)
         _check_whole(events, counts, referral_id, version)
+        return events
+
+    def selected(self, rows: Iterable[Sequence[Any]]) -> list[ReferralEvent]:
+        """The events of some of one referral's rows (a selection by type, in history
+        order), each verified and decrypted as :meth:`history` does; the history is not
+        checked whole (a selection leaves events out by design)."""
+        events: list[ReferralEvent] = []
+        for row in rows:
+            body, count = self.payload_body(row)
+            build = _fast_event if count != "-" else event_from_row
+            events.append(build((*row[:6], body)))
         return events
 
     def histories(self, rows: Iterable[Sequence[Any]]) -> Iterator[list[ReferralEvent]]:
@@ -683,7 +709,46 @@ def change_sizes(events: Sequence[ReferralEvent]) -> dict[tuple[str, int], int]:
     return sizes
 
 
+_EVENT_SETTERS: Final = tuple(
+    ReferralEvent.__dict__[name].__set__
+    for name in ("referral_id", "version", "index", "at", "actor", "type", "payload")
+)
+_new_object: Final = object.__new__
+
+
 def _fast_event(row: tuple[Any, ...]) -> ReferralEvent:
+    """The event of a sealed row (text this store wrote from an event the model had
+    checked), built directly like a sealed snapshot (:mod:`._snapshot`): each value of the
+    type the model gives it, without running the field validators again. A value of any
+    other type (a time not in UTC as the driver returns it, a payload that is not a JSON
+    object) goes to :func:`_stored_event`, which converts it or refuses it."""
+    referral_id, version, index, at, actor, kind, payload = row
+    try:
+        data = _loads(payload) if type(payload) is str else None
+        when = _fromiso(at) if type(at) is str else at
+    except ValueError:
+        return _stored_event(row)
+    if (
+        type(data) is dict
+        and type(when) is dt.datetime
+        and when.tzinfo is dt.UTC
+        and not when.fold
+        and type(referral_id) is str
+        and type(version) is int
+        and type(index) is int
+        and type(actor) is str
+        and type(kind) is str
+    ):
+        event: ReferralEvent = _new_object(ReferralEvent)
+        s_id, s_version, s_index, s_at, s_actor, s_type, s_payload = _EVENT_SETTERS
+        s_id(event, referral_id)
+        s_version(event, version)
+        s_index(event, index)
+        s_at(event, when)
+        s_actor(event, actor)
+        s_type(event, kind)
+        s_payload(event, JsonObject(data))
+        return event
     return _stored_event(row)
 
 

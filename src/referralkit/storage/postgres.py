@@ -92,6 +92,7 @@ from ._base import (
     _ids,
     check_changes,
     check_claim,
+    check_event_types,
     check_histories,
     check_id,
     check_owner,
@@ -1141,13 +1142,27 @@ class PostgresStore(ReferralStore):
     def export(self) -> Iterator[History]:
         """Every referral with its history, in id order, from one snapshot of the database
         (a ``REPEATABLE READ READ ONLY`` transaction held while the iterator runs)."""
+        return self._export(None, latest=False)
+
+    @boundary_iter
+    def export_selected(
+        self, event_types: Iterable[str], *, latest: bool = False
+    ) -> Iterator[History]:
+        """:meth:`export` with only the events of ``event_types``: the other event rows are
+        never read (see :meth:`ReferralStore.export_selected`)."""
+        return self._export(check_event_types(event_types), latest=latest)
+
+    def _export(self, types: Sequence[str] | None, *, latest: bool) -> Iterator[History]:
         referrals = self._sql(
             "SELECT id, snapshot FROM {s}.referrals WHERE id > %s ORDER BY id LIMIT %s"
         )
+        selection = "" if types is None else " AND type = ANY(%s)"
         events = self._sql(
-            f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events WHERE referral_id BETWEEN %s AND %s "  # noqa: S608 - fixed column names
-            "ORDER BY referral_id, version, idx"
+            f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events WHERE referral_id BETWEEN %s AND %s"  # noqa: S608 - fixed column names and placeholders
+            f"{selection} ORDER BY referral_id, version, idx"
         )
+        extra: list[Any] = [] if types is None else [list(types)]
+        codec = self._codec
         try:
             with self._connection() as conn, conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -1157,13 +1172,17 @@ class PostgresStore(ReferralStore):
                     rows = cursor.execute(referrals, [last, _EXPORT_BATCH]).fetchall()
                     if not rows:
                         return
-                    found = cursor.execute(events, [rows[0][0], rows[-1][0]]).fetchall()
+                    found = cursor.execute(events, [rows[0][0], rows[-1][0], *extra]).fetchall()
                     grouped = {k: list(g) for k, g in itertools.groupby(found, key=lambda e: e[0])}
                     for referral_id, snapshot in rows:
-                        referral = self._codec.referral(snapshot, referral_id)
-                        history = self._codec.history(
-                            grouped.get(referral_id, ()), referral_id, referral.version
-                        )
+                        referral = codec.referral(snapshot, referral_id)
+                        if types is None:
+                            history = codec.history(
+                                grouped.get(referral_id, ()), referral_id, referral.version
+                            )
+                        else:
+                            chosen = grouped.get(referral_id, [])
+                            history = codec.selected(chosen[-1:] if latest else chosen)
                         yield referral, history
                     last = rows[-1][0]
         except PoolTimeout:
@@ -1364,7 +1383,15 @@ class PostgresStore(ReferralStore):
     def histories(self, ids: Iterable[str]) -> list[History]:
         """Two reads for the whole batch: the snapshots, then their events (those newer than
         the snapshot read, written in between, left out)."""
-        wanted = _ids(ids)
+        return self._histories(_ids(ids), None)
+
+    @boundary
+    def histories_selected(self, ids: Iterable[str], event_types: Iterable[str]) -> list[History]:
+        """:meth:`histories` with only the events of ``event_types`` (see
+        :meth:`ReferralStore.histories_selected`): two reads for the whole batch."""
+        return self._histories(_ids(ids), check_event_types(event_types))
+
+    def _histories(self, wanted: list[str], types: Sequence[str] | None) -> list[History]:
         if not wanted:
             return []
         rows = self._fetch(
@@ -1373,11 +1400,12 @@ class PostgresStore(ReferralStore):
             [wanted],
             sealed=True,
         )
+        selection = "" if types is None else " AND type = ANY(%s)"
         found = self._fetch(
             "loading histories",
-            f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events WHERE referral_id = ANY(%s) "  # noqa: S608 - fixed column names
-            "ORDER BY referral_id, version, idx",
-            [wanted],
+            f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events WHERE referral_id = ANY(%s)"  # noqa: S608 - fixed column names and placeholders
+            f"{selection} ORDER BY referral_id, version, idx",
+            [wanted] if types is None else [wanted, list(types)],
             sealed=True,
         )
         snapshots = {rid: self._codec.referral(snapshot, rid) for rid, snapshot in rows}
@@ -1386,8 +1414,11 @@ class PostgresStore(ReferralStore):
         for referral_id in wanted:
             referral = snapshots.get(referral_id)
             if referral is not None:
-                events = self._codec.history(
-                    grouped.get(referral_id, ()), referral_id, referral.version
+                rows_of = grouped.get(referral_id, ())
+                events = (
+                    self._codec.history(rows_of, referral_id, referral.version)
+                    if types is None
+                    else self._codec.selected(rows_of)
                 )
                 histories.append((referral, [e for e in events if e.version <= referral.version]))
         return histories

@@ -66,6 +66,7 @@ from ._base import (
     _ids,
     check_changes,
     check_claim,
+    check_event_types,
     check_histories,
     check_id,
     check_owner,
@@ -330,17 +331,25 @@ def _assembled(
     wanted: Sequence[str],
     rows: Sequence[Sequence[Any]],
     events: Sequence[Sequence[Any]],
+    *,
+    selected: bool = False,
 ) -> list[History]:
     """Snapshots ``(id, snapshot)`` and event rows in referral id order as histories, in the
     order of ``wanted``, each verified (and decrypted) by ``codec``; events newer than their
-    snapshot are left out."""
+    snapshot are left out. With ``selected``, the rows are a selection by type (the history
+    is not checked whole)."""
     snapshots = {rid: codec.referral(snapshot, rid) for rid, snapshot in rows}
     grouped = {k: list(g) for k, g in itertools.groupby(events, key=lambda e: e[0])}
     found: list[History] = []
     for referral_id in wanted:
         referral = snapshots.get(referral_id)
         if referral is not None:
-            history = codec.history(grouped.get(referral_id, ()), referral_id, referral.version)
+            rows_of = grouped.get(referral_id, ())
+            history = (
+                codec.selected(rows_of)
+                if selected
+                else codec.history(rows_of, referral_id, referral.version)
+            )
             found.append((referral, [e for e in history if e.version <= referral.version]))
     return found
 
@@ -960,11 +969,48 @@ class SQLiteStore(ReferralStore):
         finally:
             self._forget(conn)
 
-    def _export(self, conn: sqlite3.Connection, *, batch: int) -> Iterator[History]:
-        """Referrals after each other in id order, ``batch`` at a time (-1: all at once)."""
+    @boundary_iter
+    def export_selected(
+        self, event_types: Iterable[str], *, latest: bool = False
+    ) -> Iterator[History]:
+        """:meth:`export` with only the events of ``event_types``: the other event rows are
+        never read (see :meth:`ReferralStore.export_selected`)."""
+        types = check_event_types(event_types)
+        if self._shared is not None:
+            with self._lock:
+                everything = list(self._export(self._shared, batch=-1, types=types, latest=latest))
+            yield from everything
+            return
+        if self._closed:
+            raise StorageError("the store is closed")
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN")
+            yield from self._export(conn, batch=_EXPORT_BATCH, types=types, latest=latest)
+        except _DRIVER_ERRORS as error:
+            raise _driver_error(error, "exporting") from None
+        finally:
+            self._forget(conn)
+
+    def _export(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        batch: int,
+        types: Sequence[str] | None = None,
+        latest: bool = False,
+    ) -> Iterator[History]:
+        """Referrals after each other in id order, ``batch`` at a time (-1: all at once);
+        with ``types``, only the events of those types (each verified, the history not
+        checked whole), with ``latest`` only the last of them."""
         last = ""
         cursor = conn.cursor()
         cursor.row_factory = _seal_last
+        selection = ""
+        extra: tuple[str, ...] = ()
+        if types is not None:
+            selection = f" AND type IN ({', '.join('?' for _ in types)})"
+            extra = tuple(types)
         while True:
             rows = cursor.execute(
                 "SELECT id, snapshot FROM referrals WHERE id > ? ORDER BY id LIMIT ?",
@@ -973,16 +1019,21 @@ class SQLiteStore(ReferralStore):
             if not rows:
                 return
             events = cursor.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE referral_id BETWEEN ? AND ? "  # noqa: S608 - fixed column names
-                "ORDER BY referral_id, version, idx",
-                (rows[0][0], rows[-1][0]),
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE referral_id BETWEEN ? AND ?"  # noqa: S608 - fixed column names and placeholders
+                f"{selection} ORDER BY referral_id, version, idx",
+                (rows[0][0], rows[-1][0], *extra),
             ).fetchall()
             grouped = {k: list(g) for k, g in itertools.groupby(events, key=lambda e: e[0])}
+            codec = self._codec
             for referral_id, snapshot in rows:
-                referral = self._codec.referral(snapshot, referral_id)
-                history = self._codec.history(
-                    grouped.get(referral_id, ()), referral_id, referral.version
-                )
+                referral = codec.referral(snapshot, referral_id)
+                if types is None:
+                    history = codec.history(
+                        grouped.get(referral_id, ()), referral_id, referral.version
+                    )
+                else:
+                    chosen = grouped.get(referral_id, [])
+                    history = codec.selected(chosen[-1:] if latest else chosen)
                 yield referral, history
             last = rows[-1][0]
 
@@ -1057,6 +1108,28 @@ class SQLiteStore(ReferralStore):
             sealed=True,
         )
         return _assembled(self._codec, wanted, rows, found)
+
+    @boundary
+    def histories_selected(self, ids: Iterable[str], event_types: Iterable[str]) -> list[History]:
+        """:meth:`histories` with only the events of ``event_types`` (see
+        :meth:`ReferralStore.histories_selected`): two reads for the whole batch."""
+        wanted = _ids(ids)
+        types = check_event_types(event_types)
+        if not wanted:
+            return []
+        marks = ", ".join("?" for _ in wanted)
+        rows = self._read(
+            f"SELECT id, snapshot FROM referrals WHERE id IN ({marks})",  # noqa: S608 - placeholders only
+            wanted,
+            sealed=True,
+        )
+        found = self._read(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE referral_id IN ({marks}) "  # noqa: S608 - fixed column names and placeholders
+            f"AND type IN ({', '.join('?' for _ in types)}) ORDER BY referral_id, version, idx",
+            [*wanted, *types],
+            sealed=True,
+        )
+        return _assembled(self._codec, wanted, rows, found, selected=True)
 
     @boundary
     def versions(self, ids: Iterable[str]) -> dict[str, int]:

@@ -1,0 +1,280 @@
+"""Snapshots read back fast: a stored referral's JSON data built into the model without cattrs.
+
+:meth:`RecordCodec.referral <referralkit.storage._json.RecordCodec.referral>` reads every
+snapshot a store hands out (``load``, ``query``, ``histories``, ``export``). Through cattrs
+(:func:`referralkit.serialization.from_dict`) one referral costs hundreds of microseconds:
+the converter's dispatch, its detailed validation, and every field's validators, for data
+the store wrote itself from a referral the model had checked (its seal says so). Bulk reads
+(the record audit of a whole store, the sweep) spent most of their time there.
+
+:func:`fast_referral` builds the same :class:`~referralkit.model.Referral` from the data
+directly: for each model class a builder worked out once from its attrs fields (the
+per-class structure hooks), setting each field with the value cattrs would give it (ISO
+times parsed to UTC, enums looked up by value, JSON lists to tuples, an integer in a float
+field as a float, defaults for missing fields), without running the field validators again.
+Anything the builder does not recognise (an unknown or missing field, a value of another JSON
+type, an enum value that is not a member, a naive time, a malformed date) makes it give up
+(:class:`Slow`), and the caller reads the data the slow way, which accepts it or refuses it
+with the usual error naming the field. A differential test holds the two to the same result
+on random referrals (``tests/storage/test_snapshot_fast.py``).
+
+Only data from a sealed record goes through here (:meth:`RecordCodec.referral` decides): the
+seal's checksum shows it is text this store wrote from a checked referral; an unsealed row
+(from before sealing, or edited by hand) gets every check.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import functools
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, Final
+
+import attrs
+
+from ..model import Referral
+
+__all__ = ["Slow", "fast_referral"]
+
+_UTC: Final = dt.UTC
+_NOTHING: Final = attrs.NOTHING
+_fromiso: Final = dt.datetime.fromisoformat
+_datefromiso: Final = dt.date.fromisoformat
+_setattr: Final = object.__setattr__
+_new: Final = object.__new__
+
+
+class Slow(Exception):  # noqa: N818 - a signal, not an error anyone sees
+    """The data needs the slow path (cattrs and the validators) to be read or refused."""
+
+
+_SLOW: Final = Slow()
+
+Convert = Callable[[Any], Any]
+
+
+def _scalar(kind: type) -> Convert:
+    def convert(value: Any) -> Any:
+        if type(value) is kind:
+            return value
+        raise _SLOW
+
+    return convert
+
+
+def _float(value: Any) -> Any:
+    kind = type(value)
+    if kind is float:
+        return value
+    if kind is int:
+        return float(value)
+    raise _SLOW
+
+
+def _datetime(value: Any) -> Any:
+    if type(value) is not str:
+        raise _SLOW
+    try:
+        parsed = _fromiso(value)
+    except ValueError:
+        raise _SLOW from None
+    tz = parsed.tzinfo
+    if tz is _UTC and not parsed.fold:
+        return parsed
+    if tz is None or parsed.utcoffset() is None:
+        raise _SLOW
+    try:
+        return parsed.astimezone(_UTC)
+    except (OverflowError, ValueError):
+        raise _SLOW from None
+
+
+def _date(value: Any) -> Any:
+    if type(value) is not str:
+        raise _SLOW
+    try:
+        return _datefromiso(value)
+    except ValueError:
+        raise _SLOW from None
+
+
+def _enum(kind: type[enum.Enum]) -> Convert:
+    members: dict[Any, Any] = {m.value: m for m in kind}
+
+    def convert(value: Any) -> Any:
+        if type(value) is str:
+            found = members.get(value)
+            if found is not None:
+                return found
+        raise _SLOW
+
+    return convert
+
+
+def _optional(inner: Convert) -> Convert:
+    def convert(value: Any) -> Any:
+        return None if value is None else inner(value)
+
+    return convert
+
+
+def _tuple(inner: Convert) -> Convert:
+    def convert(value: Any) -> Any:
+        if type(value) is not list:
+            raise _SLOW
+        return tuple([inner(item) for item in value])
+
+    return convert
+
+
+def _converter(annotation: Any) -> Convert:
+    """The conversion of one field's JSON value; ``TypeError`` for a type it does not
+    handle (the class then always takes the slow path)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in annotation.__args__ if a is not types.NoneType]
+        if len(args) == 1 and len(annotation.__args__) == 2:
+            return _optional(_converter(args[0]))
+        raise TypeError(annotation)
+    if origin is tuple:
+        args = annotation.__args__
+        if len(args) == 2 and args[1] is Ellipsis:
+            return _tuple(_converter(args[0]))
+        raise TypeError(annotation)
+    if annotation is bool or annotation is str or annotation is int:
+        return _scalar(annotation)
+    if annotation is float:
+        return _float
+    if annotation is dt.datetime:
+        return _datetime
+    if annotation is dt.date:
+        return _date
+    if isinstance(annotation, type) and issubclass(annotation, enum.StrEnum):
+        return _enum(annotation)
+    if isinstance(annotation, type) and attrs.has(annotation):
+        return _builder(annotation)
+    raise TypeError(annotation)
+
+
+_INLINE: Final = {str: "str", int: "int", bool: "bool"}
+
+
+def _conversion(annotation: Any, n: int, scope: dict[str, Any]) -> list[str]:
+    """The lines that convert ``value`` (present in the data) for a field of ``annotation``:
+    the common kinds inline, others through their conversion function."""
+    optional = None
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in annotation.__args__ if a is not types.NoneType]
+        if len(args) == 1 and len(annotation.__args__) == 2:
+            optional = args[0]
+    inner = optional if optional is not None else annotation
+    test = "    elif value is None:\n        pass\n" if optional is not None else ""
+    kind = _INLINE.get(inner)
+    if kind is not None:
+        return [f"{test}    elif type(value) is not {kind}:", "        raise _SLOW"]
+    if isinstance(inner, type) and issubclass(inner, enum.StrEnum):
+        scope[f"_members{n}"] = {m.value: m for m in inner}
+        return [
+            f"{test}    else:",
+            f"        value = _members{n}.get(value) if type(value) is str else None",
+            "        if value is None:",
+            "            raise _SLOW",
+        ]
+    if typing.get_origin(inner) is tuple and optional is None:
+        args = inner.__args__
+        if len(args) == 2 and args[1] is Ellipsis:
+            item = args[0]
+            item_kind = _INLINE.get(item)
+            lines = [
+                "    elif type(value) is not list:",
+                "        raise _SLOW",
+            ]
+            if item_kind is not None:
+                return [
+                    *lines,
+                    "    else:",
+                    "        for item in value:",
+                    f"            if type(item) is not {item_kind}:",
+                    "                raise _SLOW",
+                    "        value = tuple(value)",
+                ]
+            scope[f"_item{n}"] = _converter(item)
+            return [
+                *lines,
+                "    else:",
+                f"        value = tuple([_item{n}(item) for item in value])",
+            ]
+    scope[f"_convert{n}"] = _converter(inner)
+    return [f"{test}    else:", f"        value = _convert{n}(value)"]
+
+
+@functools.cache
+def _builder(cls: type) -> Convert:
+    """The builder of an attrs model class, generated once from its fields: straight-line
+    code, a string, an integer or a boolean checked inline, other values converted by the
+    field's function, defaults for the fields the data leaves out."""
+    hints = typing.get_type_hints(cls)
+    scope: dict[str, Any] = {
+        "_SLOW": _SLOW,
+        "_NOTHING": _NOTHING,
+        "_new": _new,
+        "_setattr": _setattr,
+        "_cls": cls,
+        "str": str,
+        "int": int,
+        "bool": bool,
+        "dict": dict,
+        "type": type,
+    }
+    lines = ["def build(data):"]
+    lines.append("    if type(data) is not dict or not _names.issuperset(data):")
+    lines.append("        raise _SLOW")
+    lines.append("    self = _new(_cls)")
+    lines.append("    get = data.get")
+    names = []
+    for n, field in enumerate(attrs.fields(cls)):
+        if not field.init or field.alias != field.name or not field.name.isidentifier():
+            raise TypeError(cls)
+        names.append(field.name)
+        annotation = hints[field.name]
+        default = field.default
+        lines.append(f"    value = get({field.name!r}, _NOTHING)")
+        lines.append("    if value is _NOTHING:")
+        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            if default.takes_self:
+                raise TypeError(cls)
+            scope[f"_factory{n}"] = default.factory
+            lines.append(f"        value = _factory{n}()")
+        elif default is _NOTHING:
+            lines.append("        raise _SLOW")
+        else:
+            scope[f"_default{n}"] = default
+            lines.append(f"        value = _default{n}")
+        lines.extend(_conversion(annotation, n, scope))
+        slot = cls.__dict__.get(field.name)
+        if isinstance(slot, types.MemberDescriptorType):
+            # the slot's own setter: what object.__setattr__ finds, without the lookup
+            scope[f"_set{n}"] = slot.__set__
+            lines.append(f"    _set{n}(self, value)")
+        else:
+            lines.append(f"    _setattr(self, {field.name!r}, value)")
+    lines.append("    return self")
+    scope["_names"] = frozenset(names)
+    exec(compile("\n".join(lines), f"<referralkit snapshot builder {cls.__name__}>", "exec"), scope)  # noqa: S102 - code generated from the model's own field names
+    build: Convert = scope["build"]
+    return build
+
+
+@functools.cache
+def _referral_builder() -> Convert:
+    return _builder(Referral)
+
+
+def fast_referral(data: Any) -> Referral:
+    """The referral stored ``data`` (decoded JSON of a sealed snapshot) holds, built directly;
+    :class:`Slow` when it needs cattrs and the validators to be read or refused."""
+    built: Referral = _referral_builder()(data)
+    return built
