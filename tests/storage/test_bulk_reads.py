@@ -1,0 +1,290 @@
+"""The fast bulk reads of issue 10, each held to the plain way it replaces.
+
+- A sealed snapshot is built without cattrs (``storage/_snapshot.py``) and a sealed event
+  without the constructor's validators (``_json._fast_event``): the same values, of the same
+  types, as :func:`~referralkit.serialization.from_dict` and the model give; anything odd takes
+  the slow path and is read, or refused, as before.
+- ``export_selected`` / ``histories_selected`` are ``export`` / ``histories`` filtered.
+- The store audit (``desk.audit``) reads each referral's last status change only: its findings
+  are those of ``audit_all(store.export())``, the reference.
+- The sweep reads a page at a time, the signal and alert events only, and writes a page's
+  alerts in one transaction: its reports and the store it leaves are those of the reference
+  sweep (``desk._sweep(..., reference=True)``), sweep after sweep.
+
+On random stores (simulated desks) in memory, in SQLite and in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from storage_support import fresh_schema
+
+import referralkit as rk
+from referralkit import synth
+from referralkit.discrepancies import AUDIT_EVENT_TYPES, audit_all
+from referralkit.errors import StorageError
+from referralkit.rules import load
+from referralkit.rules._patterns import SIGNAL_EVENT_TYPES, signals
+from referralkit.rules.model import Kind
+from referralkit.rules.policies import shipped_paths
+from referralkit.rules.timeline import EventRules
+from referralkit.serialization import from_dict, to_dict
+from referralkit.storage import _json
+from referralkit.storage._json import PLAIN
+from referralkit.storage._snapshot import Slow, fast_referral
+from referralkit.testing import referral_events, referrals, sample_request
+
+ACTOR = rk.Actor("bulk-reads", {rk.Role.COORDINATOR})
+History = tuple[rk.Referral, list[rk.ReferralEvent]]
+
+
+def same_types(a: Any, b: Any, path: str = "") -> None:
+    """``a == b`` and every value of the same type (a float stays a float, a tuple a tuple,
+    an enum member a member, a time in UTC the same tzinfo)."""
+    assert type(a) is type(b), path
+    if attrs.has(type(a)):
+        for field in attrs.fields(type(a)):
+            same_types(getattr(a, field.name), getattr(b, field.name), f"{path}.{field.name}")
+    elif isinstance(a, tuple):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            same_types(x, y, f"{path}[{i}]")
+    elif isinstance(a, dt.datetime):
+        assert a.tzinfo is b.tzinfo, path
+    assert a == b, path
+
+
+# --------------------------------------------------------------------------- the decoders
+
+
+def sample() -> rk.Referral:
+    """A referral as a desk takes it in (the sample request)."""
+    desk = rk.ReferralDesk(rk.open_store("memory://"), clock=rk.FakeClock(synth.DEFAULT_START))
+    return desk.intake(ACTOR, sample_request())
+
+
+@settings(max_examples=60, deadline=None)
+@given(referrals())
+def test_a_snapshot_built_fast_is_the_one_cattrs_builds(referral: rk.Referral) -> None:
+    data = json.loads(json.dumps(to_dict(referral)))
+    same_types(fast_referral(json.loads(json.dumps(data))), from_dict(rk.Referral, data))
+    same_types(fast_referral(data), referral)
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (lambda d: d.update(unknown=1), "an unknown field"),
+        (lambda d: d.pop("patient"), "a missing required field"),
+        (lambda d: d.update(status="nonsense"), "not an enum member"),
+        (lambda d: d.update(version="3"), "a string for an integer"),
+        (lambda d: d.update(version=True), "a boolean for an integer"),
+        (lambda d: d.update(created_at="2026-01-05T09:00:00"), "a naive time"),
+        (lambda d: d.update(created_at="not a time"), "not a time"),
+        (lambda d: d["patient"].update(birth_date="1990-13-45"), "not a date"),
+        (lambda d: d.update(appointments={}), "an object for a list"),
+        (lambda d: d["authorization"].update(service_codes=[1]), "a number in a string list"),
+        (lambda d: d.update(patient=[]), "a list for an object"),
+    ],
+)
+def test_odd_data_takes_the_slow_path(change: Callable[[Any], Any], why: str) -> None:
+    """What the fast builder does not recognise is left to cattrs and the validators, which
+    read it or refuse it as before (a StorageError from the store's codec, even in a sealed
+    record)."""
+    data = to_dict(sample())
+    change(data)
+    with pytest.raises(Slow):
+        fast_referral(data)
+    body = json.dumps(data, separators=(",", ":"))
+    referral_id = data.get("id", "x")
+    sealed = _json._seal(body, referral_id + "\x00snapshot")
+    try:
+        slow = from_dict(rk.Referral, json.loads(body))
+    except rk.ValidationError:
+        with pytest.raises(StorageError):
+            PLAIN.referral(sealed, referral_id)
+    else:  # an empty object where a list goes: cattrs reads it as an empty tuple
+        same_types(PLAIN.referral(sealed, referral_id), slow)
+
+
+def test_times_in_another_offset_are_converted_as_cattrs_converts_them() -> None:
+    data = to_dict(sample())
+    data["created_at"] = "2026-01-05T04:00:00-05:00"
+    data["patient"]["birth_date"] = "1990-06-15"
+    same_types(fast_referral(data), from_dict(rk.Referral, data))
+    data.pop("authorization")  # a default from its factory
+    data["urgency"] = {"priority": "urgent", "score": 3, "due_by": None}  # an int in a float
+    same_types(fast_referral(data), from_dict(rk.Referral, data))
+
+
+@settings(max_examples=60, deadline=None)
+@given(referral_events())
+def test_an_event_built_fast_is_the_one_the_model_builds(event: rk.ReferralEvent) -> None:
+    row = (
+        event.referral_id,
+        event.version,
+        event.index,
+        event.at.isoformat(),
+        event.actor,
+        event.type,
+        json.dumps(dict(event.payload)),
+    )
+    fast, slow = _json._fast_event(row), _json._stored_event(row)
+    same_types(fast, slow)
+    assert type(fast.payload) is type(slow.payload)
+    moved = (*row[:3], event.at.astimezone(dt.timezone(dt.timedelta(hours=2))), *row[4:])
+    same_types(_json._fast_event(moved), slow)  # converted by the model, as before
+
+
+def test_only_the_selected_event_types_give_signals() -> None:
+    """The sweep reads only SIGNAL_EVENT_TYPES (and alerts): every other event gives none."""
+    at = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
+    for kind in rk.EventType:
+        if kind.value in SIGNAL_EVENT_TYPES:
+            continue
+        payload = {"target": "received", "authorization": {"status": "requested"}}
+        event = rk.ReferralEvent("r1", 1, 0, at, "a", kind.value, payload)
+        assert signals(event) is None, kind
+
+
+# --------------------------------------------------------------------------- random stores
+
+
+@functools.cache
+def simulated(seed: int) -> tuple[tuple[History, ...], dt.datetime]:
+    clock = rk.FakeClock(synth.DEFAULT_START)
+    desk = rk.ReferralDesk(rk.open_store("memory://"), clock=clock, new_id=synth.id_factory(seed))
+    report = synth.simulate(desk, ACTOR, clock, synth.population(40, seed), weeks=5, seed=seed)
+    found = tuple((desk.get(ACTOR, i), desk.history(ACTOR, i)) for i in report.referral_ids)
+    return found, clock.now()
+
+
+KINDS = ["memory", "sqlite", "postgres"]
+
+
+@pytest.fixture
+def open_stores(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[[str], rk.ReferralStore]]:
+    """``open_stores(kind)``: a new store of that kind holding seed 3's simulated histories."""
+    with ExitStack() as stack:
+        count = 0
+
+        def make(kind: str) -> rk.ReferralStore:
+            nonlocal count
+            count += 1
+            if kind == "memory":
+                url = "memory://"
+            elif kind == "sqlite":
+                url = f"sqlite:///{tmp_path / f'store{count}.db'}"
+            else:
+                base = request.getfixturevalue("postgres_url")
+                url = stack.enter_context(fresh_schema(base))
+            store = stack.enter_context(rk.open_store(url))
+            histories, _ = simulated(3)
+            store.restore_many(list(histories))
+            return store
+
+        yield make
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_selected_reads_are_the_whole_ones_filtered(
+    kind: str, open_stores: Callable[[str], rk.ReferralStore]
+) -> None:
+    store = open_stores(kind)
+    whole = list(store.export())
+    ids = [r.id for r, _ in whole][::3]
+    for types in (AUDIT_EVENT_TYPES, SIGNAL_EVENT_TYPES | {"alert_raised"}, {"nothing_like"}):
+        picked = [(r, [e for e in h if e.type in types]) for r, h in whole]
+        assert list(store.export_selected(types)) == picked
+        latest = [(r, h[-1:]) for r, h in picked]
+        assert list(store.export_selected(types, latest=True)) == latest
+        assert store.histories_selected(ids, types) == [
+            (r, [e for e in h if e.type in types]) for r, h in store.histories(ids)
+        ]
+    with pytest.raises(rk.ValidationError):
+        list(store.export_selected("status_changed"))
+    with pytest.raises(rk.ValidationError):
+        store.histories_selected(ids, ["Bad Type"])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_store_audit_finds_what_the_reference_finds(
+    kind: str, open_stores: Callable[[str], rk.ReferralStore]
+) -> None:
+    store = open_stores(kind)
+    _, end = simulated(3)
+    for as_of in (end, end + dt.timedelta(days=1), end + dt.timedelta(days=30)):
+        reference = list(audit_all(store.export(), as_of))
+        desk = rk.ReferralDesk(store, clock=rk.FakeClock(as_of))
+        assert list(desk.audit(ACTOR)) == reference
+        assert reference  # the simulation plants findings
+        selected = store.export_selected(AUDIT_EVENT_TYPES, latest=True)
+        assert list(audit_all(selected, as_of)) == reference
+
+
+def event_rules() -> EventRules:
+    [path] = shipped_paths(Kind.EVENT)
+    return EventRules(load(path), engine="python")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_sweep_records_what_the_reference_records(
+    kind: str, open_stores: Callable[[str], rk.ReferralStore]
+) -> None:
+    """Sweep after sweep (the first, one with nothing new, a catch-up a month later), the
+    paged sweep reports and writes what the reference sweep does on a copy."""
+    fast_store, reference_store = open_stores(kind), open_stores(kind)
+    _, end = simulated(3)
+    clock = rk.FakeClock(end)
+    fast = rk.ReferralDesk(fast_store, clock=clock, event_rules=event_rules())
+    reference = rk.ReferralDesk(reference_store, clock=clock, event_rules=event_rules())
+    written = 0
+    for step in (0, 0, 1, 3, 30, 30):
+        clock.advance(days=step)
+        mine, theirs = fast.sweep(ACTOR), reference._sweep(ACTOR, None, reference=True)
+        assert mine == theirs
+        written += mine.written
+        assert list(fast_store.export()) == list(reference_store.export())
+        if fast_store.keeps_rank_keys:
+            for bucket in fast_store.rank_buckets():
+                page = fast_store.rank_page(bucket, None, 10_000)
+                assert page == reference_store.rank_page(bucket, None, 10_000)
+    assert written  # the simulation leaves alerts to record
+
+
+def test_a_page_whose_write_loses_a_race_is_written_referral_by_referral(
+    open_stores: Callable[[str], rk.ReferralStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page's one transaction is refused (another change came first): each referral is
+    then written on its own, and the result is still the reference's."""
+    fast_store, reference_store = open_stores("sqlite"), open_stores("sqlite")
+    _, end = simulated(3)
+    clock = rk.FakeClock(end)
+    fast = rk.ReferralDesk(fast_store, clock=clock, event_rules=event_rules())
+    reference = rk.ReferralDesk(reference_store, clock=clock, event_rules=event_rules())
+    real = fast_store.save_many
+    refused = []
+
+    def refuse_pages(changes: Any) -> None:
+        if len(changes) > 1:
+            refused.append(len(changes))
+            raise rk.ConcurrencyError(changes[0][0].id, 1, 2)
+        real(changes)
+
+    monkeypatch.setattr(fast_store, "save_many", refuse_pages)
+    assert fast.sweep(ACTOR) == reference._sweep(ACTOR, None, reference=True)
+    assert refused
+    assert list(fast_store.export()) == list(reference_store.export())
