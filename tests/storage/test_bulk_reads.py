@@ -27,7 +27,6 @@ from typing import Any
 import attrs
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from storage_support import fresh_schema
 
 import referralkit as rk
