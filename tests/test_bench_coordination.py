@@ -35,3 +35,38 @@ def test_quick_worklist_run_checks_its_head(tmp_path: Path) -> None:
     assert "| `desk.worklist(limit=50)`, SQLite |" in result.stdout
     assert "load average at end" in result.stdout
     assert (tmp_path / "worklist-600.db").exists()
+
+
+def run_quick(*options: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-W",
+            "error",
+            str(ROOT / "benchmarks" / "bench_coordination.py"),
+            "--quick",
+            *options,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def test_quick_store_audit_checks_it_against_the_reference(tmp_path: Path) -> None:
+    """The store audit is timed paired with the reference audit, which must agree."""
+    result = run_quick(
+        "--audit-only", "--worklist-referrals", "300", "--worklist-dir", str(tmp_path)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "| `desk.audit` (`audit_all(export_selected(AUDIT_EVENT_TYPES" in result.stdout
+    assert "load average at end" in result.stdout
+
+
+def test_quick_sweep_checks_it_against_the_reference() -> None:
+    """The sweeps are timed paired with reference sweeps on a copy, which must agree."""
+    result = run_quick("--sweep-only", "--sweep-referrals", "300")
+    assert result.returncode == 0, result.stderr
+    assert "| `desk.sweep`, python evaluator, 300 stored |" in result.stdout

@@ -16,7 +16,7 @@ Anything the builder does not recognise (an unknown or missing field, a value of
 type, an enum value that is not a member, a naive time, a malformed date) makes it give up
 (:class:`Slow`), and the caller reads the data the slow way, which accepts it or refuses it
 with the usual error naming the field. A differential test holds the two to the same result
-on random referrals (``tests/storage/test_snapshot_fast.py``).
+on random referrals (``tests/storage/test_bulk_reads.py``).
 
 Only data from a sealed record goes through here (:meth:`RecordCodec.referral` decides): the
 seal's checksum shows it is text this store wrote from a checked referral; an unsealed row
