@@ -1714,10 +1714,10 @@ class ReferralDesk:
         referral's last change, or a store without rank keys, it reads every open referral.
 
         **How it reads.** A page of referrals at a time: their snapshots and, of their
-        histories, only the events the event rules read (the signals' types and the alerts:
-        :data:`_SWEEP_EVENT_TYPES`); the alerts of a page's referrals are written in one
-        transaction (one disk flush), or, when another change got there first, referral by
-        referral as above.
+        histories, only the events the event rules read (status changes, authorization
+        changes, urgency assessments, and the alerts already recorded); the alerts of a
+        page's referrals are written in one transaction (one disk flush), or, when another
+        change got there first, referral by referral as above.
 
         .. versionadded:: 0.1
         """
