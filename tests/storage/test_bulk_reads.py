@@ -169,7 +169,7 @@ def simulated(seed: int) -> tuple[tuple[History, ...], dt.datetime]:
     return found, clock.now()
 
 
-KINDS = ["memory", "sqlite", "postgres"]
+KINDS = ["memory", "sqlite", "sqlite-memory", "postgres"]
 
 
 @pytest.fixture
@@ -187,6 +187,8 @@ def open_stores(
                 url = "memory://"
             elif kind == "sqlite":
                 url = f"sqlite:///{tmp_path / f'store{count}.db'}"
+            elif kind == "sqlite-memory":  # one shared connection, read under the lock
+                url = "sqlite://:memory:"
             else:
                 base = request.getfixturevalue("postgres_url")
                 url = stack.enter_context(fresh_schema(base))
