@@ -39,7 +39,7 @@ from referralkit.rules.model import Kind
 from referralkit.rules.policies import shipped_paths
 from referralkit.rules.timeline import EventRules
 from referralkit.serialization import from_dict, to_dict
-from referralkit.storage import _json
+from referralkit.storage import _json, _snapshot
 from referralkit.storage._json import PLAIN
 from referralkit.storage._snapshot import Slow, fast_referral
 from referralkit.testing import referral_events, referrals, sample_request
@@ -95,6 +95,14 @@ def test_a_snapshot_built_fast_is_the_one_cattrs_builds(referral: rk.Referral) -
         (lambda d: d.update(appointments={}), "an object for a list"),
         (lambda d: d["authorization"].update(service_codes=[1]), "a number in a string list"),
         (lambda d: d.update(patient=[]), "a list for an object"),
+        (lambda d: d.update(created_at=5), "a number for a time"),
+        (lambda d: d.update(created_at="0001-01-01T00:00:00+01:00"), "a time before UTC's"),
+        (lambda d: d["patient"].update(birth_date=5), "a number for a date"),
+        (lambda d: d.update(urgency={"priority": "urgent", "score": "3"}), "a float as text"),
+        (lambda d: d.update(priority=3), "a number for an enum"),
+        (lambda d: d.update(services=[{"code": 3}]), "a number for a code"),
+        (lambda d: d.update(held_from=5), "a number for an optional enum"),
+        (lambda d: d.update(source_id=5), "a number for an optional string"),
     ],
 )
 def test_odd_data_takes_the_slow_path(change: Callable[[Any], Any], why: str) -> None:
@@ -125,6 +133,40 @@ def test_times_in_another_offset_are_converted_as_cattrs_converts_them() -> None
     data.pop("authorization")  # a default from its factory
     data["urgency"] = {"priority": "urgent", "score": 3, "due_by": None}  # an int in a float
     same_types(fast_referral(data), from_dict(rk.Referral, data))
+
+
+def test_a_model_the_builders_do_not_know_is_always_read_slowly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A field type the generated builders do not handle makes the class's reads slow (the
+    builder is never half made)."""
+
+    @attrs.frozen
+    class Odd:
+        values: dict[str, int]
+
+    @attrs.frozen
+    class Pair:
+        both: tuple[int, str]
+
+    @attrs.frozen
+    class Either:
+        value: int | str | None
+
+    for cls in (Odd, Pair, Either):
+        with pytest.raises(TypeError):
+            _snapshot._builder(cls)
+
+    def unknown(cls: type) -> Any:
+        raise TypeError(cls)
+
+    _snapshot._referral_builder.cache_clear()
+    monkeypatch.setattr(_snapshot, "_builder", unknown)
+    try:
+        with pytest.raises(Slow):
+            fast_referral(to_dict(sample()))
+    finally:
+        _snapshot._referral_builder.cache_clear()
 
 
 @settings(max_examples=60, deadline=None)

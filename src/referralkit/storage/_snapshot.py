@@ -56,15 +56,6 @@ _SLOW: Final = Slow()
 Convert = Callable[[Any], Any]
 
 
-def _scalar(kind: type) -> Convert:
-    def convert(value: Any) -> Any:
-        if type(value) is kind:
-            return value
-        raise _SLOW
-
-    return convert
-
-
 def _float(value: Any) -> Any:
     kind = type(value)
     if kind is float:
@@ -82,9 +73,9 @@ def _datetime(value: Any) -> Any:
     except ValueError:
         raise _SLOW from None
     tz = parsed.tzinfo
-    if tz is _UTC and not parsed.fold:
+    if tz is _UTC:  # fromisoformat gives fold 0
         return parsed
-    if tz is None or parsed.utcoffset() is None:
+    if tz is None:  # naive: the model refuses it
         raise _SLOW
     try:
         return parsed.astimezone(_UTC)
@@ -114,38 +105,10 @@ def _enum(kind: type[enum.Enum]) -> Convert:
     return convert
 
 
-def _optional(inner: Convert) -> Convert:
-    def convert(value: Any) -> Any:
-        return None if value is None else inner(value)
-
-    return convert
-
-
-def _tuple(inner: Convert) -> Convert:
-    def convert(value: Any) -> Any:
-        if type(value) is not list:
-            raise _SLOW
-        return tuple([inner(item) for item in value])
-
-    return convert
-
-
 def _converter(annotation: Any) -> Convert:
-    """The conversion of one field's JSON value; ``TypeError`` for a type it does not
-    handle (the class then always takes the slow path)."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in annotation.__args__ if a is not types.NoneType]
-        if len(args) == 1 and len(annotation.__args__) == 2:
-            return _optional(_converter(args[0]))
-        raise TypeError(annotation)
-    if origin is tuple:
-        args = annotation.__args__
-        if len(args) == 2 and args[1] is Ellipsis:
-            return _tuple(_converter(args[0]))
-        raise TypeError(annotation)
-    if annotation is bool or annotation is str or annotation is int:
-        return _scalar(annotation)
+    """The conversion of a JSON value to a field type the generated code does not convert
+    inline; ``TypeError`` for a type it does not handle (the class then always takes the
+    slow path)."""
     if annotation is float:
         return _float
     if annotation is dt.datetime:
@@ -268,9 +231,16 @@ def _builder(cls: type) -> Convert:
     return build
 
 
+def _never(data: Any) -> Any:
+    raise _SLOW
+
+
 @functools.cache
 def _referral_builder() -> Convert:
-    return _builder(Referral)
+    try:
+        return _builder(Referral)
+    except TypeError:  # a field of a type the builders do not know: every read is slow
+        return _never
 
 
 def fast_referral(data: Any) -> Referral:
