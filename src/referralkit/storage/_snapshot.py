@@ -35,6 +35,7 @@ from typing import Any, Final
 
 import attrs
 
+from ..errors import ReferralKitError
 from ..model import Referral
 
 __all__ = ["Slow", "fast_referral"]
@@ -47,8 +48,9 @@ _setattr: Final = object.__setattr__
 _new: Final = object.__new__
 
 
-class Slow(Exception):  # noqa: N818 - a signal, not an error anyone sees
-    """The data needs the slow path (cattrs and the validators) to be read or refused."""
+class Slow(ReferralKitError):  # noqa: N818 - a signal, not an error anyone sees
+    """The data needs the slow path (cattrs and the validators) to be read or refused
+    (caught by the codec: it never leaves the store)."""
 
 
 _SLOW: Final = Slow()
