@@ -1204,7 +1204,7 @@ class SQLiteStore(ReferralStore):
                     "SELECT chain FROM access_log ORDER BY seq DESC LIMIT 1"
                 ).fetchone()
                 last = GENESIS if row is None else row[0]
-                named: list[tuple[str, int]] = []
+                named: list[tuple[str, int | None]] = []
                 for record in records:
                     # the fields the chain hashes are the row's columns (flagged as 0 or 1,
                     # as SQLite keeps it), the reason as stored (encrypted with a key ring)
