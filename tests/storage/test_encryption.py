@@ -483,6 +483,8 @@ class TestRotation:
         [
             "field moved",
             "field truncated",
+            "field cut short",
+            "wrong shape",
             "field in clear",
             "patient id gone",
             "not JSON",
@@ -518,6 +520,11 @@ class TestRotation:
                 )
             elif damage == "field truncated":
                 _put(path, "ref-0001", _reseal(text.replace(mrn, mrn[:-6]), "ref-0001"))
+            elif damage == "field cut short":
+                _put(path, "ref-0001", _reseal(text.replace(mrn, mrn[:30]), "ref-0001"))
+            elif damage == "wrong shape":
+                body["patient"] = [body["patient"]]
+                _put(path, "ref-0001", _reseal(head + "," + json.dumps(body)[1:], "ref-0001"))
             elif damage == "field in clear":
                 _put(path, "ref-0001", _reseal(text.replace(mrn, "MRN-1"), "ref-0001"))
             elif damage == "patient id gone":

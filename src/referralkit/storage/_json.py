@@ -288,7 +288,6 @@ _HEAD: Final = '{"~c":"'
 # old unsealed row
 _DAMAGED_HEAD: Final = re.compile(r'\{"(?:~.|[^"]c)":"[^"]*"')
 _PAYLOAD: Final = "~p"
-_KEY_MARK: Final = "~k"  # where snapshot_data(raw=True) says which key the record was on
 
 
 def _snapshot_dump(data: Any) -> str:
@@ -406,9 +405,7 @@ class RecordCodec:
             self._encrypt(data, phi_plan(Referral), referral.id, "", kid)
         return _seal(_snapshot_dump(data), referral.id + "\x00snapshot", kid)
 
-    def _encrypt(
-        self, data: Any, plan: _Plan, referral_id: str, prefix: str, kid: str, raw: bool = False
-    ) -> None:
+    def _encrypt(self, data: Any, plan: _Plan, referral_id: str, prefix: str, kid: str) -> None:
         """Encrypt, in place, every PHI value of ``data`` the plan reaches.
 
         The values are found first, then encrypted in one tight loop with one draw of
@@ -430,12 +427,8 @@ class RecordCodec:
             at += 12
             aad = (context + path).encode("utf-8", "surrogatepass")
             value = container[name]
-            if raw:
-                plain = value
-            elif type(value) is str:  # most PHI: the C string encoder alone
-                plain = escape(value).encode("ascii")
-            else:
-                plain = _plaintext(value, path)
+            # most PHI is text: the C string encoder alone
+            plain = escape(value).encode("ascii") if type(value) is str else _plaintext(value, path)
             container[name] = head + _b64(nonce + seal(nonce, plain, aad), newline=False).decode(
                 "ascii"
             )
@@ -516,9 +509,8 @@ class RecordCodec:
             )
         return self.cipher
 
-    def snapshot_data(self, stored: Any, referral_id: str, raw: bool = False) -> Any:
-        """The verified, decrypted JSON data of a stored snapshot (with ``raw``, each PHI
-        value as its plaintext bytes) and the key id it was encrypted with."""
+    def snapshot_data(self, stored: Any, referral_id: str) -> Any:
+        """The verified, decrypted JSON data of a stored snapshot."""
         text = self._text(stored)
         if text is None:
             raise CorruptRecordError(referral_id, "snapshot", "it is not JSON text")
@@ -531,9 +523,7 @@ class RecordCodec:
             raise CorruptRecordError(referral_id, "snapshot", "it is not a JSON object")
         if key_id:
             cipher = self._need_cipher(key_id, referral_id)
-            self._decrypt(cipher, data, phi_plan(Referral), referral_id, "", raw)
-        if raw:
-            data[_KEY_MARK] = key_id
+            self._decrypt(cipher, data, phi_plan(Referral), referral_id, "")
         return data
 
     def _decrypt(
@@ -543,11 +533,9 @@ class RecordCodec:
         plan: _Plan,
         referral_id: str,
         prefix: str,
-        raw: bool = False,
     ) -> None:
         """Decrypt, in place, every PHI value of ``data`` the plan reaches (as
-        :meth:`_encrypt`: the values found first, then one tight loop); with ``raw``, leave
-        each value's plaintext bytes (what a rotation encrypts again as they are)."""
+        :meth:`_encrypt`: the values found first, then one tight loop)."""
         leaves: list[tuple[Any, str, str]] = []
         try:
             _phi_leaves(data, plan, prefix, leaves, strict=True)
@@ -569,7 +557,7 @@ class RecordCodec:
                 sealed = _unb64(body)
                 aad = (context + path).encode("utf-8", "surrogatepass")
                 plain = aead(sealed[:12], sealed[12:], aad)
-                container[name] = plain if raw else _from_plaintext(plain)
+                container[name] = _from_plaintext(plain)
             except (InvalidTag, ValueError, binascii.Error):
                 raise CorruptRecordError(
                     referral_id, "snapshot", f"field {path} does not decrypt"
@@ -762,16 +750,13 @@ def rewrites(
                     )
                 )
                 continue
-        # encrypted values move as plaintext bytes: decrypted, never parsed, encrypted again
-        data = codec.snapshot_data(stored, referral_id, raw=True)
-        raw = bool(data.pop(_KEY_MARK))
+        # a record stored unencrypted (or unsealed): verified, then encrypted
+        data = codec.snapshot_data(stored, referral_id)
         patient = data.get("patient")
         patient_id = patient.get("id") if isinstance(patient, dict) else None
-        if raw and isinstance(patient_id, bytes):
-            patient_id = _from_plaintext(patient_id)
         if not isinstance(patient_id, str):
             raise CorruptRecordError(referral_id, "snapshot", "it has no patient id")
-        codec._encrypt(data, phi_plan(Referral), referral_id, "", target, raw)
+        codec._encrypt(data, phi_plan(Referral), referral_id, "", target)
         text = _seal(_snapshot_dump(data), referral_id + "\x00snapshot", target)
         snapshots.append(
             (Sealed(text), Sealed(codec.patient_key(patient_id)), referral_id, version)
