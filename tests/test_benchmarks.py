@@ -253,6 +253,7 @@ class TestSecurityAccessBenchmark:
         )
         assert result.returncode == 0, result.stderr
         assert "| sqlite | get |" in result.stdout
+        assert "CPU-time ratio (median)" in result.stdout
         assert "| sqlite, batch 64 | worklist top-50, scoped |" in result.stdout
         assert "| memory | 2,000 |" in result.stdout
         assert "load average" in result.stdout

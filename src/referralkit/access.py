@@ -300,7 +300,7 @@ def record_fields(record: AccessRecord, at: str) -> list[Any]:
         record.organization,
         record.action,
         record.outcome.value,
-        json.dumps(list(record.referral_ids)),
+        _ids_json(record.referral_ids),
         record.purpose,
         record.reason,
         record.grant,
@@ -310,11 +310,48 @@ def record_fields(record: AccessRecord, at: str) -> list[Any]:
 
 _CANONICAL: Final = json.JSONEncoder(separators=(",", ":"))
 
+# The C encoders behind ``json.dumps(ids)`` and ``_CANONICAL.encode``, built once (each of
+# those calls builds one: most of the cost of encoding a short list); the same text
+_C_ENCODER: Final = getattr(json.encoder, "c_make_encoder", None)
+
+
+def _c_encoder(item_separator: str, key_separator: str) -> Any:
+    if _C_ENCODER is None:  # pragma: no cover - CPython has the C encoder
+        return None
+    # no circularity markers: the values are flat lists of text, numbers and None
+    return _C_ENCODER(
+        None,
+        _CANONICAL.default,
+        json.encoder.encode_basestring_ascii,
+        None,
+        key_separator,
+        item_separator,
+        False,
+        False,
+        True,
+    )
+
+
+_IDS_ENCODE: Final = _c_encoder(", ", ": ")
+_CHAIN_ENCODE: Final = _c_encoder(",", ":")
+
+
+def _ids_json(ids: Sequence[str]) -> str:
+    """``json.dumps(list(ids))``."""
+    if _IDS_ENCODE is None:  # pragma: no cover - CPython has the C encoder
+        return json.dumps(list(ids))
+    return "".join(_IDS_ENCODE(list(ids), 0))
+
 
 def chain_hash(previous: str, fields: Sequence[Any]) -> str:
     """The chain value of a record: SHA-256 of the previous value and the record's fields
     (as compact JSON)."""
-    text = _CANONICAL.encode([previous, *fields])
+    values = [previous, *fields]
+    text = (
+        "".join(_CHAIN_ENCODE(values, 0))
+        if _CHAIN_ENCODE is not None
+        else _CANONICAL.encode(values)  # pragma: no cover - CPython has the C encoder
+    )
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -335,7 +372,7 @@ def record_row(record: AccessRecord, at: Any, chain: str) -> tuple[Any, ...]:
         record.organization,
         record.action,
         record.outcome.value,
-        json.dumps(list(record.referral_ids)),
+        _ids_json(record.referral_ids),
         record.purpose,
         record.reason,
         record.grant,

@@ -478,6 +478,93 @@ class TestRotation:
                 assert store.load(referral.id) == referral
                 assert store.events(referral.id) == events
 
+    @pytest.mark.parametrize(
+        "damage",
+        [
+            "field moved",
+            "field truncated",
+            "field cut short",
+            "wrong shape",
+            "field in clear",
+            "patient id gone",
+            "not JSON",
+            "checksum",
+            "payload moved",
+            "payload replaced",
+            "event time",
+        ],
+    )
+    def test_a_damaged_record_stops_the_rotation(
+        self, tmp_path: Path, ring: KeyRing, damage: str
+    ) -> None:
+        """Rotation opens every ciphertext (its associated data checked) before it seals it
+        again: a ciphertext moved, cut or replaced, resealed or not, stops it with a
+        CorruptRecordError naming the referral, and the batch is not written."""
+        from referralkit.storage._json import _event_context, _seal
+
+        path = tmp_path / "e.db"
+        filled(f"sqlite:///{path}", ring, count=2)
+        rows = _rows(path)
+        text = rows["ref-0001"]
+        mrn = _field(text, "patient", "mrn")
+        head, rest = text.split(",", 1)
+        body = json.loads("{" + rest)
+        with sqlite3.connect(path) as conn:
+            if damage == "field moved":
+                _put(
+                    path,
+                    "ref-0001",
+                    _reseal(
+                        text.replace(mrn, _field(rows["ref-0000"], "patient", "mrn")), "ref-0001"
+                    ),
+                )
+            elif damage == "field truncated":
+                _put(path, "ref-0001", _reseal(text.replace(mrn, mrn[:-6]), "ref-0001"))
+            elif damage == "field cut short":
+                _put(path, "ref-0001", _reseal(text.replace(mrn, mrn[:30]), "ref-0001"))
+            elif damage == "wrong shape":
+                body["patient"] = [body["patient"]]
+                _put(path, "ref-0001", _reseal(head + "," + json.dumps(body)[1:], "ref-0001"))
+            elif damage == "field in clear":
+                _put(path, "ref-0001", _reseal(text.replace(mrn, "MRN-1"), "ref-0001"))
+            elif damage == "patient id gone":
+                del body["patient"]["id"]
+                _put(path, "ref-0001", _reseal(head + "," + json.dumps(body)[1:], "ref-0001"))
+            elif damage == "not JSON":
+                _put(path, "ref-0001", _reseal(head + ",broken", "ref-0001"))
+            elif damage == "checksum":
+                _put(path, "ref-0001", text.replace(mrn, mrn[:-4] + "AAA="))
+            else:
+                row = conn.execute(
+                    "SELECT referral_id, version, idx, at, actor, type, payload FROM events "
+                    "WHERE referral_id = 'ref-0001' AND version = 2"
+                ).fetchone()
+                key_id = row[6].split('"')[3].split(":")[0]
+                if damage == "payload moved":
+                    other = conn.execute(
+                        "SELECT payload FROM events WHERE referral_id = 'ref-0000' AND version = 2"
+                    ).fetchone()[0]
+                    body_text = "{" + other.split(",", 1)[1]
+                    stored = _seal(body_text, _event_context(*row[:6]), key_id, "1")
+                elif damage == "payload replaced":
+                    stored = _seal('{"note":"x"}', _event_context(*row[:6]), key_id, "1")
+                else:
+                    stored = row[6]
+                    conn.execute(
+                        "UPDATE events SET at = 'not a time' WHERE referral_id = 'ref-0001' "
+                        "AND version = 2"
+                    )
+                conn.execute(
+                    "UPDATE events SET payload = ? WHERE referral_id = 'ref-0001' AND version = 2",
+                    (stored,),
+                )
+        before = _rows(path)
+        with SQLiteStore(path, keys=ring.with_new_key()) as store:
+            with pytest.raises(CorruptRecordError, match="ref-0001") as info:
+                rotate_keys(store, batch=10)
+            assert "CANARY" not in str(info.value)
+        assert _rows(path) == before
+
     def test_rotation_needs_a_key_ring(self, tmp_path: Path) -> None:
         with open_store(f"sqlite:///{tmp_path / 'x.db'}") as store:
             with pytest.raises(EncryptionKeyError):

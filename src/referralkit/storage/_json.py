@@ -72,7 +72,14 @@ def payload_json(payload: Any) -> str:
     model value): the same text as ``json.dumps(to_dict(payload))`` at a third of the cost
     (walking every payload through the converter was 60% of a bulk intake's time).
     """
-    return _dumps(payload, "payload", default=to_dict)
+    if _PAYLOAD_ENCODE is None:  # pragma: no cover - CPython has the C encoder
+        return _dumps(payload, "payload", default=to_dict)
+    try:
+        return "".join(_PAYLOAD_ENCODE(payload, 0))
+    except (TypeError, ValueError, RecursionError):
+        raise ValidationError(
+            "payload", "is not JSON-compatible (or holds NaN or infinity)"
+        ) from None
 
 
 def _dumps(value: Any, path: str, default: Any = None) -> str:
@@ -259,6 +266,18 @@ _ENCODE: Final[Any] = (
 )
 
 
+# The same for event payloads, with ``to_dict`` for what JSON does not know (a datetime, a
+# model value): the text ``json.dumps(payload, separators=(",", ":"), allow_nan=False,
+# default=to_dict)`` gives, without building an encoder per payload
+_PAYLOAD_ENCODE: Final[Any] = (
+    _C_ENCODER(
+        None, to_dict, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False
+    )
+    if _C_ENCODER is not None
+    else None
+)
+
+
 def _fast_dump(value: Any) -> str:
     if _ENCODE is None:  # pragma: no cover - CPython has the C encoder
         return str(_DUMP(value))
@@ -271,7 +290,6 @@ _HEAD: Final = '{"~c":"'
 # old unsealed row
 _DAMAGED_HEAD: Final = re.compile(r'\{"(?:~.|[^"]c)":"[^"]*"')
 _PAYLOAD: Final = "~p"
-_KEY_MARK: Final = "~k"  # where snapshot_data(raw=True) says which key the record was on
 
 
 def _snapshot_dump(data: Any) -> str:
@@ -389,9 +407,7 @@ class RecordCodec:
             self._encrypt(data, phi_plan(Referral), referral.id, "", kid)
         return _seal(_snapshot_dump(data), referral.id + "\x00snapshot", kid)
 
-    def _encrypt(
-        self, data: Any, plan: _Plan, referral_id: str, prefix: str, kid: str, raw: bool = False
-    ) -> None:
+    def _encrypt(self, data: Any, plan: _Plan, referral_id: str, prefix: str, kid: str) -> None:
         """Encrypt, in place, every PHI value of ``data`` the plan reaches.
 
         The values are found first, then encrypted in one tight loop with one draw of
@@ -407,13 +423,17 @@ class RecordCodec:
         head = f"{CIPHER_PREFIX}{kid}:"
         context = referral_id + "\x00"
         at = 0
+        escape = _ESCAPE
         for container, name, path in leaves:
             nonce = nonces[at : at + 12]
             at += 12
             aad = (context + path).encode("utf-8", "surrogatepass")
             value = container[name]
-            sealed = seal(nonce, value if raw else _plaintext(value, path), aad)
-            container[name] = head + _b64(nonce + sealed, newline=False).decode("ascii")
+            # most PHI is text: the C string encoder alone
+            plain = escape(value).encode("ascii") if type(value) is str else _plaintext(value, path)
+            container[name] = head + _b64(nonce + seal(nonce, plain, aad), newline=False).decode(
+                "ascii"
+            )
 
     def payload_text(self, event: ReferralEvent, count: int, key_id: str | None = None) -> str:
         """The stored text of an event's payload; ``count`` is the number of events of its
@@ -491,12 +511,11 @@ class RecordCodec:
             )
         return self.cipher
 
-    def snapshot_data(self, stored: Any, referral_id: str, raw: bool = False) -> Any:
-        """The verified, decrypted JSON data of a stored snapshot (with ``raw``, each PHI
-        value as its plaintext bytes) and the key id it was encrypted with."""
-        return self._snapshot_data(stored, referral_id, raw)[0]
+    def snapshot_data(self, stored: Any, referral_id: str) -> Any:
+        """The verified, decrypted JSON data of a stored snapshot."""
+        return self._snapshot_data(stored, referral_id)[0]
 
-    def _snapshot_data(self, stored: Any, referral_id: str, raw: bool = False) -> tuple[Any, bool]:
+    def _snapshot_data(self, stored: Any, referral_id: str) -> tuple[Any, bool]:
         """:meth:`snapshot_data`, and whether the record was sealed (text this store wrote)."""
         text = self._text(stored)
         if text is None:
@@ -512,9 +531,7 @@ class RecordCodec:
             raise CorruptRecordError(referral_id, "snapshot", "it is not a JSON object")
         if key_id:
             cipher = self._need_cipher(key_id, referral_id)
-            self._decrypt(cipher, data, phi_plan(Referral), referral_id, "", raw)
-        if raw:
-            data[_KEY_MARK] = key_id
+            self._decrypt(cipher, data, phi_plan(Referral), referral_id, "")
         return data, count != "-"
 
     def _decrypt(
@@ -524,11 +541,9 @@ class RecordCodec:
         plan: _Plan,
         referral_id: str,
         prefix: str,
-        raw: bool = False,
     ) -> None:
         """Decrypt, in place, every PHI value of ``data`` the plan reaches (as
-        :meth:`_encrypt`: the values found first, then one tight loop); with ``raw``, leave
-        each value's plaintext bytes (what a rotation encrypts again as they are)."""
+        :meth:`_encrypt`: the values found first, then one tight loop)."""
         leaves: list[tuple[Any, str, str]] = []
         try:
             _phi_leaves(data, plan, prefix, leaves, strict=True)
@@ -550,7 +565,7 @@ class RecordCodec:
                 sealed = _unb64(body)
                 aad = (context + path).encode("utf-8", "surrogatepass")
                 plain = aead(sealed[:12], sealed[12:], aad)
-                container[name] = plain if raw else _from_plaintext(plain)
+                container[name] = _from_plaintext(plain)
             except (InvalidTag, ValueError, binascii.Error):
                 raise CorruptRecordError(
                     referral_id, "snapshot", f"field {path} does not decrypt"
@@ -783,18 +798,30 @@ def rewrites(
     target = codec.cipher.primary_id
     snapshots: list[tuple[Any, ...]] = []
     for referral_id, version, stored in referrals:
-        if record_key_id(stored) == target:
+        current = record_key_id(stored)
+        if current == target:
             continue
-        # encrypted values move as plaintext bytes: decrypted, never parsed, encrypted again
-        data = codec.snapshot_data(stored, referral_id, raw=True)
-        raw = bool(data.pop(_KEY_MARK))
+        if current:
+            # encrypted already: each ciphertext opened and sealed again in place in the
+            # record's text (only the envelopes change; nothing is parsed into the model)
+            rekeyed = _rekeyed_snapshot(codec.cipher, stored, referral_id, target)
+            if rekeyed is not None:
+                snapshots.append(
+                    (
+                        Sealed(rekeyed[0]),
+                        Sealed(codec.patient_key(rekeyed[1])),
+                        referral_id,
+                        version,
+                    )
+                )
+                continue
+        # a record stored unencrypted (or unsealed): verified, then encrypted
+        data = codec.snapshot_data(stored, referral_id)
         patient = data.get("patient")
         patient_id = patient.get("id") if isinstance(patient, dict) else None
-        if raw and isinstance(patient_id, bytes):
-            patient_id = _from_plaintext(patient_id)
         if not isinstance(patient_id, str):
             raise CorruptRecordError(referral_id, "snapshot", "it has no patient id")
-        codec._encrypt(data, phi_plan(Referral), referral_id, "", target, raw)
+        codec._encrypt(data, phi_plan(Referral), referral_id, "", target)
         text = _seal(_snapshot_dump(data), referral_id + "\x00snapshot", target)
         snapshots.append(
             (Sealed(text), Sealed(codec.patient_key(patient_id)), referral_id, version)
@@ -804,14 +831,110 @@ def rewrites(
     for row in events:
         sizes[row[0], row[1]] = sizes.get((row[0], row[1]), 0) + 1
     for row in events:
-        if record_key_id(row[6]) == target:
+        current = record_key_id(row[6])
+        if current == target:
             continue
+        if current:
+            moved = _rekeyed_payload(codec.cipher, row, target)
+            if moved is not None:
+                payloads.append((Sealed(moved), row[0], row[1], row[2]))
+                continue
         body, count = codec.payload_body(row)
         if count == "-":  # unsealed: the change's size is counted from its rows
             count = str(sizes[row[0], row[1]])
         text = codec.payload_text_of(body, row[:6], int(count), target)
         payloads.append((Sealed(text), row[0], row[1], row[2]))
     return snapshots, payloads
+
+
+def _rekeyed_snapshot(
+    cipher: FieldCipher, stored: Any, referral_id: str, target: str
+) -> tuple[str, str] | None:
+    """The stored text of an encrypted snapshot moved onto key ``target``, and its patient
+    id: the record verified, every PHI ciphertext opened (its associated data, the
+    referral id and field path, checked) and sealed again under ``target`` with a fresh
+    nonce and the same associated data, in one pass over the record's JSON (the values are
+    never parsed, nor is the record built as a model). ``None`` when the record is not an
+    encrypted snapshot (the caller takes the general path)."""
+    text = RecordCodec._text(stored)
+    if text is None:  # pragma: no cover - the caller read the key id from its text
+        return None
+    body, key_id, _ = RecordCodec.unseal(
+        text, referral_id + "\x00snapshot", referral_id, "snapshot"
+    )
+    try:
+        data = _loads(body)
+    except ValueError:
+        data = None
+    if not key_id or not isinstance(data, dict):
+        return None
+    leaves: list[tuple[Any, str, str]] = []
+    try:
+        _phi_leaves(data, phi_plan(Referral), "", leaves, strict=True)
+    except (AttributeError, TypeError):
+        raise CorruptRecordError(referral_id, "snapshot", "its shape is wrong") from None
+    context = referral_id + "\x00"
+    nonces = os.urandom(12 * len(leaves))
+    seal = cipher.aead(target).encrypt
+    head = f"{CIPHER_PREFIX}{target}:"
+    opened: dict[str, Any] = {}
+    patient_id: Any = None
+    at = 0
+    for container, name, path in leaves:
+        token = container[name]
+        try:
+            if type(token) is not str or not token.startswith(CIPHER_PREFIX):
+                raise ValueError
+            kid, colon, encoded = token[4:].partition(":")
+            if not colon or len(encoded) < 40:  # a nonce and a tag take 28 bytes
+                raise ValueError
+            aead = opened.get(kid)
+            if aead is None:
+                aead = opened[kid] = cipher.aead(kid).decrypt
+            sealed = _unb64(encoded)
+            aad = (context + path).encode("utf-8", "surrogatepass")
+            plain = aead(sealed[:12], sealed[12:], aad)
+        except (InvalidTag, ValueError, binascii.Error):
+            raise CorruptRecordError(
+                referral_id, "snapshot", f"field {path} does not decrypt"
+            ) from None
+        if path == "patient.id":
+            patient_id = _from_plaintext(plain)
+        nonce = nonces[at : at + 12]
+        at += 12
+        container[name] = head + _b64(nonce + seal(nonce, plain, aad), newline=False).decode(
+            "ascii"
+        )
+    if not isinstance(patient_id, str):
+        raise CorruptRecordError(referral_id, "snapshot", "it has no patient id")
+    return _seal(_snapshot_dump(data), referral_id + "\x00snapshot", target), patient_id
+
+
+def _rekeyed_payload(cipher: FieldCipher, row: Sequence[Any], target: str) -> str | None:
+    """The stored text of an encrypted event payload (row ``(referral_id, version, idx,
+    at, actor, type, payload)``) moved onto key ``target``: verified, opened and sealed
+    again with a fresh nonce and the same associated data. ``None`` when the record is not
+    the one ciphertext such a payload holds."""
+    referral_id = str(row[0])
+    record = f"event {row[1]}.{row[2]}"
+    text = RecordCodec._text(row[6])
+    if text is None:  # pragma: no cover - the caller read the key id from its text
+        return None
+    try:
+        context = _event_context(*row[:6])
+    except (ValueError, TypeError, OverflowError):
+        raise CorruptRecordError(referral_id, record, "its time is not a time") from None
+    body, key_id, count = RecordCodec.unseal(text, context, referral_id, record)
+    prefix = '{"' + _PAYLOAD + '":"'
+    if not key_id or not body.startswith(prefix) or not body.endswith('"}'):
+        return None
+    aad = f"{referral_id}\x00{record}\x00payload".encode("utf-8", "surrogatepass")
+    try:
+        plain = cipher.decrypt(body[len(prefix) : -2], aad)
+    except (InvalidTag, ValueError):
+        raise CorruptRecordError(referral_id, record, "its payload does not decrypt") from None
+    body = prefix + cipher.encrypt(plain, aad, target) + '"}'
+    return _seal(body, context, target, count)
 
 
 # --------------------------------------------------------------------------- dumps

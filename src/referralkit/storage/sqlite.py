@@ -45,7 +45,6 @@ from ..access import (
     check_records,
     record_fields,
     record_from_row,
-    record_row,
 )
 from ..crypto import KeyProvider, load_keys
 from ..errors import (
@@ -322,6 +321,11 @@ def _seal_last(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> tuple[Any, ...]:
 # damaged schema text): a UnicodeDecodeError, mapped like the driver's errors
 _DRIVER_ERRORS: Final = (sqlite3.Error, UnicodeDecodeError)
 
+
+_INSERT_ACCESS: Final = f"INSERT INTO access_log ({ROW_COLUMNS}) VALUES ({', '.join('?' * 12)})"  # noqa: S608 - fixed column names
+_INSERT_ACCESS_REFERRAL: Final = (
+    "INSERT OR IGNORE INTO access_log_referrals (referral_id, seq) VALUES (?, ?)"
+)
 
 _INSERT_RANK: Final = "INSERT INTO worklist_keys (referral_id, bucket, sort_key) VALUES (?, ?, ?)"
 
@@ -1273,24 +1277,17 @@ class SQLiteStore(ReferralStore):
                     "SELECT chain FROM access_log ORDER BY seq DESC LIMIT 1"
                 ).fetchone()
                 last = GENESIS if row is None else row[0]
+                named: list[tuple[str, int | None]] = []
                 for record in records:
-                    at = _ts(record.at)
-                    # the reason as stored (encrypted with a key ring): what the chain hashes
-                    reason = self._codec.reason_text(record.actor, record.action, record.reason)
-                    fields = record_fields(record, at)
-                    fields[8] = reason
+                    # the fields the chain hashes are the row's columns (flagged as 0 or 1,
+                    # as SQLite keeps it), the reason as stored (encrypted with a key ring)
+                    fields = record_fields(record, _ts(record.at))
+                    fields[8] = self._codec.reason_text(record.actor, record.action, record.reason)
                     last = chain_hash(last, fields)
-                    row = record_row(record, at, last)
-                    cursor = conn.execute(
-                        f"INSERT INTO access_log ({ROW_COLUMNS}) VALUES ({', '.join('?' * 12)})",  # noqa: S608 - fixed column names
-                        (*row[:8], reason, *row[9:]),
-                    )
-                    if record.referral_ids:
-                        conn.executemany(
-                            "INSERT OR IGNORE INTO access_log_referrals (referral_id, seq) "
-                            "VALUES (?, ?)",
-                            [(i, cursor.lastrowid) for i in record.referral_ids],
-                        )
+                    seq = conn.execute(_INSERT_ACCESS, (*fields, last)).lastrowid
+                    named.extend((i, seq) for i in record.referral_ids)
+                # one statement for the referral index of every record of the transaction
+                conn.executemany(_INSERT_ACCESS_REFERRAL, named)
         finally:
             with self._guard():
                 conn.execute("PRAGMA synchronous=FULL")
@@ -1393,14 +1390,13 @@ class SQLiteStore(ReferralStore):
                 (rows[0][0], rows[-1][0]),
             ).fetchall()
             snapshots, payloads = rewrites(self._codec, rows, events)
-            for update in snapshots:
-                cursor = conn.execute(
-                    "UPDATE referrals SET snapshot = ?, patient_id = ? "
-                    "WHERE id = ? AND version = ?",
-                    update,
-                )
-                if cursor.rowcount != 1:  # pragma: no cover - the write lock is held
-                    raise ConcurrencyError(update[2], update[3], None)
+            before = conn.total_changes
+            conn.executemany(
+                "UPDATE referrals SET snapshot = ?, patient_id = ? WHERE id = ? AND version = ?",
+                snapshots,
+            )
+            if conn.total_changes - before != len(snapshots):  # pragma: no cover - locked
+                raise ConcurrencyError(snapshots[0][2], snapshots[0][3], None)
             conn.executemany(
                 "UPDATE events SET payload = ? WHERE referral_id = ? AND version = ? AND idx = ?",
                 payloads,
