@@ -55,6 +55,7 @@ __all__ = [
     "MemoryAccessLog",
     "at_text",
     "chain_hash",
+    "chain_values",
     "record_fields",
 ]
 
@@ -207,9 +208,7 @@ class MemoryAccessLog:
     def append(self, records: Sequence[AccessRecord]) -> None:
         """Append ``records``, chained; they are numbered on from the last one when read."""
         last = self._chains[-1] if self._chains else GENESIS
-        for record in records:
-            last = chain_hash(last, record_fields(record, at_text(record.at)))
-            self._chains.append(last)
+        self._chains += chain_values(last, [record_fields(r, at_text(r.at)) for r in records])
         self._records += records
 
     def rows(self) -> list[tuple[int, list[Any], str]]:
@@ -316,6 +315,17 @@ def chain_hash(previous: str, fields: Sequence[Any]) -> str:
     (as compact JSON)."""
     text = _CANONICAL.encode([previous, *fields])
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def chain_values(last: str, rows: Iterable[Sequence[Any]]) -> list[str]:
+    """The chain values of ``rows`` (each the fields the chain hashes of one record),
+    appended after the chain value ``last``: what every store writes with its records, for
+    the access log and for the events (:mod:`referralkit.tamper`)."""
+    values = []
+    for fields in rows:
+        last = chain_hash(last, fields)
+        values.append(last)
+    return values
 
 
 # ---------------------------------------------------------------------------- SQL rows

@@ -1827,11 +1827,16 @@ def _verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with open_store_to_read(args.db) as store:
         report = verify(store, checkpoints=marks, public_key=key)
     if report.ok:
-        out.write(f"ok: {report.records} records, {report.checkpoints} checkpoint(s)\n")
+        out.write(
+            f"ok: {report.records} records, {report.events} events, "
+            f"{report.checkpoints} checkpoint(s)\n"
+        )
         return EXIT_OK
+    where = "event" if report.broken_in == "events" else "record"
     out.write(
-        f"BROKEN at record {report.broken_at}: {report.reason} "
-        f"({report.records} records read, {report.checkpoints} checkpoint(s) checked)\n"
+        f"BROKEN at {where} {report.broken_at}: {report.reason} "
+        f"({report.records} records, {report.events} events read, "
+        f"{report.checkpoints} checkpoint(s) checked)\n"
     )
     return EXIT_PROBLEMS
 

@@ -664,6 +664,20 @@ class ReferralStore(abc.ABC):
         for record in self.access_records():
             yield record.seq, record_fields(record, at_text(record.at)), record.chain or ""
 
+    def event_chain(self) -> Iterator[tuple[int, list[Any], str, str]]:
+        """Every event in append order as the events' hash chain sees it (see
+        :mod:`referralkit.tamper`): its ``seq``, the fields the chain hashes
+        (:func:`~referralkit.storage._chain.event_fields`, the last one ``sealed``: the key id
+        and digest of its payload as first written), the chain value stored with it, and its
+        payload's stored text. What :func:`referralkit.tamper.verify` reads.
+
+        This default, for an adapter that keeps no chain, yields nothing (``verify`` then
+        checks the access log alone). The shipped adapters chain their events.
+
+        .. versionadded:: 0.2
+        """
+        return iter(())
+
     def _fallback_access_log(self) -> MemoryAccessLog:
         log: MemoryAccessLog | None = self.__dict__.get("_access_log_fallback")
         if log is None:

@@ -13,7 +13,7 @@ from typing import Any, Final
 import attrs
 
 from .._redaction import boundary, boundary_iter
-from ..access import AccessQuery, AccessRecord, check_access_query, check_records
+from ..access import GENESIS, AccessQuery, AccessRecord, check_access_query, check_records
 from ..crypto import KeyProvider
 from ..errors import ConcurrencyError, DuplicateReferralError, NotFoundError, ValidationError
 from ..model import Referral, ReferralEvent
@@ -35,6 +35,7 @@ from ._base import (
     lease_end,
     worklist_key,
 )
+from ._chain import chain_rows, event_fields
 from ._json import _stored_event, payload_json
 from ._versions import (
     RuleVersion,
@@ -94,6 +95,14 @@ def _unpack(referral_id: str, changes: Iterable[_Packed]) -> list[ReferralEvent]
     return found
 
 
+def _chain_input(events: Iterable[ReferralEvent]) -> list[tuple[Any, ...]]:
+    """The rows the events' chain hashes (the payload as its JSON text)."""
+    return [
+        (e.referral_id, e.version, e.index, e.at, e.actor, e.type, payload_json(e.payload))
+        for e in events
+    ]
+
+
 def _kept(values: dict[Any, Any], value: Any) -> Any:
     """The stored copy of ``value`` (``value`` itself the first time it is seen)."""
     try:
@@ -130,6 +139,9 @@ class MemoryStore(ReferralStore):
         self._policy_uses: list[tuple[str, str, dt.datetime]] = []
         self._values: dict[Any, Any] = {}
         self._analytics: dict[str, list[bytes]] = {}
+        # the events' hash chain, in append order: (referral id, version, index, sealed,
+        # chain); the fields are read from the stored events when it is verified
+        self._chain: list[tuple[str, int, int, str, str]] = []
 
     def _shared(self, referral: Referral) -> Referral:
         """``referral`` holding the stored equal copy of each provider, code and coverage
@@ -190,10 +202,17 @@ class MemoryStore(ReferralStore):
         current = staged.get(referral_id) or self._snapshots.get(referral_id)
         return referral_id if current is not None and current.source_id == source_id else None
 
+    def _link(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Chain event rows (under the lock, once the batch is accepted)."""
+        seq, last = (len(self._chain), self._chain[-1][4]) if self._chain else (0, GENESIS)
+        for row, (_, sealed, link) in zip(rows, chain_rows(seq, last, rows), strict=True):
+            self._chain.append((row[0], row[1], row[2], sealed, link))
+
     @boundary
     def save_many(self, changes: Sequence[Change]) -> None:
         check_changes(changes)
         packed = [_pack(events) for _, events, _ in changes]
+        rows = _chain_input(e for c in changes for e in c[1])
         with self._lock:
             staged: dict[str, Referral] = {}
             appended: dict[str, list[_Packed]] = {}
@@ -211,6 +230,7 @@ class MemoryStore(ReferralStore):
                 staged[referral.id] = referral
                 appended.setdefault(referral.id, []).append(events)
             self._apply(staged, appended)
+            self._link(rows)
 
     def _apply(self, staged: dict[str, Referral], appended: dict[str, list[_Packed]]) -> None:
         for referral_id, referral in staged.items():
@@ -318,6 +338,7 @@ class MemoryStore(ReferralStore):
     def restore_many(self, histories: Sequence[History]) -> None:
         check_histories(histories)
         packed = {r.id: [_pack(events)] for r, events in histories}
+        rows = _chain_input(e for h in histories for e in h[1])
         with self._lock:
             for referral, _ in histories:
                 current = self._snapshots.get(referral.id)
@@ -326,6 +347,7 @@ class MemoryStore(ReferralStore):
                 if referral.source_id is not None and self._holder(referral.source_id, {}):
                     raise DuplicateReferralError(referral.source_id)
             self._apply({r.id: r for r, _ in histories}, packed)
+            self._link(rows)
 
     # ------------------------------------------------------------------ worklist rank keys
 
@@ -410,6 +432,25 @@ class MemoryStore(ReferralStore):
         with self._lock:
             rows = self._fallback_access_log().rows()
         yield from rows
+
+    @boundary_iter
+    def event_chain(self) -> Iterator[tuple[int, list[Any], str, str]]:
+        """The chain's entries with the fields of the events as stored now: an event edited,
+        lost or moved breaks its link."""
+        with self._lock:
+            chain = list(self._chain)
+            stored = {i: list(changes) for i, changes in self._events.items()}
+        found: dict[tuple[str, int, int], ReferralEvent] = {}
+        for referral_id, changes in stored.items():
+            for e in _unpack(referral_id, changes):
+                found[referral_id, e.version, e.index] = e
+        for seq, (referral_id, version, index, sealed, link) in enumerate(chain, 1):
+            event = found.get((referral_id, version, index))
+            if event is None:  # lost: a link that cannot hold
+                yield seq, [referral_id, version, index, None], link, ""
+                continue
+            row = (referral_id, version, index, event.at, event.actor, event.type)
+            yield seq, event_fields(row, sealed), link, payload_json(event.payload)
 
     @boundary
     def set_sweep_due(self, items: Iterable[tuple[str, int, float]]) -> int:
