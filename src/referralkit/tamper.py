@@ -73,8 +73,13 @@ class Checkpoint:
     :meth:`message` when signed. A checkpoint made before the events were chained has no
     events head (``None``).
 
+    ``restored`` marks the checkpoint :func:`~referralkit.storage.load_dump` records after
+    loading a dump's access log: the events were written anew (their chain restarts), so
+    the events heads of the checkpoints before it (made in the dumped store) are not
+    checked any more; their access-log heads still are.
+
     .. versionchanged:: 0.2
-       ``events_seq`` and ``events_chain``.
+       ``events_seq``, ``events_chain`` and ``restored``.
     """
 
     seq: int
@@ -83,12 +88,15 @@ class Checkpoint:
     signature: str | None = None
     events_seq: int | None = None
     events_chain: str | None = None
+    restored: bool = False
 
     def message(self) -> bytes:
         """What the signature covers."""
         text = f"referralkit-access-log|{self.seq}|{self.chain}|{self.at}"
         if self.events_seq is not None:
             text += f"|events|{self.events_seq}|{self.events_chain}"
+        if self.restored:
+            text += "|restored"
         return text.encode("ascii")
 
     def to_json(self) -> dict[str, Any]:
@@ -96,6 +104,8 @@ class Checkpoint:
         data = attrs.asdict(self)
         if self.events_seq is None:  # as written before the events were chained
             del data["events_seq"], data["events_chain"]
+        if not self.restored:
+            del data["restored"]
         return data
 
     @classmethod
@@ -113,6 +123,7 @@ class Checkpoint:
                 events_chain=(
                     None if data.get("events_chain") is None else str(data["events_chain"])
                 ),
+                restored=data.get("restored") is True,
             )
         except (KeyError, TypeError, ValueError):
             raise ValidationError(where, "not a checkpoint") from None
@@ -198,18 +209,22 @@ def checkpoint(
     signing_key: bytes | None = None,
     out: str | Path | None = None,
     now: dt.datetime | None = None,
+    restored: bool = False,
 ) -> Checkpoint:
     """Record the heads of the access log's and the events' chains as a checkpoint: signed
     with ``signing_key`` (an Ed25519 private key, PEM) when given, appended to the log as a
     ``checkpoint`` record and, with ``out``, as a JSON line to that file (keep it outside the
     database: it is what proves a truncation).
 
-    The events' head is read first: events appended meanwhile come after it."""
+    The events' head is read first: events appended meanwhile come after it. ``restored``
+    is for :func:`~referralkit.storage.load_dump` (see :class:`Checkpoint`)."""
     key = None if signing_key is None else _private(signing_key)
     events_seq, events_chain = _events_head(store)
     seq, chain = _head(store)
     when = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    unsigned = Checkpoint(seq, chain, when.isoformat(), None, events_seq, events_chain)
+    unsigned = Checkpoint(
+        seq, chain, when.isoformat(), None, events_seq, events_chain, restored=restored
+    )
     made = (
         unsigned
         if key is None
@@ -298,7 +313,10 @@ _EVENTS: Final = "events"
 def _verify_events(
     store: ReferralStore, report: VerifyReport, marks: list[Checkpoint]
 ) -> VerifyReport:
-    """The events' chain and the checkpoints' events heads (their signatures are checked)."""
+    """The events' chain and the checkpoints' events heads (their signatures are checked):
+    those made since the last restore (see :class:`Checkpoint`)."""
+    restart = max((mark.seq for mark in marks if mark.restored), default=-1)
+    marks = [m for m in marks if m.seq > restart or (m.seq == restart and m.restored)]
     wanted = {mark.events_seq for mark in marks if mark.events_seq}
     heads: dict[int, str] = {}
     previous, count, last_seq = GENESIS, 0, 0

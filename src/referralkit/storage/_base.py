@@ -664,6 +664,18 @@ class ReferralStore(abc.ABC):
         for record in self.access_records():
             yield record.seq, record_fields(record, at_text(record.at)), record.chain or ""
 
+    def restore_access(self, rows: Sequence[tuple[Sequence[Any], str]], after: str) -> None:
+        """Append access-log records exactly as another store kept them: each row the fields
+        its chain hashes (:func:`~referralkit.access.record_fields`, the reason as stored)
+        and its chain value, kept as they are (not recomputed), in one transaction. The log
+        must end at the chain value ``after`` (:data:`~referralkit.access.GENESIS`: empty),
+        else a StorageError: what :func:`~referralkit.storage.load_dump` uses, so a loaded
+        log verifies against the checkpoints made in the dumped store.
+
+        .. versionadded:: 0.2
+        """
+        self._fallback_access_log().restore(rows, after)
+
     def event_chain(self) -> Iterator[tuple[int, list[Any], str, str]]:
         """Every event in append order as the events' hash chain sees it (see
         :mod:`referralkit.tamper`): its ``seq``, the fields the chain hashes

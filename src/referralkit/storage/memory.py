@@ -427,6 +427,11 @@ class MemoryStore(ReferralStore):
         with self._lock:
             return self._fallback_access_log().read(query)
 
+    @boundary
+    def restore_access(self, rows: Sequence[tuple[Sequence[Any], str]], after: str) -> None:
+        with self._lock:
+            self._fallback_access_log().restore(rows, after)
+
     @boundary_iter
     def access_chain(self) -> Iterator[tuple[int, list[Any], str]]:
         with self._lock:

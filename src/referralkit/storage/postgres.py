@@ -41,6 +41,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import itertools
+import json
 import os
 import random
 import re
@@ -61,6 +62,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from .._redaction import Sealed, boundary, boundary_iter
 from ..access import (
     GENESIS,
+    RESTORE_CLASH,
     ROW_COLUMNS,
     AccessQuery,
     AccessRecord,
@@ -1618,6 +1620,33 @@ class PostgresStore(ReferralStore):
                         cursor.executemany(link, [(i, row[0]) for i in ids])
 
         self._transact("recording access", work)
+
+    @boundary
+    def restore_access(self, rows: Sequence[tuple[Sequence[Any], str]], after: str) -> None:
+        """Append records as another store kept them (see
+        :meth:`ReferralStore.restore_access`), in one transaction."""
+        insert = self._sql(
+            f"INSERT INTO {{s}}.access_log ({ROW_COLUMNS}) "  # noqa: S608 - fixed column names
+            f"VALUES ({', '.join(['%s'] * 12)}) RETURNING seq"
+        )
+        last_chain = self._sql("SELECT chain FROM {s}.access_log ORDER BY seq DESC LIMIT 1")
+        link = self._sql("INSERT INTO {s}.access_log_referrals (referral_id, seq) VALUES (%s, %s)")
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", [_ACCESS_CHAIN_LOCK])
+            with conn.cursor() as cursor:
+                found = cursor.execute(last_chain).fetchone()
+                if (GENESIS if found is None else str(found[0])) != after:
+                    raise StorageError(RESTORE_CLASH)
+                for fields, chain in rows:
+                    at = dt.datetime.fromisoformat(fields[0]).replace(tzinfo=dt.UTC)
+                    values = (at, *fields[1:10], bool(fields[10]), chain)
+                    row = cursor.execute(insert, values).fetchone()
+                    ids = sorted(set(json.loads(fields[6])))
+                    if ids and row is not None:
+                        cursor.executemany(link, [(i, row[0]) for i in ids])
+
+        self._transact("restoring the access log", work)
 
     @boundary
     def access_records(self, query: AccessQuery = AccessQuery()) -> list[AccessRecord]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import os
 import sqlite3
 import threading
@@ -37,6 +38,7 @@ from urllib.request import pathname2url
 from .._redaction import Sealed, boundary, boundary_iter
 from ..access import (
     GENESIS,
+    RESTORE_CLASH,
     ROW_COLUMNS,
     AccessQuery,
     AccessRecord,
@@ -339,7 +341,7 @@ def _event_rows(
             e.referral_id,
             e.version,
             e.index,
-            e.at.isoformat(),
+            e.at,
             e.actor,
             e.type,
             codec.payload_text(e, sizes[e.referral_id, e.version]),
@@ -347,11 +349,14 @@ def _event_rows(
         for e in events
     ]
     if head is None:
-        return [(*row[:6], Sealed(row[6])) for row in rows]
+        return [(*row[:3], row[3].isoformat(), *row[4:6], Sealed(row[6])) for row in rows]
     links = chain_rows(head[0], head[1], rows)
     if links:
         head[:] = links[-1][0], links[-1][2]
-    return [(*row[:6], Sealed(row[6]), *link) for row, link in zip(rows, links, strict=True)]
+    return [
+        (*row[:3], row[3].isoformat(), *row[4:6], Sealed(row[6]), *link)
+        for row, link in zip(rows, links, strict=True)
+    ]
 
 
 def _fill_event_chain(conn: sqlite3.Connection) -> None:
@@ -1290,6 +1295,27 @@ class SQLiteStore(ReferralStore):
         finally:
             with self._guard():
                 conn.execute("PRAGMA synchronous=FULL")
+
+    @boundary
+    def restore_access(self, rows: Sequence[tuple[Sequence[Any], str]], after: str) -> None:
+        """Append records as another store kept them (see
+        :meth:`ReferralStore.restore_access`), in one transaction."""
+        with self._write("restoring the access log") as conn:
+            row = conn.execute("SELECT chain FROM access_log ORDER BY seq DESC LIMIT 1").fetchone()
+            if (GENESIS if row is None else row[0]) != after:
+                raise StorageError(RESTORE_CLASH)
+            for fields, chain in rows:
+                cursor = conn.execute(
+                    f"INSERT INTO access_log ({ROW_COLUMNS}) VALUES ({', '.join('?' * 12)})",  # noqa: S608 - fixed column names
+                    (*fields, chain),
+                )
+                ids = json.loads(fields[6])
+                if ids:
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO access_log_referrals (referral_id, seq) "
+                        "VALUES (?, ?)",
+                        [(i, cursor.lastrowid) for i in ids],
+                    )
 
     @boundary
     def access_records(self, query: AccessQuery = AccessQuery()) -> list[AccessRecord]:
