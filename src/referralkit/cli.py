@@ -2107,7 +2107,8 @@ def build_parser() -> argparse.ArgumentParser:
     dumping = db_commands.add_parser(
         "dump",
         help="write every referral with its whole history as a JSON-lines dump",
-        description="Write the store's dump (storage.dump): to FILE (mode 0600, replaced "
+        description="Write the store's dump (storage.dump), its access log with its hash chain "
+        "included: to FILE (mode 0600, replaced "
         "when complete) or to standard output. Reads the store in pages.",
     )
     dumping.add_argument("url", metavar="URL")
