@@ -5,7 +5,7 @@ HIPAA's integrity control (45 CFR 164.312(c)): each access-log record (:mod:`ref
 carries ``chain``, the SHA-256 of the previous record's chain value and its own fields
 (:func:`~referralkit.access.chain_hash`), written by the store in the append's transaction.
 The events (every referral's history) are chained the same way, one chain per store in
-append order, by the same code (see :mod:`referralkit.storage._chain`: each event carries
+append order, by the same code (each event carries
 its ``seq``, the key id and digest of its payload as stored, and its chain value; a key
 rotation leaves the chain valid). An edited, deleted, inserted or reordered record or event
 breaks its chain there. An attacker who can write the database could recompute a whole
@@ -195,13 +195,6 @@ def _head(store: ReferralStore) -> tuple[int, str]:
     return seq, chain
 
 
-def _events_head(store: ReferralStore) -> tuple[int, str]:
-    seq, chain = 0, GENESIS
-    for seq, _, chain, _ in store.event_chain():  # noqa: B007 - the last one is the head
-        pass
-    return seq, chain
-
-
 @boundary
 def checkpoint(
     store: ReferralStore,
@@ -219,7 +212,7 @@ def checkpoint(
     The events' head is read first: events appended meanwhile come after it. ``restored``
     is for :func:`~referralkit.storage.load_dump` (see :class:`Checkpoint`)."""
     key = None if signing_key is None else _private(signing_key)
-    events_seq, events_chain = _events_head(store)
+    events_seq, events_chain = store.event_head()
     seq, chain = _head(store)
     when = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     unsigned = Checkpoint(

@@ -29,6 +29,7 @@ import attrs
 from .. import _validators as v
 from .._redaction import boundary, boundary_iter
 from ..access import (
+    GENESIS,
     AccessQuery,
     AccessRecord,
     MemoryAccessLog,
@@ -676,10 +677,22 @@ class ReferralStore(abc.ABC):
         """
         self._fallback_access_log().restore(rows, after)
 
+    def event_head(self) -> tuple[int, str]:
+        """The ``seq`` and chain value of the last event of the events' chain (0 and
+        :data:`~referralkit.access.GENESIS` when there is none): what a checkpoint
+        records. This default reads the whole chain; the SQL stores read one row.
+
+        .. versionadded:: 0.2
+        """
+        seq, chain = 0, GENESIS
+        for seq, _, chain, _ in self.event_chain():  # noqa: B007 - the last one is the head
+            pass
+        return seq, chain
+
     def event_chain(self) -> Iterator[tuple[int, list[Any], str, str]]:
         """Every event in append order as the events' hash chain sees it (see
         :mod:`referralkit.tamper`): its ``seq``, the fields the chain hashes
-        (:func:`~referralkit.storage._chain.event_fields`, the last one ``sealed``: the key id
+        (its referral id, version, index, time, actor, type and ``sealed``: the key id
         and digest of its payload as first written), the chain value stored with it, and its
         payload's stored text. What :func:`referralkit.tamper.verify` reads.
 

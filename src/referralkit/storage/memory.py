@@ -438,6 +438,10 @@ class MemoryStore(ReferralStore):
             rows = self._fallback_access_log().rows()
         yield from rows
 
+    def event_head(self) -> tuple[int, str]:
+        with self._lock:
+            return (len(self._chain), self._chain[-1][4]) if self._chain else (0, GENESIS)
+
     @boundary_iter
     def event_chain(self) -> Iterator[tuple[int, list[Any], str, str]]:
         """The chain's entries with the fields of the events as stored now: an event edited,

@@ -861,9 +861,12 @@ class PostgresStore(ReferralStore):
 
     def _save(self, conn: psycopg.Connection[Any], changes: Sequence[Change]) -> None:
         if len({c[0].id for c in changes}) < len(changes):
-            # one referral changed twice in the batch: each change sees the one before
-            for referral, events, expected in changes:
-                self._save_in_order(conn, referral, events, expected)
+            # one referral changed twice in the batch: each change sees the one before (the
+            # events go in after every row lock is held: the chain's lock is taken last)
+            for referral, _, expected in changes:
+                self._save_in_order(conn, referral, expected)
+            with conn.cursor() as cursor:
+                self._insert_events(cursor, [e for c in changes for e in c[1]])
             self._write_rank_keys(conn, changes)
             return
         # Rows are written in id order, so two batches touching the same referrals lock them
@@ -900,11 +903,7 @@ class PostgresStore(ReferralStore):
         self._write_rank_keys(conn, changes)
 
     def _save_in_order(
-        self,
-        conn: psycopg.Connection[Any],
-        referral: Referral,
-        events: Sequence[ReferralEvent],
-        expected: int,
+        self, conn: psycopg.Connection[Any], referral: Referral, expected: int
     ) -> None:
         with conn.cursor() as cursor:
             if expected == 0:
@@ -923,7 +922,6 @@ class PostgresStore(ReferralStore):
                     raise ConcurrencyError(
                         referral.id, expected, self._version(cursor, referral.id)
                     )
-            self._insert_events(cursor, events)
 
     def _insert(self, cursor: psycopg.Cursor[Any], referrals: Sequence[Referral]) -> None:
         """Insert new referrals; one that exists already is a conflict (expected version 0).
@@ -1703,6 +1701,18 @@ class PostgresStore(ReferralStore):
                     yield row[0], fields, row[12]
         except psycopg.Error as error:
             raise _driver_error(error, "reading the access log") from None
+
+    @boundary
+    def event_head(self) -> tuple[int, str]:
+        """The last event's ``seq`` and chain value (one index read)."""
+        if self.schema_version() < CHAIN_VERSION:
+            return 0, GENESIS
+        rows = self._fetch(
+            "reading the events' chain",
+            "SELECT seq, chain FROM {s}.events WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1",
+            [],
+        )
+        return (int(rows[0][0]), str(rows[0][1])) if rows else (0, GENESIS)
 
     @boundary_iter
     def event_chain(self) -> Iterator[tuple[int, list[Any], str, str]]:

@@ -1356,6 +1356,14 @@ class SQLiteStore(ReferralStore):
         finally:
             self._forget(conn)
 
+    @boundary
+    def event_head(self) -> tuple[int, str]:
+        """The last event's ``seq`` and chain value (one index read)."""
+        if self.schema_version() < CHAIN_VERSION:
+            return 0, GENESIS
+        rows = self._read("SELECT seq, chain FROM events ORDER BY seq DESC LIMIT 1")
+        return (int(rows[0][0]), str(rows[0][1])) if rows else (0, GENESIS)
+
     @boundary_iter
     def event_chain(self) -> Iterator[tuple[int, list[Any], str, str]]:
         """The events in ``seq`` (append) order as their hash chain sees them, streamed from
