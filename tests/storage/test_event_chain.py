@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import sqlite3
 import threading
 import uuid
@@ -509,3 +510,28 @@ class TestDumps:
         assert load_dump(copy, lines) == 2
         assert copy.access_records() == []
         assert verify(copy).ok
+
+    def test_bad_access_lines(self) -> None:
+        ring = KeyRing.generate()
+        source = MemoryStore()
+        _break_glass(source, 1)
+        out = io.StringIO()
+        dump(source, out, keys=ring)
+        header, line = out.getvalue().splitlines()[:2]
+        data = json.loads(line)
+        cases = [
+            ({"access": [], "x": 1}, "line 2: access"),
+            ({"access": {**data["access"], "actor": 7}}, "line 2: access"),
+            (
+                {"access": {**data["access"], "seq": 2}},  # the sealed reason moved
+                "line 2: access.reason_sealed",
+            ),
+        ]
+        for bad, path in cases:
+            with pytest.raises(ValidationError) as info:
+                load_dump(MemoryStore(keys=ring), [header + "\n", json.dumps(bad) + "\n"])
+            assert info.value.path == path
+        plain_header = header.replace('"encrypted":true,', "")
+        with pytest.raises(ValidationError) as info:
+            load_dump(MemoryStore(), [plain_header + "\n", line + "\n"])
+        assert info.value.path == "line 2: access.reason_sealed"
