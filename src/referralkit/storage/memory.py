@@ -69,14 +69,20 @@ class _Packed:
         return f"<packed events: {len(self.data)} bytes>"
 
 
-def _pack(events: Sequence[ReferralEvent]) -> _Packed:
-    """One change's events as compact JSON bytes, deflated when long."""
+def _pack(events: Sequence[ReferralEvent], rows: list[tuple[Any, ...]]) -> _Packed:
+    """One change's events as compact JSON bytes, deflated when long; their chain rows (the
+    payload's JSON text last) are appended to ``rows``."""
+    payloads = [payload_json(e.payload) for e in events]
+    rows += [
+        (e.referral_id, e.version, e.index, e.at, e.actor, e.type, text)
+        for e, text in zip(events, payloads, strict=True)
+    ]
     text = (
         "["
         + ",".join(
             f'[{e.version},{e.index},"{e.at.isoformat()}",{json.dumps(e.actor)},'
-            f'"{e.type}",{payload_json(e.payload)}]'
-            for e in events
+            f'"{e.type}",{payload}]'
+            for e, payload in zip(events, payloads, strict=True)
         )
         + "]"
     )
@@ -93,14 +99,6 @@ def _unpack(referral_id: str, changes: Iterable[_Packed]) -> list[ReferralEvent]
         for version, index, at, actor, kind, payload in json.loads(data):
             found.append(_stored_event((referral_id, version, index, at, actor, kind, payload)))
     return found
-
-
-def _chain_input(events: Iterable[ReferralEvent]) -> list[tuple[Any, ...]]:
-    """The rows the events' chain hashes (the payload as its JSON text)."""
-    return [
-        (e.referral_id, e.version, e.index, e.at, e.actor, e.type, payload_json(e.payload))
-        for e in events
-    ]
 
 
 def _kept(values: dict[Any, Any], value: Any) -> Any:
@@ -211,8 +209,8 @@ class MemoryStore(ReferralStore):
     @boundary
     def save_many(self, changes: Sequence[Change]) -> None:
         check_changes(changes)
-        packed = [_pack(events) for _, events, _ in changes]
-        rows = _chain_input(e for c in changes for e in c[1])
+        rows: list[tuple[Any, ...]] = []
+        packed = [_pack(events, rows) for _, events, _ in changes]
         with self._lock:
             staged: dict[str, Referral] = {}
             appended: dict[str, list[_Packed]] = {}
@@ -337,8 +335,8 @@ class MemoryStore(ReferralStore):
     @boundary
     def restore_many(self, histories: Sequence[History]) -> None:
         check_histories(histories)
-        packed = {r.id: [_pack(events)] for r, events in histories}
-        rows = _chain_input(e for h in histories for e in h[1])
+        rows: list[tuple[Any, ...]] = []
+        packed = {r.id: [_pack(events, rows)] for r, events in histories}
         with self._lock:
             for referral, _ in histories:
                 current = self._snapshots.get(referral.id)
