@@ -46,7 +46,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ._redaction import boundary
+from ._redaction import Sealed, boundary
 from .access import GENESIS, AccessOutcome, AccessRecord, chain_hash
 from .errors import CorruptRecordError, ValidationError
 from .storage import ReferralStore
@@ -345,13 +345,13 @@ def _verify_events(
     return attrs.evolve(report, events=count)
 
 
-def _seal_problem(fields: list[Any], text: str) -> str | None:
+def _seal_problem(fields: list[Any], text: Sealed[str]) -> str | None:
     """Why an event's stored payload fails its seal's checksum (keyless), or ``None``."""
     referral_id, version, index, at, actor, kind = fields[:6]
     moment = dt.datetime.fromisoformat(at).replace(tzinfo=dt.UTC)
     context = _event_context(referral_id, version, index, moment, actor, kind)
     try:
-        RecordCodec.unseal(text, context, str(referral_id), f"event {version}.{index}")
+        RecordCodec.unseal(text.reveal(), context, str(referral_id), f"event {version}.{index}")
     except CorruptRecordError:
         return "the event's payload fails its integrity check"
     return None

@@ -125,7 +125,7 @@ class TestDetected:
         store = filled(target)
         row = next(r for r in store.event_chain() if r[0] == 5)
         store.close()
-        text = row[3]
+        text = row[3].reveal()
         # a change of one character inside the record's last string (ciphertext or clear
         # JSON: still JSON, as PostgreSQL's json type wants)
         position = text.rindex('"') - 2

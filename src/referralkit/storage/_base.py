@@ -27,7 +27,7 @@ from typing import Any, Self, TypeAlias, TypeGuard
 import attrs
 
 from .. import _validators as v
-from .._redaction import boundary, boundary_iter
+from .._redaction import Sealed, boundary, boundary_iter
 from ..access import (
     GENESIS,
     AccessQuery,
@@ -689,12 +689,13 @@ class ReferralStore(abc.ABC):
             pass
         return seq, chain
 
-    def event_chain(self) -> Iterator[tuple[int, list[Any], str, str]]:
+    def event_chain(self) -> Iterator[tuple[int, list[Any], str, Sealed[str]]]:
         """Every event in append order as the events' hash chain sees it (see
         :mod:`referralkit.tamper`): its ``seq``, the fields the chain hashes
         (its referral id, version, index, time, actor, type and ``sealed``: the key id
         and digest of its payload as first written), the chain value stored with it, and its
-        payload's stored text. What :func:`referralkit.tamper.verify` reads.
+        payload's stored text (sealed: PHI in an unencrypted store). What
+        :func:`referralkit.tamper.verify` reads.
 
         This default, for an adapter that keeps no chain, yields nothing (``verify`` then
         checks the access log alone). The shipped adapters chain their events.

@@ -27,6 +27,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any, Final
 
+from .._redaction import Sealed
 from ..access import chain_values
 from ._json import _HEAD, record_key_id
 
@@ -36,11 +37,18 @@ CHAIN_VERSION: Final = 8
 """The schema version from which the SQL stores chain their events."""
 
 
-def sealed_digest(text: str) -> str:
-    """``"<key id>:<SHA-256 hex>"`` of a stored payload text (what the chain hashes)."""
-    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-    key_id = text[_START : text.find(":", _START)] if text.startswith(_HEAD) else ""
-    return f"{key_id}:{digest}"
+def sealed_digest(text: Sealed[str]) -> str:
+    """``"<key id>:<SHA-256 hex>"`` of a stored payload text (what the chain hashes). The
+    text stays sealed in every frame (it is PHI in an unencrypted store)."""
+    return f"{_key_id(text.reveal())}:{_sha256(text.reveal())}"
+
+
+def _key_id(text: str) -> str:
+    return text[_START : text.find(":", _START)] if text.startswith(_HEAD) else ""
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 _START: Final = len(_HEAD)
@@ -64,7 +72,7 @@ def chain_rows(
     last_seq: int, last_chain: str, rows: Sequence[Sequence[Any]]
 ) -> list[tuple[int, str, str]]:
     """``(seq, sealed, chain)`` of event rows ``(referral_id, version, idx, at, actor, type,
-    stored payload text)`` appended after the head ``(last_seq, last_chain)``."""
+    stored payload text, sealed)`` appended after the head ``(last_seq, last_chain)``."""
     sealed = [sealed_digest(row[6]) for row in rows]
     fields = [event_fields(row, mark) for row, mark in zip(rows, sealed, strict=True)]
     links = chain_values(last_chain, fields)
@@ -74,11 +82,11 @@ def chain_rows(
     ]
 
 
-def payload_problem(sealed: str, text: str) -> str | None:
+def payload_problem(sealed: str, text: Sealed[str]) -> str | None:
     """Why the stored payload ``text`` does not match what the chain recorded (``sealed``),
     or ``None``: the same digest, or re-encrypted onto another key since."""
     key_id, _, digest = sealed.partition(":")
-    if hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest() == digest:
+    if _sha256(text.reveal()) == digest:
         return None
     now = record_key_id(text)
     if now and now != key_id:

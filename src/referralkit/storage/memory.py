@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import attrs
 
-from .._redaction import boundary, boundary_iter
+from .._redaction import Sealed, boundary, boundary_iter
 from ..access import GENESIS, AccessQuery, AccessRecord, check_access_query, check_records
 from ..crypto import KeyProvider
 from ..errors import ConcurrencyError, DuplicateReferralError, NotFoundError, ValidationError
@@ -74,7 +74,7 @@ def _pack(events: Sequence[ReferralEvent], rows: list[tuple[Any, ...]]) -> _Pack
     payload's JSON text last) are appended to ``rows``."""
     payloads = [payload_json(e.payload) for e in events]
     rows += [
-        (e.referral_id, e.version, e.index, e.at, e.actor, e.type, text)
+        (e.referral_id, e.version, e.index, e.at, e.actor, e.type, Sealed(text))
         for e, text in zip(events, payloads, strict=True)
     ]
     text = (
@@ -441,7 +441,7 @@ class MemoryStore(ReferralStore):
             return (len(self._chain), self._chain[-1][4]) if self._chain else (0, GENESIS)
 
     @boundary_iter
-    def event_chain(self) -> Iterator[tuple[int, list[Any], str, str]]:
+    def event_chain(self) -> Iterator[tuple[int, list[Any], str, Sealed[str]]]:
         """The chain's entries with the fields of the events as stored now: an event edited,
         lost or moved breaks its link."""
         with self._lock:
@@ -454,10 +454,10 @@ class MemoryStore(ReferralStore):
         for seq, (referral_id, version, index, sealed, link) in enumerate(chain, 1):
             event = found.get((referral_id, version, index))
             if event is None:  # lost: a link that cannot hold
-                yield seq, [referral_id, version, index, None], link, ""
+                yield seq, [referral_id, version, index, None], link, Sealed("")
                 continue
             row = (referral_id, version, index, event.at, event.actor, event.type)
-            yield seq, event_fields(row, sealed), link, payload_json(event.payload)
+            yield seq, event_fields(row, sealed), link, Sealed(payload_json(event.payload))
 
     @boundary
     def set_sweep_due(self, items: Iterable[tuple[str, int, float]]) -> int:

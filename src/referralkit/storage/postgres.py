@@ -514,6 +514,22 @@ def _seal_last(cursor: Any) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
     return make
 
 
+def _chain_row(cursor: Any) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """A psycopg row factory: ``(seq, fields, chain, payload text)`` of a row ``seq, <event
+    columns>, sealed, chain``, the payload sealed as it leaves the driver."""
+
+    def make(row: Sequence[Any]) -> tuple[Any, ...]:
+        # a row without a link (inserted by hand) comes first, as seq 0: a broken link
+        return (
+            int(row[0] or 0),
+            event_fields(row[1:7], row[8] or ""),
+            str(row[9] or ""),
+            Sealed(str(row[7])),
+        )
+
+    return make
+
+
 def _connection_lost(error: psycopg.Error) -> bool:
     """Whether ``error`` says the connection is gone (SQLSTATE class 08, an administrator
     or crash shutdown 57P01-57P03, or no SQLSTATE: the socket closed under libpq)."""
@@ -954,7 +970,7 @@ class PostgresStore(ReferralStore):
                 e.at,
                 e.actor,
                 e.type,
-                codec.payload_text(e, sizes[e.referral_id, e.version]),
+                Sealed(codec.payload_text(e, sizes[e.referral_id, e.version])),
             )
             for e in events
         ]
@@ -964,7 +980,7 @@ class PostgresStore(ReferralStore):
             self._copy(
                 cursor,
                 f"{{s}}.events ({_EVENT_COLUMNS})",
-                [(*row[:6], Sealed(row[6])) for row in rows],
+                rows,
             )
             return
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_EVENT_CHAIN_LOCK])
@@ -977,7 +993,7 @@ class PostgresStore(ReferralStore):
         self._copy(
             cursor,
             f"{{s}}.events ({_EVENT_COLUMNS}, seq, sealed, chain)",
-            [(*row[:6], Sealed(row[6]), *link) for row, link in zip(rows, links, strict=True)],
+            [(*row, *link) for row, link in zip(rows, links, strict=True)],
         )
 
     def _chained(self, conn: psycopg.Connection[Any]) -> bool:
@@ -999,7 +1015,7 @@ class PostgresStore(ReferralStore):
             "WHERE referral_id = %s AND version = %s AND idx = %s"
         )
         with (
-            conn.cursor(name="referralkit_fill_chain") as reading,
+            conn.cursor(name="referralkit_fill_chain", row_factory=_seal_last) as reading,
             conn.cursor() as writing,
         ):
             reading.itersize = _HISTORY_ROWS
@@ -1715,7 +1731,7 @@ class PostgresStore(ReferralStore):
         return (int(rows[0][0]), str(rows[0][1])) if rows else (0, GENESIS)
 
     @boundary_iter
-    def event_chain(self) -> Iterator[tuple[int, list[Any], str, str]]:
+    def event_chain(self) -> Iterator[tuple[int, list[Any], str, Sealed[str]]]:
         """The events in ``seq`` (append) order as their hash chain sees them, streamed with a
         server-side cursor (see :meth:`ReferralStore.event_chain`)."""
         if self.schema_version() < CHAIN_VERSION:
@@ -1728,18 +1744,11 @@ class PostgresStore(ReferralStore):
             with (
                 self._connection() as conn,
                 conn.transaction(),
-                conn.cursor(name="referralkit_event_chain") as cursor,
+                conn.cursor(name="referralkit_event_chain", row_factory=_chain_row) as cursor,
             ):
                 cursor.itersize = _HISTORY_ROWS
                 cursor.execute(sql)
-                for row in cursor:
-                    # a row without a link (inserted by hand) comes first, as seq 0
-                    yield (
-                        int(row[0] or 0),
-                        event_fields(row[1:7], row[8] or ""),
-                        str(row[9] or ""),
-                        str(row[7]),
-                    )
+                yield from cursor
         except psycopg.Error as error:
             raise _driver_error(error, "reading the events' chain") from None
 

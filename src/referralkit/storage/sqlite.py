@@ -344,17 +344,17 @@ def _event_rows(
             e.at,
             e.actor,
             e.type,
-            codec.payload_text(e, sizes[e.referral_id, e.version]),
+            Sealed(codec.payload_text(e, sizes[e.referral_id, e.version])),
         )
         for e in events
     ]
     if head is None:
-        return [(*row[:3], row[3].isoformat(), *row[4:6], Sealed(row[6])) for row in rows]
+        return [(*row[:3], row[3].isoformat(), *row[4:]) for row in rows]
     links = chain_rows(head[0], head[1], rows)
     if links:
         head[:] = links[-1][0], links[-1][2]
     return [
-        (*row[:3], row[3].isoformat(), *row[4:6], Sealed(row[6]), *link)
+        (*row[:3], row[3].isoformat(), *row[4:], *link)
         for row, link in zip(rows, links, strict=True)
     ]
 
@@ -363,8 +363,10 @@ def _fill_event_chain(conn: sqlite3.Connection) -> None:
     """Chain the events already stored (the version 8 migration), in rowid order (the
     order they were inserted), a batch at a time."""
     seq, last, after = 0, GENESIS, -1
+    cursor = conn.cursor()
+    cursor.row_factory = _seal_last
     while True:
-        rows = conn.execute(
+        rows = cursor.execute(
             f"SELECT rowid, {_EVENT_COLUMNS} FROM events WHERE rowid > ? ORDER BY rowid LIMIT ?",  # noqa: S608 - fixed column names
             (after, _EXPORT_BATCH * 10),
         ).fetchall()
@@ -1365,7 +1367,7 @@ class SQLiteStore(ReferralStore):
         return (int(rows[0][0]), str(rows[0][1])) if rows else (0, GENESIS)
 
     @boundary_iter
-    def event_chain(self) -> Iterator[tuple[int, list[Any], str, str]]:
+    def event_chain(self) -> Iterator[tuple[int, list[Any], str, Sealed[str]]]:
         """The events in ``seq`` (append) order as their hash chain sees them, streamed from
         a private read transaction (see :meth:`ReferralStore.event_chain`)."""
         sql = (
@@ -1378,17 +1380,19 @@ class SQLiteStore(ReferralStore):
             return
         if self._shared is not None:
             with self._lock:
-                rows = self._shared.execute(sql).fetchall()
-            for row in rows:
-                yield _chain_row(row)
+                cursor = self._shared.cursor()
+                cursor.row_factory = _chain_row
+                rows = cursor.execute(sql).fetchall()
+            yield from rows
             return
         conn = self._connect()
         try:
             conn.execute("BEGIN")
-            cursor = conn.execute(sql)
+            cursor = conn.cursor()
+            cursor.row_factory = _chain_row
+            cursor.execute(sql)
             while rows := cursor.fetchmany(_EXPORT_BATCH * 10):
-                for row in rows:
-                    yield _chain_row(row)
+                yield from rows
         except _DRIVER_ERRORS as error:
             raise _driver_error(error, "reading the events' chain") from None
         finally:
@@ -1468,11 +1472,18 @@ class SQLiteStore(ReferralStore):
             return rows[-1][0], len(snapshots) + len(payloads)
 
 
-def _chain_row(row: Sequence[Any]) -> tuple[int, list[Any], str, str]:
-    """``(seq, fields, chain, payload text)`` of a row ``seq, <event columns>, sealed,
-    chain``."""
+def _chain_row(
+    cursor: sqlite3.Cursor, row: tuple[Any, ...]
+) -> tuple[int, list[Any], str, Sealed[str]]:
+    """A row factory: ``(seq, fields, chain, payload text)`` of a row ``seq, <event
+    columns>, sealed, chain``, the payload sealed as it leaves the driver."""
     # a row without a link (inserted by hand) comes first, as seq 0: a broken link
-    return int(row[0] or 0), event_fields(row[1:7], row[8] or ""), str(row[9] or ""), str(row[7])
+    return (
+        int(row[0] or 0),
+        event_fields(row[1:7], row[8] or ""),
+        str(row[9] or ""),
+        Sealed(str(row[7])),
+    )
 
 
 def _access_where(query: AccessQuery) -> tuple[str, list[Any]]:
