@@ -387,6 +387,60 @@ class TestNothingLeaks:
         assert_clean(frame_text(referrals), "Parquet referrals")
         assert_clean(frame_text(events), "Parquet events")
 
+    def test_parquet_of_an_encrypted_store(
+        self,
+        planted: Any,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """Encryption on (issue 13): the canaries stored encrypted in SQLite, then the Parquet
+        export (``referralkit export parquet`` with ``REFERRALKIT_KEYS``, and the library
+        call) holds none, raw or read back; the identified export of the same store shows
+        them (the store decrypted, and the scan sees them)."""
+        from referralkit import KeyRing, open_store
+
+        store, _ = planted
+        ring = KeyRing.generate()
+        keys = tmp_path / "keys.json"
+        ring.save(keys)
+        url = f"sqlite:///{tmp_path / 'encrypted.db'}"
+        with open_store(url, keys=ring) as encrypted:
+            encrypted.restore_many(list(store.export()))
+        for path in tmp_path.glob("encrypted.db*"):  # the file (its WAL checkpointed)
+            assert_clean(path.read_bytes().decode("latin-1"), str(path))
+
+        monkeypatch.setenv("REFERRALKIT_KEYS", str(keys))
+        as_of = AS_OF.isoformat()
+        command = ["export", "parquet", "--db", url, "--as-of", as_of, str(tmp_path / "cli")]
+        assert cli.main(command) == 0
+        out, err = capsys.readouterr()
+        assert "3 referrals" in out
+        assert_clean(out + err, "command line output")
+        with open_store(url, keys=ring) as encrypted:
+            assert analytics.export_parquet(encrypted, tmp_path / "lib", as_of=AS_OF) == {
+                "referrals": 3,
+                "events": analytics.events_frame(store, as_of=AS_OF).shape[0],
+            }
+            identified = analytics.export_parquet(
+                encrypted,
+                tmp_path / "identified",
+                as_of=AS_OF,
+                deidentify=False,
+                actor=Actor("analyst", {Role.COORDINATOR}),
+            )
+        assert identified["referrals"] == 3
+        for folder in ("cli", "lib"):
+            for path in (tmp_path / folder).rglob("*"):
+                if path.is_file():
+                    assert_clean(path.read_bytes().decode("latin-1"), str(path))
+            referrals, events = analytics.read_parquet(tmp_path / folder)
+            assert len(referrals) == 3
+            assert_clean(frame_text(referrals), f"Parquet referrals ({folder})")
+            assert_clean(frame_text(events), f"Parquet events ({folder})")
+        referrals, _ = analytics.read_parquet(tmp_path / "identified")
+        assert "CANARY" in frame_text(referrals)
+
 
 def pretty(value: Any) -> str:
     """What IPython's pretty printer shows for ``value`` (through its _repr_pretty_)."""

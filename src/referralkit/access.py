@@ -44,7 +44,7 @@ from typing import Any, Final
 import attrs
 
 from . import _validators as v
-from .errors import ValidationError
+from .errors import StorageError, ValidationError
 
 __all__ = [
     "GENESIS",
@@ -55,6 +55,7 @@ __all__ = [
     "MemoryAccessLog",
     "at_text",
     "chain_hash",
+    "chain_values",
     "record_fields",
 ]
 
@@ -207,10 +208,18 @@ class MemoryAccessLog:
     def append(self, records: Sequence[AccessRecord]) -> None:
         """Append ``records``, chained; they are numbered on from the last one when read."""
         last = self._chains[-1] if self._chains else GENESIS
-        for record in records:
-            last = chain_hash(last, record_fields(record, at_text(record.at)))
-            self._chains.append(last)
+        self._chains += chain_values(last, [record_fields(r, at_text(r.at)) for r in records])
         self._records += records
+
+    def restore(self, rows: Sequence[tuple[Sequence[Any], str]], after: str) -> None:
+        """Append records exactly as another log kept them (see
+        ``ReferralStore.restore_access``): their chain values are kept, not recomputed."""
+        head = self._chains[-1] if self._chains else GENESIS
+        if head != after:
+            raise StorageError(RESTORE_CLASH)
+        for fields, chain in rows:
+            self._records.append(record_of_fields(fields))
+            self._chains.append(chain)
 
     def rows(self) -> list[tuple[int, list[Any], str]]:
         """Every record as the hash chain sees it (see ``ReferralStore.access_chain``)."""
@@ -353,6 +362,41 @@ def chain_hash(previous: str, fields: Sequence[Any]) -> str:
         else _CANONICAL.encode(values)  # pragma: no cover - CPython has the C encoder
     )
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def chain_values(last: str, rows: Iterable[Sequence[Any]]) -> list[str]:
+    """The chain values of ``rows`` (each the fields the chain hashes of one record),
+    appended after the chain value ``last``: what every store writes with its records, for
+    the access log and for the events (:mod:`referralkit.tamper`)."""
+    values = []
+    for fields in rows:
+        last = chain_hash(last, fields)
+        values.append(last)
+    return values
+
+
+def record_of_fields(fields: Sequence[Any]) -> AccessRecord:
+    """The record whose chain fields (:func:`record_fields`) are ``fields``."""
+    (at, actor, roles, organization, action, outcome, ids, purpose, reason, grant, flag) = fields
+    return AccessRecord(
+        at=dt.datetime.fromisoformat(at).replace(tzinfo=dt.UTC),
+        actor=actor,
+        roles=tuple(roles.split(",")) if roles else (),
+        organization=organization,
+        action=action,
+        outcome=AccessOutcome(outcome),
+        referral_ids=tuple(json.loads(ids)),
+        purpose=purpose,
+        reason=reason,
+        grant=grant,
+        flagged=bool(flag),
+    )
+
+
+RESTORE_CLASH: Final = (
+    "the access log does not end where the restored records begin: restore a dump's "
+    "access log into a store whose log is empty"
+)
 
 
 # ---------------------------------------------------------------------------- SQL rows

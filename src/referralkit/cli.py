@@ -37,7 +37,8 @@ Commands:
   refused which referrals, when, for what purpose; break-glass grants and uses flagged.
 - ``referralkit checkpoint --db URL [--signing-key PEM] [--out FILE]`` and ``referralkit
   verify --db URL [--checkpoints FILE] [--public-key PEM]``: tamper evidence for the access
-  log (:mod:`referralkit.tamper`); ``verify`` exits 1 at the first broken link.
+  log and the events (:mod:`referralkit.tamper`); ``verify`` exits 1 at the first broken
+  link.
 - ``referralkit keys init FILE``, ``keys add FILE``, ``keys rotate --db URL``: key rings
   and key rotation for encryption at rest (:mod:`referralkit.crypto`); every command opens
   its store with the key ring the ``REFERRALKIT_KEYS`` environment variable names.
@@ -1790,11 +1791,13 @@ def _add_coordination_commands(commands: Any) -> None:
 
     verifying = commands.add_parser(
         "verify",
-        help="check the access log's hash chain and its checkpoints (tamper evidence)",
-        description="Recompute the hash chain of the access log of --db and check every "
-        "checkpoint (recorded in the log, and in --checkpoints FILE) against it and, with "
-        "--public-key, its Ed25519 signature. Prints the first broken link and exits 1 when "
-        "the log was edited, reordered, deleted from or truncated past a checkpoint.",
+        help="check the access log's and the events' hash chains and their checkpoints",
+        description="Recompute the hash chains of the access log and of the events of --db, "
+        "check every event's seal, and check every checkpoint (recorded in the log, and in "
+        "--checkpoints FILE) against them and, with --public-key, its Ed25519 signature. "
+        "Needs no key ring. Prints the first broken link (record N or event N) and exits 1 "
+        "when the log or the events were edited, reordered, deleted from or truncated past "
+        "a checkpoint.",
     )
     verifying.add_argument("--db", required=True, help="store URL to read")
     verifying.add_argument(
@@ -1807,8 +1810,9 @@ def _add_coordination_commands(commands: Any) -> None:
 
     marking = commands.add_parser(
         "checkpoint",
-        help="record the access log's head, signed, in the log and a file kept elsewhere",
-        description="Record the head of the access log's hash chain of --db as a checkpoint, "
+        help="record the chains' heads, signed, in the log and a file kept elsewhere",
+        description="Record the heads of the access log's and the events' hash chains of "
+        "--db as a checkpoint, "
         "signed with --signing-key (Ed25519, PEM) when given, and append it to --out. "
         "--new-key FILE writes a new key pair (FILE, mode 600, and FILE.pub) and exits.",
     )
@@ -1827,11 +1831,16 @@ def _verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with open_store_to_read(args.db) as store:
         report = verify(store, checkpoints=marks, public_key=key)
     if report.ok:
-        out.write(f"ok: {report.records} records, {report.checkpoints} checkpoint(s)\n")
+        out.write(
+            f"ok: {report.records} records, {report.events} events, "
+            f"{report.checkpoints} checkpoint(s)\n"
+        )
         return EXIT_OK
+    where = "event" if report.broken_in == "events" else "record"
     out.write(
-        f"BROKEN at record {report.broken_at}: {report.reason} "
-        f"({report.records} records read, {report.checkpoints} checkpoint(s) checked)\n"
+        f"BROKEN at {where} {report.broken_at}: {report.reason} "
+        f"({report.records} records, {report.events} events read, "
+        f"{report.checkpoints} checkpoint(s) checked)\n"
     )
     return EXIT_PROBLEMS
 
@@ -1854,7 +1863,9 @@ def _checkpoint(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with open_store_to_read(args.db) as store:
         mark = checkpoint(store, signing_key=key, out=args.out)
     signed = "signed" if mark.signature else "unsigned"
-    out.write(f"checkpoint at record {mark.seq} ({signed}): {mark.chain}\n")
+    out.write(
+        f"checkpoint at record {mark.seq} and event {mark.events_seq} ({signed}): {mark.chain}\n"
+    )
     return EXIT_OK
 
 
@@ -2102,7 +2113,8 @@ def build_parser() -> argparse.ArgumentParser:
     dumping = db_commands.add_parser(
         "dump",
         help="write every referral with its whole history as a JSON-lines dump",
-        description="Write the store's dump (storage.dump): to FILE (mode 0600, replaced "
+        description="Write the store's dump (storage.dump), its access log with its hash chain "
+        "included: to FILE (mode 0600, replaced "
         "when complete) or to standard output. Reads the store in pages.",
     )
     dumping.add_argument("url", metavar="URL")

@@ -1,15 +1,21 @@
-"""Tamper evidence for the access log: its hash chain, signed checkpoints, ``verify``.
+"""Tamper evidence for the access log and the events: their hash chains, signed
+checkpoints, ``verify``.
 
 HIPAA's integrity control (45 CFR 164.312(c)): each access-log record (:mod:`referralkit.access`)
 carries ``chain``, the SHA-256 of the previous record's chain value and its own fields
 (:func:`~referralkit.access.chain_hash`), written by the store in the append's transaction.
-An edited, deleted or reordered record breaks the chain at that record. An attacker who can
-write the database could recompute the whole chain; a *checkpoint* stops that:
-:func:`checkpoint` records the chain's head (its ``seq`` and value), signed with an Ed25519
-key kept outside the database, as a record of the log itself and, with ``out``, as a line of
-a file kept elsewhere. :func:`verify` recomputes the chain, checks every checkpoint it finds
-(in the log and in the file) against it and their signatures, and reports the first broken
-link; a log that ends before a checkpoint's ``seq`` was truncated.
+The events (every referral's history) are chained the same way, one chain per store in
+append order, by the same code (each event carries
+its ``seq``, the key id and digest of its payload as stored, and its chain value; a key
+rotation leaves the chain valid). An edited, deleted, inserted or reordered record or event
+breaks its chain there. An attacker who can write the database could recompute a whole
+chain; a *checkpoint* stops that: :func:`checkpoint` records both chains' heads (their
+``seq`` and value), signed with an Ed25519 key kept outside the database, as a record of the
+log itself and, with ``out``, as a line of a file kept elsewhere. :func:`verify` recomputes
+both chains, checks every event's seal (the checksum of item 5, read without keys), checks
+every checkpoint it finds (in the log and in the file) against the chains and their
+signatures, and reports the first broken link; a chain that ends before a checkpoint's
+``seq`` was truncated.
 
 Run ``referralkit checkpoint --db URL --signing-key KEY --out FILE`` and ``referralkit verify
 --db URL --checkpoints FILE --public-key KEY.pub`` in a scheduled job.
@@ -23,8 +29,8 @@ Run ``referralkit checkpoint --db URL --signing-key KEY --out FILE`` and ``refer
 >>> private, public = new_signing_key()
 >>> mark = checkpoint(store, signing_key=private)
 >>> report = verify(store, public_key=public)
->>> report.ok, report.records, report.checkpoints
-(True, 2, 1)
+>>> report.ok, report.records, report.events, report.checkpoints
+(True, 2, 3, 1)
 """
 
 from __future__ import annotations
@@ -40,10 +46,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ._redaction import boundary
+from ._redaction import Sealed, boundary
 from .access import GENESIS, AccessOutcome, AccessRecord, chain_hash
-from .errors import ValidationError
+from .errors import CorruptRecordError, ValidationError
 from .storage import ReferralStore
+from .storage._chain import payload_problem
+from .storage._json import RecordCodec, _event_context
 
 __all__ = [
     "Checkpoint",
@@ -60,21 +68,45 @@ CHECKPOINT_ACTOR: Final = "referralkit-checkpoint"
 
 @attrs.frozen
 class Checkpoint:
-    """The chain's head at ``seq`` (``chain``), made at ``at``, with an Ed25519
-    ``signature`` (hex) over :meth:`message` when signed."""
+    """The access log's head at ``seq`` (``chain``) and the events' head at ``events_seq``
+    (``events_chain``), made at ``at``, with an Ed25519 ``signature`` (hex) over
+    :meth:`message` when signed. A checkpoint made before the events were chained has no
+    events head (``None``).
+
+    ``restored`` marks the checkpoint :func:`~referralkit.storage.load_dump` records after
+    loading a dump's access log: the events were written anew (their chain restarts), so
+    the events heads of the checkpoints before it (made in the dumped store) are not
+    checked any more; their access-log heads still are.
+
+    .. versionchanged:: 0.2
+       ``events_seq``, ``events_chain`` and ``restored``.
+    """
 
     seq: int
     chain: str
     at: str
     signature: str | None = None
+    events_seq: int | None = None
+    events_chain: str | None = None
+    restored: bool = False
 
     def message(self) -> bytes:
         """What the signature covers."""
-        return f"referralkit-access-log|{self.seq}|{self.chain}|{self.at}".encode("ascii")
+        text = f"referralkit-access-log|{self.seq}|{self.chain}|{self.at}"
+        if self.events_seq is not None:
+            text += f"|events|{self.events_seq}|{self.events_chain}"
+        if self.restored:
+            text += "|restored"
+        return text.encode("ascii")
 
     def to_json(self) -> dict[str, Any]:
         """The checkpoint as JSON data (a line of a checkpoint file)."""
-        return attrs.asdict(self)
+        data = attrs.asdict(self)
+        if self.events_seq is None:  # as written before the events were chained
+            del data["events_seq"], data["events_chain"]
+        if not self.restored:
+            del data["restored"]
+        return data
 
     @classmethod
     def from_json(cls, data: object, where: str) -> Checkpoint:
@@ -87,6 +119,11 @@ class Checkpoint:
                 chain=str(data["chain"]),
                 at=str(data["at"]),
                 signature=None if data.get("signature") is None else str(data["signature"]),
+                events_seq=None if data.get("events_seq") is None else int(data["events_seq"]),
+                events_chain=(
+                    None if data.get("events_chain") is None else str(data["events_chain"])
+                ),
+                restored=data.get("restored") is True,
             )
         except (KeyError, TypeError, ValueError):
             raise ValidationError(where, "not a checkpoint") from None
@@ -95,13 +132,21 @@ class Checkpoint:
 
 @attrs.frozen
 class VerifyReport:
-    """What :func:`verify` found: ``records`` checked, ``checkpoints`` checked, and the first
-    problem: the ``broken_at`` seq (None when the log is intact) with ``reason``."""
+    """What :func:`verify` found: access-log ``records`` checked, ``checkpoints`` checked,
+    ``events`` checked, and the first problem: the ``broken_at`` seq (None when both chains
+    are intact) of the chain ``broken_in`` (``"access log"`` or ``"events"``), with
+    ``reason``.
+
+    .. versionchanged:: 0.2
+       ``events`` and ``broken_in``: the events' chain is verified too.
+    """
 
     records: int
     checkpoints: int
     broken_at: int | None = None
     reason: str | None = None
+    events: int = 0
+    broken_in: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -157,15 +202,22 @@ def checkpoint(
     signing_key: bytes | None = None,
     out: str | Path | None = None,
     now: dt.datetime | None = None,
+    restored: bool = False,
 ) -> Checkpoint:
-    """Record the access log's head as a checkpoint: signed with ``signing_key`` (an Ed25519
-    private key, PEM) when given, appended to the log as a ``checkpoint`` record and, with
-    ``out``, as a JSON line to that file (keep it outside the database: it is what proves a
-    truncation)."""
+    """Record the heads of the access log's and the events' chains as a checkpoint: signed
+    with ``signing_key`` (an Ed25519 private key, PEM) when given, appended to the log as a
+    ``checkpoint`` record and, with ``out``, as a JSON line to that file (keep it outside the
+    database: it is what proves a truncation).
+
+    The events' head is read first: events appended meanwhile come after it. ``restored``
+    is for :func:`~referralkit.storage.load_dump` (see :class:`Checkpoint`)."""
     key = None if signing_key is None else _private(signing_key)
+    events_seq, events_chain = store.event_head()
     seq, chain = _head(store)
     when = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    unsigned = Checkpoint(seq, chain, when.isoformat())
+    unsigned = Checkpoint(
+        seq, chain, when.isoformat(), None, events_seq, events_chain, restored=restored
+    )
     made = (
         unsigned
         if key is None
@@ -210,29 +262,99 @@ def verify(
     checkpoints: Iterable[Checkpoint] = (),
     public_key: bytes | None = None,
 ) -> VerifyReport:
-    """Recompute the access log's hash chain and check every checkpoint (those recorded in
-    the log and ``checkpoints``, e.g. :func:`read_checkpoints` of the file kept elsewhere):
-    its chain value at its ``seq`` and, with ``public_key`` (Ed25519, PEM), its signature
-    (then an unsigned checkpoint is a problem too). The report names the first problem."""
+    """Recompute the access log's and the events' hash chains and check every checkpoint
+    (those recorded in the log and ``checkpoints``, e.g. :func:`read_checkpoints` of the
+    file kept elsewhere): its chain values at its ``seq`` and ``events_seq`` and, with
+    ``public_key`` (Ed25519, PEM), its signature (then an unsigned checkpoint is a problem
+    too). Every event's payload is checked against the digest its link recorded, and its
+    seal's checksum (the integrity check of every read) verified; no key ring is needed.
+    The report names the first problem (the access log's before the events').
+
+    .. versionchanged:: 0.2
+       The events' chain is verified too.
+    """
     key = None if public_key is None else _public(public_key)
+    marks: list[Checkpoint] = list(checkpoints)
     wanted: dict[int, list[Checkpoint]] = {}
-    for mark in checkpoints:
-        wanted.setdefault(mark.seq, []).append(mark)
     previous, count, last_seq = GENESIS, 0, 0
     for seq, fields, stored in store.access_chain():
         count += 1
         expected = chain_hash(previous, fields)
         if stored != expected:
-            return VerifyReport(count, 0, seq, "the record or the one before it was changed")
+            return VerifyReport(
+                count, 0, seq, "the record or the one before it was changed", 0, _ACCESS
+            )
         if fields[4] == CHECKPOINT_ACTION and fields[1] == CHECKPOINT_ACTOR:
-            mark = Checkpoint.from_json(json.loads(fields[8] or "null"), f"record {seq}")
-            wanted.setdefault(mark.seq, []).append(mark)
+            marks.append(Checkpoint.from_json(json.loads(fields[8] or "null"), f"record {seq}"))
         previous, last_seq = expected, seq
+    for mark in marks:
+        wanted.setdefault(mark.seq, []).append(mark)
     # the chain values the checkpoints name, read again (verified by the pass above)
     heads = (
         {seq: chain for seq, _, chain in store.access_chain() if seq in wanted} if wanted else {}
     )
-    return _check_marks(count, last_seq, heads, wanted, key)
+    report = _check_marks(count, last_seq, heads, wanted, key)
+    if not report.ok:
+        return attrs.evolve(report, broken_in=_ACCESS)
+    return _verify_events(store, report, marks)
+
+
+_ACCESS: Final = "access log"
+_EVENTS: Final = "events"
+
+
+def _verify_events(
+    store: ReferralStore, report: VerifyReport, marks: list[Checkpoint]
+) -> VerifyReport:
+    """The events' chain and the checkpoints' events heads (their signatures are checked):
+    those made since the last restore (see :class:`Checkpoint`)."""
+    restart = max((mark.seq for mark in marks if mark.restored), default=-1)
+    marks = [m for m in marks if m.seq > restart or (m.seq == restart and m.restored)]
+    wanted = {mark.events_seq for mark in marks if mark.events_seq}
+    heads: dict[int, str] = {}
+    previous, count, last_seq = GENESIS, 0, 0
+    for seq, fields, stored, text in store.event_chain():
+        count += 1
+        expected = chain_hash(previous, fields)
+        problem = (
+            "the event or the one before it was changed"
+            if stored != expected
+            else payload_problem(fields[-1], text) or _seal_problem(fields, text)
+        )
+        if problem is not None:
+            return attrs.evolve(
+                report, events=count, broken_at=seq, reason=problem, broken_in=_EVENTS
+            )
+        if seq in wanted:
+            heads[seq] = expected
+        previous, last_seq = expected, seq
+    for mark in sorted(marks, key=lambda m: m.events_seq or 0):
+        if not mark.events_seq:
+            continue
+        seq = mark.events_seq
+        if seq > last_seq:
+            reason = f"truncated: a checkpoint covers event {seq}"
+            return attrs.evolve(
+                report, events=count, broken_at=last_seq + 1, reason=reason, broken_in=_EVENTS
+            )
+        if heads.get(seq) != mark.events_chain:
+            reason = "a checkpoint does not match the events' chain"
+            return attrs.evolve(
+                report, events=count, broken_at=seq, reason=reason, broken_in=_EVENTS
+            )
+    return attrs.evolve(report, events=count)
+
+
+def _seal_problem(fields: list[Any], text: Sealed[str]) -> str | None:
+    """Why an event's stored payload fails its seal's checksum (keyless), or ``None``."""
+    referral_id, version, index, at, actor, kind = fields[:6]
+    moment = dt.datetime.fromisoformat(at).replace(tzinfo=dt.UTC)
+    context = _event_context(referral_id, version, index, moment, actor, kind)
+    try:
+        RecordCodec.unseal(text.reveal(), context, str(referral_id), f"event {version}.{index}")
+    except CorruptRecordError:
+        return "the event's payload fails its integrity check"
+    return None
 
 
 def _check_marks(

@@ -508,7 +508,8 @@ class TestDriverErrors:
         made = desk.intake(ACTOR, sample_request())
         with store._write("test") as conn:
             conn.execute(
-                "INSERT INTO events VALUES (?, 2, 0, '2026-03-02T09:00:00+00:00', 'x', "
+                "INSERT INTO events (referral_id, version, idx, at, actor, type, payload) "
+                "VALUES (?, 2, 0, '2026-03-02T09:00:00+00:00', 'x', "
                 "'owner_assigned', '{\"owner\": \"PHI-CANARY\"}')",
                 (made.id,),
             )

@@ -248,7 +248,7 @@ class TestCli:
         status, out = self.run(
             "verify", "--db", url, "--checkpoints", str(marks), "--public-key", f"{key}.pub"
         )
-        assert (status, out.strip()) == (0, "ok: 5 records, 2 checkpoint(s)")
+        assert (status, out.strip()) == (0, "ok: 5 records, 0 events, 2 checkpoint(s)")
         with sqlite3.connect(tmp_path / "cli.db") as conn:
             conn.execute("DROP TRIGGER access_log_no_update")
             conn.execute("UPDATE access_log SET action = 'history' WHERE seq = 2")

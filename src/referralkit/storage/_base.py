@@ -28,8 +28,9 @@ from typing import Any, Final, Self, TypeAlias, TypeGuard
 import attrs
 
 from .. import _validators as v
-from .._redaction import boundary, boundary_iter
+from .._redaction import Sealed, boundary, boundary_iter
 from ..access import (
+    GENESIS,
     AccessQuery,
     AccessRecord,
     MemoryAccessLog,
@@ -714,6 +715,45 @@ class ReferralStore(abc.ABC):
         """
         for record in self.access_records():
             yield record.seq, record_fields(record, at_text(record.at)), record.chain or ""
+
+    def restore_access(self, rows: Sequence[tuple[Sequence[Any], str]], after: str) -> None:
+        """Append access-log records exactly as another store kept them: each row the fields
+        its chain hashes (:func:`~referralkit.access.record_fields`, the reason as stored)
+        and its chain value, kept as they are (not recomputed), in one transaction. The log
+        must end at the chain value ``after`` (:data:`~referralkit.access.GENESIS`: empty),
+        else a StorageError: what :func:`~referralkit.storage.load_dump` uses, so a loaded
+        log verifies against the checkpoints made in the dumped store.
+
+        .. versionadded:: 0.2
+        """
+        self._fallback_access_log().restore(rows, after)
+
+    def event_head(self) -> tuple[int, str]:
+        """The ``seq`` and chain value of the last event of the events' chain (0 and
+        :data:`~referralkit.access.GENESIS` when there is none): what a checkpoint
+        records. This default reads the whole chain; the SQL stores read one row.
+
+        .. versionadded:: 0.2
+        """
+        seq, chain = 0, GENESIS
+        for seq, _, chain, _ in self.event_chain():  # noqa: B007 - the last one is the head
+            pass
+        return seq, chain
+
+    def event_chain(self) -> Iterator[tuple[int, list[Any], str, Sealed[str]]]:
+        """Every event in append order as the events' hash chain sees it (see
+        :mod:`referralkit.tamper`): its ``seq``, the fields the chain hashes
+        (its referral id, version, index, time, actor, type and ``sealed``: the key id
+        and digest of its payload as first written), the chain value stored with it, and its
+        payload's stored text (sealed: PHI in an unencrypted store). What
+        :func:`referralkit.tamper.verify` reads.
+
+        This default, for an adapter that keeps no chain, yields nothing (``verify`` then
+        checks the access log alone). The shipped adapters chain their events.
+
+        .. versionadded:: 0.2
+        """
+        return iter(())
 
     def _fallback_access_log(self) -> MemoryAccessLog:
         log: MemoryAccessLog | None = self.__dict__.get("_access_log_fallback")

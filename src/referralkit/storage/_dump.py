@@ -1,23 +1,29 @@
 """Export and import: a JSON-lines dump of every referral with its whole history
 (re-exported by :mod:`referralkit.storage`).
 
-The first line is a header, ``{"format": "referralkit-dump", "version": 2}``; then the
+The first line is a header, ``{"format": "referralkit-dump", "version": 3}``; then the
 decision provenance the store keeps: one line per stored rule version, in digest order,
 ``{"rule_version": {"digest": ..., "document": ..., "kind": ..., "name": ...,
 "recorded_at": ...}}``, and one per noted policy use, in the order they were noted,
 ``{"policy_use": {"at": ..., "digest": ..., "kind": ...}}`` (see
-:meth:`~referralkit.storage.ReferralStore.save_rule_version`); then one line per referral, in
+:meth:`~referralkit.storage.ReferralStore.save_rule_version`); then the access log
+(:mod:`referralkit.access`), one line per record in ``seq`` order, ``{"access": {"action":
+..., "actor": ..., "at": ..., "chain": ..., ...}}``: the fields its hash chain hashes, as the
+store keeps them (a break-glass reason encrypted in an encrypted store), with its chain
+value, so the loaded log verifies against the checkpoints made in the dumped store
+(:mod:`referralkit.tamper`); then one line per referral, in
 id order: ``{"events": [...], "referral": {...}}`` with the snapshot and every event, oldest
 first, as :func:`~referralkit.serialization.to_dict` writes them (keys sorted, no spaces).
-Version 1 dumps (referrals only) still load. A store that keeps no rule versions dumps none.
-The access log is *not* in a dump: it records who read what in this store, and stays with it.
+Version 1 dumps (referrals only) and version 2 dumps (no access log) still load. A store
+that keeps no rule versions dumps none.
 The same store content always gives the same bytes, whatever the adapter, so
 dumps can be compared with ``diff`` or a hash.
 
 A dump holds PHI (it is the data): keep it where the database is kept. From a store opened
 with a key ring (or given ``keys``), every PHI field and every event payload in the dump is
 encrypted as in the store (AES-256-GCM, bound to the referral and field; the rule versions
-and policy uses, which describe no patient, are written as they are), the header says
+and policy uses, which describe no patient, are written as they are; an access record's
+reason kept in clear is encrypted too, as ``reason_sealed``), the header says
 ``"encrypted": true``, and :func:`load_dump` needs the key ring to read it back; such a dump
 is not byte-for-byte reproducible (every encryption draws a fresh nonce). Given a path,
 :func:`dump` creates the file with mode 0600 (readable by its owner only). Errors while
@@ -29,7 +35,7 @@ reading one name the line and the field, never a value.
 >>> dump(MemoryStore(), buffer)
 0
 >>> buffer.getvalue()
-'{"format":"referralkit-dump","version":2}\\n'
+'{"format":"referralkit-dump","version":3}\\n'
 >>> load_dump(MemoryStore(), io.StringIO(buffer.getvalue()))
 0
 """
@@ -42,8 +48,11 @@ import os
 from collections.abc import Iterable
 from typing import Any, Final, TextIO
 
+from cryptography.exceptions import InvalidTag
+
 from .._redaction import boundary
-from ..crypto import KeyProvider, load_keys
+from ..access import GENESIS, chain_hash
+from ..crypto import CIPHER_PREFIX, KeyProvider, load_keys
 from ..errors import EncryptionKeyError, StorageError, ValidationError
 from ..events import replay
 from ..model import Referral, ReferralEvent
@@ -56,8 +65,24 @@ from ._versions import RuleVersion, check_digest, check_policy_kind
 __all__ = ["DUMP_FORMAT", "DUMP_VERSION", "dump", "load_dump"]
 
 DUMP_FORMAT: Final = "referralkit-dump"
-DUMP_VERSION: Final = 2
-_READABLE: Final = (1, 2)  # the versions load_dump reads
+DUMP_VERSION: Final = 3
+_READABLE: Final = (1, 2, 3)  # the versions load_dump reads
+# an access record's chain fields (referralkit.access.record_fields), by name
+_ACCESS_FIELDS: Final = (
+    "at",
+    "actor",
+    "roles",
+    "organization",
+    "action",
+    "outcome",
+    "referral_ids",
+    "purpose",
+    "reason",
+    "grant",
+    "flagged",
+)
+_CHECKPOINT: Final = ("referralkit-checkpoint", "checkpoint")
+_ACCESS_BATCH: Final = 5_000
 
 
 def _line(value: Any) -> str:
@@ -138,6 +163,8 @@ def _write(store: ReferralStore, file: TextIO, codec: RecordCodec | None) -> int
         )
     for kind, digest, at in _provenance(store, "policy_uses"):
         file.write(_line({"policy_use": {"at": at.isoformat(), "digest": digest, "kind": kind}}))
+    for seq, fields, chain in store.access_chain():
+        file.write(_line({"access": _access_line(seq, fields, chain, codec)}))
     written = 0
     for referral, events in store.export():
         if codec is not None:
@@ -147,6 +174,65 @@ def _write(store: ReferralStore, file: TextIO, codec: RecordCodec | None) -> int
             file.write(_line(data))
         written += 1
     return written
+
+
+def _reason_aad(seq: int, fields: Any) -> bytes:
+    return f"dump\x00access {seq}\x00{fields[1]}\x00{fields[4]}\x00reason".encode(
+        "utf-8", "surrogatepass"
+    )
+
+
+def _access_line(
+    seq: int, fields: list[Any], chain: str, codec: RecordCodec | None
+) -> dict[str, Any]:
+    """An access record's dump line: its chain fields as stored, its ``seq`` and chain
+    value; in an encrypted dump, a reason kept in clear (an unencrypted store's) as
+    ``reason_sealed`` (encrypted, bound to the record's place in the log)."""
+    data: dict[str, Any] = dict(zip(_ACCESS_FIELDS, fields, strict=True))
+    data["seq"], data["chain"] = seq, chain
+    reason = data["reason"]
+    if (
+        codec is not None
+        and codec.cipher is not None
+        and isinstance(reason, str)
+        and not reason.startswith(CIPHER_PREFIX)
+        and (fields[1], fields[4]) != _CHECKPOINT
+    ):
+        data["reason"] = None
+        data["reason_sealed"] = codec.cipher.encrypt(
+            reason.encode("utf-8", "surrogatepass"), _reason_aad(seq, fields)
+        )
+    return data
+
+
+def _access_record(
+    data: dict[str, Any], where: str, codec: RecordCodec | None
+) -> tuple[list[Any], str]:
+    """The chain fields and chain value of a dump's access line (its reason decrypted back
+    to what the store kept)."""
+    record = data["access"]
+    keys = {*_ACCESS_FIELDS, "seq", "chain"}
+    if (
+        set(data) != {"access"}
+        or not isinstance(record, dict)
+        or set(record) - {"reason_sealed"} != keys
+    ):
+        raise ValidationError(f"{where}: access", "expected an access-log record")
+    fields = [record[name] for name in _ACCESS_FIELDS]
+    if not all(isinstance(fields[n], str) for n in (0, 1, 2, 4, 5, 6)) or not isinstance(
+        record["chain"], str
+    ):
+        raise ValidationError(f"{where}: access", "expected an access-log record")
+    sealed = record.get("reason_sealed")
+    if sealed is not None:
+        if codec is None or codec.cipher is None:
+            raise ValidationError(f"{where}: access.reason_sealed", "an encrypted reason")
+        try:
+            plain = codec.cipher.decrypt(sealed, _reason_aad(int(record["seq"]), fields))
+        except (ValueError, TypeError, InvalidTag):
+            raise ValidationError(f"{where}: access.reason_sealed", "does not decrypt") from None
+        fields[8] = plain.decode("utf-8", "surrogatepass")
+    return fields, record["chain"]
 
 
 def _provenance(store: ReferralStore, method: str) -> list[Any]:
@@ -255,6 +341,7 @@ def load_dump(
     verify: bool = True,
     batch: int = 500,
     keys: KeyProvider | str | os.PathLike[str] | None = None,
+    signing_key: bytes | None = None,
 ) -> int:
     """Read a dump written by :func:`dump` into ``store``; how many referrals were loaded.
 
@@ -278,6 +365,13 @@ def load_dump(
        ``keys``: encrypted dumps.
     .. versionchanged:: 0.2
        Version 2 dumps: rule versions and policy uses.
+    .. versionchanged:: 0.2
+       Version 3 dumps: the access log, restored exactly (with its chain values: with
+       ``verify``, the chain is checked while it is read) into a store whose log is empty.
+       When the log holds checkpoints, a ``restored`` checkpoint is recorded after the load
+       (the events' chain is written anew: see :class:`referralkit.tamper.Checkpoint`),
+       signed with ``signing_key`` (Ed25519, PEM) when given: ``verify`` with a public key
+       refuses an unsigned one.
     """
     if not isinstance(store, ReferralStore):
         raise ValidationError("store", "expected a ReferralStore")
@@ -288,6 +382,8 @@ def load_dump(
     header = False
     version = 0
     codec: RecordCodec | None = None
+    access: list[tuple[list[Any], str]] = []
+    restored = [GENESIS, GENESIS, False]  # the log's head, the chain read, a checkpoint seen
     for number, text in enumerate(file, 1):
         if not header:
             try:
@@ -321,6 +417,16 @@ def load_dump(
         if version >= 2 and isinstance(data, dict) and "policy_use" in data:
             _restore(store, "record_policy_use", *_policy_use(data, f"line {number}"))
             continue
+        if version >= 3 and isinstance(data, dict) and "access" in data:
+            fields, chain = _access_record(data, f"line {number}", codec)
+            if verify and chain_hash(str(restored[1]), fields) != chain:
+                raise ValidationError(f"line {number}", "the access log's chain breaks here")
+            restored[1] = chain
+            restored[2] = restored[2] or (fields[1], fields[4]) == _CHECKPOINT
+            access.append((fields, chain))
+            if len(access) >= _ACCESS_BATCH:
+                _restore_access(store, access, restored)
+            continue
         pending.append(_history(data, number, verify, codec))
         if len(pending) >= batch:
             store.restore_many(pending)
@@ -331,7 +437,22 @@ def load_dump(
     if pending:
         store.restore_many(pending)
         loaded += len(pending)
+    _restore_access(store, access, restored)
+    if restored[2]:
+        from ..tamper import checkpoint  # (tamper imports the storage package)
+
+        checkpoint(store, signing_key=signing_key, restored=True)
     return loaded
+
+
+def _restore_access(
+    store: ReferralStore, records: list[tuple[list[Any], str]], restored: list[Any]
+) -> None:
+    """Restore the access records read so far (after the log's head ``restored[0]``)."""
+    if records:
+        store.restore_access(records, str(restored[0]))
+        restored[0] = records[-1][1]
+        records.clear()
 
 
 def _restore(store: ReferralStore, method: str, *arguments: Any) -> None:

@@ -12,8 +12,8 @@ from typing import Any, Final
 
 import attrs
 
-from .._redaction import boundary, boundary_iter
-from ..access import AccessQuery, AccessRecord, check_access_query, check_records
+from .._redaction import Sealed, boundary, boundary_iter
+from ..access import GENESIS, AccessQuery, AccessRecord, check_access_query, check_records
 from ..crypto import KeyProvider
 from ..errors import ConcurrencyError, DuplicateReferralError, NotFoundError, ValidationError
 from ..model import Referral, ReferralEvent
@@ -35,6 +35,7 @@ from ._base import (
     lease_end,
     worklist_key,
 )
+from ._chain import chain_rows, event_fields
 from ._json import _stored_event, payload_json
 from ._versions import (
     RuleVersion,
@@ -68,14 +69,20 @@ class _Packed:
         return f"<packed events: {len(self.data)} bytes>"
 
 
-def _pack(events: Sequence[ReferralEvent]) -> _Packed:
-    """One change's events as compact JSON bytes, deflated when long."""
+def _pack(events: Sequence[ReferralEvent], rows: list[tuple[Any, ...]]) -> _Packed:
+    """One change's events as compact JSON bytes, deflated when long; their chain rows (the
+    payload's JSON text last) are appended to ``rows``."""
+    payloads = [payload_json(e.payload) for e in events]
+    rows += [
+        (e.referral_id, e.version, e.index, e.at, e.actor, e.type, Sealed(text))
+        for e, text in zip(events, payloads, strict=True)
+    ]
     text = (
         "["
         + ",".join(
             f'[{e.version},{e.index},"{e.at.isoformat()}",{json.dumps(e.actor)},'
-            f'"{e.type}",{payload_json(e.payload)}]'
-            for e in events
+            f'"{e.type}",{payload}]'
+            for e, payload in zip(events, payloads, strict=True)
         )
         + "]"
     )
@@ -130,6 +137,9 @@ class MemoryStore(ReferralStore):
         self._policy_uses: list[tuple[str, str, dt.datetime]] = []
         self._values: dict[Any, Any] = {}
         self._analytics: dict[str, list[bytes]] = {}
+        # the events' hash chain, in append order: (referral id, version, index, sealed,
+        # chain); the fields are read from the stored events when it is verified
+        self._chain: list[tuple[str, int, int, str, str]] = []
 
     def _shared(self, referral: Referral) -> Referral:
         """``referral`` holding the stored equal copy of each provider, code and coverage
@@ -190,10 +200,17 @@ class MemoryStore(ReferralStore):
         current = staged.get(referral_id) or self._snapshots.get(referral_id)
         return referral_id if current is not None and current.source_id == source_id else None
 
+    def _link(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Chain event rows (under the lock, once the batch is accepted)."""
+        seq, last = (len(self._chain), self._chain[-1][4]) if self._chain else (0, GENESIS)
+        for row, (_, sealed, link) in zip(rows, chain_rows(seq, last, rows), strict=True):
+            self._chain.append((row[0], row[1], row[2], sealed, link))
+
     @boundary
     def save_many(self, changes: Sequence[Change]) -> None:
         check_changes(changes)
-        packed = [_pack(events) for _, events, _ in changes]
+        rows: list[tuple[Any, ...]] = []
+        packed = [_pack(events, rows) for _, events, _ in changes]
         with self._lock:
             staged: dict[str, Referral] = {}
             appended: dict[str, list[_Packed]] = {}
@@ -211,6 +228,7 @@ class MemoryStore(ReferralStore):
                 staged[referral.id] = referral
                 appended.setdefault(referral.id, []).append(events)
             self._apply(staged, appended)
+            self._link(rows)
 
     def _apply(self, staged: dict[str, Referral], appended: dict[str, list[_Packed]]) -> None:
         for referral_id, referral in staged.items():
@@ -317,7 +335,8 @@ class MemoryStore(ReferralStore):
     @boundary
     def restore_many(self, histories: Sequence[History]) -> None:
         check_histories(histories)
-        packed = {r.id: [_pack(events)] for r, events in histories}
+        rows: list[tuple[Any, ...]] = []
+        packed = {r.id: [_pack(events, rows)] for r, events in histories}
         with self._lock:
             for referral, _ in histories:
                 current = self._snapshots.get(referral.id)
@@ -326,6 +345,7 @@ class MemoryStore(ReferralStore):
                 if referral.source_id is not None and self._holder(referral.source_id, {}):
                     raise DuplicateReferralError(referral.source_id)
             self._apply({r.id: r for r, _ in histories}, packed)
+            self._link(rows)
 
     # ------------------------------------------------------------------ worklist rank keys
 
@@ -405,11 +425,39 @@ class MemoryStore(ReferralStore):
         with self._lock:
             return self._fallback_access_log().read(query)
 
+    @boundary
+    def restore_access(self, rows: Sequence[tuple[Sequence[Any], str]], after: str) -> None:
+        with self._lock:
+            self._fallback_access_log().restore(rows, after)
+
     @boundary_iter
     def access_chain(self) -> Iterator[tuple[int, list[Any], str]]:
         with self._lock:
             rows = self._fallback_access_log().rows()
         yield from rows
+
+    def event_head(self) -> tuple[int, str]:
+        with self._lock:
+            return (len(self._chain), self._chain[-1][4]) if self._chain else (0, GENESIS)
+
+    @boundary_iter
+    def event_chain(self) -> Iterator[tuple[int, list[Any], str, Sealed[str]]]:
+        """The chain's entries with the fields of the events as stored now: an event edited,
+        lost or moved breaks its link."""
+        with self._lock:
+            chain = list(self._chain)
+            stored = {i: list(changes) for i, changes in self._events.items()}
+        found: dict[tuple[str, int, int], ReferralEvent] = {}
+        for referral_id, changes in stored.items():
+            for e in _unpack(referral_id, changes):
+                found[referral_id, e.version, e.index] = e
+        for seq, (referral_id, version, index, sealed, link) in enumerate(chain, 1):
+            event = found.get((referral_id, version, index))
+            if event is None:  # lost: a link that cannot hold
+                yield seq, [referral_id, version, index, None], link, Sealed("")
+                continue
+            row = (referral_id, version, index, event.at, event.actor, event.type)
+            yield seq, event_fields(row, sealed), link, Sealed(payload_json(event.payload))
 
     @boundary
     def set_sweep_due(self, items: Iterable[tuple[str, int, float]]) -> int:

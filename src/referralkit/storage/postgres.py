@@ -41,6 +41,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import itertools
+import json
 import os
 import random
 import re
@@ -61,6 +62,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from .._redaction import Sealed, boundary, boundary_iter
 from ..access import (
     GENESIS,
+    RESTORE_CLASH,
     ROW_COLUMNS,
     AccessQuery,
     AccessRecord,
@@ -102,6 +104,7 @@ from ._base import (
     lease_end,
     prefix_range,
 )
+from ._chain import CHAIN_VERSION, chain_rows, event_fields
 from ._json import RecordCodec, change_sizes, rewrites
 from ._versions import (
     RuleVersion,
@@ -115,7 +118,7 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore", "connection_settings"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 7
+SCHEMA_VERSION: Final = 8
 """The schema version this code writes (the same numbering as the SQLite store's)."""
 
 _FAR_FUTURE: Final = dt.datetime.max.replace(tzinfo=dt.UTC)
@@ -126,8 +129,9 @@ _EXPORT_BATCH: Final = 500
 _MIGRATION_LOCK: Final = 0x52464B31
 # and one (with the kind's hash) for noting which policy a desk decides with
 _USE_LOCK: Final = 0x52464B35
-# The advisory lock that orders appends to the access log's hash chain.
+# The advisory locks that order appends to the access log's and the events' hash chains.
 _ACCESS_CHAIN_LOCK: Final = 0x52464B41
+_EVENT_CHAIN_LOCK: Final = 0x52464B45
 _SCHEMA_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _LOCAL_HOSTS: Final = frozenset({"localhost", ""})
 _TLS_MODES: Final = frozenset({"require", "verify-ca", "verify-full"})
@@ -287,6 +291,12 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         """CREATE TABLE {s}.analytics_blocks (
             name text NOT NULL, seq integer NOT NULL, data bytea NOT NULL,
             PRIMARY KEY (name, seq))""",
+    ),
+    8: (
+        # the events' hash chain (storage/_chain.py; see sqlite.py), filled for the existing
+        # rows by _fill_event_chain
+        "ALTER TABLE {s}.events ADD COLUMN seq bigint, ADD COLUMN sealed text, "
+        "ADD COLUMN chain text",
     ),
 }
 _RANK_KEYS_VERSION: Final = 4
@@ -495,17 +505,28 @@ def _row(referral: Referral, codec: RecordCodec) -> tuple[Any, ...]:
     )
 
 
-def _event_row(e: ReferralEvent, codec: RecordCodec, count: int) -> tuple[Any, ...]:
-    payload = Sealed(codec.payload_text(e, count))
-    return (e.referral_id, e.version, e.index, e.at, e.actor, e.type, payload)
-
-
 def _seal_last(cursor: Any) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
     """A psycopg row factory: the last column (a snapshot's or a payload's JSON) sealed as it
     leaves the driver, so no frame of the store holds it in the clear."""
 
     def make(values: Sequence[Any]) -> tuple[Any, ...]:
         return (*values[:-1], Sealed(values[-1]))
+
+    return make
+
+
+def _chain_row(cursor: Any) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """A psycopg row factory: ``(seq, fields, chain, payload text)`` of a row ``seq, <event
+    columns>, sealed, chain``, the payload sealed as it leaves the driver."""
+
+    def make(row: Sequence[Any]) -> tuple[Any, ...]:
+        # a row without a link (inserted by hand) comes first, as seq 0: a broken link
+        return (
+            int(row[0] or 0),
+            event_fields(row[1:7], row[8] or ""),
+            str(row[9] or ""),
+            Sealed(str(row[7])),
+        )
 
     return make
 
@@ -794,6 +815,8 @@ class PostgresStore(ReferralStore):
                     conn.execute(self._sql(statement))
                 if version == _RANK_KEYS_VERSION:
                     self._fill_rank_keys(conn)
+                if version == CHAIN_VERSION:
+                    self._fill_event_chain(conn)
                 conn.execute(
                     self._sql("INSERT INTO {s}.schema_version (version) VALUES (%s)"), [version]
                 )
@@ -855,9 +878,12 @@ class PostgresStore(ReferralStore):
 
     def _save(self, conn: psycopg.Connection[Any], changes: Sequence[Change]) -> None:
         if len({c[0].id for c in changes}) < len(changes):
-            # one referral changed twice in the batch: each change sees the one before
-            for referral, events, expected in changes:
-                self._save_in_order(conn, referral, events, expected)
+            # one referral changed twice in the batch: each change sees the one before (the
+            # events go in after every row lock is held: the chain's lock is taken last)
+            for referral, _, expected in changes:
+                self._save_in_order(conn, referral, expected)
+            with conn.cursor() as cursor:
+                self._insert_events(cursor, [e for c in changes for e in c[1]])
             self._write_rank_keys(conn, changes)
             return
         # Rows are written in id order, so two batches touching the same referrals lock them
@@ -894,11 +920,7 @@ class PostgresStore(ReferralStore):
         self._write_rank_keys(conn, changes)
 
     def _save_in_order(
-        self,
-        conn: psycopg.Connection[Any],
-        referral: Referral,
-        events: Sequence[ReferralEvent],
-        expected: int,
+        self, conn: psycopg.Connection[Any], referral: Referral, expected: int
     ) -> None:
         with conn.cursor() as cursor:
             if expected == 0:
@@ -917,7 +939,6 @@ class PostgresStore(ReferralStore):
                     raise ConcurrencyError(
                         referral.id, expected, self._version(cursor, referral.id)
                     )
-            self._insert_events(cursor, events)
 
     def _insert(self, cursor: psycopg.Cursor[Any], referrals: Sequence[Referral]) -> None:
         """Insert new referrals; one that exists already is a conflict (expected version 0).
@@ -939,12 +960,80 @@ class PostgresStore(ReferralStore):
         )
 
     def _insert_events(self, cursor: psycopg.Cursor[Any], events: Sequence[ReferralEvent]) -> None:
+        """Insert ``events`` chained: the chain's lock is taken here, late in the transaction
+        (held to its end: one writer at a time extends the chain, as for the access log)."""
         codec, sizes = self._codec, change_sizes(events)
+        rows = [
+            (
+                e.referral_id,
+                e.version,
+                e.index,
+                e.at,
+                e.actor,
+                e.type,
+                Sealed(codec.payload_text(e, sizes[e.referral_id, e.version])),
+            )
+            for e in events
+        ]
+        if not rows:
+            return
+        if not self._chained(cursor.connection):
+            self._copy(
+                cursor,
+                f"{{s}}.events ({_EVENT_COLUMNS})",
+                rows,
+            )
+            return
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_EVENT_CHAIN_LOCK])
+        head = cursor.execute(
+            self._sql(
+                "SELECT seq, chain FROM {s}.events WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1"
+            )
+        ).fetchone()
+        links = chain_rows(0, GENESIS, rows) if head is None else chain_rows(head[0], head[1], rows)
         self._copy(
             cursor,
-            f"{{s}}.events ({_EVENT_COLUMNS})",
-            [_event_row(e, codec, sizes[e.referral_id, e.version]) for e in events],
+            f"{{s}}.events ({_EVENT_COLUMNS}, seq, sealed, chain)",
+            [(*row, *link) for row, link in zip(rows, links, strict=True)],
         )
+
+    def _chained(self, conn: psycopg.Connection[Any]) -> bool:
+        """Whether the schema chains events (read until it does, as :meth:`_ranked`)."""
+        if not getattr(self, "_chains_events", False):
+            row = conn.execute(
+                self._sql("SELECT coalesce(max(version), 0) FROM {s}.schema_version")
+            ).fetchone()
+            self._chains_events = bool(row and int(row[0]) >= CHAIN_VERSION)
+        return self._chains_events
+
+    def _fill_event_chain(self, conn: psycopg.Connection[Any]) -> None:
+        """Chain the events already stored (the version 8 migration), in time order (then
+        referral id, version, index: the order they were written in, as far as the rows
+        tell), streamed with a server-side cursor."""
+        seq, last = 0, GENESIS
+        update = self._sql(
+            "UPDATE {s}.events SET seq = %s, sealed = %s, chain = %s "
+            "WHERE referral_id = %s AND version = %s AND idx = %s"
+        )
+        with (
+            conn.cursor(name="referralkit_fill_chain", row_factory=_seal_last) as reading,
+            conn.cursor() as writing,
+        ):
+            reading.itersize = _HISTORY_ROWS
+            reading.execute(
+                self._sql(
+                    "SELECT referral_id, version, idx, at, actor, type, payload::text "
+                    "FROM {s}.events ORDER BY at, referral_id, version, idx"
+                )
+            )
+            while rows := reading.fetchmany(_HISTORY_ROWS):
+                links = chain_rows(seq, last, rows)
+                writing.executemany(
+                    update,
+                    [(*link, *row[:3]) for row, link in zip(rows, links, strict=True)],
+                )
+                seq, _, last = links[-1]
+        conn.execute(self._sql("CREATE UNIQUE INDEX events_seq ON {s}.events (seq)"))
 
     def _copy(
         self, cursor: psycopg.Cursor[Any], target: str, rows: Sequence[Sequence[Any]]
@@ -1578,6 +1667,33 @@ class PostgresStore(ReferralStore):
         self._transact("recording access", work)
 
     @boundary
+    def restore_access(self, rows: Sequence[tuple[Sequence[Any], str]], after: str) -> None:
+        """Append records as another store kept them (see
+        :meth:`ReferralStore.restore_access`), in one transaction."""
+        insert = self._sql(
+            f"INSERT INTO {{s}}.access_log ({ROW_COLUMNS}) "  # noqa: S608 - fixed column names
+            f"VALUES ({', '.join(['%s'] * 12)}) RETURNING seq"
+        )
+        last_chain = self._sql("SELECT chain FROM {s}.access_log ORDER BY seq DESC LIMIT 1")
+        link = self._sql("INSERT INTO {s}.access_log_referrals (referral_id, seq) VALUES (%s, %s)")
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", [_ACCESS_CHAIN_LOCK])
+            with conn.cursor() as cursor:
+                found = cursor.execute(last_chain).fetchone()
+                if (GENESIS if found is None else str(found[0])) != after:
+                    raise StorageError(RESTORE_CLASH)
+                for fields, chain in rows:
+                    at = dt.datetime.fromisoformat(fields[0]).replace(tzinfo=dt.UTC)
+                    values = (at, *fields[1:10], bool(fields[10]), chain)
+                    row = cursor.execute(insert, values).fetchone()
+                    ids = sorted(set(json.loads(fields[6])))
+                    if ids and row is not None:
+                        cursor.executemany(link, [(i, row[0]) for i in ids])
+
+        self._transact("restoring the access log", work)
+
+    @boundary
     def access_records(self, query: AccessQuery = AccessQuery()) -> list[AccessRecord]:
         check_access_query(query)
         clauses: list[str] = []
@@ -1632,6 +1748,40 @@ class PostgresStore(ReferralStore):
                     yield row[0], fields, row[12]
         except psycopg.Error as error:
             raise _driver_error(error, "reading the access log") from None
+
+    @boundary
+    def event_head(self) -> tuple[int, str]:
+        """The last event's ``seq`` and chain value (one index read)."""
+        if self.schema_version() < CHAIN_VERSION:
+            return 0, GENESIS
+        rows = self._fetch(
+            "reading the events' chain",
+            "SELECT seq, chain FROM {s}.events WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1",
+            [],
+        )
+        return (int(rows[0][0]), str(rows[0][1])) if rows else (0, GENESIS)
+
+    @boundary_iter
+    def event_chain(self) -> Iterator[tuple[int, list[Any], str, Sealed[str]]]:
+        """The events in ``seq`` (append) order as their hash chain sees them, streamed with a
+        server-side cursor (see :meth:`ReferralStore.event_chain`)."""
+        if self.schema_version() < CHAIN_VERSION:
+            return
+        sql = self._sql(
+            f"SELECT seq, {_EVENT_COLUMNS.replace('payload', 'payload::text')}, sealed, chain "  # noqa: S608 - fixed column names
+            "FROM {s}.events ORDER BY seq NULLS FIRST"
+        )
+        try:
+            with (
+                self._connection() as conn,
+                conn.transaction(),
+                conn.cursor(name="referralkit_event_chain", row_factory=_chain_row) as cursor,
+            ):
+                cursor.itersize = _HISTORY_ROWS
+                cursor.execute(sql)
+                yield from cursor
+        except psycopg.Error as error:
+            raise _driver_error(error, "reading the events' chain") from None
 
     @boundary
     def set_sweep_due(self, items: Iterable[tuple[str, int, float]]) -> int:

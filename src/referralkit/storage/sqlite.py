@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import os
 import sqlite3
 import threading
@@ -37,6 +38,7 @@ from urllib.request import pathname2url
 from .._redaction import Sealed, boundary, boundary_iter
 from ..access import (
     GENESIS,
+    RESTORE_CLASH,
     ROW_COLUMNS,
     AccessQuery,
     AccessRecord,
@@ -75,6 +77,7 @@ from ._base import (
     lease_end,
     prefix_range,
 )
+from ._chain import CHAIN_VERSION, chain_rows, event_fields
 from ._directory import DIRECTORY_TABLES
 from ._files import create_private, private_replacement
 from ._json import RecordCodec, change_sizes, rewrites
@@ -88,7 +91,7 @@ from ._versions import (
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
-SCHEMA_VERSION: Final = 7
+SCHEMA_VERSION: Final = 8
 """The schema version this code writes; :meth:`SQLiteStore.upgrade` brings older files here."""
 
 _FAR_FUTURE: Final = "9999-12-31T23:59:59.999999"
@@ -259,6 +262,14 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         )
         """,
     ),
+    8: (
+        # The events' hash chain (storage/_chain.py, referralkit.tamper): each event's
+        # position in append order, the digest of its payload as written, its chain value.
+        # Filled for the existing rows by _fill_event_chain, in rowid (insertion) order.
+        "ALTER TABLE events ADD COLUMN seq INTEGER",
+        "ALTER TABLE events ADD COLUMN sealed TEXT",
+        "ALTER TABLE events ADD COLUMN chain TEXT",
+    ),
 }
 _RANK_KEYS_VERSION: Final = 4
 """The migration after which _fill_rank_keys computes the rank keys of the stored rows."""
@@ -274,6 +285,10 @@ _UPDATE: Final = (
     "patient_id = ?, source_id = ?, updated_at = ?, snapshot = ? WHERE id = ? AND version = ?"
 )
 _INSERT_EVENT: Final = (
+    "INSERT INTO events (referral_id, version, idx, at, actor, type, payload, seq, sealed, chain) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_EVENT_UNCHAINED: Final = (
     "INSERT INTO events (referral_id, version, idx, at, actor, type, payload) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
@@ -306,9 +321,65 @@ def _row(referral: Referral, codec: RecordCodec) -> tuple[Any, ...]:
     )
 
 
-def _event_row(e: ReferralEvent, codec: RecordCodec, count: int) -> tuple[Any, ...]:
-    payload = Sealed(codec.payload_text(e, count))
-    return (e.referral_id, e.version, e.index, e.at.isoformat(), e.actor, e.type, payload)
+def _chain_head(conn: sqlite3.Connection, schema: int) -> list[Any] | None:
+    """``[seq, chain]`` of the last event (read in the write transaction: the write lock
+    orders the appends), ``None`` when the schema does not chain events yet."""
+    if schema < CHAIN_VERSION:
+        return None
+    head = conn.execute("SELECT seq, chain FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+    return [0, GENESIS] if head is None else list(head)
+
+
+def _event_rows(
+    events: Sequence[ReferralEvent], codec: RecordCodec, head: list[Any] | None
+) -> list[tuple[Any, ...]]:
+    """The rows of ``events``; with the chain's ``head`` (moved on), each with its ``seq``,
+    ``sealed`` and ``chain``."""
+    sizes = change_sizes(events)
+    rows = [
+        (
+            e.referral_id,
+            e.version,
+            e.index,
+            e.at,
+            e.actor,
+            e.type,
+            Sealed(codec.payload_text(e, sizes[e.referral_id, e.version])),
+        )
+        for e in events
+    ]
+    if head is None:
+        return [(*row[:3], row[3].isoformat(), *row[4:]) for row in rows]
+    links = chain_rows(head[0], head[1], rows)
+    if links:
+        head[:] = links[-1][0], links[-1][2]
+    return [
+        (*row[:3], row[3].isoformat(), *row[4:], *link)
+        for row, link in zip(rows, links, strict=True)
+    ]
+
+
+def _fill_event_chain(conn: sqlite3.Connection) -> None:
+    """Chain the events already stored (the version 8 migration), in rowid order (the
+    order they were inserted), a batch at a time."""
+    seq, last, after = 0, GENESIS, -1
+    cursor = conn.cursor()
+    cursor.row_factory = _seal_last
+    while True:
+        rows = cursor.execute(
+            f"SELECT rowid, {_EVENT_COLUMNS} FROM events WHERE rowid > ? ORDER BY rowid LIMIT ?",  # noqa: S608 - fixed column names
+            (after, _EXPORT_BATCH * 10),
+        ).fetchall()
+        if not rows:
+            break
+        links = chain_rows(seq, last, [row[1:] for row in rows])
+        conn.executemany(
+            "UPDATE events SET seq = ?, sealed = ?, chain = ? WHERE rowid = ?",
+            [(*link, row[0]) for row, link in zip(rows, links, strict=True)],
+        )
+        seq, _, last = links[-1]
+        after = rows[-1][0]
+    conn.execute("CREATE UNIQUE INDEX events_seq ON events (seq)")
 
 
 def _seal_last(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -358,10 +429,10 @@ def _assembled(
     return found
 
 
-def _keeps_rank_keys(conn: sqlite3.Connection) -> bool:
-    """Whether the database has the rank keys' table (a store opened without migrating may
-    be older): read in the write transaction, so an upgrade by another process counts."""
-    return int(conn.execute("PRAGMA user_version").fetchone()[0]) >= _RANK_KEYS_VERSION
+def _schema_in(conn: sqlite3.Connection) -> int:
+    """The schema version of the database (a store opened without migrating may be older):
+    read in the write transaction, so an upgrade by another process counts."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
 def _write_rank_keys(
@@ -676,6 +747,8 @@ class SQLiteStore(ReferralStore):
                     conn.execute(statement)
                 if version == _RANK_KEYS_VERSION:
                     _fill_rank_keys(conn, self._codec)
+                if version == CHAIN_VERSION:
+                    _fill_event_chain(conn)
                 conn.execute(f"PRAGMA user_version={version}")
             return max(current, wanted)
 
@@ -746,9 +819,10 @@ class SQLiteStore(ReferralStore):
         """Save several changes in one transaction (all or none): for bulk intake."""
         check_changes(changes)
         with self._write("saving referrals") as conn:
-            ranked = _keeps_rank_keys(conn)
+            schema = _schema_in(conn)
+            head = _chain_head(conn, schema)
             for referral, events, expected in changes:
-                self._save_one(conn, referral, events, expected, ranked=ranked)
+                self._save_one(conn, referral, events, expected, schema=schema, head=head)
 
     def _save_one(
         self,
@@ -757,7 +831,8 @@ class SQLiteStore(ReferralStore):
         events: Sequence[ReferralEvent],
         expected: int,
         *,
-        ranked: bool,
+        schema: int,
+        head: list[Any] | None,
     ) -> None:
         row = conn.execute("SELECT version FROM referrals WHERE id = ?", (referral.id,)).fetchone()
         actual = row[0] if row is not None else 0
@@ -773,13 +848,13 @@ class SQLiteStore(ReferralStore):
             if referral.source_id is not None and self._source_taken(conn, referral):
                 raise DuplicateReferralError(referral.source_id) from None
             raise _driver_error(error, "saving referrals") from None
-        codec, sizes = self._codec, change_sizes(events)
         conn.executemany(
-            _INSERT_EVENT, [_event_row(e, codec, sizes[e.referral_id, e.version]) for e in events]
+            _INSERT_EVENT_UNCHAINED if head is None else _INSERT_EVENT,
+            _event_rows(events, self._codec, head),
         )
-        if ranked:
+        if schema >= _RANK_KEYS_VERSION:
             # the rank keys hold no PHI; a history read back is verified (and decrypted)
-            _write_rank_keys(conn, referral, events if expected == 0 else None, codec)
+            _write_rank_keys(conn, referral, events if expected == 0 else None, self._codec)
 
     @staticmethod
     def _source_taken(conn: sqlite3.Connection, referral: Referral) -> bool:
@@ -1047,9 +1122,10 @@ class SQLiteStore(ReferralStore):
         :meth:`ReferralStore.restore_many`)."""
         check_histories(histories)
         with self._write("restoring referrals") as conn:
-            ranked = _keeps_rank_keys(conn)
+            schema = _schema_in(conn)
+            head = _chain_head(conn, schema)
             for referral, events in histories:
-                self._save_one(conn, referral, events, 0, ranked=ranked)
+                self._save_one(conn, referral, events, 0, schema=schema, head=head)
 
     # ------------------------------------------------------------------ worklist rank keys
 
@@ -1150,7 +1226,7 @@ class SQLiteStore(ReferralStore):
         if not rows:
             return 0
         with self._write("recording the sweep") as conn:
-            if not _keeps_rank_keys(conn):
+            if _schema_in(conn) < _RANK_KEYS_VERSION:
                 return 0
             moved = 0
             for row in rows:
@@ -1293,6 +1369,27 @@ class SQLiteStore(ReferralStore):
                 conn.execute("PRAGMA synchronous=FULL")
 
     @boundary
+    def restore_access(self, rows: Sequence[tuple[Sequence[Any], str]], after: str) -> None:
+        """Append records as another store kept them (see
+        :meth:`ReferralStore.restore_access`), in one transaction."""
+        with self._write("restoring the access log") as conn:
+            row = conn.execute("SELECT chain FROM access_log ORDER BY seq DESC LIMIT 1").fetchone()
+            if (GENESIS if row is None else row[0]) != after:
+                raise StorageError(RESTORE_CLASH)
+            for fields, chain in rows:
+                cursor = conn.execute(
+                    f"INSERT INTO access_log ({ROW_COLUMNS}) VALUES ({', '.join('?' * 12)})",  # noqa: S608 - fixed column names
+                    (*fields, chain),
+                )
+                ids = json.loads(fields[6])
+                if ids:
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO access_log_referrals (referral_id, seq) "
+                        "VALUES (?, ?)",
+                        [(i, cursor.lastrowid) for i in ids],
+                    )
+
+    @boundary
     def access_records(self, query: AccessQuery = AccessQuery()) -> list[AccessRecord]:
         check_access_query(query)
         where, params = _access_where(query)
@@ -1328,6 +1425,46 @@ class SQLiteStore(ReferralStore):
                     yield row[0], list(row[1:12]), row[12]
         except _DRIVER_ERRORS as error:
             raise _driver_error(error, "reading the access log") from None
+        finally:
+            self._forget(conn)
+
+    @boundary
+    def event_head(self) -> tuple[int, str]:
+        """The last event's ``seq`` and chain value (one index read)."""
+        if self.schema_version() < CHAIN_VERSION:
+            return 0, GENESIS
+        rows = self._read("SELECT seq, chain FROM events ORDER BY seq DESC LIMIT 1")
+        return (int(rows[0][0]), str(rows[0][1])) if rows else (0, GENESIS)
+
+    @boundary_iter
+    def event_chain(self) -> Iterator[tuple[int, list[Any], str, Sealed[str]]]:
+        """The events in ``seq`` (append) order as their hash chain sees them, streamed from
+        a private read transaction (see :meth:`ReferralStore.event_chain`)."""
+        sql = (
+            f"SELECT seq, {_EVENT_COLUMNS}, sealed, chain FROM events "  # noqa: S608 - fixed column names
+            "ORDER BY seq"
+        )
+        if self._closed:
+            raise StorageError("the store is closed")
+        if self.schema_version() < CHAIN_VERSION:
+            return
+        if self._shared is not None:
+            with self._lock:
+                cursor = self._shared.cursor()
+                cursor.row_factory = _chain_row
+                rows = cursor.execute(sql).fetchall()
+            yield from rows
+            return
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN")
+            cursor = conn.cursor()
+            cursor.row_factory = _chain_row
+            cursor.execute(sql)
+            while rows := cursor.fetchmany(_EXPORT_BATCH * 10):
+                yield from rows
+        except _DRIVER_ERRORS as error:
+            raise _driver_error(error, "reading the events' chain") from None
         finally:
             self._forget(conn)
 
@@ -1402,6 +1539,20 @@ class SQLiteStore(ReferralStore):
                 payloads,
             )
             return rows[-1][0], len(snapshots) + len(payloads)
+
+
+def _chain_row(
+    cursor: sqlite3.Cursor, row: tuple[Any, ...]
+) -> tuple[int, list[Any], str, Sealed[str]]:
+    """A row factory: ``(seq, fields, chain, payload text)`` of a row ``seq, <event
+    columns>, sealed, chain``, the payload sealed as it leaves the driver."""
+    # a row without a link (inserted by hand) comes first, as seq 0: a broken link
+    return (
+        int(row[0] or 0),
+        event_fields(row[1:7], row[8] or ""),
+        str(row[9] or ""),
+        Sealed(str(row[7])),
+    )
 
 
 def _access_where(query: AccessQuery) -> tuple[str, list[Any]]:
