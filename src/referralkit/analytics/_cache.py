@@ -30,7 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from ..clocks import DEFAULT_CLOCKS, ClockReading, ClockRules, Timeline
@@ -461,11 +461,17 @@ def replay_rows(
     """The rows of the ``stale`` referrals replayed as of ``as_of`` (the cached columns; in
     the order read) and those to keep in the cache (the referrals whose every event was read,
     with their version and span): ``None`` for none."""
+    return _replay(_histories(store, stale, total), as_of, rules)
+
+
+def _replay(
+    histories: Iterable[Sequence[ReferralEvent]], as_of: dt.datetime, rules: ClockRules
+) -> tuple[pa.Table | None, pa.Table | None]:
     found: list[Row] = []
     kept_rows: list[Row] = []
     kept_versions: list[int] = []
     kept_spans: list[tuple[int, int]] = []
-    for events in _histories(store, stale, total):
+    for events in histories:
         read = read_row_with(events, as_of, rules)
         if read is None:
             continue
@@ -643,6 +649,10 @@ def _fresh_events(table: pa.Table, ids: pa.Array, versions: pa.Array) -> Any:
 def replay_events(store: ReferralStore, stale: Sequence[str], total: int) -> pa.Table | None:
     """The event rows of the ``stale`` referrals' whole histories with their versions (the
     cache's schema), or ``None`` for none."""
+    return _event_table(_histories(store, stale, total))
+
+
+def _event_table(histories: Iterable[Sequence[ReferralEvent]]) -> pa.Table | None:
     import pyarrow as pa
 
     from ._frames import _event_rows
@@ -650,7 +660,7 @@ def replay_events(store: ReferralStore, stale: Sequence[str], total: int) -> pa.
     columns = cached_event_columns()
     found: list[tuple[Any, ...]] = []
     found_versions: list[int] = []
-    for events in _histories(store, stale, total):
+    for events in histories:
         rows = list(_event_rows(events, _FAR_FUTURE))
         found.extend(rows)
         found_versions.extend([events[-1].version] * len(rows))
@@ -700,13 +710,13 @@ def listed(table: pa.Table, as_of: dt.datetime) -> pa.Table:
 
 
 class Pseudonyms:
-    """A :class:`~referralkit.analytics.Deidentifier`'s pseudonyms of whole Arrow columns,
+    """A :class:`~referralkit.analytics.Deidentifier`'s pseudonyms of whole Arrow columns:
     one keyed hash per distinct value, remembered (an export names each referral in both
-    datasets: it is hashed once)."""
+    datasets, a block at a time: it is hashed once), spread back to the rows in Arrow."""
 
     def __init__(self, deid: Deidentifier) -> None:
         self.deid = deid
-        self._known: dict[str, tuple[pa.Array, pa.Array]] = {}
+        self._known: dict[str, dict[str, str]] = {}
 
     def __call__(self, kind: str, values: Any) -> Any:
         """The pseudonyms of ``values`` (a string array, chunked or not), in order."""
@@ -716,28 +726,13 @@ class Pseudonyms:
         if isinstance(values, pa.ChunkedArray):
             values = values.combine_chunks()
         encoded = pc.dictionary_encode(values)
-        distinct = encoded.dictionary
-        known = self._known.get(kind)
-        if known is None:
-            known = self._remember(kind, distinct, None)
-        position = pc.index_in(distinct, value_set=known[0])
-        missing = pc.is_null(position)
-        if pc.any(missing).as_py():
-            known = self._remember(kind, pc.filter(distinct, missing), known)
-            position = pc.index_in(distinct, value_set=known[0])
-        return pc.take(pc.take(known[1], position), encoded.indices)
-
-    def _remember(
-        self, kind: str, values: pa.Array, known: tuple[pa.Array, pa.Array] | None
-    ) -> tuple[pa.Array, pa.Array]:
-        import pyarrow as pa
-
-        names = pa.array(self.deid.pseudonyms(kind, values.to_pylist()), pa.string())
-        if known is not None:
-            values = pa.concat_arrays([known[0], values])
-            names = pa.concat_arrays([known[1], names])
-        self._known[kind] = (values, names)
-        return values, names
+        distinct = encoded.dictionary.to_pylist()
+        known = self._known.setdefault(kind, {})
+        missing = [v for v in distinct if v not in known]
+        if missing:
+            known.update(zip(missing, self.deid.pseudonyms(kind, missing), strict=True))
+        names = pa.array([known[v] for v in distinct], pa.string())
+        return pc.take(names, encoded.indices)
 
 
 def deidentified(
@@ -765,3 +760,191 @@ def deidentified(
             at = table.schema.get_field_index(column.name)
             table = table.set_column(at, column.name, names(column.name, table[column.name]))
     return table
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+class DamagedCacheError(ReferralKitError):
+    """A cached block could not be read while streaming (the frames' paths repair the
+    cache: the caller starts again through them)."""
+
+
+def referral_parts(
+    store: ReferralStore,
+    as_of: dt.datetime,
+    rules: ClockRules,
+    *,
+    keep: bool = True,
+    versions: Versions | None = None,
+) -> Iterator[pa.Table] | None:
+    """:func:`cached_referrals_table` a block at a time, for writers that stream: the rows
+    reused from each cached block (the newest block first; not in id order), then the
+    replayed ones a chunk at a time; their ``overdue`` and ``open_age_days`` as of
+    ``as_of``. Memory holds one block, the ids and versions, not the population. ``None``
+    when the cache does not apply; :class:`DamagedCacheError` is raised while iterating when a block
+    cannot be read. ``versions`` (the store's, read once) may be shared with
+    :func:`event_parts`."""
+    if rules != DEFAULT_CLOCKS:
+        return None
+    blocks = store.read_analytics_blocks(referrals_name())
+    if blocks is None:
+        return None
+    return _referral_parts(store, blocks, as_of, rules, keep, versions or Versions(store))
+
+
+def _referral_parts(
+    store: ReferralStore,
+    blocks: list[bytes],
+    as_of: dt.datetime,
+    rules: ClockRules,
+    keep: bool,
+    known: Versions,
+) -> Iterator[pa.Table]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    columns = cached_columns()
+    names = [c.name for c in columns]
+    schema = _schema(columns)
+    ids, versions = known.ids, known.versions
+    moment = _micros(as_of)
+    when = pa.scalar(as_of, pa.timestamp("us", tz="UTC"))
+    seen: list[pa.Array] = []
+    settled: list[pa.Array] = []
+    while blocks:
+        table = _decode([blocks.pop()], schema)  # the newest first; each freed once read
+        if table is None:
+            raise DamagedCacheError("analytics cache")
+        if seen:  # a referral's row is the one added last
+            table = table.filter(
+                pc.invert(pc.is_in(table["referral_id"], value_set=pa.concat_arrays(seen)))
+            )
+        seen.append(table["referral_id"].combine_chunks())
+        current = pc.take(versions, pc.index_in(table["referral_id"], value_set=ids))
+        fresh = pc.fill_null(pc.equal(current, table["_version"]), False)
+        valid = pc.and_(
+            fresh,
+            pc.and_(pc.less_equal(table["_low"], moment), pc.greater_equal(table["_high"], moment)),
+        )
+        not_yet = pc.and_(fresh, pc.greater(table["created_at"], when))
+        settled.append(pc.filter(table["referral_id"], pc.or_(valid, not_yet)).combine_chunks())
+        part = table.filter(pc.and_(valid, pc.invert(not_yet))).select(names)
+        if part.num_rows:
+            yield moving(part, as_of)
+    done = pa.concat_arrays(settled) if settled else pa.array([], pa.string())
+    stale = pc.filter(ids, pc.invert(pc.is_in(ids, value_set=done))).to_pylist()
+    total = len(ids)
+    del seen, settled, done, ids, versions, known
+    added: list[pa.Table] = []
+    for batch in _batched(_histories(store, stale, total), BLOCK_ROWS // 5):
+        rows, kept = _replay(batch, as_of, rules)
+        if kept is not None:
+            added.append(kept)
+        if rows is not None:
+            yield rows
+    if keep and added:
+        try:
+            store.write_analytics_blocks(referrals_name(), _encode(pa.concat_tables(added)))
+        except ReferralKitError as error:
+            logger.info("analytics cache not written (%s)", type(error).__name__)
+
+
+def event_parts(
+    store: ReferralStore,
+    as_of: dt.datetime,
+    *,
+    keep: bool = True,
+    versions: Versions | None = None,
+) -> Iterator[pa.Table] | None:
+    """:func:`cached_events_table` a block at a time (see :func:`referral_parts`): each
+    referral's rows one after another in history order, the referrals in no set order."""
+    blocks = store.read_analytics_blocks(events_name())
+    if blocks is None:
+        return None
+    return _event_parts(store, blocks, as_of, keep, versions or Versions(store))
+
+
+def _event_parts(
+    store: ReferralStore, blocks: list[bytes], as_of: dt.datetime, keep: bool, known: Versions
+) -> Iterator[pa.Table]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    schema = _events_schema(cached_event_columns())
+    current = known.by_id()
+    seen: set[str] = set()
+    present: set[str] = set()
+    while blocks:
+        table = _decode([blocks.pop()], schema)  # the newest first; each freed once read
+        if table is None:
+            raise DamagedCacheError("analytics cache")
+        # per referral (a history has many rows), in Python once each, spread in Arrow
+        encoded = pc.dictionary_encode(table["referral_id"].combine_chunks())
+        distinct = encoded.dictionary.to_pylist()
+        version_of = pa.array([current.get(r) for r in distinct], pa.int64())
+        keep_rows = pc.fill_null(
+            pc.equal(pc.take(version_of, encoded.indices), table["_version"]), False
+        )
+        # a referral's rows are those of the last block that holds it
+        again = [i for i, r in enumerate(distinct) if r in seen]
+        if again:
+            keep_rows = pc.and_(
+                keep_rows, pc.invert(pc.is_in(encoded.indices, value_set=pa.array(again)))
+            )
+        seen.update(distinct)
+        if pc.all(keep_rows).as_py() is False:
+            table = table.filter(keep_rows)
+            kept = pc.unique(pc.filter(encoded.indices, keep_rows)).to_pylist()
+            present.update(distinct[i] for i in kept)
+        else:
+            present.update(distinct)
+        del encoded, distinct
+        if table.num_rows:
+            part = listed(table, as_of).drop_columns(["_version"])
+            if part.num_rows:
+                yield part
+    stale = [r for r in current if r not in present]
+    total = len(current)
+    del seen, present, current, known
+    added: list[pa.Table] = []
+    for batch in _batched(_histories(store, stale, total), BLOCK_ROWS // 20):
+        found = _event_table(batch)
+        if found is not None:
+            added.append(found)
+            part = listed(found, as_of).drop_columns(["_version"])
+            if part.num_rows:
+                yield part
+    if keep and added:
+        try:
+            store.write_analytics_blocks(events_name(), _encode(pa.concat_tables(added)))
+        except ReferralKitError as error:
+            logger.info("analytics cache not written (%s)", type(error).__name__)
+
+
+class Versions:
+    """The store's referral ids and versions, read once (Arrow arrays, in id order) and
+    shared by an export's two datasets."""
+
+    def __init__(self, store: ReferralStore) -> None:
+        self.ids, self.versions = versions_of(store)
+        self._by_id: dict[str, int] | None = None
+
+    def by_id(self) -> dict[str, int]:
+        """The versions by referral id (in id order), built at the first call."""
+        if self._by_id is None:
+            self._by_id = dict(zip(self.ids.to_pylist(), self.versions.to_pylist(), strict=True))
+        return self._by_id
+
+
+def _batched(
+    histories: Iterable[Sequence[ReferralEvent]], size: int
+) -> Iterator[list[Sequence[ReferralEvent]]]:
+    batch: list[Sequence[ReferralEvent]] = []
+    for events in histories:
+        batch.append(events)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
