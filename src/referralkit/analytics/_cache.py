@@ -125,7 +125,7 @@ def _gather(value: Any, out: set[dt.datetime]) -> None:
     """Every datetime inside ``value`` (tuples, lists, dicts and the timeline's slotted
     records; events are skipped: their instants are added from the history)."""
     stack = [value]
-    pop, push, add, kinds = stack.pop, stack.extend, out.add, _KINDS
+    pop, push, add, kinds = stack.pop, stack.append, out.add, _KINDS
     while stack:
         item = pop()
         cls = type(item)
@@ -134,12 +134,24 @@ def _gather(value: Any, out: set[dt.datetime]) -> None:
             kind = _kind(cls)
         if kind == _MOMENT:
             add(item)
-        elif kind == _ITEMS:
-            push(item)
+            continue
+        if kind == _ITEMS:
+            inner: Iterable[Any] = item
         elif kind == _MAPPING:
-            push(item.values())
+            inner = item.values()
         elif kind == _SLOTS:
-            push([getattr(item, slot, None) for slot in cls.__slots__])
+            inner = [getattr(item, slot, None) for slot in cls.__slots__]
+        else:
+            continue
+        # the items read in place: a datetime is added, a scalar dropped, without the stack
+        for sub in inner:
+            sub_kind = kinds.get(type(sub))
+            if sub_kind is None:
+                sub_kind = _kind(type(sub))
+            if sub_kind == _MOMENT:
+                add(sub)
+            elif sub_kind != _IGNORE:
+                push(sub)
 
 
 def row_span(
@@ -158,7 +170,7 @@ def row_span(
             _gather(getattr(timeline, slot), moments)
     for reading in readings:
         _gather(reading._replace(as_of=reading.start), moments)  # as_of is no moment
-    _gather(tuple(row), moments)
+    moments.update([v for v in row if isinstance(v, dt.datetime)])  # a flat row
     if as_of in moments:
         exact = _micros(as_of)
         return exact, exact
