@@ -30,14 +30,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from ..clocks import DEFAULT_CLOCKS, ClockReading, ClockRules, Timeline
 from ..errors import ReferralKitError
 from ..model import ReferralEvent
 from ..storage import ReferralStore
-from ._deid import Column, columns_kept
+from ._deid import Column, Deidentifier, columns_kept
 from ._rows import COLUMNS, Row, read_row_with
 
 if TYPE_CHECKING:
@@ -100,20 +100,58 @@ def _micros(moment: dt.datetime) -> int:
 # --------------------------------------------------------------------------- spans
 
 
+_IGNORE, _MOMENT, _ITEMS, _MAPPING, _SLOTS = range(5)
+_KINDS: dict[type, int] = {}
+
+
+def _kind(cls: type) -> int:
+    """How :func:`_gather` reads a value of ``cls`` (decided once per type, by the same
+    ``isinstance`` tests a value-by-value walk would make)."""
+    if issubclass(cls, dt.datetime):
+        kind = _MOMENT
+    elif issubclass(cls, tuple | list):
+        kind = _ITEMS
+    elif issubclass(cls, dict):
+        kind = _MAPPING
+    elif hasattr(cls, "__slots__") and not issubclass(cls, ReferralEvent):
+        kind = _SLOTS
+    else:
+        kind = _IGNORE
+    _KINDS[cls] = kind
+    return kind
+
+
 def _gather(value: Any, out: set[dt.datetime]) -> None:
     """Every datetime inside ``value`` (tuples, lists, dicts and the timeline's slotted
     records; events are skipped: their instants are added from the history)."""
-    if isinstance(value, dt.datetime):
-        out.add(value)
-    elif isinstance(value, tuple | list):
-        for item in value:
-            _gather(item, out)
-    elif isinstance(value, dict):
-        for item in value.values():
-            _gather(item, out)
-    elif hasattr(value, "__slots__") and not isinstance(value, ReferralEvent):
-        for slot in value.__slots__:
-            _gather(getattr(value, slot, None), out)
+    stack = [value]
+    pop, push, add, kinds = stack.pop, stack.append, out.add, _KINDS
+    while stack:
+        item = pop()
+        cls = type(item)
+        kind = kinds.get(cls)
+        if kind is None:
+            kind = _kind(cls)
+        if kind == _MOMENT:
+            add(item)
+            continue
+        if kind == _ITEMS:
+            inner: Iterable[Any] = item
+        elif kind == _MAPPING:
+            inner = item.values()
+        elif kind == _SLOTS:
+            inner = [getattr(item, slot, None) for slot in cls.__slots__]
+        else:
+            continue
+        # the items read in place: a datetime is added, a scalar dropped, without the stack
+        for sub in inner:
+            sub_kind = kinds.get(type(sub))
+            if sub_kind is None:
+                sub_kind = _kind(type(sub))
+            if sub_kind == _MOMENT:
+                add(sub)
+            elif sub_kind != _IGNORE:
+                push(sub)
 
 
 def row_span(
@@ -132,7 +170,7 @@ def row_span(
             _gather(getattr(timeline, slot), moments)
     for reading in readings:
         _gather(reading._replace(as_of=reading.start), moments)  # as_of is no moment
-    _gather(tuple(row), moments)
+    moments.update([v for v in row if isinstance(v, dt.datetime)])  # a flat row
     if as_of in moments:
         exact = _micros(as_of)
         return exact, exact
@@ -192,6 +230,25 @@ def _decode(
     return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
+def arrow_rows(
+    records: Sequence[tuple[Any, ...]], columns: Sequence[Column], kept: Sequence[Column]
+) -> pa.Table:
+    """The ``kept`` columns of ``records`` (tuples of every one of ``columns``) as an Arrow
+    table of the cache's types, built column by column from the Python values (the same
+    values the pandas conversion of the replay path gives)."""
+    import pyarrow as pa
+
+    from ._parquet import _schema as columns_schema
+
+    schema = columns_schema(kept)
+    position = {c.name: i for i, c in enumerate(columns)}
+    arrays = []
+    for field in schema:
+        at = position[field.name]
+        arrays.append(pa.array([r[at] for r in records], type=field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
 def _rows_table(
     columns: Sequence[Column],
     rows: Sequence[Row],
@@ -200,24 +257,20 @@ def _rows_table(
 ) -> pa.Table:
     import pyarrow as pa
 
-    from ._frames import _convert
-
-    frame = _convert([tuple(r) for r in rows], COLUMNS, columns)
-    schema = _schema(columns)
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = arrow_rows(rows, COLUMNS, columns)
     table = table.append_column("_version", pa.array(versions, pa.int64()))
     table = table.append_column("_low", pa.array([s[0] for s in spans], pa.int64()))
-    table = table.append_column("_high", pa.array([s[1] for s in spans], pa.int64()))
-    return table.cast(schema)
+    return table.append_column("_high", pa.array([s[1] for s in spans], pa.int64()))
 
 
 def _latest(table: pa.Table) -> pa.Table:
     """One row per referral: the one added last."""
     import numpy as np
     import pyarrow as pa
+    import pyarrow.compute as pc
 
-    if table.num_rows == 0:
-        return table
+    if table.num_rows == 0 or pc.count_distinct(table["referral_id"]).as_py() == table.num_rows:
+        return table  # no referral twice (the blocks of one write): nothing to drop, no copy
     numbered = pa.table(
         {"referral_id": table["referral_id"], "_n": pa.array(np.arange(table.num_rows))}
     )
@@ -228,82 +281,139 @@ def _latest(table: pa.Table) -> pa.Table:
 # --------------------------------------------------------------------------- frames
 
 
-def _to_pandas(table: pa.Table, columns: Sequence[Column]) -> pd.DataFrame:
-    """The cached columns as the frame's dtypes, built column by column in C (the same
-    dtypes as the replayed rows' :func:`~referralkit.analytics._frames._convert`)."""
+def columns_of(table: pa.Table) -> dict[str, Any]:
+    """``table``'s columns by name: :func:`to_pandas` frees each one once converted, so
+    drop every other reference to the table first."""
+    return dict(zip(table.column_names, table.columns, strict=True))
+
+
+def to_pandas(data: dict[str, Any], columns: Sequence[Column]) -> pd.DataFrame:
+    """The Arrow columns ``data`` (taken out of it one by one, so that each column's Arrow
+    memory is released as soon as its pandas column is built) as the frame's dtypes, built
+    in C (the same dtypes as the replayed rows'
+    :func:`~referralkit.analytics._frames._convert`)."""
     import numpy as np
     import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    data: dict[str, Any] = {}
+    built: dict[str, Any] = {}
+    rows = len(next(iter(data.values()))) if data else 0
     for column in columns:
-        values = table[column.name]
+        values = data.pop(column.name)
+        if isinstance(values, pa.ChunkedArray):
+            values = values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
         kind = column.dtype
         if kind == "datetime":
             micros = pc.fill_null(values.cast(pa.int64()), -(2**63)).to_numpy()
-            data[column.name] = pd.DatetimeIndex(micros.view("M8[us]")).tz_localize("UTC")
+            built[column.name] = pd.DatetimeIndex(micros.view("M8[us]")).tz_localize("UTC")
         elif kind == "category":
-            categories = pc.drop_null(pc.unique(values)).to_pylist()
-            categories.sort()
-            if not categories:
+            encoded = pc.dictionary_encode(values)
+            distinct = encoded.dictionary
+            if not len(distinct):
                 # what pandas makes of a column of nothing but missing values
-                data[column.name] = pd.Categorical([None] * len(values))
+                built[column.name] = pd.Categorical([None] * rows)
                 continue
-            codes = pc.index_in(values, value_set=pa.array(categories, pa.string()))
-            data[column.name] = pd.Categorical.from_codes(
-                pc.fill_null(codes, -1).to_numpy().astype(np.int64),
-                categories=pd.Index(categories),
+            order = pc.sort_indices(distinct).to_numpy()
+            rank = np.empty(len(order), dtype=np.int64)
+            rank[order] = np.arange(len(order))
+            codes = pc.fill_null(encoded.indices.cast(pa.int64()), -1).to_numpy()
+            codes = np.where(codes >= 0, rank[np.maximum(codes, 0)], -1)
+            built[column.name] = pd.Categorical.from_codes(
+                codes, categories=pd.Index(distinct.take(pa.array(order)).to_pylist())
             )
         elif kind == "string":
-            data[column.name] = pd.array(values.to_numpy(zero_copy_only=False), dtype="string")
+            built[column.name] = pd.array(values.to_numpy(zero_copy_only=False), dtype="string")
         elif kind == "float":
-            data[column.name] = values.to_numpy(zero_copy_only=False).astype("float64")
+            built[column.name] = values.to_numpy(zero_copy_only=False).astype("float64")
         elif kind in ("boolean", "Int64"):
             mask = pc.is_null(values).to_numpy(zero_copy_only=False)
             filled = pc.fill_null(values, False if kind == "boolean" else 0)
             array = filled.to_numpy(zero_copy_only=False)
-            data[column.name] = (
+            built[column.name] = (
                 pd.arrays.BooleanArray(array.astype(bool), mask)
                 if kind == "boolean"
                 else pd.arrays.IntegerArray(array.astype(np.int64), mask)
             )
         else:
-            data[column.name] = values.to_numpy(zero_copy_only=False).astype(kind)
-    return pd.DataFrame(data, index=pd.RangeIndex(table.num_rows))
+            built[column.name] = values.to_numpy(zero_copy_only=False).astype(kind)
+        del values
+    return pd.DataFrame(built, index=pd.RangeIndex(rows), copy=False)
 
 
-def _moving(frame: pd.DataFrame, as_of: dt.datetime) -> None:
+def _to_pandas(table: pa.Table, columns: Sequence[Column]) -> pd.DataFrame:
+    return to_pandas(columns_of(table), columns)
+
+
+def moving(table: pa.Table, as_of: dt.datetime) -> pa.Table:
     """``overdue`` and ``open_age_days`` as of ``as_of``, as :func:`read_row` computes them:
     open, not seen, due before ``as_of``; days from receipt to ``as_of`` of an open one."""
-    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    is_open = frame["is_open"].to_numpy(dtype=bool)
-    due = frame["due_by"]
-    frame["overdue"] = (
-        due.notna().to_numpy()
-        & (due < as_of).to_numpy(dtype=bool)
-        & is_open
-        & (frame["status"] != "seen").to_numpy(dtype=bool)
+    is_open = table["is_open"]
+    moment = pa.scalar(as_of, pa.timestamp("us", tz="UTC"))
+    overdue = pc.fill_null(
+        pc.and_(
+            pc.and_(pc.less(table["due_by"], moment), is_open),
+            pc.not_equal(table["status"], "seen"),
+        ),
+        False,
     )
-    received = frame["received_at"].array.asi8
-    age = (_micros(as_of) - received).astype("float64") / 1e6 / 86_400.0
-    frame["open_age_days"] = np.where(
-        is_open & frame["received_at"].notna().to_numpy(), age, np.nan
-    )
+    received = table["received_at"]
+    elapsed = pc.subtract(pa.scalar(_micros(as_of), pa.int64()), received.cast(pa.int64()))
+    age = pc.divide(pc.divide(elapsed.cast(pa.float64()), 1e6), 86_400.0)
+    age = pc.if_else(is_open, age, pa.scalar(None, pa.float64()))
+    for name, values in (("overdue", overdue), ("open_age_days", age)):
+        table = table.set_column(table.schema.get_field_index(name), name, values)
+    return table
 
 
 def cached_referrals(
     store: ReferralStore, as_of: dt.datetime, rules: ClockRules, *, keep: bool = True
 ) -> pd.DataFrame | None:
+    """:func:`cached_referrals_table` as a pandas frame (``None`` when the cache does not
+    apply)."""
+    table = cached_referrals_table(store, as_of, rules, keep=keep)
+    if table is None:
+        return None
+    data = columns_of(table)
+    del table
+    return to_pandas(data, cached_columns())
+
+
+def versions_of(store: ReferralStore) -> tuple[pa.Array, pa.Array]:
+    """Every referral's id and version (two Arrow arrays, in id order), built a slice at a
+    time (no list of a million Python tuples)."""
+    import pyarrow as pa
+
+    ids: list[pa.Array] = []
+    versions: list[pa.Array] = []
+    batch: list[tuple[str, int]] = []
+
+    def flush() -> None:
+        ids.append(pa.array([p[0] for p in batch], pa.string()))
+        versions.append(pa.array([p[1] for p in batch], pa.int64()))
+        batch.clear()
+
+    for pair in store.referral_versions():
+        batch.append(pair)
+        if len(batch) == BLOCK_ROWS:
+            flush()
+    flush()
+    return pa.concat_arrays(ids), pa.concat_arrays(versions)
+
+
+def cached_referrals_table(
+    store: ReferralStore, as_of: dt.datetime, rules: ClockRules, *, keep: bool = True
+) -> pa.Table | None:
     """The de-identifiable columns of every referral's row as of ``as_of`` (not yet
-    pseudonymised nor shifted), in referral id order, reusing the store's cache and adding
-    the rows it had to replay (when ``keep``); ``None`` when the cache does not apply (the
-    store keeps none, or ``rules`` are not the default)."""
+    pseudonymised nor shifted) as an Arrow table of the cache's types, in referral id order,
+    reusing the store's cache and adding the rows it had to replay (when ``keep``); ``None``
+    when the cache does not apply (the store keeps none, or ``rules`` are not the
+    default)."""
     import pyarrow as pa
     import pyarrow.compute as pc
-
-    from ._frames import _concat, _convert
 
     if rules != DEFAULT_CLOCKS:
         return None
@@ -318,9 +428,7 @@ def cached_referrals(
     table = schema.empty_table() if decoded is None else decoded
     if len(blocks) > 1:
         table = _latest(table)  # a block holds one row per referral
-    pairs = list(store.referral_versions())
-    ids = pa.array([p[0] for p in pairs], pa.string())
-    versions = pa.array([p[1] for p in pairs], pa.int64())
+    ids, versions = versions_of(store)
     moment = _micros(as_of)
 
     position = pc.index_in(table["referral_id"], value_set=ids)
@@ -339,40 +447,56 @@ def cached_referrals(
     # (no copy when every cached row is reused, the common case of a warm cache)
     reused = table if pc.all(wanted).as_py() is not False else table.filter(wanted)
 
-    rows: list[Row] = []
+    rows, kept = replay_rows(store, stale, len(ids), as_of, rules)
+    logger.debug("analytics cache: %d rows reused, %d replayed", reused.num_rows, len(stale))
+    if keep and (kept is not None or damaged):
+        added = kept if kept is not None else schema.empty_table()
+        _keep(store, name, table, added, fresh, compact=damaged or len(blocks) >= COMPACT_AFTER)
+
+    del table, decoded, blocks, ids, versions  # only the rows reused are kept from here on
+    reused = reused.select([c.name for c in columns])
+    if rows is not None:
+        reused = pa.concat_tables([reused, rows])
+    # blocks one after another (and a compacted block) are not in id order
+    if not _ascending(reused["referral_id"]):
+        reused = reused.take(pc.sort_indices(reused["referral_id"]))
+    return moving(reused, as_of)
+
+
+def replay_rows(
+    store: ReferralStore,
+    stale: Sequence[str],
+    total: int,
+    as_of: dt.datetime,
+    rules: ClockRules,
+) -> tuple[pa.Table | None, pa.Table | None]:
+    """The rows of the ``stale`` referrals replayed as of ``as_of`` (the cached columns; in
+    the order read) and those to keep in the cache (the referrals whose every event was read,
+    with their version and span): ``None`` for none."""
+    return _replay(_histories(store, stale, total), as_of, rules)
+
+
+def _replay(
+    histories: Iterable[Sequence[ReferralEvent]], as_of: dt.datetime, rules: ClockRules
+) -> tuple[pa.Table | None, pa.Table | None]:
+    found: list[Row] = []
     kept_rows: list[Row] = []
     kept_versions: list[int] = []
     kept_spans: list[tuple[int, int]] = []
-    for events in _histories(store, stale, len(pairs)):
-        found = read_row_with(events, as_of, rules)
-        if found is None:
+    for events in histories:
+        read = read_row_with(events, as_of, rules)
+        if read is None:
             continue
-        row, timeline, readings = found
-        rows.append(row)
+        row, timeline, readings = read
+        found.append(row)
         if events[-1].at <= as_of:
             kept_rows.append(row)
             kept_versions.append(events[-1].version)
             kept_spans.append(row_span(events, as_of, row, timeline, readings))
-    logger.debug("analytics cache: %d rows reused, %d replayed", reused.num_rows, len(stale))
-
-    if keep and (kept_rows or damaged):
-        added = _rows_table(columns, kept_rows, kept_versions, kept_spans)
-        _keep(store, name, table, added, fresh, compact=damaged or len(blocks) >= COMPACT_AFTER)
-
-    del table, decoded, blocks  # only the rows reused are kept from here on
-    # blocks one after another (and a compacted block) are not in id order
-    if not _ascending(reused["referral_id"]):
-        reused = reused.take(pc.sort_indices(reused["referral_id"]))
-    parts = [_to_pandas(reused, columns)] if reused.num_rows or not rows else []
-    if rows:
-        parts.append(_convert([tuple(r) for r in rows], COLUMNS, columns))
-    frame = _concat(iter(parts)) if len(parts) > 1 else parts[0]
-    if len(parts) > 1:
-        ids = pa.array(frame["referral_id"].to_numpy(dtype=object), pa.string())
-        order = pc.sort_indices(ids).to_numpy()
-        frame = frame.iloc[order].reset_index(drop=True)
-    _moving(frame, as_of)
-    return frame
+    columns = cached_columns()
+    rows = arrow_rows(found, COLUMNS, columns) if found else None
+    kept = _rows_table(columns, kept_rows, kept_versions, kept_spans) if kept_rows else None
+    return rows, kept
 
 
 def _ascending(ids: Any) -> bool:
@@ -448,6 +572,18 @@ def _events_schema(columns: Sequence[Column]) -> pa.Schema:
 def cached_events(
     store: ReferralStore, as_of: dt.datetime, *, keep: bool = True
 ) -> pd.DataFrame | None:
+    """:func:`cached_events_table` as a pandas frame (``None`` without a cache)."""
+    table = cached_events_table(store, as_of, keep=keep)
+    if table is None:
+        return None
+    data = columns_of(table)
+    del table
+    return to_pandas(data, cached_event_columns())
+
+
+def cached_events_table(
+    store: ReferralStore, as_of: dt.datetime, *, keep: bool = True
+) -> pa.Table | None:
     """The de-identifiable columns of every event recorded up to ``as_of`` (not yet
     pseudonymised nor shifted), in referral id then history order, from the store's cache;
     the histories of referrals changed since are read again (and kept when ``keep``).
@@ -460,8 +596,6 @@ def cached_events(
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
-
-    from ._frames import _convert, _event_rows
 
     columns = cached_event_columns()
     name = events_name()
@@ -485,48 +619,69 @@ def cached_events(
         last = numbered.group_by("referral_id").aggregate([("_block", "max")])
         newest = pc.take(last["_block_max"], pc.index_in(table["referral_id"], last["referral_id"]))
         table = table.filter(pc.equal(numbered["_block"], newest))
-    pairs = list(store.referral_versions())
-    ids = pa.array([p[0] for p in pairs], pa.string())
-    versions = pa.array([p[1] for p in pairs], pa.int64())
-    # each distinct referral looked up once (a history has many rows)
-    encoded = pc.dictionary_encode(table["referral_id"]).combine_chunks()
-    current = pc.take(
-        pc.take(versions, pc.index_in(encoded.dictionary, value_set=ids)), encoded.indices
-    )
-    fresh = pc.fill_null(pc.equal(current, table["_version"]), False)
+    ids, versions = versions_of(store)
+    fresh = _fresh_events(table, ids, versions)
     if pc.all(fresh).as_py() is False:
         table = table.filter(fresh)
-        present = pc.unique(table["referral_id"])
-    else:
-        present = encoded.dictionary
+    present = pc.unique(table["referral_id"])
     stale = pc.filter(ids, pc.invert(pc.is_in(ids, value_set=present))).to_pylist()
 
-    found: list[tuple[Any, ...]] = []
-    found_versions: list[int] = []
-    for events in _histories(store, stale, len(pairs)):
-        rows = list(_event_rows(events, _FAR_FUTURE))
-        found.extend(tuple(getattr(r, c.name) for c in columns) for r in rows)
-        found_versions.extend([events[-1].version] * len(rows))
-    if found:
-        added = pa.Table.from_pandas(_convert(found, columns, columns), preserve_index=False)
-        added = added.append_column("_version", pa.array(found_versions, pa.int64()))
-        added = added.cast(schema)
+    added = replay_events(store, stale, len(ids))
+    if added is not None:
         cached = table.num_rows
         table = pa.concat_tables([table, added])
         if cached:
             table = _sorted_events(table)
     elif len(blocks) > 1:
         table = _sorted_events(table)
-    if keep and (found or damaged):
+    if keep and (added is not None or damaged):
         try:
             if damaged or len(blocks) >= COMPACT_AFTER:
                 store.write_analytics_blocks(name, _encode(table), replace=True)
-            elif found:
+            elif added is not None:
                 store.write_analytics_blocks(name, _encode(added))
         except ReferralKitError as error:
             logger.info("analytics cache not written (%s)", type(error).__name__)
+    del blocks, decoded
+    return listed(table, as_of).drop_columns(["_version"])
 
-    return _listed(table, as_of, columns)
+
+def _fresh_events(table: pa.Table, ids: pa.Array, versions: pa.Array) -> Any:
+    """Which event rows were read at their referral's current version (each distinct
+    referral looked up once: a history has many rows)."""
+    import pyarrow.compute as pc
+
+    encoded = pc.dictionary_encode(table["referral_id"]).combine_chunks()
+    current = pc.take(
+        pc.take(versions, pc.index_in(encoded.dictionary, value_set=ids)), encoded.indices
+    )
+    return pc.fill_null(pc.equal(current, table["_version"]), False)
+
+
+def replay_events(store: ReferralStore, stale: Sequence[str], total: int) -> pa.Table | None:
+    """The event rows of the ``stale`` referrals' whole histories with their versions (the
+    cache's schema), or ``None`` for none."""
+    return _event_table(_histories(store, stale, total))
+
+
+def _event_table(histories: Iterable[Sequence[ReferralEvent]]) -> pa.Table | None:
+    import pyarrow as pa
+
+    from ._frames import _event_rows
+
+    columns = cached_event_columns()
+    found: list[tuple[Any, ...]] = []
+    found_versions: list[int] = []
+    for events in histories:
+        rows = list(_event_rows(events, _FAR_FUTURE))
+        found.extend(rows)
+        found_versions.extend([events[-1].version] * len(rows))
+    if not found:
+        return None
+    from ._frames import EVENT_COLUMNS
+
+    table = arrow_rows(found, EVENT_COLUMNS, columns)
+    return table.append_column("_version", pa.array(found_versions, pa.int64()))
 
 
 def _sorted_events(table: pa.Table) -> pa.Table:
@@ -540,25 +695,268 @@ def _sorted_events(table: pa.Table) -> pa.Table:
     return table.take(order)
 
 
-def _listed(table: pa.Table, as_of: dt.datetime, columns: Sequence[Column]) -> pd.DataFrame:
-    """The events a replay up to ``as_of`` reads: each history up to its first event after
-    ``as_of``."""
+def listed(table: pa.Table, as_of: dt.datetime) -> pa.Table:
+    """The events a replay up to ``as_of`` reads: each history (its rows one after another,
+    in history order) up to its first event after ``as_of``."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
     late = pc.fill_null(
         pc.greater(table["at"], pa.scalar(as_of, pa.timestamp("us", tz="UTC"))), False
-    ).to_numpy(zero_copy_only=False)
-    if late.any():
-        referral = table["referral_id"].to_numpy(zero_copy_only=False)
-        starts = (
-            np.flatnonzero(np.r_[True, referral[1:] != referral[:-1]])
-            if len(referral)
-            else np.array([], dtype=np.int64)
+    )
+    if not pc.any(late).as_py():
+        return table
+    late_at = late.to_numpy(zero_copy_only=False)
+    encoded = pc.dictionary_encode(table["referral_id"]).combine_chunks()
+    referral = encoded.indices.to_numpy(zero_copy_only=False)
+    changes = np.r_[True, referral[1:] != referral[:-1]]
+    starts = np.flatnonzero(changes)
+    position = np.arange(len(late_at))
+    first_late = np.minimum.reduceat(np.where(late_at, position, len(late_at)), starts)
+    group = np.cumsum(changes) - 1
+    return table.filter(pa.array(position < first_late[group]))
+
+
+# --------------------------------------------------------------------------- de-identifying
+
+
+class Pseudonyms:
+    """A :class:`~referralkit.analytics.Deidentifier`'s pseudonyms of whole Arrow columns:
+    one keyed hash per distinct value, remembered (an export names each referral in both
+    datasets, a block at a time: it is hashed once), spread back to the rows in Arrow."""
+
+    def __init__(self, deid: Deidentifier) -> None:
+        self.deid = deid
+        self._known: dict[str, dict[str, str]] = {}
+
+    def __call__(self, kind: str, values: Any) -> Any:
+        """The pseudonyms of ``values`` (a string array, chunked or not), in order."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        encoded = pc.dictionary_encode(values)
+        distinct = encoded.dictionary.to_pylist()
+        known = self._known.setdefault(kind, {})
+        missing = [v for v in distinct if v not in known]
+        if missing:
+            known.update(zip(missing, self.deid.pseudonyms(kind, missing), strict=True))
+        names = pa.array([known[v] for v in distinct], pa.string())
+        return pc.take(names, encoded.indices)
+
+
+def deidentified(
+    table: pa.Table, columns: Sequence[Column], deid: Deidentifier, names: Pseudonyms | None = None
+) -> pa.Table:
+    """``table`` (the cached columns) de-identified as the frames' ``_apply`` does it: each
+    patient's timestamps moved by its shift, then the pseudonyms."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from ._deid import Rule
+
+    if deid.date_shift_days and table.num_rows:
+        patients = pc.dictionary_encode(table["patient_key"].combine_chunks())
+        shifts = [deid.shift_days(p) * 86_400_000_000 for p in patients.dictionary.to_pylist()]
+        by_row = pc.take(pa.array(shifts, pa.int64()), patients.indices)
+        for column in columns:
+            if column.dtype == "datetime":
+                at = table.schema.get_field_index(column.name)
+                micros = pc.add(table[column.name].cast(pa.int64()), by_row)
+                table = table.set_column(at, column.name, micros.cast(table.schema[at].type))
+    names = names if names is not None else Pseudonyms(deid)
+    for column in columns:
+        if column.rule is Rule.PSEUDONYM:
+            at = table.schema.get_field_index(column.name)
+            table = table.set_column(at, column.name, names(column.name, table[column.name]))
+    return table
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+class DamagedCacheError(ReferralKitError):
+    """A cached block could not be read while streaming (the frames' paths repair the
+    cache: the caller starts again through them)."""
+
+
+def referral_parts(
+    store: ReferralStore,
+    as_of: dt.datetime,
+    rules: ClockRules,
+    *,
+    keep: bool = True,
+    versions: Versions | None = None,
+) -> Iterator[pa.Table] | None:
+    """:func:`cached_referrals_table` a block at a time, for writers that stream: the rows
+    reused from each cached block (the newest block first; not in id order), then the
+    replayed ones a chunk at a time; their ``overdue`` and ``open_age_days`` as of
+    ``as_of``. Memory holds one block, the ids and versions, not the population. ``None``
+    when the cache does not apply; :class:`DamagedCacheError` is raised while iterating when a block
+    cannot be read. ``versions`` (the store's, read once) may be shared with
+    :func:`event_parts`."""
+    if rules != DEFAULT_CLOCKS:
+        return None
+    blocks = store.read_analytics_blocks(referrals_name())
+    if blocks is None:
+        return None
+    return _referral_parts(store, blocks, as_of, rules, keep, versions or Versions(store))
+
+
+def _referral_parts(
+    store: ReferralStore,
+    blocks: list[bytes],
+    as_of: dt.datetime,
+    rules: ClockRules,
+    keep: bool,
+    known: Versions,
+) -> Iterator[pa.Table]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    columns = cached_columns()
+    names = [c.name for c in columns]
+    schema = _schema(columns)
+    ids, versions = known.ids, known.versions
+    moment = _micros(as_of)
+    when = pa.scalar(as_of, pa.timestamp("us", tz="UTC"))
+    seen: list[pa.Array] = []
+    settled: list[pa.Array] = []
+    while blocks:
+        table = _decode([blocks.pop()], schema)  # the newest first; each freed once read
+        if table is None:
+            raise DamagedCacheError("analytics cache")
+        if seen:  # a referral's row is the one added last
+            table = table.filter(
+                pc.invert(pc.is_in(table["referral_id"], value_set=pa.concat_arrays(seen)))
+            )
+        seen.append(table["referral_id"].combine_chunks())
+        current = pc.take(versions, pc.index_in(table["referral_id"], value_set=ids))
+        fresh = pc.fill_null(pc.equal(current, table["_version"]), False)
+        valid = pc.and_(
+            fresh,
+            pc.and_(pc.less_equal(table["_low"], moment), pc.greater_equal(table["_high"], moment)),
         )
-        position = np.arange(len(late))
-        first_late = np.minimum.reduceat(np.where(late, position, len(late)), starts)
-        group = np.cumsum(np.r_[True, referral[1:] != referral[:-1]]) - 1
-        table = table.filter(pa.array(position < first_late[group]))
-    return _to_pandas(table, columns)
+        not_yet = pc.and_(fresh, pc.greater(table["created_at"], when))
+        settled.append(pc.filter(table["referral_id"], pc.or_(valid, not_yet)).combine_chunks())
+        part = table.filter(pc.and_(valid, pc.invert(not_yet))).select(names)
+        if part.num_rows:
+            yield moving(part, as_of)
+    done = pa.concat_arrays(settled) if settled else pa.array([], pa.string())
+    stale = pc.filter(ids, pc.invert(pc.is_in(ids, value_set=done))).to_pylist()
+    total = len(ids)
+    del seen, settled, done, ids, versions, known
+    added: list[pa.Table] = []
+    for batch in _batched(_histories(store, stale, total), BLOCK_ROWS // 5):
+        rows, kept = _replay(batch, as_of, rules)
+        if kept is not None:
+            added.append(kept)
+        if rows is not None:
+            yield rows
+    if keep and added:
+        try:
+            store.write_analytics_blocks(referrals_name(), _encode(pa.concat_tables(added)))
+        except ReferralKitError as error:
+            logger.info("analytics cache not written (%s)", type(error).__name__)
+
+
+def event_parts(
+    store: ReferralStore,
+    as_of: dt.datetime,
+    *,
+    keep: bool = True,
+    versions: Versions | None = None,
+) -> Iterator[pa.Table] | None:
+    """:func:`cached_events_table` a block at a time (see :func:`referral_parts`): each
+    referral's rows one after another in history order, the referrals in no set order."""
+    blocks = store.read_analytics_blocks(events_name())
+    if blocks is None:
+        return None
+    return _event_parts(store, blocks, as_of, keep, versions or Versions(store))
+
+
+def _event_parts(
+    store: ReferralStore, blocks: list[bytes], as_of: dt.datetime, keep: bool, known: Versions
+) -> Iterator[pa.Table]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    schema = _events_schema(cached_event_columns())
+    current = known.by_id()
+    seen: set[str] = set()
+    present: set[str] = set()
+    while blocks:
+        table = _decode([blocks.pop()], schema)  # the newest first; each freed once read
+        if table is None:
+            raise DamagedCacheError("analytics cache")
+        # per referral (a history has many rows), in Python once each, spread in Arrow
+        encoded = pc.dictionary_encode(table["referral_id"].combine_chunks())
+        distinct = encoded.dictionary.to_pylist()
+        version_of = pa.array([current.get(r) for r in distinct], pa.int64())
+        keep_rows = pc.fill_null(
+            pc.equal(pc.take(version_of, encoded.indices), table["_version"]), False
+        )
+        # a referral's rows are those of the last block that holds it
+        again = [i for i, r in enumerate(distinct) if r in seen]
+        if again:
+            keep_rows = pc.and_(
+                keep_rows, pc.invert(pc.is_in(encoded.indices, value_set=pa.array(again)))
+            )
+        seen.update(distinct)
+        if pc.all(keep_rows).as_py() is False:
+            table = table.filter(keep_rows)
+            kept = pc.unique(pc.filter(encoded.indices, keep_rows)).to_pylist()
+            present.update(distinct[i] for i in kept)
+        else:
+            present.update(distinct)
+        del encoded, distinct
+        if table.num_rows:
+            part = listed(table, as_of).drop_columns(["_version"])
+            if part.num_rows:
+                yield part
+    stale = [r for r in current if r not in present]
+    total = len(current)
+    del seen, present, current, known
+    added: list[pa.Table] = []
+    for batch in _batched(_histories(store, stale, total), BLOCK_ROWS // 20):
+        found = _event_table(batch)
+        if found is not None:
+            added.append(found)
+            part = listed(found, as_of).drop_columns(["_version"])
+            if part.num_rows:
+                yield part
+    if keep and added:
+        try:
+            store.write_analytics_blocks(events_name(), _encode(pa.concat_tables(added)))
+        except ReferralKitError as error:
+            logger.info("analytics cache not written (%s)", type(error).__name__)
+
+
+class Versions:
+    """The store's referral ids and versions, read once (Arrow arrays, in id order) and
+    shared by an export's two datasets."""
+
+    def __init__(self, store: ReferralStore) -> None:
+        self.ids, self.versions = versions_of(store)
+        self._by_id: dict[str, int] | None = None
+
+    def by_id(self) -> dict[str, int]:
+        """The versions by referral id (in id order), built at the first call."""
+        if self._by_id is None:
+            self._by_id = dict(zip(self.ids.to_pylist(), self.versions.to_pylist(), strict=True))
+        return self._by_id
+
+
+def _batched(
+    histories: Iterable[Sequence[ReferralEvent]], size: int
+) -> Iterator[list[Sequence[ReferralEvent]]]:
+    batch: list[Sequence[ReferralEvent]] = []
+    for events in histories:
+        batch.append(events)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -344,12 +344,16 @@ def referral_chunks(
     """:func:`referrals_frame` a chunk at a time (for writers that stream); through the
     analytics cache (one chunk) when it applies."""
     if cache and deid is not None:
-        from ._cache import cached_referrals
+        from ._cache import cached_columns, cached_referrals_table, columns_of, deidentified
+        from ._cache import to_pandas as arrow_to_pandas
 
-        frame = cached_referrals(store, as_of, rules)
-        if frame is not None:
-            _apply(frame, columns_kept(COLUMNS, deidentify=True), deid)
-            return iter([frame])
+        table = cached_referrals_table(store, as_of, rules)
+        if table is not None:
+            columns = cached_columns()
+            # de-identified in Arrow, then each column converted and its Arrow copy dropped
+            data = columns_of(deidentified(table, columns, deid))
+            del table
+            return iter([arrow_to_pandas(data, columns)])
     found = (read_row(events, as_of, rules) for events in store.event_histories())
     return _chunks((r for r in found if r is not None), COLUMNS, deid, size)
 
@@ -365,12 +369,15 @@ def event_chunks(
     """:func:`events_frame` a chunk at a time; through the analytics cache (one chunk)
     when it applies."""
     if cache and deid is not None:
-        from ._cache import cached_events
+        from ._cache import cached_event_columns, cached_events_table, columns_of, deidentified
+        from ._cache import to_pandas as arrow_to_pandas
 
-        frame = cached_events(store, as_of)
-        if frame is not None:
-            _apply(frame, columns_kept(EVENT_COLUMNS, deidentify=True), deid)
-            return iter([frame])
+        table = cached_events_table(store, as_of)
+        if table is not None:
+            columns = cached_event_columns()
+            data = columns_of(deidentified(table, columns, deid))
+            del table
+            return iter([arrow_to_pandas(data, columns)])
     found = (row for events in store.event_histories() for row in _event_rows(events, as_of))
     return _chunks(found, EVENT_COLUMNS, deid, size)
 

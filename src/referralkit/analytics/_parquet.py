@@ -6,12 +6,14 @@
     DIR/referrals/month=2026-01/part-0.parquet   referrals by the month they were recorded
     DIR/events/month=2026-01/part-0.parquet      events by the month they were recorded
 
-Through the analytics cache (the default) each dataset is read from the cache whole, the
-changed referrals replayed: fast, but the population's rows are held in memory at once
-(measured: 1.2 GB of pyarrow's pool for 100,000 referrals and their 1.7 million events). With
-``cache=False`` it streams: the store is read once per dataset, a chunk of rows at a time, so a
-population larger than memory exports in bounded memory. The files are de-identified by
-default, exactly as :func:`~referralkit.analytics.referrals_frame` is.
+Through the analytics cache (the default, for de-identified files) both datasets are written
+straight from the cache's Arrow blocks, a block at a time: the rows still valid are filtered,
+de-identified and split by month in Arrow (no pandas, no Python per row), and only the referrals
+changed since the cache was filled are replayed, a chunk at a time; memory holds about one block
+(100,000 rows), not the population. With ``cache=False`` every history is replayed (the
+reference path), also in chunks. The files are de-identified by default, exactly as
+:func:`~referralkit.analytics.referrals_frame` is; rows are grouped by the month a file holds,
+in no set order within it.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from ._rows import COLUMNS
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
 __all__ = ["MANIFEST", "export_parquet", "read_parquet"]
 
@@ -71,6 +74,54 @@ def _schema(columns: Sequence[Column]) -> pa.Schema:
     return pa.schema([pa.field(c.name, _arrow_type(c)) for c in columns])
 
 
+class _Months:
+    """One dataset's Parquet files, ``directory/month=YYYY-MM/part-0.parquet``: one writer
+    per month, opened at its first row and kept open until :meth:`close`."""
+
+    def __init__(self, directory: Path, schema: pa.Schema, month_of: str) -> None:
+        self.directory = directory
+        self.schema = schema
+        self.month_of = month_of
+        self.rows = 0
+        self._writers: dict[int, pq.ParquetWriter] = {}
+
+    def write(self, table: pa.Table) -> None:
+        """Add ``table``'s rows (of :attr:`schema`) to their months' files: the month (UTC,
+        as the column) computed in Arrow, one filter per month present."""
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        if not table.num_rows:
+            return
+        stamps = table[self.month_of]
+        months = pc.add(pc.multiply(pc.year(stamps), 100), pc.month(stamps))
+        found = sorted(pc.unique(months).to_pylist())
+        if len(found) > 1:  # one copy in month order, then a zero-copy slice per month
+            order = pc.sort_indices(months)
+            table = table.take(order)
+            months = pc.take(months, order)
+        counts = pc.value_counts(months).to_pylist() if len(found) > 1 else []
+        sizes = {c["values"]: c["counts"] for c in counts}
+        start = 0
+        for month in found:
+            size = sizes.get(month, table.num_rows)
+            part = table.slice(start, size)
+            start += size
+            writer = self._writers.get(month)
+            if writer is None:
+                folder = self.directory / f"month={month // 100:04d}-{month % 100:02d}"
+                folder.mkdir(parents=True, exist_ok=True)
+                writer = pq.ParquetWriter(folder / "part-0.parquet", self.schema)
+                self._writers[month] = writer
+            writer.write_table(part)
+            self.rows += part.num_rows
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+
+
 def _write(
     chunks: Iterator[pd.DataFrame], schema: pa.Schema, month_of: str, directory: Path
 ) -> int:
@@ -82,31 +133,63 @@ def _write(
     tracing and error handling.
     """
     import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    writers: dict[str, pq.ParquetWriter] = {}
-    rows = 0
+    months = _Months(directory, schema, month_of)
     try:
         for chunk in chunks:
-            if chunk.empty:
-                continue
             # categories become plain strings: each file dictionary-encodes its own
-            table = pa.Table.from_pandas(chunk, preserve_index=False).cast(schema)
-            labels = pc.strftime(table[month_of], format="%Y-%m")  # in UTC, as the column
-            for month in sorted(pc.unique(labels).to_pylist()):
-                part = table.filter(pc.equal(labels, month))
-                writer = writers.get(month)
-                if writer is None:
-                    folder = directory / f"month={month}"
-                    folder.mkdir(parents=True, exist_ok=True)
-                    writer = writers[month] = pq.ParquetWriter(folder / "part-0.parquet", schema)
-                writer.write_table(part)
-                rows += part.num_rows
+            months.write(pa.Table.from_pandas(chunk, preserve_index=False).cast(schema))
     finally:
-        for writer in writers.values():
-            writer.close()
-    return rows
+        months.close()
+    return months.rows
+
+
+def _write_cached(
+    store: ReferralStore, root: Path, moment: dt.datetime, deid: Deidentifier, rules: ClockRules
+) -> dict[str, int] | None:
+    """Both datasets written straight from the analytics cache's Arrow blocks, a block at a
+    time (de-identified in Arrow, no pandas, nothing per row in Python but the replay of
+    the referrals changed since): memory holds a block, not the population. ``None`` when
+    the cache does not apply or a block is damaged (nothing is left written then)."""
+    from ._cache import (
+        DamagedCacheError,
+        Pseudonyms,
+        Versions,
+        deidentified,
+        event_parts,
+        referral_parts,
+    )
+
+    if rules != DEFAULT_CLOCKS:
+        return None
+    names = Pseudonyms(deid)  # each referral hashed once for both datasets
+    versions = Versions(store)  # read once for both
+    written: dict[str, int] = {}
+    for name, (columns, month_of) in _DATASETS.items():
+        parts = (
+            referral_parts(store, moment, rules, versions=versions)
+            if name == "referrals"
+            else event_parts(store, moment, versions=versions)
+        )
+        if parts is None:  # (a store keeps both caches or neither)
+            for done in _DATASETS:
+                shutil.rmtree(root / done, ignore_errors=True)
+            return None
+        kept = columns_kept(columns, deidentify=True)
+        (root / name).mkdir()
+        months = _Months(root / name, _schema(kept), month_of)
+        try:
+            for part in parts:
+                months.write(deidentified(part, kept, deid, names))
+        except DamagedCacheError:
+            months.close()
+            for done in _DATASETS:
+                shutil.rmtree(root / done, ignore_errors=True)
+            return None
+        finally:
+            months.close()
+        written[name] = months.rows
+    return written
 
 
 def export_parquet(
@@ -148,8 +231,11 @@ def export_parquet(
                 )
             shutil.rmtree(target)
     root.mkdir(parents=True, exist_ok=True)
-    written: dict[str, int] = {}
+    found = _write_cached(store, root, moment, deid, rules) if cache and deid is not None else None
+    written: dict[str, int] = found if found is not None else {}
     for name, (columns, month_of) in _DATASETS.items():
+        if found is not None:
+            break
         kept = columns_kept(columns, deidentify=deid is not None)
         chunks = (
             referral_chunks(store, moment, deid, rules, cache=cache)
