@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from referralkit.display import ruleset_html, ruleset_text
+from referralkit.rules import model
 from referralkit.rules.model import (
     OUTPUTS,
     All,
@@ -82,5 +83,7 @@ def test_the_notebook_displays_are_the_text_and_html_renderings() -> None:
 
 
 def test_the_allowed_outputs_are_the_enumerations_values() -> None:
+    # OUTPUTS is built at import, before mutmut forks for a mutant: the helper is called too
+    assert model._vals(Covered) == ("covered", "not-covered", "conditional", "indeterminate")
     assert OUTPUTS[Kind.COVERAGE]["covered"].values == tuple(m.value for m in Covered)
     assert OUTPUTS[Kind.URGENCY]["priority"].values == tuple(m.value for m in Priority)
