@@ -311,6 +311,30 @@ class TestDeskProvenance:
         assert before.urgency.policy is None
         assert "no urgency policy was in use" in str(before)
 
+    def test_a_replay_names_what_it_compared_and_reads_rules_on_its_own_date(self) -> None:
+        """A replay reports its kind, its moment, the stored decision's moment and provenance
+        and the replayed outputs with their rules; rules are in force on the replay's date: a
+        rule that ended in February fired in January and not as of March (memory store: the
+        logic is the same in every store)."""
+        store = MemoryStore()
+        ending = URGENCY_V1.replace('id = "chest-pain"', 'id = "chest-pain"\nvalid_to = 2026-02-28')
+        desk = _desk(store, ending, FakeClock(START))
+        made = desk.intake(COORDINATOR, sample_request())
+        again = desk.replay(AUDITOR, made.id)
+        urgency = again.urgency
+        assert (again.coverage.kind, urgency.kind) == ("coverage", "urgency")
+        assert urgency.decided_at == urgency.stored_at == START
+        assert urgency.stored == provenance_of(desk.urgency)
+        assert urgency.replayed == (
+            "priority=urgent, score=200, due_by=2026-01-07T14:00:00+00:00; "
+            "rules routine, chest-pain"
+        )
+        march = dt.datetime(2026, 3, 2, 9, tzinfo=dt.UTC)
+        later = desk.replay(AUDITOR, made.id, as_of=march).urgency
+        assert later.decided_at == march
+        assert later.replayed.endswith("; rules routine")
+        assert [d.field for d in later.differences] == ["priority", "score", "due_by", "rules"]
+
     def test_explain_and_replay_are_read_operations(self, store: ReferralStore) -> None:
         """Every role may explain and replay; neither writes; a bad id is a typed error."""
         desk = ReferralDesk(store, clock=FakeClock(START))
