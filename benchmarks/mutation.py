@@ -193,7 +193,11 @@ def main(argv: list[str] | None = None) -> int:
         while not stop.wait(60):
             write_progress(args.progress, order, note)
 
-    if not args.report:
+    # mutmut may reset verdicts when it starts (a changed test selection, a changed source):
+    # passes repeat while one makes progress
+    previous = -1
+    while not args.report and previous != (left := sum(len(pending(m)) for m in order)) > 0:
+        previous = left
         for module in order:
             names = pending(module)
             if not names:
@@ -205,11 +209,13 @@ def main(argv: list[str] | None = None) -> int:
             watcher.start()
             started = time.monotonic()
             try:
-                mutmut(["run", "--max-children", str(args.max_children), *names])
+                code = mutmut(["run", "--max-children", str(args.max_children), *names])
             finally:
                 stop.set()
                 watcher.join()
             left = len(pending(module))
+            if code != 0:  # e.g. the tests fail without a mutant: mutmut says why above
+                print(f"mutation: mutmut run exited {code} on {module}", file=sys.stderr)
             print(
                 f"mutation: {module}: {len(names) - left} mutants in "
                 f"{time.monotonic() - started:.0f} s, {left} left",
