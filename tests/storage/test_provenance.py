@@ -321,6 +321,7 @@ class TestDeskProvenance:
         desk = _desk(store, ending, FakeClock(START))
         made = desk.intake(COORDINATOR, sample_request())
         again = desk.replay(AUDITOR, made.id)
+        assert again.referral_id == made.id
         urgency = again.urgency
         assert (again.coverage.kind, urgency.kind) == ("coverage", "urgency")
         assert urgency.decided_at == urgency.stored_at == START
