@@ -14,6 +14,7 @@ per module and in total to a Markdown file (``--progress``, default
     python benchmarks/mutation.py                     # every module, resuming
     python benchmarks/mutation.py --only engine limits  # some modules
     python benchmarks/mutation.py --report            # only the table of what has run
+    python benchmarks/mutation.py --retest-survivors --only provenance  # after adding tests
 
 Run it from the project root with the project installed (``pip install -e .[test]
 mutmut``); ``REFERRALKIT_HYPOTHESIS_PROFILE=mutation`` is set for mutmut's runs.
@@ -157,6 +158,19 @@ def cost(module: str) -> float:
     return sum(seconds) / len(seconds) if seconds else 0.0
 
 
+def retest(module: str) -> None:
+    """Forget the verdicts of ``module``'s survivors and of its mutants no test reached."""
+    path = META / f"{module}.py.meta"
+    data = load(module)
+    codes: dict[str, int | None] = data.get("exit_code_by_key", {})  # type: ignore[assignment]
+    if not codes:
+        return
+    for name, code in codes.items():
+        if code is not None and verdict(code) in ("survived", "no tests"):
+            codes[name] = None
+    path.write_text(json.dumps(data, indent=4), encoding="utf-8")
+
+
 def pending(module: str) -> list[str]:
     codes: dict[str, int | None] = load(module).get("exit_code_by_key", {})  # type: ignore[assignment]
     return sorted(name for name, code in codes.items() if code is None)
@@ -174,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--progress", type=Path, default=Path("mutants/mutation-progress.md"))
     parser.add_argument("--fail-under", type=float, default=90.0)
     parser.add_argument("--report", action="store_true", help="print the table, run nothing")
+    parser.add_argument(
+        "--retest-survivors",
+        action="store_true",
+        help="test the survivors again (and the mutants no test reached): after adding tests",
+    )
     args = parser.parse_args(argv)
 
     if not META.exists() and not args.report:
@@ -185,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(chosen) - set(everything))
     if unknown:
         parser.error(f"not modules of {SOURCE}: {', '.join(unknown)}")
+    if args.retest_survivors and not args.report:
+        for module in chosen:
+            retest(module)
     # cheapest first, each finished module a result to read while the next one runs
     order = sorted(chosen, key=lambda m: (cost(m), m))
     stop = threading.Event()
