@@ -71,7 +71,7 @@ class TestPolicies:
         change = next(c for c in result.changes if c.old == "covered/auth-needed")
         assert len(change.samples) <= 2
         assert all(
-            d.old_covered == "covered"
+            (d.old_covered, d.old_pa_needed) == ("covered", "auth-needed")
             for d in result.differences
             if d.old.startswith("covered/auth")
         )
