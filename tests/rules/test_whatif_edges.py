@@ -83,3 +83,48 @@ def test_a_window_counts_from_receipt_when_compared_days_later(subjects: str) ->
     assert change.old.endswith("urgent, due 14d")
     (draft,) = what_if(old, old, [cancer(received=False)], at=later).changes
     assert draft.old.endswith("urgent, due 14d")
+
+
+def test_what_is_refused_and_how_it_is_named() -> None:
+    with pytest.raises(
+        RulesError, match=r"^what-if compares two of the same kind: both and urgency$"
+    ):
+        what_if((COVERAGE, URGENCY), URGENCY, [])
+    for odd in ((COVERAGE, COVERAGE), {"coverage": COVERAGE, "urgency": URGENCY}):
+        with pytest.raises(RulesError) as caught:
+            what_if(odd, odd, [])
+        assert str(caught.value) == (
+            "what-if compares rulesets, coverage policies, urgency policies or "
+            f"(coverage, urgency) pairs; got {type(odd).__name__}"
+        )
+
+
+def mri(i: int) -> rk.Referral:
+    return attrs.evolve(cancer(), id=f"mri-{i}", services=(rk.Code.cpt("70551"),))
+
+
+def without_hmo_imaging() -> CoveragePolicy:
+    rulesets = []
+    for ruleset in COVERAGE.rulesets:
+        rules = tuple(r for r in ruleset.rules if r.id != "hmo-advanced-imaging")
+        rulesets.append(attrs.evolve(ruleset, rules=rules))
+    return CoveragePolicy(rulesets)
+
+
+def test_a_record_of_both_kinds_holds_each_sides_outputs_and_rules() -> None:
+    result = what_if(
+        (COVERAGE, URGENCY), (without_hmo_imaging(), URGENCY), [mri(i) for i in range(5)]
+    )
+    (change,) = [c for c in result.changes if c.changed]
+    assert change.samples == ("mri-0", "mri-1", "mri-2")  # three samples unless told
+    first = result.differences[0]
+    assert (first.old_covered, first.new_covered) == ("covered", "conditional")
+    assert (first.old_pa_needed, first.new_pa_needed) == ("auth-needed", "no-auth")
+    assert first.new == change.new
+    urgency_rules = ("example-urgency/routine-window", "example-urgency/suspected-cancer")
+    assert first.old_rules == ("example-commercial-hmo/hmo-advanced-imaging", *urgency_rules)
+    assert first.new_rules == (
+        "example-commercial-hmo/hmo-specialist-needs-referral",
+        *urgency_rules,
+    )
+    assert first.old_priority == first.new_priority == "urgent"
