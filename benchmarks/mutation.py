@@ -209,11 +209,12 @@ def main(argv: list[str] | None = None) -> int:
             retest(module)
     # cheapest first, each finished module a result to read while the next one runs
     order = sorted(chosen, key=lambda m: (cost(m), m))
+    shown = sorted(everything, key=lambda m: (cost(m), m))  # the table: every module
     stop = threading.Event()
 
     def watch(note: str) -> None:
         while not stop.wait(60):
-            write_progress(args.progress, order, note)
+            write_progress(args.progress, shown, note)
 
     # mutmut may reset verdicts when it starts (a changed test selection, a changed source):
     # passes repeat while one makes progress
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             if not names:
                 continue
             note = f"running {module} ({len(names)} mutants left in it)"
-            write_progress(args.progress, order, note)
+            write_progress(args.progress, shown, note)
             stop.clear()
             watcher = threading.Thread(target=watch, args=(note,), daemon=True)
             watcher.start()
@@ -243,9 +244,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{time.monotonic() - started:.0f} s, {left} left",
                 flush=True,
             )
-    left = sum(len(pending(m)) for m in order)
-    total = write_progress(args.progress, order, "done" if not left else f"{left} mutants left")
-    print(table(order)[0])
+    left = sum(len(pending(m)) for m in shown)
+    total = write_progress(args.progress, shown, "done" if not left else f"{left} mutants left")
+    print(table(shown)[0])
     caught, tested = score(total)
     print(f"mutation score {percent(caught, tested)} ({caught} of {tested}); {left} not run yet")
     if tested and 100.0 * caught / tested < args.fail_under:
