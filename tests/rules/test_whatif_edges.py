@@ -128,3 +128,9 @@ def test_a_record_of_both_kinds_holds_each_sides_outputs_and_rules() -> None:
         *urgency_rules,
     )
     assert first.old_priority == first.new_priority == "urgent"
+
+
+def test_the_most_frequent_transitions_come_first() -> None:
+    routine = attrs.evolve(cancer(), id="routine", diagnoses=())
+    result = what_if(URGENCY, URGENCY, [routine, cancer(), attrs.evolve(cancer(), id="c-2")])
+    assert [c.count for c in result.changes] == [2, 1]
