@@ -5,6 +5,7 @@ lines read by no test: which rulesets were consulted, the rules grouped by rules
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import attrs
 
@@ -117,3 +118,35 @@ def test_a_replay_reads_as_both_kinds_decided_again() -> None:
     assert str(attrs.evolve(replayed, as_of=AT)).splitlines()[0] == (
         "referral R-1: replayed as of 2026-03-02 09:30 UTC"
     )
+
+
+def test_a_replay_without_a_moment_a_stored_decision_or_differences() -> None:
+    bare = ReplayedDecision("urgency", None, None, None, POLICY.policy, "priority=routine; rules -")
+    assert bare.lines() == [
+        "urgency: decided again as of - with policy 0123456789ab",
+        "  replayed: priority=routine; rules -",
+        "  no stored decision to compare with",
+    ]
+    same = attrs.evolve(bare, decided_at=AT, stored_at=AT, stored=POLICY, note="n")
+    assert same.lines()[2:] == [
+        "  stored 2026-03-02 09:30 UTC with policy 0123456789ab: the same",
+        "  n",
+    ]
+
+
+def test_an_unnamed_ruleset_still_heads_its_rules() -> None:
+    unnamed = DecisionExplanation(
+        "coverage", AT, POLICY, "covered=covered", (), rules=(RuleOutcome("", "a", "fired"),)
+    )
+    assert unnamed.lines()[3:] == ["  ruleset :", "    a: fired"]
+
+
+def test_the_stored_policy_document_lists_its_kind_and_rulesets() -> None:
+    from referralkit.rules.policies import CoveragePolicy
+    from referralkit.rules.provenance import policy_versions
+
+    *rulesets, document = policy_versions(CoveragePolicy.shipped(), AT)
+    assert json.loads(document.document) == {
+        "kind": "coverage",
+        "rulesets": [v.digest for v in rulesets],
+    }
