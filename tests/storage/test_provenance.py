@@ -219,6 +219,16 @@ class TestDeskProvenance:
         assert replayed.coverage.policy is None
         assert not replayed.same
         assert "not replayed" in str(replayed)
+        coverage = replayed.coverage
+        assert (coverage.kind, coverage.decided_at, coverage.stored_at) == (
+            "coverage",
+            event.at,
+            event.at,
+        )
+        assert coverage.stored == Provenance(UNVERSIONED, "BasicCoverage")
+        assert coverage.note == (
+            "the stored decision is unversioned (BasicCoverage: not rule-based)"
+        )
 
     def test_explain_says_which_rules_fired_and_why_others_did_not(
         self, store: ReferralStore
@@ -309,6 +319,11 @@ class TestDeskProvenance:
         assert later.replay(AUDITOR, other.id, as_of=march + dt.timedelta(days=30)).same
         before = later.replay(AUDITOR, made.id, as_of=START - dt.timedelta(days=1))
         assert before.urgency.policy is None
+        assert (before.urgency.kind, before.urgency.decided_at) == (
+            "urgency",
+            START - dt.timedelta(days=1),
+        )
+        assert (before.urgency.stored_at, before.urgency.stored) == (None, None)
         assert "no urgency policy was in use" in str(before)
 
     def test_a_replay_names_what_it_compared_and_reads_rules_on_its_own_date(self) -> None:
