@@ -351,6 +351,36 @@ class TestDeskProvenance:
         assert later.replayed.endswith("; rules routine")
         assert [d.field for d in later.differences] == ["priority", "score", "due_by", "rules"]
 
+    def test_an_explanation_names_each_rule_its_ruleset_and_its_date(self) -> None:
+        """Explain's parts: the kind, the coded summary, each ruleset with its digest, each
+        rule's outcome with its ruleset and description, a rule not yet in force on the
+        decision's date; a hand-written decider's decision says it has no rule trace."""
+        store = MemoryStore()
+        future = URGENCY_V1 + (
+            '\n[[rules]]\nid = "later"\nvalid_from = 2026-06-01\n'
+            'then = { priority = "stat", due_hours = 24, score = 1 }\n'
+        )
+        desk = _desk(store, future, FakeClock(START))
+        made = desk.intake(COORDINATOR, sample_request())
+        urgency = desk.explain(AUDITOR, made.id).urgency
+        assert urgency is not None
+        assert urgency.kind == "urgency"
+        assert urgency.summary == "priority=urgent, score=200, due_by=2026-01-07T14:00:00+00:00"
+        (ruleset,) = desk.urgency.rulesets
+        assert urgency.rulesets == (f"clinic-urgency ({ruleset_digest(ruleset)[:12]})",)
+        assert [
+            (r.ruleset, r.rule_id, r.outcome, r.description, r.failed) for r in urgency.rules
+        ] == [
+            ("clinic-urgency", "routine", "fired", "", None),
+            ("clinic-urgency", "chest-pain", "fired", "Chest pain seen within 48 hours", None),
+            ("clinic-urgency", "later", "not in force on 2026-01-05", "", None),
+        ]
+        plain = ReferralDesk(MemoryStore(), clock=FakeClock(START), urgency=BasicUrgency())
+        made = plain.intake(COORDINATOR, sample_request())
+        basic = plain.explain(AUDITOR, made.id).urgency
+        assert basic is not None
+        assert basic.note == "no rule trace: the decision names no stored rules"
+
     def test_explain_and_replay_are_read_operations(self, store: ReferralStore) -> None:
         """Every role may explain and replay; neither writes; a bad id is a typed error."""
         desk = ReferralDesk(store, clock=FakeClock(START))
