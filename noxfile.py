@@ -258,10 +258,13 @@ def mutation(session: nox.Session) -> None:
     the tests of ``tests/rules/`` (and ``tests/test_rules_explain.py``) that reached the
     mutated function, with the ``mutation`` Hypothesis profile (derandomized, 10 examples).
     ``benchmarks/mutation.py`` drives it one module at a time, smallest first, and resumes
-    where a stopped run left off; it writes the table of verdicts to
+    where a stopped run left off, on this machine or another: every verdict is recorded in
+    the committed ``benchmarks/mutation-verdicts.json`` (dropped for a module whose source
+    changes), and commit it before a session ends. It writes the table of verdicts to
     ``mutants/mutation-progress.md`` as it goes, prints it, and fails under MUTATION_SCORE.
-    ``nox -s mutation -- --only engine limits`` runs some modules, ``-- --report`` only prints
-    the table; ``mutmut results`` lists the survivors and ``mutmut show NAME`` shows one.
+    ``nox -s mutation -- --only engine limits`` runs some modules, ``-- --report`` prints the
+    table from the verdicts file without running anything; ``mutmut results`` lists the
+    survivors and ``mutmut show NAME`` shows one.
     Durable engine mutants need durable-rules, so run it on Python 3.11. Figures, the time it
     takes and the survivors judged equivalent: benchmarks/README.md, "Mutation testing".
     """
