@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import uuid
 from typing import Any
 
 import pytest
@@ -412,7 +413,9 @@ def test_no_state_is_left_behind() -> None:
 def test_a_changed_ruleset_gets_a_fresh_durable_name_and_one_registration() -> None:
     rt = runtime()
     a = ruleset(OVERLAPPING[:2], policy="collect", kind="urgency")
-    b = ruleset(OVERLAPPING[:3], policy="collect", kind="urgency")
+    # a change no earlier run in this process made (mutmut runs the tests again in-process)
+    changed_rule = {**OVERLAPPING[2], "id": f"pregnant-{uuid.uuid4().hex}"}
+    b = ruleset([*OVERLAPPING[:2], changed_rule], policy="collect", kind="urgency")
     first = DurableEngine(a)
     registered = len(rt.definitions)
     again = DurableEngine(a)

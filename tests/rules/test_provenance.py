@@ -198,7 +198,7 @@ def test_a_value_without_a_json_form_is_a_rules_error() -> None:
 
     moment = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
     odd = Ruleset("odd", Kind.COVERAGE, (Rule("r", Always(), {"reason": moment}),))
-    with pytest.raises(RulesError, match="no JSON form"):
+    with pytest.raises(RulesError, match="a rule holds a datetime, which has no JSON form"):
         ruleset_digest(odd)
     dated = Ruleset("", Kind.COVERAGE, (Rule("r", Always(), {"reason": dt.date(2026, 1, 1)}),))
     assert ruleset_from_json(canonical_json(ruleset_document(dated))) == dated

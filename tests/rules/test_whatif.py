@@ -71,7 +71,7 @@ class TestPolicies:
         change = next(c for c in result.changes if c.old == "covered/auth-needed")
         assert len(change.samples) <= 2
         assert all(
-            d.old_covered == "covered"
+            (d.old_covered, d.old_pa_needed) == ("covered", "auth-needed")
             for d in result.differences
             if d.old.startswith("covered/auth")
         )
@@ -147,7 +147,12 @@ class TestLabels:
         urgency = URGENCY.rulesets[0]
         found = PythonEngine(urgency).evaluate(extract(referral, at), at.date())
         assert outcome(urgency, found, referral, at) == "urgent, due 14d"
-        with pytest.raises(RulesError, match="coverage or urgency"):
+        # days later the window still runs from receipt; a draft's from the moment given
+        later = at + dt.timedelta(days=3)
+        assert outcome(urgency, found, referral, later) == "urgent, due 14d"
+        draft = attrs.evolve(referral, received_at=None)
+        assert outcome(urgency, found, draft, later) == "urgent, due 14d"
+        with pytest.raises(RulesError, match=r"^what-if compares coverage or urgency rulesets$"):
             outcome(load(shipped_paths(Kind.EVENT)[0]), None, referral, at)
 
     def test_a_difference_without_due_dates_has_no_shift(self) -> None:

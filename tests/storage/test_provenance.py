@@ -219,6 +219,16 @@ class TestDeskProvenance:
         assert replayed.coverage.policy is None
         assert not replayed.same
         assert "not replayed" in str(replayed)
+        coverage = replayed.coverage
+        assert (coverage.kind, coverage.decided_at, coverage.stored_at) == (
+            "coverage",
+            event.at,
+            event.at,
+        )
+        assert coverage.stored == Provenance(UNVERSIONED, "BasicCoverage")
+        assert coverage.note == (
+            "the stored decision is unversioned (BasicCoverage: not rule-based)"
+        )
 
     def test_explain_says_which_rules_fired_and_why_others_did_not(
         self, store: ReferralStore
@@ -309,7 +319,67 @@ class TestDeskProvenance:
         assert later.replay(AUDITOR, other.id, as_of=march + dt.timedelta(days=30)).same
         before = later.replay(AUDITOR, made.id, as_of=START - dt.timedelta(days=1))
         assert before.urgency.policy is None
+        assert (before.urgency.kind, before.urgency.decided_at) == (
+            "urgency",
+            START - dt.timedelta(days=1),
+        )
+        assert (before.urgency.stored_at, before.urgency.stored) == (None, None)
         assert "no urgency policy was in use" in str(before)
+
+    def test_a_replay_names_what_it_compared_and_reads_rules_on_its_own_date(self) -> None:
+        """A replay reports its kind, its moment, the stored decision's moment and provenance
+        and the replayed outputs with their rules; rules are in force on the replay's date: a
+        rule that ended in February fired in January and not as of March (memory store: the
+        logic is the same in every store)."""
+        store = MemoryStore()
+        ending = URGENCY_V1.replace('id = "chest-pain"', 'id = "chest-pain"\nvalid_to = 2026-02-28')
+        desk = _desk(store, ending, FakeClock(START))
+        made = desk.intake(COORDINATOR, sample_request())
+        again = desk.replay(AUDITOR, made.id)
+        assert again.referral_id == made.id
+        urgency = again.urgency
+        assert (again.coverage.kind, urgency.kind) == ("coverage", "urgency")
+        assert urgency.decided_at == urgency.stored_at == START
+        assert urgency.stored == provenance_of(desk.urgency)
+        assert urgency.replayed == (
+            "priority=urgent, score=200, due_by=2026-01-07T14:00:00+00:00; "
+            "rules routine, chest-pain"
+        )
+        march = dt.datetime(2026, 3, 2, 9, tzinfo=dt.UTC)
+        later = desk.replay(AUDITOR, made.id, as_of=march).urgency
+        assert later.decided_at == march
+        assert later.replayed.endswith("; rules routine")
+        assert [d.field for d in later.differences] == ["priority", "score", "due_by", "rules"]
+
+    def test_an_explanation_names_each_rule_its_ruleset_and_its_date(self) -> None:
+        """Explain's parts: the kind, the coded summary, each ruleset with its digest, each
+        rule's outcome with its ruleset and description, a rule not yet in force on the
+        decision's date; a hand-written decider's decision says it has no rule trace."""
+        store = MemoryStore()
+        future = URGENCY_V1 + (
+            '\n[[rules]]\nid = "later"\nvalid_from = 2026-06-01\n'
+            'then = { priority = "stat", due_hours = 24, score = 1 }\n'
+        )
+        desk = _desk(store, future, FakeClock(START))
+        made = desk.intake(COORDINATOR, sample_request())
+        urgency = desk.explain(AUDITOR, made.id).urgency
+        assert urgency is not None
+        assert urgency.kind == "urgency"
+        assert urgency.summary == "priority=urgent, score=200, due_by=2026-01-07T14:00:00+00:00"
+        (ruleset,) = desk.urgency.rulesets
+        assert urgency.rulesets == (f"clinic-urgency ({ruleset_digest(ruleset)[:12]})",)
+        assert [
+            (r.ruleset, r.rule_id, r.outcome, r.description, r.failed) for r in urgency.rules
+        ] == [
+            ("clinic-urgency", "routine", "fired", "", None),
+            ("clinic-urgency", "chest-pain", "fired", "Chest pain seen within 48 hours", None),
+            ("clinic-urgency", "later", "not in force on 2026-01-05", "", None),
+        ]
+        plain = ReferralDesk(MemoryStore(), clock=FakeClock(START), urgency=BasicUrgency())
+        made = plain.intake(COORDINATOR, sample_request())
+        basic = plain.explain(AUDITOR, made.id).urgency
+        assert basic is not None
+        assert basic.note == "no rule trace: the decision names no stored rules"
 
     def test_explain_and_replay_are_read_operations(self, store: ReferralStore) -> None:
         """Every role may explain and replay; neither writes; a bad id is a typed error."""

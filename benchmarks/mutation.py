@@ -1,0 +1,481 @@
+"""Mutation testing of ``referralkit.rules``, module by module, resumable (``nox -s mutation``).
+
+mutmut 3 (``[tool.mutmut]`` in pyproject.toml) writes every mutant of ``src/referralkit/rules``
+into ``mutants/`` and keeps each one's verdict in ``mutants/src/referralkit/rules/*.py.meta``.
+This script runs ``mutmut run`` on one module at a time, cheapest first (the mean time of
+the tests that reach a mutant, from mutmut's statistics run), passing only the
+mutants that have no verdict yet: stopped at any point (Ctrl-C, a lost session), it goes on
+where it was when started again. While it runs, and after each module, it writes the verdicts
+per module and in total to a Markdown file (``--progress``, default
+``mutants/mutation-progress.md``); at the end it prints that table and exits 1 if the score
+(killed, timed out or caught by the type checker, over the mutants with a verdict) is under
+``--fail-under``.
+
+    python benchmarks/mutation.py                     # every module, resuming
+    python benchmarks/mutation.py --only engine limits  # some modules
+    python benchmarks/mutation.py --report            # the table from the verdicts file
+    python benchmarks/mutation.py --retest-survivors --only provenance  # after adding tests
+    python benchmarks/mutation.py --forget --only whatif  # judge a module's mutants afresh
+
+``mutants/`` is lost with the machine, so every verdict is also recorded in
+``benchmarks/mutation-verdicts.json`` (committed): per module, the SHA-256 of its source, of
+the test set's identity (the settings of ``[tool.mutmut]`` in pyproject.toml that say which
+tests run, with which pytest options) and the mutmut version, and each mutant's verdict. At
+start the verdicts still valid are written back into ``mutants/`` and those mutants are not
+run again; any change to a module's source (or to the test set's identity, or mutmut's
+version) drops that module's verdicts, all of them. Test *contents* are not part of the
+identity: after adding tests, ``--retest-survivors``; after weakening or deleting one,
+``--forget``.
+``--report`` prints the table from that file alone (no mutmut, no ``mutants/`` needed).
+
+Run it from the project root with the project installed (``pip install -e .[test]
+mutmut``); ``REFERRALKIT_HYPOTHESIS_PROFILE=mutation`` is set for mutmut's runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+META = Path("mutants/src/referralkit/rules")
+SOURCE = Path("src/referralkit/rules")
+VERDICTS = Path("benchmarks/mutation-verdicts.json")
+
+# mutmut 3's exit codes (mutmut/stats.py), grouped
+KILLED = {1, 3}
+TIMEOUT = {36, -24, 24, 152, 255}
+TYPE_CHECK = {37}
+SURVIVED = {0}
+NO_TESTS = {5, 33}
+SKIPPED = {34}
+COLUMNS = ("killed", "timeout", "type check", "survived", "no tests", "other", "pending")
+
+
+def verdict(code: int | None) -> str:
+    if code is None:
+        return "pending"
+    for name, codes in (
+        ("killed", KILLED),
+        ("timeout", TIMEOUT),
+        ("type check", TYPE_CHECK),
+        ("survived", SURVIVED),
+        ("no tests", NO_TESTS),
+        ("skipped", SKIPPED),
+    ):
+        if code in codes:
+            return name
+    return "other"  # suspicious, segfault, interrupted
+
+
+# the exit code written back into mutmut's metadata for a recorded verdict; "other" (suspicious,
+# segfault, interrupted) is recorded but not restored: such a mutant runs again
+CODE = {
+    "killed": 1,
+    "timeout": 36,
+    "type check": 37,
+    "survived": 0,
+    "no tests": 33,
+    "skipped": 34,
+}
+
+Verdicts = dict[str, Any]  # the JSON document of VERDICTS
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# the settings of [tool.mutmut] that decide which tests judge a mutant and how they run
+SUITE_KEYS = ("pytest_add_cli_args", "pytest_add_cli_args_test_selection", "tests_dir", "also_copy")
+
+
+def suite_identity(pyproject: Path = Path("pyproject.toml")) -> str:
+    """SHA-256 of the test set's identity: the settings of ``[tool.mutmut]`` that select the
+    tests, deselect some, give pytest its options and copy files beside them, canonical JSON."""
+    table = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("tool", {}).get("mutmut", {})
+    suite = {key: table[key] for key in SUITE_KEYS if key in table}
+    canonical = json.dumps(suite, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def mutmut_version() -> str | None:
+    try:
+        return metadata.version("mutmut")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def identity(module: str) -> dict[str, str | None]:
+    """What a module's recorded verdicts hold for: its source, the test set, mutmut."""
+    return {
+        "source_sha256": sha256_file(SOURCE / f"{module}.py"),
+        "tests_sha256": suite_identity(),
+        "mutmut": mutmut_version(),
+    }
+
+
+def read_verdicts(path: Path = VERDICTS) -> Verdicts:
+    if not path.exists():
+        return {"modules": {}}
+    data: Verdicts = json.loads(path.read_text(encoding="utf-8"))
+    data.setdefault("modules", {})
+    return data
+
+
+def write_verdicts(data: Verdicts, path: Path = VERDICTS) -> None:
+    text = json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(text, encoding="utf-8")
+    temporary.replace(path)  # never half a file, whenever the session is lost
+
+
+def matches(entry: Mapping[str, Any], current: Mapping[str, str | None]) -> bool:
+    """Whether a recorded entry holds for ``current``; an unknown mutmut version (not
+    installed: ``--report``) is not held against it."""
+    return all(
+        entry.get(key) == value
+        for key, value in current.items()
+        if not (key == "mutmut" and value is None)
+    )
+
+
+def valid(data: Verdicts, module: str, current: Mapping[str, str | None]) -> dict[str, str]:
+    """The recorded verdicts of ``module`` that still hold: all of them, or none when its
+    source, the test set or mutmut has changed since they were recorded."""
+    entry = data["modules"].get(module)
+    if entry is None or not matches(entry, current):
+        return {}
+    return dict(entry.get("verdicts", {}))
+
+
+def restore(codes: dict[str, int | None], verdicts: Mapping[str, str]) -> int:
+    """Give each mutant with no verdict in mutmut's ``codes`` its recorded verdict; returns
+    how many were restored."""
+    restored = 0
+    for name, code in codes.items():
+        recorded = verdicts.get(name)
+        if code is None and recorded in CODE:
+            codes[name] = CODE[recorded]
+            restored += 1
+    return restored
+
+
+def merge(
+    data: Verdicts,
+    module: str,
+    current: Mapping[str, str | None],
+    codes: Mapping[str, int | None],
+) -> Verdicts:
+    """Record mutmut's verdicts of ``module`` (``codes``) in ``data``: over the recorded ones
+    when those still hold, in their place when they do not."""
+    kept = {name: v for name, v in valid(data, module, current).items() if name in codes}
+    kept.update({name: verdict(code) for name, code in codes.items() if code is not None})
+    data["modules"][module] = {**current, "mutants": len(codes), "verdicts": kept}
+    return data
+
+
+def forget(data: Verdicts, module: str, which: Iterable[str] | None = None) -> None:
+    """Drop the recorded verdicts of ``module`` (those named ``which``, or all)."""
+    entry = data["modules"].get(module)
+    if entry is None:
+        return
+    if which is None:
+        del data["modules"][module]
+        return
+    for name in which:
+        entry["verdicts"].pop(name, None)
+
+
+def load(module: str) -> dict[str, object]:
+    path = META / f"{module}.py.meta"
+    if not path.exists():
+        return {}
+    try:
+        data: dict[str, object] = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:  # caught while mutmut rewrites it: read it next time
+        return {}
+    return data
+
+
+def modules() -> list[str]:
+    return sorted(p.stem for p in SOURCE.glob("*.py"))
+
+
+def codes_of(module: str) -> dict[str, int | None]:
+    codes: dict[str, int | None] = load(module).get("exit_code_by_key", {})  # type: ignore[assignment]
+    return codes
+
+
+def save_codes(module: str, codes: dict[str, int | None]) -> None:
+    data = load(module)
+    data["exit_code_by_key"] = codes
+    (META / f"{module}.py.meta").write_text(json.dumps(data, indent=4), encoding="utf-8")
+
+
+def recorded_counts(data: Verdicts, module: str) -> tuple[Counter[str], list[float]]:
+    """A module's tally from the verdicts file, as far as they hold for its source now."""
+    entry = data["modules"].get(module, {})
+    verdicts = valid(data, module, identity(module))
+    tally = Counter(verdicts.values())
+    holds = module in data["modules"] and matches(entry, identity(module))
+    tally["total"] = int(entry.get("mutants", 0)) if holds else 0
+    tally["pending"] = tally["total"] - len(verdicts)
+    return tally, []
+
+
+def counts(module: str) -> tuple[Counter[str], list[float]]:
+    data = load(module)
+    codes: dict[str, int | None] = data.get("exit_code_by_key", {})  # type: ignore[assignment]
+    durations: dict[str, float] = data.get("durations_by_key", {})  # type: ignore[assignment]
+    tally = Counter(verdict(code) for code in codes.values())
+    tally["total"] = len(codes)
+    timed = [
+        durations[name] for name, code in codes.items() if code is not None and name in durations
+    ]
+    return tally, timed
+
+
+def score(tally: Counter[str]) -> tuple[int, int]:
+    caught = tally["killed"] + tally["timeout"] + tally["type check"]
+    tested = caught + tally["survived"] + tally["no tests"] + tally["other"]
+    return caught, tested
+
+
+def percent(caught: int, tested: int) -> str:
+    return f"{100.0 * caught / tested:.1f}%" if tested else "–"
+
+
+def table(
+    names: Iterable[str], source: Callable[[str], tuple[Counter[str], list[float]]] = counts
+) -> tuple[str, Counter[str]]:
+    rows = [
+        "| module | mutants | " + " | ".join(COLUMNS) + " | score | mean s/mutant |",
+        "|---|---:|" + "---:|" * len(COLUMNS) + "---:|---:|",
+    ]
+    total: Counter[str] = Counter()
+    every: list[float] = []
+    for module in names:
+        tally, timed = source(module)
+        total.update(tally)
+        every += timed
+        mean = f"{sum(timed) / len(timed):.1f}" if timed else "–"
+        cells = " | ".join(str(tally[c]) for c in COLUMNS)
+        rows.append(
+            f"| {module} | {tally['total']} | {cells} | {percent(*score(tally))} | {mean} |"
+        )
+    mean = f"{sum(every) / len(every):.1f}" if every else "–"
+    cells = " | ".join(f"**{total[c]}**" for c in COLUMNS)
+    rows.append(
+        f"| **all** | **{total['total']}** | {cells} | **{percent(*score(total))}** | {mean} |"
+    )
+    return "\n".join(rows), total
+
+
+def write_progress(
+    path: Path,
+    names: list[str],
+    note: str,
+    source: Callable[[str], tuple[Counter[str], list[float]]] = counts,
+) -> Counter[str]:
+    text, total = table(names, source)
+    load_average = (
+        Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"# Mutation testing of referralkit.rules: progress\n\n"
+        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S} UTC, load average "
+        f"{' '.join(load_average)}; {note}\n\n{text}\n\n"
+        "Score: killed, timed out or caught by the type checker over the mutants with a "
+        "verdict (survived and reached by no test count against it). mean s/mutant: mutmut's "
+        "own measure of each mutant's test run.\n",
+        encoding="utf-8",
+    )
+    return total
+
+
+def cost(module: str) -> float:
+    """Seconds a mutant of ``module`` costs at most, on average: its tests' durations in
+    mutmut's statistics run, all run when a mutant survives (a killed one stops early)."""
+    try:
+        stats = json.loads(Path("mutants/mutmut-stats.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 0.0
+    tests, durations = stats["tests_by_mangled_function_name"], stats["duration_by_test"]
+    codes: dict[str, object] = load(module).get("exit_code_by_key", {})  # type: ignore[assignment]
+    seconds = [
+        sum(durations.get(test, 0.0) for test in tests.get(name.rsplit("__mutmut_", 1)[0], ()))
+        for name in codes
+    ]
+    return sum(seconds) / len(seconds) if seconds else 0.0
+
+
+def retest(module: str, recorded: Verdicts) -> None:
+    """Forget the verdicts of ``module``'s survivors and of its mutants no test reached."""
+    codes = codes_of(module)
+    if not codes:
+        return
+    again = [
+        name
+        for name, code in codes.items()
+        if code is not None and verdict(code) in ("survived", "no tests")
+    ]
+    for name in again:
+        codes[name] = None
+    save_codes(module, codes)
+    forget(recorded, module, again)
+
+
+def sync(recorded: Verdicts, module: str, *, again: bool = False) -> None:
+    """Reconcile ``mutants/`` and the verdicts file for ``module``: the recorded verdicts that
+    hold are written back into mutmut's metadata; when they no longer hold (the module's
+    source changed), or with ``again``, every verdict of the module is dropped from both."""
+    current = identity(module)
+    codes = codes_of(module)
+    entry = recorded["modules"].get(module)
+    if again or (entry is not None and not matches(entry, current)):
+        forget(recorded, module)
+        if any(code is not None for code in codes.values()):
+            save_codes(module, dict.fromkeys(codes))
+        codes = codes_of(module)
+    elif restore(codes, valid(recorded, module, current)):
+        save_codes(module, codes)
+    if codes:
+        merge(recorded, module, current, codes)
+
+
+def record(recorded: Verdicts, module: str) -> None:
+    """Record mutmut's verdicts of ``module`` in the verdicts file."""
+    codes = codes_of(module)
+    if codes:
+        merge(recorded, module, identity(module), codes)
+        write_verdicts(recorded)
+
+
+def pending(module: str) -> list[str]:
+    codes: dict[str, int | None] = load(module).get("exit_code_by_key", {})  # type: ignore[assignment]
+    return sorted(name for name, code in codes.items() if code is None)
+
+
+def mutmut(arguments: list[str]) -> int:
+    env = {**os.environ, "REFERRALKIT_HYPOTHESIS_PROFILE": "mutation", "PYTHONPATH": ""}
+    return subprocess.run(["mutmut", *arguments], env=env, check=False).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="+", metavar="MODULE", help="these modules of rules/")
+    parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--progress", type=Path, default=Path("mutants/mutation-progress.md"))
+    parser.add_argument("--fail-under", type=float, default=90.0)
+    parser.add_argument(
+        "--report", action="store_true", help=f"print the table from {VERDICTS}, run nothing"
+    )
+    parser.add_argument(
+        "--forget", action="store_true", help="judge every mutant of the chosen modules again"
+    )
+    parser.add_argument(
+        "--retest-survivors",
+        action="store_true",
+        help="test the survivors again (and the mutants no test reached): after adding tests",
+    )
+    args = parser.parse_args(argv)
+
+    everything = modules()
+    chosen = args.only or everything
+    unknown = sorted(set(chosen) - set(everything))
+    if unknown:
+        parser.error(f"not modules of {SOURCE}: {', '.join(unknown)}")
+    recorded = read_verdicts()
+    changed = [
+        m
+        for m in everything
+        if m in recorded["modules"] and not matches(recorded["modules"][m], identity(m))
+    ]
+    if not args.report and (changed or not META.exists()):
+        # the first run makes every mutant and the test statistics, a later one makes again
+        # the mutants of a changed module; a name that matches no mutant makes it stop there
+        mutmut(["run", "--max-children", str(args.max_children), "referralkit.rules.none"])
+    if args.report:
+        left = sum(recorded_counts(recorded, m)[0]["pending"] for m in everything)
+        note = f"from {VERDICTS}; {left} mutants without a verdict"
+        source = lambda m: recorded_counts(recorded, m)  # noqa: E731
+        total = write_progress(args.progress, everything, note, source)
+        print(table(everything, source)[0])
+        caught, tested = score(total)
+        print(
+            f"mutation score {percent(caught, tested)} ({caught} of {tested}); {left} not run yet"
+        )
+        return 1 if tested and 100.0 * caught / tested < args.fail_under else 0
+    for module in everything:
+        sync(recorded, module, again=args.forget and module in chosen)
+    if args.retest_survivors:
+        for module in chosen:
+            retest(module, recorded)
+    write_verdicts(recorded)
+    # cheapest first, each finished module a result to read while the next one runs
+    order = sorted(chosen, key=lambda m: (cost(m), m))
+    shown = sorted(everything, key=lambda m: (cost(m), m))  # the table: every module
+    stop = threading.Event()
+
+    def watch(note: str, module: str) -> None:
+        while not stop.wait(60):
+            write_progress(args.progress, shown, note)
+            record(recorded, module)
+
+    # mutmut may reset verdicts when it starts (a changed test selection, a changed source):
+    # passes repeat while one makes progress
+    previous = -1
+    while previous != (left := sum(len(pending(m)) for m in order)) > 0:
+        previous = left
+        for module in order:
+            names = pending(module)
+            if not names:
+                continue
+            note = f"running {module} ({len(names)} mutants left in it)"
+            write_progress(args.progress, shown, note)
+            stop.clear()
+            watcher = threading.Thread(target=watch, args=(note, module), daemon=True)
+            watcher.start()
+            started = time.monotonic()
+            try:
+                code = mutmut(["run", "--max-children", str(args.max_children), *names])
+            finally:
+                stop.set()
+                watcher.join()
+                record(recorded, module)
+            left = len(pending(module))
+            if code != 0:  # e.g. the tests fail without a mutant: mutmut says why above
+                print(f"mutation: mutmut run exited {code} on {module}", file=sys.stderr)
+            print(
+                f"mutation: {module}: {len(names) - left} mutants in "
+                f"{time.monotonic() - started:.0f} s, {left} left",
+                flush=True,
+            )
+    left = sum(len(pending(m)) for m in shown)
+    total = write_progress(args.progress, shown, "done" if not left else f"{left} mutants left")
+    print(table(shown)[0])
+    caught, tested = score(total)
+    print(f"mutation score {percent(caught, tested)} ({caught} of {tested}); {left} not run yet")
+    if tested and 100.0 * caught / tested < args.fail_under:
+        print(f"mutation score under {args.fail_under:g}%", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
