@@ -352,51 +352,54 @@ def bulk_histories(histories: Sequence[History], total: int) -> Iterator[list[Hi
 CLONE_BATCH = 20_000
 
 
-def _resealed(text: str, context_old: str, context_new: str, old: str, new: str) -> str:
-    from referralkit.storage._json import RecordCodec, _seal
+def _template(
+    row: Sequence[Any],
+    events: Sequence[Sequence[Any]],
+    keys: Sequence[Sequence[Any]],
+    columns: Sequence[str],
+) -> tuple[Any, ...]:
+    """The first copy's rows, each record's seal verified once and its body split around the
+    quoted id, so a clone only joins the parts and seals the result."""
+    from referralkit.storage._json import RecordCodec, _event_context
 
-    body, key_id, count = RecordCodec.unseal(text, context_old, old, "record")
-    if key_id:
-        raise SystemExit("cloning an encrypted store is not supported")
-    return _seal(body.replace(f'"{old}"', f'"{new}"'), context_new, key_id, count)
+    values = dict(zip(columns, row, strict=True))
+    old = values["id"]
+
+    def opened(text: str, context: str) -> tuple[list[str], str]:
+        body, key_id, count = RecordCodec.unseal(text, context, old, "record")
+        if key_id:
+            raise SystemExit("cloning an encrypted store is not supported")
+        return body.split(f'"{old}"'), count
+
+    snapshot = opened(values["snapshot"], old + "\x00snapshot")
+    moved = []
+    for _, ver, index, at, actor, kind, payload in events:
+        context = _event_context(old, ver, index, at, actor, kind)
+        # the context after the id (version, index, time, actor, type) does not change
+        moved.append(((ver, index, at, actor, kind), context[len(old) :], opened(payload, context)))
+    return values, snapshot, moved, [(b, k) for _, b, k in keys]
 
 
 def _cloned_rows(
-    templates: dict[str, tuple[tuple[Any, ...], list[tuple[Any, ...]], list[tuple[Any, ...]]]],
+    templates: dict[str, tuple[Any, ...]],
     columns: Sequence[str],
     n: int,
     originals: int,
 ) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """The rows (referral, events, rank keys) of copy ``n``, from its first copy's."""
-    from referralkit.storage._json import _event_context
+    from referralkit.storage._json import _seal
 
-    old, new = f"wl{n % originals:07d}", f"wl{n:07d}"
-    row, events, keys = templates[old]
-    values = dict(zip(columns, row, strict=True))
-    values["id"] = values["source_id"] = new
-    values["snapshot"] = _resealed(
-        values["snapshot"], old + "\x00snapshot", new + "\x00snapshot", old, new
-    )
-    moved = []
-    for _, ver, index, at, actor, kind, payload in events:
-        moved.append(
-            (
-                new,
-                ver,
-                index,
-                at,
-                actor,
-                kind,
-                _resealed(
-                    payload,
-                    _event_context(old, ver, index, at, actor, kind),
-                    _event_context(new, ver, index, at, actor, kind),
-                    old,
-                    new,
-                ),
-            )
-        )
-    return tuple(values[c] for c in columns), moved, [(new, b, k) for _, b, k in keys]
+    new = f"wl{n:07d}"
+    quoted = f'"{new}"'
+    values, (parts, count), events, keys = templates[f"wl{n % originals:07d}"]
+    row = dict(values)
+    row["id"] = row["source_id"] = new
+    row["snapshot"] = _seal(quoted.join(parts), new + "\x00snapshot", "", count)
+    moved = [
+        (new, *fields, _seal(quoted.join(body), new + rest, "", size))
+        for fields, rest, (body, size) in events
+    ]
+    return tuple(row[c] for c in columns), moved, [(new, b, k) for b, k in keys]
 
 
 def clone_sqlite(path: str, originals: int, first: int, total: int) -> None:
@@ -422,7 +425,7 @@ def clone_sqlite(path: str, originals: int, first: int, total: int) -> None:
                 "SELECT referral_id, bucket, sort_key FROM worklist_keys WHERE referral_id = ?",
                 (referral_id,),
             ).fetchall()
-            templates[referral_id] = (row, events, keys)
+            templates[referral_id] = _template(row, events, keys, columns)
         insert = (
             f"INSERT INTO referrals ({', '.join(columns)}) "
             f"VALUES ({', '.join('?' for _ in columns)})"
@@ -481,7 +484,7 @@ def clone_postgres(url: str, schema: str, originals: int, first: int, total: int
                 "WHERE referral_id = %s",
                 [referral_id],
             ).fetchall()
-            templates[referral_id] = (row, events, keys)
+            templates[referral_id] = _template(row, events, keys, columns)
         for start in range(first, total, CLONE_BATCH):
             rows, events, keys = [], [], []
             for n in range(start, min(total, start + CLONE_BATCH)):
