@@ -41,8 +41,9 @@ with its baseline, referral by referral, so both see the same machine load:
   the store's plain indexed query for 50 open referrals (the baseline), the worklist on a new
   desk (cold: every history it reads is parsed; wall and CPU time) and on one desk called again
   and again (warm: its cache of parsed histories, checked against the stored versions).
-  Target: **p95 ≤ 20 ms** (issue 16; issue 10 asked 50; judged on the cold calls). The head is checked against the slow
-  ranking (every original assessed in full, each copy ranked by its original's key and its id).
+  Target: **p95 ≤ 20 ms** (issue 16; issue 10 asked 50; judged on the cold calls). The head
+  is checked against the slow ranking (every original assessed in full, each copy ranked by
+  its original's key and its id).
 
 The header line also gives the time of ``sum(range(1000))`` in the same run, to tell how fast
 the machine was: on a shared machine it varies by a factor of several; the load average is
