@@ -296,6 +296,7 @@ _COLUMNS: Final = (
     "specialty, owner, patient_id, source_id, updated_at, snapshot"
 )
 _EVENT_COLUMNS: Final = "referral_id, version, idx, at, actor, type, payload"
+_EVENT_COLUMNS_TEXT: Final = "referral_id, version, idx, at, actor, type, payload::text"
 _HISTORY_ROWS: Final = 5_000
 """Rows a server-side cursor fetches at a time when ``event_histories`` streams the events."""
 
@@ -1417,13 +1418,19 @@ class PostgresStore(ReferralStore):
         wanted = _ids(ids)
         if not wanted:
             return []
-        # one connection (one check) for both reads
+        # one connection (one check) for both reads; the records as their stored text (a
+        # json column keeps it as written), which the codec verifies and parses once, where
+        # the driver would parse it and the codec write it back out to verify it
         rows, found = self._fetch_all(
             "loading histories",
             [
-                ("SELECT id, snapshot FROM {s}.referrals WHERE id = ANY(%s)", [wanted], True),
                 (
-                    f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events WHERE referral_id = ANY(%s) "  # noqa: S608 - fixed column names
+                    "SELECT id, snapshot::text FROM {s}.referrals WHERE id = ANY(%s)",
+                    [wanted],
+                    True,
+                ),
+                (
+                    f"SELECT {_EVENT_COLUMNS_TEXT} FROM {{s}}.events WHERE referral_id = ANY(%s) "  # noqa: S608 - fixed column names
                     "ORDER BY referral_id, version, idx",
                     [wanted],
                     True,
