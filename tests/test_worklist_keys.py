@@ -57,23 +57,32 @@ def _head(
     *,
     batch: int = 1,
     page_size: int = 2,
+    heads: bool = False,
 ) -> tuple[list[WorklistItem], int]:
     read: list[str] = []
+    pages: list[int] = []
+
+    def page(bucket: int, after: tuple[float, str] | None, n: int) -> list[tuple[float, str]]:
+        assert not heads or after is not None  # first pages come from rank_heads
+        pages.append(bucket)
+        return store.rank_page(bucket, after, n)
 
     def assess_ids(ids: Sequence[str]) -> Iterator[WorklistItem]:
         read.extend(ids)
         for referral_id in ids:
             yield assess(store.load(referral_id), store.events(referral_id), as_of)
 
+    first = store.rank_heads(page_size) if heads else None
     found = ranked_head(
-        store.rank_buckets(),
-        store.rank_page,
+        first if first is not None else store.rank_buckets(),
+        page,
         assess_ids,
         as_of,
         limit,
         where=where,
         page_size=page_size,
         batch=batch,
+        first_pages=first,
     )
     assert len(read) == len(set(read))  # each referral assessed once
     return found, len(read)
@@ -99,6 +108,10 @@ def test_head_is_the_full_rankings_head(
     assert head == everything[:10]
     head, _ = _head(store, as_of, 10_000)
     assert head == everything
+    # from every bucket's first page read at once (rank_heads), as the desk reads them
+    for limit, page_size in ((1, 1), (7, 2), (50, 64), (10_000, 3)):
+        head, _ = _head(store, as_of, limit, page_size=page_size, heads=True)
+        assert head == everything[:limit]
 
 
 def test_head_with_filters(simulated: tuple[MemoryStore, dt.datetime]) -> None:

@@ -317,6 +317,7 @@ def _shipped_event_ruleset() -> tuple[str, str]:
 
 
 _HISTORY_CACHE: Final = 256
+_RANK_PAGE: Final = 64  # stored rank keys read per bucket at a time (the worklist's head)
 """How many parsed histories a desk keeps for its worklist (see ReferralDesk._histories)."""
 
 # a logged message or a sweep's alert changes nothing the patient is told about
@@ -1544,7 +1545,17 @@ class ReferralDesk:
                 if query.matches(referral) and reaches(referral):
                     yield assess_item(referral, events, when, rules=rules)
 
-        return ranked_head(store.rank_buckets(), store.rank_page, read, when, limit, where=where)
+        heads = store.rank_heads(_RANK_PAGE)  # every bucket's first page in one read
+        return ranked_head(
+            heads,
+            store.rank_page,
+            read,
+            when,
+            limit,
+            where=where,
+            page_size=_RANK_PAGE,
+            first_pages=heads,
+        )
 
     def _histories(self, ids: Sequence[str]) -> list[tuple[Referral, list[ReferralEvent]]]:
         """The snapshots and histories of ``ids`` (those that exist), through a small cache
@@ -1552,10 +1563,16 @@ class ReferralDesk:
         a cached one that is current is what the store holds, and a worklist refreshed again
         and again parses only what changed (parsing is most of the cost of reading)."""
         store, cache = self.store, self._history_cache
-        current = store.versions(ids)
         with self._history_lock:
-            stale = [i for i in current if i not in cache or cache[i][0].version < current[i]]
-        fresh = store.histories(stale) if stale else []
+            cached = any(i in cache for i in ids)
+        if cached:
+            current = store.versions(ids)
+            with self._history_lock:
+                stale = [i for i in current if i not in cache or cache[i][0].version < current[i]]
+            fresh = store.histories(stale) if stale else []
+        else:  # nothing to check: read them all (one read fewer; their versions come along)
+            fresh = store.histories(ids)
+            current = {referral.id: referral.version for referral, _ in fresh}
         found = []
         with self._history_lock:
             for referral, events in fresh:

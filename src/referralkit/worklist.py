@@ -45,7 +45,7 @@ import enum
 import heapq
 import math
 from bisect import insort
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final, NamedTuple
 
 import attrs
@@ -974,6 +974,7 @@ def ranked_head(
     where: Callable[[WorklistItem], bool] | None = None,
     page_size: int = 64,
     batch: int = 8,
+    first_pages: Mapping[int, Sequence[tuple[float, str]]] | None = None,
 ) -> list[WorklistItem]:
     """The best ``limit`` open items in :func:`rank`'s order, from stored rank keys.
 
@@ -982,8 +983,12 @@ def ranked_head(
     next ``n`` ``(sort_key, referral_id)`` of a bucket after ``after`` (keyset order);
     ``read(ids)`` assesses referrals as of ``as_of`` (an item per id still to be shown,
     in any order). Every entry must have been written at or before ``as_of``.
+    ``first_pages``, when given, holds the first ``page_size`` keys of buckets already read
+    (:meth:`~referralkit.storage.ReferralStore.rank_heads`): those are not asked of ``page``.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.1
+       ``first_pages``.
     """
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise ValidationError("limit", "expected a non-negative whole number")
@@ -992,6 +997,10 @@ def ranked_head(
     pages: dict[int, list[tuple[float, str]]] = {}
     positions: dict[int, int] = {}
     exhausted: set[int] = set()
+    for bucket, rows in (first_pages or {}).items():
+        pages[bucket], positions[bucket] = list(rows), 0
+        if len(rows) < page_size:
+            exhausted.add(bucket)
 
     def advance(bucket: int) -> None:
         rows, position = pages.get(bucket, []), positions.get(bucket, 0)

@@ -630,6 +630,22 @@ class ReferralStore(abc.ABC):
         )
         return [key for key in found if after is None or key > after][:limit]
 
+    def rank_heads(self, limit: int) -> dict[int, list[tuple[float, str]]]:
+        """The first page of every rank bucket at once: for each bucket of
+        :meth:`rank_buckets` but :data:`~referralkit.worklist.SWEEP_BUCKET` (not a rank), its
+        first ``limit`` stored rank keys (``rank_page(bucket, None, limit)``). What
+        :meth:`~referralkit.desk.ReferralDesk.worklist` starts from; an adapter whose reads
+        are round trips makes it one read.
+
+        .. versionadded:: 0.1
+        """
+        check_rank_page(0, None, limit)
+        return {
+            bucket: self.rank_page(bucket, None, limit)
+            for bucket in self.rank_buckets()
+            if bucket >= 0
+        }
+
     def latest_update(self) -> dt.datetime | None:
         """The latest ``updated_at`` of the stored referrals (``None`` when empty).
 

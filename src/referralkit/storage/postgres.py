@@ -307,6 +307,7 @@ _COLUMNS: Final = (
     "specialty, owner, patient_id, source_id, updated_at, snapshot"
 )
 _EVENT_COLUMNS: Final = "referral_id, version, idx, at, actor, type, payload"
+_EVENT_COLUMNS_TEXT: Final = "referral_id, version, idx, at, actor, type, payload::text"
 _HISTORY_ROWS: Final = 5_000
 """Rows a server-side cursor fetches at a time when ``event_histories`` streams the events."""
 
@@ -741,6 +742,31 @@ class PostgresStore(ReferralStore):
                 with self._connection() as conn:
                     rows = conn.cursor(row_factory=_seal_last if sealed else tuple_row)
                     return rows.execute(self._sql(sql), params).fetchall()
+            except PoolTimeout:
+                raise StorageError(
+                    f"no PostgreSQL connection free within {self._pool.timeout} s while {doing}",
+                    driver_error="PoolTimeout",
+                ) from None
+            except psycopg.Error as error:
+                if attempt == 1 and _connection_lost(error):
+                    continue
+                raise _driver_error(error, doing) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _fetch_all(
+        self, doing: str, reads: Sequence[tuple[str, Sequence[Any], bool]]
+    ) -> list[list[tuple[Any, ...]]]:
+        """Several reads ``(sql, params, sealed)`` on one checked connection: one check
+        (a round trip) for all of them, where :meth:`_fetch` makes one per read. Each
+        statement is atomic on its own, as with :meth:`_fetch`; retried as it is."""
+        for attempt in (1, 2):
+            try:
+                with self._connection() as conn:
+                    found = []
+                    for sql, params, sealed in reads:
+                        rows = conn.cursor(row_factory=_seal_last if sealed else tuple_row)
+                        found.append(rows.execute(self._sql(sql), params).fetchall())
+                    return found
             except PoolTimeout:
                 raise StorageError(
                     f"no PostgreSQL connection free within {self._pool.timeout} s while {doing}",
@@ -1424,8 +1450,11 @@ class PostgresStore(ReferralStore):
 
     @property
     def keeps_rank_keys(self) -> bool:  # type: ignore[override]
-        """True from schema version 4 on (a store opened without migrating may be older)."""
-        return self.schema_version() >= _RANK_KEYS_VERSION
+        """True from schema version 4 on (a store opened without migrating may be older).
+        Once true it is remembered: a schema is only ever moved forward."""
+        if not getattr(self, "_has_rank_keys", False):
+            self._has_rank_keys = self.schema_version() >= _RANK_KEYS_VERSION
+        return self._has_rank_keys
 
     @boundary
     def rank_buckets(self) -> list[int]:
@@ -1437,6 +1466,28 @@ class PostgresStore(ReferralStore):
             "WHERE b.x IS NOT NULL) SELECT x FROM b WHERE x IS NOT NULL",
         )
         return [int(row[0]) for row in rows]
+
+    @boundary
+    def rank_heads(self, limit: int) -> dict[int, list[tuple[float, str]]]:
+        """One read: the rank buckets off ``worklist_keys_rank`` (skipping from one to the
+        next), and the first ``limit`` keys of each through a lateral join on the same
+        index."""
+        check_rank_page(0, None, limit)
+        rows = self._fetch(
+            "reading the worklist keys",
+            "WITH RECURSIVE b(x) AS (SELECT min(bucket) FROM {s}.worklist_keys WHERE bucket >= 0 "
+            "UNION ALL "
+            "SELECT (SELECT min(bucket) FROM {s}.worklist_keys WHERE bucket > b.x) FROM b "
+            "WHERE b.x IS NOT NULL) SELECT b.x, k.sort_key, k.referral_id FROM b CROSS JOIN "
+            "LATERAL (SELECT sort_key, referral_id FROM {s}.worklist_keys WHERE bucket = b.x "
+            "ORDER BY sort_key, referral_id LIMIT %s) k WHERE b.x IS NOT NULL "
+            "ORDER BY b.x, k.sort_key, k.referral_id",
+            [limit],
+        )
+        heads: dict[int, list[tuple[float, str]]] = {}
+        for bucket, key, referral_id in rows:
+            heads.setdefault(int(bucket), []).append((float(key), str(referral_id)))
+        return heads
 
     @boundary
     def rank_page(
@@ -1483,19 +1534,25 @@ class PostgresStore(ReferralStore):
     def _histories(self, wanted: list[str], types: Sequence[str] | None) -> list[History]:
         if not wanted:
             return []
-        rows = self._fetch(
-            "loading referrals",
-            "SELECT id, snapshot FROM {s}.referrals WHERE id = ANY(%s)",
-            [wanted],
-            sealed=True,
-        )
+        # one connection (one check) for both reads; the records as their stored text (a
+        # json column keeps it as written), which the codec verifies and parses once, where
+        # the driver would parse it and the codec write it back out to verify it
         selection = "" if types is None else " AND type = ANY(%s)"
-        found = self._fetch(
+        rows, found = self._fetch_all(
             "loading histories",
-            f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events WHERE referral_id = ANY(%s)"  # noqa: S608 - fixed column names and placeholders
-            f"{selection} ORDER BY referral_id, version, idx",
-            [wanted] if types is None else [wanted, list(types)],
-            sealed=True,
+            [
+                (
+                    "SELECT id, snapshot::text FROM {s}.referrals WHERE id = ANY(%s)",
+                    [wanted],
+                    True,
+                ),
+                (
+                    f"SELECT {_EVENT_COLUMNS_TEXT} FROM {{s}}.events WHERE referral_id = ANY(%s)"  # noqa: S608 - fixed column names and placeholders
+                    f"{selection} ORDER BY referral_id, version, idx",
+                    [wanted] if types is None else [wanted, list(types)],
+                    True,
+                ),
+            ],
         )
         snapshots = {rid: self._codec.referral(snapshot, rid) for rid, snapshot in rows}
         grouped = {k: list(g) for k, g in itertools.groupby(found, key=lambda e: e[0])}

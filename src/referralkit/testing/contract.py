@@ -39,7 +39,7 @@ from ..events import apply_all, replay
 from ..model import Priority, Referral, ReferralEvent, Status
 from ..privacy import Actor, Role
 from ..storage import MemoryStore, Query, ReferralStore, RuleVersion, resolve_id
-from ..worklist import rank_entries
+from ..worklist import SWEEP_BUCKET, rank_entries
 from ._samples import sample_request
 
 LEASE = dt.timedelta(minutes=5)
@@ -691,6 +691,12 @@ class StoreContract:
         assert self._stored_rank_keys(store) == expected
         assert len(expected) == len(ids) - 2  # declined, completed
         assert store.rank_buckets() == sorted({b for keys in expected.values() for b, _ in keys})
+        for limit in (1, 2, 64):  # every rank bucket's first page, in one call
+            assert store.rank_heads(limit) == {
+                bucket: store.rank_page(bucket, None, limit)
+                for bucket in store.rank_buckets()
+                if bucket != SWEEP_BUCKET
+            }
         copy = MemoryStore()
         copy.restore_many(list(store.export()))
         assert self._stored_rank_keys(copy) == expected
@@ -720,6 +726,11 @@ class StoreContract:
             assert info.value.path == path
         assert store.rank_page(1, None, 5) == []
         assert store.rank_buckets() == []
+        assert store.rank_heads(5) == {}
+        for bad in (0, -1, True, 2.0):
+            with pytest.raises(ValidationError) as info:
+                store.rank_heads(bad)  # type: ignore[arg-type]
+            assert info.value.path == "limit"
 
     def test_latest_update(self, desk: ReferralDesk, clock: FakeClock) -> None:
         assert desk.store.latest_update() is None
