@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import functools
-import itertools
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -26,7 +25,6 @@ from collections.abc import Set as AbstractSet
 from types import NoneType
 from typing import Any, Final, TypeVar
 
-import attrs
 import cattrs
 from cattrs.errors import (
     AttributeValidationNote,
@@ -225,113 +223,6 @@ converter.register_structure_hook(dt.date, _structure_date)
 converter.register_structure_hook_func(lambda t: t == Mapping[str, Any], _structure_payload)
 
 
-# --------------------------------------------------------------------------- the fast path
-#
-# cattrs' generated functions (detailed validation: a try block and a note per field, a hook
-# looked up per value) add about an eighth to building the model values themselves (a
-# simulated referral's snapshot: 0.148 ms through cattrs, 0.129 ms here, measured on the
-# worklist's read path; the rest is the model's constructors and validators, which both run).
-# For attrs classes, :func:`from_dict` first runs a function generated once per class that builds
-# the same values with the same constructors (so every model validator still runs) from
-# well-formed JSON data: a field's value of the expected JSON type goes straight to its leaf
-# hook (the hooks above, or an enum's members by value), nested classes to their own
-# function. Anything it does not expect (a wrong JSON type, an unknown or missing key, a
-# value a validator refuses) makes it decline, and cattrs structures the data again, raising
-# the error with its path; data it accepts gives the value cattrs gives (tested against it:
-# ``tests/test_serialization_fast.py``).
-
-
-class _DeclinedError(Exception):
-    """The fast path leaves the data to cattrs."""
-
-
-def _decline(*_: Any) -> Any:
-    raise _DeclinedError
-
-
-_FAST: dict[type, Callable[[Any], Any]] = {}
-
-
-def _fast_of(cls: type) -> Callable[[Any], Any]:
-    """The fast structure function of the attrs class ``cls``, generated on first use."""
-    found = _FAST.get(cls)
-    if found is None:
-        found = _FAST[cls] = _generate(cls)
-    return found
-
-
-def _generate(cls: type) -> Callable[[Any], Any]:
-    hints = typing.get_type_hints(cls)
-    space: dict[str, Any] = {"_cls": cls, "_decline": _decline, "_tuple": tuple}
-    counter = itertools.count()
-
-    def name_of(value: Any) -> str:
-        name = f"_n{next(counter)}"
-        space[name] = value
-        return name
-
-    def expr(kind: Any, var: str, depth: int) -> str:
-        inner = _optional_of(kind)
-        if inner is not None:
-            return f"(None if {var} is None else {expr(inner, var, depth)})"
-        if _homogeneous(kind):
-            item = f"_e{depth}"
-            each = expr(kind.__args__[0], item, depth + 1)
-            return f"(_tuple([{each} for {item} in {var}]) if type({var}) is list else _decline())"
-        if isinstance(kind, type) and attrs.has(kind):
-            # nested classes resolve on first call (no class of the model contains itself)
-            return f"{name_of(_Nested(kind))}({var})"
-        if isinstance(kind, type) and issubclass(kind, enum.StrEnum):
-            members = {m.value: m for m in kind}
-            return f"{name_of(members)}[{var}]"  # KeyError (unknown, or not a string)
-        hook = converter.get_structure_hook(kind)
-        if kind in _STRICT:  # the common case inline, the strict hook otherwise
-            kind_name = name_of(kind)
-            return f"({var} if type({var}) is {kind_name} else {name_of(hook)}({var}, {kind_name}))"
-        return f"{name_of(hook)}({var}, {name_of(kind)})"
-
-    fields = [f for f in attrs.fields(cls) if f.init]
-    space["_names"] = frozenset(f.name for f in fields)  # keys by name, arguments by alias
-    lines = [
-        "def build(data):",
-        "    if type(data) is not dict or not _names.issuperset(data):",
-        "        _decline()",
-        "    kw = {}",
-    ]
-    for f in fields:
-        key, argument = repr(f.name), repr(f.alias)
-        value = expr(hints[f.name], "v", 0)
-        if f.default is attrs.NOTHING:
-            lines += [f"    v = data[{key}]", f"    kw[{argument}] = {value}"]
-        else:
-            lines += [
-                f"    if {key} in data:",
-                f"        v = data[{key}]",
-                f"        kw[{argument}] = {value}",
-            ]
-    lines.append("    return _cls(**kw)")
-    exec("\n".join(lines), space)  # noqa: S102 - code made here from the model's own fields
-    build: Callable[[Any], Any] = space["build"]
-    return build
-
-
-class _Nested:
-    """A nested class's fast function, looked up on first call (classes refer to each other
-    before all are generated)."""
-
-    __slots__ = ("cls", "fn")
-
-    def __init__(self, cls: type) -> None:
-        self.cls = cls
-        self.fn: Callable[[Any], Any] | None = None
-
-    def __call__(self, data: Any) -> Any:
-        fn = self.fn
-        if fn is None:
-            fn = self.fn = _fast_of(self.cls)
-        return fn(data)
-
-
 def to_dict(value: Any) -> Any:
     """``value`` as JSON-compatible data."""
     return converter.unstructure(value)
@@ -345,11 +236,6 @@ def from_dict(cls: type[T], data: Any) -> T:
     traceback that holds neither ``data`` nor cattrs' frames (see
     :doc:`/explanation`).
     """
-    if isinstance(cls, type) and attrs.has(cls):
-        try:
-            return typing.cast(T, _fast_of(cls)(data))
-        except Exception:  # noqa: S110 - declined or refused: cattrs decides, and names it
-            pass
     try:
         return converter.structure(data, cls)
     except Exception as exc:  # cattrs raises many kinds; each becomes one typed error
