@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -237,12 +238,12 @@ class TestNoPlaintextAtRest:
 
 
 def _rows(path: Path) -> dict[str, str]:
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         return dict(conn.execute("SELECT id, snapshot FROM referrals"))
 
 
 def _put(path: Path, referral_id: str, snapshot: str) -> None:
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         conn.execute("UPDATE referrals SET snapshot = ? WHERE id = ?", (snapshot, referral_id))
 
 
@@ -313,7 +314,7 @@ class TestWrongCiphertexts:
             assert isinstance(self._error(path, ring, "ref-0001"), CorruptRecordError)
 
     def test_an_event_payload_moved(self, path: Path, ring: KeyRing) -> None:
-        with sqlite3.connect(path) as conn:
+        with closing(sqlite3.connect(path)) as conn, conn:
             payload = conn.execute(
                 "SELECT payload FROM events WHERE referral_id = 'ref-0000' AND version = 2"
             ).fetchone()[0]
@@ -372,7 +373,7 @@ class TestRotation:
                 assert store.events(referral.id) == events
             patient = histories[3][0].patient.id
             assert histories[3][0] in store.query(Query(patient_id=patient))
-        with sqlite3.connect(path) as conn:
+        with closing(sqlite3.connect(path)) as conn, conn:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             conn.execute("VACUUM")
         scan(path.read_bytes(), "the encrypted file")
@@ -458,7 +459,7 @@ class TestRotation:
                 assert store.load(referral.id) == referral
                 assert store.events(referral.id) == events
             assert sum(1 for _ in store.export()) == len(histories)
-        with sqlite3.connect(path) as conn:
+        with closing(sqlite3.connect(path)) as conn, conn:
             head = '{"~c":"' + new.primary_id + ":"
             for table, column in (("referrals", "snapshot"), ("events", "payload")):
                 rows = conn.execute(f"SELECT {column} FROM {table}").fetchall()
@@ -505,7 +506,7 @@ def test_bit_flips_are_detected_or_harmless(tmp_path: Path, encrypted: bool) -> 
     histories = [(r, history(r)) for r in (full_referral(f"ref-{k:04d}") for k in range(6))]
     with SQLiteStore(path, keys=ring) as store:
         store.restore_many(histories)
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.execute("PRAGMA journal_mode=DELETE")
     ids = [r.id for r, _ in histories]
@@ -573,5 +574,5 @@ class TestCommandLine:
 
 
 def _first_id(path: Path) -> str:
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         return str(conn.execute("SELECT min(id) FROM referrals").fetchone()[0])
