@@ -1,7 +1,7 @@
 """Encryption at rest and integrity on read (issue 13, items 3 and 5).
 
-A canary is planted in every PHI field the model declares (``_plant`` of
-``tests/test_phi_canary.py``, which reads the declaration), the referral is stored with
+A canary is planted in every PHI field the model declares (``plant`` of
+``tests/phi_canaries.py``, which reads the declaration), the referral is stored with
 encryption on, and the raw bytes a deployment keeps are scanned: the SQLite file and its
 WAL, a backup, a dump, a ``pg_dump`` of the test schema. Then every way a ciphertext can be
 wrong (moved to another referral or field, a wrong key, truncated) is a typed error, never
@@ -60,7 +60,8 @@ from referralkit.storage.sqlite import SQLiteStore
 from referralkit.testing import FakeClock
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from test_phi_canary import CanaryPolicy, _plant, canary_request
+from phi_canaries import plant
+from test_phi_canary import CanaryPolicy, canary_request
 
 ACTOR = Actor("coord-1", {Role.COORDINATOR})
 AT = dt.datetime(2026, 1, 5, 9, tzinfo=dt.UTC)
@@ -91,7 +92,7 @@ def full_referral(referral_id: str = "ref-0001") -> Referral:
         surveys=(SurveyResponse("s1", AT, 4, comment="x"),),
         version=2,
     )
-    return _plant(whole)  # type: ignore[no-any-return]
+    return plant(whole)  # type: ignore[no-any-return]
 
 
 def history(referral: Referral) -> list[ReferralEvent]:
