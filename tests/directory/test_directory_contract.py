@@ -67,10 +67,15 @@ def postgres() -> str:
 class TestPostgresDirectory(DirectoryContract):
     @pytest.fixture
     def directory(self, postgres: str) -> Iterator[Directory]:
-        with fresh_schema(postgres) as url:
-            directory = open_directory(url)
+        with fresh_schema(postgres) as url, closing(open_directory(url)) as directory:
             yield directory
-            directory.close()
+
+    def test_a_schema_it_cannot_make_closes_the_connection(self, postgres: str) -> None:
+        """A schema PostgreSQL refuses to create (``pg_`` names are reserved) is a
+        DirectoryError naming no value, and the connection opened for it is closed."""
+        with pytest.raises(DirectoryError, match="cannot open the directory"):
+            open_directory(f"{postgres}?schema=pg_referralkit_refused")
+        gc.collect()
 
 
 class TestSqlSpecifics:
