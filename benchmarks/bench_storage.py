@@ -67,7 +67,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from typing import Any
 
 import attrs
@@ -464,24 +464,27 @@ def check_worklist(
     return found
 
 
-def raw_reader(store: Any, label: str, ids: Sequence[str]) -> Callable[[], int]:
+@contextmanager
+def raw_reader(store: Any, label: str, ids: Sequence[str]) -> Iterator[Callable[[], int]]:
     """The baseline read: the same rows' snapshots fetched by id through the driver and
-    parsed as JSON, with no query planning over the worklist and no model objects."""
+    parsed as JSON, with no query planning over the worklist and no model objects. SQLite's
+    is a connection of its own, closed on leaving."""
     if label == "SQLite":
-        conn = sqlite3.connect(store.path)
         sql = f"SELECT snapshot FROM referrals WHERE id IN ({', '.join('?' * len(ids))})"
+        with closing(sqlite3.connect(store.path)) as conn:
 
-        def read() -> int:
-            return len([json.loads(row[0]) for row in conn.execute(sql, list(ids))])
+            def read() -> int:
+                return len([json.loads(row[0]) for row in conn.execute(sql, list(ids))])
 
-        return read
+            yield read
+        return
     sql = store._sql("SELECT snapshot::text FROM {s}.referrals WHERE id = ANY(%s)")
 
     def read_pg() -> int:
         with store._pool.connection() as conn:
             return len([json.loads(row[0]) for row in conn.execute(sql, [list(ids)])])
 
-    return read_pg
+    yield read_pg
 
 
 def latencies(
@@ -489,19 +492,19 @@ def latencies(
 ) -> tuple[list[float], list[float]]:
     """``runs`` pairs: the baseline read of the same rows, then the worklist query; times in
     ms of the query, and each pair's ratio (query / baseline)."""
-    base = raw_reader(store, label, ids)
-    base()
     times, ratios = [], []
-    for _ in range(runs):
-        started = time.perf_counter()
-        got = base()
-        middle = time.perf_counter()
-        found = store.query(query)
-        ended = time.perf_counter()
-        times.append((ended - middle) * 1000)
-        ratios.append((ended - middle) / (middle - started))
-        if got != len(ids) or [r.id for r in found] != list(ids):
-            wrong.append(f"{query}: the worklist changed between runs")
+    with raw_reader(store, label, ids) as base:
+        base()
+        for _ in range(runs):
+            started = time.perf_counter()
+            got = base()
+            middle = time.perf_counter()
+            found = store.query(query)
+            ended = time.perf_counter()
+            times.append((ended - middle) * 1000)
+            ratios.append((ended - middle) / (middle - started))
+            if got != len(ids) or [r.id for r in found] != list(ids):
+                wrong.append(f"{query}: the worklist changed between runs")
     return times, ratios
 
 

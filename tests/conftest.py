@@ -16,7 +16,9 @@ import datetime as dt
 import itertools
 import json
 import os
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -33,6 +35,12 @@ from referralkit import (
     Status,
 )
 from referralkit.testing import FakeClock, sample_request
+
+# helper modules beside the tests (phi_canaries.py: the canary walk the PHI tests share) are
+# imported by name from any test directory
+TESTS = str(Path(__file__).parent)
+if TESTS not in sys.path:
+    sys.path.insert(0, TESTS)
 
 try:
     from hypothesis import HealthCheck, settings

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -171,7 +172,7 @@ class TestRecords:
             desk = rk.ReferralDesk(store, clock=FakeClock())
             me = rk.Actor("c", {rk.Role.COORDINATOR})
             made = desk.intake(me, sample_request())
-        with sqlite3.connect(path) as conn:
+        with closing(sqlite3.connect(path)) as conn, conn:
             text = conn.execute("SELECT snapshot FROM referrals").fetchone()[0]
             body, _, _ = PLAIN.unseal(text, made.id + "\x00snapshot", made.id, "snapshot")
             conn.execute("UPDATE referrals SET snapshot = ?", (body,))
@@ -182,7 +183,7 @@ class TestRecords:
             assert store.load(made.id) == made
             assert len(store.events(made.id)) >= 1
         for damaged in ('{"~x":"', '{"zc":"'):
-            with sqlite3.connect(path) as conn:
+            with closing(sqlite3.connect(path)) as conn, conn:
                 conn.execute("UPDATE referrals SET snapshot = ?", (damaged + 'x","id":1}',))
             with (
                 open_store(f"sqlite:///{path}") as store,

@@ -4,6 +4,7 @@ only the holder renews or releases."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 
 import attrs
 import pytest
@@ -20,17 +21,16 @@ AUDITOR = rk.Actor("auditor", {rk.Role.AUDITOR})
 
 
 @pytest.fixture(params=["memory://", "sqlite://:memory:"])
-def desk(request: pytest.FixtureRequest) -> rk.ReferralDesk:
+def desk(request: pytest.FixtureRequest) -> Iterator[rk.ReferralDesk]:
     clock = FakeClock(START)
     counter = iter(range(1, 1000))
-    desk = rk.ReferralDesk(
-        rk.open_store(request.param), clock=clock, new_id=lambda: f"r{next(counter):03d}"
-    )
-    for k, specialty in enumerate(["cardiology", "cardiology", "dermatology", "cardiology"]):
-        request_ = attrs.evolve(sample_request(f"S-{k}", complete=True), specialty=specialty)
-        desk.send(ANA, desk.intake(ANA, request_).id)
-        clock.advance(hours=2)
-    return desk
+    with rk.open_store(request.param) as store:
+        desk = rk.ReferralDesk(store, clock=clock, new_id=lambda: f"r{next(counter):03d}")
+        for k, specialty in enumerate(["cardiology", "cardiology", "dermatology", "cardiology"]):
+            request_ = attrs.evolve(sample_request(f"S-{k}", complete=True), specialty=specialty)
+            desk.send(ANA, desk.intake(ANA, request_).id)
+            clock.advance(hours=2)
+        yield desk
 
 
 def test_claim_leases_rows_to_the_actor(desk: rk.ReferralDesk) -> None:

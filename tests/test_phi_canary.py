@@ -24,6 +24,9 @@ import attrs
 import pytest
 from hypothesis import given, settings
 
+# the canary walk (PHI fields found from the model's declaration), shared with the
+# traceback tests: tests/phi_canaries.py
+from phi_canaries import PLANTED_NEEDLES, canary, field_types, objects, plant, type_parts
 from referralkit import (
     Actor,
     Appointment,
@@ -33,7 +36,6 @@ from referralkit import (
     Channel,
     Checklist,
     Code,
-    CodeSystem,
     Communication,
     ContactPoint,
     ContactSystem,
@@ -120,21 +122,6 @@ ROOTS: tuple[type, ...] = (
 )
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _parts(annotation: Any) -> Iterator[Any]:
-    """The types an annotation is made of (``tuple[Code, ...] | None`` gives Code, None)."""
-    args = typing.get_args(annotation)
-    if not args:
-        yield annotation
-        return
-    for arg in args:
-        if arg is not Ellipsis:
-            yield from _parts(arg)
-
-
 def _holds_text(annotation: Any) -> bool:
     """A str, an optional str, a tuple of str, a mapping with str keys, or Any (a payload)."""
     origin = typing.get_origin(annotation)
@@ -142,7 +129,7 @@ def _holds_text(annotation: Any) -> bool:
         return True
     if origin in (Mapping, dict, typing.get_origin(Mapping[str, Any])):
         return True
-    return any(part is str or part is Any for part in _parts(annotation))
+    return any(part is str or part is Any for part in type_parts(annotation))
 
 
 def model_classes() -> list[type]:
@@ -154,8 +141,8 @@ def model_classes() -> list[type]:
         if cls in found:
             continue
         found.append(cls)
-        for annotation in _hints(cls).values():
-            todo.extend(p for p in _parts(annotation) if isinstance(p, type) and attrs.has(p))
+        for annotation in field_types(cls).values():
+            todo.extend(p for p in type_parts(annotation) if isinstance(p, type) and attrs.has(p))
     return sorted(found, key=lambda c: c.__name__)
 
 
@@ -164,7 +151,7 @@ def text_fields() -> set[tuple[type, str]]:
     return {
         (cls, name)
         for cls in model_classes()
-        for name, annotation in _hints(cls).items()
+        for name, annotation in field_types(cls).items()
         if _holds_text(annotation)
     }
 
@@ -322,84 +309,17 @@ class TestClassification:
 # --------------------------------------------------------------------------- planting
 
 
-# outside the dates the strategies draw (1900 to 2040), so a generated date never matches
-PLANTED_DATE = dt.date(1899, 2, 3)
-PLANTED_NEEDLES = ("CANARY", "1899-02-03", "date(1899, 2, 3)", "pregnant=True")
-
-
-def _canary(cls: type, name: str) -> str:
-    return f"CANARY-{cls.__name__}-{name}"
-
-
-def _plant(value: Any) -> Any:
-    """``value`` with a canary in every PHI field, at every depth (found by reading the
-    model, like the classification above)."""
-    if isinstance(value, tuple):
-        return tuple(_plant(item) for item in value)
-    if not attrs.has(type(value)):
-        return value
-    cls = type(value)
-    hints = _hints(cls)
-    changes: dict[str, Any] = {}
-    for field in attrs.fields(cls):
-        current = getattr(value, field.name)
-        if field.metadata.get("phi"):
-            changes[field.name] = _canary_value(cls, field.name, hints[field.name], current)
-        else:
-            planted = _plant(current)
-            if planted is not current:
-                changes[field.name] = planted
-    return attrs.evolve(value, **changes) if changes else value
-
-
-# The item a PHI tuple gets when it is empty, so that there is somewhere to plant.
-_ITEMS: dict[type, Callable[[], Any]] = {
-    ContactPoint: lambda: ContactPoint(ContactSystem.PHONE, "x"),
-    Code: lambda: Code(CodeSystem.ICD10CM, "x"),
-}
-
-
-def _canary_value(cls: type, name: str, annotation: Any, current: Any) -> Any:
-    text = _canary(cls, name)
-    parts = set(_parts(annotation))
-    if annotation is bool:
-        return True
-    if dt.date in parts:
-        return PLANTED_DATE
-    if typing.get_origin(annotation) in (Mapping, dict) or annotation is Any:
-        return {"note": text, "nested": [{"value": text}]}
-    if str in parts and typing.get_origin(annotation) is not tuple:
-        return text
-    item = next(p for p in parts if p is not type(None))
-    if item is str:
-        return (text,)
-    assert item in _ITEMS, f"no canary planting for {cls.__name__}.{name}: add one to _ITEMS"
-    items = tuple(current) or (_ITEMS[item](),)
-    return tuple(_plant(i) for i in items)
-
-
-def _objects(value: Any) -> Iterator[Any]:
-    """``value`` and every model object inside it."""
-    if isinstance(value, tuple):
-        for item in value:
-            yield from _objects(item)
-    elif attrs.has(type(value)):
-        yield value
-        for field in attrs.fields(type(value)):
-            yield from _objects(getattr(value, field.name))
-
-
 class TestPlantedCanaries:
     @settings(max_examples=40)
     @given(referral=referrals())
     def test_repr_and_str_of_every_part_show_no_phi(self, referral: Referral) -> None:
         """With a canary in every PHI field of a generated referral, no repr or str of the
         referral or any part of it shows one; each PHI field shows as <redacted>."""
-        planted = _plant(referral)
+        planted = plant(referral)
         data = str(to_dict(planted))
         assert "CANARY-Patient-mrn" in data  # really planted
         assert "1899-02-03" in data
-        for part in _objects(planted):
+        for part in objects(planted):
             for text in (repr(part), str(part)):
                 assert_clean(text, f"repr of {type(part).__name__}", PLANTED_NEEDLES)
                 for name in phi_fields(type(part)):
@@ -410,11 +330,11 @@ class TestPlantedCanaries:
         """For every PHI field of every class: a value too long, or of the wrong type, holding
         a canary is refused without repeating it (message, repr, args, attributes)."""
         base = _baseline(cls)
-        hints = _hints(cls)
+        hints = field_types(cls)
         for name in phi_fields(cls):
-            text = _canary(cls, name)
+            text = canary(cls, name)
             for bad in (text * 50_000, [text], {text: {text}}, (text, 5)):
-                if hints[name] is bool or dt.date in set(_parts(hints[name])):
+                if hints[name] is bool or dt.date in set(type_parts(hints[name])):
                     bad = text  # a flag or a date given as text
                 with pytest.raises(ReferralKitError) as info:
                     cls(**(base | {name: bad}))
@@ -429,9 +349,9 @@ def _baseline(cls: type) -> dict[str, Any]:
     samples: dict[type, Any] = {
         type(obj): obj
         for obj in [
-            *_objects(referral),
-            *_objects(_decision()),
-            *_objects(_assessment()),
+            *objects(referral),
+            *objects(_decision()),
+            *objects(_assessment()),
             ReferralEvent("r-1", 1, 0, dt.datetime(2026, 1, 5, tzinfo=dt.UTC), "u", "created"),
             Communication(
                 "m1", dt.datetime(2026, 1, 5, tzinfo=dt.UTC), Channel.FAX, Direction.INBOUND, "x"

@@ -28,9 +28,12 @@ def _recorded(desk: rk.ReferralDesk) -> dict[str, list[tuple[str, str]]]:
 
 
 @pytest.mark.parametrize("url", ["memory://", "sqlite://:memory:"])
-def test_keyed_sweep_records_what_a_full_sweep_records(url: str) -> None:
+def test_keyed_sweep_records_what_a_full_sweep_records(
+    url: str, request: pytest.FixtureRequest
+) -> None:
     clock = rk.FakeClock(synth.DEFAULT_START)
     keyed = rk.ReferralDesk(rk.open_store(url), clock=clock, new_id=synth.id_factory(9))
+    request.addfinalizer(keyed.close)  # closes its store (a SQLite connection)
     synth.simulate(keyed, ACTOR, clock, synth.population(80, 9), weeks=2, seed=9)
     full = rk.ReferralDesk(MemoryStore(), clock=clock)
     full.store.restore_many(list(keyed.store.export()))
@@ -62,10 +65,11 @@ def test_keyed_sweep_records_what_a_full_sweep_records(url: str) -> None:
     assert later_alerts > 0  # deadlines passed with no change, and the keyed sweep saw them
 
 
-def test_sweep_keys_are_bookkeeping() -> None:
+def test_sweep_keys_are_bookkeeping(request: pytest.FixtureRequest) -> None:
     """Setting a sweep key writes no event and needs the version read."""
     clock = rk.FakeClock(synth.DEFAULT_START)
     desk = rk.ReferralDesk(rk.open_store("sqlite://:memory:"), clock=clock)
+    request.addfinalizer(desk.close)  # closes its store (a SQLite connection)
     made = desk.send(ACTOR, desk.intake(ACTOR, rk.testing.sample_request(complete=True)).id)
     store = desk.store
     assert store.set_sweep_due([]) == 0

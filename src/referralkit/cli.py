@@ -371,12 +371,15 @@ def _demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             Path(DEFAULT_DB.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
         _clear_default_outbox()
     store = open_store(args.db)
-    if store.count():
-        store.close()
-        raise ValidationError(
-            "db", "the store already holds referrals; the demo needs an empty store"
-        )
-    desk = ReferralDesk(store, clock=clock, new_id=synth.id_factory(seed))
+    try:
+        if store.count():
+            raise ValidationError(
+                "db", "the store already holds referrals; the demo needs an empty store"
+            )
+        desk = ReferralDesk(store, clock=clock, new_id=synth.id_factory(seed))
+    except BaseException:
+        store.close()  # a store that failed to count, or is refused, is not left open
+        raise
     with desk:
         providers = synth.directory(seed)
         requests = synth.population(count, seed, synth.DEFAULT_START, providers=providers)

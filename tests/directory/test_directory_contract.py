@@ -3,9 +3,11 @@ PostgreSQL (a schema of its own per test, as the storage tests do)."""
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import sys
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -47,12 +49,9 @@ class TestSqliteDirectoryOnYourConnection(DirectoryContract):
 
     @pytest.fixture
     def directory(self) -> Iterator[Directory]:
-        conn = sqlite3.connect(":memory:")
-        directory = SqlDirectory(conn)
-        directory.ensure_schema()
-        yield directory
-        directory.close()
-        conn.close()
+        with closing(sqlite3.connect(":memory:")) as conn, closing(SqlDirectory(conn)) as directory:
+            directory.ensure_schema()
+            yield directory
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +67,15 @@ def postgres() -> str:
 class TestPostgresDirectory(DirectoryContract):
     @pytest.fixture
     def directory(self, postgres: str) -> Iterator[Directory]:
-        with fresh_schema(postgres) as url:
-            directory = open_directory(url)
+        with fresh_schema(postgres) as url, closing(open_directory(url)) as directory:
             yield directory
-            directory.close()
+
+    def test_a_schema_it_cannot_make_closes_the_connection(self, postgres: str) -> None:
+        """A schema PostgreSQL refuses to create (``pg_`` names are reserved) is a
+        DirectoryError naming no value, and the connection opened for it is closed."""
+        with pytest.raises(DirectoryError, match="cannot open the directory"):
+            open_directory(f"{postgres}?schema=pg_referralkit_refused")
+        gc.collect()
 
 
 class TestSqlSpecifics:
@@ -121,6 +125,17 @@ class TestSqlSpecifics:
             open_directory("sqlite:///")
         with pytest.raises(DirectoryError, match="cannot open"):
             open_directory(f"sqlite:///{tmp_path}/missing/dir/d.db")
+
+    def test_a_schema_it_cannot_make_closes_the_connection(self, tmp_path: Path) -> None:
+        """A file whose tables the directory cannot create (here a view holds a table's name)
+        is a DirectoryError, and the connection opened for it is closed (Python 3.13 warns
+        about one left to the garbage collector; the warning is an error here)."""
+        path = tmp_path / "d.db"
+        with closing(sqlite3.connect(path)) as conn, conn:
+            conn.execute("CREATE VIEW directory_specialties AS SELECT 1 AS kind, 2 AS id")
+        with pytest.raises(DirectoryError, match="schema failed"):
+            open_directory(f"sqlite:///{path}")
+        gc.collect()
 
     def test_schema_is_idempotent(self, tmp_path: Path) -> None:
         """ensure_schema twice, and reopening a file, keep what is there."""

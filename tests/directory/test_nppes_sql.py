@@ -9,6 +9,7 @@ import io
 import sqlite3
 import sys
 from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -146,11 +147,13 @@ def preloaded() -> list[Any]:
     ]
 
 
-def sqlite_directory() -> SqlDirectory:
+@contextmanager
+def sqlite_directory() -> Iterator[SqlDirectory]:
+    """An in-memory SQL directory, closed (with its connection) on leaving, failed or not."""
     conn = sqlite3.connect(":memory:", isolation_level=None)
-    directory = SqlDirectory(conn, owns_connection=True)
-    directory.ensure_schema()
-    return directory
+    with closing(SqlDirectory(conn, owns_connection=True)) as directory:
+        directory.ensure_schema()
+        yield directory
 
 
 class TestBothPathsLoadTheSame:
@@ -159,26 +162,25 @@ class TestBothPathsLoadTheSame:
         """Row for row the same tables, whatever the batch size (duplicates within a batch
         and across batches, replaced entries and their index rows)."""
         text = awkward_file()
-        old, new = sqlite_directory(), sqlite_directory()
-        old.add(preloaded())
-        new.add(preloaded())
-        entry_path(old, text, batch)
-        report = load_nppes(new, io.StringIO(text), batch=batch)
-        assert tables(new.connection) == tables(old.connection)
+        with sqlite_directory() as old, sqlite_directory() as new:
+            old.add(preloaded())
+            new.add(preloaded())
+            entry_path(old, text, batch)
+            report = load_nppes(new, io.StringIO(text), batch=batch)
+            assert tables(new.connection) == tables(old.connection)
+            # what the SQL path wrote decodes to what the entry path builds
+            memory = MemoryDirectory(preloaded())
+            load_nppes(memory, io.StringIO(text))
+            for kind in (Practitioner, PractitionerRole, Location):
+                assert list(new.entries(kind)) == list(memory.entries(kind))
         assert report == load_nppes(MemoryDirectory(), io.StringIO(text), batch=batch)
         assert len(report.refused) == 6
-        # what the SQL path wrote decodes to what the entry path builds
-        memory = MemoryDirectory(preloaded())
-        load_nppes(memory, io.StringIO(text))
-        for kind in (Practitioner, PractitionerRole, Location):
-            assert list(new.entries(kind)) == list(memory.entries(kind))
-        old.close()
-        new.close()
 
     def test_the_refusals_name_line_and_column(self) -> None:
         """The SQL path refuses the awkward rows with their line (the header is line 1, a
         field spanning lines counts both) and column, as the entry path does."""
-        report = load_nppes(sqlite_directory(), io.StringIO(awkward_file()))
+        with sqlite_directory() as directory:
+            report = load_nppes(directory, io.StringIO(awkward_file()))
         assert [(r.path, r.reason) for r in report.refused] == [
             ("line 12.NPI", "an NPI has 10 digits"),
             ("line 22.Entity Type Code", "expected 1 (individual) or 2 (organization)"),
@@ -191,13 +193,14 @@ class TestBothPathsLoadTheSame:
     def test_progress_and_constant_batches(self, tmp_path: Path) -> None:
         """Progress after each batch, rising to the number of rows read."""
         seen: list[int] = []
-        directory = open_directory(f"sqlite:///{tmp_path / 'd.db'}")
-        report = load_nppes(directory, io.StringIO(awkward_file()), batch=100, progress=seen.append)
+        with closing(open_directory(f"sqlite:///{tmp_path / 'd.db'}")) as directory:
+            report = load_nppes(
+                directory, io.StringIO(awkward_file()), batch=100, progress=seen.append
+            )
+            assert report.added["Location"] == directory.count(Location) + 2  # two NPIs twice
         assert seen == sorted(seen)
         assert len(seen) >= 4
         assert seen[-1] == 401  # 400 rows and the short one; the blank line is no row
-        assert report.added["Location"] == directory.count(Location) + 2  # two NPIs twice
-        directory.close()
 
     @given(
         st.lists(
@@ -231,12 +234,10 @@ class TestBothPathsLoadTheSame:
         csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\r\n").writerows(
             [list(NPPES_COLUMNS), *rows]
         )
-        old, new = sqlite_directory(), sqlite_directory()
-        entry_path(old, out.getvalue(), 100)
-        load_nppes(new, io.StringIO(out.getvalue()))
-        assert tables(new.connection) == tables(old.connection)
-        old.close()
-        new.close()
+        with sqlite_directory() as old, sqlite_directory() as new:
+            entry_path(old, out.getvalue(), 100)
+            load_nppes(new, io.StringIO(out.getvalue()))
+            assert tables(new.connection) == tables(old.connection)
 
 
 @pytest.fixture(scope="module")
@@ -251,13 +252,15 @@ def postgres() -> str:
 
 @pytest.fixture
 def postgres_pair(postgres: str) -> Iterator[tuple[SqlDirectory, SqlDirectory]]:
-    with fresh_schema(postgres) as a, fresh_schema(postgres) as b:
-        old, new = open_directory(a), open_directory(b)
+    with (
+        fresh_schema(postgres) as a,
+        fresh_schema(postgres) as b,
+        closing(open_directory(a)) as old,
+        closing(open_directory(b)) as new,
+    ):
         assert isinstance(old, SqlDirectory)
         assert isinstance(new, SqlDirectory)
         yield old, new
-        old.close()
-        new.close()
 
 
 def test_postgres_loads_the_same(postgres_pair: tuple[SqlDirectory, SqlDirectory]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import psycopg
@@ -129,7 +130,7 @@ class TestAppendOnly:
         path = tmp_path / "log.db"
         with SQLiteStore(path) as store:
             store.append_access([record(0)])
-        with sqlite3.connect(path) as conn:
+        with closing(sqlite3.connect(path)) as conn, conn:
             for sql in (
                 "UPDATE access_log SET actor = 'someone-else'",
                 "DELETE FROM access_log",

@@ -1,7 +1,7 @@
 """Encryption at rest and integrity on read (issue 13, items 3 and 5).
 
-A canary is planted in every PHI field the model declares (``_plant`` of
-``tests/test_phi_canary.py``, which reads the declaration), the referral is stored with
+A canary is planted in every PHI field the model declares (``plant`` of
+``tests/phi_canaries.py``, which reads the declaration), the referral is stored with
 encryption on, and the raw bytes a deployment keeps are scanned: the SQLite file and its
 WAL, a backup, a dump, a ``pg_dump`` of the test schema. Then every way a ciphertext can be
 wrong (moved to another referral or field, a wrong key, truncated) is a typed error, never
@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,8 @@ from referralkit.storage.sqlite import SQLiteStore
 from referralkit.testing import FakeClock
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from test_phi_canary import CanaryPolicy, _plant, canary_request
+from phi_canaries import plant
+from test_phi_canary import CanaryPolicy, canary_request
 
 ACTOR = Actor("coord-1", {Role.COORDINATOR})
 AT = dt.datetime(2026, 1, 5, 9, tzinfo=dt.UTC)
@@ -90,7 +92,7 @@ def full_referral(referral_id: str = "ref-0001") -> Referral:
         surveys=(SurveyResponse("s1", AT, 4, comment="x"),),
         version=2,
     )
-    return _plant(whole)  # type: ignore[no-any-return]
+    return plant(whole)  # type: ignore[no-any-return]
 
 
 def history(referral: Referral) -> list[ReferralEvent]:
@@ -237,12 +239,12 @@ class TestNoPlaintextAtRest:
 
 
 def _rows(path: Path) -> dict[str, str]:
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         return dict(conn.execute("SELECT id, snapshot FROM referrals"))
 
 
 def _put(path: Path, referral_id: str, snapshot: str) -> None:
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         conn.execute("UPDATE referrals SET snapshot = ? WHERE id = ?", (snapshot, referral_id))
 
 
@@ -313,7 +315,7 @@ class TestWrongCiphertexts:
             assert isinstance(self._error(path, ring, "ref-0001"), CorruptRecordError)
 
     def test_an_event_payload_moved(self, path: Path, ring: KeyRing) -> None:
-        with sqlite3.connect(path) as conn:
+        with closing(sqlite3.connect(path)) as conn, conn:
             payload = conn.execute(
                 "SELECT payload FROM events WHERE referral_id = 'ref-0000' AND version = 2"
             ).fetchone()[0]
@@ -372,7 +374,7 @@ class TestRotation:
                 assert store.events(referral.id) == events
             patient = histories[3][0].patient.id
             assert histories[3][0] in store.query(Query(patient_id=patient))
-        with sqlite3.connect(path) as conn:
+        with closing(sqlite3.connect(path)) as conn, conn:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             conn.execute("VACUUM")
         scan(path.read_bytes(), "the encrypted file")
@@ -458,7 +460,7 @@ class TestRotation:
                 assert store.load(referral.id) == referral
                 assert store.events(referral.id) == events
             assert sum(1 for _ in store.export()) == len(histories)
-        with sqlite3.connect(path) as conn:
+        with closing(sqlite3.connect(path)) as conn, conn:
             head = '{"~c":"' + new.primary_id + ":"
             for table, column in (("referrals", "snapshot"), ("events", "payload")):
                 rows = conn.execute(f"SELECT {column} FROM {table}").fetchall()
@@ -509,7 +511,7 @@ class TestRotation:
         mrn = _field(text, "patient", "mrn")
         head, rest = text.split(",", 1)
         body = json.loads("{" + rest)
-        with sqlite3.connect(path) as conn:
+        with closing(sqlite3.connect(path)) as conn, conn:
             if damage == "field moved":
                 _put(
                     path,
@@ -592,7 +594,7 @@ def test_bit_flips_are_detected_or_harmless(tmp_path: Path, encrypted: bool) -> 
     histories = [(r, history(r)) for r in (full_referral(f"ref-{k:04d}") for k in range(6))]
     with SQLiteStore(path, keys=ring) as store:
         store.restore_many(histories)
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.execute("PRAGMA journal_mode=DELETE")
     ids = [r.id for r, _ in histories]
@@ -660,5 +662,5 @@ class TestCommandLine:
 
 
 def _first_id(path: Path) -> str:
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         return str(conn.execute("SELECT min(id) FROM referrals").fetchone()[0])

@@ -16,6 +16,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ class Target:
 
 def _sqlite(path: Path) -> Callable[[str], None]:
     def run(sql: str) -> None:
-        with sqlite3.connect(path) as conn:
+        with closing(sqlite3.connect(path)) as conn, conn:
             conn.executescript(sql.replace("{s}.", ""))
 
     return run

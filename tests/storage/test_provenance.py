@@ -9,6 +9,7 @@ import json
 import re
 import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import attrs
@@ -415,7 +416,7 @@ class TestOlderStores:
         old.close()
         # strip the provenance and the seal, as a version 3 referralkit wrote the events
         # (unsealed: the integrity check on read came later)
-        with sqlite3.connect(path) as conn:
+        with closing(sqlite3.connect(path)) as conn, conn:
             rows = conn.execute("SELECT rowid, payload FROM events").fetchall()
             for rowid, payload in rows:
                 unsealed = re.sub(r'^\{"~c":"[^"]*"(,|(?=\}))', "{", payload)

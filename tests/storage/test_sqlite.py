@@ -183,9 +183,8 @@ class TestReadOnlyOpen:
         assert [p.name for p in path.parent.iterdir()] == [path.name]
 
     def test_another_applications_database_is_refused(self, path: Path) -> None:
-        with sqlite3.connect(path) as conn:
+        with closing(sqlite3.connect(path)) as conn, conn:
             conn.execute("CREATE TABLE notes (body TEXT)")
-        conn.close()
         with pytest.raises(StorageError, match="holds no referralkit database"):
             SQLiteStore(path, create=False)
 

@@ -8,6 +8,7 @@ import datetime as dt
 import io
 import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
         path = tmp_path / "t.db"
 
         def run_sqlite(sql: str) -> None:
-            with sqlite3.connect(path) as conn:
+            with closing(sqlite3.connect(path)) as conn, conn:
                 for table in ("access_log", "access_log_referrals"):
                     for verb in ("update", "delete"):
                         conn.execute(f"DROP TRIGGER IF EXISTS {table}_no_{verb}")
@@ -249,7 +250,7 @@ class TestCli:
             "verify", "--db", url, "--checkpoints", str(marks), "--public-key", f"{key}.pub"
         )
         assert (status, out.strip()) == (0, "ok: 5 records, 0 events, 2 checkpoint(s)")
-        with sqlite3.connect(tmp_path / "cli.db") as conn:
+        with closing(sqlite3.connect(tmp_path / "cli.db")) as conn, conn:
             conn.execute("DROP TRIGGER access_log_no_update")
             conn.execute("UPDATE access_log SET action = 'history' WHERE seq = 2")
         status, out = self.run("verify", "--db", url)

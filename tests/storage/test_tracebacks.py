@@ -34,6 +34,7 @@ import attrs
 import pytest
 from storage_support import fresh_schema
 
+from phi_canaries import PLANTED_NEEDLES, canary, plant
 from referralkit import (
     Actor,
     Attachment,
@@ -67,18 +68,12 @@ from referralkit.storage import ReferralStore, open_store
 START = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
 HERE = str(Path(__file__).resolve())
 
-PATIENT_ID = "CANARY-PATIENT-ID"
-MRN = "CANARY-MRN"
-GIVEN = "CANARY-GIVEN"
-FAMILY = "CANARY-FAMILY"
-BIRTH = dt.date(1901, 2, 3)
-CONTACT = "CANARY-CONTACT"
-COVERAGE_ID = "CANARY-COVERAGE-ID"
-MEMBER = "CANARY-MEMBER"
+# The request's PHI fields hold the canaries tests/phi_canaries.py plants from the model's
+# declaration; the values below are what the paths pass as arguments, or look up by.
+PATIENT_ID = canary(Patient, "id")
+MRN = canary(Patient, "mrn")
 REASON = "CANARY-REASON"
-DIAGNOSIS = "CANARY-DX"
-DIAGNOSIS_TEXT = "CANARY-DX-DISPLAY"
-SERVICE_TEXT = "CANARY-SERVICE-DISPLAY"
+SERVICE_TEXT = canary(Code, "display")
 STATUS_REASON = "CANARY-STATUS-REASON"
 TITLE = "CANARY-TITLE"
 DOCUMENT = "CANARY-DOCUMENT"
@@ -89,17 +84,9 @@ NOTE = "CANARY-NOTE"
 AUTH_NUMBER = "CANARY-AUTH"
 AUTH_CODE = "CANARY-AUTH-CODE"
 
-# Every canary shares a prefix; the birth date shows in ISO form or as a date's repr; pregnancy
-# shows as a flag set in a repr, a dict or JSON.
-NEEDLES = (
-    "CANARY",
-    "1901-02-03",
-    "date(1901, 2, 3)",
-    "pregnant=True",
-    "'pregnant': True",
-    '"pregnant":true',
-    '"pregnant": true',
-)
+# Every canary shares a prefix; the planted birth date shows in ISO form or as a date's repr;
+# pregnancy shows as a flag set in a repr, a dict or JSON.
+NEEDLES = PLANTED_NEEDLES
 
 COORDINATOR = Actor("coord-1", {Role.COORDINATOR})
 AUDITOR = Actor("audit-1", {Role.AUDITOR})
@@ -108,46 +95,46 @@ MRI = Code.cpt("70551", SERVICE_TEXT)
 
 
 def canary_request(source_id: str, *, complete: bool = True, mri: bool = False) -> IntakeRequest:
-    """An intake request with a canary in every field that can hold PHI."""
+    """An intake request with a canary in every field declared PHI (planted by
+    :func:`phi_canaries.plant`, which finds them from the model); the service keeps a real
+    code, an MRI (which needs prior authorization) with ``mri``, with a canary display."""
     added = START - dt.timedelta(hours=1)
-    return IntakeRequest(
+    request = IntakeRequest(
         source_id=source_id,
         patient=Patient(
-            id=PATIENT_ID,
-            mrn=MRN,
-            given_name=GIVEN,
-            family_name=FAMILY,
-            birth_date=BIRTH,
-            pregnant=True,
-            contacts=(ContactPoint(ContactSystem.PHONE, CONTACT),),
+            id="pat-1",
+            mrn="MRN-1",
+            given_name="Alex",
+            family_name="Example",
+            birth_date=dt.date(1961, 4, 2),
+            contacts=(ContactPoint(ContactSystem.PHONE, "+1-555-0100"),),
         ),
         referring=Provider("prov-pcp", "Riverside", "family-medicine", networks=("net-a",)),
         target=Provider("prov-card", "Harbor", "cardiology", networks=("net-a",)),
         specialty="cardiology",
-        reason=REASON,
-        diagnoses=(Code.icd10(DIAGNOSIS, DIAGNOSIS_TEXT),),
-        services=(MRI if mri else Code.cpt("99204", SERVICE_TEXT),),
+        reason="chest pain",
+        diagnoses=(Code.icd10("R07.9", "Chest pain"),),
+        services=(),
         priority=Priority.ROUTINE,
         coverage=Coverage(
-            COVERAGE_ID,
+            "cov-1",
             "Acme",
             "Acme HMO",
             PlanType.HMO,
-            member_id=MEMBER,
+            member_id="ACM1",
             period_start=dt.date(2026, 1, 1),
             period_end=dt.date(2026, 12, 31),
             networks=("net-a",),
         ),
         attachments=(
-            (
-                Attachment(
-                    "doc-h", AttachmentKind.MEDICAL_HISTORY, added, title=TITLE, text=DOCUMENT
-                ),
-            )
+            (Attachment("doc-h", AttachmentKind.MEDICAL_HISTORY, added, title="History"),)
             if complete
             else ()
         ),
     )
+    planted = plant(request)
+    assert planted.patient.mrn == MRN
+    return attrs.evolve(planted, services=(MRI if mri else Code.cpt("99204", SERVICE_TEXT),))
 
 
 # --------------------------------------------------------------------------- the scan
@@ -604,8 +591,8 @@ def _load_dump(w: World) -> Any:
     out = io.StringIO()
     dump(w.store, out)
     lines = out.getvalue().splitlines()
-    k = next(i for i, line in enumerate(lines) if '"mrn":"CANARY-MRN"' in line)
-    lines[k] = lines[k].replace('"mrn":"CANARY-MRN"', '"mrn":"' + MRN * 20 + '"')
+    k = next(i for i, line in enumerate(lines) if f'"mrn":"{MRN}"' in line)
+    lines[k] = lines[k].replace(f'"mrn":"{MRN}"', '"mrn":"' + MRN * 20 + '"')
     return load_dump(MemoryStore(), lines)
 
 

@@ -387,9 +387,7 @@ def open_directory(url: str) -> MemoryDirectory | SqlDirectory:
             if conn is not None:
                 conn.close()
             raise DirectoryError(f"cannot open the directory ({type(error).__name__})") from None
-        directory = SqlDirectory(conn, owns_connection=True)
-        directory.ensure_schema()
-        return directory
+        return _ensured(SqlDirectory(conn, owns_connection=True))
     if parts.scheme in ("postgresql", "postgres"):
         return _open_postgres(url)
     raise ValidationError("url", "expected memory://, sqlite:///PATH or postgresql://...")
@@ -405,6 +403,7 @@ def _open_postgres(url: str) -> SqlDirectory:
     schema = (query.pop("schema", [None]) or [None])[0]
     rest = "&".join(f"{k}={v}" for k, values in query.items() for v in values)
     dsn = parts._replace(query=rest).geturl()
+    conn = None
     try:
         conn = psycopg.connect(dsn, autocommit=True)
         if schema:
@@ -417,7 +416,17 @@ def _open_postgres(url: str) -> SqlDirectory:
                 psycopg.sql.SQL("SET search_path TO {}").format(psycopg.sql.Identifier(schema))
             )
     except psycopg.Error as error:
+        if conn is not None:
+            conn.close()
         raise DirectoryError(f"cannot open the directory ({type(error).__name__})") from None
-    directory = SqlDirectory(conn, owns_connection=True)
-    directory.ensure_schema()
+    return _ensured(SqlDirectory(conn, owns_connection=True))
+
+
+def _ensured(directory: SqlDirectory) -> SqlDirectory:
+    """``directory`` with its schema ensured; closed (with its connection) if that fails."""
+    try:
+        directory.ensure_schema()
+    except BaseException:
+        directory.close()
+        raise
     return directory

@@ -1268,38 +1268,10 @@ class PostgresStore(ReferralStore):
         return self._export(check_event_types(event_types), latest=latest)
 
     def _export(self, types: Sequence[str] | None, *, latest: bool) -> Iterator[History]:
-        referrals = self._sql(
-            "SELECT id, snapshot FROM {s}.referrals WHERE id > %s ORDER BY id LIMIT %s"
-        )
-        selection = "" if types is None else " AND type = ANY(%s)"
-        events = self._sql(
-            f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events WHERE referral_id BETWEEN %s AND %s"  # noqa: S608 - fixed column names and placeholders
-            f"{selection} ORDER BY referral_id, version, idx"
-        )
-        extra: list[Any] = [] if types is None else [list(types)]
-        codec = self._codec
         try:
             with self._connection() as conn, conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                last = ""
-                cursor = conn.cursor(row_factory=_seal_last)
-                while True:
-                    rows = cursor.execute(referrals, [last, _EXPORT_BATCH]).fetchall()
-                    if not rows:
-                        return
-                    found = cursor.execute(events, [rows[0][0], rows[-1][0], *extra]).fetchall()
-                    grouped = {k: list(g) for k, g in itertools.groupby(found, key=lambda e: e[0])}
-                    for referral_id, snapshot in rows:
-                        referral = codec.referral(snapshot, referral_id)
-                        if types is None:
-                            history = codec.history(
-                                grouped.get(referral_id, ()), referral_id, referral.version
-                            )
-                        else:
-                            chosen = grouped.get(referral_id, [])
-                            history = codec.selected(chosen[-1:] if latest else chosen)
-                        yield referral, history
-                    last = rows[-1][0]
+                yield from self._paged_histories(conn, types=types, latest=latest)
         except PoolTimeout:
             raise StorageError(
                 "no PostgreSQL connection free while exporting", driver_error="PoolTimeout"
@@ -1421,31 +1393,67 @@ class PostgresStore(ReferralStore):
 
     def _fill_rank_keys(self, conn: psycopg.Connection[Any]) -> None:
         """Compute the rank keys of every open referral already stored (the version 4
-        migration), a page of referrals at a time."""
-        referrals = self._sql(
-            "SELECT id, snapshot FROM {s}.referrals WHERE id > %s AND is_open ORDER BY id LIMIT %s"
-        )
-        events = self._sql(
-            f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events WHERE referral_id = ANY(%s) "  # noqa: S608 - fixed column names
-            "ORDER BY referral_id, version, idx"
-        )
+        migration), from the paged history reader :meth:`export` uses, a page at a time."""
+        histories = self._paged_histories(conn, open_only=True)
+        while page := list(itertools.islice(histories, _EXPORT_BATCH)):
+            self._copy_rank_keys(conn, page)
+
+    def _paged_histories(
+        self,
+        conn: psycopg.Connection[Any],
+        *,
+        open_only: bool = False,
+        types: Sequence[str] | None = None,
+        latest: bool = False,
+    ) -> Iterator[History]:
+        """The stored referrals with their histories, in id order, read ``_EXPORT_BATCH``
+        referrals at a time: keyset paging on the id, each page's events in one query, every
+        record verified (and decrypted) as every other read of the records. ``open_only``
+        reads only the open referrals (``is_open``) and their events. Each page is fetched
+        whole before the first of it is yielded, so the caller may write on ``conn``
+        meanwhile (the rank-key migration does). With ``types``, only the events of those
+        types (each verified, the history not checked whole; :meth:`export_selected`), with
+        ``latest`` only the last of them."""
+        selection = "" if types is None else " AND type = ANY(%s)"
+        extra: list[Any] = [] if types is None else [list(types)]
+        if open_only:
+            referrals = self._sql(
+                "SELECT id, snapshot FROM {s}.referrals WHERE id > %s AND is_open "
+                "ORDER BY id LIMIT %s"
+            )
+            events = self._sql(
+                f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events WHERE referral_id = ANY(%s)"  # noqa: S608 - fixed column names and placeholders
+                f"{selection} ORDER BY referral_id, version, idx"
+            )
+        else:
+            referrals = self._sql(
+                "SELECT id, snapshot FROM {s}.referrals WHERE id > %s ORDER BY id LIMIT %s"
+            )
+            events = self._sql(
+                f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events WHERE referral_id BETWEEN %s AND %s"  # noqa: S608 - fixed column names and placeholders
+                f"{selection} ORDER BY referral_id, version, idx"
+            )
         last = ""
         cursor = conn.cursor(row_factory=_seal_last)
         while True:
             rows = cursor.execute(referrals, [last, _EXPORT_BATCH]).fetchall()
             if not rows:
                 return
-            found = cursor.execute(events, [[r[0] for r in rows]]).fetchall()
+            # the open referrals of a page are not a range of ids: their events by id
+            bounds = [[r[0] for r in rows]] if open_only else [rows[0][0], rows[-1][0]]
+            found = cursor.execute(events, [*bounds, *extra]).fetchall()
             grouped = {k: list(g) for k, g in itertools.groupby(found, key=lambda e: e[0])}
-            histories: list[History] = []
+            codec = self._codec
             for referral_id, snapshot in rows:
-                # verified (and decrypted) as every other read of the records
-                referral = self._codec.referral(snapshot, referral_id)
-                history = self._codec.history(
-                    grouped.get(referral_id, ()), referral_id, referral.version
-                )
-                histories.append((referral, history))
-            self._copy_rank_keys(conn, histories)
+                referral = codec.referral(snapshot, referral_id)
+                if types is None:
+                    history = codec.history(
+                        grouped.get(referral_id, ()), referral_id, referral.version
+                    )
+                else:
+                    chosen = grouped.get(referral_id, [])
+                    history = codec.selected(chosen[-1:] if latest else chosen)
+                yield referral, history
             last = rows[-1][0]
 
     @property

@@ -467,32 +467,61 @@ def _write_rank_keys(
 
 def _fill_rank_keys(conn: sqlite3.Connection, codec: RecordCodec) -> None:
     """Compute the rank keys of every open referral already stored (the version 4
-    migration), a page of referrals at a time, each record verified (and decrypted) by
-    ``codec``."""
+    migration), from the paged history reader :meth:`SQLiteStore.export` uses."""
+    for referral, history in _paged_histories(conn, codec, batch=_EXPORT_BATCH, open_only=True):
+        conn.executemany(
+            _INSERT_RANK,
+            [(referral.id, e.bucket, e.sort_key) for e in rank_entries(referral, history)],
+        )
+
+
+def _paged_histories(
+    conn: sqlite3.Connection,
+    codec: RecordCodec,
+    *,
+    batch: int,
+    open_only: bool = False,
+    types: Sequence[str] | None = None,
+    latest: bool = False,
+) -> Iterator[History]:
+    """The stored referrals with their histories, in id order, read ``batch`` referrals at a
+    time (-1: all at once): keyset paging on the id, each page's events in one range query,
+    every record verified (and decrypted) by ``codec``. ``open_only`` passes over the closed
+    referrals (their events are not decoded). With ``types``, only the events of those types
+    (each verified, the history not checked whole; :meth:`SQLiteStore.export_selected`), with
+    ``latest`` only the last of them. Each page is fetched whole before the first of it is
+    yielded, so the caller may write on ``conn`` meanwhile (the rank-key migration does)."""
     last = ""
     cursor = conn.cursor()
     cursor.row_factory = _seal_last
+    selection = ""
+    extra: tuple[str, ...] = ()
+    if types is not None:
+        selection = f" AND type IN ({', '.join('?' for _ in types)})"
+        extra = tuple(types)
     while True:
         rows = cursor.execute(
             "SELECT id, snapshot FROM referrals WHERE id > ? ORDER BY id LIMIT ?",
-            (last, _EXPORT_BATCH),
+            (last, batch),
         ).fetchall()
         if not rows:
             return
         events = cursor.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE referral_id BETWEEN ? AND ? "  # noqa: S608 - fixed column names
-            "ORDER BY referral_id, version, idx",
-            (rows[0][0], rows[-1][0]),
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE referral_id BETWEEN ? AND ?"  # noqa: S608 - fixed column names and placeholders
+            f"{selection} ORDER BY referral_id, version, idx",
+            (rows[0][0], rows[-1][0], *extra),
         ).fetchall()
         grouped = {k: list(g) for k, g in itertools.groupby(events, key=lambda e: e[0])}
         for referral_id, snapshot in rows:
             referral = codec.referral(snapshot, referral_id)
-            if not referral.status.is_terminal:
+            if open_only and referral.status.is_terminal:
+                continue
+            if types is None:
                 history = codec.history(grouped.get(referral_id, ()), referral_id, referral.version)
-                conn.executemany(
-                    _INSERT_RANK,
-                    [(referral_id, e.bucket, e.sort_key) for e in rank_entries(referral, history)],
-                )
+            else:
+                chosen = grouped.get(referral_id, [])
+                history = codec.selected(chosen[-1:] if latest else chosen)
+            yield referral, history
         last = rows[-1][0]
 
 
@@ -1007,7 +1036,7 @@ class SQLiteStore(ReferralStore):
         ``:memory:`` in one go under the store's lock."""
         if self._shared is not None:
             with self._lock:
-                everything = list(self._export(self._shared, batch=-1))
+                everything = list(_paged_histories(self._shared, self._codec, batch=-1))
             yield from everything
             return
         if self._closed:
@@ -1015,7 +1044,7 @@ class SQLiteStore(ReferralStore):
         conn = self._connect()
         try:
             conn.execute("BEGIN")
-            yield from self._export(conn, batch=_EXPORT_BATCH)
+            yield from _paged_histories(conn, self._codec, batch=_EXPORT_BATCH)
         except _DRIVER_ERRORS as error:
             raise _driver_error(error, "exporting") from None
         finally:
@@ -1057,7 +1086,11 @@ class SQLiteStore(ReferralStore):
         types = check_event_types(event_types)
         if self._shared is not None:
             with self._lock:
-                everything = list(self._export(self._shared, batch=-1, types=types, latest=latest))
+                everything = list(
+                    _paged_histories(
+                        self._shared, self._codec, batch=-1, types=types, latest=latest
+                    )
+                )
             yield from everything
             return
         if self._closed:
@@ -1065,56 +1098,13 @@ class SQLiteStore(ReferralStore):
         conn = self._connect()
         try:
             conn.execute("BEGIN")
-            yield from self._export(conn, batch=_EXPORT_BATCH, types=types, latest=latest)
+            yield from _paged_histories(
+                conn, self._codec, batch=_EXPORT_BATCH, types=types, latest=latest
+            )
         except _DRIVER_ERRORS as error:
             raise _driver_error(error, "exporting") from None
         finally:
             self._forget(conn)
-
-    def _export(
-        self,
-        conn: sqlite3.Connection,
-        *,
-        batch: int,
-        types: Sequence[str] | None = None,
-        latest: bool = False,
-    ) -> Iterator[History]:
-        """Referrals after each other in id order, ``batch`` at a time (-1: all at once);
-        with ``types``, only the events of those types (each verified, the history not
-        checked whole), with ``latest`` only the last of them."""
-        last = ""
-        cursor = conn.cursor()
-        cursor.row_factory = _seal_last
-        selection = ""
-        extra: tuple[str, ...] = ()
-        if types is not None:
-            selection = f" AND type IN ({', '.join('?' for _ in types)})"
-            extra = tuple(types)
-        while True:
-            rows = cursor.execute(
-                "SELECT id, snapshot FROM referrals WHERE id > ? ORDER BY id LIMIT ?",
-                (last, batch),
-            ).fetchall()
-            if not rows:
-                return
-            events = cursor.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE referral_id BETWEEN ? AND ?"  # noqa: S608 - fixed column names and placeholders
-                f"{selection} ORDER BY referral_id, version, idx",
-                (rows[0][0], rows[-1][0], *extra),
-            ).fetchall()
-            grouped = {k: list(g) for k, g in itertools.groupby(events, key=lambda e: e[0])}
-            codec = self._codec
-            for referral_id, snapshot in rows:
-                referral = codec.referral(snapshot, referral_id)
-                if types is None:
-                    history = codec.history(
-                        grouped.get(referral_id, ()), referral_id, referral.version
-                    )
-                else:
-                    chosen = grouped.get(referral_id, [])
-                    history = codec.selected(chosen[-1:] if latest else chosen)
-                yield referral, history
-            last = rows[-1][0]
 
     @boundary
     def restore_many(self, histories: Sequence[History]) -> None:
