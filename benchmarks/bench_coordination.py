@@ -87,6 +87,7 @@ import attrs
 
 import referralkit as rk
 from referralkit import synth
+from referralkit.access import GENESIS
 from referralkit.alerts import SweepReport
 from referralkit.clocks import read_clocks
 from referralkit.discrepancies import AUDIT_EVENT_TYPES, FindingKind, audit, audit_all
@@ -477,6 +478,23 @@ def _cloned_rows(
     return tuple(row[c] for c in columns), moved, [(new, b, k) for b, k in keys]
 
 
+CHAIN_CHECKED_UP_TO = 200_000
+"""Up to this many referrals, the cloned store's hash chains are verified whole."""
+
+
+def _chained(head: list[Any], events: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The cloned event rows with their place in the store's hash chain (``seq``, ``sealed``,
+    ``chain``) after ``head`` ``[seq, chain]`` (moved on), as the store links what it
+    appends."""
+    from referralkit._redaction import Sealed
+    from referralkit.storage._chain import chain_rows
+
+    links = chain_rows(head[0], head[1], [(*e[:6], Sealed(e[6])) for e in events])
+    if links:
+        head[:] = links[-1][0], links[-1][2]
+    return [(*e, *link) for e, link in zip(events, links, strict=True)]
+
+
 def clone_sqlite(path: str, originals: int, first: int, total: int) -> None:
     """Copies ``first`` .. ``total - 1`` of a SQLite file whose first ``originals`` copies
     are written, cloned from them."""
@@ -505,6 +523,12 @@ def clone_sqlite(path: str, originals: int, first: int, total: int) -> None:
             f"INSERT INTO referrals ({', '.join(columns)}) "
             f"VALUES ({', '.join('?' for _ in columns)})"
         )
+        head = list(
+            conn.execute(
+                "SELECT seq, chain FROM events WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            or (0, GENESIS)
+        )
         for start in range(first, total, CLONE_BATCH):
             rows, events, keys = [], [], []
             for n in range(start, min(total, start + CLONE_BATCH)):
@@ -515,9 +539,9 @@ def clone_sqlite(path: str, originals: int, first: int, total: int) -> None:
             with conn:
                 conn.executemany(insert, rows)
                 conn.executemany(
-                    "INSERT INTO events (referral_id, version, idx, at, actor, type, payload) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    events,
+                    "INSERT INTO events (referral_id, version, idx, at, actor, type, payload, "
+                    "seq, sealed, chain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    _chained(head, events),
                 )
                 conn.executemany(
                     "INSERT INTO worklist_keys (referral_id, bucket, sort_key) VALUES (?, ?, ?)",
@@ -560,6 +584,13 @@ def clone_postgres(url: str, schema: str, originals: int, first: int, total: int
                 [referral_id],
             ).fetchall()
             templates[referral_id] = _template(row, events, keys, columns)
+        head = list(
+            conn.execute(
+                f'SELECT seq, chain FROM "{schema}".events WHERE seq IS NOT NULL '
+                "ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            or (0, GENESIS)
+        )
         for start in range(first, total, CLONE_BATCH):
             rows, events, keys = [], [], []
             for n in range(start, min(total, start + CLONE_BATCH)):
@@ -575,9 +606,9 @@ def clone_postgres(url: str, schema: str, originals: int, first: int, total: int
                         copy.write_row(row)
                 with cursor.copy(
                     f'COPY "{schema}".events (referral_id, version, idx, at, actor, type, '
-                    "payload) FROM STDIN"
+                    "payload, seq, sealed, chain) FROM STDIN"
                 ) as copy:
-                    for row in events:
+                    for row in _chained(head, events):
                         copy.write_row(row)
                 with cursor.copy(
                     f'COPY "{schema}".worklist_keys (referral_id, bucket, sort_key) FROM STDIN'
@@ -613,6 +644,12 @@ def check_clones(
         ]
         if not all(found):
             raise SystemExit(f"the stored rank keys of the clone {new_id} are wrong")
+    if total <= CHAIN_CHECKED_UP_TO:
+        # the clones are linked into the store's hash chain as the store links what it appends
+        from referralkit.tamper import verify
+
+        if not verify(store).ok:
+            raise SystemExit("the cloned events break the store's hash chain")
     from referralkit.storage.sqlite import SQLiteStore
 
     if isinstance(store, SQLiteStore):
@@ -629,10 +666,17 @@ def check_clones(
             import sqlite3
 
             def rows(file: str, table: str, key: str) -> list[Any]:
+                # an event's seq and chain value are its place in its store's chain: the
+                # clones' are checked by the chain itself (verify), not against a fresh store
+                columns = (
+                    "referral_id, version, idx, at, actor, type, payload, sealed"
+                    if table == "events"
+                    else "*"
+                )
                 with contextlib.closing(sqlite3.connect(file)) as conn:
                     marks = ", ".join("?" for _ in ids)
                     return conn.execute(
-                        f"SELECT * FROM {table} WHERE {key} IN ({marks}) ORDER BY 1, 2, 3",
+                        f"SELECT {columns} FROM {table} WHERE {key} IN ({marks}) ORDER BY 1, 2, 3",
                         ids,
                     ).fetchall()
 
