@@ -363,6 +363,39 @@ def _event_context(
     return f"{referral_id}\x00{version}\x00{index}\x00{at}\x00{actor}\x00{kind}"
 
 
+def _open_field(
+    cipher: FieldCipher,
+    opened: dict[str, Any],
+    token: Any,
+    aad: bytes,
+    referral_id: str,
+    path: str,
+) -> bytes:
+    """The plaintext of one encrypted PHI value of a snapshot (``token``, as
+    :meth:`RecordCodec._encrypt` wrote it), its associated data ``aad`` checked; ``opened``
+    keeps each key id's decrypt for the rest of the record. A value that is not such a
+    ciphertext, or does not open, is a :class:`CorruptRecordError` naming the referral and
+    the field (never the value)."""
+    try:
+        if type(token) is not str or not token.startswith(CIPHER_PREFIX):
+            raise ValueError
+        key_id, colon, body = token[4:].partition(":")
+        if not colon or len(body) < 40:  # a nonce and a tag take 28 bytes
+            raise ValueError
+        aead = opened.get(key_id)
+        if aead is None:
+            aead = opened[key_id] = cipher.aead(key_id).decrypt
+        sealed = _unb64(body)
+        plain: bytes = aead(sealed[:12], sealed[12:], aad)
+    except (InvalidTag, ValueError, binascii.Error):
+        raise _undecryptable(referral_id, path) from None
+    return plain
+
+
+def _undecryptable(referral_id: str, path: str) -> CorruptRecordError:
+    return CorruptRecordError(referral_id, "snapshot", f"field {path} does not decrypt")
+
+
 class RecordCodec:
     """Seals, verifies, encrypts and decrypts the records of one store (see the module
     docs). ``provider`` is the store's key ring; ``None`` for an unencrypted store, whose
@@ -552,24 +585,12 @@ class RecordCodec:
         context = referral_id + "\x00"
         opened: dict[str, Any] = {}
         for container, name, path in leaves:
-            token = container[name]
+            aad = (context + path).encode("utf-8", "surrogatepass")
+            plain = _open_field(cipher, opened, container[name], aad, referral_id, path)
             try:
-                if type(token) is not str or not token.startswith(CIPHER_PREFIX):
-                    raise ValueError
-                key_id, colon, body = token[4:].partition(":")
-                if not colon or len(body) < 40:  # a nonce and a tag take 28 bytes
-                    raise ValueError
-                aead = opened.get(key_id)
-                if aead is None:
-                    aead = opened[key_id] = cipher.aead(key_id).decrypt
-                sealed = _unb64(body)
-                aad = (context + path).encode("utf-8", "surrogatepass")
-                plain = aead(sealed[:12], sealed[12:], aad)
                 container[name] = _from_plaintext(plain)
-            except (InvalidTag, ValueError, binascii.Error):
-                raise CorruptRecordError(
-                    referral_id, "snapshot", f"field {path} does not decrypt"
-                ) from None
+            except ValueError:
+                raise _undecryptable(referral_id, path) from None
 
     def referral(self, stored: Any, referral_id: str) -> Referral:
         """The referral a stored snapshot holds, verified (and decrypted)."""
@@ -881,23 +902,8 @@ def _rekeyed_snapshot(
     patient_id: Any = None
     at = 0
     for container, name, path in leaves:
-        token = container[name]
-        try:
-            if type(token) is not str or not token.startswith(CIPHER_PREFIX):
-                raise ValueError
-            kid, colon, encoded = token[4:].partition(":")
-            if not colon or len(encoded) < 40:  # a nonce and a tag take 28 bytes
-                raise ValueError
-            aead = opened.get(kid)
-            if aead is None:
-                aead = opened[kid] = cipher.aead(kid).decrypt
-            sealed = _unb64(encoded)
-            aad = (context + path).encode("utf-8", "surrogatepass")
-            plain = aead(sealed[:12], sealed[12:], aad)
-        except (InvalidTag, ValueError, binascii.Error):
-            raise CorruptRecordError(
-                referral_id, "snapshot", f"field {path} does not decrypt"
-            ) from None
+        aad = (context + path).encode("utf-8", "surrogatepass")
+        plain = _open_field(cipher, opened, container[name], aad, referral_id, path)
         if path == "patient.id":
             patient_id = _from_plaintext(plain)
         nonce = nonces[at : at + 12]

@@ -737,21 +737,7 @@ class PostgresStore(ReferralStore):
         Retried once on a fresh connection when its connection is lost (the backend was
         terminated between the check and the read): a read can be repeated.
         """
-        for attempt in (1, 2):
-            try:
-                with self._connection() as conn:
-                    rows = conn.cursor(row_factory=_seal_last if sealed else tuple_row)
-                    return rows.execute(self._sql(sql), params).fetchall()
-            except PoolTimeout:
-                raise StorageError(
-                    f"no PostgreSQL connection free within {self._pool.timeout} s while {doing}",
-                    driver_error="PoolTimeout",
-                ) from None
-            except psycopg.Error as error:
-                if attempt == 1 and _connection_lost(error):
-                    continue
-                raise _driver_error(error, doing) from None
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self._fetch_all(doing, [(sql, params, sealed)])[0]
 
     def _fetch_all(
         self, doing: str, reads: Sequence[tuple[str, Sequence[Any], bool]]

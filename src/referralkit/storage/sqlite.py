@@ -1162,29 +1162,15 @@ class SQLiteStore(ReferralStore):
     def histories(self, ids: Iterable[str]) -> list[History]:
         """Two reads for the whole batch: the snapshots, then their events (those newer than
         the snapshot read, written in between, left out)."""
-        wanted = _ids(ids)
-        if not wanted:
-            return []
-        marks = ", ".join("?" for _ in wanted)
-        rows = self._read(
-            f"SELECT id, snapshot FROM referrals WHERE id IN ({marks})",  # noqa: S608 - placeholders only
-            wanted,
-            sealed=True,
-        )
-        found = self._read(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE referral_id IN ({marks}) "  # noqa: S608 - fixed column names
-            "ORDER BY referral_id, version, idx",
-            wanted,
-            sealed=True,
-        )
-        return _assembled(self._codec, wanted, rows, found)
+        return self._histories(_ids(ids), None)
 
     @boundary
     def histories_selected(self, ids: Iterable[str], event_types: Iterable[str]) -> list[History]:
         """:meth:`histories` with only the events of ``event_types`` (see
         :meth:`ReferralStore.histories_selected`): two reads for the whole batch."""
-        wanted = _ids(ids)
-        types = check_event_types(event_types)
+        return self._histories(_ids(ids), check_event_types(event_types))
+
+    def _histories(self, wanted: list[str], types: Sequence[str] | None) -> list[History]:
         if not wanted:
             return []
         marks = ", ".join("?" for _ in wanted)
@@ -1193,13 +1179,14 @@ class SQLiteStore(ReferralStore):
             wanted,
             sealed=True,
         )
+        selection = "" if types is None else f" AND type IN ({', '.join('?' for _ in types)})"
         found = self._read(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE referral_id IN ({marks}) "  # noqa: S608 - fixed column names and placeholders
-            f"AND type IN ({', '.join('?' for _ in types)}) ORDER BY referral_id, version, idx",
-            [*wanted, *types],
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE referral_id IN ({marks})"  # noqa: S608 - fixed column names and placeholders
+            f"{selection} ORDER BY referral_id, version, idx",
+            [*wanted, *(types or ())],
             sealed=True,
         )
-        return _assembled(self._codec, wanted, rows, found, selected=True)
+        return _assembled(self._codec, wanted, rows, found, selected=types is not None)
 
     @boundary
     def versions(self, ids: Iterable[str]) -> dict[str, int]:
