@@ -178,6 +178,7 @@ def same_tables(a: Path, b: Path) -> bool:
         "SELECT kind, code, id FROM directory_specialties ORDER BY kind, code, id",
         "SELECT kind, network, id, source FROM directory_networks "
         "ORDER BY kind, network, id, source",
+        "SELECT * FROM directory_candidates ORDER BY kind, code, id",
     )
     left, right = sqlite3.connect(a), sqlite3.connect(b)
     try:

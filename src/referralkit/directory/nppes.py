@@ -48,7 +48,7 @@ from ._model import (
     trusted,
 )
 from ._port import Directory
-from ._sql import SqlDirectory
+from ._sql import _SEP, CandidateRow, SqlDirectory
 from .plannet import LoadReport, Refusal
 
 __all__ = ["NPPES_COLUMNS", "load_nppes", "read_nppes"]
@@ -463,6 +463,21 @@ def _db_rows(p: _Provider) -> tuple[tuple[str, str, str], ...]:
 _CODE_SEP: Final = '","'
 
 
+def _candidate_rows(p: _Provider) -> list[CandidateRow]:
+    """The ``directory_candidates`` rows of the row's role or service, as
+    ``candidate_rows`` writes them for the entries (checked equal by
+    tests/directory/test_nppes_sql.py): codes, NPIs and location ids hold no separator."""
+    npi = p.npi
+    codes = _SEP.join(p.specialties)
+    place = f"{npi}-practice"
+    held = p.specialties or ("",)
+    if p.individual:
+        kind = "PractitionerRole"
+        return [(kind, c, npi, 1, "", npi, None, None, codes, "", place, None, 0, 0) for c in held]
+    kind = "HealthcareService"
+    return [(kind, c, npi, 1, "", None, npi, p.name, codes, "", place, None, 0, 0) for c in held]
+
+
 def load_nppes(
     directory: Directory,
     source: str | Path | TextIO,
@@ -507,6 +522,7 @@ def _load(
     # SQL rows by (kind, id): the last row with an id wins within a batch, as add() does
     pending: dict[tuple[str, str], tuple[str, str, str]] = {}
     codes: dict[tuple[str, str], tuple[str, ...]] = {}
+    candidates: dict[tuple[str, str], list[CandidateRow]] = {}
     in_batch = 0
     for item in items:
         rows += 1
@@ -520,11 +536,12 @@ def _load(
                     pending[(row[0], row[1])] = row
                 role = ("PractitionerRole" if item.individual else "HealthcareService", item.npi)
                 codes[role] = item.specialties
+                candidates[role] = _candidate_rows(item)
             else:
                 entries += _entries(item)
             in_batch += 1
             if in_batch >= batch:
-                _flush(directory, sql, entries, pending, codes)
+                _flush(directory, sql, entries, pending, codes, candidates)
                 in_batch = 0
                 if progress is not None:
                     progress(rows)
@@ -532,7 +549,7 @@ def _load(
             skipped += 1
         else:
             refused.append(item)
-    _flush(directory, sql, entries, pending, codes)
+    _flush(directory, sql, entries, pending, codes, candidates)
     if progress is not None:
         progress(rows)
     added = {
@@ -553,12 +570,15 @@ def _flush(
     entries: list[Entry],
     pending: dict[tuple[str, str], tuple[str, str, str]],
     codes: dict[tuple[str, str], tuple[str, ...]],
+    candidates: dict[tuple[str, str], list[CandidateRow]],
 ) -> None:
     if entries:
         directory.add(entries)
         entries.clear()
     if pending and sql is not None:
         specialties = [(kind, code, id) for (kind, id), held in codes.items() for code in held]
-        sql._write_rows(list(pending.values()), specialties)
+        rows = [row for held in candidates.values() for row in held]
+        sql._write_rows(list(pending.values()), specialties, candidates=rows)
         pending.clear()
         codes.clear()
+        candidates.clear()
