@@ -349,9 +349,10 @@ class DirectoryContract:
             {"specialties": [CARDIOLOGY], "networks": []},
         ]
         for query in queries:
-            for kind in (PractitionerRole, HealthcareService):
-                expected = [MatchRow.of(e) for e in filled.find(kind, **query)]
-                assert screen(kind, **query) == expected, (kind.KIND, query)
+            roles = [MatchRow.of(e) for e in filled.find(PractitionerRole, **query)]
+            assert screen(PractitionerRole, **query) == roles, query
+            services = [MatchRow.of(e) for e in filled.find(HealthcareService, **query)]
+            assert screen(HealthcareService, **query) == services, query
 
     def test_get_many(self, filled: Directory) -> None:
         """Where a directory offers ``get_many`` (matching reads locations, practitioners
