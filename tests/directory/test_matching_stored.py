@@ -65,6 +65,24 @@ POLICIES = [
         max_distance_km=60,
     ),
     attrs.evolve(DEFAULT_POLICY, max_distance_km=40, distance_unknown=4.0),
+    # screened in SQL (no distance rule), with points whose sums round: the SQL order must
+    # be the order of the Python sums, to the last bit
+    attrs.evolve(
+        DEFAULT_POLICY,
+        require_language=False,
+        require_accepting=False,
+        in_network=0.1,
+        subspecialty=-0.7,
+        speaks_language=0.3,
+        interpreter=0.2,
+        no_language=-0.6,
+        telehealth=0.7,
+        accepting=0.1,
+        not_accepting=-0.3,
+        distance_unknown=0.35,
+        per_km=0.01,
+    ),
+    attrs.evolve(DEFAULT_POLICY, require_accepting=False, distance_unknown=2.5, telehealth=0.1),
 ]
 
 
@@ -298,7 +316,7 @@ class TestCandidatesTable:
             (CARDIOLOGY, "r1"),
         ]
         stored.add([PractitionerRole("r1", specialties=(INTERNAL,), active=False)])
-        assert [(r[1], r[2], r[3]) for r in candidate_rows(stored)] == [(INTERNAL, "r1", 0)]
+        assert [(r[1], r[2], r[4]) for r in candidate_rows(stored)] == [(INTERNAL, "r1", 0)]
         stored.add([PractitionerRole("r1")])
         assert [(r[1], r[2]) for r in candidate_rows(stored)] == [("", "r1")]
         assert stored.screen(PractitionerRole, specialties=[""]) == []

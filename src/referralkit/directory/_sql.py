@@ -47,8 +47,9 @@ __all__ = ["SqlDirectory", "open_directory"]
 
 _SCHEMA = DIRECTORY_TABLES
 _CANDIDATES = """CREATE TABLE IF NOT EXISTS directory_candidates (
-    kind TEXT NOT NULL, code TEXT NOT NULL, id TEXT{collate} NOT NULL, active INTEGER NOT NULL,
-    networks TEXT NOT NULL, practitioner_id TEXT, organization_id TEXT, name TEXT,
+    kind TEXT NOT NULL, code TEXT NOT NULL, id TEXT{collate} NOT NULL, coded INTEGER NOT NULL,
+    active INTEGER NOT NULL, networks TEXT NOT NULL,
+    practitioner_id TEXT, organization_id TEXT, name TEXT,
     specialties TEXT NOT NULL, languages TEXT NOT NULL, location_ids TEXT NOT NULL,
     accepting INTEGER, telehealth INTEGER NOT NULL, interpreter INTEGER NOT NULL,
     PRIMARY KEY (kind, code, id)){rowid}"""
@@ -60,15 +61,20 @@ with ``instr``/``strpos``; a service's networks from affiliations are probed in
 ``directory_networks``. Ids in code-point order on PostgreSQL too, as in the store's tables.
 Tuples are :func:`_joined` text."""
 _COLUMNS = (
-    "kind, code, id, active, networks, practitioner_id, organization_id, name, specialties, "
+    "kind, code, id, coded, active, networks, practitioner_id, organization_id, name, specialties, "
     "languages, location_ids, accepting, telehealth, interpreter"
 )
-_MARKS = ", ".join(["?"] * 14)
+_MARKS = ", ".join(["?"] * 15)
 _INSERT_CANDIDATES = f"INSERT INTO directory_candidates ({_COLUMNS}) VALUES ({_MARKS})"  # noqa: S608
 _SEP = "\x1f"  # the ASCII unit separator, between the items of a tuple
 _JSON = "\x1e"  # the ASCII record separator, before a tuple stored as JSON (see _joined)
 _PROBE = _JSON  # the ``networks`` of an entry whose network ids hold a separator
 _first = operator.itemgetter(0)
+_SCREEN = (
+    "c.id, c.practitioner_id, c.organization_id, c.name, c.specialties, c.languages, "
+    "c.location_ids, c.accepting, c.telehealth, c.interpreter"
+)
+"""The columns a :class:`MatchRow` is made of (with the kind)."""
 _MATCHED = frozenset({"PractitionerRole", "HealthcareService"})
 _CHUNK = 500  # ids per IN (...) list: well under SQLite's 32,766 bound parameters
 _CACHED = 50_000  # decoded entries kept (about 40 MB at most for NPPES-sized entries)
@@ -78,6 +84,7 @@ CandidateRow = tuple[
     str,
     str,
     str,
+    int,
     int,
     str,
     "str | None",
@@ -119,8 +126,10 @@ def _networks(ids: tuple[str, ...]) -> str:
 def candidate_rows(entry: Matchable) -> list[CandidateRow]:
     """The ``directory_candidates`` rows of a role or service: one per code."""
     accepting = entry.accepting_new_patients
+    codes = tuple(dict.fromkeys(entry.specialties))
     rest = (
         entry.id,
+        len(codes),
         int(entry.active),
         _networks(entry.network_ids),
         getattr(entry, "practitioner_id", None),
@@ -133,7 +142,7 @@ def candidate_rows(entry: Matchable) -> list[CandidateRow]:
         int(entry.telehealth),
         int(entry.interpreter_available),
     )
-    return [(entry.KIND, code, *rest) for code in dict.fromkeys(entry.specialties or ("",))]
+    return [(entry.KIND, code, *rest) for code in codes or ("",)]
 
 
 class SqlDirectory:
@@ -396,44 +405,74 @@ class SqlDirectory:
         networks: Iterable[str] | None,
     ) -> tuple[str, list[Any]] | None:
         """The condition on ``directory_candidates c`` and its parameters selecting the
-        active entries of ``kind`` (a row per code: distinct ids wanted); None when it can
-        match nothing. Only placeholders and fixed conditions are formatted into it.
+        active entries of ``kind``, one row each; None when it can match nothing. Only
+        placeholders and fixed conditions are formatted into it."""
+        selection = self._selection(kind, specialties)
+        if selection is None:
+            return None
+        where, params = selection
+        if networks is not None:
+            test = self._network_test(kind, networks)
+            if test is None:
+                return None
+            where = f"{where} AND {test[0]}"
+            params = [*params, *test[1]]
+        return where, params
 
-        A specialty's candidates are a range of the primary key; the network is tested on
-        the row (the entry's own networks), and probed in ``directory_networks`` only for
-        services (affiliations) and entries with odd network ids (measured: selecting
-        through ``directory_networks`` cost most of a query over 100,000 roles)."""
+    def _selection(
+        self, kind: str, specialties: Iterable[str] | None
+    ) -> tuple[str, list[Any]] | None:
+        """The active entries of ``kind`` with one of ``specialties``: a range of the
+        primary key per code, and of an entry holding several of them the row of the
+        smallest only (probed only for entries with several codes: no DISTINCT, which,
+        measured, cost seven times the scan)."""
         p = self._p
         where = [f"c.kind = {p}", "c.active = 1"]
         params: list[Any] = [kind]
-        if specialties is not None:
-            codes: list[str] = list(dict.fromkeys(specialties))
-            if not codes:
-                return None
-            where.append(f"c.code IN ({', '.join([p] * len(codes))})")
-            params += codes
-            if "" in codes:  # '' is also the code of the rows of entries without any
-                where.append("c.specialties <> ''")
-        if networks is not None:
-            wanted: list[str] = list(dict.fromkeys(networks))
-            if not wanted:
-                return None
-            has = "instr(c.networks, {}) > 0" if self._sqlite else "strpos(c.networks, {}) > 0"
-            simple = [n for n in wanted if _SEP not in n and _JSON not in n]
-            tests = [has.format(p) for _ in simple]
-            params += [f"{_SEP}{n}{_SEP}" for n in simple]
-            probe = (
-                f"EXISTS (SELECT 1 FROM directory_networks n WHERE n.kind = {p} "  # noqa: S608
-                f"AND n.network IN ({', '.join([p] * len(wanted))}) AND n.id = c.id)"
+        if specialties is None:
+            where.append(
+                "(c.coded <= 1 OR NOT EXISTS (SELECT 1 FROM directory_candidates o "
+                "WHERE o.kind = c.kind AND o.id = c.id AND o.code < c.code))"
             )
-            if kind == HealthcareService.KIND:
-                tests.append(probe)
-            else:
-                tests.append(f"(c.networks = {p} AND {probe})")
-                params.append(_PROBE)
-            params += [kind, *wanted]
-            where.append(f"({' OR '.join(tests)})")
-        return " AND ".join(where), params
+            return " AND ".join(where), params
+        codes: list[str] = list(dict.fromkeys(specialties))
+        if not codes:
+            return None
+        marks = ", ".join([p] * len(codes))
+        where.append(f"c.code IN ({marks})")
+        if "" in codes:  # '' is also the code of the row of an entry without any
+            where.append("c.coded > 0")
+        where.append(
+            "(c.coded <= 1 OR NOT EXISTS (SELECT 1 FROM directory_candidates o "  # noqa: S608
+            f"WHERE o.kind = c.kind AND o.id = c.id AND o.code IN ({marks}) "
+            "AND o.code < c.code))"
+        )
+        return " AND ".join(where), [*params, *codes, *codes]
+
+    def _network_test(self, kind: str, networks: Iterable[str]) -> tuple[str, list[Any]] | None:
+        """Whether the row's entry is in one of ``networks``: tested on the row (the
+        entry's own networks), and probed in ``directory_networks`` only for services
+        (affiliations) and entries with odd network ids (measured: selecting through
+        ``directory_networks`` cost most of a query over 100,000 roles)."""
+        p = self._p
+        wanted: list[str] = list(dict.fromkeys(networks))
+        if not wanted:
+            return None
+        has = "instr(c.networks, {}) > 0" if self._sqlite else "strpos(c.networks, {}) > 0"
+        simple = [n for n in wanted if _SEP not in n and _JSON not in n]
+        tests = [has.format(p) for _ in simple]
+        params: list[Any] = [f"{_SEP}{n}{_SEP}" for n in simple]
+        probe = (
+            f"EXISTS (SELECT 1 FROM directory_networks n WHERE n.kind = {p} "  # noqa: S608
+            f"AND n.network IN ({', '.join([p] * len(wanted))}) AND n.id = c.id)"
+        )
+        if kind == HealthcareService.KIND:
+            tests.append(probe)
+        else:
+            tests.append(f"(c.networks = {p} AND {probe})")
+            params.append(_PROBE)
+        params += [kind, *wanted]
+        return f"({' OR '.join(tests)})", params
 
     def find(
         self,
@@ -472,18 +511,22 @@ class SqlDirectory:
         if selection is None:
             return []
         condition, params = selection
-        query = (
-            "SELECT c.id, c.practitioner_id, c.organization_id, c.name, c.specialties, "  # noqa: S608
-            "c.languages, c.location_ids, c.accepting, c.telehealth, c.interpreter "
-            f"FROM directory_candidates c WHERE {condition}"
-        )
+        query = f"SELECT {_SCREEN} FROM directory_candidates c WHERE {condition}"  # noqa: S608
         with self._errors("read"):
             rows = self._conn.execute(query, params).fetchall()
         rows = list({row[0]: row for row in rows}.values())  # an entry holding two codes
         rows.sort(key=_first)
-        name = kind.KIND
+        return self._rows(kind.KIND, rows)
+
+    def _rows(self, name: str, rows: list[Any]) -> list[MatchRow]:
+        """Screen rows (:data:`_SCREEN` columns, one per entry) as :class:`MatchRow`
+        values, in id order."""
+        rows.sort(key=_first)
         split = _split
+        sep = _SEP
         new = tuple.__new__
+        # _split inlined for the common case (plain items): one of these is made per
+        # candidate of every match
         return [
             new(
                 MatchRow,
@@ -494,9 +537,15 @@ class SqlDirectory:
                     person,
                     org,
                     label,
-                    split(codes),
-                    split(languages) if languages else (),
-                    split(places),
+                    (tuple(codes.split(sep)) if codes[0] != _JSON else split(codes))
+                    if codes
+                    else (),
+                    (tuple(spoken.split(sep)) if spoken[0] != _JSON else split(spoken))
+                    if spoken
+                    else (),
+                    (tuple(places.split(sep)) if places[0] != _JSON else split(places))
+                    if places
+                    else (),
                     None if accepting is None else accepting == 1,
                     telehealth == 1,
                     interpreter == 1,
@@ -508,7 +557,7 @@ class SqlDirectory:
                 org,
                 label,
                 codes,
-                languages,
+                spoken,
                 places,
                 accepting,
                 telehealth,
@@ -529,7 +578,7 @@ class SqlDirectory:
         if selection is None:
             return 0
         condition, params = selection
-        query = f"SELECT count(DISTINCT c.id) FROM directory_candidates c WHERE {condition}"  # noqa: S608
+        query = f"SELECT count(*) FROM directory_candidates c WHERE {condition}"  # noqa: S608
         with self._errors("read"):
             row = self._conn.execute(query, params).fetchone()
         return int(row[0])

@@ -820,8 +820,9 @@ def _in_order(
     batch: int = 64,
 ) -> Iterator[_Pending]:
     """The candidates best first, as ``sorted`` on their exact points would give them, with
-    distances computed (and locations read, ``batch`` candidates at a time) only for those
-    that may come next: a candidate is yielded when its exact key beats every bound left."""
+    distances computed (and locations read, ``batch`` candidates at first, twice as many
+    each time after) only for those that may come next: a candidate is yielded when its
+    exact key beats every bound left."""
     heapq.heapify(bounded)
     exact: list[_Pending] = []
     places = ctx.places
@@ -830,6 +831,7 @@ def _in_order(
             yield heapq.heappop(exact)
             continue
         taken = [heapq.heappop(bounded) for _ in range(min(batch, len(bounded)))]
+        batch *= 2  # fewer reads (round trips, for a stored directory) the further it goes
         missing = [i for b in taken for i in b[2][0].location_ids if i not in places]
         if missing:
             places.update(_get_many(directory, Location, missing))

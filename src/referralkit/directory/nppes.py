@@ -471,11 +471,14 @@ def _candidate_rows(p: _Provider) -> list[CandidateRow]:
     codes = _SEP.join(p.specialties)
     place = f"{npi}-practice"
     held = p.specialties or ("",)
+    n = len(p.specialties)
     if p.individual:
         kind = "PractitionerRole"
-        return [(kind, c, npi, 1, "", npi, None, None, codes, "", place, None, 0, 0) for c in held]
+        return [
+            (kind, c, npi, n, 1, "", npi, None, None, codes, "", place, None, 0, 0) for c in held
+        ]
     kind = "HealthcareService"
-    return [(kind, c, npi, 1, "", None, npi, p.name, codes, "", place, None, 0, 0) for c in held]
+    return [(kind, c, npi, n, 1, "", None, npi, p.name, codes, "", place, None, 0, 0) for c in held]
 
 
 def load_nppes(
