@@ -56,6 +56,8 @@ _CANDIDATES = """CREATE TABLE IF NOT EXISTS directory_candidates (
 """What matching screens on: one row per role or service and specialty code (``''`` for one
 with no code), so that a specialty's candidates are one range of the primary key, read in
 order without a lookup per candidate (on SQLite the rows live in that key: WITHOUT ROWID).
+``coded`` is how many codes the entry holds: of an entry holding several of the codes asked
+for, only the row of the smallest is read (see ``_selection``).
 ``networks`` are the entry's own, between separators (``\\x1fnet-a\\x1fnet-b\\x1f``), tested
 with ``instr``/``strpos``; a service's networks from affiliations are probed in
 ``directory_networks``. Ids in code-point order on PostgreSQL too, as in the store's tables.
