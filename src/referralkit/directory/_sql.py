@@ -253,10 +253,6 @@ class SqlDirectory:
                     if self._sqlite
                     else _CANDIDATES.format(collate=' COLLATE "C"', rowid="")
                 )
-                conn.execute(
-                    "CREATE INDEX IF NOT EXISTS directory_candidates_entry "
-                    "ON directory_candidates (kind, id)"
-                )
                 self._fill_candidates(conn)
 
     def _has_candidates(self, conn: Any) -> bool:
@@ -379,12 +375,21 @@ class SqlDirectory:
         cur = conn.cursor()
         sql = self._sql
         cur.executemany(sql("DELETE FROM directory_entries WHERE kind = ? AND id = ?"), keys)
-        cur.executemany(sql("DELETE FROM directory_specialties WHERE kind = ? AND id = ?"), keys)
-        matched = [key for key in keys if key[0] in _MATCHED]
+        matched = [(kind, kind, id, id) for kind, id in keys if kind in _MATCHED]
         if matched:
+            # by the primary key: the entry's codes are its rows in directory_specialties
+            # (before they go), '' when it has none; no second index to keep on every write
+            # (SQLite's planner, without statistics, would rather scan the kind's codes)
+            hint = " INDEXED BY directory_specialties_entry" if self._sqlite else ""
             cur.executemany(
-                sql("DELETE FROM directory_candidates WHERE kind = ? AND id = ?"), matched
+                sql(
+                    "DELETE FROM directory_candidates WHERE kind = ? AND code IN "  # noqa: S608
+                    f"(SELECT s.code FROM directory_specialties s{hint} "
+                    "WHERE s.kind = ? AND s.id = ? UNION ALL SELECT '') AND id = ?"
+                ),
+                matched,
             )
+        cur.executemany(sql("DELETE FROM directory_specialties WHERE kind = ? AND id = ?"), keys)
         cur.executemany(
             sql("DELETE FROM directory_networks WHERE source = ?"),
             [(f"{kind}/{id}",) for kind, id in keys],
