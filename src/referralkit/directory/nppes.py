@@ -30,6 +30,7 @@ Plan-Net directory, or the deployment sets them.
 from __future__ import annotations
 
 import csv
+import operator
 import re
 from collections.abc import Callable, Iterable, Iterator
 from json.encoder import encode_basestring as _quote  # what json uses, ensure_ascii=False
@@ -463,6 +464,9 @@ def _db_rows(p: _Provider) -> tuple[tuple[str, str, str], ...]:
 _CODE_SEP: Final = '","'
 
 
+_candidate_key: Final = operator.itemgetter(0, 1, 2)
+
+
 def _candidate_rows(p: _Provider) -> list[CandidateRow]:
     """The ``directory_candidates`` rows of the row's role or service, as
     ``candidate_rows`` writes them for the entries (checked equal by
@@ -581,6 +585,7 @@ def _flush(
     if pending and sql is not None:
         specialties = [(kind, code, id) for (kind, id), held in codes.items() for code in held]
         rows = [row for held in candidates.values() for row in held]
+        rows.sort(key=_candidate_key)  # in key order: inserted in fewer b-tree pages (measured)
         sql._write_rows(list(pending.values()), specialties, candidates=rows)
         pending.clear()
         codes.clear()
