@@ -316,6 +316,7 @@ class SqlDirectory:
         specialties: Sequence[tuple[str, str, str]] = (),
         networks: Sequence[tuple[str, str, str, str]] = (),
         candidates: Sequence[CandidateRow] = (),
+        more: Sequence[tuple[str, Sequence[tuple[Any, ...]]]] = (),
     ) -> None:
         """Write encoded entries and their index rows in one transaction, replacing the
         entries with the same kind and id (and their index rows), as :meth:`add` does.
@@ -324,8 +325,10 @@ class SqlDirectory:
         (:func:`~referralkit.directory.load_nppes`): ``rows`` are ``(kind, id, data)``,
         unique by kind and id; ``specialties`` ``(kind, code, id)``; ``networks``
         ``(kind, network, id, source)``; ``candidates`` the :func:`candidate_rows` of every
-        role and service among ``rows`` (what matching screens on). One prepared statement
-        per table, executed over the whole batch.
+        role and service among ``rows`` (what matching screens on); ``more`` further
+        ``(statement, rows)`` in the connection's own placeholder style, executed last (a
+        loader's candidate rows with their constant columns in the statement). One prepared
+        statement per table, executed over the whole batch.
         """
         with self._errors("write"), self._transaction() as conn:
             existing = self._existing(conn, [(kind, id) for kind, id, _ in rows])
@@ -352,6 +355,9 @@ class SqlDirectory:
                 )
             if candidates:
                 cur.executemany(self._sql(_INSERT_CANDIDATES), candidates)
+            for statement, values in more:
+                if values:
+                    cur.executemany(statement, values)
 
     def _existing(self, conn: Any, keys: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
         found: list[tuple[str, str]] = []
@@ -359,17 +365,25 @@ class SqlDirectory:
         for kind, id in keys:
             by_kind.setdefault(kind, []).append(id)
         for kind, ids in by_kind.items():
-            for k in range(0, len(ids), _CHUNK):
-                chunk = ids[k : k + _CHUNK]
-                marks = ", ".join([self._p] * len(chunk))
-                where = f"kind = {self._p} AND id IN ({marks})"
-                query = f"SELECT id FROM directory_entries WHERE {where}"  # noqa: S608 - placeholders
-                rows = conn.execute(
-                    query,
-                    (kind, *chunk),
-                ).fetchall()
-                found += [(kind, row[0]) for row in rows]
+            for query, params in self._id_lists("SELECT id FROM directory_entries", kind, ids):
+                found += [(kind, row[0]) for row in conn.execute(query, params).fetchall()]
         return found
+
+    def _id_lists(
+        self, select: str, kind: str, ids: list[str]
+    ) -> Iterator[tuple[str, tuple[Any, ...]]]:
+        """``select`` restricted to ``kind`` and ``ids``, with its parameters: on PostgreSQL
+        one query, the ids as one array (``= ANY``: one round trip however many); on SQLite
+        one per ``_CHUNK`` ids (its bound-parameter limit); none for no ids."""
+        if not ids:
+            return
+        if not self._sqlite:
+            yield f"{select} WHERE kind = %s AND id = ANY(%s)", (kind, ids)
+            return
+        for k in range(0, len(ids), _CHUNK):
+            chunk = ids[k : k + _CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            yield f"{select} WHERE kind = ? AND id IN ({marks})", (kind, *chunk)
 
     def _forget(self, conn: Any, keys: Sequence[tuple[str, str]]) -> None:
         cur = conn.cursor()
@@ -591,19 +605,14 @@ class SqlDirectory:
         return int(row[0])
 
     def get_many(self, kind: type[E], ids: Iterable[str]) -> dict[str, E]:
-        """The entries of ``kind`` among ``ids`` that exist, by id: one query per 500 ids
-        (what matching reads), not one per id."""
+        """The entries of ``kind`` among ``ids`` that exist, by id: one query (on SQLite
+        one per 500 ids; what matching reads), not one per id."""
         wanted = list(dict.fromkeys(ids))
         found: dict[str, E] = {}
         with self._errors("read"):
-            for k in range(0, len(wanted), _CHUNK):
-                chunk = wanted[k : k + _CHUNK]
-                marks = ", ".join([self._p] * len(chunk))
-                query = (
-                    "SELECT id, data FROM directory_entries "  # noqa: S608 - placeholders
-                    f"WHERE kind = {self._p} AND id IN ({marks})"
-                )
-                for id, data in self._conn.execute(query, (kind.KIND, *chunk)).fetchall():
+            lists = self._id_lists("SELECT id, data FROM directory_entries", kind.KIND, wanted)
+            for query, params in lists:
+                for id, data in self._conn.execute(query, params).fetchall():
                     found[id] = cast(E, self._decoded(kind.KIND, data))
         return found
 
