@@ -23,13 +23,17 @@ def load_bench() -> ModuleType:
 
 
 def test_every_part_runs_and_prints_its_row(capsys: pytest.CaptureFixture[str]) -> None:
-    """NPPES (both paths compared row for row), match in memory and SQLite (the subject
-    ranks what the baseline ranks) and FHIR find + book each print their row."""
+    """NPPES (both paths compared row for row), match in memory, SQLite and PostgreSQL
+    (each stored result checked equal to memory's) and FHIR find + book each print their
+    row."""
     bench = load_bench()
     assert bench.main([*TINY, "--quick"]) == 0
     out = capsys.readouterr().out
-    for part in ("NPPES → SQLite", "match (memory)", "match (sqlite)", "FHIR find + book"):
+    parts = ("NPPES → SQLite", "match (memory)", "match (sqlite)", "FHIR find + book")
+    for part in parts:
         assert f"| {part} |" in out
+    assert "| match (postgres) |" in out or "PostgreSQL not measured" in out
+    assert "paired with memory: ratio" in out
     assert "load " in out
 
 
@@ -42,6 +46,19 @@ def test_check_fails_on_a_missed_target(
     assert bench.main(["--only", "fhir", "--quick", "--check"]) == 1
     assert bench.main(["--only", "fhir", "--quick"]) == 0
     assert "**no**" in capsys.readouterr().out
+
+
+def test_check_fails_on_a_missed_match_target(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The p95 target holds for every directory, stored ones too: missed, ``--check``
+    exits 1."""
+    bench = load_bench()
+    monkeypatch.setitem(bench.TARGETS, "match_p95_ms", 0.0)
+    assert bench.main(["--only", "match", *TINY, "--postgres", "", "--check"]) == 1
+    out = capsys.readouterr().out
+    assert "| match (sqlite) |" in out
+    assert "| match (postgres) |" not in out
 
 
 def test_the_two_nppes_paths_are_compared(tmp_path: Path) -> None:

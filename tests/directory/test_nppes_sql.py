@@ -119,6 +119,9 @@ def tables(conn: Any) -> dict[str, list[tuple[Any, ...]]]:
             "SELECT kind, network, id, source FROM directory_networks "
             "ORDER BY kind, network, id, source"
         ).fetchall(),
+        "candidates": conn.execute(
+            "SELECT * FROM directory_candidates ORDER BY kind, code, id"
+        ).fetchall(),
     }
 
 

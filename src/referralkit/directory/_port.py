@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from ..errors import ReferralKitError
 from ._model import Entry, HealthcareService, PractitionerRole
 
-__all__ = ["Directory", "DirectoryError", "Matchable"]
+__all__ = ["Directory", "DirectoryError", "MatchRow", "Matchable"]
 
 E = TypeVar("E", bound=Entry)
 Matchable = PractitionerRole | HealthcareService
@@ -18,6 +18,59 @@ M = TypeVar("M", PractitionerRole, HealthcareService)
 
 class DirectoryError(ReferralKitError):
     """A directory could not be read or written (its backend failed)."""
+
+
+class MatchRow(NamedTuple):
+    """What matching reads of an active practitioner role or healthcare service, without
+    the entry itself: what a stored directory's ``screen`` returns (read from its
+    ``directory_candidates`` table, not decoded from the entry's JSON).
+
+    The fields are those of the entry (``practitioner_id`` is None for a service) plus
+    ``kind`` and ``reference`` (``Kind/id``). Matching screens, ranks and explains from
+    these alone; a directory without ``screen`` gives it the entries, which have the same
+    attributes. A tuple: one is made per candidate of a match, and tuples are cheap.
+
+    >>> from referralkit.directory import PractitionerRole
+    >>> row = MatchRow.of(PractitionerRole("r1", specialties=("207RC0000X",)))
+    >>> row.reference, row.languages, row.accepting_new_patients
+    ('PractitionerRole/r1', (), None)
+    >>> row
+    MatchRow('PractitionerRole/r1')
+    """
+
+    kind: str
+    id: str
+    reference: str
+    practitioner_id: str | None
+    organization_id: str | None
+    name: str | None
+    specialties: tuple[str, ...]
+    languages: tuple[str, ...]
+    location_ids: tuple[str, ...]
+    accepting_new_patients: bool | None
+    telehealth: bool
+    interpreter_available: bool
+
+    @classmethod
+    def of(cls, entry: Matchable) -> MatchRow:
+        """The row of an entry (what the stored directory gives for it)."""
+        return cls(
+            entry.KIND,
+            entry.id,
+            entry.reference,
+            getattr(entry, "practitioner_id", None),
+            entry.organization_id,
+            entry.name,
+            entry.specialties,
+            entry.languages,
+            entry.location_ids,
+            entry.accepting_new_patients,
+            entry.telehealth,
+            entry.interpreter_available,
+        )
+
+    def __repr__(self) -> str:  # the reference only: a role's name may be a person's
+        return f"MatchRow({self.reference!r})"
 
 
 @runtime_checkable

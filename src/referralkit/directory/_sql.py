@@ -1,26 +1,34 @@
 """The directory in SQL tables: SQLite (stdlib ``sqlite3``) or PostgreSQL (psycopg 3).
 
-Three tables, created by :meth:`SqlDirectory.ensure_schema` (idempotent):
+Four tables, created by :meth:`SqlDirectory.ensure_schema` (idempotent):
 
 - ``directory_entries (kind, id, data)``: every entry as compact JSON (``_codec``);
 - ``directory_specialties (kind, code, id)``: the NUCC codes of roles and services;
 - ``directory_networks (kind, network, id, source)``: network membership of roles and
   services; ``source`` is the entry that put it there (the entry itself, or an
-  OrganizationAffiliation for the services it lists), so replacing that entry removes it.
+  OrganizationAffiliation for the services it lists), so replacing that entry removes it;
+- ``directory_candidates (kind, id, active, ...)``: one row per role and service with what
+  matching screens on (active, languages, new patients, telehealth, interpreter, locations,
+  practitioner, organisation, name, codes), so that :meth:`~SqlDirectory.count_found` counts
+  on it and :meth:`~SqlDirectory.screen` reads it without decoding any entry. A directory
+  made before this table existed gets it filled from its entries by ``ensure_schema``.
 
-:meth:`~SqlDirectory.find` is two index lookups joined to the entries, never a scan. Writes
-happen in one transaction per :meth:`~SqlDirectory.add` call. Driver errors become
+:meth:`~SqlDirectory.find` is index lookups joined to the entries, never a scan: the
+specialty index selects, the network index is probed per candidate. Writes happen in one
+transaction per :meth:`~SqlDirectory.add` call. Driver errors become
 :class:`~referralkit.directory.DirectoryError` with the driver's class name and SQL state, not
 its message.
 
-The SQLite and PostgreSQL referral stores create these tables in their schema version 3, so
-the directory lives in the referral database: ``open_directory(url)`` with the store's URL
-opens it (``ensure_schema`` then finds the tables there). On a connection of your own, call
-``ensure_schema()``.
+The SQLite and PostgreSQL referral stores create the first three tables in their schema
+version 3, so the directory lives in the referral database: ``open_directory(url)`` with the
+store's URL opens it (``ensure_schema`` then finds the tables there and adds the fourth). On a
+connection of your own, call ``ensure_schema()``.
 """
 
 from __future__ import annotations
 
+import json
+import operator
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -31,15 +39,112 @@ from ..errors import ValidationError
 from ..storage._directory import DIRECTORY_TABLES
 from ._codec import decode, encode
 from ._model import Entry, HealthcareService, OrganizationAffiliation, PractitionerRole
-from ._port import DirectoryError, E, M
+from ._port import DirectoryError, E, M, Matchable, MatchRow
 from .memory import MemoryDirectory
 
 __all__ = ["SqlDirectory", "open_directory"]
 
 
 _SCHEMA = DIRECTORY_TABLES
+_CANDIDATES = """CREATE TABLE IF NOT EXISTS directory_candidates (
+    kind TEXT NOT NULL, code TEXT NOT NULL, id TEXT{collate} NOT NULL, coded INTEGER NOT NULL,
+    active INTEGER NOT NULL, networks TEXT NOT NULL,
+    practitioner_id TEXT, organization_id TEXT, name TEXT,
+    specialties TEXT NOT NULL, languages TEXT NOT NULL, location_ids TEXT NOT NULL,
+    accepting INTEGER, telehealth INTEGER NOT NULL, interpreter INTEGER NOT NULL,
+    PRIMARY KEY (kind, code, id)){rowid}"""
+"""What matching screens on: one row per role or service and specialty code (``''`` for one
+with no code), so that a specialty's candidates are one range of the primary key, read in
+order without a lookup per candidate (on SQLite the rows live in that key: WITHOUT ROWID).
+``coded`` is how many codes the entry holds: of an entry holding several of the codes asked
+for, only the row of the smallest is read (see ``_selection``).
+``networks`` are the entry's own, between separators (``\\x1fnet-a\\x1fnet-b\\x1f``), tested
+with ``instr``/``strpos``; a service's networks from affiliations are probed in
+``directory_networks``. Ids in code-point order on PostgreSQL too, as in the store's tables.
+Tuples are :func:`_joined` text."""
+_COLUMNS = (
+    "kind, code, id, coded, active, networks, practitioner_id, organization_id, name, specialties, "
+    "languages, location_ids, accepting, telehealth, interpreter"
+)
+_MARKS = ", ".join(["?"] * 15)
+_INSERT_CANDIDATES = f"INSERT INTO directory_candidates ({_COLUMNS}) VALUES ({_MARKS})"  # noqa: S608
+_SEP = "\x1f"  # the ASCII unit separator, between the items of a tuple
+_JSON = "\x1e"  # the ASCII record separator, before a tuple stored as JSON (see _joined)
+_PROBE = _JSON  # the ``networks`` of an entry whose network ids hold a separator
+_first = operator.itemgetter(0)
+_SCREEN = (
+    "c.id, c.practitioner_id, c.organization_id, c.name, c.specialties, c.languages, "
+    "c.location_ids, c.accepting, c.telehealth, c.interpreter"
+)
+"""The columns a :class:`MatchRow` is made of (with the kind)."""
+_MATCHED = frozenset({"PractitionerRole", "HealthcareService"})
 _CHUNK = 500  # ids per IN (...) list: well under SQLite's 32,766 bound parameters
 _CACHED = 50_000  # decoded entries kept (about 40 MB at most for NPPES-sized entries)
+_FILL = 2_000  # entries decoded per batch when filling the candidates of an older directory
+
+CandidateRow = tuple[
+    str,
+    str,
+    str,
+    int,
+    int,
+    str,
+    "str | None",
+    "str | None",
+    "str | None",
+    str,
+    str,
+    str,
+    "int | None",
+    int,
+    int,
+]
+
+
+def _joined(items: tuple[str, ...]) -> str:
+    """A tuple as text: its items joined by the unit separator; as JSON after the record
+    separator when an item holds either separator or the tuple is one empty string (both
+    rare: codes, ids and language tags hold neither)."""
+    if items == ("",) or any(_SEP in i or _JSON in i for i in items):
+        return _JSON + json.dumps(list(items))
+    return _SEP.join(items)
+
+
+def _split(text: str) -> tuple[str, ...]:
+    """The tuple :func:`_joined` stored as ``text``."""
+    if not text:
+        return ()
+    if text[0] == _JSON:
+        return tuple(json.loads(text[1:]))
+    return tuple(text.split(_SEP))
+
+
+def _networks(ids: tuple[str, ...]) -> str:
+    if any(_SEP in n or _JSON in n for n in ids):
+        return _PROBE
+    return f"{_SEP}{_SEP.join(ids)}{_SEP}" if ids else ""
+
+
+def candidate_rows(entry: Matchable) -> list[CandidateRow]:
+    """The ``directory_candidates`` rows of a role or service: one per code."""
+    accepting = entry.accepting_new_patients
+    codes = tuple(dict.fromkeys(entry.specialties))
+    rest = (
+        entry.id,
+        len(codes),
+        int(entry.active),
+        _networks(entry.network_ids),
+        getattr(entry, "practitioner_id", None),
+        entry.organization_id,
+        entry.name,
+        _joined(entry.specialties),
+        _joined(entry.languages),
+        _joined(entry.location_ids),
+        None if accepting is None else int(accepting),
+        int(entry.telehealth),
+        int(entry.interpreter_available),
+    )
+    return [(entry.KIND, code, *rest) for code in codes or ("",)]
 
 
 class SqlDirectory:
@@ -136,10 +241,46 @@ class SqlDirectory:
                 yield self._conn
 
     def ensure_schema(self) -> None:
-        """Create the directory's tables and indexes where they do not exist."""
+        """Create the directory's tables and indexes where they do not exist; when the
+        ``directory_candidates`` table is new (a directory made by an earlier version), fill
+        it from the roles and services stored, in the same transaction."""
         with self._errors("schema"), self._transaction() as conn:
             for statement in _SCHEMA:
                 conn.execute(statement)
+            if not self._has_candidates(conn):
+                conn.execute(
+                    _CANDIDATES.format(collate="", rowid=" WITHOUT ROWID")
+                    if self._sqlite
+                    else _CANDIDATES.format(collate=' COLLATE "C"', rowid="")
+                )
+                self._fill_candidates(conn)
+
+    def _has_candidates(self, conn: Any) -> bool:
+        if self._sqlite:
+            query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+            return conn.execute(query, ("directory_candidates",)).fetchone() is not None
+        row = conn.execute("SELECT to_regclass(%s)", ("directory_candidates",)).fetchone()
+        return row[0] is not None
+
+    def _fill_candidates(self, conn: Any) -> None:
+        """The candidate rows of every stored role and service, decoded ``_FILL`` at a time
+        (read first, then written: one cursor reads while another writes)."""
+        insert = self._sql(_INSERT_CANDIDATES)
+        for kind in ("PractitionerRole", "HealthcareService"):
+            last = ""
+            while True:
+                rows = conn.execute(
+                    self._sql(
+                        "SELECT id, data FROM directory_entries WHERE kind = ? AND id > ? "
+                        "ORDER BY id LIMIT ?"
+                    ),
+                    (kind, last, _FILL),
+                ).fetchall()
+                if not rows:
+                    break
+                last = rows[-1][0]
+                entries = [cast(Matchable, decode(kind, data)) for _, data in rows]
+                conn.cursor().executemany(insert, [r for e in entries for r in candidate_rows(e)])
 
     # ------------------------------------------------------------------ writes
 
@@ -152,8 +293,10 @@ class SqlDirectory:
         rows = [(e.KIND, e.id, encode(e)) for e in unique]
         specialties: list[tuple[str, str, str]] = []
         networks: list[tuple[str, str, str, str]] = []
+        candidates: list[CandidateRow] = []
         for e in unique:
             if isinstance(e, PractitionerRole | HealthcareService):
+                candidates += candidate_rows(e)
                 specialties += [(e.KIND, code, e.id) for code in dict.fromkeys(e.specialties)]
                 source = f"{e.KIND}/{e.id}"
                 networks += [(e.KIND, n, e.id, source) for n in dict.fromkeys(e.network_ids)]
@@ -164,7 +307,7 @@ class SqlDirectory:
                     for n in dict.fromkeys(e.network_ids)
                     for s in dict.fromkeys(e.healthcare_service_ids)
                 ]
-        self._write_rows(rows, specialties, networks)
+        self._write_rows(rows, specialties, networks, candidates)
         return len(batch)
 
     def _write_rows(
@@ -172,6 +315,8 @@ class SqlDirectory:
         rows: Sequence[tuple[str, str, str]],
         specialties: Sequence[tuple[str, str, str]] = (),
         networks: Sequence[tuple[str, str, str, str]] = (),
+        candidates: Sequence[CandidateRow] = (),
+        more: Sequence[tuple[str, Sequence[tuple[Any, ...]]]] = (),
     ) -> None:
         """Write encoded entries and their index rows in one transaction, replacing the
         entries with the same kind and id (and their index rows), as :meth:`add` does.
@@ -179,8 +324,11 @@ class SqlDirectory:
         For bulk loaders that check every value themselves and encode as ``_codec`` does
         (:func:`~referralkit.directory.load_nppes`): ``rows`` are ``(kind, id, data)``,
         unique by kind and id; ``specialties`` ``(kind, code, id)``; ``networks``
-        ``(kind, network, id, source)``. One prepared statement per table, executed over the
-        whole batch.
+        ``(kind, network, id, source)``; ``candidates`` the :func:`candidate_rows` of every
+        role and service among ``rows`` (what matching screens on); ``more`` further
+        ``(statement, rows)`` in the connection's own placeholder style, executed last (a
+        loader's candidate rows with their constant columns in the statement). One prepared
+        statement per table, executed over the whole batch.
         """
         with self._errors("write"), self._transaction() as conn:
             existing = self._existing(conn, [(kind, id) for kind, id, _ in rows])
@@ -205,6 +353,11 @@ class SqlDirectory:
                     ),
                     networks,
                 )
+            if candidates:
+                cur.executemany(self._sql(_INSERT_CANDIDATES), candidates)
+            for statement, values in more:
+                if values:
+                    cur.executemany(statement, values)
 
     def _existing(self, conn: Any, keys: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
         found: list[tuple[str, str]] = []
@@ -212,22 +365,44 @@ class SqlDirectory:
         for kind, id in keys:
             by_kind.setdefault(kind, []).append(id)
         for kind, ids in by_kind.items():
-            for k in range(0, len(ids), _CHUNK):
-                chunk = ids[k : k + _CHUNK]
-                marks = ", ".join([self._p] * len(chunk))
-                where = f"kind = {self._p} AND id IN ({marks})"
-                query = f"SELECT id FROM directory_entries WHERE {where}"  # noqa: S608 - placeholders
-                rows = conn.execute(
-                    query,
-                    (kind, *chunk),
-                ).fetchall()
-                found += [(kind, row[0]) for row in rows]
+            for query, params in self._id_lists("SELECT id FROM directory_entries", kind, ids):
+                found += [(kind, row[0]) for row in conn.execute(query, params).fetchall()]
         return found
+
+    def _id_lists(
+        self, select: str, kind: str, ids: list[str]
+    ) -> Iterator[tuple[str, tuple[Any, ...]]]:
+        """``select`` restricted to ``kind`` and ``ids``, with its parameters: on PostgreSQL
+        one query, the ids as one array (``= ANY``: one round trip however many); on SQLite
+        one per ``_CHUNK`` ids (its bound-parameter limit); none for no ids."""
+        if not ids:
+            return
+        if not self._sqlite:
+            yield f"{select} WHERE kind = %s AND id = ANY(%s)", (kind, ids)
+            return
+        for k in range(0, len(ids), _CHUNK):
+            chunk = ids[k : k + _CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            yield f"{select} WHERE kind = ? AND id IN ({marks})", (kind, *chunk)
 
     def _forget(self, conn: Any, keys: Sequence[tuple[str, str]]) -> None:
         cur = conn.cursor()
         sql = self._sql
         cur.executemany(sql("DELETE FROM directory_entries WHERE kind = ? AND id = ?"), keys)
+        matched = [(kind, kind, id, id) for kind, id in keys if kind in _MATCHED]
+        if matched:
+            # by the primary key: the entry's codes are its rows in directory_specialties
+            # (before they go), '' when it has none; no second index to keep on every write
+            # (SQLite's planner, without statistics, would rather scan the kind's codes)
+            hint = " INDEXED BY directory_specialties_entry" if self._sqlite else ""
+            cur.executemany(
+                sql(
+                    "DELETE FROM directory_candidates WHERE kind = ? AND code IN "  # noqa: S608
+                    f"(SELECT s.code FROM directory_specialties s{hint} "
+                    "WHERE s.kind = ? AND s.id = ? UNION ALL SELECT '') AND id = ?"
+                ),
+                matched,
+            )
         cur.executemany(sql("DELETE FROM directory_specialties WHERE kind = ? AND id = ?"), keys)
         cur.executemany(
             sql("DELETE FROM directory_networks WHERE source = ?"),
@@ -249,33 +424,76 @@ class SqlDirectory:
         kind: str,
         specialties: Iterable[str] | None,
         networks: Iterable[str] | None,
-    ) -> tuple[str, list[str]] | None:
-        """The condition and parameters selecting ``kind`` by the indexes; None when it can
-        match nothing. Only placeholders and fixed conditions are formatted into it."""
-        p = self._p
-        where = [f"e.kind = {p}"]
-        params: list[str] = [kind]
-        if specialties is not None:
-            codes: list[str] = list(dict.fromkeys(specialties))
-            if not codes:
-                return None
-            marks = ", ".join([p] * len(codes))
-            where.append(
-                f"e.id IN (SELECT id FROM directory_specialties WHERE kind = {p} "  # noqa: S608
-                f"AND code IN ({marks}))"
-            )
-            params += [kind, *codes]
+    ) -> tuple[str, list[Any]] | None:
+        """The condition on ``directory_candidates c`` and its parameters selecting the
+        active entries of ``kind``, one row each; None when it can match nothing. Only
+        placeholders and fixed conditions are formatted into it."""
+        selection = self._selection(kind, specialties)
+        if selection is None:
+            return None
+        where, params = selection
         if networks is not None:
-            wanted: list[str] = list(dict.fromkeys(networks))
-            if not wanted:
+            test = self._network_test(kind, networks)
+            if test is None:
                 return None
-            marks = ", ".join([p] * len(wanted))
+            where = f"{where} AND {test[0]}"
+            params = [*params, *test[1]]
+        return where, params
+
+    def _selection(
+        self, kind: str, specialties: Iterable[str] | None
+    ) -> tuple[str, list[Any]] | None:
+        """The active entries of ``kind`` with one of ``specialties``: a range of the
+        primary key per code, and of an entry holding several of them the row of the
+        smallest only (probed only for entries with several codes: no DISTINCT, which,
+        measured, cost seven times the scan)."""
+        p = self._p
+        where = [f"c.kind = {p}", "c.active = 1"]
+        params: list[Any] = [kind]
+        if specialties is None:
             where.append(
-                f"e.id IN (SELECT id FROM directory_networks WHERE kind = {p} "  # noqa: S608
-                f"AND network IN ({marks}))"
+                "(c.coded <= 1 OR NOT EXISTS (SELECT 1 FROM directory_candidates o "
+                "WHERE o.kind = c.kind AND o.id = c.id AND o.code < c.code))"
             )
-            params += [kind, *wanted]
-        return " AND ".join(where), params
+            return " AND ".join(where), params
+        codes: list[str] = list(dict.fromkeys(specialties))
+        if not codes:
+            return None
+        marks = ", ".join([p] * len(codes))
+        where.append(f"c.code IN ({marks})")
+        if "" in codes:  # '' is also the code of the row of an entry without any
+            where.append("c.coded > 0")
+        where.append(
+            "(c.coded <= 1 OR NOT EXISTS (SELECT 1 FROM directory_candidates o "  # noqa: S608
+            f"WHERE o.kind = c.kind AND o.id = c.id AND o.code IN ({marks}) "
+            "AND o.code < c.code))"
+        )
+        return " AND ".join(where), [*params, *codes, *codes]
+
+    def _network_test(self, kind: str, networks: Iterable[str]) -> tuple[str, list[Any]] | None:
+        """Whether the row's entry is in one of ``networks``: tested on the row (the
+        entry's own networks), and probed in ``directory_networks`` only for services
+        (affiliations) and entries with odd network ids (measured: selecting through
+        ``directory_networks`` cost most of a query over 100,000 roles)."""
+        p = self._p
+        wanted: list[str] = list(dict.fromkeys(networks))
+        if not wanted:
+            return None
+        has = "instr(c.networks, {}) > 0" if self._sqlite else "strpos(c.networks, {}) > 0"
+        simple = [n for n in wanted if _SEP not in n and _JSON not in n]
+        tests = [has.format(p) for _ in simple]
+        params: list[Any] = [f"{_SEP}{n}{_SEP}" for n in simple]
+        probe = (
+            f"EXISTS (SELECT 1 FROM directory_networks n WHERE n.kind = {p} "  # noqa: S608
+            f"AND n.network IN ({', '.join([p] * len(wanted))}) AND n.id = c.id)"
+        )
+        if kind == HealthcareService.KIND:
+            tests.append(probe)
+        else:
+            tests.append(f"(c.networks = {p} AND {probe})")
+            params.append(_PROBE)
+        params += [kind, *wanted]
+        return f"({' OR '.join(tests)})", params
 
     def find(
         self,
@@ -287,13 +505,86 @@ class SqlDirectory:
         selection = self._where(kind.KIND, specialties, networks)
         if selection is None:
             return []
-        condition, params = selection
-        query = f"SELECT data FROM directory_entries e WHERE {condition} ORDER BY e.id"  # noqa: S608
+        condition: str = selection[0]
+        wanted: list[Any] = selection[1]
+        query = (
+            f"SELECT e.data FROM directory_entries e WHERE e.kind = {self._p} AND e.id IN "  # noqa: S608
+            f"(SELECT c.id FROM directory_candidates c WHERE {condition}) ORDER BY e.id"
+        )
         with self._errors("read"):
-            rows = self._conn.execute(query, params).fetchall()
+            rows = self._conn.execute(query, [kind.KIND, *wanted]).fetchall()
         read = self._decoded
         found = (cast(M, read(kind.KIND, row[0])) for row in rows)
         return [entry for entry in found if entry.active]
+
+    def screen(
+        self,
+        kind: type[M],
+        *,
+        specialties: Iterable[str] | None = None,
+        networks: Iterable[str] | None = None,
+    ) -> list[MatchRow]:
+        """What :meth:`find` finds, as :class:`~referralkit.directory.MatchRow` values
+        read from ``directory_candidates``, without reading or decoding an entry (what
+        matching screens on; measured, decoding the entries was most of a match). In id
+        order."""
+        selection = self._where(kind.KIND, specialties, networks)
+        if selection is None:
+            return []
+        condition, params = selection
+        query = f"SELECT {_SCREEN} FROM directory_candidates c WHERE {condition}"  # noqa: S608
+        with self._errors("read"):
+            rows = self._conn.execute(query, params).fetchall()
+        rows = list({row[0]: row for row in rows}.values())  # an entry holding two codes
+        rows.sort(key=_first)
+        return self._rows(kind.KIND, rows)
+
+    def _rows(self, name: str, rows: list[Any]) -> list[MatchRow]:
+        """Screen rows (:data:`_SCREEN` columns, one per entry) as :class:`MatchRow`
+        values, in id order."""
+        rows.sort(key=_first)
+        split = _split
+        sep = _SEP
+        new = tuple.__new__
+        # _split inlined for the common case (plain items): one of these is made per
+        # candidate of every match
+        return [
+            new(
+                MatchRow,
+                (
+                    name,
+                    id,
+                    f"{name}/{id}",
+                    person,
+                    org,
+                    label,
+                    (tuple(codes.split(sep)) if codes[0] != _JSON else split(codes))
+                    if codes
+                    else (),
+                    (tuple(spoken.split(sep)) if spoken[0] != _JSON else split(spoken))
+                    if spoken
+                    else (),
+                    (tuple(places.split(sep)) if places[0] != _JSON else split(places))
+                    if places
+                    else (),
+                    None if accepting is None else accepting == 1,
+                    telehealth == 1,
+                    interpreter == 1,
+                ),
+            )
+            for (
+                id,
+                person,
+                org,
+                label,
+                codes,
+                spoken,
+                places,
+                accepting,
+                telehealth,
+                interpreter,
+            ) in rows
+        ]
 
     def count_found(
         self,
@@ -302,36 +593,26 @@ class SqlDirectory:
         specialties: Iterable[str] | None = None,
         networks: Iterable[str] | None = None,
     ) -> int:
-        """``len(find(kind, ...))``, counted by the database without reading the entries."""
+        """``len(find(kind, ...))``, counted by the database on ``directory_candidates``,
+        without reading the entries."""
         selection = self._where(kind.KIND, specialties, networks)
         if selection is None:
             return 0
         condition, params = selection
-        params.append('%"active":false}')
-        # an inactive entry is the only one whose JSON ends with "active":false (``active``
-        # is the last field of roles and services, and ``encode`` writes it only when false)
-        query = (
-            f"SELECT count(*) FROM directory_entries e WHERE {condition} "  # noqa: S608
-            f"AND e.data NOT LIKE {self._p}"
-        )
+        query = f"SELECT count(*) FROM directory_candidates c WHERE {condition}"  # noqa: S608
         with self._errors("read"):
             row = self._conn.execute(query, params).fetchone()
         return int(row[0])
 
     def get_many(self, kind: type[E], ids: Iterable[str]) -> dict[str, E]:
-        """The entries of ``kind`` among ``ids`` that exist, by id: one query per 500 ids
-        (what matching reads), not one per id."""
+        """The entries of ``kind`` among ``ids`` that exist, by id: one query (on SQLite
+        one per 500 ids; what matching reads), not one per id."""
         wanted = list(dict.fromkeys(ids))
         found: dict[str, E] = {}
         with self._errors("read"):
-            for k in range(0, len(wanted), _CHUNK):
-                chunk = wanted[k : k + _CHUNK]
-                marks = ", ".join([self._p] * len(chunk))
-                query = (
-                    "SELECT id, data FROM directory_entries "  # noqa: S608 - placeholders
-                    f"WHERE kind = {self._p} AND id IN ({marks})"
-                )
-                for id, data in self._conn.execute(query, (kind.KIND, *chunk)).fetchall():
+            lists = self._id_lists("SELECT id, data FROM directory_entries", kind.KIND, wanted)
+            for query, params in lists:
+                for id, data in self._conn.execute(query, params).fetchall():
                     found[id] = cast(E, self._decoded(kind.KIND, data))
         return found
 

@@ -66,7 +66,7 @@ from ._model import (
     PractitionerRole,
     language_matches,
 )
-from ._port import Directory, M, Matchable
+from ._port import Directory, M, Matchable, MatchRow
 from .taxonomy import SPECIALTIES, Taxonomy, default_taxonomy
 
 __all__ = [
@@ -82,6 +82,8 @@ __all__ = [
 ]
 
 E = TypeVar("E", bound=Entry)
+_Entry = Matchable | MatchRow
+"""A candidate as matching reads it: the entry, or its :class:`MatchRow` (same attributes)."""
 
 
 def _windows() -> Mapping[Priority, dt.timedelta]:
@@ -321,7 +323,7 @@ def _get_many(directory: Directory, kind: type[E], ids: Iterable[str]) -> dict[s
 
 @attrs.define
 class _Scored:
-    entry: Matchable
+    entry: _Entry
     person: Practitioner | None
     static: float
     network: NetworkStatus
@@ -443,9 +445,9 @@ def match(
         # the network index answers: only the coverage's networks are read; the others of
         # the specialty are counted (measured: reading and excluding them cost 4/5 of a
         # match over 100,000 roles)
-        found: list[Matchable] = [
-            *directory.find(PractitionerRole, specialties=codes, networks=networks),
-            *directory.find(HealthcareService, specialties=codes, networks=networks),
+        found: list[_Entry] = [
+            *_find(directory, PractitionerRole, codes, networks),
+            *_find(directory, HealthcareService, codes, networks),
         ]
         considered = _count(directory, PractitionerRole, codes) + _count(
             directory, HealthcareService, codes
@@ -456,23 +458,19 @@ def match(
         checked = False
     else:
         found = [
-            *directory.find(PractitionerRole, specialties=codes),
-            *directory.find(HealthcareService, specialties=codes),
+            *_find(directory, PractitionerRole, codes, None),
+            *_find(directory, HealthcareService, codes, None),
         ]
         considered = len(found)
         if networks:
             in_network = frozenset(
-                e.reference
-                for e in directory.find(PractitionerRole, specialties=codes, networks=networks)
-            ) | frozenset(
-                e.reference
-                for e in directory.find(HealthcareService, specialties=codes, networks=networks)
-            )
+                e.reference for e in _find(directory, PractitionerRole, codes, networks)
+            ) | frozenset(e.reference for e in _find(directory, HealthcareService, codes, networks))
         checked = True
     people = _get_many(
         directory,
         Practitioner,
-        (e.practitioner_id for e in found if isinstance(e, PractitionerRole) and e.practitioner_id),
+        (p for e in found if (p := getattr(e, "practitioner_id", None))),
     )
     language = referral.patient.preferred_language
     places: dict[str, Location] = {}
@@ -503,7 +501,7 @@ def match(
 
     # first what the entries say themselves; then, for those whose locations can still
     # matter (new patients not stated; distance), their locations, read in one go
-    refused: list[tuple[str, Matchable, Practitioner | None]] = []
+    refused: list[tuple[str, _Entry, Practitioner | None]] = []
     screened: list[_Screened] = []
     wanted_places: list[str] = []
     speaks: dict[tuple[str, ...], bool] = {}
@@ -518,11 +516,7 @@ def match(
             if entry.reference in in_network:
                 inside.append(entry)
             else:  # the index already answered: excluded for its network, not assessed
-                person = (
-                    people.get(entry.practitioner_id or "")
-                    if isinstance(entry, PractitionerRole)
-                    else None
-                )
+                person = people.get(getattr(entry, "practitioner_id", None) or "")
                 counts["network"] += 1
                 refused.append((entry.reference, entry, person))
     screened = _screen_all(inside, people, ctx, speaks)
@@ -603,7 +597,7 @@ def _first(item: tuple[str, Any, Any]) -> str:
     return item[0]
 
 
-def _exclusion(entry: Matchable, person: Practitioner | None, ctx: _Context) -> Exclusion:
+def _exclusion(entry: _Entry, person: Practitioner | None, ctx: _Context) -> Exclusion:
     """An excluded candidate with every reason (assessed again: only the listed few are)."""
     if (
         ctx.network_checked
@@ -619,6 +613,19 @@ def _exclusion(entry: Matchable, person: Practitioner | None, ctx: _Context) -> 
     return Exclusion(entry.reference, _name(entry, person, ctx.organizations), outcome[1])
 
 
+def _find(
+    directory: Directory, kind: type[M], codes: frozenset[str], networks: frozenset[str] | None
+) -> list[M] | list[MatchRow]:
+    """The active candidates of ``kind`` with one of ``codes`` (in one of ``networks``
+    unless None): the directory's ``screen`` when it has one (the SQL directory reads them
+    from an indexed table, without decoding entries), else :meth:`Directory.find`."""
+    screen = getattr(directory, "screen", None)
+    if screen is not None:
+        rows: list[MatchRow] = screen(kind, specialties=codes, networks=networks)
+        return rows
+    return directory.find(kind, specialties=codes, networks=networks)
+
+
 def _count(directory: Directory, kind: type[M], codes: frozenset[str]) -> int:
     """How many active entries of ``kind`` have one of ``codes``: the directory's
     ``count_found`` when it has one (memory and SQL do, without reading the entries), else
@@ -629,14 +636,14 @@ def _count(directory: Directory, kind: type[M], codes: frozenset[str]) -> int:
     return len(directory.find(kind, specialties=codes))
 
 
-_Screened = tuple[Matchable, Practitioner | None, float, NetworkStatus, str, list[str], bool | None]
+_Screened = tuple[_Entry, Practitioner | None, float, NetworkStatus, str, list[str], bool | None]
 """A candidate as far as its own entry tells: entry, person, the points so far, network
 status, the code it holds, the excluding factors so far, and whether new patients are stated
 (None: its locations decide). A tuple: one is made per candidate of every match."""
 
 
 def _screen_all(
-    found: list[Matchable],
+    found: Sequence[_Entry],
     people: Mapping[str, Practitioner],
     ctx: _Context,
     speaks: dict[tuple[str, ...], bool],
@@ -669,9 +676,7 @@ def _screen_all(
     out: list[_Screened] = []
     append = out.append
     for entry in found:
-        person = (
-            people.get(entry.practitioner_id or "") if isinstance(entry, PractitionerRole) else None
-        )
+        person = people.get(getattr(entry, "practitioner_id", None) or "")
         factors: list[str] = []
         points = 0.0
         specialties = entry.specialties
@@ -815,8 +820,9 @@ def _in_order(
     batch: int = 64,
 ) -> Iterator[_Pending]:
     """The candidates best first, as ``sorted`` on their exact points would give them, with
-    distances computed (and locations read, ``batch`` candidates at a time) only for those
-    that may come next: a candidate is yielded when its exact key beats every bound left."""
+    distances computed (and locations read, ``batch`` candidates at first, twice as many
+    each time after) only for those that may come next: a candidate is yielded when its
+    exact key beats every bound left."""
     heapq.heapify(bounded)
     exact: list[_Pending] = []
     places = ctx.places
@@ -825,6 +831,7 @@ def _in_order(
             yield heapq.heappop(exact)
             continue
         taken = [heapq.heappop(bounded) for _ in range(min(batch, len(bounded)))]
+        batch *= 2  # fewer reads (round trips, for a stored directory) the further it goes
         missing = [i for b in taken for i in b[2][0].location_ids if i not in places]
         if missing:
             places.update(_get_many(directory, Location, missing))
@@ -832,7 +839,7 @@ def _in_order(
             heapq.heappush(exact, _placed(b[2], b[3], ctx)[0])
 
 
-def _name(entry: Matchable, person: Practitioner | None, orgs: Mapping[str, Organization]) -> str:
+def _name(entry: _Entry, person: Practitioner | None, orgs: Mapping[str, Organization]) -> str:
     if person is not None:
         return person.name
     if entry.name:
@@ -842,7 +849,7 @@ def _name(entry: Matchable, person: Practitioner | None, orgs: Mapping[str, Orga
 
 
 def _assess(
-    entry: Matchable, person: Practitioner | None, ctx: _Context, out: _Explain
+    entry: _Entry, person: Practitioner | None, ctx: _Context, out: _Explain
 ) -> _Scored | tuple[tuple[str, ...], tuple[str, ...]]:
     """Exclude ``entry`` (the factors and every reason), or score it (reasons in ``out`` if
     explaining)."""

@@ -33,6 +33,7 @@ from ..directory import (
     HealthcareService,
     InsurancePlan,
     Location,
+    MatchRow,
     Network,
     Organization,
     OrganizationAffiliation,
@@ -302,6 +303,56 @@ class DirectoryContract:
             services = filled.find(HealthcareService, **query)
             assert counting(PractitionerRole, **query) == len(roles), query
             assert counting(HealthcareService, **query) == len(services), query
+
+    def test_screen_agrees_with_find(self, filled: Directory) -> None:
+        """Where a directory offers ``screen`` (matching reads candidates with it, else
+        with ``find``), it gives :class:`~referralkit.directory.MatchRow` values equal to
+        those of ``find``'s entries, in the same order, for every query: inactive entries,
+        affiliations' networks, entries without codes, codes, ids, networks and languages
+        holding separators, every new-patients answer."""
+        screen = getattr(filled, "screen", None)
+        if screen is None:
+            pytest.skip("this directory has no screen: matching uses find")
+        odd = "odd\x1fnet\x1e"
+        filled.add(
+            [
+                OrganizationAffiliation(
+                    "aff-2", network_ids=("net-c", odd), healthcare_service_ids=("svc-2",)
+                ),
+                HealthcareService(
+                    "svc-2", name="Clinique Saint-Éloi", specialties=(CARDIOLOGY,),
+                    accepting_new_patients=False, telehealth=True,
+                ),
+                PractitionerRole("r-9", specialties=(INTERNAL, CARDIOLOGY), network_ids=("net-a",)),
+                PractitionerRole("r-8", specialties=(CARDIOLOGY,), active=False),
+                PractitionerRole("r-7", network_ids=("net-a",), languages=("es-MX", "x\x1fy")),
+                PractitionerRole(
+                    "r-6", specialties=("c\x1ed",), network_ids=(odd, "net-e"),
+                    location_ids=("l\x1fm",), accepting_new_patients=True,
+                    interpreter_available=True,
+                ),
+                PractitionerRole("r-5", specialties=("c\x1ed", CARDIOLOGY), languages=("fr",)),
+            ]
+        )  # fmt: skip
+        queries: list[dict[str, list[str] | None]] = [
+            {},
+            {"specialties": [CARDIOLOGY]},
+            {"specialties": [CARDIOLOGY, INTERNAL, DERMATOLOGY]},
+            {"specialties": ["c\x1ed"]},
+            {"networks": ["net-a"]},
+            {"networks": ["net-c"]},
+            {"networks": [odd]},
+            {"networks": ["net-e"]},
+            {"specialties": [CARDIOLOGY], "networks": ["net-a", "net-b", "net-c"]},
+            {"specialties": [CARDIOLOGY, "c\x1ed"], "networks": [odd, "net-c"]},
+            {"specialties": [], "networks": None},
+            {"specialties": [CARDIOLOGY], "networks": []},
+        ]
+        for query in queries:
+            roles = [MatchRow.of(e) for e in filled.find(PractitionerRole, **query)]
+            assert screen(PractitionerRole, **query) == roles, query
+            services = [MatchRow.of(e) for e in filled.find(HealthcareService, **query)]
+            assert screen(HealthcareService, **query) == services, query
 
     def test_get_many(self, filled: Directory) -> None:
         """Where a directory offers ``get_many`` (matching reads locations, practitioners
