@@ -376,21 +376,10 @@ def chain_values(last: str, rows: Iterable[Sequence[Any]]) -> list[str]:
 
 
 def record_of_fields(fields: Sequence[Any]) -> AccessRecord:
-    """The record whose chain fields (:func:`record_fields`) are ``fields``."""
-    (at, actor, roles, organization, action, outcome, ids, purpose, reason, grant, flag) = fields
-    return AccessRecord(
-        at=dt.datetime.fromisoformat(at).replace(tzinfo=dt.UTC),
-        actor=actor,
-        roles=tuple(roles.split(",")) if roles else (),
-        organization=organization,
-        action=action,
-        outcome=AccessOutcome(outcome),
-        referral_ids=tuple(json.loads(ids)),
-        purpose=purpose,
-        reason=reason,
-        grant=grant,
-        flagged=bool(flag),
-    )
+    """The record whose chain fields (:func:`record_fields`) are ``fields`` (not yet stored:
+    no ``seq``, no ``chain``)."""
+    at = dt.datetime.fromisoformat(fields[0]).replace(tzinfo=dt.UTC)
+    return record_from_row((0, fields[0], *fields[1:], None), at)
 
 
 RESTORE_CLASH: Final = (

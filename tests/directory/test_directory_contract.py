@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import gc
 import sqlite3
-import sys
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
 import pytest
+from storage_support import IN_CI, POSTGRES_URL, fresh_schema, postgres_unavailable
 
 from referralkit.directory import (
     Directory,
@@ -22,12 +22,6 @@ from referralkit.directory import (
     open_directory,
 )
 from referralkit.testing.directory_contract import DirectoryContract, sample_entries
-
-STORAGE = str(Path(__file__).parents[1] / "storage")
-if STORAGE not in sys.path:
-    sys.path.insert(0, STORAGE)
-
-from storage_support import IN_CI, POSTGRES_URL, fresh_schema, postgres_unavailable  # noqa: E402
 
 
 class TestMemoryDirectory(DirectoryContract):

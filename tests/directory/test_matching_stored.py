@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import random
 import sqlite3
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from storage_support import IN_CI, POSTGRES_URL, fresh_schema, postgres_unavailable
 
 from referralkit import Coverage, PlanType, Referral
 from referralkit.directory import (
@@ -41,12 +41,6 @@ from referralkit.directory import (
 )
 from referralkit.scheduling import MemoryScheduler
 from referralkit.testing import sample_request, write_nppes
-
-STORAGE = str(Path(__file__).parents[1] / "storage")
-if STORAGE not in sys.path:
-    sys.path.insert(0, STORAGE)
-
-from storage_support import IN_CI, POSTGRES_URL, fresh_schema, postgres_unavailable  # noqa: E402
 
 NOW = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
 CARDIOLOGY, INTERVENTIONAL, INTERNAL = "207RC0000X", "207RI0011X", "207R00000X"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import sqlite3
-import sys
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from storage_support import IN_CI, POSTGRES_URL, fresh_schema, postgres_unavailable
 
 from referralkit.directory import (
     NPPES_COLUMNS,
@@ -30,12 +30,6 @@ from referralkit.directory import (
     read_nppes,
 )
 from referralkit.testing import nppes_rows
-
-STORAGE = str(Path(__file__).parents[1] / "storage")
-if STORAGE not in sys.path:
-    sys.path.insert(0, STORAGE)
-
-from storage_support import IN_CI, POSTGRES_URL, fresh_schema, postgres_unavailable  # noqa: E402
 
 COL = {name: i for i, name in enumerate(NPPES_COLUMNS)}
 PRACTICE = "Provider Business Practice Location Address"
