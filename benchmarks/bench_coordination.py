@@ -483,16 +483,17 @@ CHAIN_CHECKED_UP_TO = 200_000
 
 
 def _chained(head: list[Any], events: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """The cloned event rows with their place in the store's hash chain (``seq``, ``sealed``,
-    ``chain``) after ``head`` ``[seq, chain]`` (moved on), as the store links what it
-    appends."""
+    """The cloned event rows with their place in the store's hash chain after ``head``
+    ``[seq, chain]`` (moved on), as the store links what it appends."""
     from referralkit._redaction import Sealed
-    from referralkit.storage._chain import chain_rows
+    from referralkit.storage._chain import linked
 
-    links = chain_rows(head[0], head[1], [(*e[:6], Sealed(e[6])) for e in events])
-    if links:
-        head[:] = links[-1][0], links[-1][2]
-    return [(*e, *link) for e, link in zip(events, links, strict=True)]
+    return [
+        (*row[:6], e[6], *row[7:])
+        for row, e in zip(
+            linked(head, [(*e[:6], Sealed(e[6])) for e in events]), events, strict=True
+        )
+    ]
 
 
 def clone_sqlite(path: str, originals: int, first: int, total: int) -> None:

@@ -74,11 +74,13 @@ import attrs
 
 import referralkit as rk
 from referralkit import synth
+from referralkit.access import GENESIS
 from referralkit.events import apply_all, replay
 from referralkit.privacy import Sealed
 from referralkit.storage import Change, History, MemoryStore, Query, ReferralStore, open_store
 from referralkit.storage import sqlite as sqlite_adapter
 from referralkit.storage._base import worklist_key
+from referralkit.storage._chain import linked
 from referralkit.storage._json import _HEAD, RecordCodec, _event_context, _seal, change_sizes
 
 INTAKE_TARGET = {"SQLite": 5_000.0, "PostgreSQL": 2_000.0}
@@ -197,24 +199,32 @@ def intake_changes(count: int) -> list[Change]:
     return [(r, events, 0) for r, events in memory.export()]
 
 
+PG_EVENT_COLUMNS = "referral_id, version, idx, at, actor, type, payload, seq, sealed, chain"
+"""The columns of a chained event row (store schema 8) in PostgreSQL."""
+
+
+def event_row(e: rk.ReferralEvent, codec: RecordCodec, count: int) -> tuple[Any, ...]:
+    """An event's row as the SQL adapters write it, before its link in the chain."""
+    payload = Sealed(codec.payload_text(e, count))
+    return (e.referral_id, e.version, e.index, e.at.isoformat(), e.actor, e.type, payload)
+
+
 def driver_rows(changes: Sequence[Change], label: str) -> list[tuple[Any, list[Any]]]:
-    """The changes as the adapter's own rows (untimed): what the driver baseline inserts."""
+    """The changes as the adapter's own rows (untimed), the events linked into the hash
+    chain of a fresh store as the adapter links them: what the driver baseline inserts."""
     if label == "SQLite":
-        row, event_row = sqlite_adapter._row, sqlite_adapter._event_row
+        row = sqlite_adapter._row
     else:
         from referralkit.storage import postgres as pg
 
-        row, event_row = pg._row, pg._event_row
+        row = pg._row
     codec = RecordCodec()
+    head: list[Any] = [0, GENESIS]
     rows = []
     for referral, events, _ in changes:
         sizes = change_sizes(events)
-        rows.append(
-            (
-                row(referral, codec),
-                [event_row(e, codec, sizes[e.referral_id, e.version]) for e in events],
-            )
-        )
+        unlinked = [event_row(e, codec, sizes[e.referral_id, e.version]) for e in events]
+        rows.append((row(referral, codec), linked(head, unlinked)))
     return rows
 
 
@@ -234,7 +244,11 @@ def insert_rows(store: Any, label: str, rows: Sequence[tuple[Any, list[Any]]]) -
             def load(conn: Any, batch: Any = batch, batch_events: Any = batch_events) -> None:
                 with conn.cursor() as cursor:
                     store._copy(cursor, f"{{s}}.referrals ({pg._COLUMNS})", batch)
-                    store._copy(cursor, f"{{s}}.events ({pg._EVENT_COLUMNS})", batch_events)
+                    store._copy(
+                        cursor,
+                        f"{{s}}.events ({pg._EVENT_COLUMNS}, seq, sealed, chain)",
+                        batch_events,
+                    )
 
             store._transact("bulk load", load)
 
@@ -362,11 +376,10 @@ def million_rows(
     shapes_of: Sequence[History],
     count: int,
     row: Callable[[rk.Referral, RecordCodec], tuple[Any, ...]],
-    event_row: Callable[[rk.ReferralEvent, RecordCodec, int], tuple[Any, ...]],
     batch: int = 10_000,
 ) -> Iterator[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
-    """Referral and event rows in the adapter's own format (sealed, unencrypted), ``batch``
-    referrals at a time."""
+    """Referral and event rows in the adapter's own format (sealed, unencrypted, the events
+    linked into the store's hash chain), ``batch`` referrals at a time."""
     codec = RecordCodec()
     shapes = []
     for r, history in shapes_of:
@@ -376,6 +389,7 @@ def million_rows(
         )
     referrals: list[tuple[Any, ...]] = []
     events: list[tuple[Any, ...]] = []
+    head: list[Any] = [0, GENESIS]
     for k in range(count):
         referral_row, event_rows = shapes[k % len(shapes)]
         values = (f"r{k:07d}", f"SRC-{k:07d}", f"pat-{k % 300_000:06d}")
@@ -384,10 +398,10 @@ def million_rows(
             copy = substituted(e, values)
             events.append(resealed(copy, _event_context(*copy[:6])))
         if len(referrals) == batch:
-            yield referrals, events
+            yield referrals, linked(head, events)
             referrals, events = [], []
     if referrals:
-        yield referrals, events
+        yield referrals, linked(head, events)
 
 
 def check_sample(store: ReferralStore, count: int) -> None:
@@ -399,7 +413,7 @@ def check_sample(store: ReferralStore, count: int) -> None:
 
 
 def build_sqlite(store: Any, shapes: Sequence[History], count: int) -> None:
-    rows = million_rows(shapes, count, sqlite_adapter._row, sqlite_adapter._event_row)
+    rows = million_rows(shapes, count, sqlite_adapter._row)
     for referrals, events in rows:
         with store._write("bulk load") as conn:
             conn.executemany(sqlite_adapter._INSERT, referrals)
@@ -411,12 +425,14 @@ def build_sqlite(store: Any, shapes: Sequence[History], count: int) -> None:
 def build_postgres(store: Any, shapes: Sequence[History], count: int) -> None:
     from referralkit.storage import postgres as pg
 
-    for referrals, events in million_rows(shapes, count, pg._row, pg._event_row):
+    for referrals, events in million_rows(shapes, count, pg._row):
 
         def load(conn: Any, referrals: Any = referrals, events: Any = events) -> None:
             with conn.cursor() as cursor:
                 store._copy(cursor, f"{{s}}.referrals ({pg._COLUMNS})", referrals)
-                store._copy(cursor, f"{{s}}.events ({pg._EVENT_COLUMNS})", events)
+                store._copy(
+                    cursor, f"{{s}}.events ({pg._EVENT_COLUMNS}, seq, sealed, chain)", events
+                )
 
         store._transact("bulk load", load)
     with store._pool.connection() as conn:

@@ -82,6 +82,16 @@ def chain_rows(
     ]
 
 
+def linked(head: list[Any], rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+    """``rows`` (as :func:`chain_rows` takes them), each followed by its ``seq``, ``sealed``
+    and ``chain`` when appended after ``head`` ``[seq, chain]``, which moves on: the rows a
+    bulk writer inserts as the store would have linked them."""
+    links = chain_rows(head[0], head[1], rows)
+    if links:
+        head[:] = links[-1][0], links[-1][2]
+    return [(*row, *link) for row, link in zip(rows, links, strict=True)]
+
+
 def payload_problem(sealed: str, text: Sealed[str]) -> str | None:
     """Why the stored payload ``text`` does not match what the chain recorded (``sealed``),
     or ``None``: the same digest, or re-encrypted onto another key since."""
