@@ -173,7 +173,7 @@ class SqlDirectory:
 
     def _decoded(self, kind: str, data: str) -> Entry:
         """``decode(kind, data)``, remembered for the last ``_CACHED`` texts read by
-        :meth:`find` and :meth:`get_many` (what matching reads, again and again). Keyed by
+        ``find`` and :meth:`get_many` (what matching reads, again and again). Keyed by
         the stored text itself, so a changed row is decoded afresh, never served stale;
         entries are frozen, so sharing one is safe. Measured: decoding (JSON and the
         validators) was half the cost of a match over 100,000 roles in SQLite."""
@@ -524,7 +524,7 @@ class SqlDirectory:
         specialties: Iterable[str] | None = None,
         networks: Iterable[str] | None = None,
     ) -> list[MatchRow]:
-        """What :meth:`find` finds, as :class:`~referralkit.directory.MatchRow` values
+        """What ``find`` finds, as :class:`~referralkit.directory.MatchRow` values
         read from ``directory_candidates``, without reading or decoding an entry (what
         matching screens on; measured, decoding the entries was most of a match). In id
         order."""
