@@ -104,7 +104,7 @@ from ._base import (
     lease_end,
     prefix_range,
 )
-from ._chain import CHAIN_VERSION, chain_rows, event_fields
+from ._chain import CHAIN_VERSION, chain_rows, event_fields, linked
 from ._json import RecordCodec, change_sizes, rewrites
 from ._versions import (
     RuleVersion,
@@ -1002,11 +1002,10 @@ class PostgresStore(ReferralStore):
                 "SELECT seq, chain FROM {s}.events WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1"
             )
         ).fetchone()
-        links = chain_rows(0, GENESIS, rows) if head is None else chain_rows(head[0], head[1], rows)
         self._copy(
             cursor,
             f"{{s}}.events ({_EVENT_COLUMNS}, seq, sealed, chain)",
-            [(*row, *link) for row, link in zip(rows, links, strict=True)],
+            linked([0, GENESIS] if head is None else list(head), rows),
         )
 
     def _chained(self, conn: psycopg.Connection[Any]) -> bool:

@@ -77,7 +77,7 @@ from ._base import (
     lease_end,
     prefix_range,
 )
-from ._chain import CHAIN_VERSION, chain_rows, event_fields
+from ._chain import CHAIN_VERSION, chain_rows, event_fields, linked
 from ._directory import DIRECTORY_TABLES
 from ._files import create_private, private_replacement
 from ._json import RecordCodec, change_sizes, rewrites
@@ -341,22 +341,14 @@ def _event_rows(
             e.referral_id,
             e.version,
             e.index,
-            e.at,
+            e.at.isoformat(),
             e.actor,
             e.type,
             Sealed(codec.payload_text(e, sizes[e.referral_id, e.version])),
         )
         for e in events
     ]
-    if head is None:
-        return [(*row[:3], row[3].isoformat(), *row[4:]) for row in rows]
-    links = chain_rows(head[0], head[1], rows)
-    if links:
-        head[:] = links[-1][0], links[-1][2]
-    return [
-        (*row[:3], row[3].isoformat(), *row[4:], *link)
-        for row, link in zip(rows, links, strict=True)
-    ]
+    return rows if head is None else linked(head, rows)
 
 
 def _fill_event_chain(conn: sqlite3.Connection) -> None:
