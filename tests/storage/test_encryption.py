@@ -265,56 +265,63 @@ def _field(text: str, *path: str) -> str:
     return str(body)
 
 
+FORMAT_1 = Path(__file__).parents[1] / "data" / "snapshot-format-1"
+
+
+def format_1_store(folder: Path) -> tuple[Path, KeyRing]:
+    """A copy of the store the code before snapshot format 2 wrote
+    (``tests/data/snapshot-format-1``: ``fill(store, 3)``, one ciphertext per PHI field) and
+    its key ring."""
+    path = folder / "format-1.db"
+    shutil.copyfile(FORMAT_1 / "store.db", path)
+    return path, KeyRing.load(FORMAT_1 / "keys.json")
+
+
+def _body(text: str) -> dict[str, Any]:
+    return dict(json.loads("{" + text.split(",", 1)[1]))
+
+
+@pytest.fixture(params=["format 1", "format 2"])
+def stored(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, KeyRing]:
+    """An encrypted SQLite store holding ref-0000, ref-0001 and desk-0001 (at least), its
+    snapshots in the format named, and its ring."""
+    if request.param == "format 1":
+        return format_1_store(tmp_path)
+    ring = KeyRing.generate()
+    path = tmp_path / "e.db"
+    filled(f"sqlite:///{path}", ring, count=2)
+    return path, ring
+
+
+def _error(path: Path, ring: KeyRing, referral_id: str) -> ReferralKitError:
+    with SQLiteStore(path, keys=ring) as store:
+        with pytest.raises(StorageError) as info:
+            store.load(referral_id)
+        for found in (str(info.value), repr(info.value)):
+            assert "CANARY" not in found
+    return info.value
+
+
 class TestWrongCiphertexts:
-    @pytest.fixture
-    def path(self, tmp_path: Path, ring: KeyRing) -> Path:
-        path = tmp_path / "e.db"
-        filled(f"sqlite:///{path}", ring, count=2)
-        return path
+    """In either snapshot format."""
 
-    def _error(self, path: Path, ring: KeyRing, referral_id: str) -> ReferralKitError:
-        with SQLiteStore(path, keys=ring) as store:
-            with pytest.raises(StorageError) as info:
-                store.load(referral_id)
-            for found in (str(info.value), repr(info.value)):
-                assert "CANARY" not in found
-        return info.value
-
-    def test_a_whole_snapshot_moved_to_another_row(self, path: Path, ring: KeyRing) -> None:
+    def test_a_whole_snapshot_moved_to_another_row(self, stored: tuple[Path, KeyRing]) -> None:
+        path, ring = stored
         rows = _rows(path)
         _put(path, "ref-0001", rows["ref-0000"])
-        error = self._error(path, ring, "ref-0001")
+        error = _error(path, ring, "ref-0001")
         assert isinstance(error, CorruptRecordError)
         assert error.referral_id == "ref-0001"
 
-    def test_a_field_moved_to_another_row_even_resealed(self, path: Path, ring: KeyRing) -> None:
-        rows = _rows(path)
-        theirs = _field(rows["ref-0000"], "patient", "mrn")
-        ours = _field(rows["ref-0001"], "patient", "mrn")
-        moved = _reseal(rows["ref-0001"].replace(ours, theirs), "ref-0001")
-        _put(path, "ref-0001", moved)
-        error = self._error(path, ring, "ref-0001")
-        assert isinstance(error, CorruptRecordError)
-        assert "patient.mrn" in str(error)
+    def test_a_whole_snapshot_moved_to_another_row_and_resealed(
+        self, stored: tuple[Path, KeyRing]
+    ) -> None:
+        path, ring = stored
+        _put(path, "ref-0001", _reseal(_rows(path)["ref-0000"], "ref-0001"))
+        assert isinstance(_error(path, ring, "ref-0001"), CorruptRecordError)
 
-    def test_a_field_moved_to_another_field_even_resealed(self, path: Path, ring: KeyRing) -> None:
-        text = _rows(path)["ref-0001"]
-        mrn = _field(text, "patient", "mrn")
-        given = _field(text, "patient", "given_name")
-        moved = _reseal(text.replace(given, mrn), "ref-0001")
-        _put(path, "ref-0001", moved)
-        error = self._error(path, ring, "ref-0001")
-        assert isinstance(error, CorruptRecordError)
-        assert "patient.given_name" in str(error)
-
-    def test_a_truncated_ciphertext_even_resealed(self, path: Path, ring: KeyRing) -> None:
-        text = _rows(path)["ref-0001"]
-        mrn = _field(text, "patient", "mrn")
-        for cut in (1, 4, 17, len(mrn) - 8):
-            _put(path, "ref-0001", _reseal(text.replace(mrn, mrn[:-cut]), "ref-0001"))
-            assert isinstance(self._error(path, ring, "ref-0001"), CorruptRecordError)
-
-    def test_an_event_payload_moved(self, path: Path, ring: KeyRing) -> None:
+    def test_an_event_payload_moved(self, stored: tuple[Path, KeyRing]) -> None:
+        path, ring = stored
         with closing(sqlite3.connect(path)) as conn, conn:
             payload = conn.execute(
                 "SELECT payload FROM events WHERE referral_id = 'ref-0000' AND version = 2"
@@ -329,21 +336,186 @@ class TestWrongCiphertexts:
             with pytest.raises(CorruptRecordError, match="ref-0001"):
                 list(store.event_histories())
 
-    def test_a_wrong_key_ring(self, path: Path) -> None:
+    def test_a_wrong_key_ring(self, stored: tuple[Path, KeyRing]) -> None:
+        path, _ = stored
         with SQLiteStore(path, keys=KeyRing.generate()) as store, pytest.raises(EncryptionKeyError):
             store.load("ref-0000")
 
-    def test_a_wrong_key_under_the_right_id(self, path: Path, ring: KeyRing) -> None:
+    def test_a_wrong_key_under_the_right_id(self, stored: tuple[Path, KeyRing]) -> None:
+        path, ring = stored
         forged = KeyRing({ring.primary_id: os.urandom(32)}, ring.primary_id, os.urandom(32))
-        error = self._error(path, forged, "ref-0000")
+        error = _error(path, forged, "ref-0000")
         assert isinstance(error, CorruptRecordError)
 
-    def test_no_key_ring_at_all(self, path: Path) -> None:
+    def test_no_key_ring_at_all(self, stored: tuple[Path, KeyRing]) -> None:
+        path, _ = stored
         with SQLiteStore(path) as store:
             with pytest.raises(EncryptionKeyError, match="open the store with its key ring"):
                 store.load("ref-0000")
             with pytest.raises(EncryptionKeyError):
                 store.events("ref-0000")
+
+
+class TestWrongFieldCiphertextsFormat1:
+    """Format 1 (bytes the code before format 2 wrote): each PHI field its own ciphertext,
+    bound to its referral and field path."""
+
+    @pytest.fixture
+    def stored(self, tmp_path: Path) -> tuple[Path, KeyRing]:
+        return format_1_store(tmp_path)
+
+    def test_the_fixture_is_format_1_and_reads(self, stored: tuple[Path, KeyRing]) -> None:
+        path, ring = stored
+        text = _rows(path)["ref-0000"]
+        assert _field(text, "patient", "mrn").startswith("~e1:" + ring.primary_id + ":")
+        assert '"~v"' not in text
+        with SQLiteStore(path, keys=ring) as store:
+            assert store.load("ref-0000") == full_referral("ref-0000")
+            assert store.events("ref-0000") == history(full_referral("ref-0000"))
+
+    def test_a_field_moved_to_another_row_even_resealed(self, stored: tuple[Path, KeyRing]) -> None:
+        path, ring = stored
+        rows = _rows(path)
+        theirs = _field(rows["ref-0000"], "patient", "mrn")
+        ours = _field(rows["ref-0001"], "patient", "mrn")
+        moved = _reseal(rows["ref-0001"].replace(ours, theirs), "ref-0001")
+        _put(path, "ref-0001", moved)
+        error = _error(path, ring, "ref-0001")
+        assert isinstance(error, CorruptRecordError)
+        assert "patient.mrn" in str(error)
+
+    def test_a_field_moved_to_another_field_even_resealed(
+        self, stored: tuple[Path, KeyRing]
+    ) -> None:
+        path, ring = stored
+        text = _rows(path)["ref-0001"]
+        mrn = _field(text, "patient", "mrn")
+        given = _field(text, "patient", "given_name")
+        moved = _reseal(text.replace(given, mrn), "ref-0001")
+        _put(path, "ref-0001", moved)
+        error = _error(path, ring, "ref-0001")
+        assert isinstance(error, CorruptRecordError)
+        assert "patient.given_name" in str(error)
+
+    def test_a_truncated_ciphertext_even_resealed(self, stored: tuple[Path, KeyRing]) -> None:
+        path, ring = stored
+        text = _rows(path)["ref-0001"]
+        mrn = _field(text, "patient", "mrn")
+        for cut in (1, 4, 17, len(mrn) - 8):
+            _put(path, "ref-0001", _reseal(text.replace(mrn, mrn[:-cut]), "ref-0001"))
+            assert isinstance(_error(path, ring, "ref-0001"), CorruptRecordError)
+
+
+def _format_2_damaged(rows: dict[str, str], damage: str) -> str:
+    """ref-0001's format 2 snapshot damaged as named (resealed unless ``checksum``)."""
+    text = rows["ref-0001"]
+    body = _body(text)
+    other = _body(rows["ref-0000"])
+    if damage == "ciphertext moved":
+        body["~e"] = other["~e"]
+    elif damage == "ciphertext truncated":
+        body["~e"] = body["~e"][:-6]
+    elif damage == "ciphertext cut short":
+        body["~e"] = body["~e"][:30]
+    elif damage == "field list changed":
+        fields = body["~f"].split(",")
+        fields[1], fields[2] = fields[2], fields[1]  # patient.mrn <-> patient.given_name
+        body["~f"] = ",".join(fields)
+    elif damage == "field list shortened":
+        body["~f"] = body["~f"].rsplit(",", 1)[0]
+    elif damage == "clear part edited":
+        body["status"] = "completed" if body["status"] != "completed" else "draft"
+    elif damage == "clear part reshaped":
+        body["patient"] = [body["patient"]]
+    elif damage == "field in clear":
+        body["patient"]["pregnant"] = True
+    elif damage == "layout":
+        body = {k: v for k, v in body.items() if k != "~e"} | {"~e": body["~e"]}
+    elif damage == "not JSON":
+        return _reseal(text.split(",", 1)[0] + ',"~v":2,"~f":"x', "ref-0001")
+    elif damage == "checksum":
+        return text.replace(body["~e"], body["~e"][:-8] + "AAAAAAA=")
+    else:  # pragma: no cover - a damage the list does not name
+        raise AssertionError(damage)
+    return _reseal(
+        text.split(",", 1)[0] + "," + json.dumps(body, separators=(",", ":"))[1:], "ref-0001"
+    )
+
+
+FORMAT_2_DAMAGES = [
+    "ciphertext moved",
+    "ciphertext truncated",
+    "ciphertext cut short",
+    "field list changed",
+    "field list shortened",
+    "clear part edited",
+    "clear part reshaped",
+    "field in clear",
+    "layout",
+    "not JSON",
+    "checksum",
+]
+
+
+class TestWrongCiphertextFormat2:
+    """Format 2: one ciphertext per snapshot, bound to its referral, the record kind, the
+    list of PHI field paths and the record's clear part."""
+
+    @pytest.fixture
+    def stored(self, tmp_path: Path) -> tuple[Path, KeyRing]:
+        ring = KeyRing.generate()
+        path = tmp_path / "e.db"
+        filled(f"sqlite:///{path}", ring, count=2)
+        return path, ring
+
+    def test_one_ciphertext_and_the_field_list(self, stored: tuple[Path, KeyRing]) -> None:
+        path, _ = stored
+        text = _rows(path)["ref-0000"]
+        body = _body(text)
+        assert list(body)[:3] == ["~v", "~f", "~e"]
+        assert body["~v"] == 2
+        assert text.count("~e1:") == 0
+        fields = body["~f"].split(",")
+        assert fields[:3] == ["patient.id", "patient.mrn", "patient.given_name"]
+        assert "communications.0.summary" in fields
+        assert "mrn" not in body["patient"]
+        assert "id" not in body["patient"]
+        scan(text.encode(), "a format 2 snapshot")
+
+    @pytest.mark.parametrize("damage", FORMAT_2_DAMAGES)
+    def test_a_damaged_snapshot_is_a_corrupt_record(
+        self, stored: tuple[Path, KeyRing], damage: str
+    ) -> None:
+        path, ring = stored
+        _put(path, "ref-0001", _format_2_damaged(_rows(path), damage))
+        error = _error(path, ring, "ref-0001")
+        assert isinstance(error, CorruptRecordError)
+        assert error.referral_id == "ref-0001"
+        with SQLiteStore(path, keys=ring) as store:
+            assert store.load("ref-0000") == full_referral("ref-0000")
+
+    def test_a_snapshot_ciphertext_put_in_an_event_payload(
+        self, stored: tuple[Path, KeyRing]
+    ) -> None:
+        from referralkit.storage._json import _event_context, _seal
+
+        path, ring = stored
+        token = _body(_rows(path)["ref-0001"])["~e"]
+        with closing(sqlite3.connect(path)) as conn, conn:
+            row = conn.execute(
+                "SELECT referral_id, version, idx, at, actor, type FROM events "
+                "WHERE referral_id = 'ref-0001' AND version = 2"
+            ).fetchone()
+            payload = '{"~p":"~e1:' + ring.primary_id + ":" + token + '"}'
+            conn.execute(
+                "UPDATE events SET payload = ? WHERE referral_id = 'ref-0001' AND version = 2",
+                (_seal(payload, _event_context(*row), ring.primary_id, "1"),),
+            )
+        with (
+            SQLiteStore(path, keys=ring) as store,
+            pytest.raises(CorruptRecordError, match="ref-0001"),
+        ):
+            store.events("ref-0001")
 
 
 # --------------------------------------------------------------------------- migration, rotation
@@ -501,11 +673,12 @@ class TestRotation:
     ) -> None:
         """Rotation opens every ciphertext (its associated data checked) before it seals it
         again: a ciphertext moved, cut or replaced, resealed or not, stops it with a
-        CorruptRecordError naming the referral, and the batch is not written."""
+        CorruptRecordError naming the referral, and the batch is not written. The field
+        damages are done to a format 1 store (one ciphertext per field); the format 2 ones
+        below."""
         from referralkit.storage._json import _event_context, _seal
 
-        path = tmp_path / "e.db"
-        filled(f"sqlite:///{path}", ring, count=2)
+        path, ring = format_1_store(tmp_path)
         rows = _rows(path)
         text = rows["ref-0001"]
         mrn = _field(text, "patient", "mrn")
@@ -560,6 +733,23 @@ class TestRotation:
                     "UPDATE events SET payload = ? WHERE referral_id = 'ref-0001' AND version = 2",
                     (stored,),
                 )
+        before = _rows(path)
+        with SQLiteStore(path, keys=ring.with_new_key()) as store:
+            with pytest.raises(CorruptRecordError, match="ref-0001") as info:
+                rotate_keys(store, batch=10)
+            assert "CANARY" not in str(info.value)
+        assert _rows(path) == before
+
+    @pytest.mark.parametrize("damage", FORMAT_2_DAMAGES)
+    def test_a_damaged_format_2_snapshot_stops_the_rotation(
+        self, tmp_path: Path, ring: KeyRing, damage: str
+    ) -> None:
+        """A format 2 snapshot is rotated without parsing it, but its ciphertext is opened
+        first, with the field list and the whole clear part as associated data: any damage,
+        resealed or not, stops the rotation before its batch is written."""
+        path = tmp_path / "e.db"
+        filled(f"sqlite:///{path}", ring, count=2)
+        _put(path, "ref-0001", _format_2_damaged(_rows(path), damage))
         before = _rows(path)
         with SQLiteStore(path, keys=ring.with_new_key()) as store:
             with pytest.raises(CorruptRecordError, match="ref-0001") as info:

@@ -396,6 +396,137 @@ def _undecryptable(referral_id: str, path: str) -> CorruptRecordError:
     return CorruptRecordError(referral_id, "snapshot", f"field {path} does not decrypt")
 
 
+# --------------------------------------------------------------------------- snapshot format 2
+
+SNAPSHOT_FORMAT: Final = 2
+"""The format encrypted snapshots are written in: all of a record's PHI in one ciphertext.
+
+Format 1 (stores written before it) encrypted each PHI field on its own (``~e1:<key
+id>:<base64>`` in the field's place, the referral id and field path as associated data); it
+is still read, and :func:`~referralkit.storage.rotate_keys` rewrites it in format 2."""
+
+# The members a format 2 snapshot's body starts with, right after its seal: the format, the
+# PHI field paths the ciphertext covers, the ciphertext
+_FORMAT_2: Final = '{"~v":2,"~f":"'
+_CIPHER_MEMBER: Final = '","~e":"'
+_FORMAT_2_MEMBERS: Final = "," + _FORMAT_2[1:]
+# a path's steps ("attachments.0.title" -> ("attachments", 0, "title")), worked out once
+_STEPS: dict[str, tuple[str | int, ...]] = {}
+
+
+def _snapshot_aad(referral_id: str, paths: str, clear: str) -> bytes:
+    """The associated data of a format 2 snapshot's ciphertext: the referral id, the record
+    kind, the list of PHI field paths it covers and the record's clear part (its JSON text).
+    Moved to another row, to an event, onto another list of fields, or beside a clear part
+    edited in any way (even with its checksum made again), it does not decrypt."""
+    return f"{referral_id}\x00snapshot\x00{paths}\x00{clear}".encode("utf-8", "surrogatepass")
+
+
+def _one_cipher(cipher: FieldCipher, data: dict[str, Any], referral_id: str, kid: str) -> str:
+    """The stored text of a snapshot's JSON ``data`` (emptied of its PHI in place) in
+    format 2: every PHI value the model declares (see :func:`phi_plan`; ``None`` values
+    stay where they are) taken out of the record, in the plan's order, and encrypted as one
+    JSON list with AES-256-GCM under key ``kid``; the record keeps the comma-separated list
+    of the values' paths in clear beside the ciphertext::
+
+        {"~c":"<key id>::<checksum>","~v":2,"~f":"patient.id,patient.mrn,...",
+         "~e":"<base64: nonce, ciphertext, tag>", <the rest of the referral>}
+
+    The associated data is :func:`_snapshot_aad`. One GCM call and one encoding per record
+    instead of one per PHI field (25 on a full referral)."""
+    leaves: list[tuple[Any, str, str]] = []
+    _phi_leaves(data, phi_plan(Referral), "", leaves)
+    paths = ",".join([path for _, _, path in leaves])
+    plain = _snapshot_dump([container.pop(name) for container, name, _ in leaves])
+    clear = _snapshot_dump(data)
+    nonce = os.urandom(_NONCE)
+    aad = _snapshot_aad(referral_id, paths, clear)
+    token = _b64(nonce + cipher.aead(kid).encrypt(nonce, plain.encode("ascii"), aad), newline=False)
+    body = _format_2(paths, token.decode("ascii"), clear)
+    return _seal(body, referral_id + "\x00snapshot", kid)
+
+
+def _format_2(paths: str, token: str, clear: str) -> str:
+    tail = '"}' if clear == "{}" else '",' + clear[1:]
+    return _FORMAT_2 + paths + _CIPHER_MEMBER + token + tail
+
+
+_NONCE: Final = 12
+
+
+def _format_2_parts(body: str, referral_id: str) -> tuple[str, str, str]:
+    """``(paths, token, clear part)`` of a format 2 snapshot's body (see :func:`_one_cipher`),
+    read from its text; a body that does not have that layout is a
+    :class:`CorruptRecordError`."""
+    start = len(_FORMAT_2)
+    middle = body.find(_CIPHER_MEMBER, start)
+    end = body.find('"', middle + len(_CIPHER_MEMBER)) if middle > 0 else -1
+    tail = body[end:] if end > 0 else ""
+    if tail == '"}':
+        clear = "{}"
+    elif tail.startswith('",'):
+        clear = "{" + tail[2:]
+    else:
+        raise CorruptRecordError(referral_id, "snapshot", "its layout is damaged")
+    return body[start:middle], body[middle + len(_CIPHER_MEMBER) : end], clear
+
+
+def _opened_values(
+    cipher: FieldCipher, kid: str, body: str, referral_id: str
+) -> tuple[str, list[Any], str]:
+    """``(paths, values, clear part)`` of a format 2 snapshot's body sealed under key
+    ``kid``: its ciphertext opened, the associated data checked, one value per path; a
+    :class:`CorruptRecordError` naming the referral for anything else."""
+    paths, token, clear = _format_2_parts(body, referral_id)
+    try:
+        if len(token) < 40:  # a nonce and a tag take 28 bytes
+            raise ValueError
+        raw = _unb64(token)
+        plain = cipher.aead(kid).decrypt(
+            raw[:_NONCE], raw[_NONCE:], _snapshot_aad(referral_id, paths, clear)
+        )
+        values = _loads(plain)
+    except (InvalidTag, ValueError, binascii.Error):
+        raise CorruptRecordError(referral_id, "snapshot", "its PHI does not decrypt") from None
+    if type(values) is not list or len(values) != (paths.count(",") + 1 if paths else 0):
+        raise CorruptRecordError(referral_id, "snapshot", "its PHI does not decrypt")
+    return paths, values, clear
+
+
+def _steps(path: str) -> tuple[str | int, ...]:
+    steps = _STEPS.get(path)
+    if steps is None:
+        steps = tuple(int(step) if step.isdigit() else step for step in path.split("."))
+        if len(_STEPS) < 100_000:
+            _STEPS[path] = steps
+    return steps
+
+
+def _open_one_cipher(
+    cipher: FieldCipher, body: str, data: dict[str, Any], kid: str, referral_id: str
+) -> None:
+    """Decrypt, in place, the JSON ``data`` parsed from ``body``, a format 2 snapshot's body
+    sealed under key ``kid`` (see :func:`_one_cipher`): its ciphertext opened (the referral
+    id, the path list and the clear part checked as associated data) and every value put
+    back at its path. A path with no place in the record is a :class:`CorruptRecordError`."""
+    paths, values, _ = _opened_values(cipher, kid, body, referral_id)
+    del data["~v"], data["~f"], data["~e"]
+    if not values:
+        return
+    for path, value in zip(paths.split(","), values, strict=True):
+        steps = _steps(path)
+        node: Any = data
+        try:
+            for step in steps[:-1]:
+                node = node[step]
+        except (KeyError, IndexError, TypeError):
+            node = None
+        last = steps[-1]
+        if type(node) is not dict or type(last) is not str or node.get(last) is not None:
+            raise CorruptRecordError(referral_id, "snapshot", f"field {path} has no place")
+        node[last] = value
+
+
 class RecordCodec:
     """Seals, verifies, encrypts and decrypts the records of one store (see the module
     docs). ``provider`` is the store's key ring; ``None`` for an unencrypted store, whose
@@ -432,13 +563,11 @@ class RecordCodec:
     # ------------------------------------------------------------------ writing
 
     def snapshot_text(self, referral: Referral, key_id: str | None = None) -> str:
-        """The stored text of a snapshot."""
+        """The stored text of a snapshot (format 2 when encrypted: see :func:`_one_cipher`)."""
         data = to_dict(referral)
-        kid = ""
-        if self.cipher is not None:
-            kid = key_id or self.cipher.primary_id
-            self._encrypt(data, phi_plan(Referral), referral.id, "", kid)
-        return _seal(_snapshot_dump(data), referral.id + "\x00snapshot", kid)
+        if self.cipher is None:
+            return _seal(_snapshot_dump(data), referral.id + "\x00snapshot")
+        return _one_cipher(self.cipher, data, referral.id, key_id or self.cipher.primary_id)
 
     def _encrypt(self, data: Any, plan: _Plan, referral_id: str, prefix: str, kid: str) -> None:
         """Encrypt, in place, every PHI value of ``data`` the plan reaches.
@@ -564,7 +693,10 @@ class RecordCodec:
             raise CorruptRecordError(referral_id, "snapshot", "it is not a JSON object")
         if key_id:
             cipher = self._need_cipher(key_id, referral_id)
-            self._decrypt(cipher, data, phi_plan(Referral), referral_id, "")
+            if body.startswith(_FORMAT_2):
+                _open_one_cipher(cipher, body, data, key_id, referral_id)
+            else:  # format 1: one ciphertext per PHI field (stores written before 0.x)
+                self._decrypt(cipher, data, phi_plan(Referral), referral_id, "")
         return data, count != "-"
 
     def _decrypt(
@@ -813,20 +945,26 @@ def rewrites(
     ``(referral_id, version, idx, at, actor, type, payload)`` of the same referrals, the
     ``(snapshot, patient key, id, version)`` and ``(payload, referral_id, version, idx)``
     updates that move every record not yet on ``codec``'s primary key onto it (each record
-    verified and decrypted first). Records on the primary key already are left alone."""
+    verified and decrypted first), snapshots in format 2 (:data:`SNAPSHOT_FORMAT`). Records
+    on the primary key already (snapshots in format 2) are left alone."""
     if codec.cipher is None:
         raise EncryptionKeyError("key rotation needs a key ring to rotate to")
     target = codec.cipher.primary_id
     snapshots: list[tuple[Any, ...]] = []
     for referral_id, version, stored in referrals:
-        current = record_key_id(stored)
-        if current == target:
+        text = RecordCodec._text(stored)
+        current = record_key_id(text)
+        if current == target and _in_format_2(text):
             continue
         if current:
-            # encrypted already: each ciphertext opened and sealed again in place in the
-            # record's text (only the envelopes change; nothing is parsed into the model)
-            rekeyed = _rekeyed_snapshot(codec.cipher, stored, referral_id, target)
-            if rekeyed is not None:
+            # encrypted already: a format 2 record gets a new ciphertext in the same place
+            # (the associated data, and so the whole record, checked; nothing parsed); one
+            # on the target key already is left alone; format 1 goes the general way
+            assert text is not None
+            rekeyed = _rekeyed_snapshot(codec.cipher, text, referral_id, target)
+            if rekeyed is None:
+                continue
+            if rekeyed is not _FORMAT_1:
                 snapshots.append(
                     (
                         Sealed(rekeyed[0]),
@@ -836,14 +974,13 @@ def rewrites(
                     )
                 )
                 continue
-        # a record stored unencrypted (or unsealed): verified, then encrypted
+        # a record stored unencrypted, unsealed or in format 1: verified, then encrypted
         data = codec.snapshot_data(stored, referral_id)
         patient = data.get("patient")
         patient_id = patient.get("id") if isinstance(patient, dict) else None
         if not isinstance(patient_id, str):
             raise CorruptRecordError(referral_id, "snapshot", "it has no patient id")
-        codec._encrypt(data, phi_plan(Referral), referral_id, "", target)
-        text = _seal(_snapshot_dump(data), referral_id + "\x00snapshot", target)
+        text = _one_cipher(codec.cipher, data, referral_id, target)
         snapshots.append(
             (Sealed(text), Sealed(codec.patient_key(patient_id)), referral_id, version)
         )
@@ -868,52 +1005,42 @@ def rewrites(
     return snapshots, payloads
 
 
+_FORMAT_1: Final = ("", "")
+
+
+def _in_format_2(text: str | None) -> bool:
+    """Whether a sealed snapshot's text is in format 2 (read from its head, not verified)."""
+    end = text.find('"', len(_HEAD)) if text is not None else -1
+    return end > 0 and text is not None and text.startswith(_FORMAT_2_MEMBERS, end + 1)
+
+
 def _rekeyed_snapshot(
-    cipher: FieldCipher, stored: Any, referral_id: str, target: str
+    cipher: FieldCipher, text: str, referral_id: str, target: str
 ) -> tuple[str, str] | None:
     """The stored text of an encrypted snapshot moved onto key ``target``, and its patient
-    id: the record verified, every PHI ciphertext opened (its associated data, the
-    referral id and field path, checked) and sealed again under ``target`` with a fresh
-    nonce and the same associated data, in one pass over the record's JSON (the values are
-    never parsed, nor is the record built as a model). ``None`` when the record is not an
-    encrypted snapshot (the caller takes the general path)."""
-    text = RecordCodec._text(stored)
-    if text is None:  # pragma: no cover - the caller read the key id from its text
-        return None
+    id: the record verified (its checksum, then its ciphertext opened, which checks the
+    referral id, the path list and the whole clear part as associated data), sealed again
+    under ``target`` with a fresh nonce and the same associated data, the text around it
+    untouched (nothing is parsed but the PHI values). ``None`` when the record is in
+    format 2 on ``target`` already (nothing to do); ``_FORMAT_1`` when it is in format 1
+    (the caller rewrites it through the model data)."""
     body, key_id, _ = RecordCodec.unseal(
         text, referral_id + "\x00snapshot", referral_id, "snapshot"
     )
-    try:
-        data = _loads(body)
-    except ValueError:
-        data = None
-    if not key_id or not isinstance(data, dict):
+    if not body.startswith(_FORMAT_2):
+        return _FORMAT_1
+    if key_id == target:
         return None
-    leaves: list[tuple[Any, str, str]] = []
-    try:
-        _phi_leaves(data, phi_plan(Referral), "", leaves, strict=True)
-    except (AttributeError, TypeError):
-        raise CorruptRecordError(referral_id, "snapshot", "its shape is wrong") from None
-    context = referral_id + "\x00"
-    nonces = os.urandom(12 * len(leaves))
-    seal = cipher.aead(target).encrypt
-    head = f"{CIPHER_PREFIX}{target}:"
-    opened: dict[str, Any] = {}
-    patient_id: Any = None
-    at = 0
-    for container, name, path in leaves:
-        aad = (context + path).encode("utf-8", "surrogatepass")
-        plain = _open_field(cipher, opened, container[name], aad, referral_id, path)
-        if path == "patient.id":
-            patient_id = _from_plaintext(plain)
-        nonce = nonces[at : at + 12]
-        at += 12
-        container[name] = head + _b64(nonce + seal(nonce, plain, aad), newline=False).decode(
-            "ascii"
-        )
+    paths, values, clear = _opened_values(cipher, key_id, body, referral_id)
+    fields = paths.split(",")
+    patient_id = values[fields.index("patient.id")] if "patient.id" in fields else None
     if not isinstance(patient_id, str):
         raise CorruptRecordError(referral_id, "snapshot", "it has no patient id")
-    return _seal(_snapshot_dump(data), referral_id + "\x00snapshot", target), patient_id
+    plain = _snapshot_dump(values).encode("ascii")
+    nonce = os.urandom(_NONCE)
+    sealed = cipher.aead(target).encrypt(nonce, plain, _snapshot_aad(referral_id, paths, clear))
+    token = _b64(nonce + sealed, newline=False).decode("ascii")
+    return _seal(_format_2(paths, token, clear), referral_id + "\x00snapshot", target), patient_id
 
 
 def _rekeyed_payload(cipher: FieldCipher, row: Sequence[Any], target: str) -> str | None:
