@@ -350,6 +350,31 @@ def _reachable(referral: Referral, channels: Sequence[Channel], notifier: Notifi
     return contacts[0]
 
 
+def _access_record(
+    at: dt.datetime,
+    actor: Actor,
+    action: str,
+    referral_ids: Sequence[str],
+    outcome: AccessOutcome = AccessOutcome.ALLOWED,
+    reason: str | None = None,
+    grant: BreakGlass | None = None,
+) -> AccessRecord:
+    """The access record of ``actor`` doing ``action`` (flagged when not simply allowed)."""
+    return AccessRecord(
+        at=at,
+        actor=actor.id,
+        action=action,
+        outcome=outcome,
+        referral_ids=tuple(referral_ids),
+        roles=tuple(sorted(r.value for r in actor.roles)),
+        organization=actor.organization,
+        purpose=actor.purpose,
+        reason=reason,
+        grant=None if grant is None else grant.grant_id,
+        flagged=grant is not None or outcome is not AccessOutcome.ALLOWED,
+    )
+
+
 class ReferralDesk:
     """The application service over a :class:`~referralkit.storage.ReferralStore`.
 
@@ -484,7 +509,28 @@ class ReferralDesk:
     def get(self, actor: Actor, referral_id: str) -> Referral:
         """The referral's current snapshot."""
         self._authorize(actor, "get", referral_id)
-        return self._read(actor, "get", self.store.load(v.identifier(referral_id, "referral_id")))
+        wanted = v.identifier(referral_id, "referral_id")
+        if self._access.size != 1 or len(self._access) or actor.emergency is not None:
+            # records batched (or waiting), or a break-glass grant to look up: the read,
+            # then its record through the buffer
+            return self._read(actor, "get", self.store.load(wanted))
+        denied: list[str] = []
+
+        def record(referral: Referral) -> AccessRecord:
+            if self._reaches(actor, "get", referral):
+                outcome, reason = AccessOutcome.ALLOWED, None
+            else:
+                outcome, reason = AccessOutcome.DENIED, "scope"
+                denied.append(referral.id)
+            return _access_record(self._now(), actor, "get", (referral.id,), outcome, reason)
+
+        # the read and its record in one transaction (a denial is recorded too)
+        referral = self.store.load_recorded(wanted, record)
+        if denied:
+            raise PermissionDeniedError(
+                actor.id, f"get referral {referral.id!r} (out of its scope)"
+            )
+        return referral
 
     @boundary
     def history(self, actor: Actor, referral_id: str) -> list[ReferralEvent]:
@@ -2206,19 +2252,7 @@ class ReferralDesk:
         if grant is not None and outcome is AccessOutcome.ALLOWED:
             outcome = AccessOutcome.BREAK_GLASS
         self._access.add(
-            AccessRecord(
-                at=self._now(),
-                actor=actor.id,
-                action=action,
-                outcome=outcome,
-                referral_ids=tuple(referral_ids),
-                roles=tuple(sorted(r.value for r in actor.roles)),
-                organization=actor.organization,
-                purpose=actor.purpose,
-                reason=reason,
-                grant=None if grant is None else grant.grant_id,
-                flagged=grant is not None or outcome is not AccessOutcome.ALLOWED,
-            ),
+            _access_record(self._now(), actor, action, referral_ids, outcome, reason, grant),
             urgent=outcome is not AccessOutcome.ALLOWED,
         )
 

@@ -125,6 +125,85 @@ class TestEveryStore:
         assert get.referral_ids == history.referral_ids == (referral.id,)
 
 
+class TestReadAndRecord:
+    """``load_recorded``: the read and its record in one transaction (SQL stores)."""
+
+    def test_the_record_is_in_the_log_when_the_referral_is_returned(
+        self, store: ReferralStore
+    ) -> None:
+        desk = ReferralDesk(store, clock=FakeClock())
+        actor = Actor("coord-1", {Role.COORDINATOR})
+        made = desk.intake(actor, sample_request())
+        before = len(store.access_records())
+        seen: list[int] = []
+
+        def make(referral: object) -> AccessRecord:
+            seen.append(len(store.access_records()))
+            return record(0, ids=(made.id,))
+
+        assert store.load_recorded(made.id, make) == made
+        assert seen == [before]  # made inside the read, before its record was appended
+        log = store.access_records()
+        assert len(log) == before + 1
+        assert log[-1].referral_ids == (made.id,)
+
+    def test_not_found_appends_nothing(self, store: ReferralStore) -> None:
+        from referralkit.errors import NotFoundError
+
+        with pytest.raises(NotFoundError):
+            store.load_recorded("nope", lambda referral: record(0))
+        assert store.access_records() == []
+
+    def test_a_record_that_cannot_be_made_returns_nothing(self, store: ReferralStore) -> None:
+        desk = ReferralDesk(store, clock=FakeClock())
+        made = desk.intake(Actor("coord-1", {Role.COORDINATOR}), sample_request())
+
+        def broken(referral: object) -> AccessRecord:
+            raise RuntimeError("no record")
+
+        with pytest.raises(RuntimeError):
+            store.load_recorded(made.id, broken)
+        with pytest.raises(ValidationError):
+            store.load_recorded(made.id, lambda referral: "not a record")  # type: ignore[arg-type,return-value]
+        assert store.access_records() == []
+
+    def test_a_log_that_refuses_the_record_returns_nothing(self, tmp_path: Path) -> None:
+        """SQLite: the log refuses the append (a trigger here; a full disk in life): the
+        read fails with it, in the same transaction, so nothing unrecorded is returned."""
+        path = tmp_path / "log.db"
+        with open_store(f"sqlite:///{path}") as store:
+            made = ReferralDesk(store, clock=FakeClock()).intake(
+                Actor("coord-1", {Role.COORDINATOR}), sample_request()
+            )
+        with closing(sqlite3.connect(path)) as conn, conn:
+            conn.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON access_log "
+                "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+            )
+        with open_store(f"sqlite:///{path}") as store:
+            with pytest.raises(StorageError):
+                store.load_recorded(made.id, lambda referral: record(0, ids=(made.id,)))
+            desk = ReferralDesk(store, clock=FakeClock())
+            with pytest.raises(StorageError):
+                desk.get(Actor("coord-1", {Role.COORDINATOR}), made.id)
+
+    def test_the_desk_records_a_denied_get_in_the_same_way(self, store: ReferralStore) -> None:
+        from referralkit.errors import PermissionDeniedError
+
+        desk = ReferralDesk(store, clock=FakeClock())
+        writer = Actor("coord-1", {Role.COORDINATOR})
+        made = desk.intake(writer, sample_request())
+        other = Actor("coord-2", {Role.COORDINATOR}, organization="org-nobody")
+        with pytest.raises(PermissionDeniedError):
+            desk.get(other, made.id)
+        assert desk.get(writer, made.id) == made
+        gets = [r for r in store.access_records() if r.action == "get"]
+        assert [(r.actor, r.outcome, r.reason, r.flagged) for r in gets] == [
+            ("coord-2", AccessOutcome.DENIED, "scope", True),
+            ("coord-1", AccessOutcome.ALLOWED, None, False),
+        ]
+
+
 class TestAppendOnly:
     def test_sqlite_refuses_updates_and_deletes(self, tmp_path: Path) -> None:
         path = tmp_path / "log.db"

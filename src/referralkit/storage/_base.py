@@ -21,7 +21,7 @@ import abc
 import datetime as dt
 import itertools
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Final, Self, TypeAlias, TypeGuard
 
@@ -713,6 +713,23 @@ class ReferralStore(abc.ABC):
         """
         check_records(records)
         self._fallback_access_log().append(records)
+
+    def load_recorded(
+        self, referral_id: str, record: Callable[[Referral], AccessRecord]
+    ) -> Referral:
+        """The referral ``referral_id`` (as :meth:`load`), with the access record
+        ``record(referral)`` appended to the log before it is returned: an audited read.
+
+        The SQL stores read the referral and append the record in one transaction (one
+        commit instead of a read and then a write transaction of its own); this default
+        appends after the read (:meth:`append_access`). Either way nothing is returned whose
+        record is not in the log; a referral that is not found appends nothing.
+
+        .. versionadded:: 0.1
+        """
+        referral = self.load(referral_id)
+        self.append_access([record(referral)])
+        return referral
 
     def access_records(self, query: AccessQuery = AccessQuery()) -> list[AccessRecord]:
         """The access-log records ``query`` matches, oldest first, numbered by ``seq``.

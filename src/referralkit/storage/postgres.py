@@ -1688,33 +1688,63 @@ class PostgresStore(ReferralStore):
         check_records(records)
         if not records:
             return
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            conn.execute("SET LOCAL synchronous_commit TO OFF")
+            self._append_access_in(conn, records)
+
+        self._transact("recording access", work)
+
+    def _append_access_in(
+        self, conn: psycopg.Connection[Any], records: Sequence[AccessRecord]
+    ) -> None:
+        """Append ``records`` in the transaction open on ``conn``."""
         insert = self._sql(
             f"INSERT INTO {{s}}.access_log ({ROW_COLUMNS}) "  # noqa: S608 - fixed column names
             f"VALUES ({', '.join(['%s'] * 12)}) RETURNING seq"
         )
         last_chain = self._sql("SELECT chain FROM {s}.access_log ORDER BY seq DESC LIMIT 1")
         link = self._sql("INSERT INTO {s}.access_log_referrals (referral_id, seq) VALUES (%s, %s)")
+        # one writer at a time extends the chain (held to the end of the transaction)
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", [_ACCESS_CHAIN_LOCK])
+        with conn.cursor() as cursor:
+            found = cursor.execute(last_chain).fetchone()
+            last = GENESIS if found is None else str(found[0])
+            for record in records:
+                # the reason as stored (encrypted with a key ring): what the chain hashes
+                reason = self._codec.reason_text(record.actor, record.action, record.reason)
+                fields = record_fields(record, at_text(record.at))
+                fields[8] = reason
+                last = chain_hash(last, fields)
+                values = record_row(record, record.at, last)
+                row = cursor.execute(insert, (*values[:8], reason, *values[9:])).fetchone()
+                ids = sorted(set(record.referral_ids))
+                if ids and row is not None:
+                    cursor.executemany(link, [(i, row[0]) for i in ids])
 
-        def work(conn: psycopg.Connection[Any]) -> None:
+    @boundary
+    def load_recorded(
+        self, referral_id: str, record: Callable[[Referral], AccessRecord]
+    ) -> Referral:
+        """The read and its access record in one transaction (committed as
+        :meth:`append_access` commits): the record is in the log when the referral is
+        returned, at the cost of one transaction instead of two."""
+        check_id(referral_id)
+        select = self._sql("SELECT snapshot FROM {s}.referrals WHERE id = %s")
+
+        def work(conn: psycopg.Connection[Any]) -> Referral:
             conn.execute("SET LOCAL synchronous_commit TO OFF")
-            # one writer at a time extends the chain (held to the end of the transaction)
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", [_ACCESS_CHAIN_LOCK])
-            with conn.cursor() as cursor:
-                found = cursor.execute(last_chain).fetchone()
-                last = GENESIS if found is None else str(found[0])
-                for record in records:
-                    # the reason as stored (encrypted with a key ring): what the chain hashes
-                    reason = self._codec.reason_text(record.actor, record.action, record.reason)
-                    fields = record_fields(record, at_text(record.at))
-                    fields[8] = reason
-                    last = chain_hash(last, fields)
-                    values = record_row(record, record.at, last)
-                    row = cursor.execute(insert, (*values[:8], reason, *values[9:])).fetchone()
-                    ids = sorted(set(record.referral_ids))
-                    if ids and row is not None:
-                        cursor.executemany(link, [(i, row[0]) for i in ids])
+            with conn.cursor(row_factory=_seal_last) as cursor:
+                rows = cursor.execute(select, [referral_id]).fetchall()
+            if not rows:
+                raise NotFoundError(referral_id)
+            referral = self._codec.referral(rows[0][0], referral_id)
+            made = record(referral)
+            check_records([made])
+            self._append_access_in(conn, [made])
+            return referral
 
-        self._transact("recording access", work)
+        return self._transact("reading a referral", work)
 
     @boundary
     def restore_access(self, rows: Sequence[tuple[Sequence[Any], str]], after: str) -> None:

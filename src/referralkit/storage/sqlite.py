@@ -29,7 +29,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Final
@@ -1313,29 +1313,60 @@ class SQLiteStore(ReferralStore):
         check_records(records)
         if not records:
             return
+        with self._access_write() as conn:
+            self._append_access_in(conn, records)
+
+    @contextmanager
+    def _access_write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction committed with ``synchronous=NORMAL`` (see
+        :meth:`append_access`)."""
         conn = self._conn
         with self._guard():
             conn.execute("PRAGMA synchronous=NORMAL")
         try:
             with self._write("recording access") as conn:
-                row = conn.execute(
-                    "SELECT chain FROM access_log ORDER BY seq DESC LIMIT 1"
-                ).fetchone()
-                last = GENESIS if row is None else row[0]
-                named: list[tuple[str, int | None]] = []
-                for record in records:
-                    # the fields the chain hashes are the row's columns (flagged as 0 or 1,
-                    # as SQLite keeps it), the reason as stored (encrypted with a key ring)
-                    fields = record_fields(record, _ts(record.at))
-                    fields[8] = self._codec.reason_text(record.actor, record.action, record.reason)
-                    last = chain_hash(last, fields)
-                    seq = conn.execute(_INSERT_ACCESS, (*fields, last)).lastrowid
-                    named.extend((i, seq) for i in record.referral_ids)
-                # one statement for the referral index of every record of the transaction
-                conn.executemany(_INSERT_ACCESS_REFERRAL, named)
+                yield conn
         finally:
             with self._guard():
                 conn.execute("PRAGMA synchronous=FULL")
+
+    def _append_access_in(self, conn: sqlite3.Connection, records: Sequence[AccessRecord]) -> None:
+        """Append ``records`` in the write transaction open on ``conn``."""
+        row = conn.execute("SELECT chain FROM access_log ORDER BY seq DESC LIMIT 1").fetchone()
+        last = GENESIS if row is None else row[0]
+        named: list[tuple[str, int | None]] = []
+        for record in records:
+            # the fields the chain hashes are the row's columns (flagged as 0 or 1, as
+            # SQLite keeps it), the reason as stored (encrypted with a key ring)
+            fields = record_fields(record, _ts(record.at))
+            fields[8] = self._codec.reason_text(record.actor, record.action, record.reason)
+            last = chain_hash(last, fields)
+            seq = conn.execute(_INSERT_ACCESS, (*fields, last)).lastrowid
+            named.extend((i, seq) for i in record.referral_ids)
+        # one statement for the referral index of every record of the transaction
+        conn.executemany(_INSERT_ACCESS_REFERRAL, named)
+
+    @boundary
+    def load_recorded(
+        self, referral_id: str, record: Callable[[Referral], AccessRecord]
+    ) -> Referral:
+        """The read and its access record in one write transaction (committed as
+        :meth:`append_access` commits): the record is in the log when the referral is
+        returned, at the cost of one transaction instead of two."""
+        check_id(referral_id)
+        with self._access_write() as conn:
+            cursor = conn.cursor()
+            cursor.row_factory = _seal_last
+            rows = cursor.execute(
+                "SELECT snapshot FROM referrals WHERE id = ?", (referral_id,)
+            ).fetchall()
+            if not rows:
+                raise NotFoundError(referral_id)
+            referral = self._codec.referral(rows[0][0], referral_id)
+            made = record(referral)
+            check_records([made])
+            self._append_access_in(conn, [made])
+        return referral
 
     @boundary
     def restore_access(self, rows: Sequence[tuple[Sequence[Any], str]], after: str) -> None:
