@@ -17,6 +17,7 @@ import itertools
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import sqlite3
@@ -54,6 +55,7 @@ from referralkit import (
     SurveyResponse,
 )
 from referralkit.model import phi_fields
+from referralkit.serialization import to_dict
 from referralkit.storage import dump, load_dump, open_store, rotate_keys
 from referralkit.storage._json import phi_plan
 from referralkit.storage.sqlite import SQLiteStore
@@ -516,6 +518,186 @@ class TestWrongCiphertextFormat2:
             pytest.raises(CorruptRecordError, match="ref-0001"),
         ):
             store.events("ref-0001")
+
+
+# --------------------------------------------------------------------------- snapshot formats
+
+_TOKEN = re.compile(r"~e1:[A-Za-z0-9_-]+:[A-Za-z0-9+/=]+")
+
+
+def format_1_text(ring: KeyRing, referral: Referral) -> str:
+    """A snapshot's stored text in format 1, written by the per-field encryption the
+    store keeps for dumps (checked against the committed fixture below)."""
+    from referralkit.storage._json import RecordCodec, _seal, _snapshot_dump
+
+    codec = RecordCodec(ring)
+    data = to_dict(referral)
+    codec._encrypt(data, phi_plan(Referral), referral.id, "", ring.primary_id)
+    return _seal(_snapshot_dump(data), referral.id + "\x00snapshot", ring.primary_id)
+
+
+def to_format_1(path: Path, ring: KeyRing, referrals: list[Referral]) -> None:
+    """Rewrite the snapshots of ``referrals`` in ``path`` in format 1."""
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.executemany(
+            "UPDATE referrals SET snapshot = ? WHERE id = ?",
+            [(format_1_text(ring, r), r.id) for r in referrals],
+        )
+
+
+def _formats(path: Path) -> dict[str, tuple[str, int]]:
+    """Each referral's snapshot ``(key id, format)``."""
+    found = {}
+    for referral_id, text in _rows(path).items():
+        key_id = text.split('"')[3].split(":")[0]
+        found[referral_id] = (key_id, 2 if text.split(",", 1)[1].startswith('"~v":2,') else 1)
+    return found
+
+
+class TestSnapshotFormats:
+    def test_the_old_writer_kept_here_writes_the_fixture_s_format(self, tmp_path: Path) -> None:
+        """The committed format 1 store (bytes the code before format 2 wrote) and the text
+        ``format_1_text`` writes are the same but for the ciphertexts (fresh nonces)."""
+        path, ring = format_1_store(tmp_path)
+        rows = _rows(path)
+        for referral_id in ("ref-0000", "ref-0001", "ref-0002"):
+            ours = format_1_text(ring, full_referral(referral_id))
+            theirs = rows[referral_id]
+            assert (
+                _TOKEN.sub("~", ours).split(",", 1)[1] == _TOKEN.sub("~", theirs).split(",", 1)[1]
+            )
+            assert len(_TOKEN.findall(ours)) == len(_TOKEN.findall(theirs)) >= 25
+
+    def test_a_format_1_store_reads_everywhere(self, tmp_path: Path) -> None:
+        path, ring = format_1_store(tmp_path)
+        expected = {r.id: r for r in (full_referral(f"ref-{k:04d}") for k in range(3))}
+        with SQLiteStore(path, keys=ring) as store:
+            assert all(store.load(i) == r for i, r in expected.items())
+            exported = {r.id: (r, events) for r, events in store.export()}
+            assert {i: exported[i][0] for i in expected} == expected
+            assert all(exported[i][1] == history(r) for i, r in expected.items())
+            patient = expected["ref-0001"].patient.id
+            found = [r.id for r in store.query(Query(patient_id=patient))]
+            assert "ref-0001" in found
+            assert all(store.load(i).patient.id == patient for i in found)
+            assert len(store.query(Query())) == 4
+
+    def test_a_format_1_snapshot_reads_on_postgresql(
+        self, tmp_path: Path, postgres_schema: str
+    ) -> None:
+        """The fixture's format 1 texts, put into a PostgreSQL store (its json column), read
+        back equal; rotation rewrites them in format 2."""
+        import psycopg
+
+        from referralkit.storage.postgres import connection_settings
+
+        path, ring = format_1_store(tmp_path)
+        rows = _rows(path)
+        histories = filled(postgres_schema, ring, count=3)
+        url, schema = connection_settings(postgres_schema)
+        with psycopg.connect(url, autocommit=True) as conn:
+            for referral, _ in histories:
+                conn.execute(
+                    f"UPDATE {schema}.referrals SET snapshot = %s WHERE id = %s",
+                    (rows[referral.id], referral.id),
+                )
+        with open_store(postgres_schema, keys=ring) as store:
+            for referral, events in histories:
+                assert store.load(referral.id) == referral
+                assert store.events(referral.id) == events
+            new = ring.with_new_key()
+        with open_store(postgres_schema, keys=new) as store:
+            assert rotate_keys(store).rewritten > 0
+            assert rotate_keys(store).rewritten == 0
+            for referral, _ in histories:
+                assert store.load(referral.id) == referral
+        with psycopg.connect(url, autocommit=True) as conn:
+            texts = [t for (t,) in conn.execute(f"SELECT snapshot::text FROM {schema}.referrals")]
+        assert texts
+        assert all('"~v":2,' in t and new.primary_id in t.split(",", 1)[0] for t in texts)
+
+    def test_a_mixed_store_during_rotation(self, tmp_path: Path) -> None:
+        """Format 1 and format 2 snapshots, on the old key and the new, side by side (a
+        rotation half done, writes meanwhile): every referral reads; the rotation finishes
+        with every snapshot in format 2 on the new key."""
+        path, ring = format_1_store(tmp_path)
+        new = ring.with_new_key()
+        expected = {r.id: r for r in (full_referral(f"ref-{k:04d}") for k in range(3))}
+        with SQLiteStore(path, keys=new) as store:
+            last, count = store._rotate_batch("", 1)  # one batch of one referral
+            assert last == "desk-0001"
+            assert count == 1 + len(store.events("desk-0001"))
+            desk = ReferralDesk(store, clock=FakeClock(AT))
+            changed = desk.assign(ACTOR, "ref-0002", "owner-x")  # written in format 2 (new key)
+            expected["ref-0002"] = changed
+            assert _formats(path) == {
+                "desk-0001": (new.primary_id, 2),
+                "ref-0000": (ring.primary_id, 1),
+                "ref-0001": (ring.primary_id, 1),
+                "ref-0002": (new.primary_id, 2),
+            }
+            assert all(store.load(i) == r for i, r in expected.items())
+            done = rotate_keys(store, after=last)
+            # two snapshots and their three events each, ref-0002's three older events
+            assert done.rewritten == 2 * 4 + 3
+            assert rotate_keys(store).rewritten == 0
+            assert all(store.load(i) == r for i, r in expected.items())
+        assert set(_formats(path).values()) == {(new.primary_id, 2)}
+
+    def test_a_format_1_record_on_the_primary_key_is_rewritten(self, tmp_path: Path) -> None:
+        """Rotation onto the key a format 1 store already uses moves its snapshots into
+        format 2 (the events, one ciphertext each already, stay as they are)."""
+        path, ring = format_1_store(tmp_path)
+        with SQLiteStore(path, keys=ring) as store:
+            assert rotate_keys(store).rewritten == 4
+            assert rotate_keys(store).rewritten == 0
+            assert store.load("ref-0001") == full_referral("ref-0001")
+        assert set(_formats(path).values()) == {(ring.primary_id, 2)}
+
+    def test_rotation_killed_and_resumed_across_formats(self, tmp_path: Path) -> None:
+        """kill -9 at random points of a rotation of a format 1 store onto a new key, then
+        run again: every referral reads, nothing is lost, every snapshot ends in format 2."""
+        path = tmp_path / "e.db"
+        ring = KeyRing.generate()
+        histories = [(r, history(r)) for r in (full_referral(f"ref-{k:05d}") for k in range(300))]
+        with open_store(f"sqlite:///{path}", keys=ring) as store:
+            store.restore_many(histories)
+        to_format_1(path, ring, [r for r, _ in histories])
+        assert set(_formats(path).values()) == {(ring.primary_id, 1)}
+        new = ring.with_new_key()
+        new.save(tmp_path / "new.json")
+        chance = random.Random(29)
+        for _ in range(3):
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "import sys; from referralkit.storage import open_store, rotate_keys; "
+                    "s = open_store(sys.argv[1], keys=sys.argv[2]); "
+                    "rotate_keys(s, batch=7, progress=lambda last, n: print(last, flush=True))",
+                    f"sqlite:///{path}",
+                    str(tmp_path / "new.json"),
+                ],
+                stdout=subprocess.PIPE,
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+            )
+            assert process.stdout is not None
+            for _ in range(chance.randint(1, 15)):
+                if not process.stdout.readline():
+                    break
+            time.sleep(chance.random() * 0.05)
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            process.stdout.close()
+        formats = set(_formats(path).values())
+        assert (new.primary_id, 2) in formats  # some batches done before the kills
+        with open_store(f"sqlite:///{path}", keys=new) as store:
+            rotate_keys(store)
+            assert rotate_keys(store).rewritten == 0
+            for referral, events in histories:
+                assert store.load(referral.id) == referral
+                assert store.events(referral.id) == events
+        assert set(_formats(path).values()) == {(new.primary_id, 2)}
 
 
 # --------------------------------------------------------------------------- migration, rotation
