@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
@@ -29,6 +30,8 @@ from referralkit.storage.sqlite import SCHEMA_VERSION, SQLiteStore
 from referralkit.testing import FakeClock, sample_request
 
 T0 = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
+_WRITES = re.compile(r"(?:INSERT(?: OR \w+)? INTO|UPDATE) (\w+)")
+_LOG_TABLES = {"access_log", "access_log_referrals"}
 
 
 def record(
@@ -186,6 +189,41 @@ class TestReadAndRecord:
             desk = ReferralDesk(store, clock=FakeClock())
             with pytest.raises(StorageError):
                 desk.get(Actor("coord-1", {Role.COORDINATOR}), made.id)
+
+    def test_sqlite_commits_changes_with_synchronous_full_after_access_records(
+        self, tmp_path: Path
+    ) -> None:
+        """Access records are committed with synchronous=NORMAL, left set for the next
+        record; every other write sets FULL again before it begins."""
+        with SQLiteStore(tmp_path / "s.db") as store:
+            conn = store._conn
+            seen: list[str] = []
+            conn.set_trace_callback(seen.append)
+            desk = ReferralDesk(store, clock=FakeClock())
+            actor = Actor("coord-1", {Role.COORDINATOR})
+            made = desk.intake(actor, sample_request())
+            desk.get(actor, made.id)
+            desk.get(actor, made.id)
+            desk.assign(actor, made.id, "someone")
+            desk.get(actor, made.id)
+            conn.set_trace_callback(None)
+            assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1
+        # each write transaction's setting, and what it wrote
+        level, current, transactions = "FULL", None, []
+        for statement in seen:
+            if statement.startswith("PRAGMA synchronous="):
+                level = statement.split("=")[1]
+            elif statement == "BEGIN IMMEDIATE":
+                current = (level, set())
+                transactions.append(current)
+            elif current is not None and (written := _WRITES.match(statement)):
+                current[1].add(written.group(1))
+        changes = [lv for lv, tables in transactions if "events" in tables]
+        records = [lv for lv, tables in transactions if tables and tables <= _LOG_TABLES]
+        assert changes == ["FULL", "FULL"]  # the intake, the assignment
+        assert records == ["NORMAL"] * 3  # the three reads
+        toggles = sum(1 for q in seen if q.startswith("PRAGMA synchronous="))
+        assert toggles < len(records) + len(changes)  # not two per access record
 
     def test_the_desk_records_a_denied_get_in_the_same_way(self, store: ReferralStore) -> None:
         from referralkit.errors import PermissionDeniedError

@@ -385,6 +385,8 @@ def _seal_last(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> tuple[Any, ...]:
 _DRIVER_ERRORS: Final = (sqlite3.Error, UnicodeDecodeError)
 
 
+_LAST_ACCESS_CHAIN: Final = "SELECT chain FROM access_log ORDER BY seq DESC LIMIT 1"
+_LOAD_RECORDED: Final = f"SELECT ({_LAST_ACCESS_CHAIN}), snapshot FROM referrals WHERE id = ?"  # noqa: S608 - fixed
 _INSERT_ACCESS: Final = f"INSERT INTO access_log ({ROW_COLUMNS}) VALUES ({', '.join('?' * 12)})"  # noqa: S608 - fixed column names
 _INSERT_ACCESS_REFERRAL: Final = (
     "INSERT OR IGNORE INTO access_log_referrals (referral_id, seq) VALUES (?, ?)"
@@ -565,6 +567,9 @@ class SQLiteStore(ReferralStore):
         self.busy_timeout = busy_timeout
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
+        # the connections (by id) left at synchronous=NORMAL by their last write: an
+        # access-log write; the next other write sets FULL again first (see _write)
+        self._relaxed: set[int] = set()
         self._lock = threading.Lock()
         self._closed = False
         if self.path != ":memory:":
@@ -679,6 +684,7 @@ class SQLiteStore(ReferralStore):
         with self._lock:
             if conn in self._connections:
                 self._connections.remove(conn)
+            self._relaxed.discard(id(conn))
         conn.close()
 
     @property
@@ -697,11 +703,20 @@ class SQLiteStore(ReferralStore):
         return self._lock if self._shared is not None else nullcontext()
 
     @contextmanager
-    def _write(self, doing: str) -> Iterator[sqlite3.Connection]:
-        """One write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error."""
+    def _write(self, doing: str, *, relaxed: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error;
+        committed with ``synchronous=NORMAL`` when ``relaxed`` (the access log), else
+        ``FULL``. The setting is changed only when the connection's last write differed
+        (access records one after another cost no ``PRAGMA`` each)."""
         conn = self._conn
         with self._guard():
             try:
+                if (id(conn) in self._relaxed) is not relaxed:
+                    conn.execute(f"PRAGMA synchronous={'NORMAL' if relaxed else 'FULL'}")
+                    if relaxed:
+                        self._relaxed.add(id(conn))
+                    else:
+                        self._relaxed.discard(id(conn))
                 conn.execute("BEGIN IMMEDIATE")
             except _DRIVER_ERRORS as error:
                 raise _driver_error(error, doing) from None
@@ -733,6 +748,7 @@ class SQLiteStore(ReferralStore):
             for conn in self._connections:
                 conn.close()
             self._connections.clear()
+            self._relaxed.clear()
 
     # ------------------------------------------------------------------ schema
 
@@ -1316,24 +1332,19 @@ class SQLiteStore(ReferralStore):
         with self._access_write() as conn:
             self._append_access_in(conn, records)
 
-    @contextmanager
-    def _access_write(self) -> Iterator[sqlite3.Connection]:
+    def _access_write(self) -> AbstractContextManager[sqlite3.Connection]:
         """A write transaction committed with ``synchronous=NORMAL`` (see
         :meth:`append_access`)."""
-        conn = self._conn
-        with self._guard():
-            conn.execute("PRAGMA synchronous=NORMAL")
-        try:
-            with self._write("recording access") as conn:
-                yield conn
-        finally:
-            with self._guard():
-                conn.execute("PRAGMA synchronous=FULL")
+        return self._write("recording access", relaxed=True)
 
-    def _append_access_in(self, conn: sqlite3.Connection, records: Sequence[AccessRecord]) -> None:
-        """Append ``records`` in the write transaction open on ``conn``."""
-        row = conn.execute("SELECT chain FROM access_log ORDER BY seq DESC LIMIT 1").fetchone()
-        last = GENESIS if row is None else row[0]
+    def _append_access_in(
+        self, conn: sqlite3.Connection, records: Sequence[AccessRecord], last: str | None = None
+    ) -> None:
+        """Append ``records`` in the write transaction open on ``conn``, after the chain
+        value ``last`` (read here when not given: the log's last one, or the genesis)."""
+        if last is None:
+            row = conn.execute(_LAST_ACCESS_CHAIN).fetchone()
+            last = GENESIS if row is None else row[0]
         named: list[tuple[str, int | None]] = []
         for record in records:
             # the fields the chain hashes are the row's columns (flagged as 0 or 1, as
@@ -1357,15 +1368,14 @@ class SQLiteStore(ReferralStore):
         with self._access_write() as conn:
             cursor = conn.cursor()
             cursor.row_factory = _seal_last
-            rows = cursor.execute(
-                "SELECT snapshot FROM referrals WHERE id = ?", (referral_id,)
-            ).fetchall()
+            # the chain's head read with the snapshot: one statement
+            rows = cursor.execute(_LOAD_RECORDED, (referral_id,)).fetchall()
             if not rows:
                 raise NotFoundError(referral_id)
-            referral = self._codec.referral(rows[0][0], referral_id)
+            referral = self._codec.referral(rows[0][1], referral_id)
             made = record(referral)
             check_records([made])
-            self._append_access_in(conn, [made])
+            self._append_access_in(conn, [made], GENESIS if rows[0][0] is None else rows[0][0])
         return referral
 
     @boundary
