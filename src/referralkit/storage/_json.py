@@ -619,8 +619,12 @@ class RecordCodec:
             aad = f"{referral_id}\x00event {version}.{index}\x00payload".encode(
                 "utf-8", "surrogatepass"
             )
-            # the token is ASCII without quotes or backslashes (a key id and base64)
-            body = '{"' + _PAYLOAD + '":"' + self.cipher.encrypt(body.encode(), aad, kid) + '"}'
+            # the token is ASCII without quotes or backslashes (a key id and base64): what
+            # FieldCipher.encrypt writes, with binascii's encoder
+            nonce = os.urandom(_NONCE)
+            sealed = self.cipher.aead(kid).encrypt(nonce, body.encode(), aad)
+            token = _b64(nonce + sealed, newline=False).decode("ascii")
+            body = f'{{"{_PAYLOAD}":"{CIPHER_PREFIX}{kid}:{token}"}}'
         return _seal(body, _event_context(*row), kid, str(count))
 
     # ------------------------------------------------------------------ reading
