@@ -12,8 +12,8 @@ store's ``get`` rows have no target: their baseline is a dictionary lookup, so t
 a record costs in microseconds):
 
 - ``get``: ``desk.get(actor, id)`` (permission, scope, load, one access-log record appended in
-  the read's transaction, ``ReferralStore.load_recorded``) against the read as it was before the access log: the permission check
-  and ``store.load(id)``. Target: **≤ 1.5×**.
+  the read's transaction, ``ReferralStore.load_recorded``) against the read as it was before
+  the access log: the permission check and ``store.load(id)``. Target: **≤ 1.5×**.
 - ``worklist top-50``: ``desk.worklist(actor)`` (scope filter, one record naming the 50 rows)
   against the same ranking without scope or record (the query, ``assess`` and ``rank`` the
   desk ran before). Target: **≤ 1.2×**.

@@ -12,18 +12,19 @@ one taken in and changed through the desk), encrypted with the test key ring ``k
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from contextlib import closing
-import sqlite3
 from pathlib import Path
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parents[1] / "storage"))
 sys.path.insert(0, str(HERE.parents[1]))
 
+from test_encryption import fill  # noqa: E402
+
 from referralkit import KeyRing  # noqa: E402
 from referralkit.storage import open_store  # noqa: E402
-from test_encryption import fill  # noqa: E402
 
 
 def main() -> None:
