@@ -259,3 +259,41 @@ def test_a_desk_opens_an_encrypted_store(tmp_path: Path) -> None:
     desk.close()
     with open_store(url, keys=ring) as store:
         assert store.load(made.id) == made
+
+
+class TestSnapshotFormat2:
+    """The format 2 codec's edges (the store-level cases are in
+    ``tests/storage/test_encryption.py``)."""
+
+    def test_a_record_with_no_clear_part_and_no_phi(self) -> None:
+        from referralkit.storage._json import _one_cipher, _open_one_cipher, _opened_values
+
+        cipher = FieldCipher(KeyRing.generate())
+        text = _one_cipher(cipher, {}, "r-1", cipher.primary_id)
+        body, key_id, _ = PLAIN.unseal(text, "r-1\x00snapshot", "r-1", "snapshot")
+        assert body.endswith('"}')
+        assert _opened_values(cipher, key_id, body, "r-1")[:3] == ("", [], "{}")
+        data = json.loads(body)
+        _open_one_cipher(cipher, body, data, key_id, "r-1")
+        assert data == {}
+
+    def test_a_path_with_no_place_in_the_record(self) -> None:
+        from referralkit.storage._json import _one_cipher, _open_one_cipher
+
+        cipher = FieldCipher(KeyRing.generate())
+        text = _one_cipher(
+            cipher, {"id": "r-1", "patient": {"id": "p-1"}}, "r-1", cipher.primary_id
+        )
+        body, key_id, _ = PLAIN.unseal(text, "r-1\x00snapshot", "r-1", "snapshot")
+        data = json.loads(body)
+        data["patient"] = []  # what the parse gave, damaged after the checks
+        with pytest.raises(CorruptRecordError, match=r"field patient\.id has no place"):
+            _open_one_cipher(cipher, body, data, key_id, "r-1")
+
+    def test_the_format_is_read_from_the_head(self) -> None:
+        from referralkit.storage._json import _in_format_2, _seal
+
+        assert not _in_format_2(None)
+        assert not _in_format_2('{"~c":"k::0"')
+        assert not _in_format_2(_seal('{"a":1}', "r\x00snapshot", "k"))
+        assert _in_format_2(_seal('{"~v":2,"~f":"","~e":"x"}', "r\x00snapshot", "k"))

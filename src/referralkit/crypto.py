@@ -2,15 +2,17 @@
 
 A store opened with a key ring (``open_store(url, keys=...)``; ``REFERRALKIT_KEYS=FILE`` for
 the command line) encrypts every field the model declares PHI (``metadata={"phi": True}``,
-see :func:`~referralkit.model.phi_fields`) in its snapshots, and every event payload, with
-AES-256-GCM (the ``cryptography`` package). Each ciphertext:
+see :func:`~referralkit.model.phi_fields`) in its snapshots (all of a snapshot's PHI values in
+one ciphertext), and every event payload, with AES-256-GCM (the ``cryptography`` package).
+Each ciphertext:
 
 - carries the id of the key that made it, so a ring can hold old keys while a rotation
   (:func:`~referralkit.storage.rotate_keys`, ``referralkit keys rotate``) moves every
   record to the primary key;
-- is bound to its place by GCM's associated data, the referral id and the field path
-  (``patient.mrn``, ``communications.2.summary``, ``event 3.0 payload``): a ciphertext
-  copied to another referral or another field does not decrypt, it is a
+- is bound to its place by GCM's associated data: the referral id and the record (a
+  snapshot, with the list of its PHI field paths, ``patient.mrn``,
+  ``communications.2.summary``, ..., and its clear part; ``event 3.0 payload``): a
+  ciphertext copied to another referral, record or list of fields does not decrypt, it is a
   :class:`~referralkit.errors.CorruptRecordError`.
 
 Equality lookups on PHI (a referral's patient id, which the store filters on) use a keyed

@@ -13,7 +13,9 @@ JSON with a first member that carries a truncated SHA-256 over the record's text
 encrypted, and for an event the number of events its change wrote (so a lost event is seen).
 :class:`RecordCodec` writes and verifies it, and with a key ring encrypts every PHI field of
 a snapshot (the paths come from the model's PHI declaration, worked out once) and every event
-payload with AES-256-GCM, the referral id and the field path as associated data. A record
+payload with AES-256-GCM: a snapshot's PHI values as one ciphertext (format 2, see
+:func:`_one_cipher`; the per-field format 1 of older stores is still read), a payload whole,
+each bound to its referral and record by the associated data. A record
 that fails its checksum or its tag is a :class:`~referralkit.errors.CorruptRecordError`
 naming the referral; an encrypted record read without its key an
 :class:`~referralkit.errors.EncryptionKeyError`. Rows written before sealing (no ``~c``
@@ -482,9 +484,9 @@ def _format_2_parts(body: str, referral_id: str) -> tuple[str, str, str]:
 
 def _opened_values(
     cipher: FieldCipher, kid: str, body: str, referral_id: str
-) -> tuple[str, list[Any], str]:
-    """``(paths, values, clear part)`` of a format 2 snapshot's body sealed under key
-    ``kid``: its ciphertext opened, the associated data checked, one value per path; a
+) -> tuple[str, list[Any], str, bytes]:
+    """``(paths, values, clear part, plaintext)`` of a format 2 snapshot's body sealed under
+    key ``kid``: its ciphertext opened, the associated data checked, one value per path; a
     :class:`CorruptRecordError` naming the referral for anything else."""
     paths, token, clear = _format_2_parts(body, referral_id)
     try:
@@ -499,7 +501,7 @@ def _opened_values(
         raise CorruptRecordError(referral_id, "snapshot", "its PHI does not decrypt") from None
     if type(values) is not list or len(values) != (paths.count(",") + 1 if paths else 0):
         raise CorruptRecordError(referral_id, "snapshot", "its PHI does not decrypt")
-    return paths, values, clear
+    return paths, values, clear, plain
 
 
 def _steps(path: str) -> tuple[str | int, ...]:
@@ -518,7 +520,7 @@ def _open_one_cipher(
     sealed under key ``kid`` (see :func:`_one_cipher`): its ciphertext opened (the referral
     id, the path list and the clear part checked as associated data) and every value put
     back at its path. A path with no place in the record is a :class:`CorruptRecordError`."""
-    paths, values, _ = _opened_values(cipher, kid, body, referral_id)
+    paths, values, _, _ = _opened_values(cipher, kid, body, referral_id)
     del data["~v"], data["~f"], data["~e"]
     if not values:
         return
@@ -708,7 +710,7 @@ class RecordCodec:
             cipher = self._need_cipher(key_id, referral_id)
             if body.startswith(_FORMAT_2):
                 _open_one_cipher(cipher, body, data, key_id, referral_id)
-            else:  # format 1: one ciphertext per PHI field (stores written before 0.x)
+            else:  # format 1: one ciphertext per PHI field (stores written before format 2)
                 self._decrypt(cipher, data, phi_plan(Referral), referral_id, "")
         return data, count != "-"
 
@@ -1044,12 +1046,11 @@ def _rekeyed_snapshot(
         return _FORMAT_1
     if key_id == target:
         return None
-    paths, values, clear = _opened_values(cipher, key_id, body, referral_id)
+    paths, values, clear, plain = _opened_values(cipher, key_id, body, referral_id)
     fields = paths.split(",")
     patient_id = values[fields.index("patient.id")] if "patient.id" in fields else None
     if not isinstance(patient_id, str):
         raise CorruptRecordError(referral_id, "snapshot", "it has no patient id")
-    plain = _snapshot_dump(values).encode("ascii")
     nonce = os.urandom(_NONCE)
     sealed = cipher.aead(target).encrypt(nonce, plain, _snapshot_aad(referral_id, paths, clear))
     token = _b64(nonce + sealed, newline=False).decode("ascii")
