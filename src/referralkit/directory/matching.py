@@ -808,6 +808,9 @@ def _placed(c: _Screened, points: float, ctx: _Context) -> tuple[_Pending, bool]
     return (-points, entry.reference, c, distance, location_id), too_far
 
 
+_FIXED_BATCH: Final = 16
+"""Distances computed per step of :func:`_in_order` for a directory read without round trips."""
+
 _Bound = tuple[float, str, _Screened, float]
 """A candidate whose distance is not computed yet: minus the most it can score before
 slots, its reference, the screen, and its points before distance."""
@@ -822,7 +825,16 @@ def _in_order(
     """The candidates best first, as ``sorted`` on their exact points would give them, with
     distances computed (and locations read, ``batch`` candidates at first, twice as many
     each time after) only for those that may come next: a candidate is yielded when its
-    exact key beats every bound left."""
+    exact key beats every bound left.
+
+    A directory without ``screen`` (the memory directory) reads locations without a round
+    trip, so there the batches stay at ``_FIXED_BATCH`` and do not double: measured at
+    100,000 roles, the doubling computed 960 distances for the 83 candidates the worst
+    query ranks, where 592 were needed (every candidate of the best bucket of points must
+    be placed before the first is certain)."""
+    grow = getattr(directory, "screen", None) is not None
+    if not grow:
+        batch = _FIXED_BATCH
     heapq.heapify(bounded)
     exact: list[_Pending] = []
     places = ctx.places
@@ -831,7 +843,8 @@ def _in_order(
             yield heapq.heappop(exact)
             continue
         taken = [heapq.heappop(bounded) for _ in range(min(batch, len(bounded)))]
-        batch *= 2  # fewer reads (round trips, for a stored directory) the further it goes
+        if grow:
+            batch *= 2  # fewer reads (round trips, for a stored directory) the further it goes
         missing = [i for b in taken for i in b[2][0].location_ids if i not in places]
         if missing:
             places.update(_get_many(directory, Location, missing))
