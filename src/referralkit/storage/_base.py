@@ -558,6 +558,32 @@ class ReferralStore(abc.ABC):
         findings are the same either way."""
         return self.export_selected(event_types, latest=True)
 
+    def _sweep_reads(
+        self, ids: Iterable[str], event_types: Iterable[str]
+    ) -> list[tuple[str, int, list[ReferralEvent]]]:
+        """What the sweep (:meth:`referralkit.ReferralDesk.sweep`) reads of the referrals
+        ``ids`` to evaluate the event rules: for each open one, in the order of ``ids``, its
+        id, its version and its events of ``event_types`` up to that version
+        (:meth:`histories_selected` without the snapshots, which only the referrals the
+        sweep writes need: :meth:`_load_many`). The SQL adapters read the version from its
+        column, and decode no snapshot."""
+        return [
+            (referral.id, referral.version, list(events))
+            for referral, events in self.histories_selected(ids, event_types)
+            if not referral.status.is_terminal
+        ]
+
+    def _load_many(self, ids: Iterable[str]) -> list[Referral]:
+        """The current snapshots of those of ``ids`` that are stored (:meth:`load` each; the
+        SQL adapters read them in one query)."""
+        found = []
+        for referral_id in ids:
+            try:
+                found.append(self.load(referral_id))
+            except NotFoundError:
+                continue
+        return found
+
     def histories_selected(self, ids: Iterable[str], event_types: Iterable[str]) -> list[History]:
         """:meth:`histories` with, for each referral, only the events whose type is in
         ``event_types`` (see :meth:`export_selected`).

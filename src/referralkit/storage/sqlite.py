@@ -1274,6 +1274,51 @@ class SQLiteStore(ReferralStore):
         return _assembled(self._codec, wanted, rows, found, selected=types is not None)
 
     @boundary
+    def _sweep_reads(
+        self, ids: Iterable[str], event_types: Iterable[str]
+    ) -> list[tuple[str, int, list[ReferralEvent]]]:
+        """Two reads for the whole batch: the open referrals' versions (their column), then
+        their events of ``event_types`` (verified; those newer than the version read,
+        written in between, left out). No snapshot is read."""
+        wanted = _ids(ids)
+        types = check_event_types(event_types)
+        if not wanted:
+            return []
+        marks = ", ".join("?" for _ in wanted)
+        rows = self._read(
+            f"SELECT id, version FROM referrals WHERE id IN ({marks}) AND is_open = 1",  # noqa: S608 - placeholders only
+            wanted,
+        )
+        found = self._read(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE referral_id IN ({marks})"  # noqa: S608 - fixed column names and placeholders
+            f" AND type IN ({', '.join('?' for _ in types)}) ORDER BY referral_id, version, idx",
+            [*wanted, *types],
+            sealed=True,
+        )
+        versions = {str(referral_id): int(version) for referral_id, version in rows}
+        grouped = {k: list(g) for k, g in itertools.groupby(found, key=lambda e: e[0])}
+        reads = []
+        for referral_id in wanted:
+            version = versions.get(referral_id)
+            if version is not None:
+                events = self._codec.selected(grouped.get(referral_id, ()))
+                reads.append((referral_id, version, [e for e in events if e.version <= version]))
+        return reads
+
+    @boundary
+    def _load_many(self, ids: Iterable[str]) -> list[Referral]:
+        wanted = _ids(ids)
+        if not wanted:
+            return []
+        marks = ", ".join("?" for _ in wanted)
+        rows = self._read(
+            f"SELECT id, snapshot FROM referrals WHERE id IN ({marks})",  # noqa: S608 - placeholders only
+            wanted,
+            sealed=True,
+        )
+        return [self._codec.referral(snapshot, referral_id) for referral_id, snapshot in rows]
+
+    @boundary
     def versions(self, ids: Iterable[str]) -> dict[str, int]:
         wanted = _ids(ids)
         if not wanted:
