@@ -397,12 +397,12 @@ def store_text(store: rk.ReferralStore, referral_id: str, text: str) -> None:
         conn.execute("UPDATE referrals SET snapshot = ? WHERE id = ?", (text, referral_id))
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "sqlite-memory"])
-def test_the_sqlite_store_audit_reads_the_audited_parts(
+@pytest.mark.parametrize("kind", ["sqlite", "sqlite-memory", "postgres"])
+def test_the_sql_store_audit_reads_the_audited_parts(
     kind: str, open_stores: Callable[[str], rk.ReferralStore]
 ) -> None:
-    """Every sealed snapshot is read as its audited parts (the projection is what runs),
-    and the findings are the reference's."""
+    """Every sealed snapshot is read as its audited parts, extracted in SQL (the projection
+    is what runs), with its last status change, and the findings are the reference's."""
     store = open_stores(kind)
     _, end = simulated(3)
     read = list(store._audit_histories(AUDIT_EVENT_TYPES))
@@ -484,13 +484,20 @@ def test_a_damaged_snapshot_is_refused_as_the_reference_refuses_it(
     assert str(found.value) == str(reference.value)
 
 
-def test_an_encrypted_store_is_audited_from_whole_snapshots(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_an_encrypted_store_is_audited_from_whole_snapshots(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """PHI the audit reads (service codes, the patient id, who was spoken to) is encrypted
-    field by field: SQLite cannot read it, so the snapshots are read whole."""
+    field by field: the database cannot read it, so the snapshots are read whole."""
     from referralkit.crypto import KeyRing
 
     histories, end = simulated(3)
-    with rk.open_store(f"sqlite:///{tmp_path / 'e.db'}", keys=KeyRing.generate()) as store:
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'e.db'}"
+    else:
+        url = request.getfixturevalue("postgres_schema")
+    with rk.open_store(url, keys=KeyRing.generate()) as store:
         store.restore_many(list(histories))
         read = list(store._audit_histories(AUDIT_EVENT_TYPES))
         assert all(isinstance(r, rk.Referral) for r, _ in read)
@@ -517,3 +524,25 @@ def test_a_scoped_actor_audits_the_referrals_it_reaches(
     reached = [h for h in store.export() if desk._reaches(scoped, "audit", h[0])]
     assert 0 < len(reached) < store.count()
     assert list(desk.audit(scoped)) == list(audit_all(reached, end))
+
+
+def test_a_postgres_snapshot_changed_under_its_seal_is_refused(
+    open_stores: Callable[[str], rk.ReferralStore], postgres_url: str
+) -> None:
+    import psycopg
+
+    store = open_stores("postgres")
+    _, end = simulated(3)
+    first = next(iter(store.export()))[0].id
+    schema = store.schema  # type: ignore[attr-defined]
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(
+            f'UPDATE "{schema}".referrals SET snapshot = '
+            "replace(snapshot::text, %s, %s)::json WHERE id = %s",
+            ['"status":"', '"status":"x', first],
+        )
+    with pytest.raises(CorruptRecordError) as reference:
+        list(audit_all(store.export(), end))
+    with pytest.raises(CorruptRecordError) as found:
+        list(audit_all(store._audit_histories(AUDIT_EVENT_TYPES), end))
+    assert str(found.value) == str(reference.value)
