@@ -1649,6 +1649,56 @@ class PostgresStore(ReferralStore):
         return histories
 
     @boundary
+    def _sweep_reads(
+        self, ids: Iterable[str], event_types: Iterable[str]
+    ) -> list[tuple[str, int, list[ReferralEvent]]]:
+        """One connection, two reads: the open referrals' versions (their column), then
+        their events of ``event_types`` (verified; those newer than the version read left
+        out). No snapshot is read."""
+        wanted = _ids(ids)
+        types = check_event_types(event_types)
+        if not wanted:
+            return []
+        rows, found = self._fetch_all(
+            "reading the sweep's referrals",
+            [
+                (
+                    "SELECT id, version FROM {s}.referrals WHERE id = ANY(%s) AND is_open",
+                    [wanted],
+                    False,
+                ),
+                (
+                    f"SELECT {_EVENT_COLUMNS_TEXT} FROM {{s}}.events WHERE referral_id = ANY(%s)"  # noqa: S608 - fixed column names and placeholders
+                    " AND type = ANY(%s) ORDER BY referral_id, version, idx",
+                    [wanted, list(types)],
+                    True,
+                ),
+            ],
+        )
+        versions = {str(referral_id): int(version) for referral_id, version in rows}
+        grouped = {k: list(g) for k, g in itertools.groupby(found, key=lambda e: e[0])}
+        reads = []
+        for referral_id in wanted:
+            version = versions.get(referral_id)
+            if version is not None:
+                events = self._codec.selected(grouped.get(referral_id, ()))
+                reads.append((referral_id, version, [e for e in events if e.version <= version]))
+        return reads
+
+    @boundary
+    def _load_many(self, ids: Iterable[str]) -> list[Referral]:
+        wanted = _ids(ids)
+        if not wanted:
+            return []
+        rows = self._fetch(
+            "loading referrals",
+            "SELECT id, snapshot::text FROM {s}.referrals WHERE id = ANY(%s)",
+            [wanted],
+            sealed=True,
+        )
+        return [self._codec.referral(snapshot, referral_id) for referral_id, snapshot in rows]
+
+    @boundary
     def versions(self, ids: Iterable[str]) -> dict[str, int]:
         wanted = _ids(ids)
         if not wanted:
