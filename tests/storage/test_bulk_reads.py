@@ -546,3 +546,41 @@ def test_a_postgres_snapshot_changed_under_its_seal_is_refused(
     with pytest.raises(CorruptRecordError) as found:
         list(audit_all(store._audit_histories(AUDIT_EVENT_TYPES), end))
     assert str(found.value) == str(reference.value)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_referral_changed_between_the_sweeps_reads_is_read_again(
+    kind: str, open_stores: Callable[[str], rk.ReferralStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep evaluates the events it read and then reads the snapshots of the referrals
+    it writes: one changed in between is read again and recorded on its own (a retry),
+    and the store ends as the reference's, to which the same change came first."""
+    fast_store, reference_store = open_stores(kind), open_stores(kind)
+    _, end = simulated(3)
+    clock = rk.FakeClock(end)
+    fast = rk.ReferralDesk(fast_store, clock=clock, event_rules=event_rules())
+    reference = rk.ReferralDesk(reference_store, clock=clock, event_rules=event_rules())
+    real = fast_store._load_many
+    changed = []
+
+    def change_first(ids: Any) -> list[rk.Referral]:
+        ids = list(ids)
+        if not changed:
+            changed.append(ids[0])
+            fast.assign(ACTOR, ids[0], "someone-else")
+        return real(ids)
+
+    monkeypatch.setattr(fast_store, "_load_many", change_first)
+    mine = fast.sweep(ACTOR)
+    assert changed
+    assert mine.retried == 1
+    reference.assign(ACTOR, changed[0], "someone-else")
+    theirs = reference._sweep(ACTOR, None, reference=True)
+    assert (mine.swept, mine.raised, mine.cleared, mine.written, mine.skipped) == (
+        theirs.swept,
+        theirs.raised,
+        theirs.cleared,
+        theirs.written,
+        theirs.skipped,
+    )
+    assert list(fast_store.export()) == list(reference_store.export())
