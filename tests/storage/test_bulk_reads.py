@@ -582,3 +582,23 @@ def test_a_referral_changed_between_the_sweeps_reads_is_read_again(
     assert sorted(mine.raised, key=repr) == sorted(theirs.raised, key=repr)
     assert sorted(mine.cleared, key=repr) == sorted(theirs.cleared, key=repr)
     assert list(fast_store.export()) == list(reference_store.export())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_sweeps_reads_are_the_selected_histories_without_snapshots(
+    kind: str, open_stores: Callable[[str], rk.ReferralStore]
+) -> None:
+    """``_sweep_reads``: the open referrals' ids, versions and selected events, in the order
+    asked (unknown and closed ids left out); ``_load_many``: the snapshots of the ids stored."""
+    store = open_stores(kind)
+    whole = list(store.export())
+    ids = ["no-such-referral", *[r.id for r, _ in whole][::-1]]
+    types = SIGNAL_EVENT_TYPES | {"alert_raised"}
+    assert store._sweep_reads(ids, types) == [
+        (r.id, r.version, [e for e in h if e.type in types])
+        for r, h in reversed(whole)
+        if not r.status.is_terminal
+    ]
+    assert store._sweep_reads([], types) == []
+    assert sorted(store._load_many(ids), key=lambda r: r.id) == [r for r, _ in whole]
+    assert store._load_many([]) == []
