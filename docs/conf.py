@@ -92,6 +92,9 @@ nitpick_ignore_regex = [
     # the coordination modules' private helper classes appear in a few return types
     ("py:class", r"dt\.(date|datetime|timedelta)"),
     ("py:class", r"referralkit\.clocks\._\w+"),
+    # what the record audit's checks read (a Referral, or the parts a SQL store extracts)
+    ("py:class", r"referralkit\.discrepancies\._\w+"),
+    ("py:class", r"referralkit\.storage\._snapshot\.\w+"),
     ("py:class", r"collections\.abc\.\w+"),
     ("py:class", r"enum\.StrEnum"),
     ("py:class", r"abc\.ABC"),

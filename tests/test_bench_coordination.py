@@ -61,7 +61,7 @@ def test_quick_store_audit_checks_it_against_the_reference(tmp_path: Path) -> No
         "--audit-only", "--worklist-referrals", "300", "--worklist-dir", str(tmp_path)
     )
     assert result.returncode == 0, result.stderr
-    assert "| `desk.audit` (`audit_all(export_selected(AUDIT_EVENT_TYPES" in result.stdout
+    assert "| `desk.audit` (`audit_all(store._audit_histories(AUDIT_EVENT_TYPES" in result.stdout
     assert "load average at end" in result.stdout
 
 

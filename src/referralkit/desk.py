@@ -89,6 +89,7 @@ from .rules.provenance import explain as explain_decisions
 from .rules.provenance import replay as replay_decisions
 from .serialization import to_dict
 from .storage import History, Query, ReferralStore, open_store
+from .storage._base import AuditHistory
 from .worklist import (
     DEFAULT_WORKLIST,
     NO_CLOCK,
@@ -301,6 +302,39 @@ _SweepWrite: TypeAlias = tuple[
     Referral, list[ReferralEvent], list["Alert"], list[ActiveAlert], float
 ]
 """Referrals a sweep reads (and whose sweep keys it writes back) at a time."""
+# a page of what the sweep reads without snapshots: id, version, the events it reads
+_SweepReads: TypeAlias = list[tuple[str, int, list[ReferralEvent]]]
+# what _sweep_one reports: raised, cleared, written, retries, left, (version, next due) or None
+_SweepOutcome: TypeAlias = tuple[
+    list["Alert"], list[ActiveAlert], bool, int, bool, tuple[int, float] | None
+]
+
+
+@attrs.define
+class _SweepTally:
+    """What a sweep has done so far (its report), and the sweep keys still to write."""
+
+    swept: int = 0
+    written: int = 0
+    retried: int = 0
+    skipped: int = 0
+    raised: list[Alert] = attrs.Factory(list)
+    cleared: list[ActiveAlert] = attrs.Factory(list)
+    pending: list[tuple[str, int, float]] = attrs.Factory(list)
+
+    def one(self, referral_id: str, outcome: _SweepOutcome) -> None:
+        """Count one referral recorded on its own (:meth:`ReferralDesk._sweep_one`)."""
+        new, gone, wrote, tries, left, after = outcome
+        self.retried += tries
+        self.skipped += left
+        if wrote:
+            self.written += 1
+            self.raised += new
+            self.cleared += gone
+        if after is not None:
+            self.pending.append((referral_id, *after))
+
+
 _FAR_FUTURE: Final = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
 
 
@@ -1726,6 +1760,10 @@ class ReferralDesk:
         if referral_id is None:
             # each referral's snapshot and its last status change: all the audit reads of a
             # history (AUDIT_EVENT_TYPES), so the other events are never decoded
+            if self._reaches_all(actor):
+                # a SQL store decodes only the parts of each snapshot the checks read
+                audited = self.store._audit_histories(AUDIT_EVENT_TYPES)
+                return self._audit_store(when, self._recorded_all(actor, "audit", audited))
             histories = self.store.export_selected(AUDIT_EVENT_TYPES, latest=True)
             return self._audit_store(when, self._recorded(actor, "audit", histories))
         wanted = v.identifier(referral_id, "referral_id")
@@ -1734,7 +1772,9 @@ class ReferralDesk:
         return iter(audit_record(referral, when, events=events, rules=self.audit_rules))
 
     @boundary_iter
-    def _audit_store(self, when: dt.datetime, histories: Iterator[History]) -> Iterator[Finding]:
+    def _audit_store(
+        self, when: dt.datetime, histories: Iterator[History] | Iterator[AuditHistory]
+    ) -> Iterator[Finding]:
         yield from audit_all(histories, when, rules=self.audit_rules)
 
     @property
@@ -1828,52 +1868,112 @@ class ReferralDesk:
         self, actor: Actor, rules: EventRules, when: dt.datetime, keyed: bool
     ) -> SweepReport:
         """The sweep a page at a time (see :meth:`sweep`): the same alerts recorded, the same
-        report, as the reference way (:meth:`_sweep` with ``reference``)."""
-        swept = written = retried = skipped = 0
-        raised: list[Alert] = []
-        cleared: list[ActiveAlert] = []
+        report, as the reference way (:meth:`_sweep` with ``reference``). With the sweep keys
+        and an actor who reaches every referral, the rules are evaluated over the events
+        alone, and only the referrals with alerts to write have their snapshots read
+        (:meth:`_sweep_light`)."""
+        tally = _SweepTally()
         reaches = self._reach(actor, "sweep")
-        pending: list[tuple[str, int, float]] = []
-        pages = self._sweep_due_pages(when) if keyed else self._sweep_all_pages(when)
-        for page in pages:
-            writes: list[_SweepWrite] = []
-            for current, history in page:
-                if not reaches(current):
-                    continue
-                swept += 1
-                new, gone, upcoming_at = self._alert_changes(
-                    rules, current.id, history, when, upcoming=keyed
-                )
-                if new or gone:
-                    writes.append((current, history, new, gone, upcoming_at))
-                else:
-                    pending.append((current.id, current.version, upcoming_at))
+        pending = tally.pending
+        if keyed and self._reaches_all(actor):
+            pages: Iterator[list[_SweepWrite]] = (
+                self._sweep_light(actor, rules, when, page, tally)
+                for page in self._sweep_read_pages(when)
+            )
+        else:
+            pages = (
+                self._sweep_evaluated(rules, when, page, reaches, keyed, tally)
+                for page in (self._sweep_due_pages(when) if keyed else self._sweep_all_pages(when))
+            )
+        for writes in pages:
             if writes and self._sweep_write(actor, writes):
                 for current, _, new, gone, upcoming_at in writes:
-                    written += 1
-                    raised += new
-                    cleared += gone
+                    tally.written += 1
+                    tally.raised += new
+                    tally.cleared += gone
                     pending.append((current.id, current.version + 1, upcoming_at))
             else:
                 # another change came first (nothing of the page was written): referral by
                 # referral, as the reference does (a write refused, a read again, a retry)
                 for current, history, *_ in writes:
-                    outcome = self._sweep_one(actor, rules, current, history, when, upcoming=keyed)
-                    new, gone, wrote, tries, left, after = outcome
-                    retried += tries
-                    skipped += left
-                    if wrote:
-                        written += 1
-                        raised += new
-                        cleared += gone
-                    if after is not None:
-                        pending.append((current.id, *after))
+                    tally.one(
+                        current.id,
+                        self._sweep_one(actor, rules, current, history, when, upcoming=keyed),
+                    )
             if len(pending) >= _SWEEP_PAGE:
                 self.store.set_sweep_due(pending)
-                pending = []
+                pending.clear()
         if pending:
             self.store.set_sweep_due(pending)
-        return SweepReport(when, swept, tuple(raised), tuple(cleared), written, retried, skipped)
+        return SweepReport(
+            when,
+            tally.swept,
+            tuple(tally.raised),
+            tuple(tally.cleared),
+            tally.written,
+            tally.retried,
+            tally.skipped,
+        )
+
+    def _sweep_evaluated(
+        self,
+        rules: EventRules,
+        when: dt.datetime,
+        page: Sequence[tuple[Referral, list[ReferralEvent]]],
+        reaches: Callable[[Referral], bool],
+        keyed: bool,
+        tally: _SweepTally,
+    ) -> list[_SweepWrite]:
+        """The writes a page of snapshots and histories needs (the others' sweep keys
+        noted in ``tally``)."""
+        writes: list[_SweepWrite] = []
+        for current, history in page:
+            if not reaches(current):
+                continue
+            tally.swept += 1
+            new, gone, upcoming_at = self._alert_changes(
+                rules, current.id, history, when, upcoming=keyed
+            )
+            if new or gone:
+                writes.append((current, history, new, gone, upcoming_at))
+            else:
+                tally.pending.append((current.id, current.version, upcoming_at))
+        return writes
+
+    def _sweep_light(
+        self,
+        actor: Actor,
+        rules: EventRules,
+        when: dt.datetime,
+        page: _SweepReads,
+        tally: _SweepTally,
+    ) -> list[_SweepWrite]:
+        """:meth:`_sweep_evaluated` over a page of events alone (the rules read nothing
+        else): only the referrals with alerts to write have their snapshots read, in one
+        read; one changed since its events were read is read again and recorded on its own,
+        as the reference does when a write loses a race."""
+        due = []
+        for referral_id, version, history in page:
+            tally.swept += 1
+            new, gone, upcoming_at = self._alert_changes(
+                rules, referral_id, history, when, upcoming=True
+            )
+            if new or gone:
+                due.append((referral_id, version, history, new, gone, upcoming_at))
+            else:
+                tally.pending.append((referral_id, version, upcoming_at))
+        writes: list[_SweepWrite] = []
+        loaded = {r.id: r for r in self.store._load_many([d[0] for d in due])} if due else {}
+        for referral_id, version, history, new, gone, upcoming_at in due:
+            current = loaded.get(referral_id)
+            if current is not None and current.version == version:
+                writes.append((current, history, new, gone, upcoming_at))
+                continue
+            tally.retried += 1
+            if current is not None and not current.status.is_terminal:
+                outcome = self._sweep_one(actor, rules, current, None, when, upcoming=True)
+                tally.one(referral_id, outcome)
+        return writes
 
     def _sweep_write(self, actor: Actor, writes: Sequence[_SweepWrite]) -> bool:
         """Record the alert changes of a page's referrals in one transaction; False (nothing
@@ -1912,6 +2012,20 @@ class ReferralDesk:
             seen.update(fresh)
             found = self.store.histories_selected(fresh, _SWEEP_EVENT_TYPES) if fresh else []
             yield [(r, list(events)) for r, events in found if not r.status.is_terminal]
+            if len(due) < len(page) or len(page) < _SWEEP_PAGE:
+                return
+            after = page[-1]
+
+    def _sweep_read_pages(self, when: dt.datetime) -> Iterator[_SweepReads]:
+        """:meth:`_sweep_due_pages` without the snapshots: each due open referral's id,
+        version and the events the sweep reads (:meth:`ReferralStore._sweep_reads`)."""
+        limit, after, seen = when.timestamp(), None, set()
+        while True:
+            page = self.store.rank_page(SWEEP_BUCKET, after, _SWEEP_PAGE)
+            due = [referral_id for key, referral_id in page if key <= limit]
+            fresh = [i for i in due if i not in seen]
+            seen.update(fresh)
+            yield self.store._sweep_reads(fresh, _SWEEP_EVENT_TYPES) if fresh else []
             if len(due) < len(page) or len(page) < _SWEEP_PAGE:
                 return
             after = page[-1]
@@ -2189,9 +2303,14 @@ class ReferralDesk:
 
     def _reach(self, actor: Actor, operation: str) -> Callable[[Referral], bool]:
         """The scope test of ``actor`` doing ``operation``, for a query over many referrals."""
-        if self._emergency(actor) is not None or self.scope.unscoped(actor):
+        if self._reaches_all(actor):
             return lambda r: True
         return lambda r: self._reaches(actor, operation, r)
+
+    def _reaches_all(self, actor: Actor) -> bool:
+        """Whether ``actor`` reaches every referral (unscoped, or under break-glass), so a
+        query over many need not test each (:meth:`_reach`)."""
+        return self._emergency(actor) is not None or self.scope.unscoped(actor)
 
     def _admit(
         self, actor: Actor, operation: str, referral: Referral, *, write: bool = True
@@ -2227,6 +2346,22 @@ class ReferralDesk:
         for history in self.store.export() if histories is None else histories:
             if reaches(history[0]):
                 page.append(history)
+            if len(page) >= _EXPORT_PAGE:
+                self._log(actor, operation, [r.id for r, _ in page])
+                yield from page
+                page = []
+        if page:
+            self._log(actor, operation, [r.id for r, _ in page])
+            yield from page
+
+    def _recorded_all(
+        self, actor: Actor, operation: str, histories: Iterator[AuditHistory]
+    ) -> Iterator[AuditHistory]:
+        """:meth:`_recorded` for an actor who reaches every referral (:meth:`_reaches_all`):
+        the store audit's reads, recorded a page at a time, none tested."""
+        page: list[AuditHistory] = []
+        for history in histories:
+            page.append(history)
             if len(page) >= _EXPORT_PAGE:
                 self._log(actor, operation, [r.id for r, _ in page])
                 yield from page

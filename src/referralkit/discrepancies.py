@@ -48,7 +48,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, Protocol
 
 import attrs
 
@@ -56,14 +56,20 @@ from . import _validators as v
 from .clocks import DEFAULT_CLOCKS, ClockRules, Window
 from .errors import ValidationError
 from .model import (
+    Appointment,
     AppointmentStatus,
     AttachmentKind,
+    Authorization,
     AuthStatus,
     Channel,
+    Code,
+    Communication,
+    FollowUp,
     Referral,
     ReferralEvent,
     Status,
 )
+from .storage._snapshot import AuditSnapshot
 
 __all__ = [
     "AUDIT_EVENT_TYPES",
@@ -205,9 +211,54 @@ DEFAULT_AUDIT: Final = AuditRules()
 consult note within the ``consult_note_by`` window (14 days)."""
 
 
+class _Patient(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def interpreter_needed(self) -> bool: ...
+
+
+class _Audited(Protocol):
+    """What the checks read of a referral: a :class:`~referralkit.model.Referral`, or the
+    :class:`~referralkit.storage._snapshot.AuditSnapshot` a SQL store reads for the store
+    audit (only these parts of the stored snapshot)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def status(self) -> Status: ...
+    @property
+    def held_from(self) -> Status | None: ...
+    @property
+    def updated_at(self) -> dt.datetime: ...
+    @property
+    def received_at(self) -> dt.datetime | None: ...
+    @property
+    def created_at(self) -> dt.datetime: ...
+    @property
+    def closed_at(self) -> dt.datetime | None: ...
+    @property
+    def source_id(self) -> str | None: ...
+    @property
+    def specialty(self) -> str: ...
+    @property
+    def patient(self) -> _Patient: ...
+    @property
+    def authorization(self) -> Authorization: ...
+    @property
+    def appointments(self) -> tuple[Appointment, ...]: ...
+    @property
+    def follow_ups(self) -> tuple[FollowUp, ...]: ...
+    @property
+    def services(self) -> tuple[Code, ...]: ...
+    @property
+    def communications(self) -> tuple[Communication, ...]: ...
+    def attachment_kinds(self) -> frozenset[AttachmentKind]: ...
+
+
 def _finding(
     kind: FindingKind,
-    referral: Referral,
+    referral: _Audited,
     detail: str,
     evidence: tuple[str, ...],
     fix: str,
@@ -220,7 +271,7 @@ _VISITED: Final = frozenset({AppointmentStatus.BOOKED, AppointmentStatus.FULFILL
 _NO_AUDIT: Final = frozenset({Status.ENTERED_IN_ERROR, Status.CANCELLED, Status.DECLINED})
 
 
-def _authorization(r: Referral) -> Iterator[Finding]:
+def _authorization(r: _Audited) -> Iterator[Finding]:
     auth = r.authorization
     changed = max((t for t in (auth.requested_at, auth.decided_at) if t is not None), default=None)
     for appointment in r.appointments:
@@ -256,7 +307,7 @@ def _authorization(r: Referral) -> Iterator[Finding]:
             )
 
 
-def _services(r: Referral) -> Iterator[Finding]:
+def _services(r: _Audited) -> Iterator[Finding]:
     auth = r.authorization
     if auth.status is not AuthStatus.APPROVED or not auth.service_codes:
         return
@@ -273,7 +324,7 @@ def _services(r: Referral) -> Iterator[Finding]:
         )
 
 
-def _past_appointments(r: Referral, as_of: dt.datetime, rules: AuditRules) -> Iterator[Finding]:
+def _past_appointments(r: _Audited, as_of: dt.datetime, rules: AuditRules) -> Iterator[Finding]:
     for appointment in r.appointments:
         if appointment.status is not AppointmentStatus.BOOKED:
             continue
@@ -297,7 +348,7 @@ them): give :func:`audit` and :func:`audit_all` a history selected to these type
 the whole history, for a fraction of the reading."""
 
 
-def _status_since(r: Referral, events: Sequence[ReferralEvent] | None) -> dt.datetime:
+def _status_since(r: _Audited, events: Sequence[ReferralEvent] | None) -> dt.datetime:
     if events:
         for event in reversed(events):
             if event.type in AUDIT_EVENT_TYPES:
@@ -306,7 +357,7 @@ def _status_since(r: Referral, events: Sequence[ReferralEvent] | None) -> dt.dat
 
 
 def _stale(
-    r: Referral,
+    r: _Audited,
     as_of: dt.datetime,
     events: Sequence[ReferralEvent] | None,
     rules: AuditRules,
@@ -324,7 +375,7 @@ def _stale(
         )
 
 
-def _closed_follow_ups(r: Referral) -> Iterator[Finding]:
+def _closed_follow_ups(r: _Audited) -> Iterator[Finding]:
     open_items = [f for f in r.follow_ups if not f.done]
     if open_items:
         yield _finding(
@@ -337,7 +388,7 @@ def _closed_follow_ups(r: Referral) -> Iterator[Finding]:
         )
 
 
-def _interpreter(r: Referral, rules: AuditRules) -> Iterator[Finding]:
+def _interpreter(r: _Audited, rules: AuditRules) -> Iterator[Finding]:
     if not r.patient.interpreter_needed:
         return
     spoken = rules.spoken_channels
@@ -358,7 +409,7 @@ def _interpreter(r: Referral, rules: AuditRules) -> Iterator[Finding]:
         )
 
 
-def _consult_note(r: Referral, as_of: dt.datetime, rules: AuditRules) -> Iterator[Finding]:
+def _consult_note(r: _Audited, as_of: dt.datetime, rules: AuditRules) -> Iterator[Finding]:
     if r.status is not Status.SEEN and not (
         r.status is Status.ON_HOLD and r.held_from is Status.SEEN
     ):
@@ -411,7 +462,7 @@ def audit(
 
 
 def _audit(
-    r: Referral,
+    r: _Audited,
     as_of: dt.datetime,
     events: Sequence[ReferralEvent] | None,
     rules: AuditRules,
@@ -460,7 +511,7 @@ class DuplicateIndex:
     def __repr__(self) -> str:
         return f"DuplicateIndex({len(self._groups)} groups)"
 
-    def add(self, referral: Referral) -> list[Finding]:
+    def add(self, referral: _Audited) -> list[Finding]:
         """Findings for ``referral`` against every earlier referral of its group."""
         if referral.status is Status.ENTERED_IN_ERROR:
             return []
@@ -491,7 +542,7 @@ class DuplicateIndex:
 
 
 def audit_all(
-    referrals: Iterable[Referral | tuple[Referral, Sequence[ReferralEvent]]],
+    referrals: Iterable[Referral | tuple[Referral | AuditSnapshot, Sequence[ReferralEvent]]],
     as_of: dt.datetime,
     *,
     rules: AuditRules = DEFAULT_AUDIT,
@@ -501,10 +552,15 @@ def audit_all(
     streaming pass: each referral's findings come as it is read."""
     as_of = v.as_utc(as_of, "as_of")
     index = DuplicateIndex(as_of)
+    referral: Referral | AuditSnapshot
     for item in referrals:
         if isinstance(item, Referral):
             referral, events = item, None
-        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], Referral):
+        elif (
+            isinstance(item, tuple)
+            and len(item) == 2
+            and isinstance(item[0], (Referral, AuditSnapshot))
+        ):
             referral, events = item
         else:
             raise ValidationError("referrals", "expected Referral values or (Referral, events)")

@@ -20,19 +20,20 @@ import datetime as dt
 import functools
 import json
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 from storage_support import fresh_schema
 
 import referralkit as rk
 from referralkit import synth
 from referralkit.discrepancies import AUDIT_EVENT_TYPES, audit_all
-from referralkit.errors import StorageError
+from referralkit.errors import CorruptRecordError, StorageError
 from referralkit.rules import load
 from referralkit.rules._patterns import SIGNAL_EVENT_TYPES, signals
 from referralkit.rules.model import Kind
@@ -41,7 +42,8 @@ from referralkit.rules.timeline import EventRules
 from referralkit.serialization import from_dict, to_dict
 from referralkit.storage import _json, _snapshot
 from referralkit.storage._json import PLAIN
-from referralkit.storage._snapshot import Slow, fast_referral
+from referralkit.storage._snapshot import AuditSnapshot, Slow, fast_referral
+from referralkit.storage.sqlite import SQLiteStore
 from referralkit.testing import referral_events, referrals, sample_request
 
 ACTOR = rk.Actor("bulk-reads", {rk.Role.COORDINATOR})
@@ -331,3 +333,275 @@ def test_a_page_whose_write_loses_a_race_is_written_referral_by_referral(
     assert fast.sweep(ACTOR) == reference._sweep(ACTOR, None, reference=True)
     assert refused
     assert list(fast_store.export()) == list(reference_store.export())
+
+
+# --------------------------------------------------------------------------- the audit's projection
+
+
+def projected(text: str, referral_id: str) -> Any:
+    """What the SQLite adapter reads of a stored snapshot for the audit: the parts SQLite's
+    ``json_extract`` gives (:data:`referralkit.storage.sqlite._AUDIT_PARTS`), built by the
+    codec."""
+    import sqlite3
+
+    from referralkit.storage.sqlite import _AUDIT_PARTS
+
+    with closing(sqlite3.connect(":memory:")) as conn:
+        conn.execute("CREATE TABLE referrals (snapshot TEXT)")
+        conn.execute("INSERT INTO referrals VALUES (?)", (text,))
+        parts = conn.execute(f"SELECT {_AUDIT_PARTS} FROM referrals").fetchone()
+    return PLAIN.audited(text, referral_id, parts)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    referrals(),
+    st.timedeltas(dt.timedelta(0), dt.timedelta(days=60)),
+    st.lists(st.sampled_from(sorted(AUDIT_EVENT_TYPES)), max_size=1),
+)
+def test_the_audited_parts_find_what_the_whole_snapshot_finds(
+    referral: rk.Referral, later: dt.timedelta, last: list[str]
+) -> None:
+    """On random referrals (every part, every state), a snapshot stored and read back as
+    its audited parts is an AuditSnapshot, and the audit finds exactly what it finds in the
+    referral itself, duplicates included (the referral beside a copy of itself under other
+    ids)."""
+    view = projected(PLAIN.snapshot_text(referral), referral.id)
+    assert isinstance(view, AuditSnapshot)
+    as_of = referral.updated_at + later
+    events = [
+        rk.ReferralEvent(referral.id, 1, 0, referral.created_at, "a", kind, {}) for kind in last
+    ]
+    twin = attrs.evolve(referral, id=referral.id + "-2", source_id="other-source")
+    twin_view = projected(PLAIN.snapshot_text(twin), twin.id)
+    expected = list(audit_all([(referral, events), (twin, events)], as_of))
+    assert list(audit_all([(view, events), (twin_view, events)], as_of)) == expected
+
+
+def stored_text(store: rk.ReferralStore, referral_id: str) -> str:
+    import sqlite3
+
+    assert isinstance(store, SQLiteStore)
+    with closing(sqlite3.connect(store.path)) as conn:
+        found: str = conn.execute(
+            "SELECT snapshot FROM referrals WHERE id = ?", (referral_id,)
+        ).fetchone()[0]
+    return found
+
+
+def store_text(store: rk.ReferralStore, referral_id: str, text: str) -> None:
+    import sqlite3
+
+    assert isinstance(store, SQLiteStore)
+    with closing(sqlite3.connect(store.path)) as conn, conn:
+        conn.execute("UPDATE referrals SET snapshot = ? WHERE id = ?", (text, referral_id))
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "sqlite-memory", "postgres"])
+def test_the_sql_store_audit_reads_the_audited_parts(
+    kind: str, open_stores: Callable[[str], rk.ReferralStore]
+) -> None:
+    """Every sealed snapshot is read as its audited parts, extracted in SQL (the projection
+    is what runs), with its last status change, and the findings are the reference's."""
+    store = open_stores(kind)
+    _, end = simulated(3)
+    read = list(store._audit_histories(AUDIT_EVENT_TYPES))
+    assert read
+    assert all(isinstance(r, AuditSnapshot) for r, _ in read)
+    assert [e for _, e in read] == [
+        e for _, e in store.export_selected(AUDIT_EVENT_TYPES, latest=True)
+    ]
+    for as_of in (end, end + dt.timedelta(days=30)):
+        reference = list(audit_all(store.export(), as_of))
+        assert list(audit_all(store._audit_histories(AUDIT_EVENT_TYPES), as_of)) == reference
+
+
+def reseal(text: str, referral_id: str, change: Callable[[dict[str, Any]], None]) -> str:
+    """``text`` (a sealed snapshot) with its data changed by ``change`` and sealed again."""
+    body, _, _ = _json.RecordCodec.unseal(text, referral_id + "\x00snapshot", referral_id, "s")
+    data = json.loads(body)
+    change(data)
+    return _json._seal(json.dumps(data, separators=(",", ":")), referral_id + "\x00snapshot")
+
+
+@pytest.mark.parametrize(
+    ("change", "read_whole"),
+    [
+        # a snapshot written before sealing: read whole, every check run
+        (lambda text, rid: "{" + text[text.index('",') + 2 :], True),
+        # a part the audit reads left out (its default only the whole read gives)
+        (lambda text, rid: reseal(text, rid, lambda d: d.pop("authorization")), True),
+        (lambda text, rid: reseal(text, rid, lambda d: d.pop("status")), True),
+        # a part of another type: read whole (and refused there if it must be)
+        (lambda text, rid: reseal(text, rid, lambda d: d.update(appointments=None)), True),
+        # a part no check reads, left out: still read as its audited parts
+        (lambda text, rid: reseal(text, rid, lambda d: d.pop("reason")), False),
+    ],
+)
+def test_what_the_projection_does_not_recognise_is_read_whole(
+    change: Callable[[str, str], str],
+    read_whole: bool,
+    open_stores: Callable[[str], rk.ReferralStore],
+) -> None:
+    store = open_stores("sqlite")
+    _, end = simulated(3)
+    first = next(iter(store.export()))[0].id
+    store_text(store, first, change(stored_text(store, first), first))
+    try:
+        reference: Any = list(audit_all(store.export(), end))
+    except rk.ReferralKitError as error:
+        reference = type(error)
+    try:
+        read: Any = next(iter(store._audit_histories(AUDIT_EVENT_TYPES)))[0]
+    except rk.ReferralKitError:
+        read = None  # read whole, and refused there as the reference refuses it
+    assert isinstance(read, rk.Referral | None) is read_whole
+    try:
+        found: Any = list(audit_all(store._audit_histories(AUDIT_EVENT_TYPES), end))
+    except rk.ReferralKitError as error:
+        found = type(error)
+    assert found == reference
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        # the text changed under its seal: the checksum no longer matches
+        lambda text: text.replace('"status":"', '"status":"x', 1),
+        # not JSON at all, sealed or not
+        lambda text: text[:-1],
+        lambda text: "{" + text[text.index('",') + 2 : -1],
+    ],
+)
+def test_a_damaged_snapshot_is_refused_as_the_reference_refuses_it(
+    change: Callable[[str], str], open_stores: Callable[[str], rk.ReferralStore]
+) -> None:
+    store = open_stores("sqlite")
+    _, end = simulated(3)
+    first = next(iter(store.export()))[0].id
+    store_text(store, first, change(stored_text(store, first)))
+    with pytest.raises(CorruptRecordError) as reference:
+        list(audit_all(store.export(), end))
+    with pytest.raises(CorruptRecordError) as found:
+        list(audit_all(store._audit_histories(AUDIT_EVENT_TYPES), end))
+    assert str(found.value) == str(reference.value)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_an_encrypted_store_is_audited_from_whole_snapshots(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """PHI the audit reads (service codes, the patient id, who was spoken to) is encrypted
+    field by field: the database cannot read it, so the snapshots are read whole."""
+    from referralkit.crypto import KeyRing
+
+    histories, end = simulated(3)
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'e.db'}"
+    else:
+        url = request.getfixturevalue("postgres_schema")
+    with rk.open_store(url, keys=KeyRing.generate()) as store:
+        store.restore_many(list(histories))
+        read = list(store._audit_histories(AUDIT_EVENT_TYPES))
+        assert all(isinstance(r, rk.Referral) for r, _ in read)
+        desk = rk.ReferralDesk(store, clock=rk.FakeClock(end))
+        assert list(desk.audit(ACTOR)) == list(audit_all(store.export(), end))
+
+
+def test_a_scoped_actor_audits_the_referrals_it_reaches(
+    open_stores: Callable[[str], rk.ReferralStore],
+) -> None:
+    """A scoped actor's store audit reads whole snapshots (the scope test reads the
+    parties): the findings are those of the referrals it reaches."""
+    store = open_stores("sqlite")
+    _, end = simulated(3)
+    desk = rk.ReferralDesk(store, clock=rk.FakeClock(end))
+    first = next(iter(store.export()))[0]
+    assert first.referring.organization is not None
+    scoped = rk.Actor(
+        "aud",
+        {rk.Role.COORDINATOR},
+        organization=first.referring.organization,
+        providers={first.referring.id},
+    )
+    reached = [h for h in store.export() if desk._reaches(scoped, "audit", h[0])]
+    assert 0 < len(reached) < store.count()
+    assert list(desk.audit(scoped)) == list(audit_all(reached, end))
+
+
+def test_a_postgres_snapshot_changed_under_its_seal_is_refused(
+    open_stores: Callable[[str], rk.ReferralStore], postgres_url: str
+) -> None:
+    import psycopg
+
+    store = open_stores("postgres")
+    _, end = simulated(3)
+    first = next(iter(store.export()))[0].id
+    schema = store.schema  # type: ignore[attr-defined]
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(
+            f'UPDATE "{schema}".referrals SET snapshot = '
+            "replace(snapshot::text, %s, %s)::json WHERE id = %s",
+            ['"status":"', '"status":"x', first],
+        )
+    with pytest.raises(CorruptRecordError) as reference:
+        list(audit_all(store.export(), end))
+    with pytest.raises(CorruptRecordError) as found:
+        list(audit_all(store._audit_histories(AUDIT_EVENT_TYPES), end))
+    assert str(found.value) == str(reference.value)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_referral_changed_between_the_sweeps_reads_is_read_again(
+    kind: str, open_stores: Callable[[str], rk.ReferralStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep evaluates the events it read and then reads the snapshots of the referrals
+    it writes: one changed in between is read again and recorded on its own (a retry),
+    and the store ends as the reference's, to which the same change came first."""
+    fast_store, reference_store = open_stores(kind), open_stores(kind)
+    _, end = simulated(3)
+    clock = rk.FakeClock(end)
+    fast = rk.ReferralDesk(fast_store, clock=clock, event_rules=event_rules())
+    reference = rk.ReferralDesk(reference_store, clock=clock, event_rules=event_rules())
+    real = fast_store._load_many
+    changed = []
+
+    def change_first(ids: Any) -> list[rk.Referral]:
+        ids = list(ids)
+        if not changed:
+            changed.append(ids[0])
+            fast.assign(ACTOR, ids[0], "someone-else")
+        return real(ids)
+
+    monkeypatch.setattr(fast_store, "_load_many", change_first)
+    mine = fast.sweep(ACTOR)
+    assert changed
+    assert mine.retried == 1
+    reference.assign(ACTOR, changed[0], "someone-else")
+    theirs = reference._sweep(ACTOR, None, reference=True)
+    # the changed referral is recorded on its own, before the rest of its page: the same
+    # alerts, in another order
+    assert (mine.swept, mine.written, mine.skipped) == (theirs.swept, theirs.written, 0)
+    assert sorted(mine.raised, key=repr) == sorted(theirs.raised, key=repr)
+    assert sorted(mine.cleared, key=repr) == sorted(theirs.cleared, key=repr)
+    assert list(fast_store.export()) == list(reference_store.export())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_sweeps_reads_are_the_selected_histories_without_snapshots(
+    kind: str, open_stores: Callable[[str], rk.ReferralStore]
+) -> None:
+    """``_sweep_reads``: the open referrals' ids, versions and selected events, in the order
+    asked (unknown and closed ids left out); ``_load_many``: the snapshots of the ids stored."""
+    store = open_stores(kind)
+    whole = list(store.export())
+    ids = ["no-such-referral", *[r.id for r, _ in whole][::-1]]
+    types = SIGNAL_EVENT_TYPES | {"alert_raised"}
+    assert store._sweep_reads(ids, types) == [
+        (r.id, r.version, [e for e in h if e.type in types])
+        for r, h in reversed(whole)
+        if not r.status.is_terminal
+    ]
+    assert store._sweep_reads([], types) == []
+    assert sorted(store._load_many(ids), key=lambda r: r.id) == [r for r, _ in whole]
+    assert store._load_many([]) == []

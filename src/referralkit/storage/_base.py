@@ -42,6 +42,7 @@ from ..access import (
 from ..errors import ConcurrencyError, DuplicateReferralError, NotFoundError, ValidationError
 from ..events import apply_all
 from ..model import Priority, Referral, ReferralEvent, Status
+from ._snapshot import AuditSnapshot
 from ._versions import RuleVersion
 
 __all__ = [
@@ -68,6 +69,9 @@ Change: TypeAlias = tuple[Referral, Sequence[ReferralEvent], int]
 
 History: TypeAlias = tuple[Referral, Sequence[ReferralEvent]]
 """A referral's current snapshot with its whole history (every event, oldest first)."""
+
+AuditHistory: TypeAlias = tuple[Referral | AuditSnapshot, Sequence[ReferralEvent]]
+"""What the store audit reads of one referral (see :meth:`ReferralStore._audit_histories`)."""
 
 
 def _statuses(value: Iterable[Status | str] | Status | str | None) -> frozenset[Status] | None:
@@ -545,6 +549,40 @@ class ReferralStore(abc.ABC):
         for referral, events in self.export():
             chosen = [e for e in events if e.type in types]
             yield referral, chosen[-1:] if latest else chosen
+
+    def _audit_histories(self, event_types: Iterable[str]) -> Iterator[AuditHistory]:
+        """What the store audit (:meth:`referralkit.ReferralDesk.audit`) reads:
+        :meth:`export_selected` with ``latest``, where a store may give, instead of a
+        referral, its :class:`~referralkit.storage._snapshot.AuditSnapshot` (only the parts
+        the audit's checks read, extracted in the database: the SQLite adapter). The audit's
+        findings are the same either way."""
+        return self.export_selected(event_types, latest=True)
+
+    def _sweep_reads(
+        self, ids: Iterable[str], event_types: Iterable[str]
+    ) -> list[tuple[str, int, list[ReferralEvent]]]:
+        """What the sweep (:meth:`referralkit.ReferralDesk.sweep`) reads of the referrals
+        ``ids`` to evaluate the event rules: for each open one, in the order of ``ids``, its
+        id, its version and its events of ``event_types`` up to that version
+        (:meth:`histories_selected` without the snapshots, which only the referrals the
+        sweep writes need: :meth:`_load_many`). The SQL adapters read the version from its
+        column, and decode no snapshot."""
+        return [
+            (referral.id, referral.version, list(events))
+            for referral, events in self.histories_selected(ids, event_types)
+            if not referral.status.is_terminal
+        ]
+
+    def _load_many(self, ids: Iterable[str]) -> list[Referral]:
+        """The current snapshots of those of ``ids`` that are stored (:meth:`load` each; the
+        SQL adapters read them in one query)."""
+        found = []
+        for referral_id in ids:
+            try:
+                found.append(self.load(referral_id))
+            except NotFoundError:
+                continue
+        return found
 
     def histories_selected(self, ids: Iterable[str], event_types: Iterable[str]) -> list[History]:
         """:meth:`histories` with, for each referral, only the events whose type is in

@@ -45,7 +45,7 @@ from ..crypto import CIPHER_PREFIX, FieldCipher, KeyProvider
 from ..errors import CorruptRecordError, EncryptionKeyError, StorageError, ValidationError
 from ..model import Referral, ReferralEvent
 from ..serialization import from_dict, to_dict
-from ._snapshot import Slow, fast_referral
+from ._snapshot import AuditSnapshot, Slow, audit_snapshot, fast_referral
 
 __all__ = [
     "PLAIN",
@@ -753,6 +753,26 @@ class RecordCodec:
         if referral.id != referral_id:
             raise CorruptRecordError(referral_id, "snapshot", "it holds another referral")
         return referral
+
+    def audited(self, stored: Any, referral_id: str, parts: Any) -> Referral | AuditSnapshot:
+        """What the record audit reads of a stored snapshot: its :class:`AuditSnapshot`
+        from ``parts`` (the JSON texts of the values at
+        :data:`~referralkit.storage._snapshot.AUDIT_PATHS` and
+        :data:`~referralkit.storage._snapshot.AUDIT_WHEN`, as the database extracted them from
+        the stored text, or ``None``), once the record's seal is verified; the
+        :class:`~referralkit.model.Referral` itself (:meth:`referral`) for a record the
+        database cannot read for us: an encrypted or unsealed one, or anything
+        :func:`~referralkit.storage._snapshot.audit_snapshot` does not recognise."""
+        text = self._text(stored)
+        if text is not None and text.startswith(_HEAD) and parts is not None:
+            _, key_id, count = self.unseal(
+                text, referral_id + "\x00snapshot", referral_id, "snapshot"
+            )
+            head, when = parts
+            if not key_id and count != "-" and type(head) is str and type(when) is str:
+                with contextlib.suppress(Slow, ValueError):
+                    return audit_snapshot(referral_id, _loads(head), _loads(when))
+        return self.referral(stored, referral_id)
 
     def payload_body(self, row: Sequence[Any]) -> tuple[str, str]:
         """``(payload JSON text, count)`` of an event row, verified and decrypted."""

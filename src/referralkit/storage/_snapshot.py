@@ -21,6 +21,15 @@ on random referrals (``tests/storage/test_bulk_reads.py``).
 Only data from a sealed record goes through here (:meth:`RecordCodec.referral` decides): the
 seal's checksum shows it is text this store wrote from a checked referral; an unsealed row
 (from before sealing, or edited by hand) gets every check.
+
+The record audit reads less still: :class:`AuditSnapshot` holds only the parts of a referral
+its checks read (:data:`AUDIT_PATHS`, and the requested services, the communications and the
+attachments only when a check will read them: :data:`AUDIT_WHEN`), which a SQL store extracts
+from the stored JSON in the database (SQLite's ``json_extract``) so that the rest of the
+snapshot is never decoded; :func:`audit_snapshot` builds it with the same conversions the
+builders make (its parts that are model values, an authorization or an appointment, *are*
+built by them). Anything it does not recognise makes it give up (:class:`Slow`) and the
+caller reads the whole snapshot instead.
 """
 
 from __future__ import annotations
@@ -36,9 +45,20 @@ from typing import Any, Final
 import attrs
 
 from ..errors import ReferralKitError
-from ..model import Referral
+from ..model import (
+    Appointment,
+    Attachment,
+    AttachmentKind,
+    Authorization,
+    AuthStatus,
+    Code,
+    Communication,
+    FollowUp,
+    Referral,
+    Status,
+)
 
-__all__ = ["Slow", "fast_referral"]
+__all__ = ["AUDIT_PATHS", "AUDIT_WHEN", "AuditSnapshot", "Slow", "audit_snapshot", "fast_referral"]
 
 _UTC: Final = dt.UTC
 _NOTHING: Final = attrs.NOTHING
@@ -250,3 +270,171 @@ def fast_referral(data: Any) -> Referral:
     :class:`Slow` when it needs cattrs and the validators to be read or refused."""
     built: Referral = _referral_builder()(data)
     return built
+
+
+# --------------------------------------------------------------------------- the audit's view
+
+AUDIT_PATHS: Final = (
+    "id",
+    "status",
+    "held_from",
+    "updated_at",
+    "received_at",
+    "created_at",
+    "closed_at",
+    "source_id",
+    "specialty",
+    "patient.id",
+    "patient.interpreter_needed",
+    "authorization",
+    "appointments",
+    "follow_ups",
+)
+"""The parts of a stored snapshot every audited referral needs, in the order
+:func:`audit_snapshot` takes them (JSON paths without the leading ``$.``)."""
+
+AUDIT_WHEN: Final = (
+    ("services", "authorization.status", (AuthStatus.APPROVED.value,)),
+    ("communications", "patient.interpreter_needed", (True,)),
+    ("attachments", "status", (Status.SEEN.value, Status.ON_HOLD.value)),
+)
+"""The parts read only when a check reads them: ``(path, path of the condition, the values
+it must hold)``: the requested services when the authorization is approved (the services
+check), the communications when the patient needs an interpreter, the attachments when the
+referral is seen or on hold (the consult note check). In this order after
+:data:`AUDIT_PATHS`; ``None`` where the condition does not hold."""
+
+
+class AuditPatient:
+    """What the audit reads of the patient: the id (grouping likely duplicates, never shown)
+    and whether an interpreter is needed."""
+
+    __slots__ = ("id", "interpreter_needed")
+
+    def __init__(self, patient_id: str, interpreter_needed: bool) -> None:
+        self.id = patient_id
+        self.interpreter_needed = interpreter_needed
+
+    def __repr__(self) -> str:
+        return "AuditPatient(<redacted>)"
+
+
+class AuditSnapshot:
+    """The parts of a stored referral the record audit reads
+    (:mod:`referralkit.discrepancies`), under the names the :class:`~referralkit.model.Referral`
+    gives them; the services, communications and attachments are empty where no check reads
+    them (see :data:`AUDIT_WHEN`). Built by :func:`audit_snapshot`; only the audit sees it."""
+
+    __slots__ = (
+        "appointments",
+        "attachments",
+        "authorization",
+        "closed_at",
+        "communications",
+        "created_at",
+        "follow_ups",
+        "held_from",
+        "id",
+        "patient",
+        "received_at",
+        "services",
+        "source_id",
+        "specialty",
+        "status",
+        "updated_at",
+    )
+
+    id: str
+    status: Status
+    held_from: Status | None
+    updated_at: dt.datetime
+    received_at: dt.datetime | None
+    created_at: dt.datetime
+    closed_at: dt.datetime | None
+    source_id: str | None
+    specialty: str
+    patient: AuditPatient
+    authorization: Authorization
+    appointments: tuple[Appointment, ...]
+    follow_ups: tuple[FollowUp, ...]
+    services: tuple[Code, ...]
+    communications: tuple[Communication, ...]
+    attachments: tuple[Attachment, ...]
+
+    def attachment_kinds(self) -> frozenset[AttachmentKind]:
+        return frozenset(a.kind for a in self.attachments)
+
+    def __repr__(self) -> str:
+        return f"AuditSnapshot({self.id!r}, {self.status.value})"
+
+
+_status: Final = _enum(Status)
+
+
+def _text(value: Any) -> str:
+    if type(value) is not str:
+        raise _SLOW
+    return value
+
+
+def _optional(convert: Convert, value: Any) -> Any:
+    return None if value is None else convert(value)
+
+
+def _many(cls: type, value: Any) -> tuple[Any, ...]:
+    if type(value) is not list:
+        raise _SLOW
+    build = _builder(cls)
+    return tuple([build(item) for item in value])
+
+
+def audit_snapshot(referral_id: str, parts: Any, when: Any) -> AuditSnapshot:
+    """The :class:`AuditSnapshot` of referral ``referral_id`` from ``parts`` (the decoded
+    values at :data:`AUDIT_PATHS`, a list) and ``when`` (those at :data:`AUDIT_WHEN`);
+    :class:`Slow` for anything another read of the whole snapshot must decide (a missing
+    part, whose default only the whole read gives; a value of another type; another id)."""
+    if type(parts) is not list or len(parts) != len(AUDIT_PATHS):
+        raise _SLOW
+    if type(when) is not list or len(when) != len(AUDIT_WHEN):
+        raise _SLOW
+    (
+        found_id,
+        status,
+        held_from,
+        updated_at,
+        received_at,
+        created_at,
+        closed_at,
+        source_id,
+        specialty,
+        patient_id,
+        interpreter,
+        authorization,
+        appointments,
+        follow_ups,
+    ) = parts
+    if found_id != referral_id or type(found_id) is not str or type(interpreter) is not bool:
+        raise _SLOW
+    view = _new(AuditSnapshot)
+    view.id = found_id
+    view.status = _status(status)
+    view.held_from = _optional(_status, held_from)
+    view.updated_at = _datetime(updated_at)
+    view.received_at = _optional(_datetime, received_at)
+    view.created_at = _datetime(created_at)
+    view.closed_at = _optional(_datetime, closed_at)
+    view.source_id = _optional(_text, source_id)
+    view.specialty = _text(specialty)
+    view.patient = AuditPatient(_text(patient_id), interpreter)
+    if type(authorization) is not dict:
+        raise _SLOW
+    auth = view.authorization = _builder(Authorization)(authorization)
+    view.appointments = _many(Appointment, appointments)
+    view.follow_ups = _many(FollowUp, follow_ups)
+    services, communications, attachments = when
+    # each conditional part is there exactly when its condition holds (and a check reads it)
+    view.services = _many(Code, services) if auth.status is AuthStatus.APPROVED else ()
+    view.communications = _many(Communication, communications) if interpreter else ()
+    seen = view.status is Status.SEEN or view.status is Status.ON_HOLD
+    view.attachments = _many(Attachment, attachments) if seen else ()
+    return view

@@ -86,6 +86,7 @@ from ..errors import (
 from ..model import Referral, ReferralEvent
 from ..worklist import rank_entries
 from ._base import (
+    AuditHistory,
     Change,
     History,
     Query,
@@ -106,6 +107,7 @@ from ._base import (
 )
 from ._chain import CHAIN_VERSION, chain_rows, event_fields, linked
 from ._json import RecordCodec, change_sizes, rewrites
+from ._snapshot import AUDIT_PATHS, AUDIT_WHEN
 from ._versions import (
     RuleVersion,
     check_digest,
@@ -504,6 +506,58 @@ def _row(referral: Referral, codec: RecordCodec) -> tuple[Any, ...]:
         referral.updated_at,
         Sealed(codec.snapshot_text(referral)),
     )
+
+
+def _json_path(path: str) -> str:
+    """The SQL of the JSON value at ``path`` (``a.b``) of the snapshot's top-level columns
+    ``x`` (:data:`_AUDIT_PAGE`)."""
+    head, *rest = path.split(".")
+    return f'x."{head}"' + "".join(f"->'{key}'" for key in rest)
+
+
+def _sql_value(value: object) -> str:
+    if value is True:
+        return "'true'"
+    assert isinstance(value, str)
+    assert "'" not in value
+    return f"'{value}'"
+
+
+_AUDIT_TOP: Final = sorted(
+    {path.split(".")[0] for path in AUDIT_PATHS} | {p for p, _, _ in AUDIT_WHEN}
+)
+# Each referral with the parts of its snapshot the record audit reads, parsed once by
+# json_to_record (a snapshot that is not a JSON object gives none: it is then read whole and
+# refused as every read refuses it), and the last of its events of the selected types
+_AUDIT_PAGE: Final = (
+    "SELECT r.id, r.snapshot::text, json_build_array("
+    + ", ".join(_json_path(path) for path in AUDIT_PATHS)
+    + ")::text, json_build_array("
+    + ", ".join(
+        f"CASE WHEN ({_json_path(condition)} #>> '{{}}') IN "
+        f"({', '.join(_sql_value(value) for value in values)}) THEN {_json_path(path)} END"
+        for path, condition, values in AUDIT_WHEN
+    )
+    + ")::text, e.referral_id, e.version, e.idx, e.at, e.actor, e.type, e.payload::text "
+    "FROM {s}.referrals r LEFT JOIN LATERAL json_to_record(CASE WHEN "
+    "json_typeof(r.snapshot) = 'object' THEN r.snapshot END) AS x("
+    + ", ".join(f'"{name}" json' for name in _AUDIT_TOP)
+    + ") ON true LEFT JOIN LATERAL (SELECT referral_id, version, idx, at, actor, type, payload "
+    "FROM {s}.events WHERE referral_id = r.id AND type = ANY(%s) "
+    "ORDER BY version DESC, idx DESC LIMIT 1) e ON true "
+    "WHERE r.id > %s ORDER BY r.id LIMIT %s"
+)
+
+
+def _seal_parts(cursor: Any) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """A psycopg row factory for :data:`_AUDIT_PAGE`: ``(id, snapshot, parts, event row or
+    None)``, the snapshot, the parts (PHI among them) and the event's payload sealed."""
+
+    def make(values: Sequence[Any]) -> tuple[Any, ...]:
+        event = None if values[4] is None else (*values[4:10], Sealed(values[10]))
+        return (values[0], Sealed(values[1]), Sealed(tuple(values[2:4])), event)
+
+    return make
 
 
 def _seal_last(cursor: Any) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
@@ -1252,6 +1306,38 @@ class PostgresStore(ReferralStore):
         never read (see :meth:`ReferralStore.export_selected`)."""
         return self._export(check_event_types(event_types), latest=latest)
 
+    @boundary_iter
+    def _audit_histories(self, event_types: Iterable[str]) -> Iterator[AuditHistory]:
+        """:meth:`export_selected` with ``latest``, each snapshot's audited parts extracted
+        by PostgreSQL (``json_to_record``; its seal still verified here), and its last
+        event of ``event_types`` found by the events' primary key, in one query a page; an
+        encrypted store's PHI cannot be read in SQL, so its snapshots are read whole."""
+        types = check_event_types(event_types)
+        if self._codec.encrypted:
+            yield from self.export_selected(types, latest=True)
+            return
+        sql = self._sql(_AUDIT_PAGE)
+        codec = self._codec
+        try:
+            with self._connection() as conn, conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                cursor = conn.cursor(row_factory=_seal_parts)
+                last = ""
+                while True:
+                    rows = cursor.execute(sql, [list(types), last, _EXPORT_BATCH]).fetchall()
+                    if not rows:
+                        return
+                    for referral_id, snapshot, parts, event in rows:
+                        referral = codec.audited(snapshot, referral_id, parts.reveal())
+                        yield referral, codec.selected(() if event is None else (event,))
+                    last = rows[-1][0]
+        except PoolTimeout:
+            raise StorageError(
+                "no PostgreSQL connection free while exporting", driver_error="PoolTimeout"
+            ) from None
+        except psycopg.Error as error:
+            raise _driver_error(error, "exporting") from None
+
     def _export(self, types: Sequence[str] | None, *, latest: bool) -> Iterator[History]:
         try:
             with self._connection() as conn, conn.transaction():
@@ -1561,6 +1647,56 @@ class PostgresStore(ReferralStore):
                 )
                 histories.append((referral, [e for e in events if e.version <= referral.version]))
         return histories
+
+    @boundary
+    def _sweep_reads(
+        self, ids: Iterable[str], event_types: Iterable[str]
+    ) -> list[tuple[str, int, list[ReferralEvent]]]:
+        """One connection, two reads: the open referrals' versions (their column), then
+        their events of ``event_types`` (verified; those newer than the version read left
+        out). No snapshot is read."""
+        wanted = _ids(ids)
+        types = check_event_types(event_types)
+        if not wanted:
+            return []
+        rows, found = self._fetch_all(
+            "reading the sweep's referrals",
+            [
+                (
+                    "SELECT id, version FROM {s}.referrals WHERE id = ANY(%s) AND is_open",
+                    [wanted],
+                    False,
+                ),
+                (
+                    f"SELECT {_EVENT_COLUMNS_TEXT} FROM {{s}}.events WHERE referral_id = ANY(%s)"  # noqa: S608 - fixed column names and placeholders
+                    " AND type = ANY(%s) ORDER BY referral_id, version, idx",
+                    [wanted, list(types)],
+                    True,
+                ),
+            ],
+        )
+        versions = {str(referral_id): int(version) for referral_id, version in rows}
+        grouped = {k: list(g) for k, g in itertools.groupby(found, key=lambda e: e[0])}
+        reads = []
+        for referral_id in wanted:
+            version = versions.get(referral_id)
+            if version is not None:
+                events = self._codec.selected(grouped.get(referral_id, ()))
+                reads.append((referral_id, version, [e for e in events if e.version <= version]))
+        return reads
+
+    @boundary
+    def _load_many(self, ids: Iterable[str]) -> list[Referral]:
+        wanted = _ids(ids)
+        if not wanted:
+            return []
+        rows = self._fetch(
+            "loading referrals",
+            "SELECT id, snapshot::text FROM {s}.referrals WHERE id = ANY(%s)",
+            [wanted],
+            sealed=True,
+        )
+        return [self._codec.referral(snapshot, referral_id) for referral_id, snapshot in rows]
 
     @boundary
     def versions(self, ids: Iterable[str]) -> dict[str, int]:

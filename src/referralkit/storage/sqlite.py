@@ -59,6 +59,7 @@ from ..errors import (
 from ..model import Referral, ReferralEvent
 from ..worklist import rank_entries
 from ._base import (
+    AuditHistory,
     Change,
     History,
     Query,
@@ -81,6 +82,7 @@ from ._chain import CHAIN_VERSION, chain_rows, event_fields, linked
 from ._directory import DIRECTORY_TABLES
 from ._files import create_private, private_replacement
 from ._json import RecordCodec, change_sizes, rewrites
+from ._snapshot import AUDIT_PATHS, AUDIT_WHEN
 from ._versions import (
     RuleVersion,
     check_digest,
@@ -516,6 +518,72 @@ def _paged_histories(
                 chosen = grouped.get(referral_id, [])
                 history = codec.selected(chosen[-1:] if latest else chosen)
             yield referral, history
+        last = rows[-1][0]
+
+
+def _sql_literal(value: object) -> str:
+    if value is True:
+        return "1"  # json_extract gives a JSON true as 1
+    assert isinstance(value, str)
+    assert "'" not in value
+    return f"'{value}'"
+
+
+# The parts of each snapshot the record audit reads, extracted by SQLite from the stored text
+# (one parse of it per row: json_extract keeps the parsed text for the row's other calls):
+# the always-read parts as one JSON array, the conditional ones as another (None when the
+# text is not JSON at all: the row is then read whole, and refused as every read refuses it)
+_AUDIT_PARTS: Final = (
+    "CASE WHEN json_valid(snapshot) THEN json_extract(snapshot, "
+    + ", ".join(f"'$.{path}'" for path in AUDIT_PATHS)
+    + ") END, CASE WHEN json_valid(snapshot) THEN json_array("
+    + ", ".join(
+        f"CASE WHEN json_extract(snapshot, '$.{condition}') IN "
+        f"({', '.join(_sql_literal(value) for value in values)}) "
+        f"THEN json_extract(snapshot, '$.{path}') END"
+        for path, condition, values in AUDIT_WHEN
+    )
+    + ") END"
+)
+
+
+def _seal_parts(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row factory for :func:`_paged_audit`: ``(id, snapshot, parts, event row or None)``,
+    the snapshot, the parts (PHI among them) and the event's payload sealed."""
+    event = None if row[4] is None else (*row[4:10], Sealed(row[10]))
+    return (row[0], Sealed(row[1]), Sealed(row[2:4]), event)
+
+
+# Each referral with its audited parts and the last of its events of the selected types
+# (found through the events' primary key, newest first; one row per referral)
+_AUDIT_PAGE: Final = (
+    f"SELECT r.id, r.snapshot, {_AUDIT_PARTS.replace('snapshot', 'r.snapshot')}, "  # noqa: S608 - fixed SQL
+    + ", ".join(f"e.{column.strip()}" for column in _EVENT_COLUMNS.split(","))
+    + " FROM referrals r LEFT JOIN events e ON e.rowid = (SELECT rowid FROM events "
+    "WHERE referral_id = r.id AND type IN ({marks}) ORDER BY version DESC, idx DESC LIMIT 1) "
+    "WHERE r.id > ? ORDER BY r.id LIMIT ?"
+)
+
+
+def _paged_audit(
+    conn: sqlite3.Connection, codec: RecordCodec, *, batch: int, types: Sequence[str]
+) -> Iterator[AuditHistory]:
+    """What the store audit reads (:meth:`SQLiteStore._audit_histories`), in id order,
+    ``batch`` referrals at a time (-1: all at once), in one query a page: each snapshot's
+    seal verified and only the parts the audit reads decoded (:meth:`RecordCodec.audited`),
+    with the last of its events of ``types`` (verified), as :func:`_paged_histories` reads
+    them with ``types`` and ``latest``."""
+    last = ""
+    cursor = conn.cursor()
+    cursor.row_factory = _seal_parts
+    sql = _AUDIT_PAGE.format(marks=", ".join("?" for _ in types))
+    while True:
+        rows = cursor.execute(sql, (*types, last, batch)).fetchall()
+        if not rows:
+            return
+        for referral_id, snapshot, parts, event in rows:
+            referral = codec.audited(snapshot, referral_id, parts.reveal())
+            yield referral, codec.selected(() if event is None else (event,))
         last = rows[-1][0]
 
 
@@ -1114,6 +1182,31 @@ class SQLiteStore(ReferralStore):
         finally:
             self._forget(conn)
 
+    @boundary_iter
+    def _audit_histories(self, event_types: Iterable[str]) -> Iterator[AuditHistory]:
+        """:meth:`export_selected` with ``latest``, each snapshot's audited parts extracted
+        by SQLite (:func:`_paged_audit`); an encrypted store's PHI cannot be read in SQL, so
+        its snapshots are read whole (:meth:`export_selected`)."""
+        types = check_event_types(event_types)
+        if self._codec.encrypted:
+            yield from self.export_selected(types, latest=True)
+            return
+        if self._shared is not None:
+            with self._lock:
+                everything = list(_paged_audit(self._shared, self._codec, batch=-1, types=types))
+            yield from everything
+            return
+        if self._closed:
+            raise StorageError("the store is closed")
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN")
+            yield from _paged_audit(conn, self._codec, batch=_EXPORT_BATCH, types=types)
+        except _DRIVER_ERRORS as error:
+            raise _driver_error(error, "exporting") from None
+        finally:
+            self._forget(conn)
+
     @boundary
     def restore_many(self, histories: Sequence[History]) -> None:
         """Store whole histories directly, in one transaction (see
@@ -1195,6 +1288,51 @@ class SQLiteStore(ReferralStore):
             sealed=True,
         )
         return _assembled(self._codec, wanted, rows, found, selected=types is not None)
+
+    @boundary
+    def _sweep_reads(
+        self, ids: Iterable[str], event_types: Iterable[str]
+    ) -> list[tuple[str, int, list[ReferralEvent]]]:
+        """Two reads for the whole batch: the open referrals' versions (their column), then
+        their events of ``event_types`` (verified; those newer than the version read,
+        written in between, left out). No snapshot is read."""
+        wanted = _ids(ids)
+        types = check_event_types(event_types)
+        if not wanted:
+            return []
+        marks = ", ".join("?" for _ in wanted)
+        rows = self._read(
+            f"SELECT id, version FROM referrals WHERE id IN ({marks}) AND is_open = 1",  # noqa: S608 - placeholders only
+            wanted,
+        )
+        found = self._read(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE referral_id IN ({marks})"  # noqa: S608 - fixed column names and placeholders
+            f" AND type IN ({', '.join('?' for _ in types)}) ORDER BY referral_id, version, idx",
+            [*wanted, *types],
+            sealed=True,
+        )
+        versions = {str(referral_id): int(version) for referral_id, version in rows}
+        grouped = {k: list(g) for k, g in itertools.groupby(found, key=lambda e: e[0])}
+        reads = []
+        for referral_id in wanted:
+            version = versions.get(referral_id)
+            if version is not None:
+                events = self._codec.selected(grouped.get(referral_id, ()))
+                reads.append((referral_id, version, [e for e in events if e.version <= version]))
+        return reads
+
+    @boundary
+    def _load_many(self, ids: Iterable[str]) -> list[Referral]:
+        wanted = _ids(ids)
+        if not wanted:
+            return []
+        marks = ", ".join("?" for _ in wanted)
+        rows = self._read(
+            f"SELECT id, snapshot FROM referrals WHERE id IN ({marks})",  # noqa: S608 - placeholders only
+            wanted,
+            sealed=True,
+        )
+        return [self._codec.referral(snapshot, referral_id) for referral_id, snapshot in rows]
 
     @boundary
     def versions(self, ids: Iterable[str]) -> dict[str, int]:
