@@ -553,6 +553,19 @@ def _template(
     return values, snapshot, moved, bool(keys), referral
 
 
+_SHIFTED: dict[Any, Any] = {}
+"""Instants and time columns as moved by the current shift (copies come in rounds: one
+shift for a run of ``originals`` copies)."""
+_SHIFTED_BY: list[dt.timedelta | None] = [None]
+
+
+def _shifted_by(delta: dt.timedelta) -> dict[Any, Any]:
+    if _SHIFTED_BY[0] != delta:
+        _SHIFTED.clear()
+        _SHIFTED_BY[0] = delta
+    return _SHIFTED
+
+
 def _cloned_rows(
     templates: dict[str, tuple[Any, ...]],
     columns: Sequence[str],
@@ -562,42 +575,45 @@ def _cloned_rows(
     """The rows (referral, events, rank keys) of copy ``n``, from its first copy's, every
     instant moved by its shift; the rank keys from its own shifted history, decoded as the
     store decodes it."""
-    from referralkit.storage._json import _event_context, _fast_event, _seal
+    from referralkit.storage._json import _fast_event, _seal
 
     new = f"wl{n:07d}"
     quoted = f'"{new}"'
     delta = clone_shift(n, originals)
     values, ((cut, count)), events, ranked, referral = templates[f"wl{n % originals:07d}"]
-    rendered: dict[dt.datetime, str] = {}
+    shifted = _shifted_by(delta)
 
     def moved_instant(when: dt.datetime) -> str:
-        text = rendered.get(when)
+        text = shifted.get(when)
         if text is None:
-            text = rendered[when] = f'"{(when + delta).isoformat()}"'
+            text = shifted[when] = f'"{(when + delta).isoformat()}"'
         return text
 
     row = dict(values)
     row["id"] = row["source_id"] = new
     for column in _TIME_COLUMNS.intersection(row):
-        row[column] = _shift_column(row[column], delta)
+        value = row[column]
+        key = ("column", value)
+        moved = shifted.get(key)
+        if moved is None:
+            moved = shifted[key] = _shift_column(value, delta)
+        row[column] = moved
     row["snapshot"] = _seal(_joined(cut, quoted, moved_instant), new + "\x00snapshot", "", count)
     rows, decoded = [], []
     for (ver, index, at, actor, kind), (body_cut, size) in events:
-        at = _shift_column(at, delta)
+        key = ("at", at)
+        found = shifted.get(key)
+        if found is None:
+            stored = _shift_column(at, delta)
+            when = dt.datetime.fromisoformat(stored) if isinstance(stored, str) else stored
+            found = shifted[key] = (stored, when.astimezone(dt.UTC).isoformat())
+        stored, iso = found
         body = _joined(body_cut, quoted, moved_instant)
-        rows.append(
-            (
-                new,
-                ver,
-                index,
-                at,
-                actor,
-                kind,
-                _seal(body, _event_context(new, ver, index, at, actor, kind), "", size),
-            )
-        )
+        # the event's seal context, as storage._json._event_context makes it
+        context = f"{new}\x00{ver}\x00{index}\x00{iso}\x00{actor}\x00{kind}"
+        rows.append((new, ver, index, stored, actor, kind, _seal(body, context, "", size)))
         if ranked:
-            decoded.append(_fast_event((new, ver, index, at, actor, kind, body)))
+            decoded.append(_fast_event((new, ver, index, stored, actor, kind, body)))
     keys = []
     if ranked:
         snapshot = attrs.evolve(
@@ -605,6 +621,55 @@ def _cloned_rows(
         )
         keys = [(new, e.bucket, e.sort_key) for e in rank_entries(snapshot, decoded)]
     return tuple(row[c] for c in columns), rows, keys
+
+
+CLONE_WORKERS = 2
+"""Processes that make the cloned rows (the writer links and inserts them)."""
+CLONE_PARALLEL_FROM = 50_000
+"""From this many copies to clone, they are made by ``CLONE_WORKERS`` processes."""
+_CLONING: list[Any] = []
+
+
+def _clone_setup(
+    templates: dict[str, tuple[Any, ...]], columns: Sequence[str], originals: int
+) -> None:
+    _CLONING[:] = [templates, columns, originals]
+
+
+def _clone_range(bounds: tuple[int, int]) -> tuple[int, list[Any], list[Any], list[Any]]:
+    """The rows of copies ``bounds[0]`` .. ``bounds[1] - 1`` (``_clone_setup`` first)."""
+    templates, columns, originals = _CLONING
+    rows, events, keys = [], [], []
+    for n in range(*bounds):
+        row, moved, ranked = _cloned_rows(templates, columns, n, originals)
+        rows.append(row)
+        events += moved
+        keys += ranked
+    return bounds[1], rows, events, keys
+
+
+def _clone_batches(
+    templates: dict[str, tuple[Any, ...]],
+    columns: Sequence[str],
+    originals: int,
+    first: int,
+    total: int,
+) -> Iterator[tuple[int, list[Any], list[Any], list[Any]]]:
+    """The rows of copies ``first`` .. ``total - 1`` in batches, in order: made by worker
+    processes (forked, so they share the templates) for a large build."""
+    batch = CLONE_BATCH // 4 if total - first >= CLONE_PARALLEL_FROM else CLONE_BATCH
+    bounds = [(start, min(total, start + batch)) for start in range(first, total, batch)]
+    if total - first < CLONE_PARALLEL_FROM or CLONE_WORKERS < 2:
+        _clone_setup(templates, columns, originals)
+        yield from map(_clone_range, bounds)
+        return
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    with context.Pool(
+        CLONE_WORKERS, initializer=_clone_setup, initargs=(templates, columns, originals)
+    ) as pool:
+        yield from pool.imap(_clone_range, bounds)
 
 
 CHAIN_CHECKED_UP_TO = 200_000
@@ -661,13 +726,7 @@ def clone_sqlite(
             ).fetchone()
             or (0, GENESIS)
         )
-        for start in range(first, total, CLONE_BATCH):
-            rows, events, keys = [], [], []
-            for n in range(start, min(total, start + CLONE_BATCH)):
-                row, moved, ranked = _cloned_rows(templates, columns, n, originals)
-                rows.append(row)
-                events += moved
-                keys += ranked
+        for end, rows, events, keys in _clone_batches(templates, columns, originals, first, total):
             with conn:
                 conn.executemany(insert, rows)
                 conn.executemany(
@@ -679,7 +738,7 @@ def clone_sqlite(
                     "INSERT INTO worklist_keys (referral_id, bucket, sort_key) VALUES (?, ?, ?)",
                     keys,
                 )
-            print(f"  cloned to {min(total, start + CLONE_BATCH):,}", file=sys.stderr, flush=True)
+            print(f"  cloned to {end:,}", file=sys.stderr, flush=True)
     finally:
         conn.close()
 
@@ -725,13 +784,7 @@ def clone_postgres(
             ).fetchone()
             or (0, GENESIS)
         )
-        for start in range(first, total, CLONE_BATCH):
-            rows, events, keys = [], [], []
-            for n in range(start, min(total, start + CLONE_BATCH)):
-                row, moved, ranked = _cloned_rows(templates, columns, n, originals)
-                rows.append(row)
-                events += moved
-                keys += ranked
+        for end, rows, events, keys in _clone_batches(templates, columns, originals, first, total):
             with conn.transaction(), conn.cursor() as cursor:
                 with cursor.copy(
                     f'COPY "{schema}".referrals ({", ".join(columns)}) FROM STDIN'
@@ -749,7 +802,7 @@ def clone_postgres(
                 ) as copy:
                     for row in keys:
                         copy.write_row(row)
-            print(f"  cloned to {min(total, start + CLONE_BATCH):,}", file=sys.stderr, flush=True)
+            print(f"  cloned to {end:,}", file=sys.stderr, flush=True)
         conn.execute(f'ANALYZE "{schema}".referrals')
         conn.execute(f'ANALYZE "{schema}".events')
         conn.execute(f'ANALYZE "{schema}".worklist_keys')

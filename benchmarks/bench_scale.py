@@ -89,6 +89,8 @@ TARGETS = {
     "load_p50_ms": 0.3,
     "flat_exponent": 0.1,
     "linear_exponent": 1.05,
+    "frame_rate": 50_000.0,  # issue 12
+    "frame_rss_mb": 2_048.0,
 }
 
 wrong: list[str] = []  # results that differ from their reference (always fatal)
@@ -218,7 +220,8 @@ class Sink(io.TextIOBase):
 
 def measure_load(url: str, state: dict[str, Any]) -> dict[str, Any]:
     total = state["total"]
-    ids = [f"s{n:07d}" for n in random.Random(5).choices(range(state["built"]), k=LOADS)]
+    prefix = state.get("prefix", "s")
+    ids = [f"{prefix}{n:07d}" for n in random.Random(5).choices(range(state["built"]), k=LOADS)]
     with open_store(url) as store:
         for referral_id in ids[:50]:  # warm
             store.load(referral_id)
@@ -268,12 +271,16 @@ def measure_export(url: str, state: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "rate": state["total"] / seconds}
 
 
+def as_of_of(state: dict[str, Any]) -> dt.datetime:
+    return dt.datetime.fromisoformat(state["as_of"]) if "as_of" in state else AS_OF
+
+
 def measure_kpis(url: str, state: dict[str, Any]) -> dict[str, Any]:
     from referralkit import analytics
 
     with open_store(url) as store:
         started = time.perf_counter()
-        kpis = analytics.summary(store, AS_OF)
+        kpis = analytics.summary(store, as_of_of(state))
         seconds = time.perf_counter() - started
     if kpis.total != state["total"]:
         wrong.append(f"KPIs: total {kpis.total:,}, stored {state['total']:,}")
@@ -307,6 +314,88 @@ def measure_intake(url: str, state: dict[str, Any]) -> dict[str, Any]:
     return {"p50_ms": percentile(times, 50), "ms_per_referral": sum(times) / INTAKE, "keys": keys}
 
 
+def measure_ranked(url: str, state: dict[str, Any]) -> dict[str, Any]:
+    """The desk's ranked worklist (``desk.worklist(limit=50)``, what a coordinator reads) on
+    a new desk each call (cold: every history it reads is parsed); checked: the same head
+    every call, its rows in rank order, each row's key what ``assess`` gives from the
+    stored history."""
+    from referralkit.worklist import assess
+
+    as_of = as_of_of(state)
+    with open_store(url) as store:
+        first = rk.ReferralDesk(store, clock=rk.FakeClock(as_of)).worklist(ACTOR, limit=TOP)
+        keys = [item.key for item in first]
+        if len(first) != min(TOP, state["open"]) or keys != sorted(keys):
+            wrong.append("ranked worklist: not the first rows in rank order")
+        for item in first[:10]:
+            referral, events = store.histories([item.referral_id])[0]
+            if assess(referral, events, as_of).key != item.key:
+                wrong.append(f"ranked worklist: {item.referral_id}'s key is not assess's")
+        head = [item.referral_id for item in first]
+        times, cpu = [], []
+        for _ in range(WORKLIST_RUNS // 2):
+            desk = rk.ReferralDesk(store, clock=rk.FakeClock(as_of))
+            started, used = time.perf_counter(), time.process_time()
+            found = desk.worklist(ACTOR, limit=TOP)
+            times.append((time.perf_counter() - started) * 1000)
+            cpu.append((time.process_time() - used) * 1000)
+            if [item.referral_id for item in found] != head:
+                wrong.append("ranked worklist: changed between runs")
+    return {
+        "p50_ms": percentile(times, 50),
+        "p95_ms": percentile(times, 95),
+        "cpu_p95_ms": percentile(cpu, 95),
+    }
+
+
+def _frame(url: str, state: dict[str, Any], name: str) -> dict[str, Any]:
+    from referralkit import analytics
+
+    deid = analytics.Deidentifier(key=b"benchmark-key-0123456789abcdef!!")
+    with open_store(url) as store:
+        started, used = time.perf_counter(), time.process_time()
+        frame = analytics.referrals_frame(store, as_of=as_of_of(state), deidentify=deid)
+        seconds, cpu = time.perf_counter() - started, time.process_time() - used
+    if len(frame) != state["total"]:
+        wrong.append(f"{name}: {len(frame):,} rows for {state['total']:,} referrals")
+    return {"seconds": seconds, "rate": state["total"] / seconds, "cpu_rate": state["total"] / cpu}
+
+
+def measure_frame_fill(url: str, state: dict[str, Any]) -> dict[str, Any]:
+    """The first ``referrals_frame``: every history replayed, the analytics cache filled."""
+    return _frame(url, state, "frame (cache fill)")
+
+
+def measure_frame(url: str, state: dict[str, Any]) -> dict[str, Any]:
+    """``referrals_frame`` through the filled analytics cache (warm)."""
+    return _frame(url, state, "frame")
+
+
+def measure_kpi_table(url: str, state: dict[str, Any]) -> dict[str, Any]:
+    """``analytics.kpis(store, as_of=...)``: the KPI table through the frame (warm cache);
+    checked: its total is the count, and up to 10,000 referrals its figures are
+    ``summary``'s (which replays every history)."""
+    from referralkit import analytics
+
+    as_of = as_of_of(state)
+    deid = analytics.Deidentifier(key=b"benchmark-key-0123456789abcdef!!")
+    with open_store(url) as store:
+        started = time.perf_counter()
+        table = analytics.kpis(store, as_of=as_of, deidentify=deid)
+        seconds = time.perf_counter() - started
+        total = int(table.loc["all", "referrals"])
+        if total != state["total"]:
+            wrong.append(f"KPI table: {total:,} referrals, stored {state['total']:,}")
+        if state["total"] <= 10_000:
+            kpis = analytics.summary(store, as_of)
+            if (int(table.loc["all", "completed"]), int(table.loc["all", "open"])) != (
+                kpis.completed,
+                kpis.open,
+            ):
+                wrong.append("KPI table: completed/open differ from summary's")
+    return {"seconds": seconds, "rate": state["total"] / seconds}
+
+
 MEASURES = {
     "load": measure_load,
     "worklist": measure_worklist,
@@ -315,13 +404,23 @@ MEASURES = {
     "audit": measure_audit,
     "intake": measure_intake,
 }
+STORE_MEASURES = {
+    "load": measure_load,
+    "ranked": measure_ranked,
+    "frame_fill": measure_frame_fill,
+    "frame": measure_frame,
+    "kpi_table": measure_kpi_table,
+    "kpis": measure_kpis,
+    "export": measure_export,
+}
+ALL_MEASURES = {**MEASURES, **STORE_MEASURES}
 
 
 def child(name: str, url: str, state_json: str) -> int:
     # CPU time beside the wall clock: on a shared machine the wall clock counts the time
     # other processes held the CPUs; the CPU time is what the measurement itself cost
     cpu = time.process_time()
-    result = MEASURES[name](url, json.loads(state_json))
+    result = ALL_MEASURES[name](url, json.loads(state_json))
     result["cpu_s"] = time.process_time() - cpu
     result["rss_mb"] = peak_rss_mb()
     result["wrong"] = wrong
@@ -354,8 +453,12 @@ SHOWN = (
     ("export", "rate", "referrals/s", "seconds", "linear"),
     ("kpis", "seconds", "s", "seconds", "linear"),
     ("audit", "seconds", "s", "seconds", None),
+    ("ranked", "p95_ms", "ms p95", "p95_ms", "flat"),
+    ("frame_fill", "rate", "referrals/s", "seconds", None),
+    ("frame", "rate", "referrals/s", "seconds", "linear"),
+    ("kpi_table", "seconds", "s", "seconds", "linear"),
 )
-UNJUDGED = ("intake", "audit")  # issue 16 sets no target for these
+UNJUDGED = ("intake", "audit", "frame_fill")  # issue 16 sets no target for these
 LABELS = {
     "intake": "intake (desk, 500 requests)",
     "load": "load by id",
@@ -363,6 +466,10 @@ LABELS = {
     "export": "FHIR export, unvalidated",
     "kpis": "KPI summary",
     "audit": "audit",
+    "ranked": "worklist top-50, ranked (`desk.worklist`, cold desk)",
+    "frame_fill": "`referrals_frame`, first (replays, fills the cache)",
+    "frame": "`referrals_frame`, warm cache",
+    "kpi_table": "KPI table (`analytics.kpis(store)`, warm cache)",
 }
 
 
@@ -383,14 +490,19 @@ def misses(name: str, r: dict[str, Any], size: int, growth: float | None) -> lis
     found = []
     if name == "load" and r["p50_ms"] > t["load_p50_ms"]:
         found.append(f"load p50 {r['p50_ms']:.3f} ms > {t['load_p50_ms']} ms")
-    if name == "worklist" and r["p95_ms"] > t["worklist_p95_ms"]:
+    if name in ("worklist", "ranked") and r["p95_ms"] > t["worklist_p95_ms"]:
         found.append(f"worklist p95 {r['p95_ms']:.1f} ms > {t['worklist_p95_ms']:.0f} ms")
     if name == "export":
         if r["rate"] < t["export_rate"]:
             found.append(f"export {r['rate']:,.0f}/s < {t['export_rate']:,.0f}/s")
         if r["rss_mb"] > t["export_rss_mb"]:
             found.append(f"export peak RSS {r['rss_mb']:,.0f} MB > {t['export_rss_mb']:.0f}")
-    if name == "kpis":
+    if name == "frame":
+        if r["rate"] < t["frame_rate"]:
+            found.append(f"frame {r['rate']:,.0f}/s < {t['frame_rate']:,.0f}/s")
+        if r["rss_mb"] > t["frame_rss_mb"]:
+            found.append(f"frame peak RSS {r['rss_mb']:,.0f} MB > {t['frame_rss_mb']:.0f}")
+    if name in ("kpis", "kpi_table"):
         projected = r["seconds"] * 1_000_000 / size
         if projected > t["kpi_seconds_per_million"]:
             found.append(
