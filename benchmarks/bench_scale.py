@@ -225,14 +225,20 @@ def measure_load(url: str, state: dict[str, Any]) -> dict[str, Any]:
     with open_store(url) as store:
         for referral_id in ids[:50]:  # warm
             store.load(referral_id)
-        times = []
+        times, cpu = [], []
         for referral_id in ids:
-            started = time.perf_counter()
+            started, used = time.perf_counter(), time.process_time()
             referral = store.load(referral_id)
             times.append((time.perf_counter() - started) * 1000)
+            cpu.append((time.process_time() - used) * 1000)
             if referral.id != referral_id:
                 wrong.append(f"load: asked {referral_id}, got another")
-    return {"p50_ms": percentile(times, 50), "p95_ms": percentile(times, 95), "n": total}
+    return {
+        "p50_ms": percentile(times, 50),
+        "p95_ms": percentile(times, 95),
+        "cpu_ms": percentile(cpu, 50),
+        "n": total,
+    }
 
 
 def measure_worklist(url: str, state: dict[str, Any]) -> dict[str, Any]:
@@ -244,31 +250,37 @@ def measure_worklist(url: str, state: dict[str, Any]) -> dict[str, Any]:
             wrong.append("worklist: top-50 differs from the reference ranking")
         if [key_of(r) for r in first] != sorted(map(tuple, state["reference"])):
             wrong.append("worklist: the rows' keys differ from the reference ranking's")
-        times = []
+        times, cpu = [], []
         for _ in range(WORKLIST_RUNS):
-            started = time.perf_counter()
+            started, used = time.perf_counter(), time.process_time()
             found = store.query(query)
             times.append((time.perf_counter() - started) * 1000)
+            cpu.append((time.process_time() - used) * 1000)
             if len(found) != TOP or found[0].id != reference[0]:
                 wrong.append("worklist: changed between runs")
-    return {"p50_ms": percentile(times, 50), "p95_ms": percentile(times, 95)}
+    return {
+        "p50_ms": percentile(times, 50),
+        "p95_ms": percentile(times, 95),
+        "cpu_ms": percentile(cpu, 95),
+    }
 
 
-def _cli(argv: list[str]) -> tuple[int, int, float]:
+def _cli(argv: list[str]) -> tuple[int, int, float, float]:
+    """Exit status, lines written, wall and CPU seconds of the CLI run with ``argv``."""
     from referralkit import cli
 
     sink = Sink()
-    started = time.perf_counter()
+    started, used = time.perf_counter(), time.process_time()
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(io.StringIO()):
         status = cli.main(argv)
-    return status, sink.lines, time.perf_counter() - started
+    return status, sink.lines, time.perf_counter() - started, time.process_time() - used
 
 
 def measure_export(url: str, state: dict[str, Any]) -> dict[str, Any]:
-    status, lines, seconds = _cli(["fhir", "export", "--no-validate", "--db", url])
+    status, lines, seconds, cpu = _cli(["fhir", "export", "--no-validate", "--db", url])
     if (status, lines) != (0, state["total"]):
         wrong.append(f"export: status {status}, {lines:,} Bundles for {state['total']:,}")
-    return {"seconds": seconds, "rate": state["total"] / seconds}
+    return {"seconds": seconds, "rate": state["total"] / seconds, "cpu_seconds": cpu}
 
 
 def as_of_of(state: dict[str, Any]) -> dt.datetime:
@@ -279,20 +291,20 @@ def measure_kpis(url: str, state: dict[str, Any]) -> dict[str, Any]:
     from referralkit import analytics
 
     with open_store(url) as store:
-        started = time.perf_counter()
+        started, used = time.perf_counter(), time.process_time()
         kpis = analytics.summary(store, as_of_of(state))
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - used
     if kpis.total != state["total"]:
         wrong.append(f"KPIs: total {kpis.total:,}, stored {state['total']:,}")
-    return {"seconds": seconds, "rate": state["total"] / seconds}
+    return {"seconds": seconds, "rate": state["total"] / seconds, "cpu_seconds": cpu}
 
 
 def measure_audit(url: str, state: dict[str, Any]) -> dict[str, Any]:
     as_of = AS_OF.strftime("%Y-%m-%dT%H:%M")
-    status, lines, seconds = _cli(["audit", "--db", url, "--json", "--as-of", as_of])
+    status, lines, seconds, cpu = _cli(["audit", "--db", url, "--json", "--as-of", as_of])
     if status != 0 or lines < 1:
         wrong.append(f"audit: status {status}")
-    return {"seconds": seconds, "rate": state["total"] / seconds}
+    return {"seconds": seconds, "rate": state["total"] / seconds, "cpu_seconds": cpu}
 
 
 def measure_intake(url: str, state: dict[str, Any]) -> dict[str, Any]:
@@ -325,7 +337,7 @@ def measure_ranked(url: str, state: dict[str, Any]) -> dict[str, Any]:
     with open_store(url) as store:
         first = rk.ReferralDesk(store, clock=rk.FakeClock(as_of)).worklist(ACTOR, limit=TOP)
         keys = [item.key for item in first]
-        if len(first) != min(TOP, state["open"]) or keys != sorted(keys):
+        if len(first) != TOP or keys != sorted(keys):
             wrong.append("ranked worklist: not the first rows in rank order")
         for item in first[:10]:
             referral, events = store.histories([item.referral_id])[0]
@@ -344,11 +356,14 @@ def measure_ranked(url: str, state: dict[str, Any]) -> dict[str, Any]:
     return {
         "p50_ms": percentile(times, 50),
         "p95_ms": percentile(times, 95),
-        "cpu_p95_ms": percentile(cpu, 95),
+        "cpu_ms": percentile(cpu, 95),
     }
 
 
 def _frame(url: str, state: dict[str, Any], name: str) -> dict[str, Any]:
+    import pandas  # noqa: F401 - imported before the timing, as a notebook has it
+    import pyarrow  # noqa: F401
+
     from referralkit import analytics
 
     deid = analytics.Deidentifier(key=b"benchmark-key-0123456789abcdef!!")
@@ -358,7 +373,7 @@ def _frame(url: str, state: dict[str, Any], name: str) -> dict[str, Any]:
         seconds, cpu = time.perf_counter() - started, time.process_time() - used
     if len(frame) != state["total"]:
         wrong.append(f"{name}: {len(frame):,} rows for {state['total']:,} referrals")
-    return {"seconds": seconds, "rate": state["total"] / seconds, "cpu_rate": state["total"] / cpu}
+    return {"seconds": seconds, "rate": state["total"] / seconds, "cpu_seconds": cpu}
 
 
 def measure_frame_fill(url: str, state: dict[str, Any]) -> dict[str, Any]:
@@ -375,14 +390,17 @@ def measure_kpi_table(url: str, state: dict[str, Any]) -> dict[str, Any]:
     """``analytics.kpis(store, as_of=...)``: the KPI table through the frame (warm cache);
     checked: its total is the count, and up to 10,000 referrals its figures are
     ``summary``'s (which replays every history)."""
+    import pandas  # noqa: F401 - imported before the timing, as a notebook has it
+    import pyarrow  # noqa: F401
+
     from referralkit import analytics
 
     as_of = as_of_of(state)
     deid = analytics.Deidentifier(key=b"benchmark-key-0123456789abcdef!!")
     with open_store(url) as store:
-        started = time.perf_counter()
+        started, used = time.perf_counter(), time.process_time()
         table = analytics.kpis(store, as_of=as_of, deidentify=deid)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - used
         total = int(table.loc["all", "referrals"])
         if total != state["total"]:
             wrong.append(f"KPI table: {total:,} referrals, stored {state['total']:,}")
@@ -393,7 +411,7 @@ def measure_kpi_table(url: str, state: dict[str, Any]) -> dict[str, Any]:
                 kpis.open,
             ):
                 wrong.append("KPI table: completed/open differ from summary's")
-    return {"seconds": seconds, "rate": state["total"] / seconds}
+    return {"seconds": seconds, "rate": state["total"] / seconds, "cpu_seconds": cpu}
 
 
 MEASURES = {
@@ -518,39 +536,62 @@ def misses(name: str, r: dict[str, Any], size: int, growth: float | None) -> lis
     return found
 
 
+def in_cpu(r: dict[str, Any], total: int) -> dict[str, Any]:
+    """``r`` with its figures in CPU time (the measuring process's own, which the machine's
+    load inflates far less than the wall clock): per-operation milliseconds from ``cpu_ms``,
+    whole runs from ``cpu_seconds``."""
+    cpu = dict(r)
+    if "cpu_ms" in r:
+        cpu["p50_ms"] = cpu["p95_ms"] = r["cpu_ms"]
+    if "cpu_seconds" in r:
+        cpu["seconds"] = r["cpu_seconds"]
+        cpu["rate"] = total / r["cpu_seconds"]
+    return cpu
+
+
+def shown_value(value: float) -> str:
+    return f"{value:,.3f}" if value < 1 else f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
+
+
 def table(results: dict[int, dict[str, Any]], store_label: str) -> tuple[str, list[str]]:
+    """The table of ``results`` per measure and size: each figure in wall-clock and in CPU
+    time, with its growth exponent from the size before in each, judged in each."""
     lines = [
-        "| store | measure | referrals stored | result | growth exponent | CPU s | "
-        "peak RSS MB | targets met |",
-        "|---|---|---:|---:|---:|---:|---:|:---:|",
+        "| store | measure | referrals stored | result (wall) | growth (wall) | result (CPU) "
+        "| growth (CPU) | peak RSS MB | load average | targets met (wall / CPU) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|:---:|",
     ]
     missed = []
     for name, figure, unit, cost, _ in SHOWN:
+        cpu_results = {
+            size: {n: in_cpu(r, size) for n, r in found.items() if r}
+            for size, found in results.items()
+        }
         for size in sorted(results):
             r = results[size].get(name)
             if not r:
                 continue
+            c = cpu_results[size][name]
             growth = exponent(results, size, name, cost)
-            value = r[figure]
-            shown = (
-                f"{value:,.3f}"
-                if value < 1
-                else f"{value:,.1f}"
-                if value < 100
-                else f"{value:,.0f}"
-            )
+            cpu_growth = exponent(cpu_results, size, name, cost)
             # issue 16 sets the PostgreSQL target of the worklist only (load: on SQLite)
-            missing = (
-                misses(name, r, size, growth)
-                if store_label == "SQLite" or name == "worklist"
-                else []
+            judged = store_label == "SQLite" or name in ("worklist", "ranked")
+            missing = misses(name, r, size, growth) if judged else []
+            cpu_missing = misses(name, c, size, cpu_growth) if judged else []
+            missed += [f"{store_label}, {size:,}, wall: {m}" for m in missing]
+            missed += [f"{store_label}, {size:,}, CPU: {m}" for m in cpu_missing]
+            met = (
+                "–"
+                if name in UNJUDGED or not judged
+                else f"{'**no**' if missing else 'yes'} / {'**no**' if cpu_missing else 'yes'}"
             )
-            missed += [f"{store_label}, {size:,}: {m}" for m in missing]
+            has_cpu = "cpu_ms" in r or "cpu_seconds" in r
             lines.append(
-                f"| {store_label} | {LABELS[name]} | {size:,} | {shown} {unit} | "
+                f"| {store_label} | {LABELS[name]} | {size:,} | {shown_value(r[figure])} {unit} | "
                 f"{'–' if growth is None else f'{growth:.2f}'} | "
-                f"{r['cpu_s']:,.1f} | {r['rss_mb']:,.0f} | "
-                f"{'–' if name in UNJUDGED else '**no**' if missing else 'yes'} |"
+                f"{shown_value(c[figure]) + ' ' + unit if has_cpu else '–'} | "
+                f"{'–' if cpu_growth is None or not has_cpu else f'{cpu_growth:.2f}'} | "
+                f"{r['rss_mb']:,.0f} | {r['load']:.1f} | {met} |"
             )
     return "\n".join(lines), missed
 
@@ -587,8 +628,57 @@ def run_sizes(
                     TOP, [*reference, *(tuple(k) for k in result.pop("keys"))]
                 )
                 total += INTAKE
+            if result:
+                result["load"] = os.getloadavg()[0]
             results[size][name] = result
     return results, notes
+
+
+def measure_stores(args: argparse.Namespace) -> int:
+    """``--stores``: each figure of ``--measures`` over stores already built, one per size;
+    the table with growth exponents and peak RSS per store kind."""
+    given = {}
+    for part in args.stores.split(","):
+        size, url = part.split("=", 1)
+        given[int(size)] = url
+    names = args.measures.split(",") if args.measures else list(STORE_MEASURES)
+    as_of = args.as_of or "2026-02-16T09:00:00+00:00"
+    loads = os.getloadavg()
+    started = time.perf_counter()
+    by_kind: dict[str, dict[int, dict[str, Any]]] = {}
+    for size, url in sorted(given.items()):
+        kind = "PostgreSQL" if url.startswith("postgresql") else "SQLite"
+        with open_store(url, create=False) as store:
+            count = store.count()
+        if count != size:
+            wrong.append(f"{url}: {count:,} referrals stored, {size:,} given")
+        state = {"total": count, "built": count, "prefix": "wl", "as_of": as_of}
+        results = by_kind.setdefault(kind, {}).setdefault(size, {})
+        for name in names:
+            say(f"{kind}, {size:,}: {name} (load {os.getloadavg()[0]:.1f})")
+            results[name] = run_child(name, url, state)
+            if results[name]:
+                results[name]["load"] = os.getloadavg()[0]
+            say(f"  {json.dumps(results[name])}")
+    tables, missed = [], []
+    for kind, results in by_kind.items():
+        shown, miss = table(results, kind)
+        tables.append(shown)
+        missed += miss
+    print(
+        f"referralkit {rk.__version__} scale benchmark over stores already built; "
+        f"load average {', '.join(f'{x:.2f}' for x in loads)} before, "
+        f"{', '.join(f'{x:.2f}' for x in os.getloadavg())} after; "
+        f"{time.perf_counter() - started:,.0f} s in all; Python {platform.python_version()}, "
+        f"SQLite {sqlite3.sqlite_version}, {platform.machine()}, {os.cpu_count()} CPUs\n"
+    )
+    print("\n\n".join(tables))
+    if wrong:
+        print("\nWRONG RESULTS:\n  " + "\n  ".join(wrong), file=sys.stderr)
+        return 1
+    if missed:
+        print("missed targets:\n  " + "\n  ".join(missed))
+    return 1 if args.check and missed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -599,10 +689,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dir", help="where the SQLite file goes (default: a temporary dir)")
     parser.add_argument("--postgres", help="a PostgreSQL URL: measure load and worklist there too")
     parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only (--postgres)")
+    parser.add_argument(
+        "--stores",
+        help="measure stores already built instead of building: SIZE=URL,... (e.g. "
+        "bench_coordination.py's cloned worklist stores, ids wl0000000...)",
+    )
+    parser.add_argument(
+        "--measures",
+        help=f"with --stores, which (default all): {', '.join(STORE_MEASURES)}",
+    )
+    parser.add_argument(
+        "--as-of", help="with --stores: the instant read (ISO; default 2026-02-16T09:00Z)"
+    )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return child(*args.child)
+    if args.stores:
+        return measure_stores(args)
     if args.sizes:
         sizes = sorted(int(s) for s in args.sizes.split(","))
     else:
