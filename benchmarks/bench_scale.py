@@ -591,7 +591,7 @@ def table(results: dict[int, dict[str, Any]], store_label: str) -> tuple[str, li
                 f"{'–' if growth is None else f'{growth:.2f}'} | "
                 f"{shown_value(c[figure]) + ' ' + unit if has_cpu else '–'} | "
                 f"{'–' if cpu_growth is None or not has_cpu else f'{cpu_growth:.2f}'} | "
-                f"{r['rss_mb']:,.0f} | {r['load']:.1f} | {met} |"
+                f"{r['rss_mb']:,.0f} | {r.get('load', '–')} | {met} |"
             )
     return "\n".join(lines), missed
 
@@ -629,7 +629,7 @@ def run_sizes(
                 )
                 total += INTAKE
             if result:
-                result["load"] = os.getloadavg()[0]
+                result["load"] = round(os.getloadavg()[0], 1)
             results[size][name] = result
     return results, notes
 
@@ -658,7 +658,7 @@ def measure_stores(args: argparse.Namespace) -> int:
             say(f"{kind}, {size:,}: {name} (load {os.getloadavg()[0]:.1f})")
             results[name] = run_child(name, url, state)
             if results[name]:
-                results[name]["load"] = os.getloadavg()[0]
+                results[name]["load"] = round(os.getloadavg()[0], 1)
             say(f"  {json.dumps(results[name])}")
     tables, missed = [], []
     for kind, results in by_kind.items():
