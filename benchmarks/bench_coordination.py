@@ -803,9 +803,9 @@ def clone_postgres(
                     for row in keys:
                         copy.write_row(row)
             print(f"  cloned to {end:,}", file=sys.stderr, flush=True)
-        conn.execute(f'ANALYZE "{schema}".referrals')
-        conn.execute(f'ANALYZE "{schema}".events')
-        conn.execute(f'ANALYZE "{schema}".worklist_keys')
+        conn.execute(f'VACUUM (ANALYZE) "{schema}".referrals')
+        conn.execute(f'VACUUM (ANALYZE) "{schema}".events')
+        conn.execute(f'VACUUM (ANALYZE) "{schema}".worklist_keys')
 
 
 def check_clones(

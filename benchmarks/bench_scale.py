@@ -577,15 +577,16 @@ def table(results: dict[int, dict[str, Any]], store_label: str) -> tuple[str, li
             # issue 16 sets the PostgreSQL target of the worklist only (load: on SQLite)
             judged = store_label == "SQLite" or name in ("worklist", "ranked")
             missing = misses(name, r, size, growth) if judged else []
-            cpu_missing = misses(name, c, size, cpu_growth) if judged else []
+            has_cpu = "cpu_ms" in r or "cpu_seconds" in r
+            cpu_missing = misses(name, c, size, cpu_growth) if judged and has_cpu else []
             missed += [f"{store_label}, {size:,}, wall: {m}" for m in missing]
             missed += [f"{store_label}, {size:,}, CPU: {m}" for m in cpu_missing]
             met = (
                 "–"
                 if name in UNJUDGED or not judged
-                else f"{'**no**' if missing else 'yes'} / {'**no**' if cpu_missing else 'yes'}"
+                else f"{'**no**' if missing else 'yes'} / "
+                f"{'–' if not has_cpu else '**no**' if cpu_missing else 'yes'}"
             )
-            has_cpu = "cpu_ms" in r or "cpu_seconds" in r
             lines.append(
                 f"| {store_label} | {LABELS[name]} | {size:,} | {shown_value(r[figure])} {unit} | "
                 f"{'–' if growth is None else f'{growth:.2f}'} | "
