@@ -89,6 +89,8 @@ TARGETS = {
     "load_p50_ms": 0.3,
     "flat_exponent": 0.1,
     "linear_exponent": 1.05,
+    "frame_rate": 50_000.0,  # issue 12
+    "frame_rss_mb": 2_048.0,
 }
 
 wrong: list[str] = []  # results that differ from their reference (always fatal)
@@ -218,18 +220,25 @@ class Sink(io.TextIOBase):
 
 def measure_load(url: str, state: dict[str, Any]) -> dict[str, Any]:
     total = state["total"]
-    ids = [f"s{n:07d}" for n in random.Random(5).choices(range(state["built"]), k=LOADS)]
+    prefix = state.get("prefix", "s")
+    ids = [f"{prefix}{n:07d}" for n in random.Random(5).choices(range(state["built"]), k=LOADS)]
     with open_store(url) as store:
         for referral_id in ids[:50]:  # warm
             store.load(referral_id)
-        times = []
+        times, cpu = [], []
         for referral_id in ids:
-            started = time.perf_counter()
+            started, used = time.perf_counter(), time.process_time()
             referral = store.load(referral_id)
             times.append((time.perf_counter() - started) * 1000)
+            cpu.append((time.process_time() - used) * 1000)
             if referral.id != referral_id:
                 wrong.append(f"load: asked {referral_id}, got another")
-    return {"p50_ms": percentile(times, 50), "p95_ms": percentile(times, 95), "n": total}
+    return {
+        "p50_ms": percentile(times, 50),
+        "p95_ms": percentile(times, 95),
+        "cpu_ms": percentile(cpu, 50),
+        "n": total,
+    }
 
 
 def measure_worklist(url: str, state: dict[str, Any]) -> dict[str, Any]:
@@ -241,51 +250,61 @@ def measure_worklist(url: str, state: dict[str, Any]) -> dict[str, Any]:
             wrong.append("worklist: top-50 differs from the reference ranking")
         if [key_of(r) for r in first] != sorted(map(tuple, state["reference"])):
             wrong.append("worklist: the rows' keys differ from the reference ranking's")
-        times = []
+        times, cpu = [], []
         for _ in range(WORKLIST_RUNS):
-            started = time.perf_counter()
+            started, used = time.perf_counter(), time.process_time()
             found = store.query(query)
             times.append((time.perf_counter() - started) * 1000)
+            cpu.append((time.process_time() - used) * 1000)
             if len(found) != TOP or found[0].id != reference[0]:
                 wrong.append("worklist: changed between runs")
-    return {"p50_ms": percentile(times, 50), "p95_ms": percentile(times, 95)}
+    return {
+        "p50_ms": percentile(times, 50),
+        "p95_ms": percentile(times, 95),
+        "cpu_ms": percentile(cpu, 95),
+    }
 
 
-def _cli(argv: list[str]) -> tuple[int, int, float]:
+def _cli(argv: list[str]) -> tuple[int, int, float, float]:
+    """Exit status, lines written, wall and CPU seconds of the CLI run with ``argv``."""
     from referralkit import cli
 
     sink = Sink()
-    started = time.perf_counter()
+    started, used = time.perf_counter(), time.process_time()
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(io.StringIO()):
         status = cli.main(argv)
-    return status, sink.lines, time.perf_counter() - started
+    return status, sink.lines, time.perf_counter() - started, time.process_time() - used
 
 
 def measure_export(url: str, state: dict[str, Any]) -> dict[str, Any]:
-    status, lines, seconds = _cli(["fhir", "export", "--no-validate", "--db", url])
+    status, lines, seconds, cpu = _cli(["fhir", "export", "--no-validate", "--db", url])
     if (status, lines) != (0, state["total"]):
         wrong.append(f"export: status {status}, {lines:,} Bundles for {state['total']:,}")
-    return {"seconds": seconds, "rate": state["total"] / seconds}
+    return {"seconds": seconds, "rate": state["total"] / seconds, "cpu_seconds": cpu}
+
+
+def as_of_of(state: dict[str, Any]) -> dt.datetime:
+    return dt.datetime.fromisoformat(state["as_of"]) if "as_of" in state else AS_OF
 
 
 def measure_kpis(url: str, state: dict[str, Any]) -> dict[str, Any]:
     from referralkit import analytics
 
     with open_store(url) as store:
-        started = time.perf_counter()
-        kpis = analytics.summary(store, AS_OF)
-        seconds = time.perf_counter() - started
+        started, used = time.perf_counter(), time.process_time()
+        kpis = analytics.summary(store, as_of_of(state))
+        seconds, cpu = time.perf_counter() - started, time.process_time() - used
     if kpis.total != state["total"]:
         wrong.append(f"KPIs: total {kpis.total:,}, stored {state['total']:,}")
-    return {"seconds": seconds, "rate": state["total"] / seconds}
+    return {"seconds": seconds, "rate": state["total"] / seconds, "cpu_seconds": cpu}
 
 
 def measure_audit(url: str, state: dict[str, Any]) -> dict[str, Any]:
     as_of = AS_OF.strftime("%Y-%m-%dT%H:%M")
-    status, lines, seconds = _cli(["audit", "--db", url, "--json", "--as-of", as_of])
+    status, lines, seconds, cpu = _cli(["audit", "--db", url, "--json", "--as-of", as_of])
     if status != 0 or lines < 1:
         wrong.append(f"audit: status {status}")
-    return {"seconds": seconds, "rate": state["total"] / seconds}
+    return {"seconds": seconds, "rate": state["total"] / seconds, "cpu_seconds": cpu}
 
 
 def measure_intake(url: str, state: dict[str, Any]) -> dict[str, Any]:
@@ -307,6 +326,94 @@ def measure_intake(url: str, state: dict[str, Any]) -> dict[str, Any]:
     return {"p50_ms": percentile(times, 50), "ms_per_referral": sum(times) / INTAKE, "keys": keys}
 
 
+def measure_ranked(url: str, state: dict[str, Any]) -> dict[str, Any]:
+    """The desk's ranked worklist (``desk.worklist(limit=50)``, what a coordinator reads) on
+    a new desk each call (cold: every history it reads is parsed); checked: the same head
+    every call, its rows in rank order, each row's key what ``assess`` gives from the
+    stored history."""
+    from referralkit.worklist import assess
+
+    as_of = as_of_of(state)
+    with open_store(url) as store:
+        first = rk.ReferralDesk(store, clock=rk.FakeClock(as_of)).worklist(ACTOR, limit=TOP)
+        keys = [item.key for item in first]
+        if len(first) != TOP or keys != sorted(keys):
+            wrong.append("ranked worklist: not the first rows in rank order")
+        for item in first[:10]:
+            referral, events = store.histories([item.referral_id])[0]
+            if assess(referral, events, as_of).key != item.key:
+                wrong.append(f"ranked worklist: {item.referral_id}'s key is not assess's")
+        head = [item.referral_id for item in first]
+        times, cpu = [], []
+        for _ in range(WORKLIST_RUNS // 2):
+            desk = rk.ReferralDesk(store, clock=rk.FakeClock(as_of))
+            started, used = time.perf_counter(), time.process_time()
+            found = desk.worklist(ACTOR, limit=TOP)
+            times.append((time.perf_counter() - started) * 1000)
+            cpu.append((time.process_time() - used) * 1000)
+            if [item.referral_id for item in found] != head:
+                wrong.append("ranked worklist: changed between runs")
+    return {
+        "p50_ms": percentile(times, 50),
+        "p95_ms": percentile(times, 95),
+        "cpu_ms": percentile(cpu, 95),
+    }
+
+
+def _frame(url: str, state: dict[str, Any], name: str) -> dict[str, Any]:
+    import pandas  # noqa: F401 - imported before the timing, as a notebook has it
+    import pyarrow  # noqa: F401
+
+    from referralkit import analytics
+
+    deid = analytics.Deidentifier(key=b"benchmark-key-0123456789abcdef!!")
+    with open_store(url) as store:
+        started, used = time.perf_counter(), time.process_time()
+        frame = analytics.referrals_frame(store, as_of=as_of_of(state), deidentify=deid)
+        seconds, cpu = time.perf_counter() - started, time.process_time() - used
+    if len(frame) != state["total"]:
+        wrong.append(f"{name}: {len(frame):,} rows for {state['total']:,} referrals")
+    return {"seconds": seconds, "rate": state["total"] / seconds, "cpu_seconds": cpu}
+
+
+def measure_frame_fill(url: str, state: dict[str, Any]) -> dict[str, Any]:
+    """The first ``referrals_frame``: every history replayed, the analytics cache filled."""
+    return _frame(url, state, "frame (cache fill)")
+
+
+def measure_frame(url: str, state: dict[str, Any]) -> dict[str, Any]:
+    """``referrals_frame`` through the filled analytics cache (warm)."""
+    return _frame(url, state, "frame")
+
+
+def measure_kpi_table(url: str, state: dict[str, Any]) -> dict[str, Any]:
+    """``analytics.kpis(store, as_of=...)``: the KPI table through the frame (warm cache);
+    checked: its total is the count, and up to 10,000 referrals its figures are
+    ``summary``'s (which replays every history)."""
+    import pandas  # noqa: F401 - imported before the timing, as a notebook has it
+    import pyarrow  # noqa: F401
+
+    from referralkit import analytics
+
+    as_of = as_of_of(state)
+    deid = analytics.Deidentifier(key=b"benchmark-key-0123456789abcdef!!")
+    with open_store(url) as store:
+        started, used = time.perf_counter(), time.process_time()
+        table = analytics.kpis(store, as_of=as_of, deidentify=deid)
+        seconds, cpu = time.perf_counter() - started, time.process_time() - used
+        total = int(table.loc["all", "referrals"])
+        if total != state["total"]:
+            wrong.append(f"KPI table: {total:,} referrals, stored {state['total']:,}")
+        if state["total"] <= 10_000:
+            kpis = analytics.summary(store, as_of)
+            if (int(table.loc["all", "completed"]), int(table.loc["all", "open"])) != (
+                kpis.completed,
+                kpis.open,
+            ):
+                wrong.append("KPI table: completed/open differ from summary's")
+    return {"seconds": seconds, "rate": state["total"] / seconds, "cpu_seconds": cpu}
+
+
 MEASURES = {
     "load": measure_load,
     "worklist": measure_worklist,
@@ -315,13 +422,23 @@ MEASURES = {
     "audit": measure_audit,
     "intake": measure_intake,
 }
+STORE_MEASURES = {
+    "load": measure_load,
+    "ranked": measure_ranked,
+    "frame_fill": measure_frame_fill,
+    "frame": measure_frame,
+    "kpi_table": measure_kpi_table,
+    "kpis": measure_kpis,
+    "export": measure_export,
+}
+ALL_MEASURES = {**MEASURES, **STORE_MEASURES}
 
 
 def child(name: str, url: str, state_json: str) -> int:
     # CPU time beside the wall clock: on a shared machine the wall clock counts the time
     # other processes held the CPUs; the CPU time is what the measurement itself cost
     cpu = time.process_time()
-    result = MEASURES[name](url, json.loads(state_json))
+    result = ALL_MEASURES[name](url, json.loads(state_json))
     result["cpu_s"] = time.process_time() - cpu
     result["rss_mb"] = peak_rss_mb()
     result["wrong"] = wrong
@@ -354,8 +471,12 @@ SHOWN = (
     ("export", "rate", "referrals/s", "seconds", "linear"),
     ("kpis", "seconds", "s", "seconds", "linear"),
     ("audit", "seconds", "s", "seconds", None),
+    ("ranked", "p95_ms", "ms p95", "p95_ms", "flat"),
+    ("frame_fill", "rate", "referrals/s", "seconds", None),
+    ("frame", "rate", "referrals/s", "seconds", "linear"),
+    ("kpi_table", "seconds", "s", "seconds", "linear"),
 )
-UNJUDGED = ("intake", "audit")  # issue 16 sets no target for these
+UNJUDGED = ("intake", "audit", "frame_fill")  # issue 16 sets no target for these
 LABELS = {
     "intake": "intake (desk, 500 requests)",
     "load": "load by id",
@@ -363,6 +484,10 @@ LABELS = {
     "export": "FHIR export, unvalidated",
     "kpis": "KPI summary",
     "audit": "audit",
+    "ranked": "worklist top-50, ranked (`desk.worklist`, cold desk)",
+    "frame_fill": "`referrals_frame`, first (replays, fills the cache)",
+    "frame": "`referrals_frame`, warm cache",
+    "kpi_table": "KPI table (`analytics.kpis(store)`, warm cache)",
 }
 
 
@@ -383,14 +508,19 @@ def misses(name: str, r: dict[str, Any], size: int, growth: float | None) -> lis
     found = []
     if name == "load" and r["p50_ms"] > t["load_p50_ms"]:
         found.append(f"load p50 {r['p50_ms']:.3f} ms > {t['load_p50_ms']} ms")
-    if name == "worklist" and r["p95_ms"] > t["worklist_p95_ms"]:
+    if name in ("worklist", "ranked") and r["p95_ms"] > t["worklist_p95_ms"]:
         found.append(f"worklist p95 {r['p95_ms']:.1f} ms > {t['worklist_p95_ms']:.0f} ms")
     if name == "export":
         if r["rate"] < t["export_rate"]:
             found.append(f"export {r['rate']:,.0f}/s < {t['export_rate']:,.0f}/s")
         if r["rss_mb"] > t["export_rss_mb"]:
             found.append(f"export peak RSS {r['rss_mb']:,.0f} MB > {t['export_rss_mb']:.0f}")
-    if name == "kpis":
+    if name == "frame":
+        if r["rate"] < t["frame_rate"]:
+            found.append(f"frame {r['rate']:,.0f}/s < {t['frame_rate']:,.0f}/s")
+        if r["rss_mb"] > t["frame_rss_mb"]:
+            found.append(f"frame peak RSS {r['rss_mb']:,.0f} MB > {t['frame_rss_mb']:.0f}")
+    if name in ("kpis", "kpi_table"):
         projected = r["seconds"] * 1_000_000 / size
         if projected > t["kpi_seconds_per_million"]:
             found.append(
@@ -406,39 +536,63 @@ def misses(name: str, r: dict[str, Any], size: int, growth: float | None) -> lis
     return found
 
 
+def in_cpu(r: dict[str, Any], total: int) -> dict[str, Any]:
+    """``r`` with its figures in CPU time (the measuring process's own, which the machine's
+    load inflates far less than the wall clock): per-operation milliseconds from ``cpu_ms``,
+    whole runs from ``cpu_seconds``."""
+    cpu = dict(r)
+    if "cpu_ms" in r:
+        cpu["p50_ms"] = cpu["p95_ms"] = r["cpu_ms"]
+    if "cpu_seconds" in r:
+        cpu["seconds"] = r["cpu_seconds"]
+        cpu["rate"] = total / r["cpu_seconds"]
+    return cpu
+
+
+def shown_value(value: float) -> str:
+    return f"{value:,.3f}" if value < 1 else f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
+
+
 def table(results: dict[int, dict[str, Any]], store_label: str) -> tuple[str, list[str]]:
+    """The table of ``results`` per measure and size: each figure in wall-clock and in CPU
+    time, with its growth exponent from the size before in each, judged in each."""
     lines = [
-        "| store | measure | referrals stored | result | growth exponent | CPU s | "
-        "peak RSS MB | targets met |",
-        "|---|---|---:|---:|---:|---:|---:|:---:|",
+        "| store | measure | referrals stored | result (wall) | growth (wall) | result (CPU) "
+        "| growth (CPU) | peak RSS MB | load average | targets met (wall / CPU) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|:---:|",
     ]
     missed = []
     for name, figure, unit, cost, _ in SHOWN:
+        cpu_results = {
+            size: {n: in_cpu(r, size) for n, r in found.items() if r}
+            for size, found in results.items()
+        }
         for size in sorted(results):
             r = results[size].get(name)
             if not r:
                 continue
+            c = cpu_results[size][name]
             growth = exponent(results, size, name, cost)
-            value = r[figure]
-            shown = (
-                f"{value:,.3f}"
-                if value < 1
-                else f"{value:,.1f}"
-                if value < 100
-                else f"{value:,.0f}"
-            )
+            cpu_growth = exponent(cpu_results, size, name, cost)
             # issue 16 sets the PostgreSQL target of the worklist only (load: on SQLite)
-            missing = (
-                misses(name, r, size, growth)
-                if store_label == "SQLite" or name == "worklist"
-                else []
+            judged = store_label == "SQLite" or name in ("worklist", "ranked")
+            missing = misses(name, r, size, growth) if judged else []
+            has_cpu = "cpu_ms" in r or "cpu_seconds" in r
+            cpu_missing = misses(name, c, size, cpu_growth) if judged and has_cpu else []
+            missed += [f"{store_label}, {size:,}, wall: {m}" for m in missing]
+            missed += [f"{store_label}, {size:,}, CPU: {m}" for m in cpu_missing]
+            met = (
+                "–"
+                if name in UNJUDGED or not judged
+                else f"{'**no**' if missing else 'yes'} / "
+                f"{'–' if not has_cpu else '**no**' if cpu_missing else 'yes'}"
             )
-            missed += [f"{store_label}, {size:,}: {m}" for m in missing]
             lines.append(
-                f"| {store_label} | {LABELS[name]} | {size:,} | {shown} {unit} | "
+                f"| {store_label} | {LABELS[name]} | {size:,} | {shown_value(r[figure])} {unit} | "
                 f"{'–' if growth is None else f'{growth:.2f}'} | "
-                f"{r['cpu_s']:,.1f} | {r['rss_mb']:,.0f} | "
-                f"{'–' if name in UNJUDGED else '**no**' if missing else 'yes'} |"
+                f"{shown_value(c[figure]) + ' ' + unit if has_cpu else '–'} | "
+                f"{'–' if cpu_growth is None or not has_cpu else f'{cpu_growth:.2f}'} | "
+                f"{r['rss_mb']:,.0f} | {r.get('load', '–')} | {met} |"
             )
     return "\n".join(lines), missed
 
@@ -475,8 +629,57 @@ def run_sizes(
                     TOP, [*reference, *(tuple(k) for k in result.pop("keys"))]
                 )
                 total += INTAKE
+            if result:
+                result["load"] = round(os.getloadavg()[0], 1)
             results[size][name] = result
     return results, notes
+
+
+def measure_stores(args: argparse.Namespace) -> int:
+    """``--stores``: each figure of ``--measures`` over stores already built, one per size;
+    the table with growth exponents and peak RSS per store kind."""
+    given = {}
+    for part in args.stores.split(","):
+        size, url = part.split("=", 1)
+        given[int(size)] = url
+    names = args.measures.split(",") if args.measures else list(STORE_MEASURES)
+    as_of = args.as_of or "2026-02-16T09:00:00+00:00"
+    loads = os.getloadavg()
+    started = time.perf_counter()
+    by_kind: dict[str, dict[int, dict[str, Any]]] = {}
+    for size, url in sorted(given.items()):
+        kind = "PostgreSQL" if url.startswith("postgresql") else "SQLite"
+        with open_store(url, create=False) as store:
+            count = store.count()
+        if count != size:
+            wrong.append(f"{url}: {count:,} referrals stored, {size:,} given")
+        state = {"total": count, "built": count, "prefix": "wl", "as_of": as_of}
+        results = by_kind.setdefault(kind, {}).setdefault(size, {})
+        for name in names:
+            say(f"{kind}, {size:,}: {name} (load {os.getloadavg()[0]:.1f})")
+            results[name] = run_child(name, url, state)
+            if results[name]:
+                results[name]["load"] = round(os.getloadavg()[0], 1)
+            say(f"  {json.dumps(results[name])}")
+    tables, missed = [], []
+    for kind, results in by_kind.items():
+        shown, miss = table(results, kind)
+        tables.append(shown)
+        missed += miss
+    print(
+        f"referralkit {rk.__version__} scale benchmark over stores already built; "
+        f"load average {', '.join(f'{x:.2f}' for x in loads)} before, "
+        f"{', '.join(f'{x:.2f}' for x in os.getloadavg())} after; "
+        f"{time.perf_counter() - started:,.0f} s in all; Python {platform.python_version()}, "
+        f"SQLite {sqlite3.sqlite_version}, {platform.machine()}, {os.cpu_count()} CPUs\n"
+    )
+    print("\n\n".join(tables))
+    if wrong:
+        print("\nWRONG RESULTS:\n  " + "\n  ".join(wrong), file=sys.stderr)
+        return 1
+    if missed:
+        print("missed targets:\n  " + "\n  ".join(missed))
+    return 1 if args.check and missed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -487,10 +690,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dir", help="where the SQLite file goes (default: a temporary dir)")
     parser.add_argument("--postgres", help="a PostgreSQL URL: measure load and worklist there too")
     parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only (--postgres)")
+    parser.add_argument(
+        "--stores",
+        help="measure stores already built instead of building: SIZE=URL,... (e.g. "
+        "bench_coordination.py's cloned worklist stores, ids wl0000000...)",
+    )
+    parser.add_argument(
+        "--measures",
+        help=f"with --stores, which (default all): {', '.join(STORE_MEASURES)}",
+    )
+    parser.add_argument(
+        "--as-of", help="with --stores: the instant read (ISO; default 2026-02-16T09:00Z)"
+    )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return child(*args.child)
+    if args.stores:
+        return measure_stores(args)
     if args.sizes:
         sizes = sorted(int(s) for s in args.sizes.split(","))
     else:

@@ -35,6 +35,48 @@ def test_quick_worklist_run_checks_its_head(tmp_path: Path) -> None:
     assert "| `desk.worklist(limit=50)`, SQLite |" in result.stdout
     assert "load average at end" in result.stdout
     assert (tmp_path / "worklist-600.db").exists()
+    # bench_scale.py measures the cloned store as it is: load by id and the ranked worklist,
+    # checked (same head each call, in rank order, keys as assess gives them)
+    url = f"sqlite:///{tmp_path / 'worklist-600.db'}"
+    measured = subprocess.run(
+        [
+            sys.executable,
+            "-W",
+            "error",
+            str(ROOT / "benchmarks" / "bench_scale.py"),
+            "--stores",
+            f"600={url}",
+            "--measures",
+            "load,ranked",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert measured.returncode == 0, measured.stderr
+    assert "| SQLite | load by id | 600 |" in measured.stdout
+    assert "| SQLite | worklist top-50, ranked (`desk.worklist`, cold desk) | 600 |" in (
+        measured.stdout
+    )
+    wrong_size = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_scale.py"),
+            "--stores",
+            f"601={url}",
+            "--measures",
+            "load",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert wrong_size.returncode == 1
+    assert "600 referrals stored, 601 given" in wrong_size.stderr
 
 
 def run_quick(*options: str) -> subprocess.CompletedProcess[str]:
