@@ -2350,7 +2350,8 @@ class ReferralDesk:
     def export_referrals(self, actor: Actor) -> Iterator[Referral]:
         """Every referral ``actor`` reaches, in id order, without its history: :meth:`export`
         for a reader of the referrals only (the FHIR export), recorded in the access log in
-        the same way and reading no event (:meth:`~referralkit.storage.ReferralStore.export_referrals`).
+        the same way, reading no event
+        (:meth:`~referralkit.storage.ReferralStore.export_referrals`).
 
         .. versionadded:: 0.1
         """
