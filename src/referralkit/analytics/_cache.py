@@ -723,14 +723,12 @@ def listed(table: pa.Table, as_of: dt.datetime) -> pa.Table:
 
 class Pseudonyms:
     """A :class:`~referralkit.analytics.Deidentifier`'s pseudonyms of whole Arrow columns:
-    one keyed hash per distinct value, remembered as two Arrow arrays (the values, their
-    pseudonyms) so that a column whose values are known already (an export names each
-    referral in both datasets, a block at a time) is looked up and spread in Arrow, without
-    a Python object per row or per value."""
+    one keyed hash per distinct value, remembered (an export names each referral in both
+    datasets, a block at a time: it is hashed once), spread back to the rows in Arrow."""
 
     def __init__(self, deid: Deidentifier) -> None:
         self.deid = deid
-        self._known: dict[str, tuple[pa.Array, pa.Array]] = {}
+        self._known: dict[str, dict[str, str]] = {}
 
     def __call__(self, kind: str, values: Any) -> Any:
         """The pseudonyms of ``values`` (a string array, chunked or not), in order."""
@@ -739,17 +737,14 @@ class Pseudonyms:
 
         if isinstance(values, pa.ChunkedArray):
             values = values.combine_chunks()
-        empty = pa.array([], pa.string())
-        keys, names = self._known.get(kind, (empty, empty))
-        at = pc.index_in(values, value_set=keys)
-        if at.null_count > values.null_count:  # values never seen: hashed once each
-            new = pc.unique(pc.filter(values, pc.and_(pc.is_null(at), pc.is_valid(values))))
-            hashed = pa.array(self.deid.pseudonyms(kind, new.to_pylist()), pa.string())
-            keys = pa.concat_arrays([keys, new.cast(pa.string())])
-            names = pa.concat_arrays([names, hashed])
-            self._known[kind] = (keys, names)
-            at = pc.index_in(values, value_set=keys)
-        return pc.take(names, at)
+        encoded = pc.dictionary_encode(values)
+        distinct = encoded.dictionary.to_pylist()
+        known = self._known.setdefault(kind, {})
+        missing = [v for v in distinct if v not in known]
+        if missing:
+            known.update(zip(missing, self.deid.pseudonyms(kind, missing), strict=True))
+        names = pa.array([known[v] for v in distinct], pa.string())
+        return pc.take(names, encoded.indices)
 
 
 def deidentified(
@@ -889,40 +884,41 @@ def _event_parts(
     import pyarrow.compute as pc
 
     schema = _events_schema(cached_event_columns())
-    ids, versions = known.ids, known.versions
-    seen: list[pa.Array] = []
-    present: list[pa.Array] = []
+    current = known.by_id()
+    seen: set[str] = set()
+    present: set[str] = set()
     while blocks:
         table = _decode([blocks.pop()], schema)  # the newest first; each freed once read
         if table is None:
             raise DamagedCacheError("analytics cache")
-        # per referral (a history has many rows), looked up once each, spread in Arrow
+        # per referral (a history has many rows), in Python once each, spread in Arrow
         encoded = pc.dictionary_encode(table["referral_id"].combine_chunks())
-        distinct = encoded.dictionary
-        version_of = pc.take(versions, pc.index_in(distinct, value_set=ids))
+        distinct = encoded.dictionary.to_pylist()
+        version_of = pa.array([current.get(r) for r in distinct], pa.int64())
         keep_rows = pc.fill_null(
             pc.equal(pc.take(version_of, encoded.indices), table["_version"]), False
         )
         # a referral's rows are those of the last block that holds it
-        if seen:
-            again = pc.is_in(distinct, value_set=pa.concat_arrays(seen))
-            keep_rows = pc.and_(keep_rows, pc.invert(pc.take(again, encoded.indices)))
-        seen.append(distinct)
+        again = [i for i, r in enumerate(distinct) if r in seen]
+        if again:
+            keep_rows = pc.and_(
+                keep_rows, pc.invert(pc.is_in(encoded.indices, value_set=pa.array(again)))
+            )
+        seen.update(distinct)
         if pc.all(keep_rows).as_py() is False:
             table = table.filter(keep_rows)
-            present.append(pc.unique(pc.filter(encoded.indices, keep_rows)))
-            present[-1] = pc.take(distinct, present[-1])
+            kept = pc.unique(pc.filter(encoded.indices, keep_rows)).to_pylist()
+            present.update(distinct[i] for i in kept)
         else:
-            present.append(distinct)
+            present.update(distinct)
         del encoded, distinct
         if table.num_rows:
             part = listed(table, as_of).drop_columns(["_version"])
             if part.num_rows:
                 yield part
-    done = pa.concat_arrays(present) if present else pa.array([], pa.string())
-    stale = pc.filter(ids, pc.invert(pc.is_in(ids, value_set=done))).to_pylist()
-    total = len(ids)
-    del seen, present, done, ids, versions, known
+    stale = [r for r in current if r not in present]
+    total = len(current)
+    del seen, present, current, known
     added: list[pa.Table] = []
     for batch in _batched(_histories(store, stale, total), BLOCK_ROWS // 20):
         found = _event_table(batch)
@@ -944,6 +940,13 @@ class Versions:
 
     def __init__(self, store: ReferralStore) -> None:
         self.ids, self.versions = versions_of(store)
+        self._by_id: dict[str, int] | None = None
+
+    def by_id(self) -> dict[str, int]:
+        """The versions by referral id (in id order), built at the first call."""
+        if self._by_id is None:
+            self._by_id = dict(zip(self.ids.to_pylist(), self.versions.to_pylist(), strict=True))
+        return self._by_id
 
 
 def _batched(
