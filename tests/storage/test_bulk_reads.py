@@ -39,8 +39,8 @@ from referralkit.rules.model import Kind
 from referralkit.rules.policies import shipped_paths
 from referralkit.rules.timeline import EventRules
 from referralkit.serialization import from_dict, to_dict
-from referralkit.storage import _json, _snapshot, memory
-from referralkit.storage._json import PLAIN, RecordCodec
+from referralkit.storage import _json, _snapshot
+from referralkit.storage._json import PLAIN
 from referralkit.storage._snapshot import Slow, fast_referral
 from referralkit.testing import referral_events, referrals, sample_request
 
@@ -261,59 +261,6 @@ def test_selected_reads_are_the_whole_ones_filtered(
         list(store.export_selected("status_changed"))
     with pytest.raises(rk.ValidationError):
         store.histories_selected(ids, ["Bad Type"])
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_the_referrals_export_is_the_whole_export_without_histories(
-    kind: str, open_stores: Callable[[str], rk.ReferralStore], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """``export_referrals`` gives :meth:`export`'s referrals, in the same order, and reads no
-    event (the event decoders are never called); the FHIR Bundles made from them are
-    :meth:`export`'s, byte for byte."""
-    from referralkit.interop.fhir import to_fhir
-
-    store = open_stores(kind)
-    whole = [r for r, _ in store.export()]
-    assert len(whole) > 1
-    for name in ("history", "selected", "histories", "event"):
-        monkeypatch.setattr(RecordCodec, name, _no_events)
-    monkeypatch.setattr(memory, "_unpack", _no_events)
-    referrals = list(store.export_referrals())
-    assert referrals == whole
-    assert [r.id for r in referrals] == sorted(r.id for r in referrals)
-    assert [json.dumps(to_fhir(r)) for r in referrals] == [json.dumps(to_fhir(r)) for r in whole]
-
-
-def _no_events(*args: Any, **kwargs: Any) -> Any:
-    raise AssertionError("an event was read")
-
-
-def test_the_default_referrals_export_drops_the_histories() -> None:
-    """A store without its own reader (the audited view here) gives the referrals of its
-    :meth:`export`; the desk records them in the access log as :meth:`ReferralDesk.export` does."""
-    histories, _ = simulated(3)
-    stores = []
-    for _ in range(2):
-        store = rk.open_store("memory://")
-        store.restore_many(list(histories))
-        stores.append(store)
-    desks = [rk.ReferralDesk(s, clock=rk.FakeClock(synth.DEFAULT_START)) for s in stores]
-    view = desks[0].view(ACTOR)
-    in_order = [r for r, _ in sorted(histories, key=_id)]
-    assert list(view.export_referrals()) == in_order
-    assert list(desks[1].export_referrals(ACTOR)) == in_order
-
-    def recorded(store: rk.ReferralStore) -> list[tuple[str, str, tuple[str, ...]]]:
-        return [(a.action, a.outcome.value, a.referral_ids) for a in store.access_records()]
-
-    assert recorded(stores[0]) == recorded(stores[1])
-    assert recorded(stores[0])
-    with pytest.raises(rk.PermissionDeniedError):
-        desks[1].export_referrals(rk.Actor("nobody", set()))
-
-
-def _id(history: History) -> str:
-    return history[0].id
 
 
 @pytest.mark.parametrize("kind", KINDS)

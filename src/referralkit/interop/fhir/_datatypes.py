@@ -76,13 +76,15 @@ _UNRESERVED: Final = re.compile(r"[A-Za-z0-9_.~-]*")
 
 
 def _quoted(value: str) -> str:
-    """``quote(value, safe="")``, without its work for the ids that need no quoting."""
-    return value if _UNRESERVED.fullmatch(value) else quote(value, safe="")
+    """``quote(value, safe="")``, without its work for the ids that need no quoting (and
+    once for those that do and recur: organisation names, role ids)."""
+    return value if _UNRESERVED.fullmatch(value) else _quoted_system(value)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=1024)
 def _quoted_system(system: str) -> str:
-    """``quote(system, safe="")`` of an identifier system (a few, each quoted once)."""
+    """``quote(system, safe="")`` of an identifier system or a recurring value (a few,
+    each quoted once)."""
     return quote(system, safe="")
 
 
