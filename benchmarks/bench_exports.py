@@ -113,18 +113,46 @@ def run(kind: str, tree: str, db: str, out: str, as_of: str) -> dict[str, Any]:
     return result
 
 
-def same_parquet(a: str, b: str) -> None:
+def same_parquet(baseline: str, this: str, db: str, as_of: str) -> str:
+    """Both trees' referrals datasets read back equal; this tree's events dataset holds one
+    row per stored event up to ``as_of`` (counted in SQL) and every row of the baseline's
+    (which may miss some: a baseline before the fix of blocks cut inside a history)."""
+    import sqlite3
+
     import pandas as pd
 
     from referralkit import analytics
 
-    for left, right in zip(analytics.read_parquet(a), analytics.read_parquet(b), strict=True):
-        keys = [k for k in ("referral_id", "version", "event_index") if k in left.columns]
-        pd.testing.assert_frame_equal(
-            left.sort_values(keys).reset_index(drop=True),
-            right.sort_values(keys).reset_index(drop=True),
-            check_categorical=False,
-        )
+    (left, left_events), (right, right_events) = (
+        analytics.read_parquet(baseline),
+        analytics.read_parquet(this),
+    )
+    pd.testing.assert_frame_equal(
+        left.sort_values("referral_id").reset_index(drop=True),
+        right.sort_values("referral_id").reset_index(drop=True),
+        check_categorical=False,
+    )
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        stored = conn.execute("SELECT at FROM events").fetchall()
+    moment = dt.datetime.fromisoformat(as_of)
+    expected = sum(1 for (at,) in stored if dt.datetime.fromisoformat(at) <= moment)
+    if len(right_events) != expected:
+        raise SystemExit(f"parquet events: {len(right_events):,} rows, {expected:,} stored")
+    keys = ["referral_id", "version", "event_index"]
+    shared = right_events.merge(left_events[keys], on=keys, how="inner")
+    if len(shared) != len(left_events):
+        raise SystemExit("parquet events: a baseline row is not in this tree's files")
+    pd.testing.assert_frame_equal(
+        left_events.sort_values(keys).reset_index(drop=True),
+        shared.sort_values(keys).reset_index(drop=True),
+        check_categorical=False,
+    )
+    missing = len(right_events) - len(left_events)
+    return (
+        f"events: {len(right_events):,} rows = stored; the baseline's {missing:,} fewer"
+        if (missing)
+        else f"events: {len(right_events):,} rows = stored, equal to the baseline's"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -165,8 +193,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if len(outputs) != 1 or next(iter(outputs))[:2] != (0, count):
                     raise SystemExit(f"fhir export: outputs differ or wrong: {outputs}")
             else:
-                same_parquet(str(folder / "parquet-baseline"), str(folder / "parquet-this"))
+                checked = same_parquet(
+                    str(folder / "parquet-baseline"), str(folder / "parquet-this"), args.db, as_of
+                )
             print(f"\n{kind} export of {count:,} referrals ({args.rounds} pairs)")
+            if kind == "parquet":
+                print(f"  checked: referrals equal to the baseline's; {checked}")
             for name, found in results.items():
                 walls = [count / r["wall"] for r in found]
                 cpus = [count / r["cpu"] for r in found]
