@@ -26,7 +26,7 @@ from test_analytics_cache import ACTOR, KEY, export_equal, frames_equal, kpis_te
 PLAN = [(i % 4, op, 5 + i % 13) for i, op in enumerate(sorted(kpis_tests.OPERATIONS) * 2)]
 
 
-@pytest.mark.parametrize("rows", [3, 7, 10])
+@pytest.mark.parametrize("rows", [3, 4, 7])
 def test_a_referral_across_two_blocks_keeps_all_its_rows(
     rows: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
