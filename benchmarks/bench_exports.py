@@ -4,6 +4,7 @@ SQLite file, this checkout paired with another (a baseline: ``main``'s ``src``).
     python benchmarks/bench_exports.py --db STORE.db --baseline-src /path/to/main/src
     python benchmarks/bench_exports.py --db STORE.db --baseline-src ... --only fhir --rounds 3
     python benchmarks/bench_exports.py --db STORE.db --check   # exit 1 when a target is missed
+    python benchmarks/bench_exports.py --quick    # 300 referrals built here, this tree twice
 
 The store is any SQLite file of referrals (``bench_analytics.py --db FILE`` builds one of
 copied simulated histories and fills its analytics cache; the Parquet export is measured warm,
@@ -162,8 +163,13 @@ def same_parquet(baseline: str, this: str, db: str, as_of: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--db", help="the SQLite file to export")
-    parser.add_argument("--baseline-src", help="the src directory of the baseline tree")
+    parser.add_argument(
+        "--db", help="the SQLite file to export (default: 2,000 copied referrals built here)"
+    )
+    parser.add_argument(
+        "--baseline-src", help="the src directory of the baseline tree (default: this one)"
+    )
+    parser.add_argument("--quick", action="store_true", help="300 referrals built here")
     parser.add_argument("--only", choices=("fhir", "parquet"), help="one export only")
     parser.add_argument("--rounds", type=int, default=2, help="pairs per export (default 2)")
     parser.add_argument("--as-of", help="the Parquet export's as_of (default: now)")
@@ -173,12 +179,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         child(*args.child)
         return 0
-    if not args.db or not args.baseline_src:
-        parser.error("--db and --baseline-src are required")
     here = str(Path(__file__).resolve().parent.parent / "src")
-    trees = {"baseline": args.baseline_src, "this": here}
+    # without a baseline tree, this tree against itself (the outputs are still checked)
+    trees = {"baseline": args.baseline_src or here, "this": here}
     as_of = args.as_of or dt.datetime.now(dt.UTC).isoformat()
     from referralkit.storage.sqlite import SQLiteStore
+
+    built = None
+    if not args.db:  # a small store of copied simulated histories, its caches filled
+        import bench_analytics
+
+        from referralkit import analytics
+
+        built = Path(tempfile.mkdtemp(prefix="rk-bench-exports-store-"))
+        histories, end = bench_analytics.simulated(40 if args.quick else 200, seed=5)
+        as_of = args.as_of or end.isoformat()
+        args.db = str(built / "store.db")
+        bench_analytics.fill(Path(args.db), histories, 300 if args.quick else 2_000).close()
+        with contextlib.closing(SQLiteStore(args.db)) as store:
+            analytics.export_parquet(
+                store,
+                built / "warm",
+                as_of=dt.datetime.fromisoformat(as_of),
+                deidentify=analytics.Deidentifier(key=KEY),
+            )
 
     with contextlib.closing(SQLiteStore(args.db, create=False)) as store:
         count = store.count()
@@ -235,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 missed.append(f"fhir peak RSS > {FHIR_RSS_MB:.0f} MB")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        if built is not None:
+            shutil.rmtree(built, ignore_errors=True)
     if missed:
         print("missed: " + "; ".join(missed))
     return 1 if args.check and missed else 0
