@@ -1141,9 +1141,9 @@ def _fhir_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             referrals = [desk.get(actor, i) for i in ids]
         else:
             # read in pages, in id order, and written as read: memory does not grow with the
-            # store (the events export() gives with each referral are dropped)
+            # store; a Bundle is made from the referral alone, so no event is read
             total = desk.count(actor)
-            referrals = (referral for referral, _ in desk.export(actor))
+            referrals = desk.export_referrals(actor)
         with Ticker(err, total, "referrals") as ticker:
             for done, referral in enumerate(referrals, 1):
                 out.write(_bundle_line(to_fhir, referral, validate=args.validate))

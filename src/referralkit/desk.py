@@ -2515,6 +2515,24 @@ class ReferralDesk:
     def _export(self, actor: Actor) -> Iterator[History]:
         yield from self._recorded(actor, "export")
 
+    @boundary
+    def export_referrals(self, actor: Actor) -> Iterator[Referral]:
+        """Every referral ``actor`` reaches, in id order, without its history: :meth:`export`
+        for a reader of the referrals only (the FHIR export), recorded in the access log in
+        the same way, reading no event
+        (:meth:`~referralkit.storage.ReferralStore.export_referrals`).
+
+        .. versionadded:: 0.1
+        """
+        self._authorize(actor, "export")
+        return self._export_referrals(actor)
+
+    @boundary_iter
+    def _export_referrals(self, actor: Actor) -> Iterator[Referral]:
+        histories: Iterator[History] = ((r, ()) for r in self.store.export_referrals())
+        for referral, _ in self._recorded(actor, "export", histories):
+            yield referral
+
     def view(self, actor: Actor) -> ReferralStore:
         """A read-only :class:`~referralkit.storage.ReferralStore` acting as ``actor``
         through this desk: every read is scoped and recorded, every write refused. Give it

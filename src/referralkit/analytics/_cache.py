@@ -608,17 +608,21 @@ def cached_events_table(
     damaged = decoded is None
     table = schema.empty_table() if decoded is None else decoded
     if len(blocks) > 1 and decoded is not None:
-        # a referral's rows are those of the last block that holds it (two frames refreshing
-        # at once may both have written it)
+        # a referral's rows are those of the last write that holds it (two frames refreshing
+        # at once may both have written it): from the last block holding its history's first
+        # row on, since one write's rows of a referral may run on into the next block
+        block = pa.array(np.repeat(np.arange(len(sizes), dtype=np.int64), sizes))
         numbered = pa.table(
             {
                 "referral_id": table["referral_id"],
-                "_block": pa.array(np.repeat(np.arange(len(sizes)), sizes)),
+                "_block": block,
+                "_start": pc.if_else(_first_rows(table), block, pa.scalar(-1, pa.int64())),
             }
         )
-        last = numbered.group_by("referral_id").aggregate([("_block", "max")])
-        newest = pc.take(last["_block_max"], pc.index_in(table["referral_id"], last["referral_id"]))
-        table = table.filter(pc.equal(numbered["_block"], newest))
+        last = numbered.group_by("referral_id").aggregate([("_block", "max"), ("_start", "max")])
+        start = pc.if_else(pc.equal(last["_start_max"], -1), last["_block_max"], last["_start_max"])
+        from_block = pc.take(start, pc.index_in(table["referral_id"], last["referral_id"]))
+        table = table.filter(pc.greater_equal(block, from_block))
     ids, versions = versions_of(store)
     fresh = _fresh_events(table, ids, versions)
     if pc.all(fresh).as_py() is False:
@@ -644,6 +648,14 @@ def cached_events_table(
             logger.info("analytics cache not written (%s)", type(error).__name__)
     del blocks, decoded
     return listed(table, as_of).drop_columns(["_version"])
+
+
+def _first_rows(table: pa.Table) -> Any:
+    """Which event rows are the first of their history (event 1.0): a write of a referral's
+    rows starts with it."""
+    import pyarrow.compute as pc
+
+    return pc.and_(pc.equal(table["version"], 1), pc.equal(table["event_index"], 0))
 
 
 def _fresh_events(table: pa.Table, ids: pa.Array, versions: pa.Array) -> Any:
@@ -885,7 +897,7 @@ def _event_parts(
 
     schema = _events_schema(cached_event_columns())
     current = known.by_id()
-    seen: set[str] = set()
+    whole: set[str] = set()  # referrals whose first row a later block holds
     present: set[str] = set()
     while blocks:
         table = _decode([blocks.pop()], schema)  # the newest first; each freed once read
@@ -898,13 +910,16 @@ def _event_parts(
         keep_rows = pc.fill_null(
             pc.equal(pc.take(version_of, encoded.indices), table["_version"]), False
         )
-        # a referral's rows are those of the last block that holds it
-        again = [i for i, r in enumerate(distinct) if r in seen]
+        # a referral's rows are those of the last write that holds it: a write's rows of a
+        # referral may run on from one block into the next, so a later block replaces this
+        # one's rows only when it holds the history's first row
+        again = [i for i, r in enumerate(distinct) if r in whole]
         if again:
             keep_rows = pc.and_(
                 keep_rows, pc.invert(pc.is_in(encoded.indices, value_set=pa.array(again)))
             )
-        seen.update(distinct)
+        starts = pc.unique(pc.filter(encoded.indices, _first_rows(table))).to_pylist()
+        whole.update(distinct[i] for i in starts)
         if pc.all(keep_rows).as_py() is False:
             table = table.filter(keep_rows)
             kept = pc.unique(pc.filter(encoded.indices, keep_rows)).to_pylist()
@@ -918,7 +933,7 @@ def _event_parts(
                 yield part
     stale = [r for r in current if r not in present]
     total = len(current)
-    del seen, present, current, known
+    del whole, present, current, known
     added: list[pa.Table] = []
     for batch in _batched(_histories(store, stale, total), BLOCK_ROWS // 20):
         found = _event_table(batch)

@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import shutil
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -144,6 +145,26 @@ def _write(
     return months.rows
 
 
+def _write_behind(months: _Months, tables: Iterator[pa.Table]) -> None:
+    """``months.write`` of each of ``tables``, in order, in a second thread while this one
+    makes the next table (pyarrow's kernels and its Parquet writer release the GIL, so the
+    two overlap on a second core); one table at most waits to be written. An error of
+    either side is raised here, after the writer has stopped."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="referralkit-parquet") as pool:
+        pending: Future[None] | None = None
+        try:
+            for table in tables:
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(months.write, table)
+        except BaseException:
+            if pending is not None:
+                wait([pending])
+            raise
+        if pending is not None:
+            pending.result()
+
+
 def _write_cached(
     store: ReferralStore, root: Path, moment: dt.datetime, deid: Deidentifier, rules: ClockRules
 ) -> dict[str, int] | None:
@@ -179,8 +200,7 @@ def _write_cached(
         (root / name).mkdir()
         months = _Months(root / name, _schema(kept), month_of)
         try:
-            for part in parts:
-                months.write(deidentified(part, kept, deid, names))
+            _write_behind(months, (deidentified(part, kept, deid, names) for part in parts))
         except DamagedCacheError:
             months.close()
             for done in _DATASETS:

@@ -584,6 +584,19 @@ class ReferralStore(abc.ABC):
                 continue
         return found
 
+    @boundary_iter
+    def export_referrals(self) -> Iterator[Referral]:
+        """Every referral (its current snapshot, verified as :meth:`export` verifies it), in
+        id order, without its history: for a bulk reader that needs the referrals only (the
+        FHIR export). No event is read, so the history is not checked whole.
+
+        This default drops :meth:`export`'s histories; the adapters read no event row.
+
+        .. versionadded:: 0.1
+        """
+        for referral, _ in self.export():
+            yield referral
+
     def histories_selected(self, ids: Iterable[str], event_types: Iterable[str]) -> list[History]:
         """:meth:`histories` with, for each referral, only the events whose type is in
         ``event_types`` (see :meth:`export_selected`).

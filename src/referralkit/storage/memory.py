@@ -332,6 +332,13 @@ class MemoryStore(ReferralStore):
         for referral, changes in items:
             yield referral, _unpack(referral.id, changes)
 
+    @boundary_iter
+    def export_referrals(self) -> Iterator[Referral]:
+        # the snapshots listed under the lock (one consistent state); no history unpacked
+        with self._lock:
+            items = [r for _, r in sorted(self._snapshots.items())]
+        yield from items
+
     @boundary
     def restore_many(self, histories: Sequence[History]) -> None:
         check_histories(histories)

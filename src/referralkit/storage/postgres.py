@@ -1338,11 +1338,21 @@ class PostgresStore(ReferralStore):
         except psycopg.Error as error:
             raise _driver_error(error, "exporting") from None
 
-    def _export(self, types: Sequence[str] | None, *, latest: bool) -> Iterator[History]:
+    @boundary_iter
+    def export_referrals(self) -> Iterator[Referral]:
+        """Every referral's snapshot, in id order, from one snapshot of the database as
+        :meth:`export` reads them: no event row is read (see
+        :meth:`ReferralStore.export_referrals`)."""
+        for referral, _ in self._export(None, latest=False, events=False):
+            yield referral
+
+    def _export(
+        self, types: Sequence[str] | None, *, latest: bool, events: bool = True
+    ) -> Iterator[History]:
         try:
             with self._connection() as conn, conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                yield from self._paged_histories(conn, types=types, latest=latest)
+                yield from self._paged_histories(conn, types=types, latest=latest, events=events)
         except PoolTimeout:
             raise StorageError(
                 "no PostgreSQL connection free while exporting", driver_error="PoolTimeout"
@@ -1476,6 +1486,7 @@ class PostgresStore(ReferralStore):
         open_only: bool = False,
         types: Sequence[str] | None = None,
         latest: bool = False,
+        events: bool = True,
     ) -> Iterator[History]:
         """The stored referrals with their histories, in id order, read ``_EXPORT_BATCH``
         referrals at a time: keyset paging on the id, each page's events in one query, every
@@ -1484,7 +1495,8 @@ class PostgresStore(ReferralStore):
         whole before the first of it is yielded, so the caller may write on ``conn``
         meanwhile (the rank-key migration does). With ``types``, only the events of those
         types (each verified, the history not checked whole; :meth:`export_selected`), with
-        ``latest`` only the last of them."""
+        ``latest`` only the last of them; without ``events``, no event row is read (each
+        history is empty: :meth:`export_referrals`)."""
         selection = "" if types is None else " AND type = ANY(%s)"
         extra: list[Any] = [] if types is None else [list(types)]
         if open_only:
@@ -1492,7 +1504,7 @@ class PostgresStore(ReferralStore):
                 "SELECT id, snapshot FROM {s}.referrals WHERE id > %s AND is_open "
                 "ORDER BY id LIMIT %s"
             )
-            events = self._sql(
+            by_id = self._sql(
                 f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events WHERE referral_id = ANY(%s)"  # noqa: S608 - fixed column names and placeholders
                 f"{selection} ORDER BY referral_id, version, idx"
             )
@@ -1500,7 +1512,7 @@ class PostgresStore(ReferralStore):
             referrals = self._sql(
                 "SELECT id, snapshot FROM {s}.referrals WHERE id > %s ORDER BY id LIMIT %s"
             )
-            events = self._sql(
+            by_id = self._sql(
                 f"SELECT {_EVENT_COLUMNS} FROM {{s}}.events WHERE referral_id BETWEEN %s AND %s"  # noqa: S608 - fixed column names and placeholders
                 f"{selection} ORDER BY referral_id, version, idx"
             )
@@ -1512,11 +1524,14 @@ class PostgresStore(ReferralStore):
                 return
             # the open referrals of a page are not a range of ids: their events by id
             bounds = [[r[0] for r in rows]] if open_only else [rows[0][0], rows[-1][0]]
-            found = cursor.execute(events, [*bounds, *extra]).fetchall()
+            found = cursor.execute(by_id, [*bounds, *extra]).fetchall() if events else []
             grouped = {k: list(g) for k, g in itertools.groupby(found, key=lambda e: e[0])}
             codec = self._codec
             for referral_id, snapshot in rows:
                 referral = codec.referral(snapshot, referral_id)
+                if not events:
+                    yield referral, []
+                    continue
                 if types is None:
                     history = codec.history(
                         grouped.get(referral_id, ()), referral_id, referral.version

@@ -479,14 +479,17 @@ def _paged_histories(
     open_only: bool = False,
     types: Sequence[str] | None = None,
     latest: bool = False,
+    events: bool = True,
 ) -> Iterator[History]:
     """The stored referrals with their histories, in id order, read ``batch`` referrals at a
     time (-1: all at once): keyset paging on the id, each page's events in one range query,
     every record verified (and decrypted) by ``codec``. ``open_only`` passes over the closed
     referrals (their events are not decoded). With ``types``, only the events of those types
     (each verified, the history not checked whole; :meth:`SQLiteStore.export_selected`), with
-    ``latest`` only the last of them. Each page is fetched whole before the first of it is
-    yielded, so the caller may write on ``conn`` meanwhile (the rank-key migration does)."""
+    ``latest`` only the last of them; without ``events``, no event row is read (each
+    history is empty: :meth:`SQLiteStore.export_referrals`). Each page is fetched whole
+    before the first of it is yielded, so the caller may write on ``conn`` meanwhile (the
+    rank-key migration does)."""
     last = ""
     cursor = conn.cursor()
     cursor.row_factory = _seal_last
@@ -502,15 +505,22 @@ def _paged_histories(
         ).fetchall()
         if not rows:
             return
-        events = cursor.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE referral_id BETWEEN ? AND ?"  # noqa: S608 - fixed column names and placeholders
-            f"{selection} ORDER BY referral_id, version, idx",
-            (rows[0][0], rows[-1][0], *extra),
-        ).fetchall()
-        grouped = {k: list(g) for k, g in itertools.groupby(events, key=lambda e: e[0])}
+        found = (
+            cursor.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE referral_id BETWEEN ? AND ?"  # noqa: S608 - fixed column names and placeholders
+                f"{selection} ORDER BY referral_id, version, idx",
+                (rows[0][0], rows[-1][0], *extra),
+            ).fetchall()
+            if events
+            else []
+        )
+        grouped = {k: list(g) for k, g in itertools.groupby(found, key=lambda e: e[0])}
         for referral_id, snapshot in rows:
             referral = codec.referral(snapshot, referral_id)
             if open_only and referral.status.is_terminal:
+                continue
+            if not events:
+                yield referral, []
                 continue
             if types is None:
                 history = codec.history(grouped.get(referral_id, ()), referral_id, referral.version)
@@ -1150,6 +1160,33 @@ class SQLiteStore(ReferralStore):
             yield from self._codec.histories(cursor.execute(sql))
         except _DRIVER_ERRORS as error:
             raise _driver_error(error, "reading histories") from None
+        finally:
+            self._forget(conn)
+
+    @boundary_iter
+    def export_referrals(self) -> Iterator[Referral]:
+        """Every referral's snapshot, in id order, as :meth:`export` reads them (one
+        consistent state, in pages): no event row is read (see
+        :meth:`ReferralStore.export_referrals`)."""
+        if self._shared is not None:
+            with self._lock:
+                everything = list(
+                    _paged_histories(self._shared, self._codec, batch=-1, events=False)
+                )
+            for referral, _ in everything:
+                yield referral
+            return
+        if self._closed:
+            raise StorageError("the store is closed")
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN")
+            for referral, _ in _paged_histories(
+                conn, self._codec, batch=_EXPORT_BATCH, events=False
+            ):
+                yield referral
+        except _DRIVER_ERRORS as error:
+            raise _driver_error(error, "exporting") from None
         finally:
             self._forget(conn)
 

@@ -4,6 +4,9 @@ the ``urn:uuid`` fullUrls of a written Bundle."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hashlib
+import re
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any, Final
@@ -62,10 +65,39 @@ def _entry(url: str, resource: JSON) -> JSON:
         system = identifier.get("system", "")
         if system.startswith(_SID):
             request["ifNoneExist"] = (
-                f"identifier={quote(system, safe='')}|{quote(identifier['value'], safe='')}"
+                f"identifier={_quoted_system(system)}|{_quoted(identifier['value'])}"
             )
             break
     return {"fullUrl": url, "resource": resource, "request": request}
+
+
+_UNRESERVED: Final = re.compile(r"[A-Za-z0-9_.~-]*")
+"""Text ``quote(text, safe="")`` leaves as it is (RFC 3986's unreserved characters)."""
+
+
+def _quoted(value: str) -> str:
+    """``quote(value, safe="")``, without its work for the ids that need no quoting (and
+    once for those that do and recur: organisation names, role ids)."""
+    return value if _UNRESERVED.fullmatch(value) else _quoted_system(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _quoted_system(system: str) -> str:
+    """``quote(system, safe="")`` of an identifier system or a recurring value (a few,
+    each quoted once)."""
+    return quote(system, safe="")
+
+
+def _uuid5(name: str) -> str:
+    """``str(uuid.uuid5(_NAMESPACE, name))``: the same digest and version bits, without
+    building a :class:`uuid.UUID` (a Bundle names a dozen or more resources)."""
+    digest = bytearray(
+        hashlib.sha1(_NAMESPACE_BYTES + name.encode(), usedforsecurity=False).digest()
+    )
+    digest[6] = digest[6] & 0x0F | 0x50  # version 5
+    digest[8] = digest[8] & 0x3F | 0x80  # the RFC 4122 variant
+    text = digest[:16].hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 class _Urls:
@@ -80,11 +112,11 @@ class _Urls:
         self.patient = self("Patient")
 
     def __call__(self, *parts: str) -> str:
-        name = "/".join((self._prefix, *parts))
-        return f"urn:uuid:{uuid.uuid5(_NAMESPACE, name)}"
+        return f"urn:uuid:{_uuid5('/'.join((self._prefix, *parts)))}"
 
 
 _NAMESPACE: Final = uuid.UUID("5b0f4a2e-6c1d-5e9a-9c84-3f1f6a7d2b10")
+_NAMESPACE_BYTES: Final = _NAMESPACE.bytes
 
 
 # --------------------------------------------------------------------------- reading

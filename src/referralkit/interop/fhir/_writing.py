@@ -68,7 +68,7 @@ class _Writer:
         if r.coverage is not None and coverage is not None:
             self.add(coverage, _write_coverage(r.coverage, self.url))
         self.entries.extend(self.provider_entries)
-        if r.authorization != Authorization():
+        if r.authorization != _NO_AUTHORIZATION:
             self.add(self.url("ClaimResponse"), _write_claim_response(r, self.url, referring))
         for i, appointment in enumerate(r.appointments):
             self.add(
@@ -94,6 +94,8 @@ class _Writer:
             )
         return {"resourceType": "Bundle", "type": "transaction", "entry": self.entries}
 
+
+_NO_AUTHORIZATION: Final = Authorization()
 
 # a source id read from an identifier with a system is ``system|value`` (see _reading)
 _SOURCE_ID: Final = re.compile(r"(?P<system>[A-Za-z][A-Za-z0-9+.-]*:[^\s|]+)\|(?P<value>.*\S.*)")
