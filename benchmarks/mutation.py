@@ -16,6 +16,13 @@ per module and in total to a Markdown file (``--progress``, default
     python benchmarks/mutation.py --report            # the table from the verdicts file
     python benchmarks/mutation.py --retest-survivors --only provenance  # after adding tests
     python benchmarks/mutation.py --forget --only whatif  # judge a module's mutants afresh
+    python benchmarks/mutation.py --sample 40 --seed 11  # a random sample of every module
+
+``--sample`` (a count per module, or a fraction of each) runs a seeded random sample of each
+chosen module, recorded in the verdicts file and extended, never redrawn, by a larger size
+later; the table then gives each complete module's exact score and each other module's
+estimated from the judged members of its sample, with Wilson's 95% interval, and the score
+over every module (stratified). See benchmarks/README.md, "Mutation testing".
 
 ``mutants/`` is lost with the machine, so every verdict is also recorded in
 ``benchmarks/mutation-verdicts.json`` (committed): per module, the SHA-256 of its source, of
