@@ -634,8 +634,68 @@ def test_a_replay_where_no_rule_fires_says_so() -> None:
     made = desk.intake(COORDINATOR, sample_request())
     replayed = desk.replay(AUDITOR, made.id).coverage
     assert replayed.policy is not None
-    assert replayed.replayed.endswith("; rules -")
+    # the outputs that are unset ("-") are left out; the rules that fired: none
+    assert replayed.replayed == (
+        "covered=indeterminate, pa_needed=indeterminate, network_status=in-network; rules -"
+    )
     assert replayed.same
+
+
+NEEDS_AUTHORIZATION = """
+[ruleset]
+name = "always-authorize"
+kind = "coverage"
+
+[[rules]]
+id = "authorize"
+then = { covered = "covered", pa_needed = "auth-needed" }
+"""
+
+URGENCY_BY_AUTHORIZATION = """
+[ruleset]
+name = "authorization-sensitive"
+kind = "urgency"
+hit_policy = "first"
+
+[[rules]]
+id = "waiting-for-authorization"
+when = { "authorization.status" = "needed" }
+then = { priority = "urgent", due_hours = 72 }
+
+[[rules]]
+id = "otherwise"
+then = { priority = "routine", due_business_days = 15 }
+"""
+
+
+def test_an_assessment_is_replayed_on_what_it_saw_not_the_authorization_made_with_it() -> None:
+    """Intake records the coverage decision, the authorization it calls for, then the urgency
+    assessment, in one version; the assessor saw the referral before that authorization
+    change (``ReferralDesk._assessments``), and the replay decides on the same referral."""
+    store = MemoryStore()
+    desk = ReferralDesk(
+        store,
+        clock=FakeClock(START),
+        coverage=CoveragePolicy([loads(NEEDS_AUTHORIZATION)]),
+        urgency=UrgencyPolicy([loads(URGENCY_BY_AUTHORIZATION)]),
+    )
+    made = desk.intake(COORDINATOR, sample_request())
+    types = [e.type for e in store.events(made.id)]
+    assert types[-3:] == ["coverage_decided", "authorization_changed", "urgency_assessed"]
+    assert made.urgency is not None
+    assert made.urgency.priority is Priority.ROUTINE  # decided before the authorization
+    assert made.authorization.status.value == "needed"
+    replayed = desk.replay(AUDITOR, made.id)
+    assert replayed.urgency.same
+    assert replayed.urgency.replayed.endswith("; rules otherwise")
+    explained = desk.explain(AUDITOR, made.id).urgency
+    assert explained is not None
+    assert explained.reproduced is True
+    # reassessed later, the assessor sees the authorization recorded at intake
+    desk.reassess(COORDINATOR, made.id)
+    again = desk.replay(AUDITOR, made.id)
+    assert again.urgency.replayed.endswith("; rules waiting-for-authorization")
+    assert again.urgency.same
 
 
 def test_a_long_policy_name_is_kept_to_the_stored_length() -> None:
