@@ -1,0 +1,46 @@
+"""Small surfaces of ``referralkit.rules`` that ``nox -s mutation`` found read by no test: the
+allowed values ``rules facts`` lists, a policy's repr and the options ``from_files`` passes
+on, and an event engine's session id on the python evaluator."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import pytest
+
+from referralkit.model import AuthStatus, Priority
+from referralkit.rules import load
+from referralkit.rules.facts import FACTS
+from referralkit.rules.policies import CoveragePolicy, UrgencyPolicy, shipped_paths
+from referralkit.rules.timeline import EventRules
+
+
+def test_enumerated_facts_list_their_values() -> None:
+    assert FACTS["priority"].values == tuple(p.value for p in Priority)
+    assert FACTS["authorization.status"].values == (
+        "not-required",
+        *(s.value for s in AuthStatus if s.value != "not-required"),
+    )
+    assert "needed" in FACTS["authorization.status"].values  # type: ignore[operator]
+
+
+def test_a_policy_reads_as_its_rulesets_and_engine() -> None:
+    policy = UrgencyPolicy.shipped()
+    (ruleset,) = policy.rulesets
+    assert repr(policy) == f"UrgencyPolicy([{ruleset.name}@{ruleset.version}], engine='python')"
+    two = CoveragePolicy.shipped()
+    names = ", ".join(f"{r.name}@{r.version}" for r in two.rulesets)
+    assert repr(two) == f"CoveragePolicy([{names}], engine='python')"
+
+
+def test_from_files_passes_its_options_on() -> None:
+    pytest.importorskip("durable")
+    policy = CoveragePolicy.from_files(shipped_paths(CoveragePolicy.kind), engine="durable")
+    assert policy.engine_name == "durable"
+    assert "engine='durable'" in repr(policy)
+
+
+def test_the_python_evaluators_session_id_is_the_referral_id() -> None:
+    path = resources.files("referralkit.rules") / "data" / "event-10-cms-0057-f.toml"
+    rules = EventRules(load(str(path)), engine="python")
+    assert rules.sid("R-17") == "R-17"
