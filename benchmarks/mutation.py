@@ -662,6 +662,13 @@ def main(argv: list[str] | None = None) -> int:
         help="test the survivors again (and the mutants no test reached): after adding tests",
     )
     parser.add_argument(
+        "--retest",
+        nargs="+",
+        metavar="MODULE",
+        default=[],
+        help="as --retest-survivors, for these modules only, whichever modules run",
+    )
+    parser.add_argument(
         "--sample",
         metavar="N|FRACTION",
         help="run only a seeded random sample of each chosen module: N mutants per module, or "
@@ -679,7 +686,7 @@ def main(argv: list[str] | None = None) -> int:
 
     everything = modules()
     chosen = args.only or everything
-    unknown = sorted(set(chosen) - set(everything))
+    unknown = sorted(set(chosen + args.retest) - set(everything))
     if unknown:
         parser.error(f"not modules of {SOURCE}: {', '.join(unknown)}")
     recorded = read_verdicts()
@@ -708,9 +715,8 @@ def main(argv: list[str] | None = None) -> int:
     for module in everything:
         sync(recorded, module, again=args.forget and module in chosen)
     again: list[str] = []
-    if args.retest_survivors:
-        for module in chosen:
-            again += retest(module, recorded)
+    for module in chosen if args.retest_survivors else args.retest:
+        again += retest(module, recorded)
     if args.sample is not None:
         batch = set(again)
         for module in chosen:
