@@ -724,9 +724,9 @@ def main(argv: list[str] | None = None) -> int:
             if not codes:
                 continue
             size = sample_size(args.sample, len(codes))
-            source = identity(module)["source_sha256"] or ""
+            digest = identity(module)["source_sha256"] or ""
             try:
-                drawn = extend_sample(recorded, module, codes, size, args.seed, source)
+                drawn = extend_sample(recorded, module, codes, size, args.seed, digest)
             except ValueError as error:
                 parser.error(str(error))
             batch.update(name for name in drawn if codes[name] is None)
