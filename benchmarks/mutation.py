@@ -487,13 +487,19 @@ def _counts(verdicts: Iterable[str]) -> tuple[int, int]:
 def estimate(verdicts: Mapping[str, str], sample: Iterable[str], mutants: int) -> Estimate:
     """A module's score from its recorded ``verdicts`` (name → verdict): exact when every one
     of its ``mutants`` has a verdict (``skipped`` counts as one, outside the score); else the
-    proportion caught among the judged members of ``sample``, with Wilson's interval over the
-    effective sample size under the finite-population correction, ``n (N - 1) / (N - n)``,
-    and cut to what the verdicts outside the sample already make certain."""
+    proportion caught among the first ``n`` of ``sample``, the longest head of it in which
+    every mutant has a verdict (a prefix of a random shuffle is a random sample, whatever order
+    mutmut ran them in; judged members after a gap are left out), with Wilson's interval over
+    the effective sample size under the finite-population correction, ``n (N - 1) / (N - n)``,
+    and cut to what the verdicts outside it already make certain."""
     caught, tested = _counts(verdicts.values())
     survived = tested - caught
     drawn = list(sample)
-    judged = [verdicts[name] for name in drawn if name in verdicts]
+    judged = []  # the head of the sample in which every mutant has a verdict
+    for name in drawn:
+        if name not in verdicts:
+            break
+        judged.append(verdicts[name])
     x, n = _counts(judged)
     if len(verdicts) >= mutants:
         score = caught / tested if tested else None
@@ -729,7 +735,7 @@ def main(argv: list[str] | None = None) -> int:
                 drawn = extend_sample(recorded, module, codes, size, args.seed, digest)
             except ValueError as error:
                 parser.error(str(error))
-            batch.update(name for name in drawn if codes[name] is None)
+            batch.update(name for name in drawn[:size] if codes[name] is None)
         write_verdicts(recorded)
         return run_sample(recorded, sorted(batch), chosen, everything, args)
     write_verdicts(recorded)
