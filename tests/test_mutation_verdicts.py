@@ -297,3 +297,51 @@ def test_the_sampled_report_reads_from_the_verdicts_file_alone(
     capsys.readouterr()
     assert mutation.main(report) == 0
     assert "| alpha | 0 | 0 | 0 | 0 | 0/0 | – | – |" in capsys.readouterr().out
+
+
+def test_the_estimate_reads_the_judged_head_of_the_sample_only() -> None:
+    drawn = mutation.draw(NAMES, 40, 11, "alpha")
+    # the first 10 judged (9 caught), a gap, then 20 more judged in mutmut's order, all caught
+    verdicts = dict.fromkeys(drawn[:9], "killed")
+    verdicts[drawn[9]] = "survived"
+    verdicts.update(dict.fromkeys(drawn[11:31], "killed"))
+    estimate = mutation.estimate(verdicts, drawn, 100)
+    assert (estimate.sampled, estimate.drawn) == (10, 40)
+    assert estimate.score == pytest.approx(0.9)
+    assert (estimate.tested, estimate.caught) == (30, 29)  # every verdict still counts here
+
+
+def test_a_sampled_run_passes_mutmut_the_unjudged_head_of_each_sample(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _project(tmp_path, "def f():\n    return 1\n")
+    _meta(tmp_path, dict.fromkeys(NAMES))
+    runs: list[list[str]] = []
+
+    def fake_mutmut(arguments: list[str]) -> int:  # judges what it is given: killed
+        names = arguments[3:]
+        runs.append(names)
+        codes = mutation.codes_of("alpha")
+        codes.update(dict.fromkeys(names, 1))
+        mutation.save_codes("alpha", codes)
+        return 0
+
+    monkeypatch.setattr(mutation, "mutmut", fake_mutmut)
+    common = ["--max-children", "2", "--progress", str(tmp_path / "p.md")]
+    assert mutation.main([*common, "--sample", "5", "--seed", "3"]) == 0
+    drawn = mutation.draw(NAMES, 5, 3, "alpha")
+    assert runs == [sorted(drawn)]
+    recorded = mutation.read_verdicts()
+    assert recorded["samples"]["alpha"]["names"] == drawn
+    assert recorded["modules"]["alpha"]["verdicts"] == dict.fromkeys(drawn, "killed")
+    assert "| alpha | 100 | 5 | 5 | 0 | 5/5 | 100.0% |" in capsys.readouterr().out
+    # a smaller size keeps the recorded sample and finds nothing left to run in its head
+    assert mutation.main([*common, "--sample", "3", "--seed", "3"]) == 0
+    assert len(runs) == 1
+    # a larger one extends it: only the new names run
+    assert mutation.main([*common, "--sample", "8", "--seed", "3"]) == 0
+    assert runs[1] == sorted(mutation.draw(NAMES, 8, 3, "alpha")[5:])
+    # another seed is refused while this sample holds
+    with pytest.raises(SystemExit):
+        mutation.main([*common, "--sample", "8", "--seed", "4"])
