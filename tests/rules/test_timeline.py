@@ -764,6 +764,28 @@ then = { action = "notify" }
     ]
 
 
+def test_a_problem_in_a_pattern_sub_table_points_at_its_own_line() -> None:
+    """Written as a ``[rules.deadline]`` sub-table, each key has a line of its own: a problem
+    with ``stop[1]`` or ``within`` is reported there, not at the rule's first line."""
+    found = problems(
+        RULESET_HEAD
+        + """
+[[rules]]
+id = "multi"
+then = { action = "escalate" }
+
+[rules.deadline]
+start = "received"
+stop = ["scheduled", 7]
+within = "two days"
+"""
+    )
+    assert [(line, field) for line, _, field, _ in found] == [
+        (12, "deadline.stop[1]"),
+        (13, "deadline.within"),
+    ]
+
+
 def test_an_event_rule_keeps_its_validity_dates() -> None:
     rs = loads(
         RULESET_HEAD
