@@ -170,6 +170,30 @@ def test_which_comparisons_shadow_a_later_rule(
 
 
 @pytest.mark.parametrize(
+    ("first", "second", "overlap"),
+    [
+        ({"gt": 18}, {"lte": 18}, False),
+        ({"gte": 18}, {"lt": 18}, False),
+        ({"gt": 18}, {"lt": 18}, False),
+        ({"gte": 18}, {"lte": 18}, True),  # exactly 18
+        ({"gte": 18}, {"lt": 19}, True),
+        ({"lt": 18}, {"gt": 17}, True),
+    ],
+)
+def test_which_bounds_overlap_under_the_unique_policy(
+    first: dict[str, int], second: dict[str, int], overlap: bool
+) -> None:
+    rs = ruleset(
+        "unique",
+        [
+            {"id": "a", "when": {"patient.age": first}, "then": COVERED},
+            {"id": "b", "when": {"patient.age": second}, "then": NOT_COVERED},
+        ],
+    )
+    assert indexed(rs) == ([("b", "overlaps a")] if overlap else [])
+
+
+@pytest.mark.parametrize(
     ("earlier", "later", "shadowed"),
     [
         ({"valid_from": dt.date(2026, 6, 1)}, {}, False),  # the later rule is in force before
