@@ -578,7 +578,7 @@ def _share(value: float | None) -> str:
 def sample_table(estimates: Mapping[str, Estimate]) -> str:
     """The per-module table of a sampled run: exact scores where a module is complete."""
     rows = [
-        "| module | mutants | tested | caught | survived | sample judged/drawn | score | 95% CI |",
+        "| module | mutants | tested | caught | survived | sample n/drawn | score | 95% CI |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
 
