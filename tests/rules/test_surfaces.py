@@ -41,3 +41,17 @@ def test_the_python_evaluators_session_id_is_the_referral_id() -> None:
     path = resources.files("referralkit.rules") / "data" / "event-10-cms-0057-f.toml"
     rules = EventRules(load(str(path)), engine="python")
     assert rules.sid("R-17") == "R-17"
+
+
+def test_a_presence_test_built_in_python_takes_true() -> None:
+    """``exists``/``missing`` take ``true``: the parser says so for a file, the limits for a
+    ruleset built in Python."""
+    from referralkit.rules.limits import problems
+    from referralkit.rules.model import Compare, Kind, Op, Rule, Ruleset
+
+    for op in (Op.EXISTS, Op.MISSING):
+        rule = Rule("r", Compare("patient.age", op, False), {"covered": "covered"})
+        found = problems(Ruleset("x", Kind.COVERAGE, (rule,)))
+        assert [(p.rule_id, p.field, p.message) for p in found] == [
+            ("r", "when.patient.age", f"'{op.value}' takes true")
+        ]
