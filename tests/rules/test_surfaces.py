@@ -55,3 +55,29 @@ def test_a_presence_test_built_in_python_takes_true() -> None:
         assert [(p.rule_id, p.field, p.message) for p in found] == [
             ("r", "when.patient.age", f"'{op.value}' takes true")
         ]
+
+
+def test_rulesets_built_in_python_get_the_limits_messages() -> None:
+    """What the limits say of a ruleset no file could spell: a NUL in an id, an alternative
+    service that is not a code, an event rule without an action."""
+    from referralkit.rules._patterns import Count, Signal
+    from referralkit.rules.limits import problems
+    from referralkit.rules.model import Always, Kind, Rule, Ruleset
+
+    def said(kind: Kind, rule: Rule) -> list[tuple[str | None, str | None, str]]:
+        return [(p.rule_id, p.field, p.message) for p in problems(Ruleset("x", kind, (rule,)))]
+
+    assert said(Kind.COVERAGE, Rule("a\x00b", Always(), {"covered": "covered"})) == [
+        ("a\x00b", "id", "contains a NUL character")
+    ]
+    odd = {"covered": "covered", "alternative_services": ("nope",)}
+    assert said(Kind.COVERAGE, Rule("a", Always(), odd)) == [
+        (
+            "a",
+            "then.alternative_services",
+            "expected a service code: cpt:, hcpcs:, snomed: or icd10: and the code, "
+            "or <system URI>|<code>",
+        )
+    ]
+    silent = Rule("a", Count(Signal("no_show"), 2, 86_400), {"reason": "x"})
+    assert said(Kind.EVENT, silent) == [("a", "then.action", "an event rule needs an action")]
