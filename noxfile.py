@@ -264,7 +264,11 @@ def mutation(session: nox.Session) -> None:
     ``mutants/mutation-progress.md`` as it goes, prints it, and fails under MUTATION_SCORE.
     ``nox -s mutation -- --only engine limits`` runs some modules, ``-- --report`` prints the
     table from the verdicts file without running anything; ``mutmut results`` lists the
-    survivors and ``mutmut show NAME`` shows one.
+    survivors and ``mutmut show NAME`` shows one. ``-- --sample 40 --seed 11`` runs only a
+    seeded random sample of each module (40 mutants, or ``0.1`` for a tenth), recorded in the
+    verdicts file and extended, never redrawn, by a larger size later: the table gives each
+    complete module's exact score and the others' estimated from their sample, each with a
+    Wilson 95% interval, and the score over all of ``rules/``, in a session.
     Durable engine mutants need durable-rules, so run it on Python 3.11. Figures, the time it
     takes and the survivors judged equivalent: benchmarks/README.md, "Mutation testing".
     """

@@ -16,6 +16,13 @@ per module and in total to a Markdown file (``--progress``, default
     python benchmarks/mutation.py --report            # the table from the verdicts file
     python benchmarks/mutation.py --retest-survivors --only provenance  # after adding tests
     python benchmarks/mutation.py --forget --only whatif  # judge a module's mutants afresh
+    python benchmarks/mutation.py --sample 40 --seed 11  # a random sample of every module
+
+``--sample`` (a count per module, or a fraction of each) runs a seeded random sample of each
+chosen module, recorded in the verdicts file and extended, never redrawn, by a larger size
+later; the table then gives each complete module's exact score and each other module's
+estimated from the judged members of its sample, with Wilson's 95% interval, and the score
+over every module (stratified). See benchmarks/README.md, "Mutation testing".
 
 ``mutants/`` is lost with the machine, so every verdict is also recorded in
 ``benchmarks/mutation-verdicts.json`` (committed): per module, the SHA-256 of its source, of
@@ -38,7 +45,9 @@ import argparse
 import datetime as dt
 import hashlib
 import json
+import math
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -46,6 +55,7 @@ import time
 import tomllib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -324,11 +334,12 @@ def cost(module: str) -> float:
     return sum(seconds) / len(seconds) if seconds else 0.0
 
 
-def retest(module: str, recorded: Verdicts) -> None:
-    """Forget the verdicts of ``module``'s survivors and of its mutants no test reached."""
+def retest(module: str, recorded: Verdicts) -> list[str]:
+    """Forget the verdicts of ``module``'s survivors and of its mutants no test reached;
+    returns their names."""
     codes = codes_of(module)
     if not codes:
-        return
+        return []
     again = [
         name
         for name, code in codes.items()
@@ -338,6 +349,7 @@ def retest(module: str, recorded: Verdicts) -> None:
         codes[name] = None
     save_codes(module, codes)
     forget(recorded, module, again)
+    return again
 
 
 def sync(recorded: Verdicts, module: str, *, again: bool = False) -> None:
@@ -376,6 +388,268 @@ def mutmut(arguments: list[str]) -> int:
     return subprocess.run(["mutmut", *arguments], env=env, check=False).returncode
 
 
+# -- the stratified random sample (``--sample``) ---------------------------------------------
+#
+# Each module is a stratum. Its sample is a prefix of a seeded shuffle of its mutants' names
+# (sorted first, so the draw does not depend on the order mutmut lists them): the same seed
+# gives the same sample on any machine, and a larger size extends the same sample (a prefix of
+# the same shuffle), so later sessions grow it toward the whole module. The names drawn are
+# recorded in the verdicts file under ``samples`` with the seed and the module's source hash;
+# a change to the module's source draws its sample again (its mutants are new).
+
+Z95 = 1.959963984540054  # the standard normal's 97.5th percentile
+
+
+def sample_size(spec: str, population: int) -> int:
+    """How many of ``population`` mutants a ``--sample`` spec draws: an integer is a count
+    per module (all of a smaller module), a number in (0, 1) a fraction of each module,
+    rounded up."""
+    try:
+        count = int(spec)
+    except ValueError:
+        try:
+            fraction = float(spec)
+        except ValueError:
+            fraction = math.nan
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"a sample is a count or a fraction in (0, 1), not {spec!r}") from None
+        return min(population, math.ceil(fraction * population))
+    if count < 1:
+        raise ValueError(f"a sample is a count of at least 1 or a fraction in (0, 1), not {spec!r}")
+    return min(population, count)
+
+
+def draw(names: Iterable[str], size: int, seed: int, module: str) -> list[str]:
+    """The first ``size`` of ``names`` in a shuffle seeded by ``seed`` and the module's name:
+    deterministic, independent of the order of ``names``, and nested (a larger size keeps the
+    smaller sample as its prefix)."""
+    order = sorted(names)
+    random.Random(f"{seed}:{module}").shuffle(order)
+    return order[:size]
+
+
+def extend_sample(
+    data: Verdicts, module: str, names: Iterable[str], size: int, seed: int, source: str
+) -> list[str]:
+    """The recorded sample of ``module``, drawn again when its source changed and grown to
+    ``size`` (never shrunk); returns it. A recorded sample of another seed is an error: the
+    sample would no longer be one random draw."""
+    samples = data.setdefault("samples", {})
+    entry = samples.get(module)
+    if entry is not None and entry["source_sha256"] == source:
+        if entry["seed"] != seed:
+            raise ValueError(
+                f"{module}: its sample was drawn with seed {entry['seed']}; extend it with "
+                f"--seed {entry['seed']} (or --forget it)"
+            )
+        size = max(size, len(entry["names"]))
+    drawn = draw(names, size, seed, module)
+    samples[module] = {"seed": seed, "source_sha256": source, "names": drawn}
+    return drawn
+
+
+def wilson(caught: float, tested: float, z: float = Z95) -> tuple[float, float]:
+    """Wilson's score interval of a proportion ``caught / tested``; ``tested`` may be an
+    effective (non-integer) number of trials. (0, 1) when nothing was tested."""
+    if tested <= 0:
+        return 0.0, 1.0
+    p = caught / tested
+    z2 = z * z
+    centre = (p + z2 / (2 * tested)) / (1 + z2 / tested)
+    half = z * math.sqrt(p * (1 - p) / tested + z2 / (4 * tested * tested)) / (1 + z2 / tested)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A module's (or all modules') mutation score: exact when every mutant has a verdict,
+    else estimated from the judged mutants of the random sample, with a 95% interval."""
+
+    mutants: int  # the population
+    tested: int  # mutants with a verdict that counts (any, sampled or not)
+    caught: int
+    survived: int  # survived or reached by no test
+    sampled: int  # judged members of the random sample (the estimate's basis)
+    drawn: int  # members of the random sample
+    score: float | None
+    low: float | None
+    high: float | None
+    exact: bool
+    variance: float = 0.0  # of ``score``, for the stratified total
+
+
+def _counts(verdicts: Iterable[str]) -> tuple[int, int]:
+    tally = Counter(verdicts)
+    caught = tally["killed"] + tally["timeout"] + tally["type check"]
+    return caught, caught + tally["survived"] + tally["no tests"] + tally["other"]
+
+
+def estimate(verdicts: Mapping[str, str], sample: Iterable[str], mutants: int) -> Estimate:
+    """A module's score from its recorded ``verdicts`` (name → verdict): exact when every one
+    of its ``mutants`` has a verdict (``skipped`` counts as one, outside the score); else the
+    proportion caught among the first ``n`` of ``sample``, the longest head of it in which
+    every mutant has a verdict (a prefix of a random shuffle is a random sample, whatever order
+    mutmut ran them in; judged members after a gap are left out), with Wilson's interval over
+    the effective sample size under the finite-population correction, ``n (N - 1) / (N - n)``,
+    and cut to what the verdicts outside it already make certain."""
+    caught, tested = _counts(verdicts.values())
+    survived = tested - caught
+    drawn = list(sample)
+    judged = []  # the head of the sample in which every mutant has a verdict
+    for name in drawn:
+        if name not in verdicts:
+            break
+        judged.append(verdicts[name])
+    x, n = _counts(judged)
+    if len(verdicts) >= mutants:
+        score = caught / tested if tested else None
+        return Estimate(mutants, tested, caught, survived, n, len(drawn), score, score, score, True)
+    if n == 0:
+        return Estimate(mutants, tested, caught, survived, 0, len(drawn), None, None, None, False)
+    population = mutants - (len(verdicts) - tested)  # less the skipped
+    p = x / n
+    effective = n * (population - 1) / (population - n) if n < population else math.inf
+    low, high = wilson(p * effective, effective) if math.isfinite(effective) else (p, p)
+    # certain bounds: the caught so far, the pending all caught (or none)
+    pending = mutants - len(verdicts)
+    certain = caught / population, (caught + pending) / population
+    low, high = max(low, certain[0]), min(high, certain[1])
+    p = min(max(p, certain[0]), certain[1])
+    # the variance for the stratified total, at Wilson's centre (never 0 for a small sample)
+    centre = (x + Z95 * Z95 / 2) / (n + Z95 * Z95)
+    correction = (population - n) / (population - 1) if population > 1 else 0.0
+    variance = centre * (1 - centre) / n * correction
+    return Estimate(mutants, tested, caught, survived, n, len(drawn), p, low, high, False, variance)
+
+
+def overall(estimates: Iterable[Estimate]) -> Estimate:
+    """The score over every module: the modules' scores weighted by their numbers of mutants
+    (a stratified estimate), with Wilson's interval over Kish's effective sample size
+    ``p (1 - p) / variance`` (the exact modules add no variance); exact when every module is.
+    No score when a module has neither a complete run nor a judged sample member."""
+    rows = list(estimates)
+    mutants = sum(e.mutants for e in rows if e.mutants)
+    tested = sum(e.tested for e in rows)
+    caught = sum(e.caught for e in rows)
+    survived = sum(e.survived for e in rows)
+    sampled = sum(e.sampled for e in rows)
+    drawn = sum(e.drawn for e in rows)
+    counted = [e for e in rows if e.mutants]
+    if not counted or any(e.score is None for e in counted):
+        return Estimate(mutants, tested, caught, survived, sampled, drawn, None, None, None, False)
+    if all(e.exact for e in counted):
+        score = caught / tested if tested else None
+        return Estimate(
+            mutants, tested, caught, survived, sampled, drawn, score, score, score, True
+        )
+    weights = [e.mutants / mutants for e in counted]
+    score = sum(w * (e.score or 0.0) for w, e in zip(weights, counted, strict=True))
+    variance = sum(w * w * e.variance for w, e in zip(weights, counted, strict=True))
+    effective = max(score * (1 - score), 1e-12) / variance if variance else math.inf
+    low, high = wilson(score * effective, effective) if math.isfinite(effective) else (score, score)
+    return Estimate(
+        mutants, tested, caught, survived, sampled, drawn, score, low, high, False, variance
+    )
+
+
+def sample_estimates(data: Verdicts, names: Iterable[str]) -> dict[str, Estimate]:
+    """Each module's estimate from the verdicts file alone (the verdicts and the samples that
+    still hold for its source)."""
+    result = {}
+    for module in names:
+        entry = data["modules"].get(module, {})
+        current = identity(module)
+        verdicts = valid(data, module, current)
+        mutants = int(entry.get("mutants", 0)) if matches(entry, current) else 0
+        sample = data.get("samples", {}).get(module, {})
+        drawn = (
+            sample.get("names", [])
+            if sample.get("source_sha256") == current["source_sha256"]
+            else []
+        )
+        result[module] = estimate(verdicts, drawn, mutants)
+    return result
+
+
+def _share(value: float | None) -> str:
+    return "–" if value is None else f"{100.0 * value:.1f}%"
+
+
+def sample_table(estimates: Mapping[str, Estimate]) -> str:
+    """The per-module table of a sampled run: exact scores where a module is complete."""
+    rows = [
+        "| module | mutants | tested | caught | survived | sample n/drawn | score | 95% CI |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+
+    def row(name: str, e: Estimate) -> str:
+        interval = (
+            "exact"
+            if e.exact and e.score is not None
+            else "–"
+            if e.low is None
+            else f"{_share(e.low)} – {_share(e.high)}"
+        )
+        return (
+            f"| {name} | {e.mutants} | {e.tested} | {e.caught} | {e.survived} | "
+            f"{e.sampled}/{e.drawn} | {_share(e.score)} | {interval} |"
+        )
+
+    rows += [row(name, e) for name, e in estimates.items()]
+    rows.append(row("**all**", overall(estimates.values())))
+    return "\n".join(rows)
+
+
+def report_sample(recorded: Verdicts, names: list[str], fail_under: float) -> int:
+    """Print the sampled table and the estimated score; 1 when the estimate is under
+    ``fail_under`` percent."""
+    estimates = sample_estimates(recorded, names)
+    print(sample_table(estimates))
+    total = overall(estimates.values())
+    interval = "" if total.low is None else f", 95% CI {_share(total.low)} – {_share(total.high)}"
+    basis = "exact" if total.exact else f"estimated from {total.sampled} sampled mutants"
+    print(f"mutation score over all of rules/: {_share(total.score)} ({basis}{interval})")
+    return 1 if total.score is not None and 100.0 * total.score < fail_under else 0
+
+
+def run_sample(
+    recorded: Verdicts, batch: list[str], chosen: list[str], everything: list[str], args: Any
+) -> int:
+    """Run the sampled mutants without a verdict (``batch``, of several modules) in one mutmut
+    run (one clean run of their tests, not one per module), recording every minute."""
+    stop = threading.Event()
+    touched = [m for m in chosen if codes_of(m)]
+
+    def watch() -> None:
+        while not stop.wait(60):
+            write_progress(args.progress, everything, f"sample: running {len(batch)} mutants")
+            for module in touched:
+                record(recorded, module)
+
+    if batch:
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        started = time.monotonic()
+        try:
+            code = mutmut(["run", "--max-children", str(args.max_children), *batch])
+        finally:
+            stop.set()
+            watcher.join()
+            for module in touched:
+                record(recorded, module)
+        if code != 0:
+            print(f"mutation: mutmut run exited {code}", file=sys.stderr)
+        wanted = set(batch)
+        left = sum(1 for m in touched for name in pending(m) if name in wanted)
+        print(
+            f"mutation: sample: {len(batch) - left} mutants in "
+            f"{time.monotonic() - started:.0f} s, {left} left",
+            flush=True,
+        )
+    write_progress(args.progress, everything, "sample")
+    return report_sample(recorded, everything, args.fail_under)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", metavar="MODULE", help="these modules of rules/")
@@ -393,11 +667,32 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="test the survivors again (and the mutants no test reached): after adding tests",
     )
+    parser.add_argument(
+        "--retest",
+        nargs="+",
+        metavar="MODULE",
+        default=[],
+        help="as --retest-survivors, for these modules only, whichever modules run",
+    )
+    parser.add_argument(
+        "--sample",
+        metavar="N|FRACTION",
+        help="run only a seeded random sample of each chosen module: N mutants per module, or "
+        "a fraction in (0, 1) of each; grows the recorded sample, never shrinks it",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=11, help="the sample's seed (recorded; default 11)"
+    )
     args = parser.parse_args(argv)
+    if args.sample is not None:
+        try:
+            sample_size(args.sample, 1)
+        except ValueError as error:
+            parser.error(str(error))
 
     everything = modules()
     chosen = args.only or everything
-    unknown = sorted(set(chosen) - set(everything))
+    unknown = sorted(set(chosen + args.retest) - set(everything))
     if unknown:
         parser.error(f"not modules of {SOURCE}: {', '.join(unknown)}")
     recorded = read_verdicts()
@@ -420,12 +715,29 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"mutation score {percent(caught, tested)} ({caught} of {tested}); {left} not run yet"
         )
+        if recorded.get("samples"):
+            return report_sample(recorded, everything, args.fail_under)
         return 1 if tested and 100.0 * caught / tested < args.fail_under else 0
     for module in everything:
         sync(recorded, module, again=args.forget and module in chosen)
-    if args.retest_survivors:
+    again: list[str] = []
+    for module in chosen if args.retest_survivors else args.retest:
+        again += retest(module, recorded)
+    if args.sample is not None:
+        batch = set(again)
         for module in chosen:
-            retest(module, recorded)
+            codes = codes_of(module)
+            if not codes:
+                continue
+            size = sample_size(args.sample, len(codes))
+            digest = identity(module)["source_sha256"] or ""
+            try:
+                drawn = extend_sample(recorded, module, codes, size, args.seed, digest)
+            except ValueError as error:
+                parser.error(str(error))
+            batch.update(name for name in drawn[:size] if codes[name] is None)
+        write_verdicts(recorded)
+        return run_sample(recorded, sorted(batch), chosen, everything, args)
     write_verdicts(recorded)
     # cheapest first, each finished module a result to read while the next one runs
     order = sorted(chosen, key=lambda m: (cost(m), m))

@@ -169,6 +169,27 @@ class Driver:
         return referral
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _empty_rule_caches() -> None:
+    """Start every session with the process-wide caches of ``referralkit.rules`` empty.
+
+    In a fresh process they are empty already. Under mutmut they are not: each mutant's tests
+    run in a process forked from the one that ran the whole suite unmutated, so every policy,
+    rule hit and reason cached there would be served to the mutant, and so would the durable
+    runtime with every ruleset already compiled and registered on its host: a mutation in the
+    code that fills them (rebuilding a stored policy, the shipped policies, a hit, compiling a
+    ruleset for durable) could never be seen. Clearing them once per session, not per test,
+    keeps what the caches do within a run under test.
+    """
+    from referralkit.rules import durable, policies, provenance
+
+    provenance._POLICIES.clear()
+    policies._HITS.clear()
+    policies._REASONS.clear()
+    policies.default_policies.cache_clear()
+    durable._RUNTIME = None  # a fresh host on first use, as in a new process
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(START)

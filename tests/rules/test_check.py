@@ -130,6 +130,93 @@ def _table(count: int, policy: str) -> Ruleset:
     return ruleset(policy, rules)
 
 
+# --------------------------------------------------------------------------- shadowing
+
+
+# (later rule's condition, earlier rule's condition, whether the earlier one shadows it under
+# the first hit policy): each comparison the check reasons about, both ways (``nox -s
+# mutation``: the reference above shares these pair tests, so only fixed answers pin them)
+SHADOWING = [
+    ({"patient.age": {"gte": 21}}, {"patient.age": {"exists": True}}, True),
+    ({"patient.age": {"missing": True}}, {"patient.age": {"exists": True}}, False),
+    ({"patient.age": {"gte": 21}}, {"patient.age": {"gte": 18}}, True),
+    ({"patient.age": {"gt": 18}}, {"patient.age": {"gte": 18}}, True),
+    ({"patient.age": {"gte": 18}}, {"patient.age": {"gt": 18}}, False),
+    ({"patient.age": {"gte": 18}}, {"patient.age": {"gte": 21}}, False),
+    ({"patient.age": {"lt": 60}}, {"patient.age": {"lt": 65}}, True),
+    ({"patient.age": {"lt": 65}}, {"patient.age": {"lte": 65}}, True),
+    ({"patient.age": {"lte": 65}}, {"patient.age": {"lt": 65}}, False),
+    ({"patient.age": {"lt": 65}}, {"patient.age": {"gte": 18}}, False),
+    ({"diagnoses": {"any_prefix": ["C50"]}}, {"diagnoses": {"any_prefix": ["C"]}}, True),
+    ({"diagnoses": {"any_prefix": ["D1"]}}, {"diagnoses": {"any_prefix": ["C"]}}, False),
+    ({"diagnoses": {"any_prefix": ["C50"]}}, {"diagnoses": {"all_prefix": ["C"]}}, False),
+    ({"services": {"any_in": ["99213"]}}, {"services": {"any_in": ["99213", "99214"]}}, True),
+    ({"services": {"any_in": ["99213", "99215"]}}, {"services": {"any_in": ["99213"]}}, False),
+]
+
+
+@pytest.mark.parametrize(("later", "earlier", "shadowed"), SHADOWING)
+def test_which_comparisons_shadow_a_later_rule(
+    later: dict[str, Any], earlier: dict[str, Any], shadowed: bool
+) -> None:
+    rs = ruleset(
+        "first",
+        [
+            {"id": "earlier", "when": earlier, "then": COVERED},
+            {"id": "later", "when": later, "then": NOT_COVERED},
+        ],
+    )
+    assert indexed(rs) == ([("later", "shadowed by earlier")] if shadowed else [])
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "overlap"),
+    [
+        ({"gt": 18}, {"lte": 18}, False),
+        ({"gte": 18}, {"lt": 18}, False),
+        ({"gt": 18}, {"lt": 18}, False),
+        ({"gte": 18}, {"lte": 18}, True),  # exactly 18
+        ({"gte": 18}, {"lt": 19}, True),
+        ({"lt": 18}, {"gt": 17}, True),
+    ],
+)
+def test_which_bounds_overlap_under_the_unique_policy(
+    first: dict[str, int], second: dict[str, int], overlap: bool
+) -> None:
+    rs = ruleset(
+        "unique",
+        [
+            {"id": "a", "when": {"patient.age": first}, "then": COVERED},
+            {"id": "b", "when": {"patient.age": second}, "then": NOT_COVERED},
+        ],
+    )
+    assert indexed(rs) == ([("b", "overlaps a")] if overlap else [])
+
+
+@pytest.mark.parametrize(
+    ("earlier", "later", "shadowed"),
+    [
+        ({"valid_from": dt.date(2026, 6, 1)}, {}, False),  # the later rule is in force before
+        ({"valid_from": dt.date(2026, 6, 1)}, {"valid_from": dt.date(2026, 1, 1)}, False),
+        ({"valid_from": dt.date(2026, 1, 1)}, {"valid_from": dt.date(2026, 6, 1)}, True),
+        ({"valid_to": dt.date(2026, 6, 1)}, {}, False),  # ... or after
+        ({}, {"valid_to": dt.date(2026, 6, 1)}, True),
+    ],
+)
+def test_a_rule_is_only_shadowed_on_the_days_it_is_in_force(
+    earlier: dict[str, Any], later: dict[str, Any], shadowed: bool
+) -> None:
+    when = {"specialty": "cardiology"}
+    rs = ruleset(
+        "first",
+        [
+            {"id": "earlier", "when": when, "then": COVERED, **earlier},
+            {"id": "later", "when": when, "then": NOT_COVERED, **later},
+        ],
+    )
+    assert indexed(rs) == ([("later", "shadowed by earlier")] if shadowed else [])
+
+
 # --------------------------------------------------------------------------- overlaps
 
 

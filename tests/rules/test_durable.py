@@ -626,3 +626,19 @@ def test_durable_refuses_what_the_adapter_works_around() -> None:
         host.register_rulesets(
             {"exp": {"r": {"all": [{"m": {"$gt": {"x": 1e16}}}], "run": lambda c: None}}}
         )
+
+
+# --------------------------------------------------------------------------- failures
+
+
+@pytest.mark.durable
+def test_durable_failures_name_their_kind_and_code_never_their_text() -> None:
+    class error(Exception):  # noqa: N801, N818 - the name of what durable raises
+        pass
+
+    made = runtime().error(error("Could not assert, error code: 309 {'phi': 'x'}"), "post", "rs")
+    assert str(made) == "durable-rules: post failed on ruleset 'rs' (error, durable error code 309)"
+    other = runtime().error(ValueError("error code: 12 {'phi': 'x'}"), "post", "rs")
+    assert str(other) == "durable-rules: post failed on ruleset 'rs' (ValueError)"
+    plain = runtime().error(error("no code here"), "assert", "rs")
+    assert str(plain) == "durable-rules: assert failed on ruleset 'rs' (error)"

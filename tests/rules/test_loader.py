@@ -215,3 +215,51 @@ class TestRefusals:
     def test_rules_error_is_a_referralkit_error(self) -> None:
         """RulesetError is a RulesError, so one except clause catches every rules failure."""
         assert issubclass(RulesetError, RulesError)
+
+
+def _problems(text: str) -> list[tuple[int | None, str | None, str | None, str]]:
+    with pytest.raises(RulesetError) as refused:
+        loads(text, source="f.toml")
+    return [(p.line, p.rule_id, p.field, p.message) for p in refused.value.problems]
+
+
+def test_toml_broken_at_the_end_has_no_line() -> None:
+    assert _problems("a = [1,") == [
+        (None, None, None, "invalid TOML: Invalid value (at end of document)")
+    ]
+
+
+def test_a_bad_aggregation_and_an_unknown_operator_name_their_fields() -> None:
+    assert _problems(
+        """[ruleset]
+name = "x"
+kind = "coverage"
+aggregation = "avg"
+[[rules]]
+id = "r"
+when = { specialty = { like = "x" } }
+then = { covered = "covered" }
+"""
+    ) == [
+        (4, None, "aggregation", "'avg' is not one of sum, min, max, count"),
+        (7, "r", "when.specialty.like", "unknown operator 'like'"),
+    ]
+
+
+def test_event_rulesets_are_held_to_the_limits_too() -> None:
+    """The event parser reads patterns; the limits every engine needs (stop signals, the
+    length of a reason) are checked on event rulesets as on the others."""
+    stops = ", ".join(['"scheduled"'] * 11)
+    assert _problems(
+        f"""[ruleset]
+name = "ev"
+kind = "event"
+[[rules]]
+id = "many"
+deadline = {{ start = "received", stop = [{stops}], within = "1d" }}
+then = {{ action = "notify", reason = "{"r" * 201}" }}
+"""
+    ) == [
+        (6, "many", "deadline.stop", "at most 10 stop signals"),
+        (7, "many", "then.reason", "at most 200 characters (got 201)"),
+    ]

@@ -8,7 +8,10 @@ import datetime as dt
 import json
 
 import attrs
+import pytest
 
+from referralkit.errors import RulesError, ValidationError
+from referralkit.rules import loads
 from referralkit.rules.provenance import (
     UNVERSIONED,
     DecisionExplanation,
@@ -18,6 +21,10 @@ from referralkit.rules.provenance import (
     Replay,
     ReplayedDecision,
     RuleOutcome,
+    canonical_json,
+    ruleset_digest,
+    ruleset_document,
+    ruleset_from_json,
 )
 
 AT = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.UTC)
@@ -150,3 +157,35 @@ def test_the_stored_policy_document_lists_its_kind_and_rulesets() -> None:
         "kind": "coverage",
         "rulesets": [v.digest for v in rulesets],
     }
+
+
+def test_documents_refuse_what_they_cannot_write_or_read_naming_it() -> None:
+    """The errors name the field or the thing refused (``nox -s mutation``: no test read
+    them), and a ruleset read back from the store says where it came from."""
+    with pytest.raises(ValidationError) as refused:
+        ruleset_document("not a ruleset")  # type: ignore[arg-type]
+    assert refused.value.path == "ruleset"
+    with pytest.raises(ValidationError) as refused:
+        Provenance.from_payload({"provenance": {"policy": 7}})
+    assert refused.value.path == "provenance"
+    assert str(refused.value) == "provenance: expected a policy digest or marker"
+    ruleset = loads(RULESET)
+    odd = attrs.evolve(ruleset, rules=(attrs.evolve(ruleset.rules[0], when="x"),))
+    with pytest.raises(RulesError) as unwritable:
+        ruleset_document(odd)
+    assert str(unwritable.value) == "cannot write a str condition"
+    stored = ruleset_from_json(canonical_json(ruleset_document(ruleset)))
+    assert stored.source == "<stored ruleset>"
+    assert ruleset_digest(stored) == ruleset_digest(ruleset)
+
+
+RULESET = """
+[ruleset]
+name = "small"
+kind = "coverage"
+
+[[rules]]
+id = "hmo"
+when = { "coverage.plan_type" = "HMO" }
+then = { covered = "covered" }
+"""

@@ -661,22 +661,145 @@ deadlin = { start = "received", within = "1d" }
 then = { action = "notify" }
 """
     )
-    by_rule = {rule: (line, field, message) for line, rule, field, message in found}
-    assert by_rule["typo-signal"][1] == "deadline.start.signal"
-    assert "did you mean 'received'" in by_rule["typo-signal"][2]
-    assert by_rule["typo-signal"][0] == 8
-    assert by_rule["bad-duration"][1] == "deadline.within"
-    assert by_rule["bad-duration"][0] == 13
-    assert "exactly one of 'within' or 'by'" in by_rule["both"][2]
-    assert by_rule["no-action"][1] == "then.action"
-    assert "no attribute 'urgent'" in by_rule["bad-attribute"][2]
-    assert by_rule["wrong-type"][1] == "deadline.start.expedited"
-    assert "terminal status closes" in by_rule["terminal"][2]
-    assert by_rule["too-many"][1] == "count.times"
-    assert "exactly one pattern" in by_rule["two-patterns"][2]
-    assert any(r == "bad-by" and f == "deadline.by" for _, r, f, _ in found)
-    assert any(r == "bad-by" and f == "then.action" for _, r, f, _ in found)  # 'shout'
-    assert any(r == "typo-key" and "did you mean 'deadline'" in m for _, r, _, m in found)
+    # each problem in full: line, rule, field and message (``nox -s mutation`` found the
+    # messages and lines of event rules read by no test)
+    assert found == [
+        (
+            8,
+            "typo-signal",
+            "deadline.start.signal",
+            "unknown signal 'recieved' (did you mean 'received'?)",
+        ),
+        (
+            13,
+            "bad-duration",
+            "deadline.within",
+            'expected a positive duration such as "72h", "7d" or "30m"',
+        ),
+        (18, "both", "deadline.within", "a deadline has exactly one of 'within' or 'by'"),
+        (
+            24,
+            "no-action",
+            "then.action",
+            "an event rule needs an action: escalate, outreach or notify",
+        ),
+        (
+            28,
+            "bad-attribute",
+            "deadline.start.urgent",
+            "signal 'auth_requested' has no attribute 'urgent' (attributes: expedited)",
+        ),
+        (33, "wrong-type", "deadline.start.expedited", "expected a bool, got str"),
+        (
+            38,
+            "terminal",
+            "count.signal.signal",
+            "unknown signal 'completed' (a terminal status closes the referral)",
+        ),
+        (43, "too-many", "count.times", "expected a whole number from 1 to 10"),
+        (
+            49,
+            "two-patterns",
+            "deadline",
+            "an event rule has exactly one pattern: 'deadline' or 'count'",
+        ),
+        (
+            54,
+            "bad-by",
+            "deadline.by",
+            "expected a signal time: one of auth_requested.decision_due_by, "
+            "urgency_assessed.due_by",
+        ),
+        (55, "bad-by", "then.action", "'shout' is not one of escalate, outreach, notify"),
+        (59, "typo-key", "deadlin", "unknown event rule key 'deadlin' (did you mean 'deadline'?)"),
+        (
+            57,
+            "typo-key",
+            "deadline",
+            "an event rule has exactly one pattern: 'deadline' or 'count'",
+        ),
+    ]
+
+
+def test_bad_pattern_tables_are_refused_in_full() -> None:
+    """A pattern that is not a table, a misspelt key inside one, a deadline with no start or a
+    stop that is not a signal, a zero window: each refused on its own line."""
+    found = problems(
+        RULESET_HEAD
+        + """
+[[rules]]
+id = "not-a-table"
+deadline = "2d"
+then = { action = "escalate" }
+
+[[rules]]
+id = "typo-inside"
+deadline = { start = "received", withn = "2d" }
+then = { action = "escalate" }
+
+[[rules]]
+id = "no-start"
+deadline = { stop = ["scheduled"], within = "2d" }
+then = { action = "escalate" }
+
+[[rules]]
+id = "bad-stop"
+deadline = { start = "received", stop = ["scheduled", 7], within = "2d" }
+then = { action = "escalate" }
+
+[[rules]]
+id = "zero"
+count = { signal = "no_show", times = 2, within = "0h" }
+then = { action = "notify" }
+"""
+    )
+    signal = "a signal is a name or a table { signal = name, attribute = value }"
+    assert found == [
+        (8, "not-a-table", "deadline", "expected a table with by, start, stop, within"),
+        (13, "typo-inside", "deadline.withn", "unknown key 'withn' (did you mean 'within'?)"),
+        (13, "typo-inside", "deadline.within", "a deadline has exactly one of 'within' or 'by'"),
+        (18, "no-start", "deadline.start", signal),
+        (23, "bad-stop", "deadline.stop[1]", signal),
+        (28, "zero", "count.within", 'expected a positive duration such as "72h", "7d" or "30m"'),
+    ]
+
+
+def test_a_problem_in_a_pattern_sub_table_points_at_its_own_line() -> None:
+    """Written as a ``[rules.deadline]`` sub-table, each key has a line of its own: a problem
+    with ``stop[1]`` or ``within`` is reported there, not at the rule's first line."""
+    found = problems(
+        RULESET_HEAD
+        + """
+[[rules]]
+id = "multi"
+then = { action = "escalate" }
+
+[rules.deadline]
+start = "received"
+stop = ["scheduled", 7]
+within = "two days"
+"""
+    )
+    assert [(line, field) for line, _, field, _ in found] == [
+        (12, "deadline.stop[1]"),
+        (13, "deadline.within"),
+    ]
+
+
+def test_an_event_rule_keeps_its_validity_dates() -> None:
+    rs = loads(
+        RULESET_HEAD
+        + """
+[[rules]]
+id = "dated"
+valid_from = 2026-01-01
+valid_to = 2026-12-31
+count = { signal = "no_show", times = 2, within = "1d" }
+then = { action = "notify" }
+"""
+    )
+    (rule,) = rs.rules
+    assert (rule.valid_from, rule.valid_to) == (dt.date(2026, 1, 1), dt.date(2026, 12, 31))
 
 
 def test_event_ruleset_header_problems() -> None:

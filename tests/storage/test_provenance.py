@@ -477,7 +477,7 @@ class TestOlderStores:
         assert explained.coverage.reproduced is None
         assert "keeps no rule versions" in explained.coverage.note
         replayed = desk.replay(AUDITOR, made.id, as_of=START)
-        assert "keeps no rule versions" in replayed.coverage.note
+        assert replayed.coverage.note == "OldStore keeps no rule versions"
 
 
 FIRST_HIT = """
@@ -522,6 +522,9 @@ class TestEdges:
         early = desk.replay(AUDITOR, made.id, as_of=START + dt.timedelta(days=1))
         assert early.coverage.policy is None
         assert early.coverage.note == "the referral did not exist yet"
+        assert (early.coverage.kind, early.urgency.kind) == ("coverage", "urgency")
+        assert early.coverage.decided_at == START + dt.timedelta(days=1)
+        assert (early.coverage.stored_at, early.coverage.stored) == (None, None)
         assert "not replayed: the referral did not exist yet" in str(early)
         # a referral with no decision events at all (restored from elsewhere)
         ((_referral, events),) = [h for h in store.export() if h[0].id == made.id]
@@ -540,7 +543,20 @@ class TestEdges:
         assert nothing.coverage.policy is not None
         assert not nothing.same
         assert "no stored decision to compare with" in str(nothing)
-        assert plain.replay(AUDITOR, made.id).coverage.note == "no decision stored"
+        # as of the moment of its first event, the referral exists: it is decided
+        (created,) = bare
+        at_creation = plain.replay(AUDITOR, made.id, as_of=created.at).coverage
+        assert at_creation.policy is not None
+        assert at_creation.note == ""
+        assert at_creation.decided_at == created.at
+        assert at_creation.replayed.startswith("covered=")
+        unstored = plain.replay(AUDITOR, made.id)
+        assert unstored.coverage.note == "no decision stored"
+        assert (unstored.coverage.kind, unstored.urgency.kind) == ("coverage", "urgency")
+        assert str(unstored).splitlines()[1:] == [
+            "coverage: not replayed: no decision stored",
+            "urgency: not replayed: no decision stored",
+        ]
         explained = plain.explain(AUDITOR, made.id)
         assert explained.coverage is None
         assert "coverage: no decision stored" in str(explained)
@@ -579,6 +595,12 @@ class TestEdges:
         replayed = ReferralDesk(altered).replay(AUDITOR, made.id, as_of=START)
         assert replayed.urgency.policy is None
         assert "does not read back alike" in replayed.urgency.note
+        stored = next(e for e in altered.events(made.id) if e.type == "urgency_assessed")
+        urgency_replay = replayed.urgency
+        assert (urgency_replay.kind, urgency_replay.decided_at) == ("urgency", START)
+        assert urgency_replay.stored_at == stored.at
+        assert urgency_replay.stored == Provenance.from_payload(stored.payload)
+        assert urgency_replay.stored is not None
         wrong_kind = RuleVersion(hashlib.sha256(b"{}").hexdigest(), "coverage", "x", "{}", START)
         altered.save_rule_version(wrong_kind)
         with pytest.raises(RulesError, match="no policy version"):
@@ -589,3 +611,103 @@ class TestEdges:
         altered.save_rule_version(not_a_policy)
         with pytest.raises(RulesError, match="not a policy document"):
             load_policy(altered, not_a_policy.digest)
+
+
+NOTHING_MATCHES = """
+[ruleset]
+name = "never"
+kind = "coverage"
+
+[[rules]]
+id = "dentistry-only"
+when = { specialty = "dentistry" }
+then = { covered = "covered" }
+"""
+
+
+def test_a_replay_where_no_rule_fires_says_so() -> None:
+    """A decision no rule of its policy matched replays with ``rules -``."""
+    store = MemoryStore()
+    desk = ReferralDesk(
+        store, clock=FakeClock(START), coverage=CoveragePolicy([loads(NOTHING_MATCHES)])
+    )
+    made = desk.intake(COORDINATOR, sample_request())
+    replayed = desk.replay(AUDITOR, made.id).coverage
+    assert replayed.policy is not None
+    # the outputs that are unset ("-") are left out; the rules that fired: none
+    assert replayed.replayed == (
+        "covered=indeterminate, pa_needed=indeterminate, network_status=in-network; rules -"
+    )
+    assert replayed.same
+
+
+NEEDS_AUTHORIZATION = """
+[ruleset]
+name = "always-authorize"
+kind = "coverage"
+
+[[rules]]
+id = "authorize"
+then = { covered = "covered", pa_needed = "auth-needed" }
+"""
+
+URGENCY_BY_AUTHORIZATION = """
+[ruleset]
+name = "authorization-sensitive"
+kind = "urgency"
+hit_policy = "first"
+
+[[rules]]
+id = "waiting-for-authorization"
+when = { "authorization.status" = "needed" }
+then = { priority = "urgent", due_hours = 72 }
+
+[[rules]]
+id = "otherwise"
+then = { priority = "routine", due_business_days = 15 }
+"""
+
+
+def test_an_assessment_is_replayed_on_what_it_saw_not_the_authorization_made_with_it() -> None:
+    """Intake records the coverage decision, the authorization it calls for, then the urgency
+    assessment, in one version; the assessor saw the referral before that authorization
+    change (``ReferralDesk._assessments``), and the replay decides on the same referral."""
+    store = MemoryStore()
+    desk = ReferralDesk(
+        store,
+        clock=FakeClock(START),
+        coverage=CoveragePolicy([loads(NEEDS_AUTHORIZATION)]),
+        urgency=UrgencyPolicy([loads(URGENCY_BY_AUTHORIZATION)]),
+    )
+    made = desk.intake(COORDINATOR, sample_request())
+    types = [e.type for e in store.events(made.id)]
+    assert types[-3:] == ["coverage_decided", "authorization_changed", "urgency_assessed"]
+    assert made.urgency is not None
+    assert made.urgency.priority is Priority.ROUTINE  # decided before the authorization
+    assert made.authorization.status.value == "needed"
+    replayed = desk.replay(AUDITOR, made.id)
+    assert replayed.urgency.same
+    assert replayed.urgency.replayed.endswith("; rules otherwise")
+    explained = desk.explain(AUDITOR, made.id).urgency
+    assert explained is not None
+    assert explained.reproduced is True
+    # reassessed later, the assessor sees the authorization recorded at intake
+    desk.reassess(COORDINATOR, made.id)
+    again = desk.replay(AUDITOR, made.id)
+    assert again.urgency.replayed.endswith("; rules waiting-for-authorization")
+    assert again.urgency.same
+
+
+def test_a_long_policy_name_is_kept_to_the_stored_length() -> None:
+    """A policy's name joins its rulesets' names: past the 2,000 characters a rule version
+    keeps, it is cut to exactly that many."""
+    rulesets = [
+        loads(NOTHING_MATCHES.replace('"never"', f'"{i:02d}{"n" * 98}"')) for i in range(21)
+    ]
+    policy = CoveragePolicy(rulesets)
+    assert len(policy.name) > 2_000
+    *kept, whole = policy_versions(policy, START)
+    assert [v.name for v in kept] == [r.name for r in rulesets]
+    assert whole.kind == "coverage-policy"
+    assert whole.name == policy.name[:2_000]
+    assert len(whole.name) == 2_000
