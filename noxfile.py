@@ -151,8 +151,7 @@ def snippets(session: nox.Session) -> None:
     counted, when its extra is missing (``--skip-missing-extras``, see conftest.py); any other
     snippet that fails fails the session.
     """
-    session.install(".")
-    session.install("pytest>=8")
+    session.install(".", "pytest>=8")
     check = (
         "import importlib.util, sys; "
         f"present = [m for m in {EXTRA_MODULES!r} if importlib.util.find_spec(m)]; "
