@@ -1,6 +1,6 @@
 """Development sessions: ``nox`` runs the tests on Python 3.11 and 3.13, the documented
-snippets on a bare install, lint, typecheck and docs; ``nox -s bench`` and ``nox -s demo`` on
-request."""
+snippets on a bare install, lint, typecheck and docs; ``nox -s slow`` (the soak and scale runs),
+``nox -s bench`` and ``nox -s demo`` on request."""
 
 from __future__ import annotations
 
@@ -104,7 +104,12 @@ if _missing := _locate_pythons(PYTHONS):
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """pytest with doctests (src, docs, README); on 3.11 with branch coverage of at least 90%."""
+    """pytest with doctests (src, docs, README); on 3.11 with branch coverage of at least 90%.
+
+    The tests run on every CPU (pytest-xdist ``-n auto``; ``nox -s tests -- -n 0`` runs them in
+    one process), and without the soak and scale runs marked ``slow``, which ``nox -s slow``
+    runs: CI's whole run stays inside 30 minutes on a 2-CPU machine.
+    """
     session.install("-e", ".[test]")
     coverage = [
         "--cov=referralkit",
@@ -117,10 +122,24 @@ def tests(session: nox.Session) -> None:
     profile = {} if session.python == COVERAGE_PYTHON else {"REFERRALKIT_HYPOTHESIS_PROFILE": "dev"}
     session.run(
         "pytest",
+        "--numprocesses=auto",
+        "-m",
+        "not slow",
         *(coverage if session.python == COVERAGE_PYTHON else []),
         *session.posargs,
         env={"CI": os.environ.get("CI", ""), **profile},
     )
+
+
+@nox.session(python=COVERAGE_PYTHON)
+def slow(session: nox.Session) -> None:
+    """The long soak and scale runs (marked ``slow``), on request: not part of ``nox``.
+
+    On 3.11, where durable-rules installs (the durable engine's memory soak needs it), in one
+    process: the soaks measure their own process's memory and start their own workers.
+    """
+    session.install("-e", ".[test]")
+    session.run("pytest", "-m", "slow", *session.posargs, env={"CI": os.environ.get("CI", "")})
 
 
 @nox.session
@@ -132,8 +151,7 @@ def snippets(session: nox.Session) -> None:
     counted, when its extra is missing (``--skip-missing-extras``, see conftest.py); any other
     snippet that fails fails the session.
     """
-    session.install(".")
-    session.install("pytest>=8")
+    session.install(".", "pytest>=8")
     check = (
         "import importlib.util, sys; "
         f"present = [m for m in {EXTRA_MODULES!r} if importlib.util.find_spec(m)]; "
@@ -169,9 +187,13 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Sphinx HTML with -n -W, then the doctest builder."""
+    """Sphinx HTML with -n -W, then the doctest builder.
+
+    Both builds share one doctree folder: the doctest builder reuses the pages the HTML build
+    read (and the notebooks it executed) instead of reading and executing them again.
+    """
     session.install("-e", ".[docs]")
-    common = ["-n", "-W", "--keep-going", "-q"]
+    common = ["-n", "-W", "--keep-going", "-q", "-d", "docs/_build/doctrees"]
     session.run("sphinx-build", *common, "-b", "html", "docs", "docs/_build/html")
     session.run("sphinx-build", *common, "-b", "doctest", "docs", "docs/_build/doctest")
 

@@ -30,7 +30,6 @@ def test_both_notebooks_are_found() -> None:
     ]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs(path: Path, tmp_path: Path) -> None:
     """Every cell runs without an error, and the outputs show no patient identifier (the

@@ -31,8 +31,6 @@ if HERE not in sys.path:
 
 from storage_support import IN_CI, POSTGRES_URL, fresh_schema, postgres_unavailable  # noqa: E402
 
-FIGURES: list[tuple[str, dict[str, Any]]] = []
-
 
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
@@ -58,7 +56,6 @@ def figures(record_property: Callable[[str, object], None]) -> Callable[..., Non
     """``figures("name", count=3, ...)`` records counts for the end-of-run summary."""
 
     def record(name: str, **values: Any) -> None:
-        FIGURES.append((name, values))
         for key, value in values.items():
             record_property(f"{name}.{key}", value)
 
@@ -66,9 +63,18 @@ def figures(record_property: Callable[[str, object], None]) -> Callable[..., Non
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not FIGURES:
+    """The figures, read from the test reports' properties: pytest-xdist's workers send their
+    reports to the process that writes this summary, not their module state."""
+    figures: dict[str, list[str]] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if getattr(report, "when", None) != "call":
+                continue
+            for prop, value in report.user_properties:
+                name, _, key = prop.rpartition(".")
+                figures.setdefault(name, []).append(f"{key}={value}")
+    if not figures:
         return
     terminalreporter.write_sep("=", "storage reliability figures")
-    for name, values in FIGURES:
-        shown = ", ".join(f"{key}={value}" for key, value in values.items())
-        terminalreporter.write_line(f"{name}: {shown}")
+    for name, shown in figures.items():
+        terminalreporter.write_line(f"{name}: {', '.join(shown)}")

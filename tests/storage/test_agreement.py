@@ -13,7 +13,6 @@ from contextlib import ExitStack
 from typing import Any, ClassVar
 
 import attrs
-import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -222,7 +221,6 @@ class StoresAgree(RuleBasedStateMachine):
         self.same(lambda d: list(d.store.export()))
 
 
-@pytest.mark.slow
 def test_memory_sqlite_and_postgresql_agree(postgres_url: str) -> None:
     """Random desk operations, claims and time steps leave the three stores equal."""
     StoresAgree.postgres_url = postgres_url
