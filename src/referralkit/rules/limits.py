@@ -217,7 +217,8 @@ class _Checker:
             self.problem("when", f"unknown fact {c.fact!r}")
             return
         if not isinstance(c.op, Op) or c.op not in OPERATORS[spec.type]:
-            self.problem(where, f"operator {c.op!r} does not apply to {spec.type.value} facts")
+            op = c.op.value if isinstance(c.op, Op) else c.op
+            self.problem(where, f"operator {op!r} does not apply to {spec.type.value} facts")
             return
         if c.op in (Op.EXISTS, Op.MISSING):
             if c.value is not True:
