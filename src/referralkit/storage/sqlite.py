@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.request import pathname2url
 
 from .._redaction import Sealed, boundary, boundary_iter
@@ -104,6 +104,7 @@ _WORKLIST: Final = "priority_rank DESC, due_sort, received_sort, id"
 # Rows read per round when streaming every referral out (export): bounded memory for a
 # store of any size.
 _EXPORT_BATCH: Final = 500
+_T = TypeVar("_T")
 
 
 def _ts(moment: dt.datetime) -> str:
@@ -1120,9 +1121,19 @@ class SQLiteStore(ReferralStore):
         """Every referral with its history, in id order, from one consistent state of the
         database: a file is read in a private read transaction (writers carry on meanwhile),
         ``:memory:`` in one go under the store's lock."""
+        yield from self._consistent(
+            lambda conn, batch: _paged_histories(conn, self._codec, batch=batch)
+        )
+
+    def _consistent(self, read: Callable[[sqlite3.Connection, int], Iterable[_T]]) -> Iterator[_T]:
+        """What ``read(connection, batch)`` yields, from one consistent state of the database:
+        a file's in a private read transaction, read in pages of ``batch`` rows (writers carry
+        on meanwhile); ``:memory:``'s in one go (``batch`` -1) under the store's lock. The
+        bulk readers (:meth:`export`, :meth:`export_referrals`, :meth:`export_selected`, the
+        store audit's) are this with their page reader."""
         if self._shared is not None:
             with self._lock:
-                everything = list(_paged_histories(self._shared, self._codec, batch=-1))
+                everything = list(read(self._shared, -1))
             yield from everything
             return
         if self._closed:
@@ -1130,7 +1141,7 @@ class SQLiteStore(ReferralStore):
         conn = self._connect()
         try:
             conn.execute("BEGIN")
-            yield from _paged_histories(conn, self._codec, batch=_EXPORT_BATCH)
+            yield from read(conn, _EXPORT_BATCH)
         except _DRIVER_ERRORS as error:
             raise _driver_error(error, "exporting") from None
         finally:
@@ -1168,27 +1179,10 @@ class SQLiteStore(ReferralStore):
         """Every referral's snapshot, in id order, as :meth:`export` reads them (one
         consistent state, in pages): no event row is read (see
         :meth:`ReferralStore.export_referrals`)."""
-        if self._shared is not None:
-            with self._lock:
-                everything = list(
-                    _paged_histories(self._shared, self._codec, batch=-1, events=False)
-                )
-            for referral, _ in everything:
-                yield referral
-            return
-        if self._closed:
-            raise StorageError("the store is closed")
-        conn = self._connect()
-        try:
-            conn.execute("BEGIN")
-            for referral, _ in _paged_histories(
-                conn, self._codec, batch=_EXPORT_BATCH, events=False
-            ):
-                yield referral
-        except _DRIVER_ERRORS as error:
-            raise _driver_error(error, "exporting") from None
-        finally:
-            self._forget(conn)
+        for referral, _ in self._consistent(
+            lambda conn, batch: _paged_histories(conn, self._codec, batch=batch, events=False)
+        ):
+            yield referral
 
     @boundary_iter
     def export_selected(
@@ -1197,27 +1191,11 @@ class SQLiteStore(ReferralStore):
         """:meth:`export` with only the events of ``event_types``: the other event rows are
         never read (see :meth:`ReferralStore.export_selected`)."""
         types = check_event_types(event_types)
-        if self._shared is not None:
-            with self._lock:
-                everything = list(
-                    _paged_histories(
-                        self._shared, self._codec, batch=-1, types=types, latest=latest
-                    )
-                )
-            yield from everything
-            return
-        if self._closed:
-            raise StorageError("the store is closed")
-        conn = self._connect()
-        try:
-            conn.execute("BEGIN")
-            yield from _paged_histories(
-                conn, self._codec, batch=_EXPORT_BATCH, types=types, latest=latest
+        yield from self._consistent(
+            lambda conn, batch: _paged_histories(
+                conn, self._codec, batch=batch, types=types, latest=latest
             )
-        except _DRIVER_ERRORS as error:
-            raise _driver_error(error, "exporting") from None
-        finally:
-            self._forget(conn)
+        )
 
     @boundary_iter
     def _audit_histories(self, event_types: Iterable[str]) -> Iterator[AuditHistory]:
@@ -1228,21 +1206,9 @@ class SQLiteStore(ReferralStore):
         if self._codec.encrypted:
             yield from self.export_selected(types, latest=True)
             return
-        if self._shared is not None:
-            with self._lock:
-                everything = list(_paged_audit(self._shared, self._codec, batch=-1, types=types))
-            yield from everything
-            return
-        if self._closed:
-            raise StorageError("the store is closed")
-        conn = self._connect()
-        try:
-            conn.execute("BEGIN")
-            yield from _paged_audit(conn, self._codec, batch=_EXPORT_BATCH, types=types)
-        except _DRIVER_ERRORS as error:
-            raise _driver_error(error, "exporting") from None
-        finally:
-            self._forget(conn)
+        yield from self._consistent(
+            lambda conn, batch: _paged_audit(conn, self._codec, batch=batch, types=types)
+        )
 
     @boundary
     def restore_many(self, histories: Sequence[History]) -> None:
