@@ -33,8 +33,8 @@ import logging
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
 
 import attrs
 
@@ -119,6 +119,8 @@ AUTH_DECISION_WINDOW: Final = {True: dt.timedelta(hours=72), False: dt.timedelta
 
 # Referrals per access-log record when a query or an export streams the store: bounded memory.
 _EXPORT_PAGE: Final = 16
+# what the access log records a page of: whole histories, or the store audit's reads
+_Read = TypeVar("_Read", History, AuditHistory)
 
 # Seconds a buffered access record may wait for the next ones (checked at the next record).
 _ACCESS_LOG_AGE: Final = 1.0
@@ -2342,24 +2344,16 @@ class ReferralDesk:
         before it is handed on (memory stays bounded; a reader that stops early has
         disclosed only what was recorded)."""
         reaches = self._reach(actor, operation)
-        page: list[History] = []
-        for history in self.store.export() if histories is None else histories:
-            if reaches(history[0]):
-                page.append(history)
-            if len(page) >= _EXPORT_PAGE:
-                self._log(actor, operation, [r.id for r, _ in page])
-                yield from page
-                page = []
-        if page:
-            self._log(actor, operation, [r.id for r, _ in page])
-            yield from page
+        source = self.store.export() if histories is None else histories
+        yield from self._recorded_all(actor, operation, (h for h in source if reaches(h[0])))
 
     def _recorded_all(
-        self, actor: Actor, operation: str, histories: Iterator[AuditHistory]
-    ) -> Iterator[AuditHistory]:
-        """:meth:`_recorded` for an actor who reaches every referral (:meth:`_reaches_all`):
-        the store audit's reads, recorded a page at a time, none tested."""
-        page: list[AuditHistory] = []
+        self, actor: Actor, operation: str, histories: Iterable[_Read]
+    ) -> Iterator[_Read]:
+        """:meth:`_recorded` without the reach test, for histories the actor reaches
+        (:meth:`_reaches_all`: the store audit's reads): a page at a time, each recorded in
+        the access log before it is handed on."""
+        page: list[_Read] = []
         for history in histories:
             page.append(history)
             if len(page) >= _EXPORT_PAGE:
