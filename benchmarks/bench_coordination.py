@@ -1265,7 +1265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     listed_total = args.worklist_referrals or (2_000 if args.quick else 100_000)
     audited_store = args.audit_referrals or (2_000 if args.quick else 10_000)
     if args.audit_only:
-        _, histories, as_of = simulated(population, seed=11)
+        histories, as_of = kept_simulation(population, args.worklist_dir)
         with tempfile.TemporaryDirectory() as scratch:
             where = Path(args.worklist_dir or scratch)
             where.mkdir(parents=True, exist_ok=True)
@@ -1293,7 +1293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"load average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
         return 1 if args.check and missed else 0
     if args.sweep_only:
-        _, histories, as_of = simulated(population, seed=11)
+        histories, as_of = kept_simulation(population, args.worklist_dir)
         return sweep_table(histories, swept_total, as_of, min(repeat, 3), args.check)
 
     store, histories, as_of = simulated(population, seed=11)
