@@ -225,3 +225,22 @@ def test_port_defaults_compute_what_the_memory_store_keeps(
     assert dict(ReferralStore._rank_keys(store)) == dict(store._rank_keys())
     assert ReferralStore.latest_update(store) == store.latest_update()
     assert not ReferralStore.keeps_rank_keys
+
+
+def test_the_clocks_events_alone_give_the_rank_keys_and_clocks(
+    simulated: tuple[MemoryStore, dt.datetime],
+) -> None:
+    """A referral's events of TIMELINE_EVENT_TYPES give the same clocks and rank keys as its
+    whole history (what the sweep computes the keys it writes from), and the other types
+    are not read at all."""
+    store, end = simulated
+    other = 0
+    for referral, history in store.export():
+        chosen = [e for e in history if e.type in rk.clocks.TIMELINE_EVENT_TYPES]
+        other += len(history) - len(chosen)
+        assert rank_entries(referral, chosen) == rank_entries(referral, history)
+        for as_of in (referral.updated_at, end + dt.timedelta(days=9)):
+            assert rk.clocks.read_clocks(referral, chosen, as_of) == rk.clocks.read_clocks(
+                referral, history, as_of
+            )
+    assert other  # the simulation writes events the clocks do not read

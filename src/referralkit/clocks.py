@@ -1065,6 +1065,15 @@ _READERS: Final = {
     "follow_up_completed": _on_follow_up_done,
 }
 
+TIMELINE_EVENT_TYPES: Final = frozenset(
+    {"status_changed", "communication_logged", "attachment_added", "urgency_assessed"}
+    | {"coverage_decided"}
+    | _READERS.keys()
+)
+"""The event types :class:`Timeline` reads (inline in ``_read``, or through ``_READERS``):
+the clocks and the stored rank keys of a referral are the same from its events of these types
+as from its whole history (the sweep computes the rank keys it writes from them)."""
+
 
 # --------------------------------------------------------------------------- reading clocks
 

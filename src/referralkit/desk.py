@@ -30,6 +30,7 @@ import datetime as dt
 import functools
 import hashlib
 import logging
+import operator
 import threading
 import uuid
 import weakref
@@ -46,7 +47,7 @@ from .alerts import CLEARED, RAISED, ActiveAlert, SweepReport, cleared_payload, 
 from .alerts import active as active_alerts
 from .alerts import changes as alert_changes
 from .clock import Clock, SystemClock
-from .clocks import DEFAULT_CLOCKS, Cause, ClockName
+from .clocks import DEFAULT_CLOCKS, TIMELINE_EVENT_TYPES, Cause, ClockName
 from .discrepancies import AUDIT_EVENT_TYPES, DEFAULT_AUDIT, AuditRules, Finding, audit_all
 from .discrepancies import audit as audit_record
 from .errors import ConcurrencyError, GuardError, PermissionDeniedError, RulesError, ValidationError
@@ -299,6 +300,10 @@ _SWEEP_PAGE: Final = 500
 # what the sweep reads of a history: the events that give the event rules' signals, and the
 # alerts already recorded (nothing else changes what it records)
 _SWEEP_EVENT_TYPES: Final = SIGNAL_EVENT_TYPES | {RAISED, CLEARED}
+# what else the clocks read (the rank keys of the referrals a sweep writes)
+_TIMELINE_EXTRA_TYPES: Final = TIMELINE_EVENT_TYPES - _SWEEP_EVENT_TYPES
+_TIMELINE_READ_TYPES: Final = TIMELINE_EVENT_TYPES & _SWEEP_EVENT_TYPES
+_history_order: Final = operator.attrgetter("version", "index")
 # a referral the sweep records alerts for: read, history read, raised, cleared, next due
 _SweepWrite: TypeAlias = tuple[
     Referral, list[ReferralEvent], list["Alert"], list[ActiveAlert], float
@@ -1988,7 +1993,7 @@ class ReferralDesk:
             ]
             batch.append(self._prepared(actor, current, changes, self._now()))
         try:
-            self.store.save_many(batch)
+            self.store._save_swept(batch, self._sweep_timelines(writes))
         except ConcurrencyError:
             return False
         for referral, events, _ in batch:
@@ -2000,6 +2005,31 @@ class ReferralDesk:
                 ", ".join(e.type for e in events),
             )
         return True
+
+    def _sweep_timelines(self, writes: Sequence[_SweepWrite]) -> list[list[ReferralEvent] | None]:
+        """For each referral the sweep writes, its events the clocks read (what its stored
+        rank keys are computed from: :meth:`ReferralStore._save_swept`): those the sweep read
+        and the rest of :data:`~referralkit.clocks.TIMELINE_EVENT_TYPES`, read for the whole
+        page at once, in history order; ``None`` for one changed since it was read (its
+        write is refused)."""
+        if not self.store.keeps_rank_keys:
+            return [None] * len(writes)
+        extra = {
+            referral_id: (version, events)
+            for referral_id, version, events in self.store._sweep_reads(
+                [current.id for current, *_ in writes], _TIMELINE_EXTRA_TYPES
+            )
+        }
+        timelines: list[list[ReferralEvent] | None] = []
+        for current, history, *_ in writes:
+            version, events = extra.get(current.id, (None, []))
+            if version != current.version:
+                timelines.append(None)
+                continue
+            events += [e for e in history if e.type in _TIMELINE_READ_TYPES]
+            events.sort(key=_history_order)
+            timelines.append(events)
+        return timelines
 
     def _sweep_due_pages(
         self, when: dt.datetime

@@ -310,6 +310,63 @@ def test_the_sweep_records_what_the_reference_records(
     assert written  # the simulation leaves alerts to record
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_the_sweeps_rank_keys_come_from_the_events_it_read(
+    kind: str, open_stores: Callable[[str], rk.ReferralStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The referrals a sweep writes get their rank keys from the events the sweep read and
+    those of the clocks' other types (one read a page): no history is read back whole, and
+    the keys are :func:`rank_entries` of the whole history."""
+    store = open_stores(kind)
+    _, end = simulated(3)
+    desk = rk.ReferralDesk(store, clock=rk.FakeClock(end), event_rules=event_rules())
+    real = _json.RecordCodec.history
+    whole_reads = []
+
+    def counting(self: Any, rows: Any, referral_id: str, version: int | None = None) -> Any:
+        whole_reads.append(referral_id)
+        return real(self, rows, referral_id, version)
+
+    monkeypatch.setattr(_json.RecordCodec, "history", counting)
+    assert desk.sweep(ACTOR).written
+    assert whole_reads == []
+    monkeypatch.undo()
+    for referral, history in store.export():
+        stored = sorted(
+            (b, k)
+            for b in store.rank_buckets()
+            if b != rk.worklist.SWEEP_BUCKET
+            for k, i in store.rank_page(b, None, 10_000)
+            if i == referral.id
+        )
+        expected = rk.worklist.rank_entries(referral, history)
+        assert stored == sorted(e for e in expected if e.bucket != rk.worklist.SWEEP_BUCKET)
+
+
+def test_the_sweep_reads_no_timeline_of_a_changed_referral(
+    open_stores: Callable[[str], rk.ReferralStore],
+) -> None:
+    """A referral changed since the sweep read it gets no timeline (its write is refused);
+    nor does any on a store that keeps no rank keys."""
+    store = open_stores("sqlite")
+    _, end = simulated(3)
+    desk = rk.ReferralDesk(store, clock=rk.FakeClock(end), event_rules=event_rules())
+    [opened, *_] = store.query(rk.Query(open_only=True))
+    history = store.events(opened.id)
+    stale = attrs.evolve(opened, version=opened.version - 1)
+    write: Any = (opened, history, [], [], 0.0)
+    [timeline] = desk._sweep_timelines([write])
+    assert timeline is not None
+    assert [e.type for e in timeline] == [
+        e.type for e in history if e.type in rk.clocks.TIMELINE_EVENT_TYPES
+    ]
+    assert desk._sweep_timelines([(stale, history, [], [], 0.0)]) == [None]
+    monkeypatch = pytest.MonkeyPatch()
+    with monkeypatch.context() as patch:
+        patch.setattr(type(store), "keeps_rank_keys", False)
+        assert desk._sweep_timelines([write]) == [None]
+
+
 def test_a_page_whose_write_loses_a_race_is_written_referral_by_referral(
     open_stores: Callable[[str], rk.ReferralStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -320,16 +377,16 @@ def test_a_page_whose_write_loses_a_race_is_written_referral_by_referral(
     clock = rk.FakeClock(end)
     fast = rk.ReferralDesk(fast_store, clock=clock, event_rules=event_rules())
     reference = rk.ReferralDesk(reference_store, clock=clock, event_rules=event_rules())
-    real = fast_store.save_many
+    real = fast_store._save_swept
     refused = []
 
-    def refuse_pages(changes: Any) -> None:
+    def refuse_pages(changes: Any, timelines: Any) -> None:
         if len(changes) > 1:
             refused.append(len(changes))
             raise rk.ConcurrencyError(changes[0][0].id, 1, 2)
-        real(changes)
+        real(changes, timelines)
 
-    monkeypatch.setattr(fast_store, "save_many", refuse_pages)
+    monkeypatch.setattr(fast_store, "_save_swept", refuse_pages)
     assert fast.sweep(ACTOR) == reference._sweep(ACTOR, None, reference=True)
     assert refused
     assert list(fast_store.export()) == list(reference_store.export())

@@ -463,6 +463,19 @@ class ReferralStore(abc.ABC):
         referrals.
         """
 
+    def _save_swept(
+        self, changes: Sequence[Change], timelines: Sequence[Sequence[ReferralEvent] | None]
+    ) -> None:
+        """:meth:`save_many` for the sweep (:meth:`referralkit.ReferralDesk.sweep`), whose
+        changes each add events to a stored referral: ``timelines[i]``, when not ``None``,
+        holds the ``i``-th referral's stored events of
+        :data:`~referralkit.clocks.TIMELINE_EVENT_TYPES` up to ``changes[i]``'s expected
+        version, in history order (what its clocks read). A store that keeps rank keys
+        computes the referral's from them and the change's events instead of reading its
+        history back (the expected version, checked in the transaction, guarantees they
+        are still its events). This default ignores them."""
+        self.save_many(changes)
+
     @abc.abstractmethod
     def events(self, referral_id: str) -> list[ReferralEvent]:
         """The referral's events, oldest first; :class:`~referralkit.errors.NotFoundError`

@@ -942,7 +942,30 @@ class PostgresStore(ReferralStore):
             clash=lambda constraint: self._clash(constraint, [c[0] for c in changes]),
         )
 
-    def _save(self, conn: psycopg.Connection[Any], changes: Sequence[Change]) -> None:
+    @boundary
+    def _save_swept(
+        self, changes: Sequence[Change], timelines: Sequence[Sequence[ReferralEvent] | None]
+    ) -> None:
+        check_changes(changes)
+        if not changes:
+            return
+        known = {
+            c[0].id: [*timeline, *c[1]]
+            for c, timeline in zip(changes, timelines, strict=True)
+            if timeline is not None and c[2] > 0
+        }
+        self._transact(
+            "saving referrals",
+            lambda conn: self._save(conn, changes, known),
+            clash=lambda constraint: self._clash(constraint, [c[0] for c in changes]),
+        )
+
+    def _save(
+        self,
+        conn: psycopg.Connection[Any],
+        changes: Sequence[Change],
+        known: dict[str, list[ReferralEvent]] | None = None,
+    ) -> None:
         if len({c[0].id for c in changes}) < len(changes):
             # one referral changed twice in the batch: each change sees the one before (the
             # events go in after every row lock is held: the chain's lock is taken last)
@@ -983,7 +1006,7 @@ class PostgresStore(ReferralStore):
                             referral.id, expected, self._version(cursor, referral.id)
                         )
             self._insert_events(cursor, [e for c in changes for e in c[1]])
-        self._write_rank_keys(conn, changes)
+        self._write_rank_keys(conn, changes, known)
 
     def _save_in_order(
         self, conn: psycopg.Connection[Any], referral: Referral, expected: int
@@ -1417,9 +1440,16 @@ class PostgresStore(ReferralStore):
             self._has_rank_keys = bool(row and int(row[0]) >= _RANK_KEYS_VERSION)
         return self._has_rank_keys
 
-    def _write_rank_keys(self, conn: psycopg.Connection[Any], changes: Sequence[Change]) -> None:
+    def _write_rank_keys(
+        self,
+        conn: psycopg.Connection[Any],
+        changes: Sequence[Change],
+        known: dict[str, list[ReferralEvent]] | None = None,
+    ) -> None:
         """Replace the rank keys of the referrals ``changes`` leave behind: from the change's
-        events when they are the whole history (a new referral), else from the stored ones."""
+        events when they are the whole history (a new referral), from ``known`` (a
+        referral's events of :data:`~referralkit.clocks.TIMELINE_EVENT_TYPES` and the
+        change's: :meth:`_save_swept`), else from the stored ones."""
         if not self._ranked(conn):
             return
         final = {referral.id: referral for referral, _, _ in changes}
@@ -1430,12 +1460,14 @@ class PostgresStore(ReferralStore):
         }
         with conn.cursor() as cursor:
             stale = sorted(i for i in final if i not in whole)
+            whole.update(known or {})
+            read = [i for i in stale if i not in whole]
             if stale:
                 cursor.execute(
                     self._sql("DELETE FROM {s}.worklist_keys WHERE referral_id = ANY(%s)"),
                     [stale],
                 )
-            wanted = [i for i in stale if not final[i].status.is_terminal]
+            wanted = [i for i in read if not final[i].status.is_terminal]
             if wanted:
                 cursor.row_factory = _seal_last
                 cursor.execute(

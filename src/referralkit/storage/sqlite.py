@@ -439,8 +439,9 @@ def _write_rank_keys(
     codec: RecordCodec,
 ) -> None:
     """Replace the referral's stored rank keys (none once closed); ``history`` is its whole
-    history when the caller has it, else it is read back (the new events included) and
-    verified (and decrypted) by ``codec``."""
+    history (or its events of :data:`~referralkit.clocks.TIMELINE_EVENT_TYPES`) when the
+    caller has it, else it is read back (the new events included) and verified (and
+    decrypted) by ``codec``."""
     if referral.version > 1 or history is None:
         conn.execute("DELETE FROM worklist_keys WHERE referral_id = ?", (referral.id,))
     if referral.status.is_terminal:
@@ -940,6 +941,19 @@ class SQLiteStore(ReferralStore):
             for referral, events, expected in changes:
                 self._save_one(conn, referral, events, expected, schema=schema, head=head)
 
+    @boundary
+    def _save_swept(
+        self, changes: Sequence[Change], timelines: Sequence[Sequence[ReferralEvent] | None]
+    ) -> None:
+        check_changes(changes)
+        with self._write("saving referrals") as conn:
+            schema = _schema_in(conn)
+            head = _chain_head(conn, schema)
+            for (referral, events, expected), timeline in zip(changes, timelines, strict=True):
+                self._save_one(
+                    conn, referral, events, expected, schema=schema, head=head, timeline=timeline
+                )
+
     def _save_one(
         self,
         conn: sqlite3.Connection,
@@ -949,6 +963,7 @@ class SQLiteStore(ReferralStore):
         *,
         schema: int,
         head: list[Any] | None,
+        timeline: Sequence[ReferralEvent] | None = None,
     ) -> None:
         row = conn.execute("SELECT version FROM referrals WHERE id = ?", (referral.id,)).fetchone()
         actual = row[0] if row is not None else 0
@@ -970,7 +985,11 @@ class SQLiteStore(ReferralStore):
         )
         if schema >= _RANK_KEYS_VERSION:
             # the rank keys hold no PHI; a history read back is verified (and decrypted)
-            _write_rank_keys(conn, referral, events if expected == 0 else None, self._codec)
+            if expected == 0:
+                timeline = events
+            elif timeline is not None:  # the sweep's (_save_swept): the clocks' events
+                timeline = [*timeline, *events]
+            _write_rank_keys(conn, referral, timeline, self._codec)
 
     @staticmethod
     def _source_taken(conn: sqlite3.Connection, referral: Referral) -> bool:
