@@ -2164,8 +2164,10 @@ class ReferralDesk:
         (:data:`~referralkit.worklist.NO_CLOCK` for never)."""
         try:
             rules.observe(referral_id, [e for e in history if e.at <= when])
-            due = rules.due(referral_id, when)
-            later = rules.due(referral_id, _FAR_FUTURE) if upcoming else []
+            if upcoming:
+                due, later = rules.due_now_and_later(referral_id, when, _FAR_FUTURE)
+            else:
+                due, later = rules.due(referral_id, when), []
         finally:
             rules.close(referral_id)
         new, gone = alert_changes(due, history, ruleset=rules.ruleset.name, as_of=when)

@@ -1196,3 +1196,43 @@ def test_durable_evaluator_agrees_with_the_python_evaluator() -> None:
     check()
     print(f"event differential: {count} comparisons, 0 disagreements")
     assert count >= EVENT_EXAMPLES * 4
+
+
+@settings(
+    max_examples=EVENT_EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    rs=rulesets("event", max_rules=4),
+    history=histories(),
+    offsets=st.lists(st.integers(min_value=-24, max_value=24 * 40), min_size=2, max_size=2),
+)
+def test_due_now_and_later_is_due_twice(
+    rs: Ruleset, history: list[ReferralEvent], offsets: list[int]
+) -> None:
+    """What the sweep asks in one pass is what two calls of ``due`` give (effective dates
+    included: each list is filtered on its own day)."""
+    engine = EventRules(rs, engine="python")
+    engine.observe("gen", history)
+    now, later = sorted(T0 + dt.timedelta(hours=hours) for hours in offsets)
+    assert engine.due_now_and_later("gen", now, later) == (
+        engine.due("gen", now),
+        engine.due("gen", later),
+    )
+    assert engine.due_now_and_later("nobody", now, later) == ([], [])
+
+
+def test_due_now_and_later_needs_later_after_now(cms: Ruleset, make: Any) -> None:
+    engine = make(cms)
+    history = History()
+    history.status(T0, "received")
+    engine.observe(history.referral_id, history.events)
+    far = T0 + dt.timedelta(days=400)
+    assert engine.due_now_and_later(history.referral_id, T0, far) == (
+        engine.due(history.referral_id, T0),
+        engine.due(history.referral_id, far),
+    )
+    with pytest.raises(ValidationError):
+        engine.due_now_and_later(history.referral_id, far, T0)

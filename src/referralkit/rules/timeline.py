@@ -301,7 +301,6 @@ class EventRules:
         not observed, or closed."""
         now = utc(now, "now")
         tick = micros(now, "now")
-        day = now.date()
         with self._lock:
             case = self._cases.get(referral_id)
             if case is None:
@@ -311,6 +310,36 @@ class EventRules:
             else:
                 assert self._python is not None
                 fired = self._python.fired(case.signals, tick)
+        return self._alerts(referral_id, fired, now.date())
+
+    def due_now_and_later(
+        self, referral_id: str, now: dt.datetime, later: dt.datetime
+    ) -> tuple[list[Alert], list[Alert]]:
+        """``(due(referral_id, now), due(referral_id, later))`` for ``later`` at or after
+        ``now`` (what the sweep asks of each referral). The python evaluator finds both in
+        one pass: a pattern's earliest due time at an instant is its earliest due time at
+        any later instant when that is not after it, else none (the patterns are monotone
+        in ``now``)."""
+        now, later = utc(now, "now"), utc(later, "later")
+        if later < now:
+            raise ValidationError("later", "before now")
+        if self._durable is not None:
+            return self.due(referral_id, now), self.due(referral_id, later)
+        tick = micros(now, "now")
+        with self._lock:
+            case = self._cases.get(referral_id)
+            if case is None:
+                return [], []
+            assert self._python is not None
+            fired = self._python.fired(case.signals, micros(later, "later"))
+        return (
+            self._alerts(referral_id, [f for f in fired if f[1] <= tick], now.date()),
+            self._alerts(referral_id, fired, later.date()),
+        )
+
+    def _alerts(self, referral_id: str, fired: list[tuple[int, int]], day: dt.date) -> list[Alert]:
+        """The alerts of the rules ``fired`` (rule index, time it became due) in force on
+        ``day``: each rule once, at its earliest time, in time order."""
         earliest: dict[int, int] = {}
         for index, at in fired:
             if index not in earliest or at < earliest[index]:
