@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -244,3 +245,27 @@ def test_the_clocks_events_alone_give_the_rank_keys_and_clocks(
                 referral, history, as_of
             )
     assert other  # the simulation writes events the clocks do not read
+
+
+def test_the_desks_ranked_head_reads_the_clocks_events_alone(
+    simulated: tuple[MemoryStore, dt.datetime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The desk's worklist from the stored rank keys reads of each candidate's history only
+    the events of TIMELINE_EVENT_TYPES, and its rows are those of the whole histories."""
+    store, now = simulated
+    copy = MemoryStore()
+    copy.restore_many(list(store.export()))
+    desk = rk.ReferralDesk(copy, clock=rk.FakeClock(now))
+    asked: list[frozenset[str]] = []
+    real = copy.histories_selected
+
+    def selected(ids: Sequence[str], event_types: Sequence[str]) -> Any:
+        asked.append(frozenset(event_types))
+        return real(ids, event_types)
+
+    monkeypatch.setattr(copy, "histories_selected", selected)
+    head = desk.worklist(ACTOR, limit=20)
+    assert asked
+    assert set(asked) == {rk.clocks.TIMELINE_EVENT_TYPES}
+    assert head == _everything(store, now)[:20]
+    assert desk.worklist(ACTOR, limit=20) == head  # from the cache of parsed histories

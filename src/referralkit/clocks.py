@@ -87,6 +87,7 @@ from .model import AttachmentKind, Referral, ReferralEvent, Status
 
 __all__ = [
     "DEFAULT_CLOCKS",
+    "TIMELINE_EVENT_TYPES",
     "BusinessCalendar",
     "Cause",
     "ClockDefinition",
@@ -1070,9 +1071,12 @@ TIMELINE_EVENT_TYPES: Final = frozenset(
     | {"coverage_decided"}
     | _READERS.keys()
 )
-"""The event types :class:`Timeline` reads (inline in ``_read``, or through ``_READERS``):
-the clocks and the stored rank keys of a referral are the same from its events of these types
-as from its whole history (the sweep computes the rank keys it writes from them)."""
+"""The event types :class:`Timeline` reads: a referral's clocks, its worklist row and its
+stored rank keys are the same from its events of these types as from its whole history (the
+sweep and the ranked worklist read only these).
+
+.. versionadded:: 0.1
+"""
 
 
 # --------------------------------------------------------------------------- reading clocks

@@ -1645,7 +1645,9 @@ class ReferralDesk:
         )
 
     def _histories(self, ids: Sequence[str]) -> list[tuple[Referral, list[ReferralEvent]]]:
-        """The snapshots and histories of ``ids`` (those that exist), through a small cache
+        """The snapshots and histories of ``ids`` (those that exist; of each history, the
+        events of :data:`~referralkit.clocks.TIMELINE_EVENT_TYPES`, all that ``assess`` reads
+        of a referral not changed after the instant asked), through a small cache
         of parsed histories checked against the stored versions: a version never changes, so
         a cached one that is current is what the store holds, and a worklist refreshed again
         and again parses only what changed (parsing is most of the cost of reading)."""
@@ -1656,9 +1658,9 @@ class ReferralDesk:
             current = store.versions(ids)
             with self._history_lock:
                 stale = [i for i in current if i not in cache or cache[i][0].version < current[i]]
-            fresh = store.histories(stale) if stale else []
+            fresh = store.histories_selected(stale, TIMELINE_EVENT_TYPES) if stale else []
         else:  # nothing to check: read them all (one read fewer; their versions come along)
-            fresh = store.histories(ids)
+            fresh = store.histories_selected(ids, TIMELINE_EVENT_TYPES)
             current = {referral.id: referral.version for referral, _ in fresh}
         found = []
         with self._history_lock:
@@ -1827,7 +1829,9 @@ class ReferralDesk:
         histories, only the events the event rules read (status changes, authorization
         changes, urgency assessments, and the alerts already recorded); the alerts of a
         page's referrals are written in one transaction (one disk flush), or, when another
-        change got there first, referral by referral as above.
+        change got there first, referral by referral as above. The rank keys of the
+        referrals written are computed from their events of
+        :data:`~referralkit.clocks.TIMELINE_EVENT_TYPES` (the rest read in one read a page).
 
         .. versionadded:: 0.1
         """
