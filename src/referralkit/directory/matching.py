@@ -697,7 +697,8 @@ def _screen_all(
     out: list[_Screened] = []
     append = out.append
     for entry in found:
-        person = people.get(getattr(entry, "practitioner_id", None) or "")
+        # no practitioner read (services; roles without one): no lookup per candidate
+        person = people.get(getattr(entry, "practitioner_id", None) or "") if people else None
         factors: list[str] = []
         points = 0.0
         specialties = entry.specialties
