@@ -906,6 +906,7 @@ def _in_order(bounded: list[_Bound], ctx: _Context, directory: Directory) -> Ite
         missing = [i for b in members for i in b[2][0].location_ids if i not in places]
         if missing:
             places.update(_get_many(directory, Location, missing))
+        bounds = len(tight)
         for b in members:
             near: float | None = None
             for i in b[2][0].location_ids:
@@ -919,7 +920,9 @@ def _in_order(bounded: list[_Bound], ctx: _Context, directory: Directory) -> Ite
                 points = b[3] + unknown
                 heapq.heappush(exact, (-points, b[1], b[2], None, None))
             else:
-                heapq.heappush(tight, (-(b[3] - min(most, near * per_km)), b[1], b))
+                tight.append((-(b[3] - min(most, near * per_km)), b[1], b))
+        if len(tight) > bounds:
+            heapq.heapify(tight)  # once per group, not a push per member
 
 
 def _name(entry: _Entry, person: Practitioner | None, orgs: Mapping[str, Organization]) -> str:
