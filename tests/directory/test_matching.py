@@ -141,6 +141,26 @@ class TestExclusions:
         assert set(ids(result)) == {"ok", "out", "mute"}
         assert result.excluded == ()
 
+    def test_not_accepting_costs_points_when_not_required(self) -> None:
+        """An entry that states it takes no new patients ranks, with ``not_accepting``
+        points, when the policy does not require it (with and without distances)."""
+        directory = MemoryDirectory(
+            [
+                Location("l1", position=HARTFORD),
+                role("ok", location_ids=("l1",)),
+                role("full", accepting_new_patients=False, location_ids=("l1",)),
+            ]
+        )
+        policy = attrs.evolve(DEFAULT_POLICY, require_accepting=False)
+        for origin in (None, HARTFORD):
+            result = match(referral(), directory, as_of=NOW, policy=policy, origin=origin)
+            assert ids(result) == ["ok", "full"]
+            full = result.ranked[1]
+            assert full.score == result.ranked[0].score - 10 + policy.not_accepting
+            assert ("accepting", policy.not_accepting) in [
+                (r.factor, r.points) for r in full.reasons
+            ]
+
     def test_interpreter_saves_a_candidate(self) -> None:
         """A practice with an interpreter ranks, below one that speaks the language."""
         directory = MemoryDirectory(
