@@ -10,6 +10,8 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from storage_support import IN_CI, POSTGRES_URL, fresh_schema, postgres_unavailable
 
 from referralkit.directory import (
@@ -249,3 +251,41 @@ class TestDirectoryInTheStore:
         changed = directory.get_many(PractitionerRole, ["r-4"])["r-4"]
         assert changed.telehealth
         assert directory.find(PractitionerRole)[-1].telehealth
+
+
+_CODES = ["207RC0000X", "207RI0011X", "207N00000X"]
+_NETS = ["net-a", "net-b", "net-c"]
+_roles = st.builds(
+    lambda k, codes, nets, active: PractitionerRole(
+        f"r-{k}", specialties=tuple(codes), network_ids=tuple(nets), active=active
+    ),
+    st.integers(0, 6),
+    st.lists(st.sampled_from(_CODES), max_size=2),
+    st.lists(st.sampled_from(_NETS), max_size=2),
+    st.booleans(),
+)
+
+
+@given(
+    st.lists(st.lists(_roles, max_size=4), min_size=1, max_size=6),
+    st.lists(st.sampled_from(_CODES), max_size=3),
+    st.one_of(st.none(), st.lists(st.sampled_from(_NETS), max_size=2)),
+)
+def test_memory_find_follows_every_change(
+    batches: list[list[PractitionerRole]], codes: list[str], networks: list[str] | None
+) -> None:
+    """The memory directory keeps each code's members in order between calls; after any
+    sequence of adds and replacements (codes, networks, active changing), ``find`` by
+    specialty is what filtering every entry gives."""
+    directory = MemoryDirectory()
+    for batch in batches:
+        directory.add(batch)
+        found = directory.find(PractitionerRole, specialties=codes, networks=networks)
+        expected = [
+            r
+            for r in directory.entries(PractitionerRole)
+            if r.active
+            and set(r.specialties) & set(codes)
+            and (networks is None or set(r.network_ids) & set(networks))
+        ]
+        assert found == expected

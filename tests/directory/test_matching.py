@@ -141,6 +141,26 @@ class TestExclusions:
         assert set(ids(result)) == {"ok", "out", "mute"}
         assert result.excluded == ()
 
+    def test_not_accepting_costs_points_when_not_required(self) -> None:
+        """An entry that states it takes no new patients ranks, with ``not_accepting``
+        points, when the policy does not require it (with and without distances)."""
+        directory = MemoryDirectory(
+            [
+                Location("l1", position=HARTFORD),
+                role("ok", location_ids=("l1",)),
+                role("full", accepting_new_patients=False, location_ids=("l1",)),
+            ]
+        )
+        policy = attrs.evolve(DEFAULT_POLICY, require_accepting=False)
+        for origin in (None, HARTFORD):
+            result = match(referral(), directory, as_of=NOW, policy=policy, origin=origin)
+            assert ids(result) == ["ok", "full"]
+            full = result.ranked[1]
+            assert full.score == result.ranked[0].score - 10 + policy.not_accepting
+            assert ("accepting", policy.not_accepting) in [
+                (r.factor, r.points) for r in full.reasons
+            ]
+
     def test_interpreter_saves_a_candidate(self) -> None:
         """A practice with an interpreter ranks, below one that speaks the language."""
         directory = MemoryDirectory(
@@ -588,3 +608,119 @@ class TestDistancesOnDemand:
             assert results[0].ranked == results[1].ranked
             assert results[0].excluded == results[1].excluded
             assert results[0].excluded_by == results[1].excluded_by
+
+
+# a pool of positions so that candidates share some (equal distances: the reference decides),
+# the origin itself among them (distance 0), some far north and south (the latitude bound
+# at its loosest), and no position at all
+_POSITIONS = [
+    None,
+    HARTFORD,
+    GeoPoint(41.7658, -72.0),  # the origin's latitude: the latitude bound is 0
+    GeoPoint(42.1, -72.6734),
+    GeoPoint(41.2, -73.9),
+    GeoPoint(80.0, 10.0),
+    GeoPoint(-60.0, 100.0),
+]
+_near = st.builds(
+    GeoPoint,
+    st.floats(min_value=40.7, max_value=42.8),
+    st.floats(min_value=-73.7, max_value=-71.7),
+)
+# mostly alike, so that many candidates share their points before distance (one group)
+lazy_candidates = st.builds(
+    dict,
+    positions=st.one_of(
+        st.lists(_near, min_size=1, max_size=1),
+        st.lists(st.one_of(st.sampled_from(_POSITIONS), _near), max_size=3),
+    ),
+    language=st.sampled_from(["es", "es", "es", "en"]),
+    interpreter=st.sampled_from([False, False, False, True]),
+    accepting=st.sampled_from([True, True, True, False, None]),
+    telehealth=st.sampled_from([False, False, False, True]),
+    subspecialty=st.sampled_from([False, False, False, True]),
+    slot_hours=st.one_of(st.none(), st.integers(min_value=1, max_value=600)),
+)
+
+
+@given(
+    st.lists(lazy_candidates, min_size=1, max_size=40),
+    st.integers(min_value=1, max_value=12),
+    st.sampled_from([-5.0, 0.0, 4.0]),
+    st.sampled_from([0.2, 1.0, 0.0]),
+    st.sampled_from([30.0, 5.0, 0.0]),
+    st.booleans(),
+)
+def test_distances_on_demand_rank_as_brute_force(
+    specs: list[dict[str, object]],
+    limit: int,
+    unknown: float,
+    per_km: float,
+    most: float,
+    with_slots: bool,
+) -> None:
+    """Computing distances only while a candidate may come next (groups of equal points, a
+    latitude bound within them) ranks exactly as computing every distance does, ties,
+    capped penalties, far latitudes and unknown positions included; and every ranked
+    distance is the haversine to the nearest of its locations, computed here."""
+    entries: list[object] = []
+    scheduler = MemoryScheduler()
+    for k, spec in enumerate(specs):
+        location_ids = []
+        for j, position in enumerate(spec["positions"]):  # type: ignore[attr-defined]
+            entries.append(Location(f"l{k}-{j}", position=position, accepting_new_patients=None))
+            location_ids.append(f"l{k}-{j}")
+        entries.append(
+            role(
+                f"r{k:02d}",
+                specialties=(INTERVENTIONAL if spec["subspecialty"] else CARDIOLOGY,),
+                languages=(spec["language"],),
+                interpreter_available=spec["interpreter"],
+                accepting_new_patients=spec["accepting"],
+                telehealth=spec["telehealth"],
+                location_ids=tuple(location_ids),
+            )
+        )
+        if spec["slot_hours"] is not None:
+            scheduler.open_slots(
+                f"PractitionerRole/r{k:02d}",
+                NOW + dt.timedelta(hours=spec["slot_hours"]),  # type: ignore[arg-type]
+                count=1,
+            )
+    directory = MemoryDirectory(entries)  # type: ignore[arg-type]
+    lazy = attrs.evolve(
+        DEFAULT_POLICY, distance_unknown=unknown, per_km=per_km, max_km_penalty=most
+    )
+    every = attrs.evolve(lazy, max_distance_km=1e9)  # excludes nobody: every distance computed
+
+    def run(policy: MatchPolicy, limit: int) -> object:
+        return match(
+            referral(),
+            directory,
+            as_of=NOW,
+            limit=limit,
+            policy=policy,
+            origin=HARTFORD,
+            scheduler=scheduler if with_slots else None,
+            specialty=CARDIOLOGY,
+            excluded=None,
+        )
+
+    got, brute = run(lazy, limit), run(every, limit)
+    assert got.ranked == brute.ranked  # type: ignore[attr-defined]
+    assert got.excluded == brute.excluded  # type: ignore[attr-defined]
+    assert got.excluded_by == brute.excluded_by  # type: ignore[attr-defined]
+    if not with_slots:  # the first `limit` of the whole ranking
+        whole = run(every, len(specs)).ranked  # type: ignore[attr-defined]
+        assert [c.reference for c in got.ranked] == [c.reference for c in whole[:limit]]  # type: ignore[attr-defined]
+    places = {e.id: e for e in entries if isinstance(e, Location)}
+    for c in got.ranked:  # type: ignore[attr-defined]
+        known = [
+            (HARTFORD.km_to(places[i].position), i)  # type: ignore[arg-type]
+            for i in directory.get(PractitionerRole, c.id).location_ids  # type: ignore[union-attr]
+            if places[i].position is not None
+        ]
+        if known:
+            assert (c.distance_km, c.location_id) == (round(min(known)[0], 3), min(known)[1])
+        else:
+            assert c.distance_km is None

@@ -540,51 +540,61 @@ class SqlDirectory:
         return self._rows(kind.KIND, rows)
 
     def _rows(self, name: str, rows: list[Any]) -> list[MatchRow]:
-        """Screen rows (:data:`_SCREEN` columns, one per entry) as :class:`MatchRow`
-        values, in id order."""
-        rows.sort(key=_first)
+        """Screen rows (:data:`_SCREEN` columns, one per entry, in id order) as
+        :class:`MatchRow` values, in the same order.
+
+        One is made per candidate of every match: the joined columns are split once per
+        distinct text (the specialties and languages of a specialty's candidates repeat a
+        handful of values, so most rows share their tuples), and only the locations, which
+        differ per row, are split per row."""
+        new = tuple.__new__
         split = _split
         sep = _SEP
-        new = tuple.__new__
-        # _split inlined for the common case (plain items): one of these is made per
-        # candidate of every match
-        return [
-            new(
-                MatchRow,
-                (
-                    name,
-                    id,
-                    f"{name}/{id}",
-                    person,
-                    org,
-                    label,
-                    (tuple(codes.split(sep)) if codes[0] != _JSON else split(codes))
-                    if codes
-                    else (),
-                    (tuple(spoken.split(sep)) if spoken[0] != _JSON else split(spoken))
-                    if spoken
-                    else (),
-                    (tuple(places.split(sep)) if places[0] != _JSON else split(places))
-                    if places
-                    else (),
-                    None if accepting is None else accepting == 1,
-                    telehealth == 1,
-                    interpreter == 1,
-                ),
+        tuples: dict[str, tuple[str, ...]] = {}
+        made = tuples.get
+        prefix = f"{name}/"
+        out: list[MatchRow] = []
+        append = out.append
+        for (
+            id,
+            person,
+            org,
+            label,
+            codes,
+            spoken,
+            places,
+            accepting,
+            telehealth,
+            interpreter,
+        ) in rows:
+            held = made(codes)
+            if held is None:
+                held = tuples[codes] = split(codes)
+            languages = made(spoken)
+            if languages is None:
+                languages = tuples[spoken] = split(spoken)
+            append(
+                new(
+                    MatchRow,
+                    (
+                        name,
+                        id,
+                        prefix + id,
+                        person,
+                        org,
+                        label,
+                        held,
+                        languages,
+                        (tuple(places.split(sep)) if places[0] != _JSON else split(places))
+                        if places
+                        else (),
+                        None if accepting is None else accepting == 1,
+                        telehealth == 1,
+                        interpreter == 1,
+                    ),
+                )
             )
-            for (
-                id,
-                person,
-                org,
-                label,
-                codes,
-                spoken,
-                places,
-                accepting,
-                telehealth,
-                interpreter,
-            ) in rows
-        ]
+        return out
 
     def count_found(
         self,
