@@ -203,7 +203,9 @@ def _encode(table: pa.Table) -> list[bytes]:
     for start in range(0, table.num_rows, BLOCK_ROWS):
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
-            writer.write_table(table.slice(start, BLOCK_ROWS))
+            # one record batch a block (rows replayed in batches come as several chunks):
+            # a block is then read back as one chunk, converted without a copy
+            writer.write_table(table.slice(start, BLOCK_ROWS).combine_chunks())
         blocks.append(sink.getvalue().to_pybytes())
     return blocks
 
