@@ -15,6 +15,7 @@ pytest.importorskip("pandas", reason="the analytics extra is not installed")
 pytest.importorskip("pyarrow", reason="the analytics extra is not installed")
 
 import pandas as pd
+import pyarrow as pa
 
 from referralkit import FakeClock, MemoryStore, ReferralDesk, analytics, synth
 from referralkit.analytics import _cache
@@ -48,7 +49,10 @@ def test_the_cache_fill_makes_arrow_a_batch_at_a_time(monkeypatch: pytest.Monkey
     assert sum(sizes) >= referrals
     assert max(histories) <= 2
     assert sum(histories) >= referrals
-    assert store.read_analytics_blocks(_cache.referrals_name())
+    blocks = store.read_analytics_blocks(_cache.referrals_name())
+    assert blocks
+    for block in blocks:  # a block of several batches' rows is one record batch
+        assert len(list(pa.ipc.open_stream(block))) == 1
     assert store.read_analytics_blocks(_cache.events_name())
     sizes.clear()
     histories.clear()

@@ -96,10 +96,7 @@ def _uuid5(name: str) -> str:
     digest.update(name.encode())
     text = digest.hexdigest()
     # version 5 (the 13th digit) and the RFC 4122 variant (the top bits of the 17th)
-    return (
-        f"{text[:8]}-{text[8:12]}-5{text[13:16]}-"
-        f"{_VARIANT[text[16]]}{text[17:20]}-{text[20:32]}"
-    )
+    return f"{text[:8]}-{text[8:12]}-5{text[13:16]}-{_VARIANT[text[16]]}{text[17:20]}-{text[20:32]}"
 
 
 _VARIANT: Final = {f"{n:x}": f"{n & 0x3 | 0x8:x}" for n in range(16)}
