@@ -1164,7 +1164,8 @@ def _bundle_line(
         raise ValidationError(f"{where}: {exc.path}" if exc.path else where, exc.reason) from None
     except Exception as exc:  # an unexpected failure: its message may quote the referral
         raise ValidationError(where, f"cannot be exported ({type(exc).__name__})") from None
-    return json.dumps(bundle, separators=(",", ":")) + "\n"
+    # a Bundle holds no cycle: the check is skipped (the same bytes)
+    return json.dumps(bundle, separators=(",", ":"), check_circular=False) + "\n"
 
 
 # --------------------------------------------------------------------------- parsing

@@ -203,7 +203,9 @@ def _encode(table: pa.Table) -> list[bytes]:
     for start in range(0, table.num_rows, BLOCK_ROWS):
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
-            writer.write_table(table.slice(start, BLOCK_ROWS))
+            # one record batch a block (rows replayed in batches come as several chunks):
+            # a block is then read back as one chunk, converted without a copy
+            writer.write_table(table.slice(start, BLOCK_ROWS).combine_chunks())
         blocks.append(sink.getvalue().to_pybytes())
     return blocks
 
@@ -249,15 +251,12 @@ def arrow_rows(
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _rows_table(
-    columns: Sequence[Column],
-    rows: Sequence[Row],
-    versions: Sequence[int],
-    spans: Sequence[tuple[int, int]],
+def _with_versions(
+    table: pa.Table, versions: Sequence[int], spans: Sequence[tuple[int, int]]
 ) -> pa.Table:
+    """``table`` (cached columns) with each row's version and validity span appended."""
     import pyarrow as pa
 
-    table = arrow_rows(rows, COLUMNS, columns)
     table = table.append_column("_version", pa.array(versions, pa.int64()))
     table = table.append_column("_low", pa.array([s[0] for s in spans], pa.int64()))
     return table.append_column("_high", pa.array([s[1] for s in spans], pa.int64()))
@@ -472,15 +471,35 @@ def replay_rows(
 ) -> tuple[pa.Table | None, pa.Table | None]:
     """The rows of the ``stale`` referrals replayed as of ``as_of`` (the cached columns; in
     the order read) and those to keep in the cache (the referrals whose every event was read,
-    with their version and span): ``None`` for none."""
-    return _replay(_histories(store, stale, total), as_of, rules)
+    with their version and span): ``None`` for none. Made Arrow 5,000 rows at a time
+    (each history dropped once read): the Python rows alive at once are one batch's, not the
+    population's (a cold cache's first frame reads every history)."""
+    import pyarrow as pa
+
+    found: list[pa.Table] = []
+    kept: list[pa.Table] = []
+    for rows, keep in _replays(_histories(store, stale, total), as_of, rules):
+        found.append(rows)
+        if keep is not None:
+            kept.append(keep)
+    return (
+        pa.concat_tables(found) if found else None,
+        pa.concat_tables(kept) if kept else None,
+    )
 
 
-def _replay(
-    histories: Iterable[Sequence[ReferralEvent]], as_of: dt.datetime, rules: ClockRules
-) -> tuple[pa.Table | None, pa.Table | None]:
+def _replays(
+    histories: Iterable[Sequence[ReferralEvent]],
+    as_of: dt.datetime,
+    rules: ClockRules,
+    size: int | None = None,
+) -> Iterator[tuple[pa.Table, pa.Table | None]]:
+    """The histories' rows (the cached columns) and those to keep (with version and span;
+    the same Arrow buffers, no copy when every row is kept), ``size`` rows at a time
+    (default ``BLOCK_ROWS // 20``); a history is dropped once its row is read."""
+    batch = size or BLOCK_ROWS // 20
     found: list[Row] = []
-    kept_rows: list[Row] = []
+    kept_at: list[int] = []
     kept_versions: list[int] = []
     kept_spans: list[tuple[int, int]] = []
     for events in histories:
@@ -488,15 +507,32 @@ def _replay(
         if read is None:
             continue
         row, timeline, readings = read
-        found.append(row)
         if events[-1].at <= as_of:
-            kept_rows.append(row)
+            kept_at.append(len(found))
             kept_versions.append(events[-1].version)
             kept_spans.append(row_span(events, as_of, row, timeline, readings))
-    columns = cached_columns()
-    rows = arrow_rows(found, COLUMNS, columns) if found else None
-    kept = _rows_table(columns, kept_rows, kept_versions, kept_spans) if kept_rows else None
-    return rows, kept
+        found.append(row)
+        del events, read, timeline, readings
+        if len(found) == batch:
+            yield _replayed(found, kept_at, kept_versions, kept_spans)
+            found, kept_at, kept_versions, kept_spans = [], [], [], []
+    if found:
+        yield _replayed(found, kept_at, kept_versions, kept_spans)
+
+
+def _replayed(
+    found: list[Row],
+    kept_at: list[int],
+    versions: list[int],
+    spans: list[tuple[int, int]],
+) -> tuple[pa.Table, pa.Table | None]:
+    import pyarrow as pa
+
+    rows = arrow_rows(found, COLUMNS, cached_columns())
+    if not kept_at:
+        return rows, None
+    base = rows if len(kept_at) == rows.num_rows else rows.take(pa.array(kept_at, pa.int64()))
+    return rows, _with_versions(base, versions, spans)
 
 
 def _ascending(ids: Any) -> bool:
@@ -672,8 +708,15 @@ def _fresh_events(table: pa.Table, ids: pa.Array, versions: pa.Array) -> Any:
 
 def replay_events(store: ReferralStore, stale: Sequence[str], total: int) -> pa.Table | None:
     """The event rows of the ``stale`` referrals' whole histories with their versions (the
-    cache's schema), or ``None`` for none."""
-    return _event_table(_histories(store, stale, total))
+    cache's schema), or ``None`` for none; made Arrow a batch of histories at a time."""
+    import pyarrow as pa
+
+    found = [
+        table
+        for batch in _batched(_histories(store, stale, total), BLOCK_ROWS // 20)
+        if (table := _event_table(batch)) is not None
+    ]
+    return pa.concat_tables(found) if found else None
 
 
 def _event_table(histories: Iterable[Sequence[ReferralEvent]]) -> pa.Table | None:
@@ -861,12 +904,11 @@ def _referral_parts(
     total = len(ids)
     del seen, settled, done, ids, versions, known
     added: list[pa.Table] = []
-    for batch in _batched(_histories(store, stale, total), BLOCK_ROWS // 5):
-        rows, kept = _replay(batch, as_of, rules)
+    # parts of a fifth of a block: each becomes a row group of the Parquet files
+    for rows, kept in _replays(_histories(store, stale, total), as_of, rules, BLOCK_ROWS // 5):
         if kept is not None:
             added.append(kept)
-        if rows is not None:
-            yield rows
+        yield rows
     if keep and added:
         try:
             store.write_analytics_blocks(referrals_name(), _encode(pa.concat_tables(added)))

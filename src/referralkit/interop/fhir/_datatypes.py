@@ -90,14 +90,17 @@ def _quoted_system(system: str) -> str:
 
 def _uuid5(name: str) -> str:
     """``str(uuid.uuid5(_NAMESPACE, name))``: the same digest and version bits, without
-    building a :class:`uuid.UUID` (a Bundle names a dozen or more resources)."""
-    digest = bytearray(
-        hashlib.sha1(_NAMESPACE_BYTES + name.encode(), usedforsecurity=False).digest()
-    )
-    digest[6] = digest[6] & 0x0F | 0x50  # version 5
-    digest[8] = digest[8] & 0x3F | 0x80  # the RFC 4122 variant
-    text = digest[:16].hex()
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    building a :class:`uuid.UUID` (a Bundle names a dozen or more resources): the namespace
+    hashed once, the version and variant set on the hex text."""
+    digest = _NAMESPACE_SHA1.copy()
+    digest.update(name.encode())
+    text = digest.hexdigest()
+    # version 5 (the 13th digit) and the RFC 4122 variant (the top bits of the 17th)
+    return f"{text[:8]}-{text[8:12]}-5{text[13:16]}-{_VARIANT[text[16]]}{text[17:20]}-{text[20:32]}"
+
+
+_VARIANT: Final = {f"{n:x}": f"{n & 0x3 | 0x8:x}" for n in range(16)}
+"""A hex digit with its top two bits set to ``10`` (the RFC 4122 variant)."""
 
 
 class _Urls:
@@ -117,6 +120,7 @@ class _Urls:
 
 _NAMESPACE: Final = uuid.UUID("5b0f4a2e-6c1d-5e9a-9c84-3f1f6a7d2b10")
 _NAMESPACE_BYTES: Final = _NAMESPACE.bytes
+_NAMESPACE_SHA1: Final = hashlib.sha1(_NAMESPACE_BYTES, usedforsecurity=False)
 
 
 # --------------------------------------------------------------------------- reading
