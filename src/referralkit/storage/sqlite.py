@@ -395,6 +395,9 @@ _INSERT_ACCESS_REFERRAL: Final = (
     "INSERT OR IGNORE INTO access_log_referrals (referral_id, seq) VALUES (?, ?)"
 )
 
+_ID_CHUNK: Final = 500
+"""Ids per ``IN (...)`` list (well under SQLite's limit of bound parameters)."""
+
 _INSERT_RANK: Final = "INSERT INTO worklist_keys (referral_id, bucket, sort_key) VALUES (?, ?, ?)"
 
 
@@ -937,8 +940,73 @@ class SQLiteStore(ReferralStore):
         with self._write("saving referrals") as conn:
             schema = _schema_in(conn)
             head = _chain_head(conn, schema)
+            if self._save_new(conn, changes, schema=schema, head=head):
+                return
             for referral, events, expected in changes:
                 self._save_one(conn, referral, events, expected, schema=schema, head=head)
+
+    def _save_new(
+        self,
+        conn: sqlite3.Connection,
+        changes: Sequence[Change],
+        *,
+        schema: int,
+        head: list[Any] | None,
+    ) -> bool:
+        """Save a batch of new referrals (bulk intake) with one statement per table instead
+        of one per referral: the rows and links are the ones :meth:`_save_one` writes, in
+        the same order. ``False``, with nothing written, when the batch is anything else (a
+        change to a stored referral, a referral twice, one already stored): the caller then
+        saves it a change at a time, with that path's errors."""
+        ids = [referral.id for referral, _, expected in changes if expected == 0]
+        if len(ids) != len(changes) or len(set(ids)) != len(ids) or self._any_stored(conn, ids):
+            return False
+        try:
+            conn.executemany(_INSERT, [_row(referral, self._codec) for referral, _, _ in changes])
+        except sqlite3.IntegrityError as error:
+            raise self._refused(conn, changes, error) from None
+        rows: list[tuple[Any, ...]] = []
+        for _, events, _ in changes:
+            rows += _event_rows(events, self._codec, head)
+        conn.executemany(_INSERT_EVENT_UNCHAINED if head is None else _INSERT_EVENT, rows)
+        if schema >= _RANK_KEYS_VERSION:
+            # as _write_rank_keys writes them with the whole history at hand (a new
+            # referral is at version 1: check_changes saw to it; no old keys to delete)
+            conn.executemany(
+                _INSERT_RANK,
+                [
+                    (referral.id, entry.bucket, entry.sort_key)
+                    for referral, events, _ in changes
+                    if not referral.status.is_terminal
+                    for entry in rank_entries(referral, events)
+                ],
+            )
+        return True
+
+    @staticmethod
+    def _any_stored(conn: sqlite3.Connection, ids: Sequence[str]) -> bool:
+        """Whether any of ``ids`` is a stored referral (one statement per ``_ID_CHUNK`` ids)."""
+        for start in range(0, len(ids), _ID_CHUNK):
+            chunk = ids[start : start + _ID_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            sql = f"SELECT 1 FROM referrals WHERE id IN ({marks}) LIMIT 1"  # noqa: S608 - only placeholders
+            if conn.execute(sql, chunk).fetchone() is not None:
+                return True
+        return False
+
+    def _refused(
+        self, conn: sqlite3.Connection, changes: Sequence[Change], error: sqlite3.Error
+    ) -> StorageError | DuplicateReferralError:
+        """The error of a batch insert the database refused: the first referral not
+        inserted is the one refused, a :class:`DuplicateReferralError` when another
+        referral holds its source id (as :meth:`_save_one` reports it)."""
+        for referral, _, _ in changes:
+            stored = conn.execute("SELECT 1 FROM referrals WHERE id = ?", (referral.id,))
+            if stored.fetchone() is None:
+                if referral.source_id is not None and self._source_taken(conn, referral):
+                    return DuplicateReferralError(referral.source_id)
+                break
+        return _driver_error(error, "saving referrals")
 
     def _save_one(
         self,
