@@ -1000,12 +1000,17 @@ class SQLiteStore(ReferralStore):
         """The error of a batch insert the database refused: the first referral not
         inserted is the one refused, a :class:`DuplicateReferralError` when another
         referral holds its source id (as :meth:`_save_one` reports it)."""
-        for referral, _, _ in changes:
-            stored = conn.execute("SELECT 1 FROM referrals WHERE id = ?", (referral.id,))
-            if stored.fetchone() is None:
-                if referral.source_id is not None and self._source_taken(conn, referral):
-                    return DuplicateReferralError(referral.source_id)
-                break
+        refused = next(
+            (
+                referral
+                for referral, _, _ in changes
+                if conn.execute("SELECT 1 FROM referrals WHERE id = ?", (referral.id,)).fetchone()
+                is None
+            ),
+            changes[-1][0],
+        )
+        if refused.source_id is not None and self._source_taken(conn, refused):
+            return DuplicateReferralError(refused.source_id)
         return _driver_error(error, "saving referrals")
 
     def _save_one(
