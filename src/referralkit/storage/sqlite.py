@@ -351,7 +351,7 @@ def _event_rows(
         )
         for e in events
     ]
-    return rows if head is None else linked(head, rows)
+    return rows if head is None else linked(head, rows, [e.at for e in events])
 
 
 def _fill_event_chain(conn: sqlite3.Connection) -> None:
