@@ -109,7 +109,11 @@ _T = TypeVar("_T")
 
 def _ts(moment: dt.datetime) -> str:
     """A fixed-width UTC timestamp, so text order is time order."""
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    utc = moment if moment.tzinfo is dt.UTC else moment.astimezone(dt.UTC)
+    if utc.year < 1000:  # strftime writes such a year unpadded: kept as it was written
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.%f")
+    # the same text as strftime's, at two thirds of its cost
+    return utc.isoformat(timespec="microseconds")[:26]
 
 
 # Decision provenance (schema version 5): rule versions kept once under the SHA-256 of their
@@ -1569,7 +1573,10 @@ class SQLiteStore(ReferralStore):
             seq = conn.execute(_INSERT_ACCESS, (*fields, last)).lastrowid
             named.extend((i, seq) for i in record.referral_ids)
         # one statement for the referral index of every record of the transaction
-        conn.executemany(_INSERT_ACCESS_REFERRAL, named)
+        if len(named) == 1:  # one read's record (an audited get): no executemany's setup
+            conn.execute(_INSERT_ACCESS_REFERRAL, named[0])
+        else:
+            conn.executemany(_INSERT_ACCESS_REFERRAL, named)
 
     @boundary
     def load_recorded(
