@@ -33,6 +33,7 @@ from cattrs.errors import (
     IterableValidationError,
     IterableValidationNote,
 )
+from cattrs.fns import identity
 
 from . import model
 from ._redaction import boundary
@@ -221,6 +222,39 @@ converter.register_structure_hook(dt.datetime, _structure_datetime)
 converter.register_unstructure_hook(dt.date, lambda d: d.isoformat())
 converter.register_structure_hook(dt.date, _structure_date)
 converter.register_structure_hook_func(lambda t: t == Mapping[str, Any], _structure_payload)
+
+
+def _unstructure_optional(union: Any) -> Callable[[Any], Any]:
+    """``X | None`` where ``X`` is written as it is (text, a number, a flag): cattrs'
+    ``identity``, which the generated class functions then inline (the default is a call
+    per value that only passes it on: a third of a referral's ``to_dict``)."""
+    inner = converter.get_unstructure_hook(_optional_of(union))
+    if inner is identity:
+        return identity
+
+    def hook(value: Any) -> Any:
+        return None if value is None else inner(value)
+
+    return hook
+
+
+def _unstructure_tuple(kind: Any) -> Callable[[Any], Any]:
+    """``tuple[X, ...]`` as a list, with ``X``'s hook found once (cattrs' default builds the
+    list from a generator: the same list, slower)."""
+    item = converter.get_unstructure_hook(kind.__args__[0])
+    if item is identity:
+        return list
+
+    def hook(value: Any) -> Any:
+        return [item(one) for one in value]
+
+    return hook
+
+
+converter.register_unstructure_hook_factory(
+    lambda t: _optional_of(t) is not None, _unstructure_optional
+)
+converter.register_unstructure_hook_factory(_homogeneous, _unstructure_tuple)
 
 
 def to_dict(value: Any) -> Any:

@@ -135,6 +135,69 @@ def test_every_phi_field_holds_a_canary() -> None:
     assert {("Referral", p) for p, _ in leaves if "." not in p} == declared
 
 
+def _reference_leaves(data: Any, plan: Any, prefix: str, strict: bool) -> list[Any]:
+    """The PHI walk as a plain recursion over the plan (what the generated walker unrolls)."""
+    into: list[Any] = []
+    if strict and type(data) is not dict:
+        raise TypeError(prefix)
+    for name, kind, inner in plan:
+        value = data.get(name)
+        if value is None:
+            continue
+        if kind == "phi":
+            into.append((data, name, prefix + name))
+        elif kind == "one":
+            into += _reference_leaves(value, inner, f"{prefix}{name}.", strict)
+        else:
+            if strict and type(value) is not list:
+                raise TypeError(prefix)
+            for position, item in enumerate(value):
+                into += _reference_leaves(item, inner, f"{prefix}{name}.{position}.", strict)
+    return into
+
+
+@pytest.mark.parametrize("strict", [False, True])
+@pytest.mark.parametrize("prefix", ["", "x."])
+def test_the_generated_phi_walk_finds_what_the_recursive_walk_does(
+    strict: bool, prefix: str
+) -> None:
+    """The same containers, keys and paths in the same order: a full referral (every list
+    with two items), one with its optional parts and values ``None``, and an empty one."""
+    from referralkit.storage._json import _phi_leaves
+
+    full = to_dict(full_referral())
+    for name, kind, _ in phi_plan(Referral):
+        if kind == "many":
+            full[name] = full[name] * 2
+    sparse = to_dict(full_referral())
+    for name, _, _ in phi_plan(Referral)[1::2]:
+        sparse[name] = None
+    sparse["patient"]["mrn"] = None
+    for data in (full, sparse, {}):
+        found: list[Any] = []
+        _phi_leaves(data, phi_plan(Referral), prefix, found, strict)
+        expected = _reference_leaves(data, phi_plan(Referral), prefix, strict)
+        assert [(id(c), k, p) for c, k, p in found] == [(id(c), k, p) for c, k, p in expected]
+    assert len(_reference_leaves(full, phi_plan(Referral), "", False)) > 30
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        ["not", "a", "dict"],
+        {"patient": "not a dict"},
+        {"attachments": {"not": "a list"}},
+        {"attachments": ["not a dict"]},
+        {"coverage_decision": {"hits": [{"rule_id": "r"}, 3]}},
+    ],
+)
+def test_the_strict_phi_walk_refuses_a_part_of_the_wrong_shape(data: Any) -> None:
+    from referralkit.storage._json import _phi_leaves
+
+    with pytest.raises(TypeError):
+        _phi_leaves(data, phi_plan(Referral), "", [], strict=True)
+
+
 def _raw(path: Path) -> bytes:
     """A SQLite file's bytes and its WAL's, if any."""
     wal = Path(f"{path}-wal")

@@ -536,3 +536,23 @@ class TestDumps:
         with pytest.raises(ValidationError) as info:
             load_dump(MemoryStore(), [plain_header + "\n", line + "\n"])
         assert info.value.path == "line 2: access.reason_sealed"
+
+
+def test_chain_rows_given_the_datetimes_link_as_when_they_parse_the_text() -> None:
+    """The bulk writers pass each row's time as the datetime its text was written from:
+    the same links as parsing the text (UTC, another offset, microseconds or none)."""
+    from referralkit._redaction import Sealed
+    from referralkit.storage._chain import chain_rows
+
+    moments = [
+        dt.datetime(2026, 3, 1, 9, 30, tzinfo=dt.UTC),
+        dt.datetime(2026, 3, 1, 9, 30, 0, 12, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+        dt.datetime(2026, 3, 1, 23, 59, 59, 999999, tzinfo=dt.timezone(dt.timedelta(hours=9))),
+    ]
+    rows = [
+        ("ref-1", 1, n, at.isoformat(), "coord-1", "created", Sealed(f'{{"n":{n}}}'))
+        for n, at in enumerate(moments)
+    ]
+    assert chain_rows(4, GENESIS, rows, moments) == chain_rows(4, GENESIS, rows)
+    other = [moments[0], moments[0], moments[2]]
+    assert chain_rows(4, GENESIS, rows, other) != chain_rows(4, GENESIS, rows)

@@ -519,3 +519,21 @@ class TestDriverErrors:
         assert info.value.__cause__ is None
         assert store.load(made.id).version == 1
         store.close()
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        dt.datetime(2026, 3, 1, 9, 30, tzinfo=dt.UTC),
+        dt.datetime(2026, 3, 1, 9, 30, 0, 7, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+        dt.datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.timezone(dt.timedelta(hours=9))),
+        dt.datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=dt.UTC),
+        dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC),
+    ],
+)
+def test_timestamps_are_the_text_strftime_wrote(moment: dt.datetime) -> None:
+    """The stored instants (row columns, the access log's ``at``, which its chain hashes)
+    keep the text they always had, years below 1000 (unpadded) included."""
+    from referralkit.storage.sqlite import _ts
+
+    assert _ts(moment) == moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")

@@ -55,12 +55,14 @@ _START: Final = len(_HEAD)
 _UTC: Final = dt.UTC
 
 
-def event_fields(row: Sequence[Any], sealed: str) -> list[Any]:
+def event_fields(row: Sequence[Any], sealed: str, moment: Any = None) -> list[Any]:
     """What the chain hashes of an event row ``(referral_id, version, idx, at, actor,
     type, ...)`` (``at`` a datetime or ISO text, hashed as fixed-width UTC text) whose
-    payload ``sealed`` describes."""
+    payload ``sealed`` describes; ``moment``, when given, is ``at`` as the datetime it was
+    written from (not parsed again)."""
     referral_id, version, index, at, actor, kind = row[:6]
-    moment = dt.datetime.fromisoformat(at) if isinstance(at, str) else at
+    if moment is None:
+        moment = dt.datetime.fromisoformat(at) if isinstance(at, str) else at
     if moment.tzinfo is not _UTC:
         moment = moment.astimezone(_UTC)
     # fixed-width UTC text with microseconds (isoformat: a third of strftime's cost)
@@ -69,12 +71,22 @@ def event_fields(row: Sequence[Any], sealed: str) -> list[Any]:
 
 
 def chain_rows(
-    last_seq: int, last_chain: str, rows: Sequence[Sequence[Any]]
+    last_seq: int,
+    last_chain: str,
+    rows: Sequence[Sequence[Any]],
+    moments: Sequence[dt.datetime] | None = None,
 ) -> list[tuple[int, str, str]]:
     """``(seq, sealed, chain)`` of event rows ``(referral_id, version, idx, at, actor, type,
-    stored payload text, sealed)`` appended after the head ``(last_seq, last_chain)``."""
+    stored payload text, sealed)`` appended after the head ``(last_seq, last_chain)``;
+    ``moments``, when given, the rows' times as datetimes (their ``at`` is then not
+    parsed)."""
     sealed = [sealed_digest(row[6]) for row in rows]
-    fields = [event_fields(row, mark) for row, mark in zip(rows, sealed, strict=True)]
+    if moments is None:
+        fields = [event_fields(row, mark) for row, mark in zip(rows, sealed, strict=True)]
+    else:
+        fields = [
+            event_fields(row, mark, at) for row, mark, at in zip(rows, sealed, moments, strict=True)
+        ]
     links = chain_values(last_chain, fields)
     return [
         (last_seq + n, mark, link)
@@ -82,11 +94,15 @@ def chain_rows(
     ]
 
 
-def linked(head: list[Any], rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
-    """``rows`` (as :func:`chain_rows` takes them), each followed by its ``seq``, ``sealed``
-    and ``chain`` when appended after ``head`` ``[seq, chain]``, which moves on: the rows a
-    bulk writer inserts as the store would have linked them."""
-    links = chain_rows(head[0], head[1], rows)
+def linked(
+    head: list[Any],
+    rows: Sequence[Sequence[Any]],
+    moments: Sequence[dt.datetime] | None = None,
+) -> list[tuple[Any, ...]]:
+    """``rows`` (as :func:`chain_rows` takes them, with its ``moments``), each followed by
+    its ``seq``, ``sealed`` and ``chain`` when appended after ``head`` ``[seq, chain]``,
+    which moves on: the rows a bulk writer inserts as the store would have linked them."""
+    links = chain_rows(head[0], head[1], rows, moments)
     if links:
         head[:] = links[-1][0], links[-1][2]
     return [(*row, *link) for row, link in zip(rows, links, strict=True)]

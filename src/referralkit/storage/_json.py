@@ -33,8 +33,8 @@ import json
 import os
 import re
 import typing
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Final, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Final, TypeVar, cast
 
 import attrs
 from cryptography.exceptions import InvalidTag
@@ -337,21 +337,50 @@ def _phi_leaves(
 ) -> None:
     """``(container, key, path)`` of every PHI value (not ``None``) the plan reaches; with
     ``strict`` (stored data), a part of the wrong shape is a TypeError."""
-    if strict and type(data) is not dict:
-        raise TypeError(prefix)
-    for name, kind, inner in plan:
-        value = data.get(name)
-        if value is None:
-            continue
-        if kind == "phi":
-            into.append((data, name, prefix + name))
-        elif kind == "one":
-            _phi_leaves(value, inner, f"{prefix}{name}.", into, strict)
-        else:
-            if strict and type(value) is not list:
-                raise TypeError(prefix)
-            for position, item in enumerate(value):
-                _phi_leaves(item, inner, f"{prefix}{name}.{position}.", into, strict)
+    walker = _WALKERS.get((plan, strict))
+    if walker is None:
+        walker = _WALKERS[plan, strict] = _compile_walker(plan, strict)
+    walker(data, prefix, into)
+
+
+_Walker = Callable[[Any, str, list[tuple[Any, str, str]]], None]
+_WALKERS: dict[tuple[_Plan, bool], _Walker] = {}
+
+
+def _compile_walker(plan: _Plan, strict: bool) -> _Walker:
+    """The walk of ``plan`` as one generated function: the plan's steps unrolled (no call
+    per model value, paths below the prefix made once), in the plan's order. Measured here
+    a third of the recursive walk's cost on a full referral."""
+    lines = ["def walk(d0, p, into):", "    add = into.append"]
+
+    def emit(plan: _Plan, depth: int, base: str, const: str, indent: str) -> None:
+        # ``d<depth>`` the dict at hand, its path's text ``base + const`` (a variable and
+        # the constant part after it)
+        data, value = f"d{depth}", f"v{depth}"
+        if strict:
+            lines.append(f"{indent}if type({data}) is not dict: raise TypeError")
+        for name, kind, inner in plan:
+            lines.append(f"{indent}{value} = {data}.get({name!r})")
+            lines.append(f"{indent}if {value} is not None:")
+            body = indent + "    "
+            if kind == "phi":
+                lines.append(f"{body}add(({data}, {name!r}, {base} + {const + name!r}))")
+            elif kind == "one":
+                lines.append(f"{body}d{depth + 1} = {value}")
+                emit(inner, depth + 1, base, f"{const}{name}.", body)
+            else:
+                if strict:
+                    lines.append(f"{body}if type({value}) is not list: raise TypeError")
+                at, item = f"i{depth}", f"q{depth}"
+                lines.append(f"{body}for {at}, d{depth + 1} in enumerate({value}):")
+                step = f"{const}{name}."
+                lines.append(f"{body}    {item} = {base} + {step!r} + str({at}) + '.'")
+                emit(inner, depth + 1, item, "", body + "    ")
+
+    emit(plan, 0, "p", "", "    ")
+    namespace: dict[str, Any] = {}
+    exec("\n".join(lines), namespace)  # noqa: S102 - source built above from the model's fields
+    return cast(_Walker, namespace["walk"])
 
 
 def _digest(context: str, key_id: str, count: str, body: str) -> str:
