@@ -1,0 +1,141 @@
+"""Event rules at their edges: a pattern counted once, which referral loses its durable
+session when an engine is full, what a due check leaves behind, and what a failing durable
+call says and undoes.
+
+Each test pins a behaviour that mutation testing (``nox -s mutation``) found no test held."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from referralkit.errors import RulesError
+from referralkit.model import ReferralEvent
+from referralkit.rules.durable import runtime
+from referralkit.rules.loader import loads
+from referralkit.rules.model import Ruleset
+from referralkit.rules.timeline import EventRules
+
+T0 = dt.datetime(2026, 2, 2, 9, 0, tzinfo=dt.UTC)
+H = dt.timedelta(hours=1)
+D = dt.timedelta(days=1)
+
+RULES = """
+[ruleset]
+name = "edges"
+kind = "event"
+
+[[rules]]
+id = "once"
+count = { signal = "no_show", times = 1, within = "1d" }
+then = { action = "notify", reason = "a no-show" }
+
+[[rules]]
+id = "slow"
+deadline = { start = "received", stop = ["scheduled"], within = "2d" }
+then = { action = "escalate" }
+"""
+
+
+@pytest.fixture(scope="module")
+def rules() -> Ruleset:
+    return loads(RULES)
+
+
+@pytest.fixture(params=["python", pytest.param("durable", marks=pytest.mark.durable)])
+def engine_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def status(referral_id: str, version: int, at: dt.datetime, target: str) -> ReferralEvent:
+    payload = {"event": "e", "source": "x", "target": target}
+    return ReferralEvent(referral_id, version, 0, at, "tester", "status_changed", payload)
+
+
+def alerts(engine: EventRules, referral_id: str, now: dt.datetime) -> list[tuple[str, Any]]:
+    return [(a.rule_id, a.at) for a in engine.due(referral_id, now)]
+
+
+def test_a_pattern_counted_once_is_due_from_its_first_signal(
+    rules: Ruleset, engine_name: str
+) -> None:
+    """``times = 1``: due from the first matching signal at or before the moment asked,
+    and still at that first one's time once more have come."""
+    engine = EventRules(rules, engine=engine_name)  # type: ignore[arg-type]
+    history = [status("r", 1, T0 + D, "no_show")]
+    engine.observe("r", history)
+    assert alerts(engine, "r", T0) == []
+    assert alerts(engine, "r", T0 + D) == [("once", T0 + D)]
+    history.append(status("r", 2, T0 + 3 * D, "no_show"))
+    engine.observe("r", history)
+    assert alerts(engine, "r", T0 + 2 * D) == [("once", T0 + D)]
+    assert alerts(engine, "r", T0 + 5 * D) == [("once", T0 + D)]
+
+
+@pytest.mark.durable
+def test_a_full_engine_evicts_its_least_recently_used_referral(rules: Ruleset) -> None:
+    """With ``max_sessions`` live, a new referral's session replaces the one used least
+    recently (a due check counts as a use), whose alerts are then replayed unchanged."""
+    engine = EventRules(rules, engine="durable", max_sessions=2)
+    for rid in ("a", "b"):
+        engine.observe(rid, [status(rid, 1, T0, "received")])
+    assert alerts(engine, "a", T0 + H) == []  # "a" is now the most recently used
+    engine.observe("c", [status("c", 1, T0, "received")])
+    assert (engine.has_session("a"), engine.has_session("b"), engine.has_session("c")) == (
+        True,
+        False,
+        True,
+    )
+    assert engine.sessions == 2
+    assert alerts(engine, "b", T0 + 3 * D) == [("slow", T0 + 2 * D)]
+    for rid in ("a", "b", "c"):
+        engine.close(rid)
+
+
+@pytest.mark.durable
+def test_a_due_check_leaves_no_tick_in_the_session(rules: Ruleset) -> None:
+    """The moment a due check asserts is retracted again: checks do not pile up facts in
+    a referral's session."""
+    engine = EventRules(rules, engine="durable")
+    engine.observe("t", [status("t", 1, T0, "received")])
+    rt = runtime()
+    with rt.lock:
+        before = rt.host.get_facts(engine.name, engine.sid("t"))
+    for hours in (1, 30, 60):
+        engine.due("t", T0 + hours * H)
+    with rt.lock:
+        after = rt.host.get_facts(engine.name, engine.sid("t"))
+    assert [f for f in after if f.get("rk") == "t"] == []
+    assert len(after) == len(before)
+    engine.close("t")
+
+
+@pytest.mark.durable
+def test_a_failing_durable_call_names_the_operation_and_drops_the_session(
+    rules: Ruleset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A durable failure in a due check or in observing says which it was, never the
+    facts; the referral's possibly partial session is dropped and replayed next time."""
+    engine = EventRules(rules, engine="durable")
+    engine.observe("f", [status("f", 1, T0, "received")])
+    host = runtime().host
+
+    def refuse(*args: Any) -> None:
+        raise ValueError("refused {'patient': 'x'}")
+
+    monkeypatch.setattr(host, "assert_fact", refuse)
+    with pytest.raises(RulesError) as info:
+        engine.due("f", T0 + 3 * D)
+    assert str(info.value) == f"durable-rules: due failed on ruleset {engine.name!r} (ValueError)"
+    assert not engine.has_session("f")
+    with pytest.raises(RulesError) as info:
+        engine.observe("f", [status("f", 1, T0, "received"), status("f", 2, T0 + H, "no_show")])
+    assert str(info.value) == (
+        f"durable-rules: observe failed on ruleset {engine.name!r} (ValueError)"
+    )
+    monkeypatch.undo()
+    assert alerts(engine, "f", T0 + 3 * D) == [("once", T0 + H), ("slow", T0 + 2 * D)]
+    assert engine.has_session("f")
+    engine.close("f")
