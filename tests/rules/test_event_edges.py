@@ -1,6 +1,7 @@
-"""Event rules at their edges: a pattern counted once, which referral loses its durable
-session when an engine is full, what a due check leaves behind, and what a failing durable
-call says and undoes.
+"""Event rules at their edges: a pattern counted once, an alert without a reason, a pattern
+built in Python checked signal by signal, an engine of one session, which referral loses
+its durable session when an engine is full, what a due check leaves behind, and what a
+failing durable call says and undoes.
 
 Each test pins a behaviour that mutation testing (``nox -s mutation``) found no test held."""
 
@@ -15,8 +16,8 @@ from referralkit.errors import RulesError
 from referralkit.model import ReferralEvent
 from referralkit.rules.durable import runtime
 from referralkit.rules.loader import loads
-from referralkit.rules.model import Ruleset
-from referralkit.rules.timeline import EventRules
+from referralkit.rules.model import Rule, Ruleset
+from referralkit.rules.timeline import Deadline, EventRules, Signal, pattern_of
 
 T0 = dt.datetime(2026, 2, 2, 9, 0, tzinfo=dt.UTC)
 H = dt.timedelta(hours=1)
@@ -72,6 +73,54 @@ def test_a_pattern_counted_once_is_due_from_its_first_signal(
     engine.observe("r", history)
     assert alerts(engine, "r", T0 + 2 * D) == [("once", T0 + D)]
     assert alerts(engine, "r", T0 + 5 * D) == [("once", T0 + D)]
+
+
+def test_an_alert_carries_the_rules_action_and_an_empty_reason_when_it_has_none(
+    rules: Ruleset, engine_name: str
+) -> None:
+    engine = EventRules(rules, engine=engine_name)  # type: ignore[arg-type]
+    engine.observe("n", [status("n", 1, T0, "received")])
+    [alert] = engine.due("n", T0 + 3 * D)
+    assert (alert.rule_id, alert.action, alert.reason, alert.at) == (
+        "slow",
+        "escalate",
+        "",
+        T0 + 2 * D,
+    )
+
+
+def test_a_pattern_built_in_python_is_checked_signal_by_signal() -> None:
+    """Every signal of a pattern that has not been through the loader is checked, past an
+    unknown one: an attribute the signal does not have, and one of the wrong type."""
+    pattern = Deadline(
+        Signal("recieved"),
+        (
+            Signal("scheduled", (("urgent", True),)),
+            Signal("auth_requested", (("expedited", "yes"),)),
+        ),
+        within=86400,
+    )
+    with pytest.raises(RulesError) as info:
+        pattern_of(Rule("r", pattern, {"action": "notify"}))  # type: ignore[arg-type]
+    assert str(info.value) == (
+        "rule 'r': unknown signal Signal(name='recieved', where=()); "
+        "signal 'scheduled': bad attribute 'urgent'; "
+        "signal 'auth_requested': bad attribute 'expedited'"
+    )
+
+
+def test_an_engine_of_one_session_serves_every_referral(rules: Ruleset, engine_name: str) -> None:
+    """``max_sessions = 1`` is allowed: referrals take turns in the one session (durable
+    replays each), and every answer is the same."""
+    engine = EventRules(rules, engine=engine_name, max_sessions=1)  # type: ignore[arg-type]
+    for rid in ("x", "y"):
+        engine.observe(rid, [status(rid, 1, T0, "received")])
+    for _ in range(2):
+        for rid in ("x", "y"):
+            assert alerts(engine, rid, T0 + 3 * D) == [("slow", T0 + 2 * D)]
+    assert engine.sessions == (1 if engine_name == "durable" else 0)
+    for rid in ("x", "y"):
+        engine.close(rid)
 
 
 @pytest.mark.durable
