@@ -109,6 +109,16 @@ def test_a_pattern_built_in_python_is_checked_signal_by_signal() -> None:
     )
 
 
+@pytest.mark.parametrize("window", [True, 1.5, 0])
+def test_a_window_built_in_python_is_a_whole_positive_number_of_seconds(window: object) -> None:
+    pattern = Deadline(Signal("received"), (), within=window)  # type: ignore[arg-type]
+    with pytest.raises(RulesError) as info:
+        pattern_of(Rule("w", pattern, {"action": "notify"}))  # type: ignore[arg-type]
+    assert str(info.value) == (
+        "rule 'w': the window must be a whole number of seconds from 1 to 3162240000"
+    )
+
+
 def test_an_engine_of_one_session_serves_every_referral(rules: Ruleset, engine_name: str) -> None:
     """``max_sessions = 1`` is allowed: referrals take turns in the one session (durable
     replays each), and every answer is the same."""
