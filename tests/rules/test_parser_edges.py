@@ -66,3 +66,40 @@ def test_a_file_nested_too_deeply_to_read_names_its_source() -> None:
     assert (problem.source, problem.line, problem.rule_id) == ("deep.toml", None, None)
     assert problem.message == "nested too deeply to read (the limit is 32 levels of all/any/not)"
     assert str(problem).startswith("deep.toml: ")
+
+
+def test_header_and_output_problems_to_the_letter() -> None:
+    """A misspelt hit policy points at its own line and field; a list output with an item
+    of the wrong type names the type its items must have."""
+    text = """[ruleset]
+name = "t"
+kind = "coverage"
+hit_policy = "firsst"
+
+[[rules]]
+id = "r"
+then = { covered = "covered", alternatives = ["a", 1] }
+"""
+    with pytest.raises(RulesetError) as info:
+        loads(text, source="t.toml")
+    found = [(p.line, p.rule_id, p.field, p.message) for p in info.value.problems]
+    assert found == [
+        (
+            4,
+            None,
+            "hit_policy",
+            "'firsst' is not one of unique, any, priority, first, collect, rule order, "
+            "output order (did you mean 'first'?)",
+        ),
+        (8, "r", "then.alternatives", "expected str values"),
+    ]
+
+
+def test_only_urgency_rulesets_aggregate() -> None:
+    """A coverage ruleset that collects may not aggregate: there is no score to sum."""
+    text = HEAD + 'hit_policy = "collect"\naggregation = "sum"\n'
+    text += '\n[[rules]]\nid = "r"\nthen = { covered = "covered" }\n'
+    with pytest.raises(RulesetError) as info:
+        loads(text, source="t.toml")
+    found = [(p.line, p.field, p.message) for p in info.value.problems]
+    assert found == [(5, "aggregation", "only urgency rulesets aggregate (their score)")]
