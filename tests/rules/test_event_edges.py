@@ -14,7 +14,7 @@ import pytest
 
 from referralkit.errors import RulesError
 from referralkit.model import ReferralEvent
-from referralkit.rules.durable import runtime
+from referralkit.rules.durable import SESSION, DurableEngine, runtime
 from referralkit.rules.loader import loads
 from referralkit.rules.model import Rule, Ruleset
 from referralkit.rules.timeline import Deadline, EventRules, Signal, pattern_of
@@ -198,3 +198,47 @@ def test_a_failing_durable_call_names_the_operation_and_drops_the_session(
     assert alerts(engine, "f", T0 + 3 * D) == [("once", T0 + H), ("slow", T0 + 2 * D)]
     assert engine.has_session("f")
     engine.close("f")
+
+
+@pytest.mark.durable
+def test_a_failed_durable_evaluation_leaves_no_state_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When durable fails after the facts went in, the session holding them is deleted
+    anyway, and the next evaluation answers as if nothing had happened."""
+    collect = loads(
+        """
+[ruleset]
+name = "left-behind"
+kind = "urgency"
+hit_policy = "collect"
+
+[[rules]]
+id = "old"
+when = { "patient.age" = { gte = 65 } }
+then = { priority = "urgent" }
+
+[[rules]]
+id = "any"
+then = { priority = "routine" }
+"""
+    )
+    engine = DurableEngine(collect)
+    rt = runtime()
+    host = rt.host
+    real = host.delete_state
+    calls: list[str] = []
+
+    def fail_once(ruleset: str, sid: str) -> None:
+        calls.append(sid)
+        if len(calls) == 1:
+            raise ValueError("failed {'patient': 'x'}")
+        real(ruleset, sid)
+
+    monkeypatch.setattr(host, "delete_state", fail_once)
+    with pytest.raises(RulesError, match="evaluation failed"):
+        engine.matches({"patient.age": 70}, dt.date(2026, 1, 5))
+    assert calls == [SESSION, SESSION]
+    assert not rt.state_exists(engine.name, SESSION)
+    monkeypatch.undo()
+    assert engine.matches({"patient.age": 30}, dt.date(2026, 1, 5)) == [1]
