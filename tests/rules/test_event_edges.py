@@ -1,7 +1,7 @@
 """Event rules at their edges: a pattern counted once, an alert without a reason, a pattern
 built in Python checked signal by signal, an engine of one session, which referral loses
-its durable session when an engine is full, what a due check leaves behind, and what a
-failing durable call says and undoes.
+its durable session when an engine is full, what a due check leaves behind, what a failing
+durable call says and undoes, and a failed durable evaluation's session.
 
 Each test pins a behaviour that mutation testing (``nox -s mutation``) found no test held."""
 
