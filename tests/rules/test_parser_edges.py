@@ -103,3 +103,25 @@ def test_only_urgency_rulesets_aggregate() -> None:
         loads(text, source="t.toml")
     found = [(p.line, p.field, p.message) for p in info.value.problems]
     assert found == [(5, "aggregation", "only urgency rulesets aggregate (their score)")]
+
+
+def test_a_key_missing_from_a_rule_points_at_the_rule_not_at_the_next_one() -> None:
+    """A rule without ``then`` is refused at its own ``[[rules]]`` line, not at the ``then``
+    of the rule after it."""
+    text = (
+        HEAD
+        + """
+[[rules]]
+id = "a"
+when = { specialty = "cardiology" }
+
+[[rules]]
+id = "b"
+when = { specialty = "oncology" }
+then = { covered = "covered" }
+"""
+    )
+    with pytest.raises(RulesetError) as info:
+        loads(text, source="t.toml")
+    found = [(p.line, p.rule_id, p.field, p.message) for p in info.value.problems]
+    assert found == [(5, "a", "then", "expected a table of outputs")]
