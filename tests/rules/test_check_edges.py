@@ -1,5 +1,6 @@
-"""A condition's text, a checker warning to the letter, and the line of a limit broken in
-Python by a ruleset loaded from a file.
+"""A condition's text, a checker warning to the letter, the line of a limit broken in
+Python by a ruleset loaded from a file, and the limits' problems of a ruleset built in
+Python.
 
 Each test pins a behaviour that mutation testing (``nox -s mutation``) found no test held."""
 
@@ -10,8 +11,9 @@ from pathlib import Path
 import attrs
 
 from referralkit.rules.check import check
+from referralkit.rules.limits import problems
 from referralkit.rules.loader import load, loads
-from referralkit.rules.model import All, AnyOf, Compare, Op
+from referralkit.rules.model import All, AnyOf, Compare, Kind, Op, Rule, Ruleset
 
 CARDIOLOGY = Compare("specialty", Op.EQ, "cardiology")
 OLD = Compare("patient.age", Op.GTE, 65)
@@ -62,3 +64,20 @@ def test_a_limit_broken_after_loading_is_found_on_the_files_line(tmp_path: Path)
         "then.score",
         "expected a finite number of magnitude at most 1e+06",
     )
+
+
+def test_a_ruleset_built_in_python_gets_each_problem_with_its_field() -> None:
+    """A group whose items are not a tuple, and a negative window, each named precisely."""
+    ruleset = Ruleset(
+        name="p",
+        kind=Kind.URGENCY,
+        rules=(
+            Rule("listed", All([CARDIOLOGY]), {"priority": "urgent"}),  # type: ignore[arg-type]
+            Rule("negative", CARDIOLOGY, {"priority": "urgent", "due_days": -1}),
+        ),
+    )
+    found = [(p.rule_id, p.field, p.message) for p in problems(ruleset)]
+    assert found == [
+        ("listed", "when", "All needs a tuple of items"),
+        ("negative", "then.due_days", "expected a whole number from 0"),
+    ]
