@@ -20,6 +20,7 @@ from referralkit.directory import (
     InsurancePlan,
     Location,
     MatchPolicy,
+    MatchResult,
     MemoryDirectory,
     Organization,
     Practitioner,
@@ -588,26 +589,38 @@ class TestDistancesOnDemand:
             )
         directory = MemoryDirectory(entries)  # type: ignore[arg-type]
         lazy = attrs.evolve(DEFAULT_POLICY, distance_unknown=unknown)
-        every = attrs.evolve(lazy, max_distance_km=1e9)  # excludes nobody: all computed
         for limit in (1, 10, 50):
-            results = [
-                match(
-                    referral(),
-                    directory,
-                    as_of=NOW,
-                    limit=limit,
-                    policy=p,
-                    origin=HARTFORD,
-                    scheduler=scheduler if with_slots else None,
-                    specialty=CARDIOLOGY,
-                    excluded=None,
-                )
-                for p in (lazy, every)
-            ]
-            assert len(results[0].ranked) == limit
-            assert results[0].ranked == results[1].ranked
-            assert results[0].excluded == results[1].excluded
-            assert results[0].excluded_by == results[1].excluded_by
+            got = _ranks_as_brute_force(directory, lazy, limit, scheduler if with_slots else None)
+            assert len(got.ranked) == limit
+
+
+def _run(
+    directory: MemoryDirectory, policy: MatchPolicy, limit: int, scheduler: MemoryScheduler | None
+) -> MatchResult:
+    return match(
+        referral(),
+        directory,
+        as_of=NOW,
+        limit=limit,
+        policy=policy,
+        origin=HARTFORD,
+        scheduler=scheduler,
+        specialty=CARDIOLOGY,
+        excluded=None,
+    )
+
+
+def _ranks_as_brute_force(
+    directory: MemoryDirectory, lazy: MatchPolicy, limit: int, scheduler: MemoryScheduler | None
+) -> MatchResult:
+    """``match`` with ``lazy`` (distances on demand), checked equal to the same policy with a
+    bound that excludes nobody (every distance computed); the lazy result."""
+    every = attrs.evolve(lazy, max_distance_km=1e9)
+    got, brute = _run(directory, lazy, limit, scheduler), _run(directory, every, limit, scheduler)
+    assert got.ranked == brute.ranked
+    assert got.excluded == brute.excluded
+    assert got.excluded_by == brute.excluded_by
+    return got
 
 
 # a pool of positions so that candidates share some (equal distances: the reference decides),
@@ -691,30 +704,13 @@ def test_distances_on_demand_rank_as_brute_force(
     lazy = attrs.evolve(
         DEFAULT_POLICY, distance_unknown=unknown, per_km=per_km, max_km_penalty=most
     )
-    every = attrs.evolve(lazy, max_distance_km=1e9)  # excludes nobody: every distance computed
-
-    def run(policy: MatchPolicy, limit: int) -> object:
-        return match(
-            referral(),
-            directory,
-            as_of=NOW,
-            limit=limit,
-            policy=policy,
-            origin=HARTFORD,
-            scheduler=scheduler if with_slots else None,
-            specialty=CARDIOLOGY,
-            excluded=None,
-        )
-
-    got, brute = run(lazy, limit), run(every, limit)
-    assert got.ranked == brute.ranked  # type: ignore[attr-defined]
-    assert got.excluded == brute.excluded  # type: ignore[attr-defined]
-    assert got.excluded_by == brute.excluded_by  # type: ignore[attr-defined]
+    got = _ranks_as_brute_force(directory, lazy, limit, scheduler if with_slots else None)
     if not with_slots:  # the first `limit` of the whole ranking
-        whole = run(every, len(specs)).ranked  # type: ignore[attr-defined]
-        assert [c.reference for c in got.ranked] == [c.reference for c in whole[:limit]]  # type: ignore[attr-defined]
+        every = attrs.evolve(lazy, max_distance_km=1e9)
+        whole = _run(directory, every, len(specs), None).ranked
+        assert [c.reference for c in got.ranked] == [c.reference for c in whole[:limit]]
     places = {e.id: e for e in entries if isinstance(e, Location)}
-    for c in got.ranked:  # type: ignore[attr-defined]
+    for c in got.ranked:
         known = [
             (HARTFORD.km_to(places[i].position), i)  # type: ignore[arg-type]
             for i in directory.get(PractitionerRole, c.id).location_ids  # type: ignore[union-attr]

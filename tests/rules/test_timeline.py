@@ -1136,14 +1136,15 @@ def alerts_after(engine: EventRules, history: list[ReferralEvent], split: int, n
 
 
 EVENT_EXAMPLES = 120 if CI else 40
-
-
-@settings(
+event_settings = settings(
     max_examples=EVENT_EXAMPLES,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+@event_settings
 @given(
     rs=rulesets("event", max_rules=4, effective_dates=False),
     history=histories(),
@@ -1198,12 +1199,7 @@ def test_durable_evaluator_agrees_with_the_python_evaluator() -> None:
     assert count >= EVENT_EXAMPLES * 4
 
 
-@settings(
-    max_examples=EVENT_EXAMPLES,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+@event_settings
 @given(
     rs=rulesets("event", max_rules=4),
     history=histories(),
