@@ -612,13 +612,16 @@ def report_sample(recorded: Verdicts, names: list[str], fail_under: float) -> in
     return 1 if total.score is not None and 100.0 * total.score < fail_under else 0
 
 
-def run_sample(
-    recorded: Verdicts, batch: list[str], chosen: list[str], everything: list[str], args: Any
-) -> int:
-    """Run the sampled mutants without a verdict (``batch``, of several modules) in one mutmut
-    run (one clean run of their tests, not one per module), recording every minute."""
+def run_batch(
+    recorded: Verdicts, batch: list[str], modules: list[str], everything: list[str], args: Any
+) -> None:
+    """Run the mutants ``batch`` (of several ``modules``) in one mutmut run (one clean run of
+    their tests, not one per module), recording the modules' verdicts every minute and at
+    the end."""
+    if not batch:
+        return
     stop = threading.Event()
-    touched = [m for m in chosen if codes_of(m)]
+    touched = [m for m in modules if codes_of(m)]
 
     def watch() -> None:
         while not stop.wait(60):
@@ -626,26 +629,31 @@ def run_sample(
             for module in touched:
                 record(recorded, module)
 
-    if batch:
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        started = time.monotonic()
-        try:
-            code = mutmut(["run", "--max-children", str(args.max_children), *batch])
-        finally:
-            stop.set()
-            watcher.join()
-            for module in touched:
-                record(recorded, module)
-        if code != 0:
-            print(f"mutation: mutmut run exited {code}", file=sys.stderr)
-        wanted = set(batch)
-        left = sum(1 for m in touched for name in pending(m) if name in wanted)
-        print(
-            f"mutation: sample: {len(batch) - left} mutants in "
-            f"{time.monotonic() - started:.0f} s, {left} left",
-            flush=True,
-        )
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    started = time.monotonic()
+    try:
+        code = mutmut(["run", "--max-children", str(args.max_children), *batch])
+    finally:
+        stop.set()
+        watcher.join()
+        for module in touched:
+            record(recorded, module)
+    if code != 0:
+        print(f"mutation: mutmut run exited {code}", file=sys.stderr)
+    wanted = set(batch)
+    left = sum(1 for m in touched for name in pending(m) if name in wanted)
+    print(
+        f"mutation: {len(batch) - left} mutants in {time.monotonic() - started:.0f} s, {left} left",
+        flush=True,
+    )
+
+
+def run_sample(
+    recorded: Verdicts, batch: list[str], modules: list[str], everything: list[str], args: Any
+) -> int:
+    """Run the sampled mutants without a verdict (``batch``) and report the sample."""
+    run_batch(recorded, batch, modules, everything, args)
     write_progress(args.progress, everything, "sample")
     return report_sample(recorded, everything, args.fail_under)
 
@@ -723,6 +731,7 @@ def main(argv: list[str] | None = None) -> int:
     again: list[str] = []
     for module in chosen if args.retest_survivors else args.retest:
         again += retest(module, recorded)
+    extra = [m for m in dict.fromkeys(args.retest) if m not in chosen]
     if args.sample is not None:
         batch = set(again)
         for module in chosen:
@@ -737,8 +746,11 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(str(error))
             batch.update(name for name in drawn[:size] if codes[name] is None)
         write_verdicts(recorded)
-        return run_sample(recorded, sorted(batch), chosen, everything, args)
+        return run_sample(recorded, sorted(batch), [*chosen, *extra], everything, args)
     write_verdicts(recorded)
+    # the survivors of --retest modules that do not otherwise run are judged again now, not
+    # at the driver's next start
+    run_batch(recorded, [n for n in again if n.split(".")[2] in extra], extra, everything, args)
     # cheapest first, each finished module a result to read while the next one runs
     order = sorted(chosen, key=lambda m: (cost(m), m))
     shown = sorted(everything, key=lambda m: (cost(m), m))  # the table: every module

@@ -345,3 +345,54 @@ def test_a_sampled_run_passes_mutmut_the_unjudged_head_of_each_sample(
     # another seed is refused while this sample holds
     with pytest.raises(SystemExit):
         mutation.main([*common, "--sample", "8", "--seed", "4"])
+
+
+def test_a_retested_module_outside_only_is_judged_in_the_same_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--retest beta --only alpha``: beta's survivors are judged again and recorded by this
+    run, with or without ``--sample`` (they used to wait for the driver's next start)."""
+    monkeypatch.chdir(tmp_path)
+    _project(tmp_path, "def f():\n    return 1\n")
+    (tmp_path / "src/referralkit/rules/beta.py").write_text("def g():\n    return 1\n")
+    beta = [f"referralkit.rules.beta.x_g__mutmut_{i}" for i in (1, 2)]
+    _meta(tmp_path, {A: 1, B: 1})
+    meta = tmp_path / "mutants/src/referralkit/rules/beta.py.meta"
+    meta.write_text(json.dumps({"exit_code_by_key": {beta[0]: 1, beta[1]: 0}}), encoding="utf-8")
+    runs: list[list[str]] = []
+
+    def fake_mutmut(arguments: list[str]) -> int:  # kills what it is given
+        names = arguments[3:]
+        runs.append(names)
+        for module in ("alpha", "beta"):
+            codes = mutation.codes_of(module)
+            codes.update({n: 1 for n in names if n in codes})
+            mutation.save_codes(module, codes)
+        return 0
+
+    monkeypatch.setattr(mutation, "mutmut", fake_mutmut)
+    common = ["--max-children", "2", "--progress", str(tmp_path / "p.md"), "--only", "alpha"]
+    recorded = mutation.read_verdicts()
+    for module in ("alpha", "beta"):
+        mutation.sync(recorded, module)
+    mutation.write_verdicts(recorded)
+    assert mutation.read_verdicts()["modules"]["beta"]["verdicts"][beta[1]] == "survived"
+
+    assert mutation.main([*common, "--retest", "beta"]) == 0
+    assert runs == [[beta[1]]]
+    assert mutation.read_verdicts()["modules"]["beta"]["verdicts"][beta[1]] == "killed"
+
+    codes = mutation.codes_of("beta")  # the survivor back, then the sampled path
+    codes[beta[1]] = 0
+    mutation.save_codes("beta", codes)
+    recorded = mutation.read_verdicts()
+    mutation.sync(recorded, "beta", again=True)
+    mutation.write_verdicts(recorded)
+    _meta(tmp_path, {A: 1, B: 1})
+    meta.write_text(json.dumps({"exit_code_by_key": {beta[0]: 1, beta[1]: 0}}), encoding="utf-8")
+    recorded = mutation.read_verdicts()
+    mutation.sync(recorded, "beta")
+    mutation.write_verdicts(recorded)
+    assert mutation.main([*common, "--retest", "beta", "--sample", "2"]) == 0
+    assert runs[-1] == [beta[1]]
+    assert mutation.read_verdicts()["modules"]["beta"]["verdicts"][beta[1]] == "killed"
