@@ -69,7 +69,7 @@ from .model import (
     ReferralEvent,
     Status,
 )
-from .storage._snapshot import AuditSnapshot
+from .storage._snapshot import AuditEvent, AuditSnapshot
 
 __all__ = [
     "AUDIT_EVENT_TYPES",
@@ -256,6 +256,16 @@ class _Audited(Protocol):
     def attachment_kinds(self) -> frozenset[AttachmentKind]: ...
 
 
+class _Change(Protocol):
+    """What the audit reads of an event: a :class:`~referralkit.model.ReferralEvent`, or the
+    :class:`~referralkit.storage._snapshot.AuditEvent` a SQL store reads for the store audit."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def at(self) -> dt.datetime: ...
+
+
 def _finding(
     kind: FindingKind,
     referral: _Audited,
@@ -348,7 +358,7 @@ them): give :func:`audit` and :func:`audit_all` a history selected to these type
 the whole history, for a fraction of the reading."""
 
 
-def _status_since(r: _Audited, events: Sequence[ReferralEvent] | None) -> dt.datetime:
+def _status_since(r: _Audited, events: Sequence[_Change] | None) -> dt.datetime:
     if events:
         for event in reversed(events):
             if event.type in AUDIT_EVENT_TYPES:
@@ -359,7 +369,7 @@ def _status_since(r: _Audited, events: Sequence[ReferralEvent] | None) -> dt.dat
 def _stale(
     r: _Audited,
     as_of: dt.datetime,
-    events: Sequence[ReferralEvent] | None,
+    events: Sequence[_Change] | None,
     rules: AuditRules,
 ) -> Iterator[Finding]:
     limit = rules.stale_after_by_status.get(r.status, rules.stale_after)
@@ -464,7 +474,7 @@ def audit(
 def _audit(
     r: _Audited,
     as_of: dt.datetime,
-    events: Sequence[ReferralEvent] | None,
+    events: Sequence[_Change] | None,
     rules: AuditRules,
 ) -> Iterator[Finding]:
     status = r.status
@@ -542,7 +552,9 @@ class DuplicateIndex:
 
 
 def audit_all(
-    referrals: Iterable[Referral | tuple[Referral | AuditSnapshot, Sequence[ReferralEvent]]],
+    referrals: Iterable[
+        Referral | tuple[Referral | AuditSnapshot, Sequence[ReferralEvent] | Sequence[AuditEvent]]
+    ],
     as_of: dt.datetime,
     *,
     rules: AuditRules = DEFAULT_AUDIT,

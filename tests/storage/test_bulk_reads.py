@@ -42,7 +42,7 @@ from referralkit.rules.timeline import EventRules
 from referralkit.serialization import from_dict, to_dict
 from referralkit.storage import _json, _snapshot
 from referralkit.storage._json import PLAIN
-from referralkit.storage._snapshot import AuditSnapshot, Slow, fast_referral
+from referralkit.storage._snapshot import AuditEvent, AuditSnapshot, Slow, fast_referral
 from referralkit.storage.sqlite import SQLiteStore
 from referralkit.testing import referral_events, referrals, sample_request
 
@@ -465,8 +465,13 @@ def test_the_sql_store_audit_reads_the_audited_parts(
     read = list(store._audit_histories(AUDIT_EVENT_TYPES))
     assert read
     assert all(isinstance(r, AuditSnapshot) for r, _ in read)
-    assert [e for _, e in read] == [
-        e for _, e in store.export_selected(AUDIT_EVENT_TYPES, latest=True)
+    # the last status change: only its type and time (the payload no check reads is not
+    # decoded) where the row is sealed and its time read as text (SQLite)
+    if kind != "postgres":
+        assert all(isinstance(e, AuditEvent) for _, events in read for e in events)
+    assert [[(e.type, e.at) for e in events] for _, events in read] == [
+        [(e.type, e.at) for e in events]
+        for _, events in store.export_selected(AUDIT_EVENT_TYPES, latest=True)
     ]
     for as_of in (end, end + dt.timedelta(days=30)):
         reference = list(audit_all(store.export(), as_of))
@@ -542,6 +547,123 @@ def test_a_damaged_snapshot_is_refused_as_the_reference_refuses_it(
     with pytest.raises(CorruptRecordError) as found:
         list(audit_all(store._audit_histories(AUDIT_EVENT_TYPES), end))
     assert str(found.value) == str(reference.value)
+
+
+def last_status_change(store: rk.ReferralStore, referral_id: str) -> tuple[int, int, str, str]:
+    """``(version, idx, at, payload)`` of the SQLite row of ``referral_id``'s last event of
+    the audit's types."""
+    import sqlite3
+
+    assert isinstance(store, SQLiteStore)
+    marks = ", ".join("?" for _ in AUDIT_EVENT_TYPES)
+    with closing(sqlite3.connect(store.path)) as conn:
+        found: tuple[int, int, str, str] = conn.execute(
+            f"SELECT version, idx, at, payload FROM events WHERE referral_id = ? "
+            f"AND type IN ({marks}) ORDER BY version DESC, idx DESC LIMIT 1",
+            (referral_id, *sorted(AUDIT_EVENT_TYPES)),
+        ).fetchone()
+    return found
+
+
+def set_event(
+    store: rk.ReferralStore, referral_id: str, version: int, idx: int, **values: str
+) -> None:
+    import sqlite3
+
+    assert isinstance(store, SQLiteStore)
+    columns = ", ".join(f"{name} = ?" for name in values)
+    with closing(sqlite3.connect(store.path)) as conn, conn:
+        conn.execute(
+            f"UPDATE events SET {columns} WHERE referral_id = ? AND version = ? AND idx = ?",
+            (*values.values(), referral_id, version, idx),
+        )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        # the payload changed under its seal (the audit never decodes it): still verified
+        lambda at, payload: {"payload": payload.replace('"~c":"', '"~c":"0', 1)},
+        # the time changed: the seal covers it
+        lambda at, payload: {"at": at.replace(":00+00:00", ":01+00:00", 1)},
+        # not a time at all
+        lambda at, payload: {"at": "yesterday"},
+    ],
+)
+def test_a_damaged_last_status_change_is_refused_as_the_reference_refuses_it(
+    change: Callable[[str, str], dict[str, str]],
+    open_stores: Callable[[str], rk.ReferralStore],
+) -> None:
+    store = open_stores("sqlite")
+    _, end = simulated(3)
+    first = next(iter(store.export()))[0].id
+    version, idx, at, payload = last_status_change(store, first)
+    assert payload.startswith('{"~c":"')
+    assert at.endswith("+00:00")
+    set_event(store, first, version, idx, **change(at, payload))
+    with pytest.raises(CorruptRecordError) as reference:
+        list(audit_all(store.export_selected(AUDIT_EVENT_TYPES, latest=True), end))
+    with pytest.raises(CorruptRecordError) as found:
+        list(audit_all(store._audit_histories(AUDIT_EVENT_TYPES), end))
+    assert str(found.value) == str(reference.value)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        # written before sealing: read whole, every check run
+        lambda at, payload: {"payload": "{" + payload[payload.index('",') + 2 :]},
+        # a time in another offset (sealed as its UTC form): read whole
+        lambda at, payload: {
+            "at": dt.datetime.fromisoformat(at)
+            .astimezone(dt.timezone(dt.timedelta(hours=2)))
+            .isoformat()
+        },
+    ],
+)
+def test_a_last_status_change_the_projection_does_not_recognise_is_read_whole(
+    change: Callable[[str, str], dict[str, str]],
+    open_stores: Callable[[str], rk.ReferralStore],
+) -> None:
+    store = open_stores("sqlite")
+    _, end = simulated(3)
+    first = next(iter(store.export()))[0].id
+    version, idx, at, payload = last_status_change(store, first)
+    set_event(store, first, version, idx, **change(at, payload))
+    _, events = next(iter(store._audit_histories(AUDIT_EVENT_TYPES)))
+    assert [type(e) for e in events] == [rk.ReferralEvent]
+    for as_of in (end, end + dt.timedelta(days=30)):
+        reference = list(audit_all(store.export(), as_of))
+        assert list(audit_all(store._audit_histories(AUDIT_EVENT_TYPES), as_of)) == reference
+
+
+def test_the_audited_parts_no_check_reads_are_not_built(
+    open_stores: Callable[[str], rk.ReferralStore],
+) -> None:
+    """An open referral's follow-ups (empty), a cancelled, declined, failed or
+    entered-in-error one's authorization and appointments (unset): never read by a check,
+    so never built; the findings are still the reference's (above)."""
+    store = open_stores("sqlite")
+    whole = {r.id: r for r, _ in store.export()}
+    skipped_follow_ups = 0
+    statuses = set()
+    for view, _ in store._audit_histories(AUDIT_EVENT_TYPES):
+        assert isinstance(view, AuditSnapshot)
+        statuses.add(view.status)
+        referral = whole[view.id]
+        authorized = hasattr(view, "authorization"), hasattr(view, "appointments")
+        if view.status is rk.Status.COMPLETED or not view.status.is_terminal:
+            assert authorized == (True, True)
+            assert view.appointments == referral.appointments
+        else:
+            assert authorized == (False, False)
+        if view.status in (rk.Status.COMPLETED, rk.Status.FAILED):
+            assert view.follow_ups == referral.follow_ups
+        else:
+            assert view.follow_ups == ()
+            skipped_follow_ups += bool(referral.follow_ups)
+    assert skipped_follow_ups
+    assert {rk.Status.COMPLETED, rk.Status.CANCELLED, rk.Status.SCHEDULED} <= statuses
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])

@@ -42,7 +42,7 @@ from ..access import (
 from ..errors import ConcurrencyError, DuplicateReferralError, NotFoundError, ValidationError
 from ..events import apply_all
 from ..model import Priority, Referral, ReferralEvent, Status
-from ._snapshot import AuditSnapshot
+from ._snapshot import AuditEvent, AuditSnapshot
 from ._versions import RuleVersion
 
 __all__ = [
@@ -70,7 +70,9 @@ Change: TypeAlias = tuple[Referral, Sequence[ReferralEvent], int]
 History: TypeAlias = tuple[Referral, Sequence[ReferralEvent]]
 """A referral's current snapshot with its whole history (every event, oldest first)."""
 
-AuditHistory: TypeAlias = tuple[Referral | AuditSnapshot, Sequence[ReferralEvent]]
+AuditHistory: TypeAlias = tuple[
+    Referral | AuditSnapshot, Sequence[ReferralEvent] | Sequence[AuditEvent]
+]
 """What the store audit reads of one referral (see :meth:`ReferralStore._audit_histories`)."""
 
 

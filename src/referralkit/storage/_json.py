@@ -45,7 +45,7 @@ from ..crypto import CIPHER_PREFIX, FieldCipher, KeyProvider
 from ..errors import CorruptRecordError, EncryptionKeyError, StorageError, ValidationError
 from ..model import Referral, ReferralEvent
 from ..serialization import from_dict, to_dict
-from ._snapshot import AuditSnapshot, Slow, audit_snapshot, fast_referral
+from ._snapshot import AuditEvent, AuditSnapshot, Slow, audit_snapshot, fast_referral
 
 __all__ = [
     "PLAIN",
@@ -803,15 +803,17 @@ class RecordCodec:
                     return audit_snapshot(referral_id, _loads(head), _loads(when))
         return self.referral(stored, referral_id)
 
-    def payload_body(self, row: Sequence[Any]) -> tuple[str, str]:
-        """``(payload JSON text, count)`` of an event row, verified and decrypted."""
+    def payload_body(self, row: Sequence[Any], when: dt.datetime | None = None) -> tuple[str, str]:
+        """``(payload JSON text, count)`` of an event row, verified and decrypted (``when``:
+        the row's time already read from it, in UTC)."""
         referral_id = str(row[0])
         record = f"event {row[1]}.{row[2]}"
         text = self._text(row[6])
         if text is None:
             raise CorruptRecordError(referral_id, record, "its payload is not JSON text")
         try:
-            context = _event_context(*row[:6])
+            at = row[3] if when is None else when
+            context = _event_context(row[0], row[1], row[2], at, row[4], row[5])
         except (ValueError, TypeError, OverflowError):
             raise CorruptRecordError(referral_id, record, "its time is not a time") from None
         body, key_id, count = self.unseal(text, context, referral_id, record)
@@ -862,6 +864,24 @@ class RecordCodec:
             build = _fast_event if count != "-" else event_from_row
             events.append(build((*row[:6], body)))
         return events
+
+    def audit_events(self, row: Sequence[Any] | None) -> list[ReferralEvent] | list[AuditEvent]:
+        """What the store audit reads of a referral's last status change, ``row`` (``None``:
+        no such event): verified and decrypted as :meth:`selected` does, then only its type
+        and time built (:class:`AuditEvent`) when the row is sealed (text this store wrote
+        from a checked event); an unsealed row, or a time of another type, is read whole
+        (:meth:`selected`) and accepted or refused as every read does."""
+        if row is None:
+            return []
+        at, kind = row[3], row[5]
+        when = None
+        if type(at) is str and type(kind) is str:
+            with contextlib.suppress(ValueError):
+                when = _fromiso(at)
+        if when is None or when.tzinfo is not dt.UTC or when.fold:
+            return self.selected((row,))
+        _, count = self.payload_body(row, when)
+        return [AuditEvent(kind, when)] if count != "-" else self.selected((row,))
 
     def histories(self, rows: Iterable[Sequence[Any]]) -> Iterator[list[ReferralEvent]]:
         """:func:`events_by_referral`, each row verified and decrypted."""

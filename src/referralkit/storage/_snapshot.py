@@ -58,7 +58,15 @@ from ..model import (
     Status,
 )
 
-__all__ = ["AUDIT_PATHS", "AUDIT_WHEN", "AuditSnapshot", "Slow", "audit_snapshot", "fast_referral"]
+__all__ = [
+    "AUDIT_PATHS",
+    "AUDIT_WHEN",
+    "AuditEvent",
+    "AuditSnapshot",
+    "Slow",
+    "audit_snapshot",
+    "fast_referral",
+]
 
 _UTC: Final = dt.UTC
 _NOTHING: Final = attrs.NOTHING
@@ -293,6 +301,11 @@ AUDIT_PATHS: Final = (
 """The parts of a stored snapshot every audited referral needs, in the order
 :func:`audit_snapshot` takes them (JSON paths without the leading ``$.``)."""
 
+# the statuses whose checks read the authorization and the appointments (the open ones and
+# completed), and those whose checks read the follow-ups (the closed ones audited)
+_AUTHORIZED_BY: Final = frozenset(s for s in Status if s is Status.COMPLETED or not s.is_terminal)
+_FOLLOWED_BY: Final = frozenset({Status.COMPLETED, Status.FAILED})
+
 AUDIT_WHEN: Final = (
     ("services", "authorization.status", (AuthStatus.APPROVED.value,)),
     ("communications", "patient.interpreter_needed", (True,)),
@@ -303,6 +316,15 @@ it must hold)``: the requested services when the authorization is approved (the 
 check), the communications when the patient needs an interpreter, the attachments when the
 referral is seen or on hold (the consult note check). In this order after
 :data:`AUDIT_PATHS`; ``None`` where the condition does not hold."""
+
+
+class AuditEvent(typing.NamedTuple):
+    """What the record audit reads of a referral's last status change (the age of its
+    status): the event's type and time, from a row whose seal was verified; its payload,
+    which no check reads, is not decoded."""
+
+    type: str
+    at: dt.datetime
 
 
 class AuditPatient:
@@ -417,7 +439,7 @@ def audit_snapshot(referral_id: str, parts: Any, when: Any) -> AuditSnapshot:
         raise _SLOW
     view = _new(AuditSnapshot)
     view.id = found_id
-    view.status = _status(status)
+    status = view.status = _status(status)
     view.held_from = _optional(_status, held_from)
     view.updated_at = _datetime(updated_at)
     view.received_at = _optional(_datetime, received_at)
@@ -426,15 +448,21 @@ def audit_snapshot(referral_id: str, parts: Any, when: Any) -> AuditSnapshot:
     view.source_id = _optional(_text, source_id)
     view.specialty = _text(specialty)
     view.patient = AuditPatient(_text(patient_id), interpreter)
-    if type(authorization) is not dict:
-        raise _SLOW
-    auth = view.authorization = _builder(Authorization)(authorization)
-    view.appointments = _many(Appointment, appointments)
-    view.follow_ups = _many(FollowUp, follow_ups)
     services, communications, attachments = when
-    # each conditional part is there exactly when its condition holds (and a check reads it)
-    view.services = _many(Code, services) if auth.status is AuthStatus.APPROVED else ()
+    # each conditional part is there exactly when its condition holds (and a check reads
+    # it); the parts no check reads of a referral of this status are not built, and stay
+    # unset (reading one fails loudly): a cancelled, declined or entered-in-error referral
+    # is not checked at all, a failed one only for its follow-ups and its interpreter, an
+    # open one never for its follow-ups
+    if status in _AUTHORIZED_BY:
+        if type(authorization) is not dict:
+            raise _SLOW
+        auth = view.authorization = _builder(Authorization)(authorization)
+        view.appointments = _many(Appointment, appointments)
+        approved = auth.status is AuthStatus.APPROVED
+        view.services = _many(Code, services) if approved else ()
+    view.follow_ups = _many(FollowUp, follow_ups) if status in _FOLLOWED_BY else ()
     view.communications = _many(Communication, communications) if interpreter else ()
-    seen = view.status is Status.SEEN or view.status is Status.ON_HOLD
+    seen = status is Status.SEEN or status is Status.ON_HOLD
     view.attachments = _many(Attachment, attachments) if seen else ()
     return view

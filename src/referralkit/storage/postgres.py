@@ -1352,7 +1352,7 @@ class PostgresStore(ReferralStore):
                         return
                     for referral_id, snapshot, parts, event in rows:
                         referral = codec.audited(snapshot, referral_id, parts.reveal())
-                        yield referral, codec.selected(() if event is None else (event,))
+                        yield referral, codec.audit_events(event)
                     last = rows[-1][0]
         except PoolTimeout:
             raise StorageError(
