@@ -18,7 +18,14 @@ from referralkit.errors import ValidationError
 from referralkit.model import Covered
 from referralkit.rules.check import check
 from referralkit.rules.facts import FactType, extract, utc
-from referralkit.rules.limits import MAX_CONDITIONS, MAX_DEPTH, MAX_NUMBER, _Checker, problems
+from referralkit.rules.limits import (
+    MAX_CONDITIONS,
+    MAX_DEPTH,
+    MAX_NUMBER,
+    MAX_RULES,
+    _Checker,
+    problems,
+)
 from referralkit.rules.loader import load, loads
 from referralkit.rules.model import All, AnyOf, Compare, Kind, Not, Op, Rule, Ruleset
 from referralkit.rules.policies import coverage_decision
@@ -173,3 +180,30 @@ def test_a_referral_without_a_target_has_an_unknown_network_status() -> None:
 def test_no_matching_rule_gives_the_no_rule_matched_reason() -> None:
     decision = coverage_decision(None, {})
     assert (decision.covered, decision.reason) == (Covered.INDETERMINATE, "no-rule-matched")
+
+
+def test_a_rulesets_own_fields_built_in_python_are_checked() -> None:
+    """A blank name, a description that is not a string or holds a NUL, and more rules
+    than the limit: each refused, on the ruleset's own field."""
+    rule = Rule("a", CARDIOLOGY, {"covered": "covered"})
+    cases = [
+        (Ruleset(name="  ", kind=Kind.COVERAGE, rules=(rule,)), "name", "must not be blank"),
+        (
+            Ruleset(name="p", kind=Kind.COVERAGE, rules=(rule,), description=5),  # type: ignore[arg-type]
+            "description",
+            "expected a string, got int",
+        ),
+        (
+            Ruleset(name="p", kind=Kind.COVERAGE, rules=(rule,), description="a\x00b"),
+            "description",
+            "contains a NUL character",
+        ),
+        (
+            Ruleset(name="p", kind=Kind.COVERAGE, rules=(rule,) * (MAX_RULES + 1)),
+            "rules",
+            f"at most {MAX_RULES} rules (got {MAX_RULES + 1})",
+        ),
+    ]
+    for ruleset, field, message in cases:
+        found = [(p.rule_id, p.field, p.message) for p in problems(ruleset)]
+        assert found == [(None, field, message)]
