@@ -207,3 +207,18 @@ def test_a_rulesets_own_fields_built_in_python_are_checked() -> None:
     for ruleset, field, message in cases:
         found = [(p.rule_id, p.field, p.message) for p in problems(ruleset)]
         assert found == [(None, field, message)]
+
+
+def test_a_rules_description_and_citation_built_in_python_are_checked() -> None:
+    rules = (
+        Rule("a", CARDIOLOGY, {"covered": "covered"}, description="x\x00"),
+        Rule("b", CARDIOLOGY, {"covered": "covered"}, citation=7),  # type: ignore[arg-type]
+    )
+    found = [
+        (p.rule_id, p.field, p.message)
+        for p in problems(Ruleset(name="p", kind=Kind.COVERAGE, rules=rules))
+    ]
+    assert found == [
+        ("a", "description", "contains a NUL character"),
+        ("b", "citation", "expected a string, got int"),
+    ]
