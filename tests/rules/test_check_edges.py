@@ -222,3 +222,11 @@ def test_a_rules_description_and_citation_built_in_python_are_checked() -> None:
         ("a", "description", "contains a NUL character"),
         ("b", "citation", "expected a string, got int"),
     ]
+
+
+def test_info_needed_without_a_conditional_output_built_in_python_is_refused() -> None:
+    then = {"covered": "covered", "info_needed": ("performer",)}
+    ruleset = Ruleset(name="p", kind=Kind.COVERAGE, rules=(Rule("a", CARDIOLOGY, then),))
+    assert [(p.rule_id, p.field, p.message) for p in problems(ruleset)] == [
+        ("a", "then.info_needed", "info_needed only goes with a 'conditional' output")
+    ]
