@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from referralkit.errors import RulesError
+from referralkit.errors import RulesError, ValidationError
 from referralkit.model import ReferralEvent
 from referralkit.rules.durable import SESSION, DurableEngine, runtime
 from referralkit.rules.loader import loads
@@ -242,3 +242,87 @@ then = { priority = "routine" }
     assert not rt.state_exists(engine.name, SESSION)
     monkeypatch.undo()
     assert engine.matches({"patient.age": 30}, dt.date(2026, 1, 5)) == [1]
+
+
+DATED = """
+[ruleset]
+name = "dated"
+kind = "event"
+
+[[rules]]
+id = "old"
+deadline = { start = "received", stop = ["scheduled"], within = "1d" }
+then = { action = "notify", reason = "the old timeframe" }
+valid_to = 2026-02-04
+
+[[rules]]
+id = "new"
+deadline = { start = "received", stop = ["scheduled"], within = "2d" }
+then = { action = "escalate" }
+valid_from = 2026-02-05
+"""
+
+
+@pytest.mark.parametrize(
+    ("now", "later"),
+    [
+        (T0, T0),  # the same instant: two equal lists
+        (T0 + D - H, T0 + D),  # "old" becomes due exactly at ``later``
+        (T0 + D, T0 + D),  # due exactly at ``now``
+        (T0 + D, T0 + 2 * D + H),  # ``later`` on the day "new" comes into force, "old" gone
+        (T0 + D + H, T0 + 3 * D),  # "old" due now, only "new" in force later
+        (T0 + 3 * D, T0 + 30 * D),  # both instants after the change of timeframe
+    ],
+)
+def test_due_now_and_later_gives_each_instant_its_alerts_in_full(
+    now: dt.datetime, later: dt.datetime, engine_name: str
+) -> None:
+    """What the sweep asks in one pass, written out: for each instant, the rules due and in
+    force on that instant's own day, each with its ruleset, version, action and reason (an
+    empty reason when the rule has none), exactly what ``due`` says at each instant."""
+    ruleset = loads(DATED)
+    engine = EventRules(ruleset, engine=engine_name)  # type: ignore[arg-type]
+    engine.observe("r", [status("r", 1, T0, "received")])
+
+    def expected(at: dt.datetime) -> list[tuple[str, str, str, str, str, str, dt.datetime]]:
+        out = []
+        if at >= T0 + D and at.date() <= dt.date(2026, 2, 4):
+            out.append(("old", "dated", ruleset.version, "r", "notify", "the old timeframe"))
+        if at >= T0 + 2 * D and at.date() >= dt.date(2026, 2, 5):
+            out.append(("new", "dated", ruleset.version, "r", "escalate", ""))
+        starts = {"old": T0 + D, "new": T0 + 2 * D}
+        return [(*row, starts[row[0]]) for row in out]
+
+    def rows(found: list[Any]) -> list[tuple[str, str, str, str, str, str, dt.datetime]]:
+        return [
+            (a.rule_id, a.ruleset, a.version, a.referral_id, a.action, a.reason, a.at)
+            for a in found
+        ]
+
+    first, second = engine.due_now_and_later("r", now, later)
+    assert (rows(first), rows(second)) == (expected(now), expected(later))
+    assert (first, second) == (engine.due("r", now), engine.due("r", later))
+
+
+@pytest.mark.parametrize("naive", ["now", "later"])
+def test_due_now_and_later_names_the_naive_instant(naive: str, engine_name: str) -> None:
+    engine = EventRules(loads(DATED), engine=engine_name)  # type: ignore[arg-type]
+    engine.observe("r", [status("r", 1, T0, "received")])
+    instants = {"now": T0, "later": T0 + D}
+    instants[naive] = instants[naive].replace(tzinfo=None)
+    with pytest.raises(ValidationError) as info:
+        engine.due_now_and_later("r", instants["now"], instants["later"])
+    assert info.value.path == naive
+
+
+def test_an_engine_for_another_kind_of_ruleset_names_it() -> None:
+    coverage = loads(
+        '[ruleset]\nname = "plans"\nkind = "coverage"\n\n[[rules]]\nid = "a"\n'
+        'when = { specialty = "cardiology" }\nthen = { covered = "covered" }\n'
+    )
+    with pytest.raises(RulesError) as info:
+        EventRules(coverage)
+    assert str(info.value) == "ruleset 'plans' is a coverage ruleset, not event"
+    with pytest.raises(RulesError) as info:
+        EventRules("plans")  # type: ignore[arg-type]
+    assert str(info.value) == "ruleset '?' is a str ruleset, not event"
