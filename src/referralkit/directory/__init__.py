@@ -34,7 +34,7 @@ from ._model import (
     haversine_km,
     language_matches,
 )
-from ._port import Directory, DirectoryError, Matchable, MatchRow
+from ._port import CandidateGroup, Directory, DirectoryError, Matchable, MatchRow
 from ._sql import SqlDirectory, open_directory
 from .alternatives import Alternatives, ServiceAlternative, alternatives, needs_alternatives
 from .matching import (
@@ -62,6 +62,7 @@ __all__ = [
     "Address",
     "Alternatives",
     "Candidate",
+    "CandidateGroup",
     "Directory",
     "DirectoryError",
     "Entry",

@@ -8,7 +8,7 @@ from typing import NamedTuple, Protocol, TypeVar, runtime_checkable
 from ..errors import ReferralKitError
 from ._model import Entry, HealthcareService, PractitionerRole
 
-__all__ = ["Directory", "DirectoryError", "MatchRow", "Matchable"]
+__all__ = ["CandidateGroup", "Directory", "DirectoryError", "MatchRow", "Matchable"]
 
 E = TypeVar("E", bound=Entry)
 Matchable = PractitionerRole | HealthcareService
@@ -71,6 +71,35 @@ class MatchRow(NamedTuple):
 
     def __repr__(self) -> str:  # the reference only: a role's name may be a person's
         return f"MatchRow({self.reference!r})"
+
+
+class CandidateGroup(NamedTuple):
+    """Candidates that matching screens alike: what a stored directory's
+    ``screen_groups`` returns (``GROUP BY`` on its ``directory_candidates`` table), so that
+    matching counts the exclusions of a whole group at once and reads the rows of only the
+    groups that can rank (``screen_rows``).
+
+    The fields are what matching's screen reads of an entry, besides its locations:
+    ``practitioner_languages`` is true when the entry lists no language and names a
+    practitioner (whose languages then decide: such a group is screened row by row);
+    ``in_networks`` whether they are in one of the networks asked (true when none were);
+    ``size`` how many they are; ``members`` the code and id of each one's row, for
+    ``screen_rows`` (only for the groups in network: the others are counted).
+    """
+
+    kind: str
+    specialties: tuple[str, ...]
+    languages: tuple[str, ...]
+    accepting_new_patients: bool | None
+    interpreter_available: bool
+    telehealth: bool
+    practitioner_languages: bool
+    in_networks: bool
+    size: int
+    members: tuple[tuple[str, str], ...]
+
+    def __repr__(self) -> str:
+        return f"CandidateGroup({self.kind!r}, size={self.size})"
 
 
 @runtime_checkable

@@ -69,7 +69,7 @@ from ._model import (
     PractitionerRole,
     language_matches,
 )
-from ._port import Directory, M, Matchable, MatchRow
+from ._port import CandidateGroup, Directory, M, Matchable, MatchRow
 from .taxonomy import SPECIALTIES, Taxonomy, default_taxonomy
 
 __all__ = [
@@ -444,11 +444,38 @@ def match(
 
     counts: Counter[str] = Counter()
     in_network: frozenset[str] = frozenset()
-    if out_of_network_rule and excluded is not None:
+    found: list[_Entry]
+    # distance excludes nobody: computed only for the candidates that may rank (best
+    # first, by the most each can score), not for all
+    lazy = origin is not None and policy.max_distance_km is None
+    index = out_of_network_rule and excluded is not None  # the network index answers
+    grouping = getattr(directory, "screen_groups", None)
+    groups: list[CandidateGroup] | None = None
+    if grouping is not None and lazy and (index or not networks):
+        # every candidate read has one network status: screened a group at a time, and
+        # only the rows of the groups that may rank (or are listed) are read
+        asked = networks if index else None
+        every = [
+            *grouping(PractitionerRole, specialties=codes, networks=asked),
+            *grouping(HealthcareService, specialties=codes, networks=asked),
+        ]
+        considered = sum(g.size for g in every)  # what count_found counts
+        groups = [g for g in every if g.in_networks]
+        outside = considered - sum(g.size for g in groups)
+        if outside:  # counted, not read, as the network index answers them below
+            counts["network"] = outside
+        checked = not index
+        # a group whose rows differ in what screens them (new patients from the locations,
+        # languages from the practitioner) is screened row by row, as without groups
+        found = _group_rows(
+            directory,
+            [g for g in groups if g.accepting_new_patients is None or g.practitioner_languages],
+        )
+    elif index:
         # the network index answers: only the coverage's networks are read; the others of
         # the specialty are counted (measured: reading and excluding them cost 4/5 of a
         # match over 100,000 roles)
-        found: list[_Entry] = [
+        found = [
             *_find(directory, PractitionerRole, codes, networks),
             *_find(directory, HealthcareService, codes, networks),
         ]
@@ -507,9 +534,6 @@ def match(
     refused: list[tuple[str, _Entry, Practitioner | None]] = []
     wanted_places: list[str] = []
     speaks: dict[tuple[str, ...], bool] = {}
-    # distance excludes nobody: computed only for the candidates that may rank (best
-    # first, by the most each can score), not for all
-    lazy = origin is not None and policy.max_distance_km is None
     far = origin is not None and not lazy  # every distance is needed, to count exclusions
     inside = found
     if checked and out_of_network_rule:
@@ -522,6 +546,30 @@ def match(
                 counts["network"] += 1
                 refused.append((entry.reference, entry, person))
     screened, scored, excluded_here = _screen_all(inside, people, ctx, speaks, lazy, far)
+    uncounted = considered - len(found)  # excluded, not in `refused`: not read
+    later: dict[float, list[CandidateGroup]] = {}
+    if groups is not None:
+        uncounted = counts["network"]
+        refusing: list[CandidateGroup] = []
+        for g in groups:
+            if g.accepting_new_patients is None or g.practitioner_languages:
+                continue  # read above
+            row = MatchRow(
+                g.kind, "", "", None, None, None, g.specialties, g.languages, (),
+                g.accepting_new_patients, g.telehealth, g.interpreter_available,
+            )  # fmt: skip
+            _, done, no = _screen_all([row], {}, ctx, speaks, True, False)
+            if no:  # the whole group is excluded, for the same factors
+                for factor in no[0][1]:
+                    counts[factor] += g.size
+                refusing.append(g)
+                uncounted += g.size
+            else:  # read when the ranking reaches its bound
+                later.setdefault(done[0][0], []).append(g)
+        if refusing and (excluded is None or excluded > 0):
+            listed = _group_rows(directory, refusing, excluded)
+            uncounted -= len(listed)
+            refused += [(e.reference, e, None) for e in listed]
     for first, factors in excluded_here:
         for factor in factors:
             counts[factor] += 1
@@ -544,7 +592,7 @@ def match(
 
     ordered: Iterator[_Pending]
     if lazy:
-        ordered = _in_order(scored, ctx, directory)
+        ordered = _in_order(scored, ctx, directory, later)
     elif scheduler is None:
         ordered = iter(heapq.nsmallest(limit, scored))
     else:
@@ -556,6 +604,32 @@ def match(
         if excluded is None
         else heapq.nsmallest(excluded, refused, key=_first)
     )
+    if groups is not None:  # their practitioners (for the names) were not read yet
+        ranked_people = _get_many(
+            directory,
+            Practitioner,
+            (
+                p
+                for s in ranked
+                if s.person is None and (p := getattr(s.entry, "practitioner_id", None))
+            ),
+        )
+        for s in ranked:
+            if s.person is None:
+                s.person = ranked_people.get(getattr(s.entry, "practitioner_id", None) or "")
+        listed_people = _get_many(
+            directory,
+            Practitioner,
+            (
+                p
+                for _, e, person in shown
+                if person is None and (p := getattr(e, "practitioner_id", None))
+            ),
+        )
+        shown = [
+            (r, e, person or listed_people.get(getattr(e, "practitioner_id", None) or ""))
+            for r, e, person in shown
+        ]
     named = [s.entry for s in ranked] + [entry for _, entry, _ in shown]
     organizations.update(
         _get_many(directory, Organization, (e.organization_id for e in named if e.organization_id))
@@ -594,7 +668,7 @@ def match(
         window,
         considered,
         excluded_by=MappingProxyType(dict(sorted(counts.items()))),
-        excluded_count=len(refused) + (considered - len(found)),
+        excluded_count=len(refused) + uncounted,
     )
 
 
@@ -639,6 +713,25 @@ def _count(directory: Directory, kind: type[M], codes: frozenset[str]) -> int:
     if counting is not None:
         return int(counting(kind, specialties=codes))
     return len(directory.find(kind, specialties=codes))
+
+
+def _group_rows(
+    directory: Any, groups: Sequence[CandidateGroup], limit: int | None = None
+) -> list[_Entry]:
+    """The rows of ``groups`` (the first ``limit`` of each kind by id), roles then services:
+    the directory's ``screen_rows`` of their members."""
+    out: list[_Entry] = []
+    for kind in (PractitionerRole, HealthcareService):
+        keys = [key for g in groups if g.kind == kind.KIND for key in g.members]
+        if keys and limit is not None:
+            keys = heapq.nsmallest(limit, keys, key=_second)
+        if keys:
+            out += directory.screen_rows(kind, keys)
+    return out
+
+
+def _second(item: tuple[str, str]) -> str:
+    return item[1]
 
 
 _Screened = tuple[_Entry, Practitioner | None, float, NetworkStatus, str, list[str], bool | None]
@@ -857,7 +950,12 @@ _LAT_MARGIN: Final = 1 - 1e-9
 rounding (a few units in the last place; this is a micrometre per kilometre)."""
 
 
-def _in_order(bounded: list[_Bound], ctx: _Context, directory: Directory) -> Iterator[_Pending]:
+def _in_order(
+    bounded: list[_Bound],
+    ctx: _Context,
+    directory: Directory,
+    later: Mapping[float, list[CandidateGroup]] | None = None,
+) -> Iterator[_Pending]:
     """The candidates best first, as ``sorted`` on their exact points would give them, with
     distances computed only for those that may come next.
 
@@ -870,7 +968,11 @@ def _in_order(bounded: list[_Bound], ctx: _Context, directory: Directory) -> Ite
     is computed only when that tighter bound is the best left; a candidate is yielded when
     its exact key beats every bound left. Measured at 100,000 roles, the worst query enters
     groups of 75 and 601 candidates and computes 238 distances (was 688) for the 91 that
-    its ranking takes."""
+    its ranking takes.
+
+    ``later`` are the candidate groups of a stored directory whose rows are not read yet,
+    by minus their bound (the most they score, the same for every row of a group): read
+    (``screen_rows``) and screened when entered."""
     groups: dict[float, list[_Bound]] = {}
     for b in bounded:
         found = groups.get(b[0])
@@ -878,7 +980,8 @@ def _in_order(bounded: list[_Bound], ctx: _Context, directory: Directory) -> Ite
             groups[b[0]] = [b]
         else:
             found.append(b)
-    order = sorted(groups)  # minus the bound: the best group first
+    later = later or {}
+    order = sorted(groups.keys() | later.keys())  # minus the bound: the best group first
     exact: list[_Pending] = []
     tight: list[tuple[float, str, _Bound]] = []  # entered, distance not computed yet
     places = ctx.places
@@ -901,8 +1004,13 @@ def _in_order(bounded: list[_Bound], ctx: _Context, directory: Directory) -> Ite
             b = heapq.heappop(tight)[2]
             heapq.heappush(exact, _placed(b[2], b[3], ctx)[0])
             continue
-        members = groups[order[g]]
+        members = groups.get(order[g], [])
+        waiting = later.get(order[g])
         g += 1
+        if waiting:
+            rows = _group_rows(directory, waiting)
+            _, done, _ = _screen_all(rows, {}, ctx, {}, True, False)
+            members = [*members, *done]
         missing = [i for b in members for i in b[2][0].location_ids if i not in places]
         if missing:
             places.update(_get_many(directory, Location, missing))
