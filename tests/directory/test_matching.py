@@ -6,6 +6,7 @@ patient's language, a sooner slot) never lowers its rank."""
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 
 import attrs
 import pytest
@@ -25,6 +26,7 @@ from referralkit.directory import (
     Organization,
     Practitioner,
     PractitionerRole,
+    SqlDirectory,
     coverage_networks,
     match,
 )
@@ -709,6 +711,7 @@ def test_distances_on_demand_rank_as_brute_force(
         every = attrs.evolve(lazy, max_distance_km=1e9)
         whole = _run(directory, every, len(specs), None).ranked
         assert [c.reference for c in got.ranked] == [c.reference for c in whole[:limit]]
+    _stored_ranks_as_memory(entries, directory, lazy, limit, scheduler if with_slots else None)
     places = {e.id: e for e in entries if isinstance(e, Location)}
     for c in got.ranked:
         known = [
@@ -720,3 +723,31 @@ def test_distances_on_demand_rank_as_brute_force(
             assert (c.distance_km, c.location_id) == (round(min(known)[0], 3), min(known)[1])
         else:
             assert c.distance_km is None
+
+
+def _stored_ranks_as_memory(
+    entries: list[object],
+    memory: MemoryDirectory,
+    lazy: MatchPolicy,
+    limit: int,
+    scheduler: MemoryScheduler | None,
+) -> None:
+    """The same entries in SQLite (screened a group of alike candidates at a time, only the
+    groups the ranking enters read) give every field of memory's result, for listings of
+    every length and for a coverage with networks (the network index) and without."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        stored = SqlDirectory(conn)
+        stored.ensure_schema()
+        stored.add(entries)  # type: ignore[arg-type]
+        for asked in (referral(), referral(coverage=None)):
+            for kept in (20, 3, 0, None):
+                expected = match(asked, memory, as_of=NOW, limit=limit, policy=lazy,
+                                 origin=HARTFORD, scheduler=scheduler, specialty=CARDIOLOGY,
+                                 excluded=kept)  # fmt: skip
+                got = match(asked, stored, as_of=NOW, limit=limit, policy=lazy,
+                            origin=HARTFORD, scheduler=scheduler, specialty=CARDIOLOGY,
+                            excluded=kept)  # fmt: skip
+                assert got == expected
+    finally:
+        conn.close()

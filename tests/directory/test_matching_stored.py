@@ -194,6 +194,7 @@ def assert_same_matches(stored: SqlDirectory, seed: int) -> None:
                     {"origin": HARTFORD, "scheduler": scheduler},
                     {"origin": None, "scheduler": None, "excluded": None},
                     {"origin": HARTFORD, "scheduler": None, "limit": 3, "excluded": 2},
+                    {"origin": HARTFORD, "scheduler": scheduler, "limit": 1, "excluded": 0},
                 ):
                     expected = match(
                         referral, memory, as_of=NOW, policy=policy, specialty=code, **kwargs
@@ -333,3 +334,99 @@ class TestCandidatesTable:
         again.add(list(via_add.entries(HealthcareService)))
         assert loaded == candidate_rows(again)
         conn.close()
+
+
+# --------------------------------------------------------------------------- groups
+
+
+class TestCandidateGroups:
+    @pytest.mark.parametrize("seed", range(4))
+    def test_groups_hold_what_screen_finds(self, stored: SqlDirectory, seed: int) -> None:
+        """``screen_groups`` splits the candidates ``screen`` finds (without networks) into
+        groups alike in what matching screens on: those in network, with the keys of their
+        rows (which ``screen_rows`` reads back as ``screen`` gives them), and the others
+        counted; every row holds its group's values."""
+        entries = directory_entries(seed)
+        stored.add(entries)
+        stored.add(replacements(seed, entries))
+        for kind in (PractitionerRole, HealthcareService):
+            for codes in ([CARDIOLOGY], [CARDIOLOGY, INTERVENTIONAL, INTERNAL], ["none"]):
+                for networks in (None, ["acme-hmo-west"], ["net-b", "net-c"], []):
+                    groups = stored.screen_groups(kind, specialties=codes, networks=networks)
+                    inside = [g for g in groups if g.in_networks]
+                    assert sum(g.size for g in groups) == stored.count_found(
+                        kind, specialties=codes
+                    )
+                    assert sum(g.size for g in inside) == len(
+                        stored.screen(kind, specialties=codes, networks=networks)
+                        if networks != []
+                        else []
+                    )
+                    expected = stored.screen(kind, specialties=codes, networks=networks)
+                    keys = [key for g in inside for key in g.members]
+                    assert stored.screen_rows(kind, keys) == (expected if networks != [] else [])
+                    for g in inside:
+                        assert g.size == len(g.members)
+                        for row in stored.screen_rows(kind, g.members):
+                            person = not row.languages and row.practitioner_id is not None
+                            assert (
+                                row.kind,
+                                row.specialties,
+                                row.languages,
+                                row.accepting_new_patients,
+                                row.interpreter_available,
+                                row.telehealth,
+                                person,
+                            ) == (
+                                g.kind,
+                                g.specialties,
+                                g.languages,
+                                g.accepting_new_patients,
+                                g.interpreter_available,
+                                g.telehealth,
+                                g.practitioner_languages,
+                            )
+
+    def test_only_the_groups_that_can_rank_are_read(self, stored: SqlDirectory) -> None:
+        """Of 200 alike candidates in network, split in groups by language and new
+        patients, a match for 3 reads the rows of the best group (those speaking the
+        patient's language, accepting) and the listed exclusions only, and gives what
+        memory gives."""
+        entries: list[Entry] = []
+        for k in range(200):
+            entries.append(Location(f"l{k}", position=GeoPoint(41.7 + k / 1000, -72.7)))
+            entries.append(
+                PractitionerRole(
+                    f"r{k:03d}",
+                    specialties=(CARDIOLOGY,),
+                    network_ids=("acme-hmo-west",),
+                    languages=("es",) if k % 10 == 0 else ("en",),
+                    interpreter_available=k % 2 == 1,
+                    accepting_new_patients=k % 3 != 0,
+                    location_ids=(f"l{k}",),
+                )
+            )
+        stored.add(entries)
+        read: list[int] = []
+        screen_rows = stored.screen_rows
+        screen = stored.screen
+
+        def counted(kind: Any, *args: Any, **kwargs: Any) -> Any:
+            rows = (screen_rows if args else screen)(kind, *args, **kwargs)
+            read.append(len(rows))
+            return rows
+
+        stored.screen_rows = counted  # type: ignore[method-assign]
+        stored.screen = counted  # type: ignore[method-assign]
+        referral = sample_request().referral("ref-1", NOW)  # Spanish, Acme HMO West
+        for excluded in (20, 0):
+            read.clear()
+            got = match(referral, stored, as_of=NOW, limit=3, origin=HARTFORD,
+                        specialty=CARDIOLOGY, excluded=excluded)  # fmt: skip
+            expected = match(referral, MemoryDirectory(entries), as_of=NOW, limit=3,
+                             origin=HARTFORD, specialty=CARDIOLOGY, excluded=excluded)  # fmt: skip
+            assert got == expected
+            assert len(got.ranked) == 3
+            assert got.excluded_count == expected.excluded_count > 100
+            # the 13 speaking Spanish and accepting (+20 +10), and the listed exclusions
+            assert sum(read) == 13 + excluded
