@@ -116,7 +116,11 @@ class Directory(Protocol):
     *, specialties=None, networks=None)`` (``len(find(...))`` without reading the entries;
     otherwise matching calls :meth:`find`) and ``get_many(kind, ids)`` (a dict of the
     entries among ``ids`` that exist; otherwise matching calls :meth:`get` for each). The
-    contract suite checks them where they exist.
+    contract suite checks them where they exist. A stored directory may also offer
+    ``screen(kind, *, specialties, networks)`` (:class:`MatchRow` values instead of
+    entries), and ``screen_groups`` with ``screen_rows`` (:class:`CandidateGroup`): matching
+    then screens a group of alike candidates at a time and reads the rows of only the groups
+    that can rank.
 
     Implementations: :class:`~referralkit.directory.MemoryDirectory` and the SQL directory
     (:class:`~referralkit.directory.SqlDirectory`, SQLite or PostgreSQL). Every one passes

@@ -31,13 +31,16 @@ What a match costs grows with the in-network candidates of the specialty, not wi
 directory: the specialty and network indexes select them (``Directory.find``), the others
 are counted (``count_found``), every candidate is screened without formatting a reason, only
 the ranked and the listed exclusions are explained, and locations are read only for the
-candidates whose locations can still change the outcome. When distance excludes nobody (no
-``max_distance_km``), distances are computed only for the candidates that may still rank:
-they are taken best first by the most each can score (a distance only lowers it), and
-within a group of equal points by a bound from latitude alone (a great-circle distance is
-at least the Earth's radius times the difference of latitudes), so that only the candidates
-near enough to come next get a haversine; the ranking is exactly what computing every
-distance gives.
+candidates whose locations can still change the outcome. A stored directory's candidates
+are screened a group at a time (``screen_groups``: the database groups them by what the
+screen reads and counts them): a group is excluded, or scored, as a whole, and its rows are
+read (``screen_rows``) only when the ranking reaches it, or to list its first exclusions.
+When distance excludes nobody (no ``max_distance_km``), distances are computed only for
+the candidates that may still rank: they are taken best first by the most each can score
+(a distance only lowers it), and within a group of equal points by a bound from latitude
+alone (a great-circle distance is at least the Earth's radius times the difference of
+latitudes), so that only the candidates near enough to come next get a haversine; the
+ranking is exactly what computing every distance gives.
 """
 
 from __future__ import annotations
