@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import importlib.util
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -189,3 +190,122 @@ def _sqlite(path: Path) -> ReferralStore:
     from referralkit.storage.sqlite import SQLiteStore
 
     return SQLiteStore(path)
+
+
+# --------------------------------------------------------------------------- event blocks
+
+
+def reference_event_parts(store: ReferralStore, as_of: dt.datetime) -> Any:
+    """The events read from the cache's blocks as main read them before the lookups moved to
+    Arrow (each referral looked up in Python dicts and sets): the reference."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    blocks = list(store.read_analytics_blocks(_cache.events_name()) or [])
+    schema = _cache._events_schema(_cache.cached_event_columns())
+    known = _cache.Versions(store)
+    current = dict(zip(known.ids.to_pylist(), known.versions.to_pylist(), strict=True))
+    whole: set[str] = set()
+    present: set[str] = set()
+    parts = []
+    while blocks:
+        table = _cache._decode([blocks.pop()], schema)
+        encoded = pc.dictionary_encode(table["referral_id"].combine_chunks())
+        distinct = encoded.dictionary.to_pylist()
+        version_of = pa.array([current.get(r) for r in distinct], pa.int64())
+        keep_rows = pc.fill_null(
+            pc.equal(pc.take(version_of, encoded.indices), table["_version"]), False
+        )
+        again = [i for i, r in enumerate(distinct) if r in whole]
+        if again:
+            keep_rows = pc.and_(
+                keep_rows, pc.invert(pc.is_in(encoded.indices, value_set=pa.array(again)))
+            )
+        starts = pc.unique(pc.filter(encoded.indices, _cache._first_rows(table))).to_pylist()
+        whole.update(distinct[i] for i in starts)
+        if pc.all(keep_rows).as_py() is False:
+            table = table.filter(keep_rows)
+            kept = pc.unique(pc.filter(encoded.indices, keep_rows)).to_pylist()
+            present.update(distinct[i] for i in kept)
+        else:
+            present.update(distinct)
+        part = _cache.listed(table, as_of).drop_columns(["_version"]) if table.num_rows else None
+        if part is not None and part.num_rows:
+            parts.append(part)
+    stale = [r for r in current if r not in present]
+    return parts, stale
+
+
+def _sorted(parts: list[Any]) -> Any:
+    import pyarrow as pa
+
+    table = pa.concat_tables(parts) if parts else None
+    if table is None:
+        return None
+    keys = [("referral_id", "ascending"), ("version", "ascending"), ("event_index", "ascending")]
+    return table.sort_by(keys)
+
+
+class TestEventBlocks:
+    @settings(max_examples=25, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+    @given(
+        cuts=st.lists(st.integers(1, 400), max_size=5),
+        twice=st.lists(st.integers(0, 6), max_size=3),
+        stale=st.lists(st.integers(0, 3), max_size=2),
+        later=st.booleans(),
+    )
+    def test_the_lookups_in_arrow_read_what_main_read(
+        self, cuts: list[int], twice: list[int], stale: list[int], later: bool
+    ) -> None:
+        """Blocks cut anywhere (a history across two blocks), written twice, holding rows of
+        an older version: the rows read and the referrals left to replay are main's."""
+        import pyarrow as pa
+
+        plan = [(i % 4, op, 7 + i % 30) for i, op in enumerate(sorted(kpis_tests.OPERATIONS) * 2)]
+        store, clock = kpis_tests.build(plan)
+        whole = _cache.cached_events_table(store, clock.now())  # fills the cache
+        assert whole is not None
+        [block] = store.read_analytics_blocks(_cache.events_name()) or []
+        table = _cache._decode([block], _cache._events_schema(_cache.cached_event_columns()))
+        assert table is not None
+        ids = sorted(set(table["referral_id"].to_pylist()))
+        if stale:  # rows of an older version of some referrals
+            old = [ids[i % len(ids)] for i in stale]
+            versions = [
+                v - 1 if r in old else v
+                for r, v in zip(
+                    table["referral_id"].to_pylist(), table["_version"].to_pylist(), strict=True
+                )
+            ]
+            table = table.set_column(
+                table.schema.get_field_index("_version"), "_version", pa.array(versions)
+            )
+        edges = sorted({0, table.num_rows, *(c % max(table.num_rows, 1) for c in cuts)})
+        blocks = [
+            _cache._encode(table.slice(a, b - a))[0] for a, b in itertools.pairwise(edges) if b > a
+        ]
+        blocks += [blocks[i % len(blocks)] for i in twice]
+        store.write_analytics_blocks(_cache.events_name(), blocks, replace=True)
+        as_of = clock.now() if later else clock.now() - dt.timedelta(days=3)
+        expected, expected_stale = reference_event_parts(store, as_of)
+        replayed: list[str] = []
+        original = _cache._histories
+
+        def counted(store: ReferralStore, wanted: Any, total: int) -> Any:
+            replayed.extend(wanted)
+            return original(store, wanted, total)
+
+        patch = pytest.MonkeyPatch()
+        try:
+            patch.setattr(_cache, "_histories", counted)
+            parts = _cache.event_parts(store, as_of, keep=False)
+            assert parts is not None
+            got = list(parts)
+        finally:
+            patch.undo()
+        assert replayed == expected_stale
+        from_blocks = got[: len(expected)]
+        if expected:
+            assert _sorted(from_blocks).equals(_sorted(expected))
+        else:
+            assert from_blocks == []
