@@ -974,47 +974,44 @@ def _event_parts(
     import pyarrow.compute as pc
 
     schema = _events_schema(cached_event_columns())
-    ids, versions = known.ids, known.versions
-    # each referral looked up once (a history has many rows), in Arrow: no Python per referral
-    whole: list[pa.Array] = []  # referrals whose first row a later block holds
-    present: list[pa.Array] = []
+    current = known.by_id()
+    whole: set[str] = set()  # referrals whose first row a later block holds
+    present: set[str] = set()
     while blocks:
         table = _decode([blocks.pop()], schema)  # the newest first; each freed once read
         if table is None:
             raise DamagedCacheError("analytics cache")
+        # per referral (a history has many rows), in Python once each, spread in Arrow
         encoded = pc.dictionary_encode(table["referral_id"].combine_chunks())
-        distinct = encoded.dictionary
-        version_of = pc.take(versions, pc.index_in(distinct, value_set=ids))
+        distinct = encoded.dictionary.to_pylist()
+        version_of = pa.array([current.get(r) for r in distinct], pa.int64())
         keep_rows = pc.fill_null(
             pc.equal(pc.take(version_of, encoded.indices), table["_version"]), False
         )
         # a referral's rows are those of the last write that holds it: a write's rows of a
         # referral may run on from one block into the next, so a later block replaces this
         # one's rows only when it holds the history's first row
-        if whole:
-            again = pc.indices_nonzero(pc.is_in(distinct, value_set=pa.concat_arrays(whole)))
-            if len(again):
-                keep_rows = pc.and_(
-                    keep_rows,
-                    pc.invert(
-                        pc.is_in(encoded.indices, value_set=again.cast(encoded.indices.type))
-                    ),
-                )
-        whole.append(pc.take(distinct, pc.unique(pc.filter(encoded.indices, _first_rows(table)))))
+        again = [i for i, r in enumerate(distinct) if r in whole]
+        if again:
+            keep_rows = pc.and_(
+                keep_rows, pc.invert(pc.is_in(encoded.indices, value_set=pa.array(again)))
+            )
+        starts = pc.unique(pc.filter(encoded.indices, _first_rows(table))).to_pylist()
+        whole.update(distinct[i] for i in starts)
         if pc.all(keep_rows).as_py() is False:
             table = table.filter(keep_rows)
-            present.append(pc.take(distinct, pc.unique(pc.filter(encoded.indices, keep_rows))))
+            kept = pc.unique(pc.filter(encoded.indices, keep_rows)).to_pylist()
+            present.update(distinct[i] for i in kept)
         else:
-            present.append(distinct)
-        del encoded, distinct, version_of
+            present.update(distinct)
+        del encoded, distinct
         if table.num_rows:
             part = listed(table, as_of).drop_columns(["_version"])
             if part.num_rows:
                 yield part
-    done = pa.concat_arrays(present) if present else pa.array([], pa.string())
-    stale = pc.filter(ids, pc.invert(pc.is_in(ids, value_set=done))).to_pylist()
-    total = len(ids)
-    del whole, present, done, ids, versions, known
+    stale = [r for r in current if r not in present]
+    total = len(current)
+    del whole, present, current, known
     added: list[pa.Table] = []
     for batch in _batched(_histories(store, stale, total), BLOCK_ROWS // 20):
         found = _event_table(batch)
@@ -1036,6 +1033,13 @@ class Versions:
 
     def __init__(self, store: ReferralStore) -> None:
         self.ids, self.versions = versions_of(store)
+        self._by_id: dict[str, int] | None = None
+
+    def by_id(self) -> dict[str, int]:
+        """The versions by referral id (in id order), built at the first call."""
+        if self._by_id is None:
+            self._by_id = dict(zip(self.ids.to_pylist(), self.versions.to_pylist(), strict=True))
+        return self._by_id
 
 
 def _batched(
