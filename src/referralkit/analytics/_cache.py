@@ -211,16 +211,19 @@ def _encode(table: pa.Table) -> list[bytes]:
 
 
 def _decode(
-    blocks: Sequence[bytes],
+    blocks: list[bytes],
     schema: pa.Schema,
     sizes: list[int] | None = None,
     fields: Collection[str] | None = None,
+    *,
+    free: bool = False,
 ) -> pa.Table | None:
     """The blocks as one table, or ``None`` when one of them is not a block of this
     schema (a damaged or foreign block: the whole cache is then recomputed); each block's
     row count is added to ``sizes`` when given. With ``fields`` (names of ``schema``) only
     those columns are read, in the schema's order: the others' buffers are neither
-    decompressed nor kept."""
+    decompressed nor kept. With ``free``, each of ``blocks`` is replaced by ``b""`` once
+    read (its bytes are dropped as the table grows, not after)."""
     import pyarrow as pa
 
     options = None
@@ -229,11 +232,13 @@ def _decode(
         schema = pa.schema([schema.field(i) for i in at])
         options = pa.ipc.IpcReadOptions(included_fields=at)
     tables = []
-    for block in blocks:
+    for at_block, block in enumerate(blocks):
         try:
             table = pa.ipc.open_stream(block, options=options).read_all()
         except (pa.ArrowException, OSError, ValueError):
             return None
+        if free:
+            blocks[at_block] = block = b""
         if not table.schema.equals(schema):
             return None
         tables.append(table)
@@ -457,12 +462,14 @@ def cached_referrals_table(
     read = None if fields is None or len(blocks) >= COMPACT_AFTER else _read_too(fields)
     if read is not None:
         columns = tuple(c for c in columns if c.name in read)
-    decoded = _decode(blocks, schema, fields=read)
+    # the versions before the blocks are decoded: the rows read from the store are freed
+    # before the table is made, not held beside it (at a million referrals, hundreds of MB)
+    ids, versions = versions_of(store)
+    decoded = _decode(blocks, schema, fields=read, free=True)
     damaged = decoded is None
     table = schema.empty_table() if decoded is None else decoded
     if len(blocks) > 1:
         table = _latest(table)  # a block holds one row per referral
-    ids, versions = versions_of(store)
     moment = _micros(as_of)
 
     position = pc.index_in(table["referral_id"], value_set=ids)
