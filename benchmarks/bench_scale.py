@@ -387,9 +387,9 @@ def measure_frame(url: str, state: dict[str, Any]) -> dict[str, Any]:
 
 
 def measure_kpi_table(url: str, state: dict[str, Any]) -> dict[str, Any]:
-    """``analytics.kpis(store, as_of=...)``: the KPI table through the frame (warm cache);
-    checked: its total is the count, and up to 10,000 referrals its figures are
-    ``summary``'s (which replays every history)."""
+    """``analytics.kpis(store, as_of=...)``: the KPI table of the store (warm cache; only the
+    columns its KPIs read are decompressed and converted); checked: its total is the count,
+    and up to 10,000 referrals its figures are ``summary``'s (which replays every history)."""
     import pandas  # noqa: F401 - imported before the timing, as a notebook has it
     import pyarrow  # noqa: F401
 
