@@ -732,9 +732,12 @@ def flags(
     ``at-risk``) need its ``readings``, ``unreachable`` its ``timeline`` (or
     ``outbound_streak``: how many outbound contacts since the last inbound one, when already
     counted). ``missing`` is ``checklist.missing(referral)`` when already known."""
+    facts = _facts_of(referral, checklist)
+    if facts.due_by is not None:  # (as Referral.is_overdue checks it)
+        as_of = v.as_utc(as_of, "now")
     return _flags(
-        _facts_of(referral, checklist),
-        v.as_utc(as_of, "now"),
+        facts,
+        as_of,
         readings=readings,
         timeline=timeline,
         unreachable_after=unreachable_after,
