@@ -1601,6 +1601,12 @@ class ReferralDesk:
            Rows are :class:`~referralkit.worklist.WorklistItem` values ranked by risk (they
            were snapshots in priority order; :meth:`count` and the store's
            :meth:`~referralkit.storage.ReferralStore.query` still list snapshots).
+
+        .. versionchanged:: 0.2
+           The ranked head reads each candidate's worklist digest
+           (:class:`~referralkit.worklist.WorklistDigest`, kept by the SQL stores) instead of
+           its snapshot and history, and writes those missing (the first call after an
+           upgrade, or after a change, fills them): the same rows.
         """
         sealed = Sealed(filters)  # a filter may be PHI (patient_id)
         del filters
