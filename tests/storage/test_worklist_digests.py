@@ -298,3 +298,26 @@ def test_a_patient_filter_reads_histories(tmp_path: Path) -> None:
             got
             == [i for i in _reference(store, clock.now(), 10_000) if i.referral_id in theirs][:5]
         )
+
+
+def test_a_version_8_postgres_schema_fills_its_digests(postgres_schema: str) -> None:
+    """The same on PostgreSQL: upgraded from 8, the first worklist writes what it read."""
+    from referralkit.storage.postgres import PostgresStore
+
+    store = PostgresStore(postgres_schema, migrate=False)
+    assert store.upgrade(target=8) == 8
+    clock = _simulated(store, seed=17, count=30)
+    expected = _reference(store, clock.now(), 10)
+    assert not store.keeps_worklist_digests
+    assert rk.ReferralDesk(store, clock=clock).worklist(ACTOR, limit=10) == expected
+    store.close()
+
+    assert upgrade(postgres_schema) == (8, 9)
+    with PostgresStore(postgres_schema) as upgraded:
+        ids = [i.referral_id for i in expected]
+        assert all(text is None for _, text in upgraded.worklist_digests(ids).values())
+        assert rk.ReferralDesk(upgraded, clock=clock).worklist(ACTOR, limit=10) == expected
+        kept = upgraded.worklist_digests(ids)
+        assert all(text is not None for _, text in kept.values())
+        assert rk.ReferralDesk(upgraded, clock=clock).worklist(ACTOR, limit=10) == expected
+        assert upgraded.worklist_digests(ids) == kept
