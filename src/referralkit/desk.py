@@ -26,6 +26,7 @@ leave it with a traceback that holds no argument (see :doc:`/explanation`).
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import functools
 import hashlib
@@ -50,7 +51,14 @@ from .clock import Clock, SystemClock
 from .clocks import DEFAULT_CLOCKS, TIMELINE_EVENT_TYPES, Cause, ClockName
 from .discrepancies import AUDIT_EVENT_TYPES, DEFAULT_AUDIT, AuditRules, Finding, audit_all
 from .discrepancies import audit as audit_record
-from .errors import ConcurrencyError, GuardError, PermissionDeniedError, RulesError, ValidationError
+from .errors import (
+    ConcurrencyError,
+    GuardError,
+    PermissionDeniedError,
+    RulesError,
+    StorageError,
+    ValidationError,
+)
 from .events import EventType, apply_all
 from .intake import DEFAULT_CHECKLIST, Checklist, IntakeRequest, Requirement
 from .model import (
@@ -95,6 +103,7 @@ from .worklist import (
     DEFAULT_WORKLIST,
     NO_CLOCK,
     SWEEP_BUCKET,
+    WorklistDigest,
     WorklistFilter,
     WorklistItem,
     WorklistRules,
@@ -416,6 +425,23 @@ def _access_record(
     )
 
 
+def _digest_matches(query: Query, digest: WorklistDigest) -> bool:
+    """:meth:`Query.matches <referralkit.storage.Query.matches>` on a worklist digest's
+    facts (a query on the patient is not asked of digests: they do not hold the patient)."""
+    f = digest.facts
+    due = f.due_by
+    return (
+        (query.status is None or f.status in query.status)
+        and (not query.open_only or not f.status.is_terminal)
+        and (query.priority is None or f.priority_value == query.priority.value)
+        and (query.specialty is None or f.specialty == query.specialty)
+        and (query.owner is None or f.owner == query.owner)
+        and query.patient_id is None
+        and (query.updated_since is None or f.updated_at >= query.updated_since)
+        and (query.due_before is None or (due is not None and due < query.due_before))
+    )
+
+
 class ReferralDesk:
     """The application service over a :class:`~referralkit.storage.ReferralStore`.
 
@@ -500,6 +526,7 @@ class ReferralDesk:
             collections.OrderedDict()
         )
         self._history_lock = threading.Lock()
+        self._digest_cache: collections.OrderedDict[str, WorklistDigest] = collections.OrderedDict()
         # the provenance each kind of decision records, per decider (kept in the store once)
         self._provenances: dict[str, tuple[object, dict[str, Any]]] = {}
 
@@ -1574,6 +1601,12 @@ class ReferralDesk:
            Rows are :class:`~referralkit.worklist.WorklistItem` values ranked by risk (they
            were snapshots in priority order; :meth:`count` and the store's
            :meth:`~referralkit.storage.ReferralStore.query` still list snapshots).
+
+        .. versionchanged:: 0.2
+           The ranked head reads each candidate's worklist digest
+           (:class:`~referralkit.worklist.WorklistDigest`, kept by the SQL stores) instead of
+           its snapshot and history, and writes those missing (the first call after an
+           upgrade, or after a change, fills them): the same rows.
         """
         sealed = Sealed(filters)  # a filter may be PHI (patient_id)
         del filters
@@ -1594,7 +1627,12 @@ class ReferralDesk:
         query = _query(sealed, **narrow)
         reaches = self._reach(actor, "worklist")
         if limit is not None and self._keys_usable(when):
-            rows = self._ranked(when, limit, where, query, reaches)
+            digests = (
+                self.worklist_rules.checklist == DEFAULT_CHECKLIST
+                and query.patient_id is None
+                and self._reaches_all(actor)
+            )
+            rows = self._ranked(when, limit, where, query, reaches, digests=digests)
         else:
             items = (
                 assess_item(r, self.store.events(r.id), when, rules=self.worklist_rules)
@@ -1621,10 +1659,17 @@ class ReferralDesk:
         where: WorklistFilter,
         query: Query,
         reaches: Callable[[Referral], bool],
+        *,
+        digests: bool = False,
     ) -> list[WorklistItem]:
         """The worklist's head from the stored rank keys
         (:func:`~referralkit.worklist.ranked_head`): only the referrals that may belong in it
-        (and that the actor reaches) are read and assessed."""
+        (and that the actor reaches) are read and assessed.
+
+        With ``digests`` (default rules, an actor who reaches every referral, no filter on
+        the patient), each candidate is read from its worklist digest (see
+        :meth:`_digests`) instead of its snapshot and history: the same item, a fraction of
+        the reading."""
         store, rules = self.store, self.worklist_rules
 
         def read(ids: Sequence[str]) -> Iterator[WorklistItem]:
@@ -1632,11 +1677,23 @@ class ReferralDesk:
                 if query.matches(referral) and reaches(referral):
                     yield assess_item(referral, events, when, rules=rules)
 
+        def read_digests(ids: Sequence[str]) -> Iterator[WorklistItem]:
+            late = []
+            for digest in self._digests(ids):
+                if not _digest_matches(query, digest):
+                    continue
+                if digest.until > when:  # changed since the keys were checked: read it all
+                    late.append(digest.facts.referral_id)
+                else:
+                    yield digest.item(when, rules)
+            if late:
+                yield from read(late)
+
         heads = store.rank_heads(_RANK_PAGE)  # every bucket's first page in one read
         return ranked_head(
             heads,
             store.rank_page,
-            read,
+            read_digests if digests else read,
             when,
             limit,
             where=where,
@@ -1671,6 +1728,63 @@ class ReferralDesk:
                 if referral_id in current and entry is not None:
                     cache.move_to_end(referral_id)
                     found.append(entry)
+            while len(cache) > _HISTORY_CACHE:
+                cache.popitem(last=False)
+        return found
+
+    def _digests(self, ids: Sequence[str]) -> list[WorklistDigest]:
+        """The worklist digests (:class:`~referralkit.worklist.WorklistDigest`) of ``ids``
+        (those that exist) at their current versions, in the order of ``ids``.
+
+        Read from the store (:meth:`~referralkit.storage.ReferralStore.worklist_digests`,
+        one read); one missing, of an earlier version or of another format (a store built
+        before digests, a referral changed since) is computed from the history and written
+        back, so the first worklist after an upgrade fills the digests of the referrals it
+        reads, and later ones read them. Writing is best effort (a cache: a store that
+        refuses the write leaves it to the next worklist). Parsed digests are kept in a
+        small cache checked against the stored versions, as :meth:`_histories` keeps
+        histories."""
+        store, cache, rules = self.store, self._digest_cache, self.worklist_rules
+        with self._history_lock:
+            cached = any(i in cache for i in ids)
+        if cached:
+            current = store.versions(ids)
+            with self._history_lock:
+                stale = [i for i in current if i not in cache or cache[i].version != current[i]]
+            stored = store.worklist_digests(stale) if stale else {}
+        else:  # nothing to check: read them all (their versions come along)
+            stored = store.worklist_digests(ids)
+            current = {i: version for i, (version, _) in stored.items()}
+        fresh: dict[str, WorklistDigest] = {}
+        missing = []
+        for referral_id, (version, text) in stored.items():
+            digest = None if text is None else WorklistDigest.loads(text)
+            if (
+                digest is None
+                or digest.version != version
+                or digest.facts.referral_id != referral_id
+            ):
+                missing.append(referral_id)
+            else:
+                fresh[referral_id] = digest
+        if missing:
+            written = []
+            for referral, events in store.histories_selected(missing, TIMELINE_EVENT_TYPES):
+                digest = WorklistDigest.of(referral, events, rules)
+                fresh[referral.id] = digest
+                written.append((referral.id, digest.version, digest.dumps()))
+            if written and store.keeps_worklist_digests:
+                # a cache: a busy or read-only store leaves it to the next worklist
+                with contextlib.suppress(StorageError):
+                    store.write_worklist_digests(written)
+        found = []
+        with self._history_lock:
+            cache.update(fresh)
+            for referral_id in ids:
+                digest = cache.get(referral_id)
+                if referral_id in current and digest is not None:
+                    cache.move_to_end(referral_id)
+                    found.append(digest)
             while len(cache) > _HISTORY_CACHE:
                 cache.popitem(last=False)
         return found

@@ -43,10 +43,11 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import heapq
+import json
 import math
 from bisect import insort
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import attrs
 
@@ -60,11 +61,14 @@ from .clocks import (
     ClockState,
     EventRef,
     Timeline,
+    _AuthRequest,
+    _FollowUp,
+    _Hold,
     clocks_of,
 )
 from .errors import ValidationError
 from .events import replay
-from .intake import DEFAULT_CHECKLIST, Checklist
+from .intake import DEFAULT_CHECKLIST, Checklist, Requirement
 from .model import (
     AppointmentStatus,
     AttachmentKind,
@@ -338,16 +342,98 @@ def _ref(stamp: tuple[dt.datetime, ReferralEvent] | None) -> tuple[EventRef, ...
     return () if stamp is None else (EventRef.of(stamp[1]),)
 
 
+class _Facts(NamedTuple):
+    """What an assessment reads of a referral's snapshot, none of it depending on the instant
+    asked (:func:`_facts_of`): the snapshot part of a stored worklist digest
+    (:func:`digest`). ``missing`` is the checklist's answer whatever the status;
+    ``overdue_possible`` holds every condition of :meth:`~referralkit.model.Referral.is_overdue`
+    but the due date's; ``booked_end`` is when the last booked appointment ends (``None``
+    when none is booked) and ``booked_uncovered`` whether the authorization does not cover
+    its day; ``coverage_reason`` (PHI) only when not covered."""
+
+    referral_id: str
+    status: Status
+    held_from: Status | None
+    priority: int
+    priority_value: str
+    specialty: str
+    owner: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    due_by: dt.datetime | None
+    overdue_possible: bool
+    missing: tuple[Requirement, ...]
+    auth_status: AuthStatus
+    booked_end: dt.datetime | None
+    booked_uncovered: bool
+    not_covered: bool
+    coverage_reason: str | None
+    out_of_network: bool
+    self_pay: bool
+    consult_note_on_file: bool
+    interpreter_needed: bool
+    language: str | None
+    interpreter_used: bool
+
+    @property
+    def insurance_blocked(self) -> bool:
+        return self.auth_status in _AUTH_BLOCKED or (self.not_covered and not self.self_pay)
+
+    def is_overdue(self, as_of: dt.datetime) -> bool:
+        due = self.due_by
+        return self.overdue_possible and due is not None and due < as_of
+
+
+_AUTH_BLOCKED: Final = frozenset({AuthStatus.NEEDED, AuthStatus.REQUESTED, AuthStatus.DENIED})
+
+
+def _facts_of(r: Referral, checklist: Checklist) -> _Facts:
+    """The :class:`_Facts` of ``r`` with ``checklist``."""
+    decision = r.coverage_decision
+    booked = [a for a in r.appointments if a.status is AppointmentStatus.BOOKED]
+    last = booked[-1] if booked else None
+    kinds = r.attachment_kinds()
+    not_covered = decision is not None and decision.covered is Covered.NOT_COVERED
+    return _Facts(
+        r.id,
+        r.status,
+        r.held_from,
+        r.effective_priority.rank,
+        r.effective_priority.value,
+        r.specialty,
+        r.owner,
+        r.created_at,
+        r.updated_at,
+        r.due_by,
+        not r.status.is_terminal
+        and r.status is not Status.SEEN
+        and not any(a.status is AppointmentStatus.FULFILLED for a in r.appointments)
+        and AttachmentKind.INTERIM_NOTE not in kinds,
+        checklist.missing(r),
+        r.authorization.status,
+        None if last is None else last.start + dt.timedelta(minutes=last.minutes),
+        last is not None and not r.authorization.covers(last.start.date()),
+        not_covered,
+        decision.reason if decision is not None and not_covered else None,
+        decision is not None and decision.network_status is NetworkStatus.OUT_OF_NETWORK,
+        r.self_pay_acknowledged,
+        AttachmentKind.CONSULT_NOTE in kinds,
+        r.patient.interpreter_needed,
+        r.patient.preferred_language if r.patient.interpreter_needed else None,
+        any(c.interpreter_used for c in r.communications),
+    )
+
+
 class _Context:
     """What one assessment computes once and the rules below share."""
 
     __slots__ = ("missing", "r", "rules", "streak", "t")
 
-    def __init__(self, r: Referral, t: Timeline, rules: WorklistRules) -> None:
+    def __init__(self, r: _Facts, t: Timeline, rules: WorklistRules) -> None:
         self.r = r
         self.t = t
         self.rules = rules
-        self.missing = rules.checklist.missing(r) if not r.status.is_terminal else ()
+        self.missing = r.missing if not r.status.is_terminal else ()
         self.streak = _outbound_streak(t)
 
     @property
@@ -356,17 +442,7 @@ class _Context:
 
     @property
     def insurance_blocked(self) -> bool:
-        r = self.r
-        decision = r.coverage_decision
-        return r.authorization.status in (
-            AuthStatus.NEEDED,
-            AuthStatus.REQUESTED,
-            AuthStatus.DENIED,
-        ) or (
-            decision is not None
-            and decision.covered is Covered.NOT_COVERED
-            and not r.self_pay_acknowledged
-        )
+        return self.r.insurance_blocked
 
 
 _FOLLOW_UP_CAUSE: Final = {"appointment": Cause.SCHEDULING, "call": Cause.COMMUNICATION}
@@ -428,7 +504,7 @@ def _cause(
             return Cause.ADMINISTRATIVE, reading.start, (reading.started_by,), f"missing {names}"
         return Cause.ADMINISTRATIVE, t.created[0], _ref(t.created), f"missing {names}"
     if c.insurance_blocked:
-        auth = r.authorization.status
+        auth = r.auth_status
         if auth in (AuthStatus.NEEDED, AuthStatus.REQUESTED, AuthStatus.DENIED):
             decided, what = t.auth_status_by, f"authorization {auth.value}"
         else:
@@ -511,19 +587,13 @@ def _actions(c: _Context, readings: Sequence[ClockReading]) -> list[Action]:
     if c.missing and before_visit:
         names = ", ".join(m.value for m in c.missing)
         add(_action(ActionKind.CHASE_DOCUMENTS, f"missing {names}", schedule, _ref(t.created)))
-    decision = r.coverage_decision
-    if (
-        before_visit
-        and decision is not None
-        and decision.covered is Covered.NOT_COVERED
-        and not r.self_pay_acknowledged
-    ):
-        reason = f"not covered ({decision.reason or 'no reason given'})"
+    if before_visit and r.not_covered and not r.self_pay:
+        reason = f"not covered ({r.coverage_reason or 'no reason given'})"
         add(_action(ActionKind.RESOLVE_COVERAGE, reason, schedule))
-    auth = r.authorization
+    auth_status = r.auth_status
     auth_ref = (EventRef.of(t.auth_status_by),) if t.auth_status_by is not None else ()
     if before_visit:
-        if auth.status is AuthStatus.NEEDED:
+        if auth_status is AuthStatus.NEEDED:
             add(
                 _action(
                     ActionKind.REQUEST_AUTHORIZATION,
@@ -532,11 +602,11 @@ def _actions(c: _Context, readings: Sequence[ClockReading]) -> list[Action]:
                     auth_ref,
                 )
             )
-        elif auth.status is AuthStatus.DENIED:
+        elif auth_status is AuthStatus.DENIED:
             add(
                 _action(ActionKind.APPEAL_AUTHORIZATION, "authorization denied", schedule, auth_ref)
             )
-        elif auth.status is AuthStatus.REQUESTED:
+        elif auth_status is AuthStatus.REQUESTED:
             pending = _running(readings, ClockName.AUTH_DECISION_BY)
             add(
                 _action(
@@ -546,16 +616,11 @@ def _actions(c: _Context, readings: Sequence[ClockReading]) -> list[Action]:
                     auth_ref,
                 )
             )
-    booked = [a for a in r.appointments if a.status is AppointmentStatus.BOOKED]
-    if (
-        booked
-        and auth.status is not AuthStatus.REQUESTED
-        and not auth.covers(booked[-1].start.date())
-    ):
+    if r.booked_uncovered and auth_status is not AuthStatus.REQUESTED:
         add(
             _action(
                 ActionKind.RENEW_AUTHORIZATION,
-                f"authorization {auth.status.value} does not cover the appointment",
+                f"authorization {auth_status.value} does not cover the appointment",
                 schedule,
                 auth_ref,
             )
@@ -593,14 +658,12 @@ def _actions(c: _Context, readings: Sequence[ClockReading]) -> list[Action]:
                 _ref(_booking(t)),
             )
         )
-    if status is Status.SCHEDULED and booked:
-        appointment = booked[-1]
-        ends = appointment.start + dt.timedelta(minutes=appointment.minutes)
-        if ends + c.rules.visit_grace <= t.as_of:
-            add(_action(ActionKind.RECORD_VISIT_OUTCOME, "appointment in the past", None))
+    ends = r.booked_end
+    if status is Status.SCHEDULED and ends is not None and ends + c.rules.visit_grace <= t.as_of:
+        add(_action(ActionKind.RECORD_VISIT_OUTCOME, "appointment in the past", None))
     if status is Status.SEEN or (status is Status.ON_HOLD and r.held_from is Status.SEEN):
         note = _running(readings, ClockName.CONSULT_NOTE_BY)
-        if AttachmentKind.CONSULT_NOTE in r.attachment_kinds():
+        if r.consult_note_on_file:
             add(
                 _action(
                     ActionKind.CLOSE_LOOP,
@@ -619,17 +682,15 @@ def _actions(c: _Context, readings: Sequence[ClockReading]) -> list[Action]:
     return found
 
 
-def _interpreter_action(
-    r: Referral, before_visit: bool, clock: ClockReading | None
-) -> Action | None:
+def _interpreter_action(r: _Facts, before_visit: bool, clock: ClockReading | None) -> Action | None:
     """Arrange an interpreter: open while the referral waits for its visit, for a patient who
     needs one, until a communication records one (``interpreter_used``), as the coordinator
     guide asks. It serves the first-contact clock while that runs, else the schedule clock."""
-    if not (before_visit and r.patient.interpreter_needed):
+    if not (before_visit and r.interpreter_needed):
         return None
-    if any(c.interpreter_used for c in r.communications):
+    if r.interpreter_used:
         return None
-    reason = f"interpreter needed ({r.patient.preferred_language}), none recorded yet"
+    reason = f"interpreter needed ({r.language}), none recorded yet"
     return _action(ActionKind.ARRANGE_INTERPRETER, reason, clock)
 
 
@@ -671,30 +732,52 @@ def flags(
     ``at-risk``) need its ``readings``, ``unreachable`` its ``timeline`` (or
     ``outbound_streak``: how many outbound contacts since the last inbound one, when already
     counted). ``missing`` is ``checklist.missing(referral)`` when already known."""
-    r = referral
+    facts = _facts_of(referral, checklist)
+    if facts.due_by is not None:  # (as Referral.is_overdue checks it)
+        as_of = v.as_utc(as_of, "now")
+    return _flags(
+        facts,
+        as_of,
+        readings=readings,
+        timeline=timeline,
+        unreachable_after=unreachable_after,
+        missing=missing,
+        outbound_streak=outbound_streak,
+    )
+
+
+def _flags(
+    r: _Facts,
+    as_of: dt.datetime,
+    *,
+    readings: Sequence[ClockReading] = (),
+    timeline: Timeline | None = None,
+    unreachable_after: int = 3,
+    missing: Sequence[object] | None = None,
+    outbound_streak: int | None = None,
+) -> tuple[Flag, ...]:
     found: list[Flag] = []
     add = found.append
     if r.is_overdue(as_of):
         add(Flag.OVERDUE)
-    elif r.awaiting_consult_note:
+    elif r.status is Status.SEEN:  # awaiting the consult note
         add(Flag.CONSULT_NOTE_DUE)
-    if r.patient.interpreter_needed:
+    if r.interpreter_needed:
         add(Flag.INTERPRETER)
-    auth = r.authorization.status
+    auth = r.auth_status
     if auth is AuthStatus.NEEDED:
         add(Flag.AUTH_NEEDED)
     elif auth is AuthStatus.REQUESTED:
         add(Flag.AUTH_PENDING)
     elif auth is AuthStatus.DENIED:
         add(Flag.AUTH_DENIED)
-    if missing if missing is not None else checklist.missing(r):
+    if missing if missing is not None else r.missing:
         add(Flag.MISSING_DOCS)
-    decision = r.coverage_decision
-    if r.self_pay_acknowledged:
+    if r.self_pay:
         add(Flag.SELF_PAY)
-    elif decision is not None and decision.covered is Covered.NOT_COVERED:
+    elif r.not_covered:
         add(Flag.NOT_COVERED)
-    elif decision is not None and decision.network_status is NetworkStatus.OUT_OF_NETWORK:
+    elif r.out_of_network:
         add(Flag.OUT_OF_NETWORK)
     running = [c for c in readings if c.stopped_at is None]
     if any(c.breached for c in running):
@@ -772,35 +855,39 @@ def assess(
             raise ValidationError("as_of", "before the referral was created")
         referral = replay(earlier)
     t = Timeline._read(referral.id, events, as_of, rules.clocks)
+    return _assess(_facts_of(referral, rules.checklist), t, rules)
+
+
+def _assess(r: _Facts, t: Timeline, rules: WorklistRules) -> WorklistItem:
+    """The item of a referral with snapshot facts ``r`` and timeline ``t`` (as of
+    ``t.as_of``): all of :func:`assess` but reading the history and the snapshot."""
     readings = clocks_of(t, rules.clocks)
-    c = _Context(referral, t, rules)
+    c = _Context(r, t, rules)
     delays = _delays(c, readings)
     actions = _actions(c, readings)
     if len(actions) > 1:
         by_clock = {(x.name, x.deadline): x for x in readings}
         actions.sort(key=lambda a: _action_key(a, by_clock))
-    priority = referral.effective_priority.rank
     return WorklistItem(
-        referral.id,
-        referral.status,
-        priority,
-        referral.specialty,
-        referral.owner,
-        as_of,
+        r.referral_id,
+        r.status,
+        r.priority,
+        r.specialty,
+        r.owner,
+        t.as_of,
         readings,
         delays,
         tuple(actions),
-        flags(
-            referral,
-            as_of,
-            checklist=rules.checklist,
+        _flags(
+            r,
+            t.as_of,
             readings=readings,
             timeline=t,
             unreachable_after=rules.unreachable_after,
-            missing=c.missing if not referral.status.is_terminal else None,
+            missing=c.missing if not r.status.is_terminal else None,
             outbound_streak=len(c.streak),
         ),
-        rank_key(referral.id, priority, readings),
+        rank_key(r.referral_id, r.priority, readings),
     )
 
 
@@ -1045,3 +1132,356 @@ def ranked_head(
         if done:
             break
     return top
+
+
+# --------------------------------------------------------------------------- stored digests
+#
+# What assess reads of a referral that does not depend on the instant asked: the snapshot's
+# facts (_Facts) and the Timeline of its whole history. A store keeps it per referral and
+# version (the worklist writes it the first time it reads the referral: see
+# ReferralDesk.worklist), so the ranked head reads one short record a candidate instead of
+# parsing its snapshot and its history; WorklistDigest.item gives exactly assess's item at any
+# instant at or after the referral's last change (``until``).
+
+DIGEST_FORMAT: Final = 1
+"""The format of :meth:`WorklistDigest.dumps` (a stored digest of another format is read as
+missing, and written again)."""
+
+_TIMELINE_FIELDS: Final = (
+    "created",
+    "status",
+    "status_since",
+    "received",
+    "accepted",
+    "closed",
+    "holds",
+    "assessments",
+    "auth_requests",
+    "auth_status",
+    "auth_status_by",
+    "coverage_by",
+    "bookings",
+    "unbookings",
+    "standing",
+    "no_shows",
+    "cancellations",
+    "visits",
+    "consult_notes",
+    "outbound",
+    "inbound",
+    "follow_ups",
+)
+"""The :class:`~referralkit.clocks.Timeline` fields a digest keeps (all but ``referral_id``
+and ``as_of``; a test checks that none is missing)."""
+
+_new_object: Final = object.__new__
+_EVENT_SETTERS: Final = tuple(
+    ReferralEvent.__dict__[name].__set__
+    for name in ("referral_id", "version", "index", "at", "actor", "type", "payload")
+)
+
+
+def _stub_event(
+    referral_id: str, version: int, index: int, at: dt.datetime, kind: str
+) -> ReferralEvent:
+    """An event of a timeline read back from a digest: its identity, time and type (what
+    the clocks and :func:`assess` read of it: :class:`~referralkit.clocks.EventRef` and
+    ``at``), without its actor and payload; built directly, as the stores build the events
+    they read (the values come from events the model had checked)."""
+    event: ReferralEvent = _new_object(ReferralEvent)
+    s_id, s_version, s_index, s_at, s_actor, s_type, s_payload = _EVENT_SETTERS
+    s_id(event, referral_id)
+    s_version(event, version)
+    s_index(event, index)
+    s_at(event, at)
+    s_actor(event, "")
+    s_type(event, kind)
+    s_payload(event, {})
+    return event
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+_fromiso: Final = dt.datetime.fromisoformat
+
+
+def _time(text: str | None) -> dt.datetime | None:
+    return None if text is None else _fromiso(text)
+
+
+class WorklistDigest:
+    """What :func:`assess` reads of one referral version that does not depend on ``as_of``:
+    the snapshot's facts and the timeline of its whole history, valid at any instant from
+    ``until`` (its last change) on. :meth:`dumps` and :meth:`loads` give the stored text (JSON;
+    it holds one PHI value, the coverage decision's reason when not covered, so an encrypted
+    store encrypts it whole). Internal: the desk and the stores use it.
+
+    .. versionadded:: 0.2
+    """
+
+    __slots__ = ("facts", "packed", "until", "version")
+
+    def __init__(self, facts: _Facts, version: int, until: dt.datetime, packed: list[Any]) -> None:
+        self.facts = facts
+        self.version = version
+        self.until = until
+        self.packed = packed
+
+    @classmethod
+    def of(
+        cls,
+        referral: Referral,
+        events: Sequence[ReferralEvent],
+        rules: WorklistRules = DEFAULT_WORKLIST,
+    ) -> WorklistDigest:
+        """The digest of ``referral`` (its current version) and its history ``events``
+        (whole, or those of :data:`~referralkit.clocks.TIMELINE_EVENT_TYPES`)."""
+        until = referral.updated_at
+        for event in events:
+            if event.at > until:
+                until = event.at
+        t = Timeline._read(referral.id, events, until, rules.clocks)
+        return cls(_facts_of(referral, rules.checklist), referral.version, until, _pack(t))
+
+    def dumps(self) -> str:
+        """The stored text."""
+        f = self.facts
+        return json.dumps(
+            [
+                DIGEST_FORMAT,
+                self.version,
+                _iso(self.until),
+                [
+                    f.referral_id,
+                    f.status.value,
+                    None if f.held_from is None else f.held_from.value,
+                    f.priority,
+                    f.priority_value,
+                    f.specialty,
+                    f.owner,
+                    _iso(f.created_at),
+                    _iso(f.updated_at),
+                    _iso(f.due_by),
+                    f.overdue_possible,
+                    [m.value for m in f.missing],
+                    f.auth_status.value,
+                    _iso(f.booked_end),
+                    f.booked_uncovered,
+                    f.not_covered,
+                    f.coverage_reason,
+                    f.out_of_network,
+                    f.self_pay,
+                    f.consult_note_on_file,
+                    f.interpreter_needed,
+                    f.language,
+                    f.interpreter_used,
+                ],
+                self.packed,
+            ],
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def loads(cls, text: str | bytes) -> WorklistDigest | None:
+        """The digest of a stored text; ``None`` for a text of another format or that does
+        not read (the caller computes the digest again)."""
+        try:
+            form, version, until, f, packed = json.loads(text)
+            if form != DIGEST_FORMAT:
+                return None
+            facts = _Facts(
+                f[0],
+                Status(f[1]),
+                None if f[2] is None else Status(f[2]),
+                f[3],
+                f[4],
+                f[5],
+                f[6],
+                _fromiso(f[7]),
+                _fromiso(f[8]),
+                _time(f[9]),
+                f[10],
+                tuple(Requirement(m) for m in f[11]),
+                AuthStatus(f[12]),
+                _time(f[13]),
+                f[14],
+                f[15],
+                f[16],
+                f[17],
+                f[18],
+                f[19],
+                f[20],
+                f[21],
+                f[22],
+            )
+            return cls(facts, int(version), _fromiso(until), packed)
+        except (ValueError, TypeError, IndexError, KeyError):
+            return None
+
+    def timeline(self, as_of: dt.datetime) -> Timeline:
+        """The timeline as of ``as_of`` (at or after :attr:`until`)."""
+        return _unpack(self.facts.referral_id, self.packed, as_of)
+
+    def item(self, as_of: dt.datetime, rules: WorklistRules = DEFAULT_WORKLIST) -> WorklistItem:
+        """:func:`assess`'s item as of ``as_of``, which must be at or after :attr:`until`
+        (and ``rules`` those the digest was made with, but ``unreachable_after`` and
+        ``visit_grace``, which are read here)."""
+        if as_of < self.until:
+            raise ValidationError("as_of", "before the digest's last change")
+        return _assess(self.facts, self.timeline(as_of), rules)
+
+
+def _pack(t: Timeline) -> list[Any]:
+    """``t``'s fields (:data:`_TIMELINE_FIELDS`) as JSON values, the events they point at
+    listed once and named by their place in that list."""
+    events: list[Any] = []
+    places: dict[int, int] = {}
+
+    def ev(event: ReferralEvent | None) -> int | None:
+        if event is None:
+            return None
+        place = places.get(id(event))
+        if place is None:
+            place = places[id(event)] = len(events)
+            events.append([event.version, event.index, event.at.isoformat(), event.type])
+        return place
+
+    def stamp(s: tuple[dt.datetime, ReferralEvent] | None) -> list[Any] | None:
+        return None if s is None else [s[0].isoformat(), ev(s[1])]
+
+    def stamps(items: Sequence[tuple[dt.datetime, ReferralEvent]]) -> list[Any]:
+        return [stamp(s) for s in items]
+
+    def booking(b: tuple[dt.datetime, ReferralEvent, dt.datetime | None] | None) -> Any:
+        return None if b is None else [b[0].isoformat(), ev(b[1]), _iso(b[2])]
+
+    fields = [
+        stamp(t.created),
+        t.status.value,
+        stamp(t.status_since),
+        stamp(t.received),
+        stamp(t.accepted),
+        stamp(t.closed),
+        [[h.start.isoformat(), h.cause, ev(h.ref), _iso(h.end)] for h in t.holds],
+        [[at.isoformat(), _iso(due), ev(e)] for at, due, e in t.assessments],
+        [
+            [
+                a.start.isoformat(),
+                a.expedited,
+                ev(a.ref),
+                _iso(a.decided_at),
+                ev(a.decided_by),
+                a.outcome,
+            ]
+            for a in t.auth_requests
+        ],
+        t.auth_status,
+        ev(t.auth_status_by),
+        ev(t.coverage_by),
+        [booking(b) for b in t.bookings],
+        stamps(t.unbookings),
+        booking(t.standing),
+        stamps(t.no_shows),
+        [[at.isoformat(), ev(e), cause] for at, e, cause in t.cancellations],
+        stamps(t.visits),
+        stamps(t.consult_notes),
+        stamps(t.outbound),
+        stamps(t.inbound),
+        [
+            [
+                f.id,
+                f.kind,
+                f.due.isoformat(),
+                f.added_at.isoformat(),
+                ev(f.ref),
+                _iso(f.done_at),
+                ev(f.done_by),
+            ]
+            for f in t.follow_ups.values()
+        ],
+    ]
+    return [events, fields]
+
+
+def _unpack(referral_id: str, packed: list[Any], as_of: dt.datetime) -> Timeline:
+    """The timeline :func:`_pack` wrote, as of ``as_of``."""
+    rows, fields = packed
+    events = [_stub_event(referral_id, r[0], r[1], _fromiso(r[2]), r[3]) for r in rows]
+
+    def stamp(s: list[Any] | None) -> tuple[dt.datetime, ReferralEvent] | None:
+        return None if s is None else (_fromiso(s[0]), events[s[1]])
+
+    def stamps(items: list[Any]) -> list[tuple[dt.datetime, ReferralEvent]]:
+        return [(_fromiso(s[0]), events[s[1]]) for s in items]
+
+    def ev(place: int | None) -> ReferralEvent | None:
+        return None if place is None else events[place]
+
+    def booking(
+        b: list[Any] | None,
+    ) -> tuple[dt.datetime, ReferralEvent, dt.datetime | None] | None:
+        return None if b is None else (_fromiso(b[0]), events[b[1]], _time(b[2]))
+
+    def cause(value: str | None) -> Cause | None:
+        return None if value is None else Cause(value)
+
+    (
+        created,
+        status,
+        status_since,
+        received,
+        accepted,
+        closed,
+        holds,
+        assessments,
+        auth_requests,
+        auth_status,
+        auth_status_by,
+        coverage_by,
+        bookings,
+        unbookings,
+        standing,
+        no_shows,
+        cancellations,
+        visits,
+        consult_notes,
+        outbound,
+        inbound,
+        follow_ups,
+    ) = fields
+    t = Timeline(referral_id, as_of)
+    t.created = stamp(created)
+    t.status = Status(status)
+    t.status_since = stamp(status_since)
+    t.received = stamp(received)
+    t.accepted = stamp(accepted)
+    t.closed = stamp(closed)
+    for start, why, ref, end in holds:
+        hold = _Hold(_fromiso(start), cause(why), events[ref])
+        hold.end = _time(end)
+        t.holds.append(hold)
+    t.assessments = [(_fromiso(at), _time(due), events[e]) for at, due, e in assessments]
+    for start, expedited, ref, decided_at, decided_by, outcome in auth_requests:
+        request = _AuthRequest(_fromiso(start), expedited, events[ref])
+        request.decided_at, request.decided_by = _time(decided_at), ev(decided_by)
+        request.outcome = outcome
+        t.auth_requests.append(request)
+    t.auth_status = auth_status
+    t.auth_status_by = ev(auth_status_by)
+    t.coverage_by = ev(coverage_by)
+    t.bookings = [b for b in map(booking, bookings) if b is not None]
+    t.unbookings = stamps(unbookings)
+    t.standing = booking(standing)
+    t.no_shows = stamps(no_shows)
+    t.cancellations = [(_fromiso(at), events[e], cause(why)) for at, e, why in cancellations]
+    t.visits = stamps(visits)
+    t.consult_notes = stamps(consult_notes)
+    t.outbound = stamps(outbound)
+    t.inbound = stamps(inbound)
+    for key, kind, due, added_at, ref, done_at, done_by in follow_ups:
+        item = _FollowUp(key, kind, dt.date.fromisoformat(due), _fromiso(added_at), events[ref])
+        item.done_at, item.done_by = _time(done_at), ev(done_by)
+        t.follow_ups[key] = item
+    return t

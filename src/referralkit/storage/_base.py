@@ -672,6 +672,35 @@ class ReferralStore(abc.ABC):
     .. versionadded:: 0.1
     """
 
+    keeps_worklist_digests: bool = False
+    """Whether the store keeps worklist digests
+    (:class:`~referralkit.worklist.WorklistDigest`: what the worklist reads of a referral
+    version that does not depend on the instant asked), so the ranked worklist reads one
+    short record a candidate instead of its snapshot and history. The defaults below keep
+    none: the desk computes each one from the history.
+
+    .. versionadded:: 0.2
+    """
+
+    def worklist_digests(self, ids: Iterable[str]) -> dict[str, tuple[int, str | None]]:
+        """For each of ``ids`` that exists, its current version and the text of the worklist
+        digest kept for that version (``None`` when none is: none written yet, or only one
+        of an earlier version, which is never returned). One read for the batch.
+
+        .. versionadded:: 0.2
+        """
+        return {referral_id: (version, None) for referral_id, version in self.versions(ids).items()}
+
+    def write_worklist_digests(self, digests: Sequence[tuple[str, int, str]]) -> None:
+        """Keep the worklist digests ``(referral_id, version, text)`` (each replaces the
+        referral's digest of an earlier version; one of an earlier version than the kept one
+        is dropped). A cache written by readers: it changes no referral and no history, and
+        an encrypting store encrypts the text (it can hold PHI). The default keeps nothing.
+
+        .. versionadded:: 0.2
+        """
+        return
+
     def rank_buckets(self) -> list[int]:
         """The buckets that hold stored rank keys, ascending.
 

@@ -106,6 +106,7 @@ from ._base import (
     prefix_range,
 )
 from ._chain import CHAIN_VERSION, chain_rows, event_fields, linked
+from ._digests import DIGESTS_VERSION, open_digest, seal_digest
 from ._json import RecordCodec, change_sizes, rewrites
 from ._snapshot import AUDIT_PATHS, AUDIT_WHEN
 from ._versions import (
@@ -120,7 +121,7 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore", "connection_settings"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 8
+SCHEMA_VERSION: Final = 9
 """The schema version this code writes (the same numbering as the SQLite store's)."""
 
 _FAR_FUTURE: Final = dt.datetime.max.replace(tzinfo=dt.UTC)
@@ -299,6 +300,11 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         # rows by _fill_event_chain
         "ALTER TABLE {s}.events ADD COLUMN seq bigint, ADD COLUMN sealed text, "
         "ADD COLUMN chain text",
+    ),
+    9: (
+        # the worklist digests (storage/_digests.py; see sqlite.py), written by the worklist
+        """CREATE TABLE {s}.worklist_digests (
+            referral_id text PRIMARY KEY, version integer NOT NULL, digest text NOT NULL)""",
     ),
 }
 _RANK_KEYS_VERSION: Final = 4
@@ -1636,6 +1642,67 @@ class PostgresStore(ReferralStore):
                 [bucket, float(after[0]), after[1], limit],
             )
         return [(float(key), str(referral_id)) for key, referral_id in rows]
+
+    # ------------------------------------------------------------------ worklist digests
+
+    @property
+    def keeps_worklist_digests(self) -> bool:  # type: ignore[override]
+        """True from schema version 9 on (a store opened without migrating may be older).
+        Once true it is remembered: a schema is only ever moved forward."""
+        if not getattr(self, "_has_digests", False):
+            self._has_digests = self.schema_version() >= DIGESTS_VERSION
+        return self._has_digests
+
+    @boundary
+    def worklist_digests(self, ids: Iterable[str]) -> dict[str, tuple[int, str | None]]:
+        """One read: each referral's version beside the digest kept for it."""
+        wanted = _ids(ids)
+        if not wanted:
+            return {}
+        if not self.keeps_worklist_digests:
+            return super().worklist_digests(wanted)
+        rows = self._fetch(
+            "reading the worklist digests",
+            "SELECT r.id, r.version, d.digest FROM {s}.referrals r "
+            "LEFT JOIN {s}.worklist_digests d ON d.referral_id = r.id AND d.version = r.version "
+            "WHERE r.id = ANY(%s)",
+            [wanted],
+        )
+        codec = self._codec
+        return {
+            str(referral_id): (
+                int(version),
+                None if stored is None else open_digest(codec, referral_id, version, stored),
+            )
+            for referral_id, version, stored in rows
+        }
+
+    @boundary
+    def write_worklist_digests(self, digests: Sequence[tuple[str, int, str]]) -> None:
+        rows = [
+            (
+                check_id(referral_id),
+                int(version),
+                seal_digest(self._codec, referral_id, version, text),
+            )
+            for referral_id, version, text in digests
+        ]
+        if not rows or not self.keeps_worklist_digests:
+            return
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            with conn.cursor() as cursor:
+                cursor.executemany(
+                    self._sql(
+                        "INSERT INTO {s}.worklist_digests AS d (referral_id, version, digest) "
+                        "VALUES (%s, %s, %s) ON CONFLICT (referral_id) DO UPDATE SET "
+                        "version = excluded.version, digest = excluded.digest "
+                        "WHERE excluded.version >= d.version"
+                    ),
+                    rows,
+                )
+
+        self._transact("writing the worklist digests", work)
 
     @boundary
     def latest_update(self) -> dt.datetime | None:

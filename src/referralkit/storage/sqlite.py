@@ -79,6 +79,7 @@ from ._base import (
     prefix_range,
 )
 from ._chain import CHAIN_VERSION, chain_rows, event_fields, linked
+from ._digests import DIGESTS_VERSION, open_digest, seal_digest
 from ._directory import DIRECTORY_TABLES
 from ._files import create_private, private_replacement
 from ._json import RecordCodec, change_sizes, rewrites
@@ -93,7 +94,7 @@ from ._versions import (
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
-SCHEMA_VERSION: Final = 8
+SCHEMA_VERSION: Final = 9
 """The schema version this code writes; :meth:`SQLiteStore.upgrade` brings older files here."""
 
 _FAR_FUTURE: Final = "9999-12-31T23:59:59.999999"
@@ -276,6 +277,18 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         "ALTER TABLE events ADD COLUMN seq INTEGER",
         "ALTER TABLE events ADD COLUMN sealed TEXT",
         "ALTER TABLE events ADD COLUMN chain TEXT",
+    ),
+    9: (
+        # The worklist digests (referralkit.worklist.WorklistDigest, storage/_digests.py):
+        # one per referral, for the version it was computed from; written by the worklist
+        # that first reads the version, so nothing is filled here.
+        """
+        CREATE TABLE worklist_digests (
+            referral_id TEXT PRIMARY KEY,
+            version INTEGER NOT NULL,
+            digest TEXT NOT NULL
+        )
+        """,
     ),
 }
 _RANK_KEYS_VERSION: Final = 4
@@ -1352,6 +1365,56 @@ class SQLiteStore(ReferralStore):
                 (bucket, float(after[0]), after[1], limit),
             )
         return [(float(key), str(referral_id)) for key, referral_id in rows]
+
+    # ------------------------------------------------------------------ worklist digests
+
+    @property
+    def keeps_worklist_digests(self) -> bool:  # type: ignore[override]
+        """True from schema version 9 on (a store opened without migrating may be older)."""
+        return self.schema_version() >= DIGESTS_VERSION
+
+    @boundary
+    def worklist_digests(self, ids: Iterable[str]) -> dict[str, tuple[int, str | None]]:
+        """One read: each referral's version beside the digest kept for it."""
+        wanted = _ids(ids)
+        if not wanted:
+            return {}
+        if not self.keeps_worklist_digests:
+            return super().worklist_digests(wanted)
+        marks = ", ".join("?" for _ in wanted)
+        rows = self._read(
+            "SELECT r.id, r.version, d.digest FROM referrals r LEFT JOIN worklist_digests d "  # noqa: S608 - placeholders only
+            f"ON d.referral_id = r.id AND d.version = r.version WHERE r.id IN ({marks})",
+            wanted,
+        )
+        codec = self._codec
+        return {
+            str(referral_id): (
+                int(version),
+                None if stored is None else open_digest(codec, referral_id, version, stored),
+            )
+            for referral_id, version, stored in rows
+        }
+
+    @boundary
+    def write_worklist_digests(self, digests: Sequence[tuple[str, int, str]]) -> None:
+        rows = [
+            (
+                check_id(referral_id),
+                int(version),
+                seal_digest(self._codec, referral_id, version, text),
+            )
+            for referral_id, version, text in digests
+        ]
+        if not rows or not self.keeps_worklist_digests:
+            return
+        with self._write("writing the worklist digests", relaxed=True) as conn:
+            conn.executemany(
+                "INSERT INTO worklist_digests (referral_id, version, digest) VALUES (?, ?, ?) "
+                "ON CONFLICT (referral_id) DO UPDATE SET version = excluded.version, "
+                "digest = excluded.digest WHERE excluded.version >= worklist_digests.version",
+                rows,
+            )
 
     @boundary
     def latest_update(self) -> dt.datetime | None:
