@@ -319,7 +319,7 @@ _SweepWrite: TypeAlias = tuple[
 ]
 """Referrals a sweep reads (and whose sweep keys it writes back) at a time."""
 # a page of what the sweep reads without snapshots: id, version, the events it reads
-_SweepReads: TypeAlias = list[tuple[str, int, list[ReferralEvent]]]
+_SweepReads: TypeAlias = Iterable[tuple[str, int, list[ReferralEvent]]]
 # what _sweep_one reports: raised, cleared, written, retries, left, (version, next due) or None
 _SweepOutcome: TypeAlias = tuple[
     list["Alert"], list[ActiveAlert], bool, int, bool, tuple[int, float] | None

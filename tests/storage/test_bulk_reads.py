@@ -776,11 +776,11 @@ def test_the_sweeps_reads_are_the_selected_histories_without_snapshots(
     whole = list(store.export())
     ids = ["no-such-referral", *[r.id for r, _ in whole][::-1]]
     types = SIGNAL_EVENT_TYPES | {"alert_raised"}
-    assert store._sweep_reads(ids, types) == [
+    assert list(store._sweep_reads(ids, types)) == [
         (r.id, r.version, [e for e in h if e.type in types])
         for r, h in reversed(whole)
         if not r.status.is_terminal
     ]
-    assert store._sweep_reads([], types) == []
+    assert list(store._sweep_reads([], types)) == []
     assert sorted(store._load_many(ids), key=lambda r: r.id) == [r for r, _ in whole]
     assert store._load_many([]) == []

@@ -575,13 +575,14 @@ class ReferralStore(abc.ABC):
 
     def _sweep_reads(
         self, ids: Iterable[str], event_types: Iterable[str]
-    ) -> list[tuple[str, int, list[ReferralEvent]]]:
+    ) -> Iterable[tuple[str, int, list[ReferralEvent]]]:
         """What the sweep (:meth:`referralkit.ReferralDesk.sweep`) reads of the referrals
         ``ids`` to evaluate the event rules: for each open one, in the order of ``ids``, its
         id, its version and its events of ``event_types`` up to that version
         (:meth:`histories_selected` without the snapshots, which only the referrals the
         sweep writes need: :meth:`_load_many`). The SQL adapters read the version from its
-        column, and decode no snapshot."""
+        column, decode no snapshot, and decode each referral's events only as the caller
+        iterates (iterate it once)."""
         return [
             (referral.id, referral.version, list(events))
             for referral, events in self.histories_selected(ids, event_types)

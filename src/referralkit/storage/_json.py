@@ -859,11 +859,40 @@ class RecordCodec:
         order), each verified and decrypted as :meth:`history` does; the history is not
         checked whole (a selection leaves events out by design)."""
         events: list[ReferralEvent] = []
+        append = events.append
         for row in rows:
-            body, count = self.payload_body(row)
-            build = _fast_event if count != "-" else event_from_row
-            events.append(build((*row[:6], body)))
+            event = _sealed_plain_event(row)
+            if event is None:  # anything else: verified and decrypted the general way
+                body, count = self.payload_body(row)
+                build = _fast_event if count != "-" else event_from_row
+                event = build((*row[:6], body))
+            append(event)
         return events
+
+    def selected_lazily(
+        self, ids: Sequence[str], versions: dict[str, int], rows: list[Any]
+    ) -> Iterator[tuple[str, int, list[ReferralEvent]]]:
+        """For each of ``ids`` with a version in ``versions``, in the order of ``ids``: its
+        id, that version and its events among ``rows`` (rows in referral id then history
+        order, as one read selected them) up to that version, decoded as :meth:`selected`
+        decodes them, one referral at a time, as the caller asks for it.
+
+        What the sweep reads a page of referrals with (``_sweep_reads``): the events of a
+        referral are decoded only when it is evaluated and, unless it has alerts to write,
+        freed right after, so they never outlive the young generation of the garbage
+        collector. A page decoded whole (thousands of events, each with its payload's
+        dicts) lived long enough to be promoted, and every full collection that such
+        promotions trigger walks the whole heap of the process. ``rows`` is emptied as it
+        is read."""
+        grouped = {k: list(g) for k, g in itertools.groupby(rows, key=lambda row: row[0])}
+        rows.clear()
+        for referral_id in ids:
+            version = versions.get(referral_id)
+            group = grouped.pop(referral_id, ())
+            if version is not None:
+                events = self.selected(group)
+                del group
+                yield referral_id, version, [e for e in events if e.version <= version]
 
     def audit_events(self, row: Sequence[Any] | None) -> list[ReferralEvent] | list[AuditEvent]:
         """What the store audit reads of a referral's last status change, ``row`` (``None``:
@@ -1002,6 +1031,61 @@ def _fast_event(row: tuple[Any, ...]) -> ReferralEvent:
         s_payload(event, JsonObject(data))
         return event
     return _stored_event(row)
+
+
+def _sealed_plain_event(row: Sequence[Any]) -> ReferralEvent | None:
+    """The event of a row ``(referral_id, version, idx, at, actor, type, payload)`` whose
+    payload is sealed and not encrypted, its time in UTC as the store writes it: verified as
+    :meth:`RecordCodec.payload_body` verifies it (the same context, the same checksum) and
+    built as :func:`_fast_event` builds it, with the time parsed once (for the seal's
+    context and the event both) and no intermediate row. ``None`` for any other row (an
+    encrypted or unsealed payload, a time of another type or zone, a value not of the type
+    the model gives it): the caller reads it the general way, which accepts it or raises the
+    same error as ever. A checksum that does not match is the usual
+    :class:`~referralkit.errors.CorruptRecordError`. (The sweep reads a few events of every
+    open referral: this is most of its cost per event.)"""
+    referral_id, version, index, at, actor, kind, stored = row
+    text = stored.reveal() if type(stored) is Sealed else stored
+    if (
+        type(text) is not str
+        or not text.startswith(_HEAD_UNENCRYPTED)
+        or type(at) is not str
+        or type(referral_id) is not str
+        or type(version) is not int
+        or type(index) is not int
+        or type(actor) is not str
+        or type(kind) is not str
+    ):
+        return None
+    try:
+        when = _fromiso(at)
+    except ValueError:
+        return None
+    if when.tzinfo is not dt.UTC or when.fold:
+        return None
+    # as _event_context gives it: a time already in UTC is its own astimezone(UTC)
+    context = f"{referral_id}\x00{version}\x00{index}\x00{when.isoformat()}\x00{actor}\x00{kind}"
+    body, _, count = RecordCodec.unseal(text, context, referral_id, f"event {version}.{index}")
+    try:
+        data = _loads(body)
+    except ValueError:
+        return None
+    if type(data) is not dict or count == "-":
+        return None
+    event: ReferralEvent = _new_object(ReferralEvent)
+    s_id, s_version, s_index, s_at, s_actor, s_type, s_payload = _EVENT_SETTERS
+    s_id(event, referral_id)
+    s_version(event, version)
+    s_index(event, index)
+    s_at(event, when)
+    s_actor(event, actor)
+    s_type(event, kind)
+    s_payload(event, JsonObject(data))
+    return event
+
+
+# a sealed record that is not encrypted: its seal's key id is empty
+_HEAD_UNENCRYPTED: Final = _HEAD + ":"
 
 
 PLAIN: Final = RecordCodec(None)

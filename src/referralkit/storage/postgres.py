@@ -1765,10 +1765,11 @@ class PostgresStore(ReferralStore):
     @boundary
     def _sweep_reads(
         self, ids: Iterable[str], event_types: Iterable[str]
-    ) -> list[tuple[str, int, list[ReferralEvent]]]:
+    ) -> Iterable[tuple[str, int, list[ReferralEvent]]]:
         """One connection, two reads: the open referrals' versions (their column), then
         their events of ``event_types`` (verified; those newer than the version read left
-        out). No snapshot is read."""
+        out), decoded a referral at a time as the caller iterates
+        (:meth:`RecordCodec.selected_lazily`). No snapshot is read."""
         wanted = _ids(ids)
         types = check_event_types(event_types)
         if not wanted:
@@ -1790,14 +1791,7 @@ class PostgresStore(ReferralStore):
             ],
         )
         versions = {str(referral_id): int(version) for referral_id, version in rows}
-        grouped = {k: list(g) for k, g in itertools.groupby(found, key=lambda e: e[0])}
-        reads = []
-        for referral_id in wanted:
-            version = versions.get(referral_id)
-            if version is not None:
-                events = self._codec.selected(grouped.get(referral_id, ()))
-                reads.append((referral_id, version, [e for e in events if e.version <= version]))
-        return reads
+        return self._codec.selected_lazily(wanted, versions, list(found))
 
     @boundary
     def _load_many(self, ids: Iterable[str]) -> list[Referral]:
