@@ -404,6 +404,33 @@ class TestParquet:
             right = original.sort_values(key).reset_index(drop=True)
             pd.testing.assert_frame_equal(left, right, check_categorical=False)
 
+    @pytest.mark.parametrize("cache", [True, False])
+    def test_statistics_for_all_but_the_strings(
+        self, built: Any, tmp_path: Path, cache: bool
+    ) -> None:
+        """Every file has min/max statistics for its timestamp, number and boolean columns
+        and none for its strings (which would prune nothing), through the cache or not."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        store, clock = built
+        analytics.export_parquet(store, tmp_path, as_of=clock.now(), cache=cache)
+        files = sorted(tmp_path.rglob("*.parquet"))
+        assert {f.parent.parent.name for f in files} == {"referrals", "events"}
+        for file in files:
+            found = pq.ParquetFile(file)
+            schema = found.schema_arrow
+            group = found.metadata.row_group(0)
+            for at, field in enumerate(schema):
+                stats = group.column(at).statistics
+                if pa.types.is_string(field.type):
+                    assert stats is None, field.name
+                else:
+                    assert stats is not None, field.name
+                    assert stats.has_null_count, field.name
+            month_of = "at" if file.parent.parent.name == "events" else "created_at"
+            assert group.column(schema.get_field_index(month_of)).statistics.has_min_max
+
     def test_existing_datasets_are_refused_unless_overwrite(
         self, built: Any, tmp_path: Path
     ) -> None:
