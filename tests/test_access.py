@@ -639,3 +639,15 @@ class TestActorRecord:
         made = actor_record(self.AT, Actor("coord-1", {Role.COORDINATOR}), "get", ("r-1",))
         fields = record_fields(made, "2026-03-02T09:30:00.000000")
         assert chained_row(GENESIS, made, fields[0], None) == [*fields, chain_hash(GENESIS, fields)]
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [("r-1",), ('a"b',), ("a\\b",), ("ü",), ("a\x7fb",), ("a\tb",), (" ",), ("a", "b"), ()],
+)
+def test_the_ids_column_is_their_json(ids: tuple[str, ...]) -> None:
+    """The stored (and chained) text of a record's referral ids is ``json.dumps`` of them,
+    one id written the quick way or not."""
+    from referralkit.access import _ids_json
+
+    assert _ids_json(ids) == json.dumps(list(ids))

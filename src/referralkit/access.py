@@ -428,6 +428,10 @@ _CHAIN_ENCODE: Final = _c_encoder(",", ":")
 
 def _ids_json(ids: Sequence[str]) -> str:
     """``json.dumps(list(ids))``."""
+    if len(ids) == 1:  # one read's record: an id JSON writes as it is, quoted
+        only = ids[0]
+        if only.isascii() and only.isprintable() and '"' not in only and "\\" not in only:
+            return f'["{only}"]'
     if _IDS_ENCODE is None:  # pragma: no cover - CPython has the C encoder
         return json.dumps(list(ids))
     return "".join(_IDS_ENCODE(list(ids), 0))

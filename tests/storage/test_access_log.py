@@ -376,3 +376,19 @@ class TestUpgrade:
             assert desk.get(Actor("c", {Role.COORDINATOR}), made.id) == made
             desk.flush_access_log()
             assert [r.action for r in upgraded.access_records()] == ["get"]
+
+    def test_a_version_8_postgres_schema_upgrades_to_9_with_its_log(
+        self, postgres_schema: str
+    ) -> None:
+        """Version 9 changes nothing in PostgreSQL (its index rows are written with each
+        record): a version 8 schema's access log reads the same after the upgrade."""
+        with PostgresStore(postgres_schema, migrate=False) as old:
+            assert old.upgrade(target=8) == 8
+            old.append_access([record(k, ids=(f"r-{k % 3}",)) for k in range(10)])
+            before = old.access_records(AccessQuery(referral_ids={"r-1"}))
+        with PostgresStore(postgres_schema) as upgraded:
+            assert upgraded.schema_version() == 9
+            assert upgraded.access_records(AccessQuery(referral_ids={"r-1"})) == before
+            assert len(before) == 3
+            upgraded.append_access([record(10, ids=("r-1",))])
+            assert len(upgraded.access_records(AccessQuery(referral_ids={"r-1"}))) == 4

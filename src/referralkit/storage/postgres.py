@@ -120,7 +120,7 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore", "connection_settings"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 8
+SCHEMA_VERSION: Final = 9
 """The schema version this code writes (the same numbering as the SQLite store's)."""
 
 _FAR_FUTURE: Final = dt.datetime.max.replace(tzinfo=dt.UTC)
@@ -300,6 +300,11 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         "ALTER TABLE {s}.events ADD COLUMN seq bigint, ADD COLUMN sealed text, "
         "ADD COLUMN chain text",
     ),
+    # SQLite's version 9 writes its access log's referral index a block of records at a
+    # time; here each record's index rows are written with it (a sequence's numbers may
+    # have gaps, so no block of seq values is known to be whole): nothing changes, the
+    # version keeps the two stores' numbering the same
+    9: (),
 }
 _RANK_KEYS_VERSION: Final = 4
 """The migration after which _fill_rank_keys computes the rank keys of the stored rows."""
