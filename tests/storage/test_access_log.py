@@ -392,3 +392,18 @@ class TestUpgrade:
             assert len(before) == 3
             upgraded.append_access([record(10, ids=("r-1",))])
             assert len(upgraded.access_records(AccessQuery(referral_ids={"r-1"}))) == 4
+
+
+def test_a_restore_that_fills_a_block_indexes_the_records_before_it(tmp_path: Path) -> None:
+    """Records restored after some appended ones fill their block of the SQLite index: the
+    appended ones are indexed with them (a referral filter finds every one either way)."""
+    made = [record(k, ids=("r-1",)) for k in range(_BLOCK + 40)]
+    with SQLiteStore(tmp_path / "a.db") as source, SQLiteStore(tmp_path / "b.db") as target:
+        source.append_access(made)
+        target.append_access(made[:10])
+        rows = [(fields, chain) for seq, fields, chain in source.access_chain() if seq > 10]
+        target.restore_access(rows, after=str(target.access_records()[-1].chain))
+        assert target.access_records() == source.access_records()
+        assert len(target.access_records(AccessQuery(referral_ids={"r-1"}))) == _BLOCK + 40
+        indexed = target._read("SELECT seq FROM access_log_referrals ORDER BY seq")
+        assert [s for (s,) in indexed][:10] == list(range(1, 11))

@@ -1608,10 +1608,8 @@ class SQLiteStore(ReferralStore):
             first = first or seq
         # the referral index: written for a block of the log once the block is full (one
         # statement for its records), so most records cost one row, not two
-        done, full = (first - 1) // _ACCESS_INDEX_BLOCK, seq // _ACCESS_INDEX_BLOCK
-        if seq and full > done:
-            block = _ACCESS_INDEX_BLOCK
-            conn.execute(_INDEX_ACCESS_BLOCK, (done * block, full * block))
+        if seq:
+            _index_blocks(conn, first, seq)
 
     @boundary
     def load_recorded(
@@ -1673,6 +1671,7 @@ class SQLiteStore(ReferralStore):
             row = conn.execute("SELECT chain FROM access_log ORDER BY seq DESC LIMIT 1").fetchone()
             if (GENESIS if row is None else row[0]) != after:
                 raise StorageError(RESTORE_CLASH)
+            first = last = 0
             for fields, chain in rows:
                 cursor = conn.execute(
                     f"INSERT INTO access_log ({ROW_COLUMNS}) VALUES ({', '.join('?' * 12)})",  # noqa: S608 - fixed column names
@@ -1685,6 +1684,10 @@ class SQLiteStore(ReferralStore):
                         "VALUES (?, ?)",
                         [(i, cursor.lastrowid) for i in ids],
                     )
+                first = first or cursor.lastrowid or 0
+                last = cursor.lastrowid or 0
+            if last:  # the records before these in a block they fill
+                _index_blocks(conn, first, last)
 
     @boundary
     def access_records(self, query: AccessQuery = AccessQuery()) -> list[AccessRecord]:
@@ -1850,6 +1853,16 @@ def _chain_row(
         str(row[9] or ""),
         Sealed(str(row[7])),
     )
+
+
+def _index_blocks(conn: sqlite3.Connection, first: int, last: int) -> None:
+    """Index the referrals of the access log's blocks that the records ``first`` to
+    ``last`` (just appended, in the write transaction open on ``conn``) fill: every record
+    up to the last multiple of :data:`_ACCESS_INDEX_BLOCK` is then in the index."""
+    block = _ACCESS_INDEX_BLOCK
+    done, full = (first - 1) // block, last // block
+    if full > done:
+        conn.execute(_INDEX_ACCESS_BLOCK, (done * block, full * block))
 
 
 def _access_where(query: AccessQuery) -> tuple[str, list[Any]]:
