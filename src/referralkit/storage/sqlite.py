@@ -1889,7 +1889,9 @@ def _access_where(query: AccessQuery) -> tuple[str, list[Any]]:
         params.append(int(query.flagged))
     if query.referral_ids is not None:
         ids = sorted(query.referral_ids)
-        marks = ", ".join("?" * len(ids))
+        # numbered, so both lists below name the same parameters (the ids bound once; any
+        # "?" after them, the LIMIT's, numbers on from the last)
+        marks = ", ".join(f"?{n}" for n in range(len(params) + 1, len(params) + 1 + len(ids)))
         # indexed, or in the log's last block, not indexed yet (see _ACCESS_INDEX_BLOCK)
         clauses.append(
             f"seq IN (SELECT seq FROM access_log_referrals WHERE referral_id IN ({marks}) "  # noqa: S608 - placeholders only
@@ -1899,5 +1901,5 @@ def _access_where(query: AccessQuery) -> tuple[str, list[Any]]:
             "t.referral_ids, '[]')) WHERE value IN "
             f"({marks})))"
         )
-        params += ids + ids
+        params += ids
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
