@@ -13,7 +13,7 @@ import attrs
 import pytest
 
 from referralkit import ReferralDesk
-from referralkit.access import AccessOutcome, AccessQuery, AccessRecord
+from referralkit.access import AccessOutcome, AccessQuery, AccessRecord, actor_record, chained_row
 from referralkit.cli import main
 from referralkit.errors import PermissionDeniedError, ValidationError
 from referralkit.privacy import (
@@ -582,3 +582,72 @@ class TestClaims:
         taken = [i.referral_id for i in desk.claim(a, 5, lease=lease)]
         assert sorted(taken) == sorted([ids["a-to-b"], ids["c-to-a"]])
         assert desk.store.claim("x", 5, now=clock.now(), lease=lease) == [ids["b-to-c"]]
+
+
+class TestActorRecord:
+    """``actor_record`` (what an audited read builds) gives the record ``AccessRecord``
+    gives, and refuses what it refuses."""
+
+    AT = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.UTC)
+
+    @pytest.mark.parametrize("outcome", list(AccessOutcome))
+    @pytest.mark.parametrize(
+        "actor",
+        [
+            Actor("coord-1", {Role.COORDINATOR}),
+            Actor("a-2", {Role.AUDITOR, Role.COORDINATOR}, organization="org-a", purpose="treat"),
+        ],
+    )
+    def test_equal_to_the_checked_record(self, actor: Actor, outcome: AccessOutcome) -> None:
+        checked = AccessRecord(
+            at=self.AT,
+            actor=actor.id,
+            action="get",
+            outcome=outcome,
+            referral_ids=("r-1", "r-2"),
+            roles=tuple(sorted(r.value for r in actor.roles)),
+            organization=actor.organization,
+            purpose=actor.purpose,
+            flagged=outcome is not AccessOutcome.ALLOWED,
+        )
+        for _ in range(2):  # the first one checked, then the quick way
+            made = actor_record(self.AT, actor, "get", ["r-1", "r-2"], outcome)
+            assert made == checked
+            assert hash(made) == hash(checked)
+            assert type(made.referral_ids) is tuple
+
+    def test_other_zones_become_utc(self) -> None:
+        actor = Actor("coord-1", {Role.COORDINATOR})
+        east = self.AT.astimezone(dt.timezone(dt.timedelta(hours=5)))
+        assert actor_record(east, actor, "get", ("r-1",)).at.tzinfo is dt.UTC
+
+    def test_refuses_what_the_record_refuses(self) -> None:
+        actor = Actor("coord-1", {Role.COORDINATOR})
+        actor_record(self.AT, actor, "get", ("r-1",))  # "get" and these roles seen before
+        with pytest.raises(ValidationError, match="referral_ids"):
+            actor_record(self.AT, actor, "get", ("r\x00-1",))
+        with pytest.raises(ValidationError, match="referral_ids"):
+            actor_record(self.AT, actor, "get", "r-1")
+        with pytest.raises(ValidationError, match="action"):
+            actor_record(self.AT, actor, "Not An Action!", ("r-1",))
+        with pytest.raises(ValidationError, match="at"):
+            actor_record(self.AT.replace(tzinfo=None), actor, "get", ("r-1",))
+
+    def test_chained_row_is_the_fields_and_their_chain_value(self) -> None:
+        from referralkit.access import GENESIS, chain_hash, record_fields
+
+        made = actor_record(self.AT, Actor("coord-1", {Role.COORDINATOR}), "get", ("r-1",))
+        fields = record_fields(made, "2026-03-02T09:30:00.000000")
+        assert chained_row(GENESIS, made, fields[0], None) == [*fields, chain_hash(GENESIS, fields)]
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [("r-1",), ('a"b',), ("a\\b",), ("ü",), ("a\x7fb",), ("a\tb",), (" ",), ("a", "b"), ()],
+)
+def test_the_ids_column_is_their_json(ids: tuple[str, ...]) -> None:
+    """The stored (and chained) text of a record's referral ids is ``json.dumps`` of them,
+    one id written the quick way or not."""
+    from referralkit.access import _ids_json
+
+    assert _ids_json(ids) == json.dumps(list(ids))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import sqlite3
@@ -19,7 +21,7 @@ from referralkit import (
     ValidationError,
     open_store,
 )
-from referralkit.crypto import CIPHER_PREFIX, FieldCipher, blind_index, load_keys
+from referralkit.crypto import CIPHER_PREFIX, FieldCipher, _hmac_sha256, blind_index, load_keys
 from referralkit.storage._json import PLAIN, RecordCodec, phi_plan
 from referralkit.testing import FakeClock, sample_request
 
@@ -66,6 +68,17 @@ class TestKeyRing:
         assert index == blind_index(ring, "patient.id", "p-1")
         assert index != ring.blind_index("patient.mrn", "p-1")
         assert index != other.blind_index("patient.id", "p-1")
+
+    @pytest.mark.parametrize("size", [0, 1, 32, 63, 64, 65, 200])
+    def test_the_blind_index_is_hmac_sha256(self, size: int) -> None:
+        """The HMAC made from cached padded-key states is RFC 2104's (as ``hmac`` makes
+        it) for keys shorter than, equal to and longer than SHA-256's block."""
+        key, message = os.urandom(size), os.urandom(size)
+        assert _hmac_sha256(key, message) == hmac.digest(key, message, "sha256")
+        assert _hmac_sha256(key, message) == hmac.digest(key, message, "sha256")  # cached
+        ring = KeyRing.generate()
+        mac = hmac.new(ring.index_key(), "patient.id\x00p-ü".encode(), hashlib.sha256)
+        assert ring.blind_index("patient.id", "p-ü") == "~b" + mac.hexdigest()[:32]
 
 
 class TestKeyRingFiles:

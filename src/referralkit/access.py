@@ -45,6 +45,7 @@ import attrs
 
 from . import _validators as v
 from .errors import StorageError, ValidationError
+from .privacy import Actor
 
 __all__ = [
     "GENESIS",
@@ -53,8 +54,10 @@ __all__ = [
     "AccessQuery",
     "AccessRecord",
     "MemoryAccessLog",
+    "actor_record",
     "at_text",
     "chain_hash",
+    "chained_row",
     "chain_values",
     "record_fields",
 ]
@@ -138,6 +141,84 @@ class AccessRecord:
             "flagged": self.flagged,
             "chain": self.chain,
         }
+
+
+_CHECKED_ACTIONS: set[str] = set()
+"""The actions :func:`actor_record` has seen :class:`AccessRecord` accept."""
+
+_ROLE_TUPLES: dict[frozenset[Any], tuple[str, ...]] = {}
+"""An actor's roles as a record lists them, by the actor's set of roles (a few sets)."""
+
+# the slots of AccessRecord in field order, set directly (what its __init__ ends with)
+_SLOTS: Final = tuple(
+    AccessRecord.__dict__[field.name].__set__ for field in attrs.fields(AccessRecord)
+)
+
+
+def actor_record(
+    at: dt.datetime,
+    actor: Actor,
+    action: str,
+    referral_ids: Sequence[str],
+    outcome: AccessOutcome = AccessOutcome.ALLOWED,
+) -> AccessRecord:
+    """The record of ``actor`` doing ``action`` on ``referral_ids`` at ``at`` with
+    ``outcome`` (flagged unless allowed; no reason, no grant): equal to the
+    :class:`AccessRecord` built from the same values, built without checking again what is
+    checked already: the actor's id, roles, organisation and purpose (an
+    :class:`~referralkit.privacy.Actor` refuses what a record would refuse), an action
+    accepted before, an instant in UTC. The referral ids are checked. Every audited read
+    builds one: the validators and converters were most of its cost. Anything else is
+    built (and checked) as an :class:`AccessRecord`."""
+    roles = _ROLE_TUPLES.get(actor.roles) if type(actor) is Actor else None
+    if (
+        roles is None
+        or type(at) is not dt.datetime
+        or at.tzinfo is not dt.UTC
+        or at.fold
+        or action not in _CHECKED_ACTIONS
+        or type(outcome) is not AccessOutcome
+    ):
+        record = AccessRecord(
+            at=at,
+            actor=actor.id,
+            action=action,
+            outcome=outcome,
+            referral_ids=tuple(referral_ids),
+            roles=tuple(sorted(r.value for r in actor.roles)),
+            organization=actor.organization,
+            purpose=actor.purpose,
+            flagged=outcome is not AccessOutcome.ALLOWED,
+        )
+        if type(actor) is Actor:
+            _CHECKED_ACTIONS.add(action)
+            _ROLE_TUPLES[actor.roles] = record.roles
+        return record
+    ids = _ids(referral_ids)
+    for item in ids:
+        v.identifier(item, "referral_ids")
+    record = object.__new__(AccessRecord)
+    for put, value in zip(
+        _SLOTS,
+        (
+            at,
+            actor.id,
+            action,
+            outcome,
+            ids,
+            roles,
+            actor.organization,
+            actor.purpose,
+            None,
+            None,
+            outcome is not AccessOutcome.ALLOWED,
+            0,
+            None,
+        ),
+        strict=False,  # one value a slot, as written above
+    ):
+        put(record, value)
+    return record
 
 
 @attrs.frozen
@@ -347,6 +428,10 @@ _CHAIN_ENCODE: Final = _c_encoder(",", ":")
 
 def _ids_json(ids: Sequence[str]) -> str:
     """``json.dumps(list(ids))``."""
+    if len(ids) == 1:  # one read's record: an id JSON writes as it is, quoted
+        only = ids[0]
+        if only.isascii() and only.isprintable() and '"' not in only and "\\" not in only:
+            return f'["{only}"]'
     if _IDS_ENCODE is None:  # pragma: no cover - CPython has the C encoder
         return json.dumps(list(ids))
     return "".join(_IDS_ENCODE(list(ids), 0))
@@ -362,6 +447,35 @@ def chain_hash(previous: str, fields: Sequence[Any]) -> str:
         else _CANONICAL.encode(values)  # pragma: no cover - CPython has the C encoder
     )
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def chained_row(previous: str, record: AccessRecord, at: str, reason: str | None) -> list[Any]:
+    """The SQL row of ``record`` after the chain value ``previous``: its fields as
+    :func:`record_fields` gives them, with ``at`` and ``reason`` as the store keeps them,
+    then its chain value (:func:`chain_hash` of the same fields), built in one list (every
+    audited read appends one)."""
+    values = [
+        previous,
+        at,
+        record.actor,
+        ",".join(record.roles),
+        record.organization,
+        record.action,
+        record.outcome.value,
+        _ids_json(record.referral_ids),
+        record.purpose,
+        reason,
+        record.grant,
+        int(record.flagged),
+    ]
+    text = (
+        "".join(_CHAIN_ENCODE(values, 0))
+        if _CHAIN_ENCODE is not None
+        else _CANONICAL.encode(values)  # pragma: no cover - CPython has the C encoder
+    )
+    values[0] = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    values.append(values.pop(0))
+    return values
 
 
 def chain_values(last: str, rows: Iterable[Sequence[Any]]) -> list[str]:

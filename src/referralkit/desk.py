@@ -43,7 +43,7 @@ import attrs
 from . import _validators as v
 from . import lifecycle
 from ._redaction import Sealed, boundary, boundary_iter
-from .access import AccessBuffer, AccessOutcome, AccessQuery, AccessRecord
+from .access import AccessBuffer, AccessOutcome, AccessQuery, AccessRecord, actor_record
 from .alerts import CLEARED, RAISED, ActiveAlert, SweepReport, cleared_payload, raised_payload
 from .alerts import active as active_alerts
 from .alerts import changes as alert_changes
@@ -410,6 +410,8 @@ def _access_record(
     grant: BreakGlass | None = None,
 ) -> AccessRecord:
     """The access record of ``actor`` doing ``action`` (flagged when not simply allowed)."""
+    if reason is None and grant is None:  # most records: built without checking again
+        return actor_record(at, actor, action, referral_ids, outcome)
     return AccessRecord(
         at=at,
         actor=actor.id,

@@ -26,7 +26,9 @@ from referralkit.errors import StorageError, ValidationError
 from referralkit.privacy import Actor, Role
 from referralkit.storage import ReferralStore, open_store
 from referralkit.storage.postgres import PostgresStore, connection_settings
+from referralkit.storage.sqlite import _ACCESS_INDEX_BLOCK as _BLOCK
 from referralkit.storage.sqlite import SCHEMA_VERSION, SQLiteStore
+from referralkit.tamper import verify
 from referralkit.testing import FakeClock, sample_request
 
 T0 = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
@@ -126,6 +128,25 @@ class TestEveryStore:
         [get, history] = store.access_records()
         assert (get.action, history.action) == ("get", "history")
         assert get.referral_ids == history.referral_ids == (referral.id,)
+
+    def test_referral_filter_across_blocks_of_the_index(self, store: ReferralStore) -> None:
+        """Records one at a time and in batches that straddle the SQLite index's blocks:
+        the referral filter finds the same records as reading them all (indexed or not)."""
+        made: list[AccessRecord] = []
+        n = 0
+        for size in (1, 1, 7, _BLOCK - 20, 1, 40, 3, _BLOCK, 1):
+            batch = []
+            for _ in range(size):
+                ids = (f"r-{n % 5}",) if n % 9 else (f"r-{n % 5}", f"r-{(n + 2) % 5}", "r-9")
+                batch.append(record(n, ids=ids))
+                n += 1
+            store.append_access(batch)
+            made += batch
+            every = store.access_records()
+            for wanted in ({"r-0"}, {"r-2", "r-9"}, {"r-9"}, {"r-nobody"}):
+                found = store.access_records(AccessQuery(referral_ids=wanted))
+                assert found == [r for r in every if wanted & set(r.referral_ids)]
+        assert [r.referral_ids for r in store.access_records()] == [r.referral_ids for r in made]
 
 
 class TestReadAndRecord:
@@ -246,8 +267,10 @@ class TestAppendOnly:
     def test_sqlite_refuses_updates_and_deletes(self, tmp_path: Path) -> None:
         path = tmp_path / "log.db"
         with SQLiteStore(path) as store:
-            store.append_access([record(0)])
+            # a full block of the referral index (its rows are written block by block)
+            store.append_access([record(0)] * _BLOCK)
         with closing(sqlite3.connect(path)) as conn, conn:
+            assert conn.execute("SELECT count(*) FROM access_log_referrals").fetchone()[0]
             for sql in (
                 "UPDATE access_log SET actor = 'someone-else'",
                 "DELETE FROM access_log",
@@ -257,7 +280,7 @@ class TestAppendOnly:
                 with pytest.raises(sqlite3.IntegrityError, match="append-only"):
                     conn.execute(sql)
         with SQLiteStore(path) as store:
-            assert [r.actor for r in store.access_records()] == ["u-1"]
+            assert [r.actor for r in store.access_records()] == ["u-1"] * _BLOCK
 
     def test_postgres_refuses_updates_deletes_and_truncation(self, postgres_schema: str) -> None:
         with PostgresStore(postgres_schema) as store:
@@ -297,6 +320,50 @@ class TestUpgrade:
             desk.flush_access_log()
             assert [r.action for r in upgraded.access_records()] == ["get"]
 
+    def test_a_version_8_sqlite_file_keeps_its_referral_index(self, tmp_path: Path) -> None:
+        """Version 9 writes the access log's referral index a block of records at a time (an
+        audited read writes one row, not two): a version 8 file, every record indexed,
+        upgrades with its records found by referral as before, and new records are indexed
+        once their block is full."""
+        path = tmp_path / "v8.db"
+        with SQLiteStore(path, migrate=False) as old:
+            assert old.upgrade(target=8) == 8
+            old.append_access([record(k, ids=(f"r-{k % 3}",)) for k in range(10)])
+        with closing(sqlite3.connect(path)) as conn, conn:  # as version 8 kept it
+            conn.execute(
+                "INSERT OR IGNORE INTO access_log_referrals (referral_id, seq) "
+                "SELECT json_extract(referral_ids, '$[0]'), seq FROM access_log"
+            )
+        with SQLiteStore(path) as upgraded:
+            assert upgraded.schema_version() == SCHEMA_VERSION == 9
+            assert len(upgraded.access_records(AccessQuery(referral_ids={"r-1"}))) == 3
+            upgraded.append_access([record(10 + k, ids=("r-1",)) for k in range(_BLOCK - 11)])
+            assert len(upgraded.access_records(AccessQuery(referral_ids={"r-1"}))) == _BLOCK - 8
+
+            def indexed() -> int:
+                return int(upgraded._read("SELECT count(*) FROM access_log_referrals")[0][0])
+
+            assert indexed() == 10  # the version 8 rows; the new ones wait for their block
+            upgraded.append_access([record(_BLOCK, ids=("r-1",))])  # the block's last record
+            assert indexed() == _BLOCK
+            assert len(upgraded.access_records(AccessQuery(referral_ids={"r-1"}))) == _BLOCK - 7
+
+    def test_a_damaged_record_neither_stops_the_log_nor_hides_from_verify(
+        self, tmp_path: Path
+    ) -> None:
+        """The block index reads the records' stored ids: a record edited into invalid JSON
+        is skipped there (appends go on), and verify still reports the edit."""
+        path = tmp_path / "log.db"
+        with SQLiteStore(path) as store:
+            store.append_access([record(k) for k in range(5)])
+        with closing(sqlite3.connect(path)) as conn, conn:
+            conn.execute("DROP TRIGGER access_log_no_update")
+            conn.execute("UPDATE access_log SET referral_ids = 'not json' WHERE seq = 3")
+        with SQLiteStore(path) as store:
+            store.append_access([record(5 + k) for k in range(_BLOCK)])
+            assert len(store.access_records(AccessQuery(referral_ids={"r-1"}))) == _BLOCK + 4
+            assert verify(store).broken_at == 3
+
     def test_an_old_postgres_schema_gets_the_access_log(self, postgres_schema: str) -> None:
         with PostgresStore(postgres_schema, migrate=False) as old:
             assert old.upgrade(target=3) == 3
@@ -309,3 +376,34 @@ class TestUpgrade:
             assert desk.get(Actor("c", {Role.COORDINATOR}), made.id) == made
             desk.flush_access_log()
             assert [r.action for r in upgraded.access_records()] == ["get"]
+
+    def test_a_version_8_postgres_schema_upgrades_to_9_with_its_log(
+        self, postgres_schema: str
+    ) -> None:
+        """Version 9 changes nothing in PostgreSQL (its index rows are written with each
+        record): a version 8 schema's access log reads the same after the upgrade."""
+        with PostgresStore(postgres_schema, migrate=False) as old:
+            assert old.upgrade(target=8) == 8
+            old.append_access([record(k, ids=(f"r-{k % 3}",)) for k in range(10)])
+            before = old.access_records(AccessQuery(referral_ids={"r-1"}))
+        with PostgresStore(postgres_schema) as upgraded:
+            assert upgraded.schema_version() == 9
+            assert upgraded.access_records(AccessQuery(referral_ids={"r-1"})) == before
+            assert len(before) == 3
+            upgraded.append_access([record(10, ids=("r-1",))])
+            assert len(upgraded.access_records(AccessQuery(referral_ids={"r-1"}))) == 4
+
+
+def test_a_restore_that_fills_a_block_indexes_the_records_before_it(tmp_path: Path) -> None:
+    """Records restored after some appended ones fill their block of the SQLite index: the
+    appended ones are indexed with them (a referral filter finds every one either way)."""
+    made = [record(k, ids=("r-1",)) for k in range(_BLOCK + 40)]
+    with SQLiteStore(tmp_path / "a.db") as source, SQLiteStore(tmp_path / "b.db") as target:
+        source.append_access(made)
+        target.append_access(made[:10])
+        rows = [(fields, chain) for seq, fields, chain in source.access_chain() if seq > 10]
+        target.restore_access(rows, after=str(target.access_records()[-1].chain))
+        assert target.access_records() == source.access_records()
+        assert len(target.access_records(AccessQuery(referral_ids={"r-1"}))) == _BLOCK + 40
+        indexed = target._read("SELECT seq FROM access_log_referrals ORDER BY seq")
+        assert [s for (s,) in indexed][:10] == list(range(1, 11))

@@ -301,8 +301,11 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         "ALTER TABLE {s}.events ADD COLUMN seq bigint, ADD COLUMN sealed text, "
         "ADD COLUMN chain text",
     ),
+    # Version 9: the worklist digests (storage/_digests.py; see sqlite.py), written by the
+    # worklist. (SQLite's version 9 also writes its access log's referral index a block of
+    # records at a time; here each record's index rows are written with it, as a sequence's
+    # numbers may have gaps, so no block of seq values is known to be whole.)
     9: (
-        # the worklist digests (storage/_digests.py; see sqlite.py), written by the worklist
         """CREATE TABLE {s}.worklist_digests (
             referral_id text PRIMARY KEY, version integer NOT NULL, digest text NOT NULL)""",
     ),

@@ -42,10 +42,9 @@ from ..access import (
     ROW_COLUMNS,
     AccessQuery,
     AccessRecord,
-    chain_hash,
+    chained_row,
     check_access_query,
     check_records,
-    record_fields,
     record_from_row,
 )
 from ..crypto import KeyProvider, load_keys
@@ -278,10 +277,17 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         "ALTER TABLE events ADD COLUMN sealed TEXT",
         "ALTER TABLE events ADD COLUMN chain TEXT",
     ),
+    # Version 9 (two changes of one release):
+    # - The worklist digests (referralkit.worklist.WorklistDigest, storage/_digests.py):
+    #   one per referral, for the version it was computed from; written by the worklist
+    #   that first reads the version, so nothing is filled here.
+    # - The access log's referral index written in blocks (_ACCESS_INDEX_BLOCK): a record's
+    #   index rows are written once its block of the log is full, so an audited read writes
+    #   one row (one page) instead of two; the records of the last, unfilled block are found
+    #   by scanning them (_access_where). No statement for it: the version marks the files
+    #   whose last block may be unindexed, which a referralkit knowing only version 8
+    #   (reading the index alone) must not open.
     9: (
-        # The worklist digests (referralkit.worklist.WorklistDigest, storage/_digests.py):
-        # one per referral, for the version it was computed from; written by the worklist
-        # that first reads the version, so nothing is filled here.
         """
         CREATE TABLE worklist_digests (
             referral_id TEXT PRIMARY KEY,
@@ -408,8 +414,17 @@ _DRIVER_ERRORS: Final = (sqlite3.Error, UnicodeDecodeError)
 _LAST_ACCESS_CHAIN: Final = "SELECT chain FROM access_log ORDER BY seq DESC LIMIT 1"
 _LOAD_RECORDED: Final = f"SELECT ({_LAST_ACCESS_CHAIN}), snapshot FROM referrals WHERE id = ?"  # noqa: S608 - fixed
 _INSERT_ACCESS: Final = f"INSERT INTO access_log ({ROW_COLUMNS}) VALUES ({', '.join('?' * 12)})"  # noqa: S608 - fixed column names
-_INSERT_ACCESS_REFERRAL: Final = (
-    "INSERT OR IGNORE INTO access_log_referrals (referral_id, seq) VALUES (?, ?)"
+_ACCESS_INDEX_BLOCK: Final = 256
+"""Access records per block of the log's referral index (schema version 9): the records
+with ``seq`` up to the last multiple of this below the log's last ``seq`` are always in
+``access_log_referrals``; the ones after it (the last block, at most this many) are indexed
+when it fills, by the transaction that appends its last record, and until then found by a
+scan of the block."""
+_INDEX_ACCESS_BLOCK: Final = (
+    "INSERT OR IGNORE INTO access_log_referrals (referral_id, seq) "
+    "SELECT j.value, a.seq FROM access_log AS a, "
+    "json_each(iif(json_valid(a.referral_ids), a.referral_ids, '[]')) AS j "
+    "WHERE a.seq > ? AND a.seq <= ? AND j.type = 'text'"
 )
 
 _ID_CHUNK: Final = 500
@@ -1639,20 +1654,19 @@ class SQLiteStore(ReferralStore):
         if last is None:
             row = conn.execute(_LAST_ACCESS_CHAIN).fetchone()
             last = GENESIS if row is None else row[0]
-        named: list[tuple[str, int | None]] = []
+        first = seq = 0
         for record in records:
             # the fields the chain hashes are the row's columns (flagged as 0 or 1, as
             # SQLite keeps it), the reason as stored (encrypted with a key ring)
-            fields = record_fields(record, _ts(record.at))
-            fields[8] = self._codec.reason_text(record.actor, record.action, record.reason)
-            last = chain_hash(last, fields)
-            seq = conn.execute(_INSERT_ACCESS, (*fields, last)).lastrowid
-            named.extend((i, seq) for i in record.referral_ids)
-        # one statement for the referral index of every record of the transaction
-        if len(named) == 1:  # one read's record (an audited get): no executemany's setup
-            conn.execute(_INSERT_ACCESS_REFERRAL, named[0])
-        else:
-            conn.executemany(_INSERT_ACCESS_REFERRAL, named)
+            reason = self._codec.reason_text(record.actor, record.action, record.reason)
+            row = chained_row(last, record, _ts(record.at), reason)
+            last = row[-1]
+            seq = conn.execute(_INSERT_ACCESS, row).lastrowid or 0
+            first = first or seq
+        # the referral index: written for a block of the log once the block is full (one
+        # statement for its records), so most records cost one row, not two
+        if seq:
+            _index_blocks(conn, first, seq)
 
     @boundary
     def load_recorded(
@@ -1662,17 +1676,48 @@ class SQLiteStore(ReferralStore):
         :meth:`append_access` commits): the record is in the log when the referral is
         returned, at the cost of one transaction instead of two."""
         check_id(referral_id)
-        with self._access_write() as conn:
-            cursor = conn.cursor()
-            cursor.row_factory = _seal_last
-            # the chain's head read with the snapshot: one statement
-            rows = cursor.execute(_LOAD_RECORDED, (referral_id,)).fetchall()
-            if not rows:
-                raise NotFoundError(referral_id)
-            referral = self._codec.referral(rows[0][1], referral_id)
-            made = record(referral)
+        if self._shared is not None:  # :memory: (tests): the shared connection's lock
+            with self._access_write() as conn:
+                return self._load_recorded_in(conn, referral_id, record)
+        # _write, unrolled (an audited read runs this for every get: the context manager's
+        # frames cost as much as one of its statements)
+        conn = self._conn
+        try:
+            if id(conn) not in self._relaxed:
+                conn.execute("PRAGMA synchronous=NORMAL")
+                self._relaxed.add(id(conn))
+            conn.execute("BEGIN IMMEDIATE")
+        except _DRIVER_ERRORS as error:
+            raise _driver_error(error, "recording access") from None
+        try:
+            referral = self._load_recorded_in(conn, referral_id, record)
+            conn.execute("COMMIT")
+        except BaseException as error:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(error, _DRIVER_ERRORS):
+                raise _driver_error(error, "recording access") from None
+            raise
+        return referral
+
+    def _load_recorded_in(
+        self,
+        conn: sqlite3.Connection,
+        referral_id: str,
+        record: Callable[[Referral], AccessRecord],
+    ) -> Referral:
+        """:meth:`load_recorded` in the write transaction open on ``conn``."""
+        cursor = conn.cursor()
+        cursor.row_factory = _seal_last
+        # the chain's head read with the snapshot: one statement
+        row = cursor.execute(_LOAD_RECORDED, (referral_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(referral_id)
+        referral = self._codec.referral(row[1], referral_id)
+        made = record(referral)
+        if type(made) is not AccessRecord:
             check_records([made])
-            self._append_access_in(conn, [made], GENESIS if rows[0][0] is None else rows[0][0])
+        self._append_access_in(conn, [made], GENESIS if row[0] is None else row[0])
         return referral
 
     @boundary
@@ -1683,6 +1728,7 @@ class SQLiteStore(ReferralStore):
             row = conn.execute("SELECT chain FROM access_log ORDER BY seq DESC LIMIT 1").fetchone()
             if (GENESIS if row is None else row[0]) != after:
                 raise StorageError(RESTORE_CLASH)
+            first = last = 0
             for fields, chain in rows:
                 cursor = conn.execute(
                     f"INSERT INTO access_log ({ROW_COLUMNS}) VALUES ({', '.join('?' * 12)})",  # noqa: S608 - fixed column names
@@ -1695,6 +1741,10 @@ class SQLiteStore(ReferralStore):
                         "VALUES (?, ?)",
                         [(i, cursor.lastrowid) for i in ids],
                     )
+                first = first or cursor.lastrowid or 0
+                last = cursor.lastrowid or 0
+            if last:  # the records before these in a block they fill
+                _index_blocks(conn, first, last)
 
     @boundary
     def access_records(self, query: AccessQuery = AccessQuery()) -> list[AccessRecord]:
@@ -1862,6 +1912,16 @@ def _chain_row(
     )
 
 
+def _index_blocks(conn: sqlite3.Connection, first: int, last: int) -> None:
+    """Index the referrals of the access log's blocks that the records ``first`` to
+    ``last`` (just appended, in the write transaction open on ``conn``) fill: every record
+    up to the last multiple of :data:`_ACCESS_INDEX_BLOCK` is then in the index."""
+    block = _ACCESS_INDEX_BLOCK
+    done, full = (first - 1) // block, last // block
+    if full > done:
+        conn.execute(_INDEX_ACCESS_BLOCK, (done * block, full * block))
+
+
 def _access_where(query: AccessQuery) -> tuple[str, list[Any]]:
     """The WHERE clause and parameters of an access-log query."""
     clauses: list[str] = []
@@ -1886,9 +1946,17 @@ def _access_where(query: AccessQuery) -> tuple[str, list[Any]]:
         params.append(int(query.flagged))
     if query.referral_ids is not None:
         ids = sorted(query.referral_ids)
+        # numbered, so both lists below name the same parameters (the ids bound once; any
+        # "?" after them, the LIMIT's, numbers on from the last)
+        marks = ", ".join(f"?{n}" for n in range(len(params) + 1, len(params) + 1 + len(ids)))
+        # indexed, or in the log's last block, not indexed yet (see _ACCESS_INDEX_BLOCK)
         clauses.append(
-            "seq IN (SELECT seq FROM access_log_referrals WHERE referral_id IN "  # noqa: S608 - placeholders only
-            f"({', '.join('?' * len(ids))}))"
+            f"seq IN (SELECT seq FROM access_log_referrals WHERE referral_id IN ({marks}) "  # noqa: S608 - placeholders only
+            f"UNION ALL SELECT t.seq FROM access_log AS t WHERE t.seq > (SELECT "
+            f"coalesce(max(seq), 0) / {_ACCESS_INDEX_BLOCK} * {_ACCESS_INDEX_BLOCK} FROM "
+            "access_log) AND EXISTS (SELECT 1 FROM json_each(iif(json_valid(t.referral_ids), "
+            "t.referral_ids, '[]')) WHERE value IN "
+            f"({marks})))"
         )
         params += ids
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
