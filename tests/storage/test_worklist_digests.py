@@ -24,7 +24,7 @@ from referralkit import synth
 from referralkit.clocks import Timeline
 from referralkit.crypto import CIPHER_PREFIX, KeyRing
 from referralkit.model import CoverageDecision, Covered
-from referralkit.storage import ReferralStore, open_store, upgrade
+from referralkit.storage import ReferralStore, open_store, rotate_keys, upgrade
 from referralkit.storage.memory import MemoryStore
 from referralkit.storage.sqlite import SQLiteStore
 from referralkit.worklist import (
@@ -282,6 +282,38 @@ def test_an_encrypted_store_keeps_its_digests_encrypted(tmp_path: Path) -> None:
         assert rk.ReferralDesk(store, clock=clock).worklist(ACTOR, limit=4) == head
     with SQLiteStore(path, keys=KeyRing.generate(), migrate=False) as other:
         assert all(text is None for _, text in other.worklist_digests(made).values())
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_rotation_leaves_no_digest_under_a_retired_key(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Key rotation drops the digests of every batch it rewrites (a digest is a cache sealed
+    with the key that was primary when it was written), so after it none is sealed with the
+    old key; the worklist computes them again, under the new key, and its rows are the same."""
+    ring = KeyRing.generate()
+    url = (
+        f"sqlite:///{tmp_path / 'rot.db'}"
+        if kind == "sqlite"
+        else request.getfixturevalue("postgres_schema")
+    )
+    clock = rk.FakeClock(dt.datetime(2026, 1, 5, 9, tzinfo=dt.UTC))
+    with open_store(url, keys=ring) as store:
+        desk = rk.ReferralDesk(store, clock=clock)
+        made = [desk.intake(ACTOR, canary_request(f"SRC-{k}")).id for k in range(5)]
+        clock.advance(hours=2)
+        head = rk.ReferralDesk(store, clock=clock).worklist(ACTOR, limit=5)
+        assert all(text is not None for _, text in store.worklist_digests(made).values())
+    new = ring.with_new_key()
+    with open_store(url, keys=new) as store:
+        assert rotate_keys(store, batch=2).rewritten > 0
+        assert all(text is None for _, text in store.worklist_digests(made).values())
+        assert rk.ReferralDesk(store, clock=clock).worklist(ACTOR, limit=5) == head
+        assert all(text is not None for _, text in store.worklist_digests(made).values())
+    retired = KeyRing({new.primary_id: new.key(new.primary_id)}, new.primary_id, new.index_key())
+    with open_store(url, keys=retired) as store:  # the old key gone: every digest opens
+        digests = store.worklist_digests(made)
+        assert all(text is not None for _, text in digests.values())
 
 
 def test_a_patient_filter_reads_histories(tmp_path: Path) -> None:

@@ -2235,6 +2235,15 @@ class PostgresStore(ReferralStore):
                         ),
                         payloads,
                     )
+                if self.keeps_worklist_digests:
+                    # a digest is a cache sealed with the key primary when it was written:
+                    # dropped, so nothing of the batch stays under a retired key
+                    cursor.execute(
+                        self._sql(
+                            "DELETE FROM {s}.worklist_digests WHERE referral_id BETWEEN %s AND %s"
+                        ),
+                        [rows[0][0], rows[-1][0]],
+                    )
                 return str(rows[-1][0]), len(snapshots) + len(payloads)
 
         return self._transact("rotating keys", work)

@@ -1895,6 +1895,14 @@ class SQLiteStore(ReferralStore):
                 "UPDATE events SET payload = ? WHERE referral_id = ? AND version = ? AND idx = ?",
                 payloads,
             )
+            if self.keeps_worklist_digests:
+                # a digest is a cache, sealed with the key that was primary when it was
+                # written: dropped, so no record of the batch stays under a retired key (the
+                # worklist computes it again)
+                conn.execute(
+                    "DELETE FROM worklist_digests WHERE referral_id BETWEEN ? AND ?",
+                    (rows[0][0], rows[-1][0]),
+                )
             return rows[-1][0], len(snapshots) + len(payloads)
 
 
