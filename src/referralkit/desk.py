@@ -90,6 +90,7 @@ from .privacy import (
     BreakGlass,
     ScopePolicy,
     in_scope,
+    in_scope_of,
 )
 from .rules._patterns import SIGNAL_EVENT_TYPES
 from .rules.policies import default_policies
@@ -1630,11 +1631,10 @@ class ReferralDesk:
         reaches = self._reach(actor, "worklist")
         if limit is not None and self._keys_usable(when):
             digests = (
-                self.worklist_rules.checklist == DEFAULT_CHECKLIST
-                and query.patient_id is None
-                and self._reaches_all(actor)
+                self.worklist_rules.checklist == DEFAULT_CHECKLIST and query.patient_id is None
             )
-            rows = self._ranked(when, limit, where, query, reaches, digests=digests)
+            reaches_facts = self._reach_sides(actor, "worklist") if digests else None
+            rows = self._ranked(when, limit, where, query, reaches, reaches_facts)
         else:
             items = (
                 assess_item(r, self.store.events(r.id), when, rules=self.worklist_rules)
@@ -1661,15 +1661,14 @@ class ReferralDesk:
         where: WorklistFilter,
         query: Query,
         reaches: Callable[[Referral], bool],
-        *,
-        digests: bool = False,
+        reaches_facts: Callable[[WorklistDigest], bool] | None = None,
     ) -> list[WorklistItem]:
         """The worklist's head from the stored rank keys
         (:func:`~referralkit.worklist.ranked_head`): only the referrals that may belong in it
         (and that the actor reaches) are read and assessed.
 
-        With ``digests`` (default rules, an actor who reaches every referral, no filter on
-        the patient), each candidate is read from its worklist digest (see
+        With ``reaches_facts`` (the scope test on a digest; given for the default rules and
+        no filter on the patient), each candidate is read from its worklist digest (see
         :meth:`_digests`) instead of its snapshot and history: the same item, a fraction of
         the reading."""
         store, rules = self.store, self.worklist_rules
@@ -1679,10 +1678,12 @@ class ReferralDesk:
                 if query.matches(referral) and reaches(referral):
                     yield assess_item(referral, events, when, rules=rules)
 
+        in_reach = reaches_facts or (lambda digest: True)
+
         def read_digests(ids: Sequence[str]) -> Iterator[WorklistItem]:
             late = []
             for digest in self._digests(ids):
-                if not _digest_matches(query, digest):
+                if not _digest_matches(query, digest) or not in_reach(digest):
                     continue
                 if digest.until > when:  # changed since the keys were checked: read it all
                     late.append(digest.facts.referral_id)
@@ -1695,7 +1696,7 @@ class ReferralDesk:
         return ranked_head(
             heads,
             store.rank_page,
-            read_digests if digests else read,
+            read if reaches_facts is None else read_digests,
             when,
             limit,
             where=where,
@@ -2460,6 +2461,19 @@ class ReferralDesk:
         if self._reaches_all(actor):
             return lambda r: True
         return lambda r: self._reaches(actor, operation, r)
+
+    def _reach_sides(self, actor: Actor, operation: str) -> Callable[[WorklistDigest], bool]:
+        """:meth:`_reach` on worklist digests (they hold the sides and owner a scope reads)."""
+        if self._reaches_all(actor):
+            return lambda digest: True
+        roles = [
+            role
+            for role in actor.roles
+            if operation in PERMISSIONS[role] or operation in ACCESS_PERMISSIONS[role]
+        ]
+        return lambda digest: any(
+            in_scope_of(actor, role, digest.facts.sides, digest.facts.owner) for role in roles
+        )
 
     def _reaches_all(self, actor: Actor) -> bool:
         """Whether ``actor`` reaches every referral (unscoped, or under break-glass), so a

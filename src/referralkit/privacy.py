@@ -307,14 +307,24 @@ def in_scope(actor: Actor, role: Role, referral: Referral) -> bool:
     actor names ``providers``, the provider on that side, or the referral's owner (a care
     team), is one of them.
     """
+    return in_scope_of(actor, role, (_side(referral, True), _side(referral, False)), referral.owner)
+
+
+Side = tuple[str | None, str | None]
+"""A referral's side as :func:`in_scope_of` reads it: its organisation and provider id."""
+
+
+def in_scope_of(actor: Actor, role: Role, sides: tuple[Side, Side], owner: str | None) -> bool:
+    """:func:`in_scope` on what it reads of a referral: its sending and receiving ``sides``
+    and its ``owner`` (a worklist digest holds these, not the referral)."""
     if actor.organization is None:
         return False
     for sent in _SIDES[role]:
-        organization, provider_id = _side(referral, sent)
+        organization, provider_id = sides[0] if sent else sides[1]
         if organization != actor.organization:
             continue
         if not actor.providers or provider_id in actor.providers:
             return True
-        if referral.owner is not None and referral.owner in actor.providers:
+        if owner is not None and owner in actor.providers:
             return True
     return False

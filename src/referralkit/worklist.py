@@ -374,6 +374,7 @@ class _Facts(NamedTuple):
     interpreter_needed: bool
     language: str | None
     interpreter_used: bool
+    sides: tuple[tuple[str | None, str | None], tuple[str | None, str | None]]
 
     @property
     def insurance_blocked(self) -> bool:
@@ -421,7 +422,13 @@ def _facts_of(r: Referral, checklist: Checklist) -> _Facts:
         r.patient.interpreter_needed,
         r.patient.preferred_language if r.patient.interpreter_needed else None,
         any(c.interpreter_used for c in r.communications),
+        (_side(r.referring), _side(r.target)),
     )
+
+
+def _side(provider: Any) -> tuple[str | None, str | None]:
+    """A referral side's organisation and provider id (what a scope reads of it)."""
+    return (None, None) if provider is None else (provider.organization, provider.id)
 
 
 class _Context:
@@ -1143,7 +1150,7 @@ def ranked_head(
 # parsing its snapshot and its history; WorklistDigest.item gives exactly assess's item at any
 # instant at or after the referral's last change (``until``).
 
-DIGEST_FORMAT: Final = 1
+DIGEST_FORMAT: Final = 2
 """The format of :meth:`WorklistDigest.dumps` (a stored digest of another format is read as
 missing, and written again)."""
 
@@ -1277,6 +1284,7 @@ class WorklistDigest:
                     f.interpreter_needed,
                     f.language,
                     f.interpreter_used,
+                    [list(f.sides[0]), list(f.sides[1])],
                 ],
                 self.packed,
             ],
@@ -1315,6 +1323,7 @@ class WorklistDigest:
                 f[20],
                 f[21],
                 f[22],
+                ((f[23][0][0], f[23][0][1]), (f[23][1][0], f[23][1][1])),
             )
             return cls(facts, int(version), _fromiso(until), packed)
         except (ValueError, TypeError, IndexError, KeyError):

@@ -30,6 +30,7 @@ from referralkit.storage.sqlite import SQLiteStore
 from referralkit.worklist import (
     _TIMELINE_FIELDS,
     DEFAULT_WORKLIST,
+    DIGEST_FORMAT,
     WorklistDigest,
     WorklistRules,
     assess,
@@ -41,6 +42,7 @@ from test_phi_canary import canary_request
 
 ACTOR = rk.Actor("digests", {rk.Role.COORDINATOR})
 TICK = dt.timedelta(microseconds=1)
+SYNTH_ORG = "Synthetic Regional Health"  # every synthetic referral is sent and received there
 
 
 def _simulated(store: ReferralStore, seed: int = 11, count: int = 60) -> rk.FakeClock:
@@ -114,7 +116,7 @@ def test_loads_reads_another_format_as_missing() -> None:
     _simulated(store, seed=4, count=3)
     referral, events = next(iter(store.export()))
     text = WorklistDigest.of(referral, events).dumps()
-    assert WorklistDigest.loads(text.replace("[1,", "[99,", 1)) is None
+    assert WorklistDigest.loads(text.replace(f"[{DIGEST_FORMAT},", "[99,", 1)) is None
     assert WorklistDigest.loads("not json") is None
     assert WorklistDigest.loads("[1, 2]") is None
 
@@ -155,6 +157,44 @@ def test_worklist_from_digests_equals_assessed_ranking(store: ReferralStore) -> 
             assert (digest.facts.referral_id, digest.version) == (referral_id, version)
     else:
         assert all(text is None for _, text in kept.values())
+
+
+@pytest.mark.parametrize(
+    "scoped",
+    [
+        rk.Actor("c-pcp", {rk.Role.COORDINATOR}, organization=SYNTH_ORG, providers={"syn-pcp-9"}),
+        rk.Actor("c-team", {rk.Role.COORDINATOR}, organization=SYNTH_ORG, providers={"digests"}),
+        rk.Actor("c-org", {rk.Role.COORDINATOR}, organization=SYNTH_ORG),
+        rk.Actor("c-other", {rk.Role.COORDINATOR}, organization="Another Health System"),
+    ],
+    ids=lambda actor: actor.id,
+)
+def test_a_scoped_worklist_reads_digests(
+    scoped: rk.Actor, store: ReferralStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scoped actor's worklist is read from digests too (they hold the sides and owner a
+    scope reads): the same rows as the ranking of the referrals in the actor's scope, each
+    assessed from its history, and, once the digests are written, no history read."""
+    clock = _simulated(store)
+    when = clock.now() + dt.timedelta(days=2)
+    rk.ReferralDesk(store, clock=clock).worklist(ACTOR, as_of=when, limit=60)  # digests kept
+    desk = rk.ReferralDesk(store, clock=clock)
+    reference = rank(
+        (
+            assess(r, events, when)
+            for r, events in store.export()
+            if r.created_at <= when and desk._reaches(scoped, "worklist", r)
+        ),
+        limit=15,
+    )
+    if store.keeps_worklist_digests:
+        monkeypatch.setattr(desk, "_histories", _no_histories)
+    assert desk.worklist(scoped, as_of=when, limit=15) == reference
+    assert (len(reference) > 0) is (scoped.id != "c-other")
+
+
+def _no_histories(ids: object) -> None:
+    raise AssertionError("a history was read")
 
 
 def test_a_changed_referral_gets_a_new_digest(store: ReferralStore) -> None:
@@ -266,8 +306,9 @@ def test_an_encrypted_store_keeps_its_digests_encrypted(tmp_path: Path) -> None:
         assert {row[0] for row in rows} == set(made)
         assert all(row[1].startswith(CIPHER_PREFIX) for row in rows)
         # moved to another row, a digest does not open there
+        moved = next(text for referral_id, text in rows if referral_id != made[1])
         conn.execute(
-            "UPDATE worklist_digests SET digest = ? WHERE referral_id = ?", (rows[0][1], made[1])
+            "UPDATE worklist_digests SET digest = ? WHERE referral_id = ?", (moved, made[1])
         )
         # the made-up digest (written above for the canary) goes: the worklist computes it
         conn.execute("DELETE FROM worklist_digests WHERE referral_id = ?", (made[0],))
