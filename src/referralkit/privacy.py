@@ -45,6 +45,7 @@ __all__ = [
     "Sealed",
     "authorize",
     "in_scope",
+    "in_scope_of",
 ]
 
 
@@ -310,13 +311,18 @@ def in_scope(actor: Actor, role: Role, referral: Referral) -> bool:
     return in_scope_of(actor, role, (_side(referral, True), _side(referral, False)), referral.owner)
 
 
-Side = tuple[str | None, str | None]
-"""A referral's side as :func:`in_scope_of` reads it: its organisation and provider id."""
-
-
-def in_scope_of(actor: Actor, role: Role, sides: tuple[Side, Side], owner: str | None) -> bool:
+def in_scope_of(
+    actor: Actor,
+    role: Role,
+    sides: tuple[tuple[str | None, str | None], tuple[str | None, str | None]],
+    owner: str | None,
+) -> bool:
     """:func:`in_scope` on what it reads of a referral: its sending and receiving ``sides``
-    and its ``owner`` (a worklist digest holds these, not the referral)."""
+    (each its organisation and provider id) and its ``owner`` (a worklist digest holds
+    these, not the referral).
+
+    .. versionadded:: 0.2
+    """
     if actor.organization is None:
         return False
     for sent in _SIDES[role]:
