@@ -35,7 +35,7 @@ import operator
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
 
 import attrs
@@ -426,6 +426,26 @@ def _access_record(
         grant=None if grant is None else grant.grant_id,
         flagged=grant is not None or outcome is not AccessOutcome.ALLOWED,
     )
+
+
+_Cached = TypeVar("_Cached")
+
+
+def _in_order(
+    cache: collections.OrderedDict[str, _Cached], ids: Sequence[str], current: Mapping[str, int]
+) -> list[_Cached]:
+    """The entries of ``cache`` for ``ids`` that exist (in ``current``), in the order of
+    ``ids``, each marked recently used; then the least recently used dropped down to
+    ``_HISTORY_CACHE`` entries (called with the cache's lock held)."""
+    found = []
+    for referral_id in ids:
+        entry = cache.get(referral_id)
+        if referral_id in current and entry is not None:
+            cache.move_to_end(referral_id)
+            found.append(entry)
+    while len(cache) > _HISTORY_CACHE:
+        cache.popitem(last=False)
+    return found
 
 
 def _digest_matches(query: Query, digest: WorklistDigest) -> bool:
@@ -1722,18 +1742,10 @@ class ReferralDesk:
         else:  # nothing to check: read them all (one read fewer; their versions come along)
             fresh = store.histories_selected(ids, TIMELINE_EVENT_TYPES)
             current = {referral.id: referral.version for referral, _ in fresh}
-        found = []
         with self._history_lock:
             for referral, events in fresh:
                 cache[referral.id] = (referral, list(events))
-            for referral_id in ids:
-                entry = cache.get(referral_id)
-                if referral_id in current and entry is not None:
-                    cache.move_to_end(referral_id)
-                    found.append(entry)
-            while len(cache) > _HISTORY_CACHE:
-                cache.popitem(last=False)
-        return found
+            return _in_order(cache, ids, current)
 
     def _digests(self, ids: Sequence[str]) -> list[WorklistDigest]:
         """The worklist digests (:class:`~referralkit.worklist.WorklistDigest`) of ``ids``
@@ -1780,17 +1792,9 @@ class ReferralDesk:
                 # a cache: a busy or read-only store leaves it to the next worklist
                 with contextlib.suppress(StorageError):
                     store.write_worklist_digests(written)
-        found = []
         with self._history_lock:
             cache.update(fresh)
-            for referral_id in ids:
-                digest = cache.get(referral_id)
-                if referral_id in current and digest is not None:
-                    cache.move_to_end(referral_id)
-                    found.append(digest)
-            while len(cache) > _HISTORY_CACHE:
-                cache.popitem(last=False)
-        return found
+            return _in_order(cache, ids, current)
 
     @boundary
     def claim(

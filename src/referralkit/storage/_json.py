@@ -1020,17 +1020,31 @@ def _fast_event(row: tuple[Any, ...]) -> ReferralEvent:
         and type(actor) is str
         and type(kind) is str
     ):
-        event: ReferralEvent = _new_object(ReferralEvent)
-        s_id, s_version, s_index, s_at, s_actor, s_type, s_payload = _EVENT_SETTERS
-        s_id(event, referral_id)
-        s_version(event, version)
-        s_index(event, index)
-        s_at(event, when)
-        s_actor(event, actor)
-        s_type(event, kind)
-        s_payload(event, JsonObject(data))
-        return event
+        return _built_event(referral_id, version, index, when, actor, kind, data)
     return _stored_event(row)
+
+
+def _built_event(
+    referral_id: str,
+    version: int,
+    index: int,
+    when: dt.datetime,
+    actor: str,
+    kind: str,
+    data: dict[str, Any],
+) -> ReferralEvent:
+    """A :class:`ReferralEvent` of values already checked, built without its validators
+    (what :func:`_fast_event` and :func:`_sealed_plain_event` make)."""
+    event: ReferralEvent = _new_object(ReferralEvent)
+    s_id, s_version, s_index, s_at, s_actor, s_type, s_payload = _EVENT_SETTERS
+    s_id(event, referral_id)
+    s_version(event, version)
+    s_index(event, index)
+    s_at(event, when)
+    s_actor(event, actor)
+    s_type(event, kind)
+    s_payload(event, JsonObject(data))
+    return event
 
 
 def _sealed_plain_event(row: Sequence[Any]) -> ReferralEvent | None:
@@ -1072,16 +1086,7 @@ def _sealed_plain_event(row: Sequence[Any]) -> ReferralEvent | None:
         return None
     if type(data) is not dict or count == "-":
         return None
-    event: ReferralEvent = _new_object(ReferralEvent)
-    s_id, s_version, s_index, s_at, s_actor, s_type, s_payload = _EVENT_SETTERS
-    s_id(event, referral_id)
-    s_version(event, version)
-    s_index(event, index)
-    s_at(event, when)
-    s_actor(event, actor)
-    s_type(event, kind)
-    s_payload(event, JsonObject(data))
-    return event
+    return _built_event(referral_id, version, index, when, actor, kind, data)
 
 
 # a sealed record that is not encrypted: its seal's key id is empty
