@@ -1627,7 +1627,7 @@ class ReferralDesk:
 
         .. versionchanged:: 0.2
            The ranked head reads each candidate's worklist digest
-           (:class:`~referralkit.worklist.WorklistDigest`, kept by the SQL stores) instead of
+           (``referralkit.worklist.WorklistDigest``, kept by the SQL stores) instead of
            its snapshot and history, and writes those missing (the first call after an
            upgrade, or after a change, fills them): the same rows.
         """
@@ -1748,7 +1748,7 @@ class ReferralDesk:
             return _in_order(cache, ids, current)
 
     def _digests(self, ids: Sequence[str]) -> list[WorklistDigest]:
-        """The worklist digests (:class:`~referralkit.worklist.WorklistDigest`) of ``ids``
+        """The worklist digests (``referralkit.worklist.WorklistDigest``) of ``ids``
         (those that exist) at their current versions, in the order of ``ids``.
 
         Read from the store (:meth:`~referralkit.storage.ReferralStore.worklist_digests`,

@@ -675,7 +675,7 @@ class ReferralStore(abc.ABC):
 
     keeps_worklist_digests: bool = False
     """Whether the store keeps worklist digests
-    (:class:`~referralkit.worklist.WorklistDigest`: what the worklist reads of a referral
+    (``referralkit.worklist.WorklistDigest``: what the worklist reads of a referral
     version that does not depend on the instant asked), so the ranked worklist reads one
     short record a candidate instead of its snapshot and history. The defaults below keep
     none: the desk computes each one from the history.

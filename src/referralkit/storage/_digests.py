@@ -1,4 +1,4 @@
-"""Worklist digests at rest (:class:`~referralkit.worklist.WorklistDigest`): what the SQL
+"""Worklist digests at rest (``referralkit.worklist.WorklistDigest``): what the SQL
 adapters keep in their ``worklist_digests`` table (schema version 9).
 
 A digest is a cache of one referral version, written by the worklist that first reads it
